@@ -1,0 +1,3 @@
+from sctk.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""What every command shares: the selected data directory, settings, output helpers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sctk import config
+from sctk.config import Settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class State:
+    home: Path | None = None
+
+
+def state(ctx: typer.Context) -> State:
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = State()
+    return root.obj
+
+
+def settings(ctx: typer.Context, overrides: dict[str, Any] | None = None) -> Settings:
+    return config.load(state(ctx).home, overrides).settings
+
+
+def print_json(data: Any) -> None:
+    # plain print: rich would wrap long lines and colour the output of a pipe
+    print(json.dumps(data, indent=2, default=str))
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(title=title, show_lines=False)
+    for col in columns:
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        t.add_row(*[("" if v is None else str(v)) for v in row])
+    console.print(t)
+
+
+def json_option() -> Any:
+    return typer.Option(False, "--json", help="Print JSON instead of a table.")

@@ -1,0 +1,66 @@
+"""`sctk db upgrade|downgrade|current|history`."""
+
+from __future__ import annotations
+
+import typer
+
+from sctk.cli.common import console, json_option, print_json, settings, table
+from sctk.storage import migrate
+from sctk.storage.engine import make_engine
+from sctk.storage.layout import require_data_dir
+
+app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+
+
+def _engine(ctx: typer.Context):
+    s = settings(ctx)
+    require_data_dir(s)
+    return make_engine(s)
+
+
+def _report(before: str | None, after: str | None) -> None:
+    if before == after:
+        console.print(f"database already at {after or 'base'}; nothing changed.")
+    else:
+        console.print(f"database {before or 'base'} -> {after or 'base'}")
+
+
+@app.command("upgrade")
+def upgrade(
+    ctx: typer.Context, revision: str = typer.Argument("head", help="Target revision.")
+) -> None:
+    """Upgrade the schema to REVISION (default: head)."""
+    _report(*migrate.upgrade(_engine(ctx), revision))
+
+
+@app.command("downgrade")
+def downgrade(
+    ctx: typer.Context,
+    revision: str = typer.Argument(..., help="Target revision ('base' removes every table)."),
+) -> None:
+    """Downgrade the schema to REVISION."""
+    _report(*migrate.downgrade(_engine(ctx), revision))
+
+
+@app.command("current")
+def current(ctx: typer.Context, as_json: bool = json_option()) -> None:
+    """Show the revision the database is at."""
+    rev, head = migrate.current(_engine(ctx)), migrate.head()
+    if as_json:
+        print_json({"current": rev, "head": head, "at_head": rev == head})
+    else:
+        console.print(f"{rev or 'base (empty)'}{' (head)' if rev == head else f' (head is {head})'}")
+
+
+@app.command("history")
+def history(as_json: bool = json_option()) -> None:
+    """List the migrations, newest first."""
+    revs = migrate.history()
+    if as_json:
+        print_json([r.__dict__ for r in revs])
+    else:
+        table(
+            "migrations",
+            ["revision", "down revision", "message", "head"],
+            [[r.revision, r.down_revision or "", r.message, "yes" if r.is_head else ""] for r in revs],
+        )

@@ -1,0 +1,49 @@
+"""`sctk health`: run the check registry; exit with the Nagios code of the worst result."""
+
+from __future__ import annotations
+
+import typer
+
+from sctk.cli.common import console, json_option, print_json, settings, table
+from sctk.errors import SctkError
+from sctk.health import Status, run_checks
+from sctk.health.registry import record
+
+STYLE = {Status.OK: "green", Status.WARNING: "yellow", Status.CRITICAL: "red", Status.UNKNOWN: "magenta"}
+
+
+def health(
+    ctx: typer.Context,
+    as_json: bool = json_option(),
+    only: list[str] = typer.Option(None, "--check", help="Run only this check (repeatable)."),
+    no_record: bool = typer.Option(False, "--no-record", help="Do not store the results."),
+) -> None:
+    """Run the health checks. Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
+    try:
+        s = settings(ctx)
+    except SctkError as exc:
+        # settings that do not load make the health of the service unknown, not a usage error
+        console.print(f"UNKNOWN: {exc.message}", highlight=False)
+        raise typer.Exit(int(Status.UNKNOWN)) from None
+    report = run_checks(s, only or None)
+    schema = next((o for o in report.outcomes if o.name == "migrations"), None)
+    # results are stored only where the table is known to exist: schema at head
+    if not no_record and schema is not None and schema.status is Status.OK:
+        from sctk.storage.engine import make_engine
+
+        engine = make_engine(s)
+        try:
+            record(engine, report)
+        finally:
+            engine.dispose()
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        rows = []
+        for o in report.outcomes:
+            # the table shows the headline figure; --json carries every measured value
+            shown = next((f"{k}={v}" for k, v in o.values.items() if k != "path"), "")
+            rows.append([f"[{STYLE[o.status]}]{o.status.name}[/]", o.name, shown, o.message])
+        table(None, ["status", "check", "measured", "message"], rows)
+        console.print(f"overall: [{STYLE[report.status]}]{report.status.name}[/]")
+    raise typer.Exit(int(report.status))

@@ -1,0 +1,281 @@
+"""Typed settings, layered: defaults < <home>/sctk.toml < SCTK_* environment < command-line flags.
+
+The layers are merged here (rather than left to pydantic-settings' own source chain) so that
+every value can say where it came from, and so that an error names the file or the
+environment variable the bad value was read from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from sctk.errors import ConfigError
+
+CONFIG_FILE_NAME = "sctk.toml"
+
+
+def default_home() -> Path:
+    """The data directory used when neither --home nor SCTK_HOME names one."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "sctk"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address the API binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port of the API.")
+    workers: int = Field(1, ge=1, le=64, description="Number of uvicorn worker processes.")
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level written to the log file and the console."
+    )
+    max_bytes: int = Field(
+        10 * 1024 * 1024, ge=64 * 1024, description="Size at which sctk.log is rotated."
+    )
+    backup_count: int = Field(5, ge=1, le=100, description="Rotated log files kept.")
+
+
+class HealthSettings(_Section):
+    disk_warning_free_percent: float = Field(
+        15.0, gt=0, lt=100, description="Free disk below this percentage is a WARNING."
+    )
+    disk_critical_free_percent: float = Field(
+        5.0, gt=0, lt=100, description="Free disk below this percentage is CRITICAL."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HealthSettings:
+        if self.disk_critical_free_percent >= self.disk_warning_free_percent:
+            raise ValueError(
+                "disk_critical_free_percent must be lower than disk_warning_free_percent"
+            )
+        return self
+
+
+class DatabaseSettings(_Section):
+    connect_timeout: int = Field(
+        5, ge=1, le=120, description="Seconds to wait for PostgreSQL before giving up."
+    )
+    busy_timeout_ms: int = Field(
+        10_000, ge=0, description="How long SQLite waits on a locked database (ms)."
+    )
+
+
+class Settings(BaseSettings):
+    """Every setting sctk reads. Sections map to TOML tables and to SCTK_SECTION__KEY."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCTK_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    home: Path = Field(default_factory=default_home, description="The data directory.")
+    database_url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL; empty means SQLite at <home>/sctk.db. "
+        "Example: postgresql://user:pass@host:5432/sctk",
+    )
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / CONFIG_FILE_NAME
+
+    @property
+    def db_url(self) -> str:
+        """The database URL actually used (the SQLite default when none is configured)."""
+        if self.database_url is not None and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.home / 'sctk.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+
+@dataclass
+class LoadedSettings:
+    """Settings plus where each dotted key came from (default, file path, env var, flag)."""
+
+    settings: Settings
+    origins: dict[str, str] = field(default_factory=dict)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error becomes one sentence naming the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror}.") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid TOML: {exc}; fix that line or move the file away."
+        ) from None
+    if "home" in data:
+        raise ConfigError(
+            f"{path}: 'home' cannot be set inside the data directory it names; "
+            "use --home or SCTK_HOME instead."
+        )
+    return data
+
+
+def _env_values() -> dict[str, Any]:
+    source = EnvSettingsSource(Settings)
+    return source()
+
+
+def _env_name(dotted: str) -> str:
+    return "SCTK_" + dotted.replace(".", "__").upper()
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    for part in loc:
+        info = model.model_fields.get(str(part))
+        if info is None or not (
+            isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+        ):
+            return []
+        model = info.annotation
+    return list(model.model_fields)
+
+
+def describe_errors(exc: ValidationError, origins: dict[str, str]) -> list[str]:
+    """One sentence per invalid field, naming the field and where its value came from."""
+    sentences = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if p != "__root__")
+        dotted = ".".join(str(p) for p in loc)
+        origin = origins.get(dotted)
+        if origin is None:
+            # a section-level error (e.g. health thresholds out of order) has no leaf origin
+            origin = next((o for k, o in origins.items() if k.startswith(dotted + ".")), "")
+        where = f" (from {origin})" if origin else ""
+        if err["type"] == "extra_forbidden":
+            known = _known_keys(Settings, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
+            sentences.append(f"unknown setting '{dotted}'{where}{hint}")
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, ") :]
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) or got is None else f", got {got!r}"
+            name = f"'{dotted}'" if dotted else "settings"
+            sentences.append(f"{name}{where}: {msg}{shown}")
+    return sentences
+
+
+def resolve_home(home: Path | str | None = None) -> Path:
+    if home is not None:
+        return Path(home).expanduser().absolute()
+    env = os.environ.get("SCTK_HOME")
+    if env:
+        return Path(env).expanduser().absolute()
+    return default_home()
+
+
+def load(home: Path | str | None = None, overrides: dict[str, Any] | None = None) -> LoadedSettings:
+    """Build the effective settings for a data directory; raise ConfigError naming every bad field."""
+    home_path = resolve_home(home)
+    config_path = home_path / CONFIG_FILE_NAME
+    layers: list[tuple[str, dict[str, Any]]] = [
+        (str(config_path), read_toml(config_path)),
+        ("environment", _env_values()),
+        ("command line", {k: v for k, v in (overrides or {}).items() if v is not None}),
+    ]
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name, data in layers:
+        data = {k: v for k, v in data.items() if k != "home"}
+        merged = _merge(merged, data)
+        for dotted in _flatten(data):
+            origins[dotted] = _env_name(dotted) if name == "environment" else name
+    merged["home"] = home_path
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError("Invalid settings: " + "; ".join(describe_errors(exc, origins)) + ".")
+    for dotted in _flatten(settings.model_dump(exclude={"home"})):
+        origins.setdefault(dotted, "default")
+    if home is not None:
+        origins["home"] = "command line"
+    elif os.environ.get("SCTK_HOME"):
+        origins["home"] = "SCTK_HOME"
+    else:
+        origins["home"] = "default"
+    return LoadedSettings(settings, origins)
+
+
+def check_file(path: Path) -> list[str]:
+    """Validate one sctk.toml on its own (defaults + the file); return every problem found."""
+    try:
+        data = read_toml(path)
+    except ConfigError as exc:
+        return [exc.message]
+    if not path.exists():
+        return [f"{path} does not exist; create it with 'sctk init' or name another file."]
+    try:
+        Settings.model_validate({**data, "home": path.parent})
+    except ValidationError as exc:
+        return describe_errors(exc, {})
+    return []
+
+
+def redacted(loaded: LoadedSettings) -> list[tuple[str, str, str]]:
+    """(key, shown value, origin) for every setting; secrets and URL passwords hidden."""
+    from sqlalchemy.engine import make_url
+
+    settings = loaded.settings
+    rows = []
+    for dotted, value in _flatten(settings.model_dump(mode="python")).items():
+        if dotted == "database_url":
+            value = settings.db_url
+            try:
+                value = make_url(value).render_as_string(hide_password=True)
+            except Exception:  # an unparsable URL is still a secret
+                value = "**********"
+        elif isinstance(value, SecretStr):
+            value = "**********" if value.get_secret_value() else ""
+        rows.append((dotted, str(value), loaded.origins.get(dotted, "default")))
+    return rows

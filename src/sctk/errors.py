@@ -1,0 +1,27 @@
+"""Errors a user can cause, each carrying one sentence that names the thing and the fix."""
+
+
+class SctkError(Exception):
+    """A problem the user can fix; the CLI prints the message and exits non-zero."""
+
+    exit_code = 1
+    http_status = 400
+    title = "Bad request"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(SctkError):
+    title = "Invalid configuration"
+
+
+class DatabaseUnavailable(SctkError):
+    http_status = 503
+    title = "Database unavailable"
+
+
+class NotFound(SctkError):
+    http_status = 404
+    title = "Not found"

@@ -1,0 +1,186 @@
+"""The check registry: named probes, each returning a status, a message and measured values."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import Engine
+
+from sctk.config import Settings
+from sctk.storage.models import utcnow
+
+log = logging.getLogger(__name__)
+
+# Modules that register checks when imported; later domains add theirs here.
+CHECK_MODULES = ["sctk.health.platform"]
+
+
+class Status(IntEnum):
+    """Nagios plugin exit codes."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    @property
+    def severity(self) -> int:
+        # UNKNOWN is worse than WARNING (we could not tell) but not as bad as CRITICAL
+        return {Status.OK: 0, Status.WARNING: 1, Status.UNKNOWN: 2, Status.CRITICAL: 3}[self]
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    status: Status
+    message: str
+    values: dict[str, Any] = field(default_factory=dict)
+    duration_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status.name,
+            "message": self.message,
+            "values": self.values,
+            "duration_ms": round(self.duration_ms, 2),
+        }
+
+
+class CheckContext:
+    """What a check may use; the engine is made once and shared by all checks of a run."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None):
+        self.settings = settings
+        self._engine = engine
+        self._owns_engine = engine is None
+        self.outcomes: dict[str, CheckOutcome] = {}
+
+    @cached_property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from sctk.storage.engine import make_engine
+
+            self._engine = make_engine(self.settings)
+        return self._engine
+
+    def close(self) -> None:
+        if self._owns_engine and self._engine is not None:
+            self._engine.dispose()
+
+
+CheckFunc = Callable[[CheckContext], CheckOutcome]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    description: str
+    func: CheckFunc
+    depends_on: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[str, Check] = {}
+
+
+def check(name: str, description: str, depends_on: tuple[str, ...] = ()):
+    """Register a check. A check whose dependency is not OK/WARNING reports UNKNOWN."""
+
+    def register(func: CheckFunc) -> CheckFunc:
+        _REGISTRY[name] = Check(name, description, func, depends_on)
+        return func
+
+    return register
+
+
+def registered() -> dict[str, Check]:
+    for module in CHECK_MODULES:
+        importlib.import_module(module)
+    return dict(_REGISTRY)
+
+
+@dataclass
+class HealthReport:
+    outcomes: list[CheckOutcome]
+    checked_at: datetime
+
+    @property
+    def status(self) -> Status:
+        worst = max(self.outcomes, key=lambda o: o.status.severity, default=None)
+        return worst.status if worst else Status.UNKNOWN
+
+    @property
+    def failing(self) -> list[CheckOutcome]:
+        """Checks that make the service not ready: CRITICAL or UNKNOWN."""
+        return [o for o in self.outcomes if o.status in (Status.CRITICAL, Status.UNKNOWN)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status.name,
+            "checked_at": self.checked_at.isoformat(),
+            "checks": [o.as_dict() for o in self.outcomes],
+        }
+
+
+def _run_one(entry: Check, ctx: CheckContext) -> CheckOutcome:
+    blocked = [
+        d for d in entry.depends_on
+        if d in ctx.outcomes and ctx.outcomes[d].status not in (Status.OK, Status.WARNING)
+    ]
+    if blocked:
+        return CheckOutcome(entry.name, Status.UNKNOWN, f"not checked: {', '.join(blocked)} failed")
+    start = time.perf_counter()
+    try:
+        outcome = entry.func(ctx)
+    except Exception as exc:  # a broken probe must not take the whole report down
+        log.exception("health check %s raised", entry.name)
+        outcome = CheckOutcome(entry.name, Status.UNKNOWN, f"check raised {type(exc).__name__}: {exc}")
+    outcome.duration_ms = (time.perf_counter() - start) * 1000.0
+    return outcome
+
+
+def run_checks(
+    settings: Settings, names: list[str] | None = None, engine: Engine | None = None
+) -> HealthReport:
+    """Run the named checks (default: all) in registration order."""
+    checks = registered()
+    if names:
+        unknown = [n for n in names if n not in checks]
+        if unknown:
+            from sctk.errors import SctkError
+
+            raise SctkError(
+                f"Unknown check '{unknown[0]}'; known checks: {', '.join(checks)}."
+            )
+    ctx = CheckContext(settings, engine)
+    try:
+        for entry in checks.values():
+            if names and entry.name not in names:
+                continue
+            ctx.outcomes[entry.name] = _run_one(entry, ctx)
+    finally:
+        ctx.close()
+    return HealthReport(list(ctx.outcomes.values()), utcnow())
+
+
+def record(engine: Engine, report: HealthReport) -> None:
+    """Store a report's outcomes so trends and the audit can look back."""
+    from sctk.storage.engine import session_scope
+    from sctk.storage.models import CheckResult
+
+    with session_scope(engine) as session:
+        for o in report.outcomes:
+            session.add(
+                CheckResult(
+                    name=o.name, status=o.status.name, message=o.message,
+                    values=o.values, checked_at=report.checked_at,
+                )
+            )

@@ -1,0 +1,90 @@
+"""Structured logging: JSON lines to <home>/logs/sctk.log (rotated by size), plain text on the console.
+
+A request id, set per API request in a context variable, is attached to every line logged
+while that request is handled.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import logging.handlers
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sctk.config import Settings
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+LOG_FILE = "sctk.log"
+_HANDLER_MARK = "_sctk_handler"
+# Attributes every LogRecord has; anything else was passed through `extra=` and is kept.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if getattr(record, "request_id", None):
+            entry["request_id"] = record.request_id
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key != "request_id":
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class ConsoleFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        rid = getattr(record, "request_id", None)
+        return f"{line} [request {rid}]" if rid else line
+
+
+def configure(
+    settings: Settings, console: bool = True, console_level: str = "WARNING"
+) -> Path | None:
+    """Install sctk's handlers on the root logger (once per process; safe to call again)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(settings.log.level)
+    log_dir = settings.home / "logs"
+    path: Path | None = None
+    if log_dir.is_dir():
+        path = log_dir / LOG_FILE
+        file_handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=settings.log.max_bytes, backupCount=settings.log.backup_count,
+            encoding="utf-8",
+        )
+        file_handler.setFormatter(JsonFormatter())
+        file_handler.addFilter(RequestIdFilter())
+        setattr(file_handler, _HANDLER_MARK, True)
+        root.addHandler(file_handler)
+    if console:
+        stream = logging.StreamHandler()
+        stream.setFormatter(ConsoleFormatter())
+        stream.addFilter(RequestIdFilter())
+        # the console is for people: by default only what needs attention
+        level = max(logging.getLevelName(console_level), logging.getLevelName(settings.log.level))
+        stream.setLevel(level)
+        setattr(stream, _HANDLER_MARK, True)
+        root.addHandler(stream)
+    return path

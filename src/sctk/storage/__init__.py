@@ -1,0 +1,1 @@
+"""Storage: database engine and sessions, ORM models, migrations, the data-directory layout."""

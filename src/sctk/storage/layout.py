@@ -1,0 +1,148 @@
+"""The data directory: its layout, its permissions, and `sctk init`."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from sctk.config import CONFIG_FILE_NAME, Settings, read_toml
+from sctk.config import load as load_settings
+from sctk.errors import SctkError
+from sctk.fsutil import atomic_write
+
+# keys/ holds the encryption keyring: only the service account may enter it.
+SUBDIRS: dict[str, int] = {
+    "keys": 0o700,
+    "data": 0o750,
+    "results": 0o750,
+    "archive": 0o750,
+    "backups": 0o700,
+    "logs": 0o750,
+    "tmp": 0o750,
+    "reports": 0o750,
+}
+
+
+@dataclass
+class InitReport:
+    home: Path
+    created: list[str] = field(default_factory=list)
+    fixed: list[str] = field(default_factory=list)
+    revision_before: str | None = None
+    revision_after: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.fixed) or self.revision_before != self.revision_after
+
+
+def is_data_dir(path: Path) -> bool:
+    return (path / CONFIG_FILE_NAME).is_file()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def config_template(database_url: str | None = None) -> str:
+    """A commented sctk.toml listing every setting with its default, built from Settings."""
+    lines = [
+        "# sctk configuration. Precedence: defaults < this file < SCTK_* environment < flags.",
+        "# Uncomment a line to change it; `sctk config check` validates this file and",
+        "# `sctk config show` prints the effective values and where each came from.",
+        "",
+    ]
+    info = Settings.model_fields["database_url"]
+    lines.append(f"# {info.description}")
+    if database_url:
+        lines.append(f"database_url = {_toml_value(database_url)}")
+    else:
+        lines.append('# database_url = ""')
+    for name, info in Settings.model_fields.items():
+        annotation = info.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            continue
+        lines += ["", f"[{name}]"]
+        for key, sub in annotation.model_fields.items():
+            lines.append(f"# {sub.description}")
+            lines.append(f"# {key} = {_toml_value(sub.get_default(call_default_factory=True))}")
+    return "\n".join(lines) + "\n"
+
+
+def _ensure_dir(path: Path, mode: int, report: InitReport, label: str) -> None:
+    if not path.exists():
+        path.mkdir(parents=True, mode=mode)
+        os.chmod(path, mode)  # mkdir's mode is filtered by the umask
+        report.created.append(label)
+    elif not path.is_dir():
+        raise SctkError(f"{path} exists and is not a directory; move it away and run init again.")
+    elif stat.S_IMODE(path.stat().st_mode) & ~mode:
+        os.chmod(path, mode)
+        report.fixed.append(f"{label} permissions set to {oct(mode)[2:]}")
+
+
+def check_target(home: Path, force: bool) -> None:
+    """Refuse to scatter sctk's layout into an unrelated non-empty directory."""
+    if home.exists() and not home.is_dir():
+        raise SctkError(f"{home} is a file, not a directory; choose another data directory.")
+    if home.is_dir() and not is_data_dir(home) and any(home.iterdir()) and not force:
+        raise SctkError(
+            f"{home} is not empty and is not an sctk data directory; "
+            "choose an empty or new directory, or pass --force to use it anyway."
+        )
+
+
+def init_home(
+    home: Path, database_url: str | None = None, force: bool = False
+) -> tuple[InitReport, Settings]:
+    """Create (or complete) a data directory and bring its database to the newest schema."""
+    from sctk.storage.engine import make_engine, ping
+    from sctk.storage.migrate import upgrade
+
+    check_target(home, force)
+    if database_url and is_data_dir(home):
+        if read_toml(home / CONFIG_FILE_NAME).get("database_url") != database_url:
+            raise SctkError(
+                f"{home / CONFIG_FILE_NAME} already exists and does not name this database_url; "
+                "edit that file instead of passing --database-url."
+            )
+    overrides = {"database_url": database_url} if database_url else None
+    settings = load_settings(home, overrides).settings
+    engine = make_engine(settings)
+    try:
+        if not settings.is_sqlite:
+            ping(engine)  # fail before creating anything when the server cannot be reached
+
+        report = InitReport(home)
+        _ensure_dir(home, 0o750, report, str(home))
+        for name, mode in SUBDIRS.items():
+            _ensure_dir(home / name, mode, report, f"{name}/")
+        config_path = home / CONFIG_FILE_NAME
+        if not config_path.exists():
+            atomic_write(config_path, config_template(database_url), mode=0o640)
+            report.created.append(CONFIG_FILE_NAME)
+        report.revision_before, report.revision_after = upgrade(engine, "head")
+        db_file = home / "sctk.db"
+        if settings.is_sqlite and db_file.exists() and stat.S_IMODE(db_file.stat().st_mode) != 0o600:
+            os.chmod(db_file, 0o600)  # it will hold password hashes and encrypted secrets
+    finally:
+        engine.dispose()
+    return report, load_settings(home).settings
+
+
+def require_data_dir(settings: Settings) -> None:
+    """Commands that need an initialised directory say so plainly when it is missing."""
+    if not is_data_dir(settings.home):
+        raise SctkError(
+            f"{settings.home} is not an sctk data directory; run 'sctk init {settings.home}' "
+            "first or point --home / SCTK_HOME at one."
+        )

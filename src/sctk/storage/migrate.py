@@ -1,0 +1,105 @@
+"""Alembic migrations run programmatically against the configured database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from sctk.errors import SctkError
+from sctk.storage.engine import unavailable
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# Any constant works; it keeps two processes (e.g. several `sctk serve` workers) from
+# migrating one PostgreSQL database at the same time.
+_PG_LOCK_KEY = 0x5C7C_0001
+
+
+@dataclass(frozen=True)
+class Revision:
+    revision: str
+    down_revision: str | None
+    message: str
+    is_head: bool
+
+
+def _config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config())
+
+
+def head() -> str:
+    heads = script().get_heads()
+    if len(heads) != 1:  # a packaging bug, not a user error
+        raise RuntimeError(f"sctk migrations have {len(heads)} heads; expected exactly one")
+    return heads[0]
+
+
+def history() -> list[Revision]:
+    """All revisions, newest first."""
+    return [
+        Revision(r.revision, r.down_revision, (r.doc or "").strip(), r.is_head)
+        for r in script().walk_revisions()
+    ]
+
+
+def current(engine: Engine) -> str | None:
+    """The revision the database is at, or None for an empty database."""
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except (OperationalError, DBAPIError) as exc:
+        raise unavailable(engine, exc) from None
+
+
+def _known(rev: str) -> bool:
+    if rev in ("head", "base", "heads"):
+        return True
+    try:
+        return script().get_revision(rev) is not None
+    except CommandError:
+        return False
+
+
+def _run(engine: Engine, action: str, rev: str) -> tuple[str | None, str | None]:
+    if not _known(rev):
+        raise SctkError(
+            f"Unknown revision '{rev}'; 'sctk db history' lists the revisions there are."
+        )
+    before = current(engine)
+    cfg = _config()
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            cfg.attributes["connection"] = conn
+            getattr(command, action)(cfg, rev)
+    except CommandError as exc:
+        raise SctkError(
+            f"Cannot {action} to '{rev}' from '{before or 'base'}': {exc}."
+        ) from None
+    except (OperationalError, DBAPIError) as exc:
+        raise unavailable(engine, exc) from None
+    return before, current(engine)
+
+
+def upgrade(engine: Engine, rev: str = "head") -> tuple[str | None, str | None]:
+    """Upgrade to REV (default head); return (revision before, revision after)."""
+    return _run(engine, "upgrade", rev)
+
+
+def downgrade(engine: Engine, rev: str) -> tuple[str | None, str | None]:
+    """Downgrade to REV ('base' empties the schema); return (before, after)."""
+    return _run(engine, "downgrade", rev)
