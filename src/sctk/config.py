@@ -216,7 +216,10 @@ def resolve_home(home: Path | str | None = None) -> Path:
 
 
 def load(home: Path | str | None = None, overrides: dict[str, Any] | None = None) -> LoadedSettings:
-    """Build the effective settings for a data directory; raise ConfigError naming every bad field."""
+    """Build the effective settings for a data directory.
+
+    Raises ConfigError naming every bad field and where its value came from.
+    """
     home_path = resolve_home(home)
     config_path = home_path / CONFIG_FILE_NAME
     layers: list[tuple[str, dict[str, Any]]] = [
@@ -235,7 +238,8 @@ def load(home: Path | str | None = None, overrides: dict[str, Any] | None = None
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError("Invalid settings: " + "; ".join(describe_errors(exc, origins)) + ".")
+        problems = "; ".join(describe_errors(exc, origins))
+        raise ConfigError(f"Invalid settings: {problems}.") from None
     for dotted in _flatten(settings.model_dump(exclude={"home"})):
         origins.setdefault(dotted, "default")
     if home is not None:

@@ -1,4 +1,4 @@
-"""Structured logging: JSON lines to <home>/logs/sctk.log (rotated by size), plain text on the console.
+"""Structured logging: JSON lines to <home>/logs/sctk.log, rotated by size; text on the console.
 
 A request id, set per API request in a context variable, is attached to every line logged
 while that request is handled.
@@ -71,7 +71,9 @@ def configure(
     if log_dir.is_dir():
         path = log_dir / LOG_FILE
         file_handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=settings.log.max_bytes, backupCount=settings.log.backup_count,
+            path,
+            maxBytes=settings.log.max_bytes,
+            backupCount=settings.log.backup_count,
             encoding="utf-8",
         )
         file_handler.setFormatter(JsonFormatter())

@@ -49,7 +49,9 @@ def current(ctx: typer.Context, as_json: bool = json_option()) -> None:
     if as_json:
         print_json({"current": rev, "head": head, "at_head": rev == head})
     else:
-        console.print(f"{rev or 'base (empty)'}{' (head)' if rev == head else f' (head is {head})'}")
+        console.print(
+            f"{rev or 'base (empty)'}{' (head)' if rev == head else f' (head is {head})'}"
+        )
 
 
 @app.command("history")
@@ -62,5 +64,8 @@ def history(as_json: bool = json_option()) -> None:
         table(
             "migrations",
             ["revision", "down revision", "message", "head"],
-            [[r.revision, r.down_revision or "", r.message, "yes" if r.is_head else ""] for r in revs],
+            [
+                [r.revision, r.down_revision or "", r.message, "yes" if r.is_head else ""]
+                for r in revs
+            ],
         )

@@ -9,7 +9,12 @@ from sctk.errors import SctkError
 from sctk.health import Status, run_checks
 from sctk.health.registry import record
 
-STYLE = {Status.OK: "green", Status.WARNING: "yellow", Status.CRITICAL: "red", Status.UNKNOWN: "magenta"}
+STYLE = {
+    Status.OK: "green",
+    Status.WARNING: "yellow",
+    Status.CRITICAL: "red",
+    Status.UNKNOWN: "magenta",
+}
 
 
 def health(

@@ -34,7 +34,5 @@ def init(
     for item in report.fixed:
         console.print(f"fixed    {item}")
     if report.revision_before != report.revision_after:
-        console.print(
-            f"database {report.revision_before or 'empty'} -> {report.revision_after}"
-        )
+        console.print(f"database {report.revision_before or 'empty'} -> {report.revision_after}")
     console.print(f"sctk data directory ready at {home}")

@@ -132,7 +132,8 @@ class HealthReport:
 
 def _run_one(entry: Check, ctx: CheckContext) -> CheckOutcome:
     blocked = [
-        d for d in entry.depends_on
+        d
+        for d in entry.depends_on
         if d in ctx.outcomes and ctx.outcomes[d].status not in (Status.OK, Status.WARNING)
     ]
     if blocked:
@@ -142,7 +143,9 @@ def _run_one(entry: Check, ctx: CheckContext) -> CheckOutcome:
         outcome = entry.func(ctx)
     except Exception as exc:  # a broken probe must not take the whole report down
         log.exception("health check %s raised", entry.name)
-        outcome = CheckOutcome(entry.name, Status.UNKNOWN, f"check raised {type(exc).__name__}: {exc}")
+        outcome = CheckOutcome(
+            entry.name, Status.UNKNOWN, f"check raised {type(exc).__name__}: {exc}"
+        )
     outcome.duration_ms = (time.perf_counter() - start) * 1000.0
     return outcome
 
@@ -157,9 +160,7 @@ def run_checks(
         if unknown:
             from sctk.errors import SctkError
 
-            raise SctkError(
-                f"Unknown check '{unknown[0]}'; known checks: {', '.join(checks)}."
-            )
+            raise SctkError(f"Unknown check '{unknown[0]}'; known checks: {', '.join(checks)}.")
     ctx = CheckContext(settings, engine)
     try:
         for entry in checks.values():
@@ -180,7 +181,10 @@ def record(engine: Engine, report: HealthReport) -> None:
         for o in report.outcomes:
             session.add(
                 CheckResult(
-                    name=o.name, status=o.status.name, message=o.message,
-                    values=o.values, checked_at=report.checked_at,
+                    name=o.name,
+                    status=o.status.name,
+                    message=o.message,
+                    values=o.values,
+                    checked_at=report.checked_at,
                 )
             )

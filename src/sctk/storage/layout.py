@@ -109,12 +109,15 @@ def init_home(
     from sctk.storage.migrate import upgrade
 
     check_target(home, force)
-    if database_url and is_data_dir(home):
-        if read_toml(home / CONFIG_FILE_NAME).get("database_url") != database_url:
-            raise SctkError(
-                f"{home / CONFIG_FILE_NAME} already exists and does not name this database_url; "
-                "edit that file instead of passing --database-url."
-            )
+    if (
+        database_url
+        and is_data_dir(home)
+        and read_toml(home / CONFIG_FILE_NAME).get("database_url") != database_url
+    ):
+        raise SctkError(
+            f"{home / CONFIG_FILE_NAME} already exists and does not name this database_url; "
+            "edit that file instead of passing --database-url."
+        )
     overrides = {"database_url": database_url} if database_url else None
     settings = load_settings(home, overrides).settings
     engine = make_engine(settings)
@@ -132,7 +135,11 @@ def init_home(
             report.created.append(CONFIG_FILE_NAME)
         report.revision_before, report.revision_after = upgrade(engine, "head")
         db_file = home / "sctk.db"
-        if settings.is_sqlite and db_file.exists() and stat.S_IMODE(db_file.stat().st_mode) != 0o600:
+        if (
+            settings.is_sqlite
+            and db_file.exists()
+            and stat.S_IMODE(db_file.stat().st_mode) != 0o600
+        ):
             os.chmod(db_file, 0o600)  # it will hold password hashes and encrypted secrets
     finally:
         engine.dispose()

@@ -87,9 +87,7 @@ def _run(engine: Engine, action: str, rev: str) -> tuple[str | None, str | None]
             cfg.attributes["connection"] = conn
             getattr(command, action)(cfg, rev)
     except CommandError as exc:
-        raise SctkError(
-            f"Cannot {action} to '{rev}' from '{before or 'base'}': {exc}."
-        ) from None
+        raise SctkError(f"Cannot {action} to '{rev}' from '{before or 'base'}': {exc}.") from None
     except (OperationalError, DBAPIError) as exc:
         raise unavailable(engine, exc) from None
     return before, current(engine)

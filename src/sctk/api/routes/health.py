@@ -26,6 +26,11 @@ def ready(request: Request) -> JSONResponse:
     body = report.as_dict()
     if report.failing:
         names = ", ".join(f"{o.name} ({o.message})" for o in report.failing)
-        return problem(503, f"Not ready; failing checks: {names}.", title="Service not ready",
-                       **{k: v for k, v in body.items() if k != "status"}, health=body["status"])
+        return problem(
+            503,
+            f"Not ready; failing checks: {names}.",
+            title="Service not ready",
+            **{k: v for k, v in body.items() if k != "status"},
+            health=body["status"],
+        )
     return JSONResponse(body)

@@ -27,9 +27,7 @@ def upgrade() -> None:
         sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_check_results")),
     )
-    op.create_index(
-        "ix_check_results_name_checked_at", "check_results", ["name", "checked_at"]
-    )
+    op.create_index("ix_check_results_name_checked_at", "check_results", ["name", "checked_at"])
     op.create_table(
         "maintenance_runs",
         sa.Column("id", sa.Integer(), nullable=False),
