@@ -1,0 +1,1 @@
+"""Security: users and roles, tokens, brute-force defence, the keyring, the audit log."""
