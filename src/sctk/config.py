@@ -74,6 +74,34 @@ class DatabaseSettings(_Section):
     )
 
 
+class SecuritySettings(_Section):
+    jwt_ttl_minutes: int = Field(15, ge=1, le=24 * 60, description="Lifetime of a login JWT.")
+    lockout_threshold: int = Field(
+        5, ge=1, le=100, description="Failed logins within the window that lock an account."
+    )
+    lockout_window_minutes: int = Field(
+        15, ge=1, le=24 * 60, description="Window in which failed logins are counted."
+    )
+    lockout_minutes: int = Field(
+        30,
+        ge=0,
+        le=7 * 24 * 60,
+        description="How long a lockout lasts; 0 keeps it until an admin unlocks the account.",
+    )
+    rate_limit_per_minute: int = Field(
+        600, ge=1, description="Requests per minute allowed to one identity (token bucket)."
+    )
+    client_rate_limit_per_minute: int = Field(
+        1200, ge=1, description="Requests per minute allowed from one client address."
+    )
+    rate_limit_burst: int = Field(
+        60, ge=1, description="Requests a bucket may take at once before the rate applies."
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body the API accepts (bytes)."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting sctk reads. Sections map to TOML tables and to SCTK_SECTION__KEY."""
 
@@ -91,6 +119,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @property
     def config_file(self) -> Path:

@@ -55,3 +55,70 @@ class RequestIdMiddleware:
                 },
             )
             request_id.reset(token)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class LimitsMiddleware:
+    """Per-client-address rate limit and a cap on request body size, before any routing.
+
+    Health probes are exempt: a load balancer polling them must never be throttled.
+    """
+
+    def __init__(self, app: ASGIApp, limiter, max_body_bytes: int):
+        self.app = app
+        self.limiter = limiter
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/health/"):
+            await self.app(scope, receive, send)
+            return
+        from sctk.api.errors import problem
+        from sctk.security.ratelimit import retry_after_header
+
+        client = (scope.get("client") or ("unknown", 0))[0]
+        wait = self.limiter.hit(f"addr:{client}")
+        if wait:
+            response = problem(
+                429,
+                "Too many requests from this address; slow down and retry later.",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+            await response(scope, receive, send)
+            return
+        too_large = problem(
+            413,
+            f"The request body is larger than the limit of {self.max_body} bytes.",
+            title="Request too large",
+        )
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await too_large(scope, receive, send)
+            return
+
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await too_large(scope, receive, send)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +13,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from sctk import config
 from sctk.config import Settings
@@ -32,6 +36,30 @@ def state(ctx: typer.Context) -> State:
 
 def settings(ctx: typer.Context, overrides: dict[str, Any] | None = None) -> Settings:
     return config.load(state(ctx).home, overrides).settings
+
+
+def operator() -> str:
+    """Who the audit log names for a command run from a shell."""
+    try:
+        return f"cli:{getpass.getuser()}"[:64]
+    except (KeyError, OSError):
+        return "cli"
+
+
+@contextmanager
+def db_session(ctx: typer.Context) -> Iterator[Session]:
+    """A committed-on-success session on the data directory's database."""
+    from sctk.storage.engine import make_engine, session_scope
+    from sctk.storage.layout import require_data_dir
+
+    s = settings(ctx)
+    require_data_dir(s)
+    engine = make_engine(s)
+    try:
+        with session_scope(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def print_json(data: Any) -> None:

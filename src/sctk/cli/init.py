@@ -2,13 +2,54 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 
 from sctk import config
 from sctk.cli.common import console, state
-from sctk.storage.layout import init_home
+from sctk.security.bootstrap import FirstAdmin, check_admin_password, ensure_first_admin
+from sctk.storage.layout import InitReport, init_home
+
+
+def initialise(home: Path, database_url: str | None = None, force: bool = False) -> None:
+    """Create the layout, migrate, make the first admin; print what changed (shared by serve)."""
+    admin_password = os.environ.get("SCTK_ADMIN_PASSWORD") or None
+    check_admin_password(admin_password)
+    report, settings = init_home(home, database_url=database_url, force=force)
+    admin = ensure_first_admin(settings, admin_password)
+    _print(report, admin)
+
+
+def _print(report: InitReport, admin: FirstAdmin | None) -> None:
+    if not report.changed and admin is None:
+        console.print(
+            f"{report.home} is already an initialised sctk data directory; nothing changed.",
+            highlight=False,
+        )
+        return
+    for item in report.created:
+        console.print(f"created  {item}", highlight=False)
+    for item in report.fixed:
+        console.print(f"fixed    {item}", highlight=False)
+    if report.revision_before != report.revision_after:
+        console.print(f"database {report.revision_before or 'empty'} -> {report.revision_after}")
+    if admin is not None:
+        if admin.generated_password:
+            console.print(
+                f"created  user '{admin.username}' (admin) with password: "
+                f"{admin.generated_password}\n         This password is shown only once; "
+                "change it with 'sctk users reset-password admin'.",
+                highlight=False,
+            )
+        else:
+            console.print(
+                f"created  user '{admin.username}' (admin) with the password from "
+                "SCTK_ADMIN_PASSWORD",
+                highlight=False,
+            )
+    console.print(f"sctk data directory ready at {report.home}", highlight=False)
 
 
 def init(
@@ -23,16 +64,7 @@ def init(
         False, "--force", help="Use a non-empty directory that is not yet an sctk data directory."
     ),
 ) -> None:
-    """Create the data directory layout, write a commented sctk.toml, run the migrations."""
+    """Create the data directory layout, write a commented sctk.toml, run the migrations,
+    and create the first admin (password from SCTK_ADMIN_PASSWORD, or generated and shown once)."""
     home = config.resolve_home(directory if directory is not None else state(ctx).home)
-    report, _settings = init_home(home, database_url=database_url, force=force)
-    if not report.changed:
-        console.print(f"{home} is already an initialised sctk data directory; nothing changed.")
-        return
-    for item in report.created:
-        console.print(f"created  {item}")
-    for item in report.fixed:
-        console.print(f"fixed    {item}")
-    if report.revision_before != report.revision_after:
-        console.print(f"database {report.revision_before or 'empty'} -> {report.revision_after}")
-    console.print(f"sctk data directory ready at {home}")
+    initialise(home, database_url=database_url, force=force)

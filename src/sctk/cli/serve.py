@@ -7,7 +7,8 @@ import os
 import typer
 
 from sctk.cli.common import console, settings
-from sctk.storage.layout import init_home, is_data_dir
+from sctk.cli.init import initialise
+from sctk.storage.layout import is_data_dir
 
 
 def serve(
@@ -25,8 +26,7 @@ def serve(
     overrides = {"server": {k: v for k, v in flags.items() if v is not None}}
     s = settings(ctx, overrides)
     if not is_data_dir(s.home):
-        report, _ = init_home(s.home)
-        console.print(f"initialised a new data directory at {s.home} ({len(report.created)} items)")
+        initialise(s.home)
     # the worker processes uvicorn starts rebuild settings from the environment
     os.environ["SCTK_HOME"] = str(s.home)
     log_path = logs.configure(s, console_level="INFO")

@@ -1,0 +1,112 @@
+"""/api/v1/users (admin) and /api/v1/me (anyone signed in)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, status
+
+from sctk.api.deps import CurrentUser, SessionDep, client_address, require
+from sctk.api.routes.schemas import (
+    Me,
+    PasswordChange,
+    PasswordReset,
+    UserCreate,
+    UserOut,
+    UserUpdate,
+)
+from sctk.errors import SctkError
+from sctk.security import users
+from sctk.security.roles import PERMISSIONS, allowed
+from sctk.security.users import UserView
+
+router = APIRouter(tags=["users"])
+Username = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def _out(user) -> UserOut:
+    return UserOut(**asdict(UserView.of(user)))
+
+
+@router.get("/me", response_model=Me, summary="The signed-in user and what they may do.")
+def me(user: CurrentUser) -> Me:
+    perms = sorted(p for p in PERMISSIONS if allowed(user.role, p))
+    return Me(**asdict(UserView.of(user)), permissions=perms)
+
+
+@router.post(
+    "/me/password", status_code=status.HTTP_204_NO_CONTENT, summary="Change one's own password."
+)
+def change_own_password(
+    body: PasswordChange,
+    request: Request,
+    session: SessionDep,
+    user=require("tokens.own"),
+) -> None:
+    try:
+        users.authenticate(
+            session,
+            user.username,
+            body.current_password,
+            client_address(request),
+            request.app.state.settings.security,
+        )
+    except users.AuthenticationFailed:
+        raise SctkError("The current password is wrong.") from None
+    users.reset_password(session, user.username, body.new_password, actor=user.username)
+
+
+@router.get("/users", response_model=list[UserOut], summary="All users.")
+def list_users(session: SessionDep, _admin=require("users.manage")) -> list[UserOut]:
+    return [UserOut(**asdict(v)) for v in users.list_users(session)]
+
+
+@router.post(
+    "/users", response_model=UserOut, status_code=status.HTTP_201_CREATED, summary="Create a user."
+)
+def create_user(body: UserCreate, session: SessionDep, admin=require("users.manage")) -> UserOut:
+    return _out(
+        users.create(session, body.username, body.password, body.role.value, actor=admin.username)
+    )
+
+
+@router.get("/users/{username}", response_model=UserOut, summary="One user.")
+def get_user(username: Username, session: SessionDep, _admin=require("users.manage")) -> UserOut:
+    return _out(users.get(session, username))
+
+
+@router.patch(
+    "/users/{username}",
+    response_model=UserOut,
+    summary="Change a user's role or enable/disable the account.",
+)
+def update_user(
+    username: Username, body: UserUpdate, session: SessionDep, admin=require("users.manage")
+) -> UserOut:
+    user = users.get(session, username)
+    if body.role is not None:
+        user = users.set_role(session, username, body.role.value, actor=admin.username)
+    if body.disabled is not None:
+        user = users.set_disabled(session, username, body.disabled, actor=admin.username)
+    return _out(user)
+
+
+@router.post(
+    "/users/{username}/unlock",
+    response_model=UserOut,
+    summary="Lift a lockout caused by failed logins.",
+)
+def unlock_user(username: Username, session: SessionDep, admin=require("users.manage")) -> UserOut:
+    return _out(users.unlock(session, username, actor=admin.username))
+
+
+@router.put(
+    "/users/{username}/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Set a new password for a user.",
+)
+def reset_password(
+    username: Username, body: PasswordReset, session: SessionDep, admin=require("users.manage")
+) -> None:
+    users.reset_password(session, username, body.password, actor=admin.username)

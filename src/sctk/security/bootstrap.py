@@ -1,0 +1,43 @@
+"""The first admin account, created when a data directory has no users yet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sctk.config import Settings
+from sctk.security import passwords, users
+from sctk.storage.engine import make_engine, session_scope
+
+FIRST_ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class FirstAdmin:
+    username: str
+    generated_password: str | None  # shown once when sctk made it up; None when given
+
+
+def check_admin_password(password: str | None) -> None:
+    """Refuse a weak SCTK_ADMIN_PASSWORD before anything is created."""
+    if password is not None:
+        problem = passwords.policy_problem(FIRST_ADMIN, password)
+        if problem:
+            from sctk.errors import SctkError
+
+            raise SctkError(f"SCTK_ADMIN_PASSWORD is not acceptable: {problem}")
+
+
+def ensure_first_admin(settings: Settings, password: str | None) -> FirstAdmin | None:
+    """Create the admin when there are no users; return it, or None when users exist."""
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            if users.count(session):
+                return None
+            generated = None
+            if password is None:
+                generated = password = passwords.generate_password()
+            users.create(session, FIRST_ADMIN, password, "admin", actor="sctk init")
+            return FirstAdmin(FIRST_ADMIN, generated)
+    finally:
+        engine.dispose()

@@ -1,0 +1,251 @@
+"""User accounts: creation, roles, enabling, passwords, lockout and password login."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from sctk.config import SecuritySettings
+from sctk.errors import NotFound, SctkError
+from sctk.security import audit, passwords
+from sctk.security.roles import Role, parse_role
+from sctk.storage.models import LoginAttempt, User, utcnow
+
+USERNAME = re.compile(r"^[a-z][a-z0-9._-]{2,63}$")
+
+
+class AuthenticationFailed(SctkError):
+    exit_code = 1
+    http_status = 401
+    title = "Authentication failed"
+
+
+class AccountLocked(AuthenticationFailed):
+    title = "Account locked"
+
+
+@dataclass(frozen=True)
+class UserView:
+    """What may be shown of a user (no hash)."""
+
+    id: int
+    username: str
+    role: str
+    disabled: bool
+    locked: bool
+    locked_until: datetime | None
+    created_at: datetime
+    last_login_at: datetime | None
+
+    @classmethod
+    def of(cls, user: User) -> UserView:
+        return cls(
+            user.id,
+            user.username,
+            user.role,
+            user.disabled,
+            is_locked(user),
+            user.locked_until,
+            user.created_at,
+            user.last_login_at,
+        )
+
+
+def _lock_forever() -> datetime:
+    return datetime(9999, 12, 31, tzinfo=utcnow().tzinfo)
+
+
+def is_locked(user: User, now: datetime | None = None) -> bool:
+    return user.locked_until is not None and user.locked_until > (now or utcnow())
+
+
+def validate_username(username: str) -> str:
+    if not USERNAME.match(username):
+        raise SctkError(
+            f"Invalid username '{username[:64]}'; use 3-64 lowercase letters, digits, '.', '_' "
+            "or '-', starting with a letter."
+        )
+    return username
+
+
+def get(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"No user named '{username[:64]}'; 'sctk users list' shows the users.")
+    return user
+
+
+def list_users(session: Session) -> list[UserView]:
+    return [UserView.of(u) for u in session.scalars(select(User).order_by(User.username))]
+
+
+def count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(User)) or 0
+
+
+def create(
+    session: Session, username: str, password: str, role: str, actor: str = "system"
+) -> User:
+    validate_username(username)
+    parsed = parse_role(role)
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise SctkError(f"A user named '{username}' already exists; choose another username.")
+    passwords.check_policy(username, password)
+    user = User(
+        username=username, role=parsed.value, password_hash=passwords.hash_password(password)
+    )
+    session.add(user)
+    session.flush()
+    audit.record(
+        session, "user.created", actor=actor, target=username, details={"role": parsed.value}
+    )
+    return user
+
+
+def set_role(session: Session, username: str, role: str, actor: str) -> User:
+    user = get(session, username)
+    parsed = parse_role(role)
+    if user.role == parsed.value:
+        return user
+    if user.role == Role.admin and _would_leave_no_admin(session, user):
+        raise SctkError(f"'{username}' is the last enabled admin; make another admin first.")
+    old, user.role = user.role, parsed.value
+    audit.record(
+        session,
+        "user.role_changed",
+        actor=actor,
+        target=username,
+        details={"from": old, "to": parsed.value},
+    )
+    return user
+
+
+def _would_leave_no_admin(session: Session, user: User) -> bool:
+    others = session.scalar(
+        select(func.count())
+        .select_from(User)
+        .where(User.role == Role.admin.value, User.disabled.is_(False), User.id != user.id)
+    )
+    return not others
+
+
+def set_disabled(session: Session, username: str, disabled: bool, actor: str) -> User:
+    user = get(session, username)
+    if user.disabled == disabled:
+        return user
+    if disabled and user.role == Role.admin and _would_leave_no_admin(session, user):
+        raise SctkError(f"'{username}' is the last enabled admin; make another admin first.")
+    user.disabled = disabled
+    audit.record(
+        session, "user.disabled" if disabled else "user.enabled", actor=actor, target=username
+    )
+    return user
+
+
+def reset_password(session: Session, username: str, password: str, actor: str) -> User:
+    user = get(session, username)
+    passwords.check_policy(username, password)
+    user.password_hash = passwords.hash_password(password)
+    user.password_changed_at = utcnow()
+    audit.record(session, "user.password_reset", actor=actor, target=username)
+    return user
+
+
+def unlock(session: Session, username: str, actor: str) -> User:
+    user = get(session, username)
+    user.locked_until = None
+    # the failures that caused the lock no longer count towards the next one
+    session.add(LoginAttempt(username=username, client="", success=True, reason="unlocked"))
+    audit.record(session, "user.unlocked", actor=actor, target=username)
+    return user
+
+
+def _recent_failures(session: Session, username: str, since: datetime) -> int:
+    last_ok = session.scalar(
+        select(func.max(LoginAttempt.at)).where(
+            LoginAttempt.username == username, LoginAttempt.success.is_(True)
+        )
+    )
+    start = max(since, last_ok) if last_ok else since
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(LoginAttempt)
+            .where(
+                LoginAttempt.username == username,
+                LoginAttempt.success.is_(False),
+                LoginAttempt.at > start,
+            )
+        )
+        or 0
+    )
+
+
+def authenticate(
+    session: Session, username: str, password: str, client: str, policy: SecuritySettings
+) -> User:
+    """Check a password login; record the attempt; lock the account after too many failures.
+
+    The caller must commit even when this raises, so the failed attempt is kept.
+    """
+    now = utcnow()
+    user = session.scalar(select(User).where(User.username == username))
+
+    def fail(reason: str, exc: AuthenticationFailed | None = None) -> AuthenticationFailed:
+        session.add(
+            LoginAttempt(
+                username=username[:64], client=client, success=False, reason=reason, at=now
+            )
+        )
+        audit.record(
+            session,
+            "login.failed",
+            actor=username[:64],
+            client=client,
+            outcome="denied",
+            details={"reason": reason},
+        )
+        return exc or AuthenticationFailed("Wrong username or password.")
+
+    if user is None:
+        passwords.burn_time(password)
+        raise fail("unknown user")
+    if is_locked(user, now):
+        raise fail(
+            "locked",
+            AccountLocked(
+                "This account is locked after too many failed logins; "
+                "try again later or ask an admin to unlock it."
+            ),
+        )
+    if not passwords.verify_password(user.password_hash, password):
+        window_start = now - timedelta(minutes=policy.lockout_window_minutes)
+        failures = _recent_failures(session, username, window_start) + 1
+        exc = fail("bad password")
+        if failures >= policy.lockout_threshold:
+            user.locked_until = (
+                now + timedelta(minutes=policy.lockout_minutes)
+                if policy.lockout_minutes
+                else _lock_forever()
+            )
+            audit.record(
+                session,
+                "user.locked",
+                actor="system",
+                target=username,
+                client=client,
+                details={"failures": failures},
+            )
+        raise exc
+    if user.disabled:
+        raise fail("disabled", AuthenticationFailed("This account is disabled; ask an admin."))
+    if passwords.needs_rehash(user.password_hash):
+        user.password_hash = passwords.hash_password(password)
+    user.last_login_at = now
+    session.add(LoginAttempt(username=username, client=client, success=True, reason="", at=now))
+    audit.record(session, "login.ok", actor=username, client=client)
+    return user
