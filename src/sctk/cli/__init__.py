@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from sctk import __version__
-from sctk.cli import config_cmd, db
+from sctk.cli import audit_log, config_cmd, db, keys, tokens, users
 from sctk.cli.common import err_console, state
 from sctk.cli.health import health
 from sctk.cli.init import init
@@ -48,6 +48,10 @@ app.command("health")(health)
 app.command("serve")(serve)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db.app, name="db")
+app.add_typer(users.app, name="users")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(keys.app, name="keys")
+app.add_typer(audit_log.app, name="audit-log")
 
 
 def main(argv: list[str] | None = None) -> None:
