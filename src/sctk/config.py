@@ -36,6 +36,11 @@ class ServerSettings(_Section):
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port of the API.")
     workers: int = Field(1, ge=1, le=64, description="Number of uvicorn worker processes.")
+    tls_cert: Path | None = Field(None, description="PEM certificate chain for HTTPS.")
+    tls_key: Path | None = Field(None, description="PEM private key for HTTPS.")
+    insecure: bool = Field(
+        False, description="Allow plain HTTP on a non-loopback address (the audit flags it)."
+    )
 
 
 class LogSettings(_Section):

@@ -12,7 +12,7 @@ from sctk import __version__, config, logs
 from sctk.api import errors
 from sctk.api.deps import require
 from sctk.api.middleware import LimitsMiddleware, RequestIdMiddleware
-from sctk.api.routes import auth, health, meta, tokens, users
+from sctk.api.routes import audit, auth, health, keys, meta, tokens, users
 from sctk.config import Settings
 from sctk.security.keyring import Keyring
 from sctk.security.ratelimit import RateLimiter
@@ -61,5 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     v1.include_router(meta.router, dependencies=[require("read")])
     v1.include_router(users.router)
     v1.include_router(tokens.router)
+    v1.include_router(keys.router)
+    v1.include_router(audit.router)
     app.include_router(v1)
     return app

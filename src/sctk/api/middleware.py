@@ -30,10 +30,12 @@ class RequestIdMiddleware:
         token = request_id.set(rid)
         start = time.perf_counter()
         status = 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
@@ -41,6 +43,16 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if started:
+                raise
+            # Answer here, while the request id is still set: Starlette's own 500 handler runs
+            # outside this middleware, after the id is reset, so the response and the logged
+            # error would otherwise not carry the id the client needs to report the failure.
+            from sctk.api.errors import _unexpected
+
+            response = await _unexpected(None, exc)
+            await response(scope, receive, send_with_id)
         finally:
             log.info(
                 "%s %s %s",

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
-
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from sctk.cli.common import console, json_option, print_json, settings, table
+from sctk.cli.common import console, json_option, operator, print_json, settings, table
 from sctk.security import rotation
 
 app = typer.Typer(help="Encryption keys: rotation and status.", no_args_is_help=True)
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no login name (a container without a passwd entry)
-        return "cli"
 
 
 def _age(seconds: float | None) -> str:
@@ -53,7 +44,7 @@ def rotate(
         task = bar.add_task("re-encrypting", total=None)
         report = rotation.rotate(
             s,
-            actor=_actor(),
+            actor=operator(),
             batch_size=batch_size,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )

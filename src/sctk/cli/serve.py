@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import typer
 
@@ -16,22 +17,36 @@ def serve(
     host: str | None = typer.Option(None, "--host", help="Bind address (default from settings)."),
     port: int | None = typer.Option(None, "--port", help="TCP port (default from settings)."),
     workers: int | None = typer.Option(None, "--workers", help="Worker processes."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate chain."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key."),
+    insecure: bool | None = typer.Option(
+        None, "--insecure", help="Allow plain HTTP on a non-loopback address."
+    ),
 ) -> None:
-    """Serve the REST API (and, later, the dashboard and workers) with uvicorn."""
+    """Serve the REST API with uvicorn (HTTPS when given a certificate and key)."""
     import uvicorn
 
     from sctk import logs
+    from sctk.api.binding import check_binding
 
-    flags = {"host": host, "port": port, "workers": workers}
-    overrides = {"server": {k: v for k, v in flags.items() if v is not None}}
-    s = settings(ctx, overrides)
+    flags = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "insecure": insecure,
+    }
+    s = settings(ctx, {"server": {k: v for k, v in flags.items() if v is not None}})
+    check_binding(s.server)
     if not is_data_dir(s.home):
         initialise(s.home)
     # the worker processes uvicorn starts rebuild settings from the environment
     os.environ["SCTK_HOME"] = str(s.home)
     log_path = logs.configure(s, console_level="INFO")
+    scheme = "https" if s.server.tls_cert else "http"
     console.print(
-        f"sctk serving on http://{s.server.host}:{s.server.port} "
+        f"sctk serving on {scheme}://{s.server.host}:{s.server.port} "
         f"(API docs at /docs, health at /health/ready, logs in {log_path})",
         highlight=False,
     )
@@ -41,6 +56,8 @@ def serve(
         host=s.server.host,
         port=s.server.port,
         workers=s.server.workers,
+        ssl_certfile=str(s.server.tls_cert) if s.server.tls_cert else None,
+        ssl_keyfile=str(s.server.tls_key) if s.server.tls_key else None,
         log_config=None,  # keep sctk's handlers: JSON file plus console
         access_log=False,  # sctk logs each request itself, with its request id
     )

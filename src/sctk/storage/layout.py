@@ -129,6 +129,11 @@ def init_home(
         _ensure_dir(home, 0o750, report, str(home))
         for name, mode in SUBDIRS.items():
             _ensure_dir(home / name, mode, report, f"{name}/")
+        from sctk.security.keyring import Keyring, ring_path
+
+        if not ring_path(home).exists():
+            Keyring.load(home)  # creates the ring with its first key
+            report.created.append("keys/keyring.json")
         config_path = home / CONFIG_FILE_NAME
         if not config_path.exists():
             atomic_write(config_path, config_template(database_url), mode=0o640)

@@ -1,0 +1,24 @@
+"""/api/v1/keys: the encryption keyring (admins)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from sctk.api.deps import require
+from sctk.security import rotation
+
+router = APIRouter(tags=["keys"])
+
+
+@router.get("/keys", summary="Key ids, ages, states and how many values each encrypts.")
+def key_status(request: Request, _admin=require("keys.manage")) -> list[dict[str, Any]]:
+    return [k.as_dict() for k in rotation.status(request.app.state.settings)]
+
+
+@router.post("/keys/rotate", summary="Add a key, re-encrypt every value, retire the old keys.")
+def rotate_keys(request: Request, admin=require("keys.manage")) -> dict[str, Any]:
+    report = rotation.rotate(request.app.state.settings, actor=admin.username)
+    return asdict(report)
