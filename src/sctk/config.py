@@ -273,7 +273,8 @@ def load(home: Path | str | None = None, overrides: dict[str, Any] | None = None
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
         problems = "; ".join(describe_errors(exc, origins))
-        raise ConfigError(f"Invalid settings: {problems}.") from None
+        end = "" if problems.endswith(("?", ".")) else "."
+        raise ConfigError(f"Invalid settings: {problems}{end}") from None
     for dotted in _flatten(settings.model_dump(exclude={"home"})):
         origins.setdefault(dotted, "default")
     if home is not None:

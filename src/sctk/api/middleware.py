@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sctk.logs import request_id
@@ -69,8 +70,16 @@ class RequestIdMiddleware:
             request_id.reset(token)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised from `receive` when a body without Content-Length outgrows the limit.
+
+    An HTTPException because FastAPI turns any other error raised while it reads a body into
+    "400 There was an error parsing the body"; this one it re-raises, and the app's handler
+    answers 413 problem+json.
+    """
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"The request body is larger than the limit of {limit} bytes.")
 
 
 class LimitsMiddleware:
@@ -120,7 +129,7 @@ class LimitsMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.max_body)
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -1,22 +1,58 @@
-"""The `sctk` command line: wiring only; every command calls one domain function."""
+"""The `sctk` command line: wiring only; every command calls one domain function.
+
+Command modules are imported only when their command runs (or for --help), so that a quick
+`sctk health` does not pay for importing alembic, argon2 and every other domain.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from sctk import __version__
-from sctk.cli import audit_log, config_cmd, db, keys, tokens, users
 from sctk.cli.common import err_console, state
-from sctk.cli.health import health
-from sctk.cli.init import init
-from sctk.cli.serve import serve
 from sctk.errors import SctkError
+
+# name -> (module, attribute); a typer.Typer attribute is a command group, a function a command
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("sctk.cli.init", "init"),
+    "serve": ("sctk.cli.serve", "serve"),
+    "health": ("sctk.cli.health", "health"),
+    "config": ("sctk.cli.config_cmd", "app"),
+    "db": ("sctk.cli.db", "app"),
+    "users": ("sctk.cli.users", "app"),
+    "tokens": ("sctk.cli.tokens", "app"),
+    "keys": ("sctk.cli.keys", "app"),
+    "audit-log": ("sctk.cli.audit_log", "app"),
+}
+
+
+class LazyGroup(TyperGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *COMMANDS]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return super().get_command(ctx, name)
+        module, attr = COMMANDS[name]
+        target = getattr(importlib.import_module(module), attr)
+        if not isinstance(target, typer.Typer):
+            single = typer.Typer()
+            single.command(name)(target)
+            target = single
+        command = typer.main.get_command(target)
+        command.name = name
+        return command
+
 
 app = typer.Typer(
     name="sctk",
+    cls=LazyGroup,
     help="Scientific Computing Toolkit: a hybrid UQ service with its operations built in.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -41,17 +77,6 @@ def root(
     ),
 ) -> None:
     state(ctx).home = home
-
-
-app.command("init")(init)
-app.command("health")(health)
-app.command("serve")(serve)
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(db.app, name="db")
-app.add_typer(users.app, name="users")
-app.add_typer(tokens.app, name="tokens")
-app.add_typer(keys.app, name="keys")
-app.add_typer(audit_log.app, name="audit-log")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -64,7 +64,9 @@ def init(
         False, "--force", help="Use a non-empty directory that is not yet an sctk data directory."
     ),
 ) -> None:
-    """Create the data directory layout, write a commented sctk.toml, run the migrations,
-    and create the first admin (password from SCTK_ADMIN_PASSWORD, or generated and shown once)."""
+    """Create the data directory, its settings file, schema, keyring and first admin.
+
+    The admin's password comes from SCTK_ADMIN_PASSWORD, or is generated and shown once.
+    """
     home = config.resolve_home(directory if directory is not None else state(ctx).home)
     initialise(home, database_url=database_url, force=force)

@@ -66,13 +66,15 @@ def needs_rehash(password_hash: str) -> bool:
     return _hasher.check_needs_rehash(password_hash)
 
 
-# Used for login attempts on unknown users, so that they take as long as real ones and a
-# timing difference does not reveal which usernames exist.
-_DUMMY_HASH = _hasher.hash("sctk-timing-equaliser")
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return _hasher.hash("sctk-timing-equaliser")
 
 
 def burn_time(password: str) -> None:
-    verify_password(_DUMMY_HASH, password)
+    """Spend what a real verification costs, so that a login attempt on an unknown user
+    takes as long as one on a real user and timing does not reveal which usernames exist."""
+    verify_password(_dummy_hash(), password)
 
 
 def generate_password(length: int = 20) -> str:

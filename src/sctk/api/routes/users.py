@@ -53,6 +53,9 @@ def change_own_password(
             request.app.state.settings.security,
         )
     except users.AuthenticationFailed:
+        # keep the failed attempt (and any lockout) that authenticate recorded: the error
+        # below would roll it back, and a stolen token could then guess the password freely
+        session.commit()
         raise SctkError("The current password is wrong.") from None
     users.reset_password(session, user.username, body.new_password, actor=user.username)
 
