@@ -102,6 +102,13 @@ class SecuritySettings(_Section):
     rate_limit_burst: int = Field(
         60, ge=1, description="Requests a bucket may take at once before the rate applies."
     )
+    auth_cache_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="How long a verified bearer credential is trusted without a database "
+        "lookup; a revocation made by another process takes effect within this time.",
+    )
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body the API accepts (bytes)."
     )

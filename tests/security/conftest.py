@@ -23,7 +23,7 @@ from sctk import config
 from sctk.config import Settings
 from sctk.security import tokens, users
 from sctk.storage.engine import make_engine, session_scope
-from tests.helpers import LiveServer
+from tests.helpers import LiveServer, wait_until
 
 PROBLEM_JSON = "application/problem+json"
 ROLES = ("viewer", "analyst", "admin")
@@ -150,6 +150,18 @@ class Api:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+    def refused_soon(self, path: str, token: str, *fragments: str) -> dict[str, Any]:
+        """A change made outside this API process (the CLI, a direct database write) reaches
+        a credential the API verified recently within security.auth_cache_seconds: poll
+        for the 401 no longer than that, plus slack for a loaded machine."""
+        window = self.settings.security.auth_cache_seconds + 3.0
+        response = wait_until(
+            lambda: (r := self.http.get(path, headers=bearer(token))).status_code == 401 and r,
+            timeout=window,
+            what=f"{path} to refuse the credential within {window:.0f} s",
+        )
+        return assert_problem(response, 401, *fragments)
 
 
 @pytest.fixture

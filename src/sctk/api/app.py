@@ -14,6 +14,7 @@ from sctk.api.deps import require
 from sctk.api.middleware import LimitsMiddleware, RequestIdMiddleware
 from sctk.api.routes import audit, auth, health, keys, meta, tokens, users
 from sctk.config import Settings
+from sctk.security.credentials import CredentialCache
 from sctk.security.keyring import Keyring
 from sctk.security.ratelimit import RateLimiter
 from sctk.storage.engine import make_engine
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
     app.state.keyring = Keyring.load(settings.home)
+    app.state.credential_cache = CredentialCache(sec.auth_cache_seconds)
     app.state.identity_limiter = RateLimiter(sec.rate_limit_per_minute, sec.rate_limit_burst)
     errors.install(app)
     # the last added runs first: ids are assigned before limits can refuse a request

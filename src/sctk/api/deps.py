@@ -7,14 +7,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
 from sctk.security import audit, tokens
+from sctk.security.credentials import Principal
 from sctk.security.ratelimit import retry_after_header
 from sctk.security.roles import PERMISSIONS, allowed
 from sctk.security.users import AuthenticationFailed
-from sctk.storage.models import User
 
 # Declared so the OpenAPI document (and /docs) show bearer authentication; the header itself
 # is parsed below so that a malformed one gets a precise message.
@@ -42,7 +43,28 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def current_user(request: Request, session: SessionDep, _scheme=Depends(bearer_scheme)) -> User:
+def _verify(request: Request, credential: str) -> Principal:
+    """Check a credential against the database (in a worker thread) and cache the result."""
+    state = request.app.state
+    with state.sessionmaker() as session:
+        if credential.startswith(tokens.TOKEN_PREFIX):
+            user, expires_at = tokens.authenticate_token(
+                session, credential, client_address(request)
+            )
+            principal = Principal.of(user, "token")
+        else:
+            user, expires_at = tokens.authenticate_jwt(session, state.keyring, credential)
+            principal = Principal.of(user, "jwt")
+        session.commit()  # the token's last use
+    state.credential_cache.put(credential, principal, expires_at)
+    return principal
+
+
+async def current_user(request: Request, _scheme=Depends(bearer_scheme)) -> Principal:
+    """The identity behind the bearer credential; 401 problem+json when there is none.
+
+    Async on purpose: a cached credential is answered without a database or thread hop.
+    """
     header = request.headers.get("authorization")
     if not header:
         raise _unauthorized("Authentication required; send 'Authorization: Bearer <token>'.")
@@ -50,25 +72,33 @@ def current_user(request: Request, session: SessionDep, _scheme=Depends(bearer_s
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential or " " in credential:
         raise _unauthorized("The Authorization header must be 'Bearer <token>'.")
-    try:
-        if credential.startswith(tokens.TOKEN_PREFIX):
-            user = tokens.authenticate_token(session, credential, client_address(request))
-        else:
-            user = tokens.authenticate_jwt(session, request.app.state.keyring, credential)
-    except AuthenticationFailed as exc:
-        raise _unauthorized(exc.message) from None
-    wait = request.app.state.identity_limiter.hit(f"user:{user.id}")
+    principal = request.app.state.credential_cache.get(credential)
+    if principal is None:
+        try:
+            principal = await run_in_threadpool(_verify, request, credential)
+        except AuthenticationFailed as exc:
+            raise _unauthorized(exc.message) from None
+    wait = request.app.state.identity_limiter.hit(f"user:{principal.id}")
     if wait:
         raise HTTPException(
             429,
             "Too many requests for this account; slow down and retry later.",
             headers={"Retry-After": retry_after_header(wait)},
         )
-    request.state.user = user
-    return user
+    request.state.principal = principal
+    return principal
 
 
-CurrentUser = Annotated[User, Depends(current_user)]
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+def commit_and_forget_credentials(request: Request, session: Session) -> None:
+    """After a change to who may do what: commit it, then verify every credential afresh.
+
+    In this order, so that no request can re-cache the old state between the two.
+    """
+    session.commit()
+    request.app.state.credential_cache.clear()
 
 
 @dataclass(frozen=True)
@@ -81,9 +111,15 @@ class Permission:
         if self.permission not in PERMISSIONS:
             raise ValueError(f"unknown permission {self.permission!r}")
 
-    def __call__(self, request: Request, user: CurrentUser) -> User:
+    async def __call__(self, request: Request, user: CurrentUser) -> Principal:
         if allowed(user.role, self.permission):
             return user
+        await run_in_threadpool(self._record_denial, request, user)
+        raise HTTPException(
+            403, f"Your role '{user.role}' may not do this; it needs '{self.permission}'."
+        )
+
+    def _record_denial(self, request: Request, user: Principal) -> None:
         # recorded in a session of its own: the request's session is rolled back by the 403
         with request.app.state.sessionmaker() as session:
             audit.record(
@@ -99,11 +135,8 @@ class Permission:
                 },
             )
             session.commit()
-        raise HTTPException(
-            403, f"Your role '{user.role}' may not do this; it needs '{self.permission}'."
-        )
 
 
 def require(permission: str) -> Any:
-    """`user: User = require("users.manage")` in a route signature."""
+    """`user=require("users.manage")` in a route signature gives the request's Principal."""
     return Depends(Permission(permission))

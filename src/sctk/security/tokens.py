@@ -11,7 +11,8 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import jwt
 from sqlalchemy import bindparam, select
@@ -28,6 +29,16 @@ _TOKEN_RE = re.compile(r"^sctk_([a-z0-9]{8})_([A-Za-z0-9_-]{43})$")
 _LAST_USE_RESOLUTION = timedelta(seconds=60)  # a write per minute, not per request
 _DURATION = re.compile(r"^(\d+)([hdwy])$")
 MAX_TOKEN_DAYS = 3650
+
+
+class Identity(Protocol):
+    """A user row or a request's Principal: all token functions need of an owner."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def username(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,7 @@ def hash_token(token: str) -> str:
 
 
 def create(
-    session: Session, user: User, name: str, expires_in: timedelta | None, actor: str
+    session: Session, user: Identity, name: str, expires_in: timedelta | None, actor: str
 ) -> tuple[str, TokenView]:
     """Make a personal token; the plaintext is returned once and never stored."""
     name = name.strip()
@@ -116,7 +127,7 @@ def create(
     return plaintext, _view(token, user.username)
 
 
-def list_tokens(session: Session, user: User | None = None) -> list[TokenView]:
+def list_tokens(session: Session, user: Identity | None = None) -> list[TokenView]:
     query = select(ApiToken, User.username).join(User, User.id == ApiToken.user_id)
     if user is not None:
         query = query.where(ApiToken.user_id == user.id)
@@ -124,7 +135,7 @@ def list_tokens(session: Session, user: User | None = None) -> list[TokenView]:
 
 
 def revoke(
-    session: Session, token_id: int, actor: User | str, owner: User | None = None
+    session: Session, token_id: int, actor: Identity | str, owner: Identity | None = None
 ) -> TokenView:
     """Revoke a token; with OWNER, only that user's token may be revoked."""
     query = (
@@ -157,10 +168,14 @@ _BY_HASH = (
     .join(User, User.id == ApiToken.user_id)
     .where(ApiToken.token_hash == bindparam("token_hash"))
 )
+_BY_USERNAME = select(User).where(User.username == bindparam("username"))
 
 
-def authenticate_token(session: Session, presented: str, client: str) -> User:
-    """The user behind a personal token; AuthenticationFailed when it is not valid now."""
+def authenticate_token(
+    session: Session, presented: str, client: str
+) -> tuple[User, datetime | None]:
+    """The user behind a personal token and the token's expiry; AuthenticationFailed when
+    it is not valid now."""
     if not _TOKEN_RE.match(presented):
         raise AuthenticationFailed("The API token is malformed.")
     row = session.execute(_BY_HASH, {"token_hash": hash_token(presented)}).first()
@@ -177,7 +192,7 @@ def authenticate_token(session: Session, presented: str, client: str) -> User:
     if token.last_used_at is None or now - token.last_used_at > _LAST_USE_RESOLUTION:
         token.last_used_at = now
         token.last_used_from = client[:64]
-    return user
+    return user, token.expires_at
 
 
 def issue_jwt(ring: Keyring, user: User, ttl: timedelta) -> tuple[str, int]:
@@ -195,8 +210,9 @@ def issue_jwt(ring: Keyring, user: User, ttl: timedelta) -> tuple[str, int]:
     return token, int(ttl.total_seconds())
 
 
-def authenticate_jwt(session: Session, ring: Keyring, presented: str) -> User:
-    """The user a login JWT names; AuthenticationFailed if it is forged, expired or stale."""
+def authenticate_jwt(session: Session, ring: Keyring, presented: str) -> tuple[User, datetime]:
+    """The user a login JWT names and its expiry; AuthenticationFailed if it is forged,
+    expired or stale."""
     try:
         header = jwt.get_unverified_header(presented)
         kid = int(header.get("kid", ""))
@@ -211,11 +227,11 @@ def authenticate_jwt(session: Session, ring: Keyring, presented: str) -> User:
         raise AuthenticationFailed("The access token has expired; log in again.") from None
     except jwt.PyJWTError:
         raise AuthenticationFailed("The access token is not valid.") from None
-    user = session.scalar(select(User).where(User.username == claims["sub"]))
+    user = session.scalar(_BY_USERNAME, {"username": claims["sub"]})
     if user is None or user.disabled:
         raise AuthenticationFailed("The access token's account no longer exists or is disabled.")
     if int(user.password_changed_at.timestamp()) > claims["iat"]:
         raise AuthenticationFailed(
             "The password changed after this token was issued; log in again."
         )
-    return user
+    return user, datetime.fromtimestamp(claims["exp"], UTC)

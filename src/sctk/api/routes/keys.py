@@ -21,4 +21,6 @@ def key_status(request: Request, _admin=require("keys.manage")) -> list[dict[str
 @router.post("/keys/rotate", summary="Add a key, re-encrypt every value, retire the old keys.")
 def rotate_keys(request: Request, admin=require("keys.manage")) -> dict[str, Any]:
     report = rotation.rotate(request.app.state.settings, actor=admin.username)
+    # JWTs signed with a retired key no longer verify; do not keep trusting cached ones
+    request.app.state.credential_cache.clear()
     return asdict(report)

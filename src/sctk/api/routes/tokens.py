@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
 
-from sctk.api.deps import SessionDep, require
+from sctk.api.deps import SessionDep, commit_and_forget_credentials, require
 from sctk.api.routes.schemas import TokenCreate, TokenCreated, TokenOut
 from sctk.security import tokens
 from sctk.security.roles import allowed
@@ -46,9 +46,12 @@ def create_token(
 
 @router.delete("/tokens/{token_id}", response_model=TokenOut, summary="Revoke an API token.")
 def revoke_token(
+    request: Request,
     session: SessionDep,
     user=require("tokens.own"),
     token_id: int = Path(ge=1, le=2**31 - 1),
 ) -> TokenOut:
     owner = None if allowed(user.role, "users.manage") else user
-    return _out(tokens.revoke(session, token_id, actor=user, owner=owner))
+    view = tokens.revoke(session, token_id, actor=user, owner=owner)
+    commit_and_forget_credentials(request, session)
+    return _out(view)

@@ -7,7 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, status
 
-from sctk.api.deps import CurrentUser, SessionDep, client_address, require
+from sctk.api.deps import (
+    CurrentUser,
+    SessionDep,
+    client_address,
+    commit_and_forget_credentials,
+    require,
+)
 from sctk.api.routes.schemas import (
     Me,
     PasswordChange,
@@ -30,9 +36,9 @@ def _out(user) -> UserOut:
 
 
 @router.get("/me", response_model=Me, summary="The signed-in user and what they may do.")
-def me(user: CurrentUser) -> Me:
+def me(user: CurrentUser, session: SessionDep) -> Me:
     perms = sorted(p for p in PERMISSIONS if allowed(user.role, p))
-    return Me(**asdict(UserView.of(user)), permissions=perms)
+    return Me(**asdict(UserView.of(users.get(session, user.username))), permissions=perms)
 
 
 @router.post(
@@ -58,6 +64,7 @@ def change_own_password(
         session.commit()
         raise SctkError("The current password is wrong.") from None
     users.reset_password(session, user.username, body.new_password, actor=user.username)
+    commit_and_forget_credentials(request, session)
 
 
 @router.get("/users", response_model=list[UserOut], summary="All users.")
@@ -85,13 +92,18 @@ def get_user(username: Username, session: SessionDep, _admin=require("users.mana
     summary="Change a user's role or enable/disable the account.",
 )
 def update_user(
-    username: Username, body: UserUpdate, session: SessionDep, admin=require("users.manage")
+    username: Username,
+    body: UserUpdate,
+    request: Request,
+    session: SessionDep,
+    admin=require("users.manage"),
 ) -> UserOut:
     user = users.get(session, username)
     if body.role is not None:
         user = users.set_role(session, username, body.role.value, actor=admin.username)
     if body.disabled is not None:
         user = users.set_disabled(session, username, body.disabled, actor=admin.username)
+    commit_and_forget_credentials(request, session)
     return _out(user)
 
 
@@ -110,6 +122,11 @@ def unlock_user(username: Username, session: SessionDep, admin=require("users.ma
     summary="Set a new password for a user.",
 )
 def reset_password(
-    username: Username, body: PasswordReset, session: SessionDep, admin=require("users.manage")
+    username: Username,
+    body: PasswordReset,
+    request: Request,
+    session: SessionDep,
+    admin=require("users.manage"),
 ) -> None:
     users.reset_password(session, username, body.password, actor=admin.username)
+    commit_and_forget_credentials(request, session)
