@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sctk.errors import SctkError
@@ -61,6 +62,14 @@ async def _sctk_error(_request: Request, exc: SctkError) -> JSONResponse:
     return problem(exc.http_status, exc.message, title=exc.title)
 
 
+async def _database_unreachable(_request: Request, exc: OperationalError) -> JSONResponse:
+    from sctk.storage.engine import unreachable
+
+    log.error("database unreachable", exc_info=exc)
+    error = unreachable(exc)
+    return problem(503, error.message, title=error.title, headers={"Retry-After": "5"})
+
+
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", exc_info=exc)
     return problem(
@@ -74,4 +83,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SctkError, _sctk_error)
+    app.add_exception_handler(OperationalError, _database_unreachable)
     app.add_exception_handler(Exception, _unexpected)

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import click
 import typer
+from sqlalchemy.exc import OperationalError
 from typer.core import TyperGroup
 
 from sctk import __version__
 from sctk.cli.common import err_console, state
 from sctk.errors import SctkError
+from sctk.storage.engine import unreachable
 
 # name -> (module, attribute); a typer.Typer attribute is a command group, a function a command
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -79,12 +81,19 @@ def root(
     state(ctx).home = home
 
 
+def _fail(exc: SctkError) -> None:
+    err_console.print(f"Error: {exc.message}", highlight=False, soft_wrap=True)
+    sys.exit(exc.exit_code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one sentence on stderr and a non-zero exit."""
     try:
         app(args=argv, prog_name="sctk")
     except SctkError as exc:
-        err_console.print(f"Error: {exc.message}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        _fail(exc)
+    except OperationalError as exc:
+        # a database that goes away mid-command: one sentence, as for any user-fixable cause
+        _fail(unreachable(exc))
     except KeyboardInterrupt:
         sys.exit(130)

@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 
 from sctk import config
-from sctk.cli.common import console, err_console, json_option, print_json, state, table
+from sctk.cli.common import (
+    console,
+    err_console,
+    json_option,
+    operator,
+    print_json,
+    state,
+    table,
+)
 
 app = typer.Typer(help="Show and validate settings.", no_args_is_help=True)
 
@@ -20,6 +28,19 @@ def show(ctx: typer.Context, as_json: bool = json_option()) -> None:
         print_json({key: {"value": value, "source": source} for key, value, source in rows})
     else:
         table("sctk settings", ["setting", "value", "source"], [list(r) for r in rows])
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="Dotted setting name, e.g. server.port."),
+    value: str = typer.Argument(..., help="New value: 9000, true, 1.5, or text."),
+) -> None:
+    """Change one setting in <home>/sctk.toml (validated, comments kept, audited)."""
+    from sctk.config_edit import set_value
+
+    change = set_value(config.load(state(ctx).home).settings, key, value, actor=operator())
+    console.print(f"{change.key}: {change.old!r} -> {change.new!r}", highlight=False)
 
 
 @app.command("check")

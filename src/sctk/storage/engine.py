@@ -69,12 +69,25 @@ def make_engine(settings: Settings, url: str | None = None) -> Engine:
     )
 
 
+def first_line(exc: BaseException) -> str:
+    """The driver's own first line of an error, without SQLAlchemy's wrapping."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0].rstrip(".") if lines else type(exc).__name__
+
+
+def unreachable(exc: BaseException) -> DatabaseUnavailable:
+    """For a connection error raised where the engine is not at hand (the driver's message
+    names the host and port)."""
+    return DatabaseUnavailable(
+        f"The database cannot be reached: {first_line(exc)}; "
+        "check database_url and that the server is running."
+    )
+
+
 def unavailable(engine: Engine, exc: BaseException) -> DatabaseUnavailable:
     """Turn a driver error into one sentence naming the target and the likely fix."""
-    reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
-    first = reason[0] if reason else type(exc).__name__
     return DatabaseUnavailable(
-        f"Cannot connect to the {describe_target(engine.url)}: {first.rstrip('.')}; "
+        f"Cannot connect to the {describe_target(engine.url)}: {first_line(exc)}; "
         "check database_url and that the server is running."
     )
 

@@ -1,0 +1,101 @@
+"""Changing one setting in <home>/sctk.toml: validated first, comments kept, audited, atomic."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+import tomlkit
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from sctk.config import CONFIG_FILE_NAME, Settings, describe_errors, read_toml
+from sctk.errors import ConfigError
+from sctk.fsutil import atomic_write
+
+REDACTED = "**********"
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    old: Any
+    new: Any
+    secret: bool
+
+
+def _field(key: str) -> tuple[list[str], bool]:
+    """The path of a known setting and whether it is a secret; ConfigError otherwise."""
+    parts = key.split(".")
+    model: type[BaseModel] = Settings
+    for depth, part in enumerate(parts):
+        info = model.model_fields.get(part)
+        if info is None or part == "home":
+            known = ", ".join(k for k in model.model_fields if k != "home")
+            raise ConfigError(f"Unknown setting '{key}'; known keys here: {known}.")
+        annotation = info.annotation
+        is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        if is_section and depth < len(parts) - 1:
+            model = annotation
+            continue
+        if is_section or depth != len(parts) - 1:
+            raise ConfigError(f"'{key}' is not a single setting; name one key, e.g. server.port.")
+        return parts, "SecretStr" in str(annotation) or annotation is SecretStr
+    raise ConfigError(f"Unknown setting '{key}'.")
+
+
+def parse_value(raw: str) -> Any:
+    """A TOML literal (9000, true, 1.5, "text") or, failing that, the text itself."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def set_value(settings: Settings, key: str, raw: str, actor: str) -> Change:
+    """Set KEY to RAW in the data directory's sctk.toml, recording the change in the audit log.
+
+    Nothing is written unless the whole file still validates and the audit entry is stored.
+    """
+    from sctk.security import audit
+    from sctk.storage.engine import make_engine, session_scope
+
+    path = settings.home / CONFIG_FILE_NAME
+    parts, secret = _field(key)
+    read_toml(path)  # a syntax error is reported with its line before anything else
+    doc = tomlkit.parse(path.read_text("utf-8")) if path.exists() else tomlkit.document()
+    table: Any = doc
+    for part in parts[:-1]:
+        if part not in table:
+            table[part] = tomlkit.table()
+        table = table[part]
+    old = table.get(parts[-1])
+    value = parse_value(raw)
+    table[parts[-1]] = value
+    try:
+        Settings.model_validate({**doc.unwrap(), "home": settings.home})
+    except ValidationError as exc:
+        problems = "; ".join(describe_errors(exc, {key: "the new value"}))
+        raise ConfigError(f"Not changed: {problems}.") from None
+
+    shown_old = (
+        REDACTED
+        if secret and old is not None
+        else (old.unwrap() if old is not None and hasattr(old, "unwrap") else old)
+    )
+    shown_new = REDACTED if secret else value
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            audit.record(
+                session,
+                "config.changed",
+                actor=actor,
+                target=key,
+                details={"old": shown_old, "new": shown_new},
+            )
+            # written inside the transaction: if the file cannot be written, no entry stays
+            atomic_write(path, tomlkit.dumps(doc), mode=0o640)
+    finally:
+        engine.dispose()
+    return Change(key, shown_old, shown_new, secret)
