@@ -2,6 +2,9 @@
 old migrations are never edited. Import a model from here so Base.metadata knows them all."""
 
 from sctk.storage.models.base import Base, utcnow
+from sctk.storage.models.bus import BusMessage, DeadLetter
+from sctk.storage.models.data import Dataset
+from sctk.storage.models.jobs import Job, JobEvent
 from sctk.storage.models.platform import CheckResult, MaintenanceRun
 from sctk.storage.models.security import ApiToken, AuditEntry, LoginAttempt, Secret, User
 
@@ -9,6 +12,11 @@ __all__ = [
     "ApiToken",
     "AuditEntry",
     "Base",
+    "BusMessage",
+    "Dataset",
+    "DeadLetter",
+    "Job",
+    "JobEvent",
     "CheckResult",
     "LoginAttempt",
     "MaintenanceRun",
