@@ -114,6 +114,57 @@ class SecuritySettings(_Section):
     )
 
 
+class ExecutorSettings(_Section):
+    kind: Literal["local", "dask"] = Field(
+        "local", description="Where jobs run: a local process pool, or a Dask cluster."
+    )
+    address: str | None = Field(
+        None, description="Dask scheduler address (tcp://host:8786); empty starts a LocalCluster."
+    )
+    processes: int = Field(
+        0, ge=0, le=256, description="Local pool size; 0 means one per CPU core."
+    )
+
+
+class JobSettings(_Section):
+    workers: int = Field(
+        1, ge=0, le=64, description="Worker loops `sctk serve` runs in-process (0: none)."
+    )
+    concurrency: int = Field(
+        0, ge=0, le=256, description="Jobs one worker runs at once; 0 means one per CPU core."
+    )
+    poll_seconds: float = Field(0.5, gt=0, le=60, description="Idle worker's queue poll period.")
+    heartbeat_seconds: float = Field(
+        5.0, gt=0, le=300, description="How often a running job's worker says it is alive."
+    )
+    stale_after_seconds: float = Field(
+        30.0, gt=0, le=3600, description="A running job silent this long is re-queued."
+    )
+    max_attempts: int = Field(3, ge=1, le=100, description="Tries before a job is dead.")
+    backoff_seconds: float = Field(
+        2.0, ge=0, le=3600, description="First retry delay; doubles with each attempt."
+    )
+    max_backoff_seconds: float = Field(300.0, ge=0, description="Longest retry delay.")
+
+
+class BusSettings(_Section):
+    max_attempts: int = Field(
+        5, ge=1, le=100, description="Deliveries of a message before it is a dead letter."
+    )
+    backoff_seconds: float = Field(
+        0.2, ge=0, le=600, description="First redelivery delay; doubles with each attempt."
+    )
+
+
+class DataSettings(_Section):
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024, description="Largest file `data import` or an upload takes."
+    )
+    max_violations_listed: int = Field(
+        20, ge=1, le=10_000, description="Schema violations listed before the rest are counted."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting sctk reads. Sections map to TOML tables and to SCTK_SECTION__KEY."""
 
@@ -132,6 +183,10 @@ class Settings(BaseSettings):
     health: HealthSettings = Field(default_factory=HealthSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
 
     @property
     def config_file(self) -> Path:
