@@ -1,0 +1,2 @@
+"""The Hybrid UQ engine: physics + neural residual with heteroscedastic uncertainty,
+calibrated by split conformal prediction."""
