@@ -25,3 +25,10 @@ class DatabaseUnavailable(SctkError):
 class NotFound(SctkError):
     http_status = 404
     title = "Not found"
+
+
+class Conflict(SctkError):
+    """The request clashes with the current state of the thing it names."""
+
+    http_status = 409
+    title = "Conflict"

@@ -123,10 +123,33 @@ class Ctx:
     def account(self, role: str | None):
         return self.api.accounts[role or "viewer"]
 
+    def job_id(self, cancelled: bool = False) -> int:
+        """A fresh queued job (cancelled, when a retry should succeed on it)."""
+        from sctk.jobs import queue
+
+        with session_scope(self.api.engine) as s:
+            job = queue.submit(s, "noop", {}, owner="matrix")
+            if cancelled:
+                queue.cancel(s, job.id, actor="matrix")
+            return job.id
+
     def own_token_id(self, role: str | None) -> int:
         """A fresh token of ROLE's own account, for a revocation that should succeed."""
         _, view = create_token(self.api.engine, self.account(role).username, name="matrix")
         return view.id
+
+    def dataset(self, name: str) -> str:
+        """A one-row dataset NAME on the API's data directory (made when missing)."""
+        import pandas as pd
+
+        from sctk.pipeline import store
+
+        with session_scope(self.api.engine) as s:
+            if store.find(s, name) is None:
+                frame = pd.DataFrame({"x": [1.0]})
+                out = store.Output(name, frame, "parquet", {"origin": "import", "inputs": []})
+                store.store(s, self.api.settings.home, [out], "import", "matrix")
+        return name
 
 
 @dataclass
@@ -173,6 +196,39 @@ ROWS: dict[tuple[str, str], Builder] = {
     ("GET", "/api/v1/keys"): lambda c, r: Sample("/api/v1/keys"),
     ("GET", "/api/v1/audit-log"): lambda c, r: Sample("/api/v1/audit-log?limit=5"),
     ("GET", "/api/v1/audit-log/verify"): lambda c, r: Sample("/api/v1/audit-log/verify"),
+    ("GET", "/api/v1/jobs"): lambda c, r: Sample("/api/v1/jobs?limit=5"),
+    ("POST", "/api/v1/jobs"): lambda c, r: Sample(
+        "/api/v1/jobs", {"kind": "noop", "params": {"echo": r}}
+    ),
+    ("GET", "/api/v1/jobs/kinds"): lambda c, r: Sample("/api/v1/jobs/kinds"),
+    ("GET", "/api/v1/jobs/{job_id}"): lambda c, r: Sample(f"/api/v1/jobs/{c.job_id()}"),
+    ("GET", "/api/v1/jobs/{job_id}/events"): lambda c, r: Sample(
+        f"/api/v1/jobs/{c.job_id()}/events"
+    ),
+    ("POST", "/api/v1/jobs/{job_id}/cancel"): lambda c, r: Sample(
+        f"/api/v1/jobs/{c.job_id()}/cancel"
+    ),
+    ("POST", "/api/v1/jobs/{job_id}/retry"): lambda c, r: Sample(
+        f"/api/v1/jobs/{c.job_id(cancelled=True)}/retry"
+    ),
+    ("GET", "/api/v1/datasets"): lambda c, r: Sample("/api/v1/datasets"),
+    # the body of an upload is the file itself: one JSON object is a valid .jsonl file
+    ("POST", "/api/v1/datasets"): lambda c, r: Sample(
+        f"/api/v1/datasets?filename=matrix.jsonl&name=matrix-{r or 'anonymous'}",
+        {"x": 1.5, "y": 2},
+    ),
+    ("GET", "/api/v1/datasets/{name}"): lambda c, r: Sample(
+        f"/api/v1/datasets/{c.dataset('matrix-shown')}"
+    ),
+    ("GET", "/api/v1/datasets/{name}/lineage"): lambda c, r: Sample(
+        f"/api/v1/datasets/{c.dataset('matrix-shown')}/lineage"
+    ),
+    ("POST", "/api/v1/datasets/{name}/verify"): lambda c, r: Sample(
+        f"/api/v1/datasets/{c.dataset('matrix-shown')}/verify"
+    ),
+    ("DELETE", "/api/v1/datasets/{name}"): lambda c, r: Sample(
+        f"/api/v1/datasets/{c.dataset(f'matrix-{r or 0}-deleted')}"
+    ),
     ("POST", "/api/v1/me/password"): lambda c, r: Sample(
         "/api/v1/me/password",
         {"current_password": c.account(r).password, "new_password": c.account(r).password},

@@ -6,22 +6,31 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import sessionmaker
 
 from sctk import __version__, config, logs
 from sctk.api import errors
 from sctk.api.deps import require
 from sctk.api.middleware import LimitsMiddleware, RequestIdMiddleware
-from sctk.api.routes import audit, auth, health, keys, meta, tokens, users
+from sctk.api.routes import audit, auth, health, keys, meta, tokens, users, ws
+from sctk.api.routes import data as data_routes
+from sctk.api.routes import jobs as jobs_routes
+from sctk.bus import get_bus
 from sctk.config import Settings
+from sctk.jobs.worker import start_workers, stop_workers
 from sctk.security.credentials import CredentialCache
 from sctk.security.keyring import Keyring
 from sctk.security.ratelimit import RateLimiter
 from sctk.storage.engine import make_engine
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app for SETTINGS (default: loaded from SCTK_HOME and the environment)."""
+def create_app(settings: Settings | None = None, workers: int | None = 0) -> FastAPI:
+    """Build the app for SETTINGS (default: loaded from SCTK_HOME and the environment).
+
+    WORKERS job worker loops run in the process while the app does (None: jobs.workers);
+    by default none, so that building an app stays cheap; `sctk serve` asks for them.
+    """
     if settings is None:
         settings = config.load().settings
         logs.configure(settings, console_level="INFO")
@@ -30,8 +39,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        # the process's bus: job events recorded here or (PostgreSQL) elsewhere reach it
+        bus = _app.state.bus = get_bus(settings)
+        await run_in_threadpool(bus.start)  # waits for LISTEN: blocking, so off the loop
+        job_workers = _app.state.job_workers = await run_in_threadpool(
+            start_workers, settings, settings.jobs.workers if workers is None else workers
+        )
+        try:
+            yield
+        finally:
+            await run_in_threadpool(stop_workers, job_workers)
+            await run_in_threadpool(bus.stop)
+            engine.dispose()
 
     app = FastAPI(
         title="sctk",
@@ -54,10 +73,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         LimitsMiddleware,
         limiter=RateLimiter(sec.client_rate_limit_per_minute, sec.rate_limit_burst),
         max_body_bytes=sec.max_body_bytes,
+        # uploads stream to disk and enforce their own, larger limit (data.max_upload_bytes)
+        body_limits={"/api/v1/datasets": settings.data.max_upload_bytes},
     )
     app.add_middleware(RequestIdMiddleware)
 
     app.include_router(health.router)
+    app.include_router(ws.router)
     v1 = APIRouter(prefix="/api/v1")
     v1.include_router(auth.router)
     v1.include_router(meta.router, dependencies=[require("read")])
@@ -65,5 +87,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     v1.include_router(tokens.router)
     v1.include_router(keys.router)
     v1.include_router(audit.router)
+    v1.include_router(jobs_routes.router)
+    v1.include_router(data_routes.router)
     app.include_router(v1)
     return app
+
+
+def served_app() -> FastAPI:
+    """The app `sctk serve` runs: settings from the environment, with jobs.workers loops."""
+    return create_app(workers=None)

@@ -10,6 +10,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 
 from sctk.security import audit, tokens
 from sctk.security.credentials import Principal
@@ -22,7 +23,7 @@ from sctk.security.users import AuthenticationFailed
 bearer_scheme = HTTPBearer(auto_error=False, description="A login JWT or a personal API token.")
 
 
-def client_address(request: Request) -> str:
+def client_address(request: HTTPConnection) -> str:
     return request.client.host if request.client else ""
 
 
@@ -36,14 +37,16 @@ def get_session(request: Request) -> Iterator[Session]:
             raise
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit when the route function returns, before the response is sent, so
+# a client acting on the answer at once never reads the state from before it.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _verify(request: Request, credential: str) -> Principal:
+def _verify(request: HTTPConnection, credential: str) -> Principal:
     """Check a credential against the database (in a worker thread) and cache the result."""
     state = request.app.state
     with state.sessionmaker() as session:
@@ -60,6 +63,15 @@ def _verify(request: Request, credential: str) -> Principal:
     return principal
 
 
+async def authenticate(conn: HTTPConnection, credential: str) -> Principal:
+    """The identity behind CREDENTIAL: cached, or verified against the database in a worker
+    thread; AuthenticationFailed when it is not valid. Shared by HTTP routes and WebSockets."""
+    principal = conn.app.state.credential_cache.get(credential)
+    if principal is None:
+        principal = await run_in_threadpool(_verify, conn, credential)
+    return principal
+
+
 async def current_user(request: Request, _scheme=Depends(bearer_scheme)) -> Principal:
     """The identity behind the bearer credential; 401 problem+json when there is none.
 
@@ -72,12 +84,10 @@ async def current_user(request: Request, _scheme=Depends(bearer_scheme)) -> Prin
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential or " " in credential:
         raise _unauthorized("The Authorization header must be 'Bearer <token>'.")
-    principal = request.app.state.credential_cache.get(credential)
-    if principal is None:
-        try:
-            principal = await run_in_threadpool(_verify, request, credential)
-        except AuthenticationFailed as exc:
-            raise _unauthorized(exc.message) from None
+    try:
+        principal = await authenticate(request, credential)
+    except AuthenticationFailed as exc:
+        raise _unauthorized(exc.message) from None
     wait = request.app.state.identity_limiter.hit(f"user:{principal.id}")
     if wait:
         raise HTTPException(
@@ -114,27 +124,25 @@ class Permission:
     async def __call__(self, request: Request, user: CurrentUser) -> Principal:
         if allowed(user.role, self.permission):
             return user
-        await run_in_threadpool(self._record_denial, request, user)
+        await run_in_threadpool(record_denial, request, user, self.permission, request.method)
         raise HTTPException(
             403, f"Your role '{user.role}' may not do this; it needs '{self.permission}'."
         )
 
-    def _record_denial(self, request: Request, user: Principal) -> None:
-        # recorded in a session of its own: the request's session is rolled back by the 403
-        with request.app.state.sessionmaker() as session:
-            audit.record(
-                session,
-                "permission.denied",
-                actor=user.username,
-                client=client_address(request),
-                outcome="denied",
-                details={
-                    "permission": self.permission,
-                    "method": request.method,
-                    "path": request.url.path,
-                },
-            )
-            session.commit()
+
+def record_denial(conn: HTTPConnection, user: Principal, permission: str, method: str) -> None:
+    """Audit a refused request (HTTP or WebSocket)."""
+    # recorded in a session of its own: the request's session is rolled back by the 403
+    with conn.app.state.sessionmaker() as session:
+        audit.record(
+            session,
+            "permission.denied",
+            actor=user.username,
+            client=client_address(conn),
+            outcome="denied",
+            details={"permission": permission, "method": method, "path": conn.url.path},
+        )
+        session.commit()
 
 
 def require(permission: str) -> Any:

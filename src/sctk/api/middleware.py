@@ -86,12 +86,20 @@ class LimitsMiddleware:
     """Per-client-address rate limit and a cap on request body size, before any routing.
 
     Health probes are exempt: a load balancer polling them must never be throttled.
+    BODY_LIMITS gives paths (exact, e.g. an upload endpoint) a body cap of their own.
     """
 
-    def __init__(self, app: ASGIApp, limiter, max_body_bytes: int):
+    def __init__(
+        self,
+        app: ASGIApp,
+        limiter,
+        max_body_bytes: int,
+        body_limits: dict[str, int] | None = None,
+    ):
         self.app = app
         self.limiter = limiter
         self.max_body = max_body_bytes
+        self.body_limits = dict(body_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/health/"):
@@ -110,13 +118,14 @@ class LimitsMiddleware:
             )
             await response(scope, receive, send)
             return
+        max_body = self.body_limits.get(scope["path"], self.max_body)
         too_large = problem(
             413,
-            f"The request body is larger than the limit of {self.max_body} bytes.",
+            f"The request body is larger than the limit of {max_body} bytes.",
             title="Request too large",
         )
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
+        if length is not None and length.isdigit() and int(length) > max_body:
             await too_large(scope, receive, send)
             return
 
@@ -128,8 +137,8 @@ class LimitsMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _BodyTooLarge(self.max_body)
+                if received > max_body:
+                    raise _BodyTooLarge(max_body)
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokens": ("sctk.cli.tokens", "app"),
     "keys": ("sctk.cli.keys", "app"),
     "audit-log": ("sctk.cli.audit_log", "app"),
+    "data": ("sctk.cli.data", "app"),
+    "jobs": ("sctk.cli.jobs", "app"),
+    "worker": ("sctk.cli.worker", "worker"),
+    "bus": ("sctk.cli.bus", "app"),
 }
 
 
@@ -47,6 +51,8 @@ class LazyGroup(TyperGroup):
             single = typer.Typer()
             single.command(name)(target)
             target = single
+        # built on its own, a sub-app would offer shell completion options of its own
+        target._add_completion = False
         command = typer.main.get_command(target)
         command.name = name
         return command

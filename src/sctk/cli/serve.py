@@ -51,7 +51,7 @@ def serve(
         highlight=False,
     )
     uvicorn.run(
-        "sctk.api.app:create_app",
+        "sctk.api.app:served_app",
         factory=True,
         host=s.server.host,
         port=s.server.port,

@@ -49,6 +49,7 @@ STATES = (ACTIVE, RETIRING)
 
 _FERNET_INFO = b"sctk-fernet"
 _JWT_INFO = b"sctk-jwt"
+_BUS_INFO = b"sctk-bus"
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ class Keyring:
         # keyed by material, not id: a refresh may bring a different ring with the same ids
         self._fernets: dict[bytes, Fernet] = {}
         self._jwt_keys: dict[bytes, bytes] = {}
+        self._bus_keys: dict[bytes, bytes] = {}
 
     # -- loading and saving -------------------------------------------------------------
 
@@ -357,4 +359,17 @@ class Keyring:
         key = self._jwt_keys.get(material)
         if key is None:
             key = self._jwt_keys[material] = _derive(material, _JWT_INFO)
+        return kid, key
+
+    def bus_key(self, kid: int | None = None) -> tuple[int, bytes]:
+        """(kid, HMAC-SHA256 key for bus envelopes) derived from key KID, or the newest key."""
+        if kid is None:
+            self.refresh()
+            kid = self.current_id
+        material = self._material(kid)
+        if material is None:
+            raise SctkError(f"No key {kid} in {self.path}; the message was signed by another key.")
+        key = self._bus_keys.get(material)
+        if key is None:
+            key = self._bus_keys[material] = _derive(material, _BUS_INFO)
         return kid, key

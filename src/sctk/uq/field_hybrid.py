@@ -15,14 +15,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from sctk.errors import SctkError
+from sctk.uq.alpha import HybridWeight
 from sctk.uq.conformal import ConformalCalibrator
 from sctk.uq.hybrid import _torch_threads, resolve_physics
 from sctk.uq.networks import ResidualCNN
 from sctk.uq.risk import psi, r_cog, r_eff
-from sctk.uq.scheduler import AlphaScheduler
 
 
 def as_fields(x: Any, name: str = "X") -> np.ndarray:
@@ -101,17 +100,9 @@ class FieldHybridRegressor:
         x = torch.as_tensor(X / scale, dtype=torch.float32)
         return torch.cat([x, s], dim=1), s
 
-    def _alpha(self) -> torch.Tensor:
-        if self.physics_fn_ is None:
-            return torch.tensor(0.0)
-        lo, hi = self.alpha_bounds
-        if self.alpha_mode == "learned":
-            return lo + (hi - lo) * torch.sigmoid(self.alpha_raw_)
-        return torch.tensor(float(self.alpha_now_))
-
     def _forward(self, features, physics):
         mu_n, log_sigma = self.net_(features)
-        a = self._alpha()
+        a = self.weight_.value()
         return a * physics + (1 - a) * mu_n, log_sigma
 
     def _loss(self, mean, log_sigma, y):
@@ -129,8 +120,6 @@ class FieldHybridRegressor:
             return self._fit(X, y, X_cal, y_cal)
 
     def _fit(self, X, y, X_cal, y_cal) -> FieldHybridRegressor:
-        if self.alpha_mode not in ("learned", "fixed", "scheduled"):
-            raise SctkError(f"Unknown alpha_mode '{self.alpha_mode}'.")
         X, y = as_fields(X), as_fields(y, "y")
         X_cal, y_cal = as_fields(X_cal, "X_cal"), as_fields(y_cal, "y_cal")
         for name, a, b in (("y", y, X), ("X_cal", X_cal[:1], X[:1]), ("y_cal", y_cal, X_cal)):
@@ -141,21 +130,16 @@ class FieldHybridRegressor:
         self.shape_ = X.shape[1:]
         self.scale_ = float(np.sqrt(np.mean(y**2))) or 1.0
         self.net_ = ResidualCNN(X.shape[1], self.width, self.depth)
-        lo, hi = self.alpha_bounds
-        start = min(max(self.alpha, lo + 1e-6), hi - 1e-6) if hi > lo else lo
-        ratio = (start - lo) / (hi - lo) if hi > lo else 0.5
-        self.alpha_raw_ = nn.Parameter(torch.tensor(math.log(ratio / (1 - ratio))))
-        self.alpha_now_ = self.alpha
-        sched = (
-            AlphaScheduler(alpha=self.alpha, lower=lo, upper=hi, **(self.scheduler or {}))
-            if self.alpha_mode == "scheduled"
-            else None
+        self.weight_ = HybridWeight(
+            self.alpha,
+            self.alpha_mode,
+            self.alpha_bounds,
+            self.scheduler,
+            active=self.physics_fn_ is not None,
         )
         features, physics = self._tensors(X)
         target = torch.as_tensor(y / self.scale_, dtype=torch.float32)
-        params = list(self.net_.parameters())
-        if self.alpha_mode == "learned" and self.physics_fn_ is not None:
-            params.append(self.alpha_raw_)
+        params = [*self.net_.parameters(), *self.weight_.trainable()]
         optimiser = torch.optim.Adam(params, lr=self.lr)
         generator = torch.Generator().manual_seed(self.seed)
         best, best_state = math.inf, None
@@ -174,23 +158,15 @@ class FieldHybridRegressor:
                 total += float(loss.detach()) * len(batch)
                 variance += float(torch.exp(2 * log_sigma.detach()).mean()) * len(batch)
             score = total / len(X)
-            if sched is not None:
-                self.alpha_now_ = sched.step(variance / len(X))
-            self.history_.append(
-                {"epoch": epoch, "loss": score, "alpha": float(self._alpha().detach())}
-            )
+            self.weight_.after_epoch(variance / len(X))
+            self.history_.append({"epoch": epoch, "loss": score, "alpha": float(self.weight_)})
             if score < best:
                 best = score
-                best_state = (
-                    copy.deepcopy(self.net_.state_dict()),
-                    self.alpha_raw_.detach().clone(),
-                    self.alpha_now_,
-                )
+                best_state = (copy.deepcopy(self.net_.state_dict()), self.weight_.snapshot())
         if best_state is not None:
             self.net_.load_state_dict(best_state[0])
-            self.alpha_raw_ = nn.Parameter(best_state[1])
-            self.alpha_now_ = best_state[2]
-        self.alpha_ = float(self._alpha().detach())
+            self.weight_.restore(best_state[1])
+        self.alpha_ = float(self.weight_)
         # Unless given, the risk weights are set so that a field as rough as the training
         # truth scores Psi = beta * exp(-0.2): the risks then read relative to real flows.
         truth = torch.as_tensor(y / self.scale_)

@@ -21,14 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from sctk.errors import SctkError
+from sctk.uq.alpha import HybridWeight
 from sctk.uq.conformal import ConformalCalibrator
 from sctk.uq.networks import ResidualMLP
-from sctk.uq.scheduler import AlphaScheduler
 
-ALPHA_MODES = ("learned", "fixed", "scheduled")
 PhysicsFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -140,13 +138,6 @@ class HybridRegressor:
         return {k: v for k, v in params.items() if not k.endswith("_")}
 
     def _check_params(self) -> None:
-        if self.alpha_mode not in ALPHA_MODES:
-            raise SctkError(
-                f"Unknown alpha_mode '{self.alpha_mode}'; use one of {', '.join(ALPHA_MODES)}."
-            )
-        lo, hi = self.alpha_bounds
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise SctkError(f"alpha_bounds must satisfy 0 <= low <= high <= 1; got {lo}, {hi}.")
         if self.epochs < 1 or self.batch_size < 1:
             raise SctkError("epochs and batch_size must be at least 1.")
         if not 0.0 < self.cal_fraction < 1.0:
@@ -172,17 +163,9 @@ class HybridRegressor:
             torch.as_tensor(physics, dtype=torch.float32),
         )
 
-    def _alpha_value(self) -> torch.Tensor:
-        if self.physics_fn_ is None:
-            return torch.tensor(0.0)
-        lo, hi = self.alpha_bounds
-        if self.alpha_mode == "learned":
-            return lo + (hi - lo) * torch.sigmoid(self.alpha_raw_)
-        return torch.tensor(float(self.alpha_now_))
-
     def _forward(self, features, physics) -> tuple[torch.Tensor, torch.Tensor]:
         mu_n, log_sigma = self.net_(features)
-        a = self._alpha_value()
+        a = self.weight_.value()
         return a * physics + (1 - a) * mu_n, log_sigma
 
     @staticmethod
@@ -225,17 +208,13 @@ class HybridRegressor:
         )
         width = X.shape[1] + (1 if self.physics_fn_ is not None else 0)
         self.net_ = ResidualMLP(width, self.hidden)
-        lo, hi = self.alpha_bounds
-        start = min(max(self.alpha, lo + 1e-6), hi - 1e-6) if hi > lo else lo
-        ratio = (start - lo) / (hi - lo) if hi > lo else 0.5
-        self.alpha_raw_ = nn.Parameter(torch.tensor(math.log(ratio / (1 - ratio))))
-        self.alpha_now_ = self.alpha
-        sched = (
-            AlphaScheduler(alpha=self.alpha, lower=lo, upper=hi, **(self.scheduler or {}))
-            if self.alpha_mode == "scheduled"
-            else None
+        self.weight_ = HybridWeight(
+            self.alpha,
+            self.alpha_mode,
+            self.alpha_bounds,
+            self.scheduler,
+            active=self.physics_fn_ is not None,
         )
-
         features, physics = self._inputs(X)
         target = torch.as_tensor(
             (y - self.scaling_.y_mean) / self.scaling_.y_std, dtype=torch.float32
@@ -243,9 +222,7 @@ class HybridRegressor:
         n_val = int(self.val_fraction * X.shape[0]) if X.shape[0] >= 50 else 0
         perm = torch.as_tensor(rng.permutation(X.shape[0]))
         val_idx, tr_idx = perm[:n_val], perm[n_val:]
-        params = list(self.net_.parameters())
-        if self.alpha_mode == "learned" and self.physics_fn_ is not None:
-            params.append(self.alpha_raw_)
+        params = [*self.net_.parameters(), *self.weight_.trainable()]
         optimiser = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         generator = torch.Generator().manual_seed(self.seed)
         best, best_state, stale = math.inf, None, 0
@@ -269,27 +246,19 @@ class HybridRegressor:
                 score = float(
                     self._loss(mean, log_sigma, target[idx], self.recon_weight, self.nll_weight)
                 )
-                if sched is not None:
-                    self.alpha_now_ = sched.step(float(torch.exp(2 * log_sigma).mean()))
-            self.history_.append(
-                {"epoch": epoch, "loss": score, "alpha": float(self._alpha_value().detach())}
-            )
+                self.weight_.after_epoch(float(torch.exp(2 * log_sigma).mean()))
+            self.history_.append({"epoch": epoch, "loss": score, "alpha": float(self.weight_)})
             if score < best - 1e-6:
                 best, stale = score, 0
-                best_state = (
-                    copy.deepcopy(self.net_.state_dict()),
-                    self.alpha_raw_.detach().clone(),
-                    self.alpha_now_,
-                )
+                best_state = (copy.deepcopy(self.net_.state_dict()), self.weight_.snapshot())
             else:
                 stale += 1
                 if n_val and stale >= self.patience:
                     break
         if best_state is not None:
             self.net_.load_state_dict(best_state[0])
-            self.alpha_raw_ = nn.Parameter(best_state[1])
-            self.alpha_now_ = best_state[2]
-        self.alpha_ = float(self._alpha_value().detach())
+            self.weight_.restore(best_state[1])
+        self.alpha_ = float(self.weight_)
         mu_cal, sigma_cal = self._mean_sigma(X_cal)
         self.calibrator_ = ConformalCalibrator(normalized=self.normalized).fit(
             y_cal, mu_cal, sigma_cal

@@ -1,0 +1,170 @@
+"""/api/v1/jobs: submit, list, inspect, cancel and retry durable jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from sctk.api.deps import SessionDep, client_address, require
+from sctk.jobs import events, queue
+from sctk.jobs.kinds import get_kind, kinds
+from sctk.security import audit
+from sctk.security.credentials import Principal
+from sctk.security.roles import allowed
+from sctk.storage.models import Job
+
+router = APIRouter(tags=["jobs"])
+
+JobId = Path(ge=1, le=2**31 - 1, description="Id of the job.")
+
+
+class JobSubmit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(min_length=1, max_length=100, description="A job kind: GET /jobs/kinds.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The kind's parameters, at most 64 KiB as JSON."
+    )
+    max_attempts: int | None = Field(
+        None, ge=1, le=queue.MAX_ATTEMPTS_LIMIT, description="Default: jobs.max_attempts."
+    )
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    status: str
+    params: dict[str, Any]
+    owner: str
+    attempts: int
+    max_attempts: int
+    progress: float
+    message: str
+    cancel_requested: bool
+    worker: str | None
+    created_at: datetime
+    updated_at: datetime
+    run_after: datetime
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+    result: dict[str, Any] | None
+    error: str | None
+
+
+class JobEventOut(BaseModel):
+    job_id: int
+    seq: int
+    at: datetime
+    kind: str
+    data: dict[str, Any]
+
+
+class JobKindOut(BaseModel):
+    name: str
+    description: str
+    permission: str
+
+
+@router.get("/jobs", response_model=list[JobOut], summary="Jobs, newest first.")
+def list_jobs(
+    session: SessionDep,
+    _user=require("read"),
+    status_: str | None = Query(
+        None, alias="status", max_length=16, description=f"One of {', '.join(queue.STATUSES)}."
+    ),
+    owner: str | None = Query(None, max_length=64, description="Only this owner's jobs."),
+    limit: int = Query(100, ge=1, le=1000),
+) -> list[dict[str, Any]]:
+    return [queue.as_dict(j) for j in queue.list_jobs(session, status_, owner, limit)]
+
+
+@router.get("/jobs/kinds", response_model=list[JobKindOut], summary="Kinds of job there are.")
+def list_kinds(_user=require("read")) -> list[JobKindOut]:
+    return [
+        JobKindOut(name=k.name, description=k.description, permission=k.permission)
+        for k in sorted(kinds().values(), key=lambda k: k.name)
+    ]
+
+
+def _committed(session: Session, job: Job) -> dict[str, Any]:
+    """Commit before answering: the session dependency would commit only after the response
+    is sent, so a client acting on the answer at once could read the state before it."""
+    data = queue.as_dict(job)
+    session.commit()
+    return data
+
+
+def _record_denial(request: Request, user: Principal, permission: str) -> None:
+    with request.app.state.sessionmaker() as session:
+        audit.record(
+            session,
+            "permission.denied",
+            actor=user.username,
+            client=client_address(request),
+            outcome="denied",
+            details={"permission": permission, "method": request.method, "path": request.url.path},
+        )
+        session.commit()
+
+
+@router.post(
+    "/jobs",
+    response_model=JobOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Queue a job (needs jobs.run and the kind's own permission).",
+)
+def submit_job(
+    request: Request, body: JobSubmit, session: SessionDep, user: Principal = require("jobs.run")
+) -> dict[str, Any]:
+    kind = get_kind(body.kind)  # an unknown kind: 400 naming the known ones
+    if not allowed(user.role, kind.permission):
+        _record_denial(request, user, kind.permission)
+        raise HTTPException(
+            403,
+            f"Your role '{user.role}' may not run '{kind.name}' jobs; they need "
+            f"'{kind.permission}'.",
+        )
+    attempts = body.max_attempts or request.app.state.settings.jobs.max_attempts
+    job = queue.submit(session, body.kind, body.params, user.username, attempts)
+    return _committed(session, job)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="One job.")
+def get_job(session: SessionDep, _user=require("read"), job_id: int = JobId) -> dict[str, Any]:
+    return queue.as_dict(queue.get(session, job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/events", response_model=list[JobEventOut], summary="A job's events in order."
+)
+def job_events(
+    session: SessionDep,
+    _user=require("read"),
+    job_id: int = JobId,
+    after: int = Query(0, ge=0, le=2**31 - 1, description="Only events after this seq."),
+) -> list[dict[str, Any]]:
+    queue.get(session, job_id)  # 404 for a job that does not exist
+    return [events.as_dict(e) for e in events.history(session, job_id, after)]
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    summary="Cancel a queued job or ask the worker of a running one to stop it.",
+)
+def cancel_job(
+    session: SessionDep, user: Principal = require("jobs.run"), job_id: int = JobId
+) -> dict[str, Any]:
+    return _committed(session, queue.cancel(session, job_id, actor=user.username))
+
+
+@router.post("/jobs/{job_id}/retry", response_model=JobOut, summary="Queue a failed job again.")
+def retry_job(
+    session: SessionDep, user: Principal = require("jobs.run"), job_id: int = JobId
+) -> dict[str, Any]:
+    return _committed(session, queue.retry(session, job_id, actor=user.username))

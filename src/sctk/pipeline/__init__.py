@@ -1,0 +1,1 @@
+"""The data pipeline: ingest (readers, schemas), transforms, stored datasets with lineage."""

@@ -1,0 +1,255 @@
+"""The data pipeline's two operations, shared by the CLI, the API and the job kind.
+
+- `import_file`: read a file, check it against an optional schema, store it as a dataset.
+- `run_pipeline`: run a pipeline file over one or more datasets and store its outputs.
+
+Several inputs are stacked in the order given (their columns must match) and the pipeline
+runs once over the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from sctk.errors import Conflict, SctkError
+from sctk.pipeline import readers, store
+from sctk.pipeline.schema import Report, Schema, SchemaViolations, validate
+from sctk.pipeline.transforms import SPLIT_PARTS, Pipeline
+from sctk.pipeline.transforms import run as run_steps
+
+log = logging.getLogger(__name__)
+Progress = Callable[[float, str], None]
+
+
+class TooLarge(SctkError):
+    http_status = 413
+    title = "Request too large"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _settle_types(df: pd.DataFrame, name: str, skip: set[str]) -> pd.DataFrame:
+    """Columns no schema typed, in one type each: a JSON-lines column mixing numbers and text
+    cannot be stored, and silently turning it into text would hide the problem."""
+    for col in df.columns:
+        if col in skip or df[col].dtype != object:
+            continue
+        values = df[col].dropna()
+        kinds = {
+            "text" if isinstance(v, str) else "true/false" if isinstance(v, bool) else "number"
+            for v in values
+        }
+        if len(kinds) > 1:
+            raise readers.UnreadableFile(
+                f"{name}: column '{col}' mixes {' and '.join(sorted(kinds))}; declare its type "
+                'in a schema (e.g. dtype = "str") or clean the file.'
+            )
+        if kinds == {"text"}:
+            df[col] = df[col].astype("str")
+        elif kinds == {"true/false"}:
+            df[col] = df[col].astype("boolean")
+        elif kinds == {"number"}:
+            df[col] = pd.to_numeric(df[col])
+    return df
+
+
+@dataclass
+class ImportResult:
+    dataset: Any  # storage.models.Dataset
+    report: Report | None
+    unchanged: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": store.as_dict(self.dataset),
+            "report": self.report.to_dict() if self.report else None,
+            "notes": self.notes,
+        }
+
+
+def import_file(
+    session: Session,
+    home: Path,
+    path: Path,
+    *,
+    filename: str | None = None,
+    name: str | None = None,
+    schema: Schema | None = None,
+    fmt: str = "parquet",
+    owner: str = "system",
+    max_bytes: int | None = None,
+    max_violations: int = 20,
+) -> ImportResult:
+    """Import the file at PATH (known to the user as FILENAME) as dataset NAME.
+
+    Refused, with nothing stored, when the file is not what its extension says, cannot be
+    parsed, or breaks SCHEMA (SchemaViolations carries the report).
+    """
+    filename = filename or path.name
+    if fmt not in store.FORMATS:
+        raise SctkError(f"Unknown format '{fmt}'; use parquet or npz.")
+    name = store.check_name(name) if name else store.name_from_file(filename)
+    if store.find(session, name) is not None:
+        raise Conflict(
+            f"A dataset named '{name}' already exists; choose another name with --name or "
+            "delete it first."
+        )
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise SctkError(f"The file {filename} does not exist; check the path.") from None
+    if max_bytes is not None and size > max_bytes:
+        raise TooLarge(
+            f"{filename} is {size} bytes, over the import limit of {max_bytes} bytes "
+            "(data.max_upload_bytes)."
+        )
+    source_sha = store.file_sha256(path)
+    df = readers.read_table(path, filename, text_columns=schema.columns if schema else ())
+    report = None
+    typed: set[str] = set()
+    if schema is not None:
+        report = validate(df, schema, max_violations)
+        if not report.ok:
+            raise SchemaViolations(report.summary(filename), report)
+        df = report.frame
+        typed = set(schema.columns)
+    df = _settle_types(df, filename, typed)
+    lineage = {
+        "origin": "import",
+        "source": {
+            "file": filename,
+            "format": readers.file_format(filename),
+            "sha256": source_sha,
+            "size_bytes": size,
+        },
+        "schema": schema.to_dict() if schema else None,
+        "notes": report.notes() if report else [],
+        "inputs": [],
+        "versions": store.versions(),
+        "created_at": _now(),
+    }
+    [stored] = store.store(session, home, [store.Output(name, df, fmt, lineage)], "import", owner)
+    log.info("imported %s as dataset %s", filename, name, extra={"dataset": name})
+    return ImportResult(stored.dataset, report, stored.unchanged, report.notes() if report else [])
+
+
+def schema_of(session: Session, name: str) -> Schema:
+    """The schema a dataset was imported with, to check another file the same way."""
+    from sctk.pipeline.schema import schema_from_dict
+
+    ds = store.get(session, name)
+    recorded = (ds.lineage or {}).get("schema")
+    if not recorded:
+        raise SctkError(f"Dataset '{name}' was imported without a schema; name another one.")
+    return schema_from_dict(recorded)
+
+
+# --- pipelines ------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    outputs: list[Any]  # Dataset rows
+    unchanged: list[str]
+    steps: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outputs": [store.as_dict(d, with_lineage=False) for d in self.outputs],
+            "unchanged": self.unchanged,
+            "steps": self.steps,
+        }
+
+
+def output_names(pipeline: Pipeline, inputs: list[str], output: str | None) -> list[str]:
+    """The names the run will store: BASE, or BASE-train, BASE-calibration, BASE-test."""
+    stem = Path(pipeline.source).stem or "pipeline"
+    base = output or pipeline.output or f"{inputs[0]}-{stem}"
+    names = [f"{base}-{part}" for part in SPLIT_PARTS] if pipeline.splits else [base]
+    for name in names:
+        store.check_name(name)
+    return names
+
+
+def check_inputs(session: Session, inputs: list[str]) -> list[Any]:
+    if not inputs:
+        raise SctkError("Name at least one input dataset.")
+    if len(set(inputs)) != len(inputs):
+        raise SctkError("An input dataset is named twice; name each once.")
+    return [store.get(session, n) for n in inputs]
+
+
+def run_pipeline(
+    session: Session,
+    home: Path,
+    inputs: list[str],
+    pipeline: Pipeline,
+    *,
+    output: str | None = None,
+    fmt: str | None = None,
+    owner: str = "system",
+    progress: Progress | None = None,
+    log_line: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run PIPELINE over the INPUTS datasets (stacked in order) and store the outputs."""
+    report = progress or (lambda _f, _m: None)
+    say = log_line or (lambda _l: None)
+    fmt = fmt or pipeline.format or "parquet"
+    if fmt not in store.FORMATS:
+        raise SctkError(f"Unknown format '{fmt}'; use parquet or npz.")
+    datasets = check_inputs(session, inputs)
+    names = output_names(pipeline, inputs, output)
+    frames = []
+    for i, ds in enumerate(datasets):
+        check = store.verify(home, ds)
+        if check.status != "ok":
+            raise SctkError(
+                f"Input dataset '{ds.name}' failed verification ({check.detail}); restore it "
+                "before using it."
+            )
+        frames.append(store.read(home, ds))
+        say(f"read {ds.name}: {ds.rows} rows, sha256 {ds.sha256[:12]}")
+        report(0.2 * (i + 1) / len(datasets), f"read {ds.name}")
+    first = list(frames[0].columns)
+    for ds, frame in zip(datasets[1:], frames[1:], strict=True):
+        if list(frame.columns) != first:
+            raise SctkError(
+                f"Input dataset '{ds.name}' has the columns {list(map(str, frame.columns))}, "
+                f"not {list(map(str, first))} like '{datasets[0].name}'; inputs are stacked and "
+                "must have the same columns."
+            )
+    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    outputs, records = run_steps(pipeline, df, progress=lambda f, m: report(0.2 + 0.7 * f, m))
+    for record in records:
+        say(f"{record['op']}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "op"))
+    common = {
+        "origin": "pipeline",
+        "inputs": [{"name": d.name, "sha256": d.sha256, "rows": d.rows} for d in datasets],
+        "pipeline": pipeline.to_dict(),
+        "steps": records,
+        "versions": store.versions(),
+        "created_at": _now(),
+    }
+    to_store = []
+    for name, (part, frame) in zip(names, outputs.items(), strict=True):
+        lineage = {**common, "part": part or None}
+        to_store.append(store.Output(name, frame, fmt, lineage))
+    report(0.9, "storing outputs")
+    stored = store.store(session, home, to_store, "pipeline", owner)
+    report(1.0, "stored " + ", ".join(names))
+    return RunResult(
+        [s.dataset for s in stored],
+        [s.dataset.name for s in stored if s.unchanged],
+        records,
+    )

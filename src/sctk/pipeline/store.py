@@ -1,0 +1,468 @@
+"""Datasets on disk and in the `datasets` table: deterministic files, hashes, verify, delete.
+
+Files live in <home>/data/NAME.parquet (or .npz). The same frame always gives the same bytes
+with the same library versions (recorded in each lineage): Parquet with fixed writer options
+and no index, and .npz as a zip whose members carry a fixed 1980-01-01 timestamp (numpy's
+own savez stamps the current time). A file is written to a temporary file in data/, fsynced,
+and renamed into place only once its row is in the database; if the commit fails the file is
+removed again, so a row never names a file that is not there and vice versa.
+
+Deleting a dataset that another dataset's lineage names as an input is refused unless
+forced: the derived dataset stays, and its lineage then shows that input as deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from sctk.errors import Conflict, NotFound, SctkError
+from sctk.storage.models import Dataset
+
+DATA_DIR = "data"
+FORMATS = ("parquet", "npz")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+_CHUNK = 1024 * 1024
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+# fixed, explicit writer options: the defaults may change between pyarrow versions
+PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": True,
+    "write_statistics": True,
+    "version": "2.6",
+    "data_page_version": "1.0",
+}
+
+
+def versions() -> dict[str, str]:
+    """Library versions that decide the bytes of a stored file."""
+    import pyarrow
+
+    from sctk import __version__
+
+    return {
+        "sctk": __version__,
+        "pandas": pd.__version__,
+        "pyarrow": pyarrow.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise SctkError(
+            f"{str(name)[:80]!r} is not a usable dataset name; use up to 120 letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit."
+        )
+    return name
+
+
+def name_from_file(filename: str) -> str:
+    """A dataset name from a file name: its stem, with anything unusable replaced."""
+    stem = Path(filename).name.rsplit(".", 1)[0]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:120]
+    return check_name(cleaned or "dataset")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def data_dir(home: Path) -> Path:
+    path = Path(home) / DATA_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def dataset_file(home: Path, ds: Dataset) -> Path:
+    """The file of DS; a path stored in the row may not point outside data/."""
+    base = (Path(home) / DATA_DIR).resolve()
+    path = (Path(home) / ds.path).resolve()
+    if base not in path.parents:
+        raise SctkError(
+            f"Dataset '{ds.name}' names the file {ds.path!r}, outside {DATA_DIR}/; "
+            "the row was edited by hand: delete it and import the data again."
+        )
+    return path
+
+
+def column_types(df: pd.DataFrame) -> dict[str, str]:
+    return {str(c): str(t) for c, t in df.dtypes.items()}
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def _npz_array(name: str, col: pd.Series) -> np.ndarray:
+    if pd.api.types.is_datetime64_any_dtype(col):
+        if getattr(col.dt, "tz", None) is not None:
+            col = col.dt.tz_convert("UTC").dt.tz_localize(None)
+        return col.to_numpy()
+    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+        if col.isna().any() or isinstance(col.dtype, pd.api.extensions.ExtensionDtype):
+            if col.isna().any():
+                return col.to_numpy(dtype="float64", na_value=np.nan)
+            return col.to_numpy(dtype=col.dtype.numpy_dtype)  # type: ignore[union-attr]
+        return col.to_numpy()
+    if pd.api.types.is_string_dtype(col) and all(isinstance(v, str) for v in col.dropna()):
+        if col.isna().any():
+            raise SctkError(
+                f"Column '{name}' has missing text values, which .npz cannot hold; store the "
+                "dataset as parquet instead."
+            )
+        return np.array(col.tolist(), dtype=np.str_)
+    raise SctkError(
+        f"Column '{name}' holds {col.dtype} values, which .npz cannot hold without pickling; "
+        "store the dataset as parquet instead."
+    )
+
+
+def _write_npz(df: pd.DataFrame, fh) -> None:
+    with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        for name in df.columns:
+            array = _npz_array(str(name), df[name])
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, array, allow_pickle=False)
+            zf.writestr(info, buffer.getvalue())
+
+
+def _write_parquet(df: pd.DataFrame, fh) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
+        raise SctkError(
+            f"The data cannot be stored as Parquet ({first}); give each column one type, "
+            "for example with a schema."
+        ) from None
+    pq.write_table(table, fh, **PARQUET_OPTIONS)
+
+
+@dataclass
+class Pending:
+    """A file written and fsynced under a temporary name, waiting for its row."""
+
+    tmp: Path
+    final: Path
+    sha256: str
+    size: int
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_frame(home: Path, name: str, df: pd.DataFrame, fmt: str) -> Pending:
+    """Write DF to a temporary file next to its final place; hash it."""
+    if fmt not in FORMATS:
+        raise SctkError(f"Unknown format '{fmt}'; use parquet or npz.")
+    directory = data_dir(home)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            (_write_parquet if fmt == "parquet" else _write_npz)(df, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o640)
+        return Pending(tmp, directory / f"{name}.{fmt}", file_sha256(tmp), tmp.stat().st_size)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Output:
+    """One frame to store: its name, data, format and lineage."""
+
+    name: str
+    frame: pd.DataFrame
+    format: str
+    lineage: dict[str, Any]
+
+
+@dataclass
+class Stored:
+    dataset: Dataset
+    unchanged: bool  # an identical dataset of that name was already there
+
+
+def find(session: Session, name: str) -> Dataset | None:
+    return session.scalar(select(Dataset).where(Dataset.name == name))
+
+
+def store(
+    session: Session, home: Path, outputs: list[Output], origin: str, owner: str
+) -> list[Stored]:
+    """Store OUTPUTS together and commit: all of them or none.
+
+    A name already taken by a dataset with the very same bytes is left as it is (so that a
+    retried or repeated run is harmless); any other existing name is refused.
+    """
+    for out in outputs:
+        check_name(out.name)
+    pending: list[Pending] = []
+    placed: list[Path] = []
+    results: list[Stored] = []
+    try:
+        for out in outputs:
+            p = write_frame(home, out.name, out.frame, out.format)
+            pending.append(p)
+            existing = find(session, out.name)
+            if existing is not None:
+                if existing.sha256 == p.sha256 and existing.format == out.format:
+                    p.discard()
+                    results.append(Stored(existing, True))
+                    continue
+                raise Conflict(
+                    f"A dataset named '{out.name}' already exists with other content; choose "
+                    "another name or delete it first."
+                )
+            ds = Dataset(
+                name=out.name,
+                origin=origin,
+                path=f"{DATA_DIR}/{p.final.name}",
+                format=out.format,
+                sha256=p.sha256,
+                size_bytes=p.size,
+                rows=len(out.frame),
+                columns=column_types(out.frame),
+                lineage=out.lineage,
+                owner=owner[:64],
+            )
+            session.add(ds)
+            try:
+                session.flush()  # the unique name is claimed before the file takes its place
+            except IntegrityError:
+                raise Conflict(
+                    f"A dataset named '{out.name}' was stored by another run meanwhile; "
+                    "choose another name."
+                ) from None
+            results.append(Stored(ds, False))
+        for p in pending:
+            if p.tmp.exists():
+                os.replace(p.tmp, p.final)
+                placed.append(p.final)
+        if placed:
+            _fsync_dir(data_dir(home))
+        session.commit()
+    except BaseException:
+        session.rollback()
+        for p in pending:
+            p.discard()
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise
+    return results
+
+
+# --- reading, listing, verifying, deleting ----------------------------------------------------
+
+
+def get(session: Session, name: str) -> Dataset:
+    ds = find(session, name)
+    if ds is None:
+        raise NotFound(
+            f"No dataset is named '{str(name)[:120]}'; 'sctk data list' shows the datasets."
+        )
+    return ds
+
+
+def list_datasets(session: Session) -> list[Dataset]:
+    return list(session.scalars(select(Dataset).order_by(Dataset.name)))
+
+
+def read(home: Path, ds: Dataset) -> pd.DataFrame:
+    """The stored frame of DS."""
+    from sctk.pipeline.readers import read_table
+
+    path = dataset_file(home, ds)
+    if not path.exists():
+        raise SctkError(
+            f"The file of dataset '{ds.name}' ({ds.path}) is missing; restore it from a backup "
+            "or delete the dataset."
+        )
+    return read_table(path, path.name)
+
+
+@dataclass
+class Check:
+    name: str
+    path: str
+    status: str  # ok / missing / changed
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "status": self.status, "detail": self.detail}
+
+
+def verify(home: Path, ds: Dataset) -> Check:
+    """Re-hash the file of DS against its row."""
+    path = dataset_file(home, ds)
+    if not path.exists():
+        return Check(ds.name, ds.path, "missing", f"{ds.path} is missing")
+    actual = file_sha256(path)
+    if actual != ds.sha256:
+        return Check(
+            ds.name,
+            ds.path,
+            "changed",
+            f"{ds.path} has changed (sha256 {actual[:12]}..., recorded {ds.sha256[:12]}...)",
+        )
+    return Check(ds.name, ds.path, "ok", f"{ds.path} matches its sha256")
+
+
+def failures_sentence(checks: list[Check]) -> str | None:
+    """One sentence naming every dataset whose file is missing or changed, or None."""
+    bad = [c for c in checks if c.status != "ok"]
+    if not bad:
+        return None
+    listed = "; ".join(f"'{c.name}': {c.detail}" for c in bad)
+    count = f"{len(bad)} dataset{'s' if len(bad) != 1 else ''}"
+    return (
+        f"{count} failed verification: {listed}; restore the files from a backup or delete "
+        "those datasets."
+    )
+
+
+def _input_names(ds: Dataset) -> list[str]:
+    return [i.get("name", "") for i in (ds.lineage or {}).get("inputs", [])]
+
+
+def dependents(session: Session, name: str) -> list[str]:
+    """Datasets whose lineage names NAME as an input."""
+    return sorted(d.name for d in list_datasets(session) if name in _input_names(d))
+
+
+def delete(session: Session, home: Path, name: str, force: bool = False) -> Dataset:
+    """Remove a dataset's row and its file; refuse one that others derive from unless FORCE."""
+    ds = get(session, name)
+    users = [d for d in dependents(session, name) if d != name]
+    if users and not force:
+        shown = ", ".join(f"'{u}'" for u in users)
+        raise Conflict(
+            f"Dataset '{name}' is an input of {shown}; delete those first or pass --force "
+            "(their lineage will then show it as deleted)."
+        )
+    path = dataset_file(home, ds)
+    session.delete(ds)
+    session.flush()
+    # the file goes only once the row is gone for good: renamed aside first, so that a failed
+    # commit can put it back
+    aside = path.with_name(f".{path.name}.deleting")
+    moved = False
+    if path.exists():
+        os.replace(path, aside)
+        moved = True
+    try:
+        session.commit()
+    except BaseException:
+        session.rollback()
+        if moved:
+            os.replace(aside, path)
+        raise
+    aside.unlink(missing_ok=True)
+    return ds
+
+
+def lineage(session: Session, name: str) -> dict[str, Any]:
+    """The chain of inputs of NAME back to imported files, as a tree."""
+    return _node(session, get(session, name), recorded_sha=None, seen=set())
+
+
+def _node(
+    session: Session, ds: Dataset, recorded_sha: str | None, seen: set[str]
+) -> dict[str, Any]:
+    info = ds.lineage or {}
+    node: dict[str, Any] = {
+        "name": ds.name,
+        "origin": ds.origin,
+        "sha256": ds.sha256,
+        "created_at": ds.created_at.isoformat() if ds.created_at else None,
+    }
+    if recorded_sha is not None and recorded_sha != ds.sha256:
+        node["note"] = "replaced since it was used: its sha256 differs from the one recorded"
+    if ds.origin == "import":
+        node["source"] = info.get("source")
+        node["schema"] = (info.get("schema") or {}).get("source")
+        return node
+    node["pipeline"] = {k: info.get("pipeline", {}).get(k) for k in ("path", "sha256")}
+    if info.get("part"):
+        node["part"] = info["part"]
+    inputs = []
+    for item in info.get("inputs", []):
+        iname = item.get("name", "")
+        child = find(session, iname)
+        if child is None:
+            inputs.append({"name": iname, "sha256": item.get("sha256"), "note": "deleted"})
+        elif iname in seen:
+            inputs.append({"name": iname, "sha256": child.sha256, "note": "cycle"})
+        else:
+            inputs.append(_node(session, child, item.get("sha256"), seen | {ds.name}))
+    node["inputs"] = inputs
+    return node
+
+
+def as_dict(ds: Dataset, with_lineage: bool = True) -> dict[str, Any]:
+    out = {
+        "name": ds.name,
+        "origin": ds.origin,
+        "path": ds.path,
+        "format": ds.format,
+        "sha256": ds.sha256,
+        "size_bytes": ds.size_bytes,
+        "rows": ds.rows,
+        "columns": ds.columns,
+        "owner": ds.owner,
+        "created_at": ds.created_at.isoformat() if ds.created_at else None,
+    }
+    if with_lineage:
+        out["lineage"] = ds.lineage
+    return out
+
+
+@contextmanager
+def temporary_upload(home: Path, filename: str) -> Iterator[Path]:
+    """A temporary file under <home>/tmp, removed however the block ends."""
+    directory = Path(home) / "tmp"
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="upload-", suffix=f"-{filename}", dir=directory)
+    os.close(fd)
+    path = Path(name)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)

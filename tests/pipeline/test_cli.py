@@ -1,0 +1,218 @@
+"""`sctk data ...`: exit codes, one-sentence errors, --json output."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from sctk.cli import main
+from tests.helpers import run_sctk
+from tests.pipeline.conftest import PIPELINE, SCHEMA, write_good
+
+# The commands' behaviour does not depend on the database (the domain tests run on both).
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def sctk(home, capsys, monkeypatch):
+    """Run `sctk --home HOME ARGS...` in this process (much faster than a subprocess)."""
+    monkeypatch.setenv("COLUMNS", "200")  # keep rich from wrapping the sentences looked for
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            main(["--home", str(home), *args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def refused(result: Result, *fragments: str) -> str:
+    assert result.code == 1, result
+    message = result.err.strip()
+    assert message.startswith("Error: ") and "\n" not in message and message.endswith("."), message
+    assert "Traceback" not in result.err
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message
+
+
+@sqlite_only
+def test_import_list_show_transform_lineage_verify_delete(sctk, home, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x1,y,site\nabc,1,a\n12,2,b\n", encoding="utf-8")
+    schema = tmp_path / "schema.toml"
+    schema.write_text(SCHEMA, encoding="utf-8")
+    refused(
+        sctk("data", "import", str(bad), "--schema", str(schema)),
+        "bad.csv does not match the schema (3 problems)",
+        "column 'x2' is missing",
+        "row 1, column 'x1': 'abc' is not a number",
+        "row 2, column 'x1': 12 is above the maximum 10",
+    )
+    report = sctk("data", "import", str(bad), "--schema", str(schema), "--json")
+    assert report.code == 1 and json.loads(report.out)["report"]["total"] == 3
+    assert json.loads(sctk("data", "list", "--json").out) == []
+
+    good = write_good(tmp_path, "csv")
+    done = sctk("data", "import", str(good), "--name", "runs", "--schema", str(schema))
+    assert done.code == 0 and "imported good.csv as dataset 'runs': 6 rows" in done.out
+    shown = json.loads(sctk("data", "show", "runs", "--json").out)
+    assert shown["columns"]["y"] == "int64" and shown["lineage"]["source"]["file"] == "good.csv"
+
+    pipeline = tmp_path / "clean.toml"
+    pipeline.write_text(PIPELINE, encoding="utf-8")
+    ran = sctk("data", "transform", "runs", "--pipeline", str(pipeline), "--inline", "--json")
+    assert ran.code == 0, ran
+    outputs = [o["name"] for o in json.loads(ran.out)["outputs"]]
+    assert outputs == ["runs-clean-train", "runs-clean-calibration", "runs-clean-test"]
+    tree = json.loads(sctk("data", "lineage", "runs-clean-test", "--json").out)
+    assert tree["pipeline"]["path"] == str(pipeline) and tree["inputs"][0]["name"] == "runs"
+    text = sctk("data", "lineage", "runs-clean-test").out
+    assert "runs-clean-test [test]  from pipeline" in text and "imported from good.csv" in text
+
+    assert sctk("data", "verify").code == 0
+    (home / "data" / "runs-clean-train.parquet").write_bytes(b"PAR1 not any more")
+    (home / "data" / "runs-clean-test.parquet").unlink()
+    refused(
+        sctk("data", "verify"),
+        "2 datasets failed verification",
+        "'runs-clean-test': data/runs-clean-test.parquet is missing",
+        "'runs-clean-train': data/runs-clean-train.parquet has changed",
+    )
+    assert sctk("data", "verify", "runs").code == 0
+
+    refused(sctk("data", "delete", "runs"), "'runs' is an input of")
+    assert sctk("data", "delete", "runs", "--force").code == 0
+    refused(sctk("data", "show", "runs"), "No dataset is named 'runs'")
+
+
+@sqlite_only
+def test_bad_input_is_one_sentence_and_stores_nothing(sctk, home, tmp_path):
+    lying = tmp_path / "data.npz"
+    lying.write_text("a,b\n1,2\n", encoding="utf-8")
+    refused(sctk("data", "import", str(lying)), "data.npz is not a NumPy .npz", "CSV text")
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[columns.a]\ndtype = "float"\nmin = 3\nmax = 1\n', encoding="utf-8")
+    refused(
+        sctk("data", "import", str(write_good(tmp_path, "csv")), "--schema", str(broken)),
+        "broken.toml: column 'a' has min 3 greater than max 1",
+    )
+    refused(sctk("data", "show", "nothing"), "No dataset is named 'nothing'")
+    refused(sctk("data", "lineage", "nothing"), "No dataset is named 'nothing'")
+    sctk("data", "import", str(write_good(tmp_path, "csv")), "--name", "runs")
+    evil = tmp_path / "evil.toml"
+    evil.write_text(
+        "[[steps]]\nop = 'derive'\ncolumn = 'z'\nexpr = \"__import__('os').system('x')\"\n",
+        encoding="utf-8",
+    )
+    refused(
+        sctk("data", "transform", "runs", "--pipeline", str(evil)),
+        "evil.toml: step 1 (derive)",
+        "is not allowed",
+    )
+    refused(
+        sctk("data", "transform", "nothing", "--pipeline", str(evil)),
+        "evil.toml: step 1 (derive)",
+    )
+    names = [d["name"] for d in json.loads(sctk("data", "list", "--json").out)]
+    assert names == ["runs"]
+    assert sorted(p.name for p in (home / "data").iterdir()) == ["runs.parquet"]
+
+
+@sqlite_only
+def test_transform_submits_a_job(sctk, home, tmp_path):
+    from sctk import config
+    from sctk.jobs import queue
+    from sctk.storage.engine import make_engine, session_scope
+
+    sctk("data", "import", str(write_good(tmp_path, "csv")), "--name", "runs")
+    pipeline = tmp_path / "clean.toml"
+    pipeline.write_text(PIPELINE, encoding="utf-8")
+    refused(
+        sctk("data", "transform", "nope", "--pipeline", str(pipeline)),
+        "No dataset is named 'nope'",
+    )
+    submitted = sctk("data", "transform", "runs", "--pipeline", str(pipeline), "--json")
+    assert submitted.code == 0, submitted
+    job_id = json.loads(submitted.out)["job"]
+    engine = make_engine(config.load(home).settings)
+    try:
+        with session_scope(engine) as s:
+            job = queue.get(s, job_id)
+            assert (job.kind, job.status) == ("pipeline.run", "queued")
+            assert job.params["inputs"] == ["runs"] and job.params["pipeline"] == PIPELINE
+            assert job.params["pipeline_path"] == str(pipeline)
+            assert len(queue.list_jobs(s)) == 1  # the refused one made no job
+    finally:
+        engine.dispose()
+
+
+@sqlite_only
+def test_transform_waits_for_the_worker_that_runs_the_job(sctk, home, tmp_path):
+    import threading
+
+    from sctk import config
+    from sctk.jobs.worker import Worker
+
+    sctk("data", "import", str(write_good(tmp_path, "csv")), "--name", "runs")
+    pipeline = tmp_path / "clean.toml"
+    pipeline.write_text(PIPELINE, encoding="utf-8")
+    constant = tmp_path / "constant.toml"
+    constant.write_text(
+        "[[steps]]\nop = 'derive'\ncolumn = 'one'\nexpr = '1.0'\n"
+        "[[steps]]\nop = 'normalise'\ncolumns = ['one']\n",
+        encoding="utf-8",
+    )
+    fast = config.load(
+        home, {"jobs": {"poll_seconds": 0.05}, "executor": {"processes": 1}}
+    ).settings
+    worker = Worker(fast, concurrency=1)
+    thread = threading.Thread(target=worker.run_forever, kwargs={"grace": 5.0}, daemon=True)
+    thread.start()
+    try:
+        done = sctk("data", "transform", "runs", "--pipeline", str(pipeline), "--wait", "--json")
+        assert done.code == 0, done
+        assert [o["rows"] for o in json.loads(done.out)["outputs"]] == [3, 1, 1]
+        refused(
+            sctk("data", "transform", "runs", "--pipeline", str(constant), "--wait"),
+            "Job 2 failed: step 2 (normalise): column 'one' is constant",
+        )
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+        try:
+            from sctk.bus import shutdown_all
+        except ImportError:
+            pass
+        else:
+            shutdown_all(1.0)
+    names = [d["name"] for d in json.loads(sctk("data", "list", "--json").out)]
+    assert names == ["runs", "runs-clean-calibration", "runs-clean-test", "runs-clean-train"]
+
+
+@sqlite_only
+def test_the_installed_command(home, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x1,x2,y,site\n1,2,3,a\n1,2,3,b\n", encoding="utf-8")
+    schema = tmp_path / "schema.toml"
+    schema.write_text(SCHEMA, encoding="utf-8")
+    result = run_sctk("data", "import", str(bad), "--schema", str(schema), home=home)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "Error: bad.csv does not match the schema (1 problem): row 2, column 'y': 3 repeats "
+        "row 1, and the column is unique; nothing was stored."
+    )
