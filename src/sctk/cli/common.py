@@ -49,13 +49,19 @@ def operator() -> str:
 
 
 @contextmanager
-def db_session(ctx: typer.Context) -> Iterator[Session]:
+def db_session(ctx: typer.Context, with_bus: bool = False) -> Iterator[Session]:
     """A committed-on-success session on the data directory's database."""
     from sctk.storage.engine import make_engine, session_scope
     from sctk.storage.layout import require_data_dir
 
     s = settings(ctx)
     require_data_dir(s)
+    if with_bus:
+        from sctk.bus import get_bus
+
+        # events this command records (a job queued or cancelled) are published once it
+        # commits; on PostgreSQL they reach the API's WebSocket clients
+        get_bus(s)
     engine = make_engine(s)
     try:
         with session_scope(engine) as session:

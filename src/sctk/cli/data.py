@@ -252,15 +252,6 @@ class _InlineContext:
             err_console.print(line, highlight=False, style="dim")
 
 
-def _queue():
-    """The job queue module, or None in a build without it."""
-    try:
-        from sctk.jobs import queue
-    except ImportError:
-        return None
-    return queue if hasattr(queue, "submit") else None
-
-
 def _wait_for(ctx: typer.Context, queue, job_id: int, as_json: bool) -> dict[str, Any]:
     from rich.progress import Progress
 
@@ -318,8 +309,7 @@ def transform(
     params = job_params(
         datasets, checked.text, checked.source, output=output, fmt=fmt, owner=operator()
     )
-    queue = None if inline else _queue()
-    if queue is None:
+    if inline:
         from rich.progress import Progress
 
         with Progress(console=err_console, transient=True, disable=as_json) as bar:
@@ -332,7 +322,9 @@ def transform(
             result = pipeline_run(params, context)
         _print_result(result, as_json)
         return
-    with db_session(ctx) as session:
+    from sctk.jobs import queue
+
+    with db_session(ctx, with_bus=True) as session:
         job = queue.submit(session, KIND, params, owner=operator())
         job_id = job.id
     if not wait:

@@ -76,7 +76,7 @@ def submit(
 
     params = parse_params(param, params_json)
     attempts = max_attempts or settings(ctx).jobs.max_attempts
-    with db_session(ctx) as session:
+    with db_session(ctx, with_bus=True) as session:
         job = queue.submit(session, kind, params, owner=operator(), max_attempts=attempts)
         data = queue.as_dict(job)
     if as_json:
@@ -96,7 +96,7 @@ def list_(
     """List jobs, newest first."""
     from sctk.jobs import queue
 
-    with db_session(ctx) as session:
+    with db_session(ctx, with_bus=True) as session:
         jobs = [queue.as_dict(j) for j in queue.list_jobs(session, status, owner, limit)]
     if as_json:
         print_json(jobs)
@@ -130,7 +130,7 @@ def show(
     """One job with its parameters, result or error, and its events."""
     from sctk.jobs import events, queue
 
-    with db_session(ctx) as session:
+    with db_session(ctx, with_bus=True) as session:
         data = queue.as_dict(queue.get(session, job_id))
         data["events"] = [events.as_dict(e) for e in events.history(session, job_id)]
     if as_json:
@@ -164,7 +164,7 @@ def cancel(
     """Cancel a queued job, or ask the worker of a running one to stop it."""
     from sctk.jobs import queue
 
-    with db_session(ctx) as session:
+    with db_session(ctx, with_bus=True) as session:
         job = queue.cancel(session, job_id, actor=operator())
         status, kind = job.status, job.kind
     if status == "cancelled":
@@ -184,7 +184,7 @@ def retry(
     """Queue a failed, dead or cancelled job again."""
     from sctk.jobs import queue
 
-    with db_session(ctx) as session:
+    with db_session(ctx, with_bus=True) as session:
         job = queue.retry(session, job_id, actor=operator())
         kind = job.kind
     console.print(f"queued job {job_id} ({kind}) again", highlight=False)
