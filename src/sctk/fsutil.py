@@ -7,6 +7,19 @@ import tempfile
 from pathlib import Path
 
 
+def read_user_text(path: Path, what: str, error: type[Exception]) -> str:
+    """The text of a file a user named (WHAT: 'schema file', ...); any problem reading it is
+    one ERROR sentence naming the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"The {what} {path} does not exist; check the path.") from None
+    except UnicodeDecodeError:
+        raise error(f"The {what} {path} is not UTF-8 text; save it as TOML.") from None
+    except OSError as exc:
+        raise error(f"Cannot read the {what} {path}: {exc.strerror}.") from None
+
+
 def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over PATH."""
     payload = data.encode("utf-8") if isinstance(data, str) else data

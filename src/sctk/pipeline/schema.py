@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from sctk.errors import SctkError
+from sctk.fsutil import read_user_text
 
 DTYPES = ("float", "int", "str", "bool", "datetime")
 COLUMN_KEYS = ("dtype", "min", "max", "nullable", "unique")
@@ -194,15 +195,7 @@ def parse_schema(text: str, source: str = "schema") -> Schema:
 
 def load_schema(path: Path) -> Schema:
     """Read and check a schema file; any problem is one SchemaError sentence naming it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SchemaError(f"The schema file {path} does not exist; check the path.") from None
-    except UnicodeDecodeError:
-        raise SchemaError(f"The schema file {path} is not UTF-8 text; save it as TOML.") from None
-    except OSError as exc:
-        raise SchemaError(f"Cannot read the schema file {path}: {exc.strerror}.") from None
-    return parse_schema(text, path.name)
+    return parse_schema(read_user_text(path, "schema file", SchemaError), path.name)
 
 
 def schema_from_dict(data: dict[str, Any]) -> Schema:

@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from sctk.errors import SctkError
+from sctk.fsutil import read_user_text
 
 OPS = ("select", "rename", "filter", "derive", "normalise", "split")
 STEP_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # op -> (required, optional)
@@ -471,14 +472,7 @@ def parse_pipeline(text: str, source: str = "pipeline") -> Pipeline:
 
 def load_pipeline(path: Path) -> Pipeline:
     """Read and check a pipeline file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PipelineError(f"The pipeline file {path} does not exist; check the path.") from None
-    except UnicodeDecodeError:
-        raise PipelineError(f"The pipeline file {path} is not UTF-8 text.") from None
-    except OSError as exc:
-        raise PipelineError(f"Cannot read the pipeline file {path}: {exc.strerror}.") from None
+    text = read_user_text(path, "pipeline file", PipelineError)
     return parse_pipeline(text, str(path.absolute()))
 
 
