@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import socket
 import statistics
 import subprocess
@@ -32,8 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from results import RESULTS, write_section  # benchmarks/results.py
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Authentication cost"
 ROUNDS = 10
 MIN_HASH_MS = 50.0
@@ -305,24 +304,6 @@ def report(pw: dict, req: dict, pairs: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    header = (
-        "# Benchmark results\n\n"
-        "Figures produced by the scripts in this directory, run by hand on the machine named "
-        "in each section; every section says how its figures are produced and the command "
-        "that reproduces them. They compare against a named peer in the same run.\n\n"
-    )
-    current = RESULTS.read_text() if RESULTS.exists() else header
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _m: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text + "\n"
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text(updated.rstrip("\n") + "\n")
-    os.replace(tmp, RESULTS)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=2000, help="Requests per variant.")
@@ -351,7 +332,7 @@ def main() -> None:
     print(f"with the credential cache off it adds {worst_off - off:.3f} ms")
     print(f"sctk plain / bare FastAPI plain: {plain / req['bare FastAPI plain']['median']:.2f}")
     if not args.no_write:
-        write_section(report(pw, req, args.pairs))
+        write_section(SECTION, report(pw, req, args.pairs))
         print(f"wrote {RESULTS}")
 
 

@@ -27,7 +27,6 @@ import argparse
 import multiprocessing
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -36,7 +35,8 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+from results import RESULTS, write_section  # benchmarks/results.py
+
 SECTION = "## Job queue throughput"
 
 
@@ -183,18 +183,6 @@ def report(rows: list[dict], jobs: int, concurrency: int, direct: float, pool: f
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    current = RESULTS.read_text()
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _m: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text + "\n"
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text(updated.rstrip("\n") + "\n")
-    os.replace(tmp, RESULTS)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000, help="No-op jobs per database.")
@@ -242,7 +230,7 @@ def main() -> None:
             f"x{per_job / (pool / args.jobs):.1f} the bare pool)"
         )
     if not args.no_write:
-        write_section(report(rows, args.jobs, args.concurrency, direct, pool))
+        write_section(SECTION, report(rows, args.jobs, args.concurrency, direct, pool))
         print(f"wrote {RESULTS}")
 
 

@@ -165,6 +165,17 @@ class DataSettings(_Section):
     )
 
 
+class CacheSettings(_Section):
+    url: SecretStr | None = Field(
+        None,
+        description="Redis URL of the prediction cache (e.g. redis://host:6379/0); empty means "
+        "an in-process LRU.",
+    )
+    max_entries: int = Field(
+        1024, ge=1, le=1_000_000, description="Predictions the in-process LRU cache keeps."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting sctk reads. Sections map to TOML tables and to SCTK_SECTION__KEY."""
 
@@ -187,6 +198,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     data: DataSettings = Field(default_factory=DataSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     @property
     def config_file(self) -> Path:

@@ -95,7 +95,10 @@ def test_every_job_runs_exactly_once_across_worker_processes(
             for _ in range(jobs)
         ]
     go = tmp_path / "go"
-    env = worker_env(settings.home)
+    # A lease far longer than any stall of a loaded machine: within it a worker keeps its job,
+    # and exactly-once is what is tested. (A job whose worker is silent for longer than the
+    # lease runs again, by design: that is the crash test below, with a 1.5 s lease.)
+    env = worker_env(settings.home, SCTK_JOBS__STALE_AFTER_SECONDS="120")
     workers = []
     try:
         for i in range(processes):

@@ -151,6 +151,40 @@ class Ctx:
                 store.store(s, self.api.settings.home, [out], "import", "matrix")
         return name
 
+    def train_dataset(self) -> str:
+        """A small dataset with a feature x and a target y, for training requests."""
+        import pandas as pd
+
+        from sctk.pipeline import store
+
+        name = "matrix-train"
+        with session_scope(self.api.engine) as s:
+            if store.find(s, name) is None:
+                frame = pd.DataFrame({"x": [float(i) for i in range(20)]})
+                frame["y"] = frame["x"] * 2.0
+                out = store.Output(name, frame, "parquet", {"origin": "import", "inputs": []})
+                store.store(s, self.api.settings.home, [out], "import", "matrix")
+        return name
+
+    def model_id(self, name: str) -> int:
+        """A tiny fitted model NAME on feature x (made when missing); its id."""
+        import numpy as np
+
+        from sctk.uq import registry
+        from sctk.uq.hybrid import HybridRegressor
+
+        with session_scope(self.api.engine) as s:
+            found = registry.list_models(s)
+            for row in found:
+                if row.name == name:
+                    return row.id
+            X = np.arange(30, dtype=float)[:, None]
+            model = HybridRegressor(epochs=1, hidden=(4,)).fit(
+                X[:20], X[:20, 0], X_cal=X[20:], y_cal=X[20:, 0]
+            )
+            row = registry.save(s, self.api.settings.home, model, name, lineage={"features": ["x"]})
+            return row.id
+
 
 @dataclass
 class Sample:
@@ -228,6 +262,26 @@ ROWS: dict[tuple[str, str], Builder] = {
     ),
     ("DELETE", "/api/v1/datasets/{name}"): lambda c, r: Sample(
         f"/api/v1/datasets/{c.dataset(f'matrix-{r or 0}-deleted')}"
+    ),
+    ("GET", "/api/v1/models"): lambda c, r: Sample("/api/v1/models"),
+    ("POST", "/api/v1/models"): lambda c, r: Sample(
+        "/api/v1/models",
+        {
+            "dataset": c.train_dataset(),
+            "target": "y",
+            "name": f"matrix-{r or 'anonymous'}",
+            "config": {"epochs": 1, "hidden": [4]},
+            "calibration": 0.5,
+        },
+    ),
+    ("GET", "/api/v1/models/{model_id}"): lambda c, r: Sample(
+        f"/api/v1/models/{c.model_id('matrix-shown')}"
+    ),
+    ("POST", "/api/v1/models/{model_id}/predict"): lambda c, r: Sample(
+        f"/api/v1/models/{c.model_id('matrix-shown')}/predict", {"rows": [{"x": 1.5}]}
+    ),
+    ("DELETE", "/api/v1/models/{model_id}"): lambda c, r: Sample(
+        f"/api/v1/models/{c.model_id(f'matrix-{r or 0}-deleted')}"
     ),
     ("POST", "/api/v1/me/password"): lambda c, r: Sample(
         "/api/v1/me/password",

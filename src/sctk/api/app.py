@@ -16,6 +16,7 @@ from sctk.api.middleware import LimitsMiddleware, RequestIdMiddleware
 from sctk.api.routes import audit, auth, health, keys, meta, tokens, users, ws
 from sctk.api.routes import data as data_routes
 from sctk.api.routes import jobs as jobs_routes
+from sctk.api.routes import models as models_routes
 from sctk.bus import get_bus
 from sctk.config import Settings
 from sctk.jobs.worker import start_workers, stop_workers
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, workers: int | None = 0) -> Fas
     v1.include_router(audit.router)
     v1.include_router(jobs_routes.router)
     v1.include_router(data_routes.router)
+    v1.include_router(models_routes.router)
     app.include_router(v1)
     return app
 

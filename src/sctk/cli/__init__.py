@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "jobs": ("sctk.cli.jobs", "app"),
     "worker": ("sctk.cli.worker", "worker"),
     "bus": ("sctk.cli.bus", "app"),
+    "uq": ("sctk.cli.uq", "app"),
 }
 
 

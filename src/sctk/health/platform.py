@@ -55,9 +55,10 @@ def _nearest_existing(path: Path) -> Path:
 def disk(ctx: CheckContext) -> CheckOutcome:
     h = ctx.settings.health
     usage = shutil.disk_usage(_nearest_existing(ctx.settings.home))
-    free_pct = 100.0 * usage.free / usage.total
+    # rounded once, so that the message and the measured value always agree
+    free_pct = round(100.0 * usage.free / usage.total, 2)
     values = {
-        "free_percent": round(free_pct, 2),
+        "free_percent": free_pct,
         "free_bytes": usage.free,
         "total_bytes": usage.total,
         "warning_below_percent": h.disk_warning_free_percent,

@@ -176,12 +176,16 @@ class HybridRegressor:
 
     # -- fitting ------------------------------------------------------------------------
 
-    def fit(self, X, y, X_cal=None, y_cal=None) -> HybridRegressor:
-        """Train on (X, y), then calibrate on (X_cal, y_cal) or on a held-out share of X."""
-        with _torch_threads(self.threads):
-            return self._fit(X, y, X_cal, y_cal)
+    def fit(self, X, y, X_cal=None, y_cal=None, callback=None) -> HybridRegressor:
+        """Train on (X, y), then calibrate on (X_cal, y_cal) or on a held-out share of X.
 
-    def _fit(self, X, y, X_cal, y_cal) -> HybridRegressor:
+        CALLBACK, when given, is called after each epoch as callback(epoch, epochs, loss)
+        (epoch counted from 1); an exception it raises stops the fit.
+        """
+        with _torch_threads(self.threads):
+            return self._fit(X, y, X_cal, y_cal, callback)
+
+    def _fit(self, X, y, X_cal, y_cal, callback=None) -> HybridRegressor:
         self._check_params()
         X = as_features(X)
         y = as_target(y, X.shape[0])
@@ -248,6 +252,8 @@ class HybridRegressor:
                 )
                 self.weight_.after_epoch(float(torch.exp(2 * log_sigma).mean()))
             self.history_.append({"epoch": epoch, "loss": score, "alpha": float(self.weight_)})
+            if callback is not None:
+                callback(epoch + 1, self.epochs, score)
             if score < best - 1e-6:
                 best, stale = score, 0
                 best_state = (copy.deepcopy(self.net_.state_dict()), self.weight_.snapshot())

@@ -7,6 +7,7 @@ from sctk.storage.models.data import Dataset
 from sctk.storage.models.jobs import Job, JobEvent
 from sctk.storage.models.platform import CheckResult, MaintenanceRun
 from sctk.storage.models.security import ApiToken, AuditEntry, LoginAttempt, Secret, User
+from sctk.storage.models.uq import UqModel
 
 __all__ = [
     "ApiToken",
@@ -21,6 +22,7 @@ __all__ = [
     "LoginAttempt",
     "MaintenanceRun",
     "Secret",
+    "UqModel",
     "User",
     "utcnow",
 ]

@@ -1,0 +1,175 @@
+"""/api/v1/models: the UQ model registry; training as a job; predictions with intervals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from fastapi import APIRouter, Path, Request, status
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sctk.api.deps import SessionDep, require
+from sctk.errors import SctkError
+from sctk.jobs import queue
+from sctk.security.credentials import Principal
+
+router = APIRouter(tags=["models"])
+
+ModelId = Path(ge=1, le=2**31 - 1, description="Id of the model.")
+MAX_ROWS = 10_000
+MAX_COLUMNS = 1_000
+
+
+class ModelOut(BaseModel):
+    id: int
+    name: str
+    version: int
+    kind: str
+    path: str
+    sha256: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    owner: str
+    created_at: str | None
+
+
+class TrainIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(min_length=1, max_length=120, description="The training dataset.")
+    target: str = Field(min_length=1, max_length=200, description="The column to predict.")
+    features: list[str] | None = Field(
+        None, min_length=1, max_length=MAX_COLUMNS, description="Default: other numeric columns."
+    )
+    name: str | None = Field(None, max_length=120, description="Default: DATASET-TARGET.")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="HybridRegressor parameters (epochs, hidden, ...)."
+    )
+    calibration: float | str = Field(
+        0.25, description="A fraction of the dataset held out, or a calibration dataset's name."
+    )
+
+
+class TrainAccepted(BaseModel):
+    job: int
+    kind: str
+    status: str
+
+
+class PredictIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[dict[str, float | None]] | None = Field(
+        None, min_length=1, max_length=MAX_ROWS, description="Feature values, one object a row."
+    )
+    dataset: str | None = Field(None, min_length=1, max_length=120, description="Or a dataset.")
+    alpha: float = Field(0.1, description="Miscoverage in (0, 1): intervals cover 1 - alpha.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PredictIn:
+        if (self.rows is None) == (self.dataset is None):
+            raise ValueError("give either 'rows' or 'dataset', not both and not neither")
+        if self.rows is not None and any(len(r) > MAX_COLUMNS for r in self.rows):
+            raise ValueError(f"a row may have at most {MAX_COLUMNS} columns")
+        return self
+
+
+class PredictOut(BaseModel):
+    model: dict[str, Any]
+    alpha: float
+    rows: int
+    mean: list[float]
+    lower: list[float]
+    upper: list[float]
+    sigma: list[float]
+    psi: list[float]
+    cached: bool
+
+
+@router.get("/models", response_model=list[ModelOut], summary="Registered models.")
+def list_models(session: SessionDep, _user=require("read")) -> list[dict[str, Any]]:
+    from sctk.uq import registry
+
+    return [registry.as_dict(r) for r in registry.list_models(session)]
+
+
+@router.post(
+    "/models",
+    response_model=TrainAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Train a model: queues a uq.train job; follow it under /api/v1/jobs/{id}.",
+)
+def train_model(
+    body: TrainIn, session: SessionDep, user: Principal = require("models.train")
+) -> TrainAccepted:
+    from sctk.uq import jobs as uq_jobs
+
+    params = body.model_dump(exclude_none=True)
+    params["owner"] = user.username
+    checked = uq_jobs.check(session, params).to_params()
+    job = queue.submit(session, uq_jobs.KIND, checked, owner=user.username)
+    answer = TrainAccepted(job=job.id, kind=uq_jobs.KIND, status=job.status)
+    session.commit()  # before answering: a client may poll the job at once
+    return answer
+
+
+@router.get("/models/{model_id}", response_model=ModelOut, summary="One model.")
+def show_model(
+    session: SessionDep, _user=require("read"), model_id: int = ModelId
+) -> dict[str, Any]:
+    from sctk.uq import registry
+
+    return registry.as_dict(registry.get(session, model_id))
+
+
+@router.delete(
+    "/models/{model_id}",
+    response_model=ModelOut,
+    summary="Delete a model, its files and its cached predictions.",
+)
+def delete_model(
+    request: Request,
+    session: SessionDep,
+    _user=require("models.train"),
+    model_id: int = ModelId,
+) -> dict[str, Any]:
+    from sctk.uq import cache, registry
+
+    settings = request.app.state.settings
+    return registry.delete(session, settings.home, model_id, cache=cache.get_cache(settings.cache))
+
+
+@router.post(
+    "/models/{model_id}/predict",
+    response_model=PredictOut,
+    summary="Mean, calibrated interval, sigma and psi for rows or a stored dataset.",
+)
+def predict(
+    request: Request,
+    body: PredictIn,
+    session: SessionDep,
+    _user=require("models.predict"),
+    model_id: int = ModelId,
+) -> dict[str, Any]:
+    from sctk.pipeline import store
+    from sctk.uq import cache, registry
+    from sctk.uq.conformal import check_alpha
+
+    settings = request.app.state.settings
+    check_alpha(body.alpha)
+    row = registry.get(session, model_id)
+    if body.dataset is not None:
+        frame = store.read(settings.home, store.get(session, body.dataset))
+        what = f"Dataset '{body.dataset}'"
+        if len(frame) > MAX_ROWS:
+            raise SctkError(
+                f"{what} has {len(frame)} rows, more than the {MAX_ROWS} one request predicts; "
+                "use 'sctk uq predict' or split it."
+            )
+    else:
+        frame = pd.DataFrame.from_records(body.rows).astype("float64")
+        what = "The rows"
+    return registry.predict(
+        settings.home, row, frame, body.alpha, cache=cache.get_cache(settings.cache), what=what
+    )

@@ -1,0 +1,301 @@
+"""`sctk uq train|predict|models`: hybrid UQ models, trained as jobs and kept in a registry."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from sctk.cli.common import (
+    console,
+    db_session,
+    err_console,
+    json_option,
+    operator,
+    print_json,
+    settings,
+    table,
+)
+from sctk.errors import SctkError
+
+app = typer.Typer(help="Hybrid UQ models: train, predict, and the model registry.")
+models_app = typer.Typer(help="The model registry: list, show, delete.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+MODEL = typer.Argument(..., help="NAME (its latest version), NAME:VERSION or the numeric id.")
+
+
+@app.callback(no_args_is_help=True)
+def _root() -> None:
+    """Hybrid UQ models: train, predict, and the model registry."""
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SctkError(f"The config file {path} does not exist; check the path.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SctkError(f"{path} is not valid TOML ({str(exc).rstrip('.')}); fix it.") from None
+    # either the HybridRegressor parameters at the top level, or under [model]
+    return dict(data.get("model", data))
+
+
+def _calibration(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+@app.command("train")
+def train(
+    ctx: typer.Context,
+    data: str = typer.Option(..., "--data", help="The training dataset's name."),
+    target: str = typer.Option(..., "--target", help="The column to predict."),
+    features: str | None = typer.Option(
+        None, "--features", help="Comma-separated feature columns (default: all other numeric)."
+    ),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="A TOML file of HybridRegressor parameters (or a [model] table)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Model name (default: DATA-TARGET)."),
+    calibration: str = typer.Option(
+        "0.25", "--calibration", help="A fraction of DATA held out, or a dataset's name."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the job and show its progress."),
+    inline: bool = typer.Option(
+        False, "--inline", help="Train here and now instead of submitting a uq.train job."
+    ),
+    as_json: bool = json_option(),
+) -> None:
+    """Train a model: submitted as a `uq.train` job (run by the workers of `sctk serve`), or
+    in this process with --inline; the model is stored with its metrics and lineage."""
+    from sctk.uq import jobs as uq_jobs
+
+    s = settings(ctx)
+    params: dict[str, Any] = {
+        "dataset": data,
+        "target": target,
+        "config": _read_config(config_file) if config_file else {},
+        "calibration": _calibration(calibration),
+        "owner": operator(),
+    }
+    if features:
+        params["features"] = [f.strip() for f in features.split(",") if f.strip()]
+    if name:
+        params["name"] = name
+    with db_session(ctx) as session:
+        params = uq_jobs.check(session, params).to_params()
+    if inline:
+        from rich.progress import Progress
+
+        from sctk.cli.data import _InlineContext
+
+        with Progress(console=err_console, transient=True, disable=as_json) as bar:
+            task = bar.add_task("training", total=1.0)
+            context = _InlineContext(
+                s.home,
+                lambda f, m: bar.update(task, completed=f, description=m),
+                verbose=not as_json,
+            )
+            result = uq_jobs.uq_train(params, context)
+        _print_model(result["model"], as_json)
+        return
+    from sctk.cli.data import _wait_for
+    from sctk.jobs import queue
+
+    with db_session(ctx, with_bus=True) as session:
+        job_id = queue.submit(session, uq_jobs.KIND, params, owner=operator()).id
+    if not wait:
+        if as_json:
+            print_json({"job": job_id, "status": "queued"})
+        else:
+            console.print(
+                f"submitted job {job_id} ({uq_jobs.KIND}); 'sctk jobs show {job_id}' follows it",
+                highlight=False,
+            )
+        return
+    view = _wait_for(ctx, queue, job_id, as_json)
+    if view["status"] != "succeeded":
+        error = (view.get("error") or view.get("message") or view["status"]).strip()
+        raise SctkError(f"Job {job_id} {view['status']}: {error.rstrip('.')}.")
+    _print_model((view.get("result") or {}).get("model") or {}, as_json)
+
+
+def _print_model(model: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(model)
+        return
+    m = model.get("metrics") or {}
+    console.print(
+        f"stored model '{model.get('name')}' v{model.get('version')} (id {model.get('id')}): "
+        f"coverage {m.get('coverage', float('nan')):.3f}, mean width "
+        f"{m.get('mean_width', float('nan')):.4g} at alpha {m.get('alpha', 0.1)} on "
+        f"{m.get('n_calibration', '?')} calibration rows",
+        highlight=False,
+        markup=False,
+    )
+
+
+def _write_table(frame, out: Path) -> None:
+    """Write FRAME to OUT (.csv or .parquet) atomically."""
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise SctkError(f"Cannot write {out.name}: use a .csv or .parquet file name.")
+    directory = out.parent if str(out.parent) else Path(".")
+    if not directory.is_dir():
+        raise SctkError(f"The directory {directory} does not exist; create it first.")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if suffix == ".csv":
+                fh.write(frame.to_csv(index=False).encode("utf-8"))
+            else:
+                frame.to_parquet(fh, index=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@app.command("predict")
+def predict(
+    ctx: typer.Context,
+    model: str = MODEL,
+    data: str = typer.Option(..., "--data", help="The dataset to predict for."),
+    alpha: float = typer.Option(0.1, "--alpha", help="Miscoverage: intervals cover 1 - alpha."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write the inputs with mean, lower, upper, sigma, psi (.csv/.parquet)."
+    ),
+    as_json: bool = json_option(),
+) -> None:
+    """Predict with calibrated intervals for every row of a dataset (in this process)."""
+    import pandas as pd
+
+    from sctk.pipeline import store
+    from sctk.uq import cache, registry
+
+    s = settings(ctx)
+    if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
+        raise SctkError(f"Cannot write {out.name}: use a .csv or .parquet file name.")
+    with db_session(ctx) as session:
+        row = registry.resolve(session, model)
+        ds = store.get(session, data)
+        frame = store.read(s.home, ds)
+        result = registry.predict(
+            s.home, row, frame, alpha, cache=cache.get_cache(s.cache), what=f"Dataset '{data}'"
+        )
+    keys = ("mean", "lower", "upper", "sigma", "psi")
+    if out is not None:
+        features = registry.features_of(row)
+        written = pd.concat(
+            [frame[features].reset_index(drop=True), pd.DataFrame({k: result[k] for k in keys})],
+            axis=1,
+        )
+        _write_table(written, out)
+    if as_json:
+        print_json(
+            result
+            if out is None
+            else {**{k: result[k] for k in result if k not in keys}, "out": str(out)}
+        )
+        return
+    label = f"'{row.name}' v{row.version}"
+    if out is not None:
+        console.print(
+            f"predicted {result['rows']} rows of '{data}' with model {label} at alpha "
+            f"{result['alpha']}; wrote {out}",
+            highlight=False,
+            markup=False,
+        )
+        return
+    shown = min(result["rows"], 20)
+    table(
+        f"model {label}, alpha {result['alpha']} (first {shown} of {result['rows']} rows)",
+        ["row", *keys],
+        [[i, *(f"{result[k][i]:.5g}" for k in keys)] for i in range(shown)],
+    )
+
+
+@models_app.command("list")
+def list_(ctx: typer.Context, as_json: bool = json_option()) -> None:
+    """List the registered models."""
+    from sctk.uq import registry
+
+    with db_session(ctx) as session:
+        found = [registry.as_dict(r) for r in registry.list_models(session)]
+    if as_json:
+        print_json(found)
+        return
+    table(
+        None,
+        ["id", "name", "version", "kind", "dataset", "target", "coverage", "owner", "created"],
+        [
+            [
+                m["id"],
+                m["name"],
+                m["version"],
+                m["kind"],
+                (m["lineage"].get("dataset") or {}).get("name"),
+                m["lineage"].get("target"),
+                _num(m["metrics"].get("coverage")),
+                m["owner"],
+                (m["created_at"] or "")[:16].replace("T", " "),
+            ]
+            for m in found
+        ],
+    )
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else ""
+
+
+@models_app.command("show")
+def show(ctx: typer.Context, model: str = MODEL, as_json: bool = json_option()) -> None:
+    """One model: its file, hash, metrics, configuration and lineage."""
+    import json
+
+    from sctk.uq import registry
+
+    with db_session(ctx) as session:
+        m = registry.as_dict(registry.resolve(session, model))
+    if as_json:
+        print_json(m)
+        return
+    for label_, value in (
+        ("id", m["id"]),
+        ("name", f"{m['name']} v{m['version']} ({m['kind']})"),
+        ("file", m["path"]),
+        ("sha256", m["sha256"]),
+        ("owner", m["owner"]),
+        ("created", m["created_at"]),
+        ("metrics", json.dumps(m["metrics"])),
+        ("config", json.dumps(m["config"])),
+        ("lineage", json.dumps(m["lineage"])),
+    ):
+        console.print(f"{label_:>8}  {value}", highlight=False, markup=False, soft_wrap=True)
+
+
+@models_app.command("delete")
+def delete(ctx: typer.Context, model: str = MODEL, as_json: bool = json_option()) -> None:
+    """Delete a model's row and files (and its cached predictions)."""
+    from sctk.uq import cache, registry
+
+    s = settings(ctx)
+    with db_session(ctx) as session:
+        gone = registry.delete(session, s.home, model, cache=cache.get_cache(s.cache))
+    if as_json:
+        print_json(gone)
+        return
+    console.print(
+        f"deleted model '{gone['name']}' v{gone['version']} and {gone['path']}", highlight=False
+    )

@@ -1,0 +1,280 @@
+"""The `uq.train` job kind: fit a HybridRegressor on a stored dataset and register it.
+
+Parameters (JSON)::
+
+    {"dataset": "runs",            # a stored dataset
+     "target": "y",                # its target column
+     "features": ["a", "b"],       # optional; default: every other numeric column
+     "name": "drag",               # optional model name; default: DATASET-TARGET
+     "config": {"epochs": 50},     # optional HybridRegressor parameters
+     "calibration": 0.25,          # a fraction held out of DATASET, or a dataset's name
+     "owner": "ada"}               # optional: recorded as the model's owner
+
+The model's metrics (coverage, mean width, interval score at alpha 0.1) are measured on the
+calibration split.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from sctk.errors import SctkError
+from sctk.jobs.kinds import JobContext, job_kind
+
+KIND = "uq.train"
+METRICS_ALPHA = 0.1
+_KEYS = {"dataset", "target", "features", "name", "config", "calibration", "owner"}
+_NULLABLE_NUMERIC = {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"}
+_NULLABLE_NUMERIC |= {"Float32", "Float64"}
+
+
+def config_keys() -> set[str]:
+    """HybridRegressor's parameters (imported here: torch is slow to import)."""
+    from sctk.uq.hybrid import HybridRegressor
+
+    return set(inspect.signature(HybridRegressor).parameters)
+
+
+@dataclass
+class TrainRequest:
+    dataset: str
+    target: str
+    features: list[str] | None
+    name: str
+    config: dict[str, Any]
+    calibration: float | str
+    owner: str
+
+    def to_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "dataset": self.dataset,
+            "target": self.target,
+            "name": self.name,
+            "config": self.config,
+            "calibration": self.calibration,
+            "owner": self.owner,
+        }
+        if self.features is not None:
+            params["features"] = self.features
+        return params
+
+
+def parse_params(params: dict[str, Any]) -> TrainRequest:
+    """The request PARAMS describe, or one sentence naming what is wrong with them."""
+    from sctk.pipeline.store import check_name
+
+    unknown = sorted(set(params) - _KEYS)
+    if unknown:
+        raise SctkError(
+            f"uq.train does not know the parameter(s) {', '.join(unknown)}; use "
+            f"{', '.join(sorted(_KEYS))}."
+        )
+    dataset, target = params.get("dataset"), params.get("target")
+    if not isinstance(dataset, str) or not dataset:
+        raise SctkError("uq.train needs 'dataset': the name of a stored dataset.")
+    if not isinstance(target, str) or not target:
+        raise SctkError("uq.train needs 'target': the column to predict.")
+    features = params.get("features")
+    if features is not None and (
+        not isinstance(features, list)
+        or not features
+        or not all(isinstance(f, str) and f for f in features)
+    ):
+        raise SctkError("'features' must be a non-empty list of column names.")
+    if features is not None and target in features:
+        raise SctkError(f"The target '{target}' cannot also be a feature.")
+    name = params.get("name")
+    if not name:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset}-{target}").strip("._-")[:120]
+    check_name(name)
+    config = params.get("config") or {}
+    if not isinstance(config, dict):
+        raise SctkError("'config' must be an object of HybridRegressor parameters.")
+    known = config_keys()
+    bad = sorted(set(config) - known)
+    if bad:
+        raise SctkError(
+            f"Unknown model setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}."
+        )
+    if config.get("physics") is not None and not isinstance(config["physics"], str):
+        raise SctkError("'physics' must be a 'package.module:function' string.")
+    calibration = params.get("calibration", 0.25)
+    if isinstance(calibration, bool) or not isinstance(calibration, int | float | str):
+        raise SctkError("'calibration' must be a fraction between 0 and 1 or a dataset name.")
+    if isinstance(calibration, int | float) and not 0.0 < float(calibration) < 1.0:
+        raise SctkError(f"The calibration fraction must lie between 0 and 1; got {calibration}.")
+    owner = str(params.get("owner") or "jobs")[:64]
+    return TrainRequest(dataset, target, features, name, config, calibration, owner)
+
+
+def _numeric(frame: pd.DataFrame, col: str) -> bool:
+    return pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col])
+
+
+def columns_for(req: TrainRequest, columns: dict[str, str]) -> list[str]:
+    """The feature columns REQ uses on a dataset with COLUMNS (name -> dtype)."""
+
+    if req.target not in columns:
+        raise SctkError(
+            f"Dataset '{req.dataset}' has no column '{req.target}'; its columns are "
+            f"{', '.join(list(columns)[:20])}."
+        )
+    if req.features is None:
+        features = [c for c, t in columns.items() if c != req.target and _numeric_dtype(t)]
+        if not features:
+            raise SctkError(f"Dataset '{req.dataset}' has no numeric column besides the target.")
+        return features
+    missing = [f for f in req.features if f not in columns]
+    if missing:
+        raise SctkError(f"Dataset '{req.dataset}' has no column(s) {', '.join(missing)}.")
+    return list(req.features)
+
+
+def _numeric_dtype(dtype: str) -> bool:
+    try:
+        return np.dtype(dtype).kind in "iuf"
+    except TypeError:
+        return dtype in _NULLABLE_NUMERIC
+
+
+def check(session: Session, params: dict[str, Any]) -> TrainRequest:
+    """Everything that can be checked before training: one sentence now, not a failed job."""
+    from sctk.pipeline import store
+
+    req = parse_params(params)
+    columns_for(req, store.get(session, req.dataset).columns)
+    if isinstance(req.calibration, str):
+        store.get(session, req.calibration)
+    return req
+
+
+def _split(req: TrainRequest, frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    order = np.random.default_rng(seed).permutation(len(frame))
+    n_cal = int(round(float(req.calibration) * len(frame)))
+    return frame.iloc[order[n_cal:]], frame.iloc[order[:n_cal]]
+
+
+def train(
+    session: Session, home: Path, params: dict[str, Any], progress=None, log_line=None
+) -> dict[str, Any]:
+    """Train and register the model PARAMS describe; the registry row as a dict."""
+    from sctk import __version__
+    from sctk.pipeline import store
+    from sctk.uq import metrics, registry
+    from sctk.uq.conformal import min_points
+    from sctk.uq.hybrid import HybridRegressor, as_target
+
+    req = parse_params(params)
+    ds = store.get(session, req.dataset)
+    features = columns_for(req, ds.columns)
+    frame = store.read(home, ds)
+    cal_ds = None
+    if isinstance(req.calibration, str):
+        cal_ds = store.get(session, req.calibration)
+        train_frame, cal_frame = frame, store.read(home, cal_ds)
+        for col in [*features, req.target]:
+            if col not in cal_frame.columns:
+                raise SctkError(
+                    f"The calibration dataset '{cal_ds.name}' has no column '{col}'; it needs "
+                    "the training dataset's feature and target columns."
+                )
+    else:
+        train_frame, cal_frame = _split(req, frame, int(req.config.get("seed", 0)))
+    need = min_points(METRICS_ALPHA)
+    if len(cal_frame) < need:
+        raise SctkError(
+            f"The calibration set has {len(cal_frame)} rows, too few for intervals at alpha "
+            f"{METRICS_ALPHA}: it needs at least {need}; use a larger fraction or dataset."
+        )
+    X = registry.feature_matrix(train_frame, features, f"Dataset '{req.dataset}'")
+    X_cal = registry.feature_matrix(cal_frame, features, "The calibration set")
+    for what, fr in ((f"Dataset '{req.dataset}'", train_frame), ("The calibration set", cal_frame)):
+        if not _numeric(fr, req.target):
+            raise SctkError(f"{what}: the target '{req.target}' is not numeric.")
+    y = as_target(train_frame[req.target].to_numpy(dtype=np.float64), len(X), req.target)
+    y_cal = as_target(cal_frame[req.target].to_numpy(dtype=np.float64), len(X_cal), req.target)
+    try:
+        config = dict(req.config)
+        if "hidden" in config:
+            config["hidden"] = tuple(config["hidden"])
+        if "alpha_bounds" in config:
+            config["alpha_bounds"] = tuple(config["alpha_bounds"])
+        model = HybridRegressor(**config)
+    except (TypeError, ValueError) as exc:
+        raise SctkError(f"The model settings are not usable: {exc}.") from None
+
+    def on_epoch(epoch: int, epochs: int, loss: float) -> None:
+        if progress is not None:
+            progress(0.05 + 0.85 * epoch / epochs, f"epoch {epoch}/{epochs}, loss {loss:.4g}")
+
+    if progress is not None:
+        progress(0.05, f"training on {len(X)} rows, {len(features)} features")
+    try:
+        model.fit(X, y, X_cal=X_cal, y_cal=y_cal, callback=on_epoch)
+    except (TypeError, ValueError) as exc:
+        raise SctkError(f"The model settings are not usable: {exc}.") from None
+    out = model.predict_interval(X_cal, alpha=METRICS_ALPHA)
+    scores = {
+        "alpha": METRICS_ALPHA,
+        "coverage": metrics.coverage(y_cal, out["lower"], out["upper"]),
+        "mean_width": metrics.mean_width(out["lower"], out["upper"]),
+        "interval_score": metrics.interval_score(y_cal, out["lower"], out["upper"], METRICS_ALPHA),
+        "n_train": int(len(X)),
+        "n_calibration": int(len(X_cal)),
+        "epochs_run": len(model.history_),
+    }
+    lineage = {
+        "dataset": {"name": ds.name, "sha256": ds.sha256},
+        "calibration": (
+            {"dataset": cal_ds.name, "sha256": cal_ds.sha256}
+            if cal_ds is not None
+            else {"fraction": float(req.calibration), "seed": int(model.seed)}
+        ),
+        "features": features,
+        "target": req.target,
+        "versions": {**store.versions(), "sctk": __version__, "torch": _torch_version()},
+    }
+    row = registry.save(
+        session,
+        home,
+        model,
+        req.name,
+        config=registry._jsonable(model.get_params()),
+        metrics=scores,
+        lineage=lineage,
+        owner=req.owner,
+    )
+    if log_line is not None:
+        log_line(f"stored model '{row.name}' v{row.version} (id {row.id})")
+    if progress is not None:
+        progress(1.0, f"stored model '{row.name}' v{row.version}")
+    return {"model": registry.as_dict(row)}
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
+@job_kind(KIND, "Train a hybrid UQ model on a dataset and register it.", "models.train")
+def uq_train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    from sctk import config
+    from sctk.storage.engine import make_engine, session_scope
+
+    home = Path(ctx.home)
+    settings = config.load(home).settings
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            return train(session, home, params, progress=ctx.progress, log_line=ctx.log)
+    finally:
+        engine.dispose()

@@ -1,0 +1,422 @@
+"""The model registry: fitted HybridRegressors on disk and in the `uq_models` table.
+
+A model is saved to <home>/results/models/NAME/vVERSION/model.pt as a plain dict of tensors,
+numbers and strings (torch.save; loaded with weights_only=True, so opening a model file never
+runs code from it). The physics function is stored by its 'module:function' name, never
+pickled. The file is written to a temporary name, fsynced and renamed into place once its row
+is flushed; its sha256 is recorded and checked on every load, so a file changed on disk is
+refused rather than trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from sctk.errors import Conflict, NotFound, SctkError
+from sctk.pipeline.store import check_name, file_sha256
+from sctk.storage.models import UqModel
+from sctk.uq.alpha import HybridWeight
+from sctk.uq.conformal import ConformalCalibrator, check_alpha
+from sctk.uq.hybrid import HybridRegressor, _Scaling, resolve_physics
+from sctk.uq.networks import ResidualMLP
+
+MODELS_DIR = "results/models"
+FILE_NAME = "model.pt"
+FORMAT = 1
+KIND = "tabular"
+MAX_PREDICT_ROWS = 100_000
+_REF_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,119}):(?P<version>[0-9]{1,9})$")
+_MAX_ID = 2**31 - 1
+
+
+# --- the file -----------------------------------------------------------------------------
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(array, dtype=np.float64, copy=True))
+
+
+def model_state(model: HybridRegressor) -> dict[str, Any]:
+    """The fitted MODEL as a dict of plain values and tensors (nothing executable)."""
+    if not hasattr(model, "calibrator_"):
+        raise SctkError("Only a fitted model can be saved; call fit() first.")
+    params = model.get_params()
+    if params["physics"] is not None and not isinstance(params["physics"], str):
+        raise SctkError(
+            "A model whose physics is a Python object cannot be saved; pass physics as a "
+            "'package.module:function' string instead."
+        )
+    params["hidden"] = list(params["hidden"])
+    params["alpha_bounds"] = list(params["alpha_bounds"])
+    s = model.scaling_
+    snap_raw, snap_now = model.weight_.snapshot()
+    return {
+        "format": FORMAT,
+        "kind": KIND,
+        "params": params,
+        "n_features_in": int(model.n_features_in_),
+        "network": dict(model.net_.state_dict()),
+        "scaling": {
+            "x_mean": _tensor(s.x_mean),
+            "x_std": _tensor(s.x_std),
+            "y_mean": float(s.y_mean),
+            "y_std": float(s.y_std),
+        },
+        "weight": {"raw": snap_raw, "now": float(snap_now)},
+        "alpha": float(model.alpha_),
+        "calibrator": {
+            "normalized": bool(model.calibrator_.normalized),
+            "scores": _tensor(model.calibrator_.scores_),
+        },
+        "history": [dict(h) for h in getattr(model, "history_", [])],
+    }
+
+
+def model_from_state(state: dict[str, Any]) -> HybridRegressor:
+    """The HybridRegressor a model_state() dict describes, ready to predict."""
+    if state.get("format") != FORMAT or state.get("kind") != KIND:
+        raise SctkError("The model file is not a tabular sctk model of a known format.")
+    params = dict(state["params"])
+    params["hidden"] = tuple(params["hidden"])
+    params["alpha_bounds"] = tuple(params["alpha_bounds"])
+    model = HybridRegressor(**params)
+    model.physics_fn_ = resolve_physics(model.physics)
+    model.n_features_in_ = int(state["n_features_in"])
+    sc = state["scaling"]
+    model.scaling_ = _Scaling(
+        sc["x_mean"].numpy(), sc["x_std"].numpy(), float(sc["y_mean"]), float(sc["y_std"])
+    )
+    width = model.n_features_in_ + (1 if model.physics_fn_ is not None else 0)
+    model.net_ = ResidualMLP(width, model.hidden)
+    model.net_.load_state_dict(state["network"])
+    model.net_.eval()
+    model.weight_ = HybridWeight(
+        model.alpha,
+        model.alpha_mode,
+        model.alpha_bounds,
+        model.scheduler,
+        active=model.physics_fn_ is not None,
+    )
+    model.weight_.restore((state["weight"]["raw"], float(state["weight"]["now"])))
+    model.alpha_ = float(state["alpha"])
+    cal = state["calibrator"]
+    model.calibrator_ = ConformalCalibrator(
+        normalized=bool(cal["normalized"]), scores_=cal["scores"].numpy()
+    )
+    model.history_ = list(state.get("history", []))
+    return model
+
+
+def _write_atomic(state: dict[str, Any], final: Path) -> Path:
+    """Write STATE to a temporary file next to FINAL (fsynced); return the temporary path."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".model.", suffix=".tmp", dir=final.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o640)
+        return tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- rows ---------------------------------------------------------------------------------
+
+
+def label(row: UqModel) -> str:
+    return f"'{row.name}' v{row.version}"
+
+
+def next_version(session: Session, name: str) -> int:
+    top = session.scalar(select(func.max(UqModel.version)).where(UqModel.name == name))
+    return int(top or 0) + 1
+
+
+def save(
+    session: Session,
+    home: Path,
+    model: HybridRegressor,
+    name: str,
+    *,
+    config: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
+    owner: str = "system",
+) -> UqModel:
+    """Store fitted MODEL as the next version of NAME, and commit: file and row, or neither."""
+    check_name(name)
+    state = model_state(model)
+    version = next_version(session, name)
+    relative = f"{MODELS_DIR}/{name}/v{version}/{FILE_NAME}"
+    final = Path(home) / relative
+    if final.exists():
+        raise Conflict(
+            f"{relative} already exists without a registry row; move it away and try again."
+        )
+    tmp = _write_atomic(state, final)
+    placed = False
+    try:
+        row = UqModel(
+            name=name,
+            version=version,
+            kind=KIND,
+            path=relative,
+            sha256=file_sha256(tmp),
+            config=config if config is not None else _jsonable(model.get_params()),
+            metrics=metrics or {},
+            lineage=lineage or {},
+            owner=str(owner)[:64],
+        )
+        session.add(row)
+        try:
+            session.flush()
+        except IntegrityError:
+            raise Conflict(
+                f"Model '{name}' v{version} was saved by another run meanwhile; try again."
+            ) from None
+        os.replace(tmp, final)
+        placed = True
+        _fsync_dir(final.parent)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        tmp.unlink(missing_ok=True)
+        if placed:
+            final.unlink(missing_ok=True)
+        _prune(Path(home), final.parent)
+        raise
+    return row
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    out = dict(params)
+    for key in ("hidden", "alpha_bounds"):
+        out[key] = list(out[key])
+    if out.get("physics") is not None and not isinstance(out["physics"], str):
+        out["physics"] = repr(out["physics"])
+    return out
+
+
+def _not_found(ref: Any) -> NotFound:
+    return NotFound(
+        f"No model is {str(ref)[:140]!r}; 'sctk uq models list' (or GET /api/v1/models) shows "
+        "the models there are."
+    )
+
+
+def get(session: Session, model_id: int) -> UqModel:
+    row = session.get(UqModel, model_id) if 1 <= model_id <= _MAX_ID else None
+    if row is None:
+        raise _not_found(model_id)
+    return row
+
+
+def resolve(session: Session, ref: str | int) -> UqModel:
+    """The model REF names: a numeric id, 'name:version', or 'name' (its latest version)."""
+    if isinstance(ref, int) or str(ref).isdigit():
+        if len(str(ref)) > 10:
+            raise _not_found(ref)
+        return get(session, int(ref))
+    ref = str(ref)
+    match = _REF_RE.match(ref)
+    if match:
+        query = select(UqModel).where(
+            UqModel.name == match["name"], UqModel.version == int(match["version"])
+        )
+    else:
+        query = select(UqModel).where(UqModel.name == ref).order_by(UqModel.version.desc()).limit(1)
+    row = session.scalar(query)
+    if row is None:
+        raise _not_found(ref)
+    return row
+
+
+def list_models(session: Session) -> list[UqModel]:
+    return list(session.scalars(select(UqModel).order_by(UqModel.name, UqModel.version)))
+
+
+def as_dict(row: UqModel) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "version": row.version,
+        "kind": row.kind,
+        "path": row.path,
+        "sha256": row.sha256,
+        "config": row.config,
+        "metrics": row.metrics,
+        "lineage": row.lineage,
+        "owner": row.owner,
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+    }
+
+
+def model_file(home: Path, row: UqModel) -> Path:
+    """The file of ROW; a path stored in the row may not point outside results/models/."""
+    base = (Path(home) / MODELS_DIR).resolve()
+    path = (Path(home) / row.path).resolve()
+    if base not in path.parents:
+        raise SctkError(
+            f"Model {label(row)} names the file {row.path!r}, outside {MODELS_DIR}/; the row "
+            "was edited by hand: delete the model and train it again."
+        )
+    return path
+
+
+def load(home: Path, row: UqModel) -> HybridRegressor:
+    """The estimator ROW stores, after checking its file against the recorded sha256."""
+    path = model_file(home, row)
+    if not path.exists():
+        raise SctkError(
+            f"The file of model {label(row)} ({row.path}) is missing; restore it from a backup "
+            "or delete the model."
+        )
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != row.sha256:
+        raise SctkError(
+            f"The file of model {label(row)} ({row.path}) has changed since it was saved (its "
+            "sha256 differs), so it is not used; restore it from a backup or train it again."
+        )
+    import io
+
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:
+        raise SctkError(
+            f"The file of model {label(row)} cannot be read as a model; train it again."
+        ) from None
+    return model_from_state(state)
+
+
+def _prune(home: Path, directory: Path) -> None:
+    """Remove DIRECTORY and its parent when they are empty (never above results/models)."""
+    base = (home / MODELS_DIR).resolve()
+    for d in (directory, directory.parent):
+        d = d.resolve()
+        if base in d.parents:
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError:  # not empty: other versions remain
+                return
+
+
+def delete(session: Session, home: Path, ref: str | int, cache: Any = None) -> dict[str, Any]:
+    """Delete a model's row and its files, forget its cached predictions; commits.
+
+    Returns what the row held (as_dict)."""
+    row = resolve(session, ref)
+    path = model_file(home, row)
+    gone = as_dict(row)
+    session.delete(row)
+    session.commit()
+    # the row goes first: a crash now leaves an orphan file, never a row without its file
+    if path.parent.name == f"v{gone['version']}":
+        shutil.rmtree(path.parent, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    _prune(Path(home), path.parent)
+    if cache is not None:
+        cache.invalidate(gone["id"])
+    return gone
+
+
+# --- prediction ---------------------------------------------------------------------------
+
+
+def features_of(row: UqModel) -> list[str]:
+    return list((row.lineage or {}).get("features") or [])
+
+
+def feature_matrix(frame: pd.DataFrame, features: list[str], what: str) -> np.ndarray:
+    """FRAME's FEATURES as a float matrix, or one sentence saying what is wrong with them."""
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise SctkError(
+            f"{what} lacks the column(s) {', '.join(missing[:10])} the model was trained on; "
+            f"it needs {', '.join(features[:20])}."
+        )
+    if len(frame) == 0:
+        raise SctkError(f"{what} has no rows; give at least one.")
+    bad = [
+        f
+        for f in features
+        if not pd.api.types.is_numeric_dtype(frame[f]) or pd.api.types.is_bool_dtype(frame[f])
+    ]
+    if bad:
+        raise SctkError(
+            f"{what}: column(s) {', '.join(bad[:10])} are not numeric; the model needs numbers."
+        )
+    X = frame[features].to_numpy(dtype=np.float64)
+    finite = np.isfinite(X)
+    if not finite.all():
+        cols = [features[j] for j in np.flatnonzero(~finite.all(axis=0))]
+        rows = np.flatnonzero(~finite.all(axis=1))
+        raise SctkError(
+            f"{what} holds missing, NaN or infinite values in column(s) {', '.join(cols[:10])} "
+            f"(first at row {int(rows[0])}); fill or remove them first."
+        )
+    return X
+
+
+def predict(
+    home: Path,
+    row: UqModel,
+    frame: pd.DataFrame,
+    alpha: float = 0.1,
+    cache: Any = None,
+    what: str = "The input",
+) -> dict[str, Any]:
+    """mean, lower, upper, sigma and psi lists for FRAME's rows, from cache when possible."""
+    alpha = check_alpha(alpha)
+    if len(frame) > MAX_PREDICT_ROWS:
+        raise SctkError(
+            f"{what} has {len(frame)} rows, more than the {MAX_PREDICT_ROWS} one prediction "
+            "takes; split it."
+        )
+    X = feature_matrix(frame, features_of(row), what)
+    key = None
+    if cache is not None:
+        from sctk.uq.cache import input_digest
+
+        key = (row.id, input_digest(X, row.sha256), alpha)
+        hit = cache.get(key)
+        if hit is not None:
+            return {**hit, "cached": True}
+    model = load(home, row)
+    out = model.predict_interval(X, alpha=alpha)
+    result = {
+        "model": {"id": row.id, "name": row.name, "version": row.version},
+        "alpha": alpha,
+        "rows": int(X.shape[0]),
+        **{k: [float(v) for v in out[k]] for k in ("mean", "lower", "upper", "sigma", "psi")},
+    }
+    if cache is not None and key is not None:
+        cache.put(key, result)
+    return {**result, "cached": False}

@@ -1,0 +1,117 @@
+"""The prediction cache: LRU and Redis backends, counted hits, invalidation on delete."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sctk import config
+from sctk.config import CacheSettings
+from sctk.storage.engine import make_engine, session_scope
+from sctk.uq import cache, registry
+from sctk.uq.hybrid import HybridRegressor
+from tests.uq.registry_helpers import TINY, frame
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def _redis_or_skip():
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    return client
+
+
+@pytest.fixture(params=["local", "redis"])
+def backend_cache(request, tmp_path):
+    if request.param == "local":
+        yield cache.LocalCache(max_entries=100)
+        return
+    client = _redis_or_skip()
+    client.flushdb()
+    c = cache.RedisCache(REDIS_URL)
+    yield c
+    client.flushdb()
+
+
+def test_lru_evicts_the_least_recently_used():
+    c = cache.LocalCache(max_entries=2)
+    c.put((1, "a", 0.1), {"v": 1})
+    c.put((1, "b", 0.1), {"v": 2})
+    assert c.get((1, "a", 0.1)) == {"v": 1}  # a is now the most recent
+    c.put((1, "c", 0.1), {"v": 3})
+    assert c.get((1, "b", 0.1)) is None
+    assert c.get((1, "a", 0.1)) == {"v": 1} and c.get((1, "c", 0.1)) == {"v": 3}
+    assert c.stats() == {"backend": "local", "hits": 3, "misses": 1, "entries": 2}
+
+
+def test_get_cache_picks_the_backend_from_settings():
+    assert isinstance(cache.get_cache(CacheSettings()), cache.LocalCache)
+    assert cache.get_cache(CacheSettings()) is cache.get_cache(CacheSettings())
+    _redis_or_skip()
+    assert isinstance(cache.get_cache(CacheSettings(url=REDIS_URL)), cache.RedisCache)
+
+
+def test_cache_settings_load_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SCTK_CACHE__URL", REDIS_URL)
+    monkeypatch.setenv("SCTK_CACHE__MAX_ENTRIES", "7")
+    s = config.load(tmp_path / "h").settings
+    assert s.cache.url.get_secret_value() == REDIS_URL and s.cache.max_entries == 7
+    shown = {key: value for key, value, _ in config.redacted(config.load(tmp_path / "h"))}
+    assert shown["cache.url"] == "**********"  # a Redis URL may carry a password
+
+
+def test_predictions_are_cached_keyed_by_rows_and_alpha_and_dropped_on_delete(
+    settings, backend_cache
+):
+    df = frame(100)
+    X = df[["a", "b"]].to_numpy()
+    cfg = {**TINY, "hidden": tuple(TINY["hidden"])}
+    model = HybridRegressor(**cfg).fit(X, df["y"].to_numpy())
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as s:
+            row = registry.save(s, settings.home, model, "c", lineage={"features": ["a", "b"]})
+            inputs = frame(6, seed=2)
+            first = registry.predict(settings.home, row, inputs, 0.5, cache=backend_cache)
+            second = registry.predict(settings.home, row, inputs, 0.5, cache=backend_cache)
+            other_alpha = registry.predict(settings.home, row, inputs, 0.4, cache=backend_cache)
+            changed = inputs.copy()
+            changed.loc[0, "a"] += 1e-9
+            other_rows = registry.predict(settings.home, row, changed, 0.5, cache=backend_cache)
+            assert (first["cached"], second["cached"]) == (False, True)
+            assert other_alpha["cached"] is False and other_rows["cached"] is False
+            assert second["mean"] == first["mean"] and second["upper"] == first["upper"]
+            np.testing.assert_allclose(
+                first["mean"], model.predict(inputs[["a", "b"]].to_numpy()), rtol=1e-12
+            )
+            stats = backend_cache.stats()
+            assert (stats["hits"], stats["misses"]) == (1, 3)
+            registry.delete(s, settings.home, row.id, cache=backend_cache)
+        assert (
+            backend_cache.get(
+                (row.id, cache.input_digest(inputs[["a", "b"]].to_numpy(), row.sha256), 0.5)
+            )
+            is None
+        )
+    finally:
+        engine.dispose()
+
+
+def test_an_unreachable_redis_is_a_miss_not_a_failure():
+    c = cache.RedisCache("redis://127.0.0.1:1/0")
+    assert c.get((1, "x", 0.1)) is None
+    c.put((1, "x", 0.1), {"v": 1})
+    assert c.invalidate(1) == 0
+    assert c.stats()["misses"] == 1
+
+
+def test_stats_sums_the_process_caches():
+    c = cache.get_cache(CacheSettings(max_entries=3))
+    before = cache.stats()
+    c.get((99, "nothing", 0.1))
+    after = cache.stats()
+    assert after["misses"] == before["misses"] + 1 and after["hits"] == before["hits"]
