@@ -78,7 +78,7 @@ def settings(home) -> Settings:
 def _isolated_env(monkeypatch, tmp_path):
     """No test reads the developer's own SCTK_* variables or default home."""
     for key in list(os.environ):
-        if key.startswith("SCTK_") and key != "SCTK_TEST_POSTGRES_URL":
+        if key.startswith("SCTK_") and not key.startswith("SCTK_TEST_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
 
