@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +11,13 @@ from rich.markup import escape
 from sctk.cli.common import (
     console,
     db_session,
-    err_console,
     json_option,
     operator,
     print_json,
     settings,
     table,
 )
+from sctk.cli.job_runner import run_inline, wait_for
 from sctk.errors import SctkError
 
 app = typer.Typer(help="Datasets: import, validate, transform, verify.", no_args_is_help=True)
@@ -230,51 +229,6 @@ def delete(
     console.print(f"deleted dataset '{ds.name}' and {ds.path}", highlight=False)
 
 
-class _InlineContext:
-    """The JobContext of a pipeline run in this process (no queue, no worker)."""
-
-    job_id = 0
-
-    def __init__(self, home: Path, on_progress, verbose: bool):
-        self._home = str(home)
-        self._on_progress = on_progress
-        self._verbose = verbose
-
-    @property
-    def home(self) -> str:
-        return self._home
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        self._on_progress(fraction, message)
-
-    def log(self, line: str) -> None:
-        if self._verbose:
-            err_console.print(line, highlight=False, style="dim")
-
-
-def _wait_for(ctx: typer.Context, queue, job_id: int, as_json: bool) -> dict[str, Any]:
-    from rich.progress import Progress
-
-    hinted = False
-    started = time.monotonic()
-    with Progress(console=err_console, transient=True, disable=as_json) as bar:
-        task = bar.add_task(f"job {job_id}", total=1.0)
-        while True:
-            with db_session(ctx) as session:
-                job = queue.get(session, job_id)
-                view = queue.as_dict(job)
-            bar.update(task, completed=view["progress"], description=view["message"] or "queued")
-            if view["status"] in queue.FINISHED:
-                return view
-            if view["status"] == "queued" and not hinted and time.monotonic() - started > 10:
-                err_console.print(
-                    f"job {job_id} is still queued: is a worker running ('sctk serve' runs one)?",
-                    highlight=False,
-                )
-                hinted = True
-            time.sleep(0.25)  # polling another process's progress: there is nothing to await
-
-
 @app.command("transform")
 def transform(
     ctx: typer.Context,
@@ -310,17 +264,7 @@ def transform(
         datasets, checked.text, checked.source, output=output, fmt=fmt, owner=operator()
     )
     if inline:
-        from rich.progress import Progress
-
-        with Progress(console=err_console, transient=True, disable=as_json) as bar:
-            task = bar.add_task("pipeline", total=1.0)
-            context = _InlineContext(
-                s.home,
-                lambda f, m: bar.update(task, completed=f, description=m),
-                verbose=not as_json,
-            )
-            result = pipeline_run(params, context)
-        _print_result(result, as_json)
+        _print_result(run_inline(s.home, "pipeline", pipeline_run, params, as_json), as_json)
         return
     from sctk.jobs import queue
 
@@ -337,7 +281,7 @@ def transform(
                 highlight=False,
             )
         return
-    view = _wait_for(ctx, queue, job_id, as_json)
+    view = wait_for(ctx, queue, job_id, as_json)
     if view["status"] != "succeeded":
         error = (view.get("error") or view.get("message") or view["status"]).strip()
         raise SctkError(f"Job {job_id} {view['status']}: {error.rstrip('.')}.")

@@ -13,13 +13,13 @@ import typer
 from sctk.cli.common import (
     console,
     db_session,
-    err_console,
     json_option,
     operator,
     print_json,
     settings,
     table,
 )
+from sctk.cli.job_runner import run_inline, wait_for
 from sctk.errors import SctkError
 
 app = typer.Typer(help="Hybrid UQ models: train, predict, and the model registry.")
@@ -92,21 +92,9 @@ def train(
     with db_session(ctx) as session:
         params = uq_jobs.check(session, params).to_params()
     if inline:
-        from rich.progress import Progress
-
-        from sctk.cli.data import _InlineContext
-
-        with Progress(console=err_console, transient=True, disable=as_json) as bar:
-            task = bar.add_task("training", total=1.0)
-            context = _InlineContext(
-                s.home,
-                lambda f, m: bar.update(task, completed=f, description=m),
-                verbose=not as_json,
-            )
-            result = uq_jobs.uq_train(params, context)
+        result = run_inline(s.home, "training", uq_jobs.uq_train, params, as_json)
         _print_model(result["model"], as_json)
         return
-    from sctk.cli.data import _wait_for
     from sctk.jobs import queue
 
     with db_session(ctx, with_bus=True) as session:
@@ -120,7 +108,7 @@ def train(
                 highlight=False,
             )
         return
-    view = _wait_for(ctx, queue, job_id, as_json)
+    view = wait_for(ctx, queue, job_id, as_json)
     if view["status"] != "succeeded":
         error = (view.get("error") or view.get("message") or view["status"]).strip()
         raise SctkError(f"Job {job_id} {view['status']}: {error.rstrip('.')}.")

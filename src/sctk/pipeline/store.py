@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sctk.errors import Conflict, NotFound, SctkError
+from sctk.fsutil import fsync_dir
 from sctk.storage.models import Dataset
 
 DATA_DIR = "data"
@@ -196,14 +197,6 @@ def write_frame(home: Path, name: str, df: pd.DataFrame, fmt: str) -> Pending:
         raise
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @dataclass
 class Output:
     """One frame to store: its name, data, format and lineage."""
@@ -277,7 +270,7 @@ def store(
                 os.replace(p.tmp, p.final)
                 placed.append(p.final)
         if placed:
-            _fsync_dir(data_dir(home))
+            fsync_dir(data_dir(home))
         session.commit()
     except BaseException:
         session.rollback()

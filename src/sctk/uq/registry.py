@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sctk.errors import Conflict, NotFound, SctkError
+from sctk.fsutil import fsync_dir
 from sctk.pipeline.store import check_name, file_sha256
 from sctk.storage.models import UqModel
 from sctk.uq.alpha import HybridWeight
@@ -137,14 +138,6 @@ def _write_atomic(state: dict[str, Any], final: Path) -> Path:
         raise
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # --- rows ---------------------------------------------------------------------------------
 
 
@@ -201,7 +194,7 @@ def save(
             ) from None
         os.replace(tmp, final)
         placed = True
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         session.commit()
     except BaseException:
         session.rollback()
