@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_diabetes
 
 from sctk.errors import SctkError
@@ -121,3 +122,17 @@ def test_bad_configuration_gets_one_sentence():
         HybridRegressor(alpha_mode="guess", **FAST).fit(X, y)
     with pytest.raises(SctkError, match="not fitted"):
         HybridRegressor().predict(X)
+
+
+def test_the_hand_carried_input_gradient_matches_autograd():
+    from sctk.uq.networks import ResidualMLP
+
+    torch.manual_seed(3)
+    net = ResidualMLP(5, (16, 8, 4))
+    x = torch.randn(64, 5)
+    mean, log_sigma, grad = net.forward_with_input_gradient(x)
+    x_auto = x.clone().requires_grad_(True)
+    mean_auto, log_sigma_auto = net(x_auto)
+    (grad_auto,) = torch.autograd.grad(mean_auto.sum(), x_auto)
+    assert torch.allclose(mean, mean_auto) and torch.allclose(log_sigma, log_sigma_auto)
+    assert torch.allclose(grad, grad_auto, atol=1e-6)
