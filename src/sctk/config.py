@@ -18,8 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from sctk.errors import ConfigError
+from sctk.monitoring.rules import AlertSettings
 
 CONFIG_FILE_NAME = "sctk.toml"
+# owner-only: the file may hold a database URL with its password
+CONFIG_FILE_MODE = 0o600
 
 
 def default_home() -> Path:
@@ -112,6 +115,18 @@ class SecuritySettings(_Section):
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body the API accepts (bytes)."
     )
+    dormant_days: int = Field(
+        90, ge=1, description="An account with no login for this many days is dormant."
+    )
+    password_max_age_days: int = Field(
+        365, ge=1, description="Passwords older than this are flagged by the access review."
+    )
+    max_admins: int = Field(
+        3, ge=1, description="More admin accounts than this is a finding of the audit."
+    )
+    log_retention_days_required: int = Field(
+        90, ge=1, description="Log retention the compliance audit requires (days)."
+    )
 
 
 class ExecutorSettings(_Section):
@@ -176,6 +191,153 @@ class CacheSettings(_Section):
     )
 
 
+class AnomalyOverride(_Section):
+    detector: str | None = Field(None, description="Detector for this metric; empty: the default.")
+    params: dict[str, float | int | bool] = Field(
+        default_factory=dict, description="Detector parameters for this metric."
+    )
+
+
+class AnomalySettings(_Section):
+    detector: str = Field(
+        "robust",
+        description="Anomaly detector of every metric without an override "
+        "(robust, or three_sigma: the guide's rule).",
+    )
+    params: dict[str, float | int | bool] = Field(
+        default_factory=dict, description="Parameters of the default detector."
+    )
+    metrics: dict[str, AnomalyOverride] = Field(
+        default_factory=dict,
+        description="Per-metric overrides: [anomaly.metrics.NAME] detector = ..., params = {...}.",
+    )
+
+    @model_validator(mode="after")
+    def _valid(self) -> AnomalySettings:
+        from sctk.monitoring.anomaly import check_settings  # lazy: it imports this module
+
+        try:
+            check_settings(self)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return self
+
+
+class BackupSettings(_Section):
+    repository: str | None = Field(
+        None,
+        description="Backup repository: a local path or an fsspec URL (sftp://, s3://); "
+        "empty means <home>/backups.",
+    )
+    passphrase_file: Path | None = Field(
+        None,
+        description="File whose first line is the repository passphrase (else the "
+        "SCTK_BACKUP_PASSPHRASE environment variable).",
+    )
+    keep_last: int | None = Field(7, ge=0, description="Prune keeps the newest N snapshots.")
+    keep_daily: int | None = Field(7, ge=0, description="Prune keeps the last snapshot of N days.")
+    keep_weekly: int | None = Field(4, ge=0, description="Prune keeps one snapshot per N weeks.")
+    keep_monthly: int | None = Field(6, ge=0, description="Prune keeps one per N months.")
+    keep_within_days: float | None = Field(
+        None, ge=0, description="Prune keeps every snapshot younger than this many days."
+    )
+    pg_dump: str = Field("pg_dump", description="The pg_dump program backing up PostgreSQL.")
+
+
+class MonitorSettings(_Section):
+    interval_seconds: float = Field(
+        1.0, ge=0.1, le=60, description="How often the collector samples the system metrics."
+    )
+    window_seconds: int = Field(
+        3600, ge=60, le=24 * 3600, description="Raw samples kept in memory (seconds)."
+    )
+    retention_days: int = Field(
+        90, ge=1, le=3650, description="1-minute aggregates kept in the database (days)."
+    )
+    disk_paths: list[str] = Field(
+        default_factory=list,
+        description="File systems whose use is collected; empty means the data directory's.",
+    )
+    memory_warning_percent: float = Field(
+        80.0, gt=0, le=100, description="Memory use above this percentage is a WARNING."
+    )
+    memory_critical_percent: float = Field(
+        95.0, gt=0, le=100, description="Memory use above this percentage is CRITICAL."
+    )
+    load_warning_per_core: float = Field(
+        1.5,
+        gt=0,
+        le=1000,
+        description="1-minute load average per core above this is a WARNING (never CRITICAL: "
+        "an overloaded instance taken out of the load balancer would pile its load on the rest).",
+    )
+    endpoints: list[str] = Field(
+        default_factory=list,
+        description="Further host:port or URL endpoints whose reachability is checked.",
+    )
+    connect_timeout_seconds: float = Field(
+        3.0, gt=0, le=60, description="TCP connect timeout of the connectivity check."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MonitorSettings:
+        if self.memory_critical_percent <= self.memory_warning_percent:
+            raise ValueError("memory_critical_percent must be higher than memory_warning_percent")
+        return self
+
+
+class MaintenanceSettings(_Section):
+    schedule_daily: str = Field("0 2 * * *", description="Cron expression of the daily tasks.")
+    schedule_weekly: str = Field("0 3 * * 0", description="Cron expression of the weekly tasks.")
+    schedule_monthly: str = Field("0 4 1 * *", description="Cron expression of the monthly tasks.")
+    schedule_quarterly: str = Field(
+        "0 5 1 1,4,7,10 *", description="Cron expression of the quarterly tasks."
+    )
+    scheduler_in_serve: bool = Field(
+        True, description="Run the scheduler inside `sctk serve` (else run `sctk scheduler`)."
+    )
+    poll_seconds: float = Field(
+        30.0, gt=0, le=3600, description="How often the scheduler looks for due tasks."
+    )
+    lease_seconds: float = Field(
+        90.0, ge=3, le=3600, description="A silent scheduler loses its lease after this long."
+    )
+    log_compress_mb: float = Field(
+        100.0, gt=0, description="Log files larger than this (MB) are compressed."
+    )
+    log_retention_days: float = Field(
+        30.0, gt=0, description="Compressed logs older than this (days) are deleted."
+    )
+    tmp_max_age_days: float = Field(
+        1.0, gt=0, description="Files in tmp/ older than this (days) are deleted."
+    )
+    scratch_max_age_days: float = Field(
+        7.0, gt=0, description="Files in tmp/scratch/ older than this (days) are deleted."
+    )
+    results_archive_days: float = Field(
+        90.0, gt=0, description="Results older than this (days) move, compressed, to archive/."
+    )
+    key_max_age_days: float = Field(
+        90.0, gt=0, description="The weekly task rotates the keyring when its newest key is older."
+    )
+    long_query_minutes: float = Field(
+        5.0, gt=0, description="PostgreSQL queries running longer than this are reported."
+    )
+
+    @model_validator(mode="after")
+    def _crons(self) -> MaintenanceSettings:
+        from croniter import croniter
+
+        for group in ("daily", "weekly", "monthly", "quarterly"):
+            expression = getattr(self, f"schedule_{group}")
+            if not croniter.is_valid(expression):
+                raise ValueError(
+                    f"schedule_{group} {expression!r} is not a valid cron expression; "
+                    "use five fields such as '0 2 * * *'"
+                )
+        return self
+
+
 class Settings(BaseSettings):
     """Every setting sctk reads. Sections map to TOML tables and to SCTK_SECTION__KEY."""
 
@@ -199,6 +361,11 @@ class Settings(BaseSettings):
     bus: BusSettings = Field(default_factory=BusSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
 
     @property
     def config_file(self) -> Path:
@@ -272,7 +439,7 @@ def _env_values() -> dict[str, Any]:
     return source()
 
 
-def _env_name(dotted: str) -> str:
+def env_name(dotted: str) -> str:
     return "SCTK_" + dotted.replace(".", "__").upper()
 
 
@@ -341,7 +508,7 @@ def load(home: Path | str | None = None, overrides: dict[str, Any] | None = None
         data = {k: v for k, v in data.items() if k != "home"}
         merged = _merge(merged, data)
         for dotted in _flatten(data):
-            origins[dotted] = _env_name(dotted) if name == "environment" else name
+            origins[dotted] = env_name(dotted) if name == "environment" else name
     merged["home"] = home_path
     try:
         settings = Settings.model_validate(merged)

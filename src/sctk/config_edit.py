@@ -9,7 +9,7 @@ from typing import Any
 import tomlkit
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from sctk.config import CONFIG_FILE_NAME, Settings, describe_errors, read_toml
+from sctk.config import CONFIG_FILE_MODE, CONFIG_FILE_NAME, Settings, describe_errors, read_toml
 from sctk.errors import ConfigError
 from sctk.fsutil import atomic_write
 
@@ -95,7 +95,7 @@ def set_value(settings: Settings, key: str, raw: str, actor: str) -> Change:
                 details={"old": shown_old, "new": shown_new},
             )
             # written inside the transaction: if the file cannot be written, no entry stays
-            atomic_write(path, tomlkit.dumps(doc), mode=0o640)
+            atomic_write(path, tomlkit.dumps(doc), mode=CONFIG_FILE_MODE)
     finally:
         engine.dispose()
     return Change(key, shown_old, shown_new, secret)

@@ -166,6 +166,34 @@ class Ctx:
                 store.store(s, self.api.settings.home, [out], "import", "matrix")
         return name
 
+    def backup_id(self) -> str:
+        """A snapshot in the backup catalog cache (the API reads the cache, not the repo)."""
+        from sctk.storage.models import BackupSnapshot
+
+        sid = "ab" * 32
+        with session_scope(self.api.engine) as s:
+            if s.get(BackupSnapshot, sid) is None:
+                s.add(BackupSnapshot(id=sid, time=utcnow(), label="manual", manifest={}))
+        return sid
+
+    def alert_id(self) -> int:
+        """A fresh firing alert (stored as the alert engine stores one)."""
+        from sctk.monitoring import alerts
+
+        with session_scope(self.api.engine) as s:
+            alert = alerts.fire(
+                s, rule="matrix", metric="cpu_percent", severity="warning",
+                message="matrix alert", now=utcnow(),
+            )  # fmt: skip
+            return alert.id
+
+    def incident_id(self) -> int:
+        """A fresh open incident."""
+        from sctk.monitoring import incidents
+
+        with session_scope(self.api.engine) as s:
+            return incidents.open_incident(s, "matrix incident", "warning", actor="matrix").id
+
     def model_id(self, name: str) -> int:
         """A tiny fitted model NAME on feature x (made when missing); its id."""
         import numpy as np
@@ -282,6 +310,46 @@ ROWS: dict[tuple[str, str], Builder] = {
     ),
     ("DELETE", "/api/v1/models/{model_id}"): lambda c, r: Sample(
         f"/api/v1/models/{c.model_id(f'matrix-{r or 0}-deleted')}"
+    ),
+    ("GET", "/api/v1/backups"): lambda c, r: Sample("/api/v1/backups"),
+    ("POST", "/api/v1/backups"): lambda c, r: Sample("/api/v1/backups", {"label": "manual"}),
+    ("GET", "/api/v1/backups/{snapshot_id}"): lambda c, r: Sample(
+        f"/api/v1/backups/{c.backup_id()}"
+    ),
+    ("POST", "/api/v1/backups/{snapshot_id}/verify"): lambda c, r: Sample(
+        f"/api/v1/backups/{c.backup_id()[:8]}/verify", {"read_data": False}
+    ),
+    ("GET", "/metrics"): lambda c, r: Sample("/metrics"),
+    ("GET", "/api/v1/metrics/current"): lambda c, r: Sample("/api/v1/metrics/current"),
+    ("GET", "/api/v1/metrics/history"): lambda c, r: Sample(
+        "/api/v1/metrics/history?metric=cpu_percent&hours=1"
+    ),
+    ("GET", "/api/v1/metrics/summary"): lambda c, r: Sample("/api/v1/metrics/summary?hours=1"),
+    ("GET", "/api/v1/alerts"): lambda c, r: Sample("/api/v1/alerts?all=true"),
+    ("GET", "/api/v1/alerts/history"): lambda c, r: Sample("/api/v1/alerts/history?limit=5"),
+    ("GET", "/api/v1/alerts/silences"): lambda c, r: Sample("/api/v1/alerts/silences"),
+    ("POST", "/api/v1/alerts/silences"): lambda c, r: Sample(
+        "/api/v1/alerts/silences", {"target": str(c.alert_id()), "duration": "1h"}
+    ),
+    ("POST", "/api/v1/alerts/test-notify/{channel}"): lambda c, r: Sample(
+        "/api/v1/alerts/test-notify/log"
+    ),
+    ("GET", "/api/v1/alerts/{alert_id}"): lambda c, r: Sample(f"/api/v1/alerts/{c.alert_id()}"),
+    ("GET", "/api/v1/alerts/{alert_id}/events"): lambda c, r: Sample(
+        f"/api/v1/alerts/{c.alert_id()}/events"
+    ),
+    ("POST", "/api/v1/alerts/{alert_id}/ack"): lambda c, r: Sample(
+        f"/api/v1/alerts/{c.alert_id()}/ack"
+    ),
+    ("GET", "/api/v1/incidents"): lambda c, r: Sample("/api/v1/incidents"),
+    ("GET", "/api/v1/incidents/{incident_id}"): lambda c, r: Sample(
+        f"/api/v1/incidents/{c.incident_id()}"
+    ),
+    ("POST", "/api/v1/incidents/{incident_id}/notes"): lambda c, r: Sample(
+        f"/api/v1/incidents/{c.incident_id()}/notes", {"text": "matrix note"}
+    ),
+    ("POST", "/api/v1/incidents/{incident_id}/close"): lambda c, r: Sample(
+        f"/api/v1/incidents/{c.incident_id()}/close", {"resolution": "matrix resolution"}
     ),
     ("POST", "/api/v1/me/password"): lambda c, r: Sample(
         "/api/v1/me/password",

@@ -47,7 +47,7 @@ def test_init_creates_layout_config_and_schema(tmp_path, db_url):
     assert is_data_dir(home)
 
     toml = home / "sctk.toml"
-    assert mode(toml) == 0o640
+    assert mode(toml) == 0o600  # it may hold a database password
     text = toml.read_text()
     assert text.startswith("#")
     assert "# port = 8000" in text

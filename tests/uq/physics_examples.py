@@ -9,3 +9,10 @@ def sine_of_first(X: np.ndarray) -> np.ndarray:
 
 def wrong_length(X: np.ndarray) -> np.ndarray:
     return np.zeros(len(X) + 1)
+
+
+def small_flow(velocity: np.ndarray) -> np.ndarray:
+    """The demo's coarse physics on the small grid the field tests use."""
+    from sctk.uq.flow import FlowProblem, coarse_physics
+
+    return coarse_physics(velocity, FlowProblem(n=16, fine=32, fine_steps=32))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pandas as pd
 import pytest
@@ -11,34 +10,6 @@ import pytest
 from tests.helpers import run_sctk
 from tests.security.conftest import assert_cli_error, sqlite_only
 from tests.uq.registry_helpers import frame, import_csv
-
-
-@dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def sctk_here(monkeypatch, capsys):
-    """Run the CLI's entry point in this process (no torch import per call): refusals only."""
-    from sctk.cli import main
-
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def run(*args: str, home) -> Ran:
-        monkeypatch.setenv("SCTK_HOME", str(home))
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out = capsys.readouterr()
-        return Ran(code, out.out, out.err)
-
-    return run
 
 
 def _ok(result) -> str:

@@ -14,23 +14,32 @@ from sctk.api import errors
 from sctk.api.deps import require
 from sctk.api.middleware import LimitsMiddleware, RequestIdMiddleware
 from sctk.api.routes import audit, auth, health, keys, meta, tokens, users, ws
+from sctk.api.routes import alerts as alerts_routes
+from sctk.api.routes import backups as backups_routes
 from sctk.api.routes import data as data_routes
+from sctk.api.routes import incidents as incidents_routes
 from sctk.api.routes import jobs as jobs_routes
+from sctk.api.routes import metrics as metrics_routes
 from sctk.api.routes import models as models_routes
 from sctk.bus import get_bus
 from sctk.config import Settings
 from sctk.jobs.worker import start_workers, stop_workers
+from sctk.monitoring.appmetrics import AppMetrics, MetricsMiddleware
 from sctk.security.credentials import CredentialCache
 from sctk.security.keyring import Keyring
 from sctk.security.ratelimit import RateLimiter
 from sctk.storage.engine import make_engine
 
 
-def create_app(settings: Settings | None = None, workers: int | None = 0) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, workers: int | None = 0, collect: bool | None = None
+) -> FastAPI:
     """Build the app for SETTINGS (default: loaded from SCTK_HOME and the environment).
 
     WORKERS job worker loops run in the process while the app does (None: jobs.workers);
     by default none, so that building an app stays cheap; `sctk serve` asks for them.
+    COLLECT runs the metrics collector while the app does (None: only in the served app,
+    the one asking for jobs.workers loops).
     """
     if settings is None:
         settings = config.load().settings
@@ -46,9 +55,23 @@ def create_app(settings: Settings | None = None, workers: int | None = 0) -> Fas
         job_workers = _app.state.job_workers = await run_in_threadpool(
             start_workers, settings, settings.jobs.workers if workers is None else workers
         )
+        if (workers is None) if collect is None else collect:
+            from sctk.monitoring.collector import Collector
+
+            _app.state.collector = Collector.from_settings(settings, engine).start()
+        scheduler = None
+        if workers is None and settings.maintenance.scheduler_in_serve:
+            from sctk.ops.scheduler import Scheduler
+
+            # every served process runs one; the lease lets only one of them act
+            scheduler = Scheduler(settings).start()
         try:
             yield
         finally:
+            if scheduler is not None:
+                await run_in_threadpool(scheduler.stop)
+            if _app.state.collector is not None:
+                await run_in_threadpool(_app.state.collector.stop)
             await run_in_threadpool(stop_workers, job_workers)
             await run_in_threadpool(bus.stop)
             engine.dispose()
@@ -68,6 +91,8 @@ def create_app(settings: Settings | None = None, workers: int | None = 0) -> Fas
     app.state.keyring = Keyring.load(settings.home)
     app.state.credential_cache = CredentialCache(sec.auth_cache_seconds)
     app.state.identity_limiter = RateLimiter(sec.rate_limit_per_minute, sec.rate_limit_burst)
+    app.state.collector = None
+    app.state.app_metrics = AppMetrics(engine, lambda: app.state.collector)
     errors.install(app)
     # the last added runs first: ids are assigned before limits can refuse a request
     app.add_middleware(
@@ -78,9 +103,11 @@ def create_app(settings: Settings | None = None, workers: int | None = 0) -> Fas
         body_limits={"/api/v1/datasets": settings.data.max_upload_bytes},
     )
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.app_metrics)  # outermost: sees all
 
     app.include_router(health.router)
     app.include_router(ws.router)
+    app.include_router(metrics_routes.router)
     v1 = APIRouter(prefix="/api/v1")
     v1.include_router(auth.router)
     v1.include_router(meta.router, dependencies=[require("read")])
@@ -91,6 +118,10 @@ def create_app(settings: Settings | None = None, workers: int | None = 0) -> Fas
     v1.include_router(jobs_routes.router)
     v1.include_router(data_routes.router)
     v1.include_router(models_routes.router)
+    v1.include_router(alerts_routes.router)
+    v1.include_router(incidents_routes.router)
+    v1.include_router(metrics_routes.api_router)
+    v1.include_router(backups_routes.router)
     app.include_router(v1)
     return app
 

@@ -36,6 +36,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("sctk.cli.worker", "worker"),
     "bus": ("sctk.cli.bus", "app"),
     "uq": ("sctk.cli.uq", "app"),
+    "alerts": ("sctk.cli.alerts", "app"),
+    "incident": ("sctk.cli.incident", "app"),
+    "monitor": ("sctk.cli.monitor", "app"),
+    "backup": ("sctk.cli.backup", "app"),
+    "restore": ("sctk.cli.restore", "restore"),
+    "doctor": ("sctk.cli.doctor", "doctor"),
+    "maintenance": ("sctk.cli.maintenance", "app"),
+    "scheduler": ("sctk.cli.scheduler", "scheduler"),
+    "audit": ("sctk.cli.audit", "audit"),
+    "upgrade": ("sctk.cli.upgrade", "upgrade"),
+    "rollback": ("sctk.cli.upgrade", "rollback"),
+    "deps": ("sctk.cli.deps", "app"),
+    "docs": ("sctk.cli.docs", "app"),
+    "report": ("sctk.cli.report", "report"),
+    "emergency": ("sctk.cli.emergency", "emergency"),
 }
 
 

@@ -1,4 +1,4 @@
-"""`sctk jobs submit|list|show|cancel|retry|kinds`: the durable job queue."""
+"""`sctk jobs submit|list|show|cancel|retry|kinds|pause|resume`: the durable job queue."""
 
 from __future__ import annotations
 
@@ -207,3 +207,31 @@ def kinds_(as_json: bool = json_option()) -> None:
         ["kind", "permission", "description"],
         [[r["name"], r["permission"], r["description"]] for r in rows],
     )
+
+
+@app.command("pause")
+def pause(
+    ctx: typer.Context,
+    reason: str = typer.Option("", "--reason", help="Why, for the audit log."),
+) -> None:
+    """Stop workers taking new jobs (running ones finish; queued ones wait, nothing is lost)."""
+    from sctk.ops import flags
+
+    with db_session(ctx) as session:
+        changed = flags.turn_on(session, flags.JOBS_PAUSED, actor=operator(), reason=reason)
+    console.print(
+        "job intake paused; 'sctk jobs resume' starts it again"
+        if changed
+        else "job intake was already paused",
+        highlight=False,
+    )
+
+
+@app.command("resume")
+def resume(ctx: typer.Context) -> None:
+    """Let workers take queued jobs again after 'sctk jobs pause'."""
+    from sctk.ops import flags
+
+    with db_session(ctx) as session:
+        changed = flags.turn_off(session, flags.JOBS_PAUSED, actor=operator())
+    console.print("job intake resumed" if changed else "job intake was not paused", highlight=False)

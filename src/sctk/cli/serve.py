@@ -50,14 +50,21 @@ def serve(
         f"(API docs at /docs, health at /health/ready, logs in {log_path})",
         highlight=False,
     )
-    uvicorn.run(
-        "sctk.api.app:served_app",
-        factory=True,
-        host=s.server.host,
-        port=s.server.port,
-        workers=s.server.workers,
-        ssl_certfile=str(s.server.tls_cert) if s.server.tls_cert else None,
-        ssl_keyfile=str(s.server.tls_key) if s.server.tls_key else None,
-        log_config=None,  # keep sctk's handlers: JSON file plus console
-        access_log=False,  # sctk logs each request itself, with its request id
-    )
+    from sctk import runstate
+
+    runstate.write_pid(s.home)  # `sctk restore` refuses to swap the directory under us
+    runstate.clear_pid_on_sigterm(s.home)
+    try:
+        uvicorn.run(
+            "sctk.api.app:served_app",
+            factory=True,
+            host=s.server.host,
+            port=s.server.port,
+            workers=s.server.workers,
+            ssl_certfile=str(s.server.tls_cert) if s.server.tls_cert else None,
+            ssl_keyfile=str(s.server.tls_key) if s.server.tls_key else None,
+            log_config=None,  # keep sctk's handlers: JSON file plus console
+            access_log=False,  # sctk logs each request itself, with its request id
+        )
+    finally:
+        runstate.clear_pid(s.home)

@@ -1,4 +1,5 @@
-"""`sctk uq train|predict|models`: hybrid UQ models, trained as jobs and kept in a registry."""
+"""`sctk uq train|predict|evaluate|calibrate|demo|models`: hybrid UQ models, trained as jobs
+and kept in a registry."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 
 from sctk.cli.common import (
     console,
     db_session,
+    err_console,
     json_option,
     operator,
     print_json,
@@ -158,37 +161,53 @@ def _write_table(frame, out: Path) -> None:
 def predict(
     ctx: typer.Context,
     model: str = MODEL,
-    data: str = typer.Option(..., "--data", help="The dataset to predict for."),
+    data: str = typer.Option(
+        ..., "--data", help="The dataset to predict for (field models: or an .npz file)."
+    ),
     alpha: float = typer.Option(0.1, "--alpha", help="Miscoverage: intervals cover 1 - alpha."),
     out: Path | None = typer.Option(
-        None, "--out", help="Write the inputs with mean, lower, upper, sigma, psi (.csv/.parquet)."
+        None,
+        "--out",
+        help="Write the inputs with mean, lower, upper, sigma, psi (.csv/.parquet; field "
+        "models: .npz).",
     ),
     as_json: bool = json_option(),
 ) -> None:
-    """Predict with calibrated intervals for every row of a dataset (in this process)."""
-    import pandas as pd
-
-    from sctk.pipeline import store
+    """Predict with calibrated intervals for every row (or field) of the data (in this process)."""
     from sctk.uq import cache, registry
+    from sctk.uq.conformal import check_alpha
+    from sctk.uq.inputs import load_inputs
 
     s = settings(ctx)
-    if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
-        raise SctkError(f"Cannot write {out.name}: use a .csv or .parquet file name.")
+    check_alpha(alpha)
     with db_session(ctx) as session:
         row = registry.resolve(session, model)
-        ds = store.get(session, data)
-        frame = store.read(s.home, ds)
-        result = registry.predict(
-            s.home, row, frame, alpha, cache=cache.get_cache(s.cache), what=f"Dataset '{data}'"
-        )
+        allowed = (".npz",) if row.kind == "field" else (".csv", ".parquet")
+        if out is not None and out.suffix.lower() not in allowed:
+            raise SctkError(f"Cannot write {out.name}: use a {' or '.join(allowed)} file name.")
+        inputs = load_inputs(session, s.home, row, data)
+        c = cache.get_cache(s.cache)
+        if row.kind == "field":
+            result = registry.predict_fields(s.home, row, inputs.X, alpha, c, inputs.what)
+        else:
+            result = registry.predict(s.home, row, inputs.frame, alpha, cache=c, what=inputs.what)
     keys = ("mean", "lower", "upper", "sigma", "psi")
+    label = f"'{row.name}' v{row.version}"
     if out is not None:
-        features = registry.features_of(row)
-        written = pd.concat(
-            [frame[features].reset_index(drop=True), pd.DataFrame({k: result[k] for k in keys})],
-            axis=1,
-        )
-        _write_table(written, out)
+        if row.kind == "field":
+            _write_npz({k: np.asarray(result[k]) for k in keys}, out)
+        else:
+            import pandas as pd
+
+            features = registry.features_of(row)
+            written = pd.concat(
+                [
+                    inputs.frame[features].reset_index(drop=True),
+                    pd.DataFrame({k: result[k] for k in keys}),
+                ],
+                axis=1,
+            )
+            _write_table(written, out)
     if as_json:
         print_json(
             result
@@ -196,21 +215,178 @@ def predict(
             else {**{k: result[k] for k in result if k not in keys}, "out": str(out)}
         )
         return
-    label = f"'{row.name}' v{row.version}"
     if out is not None:
         console.print(
-            f"predicted {result['rows']} rows of '{data}' with model {label} at alpha "
-            f"{result['alpha']}; wrote {out}",
+            f"predicted {result['rows']} {'fields' if row.kind == 'field' else 'rows'} of "
+            f"{data} with model {label} at alpha {result['alpha']}; wrote {out}",
             highlight=False,
             markup=False,
         )
         return
     shown = min(result["rows"], 20)
+    if row.kind == "field":
+        width = np.asarray(result["upper"]) - np.asarray(result["lower"])
+        sigma = np.asarray(result["sigma"])
+        table(
+            f"model {label}, alpha {result['alpha']}, fields {result['shape']} (first {shown} "
+            f"of {result['rows']}; --out F.npz or --json for the values)",
+            ["field", "psi", "mean width", "max width", "mean sigma"],
+            [
+                [
+                    i,
+                    f"{result['psi'][i]:.4f}",
+                    f"{width[i].mean():.4g}",
+                    f"{width[i].max():.4g}",
+                    f"{sigma[i].mean():.4g}",
+                ]
+                for i in range(shown)
+            ],
+        )
+        return
     table(
         f"model {label}, alpha {result['alpha']} (first {shown} of {result['rows']} rows)",
         ["row", *keys],
         [[i, *(f"{result[k][i]:.5g}" for k in keys)] for i in range(shown)],
     )
+
+
+def _write_npz(arrays: dict[str, Any], out: Path) -> None:
+    """Write ARRAYS to the .npz file OUT atomically."""
+    import io
+
+    from sctk.fsutil import atomic_write
+
+    directory = out.parent if str(out.parent) else Path(".")
+    if not directory.is_dir():
+        raise SctkError(f"The directory {directory} does not exist; create it first.")
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(out, buffer.getvalue())
+
+
+@app.command("evaluate")
+def evaluate(
+    ctx: typer.Context,
+    model: str = MODEL,
+    data: str = typer.Option(
+        ..., "--data", help="A dataset holding the target (field models: or an .npz with x, y)."
+    ),
+    alpha: float = typer.Option(0.1, "--alpha", help="Miscoverage: intervals cover 1 - alpha."),
+    out: Path | None = typer.Option(
+        None, "--out", help="The report's directory (default: <home>/reports/uq/NAME-vN-TIME)."
+    ),
+    as_json: bool = json_option(),
+) -> None:
+    """Score a model on data with known targets; write report.json and two PNG plots."""
+    from sctk.uq import evaluation
+
+    s = settings(ctx)
+    with db_session(ctx) as session:
+        result = evaluation.evaluate(session, s.home, model, data, alpha, out)
+    if as_json:
+        print_json(result)
+        return
+    m = result["model"]
+    cal = result.get("calibration") or {}
+    lines = [
+        f"model '{m['name']}' v{m['version']} on {data} ({result['n']} values), alpha "
+        f"{result['alpha']}:",
+        f"  coverage {result['coverage']:.3f}, mean width {result['mean_width']:.4g}, "
+        f"interval score {result['interval_score']:.4g}",
+        f"  gaussian NLL {_num(result.get('gaussian_nll'), 4)}, CRPS "
+        f"{_num(result.get('crps'), 4)}, miscalibration area "
+        f"{_num(cal.get('miscalibration_area'), 4)}",
+        f"  psi mean {result['psi']['mean']:.3f} (min {result['psi']['min']:.3f})",
+        f"  report: {result['report']['json']}",
+        f"          {result['report']['calibration']}",
+        f"          {result['report']['intervals']}",
+    ]
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("calibrate")
+def calibrate(
+    ctx: typer.Context,
+    model: str = MODEL,
+    data: str = typer.Option(
+        ..., "--data", help="A dataset holding the target (field models: or an .npz with x, y)."
+    ),
+    as_json: bool = json_option(),
+) -> None:
+    """Recompute a model's conformal calibration on new data (in place; cache entries dropped)."""
+    from sctk.uq import cache, evaluation
+
+    s = settings(ctx)
+    with db_session(ctx) as session:
+        m = evaluation.recalibrate(
+            session, s.home, model, data, cache=cache.get_cache(s.cache), actor=operator()
+        )
+    if as_json:
+        print_json(m)
+        return
+    metrics = m["metrics"]
+    console.print(
+        f"recalibrated model '{m['name']}' v{m['version']} (id {m['id']}) on {data}: coverage "
+        f"{metrics['coverage']:.3f}, mean width {metrics['mean_width']:.4g} at alpha "
+        f"{metrics['alpha']} on {metrics['n_calibration']} calibration values",
+        highlight=False,
+        markup=False,
+    )
+
+
+@app.command("demo")
+def demo(
+    ctx: typer.Context,
+    samples: int = typer.Option(200, "--samples", help="Flows to simulate (half for training)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random initial conditions."),
+    epochs: int = typer.Option(20, "--epochs", help="Training epochs."),
+    as_json: bool = json_option(),
+) -> None:
+    """Simulate the flow demo, train and calibrate a hybrid field model ('flow-demo'), and
+    report its intervals next to the physics alone."""
+    from rich.progress import Progress
+
+    from sctk.uq import demo as demo_mod
+
+    s = settings(ctx)
+    demo_mod.check(samples, seed, epochs)
+    with (
+        db_session(ctx) as session,
+        Progress(console=err_console, transient=True, disable=as_json) as bar,
+    ):
+        task = bar.add_task("flow demo", total=1.0)
+        result = demo_mod.run(
+            session,
+            s.home,
+            samples=samples,
+            seed=seed,
+            epochs=epochs,
+            owner=operator(),
+            progress=lambda f, msg: bar.update(task, completed=f, description=msg),
+        )
+    if as_json:
+        print_json(result)
+        return
+    m, h, p, psi = result["model"], result["hybrid"], result["physics_only"], result["psi"]
+    lines = [
+        f"flow demo: {samples} simulated flows (seed {seed}): "
+        f"{', '.join(result['datasets'].values())}",
+        f"model '{m['name']}' v{m['version']} (id {m['id']}), trained in "
+        f"{result['seconds']['train']:.1f} s ({result['seconds']['total']:.1f} s in all)",
+        f"on the test fields, alpha {result['alpha']} (intervals for {1 - result['alpha']:.0%}):",
+        f"  hybrid        coverage {h['coverage']:.3f}  mean width {h['mean_width']:.4g}  "
+        f"median width {h['median_width']:.4g}  interval score {h['interval_score']:.4g}  "
+        f"RMSE {h['rmse']:.4g}",
+        f"  physics only  coverage {p['coverage']:.3f}  mean width {p['mean_width']:.4g}  "
+        f"(split conformal)  interval score {p['interval_score']:.4g}  RMSE {p['rmse']:.4g}",
+        f"  psi           mean {psi['mean']:.3f}  min {psi['min']:.3f}  max {psi['max']:.3f}",
+        f"report: {result['report']['json']} (+ calibration.png, intervals.png)",
+        f"next: sctk uq models show {m['name']}; sctk uq predict {m['name']} --data "
+        f"{result['datasets']['test']}",
+    ]
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @models_app.command("list")
@@ -243,8 +419,8 @@ def list_(ctx: typer.Context, as_json: bool = json_option()) -> None:
     )
 
 
-def _num(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, int | float) else ""
+def _num(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else ""
 
 
 @models_app.command("show")
@@ -280,7 +456,9 @@ def delete(ctx: typer.Context, model: str = MODEL, as_json: bool = json_option()
 
     s = settings(ctx)
     with db_session(ctx) as session:
-        gone = registry.delete(session, s.home, model, cache=cache.get_cache(s.cache))
+        gone = registry.delete(
+            session, s.home, model, cache=cache.get_cache(s.cache), actor=operator()
+        )
     if as_json:
         print_json(gone)
         return

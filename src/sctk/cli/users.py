@@ -6,7 +6,15 @@ from dataclasses import asdict
 
 import typer
 
-from sctk.cli.common import console, db_session, json_option, operator, print_json, table
+from sctk.cli.common import (
+    console,
+    db_session,
+    json_option,
+    operator,
+    print_json,
+    settings,
+    table,
+)
 from sctk.security import users
 
 app = typer.Typer(help="User accounts and roles.", no_args_is_help=True)
@@ -100,3 +108,24 @@ def unlock(ctx: typer.Context, username: str) -> None:
     with db_session(ctx) as session:
         users.unlock(session, username, actor=operator())
     _done(f"unlocked '{username}'")
+
+
+@app.command("review")
+def review(ctx: typer.Context, as_json: bool = json_option()) -> None:
+    """The access review: admins, dormant accounts, old passwords, tokens without expiry,
+    locked accounts, failed logins and secret files open to others, each with its fix."""
+    from rich.markup import escape
+
+    from sctk.ops.access_review import review as run_review
+
+    s = settings(ctx)
+    with db_session(ctx) as session:
+        items = run_review(s, session)
+    if as_json:
+        print_json([i.as_dict() for i in items])
+        return
+    table(
+        None,
+        ["kind", "subject", "finding", "fix"],
+        [[i.kind, escape(i.subject), escape(i.detail), escape(i.fix)] for i in items],
+    )

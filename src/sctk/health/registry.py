@@ -20,7 +20,7 @@ from sctk.storage.models import utcnow
 log = logging.getLogger(__name__)
 
 # Modules that register checks when imported; later domains add theirs here.
-CHECK_MODULES = ["sctk.health.platform", "sctk.security.checks"]
+CHECK_MODULES = ["sctk.health.platform", "sctk.security.checks", "sctk.monitoring.checks"]
 
 
 class Status(IntEnum):

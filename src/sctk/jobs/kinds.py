@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from sctk.errors import SctkError
 
 # Modules that register job kinds when imported; each domain adds its own.
-KIND_MODULES = ["sctk.jobs.builtin", "sctk.pipeline.jobs", "sctk.uq.jobs"]
+KIND_MODULES = ["sctk.jobs.builtin", "sctk.pipeline.jobs", "sctk.uq.jobs", "sctk.backup.jobs"]
 
 
 class JobContext(Protocol):

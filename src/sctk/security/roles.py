@@ -31,6 +31,7 @@ PERMISSIONS: dict[str, Role] = {
     "restore.run": Role.admin,
     "maintenance.run": Role.admin,
     "settings.manage": Role.admin,
+    "alerts.manage": Role.admin,  # acknowledge and silence alerts, test channels, incidents
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sctk.config import CONFIG_FILE_NAME, Settings, read_toml
+from sctk.config import CONFIG_FILE_MODE, CONFIG_FILE_NAME, Settings, read_toml
 from sctk.config import load as load_settings
 from sctk.errors import SctkError
 from sctk.fsutil import atomic_write
@@ -136,7 +136,7 @@ def init_home(
             report.created.append("keys/keyring.json")
         config_path = home / CONFIG_FILE_NAME
         if not config_path.exists():
-            atomic_write(config_path, config_template(database_url), mode=0o640)
+            atomic_write(config_path, config_template(database_url), mode=CONFIG_FILE_MODE)
             report.created.append(CONFIG_FILE_NAME)
         report.revision_before, report.revision_after = upgrade(engine, "head")
         db_file = home / "sctk.db"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +31,19 @@ class Revision:
     is_head: bool
 
 
+# More directories of migrations, os.pathsep-separated: site-specific revisions, and the
+# tests' deliberately failing upgrade. They extend sctk's own chain from its head.
+EXTRA_MIGRATIONS_ENV = "SCTK_EXTRA_MIGRATIONS"
+
+
 def _config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    extra = [d for d in os.environ.get(EXTRA_MIGRATIONS_ENV, "").split(os.pathsep) if d]
+    if extra:
+        dirs = [str(MIGRATIONS_DIR / "versions"), *extra]
+        cfg.set_main_option("path_separator", "os")
+        cfg.set_main_option("version_locations", os.pathsep.join(dirs))
     return cfg
 
 

@@ -82,6 +82,9 @@ class FieldHybridRegressor:
         self.seed = seed
         self.threads = threads
 
+    def get_params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+
     @property
     def _dy(self) -> float:
         return self.dy if self.dy is not None else self.dx
@@ -114,12 +117,16 @@ class FieldHybridRegressor:
             loss = loss + self.eff_weight * r_eff(mean, self.dx, self._dy).mean()
         return loss
 
-    def fit(self, X, y, X_cal, y_cal) -> FieldHybridRegressor:
-        """Train on fields (X -> y), calibrate on (X_cal, y_cal)."""
-        with _torch_threads(self.threads):
-            return self._fit(X, y, X_cal, y_cal)
+    def fit(self, X, y, X_cal, y_cal, callback=None) -> FieldHybridRegressor:
+        """Train on fields (X -> y), calibrate on (X_cal, y_cal).
 
-    def _fit(self, X, y, X_cal, y_cal) -> FieldHybridRegressor:
+        CALLBACK, when given, is called after each epoch as callback(epoch, epochs, loss)
+        (epoch counted from 1); an exception it raises stops the fit.
+        """
+        with _torch_threads(self.threads):
+            return self._fit(X, y, X_cal, y_cal, callback)
+
+    def _fit(self, X, y, X_cal, y_cal, callback=None) -> FieldHybridRegressor:
         X, y = as_fields(X), as_fields(y, "y")
         X_cal, y_cal = as_fields(X_cal, "X_cal"), as_fields(y_cal, "y_cal")
         for name, a, b in (("y", y, X), ("X_cal", X_cal[:1], X[:1]), ("y_cal", y_cal, X_cal)):
@@ -160,6 +167,8 @@ class FieldHybridRegressor:
             score = total / len(X)
             self.weight_.after_epoch(variance / len(X))
             self.history_.append({"epoch": epoch, "loss": score, "alpha": float(self.weight_)})
+            if callback is not None:
+                callback(epoch + 1, self.epochs, score)
             if score < best:
                 best = score
                 best_state = (copy.deepcopy(self.net_.state_dict()), self.weight_.snapshot())
@@ -174,14 +183,27 @@ class FieldHybridRegressor:
         ref_eff = float(r_eff(truth, self.dx, self._dy).mean()) or 1.0
         self.lambda1_ = self.lambda1 if self.lambda1 is not None else 0.1 / ref_cog
         self.lambda2_ = self.lambda2 if self.lambda2 is not None else 0.1 / ref_eff
-        mean, sigma = self._mean_sigma(X_cal)
+        self.calibrate(X_cal, y_cal)
+        return self
+
+    def calibrate(self, X_cal, y_cal) -> FieldHybridRegressor:
+        """(Re)compute the conformal scores on (X_cal, y_cal), keeping the trained network."""
+        X_cal = self._check(X_cal, fitted=False)
+        y_cal = as_fields(y_cal, "y_cal")
+        if y_cal.shape != X_cal.shape:
+            raise SctkError(
+                f"y_cal has shape {list(y_cal.shape)}, which does not match X_cal's "
+                f"{list(X_cal.shape)}."
+            )
+        with _torch_threads(self.threads):
+            mean, sigma = self._mean_sigma(X_cal)
         self.calibrator_ = ConformalCalibrator(normalized=True).fit(
             y_cal.reshape(-1), mean.reshape(-1), sigma.reshape(-1)
         )
         return self
 
-    def _check(self, X) -> np.ndarray:
-        if not hasattr(self, "calibrator_"):
+    def _check(self, X, fitted: bool = True) -> np.ndarray:
+        if not hasattr(self, "calibrator_" if fitted else "net_"):
             raise SctkError("This model is not fitted yet; call fit() first.")
         X = as_fields(X)
         if X.shape[1:] != self.shape_:

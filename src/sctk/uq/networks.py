@@ -56,16 +56,10 @@ class ResidualMLP(nn.Module):
 
 
 class ResidualCNN(nn.Module):
-    """For fields [B, C, H, W]: a small periodic CNN -> (mean [B, C, H, W], log sigma).
-
-    The input stacks the field and the physics prediction S; the mean is S plus a learned
-    correction (a skip connection), so an untrained network already answers with the physics
-    and training only has to learn what the physics misses.
-    """
+    """For fields [B, C, H, W]: a small periodic CNN -> (mean [B, C, H, W], log sigma)."""
 
     def __init__(self, channels: int = 2, width: int = 32, depth: int = 3):
         super().__init__()
-        self.channels = channels
         layers: list[nn.Module] = []
         c = channels * 2  # the input field and the physics prediction, stacked
         for _ in range(depth):
@@ -77,5 +71,4 @@ class ResidualCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.body(x)
-        mean = x[:, self.channels :] + self.mean(z)
-        return mean, self.log_sigma(z).clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        return self.mean(z), self.log_sigma(z).clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)

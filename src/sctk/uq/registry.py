@@ -1,4 +1,7 @@
-"""The model registry: fitted HybridRegressors on disk and in the `uq_models` table.
+"""The model registry: fitted models on disk and in the `uq_models` table.
+
+Two kinds: "tabular" (HybridRegressor, feature vectors) and "field" (FieldHybridRegressor,
+velocity fields [B, C, H, W]; its state is described in sctk.uq.field_state).
 
 A model is saved to <home>/results/models/NAME/vVERSION/model.pt as a plain dict of tensors,
 numbers and strings (torch.save; loaded with weights_only=True, so opening a model file never
@@ -121,6 +124,35 @@ def model_from_state(state: dict[str, Any]) -> HybridRegressor:
     return model
 
 
+def state_of(model: Any) -> dict[str, Any]:
+    """The state dict of a fitted tabular or field model."""
+    from sctk.uq import field_state
+    from sctk.uq.field_hybrid import FieldHybridRegressor
+
+    if isinstance(model, FieldHybridRegressor):
+        return field_state.model_state(model)
+    return model_state(model)
+
+
+def model_of(state: dict[str, Any]) -> Any:
+    """The estimator a state dict describes (tabular or field)."""
+    from sctk.uq import field_state
+
+    if isinstance(state, dict) and state.get("kind") == field_state.KIND:
+        return field_state.model_from_state(state)
+    return model_from_state(state)
+
+
+def params_of(model: Any) -> dict[str, Any]:
+    """The model's parameters as JSON values."""
+    from sctk.uq import field_state
+    from sctk.uq.field_hybrid import FieldHybridRegressor
+
+    if isinstance(model, FieldHybridRegressor):
+        return field_state.jsonable_params(model)
+    return _jsonable(model.get_params())
+
+
 def _write_atomic(state: dict[str, Any], final: Path) -> Path:
     """Write STATE to a temporary file next to FINAL (fsynced); return the temporary path."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +195,7 @@ def save(
 ) -> UqModel:
     """Store fitted MODEL as the next version of NAME, and commit: file and row, or neither."""
     check_name(name)
-    state = model_state(model)
+    state = state_of(model)
     version = next_version(session, name)
     relative = f"{MODELS_DIR}/{name}/v{version}/{FILE_NAME}"
     final = Path(home) / relative
@@ -177,10 +209,10 @@ def save(
         row = UqModel(
             name=name,
             version=version,
-            kind=KIND,
+            kind=state["kind"],
             path=relative,
             sha256=file_sha256(tmp),
-            config=config if config is not None else _jsonable(model.get_params()),
+            config=config if config is not None else params_of(model),
             metrics=metrics or {},
             lineage=lineage or {},
             owner=str(owner)[:64],
@@ -281,7 +313,7 @@ def model_file(home: Path, row: UqModel) -> Path:
     return path
 
 
-def load(home: Path, row: UqModel) -> HybridRegressor:
+def load(home: Path, row: UqModel) -> Any:
     """The estimator ROW stores, after checking its file against the recorded sha256."""
     path = model_file(home, row)
     if not path.exists():
@@ -303,7 +335,12 @@ def load(home: Path, row: UqModel) -> HybridRegressor:
         raise SctkError(
             f"The file of model {label(row)} cannot be read as a model; train it again."
         ) from None
-    return model_from_state(state)
+    if not isinstance(state, dict) or state.get("kind", KIND) != row.kind:
+        raise SctkError(
+            f"The file of model {label(row)} holds another kind of model than its row says; "
+            "delete the model and train it again."
+        )
+    return model_of(state)
 
 
 def _prune(home: Path, directory: Path) -> None:
@@ -320,14 +357,25 @@ def _prune(home: Path, directory: Path) -> None:
                 return
 
 
-def delete(session: Session, home: Path, ref: str | int, cache: Any = None) -> dict[str, Any]:
-    """Delete a model's row and its files, forget its cached predictions; commits.
+def delete(
+    session: Session, home: Path, ref: str | int, cache: Any = None, actor: str = "system"
+) -> dict[str, Any]:
+    """Delete a model's row and its files, forget its cached predictions; commits (audited).
 
     Returns what the row held (as_dict)."""
+    from sctk.security import audit
+
     row = resolve(session, ref)
     path = model_file(home, row)
     gone = as_dict(row)
     session.delete(row)
+    audit.record(
+        session,
+        "model.deleted",
+        actor=actor,
+        target=f"{gone['name']}:{gone['version']}",
+        details={"id": gone["id"], "sha256": gone["sha256"]},
+    )
     session.commit()
     # the row goes first: a crash now leaves an orphan file, never a row without its file
     if path.parent.name == f"v{gone['version']}":
@@ -378,22 +426,17 @@ def feature_matrix(frame: pd.DataFrame, features: list[str], what: str) -> np.nd
     return X
 
 
-def predict(
-    home: Path,
-    row: UqModel,
-    frame: pd.DataFrame,
-    alpha: float = 0.1,
-    cache: Any = None,
-    what: str = "The input",
-) -> dict[str, Any]:
-    """mean, lower, upper, sigma and psi lists for FRAME's rows, from cache when possible."""
-    alpha = check_alpha(alpha)
-    if len(frame) > MAX_PREDICT_ROWS:
+def _check_kind(row: UqModel, kind: str) -> None:
+    if row.kind != kind:
+        given = "fields [B, C, H, W]" if kind == "field" else "rows of feature columns"
+        need = "fields [B, C, H, W]" if row.kind == "field" else "rows of feature columns"
         raise SctkError(
-            f"{what} has {len(frame)} rows, more than the {MAX_PREDICT_ROWS} one prediction "
-            "takes; split it."
+            f"Model {label(row)} is a {row.kind} model and predicts from {need}, not from {given}."
         )
-    X = feature_matrix(frame, features_of(row), what)
+
+
+def _cached(home: Path, row: UqModel, X: np.ndarray, alpha: float, cache: Any, render):
+    """RENDER(model output) for X at ALPHA, from CACHE when it holds it."""
     key = None
     if cache is not None:
         from sctk.uq.cache import input_digest
@@ -403,13 +446,183 @@ def predict(
         if hit is not None:
             return {**hit, "cached": True}
     model = load(home, row)
-    out = model.predict_interval(X, alpha=alpha)
     result = {
         "model": {"id": row.id, "name": row.name, "version": row.version},
+        "kind": row.kind,
         "alpha": alpha,
         "rows": int(X.shape[0]),
-        **{k: [float(v) for v in out[k]] for k in ("mean", "lower", "upper", "sigma", "psi")},
+        **render(model.predict_interval(X, alpha=alpha)),
     }
     if cache is not None and key is not None:
         cache.put(key, result)
     return {**result, "cached": False}
+
+
+def predict(
+    home: Path,
+    row: UqModel,
+    frame: pd.DataFrame,
+    alpha: float = 0.1,
+    cache: Any = None,
+    what: str = "The input",
+) -> dict[str, Any]:
+    """mean, lower, upper, sigma and psi lists for FRAME's rows, from cache when possible.
+
+    For a field model FRAME holds one flattened field per row in the model's input column."""
+    alpha = check_alpha(alpha)
+    if row.kind == "field":
+        from sctk.uq import fields
+
+        X = fields.from_frame(frame, input_column(row), field_shape(row), what)
+        return predict_fields(home, row, X, alpha, cache, what)
+    _check_kind(row, KIND)
+    if len(frame) > MAX_PREDICT_ROWS:
+        raise SctkError(
+            f"{what} has {len(frame)} rows, more than the {MAX_PREDICT_ROWS} one prediction "
+            "takes; split it."
+        )
+    X = feature_matrix(frame, features_of(row), what)
+    return _cached(
+        home,
+        row,
+        X,
+        alpha,
+        cache,
+        lambda out: {
+            k: [float(v) for v in out[k]] for k in ("mean", "lower", "upper", "sigma", "psi")
+        },
+    )
+
+
+# --- field models -------------------------------------------------------------------------
+
+
+def field_shape(row: UqModel) -> tuple[int, ...]:
+    return tuple(int(v) for v in (row.lineage or {}).get("shape") or ())
+
+
+def input_column(row: UqModel) -> str:
+    return str((row.lineage or {}).get("input") or "x")
+
+
+def target_column(row: UqModel) -> str:
+    return str((row.lineage or {}).get("target") or "y")
+
+
+def check_fields(row: UqModel, X: Any, what: str) -> np.ndarray:
+    """X as fields of ROW's shape, or one sentence naming what is wrong."""
+    from sctk.uq.field_hybrid import as_fields
+
+    X = as_fields(X, what)
+    shape = field_shape(row)
+    if shape and tuple(X.shape[1:]) != shape:
+        raise SctkError(
+            f"{what} has fields of shape {list(X.shape[1:])} (C, H, W); model {label(row)} "
+            f"takes {list(shape)}."
+        )
+    return X
+
+
+def predict_fields(
+    home: Path,
+    row: UqModel,
+    X: Any,
+    alpha: float = 0.1,
+    cache: Any = None,
+    what: str = "The fields",
+) -> dict[str, Any]:
+    """mean, lower, upper, sigma (nested lists [B, C, H, W]) and psi (one per field)."""
+    alpha = check_alpha(alpha)
+    _check_kind(row, "field")
+    X = check_fields(row, X, what)
+    if X.size > MAX_PREDICT_ROWS * 40:
+        raise SctkError(
+            f"{what} holds {X.shape[0]} fields, more than one prediction takes; split them."
+        )
+    return _cached(
+        home,
+        row,
+        X,
+        alpha,
+        cache,
+        lambda out: {
+            "shape": [int(v) for v in X.shape[1:]],
+            **{k: out[k].tolist() for k in ("mean", "lower", "upper", "sigma")},
+            "psi": [float(v) for v in out["psi"]],
+        },
+    )
+
+
+# --- recalibration --------------------------------------------------------------------------
+
+
+def replace_calibration(
+    session: Session,
+    home: Path,
+    row: UqModel,
+    model: Any,
+    calibration: dict[str, Any],
+    metrics: dict[str, Any],
+    cache: Any = None,
+    actor: str = "system",
+) -> UqModel:
+    """Store MODEL (ROW's network with new conformal scores) in ROW's place; commit (audited).
+
+    The file is replaced atomically and the row's sha256, metrics and lineage follow it in
+    the same commit; the old file is kept aside until then, so a failed commit puts it back.
+    The cached predictions of ROW are dropped (other processes never serve theirs: their
+    keys hold the old file's sha256)."""
+    path = model_file(home, row)
+    state = state_of(model)
+    if state["kind"] != row.kind:
+        raise SctkError(f"Model {label(row)} is a {row.kind} model; its kind cannot change.")
+    tmp = _write_atomic(state, path)
+    aside = path.with_name(f".{path.name}.previous")
+    moved = False
+    try:
+        lineage = dict(row.lineage or {})
+        history = list(lineage.get("recalibrations") or [])
+        history.append(
+            {
+                "previous_sha256": row.sha256,
+                "previous_calibration": lineage.get("calibration"),
+                "at": _now(),
+            }
+        )
+        lineage["calibration"] = calibration
+        lineage["recalibrations"] = history
+        row.sha256 = file_sha256(tmp)
+        row.metrics = {**(row.metrics or {}), **metrics}
+        row.lineage = lineage
+        from sctk.security import audit
+
+        audit.record(
+            session,
+            "model.recalibrated",
+            actor=actor,
+            target=f"{row.name}:{row.version}",
+            details={"id": row.id, "sha256": row.sha256, "calibration": calibration},
+        )
+        session.flush()
+        if path.exists():
+            os.replace(path, aside)
+            moved = True
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        tmp.unlink(missing_ok=True)
+        if moved:
+            os.replace(aside, path)
+        raise
+    aside.unlink(missing_ok=True)
+    if cache is not None:
+        cache.invalidate(row.id)
+    return row
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -136,8 +136,14 @@ def _figure():
 
 
 def _save(fig, path: Path) -> None:
+    import io
+
+    from sctk.fsutil import atomic_write
+
     # No 'Software' or date chunks: the same inputs give the same bytes.
-    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    atomic_write(path, buffer.getvalue())
 
 
 def plot_calibration(path: Path, scores: dict[str, Any], title: str) -> None:
@@ -203,11 +209,12 @@ def write_report(
     title: str,
     x: Any = None,
     interval_at: IntervalAt | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write report.json, calibration.png and intervals.png into DIRECTORY; return the paths.
 
     X, one value per target (a 1-D input), orders the interval plot; without it the points
-    are sorted by prediction.
+    are sorted by prediction. EXTRA (JSON values) is added to report.json.
     """
     scores = evaluate(y, out, alpha, interval_at)
     y_flat, arrays = _unpack(y, out)
@@ -227,11 +234,14 @@ def write_report(
         "intervals": directory / "intervals.png",
     }
     document = {
+        **(extra or {}),
         "title": title,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **scores,
     }
-    paths["json"].write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    from sctk.fsutil import atomic_write
+
+    atomic_write(paths["json"], json.dumps(document, indent=2, sort_keys=True) + "\n")
     plot_calibration(paths["calibration"], scores, title)
     plot_intervals(paths["intervals"], y_flat, arrays, scores["alpha"], title, x_flat)
     return paths

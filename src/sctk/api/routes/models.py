@@ -18,6 +18,7 @@ router = APIRouter(tags=["models"])
 ModelId = Path(ge=1, le=2**31 - 1, description="Id of the model.")
 MAX_ROWS = 10_000
 MAX_COLUMNS = 1_000
+MAX_FIELDS = 256
 
 
 class ModelOut(BaseModel):
@@ -61,15 +62,27 @@ class PredictIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rows: list[dict[str, float | None]] | None = Field(
-        None, min_length=1, max_length=MAX_ROWS, description="Feature values, one object a row."
+        None,
+        min_length=1,
+        max_length=MAX_ROWS,
+        description="Tabular models: feature values, one object a row.",
+    )
+    fields: list[Any] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_FIELDS,
+        description="Field models: velocity fields as nested lists [B, C, H, W].",
     )
     dataset: str | None = Field(None, min_length=1, max_length=120, description="Or a dataset.")
     alpha: float = Field(0.1, description="Miscoverage in (0, 1): intervals cover 1 - alpha.")
 
     @model_validator(mode="after")
     def _one_source(self) -> PredictIn:
-        if (self.rows is None) == (self.dataset is None):
-            raise ValueError("give either 'rows' or 'dataset', not both and not neither")
+        given = [x is not None for x in (self.rows, self.fields, self.dataset)]
+        if sum(given) != 1:
+            raise ValueError(
+                "give exactly one of 'rows', 'fields' or 'dataset' (not both, not none)"
+            )
         if self.rows is not None and any(len(r) > MAX_COLUMNS for r in self.rows):
             raise ValueError(f"a row may have at most {MAX_COLUMNS} columns")
         return self
@@ -77,13 +90,17 @@ class PredictIn(BaseModel):
 
 class PredictOut(BaseModel):
     model: dict[str, Any]
+    kind: str = Field(
+        "tabular", description="'tabular' (one value a row) or 'field' ([B, C, H, W])."
+    )
     alpha: float
-    rows: int
-    mean: list[float]
-    lower: list[float]
-    upper: list[float]
-    sigma: list[float]
-    psi: list[float]
+    rows: int = Field(description="Rows, or fields of a field model.")
+    shape: list[int] | None = Field(None, description="Field models: [C, H, W] of a field.")
+    mean: list[Any]
+    lower: list[Any]
+    upper: list[Any]
+    sigma: list[Any]
+    psi: list[float] = Field(description="The confidence score, one per row or field.")
     cached: bool
 
 
@@ -131,13 +148,19 @@ def show_model(
 def delete_model(
     request: Request,
     session: SessionDep,
-    _user=require("models.train"),
+    user: Principal = require("models.train"),
     model_id: int = ModelId,
 ) -> dict[str, Any]:
     from sctk.uq import cache, registry
 
     settings = request.app.state.settings
-    return registry.delete(session, settings.home, model_id, cache=cache.get_cache(settings.cache))
+    return registry.delete(
+        session,
+        settings.home,
+        model_id,
+        cache=cache.get_cache(settings.cache),
+        actor=user.username,
+    )
 
 
 @router.post(
@@ -159,17 +182,27 @@ def predict(
     settings = request.app.state.settings
     check_alpha(body.alpha)
     row = registry.get(session, model_id)
+    c = cache.get_cache(settings.cache)
+    if body.fields is not None:
+        from sctk.uq import fields
+
+        X = fields.from_json(body.fields)
+        return registry.predict_fields(settings.home, row, X, body.alpha, c, "The fields")
     if body.dataset is not None:
         frame = store.read(settings.home, store.get(session, body.dataset))
         what = f"Dataset '{body.dataset}'"
-        if len(frame) > MAX_ROWS:
+        limit = MAX_FIELDS if row.kind == "field" else MAX_ROWS
+        if len(frame) > limit:
             raise SctkError(
-                f"{what} has {len(frame)} rows, more than the {MAX_ROWS} one request predicts; "
+                f"{what} has {len(frame)} rows, more than the {limit} one request predicts; "
                 "use 'sctk uq predict' or split it."
             )
     else:
+        if row.kind == "field":
+            raise SctkError(
+                f"Model {registry.label(row)} is a field model; send 'fields' (nested lists "
+                "[B, C, H, W]) or a 'dataset', not 'rows'."
+            )
         frame = pd.DataFrame.from_records(body.rows).astype("float64")
         what = "The rows"
-    return registry.predict(
-        settings.home, row, frame, body.alpha, cache=cache.get_cache(settings.cache), what=what
-    )
+    return registry.predict(settings.home, row, frame, body.alpha, cache=c, what=what)

@@ -1,0 +1,158 @@
+"""`sctk backup create`: one snapshot of the data directory in the repository.
+
+The database first (a consistent copy, see dbsnapshot), then the configuration, the keyring
+and the data directories. Rows committed after the copy may refer to files added later: they
+are simply not in this snapshot. Files written before a row commits are already on disk when
+the copy is taken, so every row in the snapshot finds its file. Any part failing leaves the
+writer without a commit: no snapshot, only orphan chunks that the next prune collects.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sctk.backup import catalog, dbsnapshot, manifest, runs
+from sctk.backup.location import local_path, open_repo, repo_url
+from sctk.config import Settings
+from sctk.errors import SctkError
+
+Progress = Callable[[int, int | None], None]  # (bytes done, bytes expected or None)
+
+
+def check_label(label: str) -> str:
+    if label not in manifest.LABELS:
+        raise SctkError(
+            f"Unknown backup label '{label[:40]}'; use one of {', '.join(manifest.LABELS)}."
+        )
+    return label
+
+
+def reason(exc: BaseException) -> str:
+    """One sentence for why a backup operation failed."""
+    if isinstance(exc, SctkError):
+        return exc.message
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return f"{exc.strerror or exc}{where}; check the path, its permissions and free space."
+    if isinstance(exc, KeyboardInterrupt):
+        return "Interrupted before the snapshot was committed; no snapshot was written."
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if not os.path.islink(os.path.join(dirpath, name)):
+                total += st.st_size
+    return total
+
+
+def _excluder(home: Path, repository: str, top: str) -> Callable[[str], bool] | None:
+    """Skip a repository that lives inside a backed-up directory (it would back itself up)."""
+    path = local_path(repository)
+    if path is None:
+        return None
+    try:
+        inside = path.resolve().relative_to((home / top).resolve())
+    except ValueError:
+        return None
+    prefix = inside.as_posix()
+
+    def exclude(rel: str) -> bool:
+        rel = rel.removeprefix(f"{top}/")
+        return rel == prefix or rel.startswith(prefix + "/")
+
+    return exclude
+
+
+def take(settings: Settings, repo: Any, label: str, progress: Progress | None = None) -> Any:
+    """Write one snapshot of SETTINGS' data directory into REPO; its SnapshotInfo."""
+    home = settings.home
+    dirs = [d for d in (manifest.KEYS_DIR, *manifest.DATA_DIRS) if (home / d).is_dir()]
+    config_file = home / manifest.CONFIG_FILE
+    expected = {"files": sum(_tree_size(home / d) for d in dirs), "db": 0}
+    if config_file.is_file():
+        expected["files"] += config_file.stat().st_size
+
+    def total() -> int:
+        return expected["files"] + expected["db"]
+
+    def on_bytes(done: int) -> None:
+        if progress is not None:
+            progress(done, total())
+
+    def on_db_size(size: int) -> None:
+        expected["db"] = size
+
+    with repo.writer(progress=on_bytes if progress is not None else None) as writer:
+        db = dbsnapshot.add_database(settings, writer, on_db_size)
+        paths = [db.path]
+        if config_file.is_file():
+            paths.append(writer.add_file(manifest.CONFIG_FILE, config_file).path)
+        for top in dirs:
+            entries = writer.add_tree(
+                home / top, prefix=f"{top}/", exclude=_excluder(home, repo.url, top)
+            )
+            paths += [e.path for e in entries]
+        meta = manifest.build(
+            backend=db.backend,
+            schema_revision=db.schema_revision,
+            tables=db.tables,
+            label=label,
+            files=manifest.count_parts(paths),
+        )
+        return writer.commit(label, meta, host=manifest.host_name())
+
+
+def create_backup(
+    settings: Settings,
+    label: str = "manual",
+    *,
+    actor: str = "system",
+    progress: Progress | None = None,
+    url: str | None = None,
+) -> dict[str, Any]:
+    """Take a snapshot, record the run (audit, bus, catalog cache); the snapshot as a dict.
+
+    Raises SctkError with the reason when any part fails; the failure is recorded first.
+    """
+    check_label(label)
+    url = url or repo_url(settings)
+    run = runs.start(settings, "create", actor, url)
+    repo = None
+    try:
+        repo = open_repo(settings, url)
+        info = take(settings, repo, label, progress)
+    except BaseException as exc:
+        why = reason(exc)
+        runs.finish(run, False, why, details={"label": label}, repo=repo)
+        if isinstance(exc, SctkError | OSError):
+            raise SctkError(why) from None
+        raise
+    summary = (
+        f"Snapshot {info.id[:8]} ({label}): {info.files} files, {info.size} bytes, "
+        f"{info.added_bytes} bytes added."
+    )
+    runs.finish(
+        run,
+        True,
+        summary,
+        snapshot_id=info.id,
+        details={
+            "label": label,
+            "files": info.files,
+            "size": info.size,
+            "added_bytes": info.added_bytes,
+            "tables": info.manifest.get("tables", {}),
+        },
+        repo=repo,
+    )
+    return catalog.snapshot_dict(info)

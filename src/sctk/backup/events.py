@@ -1,0 +1,29 @@
+"""Backup outcomes on the message bus: `backup.succeeded` and `backup.failed`.
+
+Published once the run's record (and its audit entry) has committed, never before: a
+subscriber (the notifier) that hears of a run can read it, and a rolled-back record is
+never announced. Payload: {"operation": create|verify|prune|copy|restore, "run_id",
+"snapshot_id", "repository", "reason" (failures), "message", "seconds"}.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sctk.config import Settings
+
+log = logging.getLogger(__name__)
+
+SUCCEEDED = "backup.succeeded"
+FAILED = "backup.failed"
+
+
+def publish(settings: Settings, succeeded: bool, payload: dict[str, Any]) -> None:
+    """Publish one outcome on this process's bus for SETTINGS' database."""
+    try:
+        from sctk.bus import get_bus
+
+        get_bus(settings).publish(SUCCEEDED if succeeded else FAILED, payload)
+    except Exception:  # noqa: BLE001 - the run and its audit entry are stored; readable there
+        log.error("publishing a backup event on the bus failed", exc_info=True)

@@ -1,0 +1,88 @@
+"""Job kinds `backup.create` and `backup.verify`, queued by the API (POST /api/v1/backups).
+
+Parameters: backup.create {"label": "manual", "owner": "ada"};
+backup.verify {"snapshot": "<id or prefix>", "read_data": false, "owner": "ada"}.
+The passphrase comes from the worker's own environment or backup.passphrase_file: it never
+travels in job parameters (they are stored in the database and shown by `sctk jobs show`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sctk.errors import SctkError
+from sctk.jobs.kinds import JobContext, job_kind
+
+CREATE = "backup.create"
+VERIFY = "backup.verify"
+PERMISSION = "backups.manage"
+
+
+def _settings(ctx: JobContext):
+    from sctk import config
+
+    return config.load(Path(ctx.home)).settings
+
+
+def _owner(params: dict[str, Any]) -> str:
+    return f"job:{str(params.get('owner') or 'system')}"[:64]
+
+
+def create_params(label: str = "manual", owner: str | None = None) -> dict[str, Any]:
+    from sctk.backup.create import check_label
+
+    params: dict[str, Any] = {"label": check_label(label)}
+    if owner:
+        params["owner"] = owner
+    return params
+
+
+def verify_params(snapshot: str, read_data: bool = False, owner: str | None = None):
+    from sctk.backup.catalog import check_ref
+
+    params: dict[str, Any] = {"snapshot": check_ref(snapshot), "read_data": bool(read_data)}
+    if owner:
+        params["owner"] = owner
+    return params
+
+
+@job_kind(CREATE, "Back up the data directory into the backup repository.", PERMISSION)
+def backup_create(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    from sctk.backup.create import create_backup
+
+    unknown = sorted(set(params) - {"label", "owner"})
+    if unknown:
+        raise SctkError(f"backup.create does not know the parameter(s) {', '.join(unknown)}.")
+
+    def progress(done: int, total: int | None) -> None:
+        if total:
+            ctx.progress(min(0.99, done / total), f"{done} of {total} bytes")
+
+    snapshot = create_backup(
+        _settings(ctx),
+        str(params.get("label") or "manual"),
+        actor=_owner(params),
+        progress=progress,
+    )
+    ctx.log(f"snapshot {snapshot['id']} written")
+    return {"snapshot": {k: v for k, v in snapshot.items() if k != "manifest"}}
+
+
+@job_kind(VERIFY, "Verify a snapshot of the backup repository.", PERMISSION)
+def backup_verify(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    from sctk.backup.verify import verify_backup
+
+    unknown = sorted(set(params) - {"snapshot", "read_data", "owner"})
+    if unknown:
+        raise SctkError(f"backup.verify does not know the parameter(s) {', '.join(unknown)}.")
+    result = verify_backup(
+        _settings(ctx),
+        str(params.get("snapshot") or "latest"),
+        read_data=bool(params.get("read_data")),
+        actor=_owner(params),
+    )
+    ctx.log(result["message"])
+    if not result["ok"]:
+        raise SctkError(result["message"])
+    return result

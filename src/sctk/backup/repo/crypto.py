@@ -1,0 +1,116 @@
+"""Keys and sealing: the passphrase wraps a random master key; sub-keys come from the master.
+
+The master key is 32 random bytes, stored only wrapped (AES-256-GCM) by a key derived from the
+passphrase with scrypt. From the master key come, by HMAC-SHA256 with distinct labels, the
+data key (AES-256-GCM for chunks, index, snapshots), the chunk-id key (chunk ids are a keyed
+hash, so ids reveal nothing about content to someone without the key) and the chunker seed
+(so chunk boundaries do not fingerprint known files).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from sctk.backup.repo.errors import RepoError
+
+NONCE = 12
+TAG = 16
+OVERHEAD = NONCE + TAG
+
+# scrypt cost (Percival's interactive setting: ~50 ms and 16 MiB on an idle core): slow enough
+# to make guessing costly, cheap enough that a one-file restore stays well under half a second.
+# Recorded per repository in its config, so it can be raised without breaking old ones.
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"))
+
+
+def derive_wrapping_key(passphrase: str, kdf: dict) -> bytes:
+    """The key-encryption key for PASSPHRASE under the repository's KDF parameters."""
+    if kdf.get("name") != "scrypt":
+        raise RepoError(f"The repository uses an unknown key derivation {kdf.get('name')!r}.")
+    n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
+    return hashlib.scrypt(
+        passphrase.encode("utf-8"),
+        salt=unb64(kdf["salt"]),
+        n=n,
+        r=r,
+        p=p,
+        maxmem=2 * 128 * r * n + (1 << 20),
+        dklen=32,
+    )
+
+
+def new_kdf() -> dict:
+    return {
+        "name": "scrypt",
+        "n": SCRYPT_N,
+        "r": SCRYPT_R,
+        "p": SCRYPT_P,
+        "salt": b64(os.urandom(16)),
+    }
+
+
+def wrap_master(master: bytes, passphrase: str, kdf: dict, repo_id: str) -> str:
+    kek = derive_wrapping_key(passphrase, kdf)
+    nonce = os.urandom(NONCE)
+    return b64(nonce + AESGCM(kek).encrypt(nonce, master, b"sctk-master-key:" + repo_id.encode()))
+
+
+def unwrap_master(wrapped: str, passphrase: str, kdf: dict, repo_id: str, url: str) -> bytes:
+    kek = derive_wrapping_key(passphrase, kdf)
+    raw = unb64(wrapped)
+    try:
+        return AESGCM(kek).decrypt(raw[:NONCE], raw[NONCE:], b"sctk-master-key:" + repo_id.encode())
+    except InvalidTag:
+        raise RepoError(
+            f"Wrong passphrase for repository {url}; check SCTK_BACKUP_PASSPHRASE "
+            "or the passphrase file."
+        ) from None
+
+
+class Keys:
+    """The sub-keys of one repository and the operations that use them."""
+
+    def __init__(self, master: bytes):
+        self.master = master
+        self.data_key = hmac.digest(master, b"sctk-backup data key", "sha256")
+        self.id_key = hmac.digest(master, b"sctk-backup chunk id key", "sha256")
+        seed = hmac.digest(master, b"sctk-backup chunker seed", "sha256")
+        # pyfastcdc XORs the seed into its gear table; any non-zero 63-bit value works.
+        self.chunker_seed = (int.from_bytes(seed[:8], "little") & ((1 << 63) - 1)) or 1
+        self.aead = AESGCM(self.data_key)
+
+    @classmethod
+    def generate(cls) -> Keys:
+        return cls(secrets.token_bytes(32))
+
+    def chunk_id(self, data) -> str:
+        """The keyed hash naming a chunk (HMAC-SHA256: OpenSSL's SHA-256 is the fastest keyed
+        hash available here, about twice keyed BLAKE2b)."""
+        return hmac.digest(self.id_key, data, "sha256").hex()
+
+    def seal(self, data, aad: bytes) -> bytes:
+        """nonce || AES-256-GCM(data) with AAD binding the ciphertext to its role/name."""
+        nonce = os.urandom(NONCE)
+        return nonce + self.aead.encrypt(nonce, data, aad)
+
+    def open(self, blob, aad: bytes) -> bytes:
+        """Authenticate and decrypt a sealed blob; InvalidTag if it was altered."""
+        view = memoryview(blob)
+        return self.aead.decrypt(view[:NONCE], view[NONCE:], aad)

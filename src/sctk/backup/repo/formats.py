@@ -1,0 +1,74 @@
+"""The on-disk formats: sealed JSON files, pack headers, index files, repository layout.
+
+Layout (names relative to the repository root):
+    config                   plaintext JSON: id, version, chunker, KDF parameters, wrapped key
+    data/<xx>/<sha256>       packs: sealed chunks back to back, then a sealed header, then the
+                             header length (4 bytes, little endian)
+    index/<sha256>           sealed JSON: pack -> [(chunk id, offset, length, raw length, flags)]
+    snapshots/<sha256>       sealed JSON: time, label, host, manifest, files
+    verified/<sha256>        sealed JSON: snapshot id, time, report of a verification
+    locks/<random>           plaintext JSON: pid, host, time, exclusive
+Every file except config and locks is named by the SHA-256 of its bytes, so a copy can be
+checked against its name and a file is never rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+
+from sctk.backup.repo.crypto import Keys
+from sctk.backup.repo.errors import RepoError
+
+FORMAT = "sctk-backup-repository"
+VERSION = 1
+FLAG_ZSTD = 1
+
+AAD_SNAPSHOT = b"sctk-snapshot"
+AAD_INDEX = b"sctk-index"
+AAD_VERIFIED = b"sctk-verified"
+AAD_PACK_HEADER = b"sctk-pack-header"
+
+
+def pack_name(pack_id: str) -> str:
+    return f"data/{pack_id[:2]}/{pack_id}"
+
+
+def content_id(data) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def seal_json(keys: Keys, obj, aad: bytes) -> bytes:
+    raw = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return keys.seal(zstandard.ZstdCompressor(level=3).compress(raw), aad)
+
+
+def open_json(keys: Keys, blob: bytes, aad: bytes, what: str):
+    """Decrypt and parse a sealed JSON file; RepoError naming WHAT if it was altered."""
+    try:
+        raw = keys.open(blob, aad)
+        return json.loads(zstandard.ZstdDecompressor().decompress(raw))
+    except (InvalidTag, zstandard.ZstdError, ValueError, IndexError):
+        raise RepoError(f"The {what} is damaged (it fails authentication).") from None
+
+
+def encode_pack_tail(keys: Keys, entries: list[list]) -> bytes:
+    """The sealed header listing a pack's chunks, followed by its length."""
+    header = seal_json(keys, entries, AAD_PACK_HEADER)
+    return header + struct.pack("<I", len(header))
+
+
+def decode_pack_header(keys: Keys, data: bytes, name: str) -> tuple[list[list], int]:
+    """Parse the tail of a whole pack (or of its last bytes): (entries, header start offset)."""
+    if len(data) < 4:
+        raise RepoError(f"Pack {name} is truncated (no header).")
+    (hlen,) = struct.unpack("<I", data[-4:])
+    if hlen + 4 > len(data):
+        raise RepoError(f"Pack {name} is truncated (its header is cut off).")
+    header = data[-4 - hlen : -4]
+    entries = open_json(keys, header, AAD_PACK_HEADER, f"header of pack {name}")
+    return entries, len(data) - 4 - hlen

@@ -1,0 +1,97 @@
+"""The chunk index: which pack holds each chunk, loaded from every index file at open."""
+
+from __future__ import annotations
+
+import threading
+
+from sctk.backup.repo.crypto import Keys
+from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.formats import AAD_INDEX, content_id, open_json, seal_json
+
+# One index file holds at most this many chunks, so a huge repository is not one huge file.
+ENTRIES_PER_FILE = 50_000
+
+
+class Index:
+    """chunk id -> location, plus per-pack chunk lists and sizes (what prune and check need)."""
+
+    def __init__(self):
+        self.entries: dict[str, tuple] = {}
+        self.pack_sizes: dict[str, int] = {}
+        self.pack_blobs: dict[str, list[tuple]] = {}
+        self.files: list[str] = []
+        self.errors: list[str] = []
+        self.unsound: set[str] = set()  # packs missing or of the wrong size when loaded
+        self.lock = threading.Lock()
+
+    def add_pack(self, pack_id: str, size: int, blobs: list) -> None:
+        """Record a pack and its chunks; the first location seen for a chunk wins."""
+        with self.lock:
+            self.pack_sizes[pack_id] = size
+            rows = [tuple(b) for b in blobs]
+            self.pack_blobs[pack_id] = rows
+            for cid, off, length, raw, flags in rows:
+                if cid not in self.entries:
+                    self.entries[cid] = (pack_id, off, length, raw, flags)
+
+    def __contains__(self, cid: str) -> bool:
+        return cid in self.entries
+
+    def load(self, backend, keys: Keys) -> None:
+        """Read every index file; a damaged or unreadable one is noted, not fatal, so check()
+        can name it and a new backup can still run (it re-stores what the lost file listed).
+
+        Packs that are missing or have the wrong size are added last, so a chunk stored again
+        in a sound pack (by a backup after the loss) resolves to the sound copy."""
+        stored = backend.list("data")
+        later: list[tuple] = []
+        for name in sorted(backend.list("index")):
+            try:
+                blob = backend.read(name)
+            except FileNotFoundError:
+                continue
+            if content_id(blob) != name.rpartition("/")[2]:
+                self.errors.append(
+                    f"Index file {name} is damaged (its content does not match its name)."
+                )
+                continue
+            try:
+                doc = open_json(keys, blob, AAD_INDEX, f"index file {name}")
+            except RepoError as exc:
+                self.errors.append(str(exc))
+                continue
+            self.files.append(name)
+            for pack in doc["packs"]:
+                row = (pack["id"], pack["size"], pack["blobs"])
+                if stored.get(f"data/{pack['id'][:2]}/{pack['id']}") != pack["size"]:
+                    later.append(row)
+                else:
+                    self.add_pack(*row)
+        for row in later:
+            self.add_pack(*row)
+        self.unsound = {row[0] for row in later}
+
+
+def write_index(backend, keys: Keys, packs: dict[str, tuple[int, list]]) -> list[str]:
+    """Write PACKS (pack id -> (size, blobs)) as one or more index files; their names."""
+    names = []
+    batch: list[dict] = []
+    count = 0
+
+    def flush():
+        nonlocal batch, count
+        if not batch:
+            return
+        blob = seal_json(keys, {"packs": batch}, AAD_INDEX)
+        name = f"index/{content_id(blob)}"
+        backend.write(name, blob)
+        names.append(name)
+        batch, count = [], 0
+
+    for pack_id, (size, blobs) in packs.items():
+        batch.append({"id": pack_id, "size": size, "blobs": [list(b) for b in blobs]})
+        count += len(blobs)
+        if count >= ENTRIES_PER_FILE:
+            flush()
+    flush()
+    return names

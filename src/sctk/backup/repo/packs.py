@@ -1,0 +1,168 @@
+"""Pack files: many sealed chunks in one file of ~16 MiB, written by a background thread."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import queue
+import struct
+import threading
+
+from sctk.backup.repo.crypto import Keys
+from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.formats import decode_pack_header, encode_pack_tail, pack_name
+
+PACK_SIZE = 16 * 1024 * 1024
+
+
+class PackWriter:
+    """Collects sealed chunks into packs of ~16 MiB; one background thread finishes them.
+
+    On a local repository a pack is appended to a temporary file as chunks arrive (so packs
+    cost no memory); the background thread hashes it (SHA-256, its name), fsyncs and renames
+    it. On a remote one the pack is built in memory and uploaded by that thread. At most one
+    finished pack waits while another is being written, so memory stays bounded.
+    `on_written(pack_id, size, blobs)` runs in the background thread once a pack is durable.
+    """
+
+    def __init__(self, backend, keys: Keys, on_written, pack_size: int = PACK_SIZE):
+        self.backend = backend
+        self.keys = keys
+        self.on_written = on_written
+        self.pack_size = pack_size
+        self.local = bool(getattr(backend, "local", False))
+        self.buf = bytearray()
+        self.tmp: tuple[int, str] | None = None
+        self.size = 0
+        self.blobs: list[list] = []
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.stored_bytes = 0
+        self.thread = threading.Thread(target=self._run, name="sctk-pack-upload", daemon=True)
+        self.thread.start()
+
+    def _write(self, parts) -> None:
+        if self.local:
+            if self.tmp is None:
+                self.tmp = self.backend.create_temp("data")
+            try:
+                self.backend.append(*self.tmp, parts)
+            except BaseException as exc:
+                # The pack being filled is lost: drop it, and fail every later add at once
+                # (the snapshot cannot be committed any more).
+                self.backend.discard_temp(*self.tmp)
+                self.tmp, self.size, self.blobs = None, 0, []
+                self.error = exc
+                raise
+        else:
+            for part in parts:
+                self.buf += part
+        self.size += sum(len(p) for p in parts)
+
+    def add(self, cid: str, flags: int, raw_len: int, sealed_parts: tuple) -> None:
+        """Append one sealed chunk (given as parts, e.g. nonce and ciphertext)."""
+        if self.error is not None:
+            self._raise()
+        off = self.size
+        self._write(sealed_parts)
+        length = self.size - off
+        self.blobs.append([cid, off, length, raw_len, flags])
+        self.stored_bytes += length
+        if self.size >= self.pack_size:
+            self._finish_pack()
+
+    def _finish_pack(self) -> None:
+        if not self.blobs:
+            return
+        self._write([encode_pack_tail(self.keys, self.blobs)])
+        item = (self.tmp if self.local else self.buf, self.size, self.blobs)
+        self.buf, self.tmp, self.size, self.blobs = bytearray(), None, 0, []
+        while True:
+            if self.error is not None:
+                if self.local and item[0] is not None:
+                    self.backend.discard_temp(*item[0])
+                self._raise()
+            try:
+                self.queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            data, size, blobs = item
+            if self.error is not None:  # something failed: drop the rest
+                if self.local:
+                    self.backend.discard_temp(*data)
+                continue
+            try:
+                if self.local:
+                    pack_id = self._commit_local(*data, size)
+                else:
+                    pack_id = hashlib.sha256(data).hexdigest()
+                    self.backend.write(pack_name(pack_id), data)
+                self.on_written(pack_id, size, blobs)
+            except BaseException as exc:  # handed to the producing thread
+                self.error = exc
+
+    def _commit_local(self, fd: int, tmp: str, size: int) -> str:
+        """Hash a finished local pack (its name), then fsync and rename it; the temporary file
+        is closed and, on failure, removed, whatever happens."""
+        try:
+            sha = hashlib.sha256()
+            pos = 0
+            while pos < size:
+                piece = os.pread(fd, min(4 << 20, size - pos), pos)
+                if not piece:
+                    raise RepoError(f"Pack {tmp} shrank while it was written.")
+                sha.update(piece)
+                pos += len(piece)
+        except BaseException:
+            self.backend.discard_temp(fd, tmp)
+            raise
+        pack_id = sha.hexdigest()
+        try:
+            self.backend.commit_temp(fd, tmp, pack_name(pack_id))  # closes fd in every case
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return pack_id
+
+    def _raise(self):
+        err = self.error
+        if isinstance(err, RepoError):
+            raise err
+        raise RepoError(f"Writing a pack to repository {self.backend.url} failed: {err}.") from err
+
+    def flush(self) -> None:
+        """Write the pack being filled and wait until every pack is durable."""
+        self._finish_pack()
+        self.close()
+        if self.error is not None:
+            self._raise()
+
+    def close(self) -> None:
+        """Stop the background thread after the queued packs; drop a pack still being filled."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        if self.tmp is not None:
+            self.backend.discard_temp(*self.tmp)
+            self.tmp = None
+
+
+def read_pack_header(backend, keys: Keys, name: str, size: int) -> tuple[list[list], int]:
+    """A pack's chunk list read from its tail (two small reads): (entries, header offset)."""
+    if size < 4:
+        raise RepoError(f"Pack {name} is truncated (no header).")
+    (hlen,) = struct.unpack("<I", backend.read_range(name, size - 4, 4))
+    if hlen + 4 > size:
+        raise RepoError(f"Pack {name} is truncated (its header is cut off).")
+    tail = backend.read_range(name, size - 4 - hlen, hlen + 4)
+    entries, _ = decode_pack_header(keys, tail, name)
+    return entries, size - 4 - hlen

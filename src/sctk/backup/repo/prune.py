@@ -1,0 +1,164 @@
+"""Pruning: forget snapshots by policy, then collect chunks no snapshot references.
+
+Order matters so that a crash at any point leaves a valid repository:
+  1. snapshot files of forgotten snapshots are deleted (their chunks become garbage);
+  2. packs that are mostly garbage (> 50%) have their live chunks copied into new packs;
+  3. a new index describing every kept and new pack is written;
+  4. the old index files are deleted;
+  5. only then are garbage packs, repacked packs and orphan packs deleted.
+A crash before 4 leaves duplicate index entries (harmless); between 4 and 5, packs no index
+lists (orphans, removed by the next prune).
+"""
+
+from __future__ import annotations
+
+from sctk.backup.repo.check import blocking_problems
+from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.formats import decode_pack_header, pack_name
+from sctk.backup.repo.index import write_index
+from sctk.backup.repo.models import PrunePolicy, PruneReport
+from sctk.backup.repo.packs import PackWriter, read_pack_header
+from sctk.backup.repo.repository import ChunkError
+
+REPACK_GARBAGE_RATIO = 0.5
+
+
+def prune(repo, policy: PrunePolicy | None, dry_run: bool = False) -> PruneReport:
+    with repo.lock(exclusive=True):
+        repo._refresh_index()
+        problems = blocking_problems(repo)
+        if problems:
+            raise RepoError(
+                f"Repository {repo.url} is damaged ({len(problems)} problem(s), first: "
+                f"{problems[0].rstrip('.')}); prune refuses to run: repair the index or "
+                "forget the damaged snapshots first."
+            )
+        snaps = repo.snapshots()
+        if policy is None:
+            kept = [(s, "no policy") for s in snaps]
+            removed = []
+        else:
+            kept, removed = repo.plan_retention(policy)
+        removed_ids = {s.id for s in removed}
+        referenced: set[str] = set()
+        for s in snaps:
+            if s.id not in removed_ids:
+                for f in repo._snapshot_doc(s.id)["files"]:
+                    referenced.update(f["chunks"])
+
+        index = repo.index
+        delete, repack, keep = [], [], []
+        for pack, blobs in index.pack_blobs.items():
+            live = [
+                b for b in blobs if b[0] in referenced and index.entries[b[0]][:2] == (pack, b[1])
+            ]
+            live_bytes = sum(b[2] for b in live)
+            total = sum(b[2] for b in blobs) or 1
+            if not live:
+                delete.append(pack)
+            elif 1 - live_bytes / total > REPACK_GARBAGE_RATIO:
+                repack.append((pack, live))
+            else:
+                keep.append(pack)
+        stored = repo.backend.list("data")
+        orphans = [n for n in stored if n.rpartition("/")[2] not in index.pack_sizes]
+        freed = sum(index.pack_sizes[p] for p in delete) + sum(stored[n] for n in orphans)
+        freed += sum(index.pack_sizes[p] - sum(b[2] for b in live) for p, live in repack)
+
+        result = PruneReport(
+            removed_snapshots=[s.id for s in removed],
+            kept=[(s.id, why) for s, why in kept],
+            deleted_packs=len(delete) + len(orphans),
+            repacked_packs=len(repack),
+            freed_bytes=freed,
+            dry_run=dry_run,
+        )
+        if dry_run:
+            return result
+
+        # 1. forget
+        if removed:
+            repo.forget([s.id for s in removed])
+        # 2. repack live chunks of mostly-garbage packs (sealed bytes copied as they are,
+        #    after authenticating them, so damage is never copied forward)
+        new_packs: dict[str, tuple[int, list]] = {}
+
+        def written(pack_id: str, size: int, blobs: list) -> None:
+            new_packs[pack_id] = (size, blobs)
+
+        if repack:
+            writer = PackWriter(repo.backend, repo.keys, written)
+            try:
+                for pack, live in repack:
+                    data = memoryview(repo.backend.read(pack_name(pack)))
+                    for cid, off, length, raw, flags in live:
+                        blob = data[off : off + length]
+                        try:
+                            repo._open_chunk(cid, pack, blob, raw, flags)
+                        except ChunkError as exc:
+                            raise RepoError(
+                                f"Prune stopped: {exc.reason}; nothing was deleted."
+                            ) from None
+                        writer.add(cid, flags, raw, (blob,))
+                writer.flush()
+            finally:
+                writer.close()
+            new_size = sum(size for size, _ in new_packs.values())
+            result.freed_bytes = (
+                freed - new_size + sum(sum(b[2] for b in live) for _, live in repack)
+            )
+        # 3. the new index: every kept pack plus the new ones
+        full = {p: (index.pack_sizes[p], index.pack_blobs[p]) for p in keep}
+        full.update(new_packs)
+        old_index = repo.backend.list("index")
+        new_names = set(write_index(repo.backend, repo.keys, full))
+        # 4. old index files
+        for name in old_index:
+            if name not in new_names:
+                repo.backend.delete(name)
+        # 5. packs nothing points to any more, and leftovers of interrupted writes
+        for pack in delete:
+            repo.backend.delete(pack_name(pack))
+        for pack, _ in repack:
+            repo.backend.delete(pack_name(pack))
+        for name in orphans:
+            repo.backend.delete(name)
+        for name in repo.backend.temporaries():
+            repo.backend.delete(name)
+        repo._index_files = frozenset()
+        repo._refresh_index()
+        return result
+
+
+def repair_index(repo, verify: bool = False) -> int:
+    """Rebuild the index from every pack's own header; old index files are replaced."""
+    with repo.lock(exclusive=True):
+        packs: dict[str, tuple[int, list]] = {}
+        for name, size in sorted(repo.backend.list("data").items()):
+            pack = name.rpartition("/")[2]
+            try:
+                if verify:
+                    data = repo.backend.read(name)
+                    entries, _ = decode_pack_header(repo.keys, data, name)
+                    view = memoryview(data)
+                    sound = []
+                    for cid, off, length, raw, flags in entries:
+                        try:
+                            repo._open_chunk(cid, pack, view[off : off + length], raw, flags)
+                        except ChunkError:
+                            continue  # left out: the next backup stores this chunk again
+                        sound.append([cid, off, length, raw, flags])
+                    entries = sound
+                else:
+                    entries, _ = read_pack_header(repo.backend, repo.keys, name, size)
+            except (RepoError, FileNotFoundError):
+                continue  # an unreadable pack: its chunks stay unindexed, check() names them
+            packs[pack] = (size, entries)
+        old = repo.backend.list("index")
+        new = set(write_index(repo.backend, repo.keys, packs))
+        for name in old:
+            if name not in new:
+                repo.backend.delete(name)
+        repo._index_files = frozenset()
+        repo._refresh_index()
+        return len(packs)

@@ -1,0 +1,470 @@
+"""The Repository: open/init, snapshots, reading chunks back, and the entry points of the
+engine (writer, restore, check, prune, copy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+
+from sctk.backup.repo import crypto
+from sctk.backup.repo.backend import open_backend
+from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.formats import (
+    AAD_SNAPSHOT,
+    AAD_VERIFIED,
+    FLAG_ZSTD,
+    FORMAT,
+    VERSION,
+    content_id,
+    open_json,
+    pack_name,
+    seal_json,
+)
+from sctk.backup.repo.index import Index
+from sctk.backup.repo.locks import LockManager
+from sctk.backup.repo.models import (
+    CheckReport,
+    CopyReport,
+    FileEntry,
+    PrunePolicy,
+    PruneReport,
+    RestoreStats,
+    SnapshotInfo,
+)
+
+if TYPE_CHECKING:
+    from sctk.backup.repo.writer import SnapshotWriter
+
+# Chunker parameters: pyfastcdc skips min_size before looking for a cut, so its real average
+# is about min + avg = 1 MiB, with 512 KiB minimum: restic's distribution. Chunks this large
+# keep the per-chunk Python overhead and the index small; scattered database page changes
+# still re-store about what restic re-stores.
+CHUNKER = {"min": 512 * 1024, "avg": 512 * 1024, "max": 4 * 1024 * 1024}
+READ_WINDOW = 16  # chunks being fetched/decrypted ahead of the consumer (~16 MiB)
+
+
+def worker_count() -> int:
+    """Threads for hashing/compressing/decrypting: a couple more than cores, so reading and
+    writing overlap with computing and a busy machine still gives us our share."""
+    return max(3, min(8, (os.cpu_count() or 2) + 2))
+
+
+class ChunkError(Exception):
+    """A stored chunk that cannot be read back (missing, truncated or failing authentication)."""
+
+    def __init__(self, cid: str, pack: str | None, reason: str):
+        super().__init__(reason)
+        self.cid = cid
+        self.pack = pack
+        self.reason = reason
+
+
+def _parse_time(text: str) -> datetime:
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+class Repository:
+    """A deduplicated, encrypted, verifiable backup repository on a path or fsspec URL."""
+
+    def __init__(self, backend, config: dict, keys: crypto.Keys):
+        self.backend = backend
+        self.url = backend.url
+        self.config = config
+        self.keys = keys
+        self.index = Index()
+        self._locks = LockManager(backend)
+        self._snapshot_cache: dict[str, dict] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._local = threading.local()
+        self._index_files: frozenset[str] = frozenset()
+
+    # -- init / open ---------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, url: str, passphrase: str) -> Repository:
+        """Create a new repository at URL; refuses an existing one or a non-empty directory."""
+        if not passphrase:
+            raise RepoError("The backup passphrase is empty; set a non-empty passphrase.")
+        backend = open_backend(url)
+        state = backend.probe()
+        if state == "present":
+            if backend.size("config") is not None:
+                raise RepoError(f"A repository already exists at {url}; open it instead.")
+            raise RepoError(
+                f"{url} is a non-empty directory that is not a backup repository; "
+                "choose an empty or new directory."
+            )
+        backend.mkdir_root()
+        repo_id = secrets.token_hex(16)
+        keys = crypto.Keys.generate()
+        kdf = crypto.new_kdf()
+        config = {
+            "format": FORMAT,
+            "version": VERSION,
+            "id": repo_id,
+            "created": datetime.now(UTC).isoformat(),
+            "chunker": dict(CHUNKER),
+            "chunk_id": "hmac-sha256",
+            "compression": "zstd",
+            "cipher": "aes-256-gcm",
+            "kdf": kdf,
+            "key": crypto.wrap_master(keys.master, passphrase, kdf, repo_id),
+        }
+        backend.write("config", json.dumps(config, indent=1).encode())
+        repo = cls(backend, config, keys)
+        return repo
+
+    @classmethod
+    def open(cls, url: str, passphrase: str) -> Repository:
+        """Open the repository at URL; RepoError if missing, uninitialised or wrong passphrase."""
+        backend = open_backend(url)
+        state = backend.probe()
+        if state == "missing":
+            raise RepoError(f"No backup repository at {url}; create it with `sctk backup init`.")
+        try:
+            raw = backend.read("config")
+        except FileNotFoundError:
+            raise RepoError(
+                f"{url} is not an initialised backup repository (no config file); "
+                "create it with `sctk backup init` or check the location."
+            ) from None
+        try:
+            config = json.loads(raw)
+            if config.get("format") != FORMAT:
+                raise ValueError
+        except (ValueError, AttributeError):
+            raise RepoError(
+                f"The config file of {url} is not a backup repository config."
+            ) from None
+        if config.get("version") != VERSION:
+            raise RepoError(
+                f"Repository {url} has format version {config.get('version')}; "
+                f"this sctk reads version {VERSION}."
+            )
+        master = crypto.unwrap_master(config["key"], passphrase, config["kdf"], config["id"], url)
+        repo = cls(backend, config, crypto.Keys(master))
+        repo._refresh_index()
+        return repo
+
+    def _refresh_index(self, force: bool = False) -> None:
+        """(Re)load the index when index files were added or removed by another process
+        (FORCE: also when packs may have been lost since)."""
+        names = frozenset(self.backend.list("index"))
+        if names == self._index_files and not force:
+            return
+        index = Index()
+        index.load(self.backend, self.keys)
+        self.index = index
+        self._index_files = names
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __repr__(self) -> str:
+        return f"Repository({self.url!r})"
+
+    # -- locks, writer -------------------------------------------------------------------------
+
+    def lock(self, exclusive: bool = True):
+        """A context manager holding the repository lock (re-entrant within this object)."""
+        return self._locks.lock(exclusive)
+
+    def writer(
+        self, progress: Callable[[int], None] | None = None, threads: int | None = None
+    ) -> SnapshotWriter:
+        """A context manager writing one snapshot (exclusive lock while it runs)."""
+        from sctk.backup.repo.writer import SnapshotWriter  # not needed to restore: lazy
+
+        return SnapshotWriter(self, progress=progress, threads=threads)
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def _snapshot_doc(self, snap_id: str) -> dict:
+        doc = self._snapshot_cache.get(snap_id)
+        if doc is None:
+            name = f"snapshots/{snap_id}"
+            try:
+                blob = self.backend.read(name)
+            except FileNotFoundError:
+                raise RepoError(f"Snapshot {snap_id[:12]} was removed from {self.url}.") from None
+            doc = open_json(self.keys, blob, AAD_SNAPSHOT, f"snapshot file {name}")
+            self._snapshot_cache[snap_id] = doc
+        return doc
+
+    def _info_from_doc(self, snap_id: str, doc: dict) -> SnapshotInfo:
+        return SnapshotInfo(
+            id=snap_id,
+            time=_parse_time(doc["time"]),
+            label=doc.get("label", ""),
+            host=doc.get("host", ""),
+            manifest=doc.get("manifest", {}),
+            files=len(doc["files"]),
+            size=int(doc.get("size", 0)),
+            added_bytes=int(doc.get("added_bytes", 0)),
+        )
+
+    def _snapshot_ids(self) -> list[str]:
+        return sorted(name.rpartition("/")[2] for name in self.backend.list("snapshots"))
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        """Every snapshot, oldest first, read from the repository alone."""
+        infos = [self._info_from_doc(i, self._snapshot_doc(i)) for i in self._snapshot_ids()]
+        return sorted(infos, key=lambda s: (s.time, s.id))
+
+    def find_snapshot(self, ref: str) -> SnapshotInfo:
+        """A snapshot by full id, unique prefix (>= 4 hex digits) or 'latest'."""
+        ref = (ref or "").strip().lower()
+        if ref == "latest":
+            snaps = self.snapshots()
+            if not snaps:
+                raise RepoError(f"Repository {self.url} has no snapshots yet; take a backup first.")
+            return snaps[-1]
+        if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref):
+            raise RepoError(
+                f"Snapshot id {ref!r} is not valid; "
+                "give at least 4 hex digits of an id, or 'latest'."
+            )
+        matches = [i for i in self._snapshot_ids() if i.startswith(ref)]
+        if not matches:
+            raise RepoError(
+                f"No snapshot {ref} in repository {self.url}; list the snapshots to find its id."
+            )
+        if len(matches) > 1:
+            raise RepoError(
+                f"Snapshot prefix {ref} matches {len(matches)} snapshots; give more digits."
+            )
+        return self._info_from_doc(matches[0], self._snapshot_doc(matches[0]))
+
+    def files(self, snapshot_id: str) -> list[FileEntry]:
+        """The files of a snapshot (id or prefix), sorted by path."""
+        info = self.find_snapshot(snapshot_id)
+        return [
+            FileEntry(
+                path=f["path"],
+                mode=f["mode"],
+                size=f["size"],
+                sha256=f["sha256"],
+                chunks=list(f["chunks"]),
+            )
+            for f in self._snapshot_doc(info.id)["files"]
+        ]
+
+    def _file(self, snapshot_id: str, path: str) -> tuple[SnapshotInfo, FileEntry]:
+        info = self.find_snapshot(snapshot_id)
+        path = path.strip().lstrip("/")
+        for f in self.files(info.id):
+            if f.path == path:
+                return info, f
+        raise RepoError(
+            f"{path} is not in snapshot {info.id[:12]}; list the snapshot's files to find the path."
+        )
+
+    # -- reading chunks ------------------------------------------------------------------------
+
+    def pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                n = worker_count()
+                self._pool = ThreadPoolExecutor(n, thread_name_prefix="sctk-restore")
+            return self._pool
+
+    def load_chunk(self, cid: str) -> bytes:
+        """The plaintext of a chunk, authenticated; ChunkError if it cannot be read back."""
+        loc = self.index.entries.get(cid)
+        if loc is None:
+            raise ChunkError(cid, None, f"chunk {cid[:12]} is in no index")
+        pack, off, length, raw_len, flags = loc
+        name = pack_name(pack)
+        try:
+            blob = self.backend.read_range(name, off, length)
+        except FileNotFoundError:
+            raise ChunkError(cid, pack, f"pack {name} is missing") from None
+        if len(blob) != length:
+            raise ChunkError(cid, pack, f"pack {name} is truncated")
+        return self._open_chunk(cid, pack, blob, raw_len, flags)
+
+    def _open_chunk(self, cid: str, pack: str, blob, raw_len: int, flags: int) -> bytes:
+        try:
+            plain = self.keys.open(blob, cid.encode())
+        except (InvalidTag, ValueError):
+            raise ChunkError(
+                cid,
+                pack,
+                f"pack {pack_name(pack)} is damaged (chunk {cid[:12]} fails authentication)",
+            ) from None
+        if flags & FLAG_ZSTD:
+            dctx = getattr(self._local, "dctx", None)
+            if dctx is None:
+                dctx = self._local.dctx = zstandard.ZstdDecompressor()
+            try:
+                plain = dctx.decompress(plain, max_output_size=raw_len)
+            except zstandard.ZstdError:
+                raise ChunkError(
+                    cid, pack, f"pack {pack_name(pack)} holds an undecodable chunk {cid[:12]}"
+                ) from None
+        if len(plain) != raw_len:
+            raise ChunkError(cid, pack, f"chunk {cid[:12]} in {pack_name(pack)} has a wrong size")
+        return plain
+
+    def _safe_load(self, cid: str):
+        try:
+            return self.load_chunk(cid)
+        except ChunkError as exc:
+            return exc
+        except RepoError as exc:
+            return ChunkError(cid, None, str(exc).rstrip("."))
+
+    def iter_chunks(self, cids: Iterable[str], window: int = READ_WINDOW) -> Iterator:
+        """Chunks' plaintexts (or ChunkError values) in order, fetched and decrypted ahead."""
+        pool = self.pool()
+        pending: deque = deque()
+        for cid in cids:
+            pending.append(pool.submit(self._safe_load, cid))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def read_file(self, snapshot_id: str, path: str) -> Iterator[bytes]:
+        """The bytes of one file of a snapshot, authenticated; its SHA-256 is checked at the end
+        (RepoError on damage or mismatch; RepoError at once if PATH is not in the snapshot)."""
+        info, entry = self._file(snapshot_id, path)
+        return self._read_entry(info, entry)
+
+    def _read_entry(self, info: SnapshotInfo, entry: FileEntry) -> Iterator[bytes]:
+        import hashlib
+
+        # Taken when reading starts, so a generator never iterated holds no lock.
+        self._locks.acquire(False)
+        try:
+            sha = hashlib.sha256()
+            for data in self.iter_chunks(entry.chunks):
+                if isinstance(data, ChunkError):
+                    raise RepoError(
+                        f"Cannot read {entry.path} from snapshot {info.id[:12]}: {data.reason}; "
+                        "nothing from the damaged data was restored."
+                    )
+                sha.update(data)
+                yield data
+            if sha.hexdigest() != entry.sha256:
+                raise RepoError(
+                    f"{entry.path} in snapshot {info.id[:12]} does not match its SHA-256; "
+                    "the repository is damaged."
+                )
+        finally:
+            self._locks.release()
+
+    def restore(
+        self,
+        snapshot_id: str,
+        target: Path,
+        include: Callable[[str], bool] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> RestoreStats:
+        """Write a snapshot's files under TARGET, verified; all or nothing (see restore.py)."""
+        from sctk.backup.repo.restore import restore
+
+        return restore(self, snapshot_id, Path(target), include, progress)
+
+    # -- verification markers ------------------------------------------------------------------
+
+    def mark_verified(self, snapshot_id: str, report: dict) -> None:
+        """Record that a snapshot was verified (a write-once marker file)."""
+        info = self.find_snapshot(snapshot_id)
+        doc = {"snapshot": info.id, "time": datetime.now(UTC).isoformat(), "report": report}
+        try:
+            blob = seal_json(self.keys, doc, AAD_VERIFIED)
+        except TypeError as exc:
+            raise RepoError(f"The verification report is not JSON data: {exc}.") from None
+        self.backend.write(f"verified/{content_id(blob)}", blob)
+
+    def _verified_files(self) -> dict[str, tuple[str, datetime]]:
+        out = {}
+        for name in self.backend.list("verified"):
+            try:
+                doc = open_json(self.keys, self.backend.read(name), AAD_VERIFIED, name)
+            except (RepoError, FileNotFoundError):
+                continue
+            out[name] = (doc["snapshot"], _parse_time(doc["time"]))
+        return out
+
+    def verified(self) -> dict[str, datetime]:
+        """Snapshot id -> last time it was verified."""
+        out: dict[str, datetime] = {}
+        for snap, when in self._verified_files().values():
+            if snap not in out or when > out[snap]:
+                out[snap] = when
+        return out
+
+    # -- forget, retention, prune, check, copy -------------------------------------------------
+
+    def forget(self, snapshot_ids: list[str]) -> None:
+        """Remove snapshots (their data goes at the next prune)."""
+        with self._locks.lock(True):
+            ids = [self.find_snapshot(s).id for s in snapshot_ids]
+            markers = self._verified_files()
+            for snap in ids:
+                self.backend.delete(f"snapshots/{snap}")
+                self._snapshot_cache.pop(snap, None)
+                for name, (marked, _) in markers.items():
+                    if marked == snap:
+                        self.backend.delete(name)
+
+    def newest_verified(self) -> str | None:
+        verified = self.verified()
+        snaps = [s for s in self.snapshots() if s.id in verified]
+        return snaps[-1].id if snaps else None
+
+    def plan_retention(
+        self, policy: PrunePolicy
+    ) -> tuple[list[tuple[SnapshotInfo, str]], list[SnapshotInfo]]:
+        """(kept with the reason, removed) under POLICY; the newest verified is always kept."""
+        from sctk.backup.repo.retention import plan
+
+        return plan(self.snapshots(), policy, self.newest_verified())
+
+    def prune(self, policy: PrunePolicy | None, dry_run: bool = False) -> PruneReport:
+        """Forget by POLICY, then collect unreferenced chunks (see prune.py)."""
+        from sctk.backup.repo.prune import prune
+
+        return prune(self, policy, dry_run)
+
+    def check(
+        self,
+        read_data: bool = False,
+        snapshot_id: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> CheckReport:
+        """Structure check, and with READ_DATA every chunk and file verified (see check.py)."""
+        from sctk.backup.repo.check import check
+
+        return check(self, read_data, snapshot_id, progress)
+
+    def repair_index(self, verify: bool = False) -> int:
+        """Rebuild the index from the pack headers (after an index file was lost or damaged);
+        with VERIFY, every chunk is authenticated and damaged ones are left out, so the next
+        backup stores them again. The number of packs indexed."""
+        from sctk.backup.repo.prune import repair_index
+
+        return repair_index(self, verify)
+
+    def copy_to(self, dest_url: str, progress: Callable[[int], None] | None = None) -> CopyReport:
+        """Mirror this repository's files into DEST_URL (see copy.py)."""
+        from sctk.backup.repo.copy import copy_to
+
+        return copy_to(self, dest_url, progress)

@@ -1,0 +1,405 @@
+"""Writing a snapshot: read -> cut (FastCDC) -> hash -> compress -> encrypt -> pack, pipelined.
+
+The calling thread reads files in large blocks, cuts them into chunks and computes each
+file's SHA-256; a small thread pool computes chunk ids, compresses (zstd) and encrypts
+(AES-256-GCM) — all of which release the GIL on large buffers; one more thread writes packs.
+A window bounded in bytes limits the chunks in flight, so memory stays bounded whatever the
+size of the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+import zstandard
+from pyfastcdc import FastCDC
+
+from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.formats import AAD_SNAPSHOT, FLAG_ZSTD, content_id, seal_json
+from sctk.backup.repo.index import write_index
+from sctk.backup.repo.models import FileEntry, SnapshotInfo
+from sctk.backup.repo.packs import PackWriter
+
+WINDOW_BYTES = 16 * 1024 * 1024
+ZSTD_LEVEL = 2
+
+
+def check_path(path: str) -> str:
+    """A snapshot path: relative, posix, without '..' or empty parts."""
+    p = PurePosixPath(path)
+    if not path or p.is_absolute() or any(part in ("", ".", "..") for part in path.split("/")):
+        raise RepoError(
+            f"Snapshot path {path!r} is not a plain relative path; "
+            "use forward slashes without '..' or a leading '/'."
+        )
+    return str(p)
+
+
+def _file_doc(e: FileEntry, st: list | None) -> dict:
+    doc = {"path": e.path, "mode": e.mode, "size": e.size, "sha256": e.sha256, "chunks": e.chunks}
+    if st is not None:
+        doc["st"] = st  # size, mtime_ns, ctime_ns, inode: lets the next backup skip the file
+    return doc
+
+
+class _IterReader:
+    """A readinto() view of an iterable of byte strings, for the stream chunker."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self.it = iter(chunks)
+        self.pending = memoryview(b"")
+
+    def readinto(self, buf) -> int:
+        while not self.pending:
+            try:
+                nxt = next(self.it)
+            except StopIteration:
+                return 0
+            self.pending = memoryview(nxt).cast("B")
+        n = min(len(buf), len(self.pending))
+        buf[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+
+class _File:
+    __slots__ = ("entry", "pending", "reading", "sha")
+
+    def __init__(self, path: str, mode: int):
+        self.entry = FileEntry(path=path, mode=mode, size=0, sha256="", chunks=[])
+        self.pending = 0
+        self.reading = True
+        self.sha = hashlib.sha256()
+
+
+class SnapshotWriter:
+    """Adds files to a new snapshot; leaving the `with` block without commit() leaves none."""
+
+    def __init__(
+        self, repo, progress: Callable[[int], None] | None = None, threads: int | None = None
+    ):
+        self.repo = repo
+        self.keys = repo.keys
+        self.progress = progress
+        from sctk.backup.repo.repository import worker_count
+
+        self.threads = threads or worker_count()
+        self.read_bytes = 0
+        self.skipped_files = 0  # unchanged since the parent snapshot, not read again
+        self.committed = False
+        self._entries: dict[str, FileEntry] = {}
+        self._stats: dict[str, list] = {}
+        self._parent: dict[str, dict] = {}
+        self._added: set[str] = set()
+        self._written: dict[str, tuple[int, list]] = {}
+        self._written_lock = threading.Lock()
+        self._pack_lock = threading.Lock()
+        self._inflight: deque = deque()
+        self._inflight_bytes = 0
+        self._local = threading.local()
+        cfg = repo.config["chunker"]
+        self._cdc = FastCDC(
+            cfg["avg"], min_size=cfg["min"], max_size=cfg["max"], seed=self.keys.chunker_seed
+        )
+        self._max_chunk = cfg["max"]
+        self._pool: ThreadPoolExecutor | None = None
+        self._packs: PackWriter | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> SnapshotWriter:
+        self.repo._locks.acquire(True)
+        try:
+            self.repo._refresh_index(force=True)
+            self._parent = self._parent_files()
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sctk-backup")
+            self._packs = PackWriter(self.repo.backend, self.keys, self._on_pack_written)
+        except BaseException:
+            self.repo._locks.release()
+            raise
+        return self
+
+    def _parent_files(self) -> dict[str, dict]:
+        """The files of the newest snapshot (the parent), by path, for skipping unchanged ones;
+        none when that snapshot cannot be read (everything is then read again)."""
+        try:
+            snaps = self.repo.snapshots()
+            if not snaps:
+                return {}
+            doc = self.repo._snapshot_doc(snaps[-1].id)
+        except RepoError:
+            return {}
+        return {f["path"]: f for f in doc["files"] if "st" in f}
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            if self._packs is not None:
+                self._packs.close()
+        finally:
+            self.repo._locks.release()
+
+    def _on_pack_written(self, pack_id: str, size: int, blobs: list) -> None:
+        with self._written_lock:
+            self._written[pack_id] = (size, blobs)
+
+    # -- the pipeline --------------------------------------------------------------------------
+
+    def _known(self, cid: str) -> bool:
+        """Stored already (in a sound pack) or by this writer: no need to store it again."""
+        if cid in self._added:
+            return True
+        loc = self.repo.index.entries.get(cid)
+        # A chunk whose pack was lost or truncated is stored again, so new backups are whole.
+        return loc is not None and loc[0] not in self.repo.index.unsound
+
+    def _process(self, data) -> str:
+        """Worker: chunk id, then (unless known) compress, encrypt and append to the pack.
+
+        Chunks go into packs in the order they finish: their order in a pack does not matter,
+        and appending here keeps the pack writes off the reading thread."""
+        cid = self.keys.chunk_id(data)
+        if self._known(cid):
+            return cid
+        cctx = getattr(self._local, "cctx", None)
+        if cctx is None:
+            cctx = self._local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        comp = cctx.compress(data)
+        n = len(data)
+        # Any saving counts (repository size); incompressible data is stored as it is.
+        if len(comp) < n:
+            payload, flags = comp, FLAG_ZSTD
+        else:
+            payload, flags = data, 0
+        nonce = os.urandom(12)
+        sealed = self.keys.aead.encrypt(nonce, payload, cid.encode())
+        with self._pack_lock:
+            if not self._known(cid):  # another worker may have stored the same chunk
+                assert self._packs is not None
+                self._packs.add(cid, flags, n, (nonce, sealed))
+                self._added.add(cid)
+        return cid
+
+    def _submit(self, data, f: _File) -> None:
+        assert self._pool is not None
+        n = len(data)
+        f.pending += 1
+        f.entry.size += n
+        self.read_bytes += n
+        self._inflight.append((self._pool.submit(self._process, data), f, n))
+        self._inflight_bytes += n
+        while self._inflight_bytes > WINDOW_BYTES and len(self._inflight) > 1:
+            self._drain_one()
+        if self.progress is not None:
+            self.progress(self.read_bytes)
+
+    def _drain_one(self) -> None:
+        fut, f, n = self._inflight.popleft()
+        self._inflight_bytes -= n
+        f.entry.chunks.append(fut.result())
+        f.pending -= 1
+
+    def _drain_until(self, f: _File) -> None:
+        while f.pending:
+            self._drain_one()
+
+    def _drain_all(self) -> None:
+        while self._inflight:
+            self._drain_one()
+
+    def _start(self, path: str, mode: int) -> _File:
+        if self._pool is None:
+            raise RepoError("Use the snapshot writer inside a `with repo.writer() as w:` block.")
+        if self.committed:
+            raise RepoError("This snapshot is already committed; start a new writer.")
+        path = check_path(path)
+        if path in self._entries:
+            raise RepoError(f"Snapshot path {path} was added twice; add each path once.")
+        f = _File(path, mode & 0o7777)
+        self._entries[path] = f.entry
+        return f
+
+    def _finish(self, f: _File) -> None:
+        f.entry.sha256 = f.sha.hexdigest()
+        f.reading = False
+
+    def _feed_file(self, source: Path, f: _File) -> None:
+        with open(source, "rb", buffering=0) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size <= self._max_chunk:
+                # Small file: one read, chunks are views of it (no copies).
+                data = fh.read()
+                while True:
+                    more = fh.read(1 << 20)
+                    if not more:
+                        break
+                    data += more
+                f.sha.update(data)
+                for c in self._cdc.cut_buf(data):
+                    self._submit(c.data, f)
+            else:
+                # The stream chunker reuses its buffer: each chunk is copied once.
+                for c in self._cdc.cut_stream(fh):
+                    piece = bytes(c.data)
+                    f.sha.update(piece)
+                    self._submit(piece, f)
+        self._finish(f)
+
+    def _queue_file(self, path: str, source: Path) -> _File | None:
+        try:
+            st = os.stat(source)
+        except FileNotFoundError:
+            raise RepoError(f"File {source} does not exist; check the path.") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise RepoError(f"{source} is not a regular file; only regular files are backed up.")
+        f = self._start(path, st.st_mode)
+        # Stat taken before reading: a change while we read shows as a new stat next time.
+        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        self._stats[f.entry.path] = key
+        prev = self._parent.get(f.entry.path)
+        if (
+            prev is not None
+            and prev.get("st") == key
+            and prev["mode"] == f.entry.mode
+            and all(self._known(c) for c in prev["chunks"])
+        ):
+            # Unchanged since the parent snapshot (same size, mtime, ctime and inode) and all
+            # its chunks still stored: reuse the entry without reading the file, as restic does.
+            f.entry.size, f.entry.sha256 = prev["size"], prev["sha256"]
+            f.entry.chunks = list(prev["chunks"])
+            f.reading = False
+            self.skipped_files += 1
+            self.read_bytes += f.entry.size
+            if self.progress is not None:
+                self.progress(self.read_bytes)
+            return f
+        try:
+            self._feed_file(source, f)
+        except FileNotFoundError:
+            raise RepoError(f"File {source} vanished while it was being backed up.") from None
+        except PermissionError:
+            raise RepoError(
+                f"Cannot read {source}: permission denied; "
+                "run the backup as a user who can read it."
+            ) from None
+        except IsADirectoryError:
+            raise RepoError(f"{source} is a directory; use add_tree for directories.") from None
+        return f
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def add_file(self, path: str, source: Path) -> FileEntry:
+        """Add the file SOURCE under the snapshot path PATH (streamed, bounded memory)."""
+        f = self._queue_file(path, Path(source))
+        assert f is not None
+        self._drain_until(f)
+        return f.entry
+
+    def add_stream(self, path: str, chunks: Iterable[bytes], mode: int = 0o600) -> FileEntry:
+        """Add a file whose bytes come from an iterable (e.g. a dump's stdout)."""
+        f = self._start(path, mode)
+        for c in self._cdc.cut_stream(_IterReader(chunks)):
+            piece = bytes(c.data)
+            f.sha.update(piece)
+            self._submit(piece, f)
+        self._finish(f)
+        self._drain_until(f)
+        return f.entry
+
+    def add_tree(
+        self,
+        root: Path,
+        prefix: str = "",
+        exclude: Callable[[str], bool] | None = None,
+    ) -> list[FileEntry]:
+        """Every regular file under ROOT as PREFIX + its relative posix path (symlinks and
+        special files skipped; EXCLUDE gets each directory and file path and may skip it)."""
+        root = Path(root)
+        if not root.is_dir():
+            raise RepoError(f"{root} is not a directory; give the directory to back up.")
+        files: list[_File] = []
+
+        def walk(dirpath: str, rel: str) -> None:
+            try:
+                items = sorted(os.scandir(dirpath), key=lambda e: e.name)
+            except FileNotFoundError:
+                return
+            except PermissionError:
+                raise RepoError(f"Cannot list {dirpath}: permission denied.") from None
+            for item in items:
+                sub = f"{rel}{item.name}"
+                snap_path = prefix + sub
+                if exclude is not None and exclude(snap_path):
+                    continue
+                if item.is_symlink():
+                    continue
+                if item.is_dir(follow_symlinks=False):
+                    walk(item.path, sub + "/")
+                elif item.is_file(follow_symlinks=False):
+                    try:
+                        f = self._queue_file(snap_path, Path(item.path))
+                    except RepoError as exc:
+                        if "vanished" in str(exc) or "does not exist" in str(exc):
+                            self._entries.pop(check_path(snap_path), None)
+                            continue  # deleted while we walked: not part of this snapshot
+                        raise
+                    if f is not None:
+                        files.append(f)
+
+        walk(str(root), "")
+        self._drain_all()
+        return [f.entry for f in files]
+
+    def commit(
+        self,
+        label: str,
+        manifest: dict,
+        host: str | None = None,
+        time: datetime | None = None,
+    ) -> SnapshotInfo:
+        """Make the snapshot durable: packs, then their index, then the snapshot file."""
+        if self._packs is None:
+            raise RepoError("Use the snapshot writer inside a `with repo.writer() as w:` block.")
+        if self.committed:
+            raise RepoError("This snapshot is already committed; start a new writer.")
+        import socket
+
+        self._drain_all()
+        self._packs.flush()
+        written = dict(self._written)
+        if written:
+            write_index(self.repo.backend, self.keys, written)
+        when = (time or datetime.now(UTC)).astimezone(UTC)
+        entries = sorted(self._entries.values(), key=lambda e: e.path)
+        added = sum(size for size, _ in written.values())
+        doc = {
+            "version": 1,
+            "time": when.isoformat(),
+            "label": label,
+            "host": host or socket.gethostname(),
+            "manifest": manifest,
+            "size": sum(e.size for e in entries),
+            "added_bytes": added,
+            "files": [_file_doc(e, self._stats.get(e.path)) for e in entries],
+        }
+        try:
+            blob = seal_json(self.keys, doc, AAD_SNAPSHOT)
+        except TypeError as exc:
+            raise RepoError(f"The snapshot manifest is not JSON data: {exc}.") from None
+        snap_id = content_id(blob)
+        self.repo.backend.write(f"snapshots/{snap_id}", blob)
+        for pack_id, (size, blobs) in written.items():
+            self.repo.index.add_pack(pack_id, size, blobs)
+        self.committed = True
+        info = self.repo._info_from_doc(snap_id, doc)
+        self.repo._snapshot_cache[snap_id] = doc
+        return info

@@ -1,0 +1,129 @@
+"""The restore test of `sctk backup verify --restore-test`: load a snapshot's database into a
+scratch database and compare what it holds with what the manifest says it should."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, inspect, text
+
+from sctk.backup import dbload
+from sctk.config import Settings
+from sctk.errors import SctkError
+from sctk.storage.engine import normalise_url
+
+
+def _sqlite_counts(path: Path) -> tuple[dict[str, int], str | None]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+        counts = {n: conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
+        revision = None
+        if "alembic_version" in counts:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            revision = row[0] if row else None
+        return counts, revision
+    finally:
+        conn.close()
+
+
+def table_counts(url: str) -> tuple[dict[str, int], str | None]:
+    """Every table's row count and the alembic revision of the database at URL."""
+    engine = create_engine(normalise_url(url))
+    try:
+        with engine.connect() as conn:
+            names = sorted(inspect(conn).get_table_names())
+            counts = {
+                n: conn.execute(text(f'SELECT count(*) FROM "{n}"')).scalar_one() for n in names
+            }
+            revision = None
+            if "alembic_version" in counts:
+                revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        return counts, revision
+    finally:
+        engine.dispose()
+
+
+def compare(
+    manifest: dict[str, Any], counts: dict[str, int], revision: str | None
+) -> tuple[dict[str, dict[str, int | None]], list[str]]:
+    """Per-table expected/actual counts and one sentence per disagreement."""
+    expected: dict[str, int] = dict(manifest.get("tables") or {})
+    tables: dict[str, dict[str, int | None]] = {}
+    mismatches: list[str] = []
+    for name in sorted(set(expected) | set(counts)):
+        want, have = expected.get(name), counts.get(name)
+        # the manifest may leave alembic's bookkeeping table out; its content is checked below
+        if want is None and name == "alembic_version":
+            continue
+        tables[name] = {"expected": want, "actual": have}
+        if want is None:
+            mismatches.append(f"table {name} is in the database but not in the manifest")
+        elif have is None:
+            mismatches.append(f"table {name} is in the manifest but not in the database")
+        elif want != have:
+            mismatches.append(f"table {name} has {have} rows, the manifest says {want}")
+    want_rev = manifest.get("schema_revision") or None
+    if want_rev != revision:
+        mismatches.append(
+            f"schema revision is {revision or 'none'}, the manifest says {want_rev or 'none'}"
+        )
+    return tables, mismatches
+
+
+def restore_test(settings: Settings, repo, snapshot_id: str) -> dict[str, Any]:
+    """Restore SNAPSHOT_ID's database into a scratch database (a temporary SQLite file, or a
+    PostgreSQL database created next to the configured one and dropped afterwards) and
+    compare every table's row count and the schema revision with the manifest."""
+    start = time.perf_counter()
+    info = repo.find_snapshot(snapshot_id)
+    manifest = info.manifest or {}
+    backend = manifest.get("backend") or ("sqlite" if settings.is_sqlite else "postgresql")
+    db_file = manifest.get("database_file") or (
+        "sctk.db" if backend == "sqlite" else "postgres.sql"
+    )
+    if backend == "sqlite":
+        scratch_parent = settings.home / "tmp" if (settings.home / "tmp").is_dir() else None
+        with tempfile.TemporaryDirectory(prefix="restore-test-", dir=scratch_parent) as tmp:
+            path = Path(tmp) / "sctk.db"
+            dbload.write_file(repo.read_file(info.id, db_file), path)
+            counts, revision = _sqlite_counts(path)
+    else:
+        if settings.is_sqlite:
+            raise SctkError(
+                "The snapshot holds a PostgreSQL database but this data directory uses SQLite; "
+                "run the restore test from a data directory configured with PostgreSQL."
+            )
+        scratch = dbload.scratch_url(settings.db_url)
+        dbload.create_database(scratch)
+        try:
+            dbload.load_postgres(scratch, repo.read_file(info.id, db_file), replace=True)
+            counts, revision = table_counts(scratch)
+        finally:
+            dbload.drop_database(scratch)
+    tables, mismatches = compare(manifest, counts, revision)
+    message = (
+        "; ".join(mismatches) + "."
+        if mismatches
+        else f"all {len(tables)} tables and the schema revision match the manifest."
+    )
+    return {
+        "ok": not mismatches,
+        "message": message,
+        "snapshot": info.id,
+        "backend": backend,
+        "schema_revision": revision,
+        "tables": tables,
+        "mismatches": mismatches,
+        "seconds": round(time.perf_counter() - start, 3),
+    }

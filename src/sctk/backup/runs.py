@@ -1,0 +1,233 @@
+"""The record of backup operations (`backup_runs`), each with its audit entry and bus event.
+
+Recording is best-effort where the database itself is the casualty: a backup run while the
+database is gone still fails with its own reason (and is logged), it does not fail for want
+of a place to write that reason down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sctk.backup import events
+from sctk.backup.location import display
+from sctk.config import Settings
+from sctk.storage.engine import first_line
+from sctk.storage.models import BackupRun
+
+log = logging.getLogger(__name__)
+
+KINDS = ("create", "verify", "prune", "copy", "restore")
+
+
+def database_present(settings: Settings) -> bool:
+    """False when the SQLite file is missing: opening it would create an empty one."""
+    if not settings.is_sqlite:
+        return True
+    from sctk.backup.dbsnapshot import sqlite_file
+
+    try:
+        return sqlite_file(settings).is_file()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@dataclass
+class Run:
+    """A run in progress: its row id (None when it could not be stored) and its clock."""
+
+    settings: Settings
+    kind: str
+    actor: str
+    repository: str
+    id: int | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+def _session(settings: Settings):
+    from sctk.storage.engine import make_engine, session_scope
+
+    class _Scope:
+        def __enter__(self) -> Session:
+            self.engine = make_engine(settings)
+            self.scope = session_scope(self.engine)
+            return self.scope.__enter__()
+
+        def __exit__(self, *exc: Any) -> bool | None:
+            try:
+                return self.scope.__exit__(*exc)
+            finally:
+                self.engine.dispose()
+
+    return _Scope()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def _close_orphans(session: Session) -> None:
+    """Runs left 'running' by a process of this host that has died (kill -9, power loss)
+    are closed as failed, so the record never shows a backup in progress forever."""
+    host = socket.gethostname()
+    for row in session.scalars(select(BackupRun).where(BackupRun.status == "running")):
+        pid = (row.details or {}).get("pid")
+        if (row.details or {}).get("host") != host or not isinstance(pid, int):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            row.status = "failed"
+            row.finished_at = datetime.now(UTC)
+            row.message = f"Interrupted: process {pid} ended before this {row.kind} run finished"
+            row.message += "; no snapshot was committed." if row.kind == "create" else "."
+
+
+def start(settings: Settings, kind: str, actor: str, repository: str) -> Run:
+    """Record that a KIND run began (status running)."""
+    run = Run(settings, kind, actor, display(repository))
+    if not database_present(settings):
+        return run
+    try:
+        with _session(settings) as session:
+            _close_orphans(session)
+            row = BackupRun(
+                kind=kind,
+                status="running",
+                started_at=datetime.now(UTC),
+                repository=run.repository[:1000],
+                actor=actor[:64],
+                message="",
+                details={"pid": os.getpid(), "host": socket.gethostname()},
+            )
+            session.add(row)
+            session.flush()
+            run.id = row.id
+    except Exception as exc:  # noqa: BLE001 - see the module docstring
+        log.debug("recording the start of a backup %s run failed", kind, exc_info=True)
+        log.warning("could not record the backup %s run: %s", kind, first_line(exc))
+    return run
+
+
+def finish(
+    run: Run,
+    ok: bool,
+    message: str,
+    *,
+    snapshot_id: str | None = None,
+    details: dict[str, Any] | None = None,
+    repo: Any = None,
+    audit_event: str | None = None,
+) -> dict[str, Any]:
+    """Close RUN: its row, an audit entry, the catalog cache (from REPO), then the bus event."""
+    from sctk.security import audit
+
+    seconds = round(time.monotonic() - run.started, 3)
+    details = dict(details or {})
+    payload: dict[str, Any] = {
+        "operation": run.kind,
+        "run_id": run.id,
+        "snapshot_id": snapshot_id,
+        "repository": run.repository,
+        "message": message,
+        "seconds": seconds,
+    }
+    if not ok:
+        payload["reason"] = message
+    if run.id is None and not database_present(run.settings):
+        log.log(logging.INFO if ok else logging.ERROR, "backup %s: %s", run.kind, message)
+        return payload
+    try:
+        with _session(run.settings) as session:
+            row = session.get(BackupRun, run.id) if run.id is not None else None
+            if row is None:
+                row = BackupRun(
+                    kind=run.kind,
+                    started_at=datetime.now(UTC),
+                    repository=run.repository[:1000],
+                    actor=run.actor[:64],
+                )
+                session.add(row)
+            row.status = "succeeded" if ok else "failed"
+            row.finished_at = datetime.now(UTC)
+            row.snapshot_id = snapshot_id
+            row.message = message
+            row.details = details
+            row.seconds = seconds
+            session.flush()
+            payload["run_id"] = row.id
+            audit.record(
+                session,
+                audit_event or f"backup.{run.kind}",
+                actor=run.actor,
+                target=snapshot_id or run.repository,
+                outcome="ok" if ok else "failed",
+                details={
+                    "run_id": row.id,
+                    "message": message[:500],
+                    "repository": run.repository,
+                    "seconds": seconds,
+                },
+            )
+            if repo is not None:
+                from sctk.backup import catalog
+
+                catalog.refresh(session, repo)
+    except Exception as exc:  # noqa: BLE001 - see the module docstring
+        log.debug("recording a backup %s run failed", run.kind, exc_info=True)
+        if run.id is not None:  # its start was recorded: the end failing is news
+            log.warning(
+                "could not record the end of the backup %s run: %s", run.kind, first_line(exc)
+            )
+        return payload
+    events.publish(run.settings, ok, payload)
+    return payload
+
+
+def last_runs(session: Session, limit: int = 20, kind: str | None = None) -> list[BackupRun]:
+    query = select(BackupRun).order_by(BackupRun.started_at.desc(), BackupRun.id.desc())
+    if kind is not None:
+        query = query.where(BackupRun.kind == kind)
+    return list(session.scalars(query.limit(limit)))
+
+
+def as_dict(row: BackupRun) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "status": row.status,
+        "started_at": row.started_at.isoformat() if row.started_at else None,
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "snapshot_id": row.snapshot_id,
+        "repository": row.repository,
+        "actor": row.actor,
+        "message": row.message,
+        "details": row.details,
+        "seconds": row.seconds,
+    }
+
+
+def audit_only(settings: Settings, event: str, actor: str, target: str, details: dict) -> None:
+    """An audit entry for an operation that has no run of its own (creating a repository)."""
+    from sctk.security import audit
+
+    if not database_present(settings):
+        return
+    try:
+        with _session(settings) as session:
+            audit.record(session, event, actor=actor, target=target, details=details)
+    except Exception as exc:  # noqa: BLE001 - see the module docstring
+        log.warning("could not audit %s: %s", event, first_line(exc))

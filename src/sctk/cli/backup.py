@@ -1,0 +1,267 @@
+"""`sctk backup init|create|list|verify|prune|copy`: the backup repository of a data directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+
+from sctk.cli.common import console, err_console, json_option, operator, print_json, settings, table
+from sctk.errors import SctkError
+
+app = typer.Typer(help="Encrypted, deduplicated, verifiable backups of the data directory.")
+
+REPO_OPTION = typer.Option(
+    None, "--repo", help="Repository path or URL (default: backup.repository, else <home>/backups)."
+)
+
+
+@app.callback(no_args_is_help=True)
+def _root() -> None:
+    """Encrypted, deduplicated, verifiable backups of the data directory."""
+
+
+@contextmanager
+def _byte_bar(title: str, enabled: bool) -> Iterator[Any]:
+    """A rich progress bar in bytes; yields update(done, total)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    )
+    # off a terminal (a pipe, a log file, cron) a bar is noise: leave stderr to errors
+    shown = enabled and err_console.is_terminal
+    with Progress(*columns, console=err_console, transient=True, disable=not shown) as bar:
+        task = bar.add_task(title, total=None)
+
+        def update(done: int, total: int | None = None) -> None:
+            if total:
+                bar.update(task, completed=done, total=max(total, done))
+            else:
+                bar.update(task, completed=done)
+
+        yield update
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return ""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)
+
+
+@app.command("init")
+def init(
+    ctx: typer.Context,
+    repo: str | None = typer.Argument(
+        None, help="Where to create it (default: backup.repository, else <home>/backups)."
+    ),
+    as_json: bool = json_option(),
+) -> None:
+    """Create an empty, encrypted repository (passphrase: SCTK_BACKUP_PASSPHRASE or
+    backup.passphrase_file)."""
+    from sctk.backup import runs
+    from sctk.backup.location import display, init_repo, repo_url
+
+    s = settings(ctx)
+    url = repo or repo_url(s)
+    created = init_repo(s, url)
+    runs.audit_only(s, "backup.init", operator(), display(created.url), {"repository": url})
+    if as_json:
+        print_json({"repository": display(created.url), "created": True})
+    else:
+        console.print(f"Created the backup repository at {display(created.url)}.", highlight=False)
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    label: str = typer.Option(
+        "manual", "--label", help="daily, weekly, monthly, pre-update or manual."
+    ),
+    as_json: bool = json_option(),
+) -> None:
+    """Back up the database (a consistent copy, while the service runs), the configuration,
+    the keyring and the data directories into the repository."""
+    from sctk.backup.create import check_label, create_backup
+    from sctk.storage.layout import require_data_dir
+
+    s = settings(ctx)
+    require_data_dir(s)
+    check_label(label)
+    with _byte_bar("backing up", enabled=not as_json) as update:
+        snap = create_backup(s, label, actor=operator(), progress=update)
+    if as_json:
+        print_json(snap)
+        return
+    console.print(
+        f"Snapshot {snap['short_id']} ({label}): {snap['files']} files, {_size(snap['size'])}, "
+        f"{_size(snap['added_bytes'])} new in the repository.",
+        highlight=False,
+    )
+
+
+@app.command("list")
+def list_cmd(ctx: typer.Context, repo: str | None = REPO_OPTION, as_json: bool = json_option()):
+    """The snapshots, read from the repository itself (works without the database)."""
+    from sctk.backup import catalog
+    from sctk.backup.location import open_repo
+
+    s = settings(ctx)
+    repository = open_repo(s, repo)
+    snaps = catalog.list_snapshots(repository)
+    if repo is None:  # the cache mirrors the configured repository only
+        problem = catalog.try_refresh(s, repository)
+        if problem and not as_json:
+            err_console.print(
+                f"Note: the database's copy of this list was not updated ({problem}).",
+                highlight=False,
+            )
+    if as_json:
+        print_json(snaps)
+        return
+    table(
+        f"snapshots in {repository.url}",
+        ["id", "time", "label", "host", "files", "size", "added", "verified"],
+        [
+            [
+                x["short_id"],
+                x["time"][:19].replace("T", " "),
+                x["label"],
+                x["host"],
+                x["files"],
+                _size(x["size"]),
+                _size(x["added_bytes"]),
+                (x["verified_at"] or "")[:19].replace("T", " "),
+            ]
+            for x in snaps
+        ],
+    )
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    snapshot: str | None = typer.Argument(
+        None, help="A snapshot id (or unique prefix); default: the whole repository."
+    ),
+    latest: bool = typer.Option(False, "--latest", help="Verify the newest snapshot."),
+    read_data: bool = typer.Option(
+        False, "--read-data", help="Decrypt and authenticate every chunk, check every file."
+    ),
+    restore_test: bool = typer.Option(
+        False, "--restore-test", help="Also load the database into a scratch database."
+    ),
+    repo: str | None = REPO_OPTION,
+    as_json: bool = json_option(),
+) -> None:
+    """Check the repository's structure (and with --read-data every byte); record the result."""
+    from sctk.backup.verify import verify_backup
+
+    if snapshot and latest:
+        raise SctkError("Give a snapshot id or --latest, not both.")
+    s = settings(ctx)
+    ref = "latest" if latest else snapshot
+    with _byte_bar("verifying", enabled=not as_json and read_data) as update:
+        result = verify_backup(
+            s,
+            ref,
+            read_data=read_data,
+            restore_test=restore_test,
+            actor=operator(),
+            progress=update,
+            url=repo,
+        )
+    if as_json:
+        print_json(result)
+    else:
+        console.print(result["message"], highlight=False)
+        for error in result["check"]["errors"][:20]:
+            err_console.print(f"  {error}", highlight=False)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command("prune")
+def prune(
+    ctx: typer.Context,
+    keep_last: int | None = typer.Option(None, "--keep-last", help="Keep the newest N."),
+    keep_daily: int | None = typer.Option(None, "--keep-daily", help="Keep one for N days."),
+    keep_weekly: int | None = typer.Option(None, "--keep-weekly", help="One for N weeks."),
+    keep_monthly: int | None = typer.Option(None, "--keep-monthly", help="One for N months."),
+    keep_within: float | None = typer.Option(
+        None, "--keep-within", help="Keep every snapshot younger than DAYS."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would go; change nothing."),
+    repo: str | None = REPO_OPTION,
+    as_json: bool = json_option(),
+) -> None:
+    """Forget snapshots outside the retention policy (defaults: backup.keep_*), then remove
+    the chunks no snapshot uses."""
+    from sctk.backup.prune import prune_backups
+
+    s = settings(ctx)
+    result = prune_backups(
+        s,
+        dry_run=dry_run,
+        actor=operator(),
+        url=repo,
+        keep_last=keep_last,
+        keep_daily=keep_daily,
+        keep_weekly=keep_weekly,
+        keep_monthly=keep_monthly,
+        keep_within_days=keep_within,
+    )
+    if as_json:
+        print_json(result)
+        return
+    rows = [
+        [x["id"][:8], (x["time"] or "")[:19].replace("T", " "), x["label"], "keep", x["reason"]]
+        for x in result["kept"]
+    ]
+    rows += [
+        [x["id"][:8], (x["time"] or "")[:19].replace("T", " "), x["label"], "remove", ""]
+        for x in result["removed"]
+    ]
+    table(
+        "retention" + (" (dry run)" if dry_run else ""), ["id", "time", "label", "", "reason"], rows
+    )
+    console.print(result["message"], highlight=False)
+
+
+@app.command("copy")
+def copy(
+    ctx: typer.Context,
+    to: str = typer.Option(..., "--to", help="Destination: a directory or sftp:// or s3:// URL."),
+    repo: str | None = REPO_OPTION,
+    as_json: bool = json_option(),
+) -> None:
+    """Copy what the destination lacks (verifying each file), then check the copy."""
+    from sctk.backup.copy import copy_backups
+
+    s = settings(ctx)
+    with _byte_bar("copying", enabled=not as_json) as update:
+        result = copy_backups(s, to, actor=operator(), progress=update, url=repo)
+    if as_json:
+        print_json(result)
+    else:
+        console.print(result["message"], highlight=False)
+    if not result["ok"]:
+        raise typer.Exit(1)

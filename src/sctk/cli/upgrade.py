@@ -1,0 +1,53 @@
+"""`sctk upgrade [--to REV]` with automatic rollback, and `sctk rollback [ID]`."""
+
+from __future__ import annotations
+
+import typer
+
+from sctk.cli.common import console, json_option, operator, print_json, settings
+
+
+def upgrade(
+    ctx: typer.Context,
+    to: str = typer.Option("head", "--to", help="Target revision (default: the newest)."),
+    yes: bool = typer.Option(False, "--yes", help="Confirm a major upgrade's checklist."),
+    as_json: bool = json_option(),
+) -> None:
+    """Back up, migrate, validate; on any failure restore the pre-update backup by itself."""
+    from sctk.ops import upgrade as up
+
+    def confirm(plan: up.UpgradePlan) -> bool:
+        if yes:
+            return True
+        console.print(
+            f"Revision(s) {', '.join(plan.major)} cannot be downgraded: this is a major "
+            "upgrade. The maintenance guide's checklist:"
+        )
+        for item in up.CHECKLIST:
+            console.print(f"  - {item}")
+        return typer.confirm("Have all of these been done?", default=False)
+
+    result = up.upgrade(settings(ctx), to, actor=operator(), confirm=confirm)
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        console.print(result.message, style=None if result.ok else "red", highlight=False)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def rollback(
+    ctx: typer.Context,
+    snapshot: str | None = typer.Argument(None, help="A pre-update snapshot (default: newest)."),
+    as_json: bool = json_option(),
+) -> None:
+    """Restore the state before the last upgrade (its pre-update backup)."""
+    from sctk.ops import upgrade as up
+
+    done = up.rollback(settings(ctx), snapshot, actor=operator())
+    if as_json:
+        print_json(done)
+    else:
+        console.print(
+            f"rolled back to pre-update snapshot {done['snapshot'][:8]} of {done['time']}",
+            highlight=False,
+        )

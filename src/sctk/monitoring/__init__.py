@@ -1,0 +1,1 @@
+"""Monitoring: metrics collection, anomaly detection, alerting, notifications, incidents."""

@@ -1,0 +1,697 @@
+"""Streaming anomaly detectors for one metric series each.
+
+Every detector has the same small interface: parameters in ``__init__``, ``update(t, x)``
+fed one sample at a time (t in epoch seconds) returning an :class:`Anomaly` or ``None``, and
+``reset()``. State is bounded: every window is a fixed-size deque, so a detector costs the
+same memory after a year as after an hour.
+
+Two detectors are provided:
+
+- ``three_sigma``: the maintenance guide's rule, |x - mean| > 3 sigma over the trailing
+  window, with no minimum duration and no cooldown. Kept for comparison and for whoever
+  wants it; on a busy machine it flags a noisy point every few minutes.
+- ``robust`` (the default): a detector meant to be trusted by the person it wakes. See
+  :class:`RobustDetector`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sctk.errors import ConfigError
+
+if TYPE_CHECKING:  # config imports this module lazily; avoid the cycle at import time
+    from sctk.config import AnomalySettings
+
+DEFAULT_DETECTOR = "robust"
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """One anomalous episode, reported once, at the sample that made it certain."""
+
+    start: float  # epoch seconds of the first sample of the episode
+    flagged: float  # epoch seconds of the sample at which it was reported
+    value: float  # the value that made the episode certain
+    score: float  # how far out it is, in robust standard deviations (or sigmas)
+    kind: str  # "spike", "level shift", "variance", "drift"
+    message: str  # one sentence for a person
+    metric: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, times as UTC ISO 8601."""
+        out = asdict(self)
+        for key in ("start", "flagged"):
+            out[key] = datetime.fromtimestamp(getattr(self, key), UTC).isoformat()
+        return out
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+class _SortedWindow:
+    """The last N values in arrival order and in sorted order (quantiles in O(1))."""
+
+    __slots__ = ("maxlen", "order", "sorted")
+
+    def __init__(self, maxlen: int):
+        self.maxlen = maxlen
+        self.order: deque[float] = deque()
+        self.sorted: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def add(self, x: float) -> None:
+        if len(self.order) == self.maxlen:
+            old = self.order.popleft()
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
+        self.order.append(x)
+        bisect.insort(self.sorted, x)
+
+    def clear(self) -> None:
+        self.order.clear()
+        self.sorted.clear()
+
+    def quantile(self, p: float) -> float:
+        s = self.sorted
+        pos = p * (len(s) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(s) - 1)
+        return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+class Detector:
+    """Base class: ``update(t, x) -> Anomaly | None`` and ``reset()``."""
+
+    name = ""
+    metric = ""
+
+    def update(self, t: float, x: float) -> Anomaly | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reset(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _anomaly(self, **fields: Any) -> Anomaly:
+        return Anomaly(metric=self.metric, **fields)
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(
+            f"Detector parameter '{name}' must be a whole number of at least {low}, "
+            f"got {value!r}; fix it in the [anomaly] settings."
+        )
+    return value
+
+
+def _check_float(name: str, value: Any, low: float, *, inclusive: bool = False) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = value >= low if inclusive else value > low
+    if not ok:
+        bound = f"at least {low}" if inclusive else f"greater than {low}"
+        raise ConfigError(
+            f"Detector parameter '{name}' must be a number {bound}, got {value!r}; "
+            "fix it in the [anomaly] settings."
+        )
+    return float(value)
+
+
+class ThreeSigma(Detector):
+    """The guide's rule: flag every sample with |x - mean| > k sigma of the trailing window.
+
+    No minimum duration and no cooldown, on purpose: this is the behaviour the guide
+    describes, kept so that it can be compared with (and chosen over) the default. On a
+    flat series the standard deviation is zero and every change is flagged.
+    """
+
+    name = "three_sigma"
+
+    def __init__(self, window: int = 60, sigmas: float = 3.0, min_points: int = 10):
+        self.window = _check_int("window", window, 2)
+        self.sigmas = _check_float("sigmas", sigmas, 0.0)
+        self.min_points = _check_int("min_points", min_points, 2)
+        if self.min_points > self.window:
+            raise ConfigError(
+                f"Detector parameter 'min_points' ({min_points}) cannot exceed 'window' "
+                f"({window}); lower min_points or widen the window."
+            )
+        self.reset()
+
+    def reset(self) -> None:
+        self._values: deque[float] = deque(maxlen=self.window)
+        self._sum = 0.0
+        self._sumsq = 0.0
+
+    def update(self, t: float, x: float) -> Anomaly | None:
+        x = float(x)
+        if not math.isfinite(x):
+            return None
+        found = None
+        n = len(self._values)
+        if n >= self.min_points:
+            mean = self._sum / n
+            sd = math.sqrt(max(self._sumsq / n - mean * mean, 0.0))
+            # running sums leave rounding dust on a flat series; below it, sd is zero
+            if sd < 1e-9 * max(1.0, abs(mean)):
+                sd = 0.0
+            dev = abs(x - mean)
+            if dev > self.sigmas * sd and dev > 1e-12 * max(1.0, abs(mean)):
+                score = dev / sd if sd > 0 else math.inf
+                found = self._anomaly(
+                    start=t,
+                    flagged=t,
+                    value=x,
+                    score=score,
+                    kind="spike",
+                    message=f"value {_fmt(x)} is {_fmt(score)} sigma from the mean "
+                    f"{_fmt(mean)} of the last {n} samples.",
+                )
+        if n == self.window:
+            old = self._values[0]
+            self._sum -= old
+            self._sumsq -= old * old
+        self._values.append(x)
+        self._sum += x
+        self._sumsq += x * x
+        return found
+
+
+class RobustDetector(Detector):
+    """The default detector: robust level, spike, variance and drift tests with one cooldown.
+
+    - Baseline: only samples that were not part of an anomalous episode. The level is the
+      median of the newest ``window // 2`` of them (so that it follows a daily cycle); the
+      scale is the interquartile range of the residuals around that moving level over the
+      last ``window`` samples, over 1.349 (a robust sigma). The scale is floored so that
+      flat, quantised series
+      (where the IQR and the MAD are zero) work: by the mean absolute deviation, by
+      ``quantum_floor`` times the quantisation step (the smallest change ever seen between
+      two samples), by ``relative_floor`` times the level, and by the widest deviation
+      already in the baseline over ``threshold`` (a blip of a size seen before is not news).
+    - Spike / level shift: a sample more than ``threshold`` robust sigmas out opens an
+      episode; samples in it stay out of the baseline. If ``confirm`` samples of the episode
+      are out on the same side, it is a level shift: reported once, and the baseline is
+      rebuilt from the episode's samples so the new level is quiet (mostly-in, mostly-out
+      samples make it a "variance" episode instead). A return to the level before the last
+      shift is a recovery and is not reported. An episode that settles (``end_after`` quiet
+      samples) before that is a spike if one sample went beyond ``spike_threshold``, or two
+      or more beyond three quarters of it; otherwise it was noise.
+    - Variance: the median absolute first difference over the last ``variance_window``
+      samples against the same over the baseline (differences ignore level shifts and
+      slow drifts); above ``variance_ratio`` times is a variance change, reported once,
+      and the wider spread becomes the baseline.
+    - Drift (slow leaks): the median of each block of ``window // 4`` baseline samples is
+      kept for the last ``drift_blocks`` blocks. Once ``drift_history`` + ``drift_run``
+      blocks are known, a drift is a run of ``drift_run`` blocks (the newest being the
+      current block so far) trending one way (Mann-Kendall tau of at least 0.5) that ends
+      more than ``drift_threshold`` robust sigmas (of the whole window, wander included)
+      beyond every block of the history before
+      it; the history (a day at one sample a minute) keeps a daily cycle, already seen,
+      from counting. Level shifts move the history with them.
+    - After any report nothing else is reported for ``cooldown`` seconds: one episode is one
+      anomaly. States keep updating meanwhile, so the baseline follows what happened.
+    """
+
+    name = "robust"
+
+    def __init__(
+        self,
+        window: int = 120,
+        min_points: int = 30,
+        threshold: float = 5.0,
+        spike_threshold: float = 10.0,
+        confirm: int = 5,
+        end_after: int = 3,
+        cooldown: float = 900.0,
+        quantum_floor: float = 0.15,
+        relative_floor: float = 0.001,
+        variance_window: int = 45,
+        variance_ratio: float = 2.5,
+        drift_blocks: int = 48,
+        drift_run: int = 8,
+        drift_threshold: float = 2.5,
+        drift_history: int = 40,
+    ):
+        self.window = _check_int("window", window, 8)
+        self.min_points = _check_int("min_points", min_points, 4)
+        if self.min_points > self.window:
+            raise ConfigError(
+                f"Detector parameter 'min_points' ({min_points}) cannot exceed 'window' "
+                f"({window}); lower min_points or widen the window."
+            )
+        self.threshold = _check_float("threshold", threshold, 0.0)
+        self.spike_threshold = _check_float("spike_threshold", spike_threshold, 0.0)
+        self.confirm = _check_int("confirm", confirm, 1)
+        self.end_after = _check_int("end_after", end_after, 1)
+        self.cooldown = _check_float("cooldown", cooldown, 0.0, inclusive=True)
+        self.quantum_floor = _check_float("quantum_floor", quantum_floor, 0.0, inclusive=True)
+        self.relative_floor = _check_float("relative_floor", relative_floor, 0.0, inclusive=True)
+        self.variance_window = _check_int("variance_window", variance_window, 4)
+        self.variance_ratio = _check_float("variance_ratio", variance_ratio, 1.0)
+        self.drift_blocks = _check_int("drift_blocks", drift_blocks, 0)
+        self.drift_run = _check_int("drift_run", drift_run, 2)
+        self.drift_threshold = _check_float("drift_threshold", drift_threshold, 0.0)
+        self.drift_history = _check_int("drift_history", drift_history, 1)
+        if self.drift_blocks and self.drift_history + self.drift_run > self.drift_blocks:
+            raise ConfigError(
+                f"Detector parameters 'drift_history' + 'drift_run' "
+                f"({self.drift_history + self.drift_run}) cannot exceed 'drift_blocks' "
+                f"({drift_blocks}); keep more blocks or shorten the history."
+            )
+        self.reset()
+
+    # -- state -----------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self._base = _SortedWindow(self.window)  # values of the baseline
+        # the level is the median of the newest samples (it follows a daily cycle); the
+        # scale comes from the residuals around that moving level over the whole window
+        self._local = _SortedWindow(max(self.window // 2, 4))
+        self._resid = _SortedWindow(self.window)
+        self._base_diffs = _SortedWindow(self.window)  # |first differences| of the baseline
+        self._recent_diffs = _SortedWindow(self.variance_window)
+        self._recent: deque[float] = deque(maxlen=self.variance_window)  # raw values
+        self._recent_times: deque[float] = deque(maxlen=self.variance_window)
+        self._prev: float | None = None
+        self._quantum = math.inf
+        self._quiet_until = -math.inf
+        self._episode: _Episode | None = None
+        self._before_shift: tuple[float, float] | None = None  # (median, scale) pre-shift
+        self._variance_high = False
+        self._block: list[float] = []
+        self._blocks: deque[float] = deque(maxlen=max(self.drift_blocks, 1))
+        self._history_range: tuple[float, float, int] | None = None  # cached (max, min, n)
+
+    @property
+    def state_size(self) -> int:
+        """Samples held in memory; bounded by the window sizes whatever the run length."""
+        episode = len(self._episode.values) if self._episode else 0
+        return (
+            len(self._base)
+            + len(self._local)
+            + len(self._resid)
+            + len(self._base_diffs)
+            + len(self._recent_diffs)
+            + len(self._recent)
+            + len(self._recent_times)
+            + len(self._block)
+            + len(self._blocks)
+            + episode
+        )
+
+    @property
+    def capacity(self) -> int:
+        """The most samples ``state_size`` can ever be: fixed by the parameters alone."""
+        w, v = self.window, self.variance_window
+        return 3 * w + max(w // 2, 4) + 3 * v + max(w // 4, 1) + max(self.drift_blocks, 1) + w
+
+    # -- statistics ------------------------------------------------------------------
+
+    def _floor(self, level: float) -> float:
+        q = self._quantum if math.isfinite(self._quantum) else 0.0
+        return max(self.quantum_floor * q, self.relative_floor * abs(level), 1e-9)
+
+    def _baseline(self) -> tuple[float, float]:
+        """(median, robust sigma) of the baseline window."""
+        med = self._local.quantile(0.5)
+        r = self._resid
+        scale = (r.quantile(0.75) - r.quantile(0.25)) / 1.349
+        if scale <= 0:
+            # IQR is zero on a mostly flat series: any spread at all shows in the mean
+            # absolute deviation (0 only when the window is perfectly flat)
+            scale = 1.2533 * sum(abs(v) for v in r.order) / len(r)
+        # nothing within the range the baseline already holds is out: on a quantised
+        # series that blips by one step now and then, a blip is not news
+        widest = max(r.sorted[-1], -r.sorted[0]) / self.threshold
+        return med, max(scale, widest, self._floor(med))
+
+    def _diff_scale(self, s: list[float]) -> float:
+        """Median of sorted absolute differences, floored at one quantisation step."""
+        n = len(s)
+        med = s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+        # on a quantised series the median change flips between 0 and one step with no
+        # change in behaviour; one step is the least spread that means anything
+        q = self._quantum if math.isfinite(self._quantum) else 0.0
+        return max(med, q, 1e-9)
+
+    # -- the update --------------------------------------------------------------------
+
+    def update(self, t: float, x: float) -> Anomaly | None:
+        x = float(x)
+        if not math.isfinite(x):
+            return None
+        diff = None
+        if self._prev is not None:
+            diff = abs(x - self._prev)
+            if diff > 1e-9 * max(1.0, abs(x)):
+                self._quantum = min(self._quantum, diff)
+            self._recent_diffs.add(diff)
+        self._prev = x
+        self._recent.append(x)
+        self._recent_times.append(t)
+
+        if len(self._base) < self.min_points:
+            self._admit(x, diff)
+            return None
+
+        med, scale = self._baseline()
+        found = self._level(t, x, med, scale, diff)
+        variance = self._variance(t, x)
+        found = found or variance
+        drift = self._drift(t, x, self._wide_scale(scale))
+        found = found or drift
+        if found is None:
+            return None
+        if t < self._quiet_until:
+            return None
+        self._quiet_until = t + self.cooldown
+        return found
+
+    def _admit(self, x: float, diff: float | None) -> None:
+        """Take a sample into the baseline."""
+        if len(self._local):
+            self._resid.add(x - self._local.quantile(0.5))
+        self._local.add(x)
+        self._base.add(x)
+        if diff is not None:
+            self._base_diffs.add(diff)
+        self._block.append(x)
+        if len(self._block) >= max(self.window // 4, 1):
+            self._block.sort()
+            self._blocks.append(self._block[len(self._block) // 2])
+            self._history_range = None
+            self._block = []
+
+    def _rebaseline(self, values: list[float]) -> None:
+        self._base.clear()
+        self._base_diffs.clear()
+        self._local.clear()
+        self._resid.clear()
+        self._block = []
+        prev = None
+        level = sorted(values)[len(values) // 2]
+        for v in values:
+            self._base.add(v)
+            self._local.add(v)
+            self._resid.add(v - level)
+            if prev is not None:
+                self._base_diffs.add(abs(v - prev))
+            prev = v
+
+    def _level(
+        self, t: float, x: float, med: float, scale: float, diff: float | None
+    ) -> Anomaly | None:
+        z = (x - med) / scale
+        out = abs(z) > self.threshold
+        ep = self._episode
+        if ep is None:
+            if out:
+                self._episode = _Episode(t, x, z, med, scale)
+            else:
+                self._admit(x, diff)
+            return None
+        ep.add(x, z, out, diff)
+        # an episode that neither settles nor confirms (out on both sides by turns) is
+        # settled by force at a window's length, which also keeps its memory bounded
+        if ep.same_side >= self.confirm or len(ep.values) >= self.window:
+            return self._confirm_shift(t, x, ep)
+        if ep.quiet_run >= self.end_after:
+            self._episode = None
+            for v, d, was_out in ep.samples():
+                if not was_out:
+                    self._admit(v, d)
+            # one sample needs to be far out; two or more out together are less likely noise
+            if ep.max_abs_z >= self.spike_threshold or (
+                ep.out_count >= 2 and ep.max_abs_z >= self.spike_threshold * 0.75
+            ):
+                peak = ep.peak
+                return self._anomaly(
+                    start=ep.start,
+                    flagged=t,
+                    value=peak,
+                    score=ep.max_abs_z,
+                    kind="spike",
+                    message=f"spike to {_fmt(peak)} ({_fmt(ep.max_abs_z)} robust sigma from "
+                    f"the baseline {_fmt(ep.med)} ± {_fmt(ep.scale)}) over "
+                    f"{ep.out_count} sample{'s' if ep.out_count > 1 else ''}.",
+                )
+        return None
+
+    def _confirm_shift(self, t: float, x: float, ep: _Episode) -> Anomaly | None:
+        self._episode = None
+        values = ep.values
+        new_med = sorted(values)[len(values) // 2]
+        old = (ep.med, ep.scale)
+        recovery = False
+        if self._before_shift is not None:
+            prev_med, prev_scale = self._before_shift
+            recovery = abs(new_med - prev_med) <= self.threshold * prev_scale
+        self._before_shift = None if recovery else old
+        self._rebaseline(values)
+        # the blocks before the shift, moved by the shift, stay a history for the drift test
+        delta = new_med - ep.med
+        self._blocks = deque((b + delta for b in self._blocks), maxlen=self._blocks.maxlen)
+        self._history_range = None
+        if recovery:
+            return None
+        mixed = ep.out_count < 0.7 * len(values)
+        score = abs(new_med - ep.med) / ep.scale
+        if mixed:
+            return self._anomaly(
+                start=ep.start,
+                flagged=t,
+                value=x,
+                score=ep.max_abs_z,
+                kind="variance",
+                message=f"unstable: {ep.out_count} of {len(values)} samples more than "
+                f"{_fmt(self.threshold)} robust sigma from the baseline {_fmt(ep.med)}; "
+                "re-baselined on them.",
+            )
+        return self._anomaly(
+            start=ep.start,
+            flagged=t,
+            value=x,
+            score=score,
+            kind="level shift",
+            message=f"level shift from {_fmt(ep.med)} to {_fmt(new_med)} "
+            f"({'+' if new_med >= ep.med else '-'}{_fmt(score)} robust sigma); "
+            "the new level is the baseline from now on.",
+        )
+
+    def _variance(self, t: float, x: float) -> Anomaly | None:
+        if len(self._recent_diffs) < self.variance_window or len(self._base_diffs) < (
+            self.min_points
+        ):
+            return None
+        recent = self._diff_scale(self._recent_diffs.sorted)
+        base = self._diff_scale(self._base_diffs.sorted)
+        ratio = recent / base
+        if ratio <= self.variance_ratio:
+            if ratio < 0.5 * self.variance_ratio:
+                self._variance_high = False
+            return None
+        if self._variance_high:
+            return None
+        self._variance_high = True
+        # the wider spread is the new normal for the level test too
+        if self._episode is None:
+            self._rebaseline(list(self._recent))
+        return self._anomaly(
+            start=self._recent_times[0],  # somewhere in the short window it began
+            flagged=t,
+            value=x,
+            score=ratio,
+            kind="variance",
+            message=f"variability up {_fmt(ratio)} times (median change between samples "
+            f"{_fmt(recent)} against {_fmt(base)} in the baseline).",
+        )
+
+    def _wide_scale(self, scale: float) -> float:
+        """Robust sigma of the whole baseline window around its median: what a slow wander
+        of the level adds to the noise, the yardstick for a drift."""
+        b = self._base
+        return max((b.quantile(0.75) - b.quantile(0.25)) / 1.349, scale)
+
+    def _drift(self, t: float, x: float, scale: float) -> Anomaly | None:
+        run = self.drift_run
+        if not self.drift_blocks or len(self._blocks) < self.drift_history + run:
+            return None
+        # tested at every sample, the newest block being the median of the last block's
+        # worth of baseline samples, so that a leak is seen without waiting for a block end
+        block_len = max(self.window // 4, 1)
+        order = self._base.order
+        if len(order) < block_len:
+            return None
+        if self._history_range is None:
+            history = list(itertools.islice(self._blocks, 0, len(self._blocks) - run + 1))
+            self._history_range = (max(history), min(history), len(history))
+        high, low, n_history = self._history_range
+        margin = self.drift_threshold * scale
+        last = list(itertools.islice(order, len(order) - block_len, len(order)))
+        # cheap test first: a median beyond the range needs its block beyond it too
+        if max(last) <= high + margin and min(last) >= low - margin:
+            return None
+        last.sort()
+        blocks = list(self._blocks)
+        tail = blocks[-run + 1 :] + [last[block_len // 2]]
+        # Mann-Kendall: the share of later-minus-earlier pairs that rise, minus those that fall
+        pairs = [(a, b) for k, a in enumerate(tail) for b in tail[k + 1 :]]
+        tau = sum((b > a) - (b < a) for a, b in pairs) / len(pairs)
+        if tau >= 0.5 and tail[-1] > high + margin:
+            sign = 1
+        elif tau <= -0.5 and tail[-1] < low - margin:
+            sign = -1
+        else:
+            return None
+        # the climb so far is the new normal: forget the history it left behind
+        self._blocks = deque(tail[:-1], maxlen=self._blocks.maxlen)
+        self._history_range = None
+        change = tail[-1] - (high if sign > 0 else low)
+        return self._anomaly(
+            start=t,
+            flagged=t,
+            value=x,
+            score=abs(change) / scale,
+            kind="drift",
+            message=f"slow {'rise' if sign > 0 else 'fall'} over the last {run * block_len} "
+            f"samples to {_fmt(tail[-1])}, {_fmt(abs(change))} "
+            f"({_fmt(abs(change) / scale)} robust sigma) beyond the range of the "
+            f"{n_history * block_len} samples before.",
+        )
+
+
+class _Episode:
+    """Samples since a value first left the baseline, until it settles or is confirmed."""
+
+    __slots__ = (
+        "start",
+        "med",
+        "scale",
+        "sign",
+        "values",
+        "diffs",
+        "outs",
+        "same_side",
+        "out_count",
+        "quiet_run",
+        "max_abs_z",
+        "peak",
+    )
+
+    def __init__(self, t: float, x: float, z: float, med: float, scale: float):
+        self.start = t
+        self.med = med
+        self.scale = scale
+        self.sign = 1 if z > 0 else -1
+        self.values = [x]
+        self.diffs: list[float | None] = [None]
+        self.outs = [True]
+        self.same_side = 1
+        self.out_count = 1
+        self.quiet_run = 0
+        self.max_abs_z = abs(z)
+        self.peak = x
+
+    def add(self, x: float, z: float, out: bool, diff: float | None) -> None:
+        self.values.append(x)
+        self.diffs.append(diff)
+        self.outs.append(out)
+        if out:
+            self.out_count += 1
+            self.quiet_run = 0
+            if (z > 0) == (self.sign > 0):
+                self.same_side += 1
+            if abs(z) > self.max_abs_z:
+                self.max_abs_z = abs(z)
+                self.peak = x
+        else:
+            self.quiet_run += 1
+
+    def samples(self):
+        return zip(self.values, self.diffs, self.outs, strict=True)
+
+
+DETECTORS: dict[str, type[Detector]] = {
+    RobustDetector.name: RobustDetector,
+    ThreeSigma.name: ThreeSigma,
+}
+
+
+def make_detector(name: str, **params: Any) -> Detector:
+    """A detector by registry name with its parameters; a bad name or parameter is a
+    ConfigError in one sentence."""
+    cls = DETECTORS.get(name)
+    if cls is None:
+        raise ConfigError(
+            f"Unknown anomaly detector '{name}'; choose one of: {', '.join(sorted(DETECTORS))}."
+        )
+    import inspect
+
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = [p for p in params if p not in accepted]
+    if unknown:
+        raise ConfigError(
+            f"Detector '{name}' has no parameter '{unknown[0]}'; "
+            f"its parameters are: {', '.join(accepted)}."
+        )
+    return cls(**params)
+
+
+def check_settings(settings: AnomalySettings, known_metrics: set[str] | None = None) -> None:
+    """Validate the detector settings (names, parameters and, when given, that every
+    per-metric override names a known metric); raise ConfigError on the first problem."""
+    make_detector(settings.detector, **settings.params)
+    for metric, override in settings.metrics.items():
+        if known_metrics is not None and metric not in known_metrics:
+            import difflib
+
+            close = difflib.get_close_matches(metric, sorted(known_metrics), n=1)
+            hint = (
+                f"did you mean '{close[0]}'?" if close else "remove the override or fix its name."
+            )
+            raise ConfigError(f"Anomaly override for unknown metric '{metric}'; {hint}")
+        _build(metric, settings, override)
+
+
+def _build(metric: str, settings: AnomalySettings, override: Any) -> Detector:
+    name = override.detector or settings.detector
+    params = dict(settings.params) if name == settings.detector else {}
+    params.update(override.params)
+    try:
+        return make_detector(name, **params)
+    except ConfigError as exc:
+        raise ConfigError(f"Anomaly settings for metric '{metric}': {exc.message}") from None
+
+
+def detector_for(
+    metric: str, settings: AnomalySettings, known_metrics: set[str] | None = None
+) -> Detector:
+    """The detector configured for METRIC: its override in ``[anomaly.metrics]`` if any,
+    else the default detector with the default parameters."""
+    override = settings.metrics.get(metric)
+    if known_metrics is not None and metric not in known_metrics:
+        raise ConfigError(
+            f"Unknown metric '{metric}'; known metrics are: {', '.join(sorted(known_metrics))}."
+        )
+    if override is None:
+        det = make_detector(settings.detector, **settings.params)
+    else:
+        det = _build(metric, settings, override)
+    det.metric = metric
+    return det
+
+
+def describe(detectors: Mapping[str, type[Detector]] = DETECTORS) -> list[str]:
+    """Names of the available detectors, sorted."""
+    return sorted(detectors)

@@ -1,0 +1,284 @@
+"""Application metrics in a Prometheus registry of the app's own (never the global default, so
+that several apps in one process, as in the tests, never collide).
+
+Counted as they happen: HTTP requests by method, route template and status, with a latency
+histogram (MetricsMiddleware). Read at scrape time: the system metrics of the running
+collector, jobs by state and the queue depth, the age of the newest backup (when the backup
+catalog table exists), the last result of each maintenance task, and the hit rate of the UQ
+prediction cache.
+
+Not exported: the coverage of models' intervals on recently labelled data. sctk does not yet
+record predictions together with the outcomes observed later, so there is no labelled data
+to measure it on; the coverage measured at training time is in each model's `metrics`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector as PromCollector
+from sqlalchemy import Engine, func, inspect, select, text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+UNMATCHED = "<unmatched>"  # one label for every path no route matched: bounded cardinality
+MAINTENANCE_STATUS = {"ok": 0, "warn": 1, "fail": 2}
+
+# system metric name -> (Prometheus name, help)
+SYSTEM = {
+    "cpu_percent": ("sctk_host_cpu_percent", "CPU in use on the host, percent."),
+    "memory_percent": ("sctk_host_memory_percent", "Memory in use on the host, percent."),
+    "disk_percent": ("sctk_host_disk_percent", "Space used on a file system, percent."),
+    "net_sent_bytes_per_s": (
+        "sctk_host_network_sent_bytes_per_second",
+        "Bytes sent by the host per second.",
+    ),
+    "net_recv_bytes_per_s": (
+        "sctk_host_network_received_bytes_per_second",
+        "Bytes received by the host per second.",
+    ),
+    "load1": ("sctk_host_load1", "1-minute load average of the host."),
+    "sctk_cpu_percent": (
+        "sctk_process_cpu_percent",
+        "CPU used by this sctk process and its children, percent of one core.",
+    ),
+    "sctk_rss_bytes": (
+        "sctk_process_resident_memory_bytes",
+        "Resident memory of this sctk process and its children.",
+    ),
+}
+
+
+def _aware(value: object) -> datetime | None:
+    """A timestamp read with raw SQL: SQLite gives text, PostgreSQL an aware datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class ScrapeCollector(PromCollector):
+    """Families computed when /metrics is read (from the database and the collector)."""
+
+    def __init__(self, engine: Engine | None, collector: Callable[[], object | None]):
+        self.engine = engine
+        self.collector = collector
+        self._has_backups = False
+
+    def describe(self) -> list[Metric]:
+        return []  # dynamic: nothing to check for clashes at registration
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._system()
+        if self.engine is not None:
+            up = GaugeMetricFamily(
+                "sctk_database_up", "Whether the last scrape reached the database."
+            )
+            try:
+                families = list(self._database())
+                up.add_metric([], 1.0)
+            except Exception as exc:
+                log.warning("metrics scrape could not read the database: %s", exc)
+                families = []
+                up.add_metric([], 0.0)
+            yield up
+            yield from families
+        yield from self._uq_cache()
+
+    def _system(self) -> Iterator[Metric]:
+        running = self.collector()
+        if running is None:
+            return
+        latest = running.window.latest()  # type: ignore[attr-defined]
+        families: dict[str, GaugeMetricFamily] = {}
+        for name, (_, value) in latest.items():
+            base, _, path = name.partition(":")
+            if base not in SYSTEM:
+                continue
+            prom, doc = SYSTEM[base]
+            if base == "disk_percent":
+                fam = families.get(prom) or GaugeMetricFamily(prom, doc, labels=["path"])
+                fam.add_metric([path or "default"], value)
+            else:
+                fam = families.get(prom) or GaugeMetricFamily(prom, doc)
+                fam.add_metric([], value)
+            families[prom] = fam
+        yield from families.values()
+
+    def _database(self) -> Iterator[Metric]:
+        from sctk.jobs.queue import STATUSES
+        from sctk.storage.models import Job, MaintenanceRun
+
+        now = datetime.now(UTC)
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            counts = dict(conn.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+            jobs = GaugeMetricFamily("sctk_jobs", "Jobs by state.", labels=["state"])
+            for state in STATUSES:
+                jobs.add_metric([state], float(counts.get(state, 0)))
+            yield jobs
+            depth = conn.scalar(
+                select(func.count()).where(Job.status == "queued", Job.run_after <= now)
+            )
+            yield GaugeMetricFamily(
+                "sctk_jobs_queue_depth",
+                "Queued jobs due to run now (not waiting for a retry delay).",
+                value=float(depth or 0),
+            )
+
+            # the backup catalog is another domain's table: read only where it exists
+            if not self._has_backups:
+                self._has_backups = inspect(conn).has_table("backup_snapshots")
+            if self._has_backups:
+                newest = _aware(conn.scalar(text("SELECT max(time) FROM backup_snapshots")))
+                if newest is not None:
+                    yield GaugeMetricFamily(
+                        "sctk_backup_last_age_seconds",
+                        "Seconds since the newest backup snapshot.",
+                        value=(now - newest).total_seconds(),
+                    )
+
+            last = (
+                select(MaintenanceRun.task, func.max(MaintenanceRun.id).label("id"))
+                .where(MaintenanceRun.status != "running")
+                .group_by(MaintenanceRun.task)
+                .subquery()
+            )
+            rows = conn.execute(
+                select(MaintenanceRun.task, MaintenanceRun.status, MaintenanceRun.finished_at).join(
+                    last, MaintenanceRun.id == last.c.id
+                )
+            ).all()
+            status = GaugeMetricFamily(
+                "sctk_maintenance_last_status",
+                "Last result of each maintenance task: 0 ok, 1 warn, 2 fail.",
+                labels=["task"],
+            )
+            finished = GaugeMetricFamily(
+                "sctk_maintenance_last_finished_timestamp_seconds",
+                "When each maintenance task last finished (Unix time).",
+                labels=["task"],
+            )
+            for task, st, at in rows:
+                status.add_metric([task], float(MAINTENANCE_STATUS.get(st, 2)))
+                at = _aware(at)
+                if at is not None:
+                    finished.add_metric([task], at.timestamp())
+            runs = CounterMetricFamily(
+                "sctk_maintenance_runs",
+                "Maintenance task runs recorded, by task and result.",
+                labels=["task", "status"],
+            )
+            for task, st, n in conn.execute(
+                select(MaintenanceRun.task, MaintenanceRun.status, func.count()).group_by(
+                    MaintenanceRun.task, MaintenanceRun.status
+                )
+            ).all():
+                runs.add_metric([task, st], float(n))
+            yield status
+            yield finished
+            yield runs
+
+    def _uq_cache(self) -> Iterator[Metric]:
+        from sctk.uq import cache
+
+        stats = cache.stats()
+        hits, misses = stats["hits"], stats["misses"]
+        yield CounterMetricFamily(
+            "sctk_uq_cache_hits", "Prediction cache hits in this process.", value=float(hits)
+        )
+        yield CounterMetricFamily(
+            "sctk_uq_cache_misses", "Prediction cache misses in this process.", value=float(misses)
+        )
+        if hits + misses:
+            yield GaugeMetricFamily(
+                "sctk_uq_cache_hit_ratio",
+                "Share of prediction cache lookups answered from the cache.",
+                value=hits / (hits + misses),
+            )
+
+
+class AppMetrics:
+    """The app's registry and the instruments the middleware feeds."""
+
+    def __init__(
+        self, engine: Engine | None = None, collector: Callable[[], object | None] = lambda: None
+    ):
+        from prometheus_client import ProcessCollector
+
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "sctk_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "sctk_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route template.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+        self.registry.register(ScrapeCollector(engine, collector))
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (/api/v1/jobs/{job_id}), never the raw path: raw
+    paths would make one time series per id."""
+    # FastAPI matches routers included with a prefix lazily: the route itself knows only its
+    # own part of the path; the effective route context knows the whole template
+    context = (scope.get("fastapi") or {}).get("effective_route_context")
+    for source in (context, scope.get("route")):
+        path = getattr(source, "path_format", None) or getattr(source, "path", None)
+        if isinstance(path, str) and path:
+            return path
+    return UNMATCHED
+
+
+class MetricsMiddleware:
+    """Count every HTTP request with its route template, status and duration."""
+
+    def __init__(self, app: ASGIApp, metrics: AppMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.observe(
+                scope["method"], route_template(scope), status, time.perf_counter() - start
+            )

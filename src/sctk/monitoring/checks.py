@@ -1,0 +1,391 @@
+"""Health checks of the running service: memory, CPU load, worker heartbeats, the scheduler,
+errors in the logs, and connectivity to every configured endpoint.
+
+Only memory exhaustion and an unreachable database make the service "not ready" (CRITICAL);
+a busy CPU, a stale worker, errors in the logs, or an off-site backup target or mail relay
+being down are WARNINGs: none of them is fixed by a load balancer sending traffic elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+from sqlalchemy import func, inspect, or_, select, text
+
+# imported first so that their checks register before these, as CHECK_MODULES orders them:
+# "database", which checks here depend on, must have run when they run
+import sctk.health.platform  # noqa: F401
+import sctk.security.checks  # noqa: F401
+from sctk.errors import DatabaseUnavailable
+from sctk.health.registry import CheckContext, CheckOutcome, Status, check
+from sctk.logs import LOG_FILE
+from sctk.storage.engine import ping
+
+NEWEST_ERRORS = 5
+ERROR_LEVELS = ("ERROR", "CRITICAL")
+_DEFAULT_PORTS = {"http": 80, "https": 443, "smtp": 25, "smtps": 465, "sftp": 22, "ssh": 22}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@check("memory", "Memory in use is below monitor.memory_warning_percent / _critical_percent.")
+def memory(ctx: CheckContext) -> CheckOutcome:
+    m = ctx.settings.monitor
+    vm = psutil.virtual_memory()
+    used = round(float(vm.percent), 1)
+    values = {
+        "used_percent": used,
+        "available_bytes": vm.available,
+        "total_bytes": vm.total,
+        "warning_above_percent": m.memory_warning_percent,
+        "critical_above_percent": m.memory_critical_percent,
+    }
+    if used > m.memory_critical_percent:
+        status = Status.CRITICAL
+    elif used > m.memory_warning_percent:
+        status = Status.WARNING
+    else:
+        status = Status.OK
+    avail_gib = vm.available / 2**30
+    return CheckOutcome("memory", status, f"{used:.1f}% used ({avail_gib:.1f} GiB free)", values)
+
+
+@check("cpu_load", "The 1-minute load average per core is below monitor.load_warning_per_core.")
+def cpu_load(ctx: CheckContext) -> CheckOutcome:
+    m = ctx.settings.monitor
+    cores = psutil.cpu_count() or 1
+    load1, load5, load15 = os.getloadavg()
+    per_core = round(load1 / cores, 2)
+    values = {
+        "load1_per_core": per_core,
+        "load1": round(load1, 2),
+        "load5": round(load5, 2),
+        "load15": round(load15, 2),
+        "cores": cores,
+        "warning_above": m.load_warning_per_core,
+    }
+    message = f"load {load1:.2f} on {cores} core(s) ({per_core:.2f} per core)"
+    # at most a WARNING: a busy instance still answers correctly, and failing readiness would
+    # make the load balancer move its load onto the others (the CPU alert rules page for it)
+    if per_core > m.load_warning_per_core:
+        return CheckOutcome(
+            "cpu_load", Status.WARNING, f"{message}, above {m.load_warning_per_core:g}", values
+        )
+    return CheckOutcome("cpu_load", Status.OK, message, values)
+
+
+@check("workers", "Running jobs' workers heartbeat; queued jobs are being picked up.",
+       depends_on=("database",))  # fmt: skip
+def workers(ctx: CheckContext) -> CheckOutcome:
+    from sctk.storage.models import Job
+
+    stale_after = ctx.settings.jobs.stale_after_seconds
+    now = _now()
+    cutoff = now - timedelta(seconds=stale_after)
+    with ctx.engine.connect() as conn:
+        running = conn.scalar(select(func.count()).where(Job.status == "running")) or 0
+        stale = conn.execute(
+            select(Job.id, Job.worker, Job.heartbeat_at)
+            .where(
+                Job.status == "running",
+                or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff),
+            )
+            .order_by(Job.id)
+            .limit(20)
+        ).all()
+        waiting = (
+            conn.scalar(select(func.count()).where(Job.status == "queued", Job.run_after < cutoff))
+            or 0
+        )
+    values: dict[str, Any] = {
+        "running": running,
+        "stale": len(stale),
+        "queued_overdue": waiting,
+        "stale_after_seconds": stale_after,
+    }
+    if stale:
+        values["stale_jobs"] = [
+            {"id": i, "worker": w, "heartbeat_at": h.isoformat() if h else None}
+            for i, w, h in stale
+        ]
+        first = stale[0]
+        return CheckOutcome(
+            "workers",
+            Status.WARNING,
+            f"{len(stale)} running job(s) without a heartbeat for {stale_after:g} s "
+            f"(job {first.id} on {first.worker or 'no worker'}); they will be re-queued — "
+            "check that 'sctk worker' or 'sctk serve' is alive",
+            values,
+        )
+    if waiting and not running:
+        return CheckOutcome(
+            "workers",
+            Status.WARNING,
+            f"{waiting} job(s) queued for more than {stale_after:g} s and none running; "
+            "start a worker ('sctk worker' or 'sctk serve' with jobs.workers > 0)",
+            values,
+        )
+    return CheckOutcome(
+        "workers", Status.OK, f"{running} running job(s), every worker heartbeating", values
+    )
+
+
+@check("scheduler", "The maintenance scheduler holds its lease.", depends_on=("database",))
+def scheduler(ctx: CheckContext) -> CheckOutcome:
+    with ctx.engine.connect() as conn:
+        if not inspect(conn).has_table("scheduler_lease"):
+            return CheckOutcome("scheduler", Status.OK, "no scheduler configured")
+        rows = [dict(r._mapping) for r in conn.execute(text("SELECT * FROM scheduler_lease"))]
+    if not rows:
+        return CheckOutcome(
+            "scheduler", Status.WARNING, "no scheduler holds the lease; start 'sctk serve'"
+        )
+    row = rows[0]
+    holder = next((str(row[k]) for k in ("holder", "owner", "worker", "name") if row.get(k)), "")
+    expires = row.get("expires_at")
+    if isinstance(expires, str):
+        expires = datetime.fromisoformat(expires)
+    if isinstance(expires, datetime):
+        expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
+        values = {"holder": holder, "expires_at": expires.isoformat()}
+        if expires < _now():
+            return CheckOutcome(
+                "scheduler",
+                Status.WARNING,
+                f"the scheduler lease of {holder or 'its holder'} expired at "
+                f"{expires:%Y-%m-%d %H:%M:%S} UTC; the scheduler is not running",
+                values,
+            )
+        return CheckOutcome("scheduler", Status.OK, f"held by {holder or 'a scheduler'}", values)
+    return CheckOutcome("scheduler", Status.OK, f"held by {holder or 'a scheduler'}")
+
+
+# --- errors in the logs --------------------------------------------------------------------
+
+
+def log_errors_since(log_dir: Path, since: datetime) -> tuple[int, list[dict[str, Any]]]:
+    """(count, newest few) of ERROR/CRITICAL JSON log lines at or after SINCE in LOG_DIR's
+    sctk.log and its rotated files."""
+    count = 0
+    newest: list[dict[str, Any]] = []
+    files = sorted(log_dir.glob(f"{LOG_FILE}*")) if log_dir.is_dir() else []
+    for path in files:
+        try:
+            if datetime.fromtimestamp(path.stat().st_mtime, UTC) < since:
+                continue  # written to last before the period: nothing in it is recent
+            with path.open("rb") as fh:
+                for raw in fh:
+                    # cheap filter first: most lines are INFO and never need parsing
+                    if b'"level": "ERROR"' not in raw and b'"level": "CRITICAL"' not in raw:
+                        continue
+                    try:
+                        entry = json.loads(raw)
+                        at = datetime.fromisoformat(entry["time"])
+                    except (ValueError, KeyError, TypeError):
+                        continue
+                    if entry.get("level") not in ERROR_LEVELS or at < since:
+                        continue
+                    count += 1
+                    newest.append(
+                        {
+                            "time": at.isoformat(),
+                            "logger": entry.get("logger", ""),
+                            "message": str(entry.get("message", ""))[:300],
+                            "request_id": entry.get("request_id"),
+                        }
+                    )
+                    newest = sorted(newest, key=lambda e: e["time"])[-NEWEST_ERRORS:]
+        except OSError:
+            continue
+    return count, list(reversed(newest))
+
+
+# (log dir) -> (files' names, sizes and mtimes, minute of the scan, result): a readiness probe
+# polled every few seconds must not re-read tens of MiB of logs that have not changed
+_scans: dict[Path, tuple[tuple, datetime, tuple[int, list[dict[str, Any]]]]] = {}
+
+
+def _log_errors_24h(log_dir: Path) -> tuple[int, list[dict[str, Any]]]:
+    since = (_now() - timedelta(hours=24)).replace(second=0, microsecond=0)
+    try:
+        files = tuple(
+            (p.name, st.st_size, st.st_mtime_ns)
+            for p in sorted(log_dir.glob(f"{LOG_FILE}*"))
+            for st in [p.stat()]
+        )
+    except OSError:
+        files = ()
+    cached = _scans.get(log_dir)
+    if cached is not None and cached[0] == files and cached[1] == since:
+        return cached[2]
+    result = log_errors_since(log_dir, since)
+    _scans[log_dir] = (files, since, result)
+    return result
+
+
+@check("log_errors", "Errors written to the logs in the last 24 hours.")
+def log_errors(ctx: CheckContext) -> CheckOutcome:
+    count, newest = _log_errors_24h(ctx.settings.home / "logs")
+    values = {"errors_24h": count, "newest": newest}
+    if not count:
+        return CheckOutcome(
+            "log_errors", Status.OK, "no errors logged in the last 24 hours", values
+        )
+    last = newest[0]
+    return CheckOutcome(
+        "log_errors",
+        Status.WARNING,
+        f"{count} error(s) logged in the last 24 hours; newest at {last['time'][:19]}: "
+        f"{last['message'][:120]}",
+        values,
+    )
+
+
+# --- connectivity --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # what it is for: "backup repository", "smtp", "monitor.endpoints[0]"
+    host: str
+    port: int
+
+
+def parse_endpoint(name: str, value: str, default_port: int | None = None) -> Endpoint | None:
+    """host:port or scheme://[user@]host[:port]/...; None when it names no network host
+    (a local path, file://)."""
+    value = value.strip()
+    if "://" in value:
+        parts = urlsplit(value)
+        if parts.scheme == "file" or not parts.hostname:
+            return None
+        try:
+            port = parts.port or _DEFAULT_PORTS.get(parts.scheme) or default_port
+        except ValueError:
+            return None
+        return Endpoint(name, parts.hostname, port) if port else None
+    host, sep, port_text = value.rpartition(":")
+    if sep and host and port_text.isdigit():
+        return Endpoint(name, host.strip("[]"), int(port_text))
+    if default_port and value and "/" not in value:
+        return Endpoint(name, value, default_port)
+    return None
+
+
+def _walk_hosts(prefix: str, data: Any) -> list[Endpoint]:
+    """URLs and host/port pairs anywhere in a settings section (read defensively: the section
+    belongs to another part of sctk and may change shape)."""
+    found: list[Endpoint] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key.endswith("host") and isinstance(value, str) and value:
+                port_key = key[: -len("host")] + "port"
+                port = data.get(port_key)
+                ep = parse_endpoint(f"{prefix}.{key}", value, port if isinstance(port, int) else 25)
+                if ep:
+                    found.append(ep)
+            elif isinstance(value, dict | list):
+                found += _walk_hosts(f"{prefix}.{key}", value)
+            elif isinstance(value, str) and "://" in value:
+                ep = parse_endpoint(f"{prefix}.{key}", value)
+                if ep:
+                    found.append(ep)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            if isinstance(value, dict | list):
+                found += _walk_hosts(f"{prefix}[{i}]", value)
+            elif isinstance(value, str) and "://" in value:
+                ep = parse_endpoint(f"{prefix}[{i}]", value)
+                if ep:
+                    found.append(ep)
+    return found
+
+
+def configured_endpoints(settings: Any) -> list[Endpoint]:
+    """The network endpoints the settings name, besides the database."""
+    found: list[Endpoint] = []
+    backup = getattr(settings, "backup", None)
+    repository = getattr(backup, "repository", None)
+    if isinstance(repository, str) and repository:
+        ep = parse_endpoint("backup repository", repository)
+        if ep:
+            found.append(ep)
+    alerts = getattr(settings, "alerts", None)
+    if alerts is not None:
+        try:
+            # secrets stay hidden: only host names and ports are read from them
+            dumped = alerts.model_dump(mode="json") if hasattr(alerts, "model_dump") else {}
+        except Exception:
+            dumped = {}
+        found += _walk_hosts("alerts", dumped)
+    for i, value in enumerate(settings.monitor.endpoints):
+        ep = parse_endpoint(f"monitor.endpoints[{i}]", value)
+        if ep:
+            found.append(ep)
+    unique: dict[tuple[str, int], Endpoint] = {}
+    for ep in found:
+        unique.setdefault((ep.host, ep.port), ep)
+    return list(unique.values())
+
+
+def tcp_probe(ep: Endpoint, timeout: float) -> dict[str, Any]:
+    """Connect to EP; its latency in ms, or the error."""
+    start = time.perf_counter()
+    try:
+        with socket.create_connection((ep.host, ep.port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        return {"name": ep.name, "target": f"{ep.host}:{ep.port}", "ok": False, "error": reason}
+    ms = (time.perf_counter() - start) * 1000.0
+    return {
+        "name": ep.name,
+        "target": f"{ep.host}:{ep.port}",
+        "ok": True,
+        "latency_ms": round(ms, 2),
+    }
+
+
+@check("connectivity", "The database and every configured endpoint answer, with latency.")
+def connectivity(ctx: CheckContext) -> CheckOutcome:
+    results: list[dict[str, Any]] = []
+    try:
+        latency = ping(ctx.engine)
+        results.append({"name": "database", "ok": True, "latency_ms": round(latency, 2)})
+        db_ok = True
+    except DatabaseUnavailable as exc:
+        results.append({"name": "database", "ok": False, "error": exc.message})
+        db_ok = False
+    endpoints = configured_endpoints(ctx.settings)
+    if endpoints:
+        timeout = ctx.settings.monitor.connect_timeout_seconds
+        # side by side: several dead hosts cost one timeout, not one each
+        with ThreadPoolExecutor(max_workers=min(8, len(endpoints))) as pool:
+            results += list(pool.map(lambda ep: tcp_probe(ep, timeout), endpoints))
+    failed = [r for r in results if not r["ok"]]
+    # the headline first: `sctk health` shows the first value in its table
+    values = {"reachable": f"{len(results) - len(failed)}/{len(results)}", "endpoints": results}
+    if not db_ok:
+        return CheckOutcome("connectivity", Status.CRITICAL, results[0]["error"], values)
+    if failed:
+        named = "; ".join(f"{r['name']} ({r['target']}): {r['error']}" for r in failed)
+        return CheckOutcome(
+            "connectivity",
+            Status.WARNING,
+            f"{len(failed)} of {len(results)} endpoint(s) unreachable: {named}",
+            values,
+        )
+    shown = ", ".join(f"{r['name']} {r['latency_ms']:.0f} ms" for r in results)
+    return CheckOutcome("connectivity", Status.OK, f"all reachable: {shown}", values)

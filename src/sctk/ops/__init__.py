@@ -1,0 +1,1 @@
+"""Operations: the procedures that keep the service healthy (switches, leases, emergency)."""

@@ -1,0 +1,289 @@
+"""`sctk doctor`: the maintenance guide's troubleshooting, as findings with their fixes.
+
+Three areas, as in the guide: the service does not start (start-up), it is slow
+(performance), its data may be damaged (data). Each finding says what is wrong and gives the
+command that fixes it. The health-check registry supplies the shared probes (one source for
+`sctk health`, `/health/ready` and this); the doctor adds the deeper, slower ones.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, text
+
+from sctk.config import Settings
+from sctk.errors import SctkError
+from sctk.health import Status, run_checks
+from sctk.storage.engine import make_engine, session_scope
+
+AREAS = ("startup", "performance", "data")
+
+# which registry checks belong to which area, and the command that fixes a failing one
+CHECK_AREAS: dict[str, tuple[str, str]] = {
+    "database": ("startup", "check database_url with 'sctk config show' and start the database"),
+    "migrations": ("startup", "sctk db upgrade"),
+    "data_dir": ("startup", "sctk init  (or fix the directory's owner and permissions)"),
+    "logs_dir": ("startup", "sctk init  (or fix the logs directory's owner and permissions)"),
+    "keyring": (
+        "startup",
+        "chmod 700 <data dir>/keys; restore the keys with 'sctk restore --only keys'",
+    ),
+    "disk": (
+        "performance",
+        "free space: 'sctk backup prune', clear <data dir>/tmp, archive results",
+    ),
+    "memory": ("performance", "find the process using memory ('sctk monitor status'); restart it"),
+    "cpu_load": ("performance", "lower the load or add cores; 'sctk jobs pause' holds new jobs"),
+    "workers": ("performance", "start a worker: 'sctk worker' (stale jobs are re-queued)"),
+    "scheduler": ("performance", "start it: 'sctk serve' runs one, or 'sctk scheduler'"),
+    "log_errors": ("performance", "read the newest errors in <data dir>/logs/sctk.log"),
+    "connectivity": (
+        "startup",
+        "check the endpoint's address in 'sctk config show' and the network",
+    ),
+}
+SEVERITY = {
+    Status.OK: "ok",
+    Status.WARNING: "warn",
+    Status.CRITICAL: "fail",
+    Status.UNKNOWN: "warn",
+}
+ORDER = {"ok": 0, "warn": 1, "fail": 2}
+
+
+@dataclass
+class Finding:
+    area: str
+    name: str
+    severity: str  # ok | warn | fail
+    message: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def worst(findings: list[Finding]) -> str:
+    return max((f.severity for f in findings), key=ORDER.__getitem__, default="ok")
+
+
+# --- start-up ----------------------------------------------------------------------------
+
+
+def _port_free(settings: Settings) -> Finding:
+    from sctk.runstate import running_pid
+
+    host, port = settings.server.host, settings.server.port
+    pid = running_pid(settings.home)
+    if pid is not None:
+        return Finding(
+            "startup", "port", "ok", f"sctk already serves this data directory (pid {pid})"
+        )
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return Finding(
+                "startup",
+                "port",
+                "fail",
+                f"cannot bind {host}:{port} ({exc.strerror}); another program holds it",
+                f"stop that program, or 'sctk config set server.port {port + 1}'",
+            )
+    return Finding("startup", "port", "ok", f"{host}:{port} is free")
+
+
+def _tls_files(settings: Settings) -> Finding:
+    missing = [
+        str(p)
+        for p in (settings.server.tls_cert, settings.server.tls_key)
+        if p is not None and not Path(p).is_file()
+    ]
+    if missing:
+        return Finding(
+            "startup",
+            "tls",
+            "fail",
+            f"TLS file not found: {', '.join(missing)}",
+            "sctk config set server.tls_cert PATH / server.tls_key PATH",
+        )
+    return Finding("startup", "tls", "ok", "no TLS files configured or all present")
+
+
+def _stale_pid(settings: Settings) -> Finding:
+    from sctk.runstate import pid_path, running_pid
+
+    path = pid_path(settings.home)
+    if path.exists() and running_pid(settings.home) is None:
+        return Finding(
+            "startup",
+            "pid_file",
+            "warn",
+            f"{path} names a process that is gone (an unclean stop)",
+            f"rm {path}",
+        )
+    return Finding("startup", "pid_file", "ok", "no stale pid file")
+
+
+# --- performance -------------------------------------------------------------------------
+
+
+def _queue(settings: Settings, engine) -> list[Finding]:
+    from sctk.ops import flags
+    from sctk.storage.models import Job
+
+    with session_scope(engine) as s:
+        queued = s.scalar(select(func.count()).select_from(Job).where(Job.status == "queued"))
+        oldest = s.scalar(select(func.min(Job.created_at)).where(Job.status == "queued"))
+        paused = flags.is_on(s, flags.JOBS_PAUSED)
+    found = []
+    if paused:
+        found.append(
+            Finding(
+                "performance",
+                "job_intake",
+                "warn",
+                "job intake is paused",
+                "sctk jobs resume",
+            )
+        )
+    age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+    if queued and age > 600:
+        found.append(
+            Finding(
+                "performance",
+                "queue",
+                "warn",
+                f"{queued} jobs queued, the oldest for {age / 60:.0f} min",
+                "start more workers ('sctk worker') or raise jobs.concurrency",
+            )
+        )
+    else:
+        found.append(Finding("performance", "queue", "ok", f"{queued} jobs queued"))
+    return found
+
+
+def _sqlite_free_pages(engine) -> Finding:
+    if engine.dialect.name != "sqlite":
+        return Finding("performance", "db_bloat", "ok", "PostgreSQL: see VACUUM in maintenance")
+    with engine.connect() as conn:
+        free = conn.execute(text("PRAGMA freelist_count")).scalar() or 0
+        pages = conn.execute(text("PRAGMA page_count")).scalar() or 1
+    share = free / pages
+    if share > 0.25 and pages > 1000:
+        return Finding(
+            "performance",
+            "db_bloat",
+            "warn",
+            f"{share:.0%} of the database file is free pages",
+            "sctk maintenance run reindex  (runs VACUUM)",
+        )
+    return Finding("performance", "db_bloat", "ok", f"{share:.0%} free pages")
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+def _data(settings: Settings, engine) -> list[Finding]:
+    from sctk.ops import integrity
+    from sctk.security import audit
+
+    found = []
+    problems = integrity.database_problems(engine)
+    found.append(
+        Finding(
+            "data",
+            "database",
+            "fail",
+            "; ".join(problems[:3]),
+            "restore the database: 'sctk restore --latest --only db'",
+        )
+        if problems
+        else Finding("data", "database", "ok", "the database's integrity check passes")
+    )
+    with session_scope(engine) as s:
+        report = integrity.check_files(s, settings.home)
+        chain = audit.verify(s)
+    integrity.check_json(settings.home, report)
+    for p in report.problems:
+        found.append(
+            Finding(
+                "data",
+                "files",
+                "fail",
+                p.sentence(),
+                f"sctk restore --latest --file {p.path}",
+            )
+        )
+    if report.ok:
+        found.append(
+            Finding("data", "files", "ok", f"{report.files_checked} files match their records")
+        )
+    found.append(
+        Finding("data", "audit_chain", "ok", f"audit chain intact ({chain.checked} entries)")
+        if chain.ok
+        else Finding(
+            "data",
+            "audit_chain",
+            "fail",
+            f"audit chain broken at entry {chain.broken_seq}: {chain.problem}",
+            "sctk audit-log verify  (then investigate who changed the log)",
+        )
+    )
+    return found
+
+
+# --- the doctor --------------------------------------------------------------------------
+
+
+def diagnose(settings: Settings, areas: list[str] | None = None) -> list[Finding]:
+    """Findings for AREAS (default: all), failing ones first within each area."""
+    areas = areas or list(AREAS)
+    unknown = [a for a in areas if a not in AREAS]
+    if unknown:
+        raise SctkError(f"Unknown area '{unknown[0]}'; choose from {', '.join(AREAS)}.")
+    findings: list[Finding] = []
+    report = run_checks(settings)
+    for outcome in report.outcomes:
+        area, fix = CHECK_AREAS.get(outcome.name, ("startup", ""))
+        if area in areas:
+            severity = SEVERITY[outcome.status]
+            findings.append(
+                Finding(
+                    area, outcome.name, severity, outcome.message, fix if severity != "ok" else ""
+                )
+            )
+    database_ok = all(
+        o.status is Status.OK for o in report.outcomes if o.name in ("database", "migrations")
+    )
+    if "startup" in areas:
+        findings += [_port_free(settings), _tls_files(settings), _stale_pid(settings)]
+    if database_ok:
+        engine = make_engine(settings)
+        try:
+            if "performance" in areas:
+                findings += _queue(settings, engine)
+                findings.append(_sqlite_free_pages(engine))
+            if "data" in areas:
+                findings += _data(settings, engine)
+        finally:
+            engine.dispose()
+    elif set(areas) & {"performance", "data"}:
+        findings.append(
+            Finding(
+                "startup",
+                "deeper_checks",
+                "warn",
+                "performance and data were not examined: the database is not reachable or not "
+                "at the newest schema",
+                "fix the start-up findings first, then run 'sctk doctor' again",
+            )
+        )
+    findings.sort(key=lambda f: (areas.index(f.area), -ORDER[f.severity]))
+    return findings

@@ -1,0 +1,334 @@
+"""`sctk emergency`: the maintenance guide's emergency response as recorded steps.
+
+assess (health checks, current metrics) -> isolate (pause job intake and the scheduler) ->
+restart workers (end the processes that run jobs; their loops start fresh ones) -> clear
+temporary files -> optionally restore the latest verified backup -> notify -> verify
+recovery (and resume intake when healthy). Every step is a line on an incident's timeline,
+so the response can be read back afterwards; a step that fails is recorded and the response
+goes on, since an emergency is no time to stop half-way.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psutil
+from sqlalchemy.orm import sessionmaker
+
+from sctk.config import Settings
+from sctk.errors import SctkError
+from sctk.runstate import PID_FILE
+from sctk.storage.engine import make_engine, session_scope
+
+log = logging.getLogger(__name__)
+Confirm = Callable[[str], bool]
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EmergencyReport:
+    incident_id: int
+    steps: list[Step] = field(default_factory=list)
+    recovered: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "incident_id": self.incident_id,
+            "recovered": self.recovered,
+            "steps": [asdict(s) for s in self.steps],
+        }
+
+
+def _is_sctk(proc: psutil.Process) -> bool:
+    try:
+        return any("sctk" in part for part in proc.cmdline())
+    except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+
+
+def job_pool_processes() -> list[psutil.Process]:
+    """Processes of the local job pools: 'spawn' children of sctk service or worker processes."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        if "multiprocessing.spawn" not in cmdline and "spawn_main" not in cmdline:
+            continue
+        try:
+            parent = proc.parent()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if parent is not None and _is_sctk(parent):
+            found.append(proc)
+    return found
+
+
+def restart_workers(settings: Settings, engine) -> Step:
+    from sctk.jobs import queue
+
+    procs = job_pool_processes()
+    for p in procs:
+        p.terminate()
+    gone, alive = psutil.wait_procs(procs, timeout=10)
+    for p in alive:
+        p.kill()
+    with session_scope(engine) as s:
+        requeued = queue.requeue_stale(s, settings.jobs.stale_after_seconds)
+        ids = [j.id for j in requeued]
+    return Step(
+        "restart_workers",
+        True,
+        f"ended {len(procs)} job process(es); the worker loops start new ones; "
+        f"{len(ids)} job(s) of silent workers re-queued",
+        {"pids": [p.pid for p in procs], "requeued": ids},
+    )
+
+
+def clear_tmp(settings: Settings) -> Step:
+    from sctk.ops.maintenance.files import remove
+
+    tmp = settings.home / "tmp"
+    keep = {tmp / PID_FILE.name}
+    removed, freed = [], 0
+    for path in sorted(tmp.iterdir()) if tmp.is_dir() else []:
+        # a restore in progress keeps its staging and journal here
+        if path in keep or path.name.startswith(".restore") or path.name.startswith("restore"):
+            continue
+        freed += remove(path)
+        removed.append(path.name)
+    return Step(
+        "clear_tmp",
+        True,
+        f"removed {len(removed)} item(s) from tmp/, {freed} bytes",
+        {"removed": removed, "bytes": freed},
+    )
+
+
+def _latest_verified(settings: Settings):
+    from sctk.backup.location import open_repo
+
+    repo = open_repo(settings)
+    verified = repo.verified()
+    snaps = [s for s in repo.snapshots() if s.id in verified]
+    if not snaps:
+        raise SctkError("There is no verified backup to restore; run 'sctk backup verify'.")
+    return repo, snaps[-1]
+
+
+def restore_latest_verified(settings: Settings, actor: str, confirm: Confirm) -> Step:
+    from sctk.backup.restore import restore
+
+    repo, snap = _latest_verified(settings)
+    question = (
+        f"Restore the latest verified backup, snapshot {snap.id[:8]} of "
+        f"{snap.time:%Y-%m-%d %H:%M} UTC, over the data directory?"
+    )
+    if not confirm(question):
+        return Step(
+            "restore",
+            True,
+            "restore declined: the data directory was kept",
+            {"snapshot": snap.id, "declined": True},
+        )
+    result = restore(settings, repo, snap.id, force=True, actor=actor)
+    return Step(
+        "restore",
+        True,
+        f"restored snapshot {snap.id[:8]} ({result.files} files); safety snapshot "
+        f"{(result.safety_snapshot or '')[:8]}",
+        result.as_dict(),
+    )
+
+
+def notify(settings: Settings, engine, text: str) -> Step:
+    from sctk.monitoring import notifiers
+    from sctk.security.keyring import Keyring
+
+    note = notifiers.Notification(
+        kind="firing",
+        title=f"emergency response on {socket.gethostname()}",
+        text=text,
+        severity="critical",
+    )
+    with session_scope(engine) as s:
+        attempts = notifiers.broadcast(
+            note,
+            settings.alerts,
+            s,
+            Keyring.load(settings.home),
+            record=notifiers.db_recorder(sessionmaker(engine)),
+        )
+    delivered = sorted({a.channel for a in attempts if a.ok})
+    failed = sorted({a.channel for a in attempts if not a.ok} - set(delivered))
+    return Step(
+        "notify",
+        not failed,
+        f"notified over {', '.join(delivered) or 'no channel'}"
+        + (f"; failed: {', '.join(failed)}" if failed else ""),
+        {"delivered": delivered, "failed": failed},
+    )
+
+
+def _why(exc: Exception) -> str:
+    return exc.message if isinstance(exc, SctkError) else f"{type(exc).__name__}: {exc}"
+
+
+def _after_restore(engine, report: EmergencyReport, actor: str, reason: str) -> int:
+    """The restored database predates this response: it holds neither the pause nor the
+    incident. Pause again, and write the timeline so far into it; the incident id it gets."""
+    from sctk.monitoring import incidents
+    from sctk.ops import flags
+
+    engine.dispose()  # pooled SQLite connections still point at the replaced file
+    with session_scope(engine) as s:
+        flags.turn_on(s, flags.JOBS_PAUSED, actor, reason or "emergency")
+        flags.turn_on(s, flags.SCHEDULER_PAUSED, actor, reason or "emergency")
+        try:
+            incidents.get(s, report.incident_id)
+            return report.incident_id
+        except SctkError:
+            pass
+        title = f"emergency response{': ' + reason if reason else ''}"
+        incident = incidents.open_incident(s, title, "critical", actor=actor)
+        for step in report.steps:
+            text = ("" if step.ok else "FAILED: ") + step.summary
+            incidents.add_event(
+                s,
+                incident.id,
+                f"emergency.{step.name}",
+                text,
+                actor,
+                details={"rewritten_after_restore": True},
+            )
+        return incident.id
+
+
+def run_emergency(
+    settings: Settings,
+    *,
+    actor: str,
+    reason: str = "",
+    incident_id: int | None = None,
+    restore: str = "ask",  # ask | yes | no
+    confirm: Confirm = lambda _q: False,
+    keep_paused: bool = False,
+) -> EmergencyReport:
+    from sctk.health import Status, run_checks
+    from sctk.monitoring import incidents
+    from sctk.monitoring.service import current
+    from sctk.ops import flags
+
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as s:
+            if incident_id is None:
+                incident_id = incidents.open_incident(
+                    s,
+                    f"emergency response{': ' + reason if reason else ''}",
+                    "critical",
+                    actor=actor,
+                ).id
+            else:
+                incidents.get(s, incident_id)  # NotFound: one sentence, nothing done
+        report = EmergencyReport(incident_id)
+
+        def record(step: Step) -> None:
+            report.steps.append(step)
+            with session_scope(engine) as s:
+                incidents.add_event(
+                    s,
+                    report.incident_id,
+                    f"emergency.{step.name}",
+                    ("" if step.ok else "FAILED: ") + step.summary,
+                    actor,
+                    details=step.details,
+                )
+            log.info("emergency %s: %s", step.name, step.summary)
+
+        def attempt(name: str, fn: Callable[[], Step]) -> None:
+            try:
+                record(fn())
+            except Exception as exc:  # noqa: BLE001 - record it and go on
+                record(Step(name, False, _why(exc)))
+
+        def assess() -> Step:
+            health = run_checks(settings, engine=engine)
+            metrics = current(settings)["metrics"]
+            bad = [
+                f"{o.name} {o.status.name}" for o in health.outcomes if o.status is not Status.OK
+            ]
+            return Step(
+                "assess",
+                True,
+                f"health {health.status.name}"
+                + (f" ({', '.join(bad)})" if bad else "")
+                + f"; cpu {metrics.get('cpu_percent', 0):.0f}%, memory "
+                f"{metrics.get('memory_percent', 0):.0f}%",
+                {"health": health.as_dict(), "metrics": metrics},
+            )
+
+        def isolate() -> Step:
+            with session_scope(engine) as s:
+                jobs = flags.turn_on(s, flags.JOBS_PAUSED, actor, reason or "emergency")
+                sched = flags.turn_on(s, flags.SCHEDULER_PAUSED, actor, reason or "emergency")
+            return Step(
+                "isolate",
+                True,
+                "paused job intake and the scheduler",
+                {"newly_paused": {"jobs": jobs, "scheduler": sched}},
+            )
+
+        attempt("assess", assess)
+        attempt("isolate", isolate)
+        attempt("restart_workers", lambda: restart_workers(settings, engine))
+        attempt("clear_tmp", lambda: clear_tmp(settings))
+        if restore != "no":
+            # not through attempt(): the incident may only exist again after _after_restore
+            try:
+                step = restore_latest_verified(
+                    settings, actor, (lambda _q: True) if restore == "yes" else confirm
+                )
+            except Exception as exc:  # noqa: BLE001 - record it and go on
+                step = Step("restore", False, _why(exc))
+            if step.ok and not step.details.get("declined"):
+                report.incident_id = _after_restore(engine, report, actor, reason)
+            record(step)
+        done = ", ".join(f"{s.name} {'ok' if s.ok else 'FAILED'}" for s in report.steps)
+        attempt("notify", lambda: notify(settings, engine, f"Steps so far: {done}."))
+
+        def verify() -> Step:
+            health = run_checks(settings, engine=engine)
+            healthy = health.status in (Status.OK, Status.WARNING)
+            resumed = False
+            if healthy and not keep_paused:
+                with session_scope(engine) as s:
+                    flags.turn_off(s, flags.JOBS_PAUSED, actor)
+                    flags.turn_off(s, flags.SCHEDULER_PAUSED, actor)
+                resumed = True
+            report.recovered = healthy
+            return Step(
+                "verify",
+                healthy,
+                f"health {health.status.name}; "
+                + (
+                    "job intake and scheduler resumed"
+                    if resumed
+                    else "job intake and scheduler stay paused ('sctk jobs resume')"
+                ),
+                {"health": health.as_dict(), "resumed": resumed},
+            )
+
+        attempt("verify", verify)
+        return report
+    finally:
+        engine.dispose()

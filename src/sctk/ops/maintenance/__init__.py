@@ -1,0 +1,1 @@
+"""The maintenance guide's scheduled procedures, one module per schedule group."""

@@ -1,0 +1,120 @@
+"""Running maintenance tasks and recording each run (start, end, status, summary, details).
+
+A task that raises is a failed run with the exception as its summary: one broken task never
+stops the rest of its group. Failed runs are announced on the bus (`maintenance.failed`) so
+the alerting side raises an alert for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from sctk.config import Settings
+from sctk.ops.tasks import Task, TaskContext, TaskResult, get_task, group_tasks
+from sctk.security import audit
+from sctk.storage.engine import make_engine, session_scope
+from sctk.storage.models import MaintenanceRun
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunRecord:
+    id: int
+    task: str
+    status: str
+    summary: str
+    details: dict[str, Any]
+    seconds: float
+
+
+def _publish_failure(settings: Settings, task: str, summary: str) -> None:
+    try:
+        from sctk.bus import get_bus
+
+        get_bus(settings).publish("maintenance.failed", {"task": task, "summary": summary})
+    except Exception:  # the record is what matters; the announcement is best effort
+        log.exception("could not publish the failure of maintenance task %s", task)
+
+
+def run_one(engine, settings: Settings, task: Task, trigger: str, actor: str) -> RunRecord:
+    with session_scope(engine) as s:
+        row = MaintenanceRun(task=task.name, trigger=trigger, status="running")
+        s.add(row)
+        s.flush()
+        run_id = row.id
+    started = time.perf_counter()
+    try:
+        result = task.func(TaskContext(settings, engine, actor=actor, trigger=trigger))
+    except Exception as exc:  # noqa: BLE001 - a failing task is a recorded outcome
+        log.exception("maintenance task %s raised", task.name)
+        result = TaskResult("fail", f"{type(exc).__name__}: {exc}")
+    seconds = time.perf_counter() - started
+    with session_scope(engine) as s:
+        row = s.get(MaintenanceRun, run_id)
+        row.status, row.summary = result.status, result.summary[:2000]
+        row.details = {**result.details, "seconds": round(seconds, 3)}
+        row.finished_at = datetime.now(UTC)
+        audit.record(
+            s,
+            "maintenance.run",
+            actor=actor,
+            target=task.name,
+            outcome="ok" if result.status != "fail" else "failure",
+            details={"status": result.status, "summary": result.summary[:200]},
+        )
+    if result.status == "fail":
+        _publish_failure(settings, task.name, result.summary)
+    return RunRecord(run_id, task.name, result.status, result.summary, result.details, seconds)
+
+
+def run_task(settings: Settings, name: str, trigger: str = "manual", actor: str = "cli"):
+    task = get_task(name)
+    engine = make_engine(settings)
+    try:
+        return run_one(engine, settings, task, trigger, actor)
+    finally:
+        engine.dispose()
+
+
+def run_group(
+    settings: Settings, group: str, trigger: str = "manual", actor: str = "cli", engine=None
+) -> list[RunRecord]:
+    """Every task of GROUP in registration order, then one record for the group itself."""
+    tasks = group_tasks(group)
+    own = engine is None
+    engine = engine or make_engine(settings)
+    try:
+        records = [run_one(engine, settings, t, trigger, actor) for t in tasks]
+        worst = max((r.status for r in records), key=["ok", "warn", "fail"].index, default="ok")
+        counts = {s: sum(r.status == s for r in records) for s in ("ok", "warn", "fail")}
+        with session_scope(engine) as s:
+            s.add(
+                MaintenanceRun(
+                    task=group,
+                    trigger=trigger,
+                    status=worst,
+                    summary=f"{len(records)} tasks: {counts['ok']} ok, {counts['warn']} warn, "
+                    f"{counts['fail']} fail",
+                    details={"runs": [r.id for r in records]},
+                    finished_at=datetime.now(UTC),
+                )
+            )
+        return records
+    finally:
+        if own:
+            engine.dispose()
+
+
+def history(engine, task: str | None = None, limit: int = 50) -> list[MaintenanceRun]:
+    with session_scope(engine) as s:
+        query = select(MaintenanceRun).order_by(MaintenanceRun.id.desc()).limit(limit)
+        if task:
+            query = query.where(MaintenanceRun.task == task)
+        return list(s.scalars(query))

@@ -1,0 +1,233 @@
+"""Upgrades with automatic rollback, as the maintenance guide's update procedure.
+
+`upgrade` takes a pre-update backup, checks the configuration still loads, migrates the
+database, then validates the result (health checks and a smoke prediction). Any failure
+after the backup restores it, so the data directory and database end as they began; the
+audit log then records the attempt and the rollback (written after the restore, which would
+otherwise take those entries back out). A migration that cannot be downgraded marks a major
+upgrade, which the operator confirms against the guide's checklist first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sctk.config import Settings
+from sctk.errors import SctkError
+from sctk.storage import migrate
+from sctk.storage.engine import make_engine, session_scope
+
+log = logging.getLogger(__name__)
+PRE_UPDATE = "pre-update"
+CHECKLIST = (
+    "a recent backup has been verified (sctk backup verify --latest --read-data)",
+    "users have been told of the maintenance window",
+    "the release notes of this version have been read",
+    "a rollback (sctk rollback) has been planned and its time allowed for",
+)
+
+
+@dataclass
+class UpgradePlan:
+    current: str | None
+    target: str
+    steps: list[str]
+    major: list[str] = field(default_factory=list)  # revisions that cannot be downgraded
+
+
+@dataclass
+class UpgradeResult:
+    ok: bool
+    before: str | None
+    after: str | None
+    snapshot: str | None
+    message: str
+    rolled_back: bool = False
+    validation: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _irreversible(rev: str) -> bool:
+    module = migrate.script().get_revision(rev).module
+    return bool(getattr(module, "IRREVERSIBLE", False))
+
+
+def plan(settings: Settings, to: str = "head") -> UpgradePlan:
+    engine = make_engine(settings)
+    try:
+        now = migrate.current(engine)
+    finally:
+        engine.dispose()
+    script = migrate.script()
+    if to != "head" and not migrate._known(to):
+        raise SctkError(
+            f"Unknown revision '{to}'; 'sctk db history' lists the revisions there are."
+        )
+    target = script.get_revision(to).revision if to != "head" else migrate.head()
+    steps = [r.revision for r in script.iterate_revisions(target, now or "base")]
+    steps.reverse()  # oldest first
+    if now is not None and target != now and not steps:
+        raise SctkError(
+            f"Revision '{to}' is older than the database's '{now}'; use 'sctk rollback'."
+        )
+    return UpgradePlan(now, target, steps, [r for r in steps if _irreversible(r)])
+
+
+def smoke_prediction(settings: Settings) -> dict[str, Any]:
+    """Load the newest model from the registry and predict one row (or field) of zeros."""
+    from sqlalchemy import select
+
+    from sctk.storage.models import UqModel
+    from sctk.uq import registry
+
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as s:
+            row = s.scalar(select(UqModel).order_by(UqModel.id.desc()).limit(1))
+            if row is None:
+                return {"made": False, "why": "no model in the registry"}
+            model = registry.load(settings.home, row)
+            if row.kind == "field":
+                X = np.zeros((1, *registry.field_shape(row)))
+            else:
+                X = np.zeros((1, len(registry.features_of(row)) or model.n_features_in_))
+            out = model.predict_interval(X, alpha=0.1)
+            if not np.all(np.isfinite(out["mean"])):
+                raise SctkError(
+                    f"The smoke prediction of model {registry.label(row)} is not finite."
+                )
+            return {"made": True, "model": registry.label(row)}
+    finally:
+        engine.dispose()
+
+
+def validate(settings: Settings) -> dict[str, Any]:
+    """Health checks and a smoke prediction after an upgrade; raises on a failure."""
+    from sctk import config
+    from sctk.health import Status, run_checks
+
+    fresh = config.load(settings.home).settings  # the configuration still loads
+    report = run_checks(fresh)
+    bad = [o for o in report.outcomes if o.status is Status.CRITICAL]
+    if bad:
+        raise SctkError("Validation failed: " + "; ".join(f"{o.name}: {o.message}" for o in bad))
+    return {"health": report.status.name, "prediction": smoke_prediction(fresh)}
+
+
+def _audit(settings: Settings, event: str, actor: str, outcome: str, details: dict) -> None:
+    from sctk.security import audit
+
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as s:
+            audit.record(s, event, actor=actor, target="sctk", outcome=outcome, details=details)
+    finally:
+        engine.dispose()
+
+
+def _restore_snapshot(settings: Settings, snapshot: str, actor: str) -> None:
+    from sctk.backup.location import open_repo
+    from sctk.backup.restore import restore
+
+    restore(
+        settings,
+        open_repo(settings),
+        snapshot,
+        force=True,
+        safety_backup=False,
+        actor=actor,
+        migrate=False,
+    )
+
+
+def upgrade(
+    settings: Settings,
+    to: str = "head",
+    *,
+    actor: str = "cli",
+    confirm: Callable[[UpgradePlan], bool] | None = None,
+    migrate_fn: Callable[..., Any] | None = None,
+) -> UpgradeResult:
+    """Upgrade to TO; on any failure, roll back by itself. CONFIRM is asked for a major one."""
+    from sctk.backup.create import create_backup
+
+    started = time.perf_counter()
+    p = plan(settings, to)
+    if not p.steps:
+        return UpgradeResult(
+            True, p.current, p.current, None, f"Already at {p.current}; nothing to do."
+        )
+    if p.major and (confirm is None or not confirm(p)):
+        raise SctkError(
+            f"Revision(s) {', '.join(p.major)} cannot be downgraded (a major upgrade); confirm "
+            "the checklist, or pass --yes."
+        )
+    snap = create_backup(settings, PRE_UPDATE, actor=actor)["id"]
+    engine = make_engine(settings)
+    try:
+        (migrate_fn or migrate.upgrade)(engine, p.target)
+        engine.dispose()
+        checked = validate(settings)
+    except Exception as exc:  # noqa: BLE001 - every failure rolls back the same way
+        engine.dispose()
+        why = exc.message if isinstance(exc, SctkError) else f"{type(exc).__name__}: {exc}"
+        log.error("upgrade to %s failed (%s); restoring snapshot %s", p.target, why, snap)
+        _restore_snapshot(settings, snap, actor)
+        details = {"from": p.current, "to": p.target, "snapshot": snap, "error": why}
+        _audit(settings, "upgrade.attempt", actor, "failure", details)
+        _audit(settings, "upgrade.rollback", actor, "ok", details)
+        return UpgradeResult(
+            False,
+            p.current,
+            p.current,
+            snap,
+            f"The upgrade to {p.target} failed ({why}); rolled back to snapshot {snap[:8]}.",
+            rolled_back=True,
+            seconds=time.perf_counter() - started,
+        )
+    details = {"from": p.current, "to": p.target, "snapshot": snap, **checked}
+    _audit(settings, "upgrade.attempt", actor, "ok", details)
+    return UpgradeResult(
+        True,
+        p.current,
+        p.target,
+        snap,
+        f"Upgraded {p.current or 'base'} -> {p.target}; pre-update snapshot {snap[:8]}.",
+        validation=checked,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def rollback(settings: Settings, ref: str | None = None, actor: str = "cli") -> dict[str, Any]:
+    """Restore pre-update snapshot REF (default: the newest one)."""
+    from sctk.backup.location import open_repo
+
+    repo = open_repo(settings)
+    pre = [s for s in repo.snapshots() if s.label == PRE_UPDATE]
+    if ref is None:
+        if not pre:
+            raise SctkError(
+                "There is no pre-update snapshot to roll back to; 'sctk upgrade' takes one "
+                "before it changes anything."
+            )
+        snap = pre[-1]
+    else:
+        snap = repo.find_snapshot(ref)
+        if snap.label != PRE_UPDATE:
+            raise SctkError(
+                f"Snapshot {snap.id[:8]} is a '{snap.label}' backup, not a pre-update one; "
+                "use 'sctk restore' for it."
+            )
+    _restore_snapshot(settings, snap.id, actor)
+    details = {"snapshot": snap.id, "time": snap.time.isoformat()}
+    _audit(settings, "upgrade.rollback", actor, "ok", details)
+    return details

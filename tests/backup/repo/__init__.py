@@ -1,0 +1,1 @@
+"""Tests of the backup repository engine (sctk.backup.repo)."""

@@ -1,0 +1,260 @@
+"""The monitoring health checks on real rows, real log files and real sockets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from datetime import UTC, datetime, timedelta
+
+import psutil
+import pytest
+from sqlalchemy import text, update
+
+from sctk import config, logs
+from sctk.health import Status, run_checks
+from sctk.health.registry import registered
+from sctk.jobs import queue
+from sctk.monitoring.checks import configured_endpoints, log_errors_since, parse_endpoint
+from sctk.storage.engine import make_engine, session_scope
+from sctk.storage.models import Job
+from tests.helpers import free_port
+from tests.security.conftest import sqlite_only
+
+MONITORING_CHECKS = ["memory", "cpu_load", "workers", "scheduler", "log_errors", "connectivity"]
+
+
+@pytest.fixture
+def engine(settings):
+    eng = make_engine(settings)
+    yield eng
+    eng.dispose()
+
+
+def outcome(settings, name: str):
+    report = run_checks(settings, [name] if name in ("memory", "cpu_load", "log_errors") else
+                        ["database", name])  # fmt: skip
+    return next(o for o in report.outcomes if o.name == name)
+
+
+def test_the_checks_are_registered():
+    checks = registered()
+    assert set(MONITORING_CHECKS) <= set(checks)
+    assert checks["workers"].depends_on == ("database",)
+    # importing this module first (as this test file did) keeps the registry's order
+    order = list(checks)
+    assert order.index("database") < order.index("keyring") < order.index("memory")
+
+
+@sqlite_only
+def test_memory_against_thresholds(settings, backend):
+    used = psutil.virtual_memory().percent
+    calm = config.load(
+        settings.home,
+        {"monitor": {"memory_warning_percent": 99.5, "memory_critical_percent": 99.9}},
+    ).settings
+    if used < 99.0:
+        assert outcome(calm, "memory").status is Status.OK
+    low = max(used / 4, 0.1)
+    warn = config.load(
+        settings.home,
+        {"monitor": {"memory_warning_percent": low, "memory_critical_percent": 99.99}},
+    ).settings
+    o = outcome(warn, "memory")
+    assert o.status is Status.WARNING
+    assert o.values["warning_above_percent"] == low
+    assert f"{o.values['used_percent']:.1f}% used" in o.message
+    crit = config.load(
+        settings.home,
+        {"monitor": {"memory_warning_percent": low / 2, "memory_critical_percent": low}},
+    ).settings
+    assert outcome(crit, "memory").status is Status.CRITICAL
+
+
+@sqlite_only
+def test_cpu_load_against_thresholds(settings, backend):
+    calm = config.load(settings.home, {"monitor": {"load_warning_per_core": 999}}).settings
+    o = outcome(calm, "cpu_load")
+    assert o.status is Status.OK
+    assert o.values["cores"] == psutil.cpu_count()
+    # any machine running this test has some load; a threshold below it warns
+    tight = config.load(settings.home, {"monitor": {"load_warning_per_core": 0.0001}}).settings
+    if o.values["load1"] > 0.0001 * o.values["cores"]:
+        busy = outcome(tight, "cpu_load")
+        assert busy.status is Status.WARNING and "above 0.0001" in busy.message
+
+
+def test_stale_worker_heartbeat_is_detected(settings, engine):
+    assert outcome(settings, "workers").status is Status.OK
+    with session_scope(engine) as s:
+        job = queue.submit(s, "noop", {}, owner="test")
+        job_id = job.id
+    # a worker claimed the job and then went silent an hour ago
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    with session_scope(engine) as s:
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                status="running",
+                worker="host-1:4242",
+                heartbeat_at=hour_ago,
+                started_at=hour_ago,
+                attempts=1,
+            )  # fmt: skip
+        )
+    o = outcome(settings, "workers")
+    assert o.status is Status.WARNING
+    assert f"job {job_id} on host-1:4242" in o.message
+    assert o.values["stale"] == 1 and o.values["stale_jobs"][0]["id"] == job_id
+
+    # a heartbeat now makes it fresh again
+    with session_scope(engine) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=datetime.now(UTC)))
+    assert outcome(settings, "workers").status is Status.OK
+
+
+def test_queued_jobs_nobody_runs_are_reported(settings, engine):
+    with session_scope(engine) as s:
+        job = queue.submit(s, "noop", {}, owner="test")
+        s.flush()
+        job.run_after = datetime.now(UTC) - timedelta(minutes=10)
+    o = outcome(settings, "workers")
+    assert o.status is Status.WARNING
+    assert "none running" in o.message and o.values["queued_overdue"] == 1
+
+
+@sqlite_only
+def test_scheduler_without_and_with_a_lease(settings, engine, backend):
+    with engine.connect() as conn:
+        exists = conn.dialect.has_table(conn, "scheduler_lease")
+    if not exists:
+        o = outcome(settings, "scheduler")
+        assert (o.status, o.message) == (Status.OK, "no scheduler configured")
+        with engine.begin() as conn:
+            conn.execute(
+                text("CREATE TABLE scheduler_lease (name TEXT, holder TEXT, expires_at TEXT)")
+            )
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM scheduler_lease"))
+    assert outcome(settings, "scheduler").status is Status.WARNING
+    past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    future = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO scheduler_lease (holder, expires_at) VALUES ('host-a', :t)"),
+            {"t": past},
+        )
+    o = outcome(settings, "scheduler")
+    assert o.status is Status.WARNING and "expired" in o.message and "host-a" in o.message
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE scheduler_lease SET expires_at = :t"), {"t": future})
+    o = outcome(settings, "scheduler")
+    assert o.status is Status.OK and "host-a" in o.message
+
+
+@sqlite_only
+def test_errors_are_counted_from_the_real_log_file(settings, backend):
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    try:
+        path = logs.configure(settings, console=False)
+        log = logging.getLogger("sctk.test")
+        log.info("all fine")
+        log.error("disk on fire")
+        log.warning("just a warning")
+        log.error("database went away")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("handler crashed")
+    finally:
+        for h in root.handlers:
+            if h not in saved[0]:
+                h.close()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    # an error of two days ago, in a rotated file
+    old = {"time": (datetime.now(UTC) - timedelta(days=2)).isoformat(), "level": "ERROR",
+           "logger": "sctk.old", "message": "ancient history"}  # fmt: skip
+    (path.parent / "sctk.log.1").write_text(json.dumps(old) + "\n")
+
+    o = outcome(settings, "log_errors")
+    assert o.status is Status.WARNING
+    assert o.values["errors_24h"] == 3
+    assert [e["message"] for e in o.values["newest"]] == [
+        "handler crashed",
+        "database went away",
+        "disk on fire",
+    ]
+    assert "3 error(s)" in o.message and "handler crashed" in o.message
+
+    count, _ = log_errors_since(path.parent, datetime.now(UTC) - timedelta(days=3))
+    assert count == 4
+
+    # a new error is seen at once (the scan is cached only while the files are unchanged)
+    new = {"time": datetime.now(UTC).isoformat(), "level": "CRITICAL", "logger": "sctk.x",
+           "message": "out of memory"}  # fmt: skip
+    with path.open("a") as fh:
+        fh.write(json.dumps(new) + "\n")
+    again = outcome(settings, "log_errors")
+    assert again.values["errors_24h"] == 4
+    assert again.values["newest"][0]["message"] == "out of memory"
+
+
+@sqlite_only
+def test_no_log_errors_is_ok(settings, backend):
+    o = outcome(settings, "log_errors")
+    assert (o.status, o.values["errors_24h"]) == (Status.OK, 0)
+
+
+def test_connectivity_reports_latency_and_unreachable_endpoints(settings):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    alive = listener.getsockname()[1]
+    dead = free_port()
+    try:
+        ok = outcome(settings, "connectivity")
+        assert ok.status is Status.OK
+        assert ok.values["endpoints"][0]["name"] == "database"
+        assert ok.values["endpoints"][0]["latency_ms"] >= 0
+
+        s = config.load(
+            settings.home,
+            {
+                "monitor": {
+                    "endpoints": [f"127.0.0.1:{alive}", f"http://127.0.0.1:{dead}/hook"],
+                    "connect_timeout_seconds": 2,
+                },
+                "backup": {"repository": str(settings.home / "backups")},  # local: not probed
+            },
+        ).settings
+        o = outcome(s, "connectivity")
+    finally:
+        listener.close()
+    assert o.status is Status.WARNING
+    by_target = {e.get("target", e["name"]): e for e in o.values["endpoints"]}
+    assert by_target[f"127.0.0.1:{alive}"]["ok"] is True
+    assert by_target[f"127.0.0.1:{alive}"]["latency_ms"] >= 0
+    assert by_target[f"127.0.0.1:{dead}"]["ok"] is False
+    assert "1 of 3 endpoint(s) unreachable" in o.message
+    assert f"monitor.endpoints[1] (127.0.0.1:{dead})" in o.message
+
+
+@sqlite_only
+def test_backup_repository_and_notification_hosts_are_found(settings, backend):
+    s = config.load(
+        settings.home, {"backup": {"repository": "sftp://backup@vault.example.org/srv/sctk"}}
+    ).settings
+    found = {(e.name, e.host, e.port) for e in configured_endpoints(s)}
+    assert ("backup repository", "vault.example.org", 22) in found
+    s = config.load(
+        settings.home, {"alerts": {"smtp": {"host": "mail.example.org", "port": 587}}}
+    ).settings
+    found = {(e.name, e.host, e.port) for e in configured_endpoints(s)}
+    assert ("alerts.smtp.host", "mail.example.org", 587) in found
+    assert parse_endpoint("x", "/var/backups") is None
+    assert parse_endpoint("x", "file:///var/backups") is None
+    assert parse_endpoint("x", "smtp.example.org", 587).port == 587
+    assert parse_endpoint("x", "https://hooks.example.org/T1").port == 443

@@ -1,0 +1,3 @@
+"""Fixtures for the operations tests."""
+
+from tests.security.conftest import engine  # noqa: F401

@@ -1,0 +1,61 @@
+"""The documentation cannot go stale: generated references match the code, every relative
+link resolves, and every `sctk ...` command the prose names exists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import pytest
+import typer
+
+from sctk import docs_build
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+COMMAND = re.compile(r"`(sctk [^`]+)`")
+
+
+def test_generated_references_are_current():
+    stale = docs_build.stale(ROOT / "docs")
+    assert not stale, f"run 'sctk docs build': stale {stale}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_relative_links_resolve(page):
+    for target in LINK.findall(page.read_text(encoding="utf-8")):
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def _root_command() -> click.Command:
+    from sctk.cli import app
+
+    return typer.main.get_command(app)
+
+
+def _resolves(words: list[str]) -> bool:
+    """Whether sctk WORDS names a command (options and arguments after it are ignored)."""
+    ctx = click.Context(_root_command())
+    command = ctx.command
+    for word in words:
+        if not isinstance(command, click.Group) or word.startswith("-"):
+            return True
+        sub = command.get_command(ctx, word)
+        if sub is None:
+            return False
+        command = sub
+    return True
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_named_command_exists(page):
+    missing = []
+    for text in COMMAND.findall(page.read_text(encoding="utf-8")):
+        words = text.split()[1:]
+        if not _resolves(words):
+            missing.append(text)
+    assert not missing, f"{page.name} names commands sctk does not have: {missing}"
