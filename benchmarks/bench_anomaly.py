@@ -20,8 +20,8 @@ data). Goal: the default scores at least 40 points above the guide's rule with f
 a quarter of its false alarms.
 
 The defaults of ``robust`` were chosen by looking at suites drawn with other seeds
-(--seed 7 during development); the seed of the figures in RESULTS.md (2026) was not used
-to choose them.
+(seeds 7 to 11 during development); the seed of the figures in RESULTS.md (2026) was not
+used to choose them.
 """
 
 from __future__ import annotations
@@ -43,14 +43,21 @@ from results import RESULTS, write_section  # noqa: E402
 from sctk.monitoring.anomaly import make_detector  # noqa: E402
 
 SECTION = "## Anomaly detection"
-DETECTORS = [("three_sigma", "guide's 3-sigma rule"), ("robust", "default (robust)")]
+# (registry name, parameters, label); the first two are the comparison, both untuned
+# defaults; the third is a reference only: the guide's rule with a six times longer window,
+# to show that its false alarms are not an artefact of its window length
+DETECTORS = [
+    ("three_sigma", {}, "guide's 3-sigma rule"),
+    ("robust", {}, "default"),
+    ("three_sigma", {"window": 360}, "guide's rule, window 360 (reference)"),
+]
 BENCH_SEED = 2026
-TUNE_SEED = 7
+TUNE_SEEDS = range(7, 12)  # the seeds the defaults were chosen on; never the bench seed
 
 
-def run_detector(name: str, series: Series) -> tuple[list[int], list[str], int]:
+def run_detector(name: str, params: dict, series: Series) -> tuple[list[int], list[str], int]:
     """Indices and kinds of the detections of a fresh NAME detector on SERIES; updates made."""
-    det = make_detector(name)
+    det = make_detector(name, **params)
     hits: list[int] = []
     kinds: list[str] = []
     for i, (t, x) in enumerate(zip(series.t.tolist(), series.x.tolist(), strict=True)):
@@ -61,7 +68,7 @@ def run_detector(name: str, series: Series) -> tuple[list[int], list[str], int]:
     return hits, kinds, len(series.x)
 
 
-def state_bytes(name: str, samples: int = 20_000) -> int:
+def state_bytes(name: str, params: dict, samples: int = 20_000) -> int:
     """Memory one detector holds after SAMPLES noisy samples (tracemalloc, steady state)."""
     import tracemalloc
 
@@ -70,7 +77,7 @@ def state_bytes(name: str, samples: int = 20_000) -> int:
     xs = np.random.default_rng(0).normal(40, 3, samples).tolist()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    det = make_detector(name)
+    det = make_detector(name, **params)
     for i, x in enumerate(xs):
         det.update(1.7e9 + i, x)
     held = tracemalloc.get_traced_memory()[0] - before
@@ -79,14 +86,14 @@ def state_bytes(name: str, samples: int = 20_000) -> int:
     return held
 
 
-def evaluate(name: str, suite: list[Series]) -> dict:
+def evaluate(name: str, params: dict, suite: list[Series]) -> dict:
     scores: list[SeriesScore] = []
     per_kind: dict[str, list[int]] = {}
     per_series: list[tuple[str, SeriesScore]] = []
     updates = 0
     start = time.perf_counter()
     for s in suite:
-        hits, _kinds, n = run_detector(name, s)
+        hits, _kinds, n = run_detector(name, params, s)
         updates += n
         sc = score_series(hits, [lb.window for lb in s.labels], s.probation)
         scores.append(sc)
@@ -103,7 +110,7 @@ def evaluate(name: str, suite: list[Series]) -> dict:
     fps = sum(s.false_positives for s in scores)
     days = sum(s.days for s in suite)
     return {
-        "name": name,
+        "name": name + "".join(f" {k}={v}" for k, v in params.items()),
         "score": normalised(scores),
         "recall": sum(s.detected for s in scores) / windows,
         "precision": (sum(s.in_window for s in scores) / detections) if detections else 0.0,
@@ -113,7 +120,7 @@ def evaluate(name: str, suite: list[Series]) -> dict:
         "per_kind": per_kind,
         "per_series": per_series,
         "us_per_update": elapsed / updates * 1e6,
-        "kib": state_bytes(name) / 1024,
+        "kib": state_bytes(name, params) / 1024,
     }
 
 
@@ -144,14 +151,16 @@ def report(rows: list[dict], suite: list[Series], seed: int, command: str) -> st
         "counts every detection inside a window as true; false alarms are the detections "
         "outside every window.",
         "",
-        f"The defaults of `robust` were chosen on suites drawn with seed {TUNE_SEED}; seed "
-        f"{seed} was not looked at while choosing them.",
+        f"The defaults of `robust` were chosen on suites drawn with seeds "
+        f"{TUNE_SEEDS[0]} to {TUNE_SEEDS[-1]} (`--seed N --no-write`); seed {seed} was not "
+        "looked at while choosing them. A NAB score below 0 means the false positives cost "
+        "more than the detections earn (the scale has no lower bound).",
         "",
         "| detector | NAB score | recall | precision | false alarms | per day | detections "
         "| µs per sample | state KiB |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r, (_, label) in zip(rows, DETECTORS, strict=True):
+    for r, (_, _, label) in zip(rows, DETECTORS, strict=True):
         lines.append(
             f"| {label} (`{r['name']}`) | {r['score']:.1f} | {r['recall']:.2f} | "
             f"{r['precision']:.3f} | {r['fps']} | {r['fa_per_day']:.1f} | "
@@ -168,6 +177,12 @@ def report(rows: list[dict], suite: list[Series], seed: int, command: str) -> st
         cells = [f"{r['per_kind'][k][0]}/{r['per_kind'][k][1]}" for k in kinds]
         lines.append(f"| `{r['name']}` | " + " | ".join(cells) + " |")
     gap = default["score"] - guide["score"]
+    at_onset = normalised(
+        [
+            score_series([lb.onset for lb in s.labels], [lb.window for lb in s.labels], s.probation)
+            for s in suite
+        ]
+    )
     goal = gap >= 40 and fa_ratio < 0.25
     lines += [
         "",
@@ -175,6 +190,13 @@ def report(rows: list[dict], suite: list[Series], seed: int, command: str) -> st
         f"{fa_ratio:.4f} times its false alarms ({default['fps']} against {guide['fps']}); "
         f"goal (>= +40 points, < 0.25 times the false alarms): "
         f"{'met' if goal else 'NOT met'}.",
+        "",
+        "For scale: NAB's perfect detector fires at each window's first sample, half a "
+        "window before the anomaly begins; a streaming detector flagging every onset at "
+        f"once would score {at_onset:.1f} on this suite. The default reports a spike once it has "
+        "settled (3 samples after it ends, which tells it from a shift), a level shift after "
+        "5 samples out, and a slow leak when it has climbed beyond the history of the last "
+        "day; then nothing for its cooldown (900 s).",
         "",
         "µs per sample is the wall time of `update` over the whole suite, Python, one core "
         f"(load average {os.getloadavg()[0]:.1f} at the end: a load above the number of CPUs "
@@ -194,11 +216,11 @@ def main() -> int:
     args = parser.parse_args()
     suite = make_suite(args.seed, args.copies)
     rows = []
-    for name, label in DETECTORS:
-        r = evaluate(name, suite)
+    for name, params, label in DETECTORS:
+        r = evaluate(name, params, suite)
         rows.append(r)
         print(
-            f"{label:24} NAB {r['score']:7.1f}  recall {r['recall']:.2f}  precision "
+            f"{label:38} NAB {r['score']:7.1f}  recall {r['recall']:.2f}  precision "
             f"{r['precision']:.3f}  false alarms {r['fps']:6d} ({r['fa_per_day']:.1f}/day)  "
             f"{r['us_per_update']:.1f} µs/sample, {r['kib']:.1f} KiB"
         )
@@ -208,7 +230,7 @@ def main() -> int:
                     f"    {sname:26} windows {sc.detected}/{sc.windows} fp {sc.false_positives:5d} "
                     f"raw {sc.raw:7.2f}"
                 )
-    guide, default = rows
+    guide, default = rows[0], rows[1]
     ratio = default["fps"] / guide["fps"] if guide["fps"] else float("nan")
     print(
         f"default - guide: {default['score'] - guide['score']:+.1f} points; "
@@ -220,7 +242,7 @@ def main() -> int:
     if args.copies != 3:
         command += f" --copies {args.copies}"
     text = report(rows, suite, args.seed, command)
-    if not args.no_write and args.seed != TUNE_SEED:
+    if not args.no_write and args.seed not in TUNE_SEEDS:
         write_section(SECTION, text)
         print(f"wrote {RESULTS}")
     return 0

@@ -211,6 +211,14 @@ class AnomalySettings(_Section):
         default_factory=dict,
         description="Per-metric overrides: [anomaly.metrics.NAME] detector = ..., params = {...}.",
     )
+    sample_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="Feed the detectors the mean of each period of this many seconds (60: the "
+        "1-minute means the defaults were chosen on; raw 1 Hz samples raise false alarms); "
+        "0 feeds them every sample.",
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> AnomalySettings:

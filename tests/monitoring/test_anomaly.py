@@ -12,6 +12,8 @@ from sctk.config import AnomalyOverride, AnomalySettings
 from sctk.errors import ConfigError, SctkError
 from sctk.monitoring.anomaly import (
     Anomaly,
+    Averaged,
+    DetectorSet,
     RobustDetector,
     ThreeSigma,
     detector_for,
@@ -161,6 +163,7 @@ def test_anomaly_to_dict_is_json_ready_in_utc():
 
 def test_factories_and_per_metric_overrides():
     settings = AnomalySettings(
+        sample_seconds=0,  # every sample to the detector (the service averages 60 s)
         params={"cooldown": 300},
         metrics={"cpu_percent": AnomalyOverride(detector="three_sigma", params={"window": 120})},
     )
@@ -219,8 +222,46 @@ def test_bad_settings_in_the_file_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="Unknown anomaly detector 'magic'"):
         config.load(tmp_path)
     (tmp_path / "sctk.toml").write_text(
-        "[anomaly.params]\ncooldown = 60\n[anomaly.metrics.jobs_queued]\nparams = {threshold = 6}\n"
+        "[anomaly]\nsample_seconds = 0\n[anomaly.params]\ncooldown = 60\n"
+        "[anomaly.metrics.jobs_queued]\nparams = {threshold = 6}\n"
     )
     loaded = config.load(tmp_path).settings.anomaly
     det = detector_for("jobs_queued", loaded)
     assert det.cooldown == 60 and det.threshold == 6  # the override adds to the defaults
+
+
+def test_detector_set_keeps_one_detector_per_metric():
+    settings = AnomalySettings(
+        sample_seconds=0, metrics={"cpu_percent": AnomalyOverride(detector="three_sigma")}
+    )
+    bank = DetectorSet(settings, known_metrics={"cpu_percent", "jobs_queued"})
+    flagged = {"cpu_percent": 0, "jobs_queued": 0}
+    for i in range(200):
+        for metric in flagged:
+            x = 9.0 if i == 150 else 0.0
+            if bank.update(metric, T0 + i, x) is not None:
+                flagged[metric] += 1
+    assert flagged == {"cpu_percent": 1, "jobs_queued": 1}
+    assert isinstance(bank.detectors["cpu_percent"], ThreeSigma)
+    assert isinstance(bank.detectors["jobs_queued"], RobustDetector)
+    with pytest.raises(ConfigError, match="Unknown metric 'disk'"):
+        bank.update("disk", T0, 1.0)
+    with pytest.raises(ConfigError, match="unknown metric 'cpu_percent'"):
+        DetectorSet(settings, known_metrics={"memory_percent"})
+
+
+def test_one_hertz_samples_can_be_fed_as_minute_means(tmp_path):
+    rng = np.random.default_rng(10)
+    x = rng.normal(30, 6, 6 * 3600)  # six hours at 1 Hz
+    x[4 * 3600 :] += 20  # a lasting shift after four hours
+    settings = AnomalySettings(sample_seconds=60)
+    det = detector_for("cpu_percent", settings)
+    assert isinstance(det, Averaged) and det.metric == "cpu_percent"
+    found = run(det, x, step=1.0)
+    assert [a.kind for _, a in found] == ["level shift"]
+    i, a = found[0]
+    assert a.flagged == T0 + i and 4 * 3600 <= i <= 4 * 3600 + 10 * 60
+    assert a.start == T0 + 4 * 3600 and a.metric == "cpu_percent"
+    (tmp_path / "sctk.toml").write_text("[anomaly]\nsample_seconds = -1\n")
+    with pytest.raises(ConfigError, match="'anomaly.sample_seconds'.*greater than or equal to 0"):
+        config.load(tmp_path)

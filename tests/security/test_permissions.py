@@ -351,6 +351,9 @@ ROWS: dict[tuple[str, str], Builder] = {
     ("POST", "/api/v1/incidents/{incident_id}/close"): lambda c, r: Sample(
         f"/api/v1/incidents/{c.incident_id()}/close", {"resolution": "matrix resolution"}
     ),
+    ("GET", "/api/v1/maintenance/runs"): lambda c, r: Sample("/api/v1/maintenance/runs?limit=5"),
+    ("GET", "/api/v1/maintenance/tasks"): lambda c, r: Sample("/api/v1/maintenance/tasks"),
+    ("POST", "/api/v1/maintenance/run/{task}"): lambda c, r: Sample("/api/v1/maintenance/run/tmp"),
     ("POST", "/api/v1/me/password"): lambda c, r: Sample(
         "/api/v1/me/password",
         {"current_password": c.account(r).password, "new_password": c.account(r).password},

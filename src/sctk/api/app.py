@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,12 +14,13 @@ from sctk import __version__, config, logs
 from sctk.api import errors
 from sctk.api.deps import require
 from sctk.api.middleware import LimitsMiddleware, RequestIdMiddleware
-from sctk.api.routes import audit, auth, health, keys, meta, tokens, users, ws
 from sctk.api.routes import alerts as alerts_routes
+from sctk.api.routes import audit, auth, health, keys, meta, tokens, users, ws
 from sctk.api.routes import backups as backups_routes
 from sctk.api.routes import data as data_routes
 from sctk.api.routes import incidents as incidents_routes
 from sctk.api.routes import jobs as jobs_routes
+from sctk.api.routes import maintenance as maintenance_routes
 from sctk.api.routes import metrics as metrics_routes
 from sctk.api.routes import models as models_routes
 from sctk.bus import get_bus
@@ -29,17 +31,23 @@ from sctk.security.credentials import CredentialCache
 from sctk.security.keyring import Keyring
 from sctk.security.ratelimit import RateLimiter
 from sctk.storage.engine import make_engine
+from sctk.web import routes as web
 
 
 def create_app(
-    settings: Settings | None = None, workers: int | None = 0, collect: bool | None = None
+    settings: Settings | None = None,
+    workers: int | None = 0,
+    collect: bool | None = None,
+    schedule: bool | None = None,
 ) -> FastAPI:
     """Build the app for SETTINGS (default: loaded from SCTK_HOME and the environment).
 
     WORKERS job worker loops run in the process while the app does (None: jobs.workers);
     by default none, so that building an app stays cheap; `sctk serve` asks for them.
     COLLECT runs the metrics collector while the app does (None: only in the served app,
-    the one asking for jobs.workers loops).
+    the one asking for jobs.workers loops). SCHEDULE runs the maintenance scheduler and the
+    alerting on the collected metrics (None: in the served app, unless
+    maintenance.scheduler_in_serve is off).
     """
     if settings is None:
         settings = config.load().settings
@@ -55,21 +63,33 @@ def create_app(
         job_workers = _app.state.job_workers = await run_in_threadpool(
             start_workers, settings, settings.jobs.workers if workers is None else workers
         )
-        if (workers is None) if collect is None else collect:
+        serving = workers is None
+        scheduling = (
+            (serving and settings.maintenance.scheduler_in_serve) if schedule is None else schedule
+        )
+        if serving if collect is None else collect:
             from sctk.monitoring.collector import Collector
 
             _app.state.collector = Collector.from_settings(settings, engine).start()
+            if scheduling:  # alerting goes with the scheduler: one place raises alerts
+                from sctk.monitoring.watch import start_watch
+
+                _app.state.watch = start_watch(
+                    settings, _app.state.sessionmaker, _app.state.collector, bus
+                )
         scheduler = None
-        if workers is None and settings.maintenance.scheduler_in_serve:
+        if scheduling:
             from sctk.ops.scheduler import Scheduler
 
-            # every served process runs one; the lease lets only one of them act
+            # every such process runs one; the lease lets only one of them act
             scheduler = Scheduler(settings).start()
         try:
             yield
         finally:
             if scheduler is not None:
                 await run_in_threadpool(scheduler.stop)
+            if _app.state.watch is not None:
+                await run_in_threadpool(_app.state.watch.close)
             if _app.state.collector is not None:
                 await run_in_threadpool(_app.state.collector.stop)
             await run_in_threadpool(stop_workers, job_workers)
@@ -92,6 +112,7 @@ def create_app(
     app.state.credential_cache = CredentialCache(sec.auth_cache_seconds)
     app.state.identity_limiter = RateLimiter(sec.rate_limit_per_minute, sec.rate_limit_burst)
     app.state.collector = None
+    app.state.watch = None
     app.state.app_metrics = AppMetrics(engine, lambda: app.state.collector)
     errors.install(app)
     # the last added runs first: ids are assigned before limits can refuse a request
@@ -122,10 +143,19 @@ def create_app(
     v1.include_router(incidents_routes.router)
     v1.include_router(metrics_routes.api_router)
     v1.include_router(backups_routes.router)
+    v1.include_router(maintenance_routes.router)
     app.include_router(v1)
+    web.install(app)  # the dashboard: static pages that call the API above
     return app
 
 
+ROLE_ENV = "SCTK_SERVE_ROLE"  # set by `sctk serve --role` for uvicorn's worker processes
+
+
 def served_app() -> FastAPI:
-    """The app `sctk serve` runs: settings from the environment, with jobs.workers loops."""
+    """The app `sctk serve` runs: settings from the environment; with role 'all' (the
+    default) also jobs.workers job loops, the scheduler and alerting; with role 'api' only
+    the API (and the collector that /api/v1/metrics reads)."""
+    if os.environ.get(ROLE_ENV, "all") == "api":
+        return create_app(workers=0, collect=True, schedule=False)
     return create_app(workers=None)

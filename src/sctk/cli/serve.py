@@ -11,6 +11,8 @@ from sctk.cli.common import console, settings
 from sctk.cli.init import initialise
 from sctk.storage.layout import is_data_dir
 
+ROLES = ("all", "api", "worker", "scheduler")
+
 
 def serve(
     ctx: typer.Context,
@@ -22,9 +24,32 @@ def serve(
     insecure: bool | None = typer.Option(
         None, "--insecure", help="Allow plain HTTP on a non-loopback address."
     ),
+    role: str = typer.Option(
+        "all",
+        "--role",
+        help="all: API, job workers, scheduler and alerting; api: the API only; worker: job "
+        "workers only; scheduler: the scheduler, metrics and alerting only.",
+    ),
 ) -> None:
-    """Serve the REST API with uvicorn (HTTPS when given a certificate and key)."""
+    """Serve sctk: the REST API with uvicorn (HTTPS when given a certificate and key), or
+    one role of a deployment split over several processes or machines."""
+    from sctk.errors import SctkError
+
+    if role not in ROLES:
+        raise SctkError(f"Unknown role '{role}'; use one of {', '.join(ROLES)}.")
+    if role == "worker":
+        from sctk.cli.worker import worker
+
+        return worker(ctx, concurrency=None, loops=None, grace=30.0, until_idle=False)
+    if role == "scheduler":
+        from sctk.cli.scheduler import scheduler
+
+        return scheduler(ctx)
     import uvicorn
+
+    from sctk.api.app import ROLE_ENV
+
+    os.environ[ROLE_ENV] = role  # uvicorn's worker processes read it in served_app
 
     from sctk import logs
     from sctk.api.binding import check_binding

@@ -59,6 +59,9 @@ log = logging.getLogger("sctk.alerts")
 FIRING = "firing"
 RESOLVED = "resolved"
 ANOMALY_RULE = "anomaly"
+MAINTENANCE_RULE = "maintenance"  # a scheduled maintenance task that failed
+# rules raised by an event rather than evaluated on samples: they resolve once quiet
+EVENT_RULES = frozenset({ANOMALY_RULE, MAINTENANCE_RULE})
 _FP_RE = re.compile(r"^[0-9a-f]{16}$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -449,7 +452,7 @@ class AlertEngine:
                     last_notified_at=a.last_notified_at,
                     notified_count=a.notified_count,
                     value=a.value,
-                    anomaly=a.rule == ANOMALY_RULE,
+                    anomaly=a.rule in EVENT_RULES,
                     fields={"metric": a.metric, **(a.labels or {})},
                 )
             return len(self._open)
@@ -563,17 +566,19 @@ class AlertEngine:
         value: float | None = None,
         labels: dict[str, str] | None = None,
         severity: str = "warning",
+        rule: str = ANOMALY_RULE,
     ) -> int:
-        """An anomaly detector's finding: open (or refresh) a warning alert; its id.
+        """An anomaly detector's finding (or another event of EVENT_RULES, such as a failed
+        maintenance task): open (or refresh) a warning alert; its id.
 
         The detectors debounce episodes themselves, so this fires at once; the alert resolves
         when no anomaly was raised for it for `alerts.anomaly_resolve_seconds`.
         """
         metric, found = split_metric(metric)  # a detector may name a labelled series
         labels = {**found, **(labels or {})}
-        fp = fingerprint(ANOMALY_RULE, metric, labels)
+        fp = fingerprint(rule, metric, labels)
         key = (fp, severity)
-        cond = _Cond(ANOMALY_RULE, metric, labels, severity, value or 0.0, None, message)
+        cond = _Cond(rule, metric, labels, severity, value or 0.0, None, message)
         with self._lock:
             self._step(now, {key}, {key: cond}, anomaly=True)
             return self._open[key].id
@@ -715,7 +720,7 @@ class AlertEngine:
             last_notified_at=None,
             notified_count=0,
             value=cond.value,
-            anomaly=cond.rule == ANOMALY_RULE,
+            anomaly=cond.rule in EVENT_RULES,
             fields={"metric": cond.metric, **cond.labels},
         )
         self._open[key] = live

@@ -283,3 +283,18 @@ def test_live_lock_is_refused(repo, tree):
     )
     with pytest.raises(RepoError, match="on host elsewhere.example"):
         backup(repo, tree)
+
+
+def test_damaged_snapshot_file_is_named_and_others_stay_usable(repo, tree, tmp_path):
+    good = backup(repo, tree, label="good")
+    (tree / "new.txt").write_text("new")
+    bad = backup(repo, tree, label="bad")
+    _flip(Path(repo.url, "snapshots", bad.id), 30)
+    again = Repository.open(repo.url, PASSPHRASE)
+    assert [s.id for s in again.snapshots()] == [good.id]
+    with pytest.raises(RepoError, match=f"snapshot file snapshots/{bad.id} is damaged"):
+        again.find_snapshot(bad.id[:8])
+    report = again.check()
+    assert not report.ok and any(bad.id in e for e in report.errors), report.errors
+    again.restore(good.id, tmp_path / "out")
+    assert (tmp_path / "out" / "random.bin").read_bytes() == (tree / "random.bin").read_bytes()

@@ -95,8 +95,8 @@ def _structure(
     for sid, doc in docs.items():
         problems = 0
         for f in doc["files"]:
+            referenced.update(f["chunks"])
             for cid in f["chunks"]:
-                referenced.add(cid)
                 loc = index.entries.get(cid)
                 why = None
                 if loc is None:

@@ -5,11 +5,18 @@ Layout (names relative to the repository root):
     data/<xx>/<sha256>       packs: sealed chunks back to back, then a sealed header, then the
                              header length (4 bytes, little endian)
     index/<sha256>           sealed JSON: pack -> [(chunk id, offset, length, raw length, flags)]
-    snapshots/<sha256>       sealed JSON: time, label, host, manifest, files
+    snapshots/<sha256>       sealed JSON: time, label, host, manifest, size, added_bytes, and
+                             files [{path, mode, size, sha256, chunks, st}] where st is
+                             [size, mtime_ns, ctime_ns, inode] at backup time (lets the next
+                             backup skip unchanged files)
     verified/<sha256>        sealed JSON: snapshot id, time, report of a verification
     locks/<random>           plaintext JSON: pid, host, time, exclusive
 Every file except config and locks is named by the SHA-256 of its bytes, so a copy can be
 checked against its name and a file is never rewritten.
+
+A sealed blob is nonce (12 bytes) || AES-256-GCM ciphertext and tag. A chunk's AAD is its id
+(so the index cannot point a chunk id at another chunk); sealed files use a per-kind AAD.
+A chunk's plaintext is zstd-compressed (flag 1) unless that does not make it smaller.
 """
 
 from __future__ import annotations

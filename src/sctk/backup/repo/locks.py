@@ -141,9 +141,6 @@ class LockManager:
         # Two processes may have written their locks at the same moment: look again.
         others = {k: v for k, v in self._read_locks().items() if k != name}
         other = self._conflict(others, exclusive)
-        if other is None and not exclusive:
-            # a shared lock conflicts only with exclusive ones
-            other = next((i for i in others.values() if i.get("exclusive", True)), None)
         if other is not None and _alive_or_remote(other):
             self.backend.delete(name)
             raise self._refuse(other)

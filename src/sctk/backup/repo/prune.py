@@ -107,15 +107,17 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False) -> PruneRepor
             result.freed_bytes = (
                 freed - new_size + sum(sum(b[2] for b in live) for _, live in repack)
             )
-        # 3. the new index: every kept pack plus the new ones
-        full = {p: (index.pack_sizes[p], index.pack_blobs[p]) for p in keep}
-        full.update(new_packs)
-        old_index = repo.backend.list("index")
-        new_names = set(write_index(repo.backend, repo.keys, full))
-        # 4. old index files
-        for name in old_index:
-            if name not in new_names:
-                repo.backend.delete(name)
+        # 3. the new index: every kept pack plus the new ones (only when packs go away; orphan
+        #    packs are in no index, and rewriting an unchanged index would only churn copies)
+        if delete or repack:
+            full = {p: (index.pack_sizes[p], index.pack_blobs[p]) for p in keep}
+            full.update(new_packs)
+            old_index = repo.backend.list("index")
+            new_names = set(write_index(repo.backend, repo.keys, full))
+            # 4. old index files
+            for name in old_index:
+                if name not in new_names:
+                    repo.backend.delete(name)
         # 5. packs nothing points to any more, and leftovers of interrupted writes
         for pack in delete:
             repo.backend.delete(pack_name(pack))

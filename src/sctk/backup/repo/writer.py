@@ -27,9 +27,11 @@ from sctk.backup.repo.formats import AAD_SNAPSHOT, FLAG_ZSTD, content_id, seal_j
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import FileEntry, SnapshotInfo
 from sctk.backup.repo.packs import PackWriter
+from sctk.backup.repo.repository import worker_count
 
 WINDOW_BYTES = 16 * 1024 * 1024
-ZSTD_LEVEL = 2
+# zstd level 3: on the reference set 4% smaller than level 2 for ~10% more backup CPU.
+ZSTD_LEVEL = 3
 
 
 def check_path(path: str) -> str:
@@ -89,8 +91,6 @@ class SnapshotWriter:
         self.repo = repo
         self.keys = repo.keys
         self.progress = progress
-        from sctk.backup.repo.repository import worker_count
-
         self.threads = threads or worker_count()
         self.read_bytes = 0
         self.skipped_files = 0  # unchanged since the parent snapshot, not read again
@@ -401,5 +401,5 @@ class SnapshotWriter:
             self.repo.index.add_pack(pack_id, size, blobs)
         self.committed = True
         info = self.repo._info_from_doc(snap_id, doc)
-        self.repo._snapshot_cache[snap_id] = doc
+        self.repo._remember(snap_id, doc)
         return info

@@ -1,0 +1,66 @@
+"""What watches the collector in a running service: the alert engine evaluates every
+sample against the rules, and one anomaly detector per metric feeds the anomalies it finds
+to the engine as warning alerts. A maintenance task that fails (announced on the bus by the
+task runner, in whichever process ran it) raises a warning alert too. Alert transitions are
+published on the bus."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import sessionmaker
+
+from sctk.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Watch:
+    def __init__(self, settings: Settings, sessions: sessionmaker, collector: Any, bus: Any):
+        from sctk.monitoring.alerts import start_engine
+
+        self.settings = settings
+        self.engine = start_engine(settings, sessions).attach(collector)
+        if bus is not None:
+            self.engine.listeners.append(lambda kind, data: bus.publish(kind, data))
+        from sctk.monitoring.anomaly import DetectorSet
+
+        self._detectors = DetectorSet(settings.anomaly)
+        self._undo = collector.subscribe(self._detect)
+        self._bus_sub = None
+        if bus is not None:
+            self._bus_sub = bus.subscribe(
+                "maintenance.failed", self._maintenance_failed, "alerts.maintenance_failed"
+            )
+
+    def _maintenance_failed(self, envelope: Any) -> None:
+        from sctk.monitoring.alerts import MAINTENANCE_RULE
+
+        task = str(envelope.payload.get("task", "?"))
+        self.engine.raise_anomaly(
+            datetime.now(UTC),
+            "maintenance",
+            f"maintenance task {task} failed: {envelope.payload.get('summary', '')}"[:500],
+            labels={"task": task},
+            rule=MAINTENANCE_RULE,
+        )
+
+    def _detect(self, now: datetime, sample: dict[str, float]) -> None:
+        t = now.timestamp()
+        for metric, value in sample.items():
+            found = self._detectors.update(metric, t, value)
+            if found is not None:
+                log.info("anomaly on %s: %s", metric, found.message)
+                self.engine.anomaly_found(found)
+
+    def close(self) -> None:
+        if self._bus_sub is not None:
+            self._bus_sub.bus.unsubscribe(self._bus_sub)
+        self._undo()
+        self.engine.close()
+
+
+def start_watch(settings: Settings, sessions: sessionmaker, collector: Any, bus: Any) -> Watch:
+    return Watch(settings, sessions, collector, bus)

@@ -1,0 +1,1 @@
+"""The web dashboard: static pages and small JavaScript modules that call the REST API."""

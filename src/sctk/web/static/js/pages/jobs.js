@@ -1,0 +1,206 @@
+// Jobs and models: the job list with live progress, one job followed to its end, models with
+// their metrics, and a prediction on a stored dataset drawn with its interval.
+
+import { api } from "../api.js";
+import { lineChart } from "../chart.js";
+import { ago, badge, clear, every, field, h, onSubmit, progress, section, table } from "../ui.js";
+
+const ACTIVE = new Set(["queued", "running"]);
+
+export async function render(content, { can }) {
+  const jobsBox = section("Jobs", "jobs");
+  const followBox = section("Job", "job-detail");
+  followBox.hidden = true;
+  const modelsBox = section("Models", "models");
+  const modelBox = section("Model", "model-detail");
+  modelBox.hidden = true;
+  const parts = [];
+  if (can("jobs.run")) parts.push(await submitForm((id) => follow(id)));
+  clear(content, h("div", { class: "grid" }, parts, jobsBox, followBox, modelsBox, modelBox));
+
+  // -- the job list, refreshed faster while something is running
+  let active = false;
+  const listJobs = async () => {
+    const jobs = await api("/api/v1/jobs?limit=30");
+    active = jobs.some((j) => ACTIVE.has(j.status));
+    clear(
+      jobsBox,
+      h("h2", {}, "Jobs"),
+      table(
+        [
+          ["#", (j) => h("a", { href: `#job-${j.id}`, onclick: (e) => (e.preventDefault(), follow(j.id)) }, String(j.id))],
+          ["Kind", (j) => j.kind],
+          ["Status", (j) => badge(j.status)],
+          ["Progress", (j) => progress(j.progress)],
+          ["Message", (j) => j.message],
+          ["Owner", (j) => j.owner],
+          ["Created", (j) => ago(j.created_at)],
+        ],
+        jobs,
+        { empty: "No job yet.", id: "jobs-table" },
+      ),
+    );
+  };
+  let last = 0;
+  every(1000, async () => {
+    // once a second while a job runs, every 10 s otherwise
+    if (active || Date.now() - last > 10000) {
+      last = Date.now();
+      await listJobs();
+    }
+  });
+
+  // -- one job followed to its end
+  let stopFollow = null;
+  async function follow(id) {
+    if (stopFollow) stopFollow();
+    followBox.hidden = false;
+    location.hash = `job-${id}`;
+    stopFollow = every(500, async () => {
+      const [job, events] = await Promise.all([api(`/api/v1/jobs/${id}`), api(`/api/v1/jobs/${id}/events`)]);
+      clear(
+        followBox,
+        h("h2", {}, `Job ${job.id}: ${job.kind} `, badge(job.status)),
+        h("div", { id: "job-progress" }, progress(job.progress), " ", job.message),
+        job.error ? h("p", { class: "error" }, job.error) : null,
+        job.result ? h("pre", { class: "result" }, JSON.stringify(job.result, null, 2)) : null,
+        h(
+          "ol",
+          { class: "events" },
+          events.slice(-12).map((e) => h("li", {}, `${e.kind}: ${e.data.message || e.data.line || e.data.status || ""}`)),
+        ),
+      );
+      if (!ACTIVE.has(job.status)) {
+        stopFollow();
+        followBox.dataset.final = job.status;
+        await listJobs();
+      }
+    });
+  }
+
+  // -- models
+  const models = await api("/api/v1/models");
+  clear(
+    modelsBox,
+    h("h2", {}, "Models"),
+    table(
+      [
+        ["#", (m) => String(m.id)],
+        ["Name", (m) => h("a", { href: `#model-${m.id}`, onclick: (e) => (e.preventDefault(), showModel(m)) }, `${m.name} v${m.version}`)],
+        ["Kind", (m) => m.kind],
+        ["Owner", (m) => m.owner],
+        ["Created", (m) => ago(m.created_at)],
+      ],
+      models,
+      { empty: "No model registered yet.", id: "models-table" },
+    ),
+  );
+  const datasets = await api("/api/v1/datasets");
+
+  function showModel(model) {
+    modelBox.hidden = false;
+    location.hash = `model-${model.id}`;
+    const metrics = Object.entries(model.metrics || {}).filter(([, v]) => typeof v !== "object");
+    const plot = h("div", { id: "prediction-plot" });
+    const kids = [
+      h("h2", {}, `Model ${model.name} v${model.version}`),
+      metrics.length
+        ? h("dl", { class: "facts", id: "model-metrics" }, metrics.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "number" ? Number(v.toPrecision(4)) : String(v))]))
+        : h("p", { class: "muted", id: "model-metrics" }, "No metrics recorded for this model."),
+      h("p", { class: "muted" }, `${model.kind} model · features: ${(model.lineage.features || []).join(", ") || "?"} · sha256 ${model.sha256.slice(0, 12)}`),
+    ];
+    const curve = calibrationCurve(model.metrics || {});
+    if (curve) kids.push(h("h3", {}, "Calibration"), curve);
+    if (can("models.predict")) kids.push(predictForm(model, datasets, plot), plot);
+    else kids.push(h("p", { class: "muted" }, "Predictions need an analyst or admin account."));
+    clear(modelBox, kids);
+  }
+  const m = /^#model-(\d+)$/.exec(location.hash);
+  const wanted = m && models.find((x) => x.id === Number(m[1]));
+  if (wanted) showModel(wanted);
+  const j = /^#job-(\d+)$/.exec(location.hash);
+  if (j) follow(Number(j[1]));
+}
+
+async function submitForm(onQueued) {
+  const kinds = await api("/api/v1/jobs/kinds");
+  const form = h(
+    "form",
+    { class: "card", id: "job-form", novalidate: true },
+    h("h2", {}, "Run a job"),
+    field("Kind", "kind", { options: kinds.map((k) => [k.name, `${k.name} — ${k.description}`]) }, "select"),
+    field("Parameters (JSON)", "params", { rows: 2, placeholder: '{"seconds": 2, "steps": 4}' }, "textarea"),
+    h("button", { type: "submit" }, "Queue"),
+  );
+  onSubmit(form, async (data) => {
+    let params = {};
+    const text = String(data.get("params") || "").trim();
+    if (text) {
+      try {
+        params = JSON.parse(text);
+      } catch (exc) {
+        throw Object.assign(new Error("The parameters are not valid JSON; write an object such as {\"seconds\": 2}."), { field: "params" });
+      }
+    }
+    const job = await api("/api/v1/jobs", { method: "POST", body: { kind: data.get("kind"), params } });
+    onQueued(job.id);
+  });
+  return form;
+}
+
+function predictForm(model, datasets, plot) {
+  const list = h("datalist", { id: "dataset-names" }, datasets.map((d) => h("option", { value: d.name })));
+  const form = h(
+    "form",
+    { class: "inline-form", id: "predict-form", novalidate: true },
+    h("h3", {}, "Predict on a stored dataset"),
+    field("Dataset", "dataset", { list: "dataset-names", value: datasets.length ? datasets[0].name : "", autocomplete: "off" }),
+    field("alpha (miscoverage)", "alpha", { type: "number", step: "any", value: "0.1" }),
+    list,
+    h("button", { type: "submit" }, "Predict"),
+  );
+  onSubmit(form, async (data) => {
+    const alphaText = String(data.get("alpha") || "").trim();
+    const body = { dataset: String(data.get("dataset") || "").trim() };
+    // an empty alpha is sent as it is: the API's sentence says what it needs
+    body.alpha = alphaText === "" ? "" : Number(alphaText);
+    const out = await api(`/api/v1/models/${model.id}/predict`, { method: "POST", body });
+    drawPrediction(plot, out);
+  });
+  return form;
+}
+
+function drawPrediction(plot, out) {
+  const flat = (xs) => xs.map((v) => (Array.isArray(v) ? v.flat(Infinity)[0] : v));
+  const mean = flat(out.mean);
+  const lower = flat(out.lower);
+  const upper = flat(out.upper);
+  const band = mean.map((_, i) => [i, lower[i], upper[i]]);
+  const width = upper.map((u, i) => u - lower[i]);
+  const avg = width.reduce((a, b) => a + b, 0) / (width.length || 1);
+  clear(
+    plot,
+    h("p", { id: "prediction-summary" }, `${out.rows} rows, ${Math.round((1 - out.alpha) * 100)} % intervals, mean width ${avg.toPrecision(3)}${out.cached ? " (cached)" : ""}`),
+    lineChart({ series: [{ label: "mean", points: mean.map((v, i) => [i, v]), dots: true }], band, time: false, title: "Prediction with interval" }),
+  );
+  plot.dataset.rows = String(out.rows);
+}
+
+// a calibration curve when the model's metrics carry one: [{nominal, empirical}] or two lists
+function calibrationCurve(metrics) {
+  const c = metrics.calibration_curve || metrics.calibration;
+  let pts = null;
+  if (Array.isArray(c)) pts = c.map((p) => (Array.isArray(p) ? p : [p.nominal ?? p.expected, p.empirical ?? p.observed]));
+  else if (c && Array.isArray(c.nominal) && Array.isArray(c.empirical)) pts = c.nominal.map((n, i) => [n, c.empirical[i]]);
+  if (!pts || !pts.length) return null;
+  return lineChart({
+    series: [
+      { label: "ideal", points: [[0, 0], [1, 1]], cls: "ideal" },
+      { label: "observed", points: pts, dots: true },
+    ],
+    time: false,
+    yMin: 0,
+    yMax: 1,
+    title: "Calibration",
+  });
+}

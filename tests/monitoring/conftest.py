@@ -1,0 +1,3 @@
+"""Fixtures shared by the monitoring tests."""
+
+from tests.security.conftest import engine  # noqa: F401
