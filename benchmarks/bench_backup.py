@@ -906,6 +906,35 @@ def report(
     return "\n".join(lines)
 
 
+def save_json(path: Path, m, rounds, tools, versions, loads, args) -> None:
+    """The run's figures (without the children's output), for --report-from."""
+    raw = [
+        {
+            "info": info,
+            "results": {
+                t: {k: {kk: vv for kk, vv in v.items() if kk != "stdout"} for k, v in r.items()}
+                for t, r in res.items()
+            },
+        }
+        for res, info in rounds
+    ]
+    saved = {
+        "metrics": m,
+        "rounds": raw,
+        "tools": tools,
+        "versions": versions,
+        "loads": loads,
+        "measured": f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
+        "args": {
+            "scale": args.scale,
+            "seed": args.seed,
+            "rounds": len(rounds),
+            "borg_compression": Borg.compression,
+        },
+    }
+    path.write_text(json.dumps(saved, indent=1, default=str))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_engine":
@@ -991,8 +1020,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="sctk-bench-backup-", dir=args.work) as tmp:
             log(f"round {i + 1}/{args.rounds} in {tmp}")
             rounds.append(run_round(Path(tmp), dataset, tools, args.seed, log))
-    loads = (loads0, os.getloadavg()[0])
-    m = {t: median_metrics(rounds, t) for t in tools}
+        loads = (loads0, os.getloadavg()[0])
+        m = {t: median_metrics(rounds, t) for t in tools}
+        if args.json:  # after every round, so an interrupted run keeps what it measured
+            save_json(args.json, m, rounds, tools, versions, loads, args)
     print()
     print("\n".join(table(m, tools)))
     print()
@@ -1040,32 +1071,6 @@ def main(argv: list[str] | None = None) -> int:
             f"with {os.cpu_count()} cores at best {backup / (os.cpu_count() or 1):.1f} s and "
             f"{read / (os.cpu_count() or 1):.1f} s"
         )
-    if args.json:
-        raw = [
-            {
-                "info": info,
-                "results": {
-                    t: {k: {kk: vv for kk, vv in v.items() if kk != "stdout"} for k, v in r.items()}
-                    for t, r in res.items()
-                },
-            }
-            for res, info in rounds
-        ]
-        saved = {
-            "metrics": m,
-            "rounds": raw,
-            "tools": tools,
-            "versions": versions,
-            "loads": loads,
-            "measured": f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
-            "args": {
-                "scale": args.scale,
-                "seed": args.seed,
-                "rounds": args.rounds,
-                "borg_compression": Borg.compression,
-            },
-        }
-        args.json.write_text(json.dumps(saved, indent=1, default=str))
     if not args.no_write:
         write_section(SECTION, report(m, rounds, tools, versions, args, loads))
         print(f"wrote {RESULTS}")

@@ -150,3 +150,23 @@ def test_cli_writes_the_report_and_refuses_bad_input(settings):
     )
     r = run_sctk("report", "--format", "pdf", home=settings.home)
     assert r.returncode != 0 and "Unknown format 'pdf'" in r.stderr
+
+
+def test_the_monthly_report_is_announced_over_the_webhook(settings, engine):
+    from sctk import config
+    from sctk.monitoring import notifiers
+    from sctk.ops.runner import run_task
+    from sctk.security.keyring import Keyring
+    from tests.monitoring.test_notifiers import Webhook
+
+    hook = Webhook()
+    try:
+        with session_scope(engine) as s:
+            notifiers.set_webhook(s, Keyring.load(settings.home), hook.url, actor="test")
+        s = config.load(settings.home, {"alerts": {"channels": ["log", "webhook"]}}).settings
+        record = run_task(s, "ops_report")
+        assert record.status == "ok" and record.details["sent_over"] == ["webhook"]
+        (body,) = hook.bodies
+        assert "month operations report" in str(body) and "ops-month-" in str(body)
+    finally:
+        hook.close()

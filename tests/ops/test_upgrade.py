@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from sqlalchemy import inspect, select, text
@@ -116,3 +119,31 @@ def test_rollback_without_a_pre_update_snapshot_and_unknown_revision_are_refused
     assert "There is no pre-update snapshot to roll back to" in r.stderr
     r = run_sctk("upgrade", "--to", "9999", home=settings.home, env=ENV)
     assert r.returncode != 0 and "Unknown revision '9999'" in r.stderr
+
+
+@sqlite_only
+def test_a_major_upgrade_asks_for_the_checklist_first(settings, monkeypatch):
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    init_repo(settings)
+    env = {**ENV, "SCTK_EXTRA_MIGRATIONS": str(HERE / "major_migrations")}
+    declined = subprocess.run(
+        [sys.executable, "-m", "sctk", "upgrade"],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        env={**clean_env(), **env, "SCTK_HOME": str(settings.home)},
+        timeout=300,
+    )
+    assert declined.returncode != 0
+    assert "cannot be downgraded (a major upgrade)" in declined.stderr
+    assert "the release notes of this version have been read" in declined.stdout
+    assert "upgrade_major" not in tables(settings)
+    assert (
+        "Upgraded" in run_sctk("upgrade", "--yes", home=settings.home, env=env, timeout=300).stdout
+    )
+    assert "upgrade_major" in tables(settings)
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SCTK_")}

@@ -79,7 +79,71 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# Every error answer is a problem; the OpenAPI document says so, so that clients (and the
+# fuzzing suite, which checks every answer against it) know the shape of each 4xx and 503.
+PROBLEM_SCHEMA = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details; some errors add members (errors, request_id).",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "request_id": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+# status -> why any operation may answer it (the middleware, the dependencies, SctkError)
+_COMMON = {
+    400: "The request is refused; the detail says why and how to fix it",
+    404: "Something the request names does not exist",
+    409: "The request conflicts with the current state",
+    422: "A parameter or the body is invalid",
+    429: "Too many requests; retry after Retry-After seconds",
+    503: "The database is unreachable; retry after Retry-After seconds",
+}
+_SECURED = {401: "No valid bearer credential", 403: "The role lacks the permission"}
+_WITH_BODY = {413: "The request body is larger than the limit"}
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the problem+json error answers to every operation of an OpenAPI SCHEMA."""
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    schema["components"]["schemas"].pop("HTTPValidationError", None)
+    schema["components"]["schemas"].pop("ValidationError", None)
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            codes: dict[int, str] = {503: _COMMON[503]}
+            if not path.startswith("/health/"):
+                codes = dict(_COMMON)
+                if operation.get("security"):
+                    codes.update(_SECURED)
+                if "requestBody" in operation:
+                    codes.update(_WITH_BODY)
+            responses = operation.setdefault("responses", {})
+            for code, why in codes.items():
+                answer = responses.setdefault(str(code), {"description": why})
+                # FastAPI documents 422 as its own JSON shape; sctk answers a problem
+                answer["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
+            operation["responses"] = dict(sorted(responses.items()))
+    return schema
+
+
+def _openapi_with_problems(app: FastAPI):
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(plain())
+        return app.openapi_schema
+
+    return openapi
+
+
 def install(app: FastAPI) -> None:
+    app.openapi = _openapi_with_problems(app)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SctkError, _sctk_error)

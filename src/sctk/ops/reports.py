@@ -226,6 +226,11 @@ def _summary_rows(r: OpsReport) -> list[tuple[str, str]]:
     ]
 
 
+def summary_text(report: OpsReport) -> str:
+    """The report's headline figures as plain lines, for a notification."""
+    return "\n".join(f"{k}: {v}" for k, v in _summary_rows(report))
+
+
 def render(report: OpsReport, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(report.as_dict(), indent=2, default=str)

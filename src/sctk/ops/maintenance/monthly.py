@@ -103,11 +103,37 @@ def compliance_audit(ctx: TaskContext) -> TaskResult:
 
 @task("ops_report", "monthly", "Write the month's operations report (and the year's in January).")
 def ops_report(ctx: TaskContext) -> TaskResult:
+    """The reports go to reports/; a summary of each goes out over the configured notifiers
+    (webhook, e-mail) so that the people who read them are told where they are."""
     from sctk.ops import reports
 
-    written = []
+    written, sent = [], []
     periods = ["month"] + (["year"] if datetime.now(UTC).month == 1 else [])
     for period in periods:
         built = reports.build(ctx.settings, period)
-        written.append(str(reports.write(ctx.settings, built, "html")))
-    return TaskResult("ok", f"wrote {', '.join(written)}", {"reports": written})
+        path = reports.write(ctx.settings, built, "html")
+        written.append(str(path))
+        sent += _announce(ctx, period, reports.summary_text(built), path)
+    summary = f"wrote {', '.join(written)}" + (
+        f"; sent over {', '.join(sorted(set(sent)))}" if sent else ""
+    )
+    return TaskResult("ok", summary, {"reports": written, "sent_over": sorted(set(sent))})
+
+
+def _announce(ctx: TaskContext, period: str, text: str, path) -> list[str]:
+    from sctk.monitoring import notifiers
+    from sctk.security.keyring import Keyring
+
+    if not set(ctx.settings.alerts.channels) - {"log"}:
+        return []
+    note = notifiers.Notification(
+        kind="report",
+        title=f"sctk {period} operations report",
+        severity="info",
+        text=f"{text}\nThe full report: {path}",
+    )
+    with session_scope(ctx.engine) as s:
+        attempts = notifiers.broadcast(
+            note, ctx.settings.alerts, s, Keyring.load(ctx.settings.home)
+        )
+    return [a.channel for a in attempts if a.ok and a.channel != "log"]

@@ -1,7 +1,7 @@
 // Jobs and models: the job list with live progress, one job followed to its end, models with
 // their metrics, and a prediction on a stored dataset drawn with its interval.
 
-import { api } from "../api.js";
+import { api, token } from "../api.js";
 import { lineChart } from "../chart.js";
 import { ago, badge, clear, every, field, h, onSubmit, progress, section, table } from "../ui.js";
 
@@ -50,14 +50,16 @@ export async function render(content, { can }) {
     }
   });
 
-  // -- one job followed to its end
+  // -- one job followed to its end: its events over the WebSocket (polling if that fails)
   let stopFollow = null;
   async function follow(id) {
     if (stopFollow) stopFollow();
     followBox.hidden = false;
+    delete followBox.dataset.final;
     location.hash = `job-${id}`;
-    stopFollow = every(500, async () => {
-      const [job, events] = await Promise.all([api(`/api/v1/jobs/${id}`), api(`/api/v1/jobs/${id}/events`)]);
+    const job = await api(`/api/v1/jobs/${id}`);
+    const events = [];
+    const draw = () =>
       clear(
         followBox,
         h("h2", {}, `Job ${job.id}: ${job.kind} `, badge(job.status)),
@@ -66,15 +68,39 @@ export async function render(content, { can }) {
         job.result ? h("pre", { class: "result" }, JSON.stringify(job.result, null, 2)) : null,
         h(
           "ol",
-          { class: "events" },
+          { class: "events", start: String(Math.max(1, events.length - 11)) },
           events.slice(-12).map((e) => h("li", {}, `${e.kind}: ${e.data.message || e.data.line || e.data.status || ""}`)),
         ),
       );
-      if (!ACTIVE.has(job.status)) {
-        stopFollow();
-        followBox.dataset.final = job.status;
-        await listJobs();
-      }
+    const finish = async () => {
+      Object.assign(job, await api(`/api/v1/jobs/${id}`));
+      draw();
+      followBox.dataset.final = job.status;
+      await listJobs();
+    };
+    draw();
+    stopFollow = live(id, {
+      event(e) {
+        followBox.dataset.via = "websocket";
+        events.push(e);
+        if (e.kind === "progress") (job.progress = e.data.fraction), (job.message = e.data.message || "");
+        if (e.kind === "status") job.status = e.data.status || job.status;
+        draw();
+      },
+      final: finish,
+      // no WebSocket (a proxy that drops it): poll the job and its events instead
+      fallback: () =>
+        every(500, async () => {
+          followBox.dataset.via = "polling";
+          const [now, all] = await Promise.all([api(`/api/v1/jobs/${id}`), api(`/api/v1/jobs/${id}/events`)]);
+          Object.assign(job, now);
+          events.splice(0, events.length, ...all);
+          draw();
+          if (!ACTIVE.has(job.status)) {
+            stopFollow();
+            await finish();
+          }
+        }),
     });
   }
 
@@ -203,4 +229,28 @@ function calibrationCurve(metrics) {
     yMax: 1,
     title: "Calibration",
   });
+}
+
+/** Follow job ID over /ws/jobs/{id}; the bearer token travels as a subprotocol. */
+function live(id, { event, final, fallback }) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  let ended = false;
+  let stopPolling = null;
+  const ws = new WebSocket(`${scheme}://${location.host}/ws/jobs/${id}`, ["sctk", `bearer.${token()}`]);
+  ws.addEventListener("message", (m) => {
+    const msg = JSON.parse(m.data);
+    if (msg.final) {
+      ended = true;
+      final();
+    } else event(msg);
+  });
+  ws.addEventListener("close", () => {
+    if (!ended && !stopped) stopPolling = fallback();
+  });
+  let stopped = false;
+  return () => {
+    stopped = true;
+    if (stopPolling) stopPolling();
+    if (ws.readyState <= 1) ws.close(1000);
+  };
 }

@@ -1,0 +1,357 @@
+"""The production layout on loopback: PostgreSQL, two API processes behind a real nginx, one
+job worker computing on a Dask cluster, one scheduler; every part a process of its own.
+
+It shows what docs/deployment.md promises: jobs submitted through nginx complete, a
+WebSocket on either API process streams the events the worker publishes (they cross
+processes on PostgreSQL's LISTEN/NOTIFY), and killing one API process with SIGKILL in the
+middle of a load costs no client request (nginx retries on the other process) and no job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from sctk import config
+from sctk.ops import lease
+from sctk.ops.scheduler import LEASE as SCHEDULER_LEASE
+from sctk.security import users
+from sctk.storage.engine import make_engine, session_scope
+from sctk.storage.layout import init_home
+from sctk.storage.models import Job
+from tests.e2e.scaleout_support import (
+    Processes,
+    access_log,
+    clean_env,
+    dask_argv,
+    sctk_argv,
+    start_nginx,
+    wait_http,
+)
+from tests.helpers import free_port, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(300)]
+
+ADMIN = ("scale.admin", "Granite-Pylon-Estuary-604")
+LOAD_THREADS = 4
+LOAD_AFTER_KILL_SECONDS = 6.0  # the load goes on this long on the surviving process
+DASK_THREADS = 4
+
+
+@dataclass
+class Cluster:
+    home: Path
+    procs: Processes
+    nginx_url: str
+    nginx_prefix: Path
+    api_ports: list[int]
+    dask_address: str
+    engine: Any
+    token: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.fixture
+def cluster(pg_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    """Every process of the layout started, answering, and logged in as an admin."""
+    home = tmp_path / "home"
+    init_home(home, database_url=pg_url)
+    settings = config.load(home).settings
+    engine = make_engine(settings)
+    with session_scope(engine) as session:
+        users.create(session, ADMIN[0], ADMIN[1], "admin", actor="tests")
+
+    procs = Processes(tmp_path / "logs")
+    # not under tmp_path: nginx's workers (nobody, when the test runs as root) must reach it
+    prefix = Path(tempfile.mkdtemp(prefix="sctk-nginx-"))
+    prefix.chmod(0o755)
+    api_ports = [free_port(), free_port()]
+    nginx_port, dask_port = free_port(), free_port()
+    dask_address = f"tcp://127.0.0.1:{dask_port}"
+    env = clean_env(
+        SCTK_HOME=str(home),
+        SCTK_DATABASE_URL=pg_url,
+        # the load below is one user on one address: the per-identity limits are not tested here
+        SCTK_SECURITY__RATE_LIMIT_PER_MINUTE="1000000",
+        SCTK_SECURITY__CLIENT_RATE_LIMIT_PER_MINUTE="1000000",
+        SCTK_JOBS__POLL_SECONDS="0.1",
+    )
+    try:
+        # started together: on two cores, each one's imports take seconds
+        procs.start(
+            "dask-scheduler",
+            dask_argv("scheduler", "--host", "127.0.0.1", "--port", str(dask_port))
+            + ["--no-dashboard"],
+            clean_env(),
+        )
+        for n, port in enumerate(api_ports):
+            procs.start(
+                f"api{n}",
+                sctk_argv("serve", "--role", "api", "--host", "127.0.0.1", "--port", str(port)),
+                env,
+            )
+        procs.start(
+            "dask-worker",
+            dask_argv("worker", dask_address, "--host", "127.0.0.1", "--nworkers", "1")
+            + ["--nthreads", str(DASK_THREADS), "--no-dashboard", "--no-nanny"],
+            clean_env(),
+        )
+        procs.start(
+            "worker",
+            sctk_argv("serve", "--role", "worker"),
+            {
+                **env,
+                "SCTK_EXECUTOR__KIND": "dask",
+                "SCTK_EXECUTOR__ADDRESS": dask_address,
+                "SCTK_JOBS__CONCURRENCY": str(DASK_THREADS),
+            },
+        )
+        procs.start("scheduler", sctk_argv("serve", "--role", "scheduler"), env)
+        start_nginx(procs, prefix, nginx_port, api_ports)
+        for n, port in enumerate(api_ports):
+            wait_http(f"http://127.0.0.1:{port}/health/live", procs, f"api{n}")
+        nginx_url = f"http://127.0.0.1:{nginx_port}"
+        wait_http(f"{nginx_url}/health/live", procs, "nginx", timeout=20)
+        c = Cluster(home, procs, nginx_url, prefix, api_ports, dask_address, engine)
+        login = httpx.post(
+            f"{nginx_url}/api/v1/auth/token",
+            json={"username": ADMIN[0], "password": ADMIN[1]},
+            timeout=30,
+        )
+        assert login.status_code == 200, login.text
+        c.token = login.json()["access_token"]
+        c.headers = {"Authorization": f"Bearer {c.token}"}
+        yield c
+    finally:
+        procs.close()
+        engine.dispose()
+        for log in ("access.log", "error.log"):  # kept with the others for a post-mortem
+            with contextlib.suppress(OSError):
+                shutil.copy(prefix / log, procs.logdir / f"nginx-{log}")
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def submit(client: httpx.Client, kind: str, params: dict[str, Any]) -> httpx.Response:
+    return client.post("/api/v1/jobs", json={"kind": kind, "params": params})
+
+
+def statuses(engine, ids: list[int]) -> dict[int, str]:
+    with session_scope(engine) as session:
+        return dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(ids))).all())
+
+
+def wait_succeeded(cluster: Cluster, ids: list[int], timeout: float) -> None:
+    def done() -> bool:
+        for name in ("worker", "dask-worker", "dask-scheduler"):
+            cluster.procs.alive(name)
+        found = statuses(cluster.engine, ids)
+        bad = {i: s for i, s in found.items() if s in ("failed", "dead", "cancelled")}
+        assert not bad, f"jobs ended badly: {bad}"
+        return len(found) == len(ids) and set(found.values()) == {"succeeded"}
+
+    try:
+        wait_until(done, timeout=timeout, interval=0.25, what=f"{len(ids)} jobs to succeed")
+    except AssertionError as exc:
+        left = {i: s for i, s in statuses(cluster.engine, ids).items() if s != "succeeded"}
+        worker_log = cluster.procs.log("worker")
+        raise AssertionError(f"{exc}; not succeeded: {left}\n{worker_log}") from None
+
+
+def watch(url: str, into: list[dict[str, Any]], errors: list[str]) -> None:
+    """Collect a job's WebSocket messages until the server closes the stream."""
+    try:
+        with connect(url, open_timeout=30, close_timeout=5) as ws:
+            while True:
+                into.append(json.loads(ws.recv(timeout=60)))
+    except ConnectionClosed as exc:
+        if exc.rcvd is None or exc.rcvd.code != 1000:
+            errors.append(f"{url.split('?')[0]} closed with {exc.rcvd}")
+    except Exception as exc:  # noqa: BLE001 - reported by the test
+        errors.append(f"{url.split('?')[0]}: {type(exc).__name__}: {exc}")
+
+
+def dask_tasks_run(address: str) -> int:
+    """How many sctk job tries the Dask scheduler has been given."""
+    from dask.distributed import Client
+
+    def count(dask_scheduler) -> int:
+        prefix = dask_scheduler.task_prefixes.get("sctk-job")
+        return 0 if prefix is None else sum(prefix.state_counts.values())
+
+    with Client(address, timeout=30) as client:
+        return client.run_on_scheduler(count)
+
+
+@dataclass
+class Outcome:
+    """One request of the load: sent at SENT, answered (or failed) at AT (time.time())."""
+
+    method: str
+    sent: float
+    at: float
+    status: int | None
+    detail: str = ""
+    echo: str = ""
+    job_id: int | None = None
+
+
+def load(cluster: Cluster, n: int, stop: threading.Event, out: list[Outcome]) -> None:
+    """Alternate POST and GET /api/v1/jobs through nginx until STOP is set."""
+    with httpx.Client(base_url=cluster.nginx_url, headers=cluster.headers, timeout=30) as client:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            method, echo = ("POST", f"load-{n}-{i}") if i % 2 else ("GET", "")
+            sent = time.time()
+            try:
+                if method == "POST":
+                    r = submit(client, "noop", {"echo": echo})
+                else:
+                    r = client.get("/api/v1/jobs", params={"limit": 20})
+            except httpx.HTTPError as exc:
+                out.append(Outcome(method, sent, time.time(), None, repr(exc), echo))
+                continue
+            ok = r.status_code == (201 if method == "POST" else 200)
+            job_id = r.json()["id"] if ok and method == "POST" else None
+            detail = "" if ok else r.text[:200]
+            out.append(Outcome(method, sent, time.time(), r.status_code, detail, echo, job_id))
+
+
+def test_two_apis_behind_nginx_a_dask_worker_and_a_scheduler(cluster: Cluster):
+    started = time.monotonic()
+    api = httpx.Client(base_url=cluster.nginx_url, headers=cluster.headers, timeout=30)
+
+    # 1. a job through nginx; a WebSocket straight to EACH API process streams its events,
+    # which the worker and the Dask process running the job publish on the PostgreSQL bus
+    r = submit(api, "sleep", {"seconds": 2.0, "steps": 4})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    streams: list[list[dict[str, Any]]] = [[], []]
+    errors: list[str] = []
+    watchers = [
+        threading.Thread(
+            target=watch,
+            args=(f"ws://127.0.0.1:{port}/ws/jobs/{job_id}?token={cluster.token}", got, errors),
+        )
+        for port, got in zip(cluster.api_ports, streams, strict=True)
+    ]
+    for t in watchers:
+        t.start()
+    for t in watchers:
+        t.join(timeout=120)
+    assert not errors, errors
+    for got in streams:
+        *evts, final = got
+        assert final == {"job_id": job_id, "final": True, "status": "succeeded"}
+        assert [e["seq"] for e in evts] == list(range(1, len(evts) + 1))  # each once, in order
+        assert [e["data"]["status"] for e in evts if e["kind"] == "status"] == [
+            "queued",
+            "running",
+            "succeeded",
+        ]
+        assert [e["data"]["fraction"] for e in evts if e["kind"] == "progress"] == [
+            0.25,
+            0.5,
+            0.75,
+            1.0,
+        ]
+    assert streams[0] == streams[1]
+    assert dask_tasks_run(cluster.dask_address) >= 1, "the job did not run on the Dask cluster"
+    ws_done = time.monotonic()
+
+    # 2. a bounded load through nginx; one API process is killed with SIGKILL in the middle
+    outcomes: list[list[Outcome]] = [[] for _ in range(LOAD_THREADS)]
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=load, args=(cluster, n, stop, outcomes[n]))
+        for n in range(LOAD_THREADS)
+    ]
+    victim, survivor = (f"127.0.0.1:{p}" for p in cluster.api_ports)
+    for t in threads:
+        t.start()
+    try:
+        # kill once both processes are serving the load, not at some guessed moment
+        wait_until(
+            lambda: (
+                {victim, survivor}
+                <= {
+                    line.split('up="')[1].split('"')[0] for line in access_log(cluster.nginx_prefix)
+                }
+                and all(len(o) >= 5 for o in outcomes)
+            ),
+            timeout=60,
+            what="the load to reach both API processes",
+        )
+        before_kill = len(access_log(cluster.nginx_prefix))
+        cluster.procs.kill9("api0")
+        killed_at = time.time()  # it is dead and reaped: its sockets are closed
+        stop.wait(LOAD_AFTER_KILL_SECONDS)  # the load goes on meanwhile: this is its length
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    load_done = time.monotonic()
+    everything = [o for per_thread in outcomes for o in per_thread]
+    after_kill = [o for o in everything if o.sent > killed_at]
+    assert len(after_kill) >= 20, f"only {len(after_kill)} requests after the kill"
+    lines = access_log(cluster.nginx_prefix)[before_kill:]
+
+    # No request sent after the kill failed, nor any GET: nginx retried them on the other
+    # process. The only requests that may fail are POSTs the killed process had already
+    # received: nginx does not replay a non-idempotent request (it may have been done), and
+    # answers 502; the client cannot know whether the job was queued (see below).
+    failed = [o for o in everything if o.detail]
+    unexplained = [o for o in failed if o.method != "POST" or o.status != 502 or o.sent > killed_at]
+    assert not unexplained, f"{len(failed)} of {len(everything)} failed: {unexplained[:5]}"
+    in_flight_502 = [line for line in lines if line.startswith("POST") and f'up="{victim}"' in line]
+    assert len(failed) == len(in_flight_502) <= LOAD_THREADS, (failed, in_flight_502)
+
+    # nginx saw the dead process and sent the requests it could not serve to the other one
+    retried = [line for line in lines if f'up="{victim}, {survivor}"' in line]
+    assert retried, "no request was retried on the surviving process:\n" + "\n".join(lines[:20])
+    assert all(line.split(" up=")[0].endswith((" 200", " 201")) for line in retried), retried
+
+    # 3. no job lost, none doubled: every 201 is one job, every other job is one of the POSTs
+    # cut off by the kill (queued once at most), and every one of them succeeds
+    by_echo: dict[str, list[int]] = {}
+    with session_scope(cluster.engine) as session:
+        for jid, params in session.execute(select(Job.id, Job.params).where(Job.kind == "noop")):
+            by_echo.setdefault(params["echo"], []).append(jid)
+    created = {o.echo: o.job_id for o in everything if o.job_id is not None}
+    assert len(created) >= 10
+    assert {echo: by_echo.get(echo) for echo in created} == {e: [j] for e, j in created.items()}
+    cut_off = {o.echo for o in failed}
+    assert set(by_echo) <= set(created) | cut_off, "a job nobody submitted"
+    assert all(len(by_echo.get(echo, [])) <= 1 for echo in cut_off), "a job queued twice"
+    ids = [jid for jids in by_echo.values() for jid in jids]
+    wait_succeeded(cluster, ids, timeout=90)
+    assert dask_tasks_run(cluster.dask_address) >= len(ids) + 1
+    jobs_done = time.monotonic()
+
+    # the scheduler holds its lease and all that was not killed still runs
+    with session_scope(cluster.engine) as session:
+        assert lease.current(session, SCHEDULER_LEASE) is not None
+    for name in ("api1", "worker", "scheduler", "nginx", "dask-scheduler", "dask-worker"):
+        assert cluster.procs.alive(name)
+    api.close()
+    print(
+        f"\nscale-out: websocket job {ws_done - started:.1f} s; load {load_done - ws_done:.1f} s: "
+        f"{len(everything)} requests, {len(after_kill)} sent after the kill, {len(retried)} "
+        f"retried by nginx, {len(failed)} POSTs cut off in the killed process "
+        f"({sum(e in by_echo for e in cut_off)} of them queued); {len(ids)} jobs, all "
+        f"succeeded {jobs_done - load_done:.1f} s after the load"
+    )
