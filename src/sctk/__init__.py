@@ -1,8 +1,23 @@
 """sctk, the Scientific Computing Toolkit."""
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("sctk")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from functools import cache
+
+
+@cache
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sctk")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    # read on first use: importlib.metadata costs ~0.1 s, which commands that never show
+    # the version (a one-file restore, a health probe) should not pay
+    if name == "__version__":
+        return _version()
+    raise AttributeError(f"module 'sctk' has no attribute {name!r}")

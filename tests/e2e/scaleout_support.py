@@ -27,7 +27,7 @@ NGINX = "/usr/sbin/nginx"
 # The access log says which upstream(s) served each request: "a, b" means nginx retried.
 LOG_FORMAT = (
     "log_format scaleout '$request_method $uri $status "
-    'up="$upstream_addr" ups="$upstream_status" t=$request_time\';'
+    'up="$upstream_addr" ups="$upstream_status" t=$request_time at=$msec\';'
 )
 
 
@@ -74,15 +74,22 @@ class Processes:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
-    def close(self, grace: float = 5.0) -> None:
-        for proc in self.procs.values():
+    def close(self, last: tuple[str, ...] = (), grace: float = 5.0) -> None:
+        """End every group: first all but LAST (what the others use), then LAST."""
+        first = [p for name, p in self.procs.items() if name not in last]
+        self._stop(first, grace)
+        self._stop([self.procs[name] for name in last if name in self.procs], grace)
+
+    @staticmethod
+    def _stop(procs: list[subprocess.Popen], grace: float) -> None:
+        for proc in procs:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for proc in self.procs.values():
+        for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        for proc in self.procs.values():
+        for proc in procs:
             # the group outlives its leader when a child ignores SIGTERM: kill what is left
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -109,17 +116,20 @@ def dask_argv(*args: str) -> list[str]:
 def wait_http(url: str, procs: Processes, name: str, timeout: float = 90.0) -> None:
     """Poll URL until it answers 200, failing at once (with its log) if NAME exits."""
 
-    def up() -> bool:
-        procs.alive(name)
+    def up() -> str | bool:
+        if procs.procs[name].poll() is not None:
+            return "exited"  # truthy: stops the wait at once
         try:
             return httpx.get(url, timeout=2.0).status_code == 200
         except httpx.TransportError:
             return False
 
     try:
-        wait_until(up, timeout=timeout, interval=0.2, what=f"{name} at {url}")
+        answer = wait_until(up, timeout=timeout, interval=0.2, what=f"{name} at {url}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{procs.log(name)}") from None
+    procs.alive(name)  # raises with its log when it exited
+    assert answer is True
 
 
 # --- nginx -------------------------------------------------------------------------------------
@@ -197,8 +207,16 @@ http {{
 """
 
 
+def fail_timeout() -> float:
+    """Seconds the shipped upstream keeps a failed API process out (its fail_timeout)."""
+    found = set(re.findall(r"fail_timeout=(\d+)s\b", SHIPPED_NGINX.read_text()))
+    assert len(found) == 1, f"expected one fail_timeout in {SHIPPED_NGINX}, found {found}"
+    return float(found.pop())
+
+
 def start_nginx(procs: Processes, prefix: Path, listen_port: int, api_ports: list[int]) -> Path:
     """Check and start nginx (not daemonised) with the derived configuration; its path."""
+    assert Path(NGINX).exists(), f"{NGINX} is missing: install it (apt-get install -y nginx)"
     # As root, nginx's workers run as nobody: the prefix must be reachable by them.
     prefix.mkdir(mode=0o755, parents=True, exist_ok=True)
     (prefix / "tmp").mkdir(mode=0o755, exist_ok=True)

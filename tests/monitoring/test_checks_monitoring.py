@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import psutil
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import update
 
 from sctk import config, logs
 from sctk.health import Status, run_checks
@@ -126,31 +126,22 @@ def test_queued_jobs_nobody_runs_are_reported(settings, engine):
 
 @sqlite_only
 def test_scheduler_without_and_with_a_lease(settings, engine, backend):
-    with engine.connect() as conn:
-        exists = conn.dialect.has_table(conn, "scheduler_lease")
-    if not exists:
-        o = outcome(settings, "scheduler")
-        assert (o.status, o.message) == (Status.OK, "no scheduler configured")
-        with engine.begin() as conn:
-            conn.execute(
-                text("CREATE TABLE scheduler_lease (name TEXT, holder TEXT, expires_at TEXT)")
-            )
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM scheduler_lease"))
-    assert outcome(settings, "scheduler").status is Status.WARNING
-    past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
-    future = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
-    with engine.begin() as conn:
+    from sctk.ops import lease
+    from sctk.storage.engine import session_scope
+    from sctk.storage.models import Lease
+
+    o = outcome(settings, "scheduler")
+    assert (o.status, o.message) == (Status.OK, "no scheduler has run on this database yet")
+    with session_scope(engine) as s:
+        assert lease.acquire(s, "scheduler", "host-a", ttl_seconds=300)
+    o = outcome(settings, "scheduler")
+    assert o.status is Status.OK and "host-a" in o.message
+    with engine.begin() as conn:  # the holder stopped renewing five minutes ago
         conn.execute(
-            text("INSERT INTO scheduler_lease (holder, expires_at) VALUES ('host-a', :t)"),
-            {"t": past},
+            Lease.__table__.update().values(expires_at=datetime.now(UTC) - timedelta(minutes=5))
         )
     o = outcome(settings, "scheduler")
     assert o.status is Status.WARNING and "expired" in o.message and "host-a" in o.message
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE scheduler_lease SET expires_at = :t"), {"t": future})
-    o = outcome(settings, "scheduler")
-    assert o.status is Status.OK and "host-a" in o.message
 
 
 @sqlite_only

@@ -5,10 +5,12 @@ itself."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -188,8 +191,10 @@ def test_postgresql_stopped_under_load_service_recovers_and_loses_no_job(private
             private_pg.stop()
             # down long enough for the poller to meet it on the probe and on the API
             wait_until(
-                lambda: 503 in poller.statuses("/health/ready", stopped_at)
-                and 503 in poller.statuses("/api/v1/jobs?limit=20", stopped_at),
+                lambda: (
+                    503 in poller.statuses("/health/ready", stopped_at)
+                    and 503 in poller.statuses("/api/v1/jobs?limit=20", stopped_at)
+                ),
                 timeout=30,
                 what="/health/ready and the job list to answer 503 while PostgreSQL is down",
             )
@@ -232,6 +237,7 @@ def test_postgresql_stopped_under_load_service_recovers_and_loses_no_job(private
         if code == 503:
             assert ctype.startswith(PROBLEM_JSON), (path, ctype)
     assert 200 in poller.statuses("/health/ready", started_at)  # seen recovering
+    assert 200 in poller.statuses("/api/v1/jobs?limit=20", started_at)
     assert poller.statuses("/health/live") and set(poller.statuses("/health/live")) == {200}
     print(f"\nPostgreSQL fault: ready again {recovered:.2f} s after the server started; "
           f"attempts per job {[j['attempts'] for j in final]}")  # fmt: skip
@@ -252,32 +258,65 @@ def small_fs(tmp_path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
-def _sctk_json(*args: str, home: Path, env: dict[str, str]) -> object:
-    done = run_sctk(*args, "--json", home=home, env=env)
-    assert done.returncode == 0, (args, done.stdout, done.stderr)
-    return json.loads(done.stdout)
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def sctk_here(monkeypatch, capsys):
+    """The CLI's entry point run in this process (a subprocess pays seconds of imports per
+    call on a loaded machine); the failing command itself runs as a real subprocess."""
+    from sctk.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str, home: Path, env: dict[str, str]) -> Ran:
+        monkeypatch.setenv("SCTK_HOME", str(home))
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+
+    return run
 
 
 def _used_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def test_backup_to_a_full_file_system_fails_cleanly_through_the_cli(small_fs, tmp_path):
+def test_backup_to_a_full_file_system_fails_cleanly_through_the_cli(small_fs, tmp_path, sctk_here):
     """End to end through the `sctk` command (tests/backup/repo covers the engine alone)."""
     home = tmp_path / "home"
-    env = {"SCTK_BACKUP_PASSPHRASE": PASSPHRASE}
-    assert run_sctk("init", str(home), env=env).returncode == 0
     repo = small_fs / "repo"
-    set_repo = run_sctk("config", "set", "backup.repository", str(repo), home=home, env=env)
-    assert set_repo.returncode == 0, set_repo.stderr
-    assert run_sctk("backup", "init", home=home, env=env).returncode == 0
+    env = {"SCTK_BACKUP_PASSPHRASE": PASSPHRASE}
+
+    def ok_json(*args: str) -> Any:
+        done = sctk_here(*args, "--json", home=home, env=env)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return json.loads(done.stdout)
+
+    init_home(home)
+    assert (
+        sctk_here("config", "set", "backup.repository", str(repo), home=home, env=env).returncode
+        == 0
+    )
+    assert ok_json("backup", "init")["created"] is True
 
     # a first, small snapshot: the one the failure must not damage
     (home / "data" / "notes.txt").write_text("first snapshot\n" * 100)
-    first = _sctk_json("backup", "create", home=home, env=env)
+    first = ok_json("backup", "create")
     repo_after_first = _used_bytes(repo)
 
-    # ~20 MB of incompressible data for an 8 MiB disk
+    # ~20 MB of incompressible data for an 8 MiB disk, backed up as a user would
     (home / "data" / "big.bin").write_bytes(os.urandom(20_000_000))
     failed = run_sctk("backup", "create", home=home, env=env)
     assert failed.returncode != 0
@@ -288,10 +327,9 @@ def test_backup_to_a_full_file_system_fails_cleanly_through_the_cli(small_fs, tm
     assert "free some space" in message and message.endswith("."), message
 
     # no snapshot of the failed run, nothing of it left on the disk, the repository whole
-    listed = _sctk_json("backup", "list", home=home, env=env)
-    assert [s["id"] for s in listed] == [first["id"]]
+    assert [s["id"] for s in ok_json("backup", "list")] == [first["id"]]
     assert _used_bytes(repo) <= repo_after_first + 64 * 1024, "the failed run left data behind"
-    verified = _sctk_json("backup", "verify", "--read-data", home=home, env=env)
+    verified = ok_json("backup", "verify", "--read-data")
     assert verified["ok"] is True and verified["check"]["errors"] == []
     assert verified["check"]["snapshots"] == 1
 
@@ -311,8 +349,253 @@ def test_backup_to_a_full_file_system_fails_cleanly_through_the_cli(small_fs, tm
     # space freed: the next backup works, and everything still verifies byte for byte
     (home / "data" / "big.bin").unlink()
     (home / "data" / "more.txt").write_text("second snapshot\n" * 100)
-    second = _sctk_json("backup", "create", home=home, env=env)
-    listed = _sctk_json("backup", "list", home=home, env=env)
-    assert sorted(s["id"] for s in listed) == sorted([first["id"], second["id"]])
-    verified = _sctk_json("backup", "verify", "--read-data", home=home, env=env)
+    second = ok_json("backup", "create")
+    assert sorted(s["id"] for s in ok_json("backup", "list")) == sorted([first["id"], second["id"]])
+    verified = ok_json("backup", "verify", "--read-data")
     assert verified["ok"] is True and verified["check"]["snapshots"] == 2
+
+
+# -- a notifier endpoint that hangs ------------------------------------------------------------
+
+
+class HangingEndpoint:
+    """A TCP server that accepts every connection and never answers a byte."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/services/T0/B0/hook-token"
+        self.accepted = 0
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._conns.append(conn)  # held open, never read from or written to
+            self.accepted += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for conn in self._conns:
+            conn.close()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_hanging_webhook_never_holds_up_alert_processing(settings, tmp_path):
+    from sqlalchemy.orm import sessionmaker
+
+    from sctk.monitoring.alerts import start_engine
+    from sctk.monitoring.clock import ManualClock
+    from sctk.monitoring.notifiers import set_webhook
+    from sctk.security.keyring import Keyring
+    from sctk.storage.models import Alert, NotificationAttempt
+
+    timeout, attempts_per_note = 0.5, 2
+    alerting = {
+        "rules": [{"metric": "cpu_percent", "warning": 70, "for_seconds": 2}],
+        "trend_rules": [],
+        "cooldown_seconds": 3,
+        "channels": ["log", "webhook"],
+        "webhook_timeout_seconds": timeout,
+        "max_attempts": attempts_per_note,
+        "backoff_seconds": 0.1,
+    }
+    cfg = config.load(settings.home, {"alerts": alerting}).settings
+    hook = HangingEndpoint()
+    engine = make_engine(cfg)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    with sessions() as s:
+        set_webhook(s, Keyring.load(cfg.home), hook.url, actor="tests")
+        s.commit()
+    clock = ManualClock()
+    alerts = start_engine(cfg, sessions, clock=clock)
+    try:
+        # two episodes in simulated time: each fires, then resolves after the cooldown
+        series = ([95.0] * 5 + [20.0] * 8) * 2
+        observe_seconds = []
+        loop_start = time.monotonic()
+        for value in series:
+            start = time.perf_counter()
+            alerts.observe(clock.advance(1), {"cpu_percent": value})
+            observe_seconds.append(time.perf_counter() - start)
+        loop_seconds = time.monotonic() - loop_start
+
+        with sessions() as s:
+            rows = list(s.scalars(select(Alert).order_by(Alert.id)))
+            webhook_done_by_then = len(
+                list(
+                    s.scalars(
+                        select(NotificationAttempt).where(NotificationAttempt.channel == "webhook")
+                    )
+                )
+            )
+        # every notice queued for the webhook: 2 firings + 2 resolutions, 2 tries each
+        expected = 4 * attempts_per_note
+        drain_start = time.monotonic()
+        assert alerts.dispatcher.drain(expected * (timeout + 2) + 10), "deliveries never ended"
+        drained = time.monotonic() - drain_start
+    finally:
+        alerts.close(timeout=5)
+        hook.close()
+
+    # the engine went on: every episode fired and resolved, each sample handled at once
+    assert [(a.severity, a.status) for a in rows] == [("warning", "resolved")] * 2
+    assert max(observe_seconds) < 1.0, f"observe() took up to {max(observe_seconds):.2f} s"
+    assert webhook_done_by_then < expected, "the samples waited for the webhook"
+    assert hook.accepted >= 1
+
+    with sessions() as s:
+        tried = list(s.scalars(select(NotificationAttempt).order_by(NotificationAttempt.id)))
+    engine.dispose()
+    webhook = [a for a in tried if a.channel == "webhook"]
+    log_channel = [a for a in tried if a.channel == "log"]
+    # the log channel was not stuck behind the webhook: all four notices
+    assert [(a.kind, a.ok) for a in log_channel] == [("firing", True), ("resolved", True)] * 2
+    # every webhook attempt ended at its timeout and is recorded as failed, secret-free
+    assert len(webhook) == expected
+    assert [a.attempt for a in webhook] == [1, 2] * 4
+    for a in webhook:
+        assert a.ok is False
+        assert f"did not answer within {timeout:g} s" in a.error
+        assert "hook-token" not in a.error
+        assert timeout * 1000 * 0.9 <= a.duration_ms < (timeout + 4) * 1000, a.duration_ms
+    print(
+        f"\nHanging webhook: {len(series)} samples in {loop_seconds:.2f} s "
+        f"(slowest observe {max(observe_seconds) * 1000:.1f} ms); {len(webhook)} webhook "
+        f"attempts failed at the {timeout:g} s timeout, drained {drained:.1f} s later"
+    )
+
+
+# -- a worker killed during a training job ---------------------------------------------------
+
+WORKER_ENV = {
+    "SCTK_JOBS__HEARTBEAT_SECONDS": "0.5",
+    "SCTK_JOBS__STALE_AFTER_SECONDS": "4",
+    "SCTK_JOBS__POLL_SECONDS": "0.1",
+    "SCTK_JOBS__BACKOFF_SECONDS": "0",
+    "SCTK_EXECUTOR__PROCESSES": "1",
+}
+
+
+class WorkerProcess:
+    """`sctk worker` in a process group of its own (the worker and its pool's processes)."""
+
+    def __init__(self, home: Path, log_dir: Path, name: str):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCTK_")}
+        env.update({"SCTK_HOME": str(home), "COLUMNS": "200", **WORKER_ENV})
+        self.log = log_dir / f"{name}.log"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sctk", "worker", "--concurrency", "1"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+
+    def kill_group(self) -> None:
+        """kill -9 of the whole group: the worker and the process running the job."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=20)
+        self.kill_group()
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_worker_killed_during_training_the_job_reruns_and_registers_once(settings, tmp_path):
+    import psutil
+
+    from sctk.jobs import events, queue
+    from sctk.uq import registry
+    from tests.uq.registry_helpers import frame, import_csv, train_params
+
+    import_csv(settings, frame(n=600), "runs")
+    # long enough (a second or more) that the kill lands mid-training, short enough to rerun
+    params = train_params(config={"epochs": 100, "hidden": [32, 32], "patience": 100})
+    engine = make_engine(settings)
+
+    def job() -> dict:
+        with session_scope(engine) as s:
+            return queue.as_dict(queue.get(s, job_id))
+
+    with session_scope(engine) as s:
+        job_id = queue.submit(s, "uq.train", params, owner="tests").id
+    victim = WorkerProcess(settings.home, tmp_path, "victim")
+    rescuer = None
+    try:
+        claimed = wait_until(
+            lambda: job()["status"] == "running" and job(),
+            timeout=60,
+            interval=0.1,
+            what="the victim to claim the training job",
+        )
+        assert int(claimed["worker"].split(":")[1]) == victim.proc.pid
+        # the second worker starts now, so that its start-up overlaps the first try's
+        rescuer = WorkerProcess(settings.home, tmp_path, "rescuer")
+        wait_until(
+            lambda: job()["progress"] > 0,
+            timeout=120,
+            interval=0.1,
+            what="the training job to report progress",
+        )
+        assert job()["worker"] == claimed["worker"]  # the rescuer took nothing from it
+        pool = [p.pid for p in psutil.Process(victim.proc.pid).children(recursive=True)]
+        victim.kill_group()
+        wait_until(
+            lambda: all(_gone(pid) for pid in pool), timeout=15, what="the pool process to die"
+        )
+        assert job()["status"] == "running"  # nobody has noticed yet
+        done = wait_until(
+            lambda: job()["status"] in queue.FINISHED and job(),
+            timeout=180,
+            interval=0.2,
+            what="the training job to run again and finish",
+        )
+    finally:
+        victim.stop()
+        if rescuer is not None:
+            rescuer.stop()
+
+    assert done["status"] == "succeeded", (done["error"], rescuer.log.read_text()[-3000:])
+    assert done["attempts"] == 2
+    assert int(done["worker"].split(":")[1]) == rescuer.proc.pid
+    with session_scope(engine) as s:
+        history = events.history(s, job_id)
+        models = registry.list_models(s)
+    engine.dispose()
+    statuses = [e.data["status"] for e in history if e.kind == "status"]
+    assert statuses == ["queued", "running", "queued", "running", "succeeded"]
+    requeue = [e.data for e in history if e.kind == "status"][2]
+    assert "sent no heartbeat" in requeue["reason"], requeue
+    # the killed try got somewhere (progress) but never reached the registry
+    first_try = [e for e in history if e.kind == "progress" and e.seq < history[3].seq]
+    assert first_try and max(e.data["fraction"] for e in first_try) < 1.0
+    assert [(m.name, m.version) for m in models] == [("drag", 1)]
+    assert done["result"]["model"]["id"] == models[0].id
+    assert registry.model_file(settings.home, models[0]).is_file()

@@ -20,7 +20,7 @@ from sctk import config
 from sctk.config import Settings
 from sctk.storage.engine import make_engine
 from tests.helpers import LiveServer
-from tests.security.conftest import ACCOUNTS, Account, create_user
+from tests.security.conftest import ACCOUNTS, Account, accounts, api, create_user, engine, start_api  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).parent / "screenshots"

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
-from sqlalchemy import func, inspect, or_, select, text
+from sqlalchemy import func, or_, select
 
 # imported first so that their checks register before these, as CHECK_MODULES orders them:
 # "database", which checks here depend on, must have run when they run
@@ -144,32 +144,27 @@ def workers(ctx: CheckContext) -> CheckOutcome:
 
 @check("scheduler", "The maintenance scheduler holds its lease.", depends_on=("database",))
 def scheduler(ctx: CheckContext) -> CheckOutcome:
-    with ctx.engine.connect() as conn:
-        if not inspect(conn).has_table("scheduler_lease"):
-            return CheckOutcome("scheduler", Status.OK, "no scheduler configured")
-        rows = [dict(r._mapping) for r in conn.execute(text("SELECT * FROM scheduler_lease"))]
-    if not rows:
+    """A scheduler renews its lease while it runs; one that stopped lets it expire. A database
+    no scheduler has ever run on (a CLI-only installation) is not a failure."""
+    from sqlalchemy.orm import Session
+
+    from sctk.ops.lease import LEASE_NAMES
+    from sctk.storage.models import Lease
+
+    with Session(ctx.engine) as session:
+        row = session.get(Lease, LEASE_NAMES["scheduler"])
+    if row is None:
+        return CheckOutcome("scheduler", Status.OK, "no scheduler has run on this database yet")
+    values = {"holder": row.holder, "expires_at": row.expires_at.isoformat()}
+    if row.expires_at < _now():
         return CheckOutcome(
-            "scheduler", Status.WARNING, "no scheduler holds the lease; start 'sctk serve'"
+            "scheduler",
+            Status.WARNING,
+            f"the scheduler lease of {row.holder} expired at {row.expires_at:%Y-%m-%d %H:%M:%S} "
+            "UTC; no scheduler is running (start 'sctk serve' or 'sctk scheduler')",
+            values,
         )
-    row = rows[0]
-    holder = next((str(row[k]) for k in ("holder", "owner", "worker", "name") if row.get(k)), "")
-    expires = row.get("expires_at")
-    if isinstance(expires, str):
-        expires = datetime.fromisoformat(expires)
-    if isinstance(expires, datetime):
-        expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
-        values = {"holder": holder, "expires_at": expires.isoformat()}
-        if expires < _now():
-            return CheckOutcome(
-                "scheduler",
-                Status.WARNING,
-                f"the scheduler lease of {holder or 'its holder'} expired at "
-                f"{expires:%Y-%m-%d %H:%M:%S} UTC; the scheduler is not running",
-                values,
-            )
-        return CheckOutcome("scheduler", Status.OK, f"held by {holder or 'a scheduler'}", values)
-    return CheckOutcome("scheduler", Status.OK, f"held by {holder or 'a scheduler'}")
+    return CheckOutcome("scheduler", Status.OK, f"held by {row.holder}", values)
 
 
 # --- errors in the logs --------------------------------------------------------------------

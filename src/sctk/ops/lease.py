@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 
 from sctk.storage.models import Lease
 
+LEASE_NAMES = {"scheduler": "scheduler"}  # the roles that hold one
+
 
 def _now() -> datetime:
     return datetime.now(UTC)

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+import tomlkit
+from pydantic import BaseModel, TypeAdapter
 
 from sctk.config import CONFIG_FILE_MODE, CONFIG_FILE_NAME, Settings, read_toml
 from sctk.config import load as load_settings
@@ -45,12 +46,22 @@ def is_data_dir(path: Path) -> bool:
     return (path / CONFIG_FILE_NAME).is_file()
 
 
+def _toml_item(value: Any) -> Any:
+    """VALUE as a tomlkit item on one line: tables inline, None (unset) left out."""
+    if isinstance(value, dict):
+        table = tomlkit.inline_table()
+        table.update({k: _toml_item(v) for k, v in value.items() if v is not None})
+        return table
+    if isinstance(value, list | tuple):
+        array = tomlkit.array()
+        array.extend(_toml_item(v) for v in value)
+        return array
+    return value
+
+
 def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    plain = TypeAdapter(type(value)).dump_python(value, mode="json")
+    return tomlkit.item(_toml_item(plain)).as_string()
 
 
 def config_template(database_url: str | None = None) -> str:
@@ -74,7 +85,9 @@ def config_template(database_url: str | None = None) -> str:
         lines += ["", f"[{name}]"]
         for key, sub in annotation.model_fields.items():
             lines.append(f"# {sub.description}")
-            lines.append(f"# {key} = {_toml_value(sub.get_default(call_default_factory=True))}")
+            default = sub.get_default(call_default_factory=True)
+            shown = "(unset by default)" if default is None else _toml_value(default)
+            lines.append(f"# {key} = {shown}")
     return "\n".join(lines) + "\n"
 
 
