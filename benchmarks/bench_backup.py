@@ -809,6 +809,29 @@ def detail_table(m: dict[str, dict[str, float]], tools: list[str]) -> list[str]:
     return lines
 
 
+def per_round(rounds: list[tuple[dict, dict]], tools: list[str]) -> list[str]:
+    """The wall-time figures of each round, so the reader sees how much the load moved them."""
+    if len(rounds) < 2:
+        return []
+    per = [{t: metrics(res[t], info) for t in tools} for res, info in rounds]
+    lines = [
+        "Each round (the table above is the median; the spread is the shared machine's load):",
+        "",
+        "| round | "
+        + " | ".join(
+            f"{t} {label}" for label in ("backup MB/s", "verify s", "restore s") for t in tools
+        )
+        + " |",
+        "| --- |" + " ---: |" * (3 * len(tools)),
+    ]
+    for i, m in enumerate(per, 1):
+        cells = [f"{m[t]['backup1_mbs']:.1f}" for t in tools]
+        cells += [f"{m[t]['verify_s']:.1f}" for t in tools]
+        cells += [f"{m[t]['restore_s']:.1f}" for t in tools]
+        lines.append(f"| {i} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def report(
     m: dict[str, dict[str, float]],
     rounds: list[tuple[dict, dict]],
@@ -861,6 +884,7 @@ def report(
         "",
         *detail_table(m, tools),
         "",
+        *per_round(rounds, tools),
         "Goals of issue 6:",
         "",
         "| goal | measured | met |",

@@ -175,22 +175,52 @@ def count_jobs(home: Path) -> dict[str, int]:
         engine.dispose()
 
 
-def tree_rss(pid: int) -> tuple[int, int]:
-    """RSS in bytes of PID and all its descendants; and how many processes that was."""
+def _label(p: psutil.Process, root: int) -> str:
+    if p.pid == root:
+        return "server"
+    try:
+        line = " ".join(p.cmdline())
+    except psutil.Error:
+        return "process"
+    if "resource_tracker" in line:
+        return "multiprocessing resource tracker"
+    if "multiprocessing" in line:
+        return "job pool process"
+    return p.name()
+
+
+def tree_rss(pid: int) -> dict[int, tuple[str, int]]:
+    """RSS in bytes of PID and of each of its descendants: {pid: (what it is, rss)}."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0, 0
-    total = 0
-    counted = 0
+        return {}
+    out = {}
     for p in procs:
         try:
-            total += p.memory_info().rss
-            counted += 1
+            out[p.pid] = (_label(p, pid), p.memory_info().rss)
         except psutil.NoSuchProcess:
             continue
-    return total, counted
+    return out
+
+
+def per_process(
+    tree: list[tuple[float, dict[int, tuple[str, int]]]], warmup_s: float
+) -> list[tuple[str, int, float, float]]:
+    """(what, pid, MiB in the first minute after warm-up, MiB in the last minute), medians,
+    for every process seen in both: which one grew."""
+    end = tree[-1][0]
+    first = [(t, d) for t, d in tree if warmup_s <= t < warmup_s + 60]
+    last = [(t, d) for t, d in tree if t > end - 60]
+    pids = sorted({p for _, d in first for p in d} & {p for _, d in last for p in d})
+    rows = []
+    for pid in pids:
+        a = statistics.median(d[pid][1] for _, d in first if pid in d) / 2**20
+        b = statistics.median(d[pid][1] for _, d in last if pid in d) / 2**20
+        label = next(d[pid][0] for _, d in last if pid in d)
+        rows.append((label, pid, a, b))
+    return rows
 
 
 # -- the load -------------------------------------------------------------------------------
@@ -386,6 +416,7 @@ def main() -> int:
     stats = Stats()
     samples: list[tuple[float, int]] = []
     nprocs: list[int] = []
+    tree: list[tuple[float, dict[int, tuple[str, int]]]] = []
     stop = threading.Event()
     t0 = time.monotonic()
     until = t0 + args.minutes * 60
@@ -403,10 +434,12 @@ def main() -> int:
         next_sample = t0
         last_report = t0
         while time.monotonic() < until:
-            rss, n = tree_rss(proc.pid)
+            now_tree = tree_rss(proc.pid)
+            rss, n = sum(r for _, r in now_tree.values()), len(now_tree)
             if proc.poll() is not None:
                 raise SystemExit(f"the server died: {(work / 'serve.log').read_text()[-2000:]}")
             samples.append((time.monotonic() - t0, rss))
+            tree.append((samples[-1][0], now_tree))
             nprocs.append(n)
             if time.monotonic() - last_report >= 30:
                 last_report = time.monotonic()
@@ -442,6 +475,7 @@ def main() -> int:
 
     warmup_s = args.warmup * 60
     fig = analyse(samples, warmup_s)
+    processes = per_process(tree, warmup_s)
     total = sum(stats.counts.values())
     errors = sum(stats.errors.values())
     seconds = samples[-1][0]
@@ -461,6 +495,8 @@ def main() -> int:
         f"(limit +{LIMIT * 100:.0f}%); peak {fig['peak'] / 2**20:.1f} MiB "
         f"({fig['peak_growth'] * 100:+.2f}%); slope {fig['slope_mib_per_min']:+.3f} MiB/min"
     )
+    for label, pid, a, b in processes:
+        print(f"  {label} (pid {pid}): {a:.1f} -> {b:.1f} MiB ({b - a:+.1f})")
     print("PASS" if ok else "FAIL")
 
     if not args.no_write:
@@ -507,6 +543,12 @@ def main() -> int:
                 textwrap.fill(verdict, 95),
                 "| request | count | errors | p50 ms | p99 ms |\n"
                 "| --- | ---: | ---: | ---: | ---: |\n" + rows,
+                "Per process (median of the first minute after the warm-up, then of the last "
+                "minute):\n\n| process | MiB after warm-up | MiB at the end | change |\n"
+                "| --- | ---: | ---: | ---: |\n"
+                + "\n".join(
+                    f"| {lb} | {x:.1f} | {y:.1f} | {y - x:+.1f} |" for lb, _, x, y in processes
+                ),
                 "![RSS of sctk serve during the soak](soak.png)",
             ]
         )

@@ -135,3 +135,24 @@ def test_the_app_runs_workers_only_when_asked(settings, engine):
     assert _worker_threads() == []
     assert not group.alive()
     assert job_dict(engine, job_id)["worker"] in {w.id for w in group.workers}
+
+
+def test_a_repeated_submission_with_an_idempotency_key_queues_one_job(api, engine):
+    headers = {**api.headers("analyst"), "Idempotency-Key": "run-2026-11-27-a"}
+    first = api.http.post("/api/v1/jobs", json={"kind": "noop"}, headers=headers)
+    again = api.http.post("/api/v1/jobs", json={"kind": "noop"}, headers=headers)
+    assert first.status_code == 201 and again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = api.http.post("/api/v1/jobs", json={"kind": "noop"}, headers=api.headers("analyst"))
+    assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+    # another user's key space is their own
+    theirs = api.http.post(
+        "/api/v1/jobs", json={"kind": "noop"},
+        headers={**api.headers("admin"), "Idempotency-Key": "run-2026-11-27-a"},
+    )  # fmt: skip
+    assert theirs.status_code == 201 and theirs.json()["id"] != first.json()["id"]
+    too_long = api.http.post(
+        "/api/v1/jobs", json={"kind": "noop"}, headers={**headers, "Idempotency-Key": "k" * 200}
+    )
+    assert too_long.status_code == 422

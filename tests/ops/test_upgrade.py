@@ -72,7 +72,7 @@ def test_a_migration_failing_midway_is_rolled_back_to_the_exact_prior_state(sett
     assert r.returncode == 1, r.stdout + r.stderr
     result = json.loads(r.stdout)
     assert result["rolled_back"] and "failed midway" in result["message"]
-    assert result["before"] == result["after"] == "0008"
+    assert result["before"] == result["after"] == "0009"
 
     after_tables = tables(settings)
     for name in before_tables:

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -85,7 +86,7 @@ def _fuzz_operation(operation, mode, base_url, http, auth, admin, tally) -> None
             tally["ok"].add(operation.label)
         try:
             case.validate_response(response, checks=CHECKS)
-        except AssertionError as exc:  # schemathesis's FailureGroup is one
+        except (FailureGroup, AssertionError) as exc:  # collected: no shrinking, all listed
             first = str(exc).strip().splitlines()[:6]
             tally["failures"][operation.label].append(
                 f"{mode.value} {response.status_code}: {' / '.join(first)}\n"

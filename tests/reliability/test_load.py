@@ -30,8 +30,8 @@ pytestmark = pytest.mark.reliability
 
 CLIENTS = 8
 # per endpoint; the suite runs in CI on a 2-core machine (SCTK_LOAD_SECONDS to lengthen)
-SECONDS = float(os.environ.get("SCTK_LOAD_SECONDS", "3"))
-WARMUP = 1.0
+SECONDS = float(os.environ.get("SCTK_LOAD_SECONDS", "2"))
+WARMUP = 0.5
 
 
 def test_bounded_load_zero_errors_against_the_bare_ceiling(tmp_path):

@@ -119,14 +119,18 @@ class LimitsMiddleware:
             await response(scope, receive, send)
             return
         max_body = self.body_limits.get(scope["path"], self.max_body)
-        too_large = problem(
-            413,
-            f"The request body is larger than the limit of {max_body} bytes.",
-            title="Request too large",
-        )
+
+        def too_large():
+            # built only when needed: a problem response costs a JSON encoding per request
+            return problem(
+                413,
+                f"The request body is larger than the limit of {max_body} bytes.",
+                title="Request too large",
+            )
+
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > max_body:
-            await too_large(scope, receive, send)
+            await too_large()(scope, receive, send)
             return
 
         received = 0
@@ -151,4 +155,4 @@ class LimitsMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await too_large(scope, receive, send)
+                await too_large()(scope, receive, send)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sctk.config import JobSettings
@@ -112,8 +113,22 @@ def submit(
     params: dict[str, Any] | None = None,
     owner: str = "system",
     max_attempts: int | None = None,
+    idempotency_key: str | None = None,
 ) -> Job:
-    """Queue a job of KIND with PARAMS (a JSON object of at most 64 KiB) for OWNER."""
+    """Queue a job of KIND with PARAMS (a JSON object of at most 64 KiB) for OWNER.
+
+    With IDEMPOTENCY_KEY, a job OWNER already submitted under that key is returned instead
+    of a new one (its `replayed` attribute is then True), so a client, or a proxy, may repeat
+    a submission whose answer it lost without queueing the work twice.
+    """
+    owner = (str(owner) or "system")[:_OWNER_MAX]
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= 128 or not idempotency_key.isprintable():
+            raise SctkError("An idempotency key must be 1 to 128 printable characters.")
+        found = _by_key(session, owner, idempotency_key)
+        if found is not None:
+            found.replayed = True
+            return found
     get_kind(kind)
     checked = _checked_params(params)
     if max_attempts is not None and not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
@@ -124,7 +139,8 @@ def submit(
     job = Job(
         kind=kind,
         params=checked,
-        owner=(str(owner) or "system")[:_OWNER_MAX],
+        owner=owner,
+        idempotency_key=idempotency_key,
         status="queued",
         attempts=0,
         max_attempts=max_attempts or JobSettings().max_attempts,
@@ -135,10 +151,25 @@ def submit(
         run_after=now,
         cancel_requested=False,
     )
-    session.add(job)
-    session.flush()
+    if idempotency_key is None:
+        session.add(job)
+        session.flush()
+    else:
+        try:
+            with session.begin_nested():  # two submissions racing with one key: one wins
+                session.add(job)
+                session.flush()
+        except IntegrityError:
+            found = _by_key(session, owner, idempotency_key)
+            found.replayed = True
+            return found
+    job.replayed = False
     events.record(session, job.id, "status", {"status": "queued", "owner": job.owner})
     return job
+
+
+def _by_key(session: Session, owner: str, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
 
 
 def get(session: Session, job_id: int) -> Job:

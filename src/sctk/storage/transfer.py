@@ -182,4 +182,3 @@ def migrate_to(
         target.dispose()
     report.seconds = time.perf_counter() - started
     return report
-

@@ -1,14 +1,14 @@
 """test-only: a harmless upgrade that adds a table
 
 Revision ID: 0098
-Revises: 0008
+Revises: 0009
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0098"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

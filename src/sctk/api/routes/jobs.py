@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
@@ -119,7 +119,17 @@ def _record_denial(request: Request, user: Principal, permission: str) -> None:
     summary="Queue a job (needs jobs.run and the kind's own permission).",
 )
 def submit_job(
-    request: Request, body: JobSubmit, session: SessionDep, user: Principal = require("jobs.run")
+    request: Request,
+    response: Response,
+    body: JobSubmit,
+    session: SessionDep,
+    user: Principal = require("jobs.run"),
+    idempotency_key: str | None = Header(
+        None,
+        max_length=128,
+        description="Repeat a submission safely: the job submitted earlier with this key is "
+        "returned (200) instead of a second one being queued.",
+    ),
 ) -> dict[str, Any]:
     kind = get_kind(body.kind)  # an unknown kind: 400 naming the known ones
     if not allowed(user.role, kind.permission):
@@ -130,7 +140,10 @@ def submit_job(
             f"'{kind.permission}'.",
         )
     attempts = body.max_attempts or request.app.state.settings.jobs.max_attempts
-    job = queue.submit(session, body.kind, body.params, user.username, attempts)
+    job = queue.submit(session, body.kind, body.params, user.username, attempts, idempotency_key)
+    if job.replayed:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
     return _committed(session, job)
 
 

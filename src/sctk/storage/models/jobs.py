@@ -16,7 +16,12 @@ class Job(Base):
     backoff until max_attempts, then `dead`."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_run_after", "status", "run_after"),)
+    __table_args__ = (
+        Index("ix_jobs_status_run_after", "status", "run_after"),
+        # a client's Idempotency-Key names one job of its owner: a repeated submission (a
+        # retry after a lost answer) finds that job instead of queueing a second one
+        Index("uq_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(100), index=True)
@@ -28,6 +33,7 @@ class Job(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str] = mapped_column(Text, default="")
     owner: Mapped[str] = mapped_column(String(64), default="system", index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     run_after: Mapped[datetime] = mapped_column(default=utcnow)
