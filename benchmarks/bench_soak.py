@@ -234,6 +234,7 @@ class Stats:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     done_at: list[float] = field(default_factory=list)  # completion times, for req/s
     backup_jobs: list[int] = field(default_factory=list)
+    backup_at: list[float] = field(default_factory=list)  # monotonic times of the requests
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, name: str, seconds: float, ok: bool, what: str = "") -> None:
@@ -308,6 +309,7 @@ def backup_loop(url: str, token: str, until: float, stats: Stats, stop: threadin
                     ok, what = r.status_code == 202, f"HTTP {r.status_code} {r.text[:200]}"
                     if ok:
                         stats.backup_jobs.append(r.json()["job"])
+                        stats.backup_at.append(time.monotonic())
                 except httpx.HTTPError as exc:
                     ok, what = False, repr(exc)
                 stats.add("backup", time.perf_counter() - start, ok, what)
@@ -351,7 +353,7 @@ def analyse(samples: list[tuple[float, int]], warmup_s: float) -> dict[str, floa
     }
 
 
-def plot(samples, warmup_s, fig, req_times, t0, path: Path) -> None:
+def plot(samples, warmup_s, fig, req_times, backup_times, t0, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -367,6 +369,9 @@ def plot(samples, warmup_s, fig, req_times, t0, path: Path) -> None:
     base = fig["baseline"] / 2**20
     ax.axhline(base, color="#444444", lw=0.8, ls="--", label="baseline (median, 1st min after)")
     ax.axhline(base * (1 + LIMIT), color="#c0392b", lw=0.8, ls=":", label="baseline + 10%")
+    for i, t in enumerate(backup_times):
+        ax.axvline((t - t0) / 60, color="#27ae60", lw=0.8, alpha=0.7,
+                   label="backup requested" if i == 0 else None)  # fmt: skip
     ax.set_ylabel("RSS (MiB)")
     ax.set_title(
         f"sctk serve soak: growth after warm-up {fig['growth'] * 100:+.1f}% "
@@ -500,7 +505,7 @@ def main() -> int:
     print("PASS" if ok else "FAIL")
 
     if not args.no_write:
-        plot(samples, warmup_s, fig, stats.done_at, t0, PNG)
+        plot(samples, warmup_s, fig, stats.done_at, stats.backup_at, t0, PNG)
         rows = "\n".join(
             f"| {name} | {stats.counts[name]} | {stats.errors[name]} | "
             f"{percentile(stats.latencies[name], 0.5) * 1000:.1f} | "
@@ -535,12 +540,25 @@ def main() -> int:
             f"through the API: {', '.join(backups) or 'none'}; jobs at the end: "
             f"{', '.join(f'{k} {v}' for k, v in sorted(job_counts.items()))}."
         )
+        by_kind: dict[str, float] = defaultdict(float)
+        for label, _, x, y in processes:
+            by_kind[label] += y - x
+        grown = sum(by_kind.values())
+        top = max(by_kind, key=lambda k: by_kind[k]) if by_kind else "none"
+        where = (
+            f"Of the {grown:+.1f} MiB the processes gained after the warm-up, "
+            f"{by_kind.get(top, 0.0):+.1f} MiB are in the {top} row(s) of the table below. "
+            f"Backups were requested at minute "
+            f"{', '.join(f'{(t - t0) / 60:.1f}' for t in stats.backup_at) or '-'} (green lines "
+            "on the curve), each run as a job by one of the pool processes."
+        )
         text = "\n\n".join(
             [
                 SECTION,
                 textwrap.fill(what, 95),
                 f"Reproduce: `{reproduce}`",
                 textwrap.fill(verdict, 95),
+                textwrap.fill(where, 95),
                 "| request | count | errors | p50 ms | p99 ms |\n"
                 "| --- | ---: | ---: | ---: | ---: |\n" + rows,
                 "Per process (median of the first minute after the warm-up, then of the last "

@@ -37,13 +37,18 @@ def _root_command() -> click.Command:
     return typer.main.get_command(app)
 
 
-def _resolves(words: list[str]) -> bool:
-    """Whether sctk WORDS names a command (options and arguments after it are ignored)."""
-    ctx = click.Context(_root_command())
-    command = ctx.command
-    for word in words:
-        if not isinstance(command, click.Group) or word.startswith("-"):
+def _resolves(words: list[str], command: click.Command | None = None) -> bool:
+    """Whether sctk WORDS names a command (options and arguments after it are ignored);
+    a word 'a|b|c' (a table's list of sub-commands) must name a command for each."""
+    command = command or _root_command()
+    ctx = click.Context(command)
+    for i, word in enumerate(words):
+        # typer carries its own copy of click: a group is what has sub-commands
+        if not hasattr(command, "get_command") or word.startswith(("-", "[", "<")):
             return True
+        alternatives = word.replace("\\|", "|").split("|")
+        if len(alternatives) > 1:
+            return all(_resolves([alt, *words[i + 1 :]], command) for alt in alternatives)
         sub = command.get_command(ctx, word)
         if sub is None:
             return False

@@ -67,7 +67,10 @@ def test_refusals_are_one_sentence_and_change_nothing(settings, engine):
     before = all_jobs(engine)
 
     cases = [
-        (("jobs", "submit", "nope"), "Unknown job kind 'nope'; known kinds: fail, noop,"),
+        (
+            ("jobs", "submit", "nope"),
+            "Unknown job kind 'nope'; known kinds: backup.create, backup.verify, fail, noop,",
+        ),
         (("jobs", "submit", "noop", "--param", "novalue"), "--param 'novalue' is not KEY=VALUE"),
         (("jobs", "submit", "noop", "--params-json", "[1]"), "must be a JSON object"),
         (("jobs", "submit", "noop", "--params-json", "{x"), "--params-json is not valid JSON"),

@@ -65,7 +65,10 @@ def test_submit_get_list(engine):
 
 def test_bad_submissions_are_refused_and_change_nothing(engine):
     cases = [
-        (("nope", {}), "Unknown job kind 'nope'; known kinds: fail, noop, "),
+        (
+            ("nope", {}),
+            "Unknown job kind 'nope'; known kinds: backup.create, backup.verify, fail, noop, ",
+        ),
         (("noop", [1, 2]), "must be a JSON object of names and values, not list"),
         (("noop", {"x": {1, 2}}), "must be plain JSON"),
         (("noop", {"x": float("nan")}), "must be plain JSON"),

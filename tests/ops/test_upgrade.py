@@ -119,6 +119,9 @@ def test_rollback_without_a_pre_update_snapshot_and_unknown_revision_are_refused
     assert "There is no pre-update snapshot to roll back to" in r.stderr
     r = run_sctk("upgrade", "--to", "9999", home=settings.home, env=ENV)
     assert r.returncode != 0 and "Unknown revision '9999'" in r.stderr
+    r = run_sctk("upgrade", "--to", "0007", home=settings.home, env=ENV)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "Revision '0007' is older than the database's '0009'; use 'sctk rollback'." in r.stderr
 
 
 @sqlite_only

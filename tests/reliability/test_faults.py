@@ -591,10 +591,10 @@ def test_a_worker_killed_during_training_the_job_reruns_and_registers_once(setti
     engine.dispose()
     statuses = [e.data["status"] for e in history if e.kind == "status"]
     assert statuses == ["queued", "running", "queued", "running", "succeeded"]
-    requeue = [e.data for e in history if e.kind == "status"][2]
-    assert "sent no heartbeat" in requeue["reason"], requeue
+    requeue = [e for e in history if e.kind == "status"][2]
+    assert "sent no heartbeat" in requeue.data["reason"], requeue.data
     # the killed try got somewhere (progress) but never reached the registry
-    first_try = [e for e in history if e.kind == "progress" and e.seq < history[3].seq]
+    first_try = [e for e in history if e.kind == "progress" and e.seq < requeue.seq]
     assert first_try and max(e.data["fraction"] for e in first_try) < 1.0
     assert [(m.name, m.version) for m in models] == [("drag", 1)]
     assert done["result"]["model"]["id"] == models[0].id

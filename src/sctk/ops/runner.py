@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from sctk.config import Settings
+from sctk.errors import SctkError
 from sctk.ops.tasks import Task, TaskContext, TaskResult, get_task, group_tasks
 from sctk.security import audit
 from sctk.storage.engine import make_engine, session_scope
@@ -52,6 +53,9 @@ def run_one(engine, settings: Settings, task: Task, trigger: str, actor: str) ->
     started = time.perf_counter()
     try:
         result = task.func(TaskContext(settings, engine, actor=actor, trigger=trigger))
+    except SctkError as exc:  # a stated reason (no passphrase, no repository): no traceback
+        log.warning("maintenance task %s failed: %s", task.name, exc.message)
+        result = TaskResult("fail", exc.message)
     except Exception as exc:  # noqa: BLE001 - a failing task is a recorded outcome
         log.exception("maintenance task %s raised", task.name)
         result = TaskResult("fail", f"{type(exc).__name__}: {exc}")

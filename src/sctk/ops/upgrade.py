@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from alembic.script.revision import RevisionError
 
 from sctk.config import Settings
 from sctk.errors import SctkError
@@ -73,12 +74,14 @@ def plan(settings: Settings, to: str = "head") -> UpgradePlan:
             f"Unknown revision '{to}'; 'sctk db history' lists the revisions there are."
         )
     target = script.get_revision(to).revision if to != "head" else migrate.head()
-    steps = [r.revision for r in script.iterate_revisions(target, now or "base")]
+    older = SctkError(f"Revision '{to}' is older than the database's '{now}'; use 'sctk rollback'.")
+    try:
+        steps = [r.revision for r in script.iterate_revisions(target, now or "base")]
+    except RevisionError:  # the target is not above the database's revision
+        raise older from None
     steps.reverse()  # oldest first
     if now is not None and target != now and not steps:
-        raise SctkError(
-            f"Revision '{to}' is older than the database's '{now}'; use 'sctk rollback'."
-        )
+        raise older
     return UpgradePlan(now, target, steps, [r for r in steps if _irreversible(r)])
 
 
