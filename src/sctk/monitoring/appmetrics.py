@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -70,9 +71,15 @@ def _aware(value: object) -> datetime | None:
 class ScrapeCollector(PromCollector):
     """Families computed when /metrics is read (from the database and the collector)."""
 
-    def __init__(self, engine: Engine | None, collector: Callable[[], object | None]):
+    def __init__(
+        self,
+        engine: Engine | None,
+        collector: Callable[[], object | None],
+        home: Path | None = None,
+    ):
         self.engine = engine
         self.collector = collector
+        self.home = home
         self._has_backups = False
 
     def describe(self) -> list[Metric]:
@@ -94,6 +101,35 @@ class ScrapeCollector(PromCollector):
             yield up
             yield from families
         yield from self._uq_cache()
+        if self.home is not None:
+            yield from self._model_coverage()
+
+    def _model_coverage(self) -> Iterator[Metric]:
+        """Each model's interval coverage on the labelled data of its newest evaluation
+        (`sctk uq evaluate`) of the last 30 days, beside the coverage it promises."""
+        from sctk.uq.evaluation import latest_reports
+
+        reports = latest_reports(self.home)
+        if not reports:
+            return
+        cov = GaugeMetricFamily(
+            "sctk_model_interval_coverage",
+            "Empirical coverage of a model's intervals on recently labelled data.",
+            labels=["model", "version"],
+        )
+        nominal = GaugeMetricFamily(
+            "sctk_model_interval_nominal_coverage",
+            "The coverage the model's intervals promise (1 - alpha) in that evaluation.",
+            labels=["model", "version"],
+        )
+        for doc in reports.values():
+            labels = [str(doc["model"]["name"]), str(doc["model"]["version"])]
+            if "coverage" in doc:
+                cov.add_metric(labels, float(doc["coverage"]))
+            if "alpha" in doc:
+                nominal.add_metric(labels, 1.0 - float(doc["alpha"]))
+        yield cov
+        yield nominal
 
     def _system(self) -> Iterator[Metric]:
         running = self.collector()
@@ -212,7 +248,10 @@ class AppMetrics:
     """The app's registry and the instruments the middleware feeds."""
 
     def __init__(
-        self, engine: Engine | None = None, collector: Callable[[], object | None] = lambda: None
+        self,
+        engine: Engine | None = None,
+        collector: Callable[[], object | None] = lambda: None,
+        home: Path | None = None,
     ):
         from prometheus_client import ProcessCollector
 
@@ -231,7 +270,7 @@ class AppMetrics:
             registry=self.registry,
         )
         ProcessCollector(registry=self.registry)
-        self.registry.register(ScrapeCollector(engine, collector))
+        self.registry.register(ScrapeCollector(engine, collector, home))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -129,3 +129,26 @@ def recalibrate(
         session, home, row, model, {**inputs.source, "recalibrated": True}, scores, cache, actor
     )
     return registry.as_dict(row)
+
+
+def latest_reports(home: Path, max_age_days: float = 30.0) -> dict[int, dict[str, Any]]:
+    """The newest evaluation report of each model (by id), from reports/uq/, when it is
+    younger than MAX_AGE_DAYS: the coverage its intervals had on labelled data lately."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    cutoff = datetime.now(UTC) - timedelta(days=max_age_days)
+    newest: dict[int, dict[str, Any]] = {}
+    for path in (Path(home) / REPORTS_DIR).glob("*/report.json"):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            model_id = int(doc["model"]["id"])
+            created = datetime.fromisoformat(doc["created_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a report being written, or not one of ours
+        if created < cutoff:
+            continue
+        known = newest.get(model_id)
+        if known is None or created > datetime.fromisoformat(known["created_at"]):
+            newest[model_id] = {**doc, "path": str(path)}
+    return newest
