@@ -420,6 +420,37 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# Settings renamed between releases, old dotted key -> new one. A file written for an older
+# release still loads (the value is read under its new name) and `sctk upgrade` rewrites the
+# file. A release that renames a setting adds its entry here; none has yet.
+RENAMED_SETTINGS: dict[str, str] = {}
+
+
+def apply_renames(
+    data: dict[str, Any], renames: dict[str, str] | None = None
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """DATA (a parsed sctk.toml) with renamed settings moved to their new names, and the
+    renames made. A value already under the new name wins over the old one."""
+    renames = RENAMED_SETTINGS if renames is None else renames
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    done = []
+    for old, new in renames.items():
+        *old_path, old_key = old.split(".")
+        *new_path, new_key = new.split(".")
+        source = out
+        for part in old_path:
+            source = source.get(part) if isinstance(source, dict) else None
+        if not isinstance(source, dict) or old_key not in source:
+            continue
+        value = source.pop(old_key)
+        target = out
+        for part in new_path:
+            target = target.setdefault(part, {})
+        target.setdefault(new_key, value)
+        done.append((old, new))
+    return out, done
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; a syntax error becomes one sentence naming the file and line."""
     try:
@@ -506,7 +537,7 @@ def load(home: Path | str | None = None, overrides: dict[str, Any] | None = None
     home_path = resolve_home(home)
     config_path = home_path / CONFIG_FILE_NAME
     layers: list[tuple[str, dict[str, Any]]] = [
-        (str(config_path), read_toml(config_path)),
+        (str(config_path), apply_renames(read_toml(config_path))[0]),
         ("environment", _env_values()),
         ("command line", {k: v for k, v in (overrides or {}).items() if v is not None}),
     ]

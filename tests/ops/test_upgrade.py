@@ -150,3 +150,34 @@ def test_a_major_upgrade_asks_for_the_checklist_first(settings, monkeypatch):
 
 def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SCTK_")}
+
+
+@sqlite_only
+def test_a_renamed_setting_loads_under_its_new_name_and_the_upgrade_rewrites_the_file(
+    settings, monkeypatch
+):
+    from sctk import config
+    from sctk.ops.upgrade import upgrade
+
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setitem(
+        config.RENAMED_SETTINGS, "maintenance.log_keep_days", "maintenance.log_retention_days"
+    )
+    monkeypatch.setenv("SCTK_EXTRA_MIGRATIONS", str(HERE / "good_migrations"))
+    toml = settings.home / "sctk.toml"
+    toml.write_text(
+        toml.read_text().replace("[maintenance]\n", "[maintenance]\nlog_keep_days = 45\n")
+    )
+    loaded = config.load(settings.home).settings  # an older release's file still loads
+    assert loaded.maintenance.log_retention_days == 45
+    init_repo(loaded)
+
+    result = upgrade(loaded)
+    assert result.ok and result.renamed == [
+        "maintenance.log_keep_days -> maintenance.log_retention_days"
+    ]
+    text = toml.read_text()
+    assert "log_keep_days" not in text and "log_retention_days = 45" in text
+    monkeypatch.delitem(config.RENAMED_SETTINGS, "maintenance.log_keep_days")
+    assert config.load(settings.home).settings.maintenance.log_retention_days == 45

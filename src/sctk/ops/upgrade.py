@@ -51,6 +51,7 @@ class UpgradeResult:
     message: str
     rolled_back: bool = False
     validation: dict[str, Any] = field(default_factory=dict)
+    renamed: list[str] = field(default_factory=list)  # settings moved to their new names
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -176,7 +177,11 @@ def upgrade(
         )
     snap = create_backup(settings, PRE_UPDATE, actor=actor)["id"]
     engine = make_engine(settings)
+    renamed: list[str] = []
     try:
+        from sctk.ops.config_migrate import migrate_config
+
+        renamed = migrate_config(settings)  # the configuration first: the code reads it
         (migrate_fn or migrate.upgrade)(engine, p.target)
         engine.dispose()
         checked = validate(settings)
@@ -197,7 +202,7 @@ def upgrade(
             rolled_back=True,
             seconds=time.perf_counter() - started,
         )
-    details = {"from": p.current, "to": p.target, "snapshot": snap, **checked}
+    details = {"from": p.current, "to": p.target, "snapshot": snap, "renamed": renamed, **checked}
     _audit(settings, "upgrade.attempt", actor, "ok", details)
     return UpgradeResult(
         True,
@@ -206,6 +211,7 @@ def upgrade(
         snap,
         f"Upgraded {p.current or 'base'} -> {p.target}; pre-update snapshot {snap[:8]}.",
         validation=checked,
+        renamed=renamed,
         seconds=time.perf_counter() - started,
     )
 
