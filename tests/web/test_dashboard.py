@@ -71,7 +71,14 @@ def add_model_and_dataset(settings) -> int:
             X[:20], X[:20, 0], X_cal=X[20:], y_cal=X[20:, 0]
         )
         with session_scope(engine) as s:
-            return registry.save(s, settings.home, fitted, "tiny", lineage={"features": ["x"]}).id
+            model_id = registry.save(
+                s, settings.home, fitted, "tiny", lineage={"features": ["x"], "target": "y"}
+            ).id
+        from sctk.uq import evaluation
+
+        with session_scope(engine) as s:  # labelled data: the model page's calibration curve
+            evaluation.evaluate(s, settings.home, model_id, "runs", alpha=0.2)
+        return model_id
     finally:
         engine.dispose()
 
@@ -190,6 +197,8 @@ def test_analyst_follows_a_job_and_draws_a_prediction(start_site, browse):
     assert "step 5 of 5" in page.inner_text("#job-detail")
 
     page.click(f"#models-table a[href='#model-{model_id}']")
+    page.wait_for_selector("#model-calibration svg.chart")
+    assert "miscalibration area" in page.inner_text("#model-calibration")
     form = "#predict-form"
     page.fill(f"{form} input[name=dataset]", "runs")
     page.fill(f"{form} input[name=alpha]", "0.2")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typing import Any
 
 import pandas as pd
@@ -147,6 +149,25 @@ def train_model(
     answer = TrainAccepted(job=job.id, kind=uq_jobs.KIND, status=job.status)
     session.commit()  # before answering: a client may poll the job at once
     return answer
+
+
+@router.get(
+    "/models/{model_id}/evaluation",
+    summary="The model's newest evaluation on labelled data (`sctk uq evaluate`), or null.",
+)
+def model_evaluation(
+    request: Request, session: SessionDep, _user=require("read"), model_id: int = ModelId
+) -> dict[str, Any]:
+    from sctk.uq import evaluation, registry
+
+    row = registry.get(session, model_id)  # 404 for an unknown model
+    report = evaluation.latest_reports(request.app.state.settings.home).get(row.id)
+    if report is not None:
+        # no server paths out: the report's own location, and a file's directory
+        report = {k: v for k, v in report.items() if k != "path"}
+        if "file" in (report.get("data") or {}):
+            report["data"] = {**report["data"], "file": Path(report["data"]["file"]).name}
+    return {"model": {"id": row.id, "name": row.name, "version": row.version}, "evaluation": report}
 
 
 @router.get("/models/{model_id}", response_model=ModelOut, summary="One model.")

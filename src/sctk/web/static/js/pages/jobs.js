@@ -136,10 +136,13 @@ export async function render(content, { can }) {
       h("p", { class: "muted" }, `${model.kind} model · features: ${(model.lineage.features || []).join(", ") || "?"} · sha256 ${model.sha256.slice(0, 12)}`),
     ];
     const curve = calibrationCurve(model.metrics || {});
+    const calibration = h("div", { id: "model-calibration" });
     if (curve) kids.push(h("h3", {}, "Calibration"), curve);
+    else kids.push(h("h3", {}, "Calibration"), calibration);
     if (can("models.predict")) kids.push(predictForm(model, datasets, plot), plot);
     else kids.push(h("p", { class: "muted" }, "Predictions need an analyst or admin account."));
     clear(modelBox, kids);
+    if (!curve) showEvaluation(model, calibration);
   }
   const m = /^#model-(\d+)$/.exec(location.hash);
   const wanted = m && models.find((x) => x.id === Number(m[1]));
@@ -212,12 +215,28 @@ function drawPrediction(plot, out) {
   plot.dataset.rows = String(out.rows);
 }
 
-// a calibration curve when the model's metrics carry one: [{nominal, empirical}] or two lists
+// the calibration curve of the model's newest evaluation on labelled data, when there is one
+async function showEvaluation(model, box) {
+  const { evaluation } = await api(`/api/v1/models/${model.id}/evaluation`);
+  const chart = evaluation && calibrationCurve(evaluation);
+  if (!chart) {
+    clear(box, [h("p", { class: "muted" }, "Not evaluated on labelled data yet: sctk uq evaluate MODEL --data DATASET draws this curve.")]);
+    return;
+  }
+  const when = (evaluation.created_at || "").slice(0, 16).replace("T", " ");
+  clear(box, [
+    chart,
+    h("p", { class: "muted" }, `On ${evaluation.data?.name || evaluation.data?.dataset || "labelled data"} (${when} UTC): coverage ${Number(evaluation.coverage).toFixed(3)} at alpha ${evaluation.alpha}, miscalibration area ${Number(evaluation.calibration.miscalibration_area).toFixed(3)}.`),
+  ]);
+}
+
+// a calibration curve from [{nominal, empirical}], {nominal, empirical} or {levels, observed}
 function calibrationCurve(metrics) {
   const c = metrics.calibration_curve || metrics.calibration;
   let pts = null;
   if (Array.isArray(c)) pts = c.map((p) => (Array.isArray(p) ? p : [p.nominal ?? p.expected, p.empirical ?? p.observed]));
   else if (c && Array.isArray(c.nominal) && Array.isArray(c.empirical)) pts = c.nominal.map((n, i) => [n, c.empirical[i]]);
+  else if (c && Array.isArray(c.levels) && Array.isArray(c.observed)) pts = c.levels.map((n, i) => [n, c.observed[i]]);
   if (!pts || !pts.length) return null;
   return lineChart({
     series: [
