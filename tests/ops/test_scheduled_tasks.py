@@ -57,8 +57,8 @@ def test_monthly_tasks_audit_drill_and_report(settings, monkeypatch):
 
 
 def test_key_rotation_rotates_a_key_past_its_period(settings):
-    # a period of 0.09 s: the key made when the directory was initialised is older
-    s = config.load(settings.home, {"maintenance": {"key_max_age_days": 1e-6}}).settings
+    # a period of 86 µs: the key made when the directory was initialised is older
+    s = config.load(settings.home, {"maintenance": {"key_max_age_days": 1e-9}}).settings
     record = run_task(s, "key_rotation")
     assert record.status == "ok" and record.summary.startswith("rotated")
     assert record.details["new_key_id"] == 2 and rotation.newest_key_age(s).total_seconds() < 60
