@@ -3,7 +3,6 @@ scratch database and compare what it holds with what the manifest says it should
 
 from __future__ import annotations
 
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -12,29 +11,10 @@ from typing import Any
 from sqlalchemy import create_engine, inspect, text
 
 from sctk.backup import dbload
+from sctk.backup.dbsnapshot import sqlite_counts
 from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.storage.engine import normalise_url
-
-
-def _sqlite_counts(path: Path) -> tuple[dict[str, int], str | None]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        names = [
-            r[0]
-            for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' "
-                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-            )
-        ]
-        counts = {n: conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
-        revision = None
-        if "alembic_version" in counts:
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-            revision = row[0] if row else None
-        return counts, revision
-    finally:
-        conn.close()
 
 
 def table_counts(url: str) -> tuple[dict[str, int], str | None]:
@@ -97,7 +77,7 @@ def restore_test(settings: Settings, repo, snapshot_id: str) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="restore-test-", dir=scratch_parent) as tmp:
             path = Path(tmp) / "sctk.db"
             dbload.write_file(repo.read_file(info.id, db_file), path)
-            counts, revision = _sqlite_counts(path)
+            counts, revision = sqlite_counts(path)
     else:
         if settings.is_sqlite:
             raise SctkError(
