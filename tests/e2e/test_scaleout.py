@@ -239,7 +239,10 @@ def load(cluster: Cluster, n: int, stop: threading.Event, out: list[Outcome]) ->
             except httpx.HTTPError as exc:
                 out.append(Outcome(method, sent, time.time(), None, repr(exc), echo))
                 continue
-            ok = r.status_code == (201 if method == "POST" else 200)
+            # a POST that nginx retried after the dying process had queued its job is
+            # answered 200 with that job (the idempotency key it gave the request)
+            replayed = r.status_code == 200 and r.headers.get("idempotent-replayed") == "true"
+            ok = (r.status_code == 201 or replayed) if method == "POST" else r.status_code == 200
             job_id = r.json()["id"] if ok and method == "POST" else None
             detail = "" if ok else r.text[:200]
             out.append(Outcome(method, sent, time.time(), r.status_code, detail, echo, job_id))
