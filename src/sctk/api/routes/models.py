@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from pathlib import PurePath
 from typing import Any
 
 import pandas as pd
@@ -166,7 +165,7 @@ def model_evaluation(
         # no server paths out: the report's own location, and a file's directory
         report = {k: v for k, v in report.items() if k != "path"}
         if "file" in (report.get("data") or {}):
-            report["data"] = {**report["data"], "file": Path(report["data"]["file"]).name}
+            report["data"] = {**report["data"], "file": PurePath(report["data"]["file"]).name}
     return {"model": {"id": row.id, "name": row.name, "version": row.version}, "evaluation": report}
 
 
