@@ -172,3 +172,17 @@ def test_post_models_queues_a_training_job_that_a_worker_runs(api):
     events = api.http.get(f"/api/v1/jobs/{job_id}/events", headers=h).json()
     messages = [e["data"].get("message", "") for e in events if e["kind"] == "progress"]
     assert any(m.startswith("epoch 2/2") for m in messages), messages
+
+
+def test_the_newest_evaluation_is_served_without_server_paths(api, trained):
+    from sctk.uq import evaluation
+
+    url = f"/api/v1/models/{trained}/evaluation"
+    r = api.http.get(url, headers=api.headers("viewer"))
+    assert r.status_code == 200 and r.json()["evaluation"] is None
+    import_csv(api.settings, frame(60, seed=5), "labelled")
+    with session_scope(api.engine) as s:
+        evaluation.evaluate(s, api.settings.home, trained, "labelled", alpha=0.2)
+    got = api.http.get(url, headers=api.headers("viewer")).json()["evaluation"]
+    assert got["data"]["dataset"] == "labelled" and "path" not in got
+    assert got["alpha"] == 0.2 and got["calibration"]["levels"]
