@@ -28,6 +28,7 @@ import difflib
 import inspect
 import itertools
 import math
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -112,17 +113,19 @@ class _SortedWindow:
         return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-class Detector:
+class Detector(ABC):
     """Base class: ``update(t, x) -> Anomaly | None`` and ``reset()``."""
 
     name = ""
     metric = ""
 
-    def update(self, t: float, x: float) -> Anomaly | None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def update(self, t: float, x: float) -> Anomaly | None:
+        """Take one sample; the anomaly it makes certain, if any."""
 
-    def reset(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget everything learnt so far."""
 
     def _anomaly(self, **fields: Any) -> Anomaly:
         return Anomaly(metric=self.metric, **fields)
