@@ -58,17 +58,32 @@ def _calibration(value: str) -> float | str:
 @app.command("train")
 def train(
     ctx: typer.Context,
-    data: str = typer.Option(..., "--data", help="The training dataset's name."),
-    target: str = typer.Option(..., "--target", help="The column to predict."),
+    data: str = typer.Option(
+        ...,
+        "--data",
+        help="The training dataset's name (field models: or an .npz file of [N, C, H, W] "
+        "arrays, stored as a dataset first).",
+    ),
+    target: str | None = typer.Option(
+        None, "--target", help="The column to predict (field models: default y)."
+    ),
+    input_col: str | None = typer.Option(
+        None, "--input", help="Field models: the column of the input fields (default x)."
+    ),
     features: str | None = typer.Option(
         None, "--features", help="Comma-separated feature columns (default: all other numeric)."
     ),
     config_file: Path | None = typer.Option(
-        None, "--config", help="A TOML file of HybridRegressor parameters (or a [model] table)."
+        None,
+        "--config",
+        help='A TOML file of model parameters (or a [model] table); kind = "field" trains '
+        "a field model.",
     ),
     name: str | None = typer.Option(None, "--name", help="Model name (default: DATA-TARGET)."),
     calibration: str = typer.Option(
-        "0.25", "--calibration", help="A fraction of DATA held out, or a dataset's name."
+        "0.25",
+        "--calibration",
+        help="A fraction of DATA held out, or a dataset's name (field models: or an .npz file).",
     ),
     wait: bool = typer.Option(False, "--wait", help="Wait for the job and show its progress."),
     inline: bool = typer.Option(
@@ -77,22 +92,38 @@ def train(
     as_json: bool = json_option(),
 ) -> None:
     """Train a model: submitted as a `uq.train` job (run by the workers of `sctk serve`), or
-    in this process with --inline; the model is stored with its metrics and lineage."""
+    in this process with --inline; the model is stored with its metrics and lineage. With
+    kind = "field" in the config it is a field model trained on fields (a dataset of them, or
+    an .npz file holding x and y as [N, C, H, W] arrays)."""
     from sctk.uq import jobs as uq_jobs
 
     s = settings(ctx)
     params: dict[str, Any] = {
         "dataset": data,
-        "target": target,
         "config": _read_config(config_file) if config_file else {},
         "calibration": _calibration(calibration),
         "owner": operator(),
     }
+    for key, value in (("target", target), ("input", input_col), ("name", name)):
+        if value:
+            params[key] = value
     if features:
         params["features"] = [f.strip() for f in features.split(",") if f.strip()]
-    if name:
-        params["name"] = name
+    field = uq_jobs.parse_params(params).kind == "field"  # bad settings: before storing data
     with db_session(ctx) as session:
+        for key in ("dataset", "calibration"):
+            value = params[key]
+            if not (isinstance(value, str) and value.lower().endswith(".npz")):
+                continue
+            if not field:
+                raise SctkError(
+                    f"{value} is a file; a tabular model trains on a stored dataset: import it "
+                    "with 'sctk data import' first (or set kind = \"field\" in the config "
+                    "for a field model)."
+                )
+            params[key] = _store_fields(session, s.home, Path(value), params).name
+            if key == "dataset" and not name:
+                params["name"] = params["dataset"]
         params = uq_jobs.check(session, params).to_params()
     if inline:
         result = run_inline(s.home, "training", uq_jobs.uq_train, params, as_json)
@@ -118,6 +149,26 @@ def train(
     _print_model((view.get("result") or {}).get("model") or {}, as_json)
 
 
+def _store_fields(session, home: Path, path: Path, params: dict[str, Any]):
+    """The dataset holding the fields of the .npz file PATH (stored now, or before)."""
+    from sctk.uq import field_training, fields
+
+    dataset = field_training.store_npz(
+        session,
+        home,
+        path,
+        operator(),
+        input_col=params.get("input") or fields.INPUT,
+        target=params.get("target") or fields.TARGET,
+    )
+    err_console.print(
+        f"stored the fields of {path.name} as dataset '{dataset.name}'",
+        highlight=False,
+        markup=False,
+    )
+    return dataset
+
+
 def _print_model(model: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(model)
@@ -127,7 +178,8 @@ def _print_model(model: dict[str, Any], as_json: bool) -> None:
         f"stored model '{model.get('name')}' v{model.get('version')} (id {model.get('id')}): "
         f"coverage {m.get('coverage', float('nan')):.3f}, mean width "
         f"{m.get('mean_width', float('nan')):.4g} at alpha {m.get('alpha', 0.1)} on "
-        f"{m.get('n_calibration', '?')} calibration rows",
+        f"{m.get('n_calibration', '?')} calibration "
+        f"{'values' if model.get('kind') == 'field' else 'rows'}",
         highlight=False,
         markup=False,
     )

@@ -76,10 +76,8 @@ def run(
     progress=None,
 ) -> dict[str, Any]:
     """Generate, train, calibrate, register and evaluate; a summary of what was done."""
-    from sctk import __version__
     from sctk.pipeline import store
-    from sctk.uq import evaluation, registry
-    from sctk.uq.field_hybrid import FieldHybridRegressor
+    from sctk.uq import evaluation, field_training, registry
     from sctk.uq.flow import FlowProblem, coarse_physics, make_pairs
 
     check(samples, seed, epochs)
@@ -108,12 +106,19 @@ def run(
     else:
         say(0.0, f"solving {samples} seeded flows ({problem.fine}^2 truth, {problem.n}^2 physics)")
         X, S, Y = make_pairs(samples, seed, problem)
+        shape = {"shape": [int(v) for v in X.shape[1:]], "input": fields.INPUT}
+        shape["target"] = fields.TARGET
         outputs = [
             store.Output(
                 f"{base}-{part}",
                 fields.to_frame(x=X[cut], y=Y[cut]),
                 "parquet",
-                {"generator": generator, "part": part, "versions": store.versions()},
+                {
+                    "generator": generator,
+                    "part": part,
+                    "fields": shape,
+                    "versions": store.versions(),
+                },
             )
             for part, cut in parts.items()
         ]
@@ -121,14 +126,17 @@ def run(
         stored = {part: w.dataset for part, w in zip(parts, written, strict=True)}
     generated = time.perf_counter()
     tr, ca, te = parts["train"], parts["calibration"], parts["test"]
-    model = FieldHybridRegressor(
-        physics=PHYSICS, dx=2 * math.pi / problem.n, width=width, epochs=epochs, seed=seed
+    # the very path `sctk uq train --config` takes with kind = "field", physics = "coarse"
+    model = field_training.make_model(
+        {
+            "physics": PHYSICS,
+            "dx": 2 * math.pi / problem.n,
+            "width": width,
+            "epochs": epochs,
+            "seed": seed,
+        }
     )
-
-    def on_epoch(epoch: int, total: int, loss: float) -> None:
-        say(0.1 + 0.8 * epoch / total, f"epoch {epoch}/{total}, loss {loss:.4g}")
-
-    model.fit(X[tr], Y[tr], X[ca], Y[ca], callback=on_epoch)
+    field_training.fit(model, X[tr], Y[tr], X[ca], Y[ca], say, start=0.1, end=0.9)
     trained = time.perf_counter()
     out = model.predict_interval(X[te], alpha=ALPHA)
     scores = evaluation.calibration_metrics(Y[te], out, Y[ca].size)
@@ -141,18 +149,9 @@ def run(
             "epochs_run": len(model.history_),
         }
     )
-    lineage = {
-        "dataset": {"name": stored["train"].name, "sha256": stored["train"].sha256},
-        "calibration": {
-            "dataset": stored["calibration"].name,
-            "sha256": stored["calibration"].sha256,
-        },
-        "input": fields.INPUT,
-        "target": fields.TARGET,
-        "shape": [int(v) for v in X.shape[1:]],
-        "generator": generator,
-        "versions": {**store.versions(), "sctk": __version__, "torch": _torch_version()},
-    }
+    calibration = {"dataset": stored["calibration"].name, "sha256": stored["calibration"].sha256}
+    lineage = field_training.lineage(stored["train"], calibration, X, fields.INPUT, fields.TARGET)
+    lineage["generator"] = generator
     row = registry.save(
         session, home, model, MODEL_NAME, metrics=scores, lineage=lineage, owner=owner
     )
@@ -197,9 +196,3 @@ def _stored_parts(session: Session, home: Path, base: str, parts, generator) -> 
         if store.verify(home, ds).status != "ok":
             return None
     return found
-
-
-def _torch_version() -> str:
-    import torch
-
-    return str(torch.__version__)

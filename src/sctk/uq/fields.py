@@ -103,3 +103,8 @@ def read_npz(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         if array.size > MAX_VALUES * 25:
             raise SctkError(f"{path.name}: array '{n}' is too large to predict at once; split it.")
     return found
+
+
+def identity(velocity: np.ndarray) -> np.ndarray:
+    """The physics "identity": S(x) = x, the input fields carried forward unchanged."""
+    return np.asarray(velocity, dtype=np.float64)

@@ -10,6 +10,10 @@ Parameters (JSON)::
      "calibration": 0.25,          # a fraction held out of DATASET, or a dataset's name
      "owner": "ada"}               # optional: recorded as the model's owner
 
+A field model (FieldHybridRegressor, sctk.uq.field_training) is asked for with
+`"config": {"kind": "field", ...}`: DATASET then holds one input field per row in the column
+'input' (default "x") and its target field in TARGET (default "y"); 'features' does not apply.
+
 The model's metrics (coverage, mean width, interval score at alpha 0.1) are measured on the
 calibration split.
 """
@@ -31,7 +35,8 @@ from sctk.jobs.kinds import JobContext, job_kind
 
 KIND = "uq.train"
 METRICS_ALPHA = 0.1
-_KEYS = {"dataset", "target", "features", "name", "config", "calibration", "owner"}
+_KEYS = {"dataset", "target", "input", "features", "name", "config", "calibration", "owner"}
+KINDS = ("tabular", "field")
 _NULLABLE_NUMERIC = {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"}
 _NULLABLE_NUMERIC |= {"Float32", "Float64"}
 
@@ -49,39 +54,55 @@ class TrainRequest:
     target: str
     features: list[str] | None
     name: str
-    config: dict[str, Any]
+    config: dict[str, Any]  # the estimator's parameters, without 'kind'
     calibration: float | str
     owner: str
+    kind: str = "tabular"
+    input: str | None = None  # field models: the column of the input fields
 
     def to_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
             "dataset": self.dataset,
             "target": self.target,
             "name": self.name,
-            "config": self.config,
+            "config": self.config if self.kind == "tabular" else {"kind": self.kind, **self.config},
             "calibration": self.calibration,
             "owner": self.owner,
         }
         if self.features is not None:
             params["features"] = self.features
+        if self.input is not None:
+            params["input"] = self.input
         return params
 
 
 def parse_params(params: dict[str, Any]) -> TrainRequest:
     """The request PARAMS describe, or one sentence naming what is wrong with them."""
-    from sctk.pipeline.store import check_name
-
     unknown = sorted(set(params) - _KEYS)
     if unknown:
         raise SctkError(
             f"uq.train does not know the parameter(s) {', '.join(unknown)}; use "
             f"{', '.join(sorted(_KEYS))}."
         )
+    config = params.get("config") or {}
+    if not isinstance(config, dict):
+        raise SctkError("'config' must be an object of model parameters.")
+    config = dict(config)
+    kind = config.pop("kind", "tabular")
+    if kind not in KINDS:
+        raise SctkError(f'The model kind must be "tabular" or "field"; got {kind!r}.')
     dataset, target = params.get("dataset"), params.get("target")
     if not isinstance(dataset, str) or not dataset:
         raise SctkError("uq.train needs 'dataset': the name of a stored dataset.")
+    if kind == "field":
+        return _parse_field(params, dataset, config)
     if not isinstance(target, str) or not target:
         raise SctkError("uq.train needs 'target': the column to predict.")
+    if params.get("input") is not None:
+        raise SctkError(
+            "'input' names the column of a field model's input fields; a tabular model takes "
+            "'features' (or set kind = \"field\" in the config)."
+        )
     features = params.get("features")
     if features is not None and (
         not isinstance(features, list)
@@ -91,13 +112,7 @@ def parse_params(params: dict[str, Any]) -> TrainRequest:
         raise SctkError("'features' must be a non-empty list of column names.")
     if features is not None and target in features:
         raise SctkError(f"The target '{target}' cannot also be a feature.")
-    name = params.get("name")
-    if not name:
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset}-{target}").strip("._-")[:120]
-    check_name(name)
-    config = params.get("config") or {}
-    if not isinstance(config, dict):
-        raise SctkError("'config' must be an object of HybridRegressor parameters.")
+    name = _name(params, dataset, target)
     known = config_keys()
     bad = sorted(set(config) - known)
     if bad:
@@ -106,13 +121,59 @@ def parse_params(params: dict[str, Any]) -> TrainRequest:
         )
     if config.get("physics") is not None and not isinstance(config["physics"], str):
         raise SctkError("'physics' must be a 'package.module:function' string.")
+    calibration = _calibration(params)
+    owner = str(params.get("owner") or "jobs")[:64]
+    return TrainRequest(dataset, target, features, name, config, calibration, owner)
+
+
+def _name(params: dict[str, Any], dataset: str, target: str) -> str:
+    from sctk.pipeline.store import check_name
+
+    name = params.get("name")
+    if not name:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset}-{target}").strip("._-")[:120]
+    return check_name(name)
+
+
+def _calibration(params: dict[str, Any]) -> float | str:
     calibration = params.get("calibration", 0.25)
     if isinstance(calibration, bool) or not isinstance(calibration, int | float | str):
         raise SctkError("'calibration' must be a fraction between 0 and 1 or a dataset name.")
     if isinstance(calibration, int | float) and not 0.0 < float(calibration) < 1.0:
         raise SctkError(f"The calibration fraction must lie between 0 and 1; got {calibration}.")
+    return calibration
+
+
+def _parse_field(params: dict[str, Any], dataset: str, config: dict[str, Any]) -> TrainRequest:
+    from sctk.uq import field_training, fields
+
+    if params.get("features") is not None:
+        raise SctkError(
+            "'features' are the columns of a tabular model; a field model reads its input "
+            "fields from the column 'input' (default \"x\")."
+        )
+    target = params.get("target") or fields.TARGET
+    input_col = params.get("input") or fields.INPUT
+    for key, value in (("target", target), ("input", input_col)):
+        if not isinstance(value, str) or len(value) > 200:
+            raise SctkError(f"'{key}' must be a column name.")
+    if target == input_col:
+        raise SctkError(f"The target column '{target}' cannot also be the input column.")
+    checked = field_training.check_config(config)
+    if "alpha_bounds" in checked:
+        checked["alpha_bounds"] = list(checked["alpha_bounds"])
     owner = str(params.get("owner") or "jobs")[:64]
-    return TrainRequest(dataset, target, features, name, config, calibration, owner)
+    return TrainRequest(
+        dataset,
+        target,
+        None,
+        _name(params, dataset, target),
+        checked,
+        _calibration(params),
+        owner,
+        kind="field",
+        input=input_col,
+    )
 
 
 def _numeric(frame: pd.DataFrame, col: str) -> bool:
@@ -150,6 +211,14 @@ def check(session: Session, params: dict[str, Any]) -> TrainRequest:
     from sctk.pipeline import store
 
     req = parse_params(params)
+    if req.kind == "field":
+        from sctk.uq.field_training import check_columns
+
+        names = [req.dataset] + ([req.calibration] if isinstance(req.calibration, str) else [])
+        for name in names:
+            ds = store.get(session, name)
+            check_columns(ds.name, ds.columns, str(req.input), req.target)
+        return req
     columns_for(req, store.get(session, req.dataset).columns)
     if isinstance(req.calibration, str):
         store.get(session, req.calibration)
@@ -173,6 +242,8 @@ def train(
     from sctk.uq.hybrid import HybridRegressor, as_target
 
     req = parse_params(params)
+    if req.kind == "field":
+        return _train_fields(session, home, req, progress, log_line)
     ds = store.get(session, req.dataset)
     features = columns_for(req, ds.columns)
     frame = store.read(home, ds)
@@ -257,6 +328,74 @@ def train(
     if progress is not None:
         progress(1.0, f"stored model '{row.name}' v{row.version}")
     return {"model": registry.as_dict(row)}
+
+
+def _train_fields(
+    session: Session, home: Path, req: TrainRequest, progress=None, log_line=None
+) -> dict[str, Any]:
+    """Train and register the field model REQ describes (sctk.uq.field_training)."""
+    from sctk.pipeline import store
+    from sctk.uq import evaluation, field_training, registry
+
+    input_col, target = str(req.input), req.target
+    ds = store.get(session, req.dataset)
+    field_training.check_columns(ds.name, ds.columns, input_col, target)
+    X, Y = field_training.read_fields(home, ds, input_col, target)
+    if isinstance(req.calibration, str):
+        cal_ds = store.get(session, req.calibration)
+        field_training.check_columns(cal_ds.name, cal_ds.columns, input_col, target)
+        X_cal, Y_cal = field_training.read_fields(home, cal_ds, input_col, target)
+        if X_cal.shape[1:] != X.shape[1:]:
+            raise SctkError(
+                f"The calibration dataset '{cal_ds.name}' holds fields of shape "
+                f"{list(X_cal.shape[1:])}; the training fields have {list(X.shape[1:])}."
+            )
+        calibration = {"dataset": cal_ds.name, "sha256": cal_ds.sha256}
+    else:
+        seed = int(req.config.get("seed", 0))
+        order = np.random.default_rng(seed).permutation(len(X))
+        n_cal = int(round(float(req.calibration) * len(X)))
+        if n_cal < 1 or n_cal >= len(X):
+            raise SctkError(
+                f"Dataset '{ds.name}' has {len(X)} fields: too few to hold out a calibration "
+                f"fraction of {req.calibration} and train on the rest; give more fields."
+            )
+        cal, train_idx = order[:n_cal], order[n_cal:]
+        X, Y, X_cal, Y_cal = X[train_idx], Y[train_idx], X[cal], Y[cal]
+        calibration = {"fraction": float(req.calibration), "seed": seed}
+    need = min_points_for_metrics()
+    if Y_cal.size < need:
+        raise SctkError(
+            f"The calibration set has {Y_cal.size} values, too few for intervals at alpha "
+            f"{METRICS_ALPHA}: it needs at least {need}; use a larger fraction or dataset."
+        )
+    model = field_training.make_model(req.config, width=X.shape[-1])
+    field_training.fit(model, X, Y, X_cal, Y_cal, progress)
+    out = model.predict_interval(X_cal, alpha=METRICS_ALPHA)
+    scores = evaluation.calibration_metrics(Y_cal, out, Y_cal.size)
+    scores.update(
+        {
+            "n_train_fields": int(len(X)),
+            "n_calibration_fields": int(len(X_cal)),
+            "measured_on": "calibration",
+            "epochs_run": len(model.history_),
+        }
+    )
+    lineage = field_training.lineage(ds, calibration, X, input_col, target)
+    row = registry.save(
+        session, home, model, req.name, metrics=scores, lineage=lineage, owner=req.owner
+    )
+    if log_line is not None:
+        log_line(f"stored model '{row.name}' v{row.version} (id {row.id})")
+    if progress is not None:
+        progress(1.0, f"stored model '{row.name}' v{row.version}")
+    return {"model": registry.as_dict(row)}
+
+
+def min_points_for_metrics() -> int:
+    from sctk.uq.conformal import min_points
+
+    return min_points(METRICS_ALPHA)
 
 
 def _torch_version() -> str:

@@ -58,13 +58,26 @@ class TrainIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field(min_length=1, max_length=120, description="The training dataset.")
-    target: str = Field(min_length=1, max_length=200, description="The column to predict.")
+    target: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="The column to predict (required for tabular models; field models: 'y').",
+    )
+    input: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Field models: the column of the input fields (default 'x').",
+    )
     features: list[str] | None = Field(
         None, min_length=1, max_length=MAX_COLUMNS, description="Default: other numeric columns."
     )
     name: str | None = Field(None, max_length=120, description="Default: DATASET-TARGET.")
     config: dict[str, Any] = Field(
-        default_factory=dict, description="HybridRegressor parameters (epochs, hidden, ...)."
+        default_factory=dict,
+        description="Model parameters: HybridRegressor's (epochs, hidden, ...), or with "
+        '"kind": "field" a field model\'s (physics, dx, width, epochs, ...).',
     )
     calibration: float | str = Field(
         0.25, description="A fraction of the dataset held out, or a calibration dataset's name."

@@ -1,0 +1,272 @@
+"""Training a field model (FieldHybridRegressor) on stored fields: the one path that
+`sctk uq train --config F.toml` (kind = "field"), POST /api/v1/models and `sctk uq demo` share.
+
+A field dataset holds one field per row: its input column (default 'x') and its target
+column (default 'y') each hold a field of shape [C, H, W] flattened to C*H*W numbers. The
+dataset's lineage records that shape under 'fields'; a dataset without it is read as C = 2
+velocity components on a square grid. `store_npz` stores an .npz file of 4-D arrays
+[N, C, H, W] so (what `sctk uq train --data FILE.npz` does before training).
+
+The physics is named in the config: "coarse" (the flow demo's coarse solver,
+sctk.uq.flow:coarse_physics), "identity" (S(x) = x: the input carried forward), "none" (the
+network alone), or any 'package.module:function' mapping fields [B, C, H, W] to fields of the
+same shape.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from sctk.errors import SctkError
+from sctk.uq import fields
+
+KIND = "field"
+PHYSICS_ALIASES: dict[str, str | None] = {
+    "coarse": "sctk.uq.flow:coarse_physics",
+    "coarse solver": "sctk.uq.flow:coarse_physics",
+    "identity": "sctk.uq.fields:identity",
+    "none": None,
+}
+DEFAULT_CHANNELS = 2
+_POSITIVE_INT = ("epochs", "batch_size", "width", "depth")
+_POSITIVE_FLOAT = ("dx", "dy", "lr")
+
+
+def config_keys() -> set[str]:
+    """FieldHybridRegressor's parameters (imported here: torch is slow to import)."""
+    from sctk.uq.field_hybrid import FieldHybridRegressor
+
+    return set(inspect.signature(FieldHybridRegressor).parameters)
+
+
+def physics_name(value: Any) -> str | None:
+    """The 'module:function' name (or None) a config's physics value stands for."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SctkError(
+            '\'physics\' must be "coarse", "identity", "none" or a '
+            "'package.module:function' string."
+        )
+    key = value.strip().lower()
+    if key in PHYSICS_ALIASES:
+        return PHYSICS_ALIASES[key]
+    if ":" not in value:
+        raise SctkError(
+            f'Unknown physics \'{value}\'; use "coarse", "identity", "none" or a '
+            "'package.module:function' string."
+        )
+    return value.strip()
+
+
+def check_config(config: dict[str, Any]) -> dict[str, Any]:
+    """CONFIG (without 'kind') as FieldHybridRegressor parameters, or one sentence."""
+    known = config_keys()
+    bad = sorted(set(config) - known)
+    if bad:
+        raise SctkError(
+            f"Unknown field-model setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}."
+        )
+    out = dict(config)
+    if "physics" in out:
+        out["physics"] = physics_name(out["physics"])
+    for key in _POSITIVE_INT:
+        value = out.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise SctkError(f"'{key}' must be a whole number of at least 1; got {value!r}.")
+    for key in _POSITIVE_FLOAT:
+        value = out.get(key)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise SctkError(f"'{key}' must be a positive number; got {value!r}.")
+    if "alpha_bounds" in out:
+        bounds = out["alpha_bounds"]
+        if not isinstance(bounds, list | tuple) or len(bounds) != 2:
+            raise SctkError("'alpha_bounds' must be two numbers [low, high].")
+        out["alpha_bounds"] = tuple(bounds)
+    return out
+
+
+def make_model(config: dict[str, Any], width: int | None = None):
+    """A FieldHybridRegressor from CONFIG (no physics unless it names one); dx defaults to
+    2 pi / WIDTH (a periodic [0, 2 pi) domain) when the grid WIDTH is known."""
+    from sctk.uq.field_hybrid import FieldHybridRegressor
+    from sctk.uq.hybrid import resolve_physics
+
+    params = check_config(config)
+    if "dx" not in params and width:
+        params["dx"] = 2 * math.pi / width
+    resolve_physics(params.get("physics"))  # one sentence now for a physics that is not there
+    try:
+        return FieldHybridRegressor(**params)
+    except (TypeError, ValueError) as exc:
+        raise SctkError(f"The model settings are not usable: {exc}.") from None
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def check_columns(name: str, columns: dict[str, str], input_col: str, target: str) -> None:
+    """One sentence now when dataset NAME (COLUMNS: name -> dtype) cannot hold fields."""
+    for col in (input_col, target):
+        if col not in columns:
+            raise SctkError(
+                f"Dataset '{name}' has no column '{col}'; a field model needs its input fields "
+                f"in '{input_col}' and its target fields in '{target}' (one flattened field per "
+                "row), as 'sctk uq train --data FILE.npz' stores them."
+            )
+        if columns[col] != "object":
+            raise SctkError(
+                f"Dataset '{name}': column '{col}' holds single {columns[col]} values, not "
+                "fields; a field model needs one flattened field per row (train on an .npz file "
+                "of [N, C, H, W] arrays to store them so)."
+            )
+
+
+def shape_of(ds, frame, column: str) -> tuple[int, int, int]:
+    """The field shape [C, H, W] of dataset DS: from its lineage, or C = 2 on a square grid."""
+    recorded = ((ds.lineage or {}).get("fields") or {}).get("shape")
+    if recorded:
+        return tuple(int(v) for v in recorded)  # type: ignore[return-value]
+    first = frame[column].iloc[0] if len(frame) else None
+    try:
+        size = int(np.asarray(first, dtype=np.float64).size)
+    except (TypeError, ValueError):
+        size = 0
+    n = int(round(math.sqrt(size / DEFAULT_CHANNELS))) if size else 0
+    if n < 1 or DEFAULT_CHANNELS * n * n != size:
+        raise SctkError(
+            f"Dataset '{ds.name}': column '{column}' holds {size} values a row, not a field of "
+            f"{DEFAULT_CHANNELS} x n x n values, and the dataset records no field shape; store "
+            "the fields from an .npz file of [N, C, H, W] arrays instead."
+        )
+    return (DEFAULT_CHANNELS, n, n)
+
+
+def read_fields(home: Path, ds, input_col: str, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """The input and target fields of dataset DS, checked (shape, finite values)."""
+    from sctk.pipeline import store
+
+    frame = store.read(home, ds)
+    what = f"Dataset '{ds.name}'"
+    if len(frame) == 0:
+        raise SctkError(f"{what} has no rows; give at least one field.")
+    shape = shape_of(ds, frame, input_col)
+    X = fields.from_frame(frame, input_col, shape, what)
+    Y = fields.from_frame(frame, target, shape, what)
+    for col, array in ((input_col, X), (target, Y)):
+        finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+        if not finite.all():
+            raise SctkError(
+                f"{what}: column '{col}' holds NaN or infinite values (first in row "
+                f"{int(np.flatnonzero(~finite)[0])}); fill or remove those fields first."
+            )
+    return X, Y
+
+
+def check_arrays(X: np.ndarray, Y: np.ndarray, what: str, input_col: str, target: str) -> None:
+    """One sentence when the input and target arrays are not fields of one shape."""
+    for name, a in ((input_col, X), (target, Y)):
+        if a.ndim != 4 or a.shape[0] == 0 or a.shape[1] < 2:
+            raise SctkError(
+                f"{what}: array '{name}' has shape {list(a.shape)}; a field model needs fields "
+                "[N, C, H, W] with N >= 1 and at least 2 velocity components C."
+            )
+        if a.dtype.kind not in "iuf":
+            raise SctkError(f"{what}: array '{name}' holds {a.dtype} values, not numbers.")
+        if not np.isfinite(a).all():
+            bad = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))
+            raise SctkError(
+                f"{what}: array '{name}' holds NaN or infinite values (first in field "
+                f"{int(bad[0])}); fill or remove those fields first."
+            )
+    if X.shape != Y.shape:
+        raise SctkError(
+            f"{what}: '{target}' has shape {list(Y.shape)}, '{input_col}' has "
+            f"{list(X.shape)}; give one target field of the input's shape per input field."
+        )
+
+
+def store_npz(
+    session: Session,
+    home: Path,
+    path: Path,
+    owner: str,
+    name: str | None = None,
+    input_col: str = fields.INPUT,
+    target: str = fields.TARGET,
+):
+    """Store the fields of the .npz file PATH as a dataset (one field per row); the dataset.
+
+    Storing the same file again finds the dataset it stored before."""
+    from sctk.pipeline import store
+
+    path = Path(path).expanduser()
+    arrays = fields.read_npz(path, (input_col, target))
+    X, Y = arrays[input_col], arrays[target]
+    check_arrays(X, Y, path.name, input_col, target)
+    name = name or store.name_from_file(path.name)
+    lineage = {
+        "source": {"file": path.name, "sha256": store.file_sha256(path)},
+        "fields": {"shape": [int(v) for v in X.shape[1:]], "input": input_col, "target": target},
+        "versions": store.versions(),
+    }
+    out = store.Output(name, fields.to_frame(**{input_col: X, target: Y}), "parquet", lineage)
+    return store.store(session, home, [out], "uq.fields", owner)[0].dataset
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def fit(model, X, Y, X_cal, Y_cal, progress=None, start: float = 0.05, end: float = 0.9):
+    """MODEL fitted on (X, Y) and calibrated on (X_cal, Y_cal), progress per epoch."""
+
+    def on_epoch(epoch: int, total: int, loss: float) -> None:
+        if progress is not None:
+            progress(
+                start + (end - start) * epoch / total, f"epoch {epoch}/{total}, loss {loss:.4g}"
+            )
+
+    if progress is not None:
+        progress(start, f"training on {len(X)} fields of shape {list(X.shape[1:])}")
+    try:
+        return model.fit(X, Y, X_cal, Y_cal, callback=on_epoch)
+    except SctkError as exc:
+        # the physics function raises sentences of its own about the fields it cannot take
+        raise SctkError(f"Training failed: {exc.message}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
+        raise SctkError(f"The model settings do not fit these fields ({first}).") from None
+
+
+def lineage(dataset, calibration: dict[str, Any], X: np.ndarray, input_col: str, target: str):
+    """The lineage of a field model trained on DATASET's fields X."""
+    from sctk import __version__
+    from sctk.pipeline import store
+
+    return {
+        "dataset": {"name": dataset.name, "sha256": dataset.sha256},
+        "calibration": calibration,
+        "input": input_col,
+        "target": target,
+        "shape": [int(v) for v in X.shape[1:]],
+        "versions": {**store.versions(), "sctk": __version__, "torch": _torch_version()},
+    }
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
