@@ -290,7 +290,8 @@ def test_serve_initialises_new_home_and_logs_requests(tmp_path):
         assert ready.json()["status"] in ("OK", "WARNING")
 
         rid = "e2e-serve-0001"
-        tagged = httpx.get(f"{url}/health/live", headers={"X-Request-ID": rid}, timeout=5)
+        # any request people make is logged (answered health probes are DEBUG lines)
+        tagged = httpx.get(f"{url}/api/v1/version", headers={"X-Request-ID": rid}, timeout=5)
         assert tagged.headers["x-request-id"] == rid
 
         log_path = home / "logs" / "sctk.log"
@@ -300,7 +301,7 @@ def test_serve_initialises_new_home_and_logs_requests(tmp_path):
             what="the request in logs/sctk.log",
         )
         access = next(e for e in entries if e["logger"] == "sctk.access")
-        assert (access["path"], access["status"]) == ("/health/live", 200)
+        assert (access["path"], access["status"]) == ("/api/v1/version", 401)
 
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it caught

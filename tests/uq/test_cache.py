@@ -120,3 +120,31 @@ def test_stats_sums_the_process_caches():
     c.get((99, "nothing", 0.1))
     after = cache.stats()
     assert after["misses"] == before["misses"] + 1 and after["hits"] == before["hits"]
+
+
+def test_results_are_stored_as_arrays_and_foreign_bytes_are_refused():
+    value = {
+        "mean": np.linspace(0, 1, 7),
+        "psi": np.ones(3, dtype=np.float32),
+        "field": np.arange(12.0).reshape(1, 3, 4),
+    }
+    back = cache.decode(cache.encode(value))
+    assert list(back) == list(value)
+    for name, array in value.items():
+        assert back[name].dtype == array.dtype and back[name].shape == array.shape
+        np.testing.assert_array_equal(back[name], array)
+    for foreign in (b'{"mean": [1.0]}', b"[]\n" + b"x", cache.encode(value)[:-1]):
+        with pytest.raises(ValueError, match="not a cached prediction"):
+            cache.decode(foreign)
+
+
+def test_a_redis_entry_of_another_format_is_a_miss():
+    client = _redis_or_skip()
+    client.flushdb()
+    c = cache.RedisCache(REDIS_URL)
+    key = (5, "digest", 0.1)
+    client.set(c._name(key), b'{"mean": [1.0, 2.0]}')  # as an older sctk wrote entries
+    assert c.get(key) is None and c.stats()["misses"] == 1
+    c.put(key, {"mean": np.array([1.0, 2.0])})
+    np.testing.assert_array_equal(c.get(key)["mean"], [1.0, 2.0])
+    client.flushdb()

@@ -94,6 +94,39 @@ def test_a_changed_model_file_is_refused(settings, engine):
     assert message.count(". ") == 0, "one sentence"
 
 
+def test_a_loaded_model_is_shared_yet_a_file_changed_later_is_still_refused(settings, engine):
+    model, X = _fitted()
+    with session_scope(engine) as s:
+        row = registry.save(s, settings.home, model, "reused")
+        first = registry.load(settings.home, row)
+        assert registry.load(settings.home, row) is first  # not unpickled again
+        private = registry.load(settings.home, row, private=True)
+        assert private is not first  # a caller that changes its model gets its own
+        np.testing.assert_array_equal(private.predict(X), first.predict(X))
+        path = settings.home / row.path
+        data = bytearray(path.read_bytes())
+        data[-20] ^= 0xFF
+        path.write_bytes(bytes(data))
+        with pytest.raises(SctkError, match="has changed since it was saved"):
+            registry.load(settings.home, row)
+
+
+def test_rows_matrix_matches_the_frame_path_and_names_what_is_wrong():
+    df = frame(5)
+    rows = df[["a", "b"]].to_dict("records")
+    np.testing.assert_array_equal(
+        registry.rows_matrix(rows, ["b", "a"], "The rows"),
+        registry.feature_matrix(df, ["b", "a"], "The rows"),
+    )
+    with pytest.raises(SctkError, match=r"lacks the column\(s\) c the model was trained on"):
+        registry.rows_matrix(rows, ["a", "c"], "The rows")
+    holes = [{"a": 1.0, "b": 2.0}, {"a": None, "b": 1.0}, {"b": 3.0}]
+    with pytest.raises(SctkError, match=r"values in column\(s\) a \(first at row 1\)"):
+        registry.rows_matrix(holes, ["a", "b"], "The rows")
+    with pytest.raises(SctkError, match="has no rows"):
+        registry.rows_matrix([], ["a"], "The rows")
+
+
 def test_resolve_list_show_and_delete(settings, engine):
     model, _ = _fitted()
     with session_scope(engine) as s:

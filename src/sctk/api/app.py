@@ -39,6 +39,7 @@ def create_app(
     workers: int | None = 0,
     collect: bool | None = None,
     schedule: bool | None = None,
+    warm: bool = False,
 ) -> FastAPI:
     """Build the app for SETTINGS (default: loaded from SCTK_HOME and the environment).
 
@@ -47,7 +48,9 @@ def create_app(
     COLLECT runs the metrics collector while the app does (None: only in the served app,
     the one asking for jobs.workers loops). SCHEDULE runs the maintenance scheduler and the
     alerting on the collected metrics (None: in the served app, unless
-    maintenance.scheduler_in_serve is off).
+    maintenance.scheduler_in_serve is off). WARM imports the UQ engine and freezes the garbage
+    collector's view of the process at start (sctk.api.warmup): for served processes only,
+    as the freeze is process-wide.
     """
     if settings is None:
         settings = config.load().settings
@@ -83,6 +86,10 @@ def create_app(
 
             # every such process runs one; the lease lets only one of them act
             scheduler = Scheduler(settings).start()
+        if warm:
+            from sctk.api.warmup import warm_up
+
+            await run_in_threadpool(warm_up)
         try:
             yield
         finally:
@@ -157,5 +164,5 @@ def served_app() -> FastAPI:
     default) also jobs.workers job loops, the scheduler and alerting; with role 'api' only
     the API (and the collector that /api/v1/metrics reads)."""
     if os.environ.get(ROLE_ENV, "all") == "api":
-        return create_app(workers=0, collect=True, schedule=False)
-    return create_app(workers=None)
+        return create_app(workers=0, collect=True, schedule=False, warm=True)
+    return create_app(workers=None, warm=True)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +27,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if _VALID_ID.match(given) else uuid.uuid4().hex
+        rid = given if _VALID_ID.match(given) else os.urandom(16).hex()
         token = request_id.set(rid)
         start = time.perf_counter()
         status = 500
@@ -55,18 +55,28 @@ class RequestIdMiddleware:
             response = await _unexpected(None, exc)
             await response(scope, receive, send_with_id)
         finally:
-            log.info(
-                "%s %s %s",
-                scope["method"],
-                scope["path"],
-                status,
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - start) * 1000, 2),
-                },
+            # Load balancers poll the health probes every few seconds: an answered probe is a
+            # DEBUG line, so that the access log holds the requests people made (a failing
+            # probe stays INFO). The metrics count every probe either way.
+            level = (
+                logging.DEBUG
+                if status < 400 and scope["path"].startswith("/health/")
+                else logging.INFO
             )
+            if log.isEnabledFor(level):
+                log.log(
+                    level,
+                    "%s %s %s",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                    },
+                )
             request_id.reset(token)
 
 

@@ -1,5 +1,9 @@
 """The prediction cache: results keyed by (model id, sha256 of the input rows, alpha).
 
+A result is the model's output arrays (mean, lower, upper, sigma, psi), kept as arrays: a
+1,000-row result is 40 KB of float64 rather than 160 KB of Python floats, and Redis gets
+their raw bytes (`encode`), which cost a small fraction of rendering them as JSON text.
+
 In-process LRU by default; Redis when `[cache] url` is set, so that several API processes
 share it. Deleting a model drops its entries. Hits and misses are counted per process
 (`stats()`). A Redis that cannot be reached never fails a prediction: the lookup counts as a
@@ -22,7 +26,34 @@ from sctk.config import CacheSettings
 log = logging.getLogger(__name__)
 
 Key = tuple[int, str, float]
+Value = dict[str, np.ndarray]
 _PREFIX = "sctk:uq:predict"
+
+
+def encode(value: Value) -> bytes:
+    """VALUE's arrays as bytes: a JSON line naming each array's dtype and shape, then the
+    arrays' raw bytes in that order."""
+    arrays = {name: np.ascontiguousarray(a) for name, a in value.items()}
+    header = json.dumps([[name, a.dtype.str, list(a.shape)] for name, a in arrays.items()])
+    return b"".join([header.encode(), b"\n", *(a.tobytes() for a in arrays.values())])
+
+
+def decode(raw: bytes) -> Value:
+    """The arrays `encode` wrote; ValueError for bytes it did not write."""
+    header, _, body = raw.partition(b"\n")
+    try:
+        layout = json.loads(header)
+        out, offset = {}, 0
+        for name, dtype, shape in layout:
+            dt = np.dtype(dtype)
+            count = int(np.prod(shape, dtype=np.int64))
+            out[name] = np.frombuffer(body, dt, count=count, offset=offset).reshape(shape)
+            offset += count * dt.itemsize
+    except (TypeError, KeyError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"not a cached prediction: {exc}") from None
+    if offset != len(body):
+        raise ValueError("not a cached prediction: its length does not match its header")
+    return out
 
 
 def input_digest(X: np.ndarray, model_sha256: str = "") -> str:
@@ -61,9 +92,9 @@ class LocalCache(_Counted):
     def __init__(self, max_entries: int = 1024):
         super().__init__()
         self.max_entries = max_entries
-        self._data: OrderedDict[Key, dict[str, Any]] = OrderedDict()
+        self._data: OrderedDict[Key, Value] = OrderedDict()
 
-    def get(self, key: Key) -> dict[str, Any] | None:
+    def get(self, key: Key) -> Value | None:
         with self._lock:
             value = self._data.get(key)
             if value is not None:
@@ -71,7 +102,7 @@ class LocalCache(_Counted):
         self._count(value is not None)
         return value
 
-    def put(self, key: Key, value: dict[str, Any]) -> None:
+    def put(self, key: Key, value: Value) -> None:
         with self._lock:
             self._data[key] = value
             self._data.move_to_end(key)
@@ -94,7 +125,7 @@ class LocalCache(_Counted):
 
 
 class RedisCache(_Counted):
-    """Entries as JSON strings under sctk:uq:predict:<model id>:<digest>:<alpha>.
+    """Entries as `encode`d bytes under sctk:uq:predict:<model id>:<digest>:<alpha>.
 
     Redis's own maxmemory policy bounds its size; max_entries applies to the LRU only."""
 
@@ -111,7 +142,7 @@ class RedisCache(_Counted):
         model_id, digest, alpha = key
         return f"{_PREFIX}:{model_id}:{digest}:{alpha!r}"
 
-    def get(self, key: Key) -> dict[str, Any] | None:
+    def get(self, key: Key) -> Value | None:
         import redis
 
         try:
@@ -119,14 +150,20 @@ class RedisCache(_Counted):
         except redis.RedisError as exc:
             log.warning("prediction cache unavailable: %s", exc)
             raw = None
-        self._count(raw is not None)
-        return json.loads(raw) if raw is not None else None
+        value = None
+        if raw is not None:
+            try:
+                value = decode(raw)
+            except ValueError:  # written by an older sctk: a miss, replaced by the next put
+                value = None
+        self._count(value is not None)
+        return value
 
-    def put(self, key: Key, value: dict[str, Any]) -> None:
+    def put(self, key: Key, value: Value) -> None:
         import redis
 
         try:
-            self._redis.set(self._name(key), json.dumps(value, separators=(",", ":")))
+            self._redis.set(self._name(key), encode(value))
         except redis.RedisError as exc:
             log.warning("prediction cache unavailable: %s", exc)
 

@@ -115,7 +115,7 @@ def recalibrate(
             f"{inputs.what} has {inputs.y.size} {unit}, too few to calibrate for intervals at "
             f"alpha {METRICS_ALPHA}: it needs at least {need}; use a larger dataset."
         )
-    model = registry.load(home, row)
+    model = registry.load(home, row, private=True)  # changed below: not the shared one
     if row.kind == "field":
         model.calibrate(inputs.X, inputs.y)
     else:
