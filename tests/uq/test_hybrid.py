@@ -122,6 +122,8 @@ def test_bad_configuration_gets_one_sentence():
         HybridRegressor(alpha_mode="guess", **FAST).fit(X, y)
     with pytest.raises(SctkError, match="not fitted"):
         HybridRegressor().predict(X)
+    with pytest.raises(SctkError, match="nll_beta must lie between 0 and 1"):
+        HybridRegressor(nll_beta=2.0, **FAST).fit(X, y)
 
 
 def test_the_hand_carried_input_gradient_matches_autograd():
