@@ -24,9 +24,7 @@ def warm_up() -> None:
 
     from sctk.uq import field_hybrid, hybrid, registry  # noqa: F401
 
-    # requests run on the server's thread pool, several at once: torch's own threads on
-    # top of them only oversubscribe the cores
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # as each request thread does (routes/models.py)
     gc.collect()
     gc.freeze()
     log.info(

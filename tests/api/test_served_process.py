@@ -1,4 +1,5 @@
-"""The log file handler: one JSON line per record, formatted once, rotated by size."""
+"""Served-process details: the log file handler (one JSON line per record, formatted once,
+rotated by size), the warm-up, and torch's thread count per request thread."""
 
 from __future__ import annotations
 
@@ -47,5 +48,17 @@ def test_warm_up_freezes_the_served_process():
         "import gc, sys; from sctk.api.warmup import warm_up; warm_up(); "
         "import torch; assert torch.get_num_threads() == 1; "
         "assert 'torch' in sys.modules and gc.get_freeze_count() > 100_000, gc.get_freeze_count()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_each_request_thread_runs_torch_on_one_thread():
+    # OpenMP keeps the setting per thread: one made in another thread does not hold here
+    code = (
+        "import threading, torch; from sctk.api.routes.models import _one_torch_thread; "
+        "_one_torch_thread(); seen = []; "
+        "t = threading.Thread(target=lambda: (_one_torch_thread(), "
+        "seen.append(torch.get_num_threads()))); t.start(); t.join(); "
+        "assert seen == [1], seen"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
