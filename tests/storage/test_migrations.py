@@ -144,3 +144,19 @@ def test_cli_db_history_json():
         for r in migrate.history()
     ]
     assert listed[0]["is_head"] is True
+
+
+def test_head_follows_a_migration_added_while_running(tmp_path, monkeypatch):
+    base = migrate.head()
+    assert migrate.head() == base  # answered from memory the second time
+    extra = tmp_path / "versions"
+    extra.mkdir()
+    monkeypatch.setenv(migrate.EXTRA_MIGRATIONS_ENV, str(extra))
+    assert migrate.head() == base  # an empty extra directory changes nothing
+    (extra / "zz_extra.py").write_text(
+        f'revision = "zz_extra"\ndown_revision = "{base}"\nbranch_labels = None\n'
+        "depends_on = None\n\n\ndef upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n"
+    )
+    assert migrate.head() == "zz_extra"
+    monkeypatch.delenv(migrate.EXTRA_MIGRATIONS_ENV)
+    assert migrate.head() == base

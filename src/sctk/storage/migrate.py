@@ -51,10 +51,30 @@ def script() -> ScriptDirectory:
     return ScriptDirectory.from_config(_config())
 
 
+def _versions_signature() -> tuple:
+    """Names and mtimes of the migration files: what `head()` depends on."""
+    dirs = [MIGRATIONS_DIR / "versions"]
+    dirs += [Path(d) for d in os.environ.get(EXTRA_MIGRATIONS_ENV, "").split(os.pathsep) if d]
+    return tuple(
+        (str(f), f.stat().st_mtime_ns) for d in dirs if d.is_dir() for f in sorted(d.glob("*.py"))
+    )
+
+
+_heads: dict[tuple, str] = {}
+
+
 def head() -> str:
+    # Reading the scripts (each one imported) takes tens of ms, and the readiness probe asks
+    # on every call: the answer is kept while the migration files stay the same.
+    signature = _versions_signature()
+    known = _heads.get(signature)
+    if known is not None:
+        return known
     heads = script().get_heads()
     if len(heads) != 1:  # a packaging bug, not a user error
         raise RuntimeError(f"sctk migrations have {len(heads)} heads; expected exactly one")
+    _heads.clear()
+    _heads[signature] = heads[0]
     return heads[0]
 
 
