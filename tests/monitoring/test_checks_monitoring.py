@@ -15,6 +15,7 @@ from sctk import config, logs
 from sctk.health import Status, run_checks
 from sctk.health.registry import registered
 from sctk.jobs import queue
+from sctk.monitoring import checks
 from sctk.monitoring.checks import configured_endpoints, log_errors_since, parse_endpoint
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import Job
@@ -191,6 +192,42 @@ def test_errors_are_counted_from_the_real_log_file(settings, backend):
     again = outcome(settings, "log_errors")
     assert again.values["errors_24h"] == 4
     assert again.values["newest"][0]["message"] == "out of memory"
+
+
+@sqlite_only
+def test_log_errors_are_read_incrementally_across_rotation(settings, backend, monkeypatch):
+    log_dir = settings.home / "logs"
+    path = log_dir / "sctk.log"
+
+    def line(message: str, level: str = "ERROR", age: timedelta = timedelta(0)) -> str:
+        at = (datetime.now(UTC) - age).isoformat()
+        return json.dumps({"time": at, "level": level, "logger": "t", "message": message}) + "\n"
+
+    path.write_text(line("one") + line("fine", "INFO") + line("stale", age=timedelta(hours=30)))
+    assert outcome(settings, "log_errors").values["errors_24h"] == 1
+    reads: list[int] = []
+    original = checks._FileErrors.read_from
+    monkeypatch.setattr(
+        checks._FileErrors,
+        "read_from",
+        lambda self, p: (reads.append(self.offset), original(self, p))[1],
+    )
+    with path.open("a") as fh:  # half a line: not counted until it is whole
+        fh.write(line("two") + line("three")[:20])
+    assert outcome(settings, "log_errors").values["errors_24h"] == 2
+    assert reads[-1] > 0, "only what was appended is read"
+    with path.open("a") as fh:
+        fh.write(line("three")[20:])
+    assert outcome(settings, "log_errors").values["errors_24h"] == 3
+    path.rename(log_dir / "sctk.log.1")  # rotation: the same file under another name
+    path.write_text(line("four", "CRITICAL"))
+    reads.clear()
+    o = outcome(settings, "log_errors")
+    assert o.values["errors_24h"] == 4
+    assert [e["message"] for e in o.values["newest"]][:2] == ["four", "three"]
+    assert reads == [0], "the rotated file is not read again; the new one from its start"
+    (log_dir / "sctk.log.1").unlink()
+    assert outcome(settings, "log_errors").values["errors_24h"] == 1
 
 
 @sqlite_only

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -170,64 +173,122 @@ def scheduler(ctx: CheckContext) -> CheckOutcome:
 # --- errors in the logs --------------------------------------------------------------------
 
 
+def _errors_in(lines: Iterable[bytes]) -> Iterator[tuple[datetime, dict[str, Any]]]:
+    """(time, summary) of each ERROR/CRITICAL JSON line among LINES."""
+    for raw in lines:
+        # cheap filter first: most lines are INFO and never need parsing
+        if b'"level": "ERROR"' not in raw and b'"level": "CRITICAL"' not in raw:
+            continue
+        try:
+            entry = json.loads(raw)
+            at = datetime.fromisoformat(entry["time"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if at.tzinfo is None:  # sctk writes UTC; a line without a zone is taken as UTC
+            at = at.replace(tzinfo=UTC)
+        if entry.get("level") not in ERROR_LEVELS:
+            continue
+        yield (
+            at,
+            {
+                "time": at.isoformat(),
+                "logger": entry.get("logger", ""),
+                "message": str(entry.get("message", ""))[:300],
+                "request_id": entry.get("request_id"),
+            },
+        )
+
+
+def _newest(found: Iterable[tuple[datetime, dict[str, Any]]]) -> list[tuple[datetime, dict]]:
+    return sorted(found, key=lambda item: item[0])[-NEWEST_ERRORS:]
+
+
+def _log_files(log_dir: Path) -> list[Path]:
+    return sorted(log_dir.glob(f"{LOG_FILE}*")) if log_dir.is_dir() else []
+
+
 def log_errors_since(log_dir: Path, since: datetime) -> tuple[int, list[dict[str, Any]]]:
     """(count, newest few) of ERROR/CRITICAL JSON log lines at or after SINCE in LOG_DIR's
     sctk.log and its rotated files."""
     count = 0
-    newest: list[dict[str, Any]] = []
-    files = sorted(log_dir.glob(f"{LOG_FILE}*")) if log_dir.is_dir() else []
-    for path in files:
+    newest: list[tuple[datetime, dict[str, Any]]] = []
+    for path in _log_files(log_dir):
         try:
             if datetime.fromtimestamp(path.stat().st_mtime, UTC) < since:
                 continue  # written to last before the period: nothing in it is recent
             with path.open("rb") as fh:
-                for raw in fh:
-                    # cheap filter first: most lines are INFO and never need parsing
-                    if b'"level": "ERROR"' not in raw and b'"level": "CRITICAL"' not in raw:
-                        continue
-                    try:
-                        entry = json.loads(raw)
-                        at = datetime.fromisoformat(entry["time"])
-                    except (ValueError, KeyError, TypeError):
-                        continue
-                    if entry.get("level") not in ERROR_LEVELS or at < since:
-                        continue
-                    count += 1
-                    newest.append(
-                        {
-                            "time": at.isoformat(),
-                            "logger": entry.get("logger", ""),
-                            "message": str(entry.get("message", ""))[:300],
-                            "request_id": entry.get("request_id"),
-                        }
-                    )
-                    newest = sorted(newest, key=lambda e: e["time"])[-NEWEST_ERRORS:]
+                for at, summary in _errors_in(fh):
+                    if at >= since:
+                        count += 1
+                        newest = _newest([*newest, (at, summary)])
         except OSError:
             continue
-    return count, list(reversed(newest))
+    return count, [summary for _, summary in reversed(newest)]
 
 
-# (log dir) -> (files' names, sizes and mtimes, minute of the scan, result): a readiness probe
-# polled every few seconds must not re-read tens of MiB of logs that have not changed
-_scans: dict[Path, tuple[tuple, datetime, tuple[int, list[dict[str, Any]]]]] = {}
+class _FileErrors:
+    """What one log file (by inode: rotation renames it) held up to OFFSET: errors counted
+    per minute and the newest few. Only lines appended since are read on the next call."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.minutes: Counter[datetime] = Counter()
+        self.newest: list[tuple[datetime, dict[str, Any]]] = []
+
+    def read_from(self, path: Path) -> None:
+        with path.open("rb") as fh:
+            fh.seek(self.offset)
+            while chunk := fh.read(self.CHUNK):
+                # up to the last whole line: one still being written is read next time
+                end = chunk.rfind(b"\n") + 1
+                if end == 0:
+                    break
+                found = list(_errors_in(chunk[:end].splitlines()))
+                for at, _ in found:
+                    self.minutes[at.replace(second=0, microsecond=0)] += 1
+                self.newest = _newest([*self.newest, *found])
+                self.offset += end
+                fh.seek(self.offset)
+
+    def forget_before(self, since: datetime) -> None:
+        for minute in [m for m in self.minutes if m < since]:
+            del self.minutes[minute]
+        self.newest = [item for item in self.newest if item[0] >= since]
+
+
+# (log dir, inode) -> what that file held: a readiness probe polled every few seconds reads
+# only what was appended since its last call, not tens of MiB of logs each time
+_scans: dict[tuple[Path, int], _FileErrors] = {}
+_scans_lock = threading.Lock()
 
 
 def _log_errors_24h(log_dir: Path) -> tuple[int, list[dict[str, Any]]]:
     since = (_now() - timedelta(hours=24)).replace(second=0, microsecond=0)
-    try:
-        files = tuple(
-            (p.name, st.st_size, st.st_mtime_ns)
-            for p in sorted(log_dir.glob(f"{LOG_FILE}*"))
-            for st in [p.stat()]
-        )
-    except OSError:
-        files = ()
-    cached = _scans.get(log_dir)
-    if cached is not None and cached[0] == files and cached[1] == since:
-        return cached[2]
-    result = log_errors_since(log_dir, since)
-    _scans[log_dir] = (files, since, result)
-    return result
+    with _scans_lock:
+        seen: dict[tuple[Path, int], _FileErrors] = {}
+        for path in _log_files(log_dir):
+            try:
+                st = path.stat()
+                if datetime.fromtimestamp(st.st_mtime, UTC) < since:
+                    continue
+                key = (log_dir, st.st_ino)
+                scan = _scans.get(key)
+                if scan is None or st.st_size < scan.offset:  # new, or truncated
+                    scan = _FileErrors()
+                if st.st_size > scan.offset:
+                    scan.read_from(path)
+            except OSError:
+                continue
+            scan.forget_before(since)
+            seen[key] = scan
+        for key in [k for k in _scans if k[0] == log_dir and k not in seen]:
+            del _scans[key]  # rotated away or too old
+        _scans.update(seen)
+        count = sum(sum(scan.minutes.values()) for scan in seen.values())
+        newest = _newest(item for scan in seen.values() for item in scan.newest)
+    return count, [summary for _, summary in reversed(newest)]
 
 
 @check("log_errors", "Errors written to the logs in the last 24 hours.")
