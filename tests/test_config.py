@@ -180,7 +180,16 @@ def test_health_thresholds_out_of_order(tmp_path):
     )
     message = config_error(home)
     assert "disk_critical_free_percent must be lower than disk_warning_free_percent" in message
-    assert str(path) in message
+    assert str(path) in message and "SCTK_" not in message
+
+
+def test_a_section_error_names_every_source_of_its_values(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    path = write_config(home, "[health]\ndisk_warning_free_percent = 5.0\n")
+    monkeypatch.setenv("SCTK_HEALTH__DISK_CRITICAL_FREE_PERCENT", "10.0")
+    message = config_error(home)
+    assert "disk_critical_free_percent must be lower than disk_warning_free_percent" in message
+    assert f"(from {path} and SCTK_HEALTH__DISK_CRITICAL_FREE_PERCENT)" in message
 
 
 def test_check_file_reports_every_bad_field(tmp_path):

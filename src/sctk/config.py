@@ -501,8 +501,11 @@ def describe_errors(exc: ValidationError, origins: dict[str, str]) -> list[str]:
         dotted = ".".join(str(p) for p in loc)
         origin = origins.get(dotted)
         if origin is None:
-            # a section-level error (e.g. health thresholds out of order) has no leaf origin
-            origin = next((o for k, o in origins.items() if k.startswith(dotted + ".")), "")
+            # a section-level error (e.g. health thresholds out of order) has no leaf origin:
+            # name every place a value of that section was given (a file and the environment
+            # may each have set one of the two values that disagree)
+            given = [o for k, o in origins.items() if not dotted or k.startswith(dotted + ".")]
+            origin = " and ".join(dict.fromkeys(given))
         where = f" (from {origin})" if origin else ""
         if err["type"] == "extra_forbidden":
             known = _known_keys(Settings, loc[:-1])
