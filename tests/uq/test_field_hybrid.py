@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from sctk.errors import SctkError
 from sctk.uq import metrics
@@ -65,3 +66,15 @@ def test_bad_fields_are_refused(flow, model):
         model.predict(np.where(X > 0.5, np.inf, X))
     with pytest.raises(SctkError, match="B, C>=2, H, W"):
         model.predict(X[0])
+
+
+def test_log_sigma_is_clamped_in_value_yet_keeps_its_gradient():
+    """A log sigma beyond its bounds is clamped, but the NLL still pulls it back: a plain
+    clamp's zero gradient left flow-demo pixels stuck at the upper bound."""
+    from sctk.uq.networks import LOG_SIGMA_MAX, LOG_SIGMA_MIN, clamp_passing_gradient
+
+    raw = torch.tensor([-20.0, 0.5, 50.0], requires_grad=True)
+    out = clamp_passing_gradient(raw)
+    assert out.tolist() == [LOG_SIGMA_MIN, 0.5, LOG_SIGMA_MAX]
+    out.sum().backward()
+    assert raw.grad.tolist() == [1.0, 1.0, 1.0]
