@@ -13,6 +13,13 @@ from sctk.storage.engine import make_engine, session_scope
 TINY = {"epochs": 3, "hidden": [8], "patience": 2, "batch_size": 64}
 
 
+def flip_byte(path: Path, offset: int = -20) -> None:
+    """Change one byte of PATH in place, as damage or tampering on disk would."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def frame(n: int = 120, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     a = rng.uniform(-2, 2, n)

@@ -11,6 +11,7 @@ from sctk.storage.engine import make_engine, session_scope
 from sctk.uq import cache, evaluation, fields, registry
 from sctk.uq.field_hybrid import FieldHybridRegressor
 from sctk.uq.flow import FlowProblem, make_pairs
+from tests.uq.registry_helpers import flip_byte
 
 SMALL = FlowProblem(n=16, fine=32, fine_steps=32)
 LINEAGE = {"input": "x", "target": "y", "shape": [2, 16, 16]}
@@ -60,9 +61,7 @@ def test_round_trip_gives_identical_intervals_and_is_verified(settings, engine, 
             np.testing.assert_array_equal(got[key], want[key])
         assert [m["kind"] for m in map(registry.as_dict, registry.list_models(s))] == ["field"]
         path = settings.home / row.path
-        data = bytearray(path.read_bytes())
-        data[-30] ^= 0xFF
-        path.write_bytes(bytes(data))
+        flip_byte(path, -30)
         with pytest.raises(SctkError, match="has changed since it was saved"):
             registry.load(settings.home, row)
 

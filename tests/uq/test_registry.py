@@ -14,7 +14,7 @@ from sctk.storage.models import UqModel
 from sctk.uq import registry
 from sctk.uq.hybrid import HybridRegressor
 from sctk.uq.jobs import train
-from tests.uq.registry_helpers import TINY, frame, import_csv, train_params
+from tests.uq.registry_helpers import TINY, flip_byte, frame, import_csv, train_params
 
 
 @pytest.fixture
@@ -84,9 +84,7 @@ def test_a_changed_model_file_is_refused(settings, engine):
     with session_scope(engine) as s:
         row = registry.save(s, settings.home, model, "tampered")
         path = settings.home / row.path
-        data = bytearray(path.read_bytes())
-        data[-20] ^= 0xFF
-        path.write_bytes(bytes(data))
+        flip_byte(path, -20)
         with pytest.raises(SctkError) as info:
             registry.load(settings.home, row)
     message = info.value.message
@@ -104,9 +102,7 @@ def test_a_loaded_model_is_shared_yet_a_file_changed_later_is_still_refused(sett
         assert private is not first  # a caller that changes its model gets its own
         np.testing.assert_array_equal(private.predict(X), first.predict(X))
         path = settings.home / row.path
-        data = bytearray(path.read_bytes())
-        data[-20] ^= 0xFF
-        path.write_bytes(bytes(data))
+        flip_byte(path, -20)
         with pytest.raises(SctkError, match="has changed since it was saved"):
             registry.load(settings.home, row)
 
