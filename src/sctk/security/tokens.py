@@ -195,6 +195,16 @@ def authenticate_token(
     return user, token.expires_at
 
 
+# A login JWT names the moment its user's password last changed, to the microsecond: a
+# password reset then refuses every token issued before it, even one from the same second
+# (the issue time, `iat`, has whole seconds only).
+PASSWORD_CLAIM = "pwc"
+
+
+def _password_epoch(user: User) -> int:
+    return round(user.password_changed_at.timestamp() * 1_000_000)
+
+
 def issue_jwt(ring: Keyring, user: User, ttl: timedelta) -> tuple[str, int]:
     """A signed login JWT for USER and its lifetime in seconds."""
     kid, key = ring.jwt_key()
@@ -205,6 +215,7 @@ def issue_jwt(ring: Keyring, user: User, ttl: timedelta) -> tuple[str, int]:
         "iat": int(now.timestamp()),
         "exp": int((now + ttl).timestamp()),
         "jti": uuid.uuid4().hex,
+        PASSWORD_CLAIM: _password_epoch(user),
     }
     token = jwt.encode(claims, key, algorithm="HS256", headers={"kid": str(kid)})
     return token, int(ttl.total_seconds())
@@ -230,7 +241,12 @@ def authenticate_jwt(session: Session, ring: Keyring, presented: str) -> tuple[U
     user = session.scalar(_BY_USERNAME, {"username": claims["sub"]})
     if user is None or user.disabled:
         raise AuthenticationFailed("The access token's account no longer exists or is disabled.")
-    if int(user.password_changed_at.timestamp()) > claims["iat"]:
+    epoch = claims.get(PASSWORD_CLAIM)
+    if epoch is not None:
+        stale = epoch != _password_epoch(user)
+    else:  # issued before tokens carried the claim: only the second of issue is known
+        stale = int(user.password_changed_at.timestamp()) > claims["iat"]
+    if stale:
         raise AuthenticationFailed(
             "The password changed after this token was issued; log in again."
         )
