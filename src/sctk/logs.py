@@ -32,15 +32,17 @@ class RequestIdFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     # The access log writes a line per request: the timestamp's date and time are formatted
     # once a second and only the milliseconds per line (isoformat costs as much as the rest).
-    _second: int = -1
-    _prefix: str = ""
+    # One tuple, read and replaced whole, so that threads sharing the formatter never pair
+    # one second with another's text.
+    _second_text: tuple[int, str] = (-1, "")
 
     def _time(self, created: float) -> str:
         second = int(created)
-        if second != self._second:
-            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self._second = second
-        return f"{self._prefix}.{int((created - second) * 1000):03d}+00:00"
+        cached, text = self._second_text
+        if cached != second:
+            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second_text = (second, text)
+        return f"{text}.{int((created - second) * 1000):03d}+00:00"
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
