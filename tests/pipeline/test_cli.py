@@ -216,3 +216,103 @@ def test_the_installed_command(home, tmp_path):
         "Error: bad.csv does not match the schema (1 problem): row 2, column 'y': 3 repeats "
         "row 1, and the column is unique; nothing was stored."
     )
+
+
+@sqlite_only
+def test_import_an_npz_of_fields_and_what_each_command_does_with_them(sctk, home, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(12, 2, 3, 4)), rng.normal(size=(12, 2, 3, 4))
+    x[3, 1, 2, 0] = np.nan  # allowed here; training refuses it (tests/uq/test_field_train.py)
+    path = tmp_path / "wind.npz"
+    np.savez(path, x=x, y=y, re=np.arange(12.0))
+    out = json.loads(sctk("data", "import", str(path), "--json").out)["dataset"]
+    assert (out["name"], out["rows"]) == ("wind", 12)
+    assert out["columns"] == {"x": "object", "y": "object", "re": "float64"}
+    shapes = {"x": [2, 3, 4], "y": [2, 3, 4]}
+    assert out["lineage"]["fields"] == {"columns": shapes, "shape": [2, 3, 4]}
+    assert "wind" in sctk("data", "show", "wind").out
+    assert "wind  imported from wind.npz" in sctk("data", "lineage", "wind").out
+    assert sctk("data", "verify", "wind").code == 0
+    from sctk.pipeline.readers import read_table
+
+    back = read_table(home / "data" / "wind.parquet")
+    assert np.isnan(back["x"][3][1 * 12 + 2 * 4]) and back["y"][5].tolist() == y[5].ravel().tolist()
+
+    # stored as .npz: [N, values] members, read back as the same array columns
+    npz = json.loads(
+        sctk("data", "import", str(path), "--name", "w2", "--format", "npz", "--json").out
+    )
+    with np.load(home / "data" / "w2.npz") as stored_npz:
+        assert stored_npz["x"].shape == (12, 24)
+    assert npz["dataset"]["lineage"]["fields"]["columns"] == shapes
+
+    # a pipeline carries the shapes through renames and splits
+    pipe = tmp_path / "p.toml"
+    pipe.write_text(
+        "[[steps]]\nop = 'rename'\ncolumns = { x = 'u' }\n"
+        "[[steps]]\nop = 'filter'\nexpr = 're > 1'\n"
+        "[[steps]]\nop = 'split'\ntrain = 0.5\ncalibration = 0.25\ntest = 0.25\n",
+        encoding="utf-8",
+    )
+    result = sctk("data", "transform", "w2", "--pipeline", str(pipe), "--inline", "--json")
+    assert result.code == 0, result
+    train = json.loads(sctk("data", "show", "w2-p-train", "--json").out)
+    assert train["rows"] == 5 and train["columns"]["u"] == "object"
+    assert train["lineage"]["fields"]["columns"] == {"u": [2, 3, 4], "y": [2, 3, 4]}
+
+    # what cannot work on array columns is one sentence, and nothing is stored
+    before = sorted(p.name for p in (home / "data").iterdir())
+    schema = tmp_path / "s.toml"
+    schema.write_text('[columns.x]\ndtype = "float"\n', encoding="utf-8")
+    refused(
+        sctk("data", "import", str(path), "--name", "w3", "--schema", str(schema)),
+        "column 'x' holds an array per row, which a schema cannot check as float",
+        "nothing was stored",
+    )
+    schema.write_text('[columns.re]\ndtype = "float"\nmin = 0.0\n', encoding="utf-8")
+    kept = json.loads(
+        sctk("data", "import", str(path), "--name", "w4", "--schema", str(schema), "--json").out
+    )
+    assert kept["dataset"]["lineage"]["fields"]["shape"] == [2, 3, 4]
+    assert kept["notes"] == ["columns not in the schema were kept with the types read: 'x', 'y'"]
+    for step, fragment in (
+        ("op = 'filter'\nexpr = 'x > 0'", "names 'x', a column holding an array per row"),
+        ("op = 'derive'\ncolumn = 'z'\nexpr = 'y * 2'", "names 'y', a column holding an array"),
+        ("op = 'normalise'\ncolumns = ['y']", "column 'y' holds an array per row; it cannot be"),
+    ):
+        pipe.write_text(f"[[steps]]\n{step}\n", encoding="utf-8")
+        result = sctk("data", "transform", "wind", "--pipeline", str(pipe), "--inline")
+        last = result.err.strip().splitlines()[-1]  # after the run's log lines
+        refused(Result(result.code, "", last), fragment)
+    assert sorted(p.name for p in (home / "data").iterdir()) == sorted([*before, "w4.parquet"])
+
+
+@sqlite_only
+def test_bad_npz_files_are_one_sentence_and_store_nothing(sctk, home, tmp_path):
+    import numpy as np
+
+    cases = {
+        "empty.npz": ({"x": np.zeros((0, 2, 2, 2))}, "array 'x' has no rows"),
+        "rows.npz": (
+            {"x": np.zeros((4, 2, 2, 2)), "y": np.zeros((5, 2, 2, 2))},
+            "different numbers of rows (first dimension: 'x' 4, 'y' 5)",
+        ),
+        "mixed.npz": (
+            {"x": np.zeros((4, 2, 2, 2)), "t": np.zeros(3)},
+            "different numbers of rows (first dimension: 'x' 4, 't' 3)",
+        ),
+        "text.npz": ({"x": np.full((4, 2), "a")}, "holds text values"),
+        "lengths.npz": ({"a": np.zeros(3), "b": np.zeros(4)}, "different lengths ('a' 3, 'b' 4)"),
+        "pickle.npz": ({"a": np.array([{}, None], dtype=object)}, "holds Python objects"),
+    }
+    for file_name, (arrays, fragment) in cases.items():
+        path = tmp_path / file_name
+        np.savez(path, **arrays)
+        refused(sctk("data", "import", str(path)), f"{file_name}: ", fragment)
+    lying = tmp_path / "lying.npz"
+    lying.write_text("a,b\n1,2\n", encoding="utf-8")
+    refused(sctk("data", "import", str(lying)), "lying.npz is not a NumPy .npz", "CSV text")
+    assert json.loads(sctk("data", "list", "--json").out) == []
+    assert not (home / "data").exists() or not list((home / "data").iterdir())

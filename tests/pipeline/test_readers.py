@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sctk.pipeline.readers import UnreadableFile, read_table, sniff
+from sctk.pipeline.readers import UnreadableFile, read_file, read_table, sniff
 from tests.pipeline.conftest import GOOD, write_good
 
 
@@ -103,10 +103,10 @@ def test_npz_arrays_must_be_equal_length_columns_without_pickles(tmp_path):
     with pytest.raises(UnreadableFile) as exc:
         read_table(path)
     one_sentence(exc, "different lengths", "'x' 3", "'y' 4")
-    np.savez(path, x=np.zeros((2, 2)))
+    np.savez(path, x=np.float64(2.0))
     with pytest.raises(UnreadableFile) as exc:
         read_table(path)
-    one_sentence(exc, "'x' has shape (2, 2)")
+    one_sentence(exc, "'x' is a single value, not a column")
     np.savez(path, x=np.array([{"a": 1}, None], dtype=object))
     with pytest.raises(UnreadableFile) as exc:
         read_table(path)
@@ -133,3 +133,38 @@ def test_sniff():
     assert sniff("é".encode()[:1]) == "CSV text"  # a character cut at the sniff limit
     assert sniff("é".encode()[:1], complete=True) == "binary data"
     assert sniff(pd.DataFrame({"a": [1]}).to_parquet()) == "a Parquet file"
+
+
+def test_npz_arrays_of_more_dimensions_are_array_columns_with_their_shapes(tmp_path):
+    path = tmp_path / "f.npz"
+    x = np.arange(3 * 2 * 2 * 4, dtype=np.float32).reshape(3, 2, 2, 4)
+    np.savez(path, x=x, y=np.ones((3, 5), dtype=np.int64), re=np.array([1.0, 2.0, 3.0]))
+    table = read_file(path)
+    assert table.shapes == {"x": [2, 2, 4], "y": [5]}
+    df = table.frame
+    assert list(df.columns) == ["x", "y", "re"] and df["re"].dtype == np.float64
+    assert df["x"][1].dtype == np.float64 and df["x"][1].tolist() == x[1].reshape(-1).tolist()
+    assert read_table(path)["y"][2].tolist() == [1.0] * 5
+
+
+@pytest.mark.parametrize(
+    ("arrays", "fragments"),
+    [
+        ({"x": np.zeros((0, 2, 3))}, ("'x' has no rows (shape [0, 2, 3])",)),
+        ({"x": np.zeros((3, 0))}, ("'x' has shape [3, 0], so each row is empty",)),
+        (
+            {"x": np.zeros((3, 2)), "y": np.zeros((4, 2))},
+            ("different numbers of rows", "'x' 3", "'y' 4"),
+        ),
+        ({"x": np.zeros((3, 2)), "t": np.zeros(4)}, ("different numbers of rows", "'t' 4")),
+        ({"x": np.array([["a", "b"]])}, ("'x' of shape [1, 2] holds text values", "numbers")),
+        ({"x": np.zeros((2, 2), bool)}, ("holds true/false values",)),
+        ({"x": np.zeros((2, 2), complex)}, ("holds complex values",)),
+    ],
+)
+def test_bad_npz_arrays_of_more_dimensions_are_one_sentence(tmp_path, arrays, fragments):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(UnreadableFile) as exc:
+        read_table(path)
+    one_sentence(exc, "bad.npz: ", *fragments)

@@ -4,8 +4,10 @@ kind = "field" (from an .npz file or a stored field dataset) and POST /api/v1/mo
 
 from __future__ import annotations
 
+import io
 import json
 
+import httpx
 import numpy as np
 import pytest
 
@@ -218,3 +220,95 @@ def test_post_models_trains_a_field_model_as_a_job(api, flows):
     assert pred.status_code == 200, pred.text
     assert pred.json()["shape"] == [2, 16, 16] and len(pred.json()["psi"]) == 2
     assert field_training.physics_name("coarse solver") == "sctk.uq.flow:coarse_physics"
+
+
+def _upload(api, headers, file_name: str, **arrays) -> httpx.Response:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return api.http.post(
+        f"/api/v1/datasets?filename={file_name}",
+        content=buffer.getvalue(),
+        headers={**headers, "Content-Type": "application/octet-stream"},
+    )
+
+
+@sqlite_only
+def test_upload_a_field_npz_then_train_and_predict_through_the_api_alone(api, flows):
+    X, Y = flows
+    h = api.headers("analyst")
+    r = _upload(api, h, "gale.npz", x=X, y=Y, re=np.linspace(100.0, 200.0, len(X)))
+    assert r.status_code == 201, r.text
+    ds = r.json()["dataset"]
+    assert (ds["name"], ds["rows"], ds["columns"]["x"]) == ("gale", len(X), "object")
+    assert ds["lineage"]["fields"] == {
+        "columns": {"x": [2, 16, 16], "y": [2, 16, 16]},
+        "shape": [2, 16, 16],
+    }
+    # data a field model cannot take is refused before any job: the recorded shapes say so
+    assert _upload(api, h, "flat.npz", x=X[:, 0], y=Y[:, 0]).status_code == 201
+    assert _upload(api, h, "odd.npz", x=X, y=Y[:, :1]).status_code == 201
+    for name, fragment in (
+        ("flat", "column 'x' holds fields of shape [16, 16]; a field model needs fields [C, H, W]"),
+        ("odd", "column 'y' holds fields of shape [1, 16, 16], 'x' of [2, 16, 16]"),
+    ):
+        body = {"dataset": name, "config": dict(TINY_FIELD)}
+        assert_problem(api.http.post("/api/v1/models", json=body, headers=h), 400, fragment)
+    for arrays, fragment in (
+        ({"x": X[:0], "y": Y[:0]}, "array 'x' has no rows"),
+        ({"x": X, "y": Y[:5]}, "different numbers of rows (first dimension: 'x' 24, 'y' 5)"),
+        ({"x": np.full((3, 2), "a")}, "holds text values"),
+    ):
+        assert_problem(_upload(api, h, "bad.npz", **arrays), 422, "bad.npz: ", fragment)
+
+    config = dict(TINY_FIELD, physics="identity", seed=1)  # coarse physics takes seconds
+    body = {"dataset": "gale", "config": config, "calibration": 0.3}
+    r = api.http.post("/api/v1/models", json=body, headers=h)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job"]
+    from sctk.jobs.worker import Worker
+
+    worker = Worker(api.settings, concurrency=1)
+    try:
+        worker.run_until_idle(timeout=120)
+    finally:
+        worker.close()
+    done = api.http.get(f"/api/v1/jobs/{job_id}", headers=h).json()
+    assert done["status"] == "succeeded", done
+    model = done["result"]["model"]
+    assert (model["name"], model["kind"], model["lineage"]["shape"]) == (
+        "gale-y",
+        "field",
+        [2, 16, 16],
+    )
+    assert model["lineage"]["dataset"] == {"name": "gale", "sha256": ds["sha256"]}
+    pred = api.http.post(
+        f"/api/v1/models/{model['id']}/predict", json={"dataset": "gale"}, headers=h
+    )
+    assert pred.status_code == 200, pred.text
+    out = pred.json()
+    assert (out["kind"], out["rows"], out["shape"]) == ("field", len(X), [2, 16, 16])
+    lower, upper = np.asarray(out["lower"]), np.asarray(out["upper"])
+    assert lower.shape == (len(X), 2, 16, 16) and (lower < upper).all()
+    inside = (lower <= Y) & (upper >= Y)
+    assert inside.mean() > 0.7  # calibrated at alpha 0.1 on a share of these very fields
+
+
+@sqlite_only
+def test_an_imported_field_dataset_with_nan_is_refused_at_training(settings, flows):
+    X, Y = flows
+    nan_x = X[:12].copy()
+    nan_x[5, 0, 1, 1] = np.nan
+    eng = make_engine(settings)
+    try:
+        with session_scope(eng) as s:
+            from sctk.pipeline import service
+
+            path = settings.home / "nan.npz"
+            np.savez(path, x=nan_x, y=Y[:12])
+            service.import_file(s, settings.home, path)  # stored: import does not judge values
+            with pytest.raises(
+                SctkError, match=r"column 'x' holds NaN or infinite values \(first in row 5\)"
+            ):
+                train(s, settings.home, {"dataset": "nan", "config": dict(TINY_FIELD)})
+    finally:
+        eng.dispose()

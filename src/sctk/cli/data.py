@@ -44,7 +44,9 @@ def import_(
     as_json: bool = json_option(),
 ) -> None:
     """Import a file as a dataset; a file that breaks its schema is refused, naming each
-    problem, and nothing is stored."""
+    problem, and nothing is stored. An .npz array [N, ...] of more than one dimension becomes
+    a field column (one flattened array a row, its shape in the lineage) that `sctk uq train`
+    with kind = "field" reads."""
     from sctk.pipeline.schema import SchemaViolations, load_schema
     from sctk.pipeline.service import import_file
 

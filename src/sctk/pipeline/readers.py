@@ -1,5 +1,8 @@
 """Read CSV, Parquet, JSON lines and NumPy .npz files into a pandas DataFrame.
 
+An .npz array of more than one dimension [N, ...] becomes an array column (one flattened
+array per row, sctk.pipeline.arrays); one-dimensional arrays are plain columns.
+
 The extension says which reader to use; the first bytes of the file are checked against it
 first, so that a Parquet file saved as `.csv` is reported as such (one sentence naming the
 file and what it looks like) instead of surfacing as a parser's error deep in its content.
@@ -11,12 +14,14 @@ import codecs
 import json
 import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sctk.errors import SctkError
+from sctk.pipeline import arrays
 
 # extension -> format name
 EXTENSIONS: dict[str, str] = {
@@ -132,6 +137,14 @@ def _check_content(path: Path, name: str, fmt: str) -> None:
         raise _mismatch(name, fmt, looks)
 
 
+@dataclass
+class Table:
+    """A file's rows, and the per-row shape of each array column (.npz arrays [N, ...])."""
+
+    frame: pd.DataFrame
+    shapes: dict[str, list] = field(default_factory=dict)
+
+
 def read_table(
     path: Path, name: str | None = None, text_columns: Iterable[str] = ()
 ) -> pd.DataFrame:
@@ -141,15 +154,22 @@ def read_table(
     TEXT_COLUMNS are read from CSV as text, untouched, so that a schema can report a bad value
     ('abc' in a float column) exactly as the file holds it.
     """
+    return read_file(path, name, text_columns).frame
+
+
+def read_file(path: Path, name: str | None = None, text_columns: Iterable[str] = ()) -> Table:
+    """As `read_table`, with the per-row shapes of the array columns an .npz file holds."""
     name = name or path.name
     fmt = file_format(name)
     _check_content(path, name, fmt)
     reader = {"csv": _read_csv, "parquet": _read_parquet, "jsonl": _read_jsonl, "npz": _read_npz}
-    df = reader[fmt](path, name, set(text_columns))
+    read = reader[fmt](path, name, set(text_columns))
+    table = read if isinstance(read, Table) else Table(read)
+    df = table.frame
     if df.columns.duplicated().any():
         dup = df.columns[df.columns.duplicated()][0]
         raise UnreadableFile(f"{name} has the column '{dup}' twice; give each column its own name.")
-    return df.reset_index(drop=True)
+    return Table(df.reset_index(drop=True), table.shapes)
 
 
 def _read_csv(path: Path, name: str, text_columns: set[str]) -> pd.DataFrame:
@@ -237,7 +257,7 @@ def _read_jsonl(path: Path, name: str, _text: set[str]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _read_npz(path: Path, name: str, _text: set[str]) -> pd.DataFrame:
+def _read_npz(path: Path, name: str, _text: set[str]) -> Table:
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
@@ -265,17 +285,9 @@ def _read_npz(path: Path, name: str, _text: set[str]) -> pd.DataFrame:
                     f"{name} is a zip archive but not a NumPy .npz: member '{key}' is not an "
                     "array; save the data with numpy.savez."
                 )
-            if value.ndim != 1:
-                raise UnreadableFile(
-                    f"{name}: array '{key}' has shape {value.shape}; each array must be one "
-                    "column (one-dimensional)."
-                )
             columns[key] = value
-    lengths = {k: len(v) for k, v in columns.items()}
-    if len(set(lengths.values())) > 1:
-        shown = ", ".join(f"'{k}' {n}" for k, n in lengths.items())
-        raise UnreadableFile(
-            f"{name}: the arrays have different lengths ({shown}); each array is a column and "
-            "all must have one value per row."
-        )
-    return pd.DataFrame(columns)
+    try:
+        df, shapes = arrays.to_frame(columns, name)
+    except SctkError as exc:
+        raise UnreadableFile(exc.message) from None
+    return Table(df, shapes)

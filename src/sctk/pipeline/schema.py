@@ -30,6 +30,7 @@ import pandas as pd
 
 from sctk.errors import SctkError
 from sctk.fsutil import read_user_text
+from sctk.pipeline.arrays import is_array_column
 
 DTYPES = ("float", "int", "str", "bool", "datetime")
 COLUMN_KEYS = ("dtype", "min", "max", "nullable", "unique")
@@ -380,6 +381,16 @@ def validate(df: pd.DataFrame, schema: Schema, max_listed: int = 20) -> Report:
             whole.append(Violation(None, name, f"is missing (the schema requires a {spec.dtype})"))
             continue
         raw = df[name]
+        if is_array_column(raw):
+            whole.append(
+                Violation(
+                    None,
+                    name,
+                    f"holds an array per row, which a schema cannot check as {spec.dtype}; "
+                    'leave it out of the schema (extra_columns = "keep" keeps it)',
+                )
+            )
+            continue
         values, bad, why = _coerce(raw, spec)
         add(name, bad, lambda pos, raw=raw, why=why: f"{_shown(raw.iloc[pos])} {why}")
         nulls = raw.isna().to_numpy()

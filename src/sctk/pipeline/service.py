@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from sctk.errors import Conflict, SctkError
-from sctk.pipeline import readers, store
+from sctk.pipeline import arrays, readers, store
 from sctk.pipeline.schema import Report, Schema, SchemaViolations, validate
 from sctk.pipeline.transforms import SPLIT_PARTS, Pipeline
 from sctk.pipeline.transforms import run as run_steps
@@ -42,7 +42,7 @@ def _settle_types(df: pd.DataFrame, name: str, skip: set[str]) -> pd.DataFrame:
     """Columns no schema typed, in one type each: a JSON-lines column mixing numbers and text
     cannot be stored, and silently turning it into text would hide the problem."""
     for col in df.columns:
-        if col in skip or df[col].dtype != object:
+        if col in skip or df[col].dtype != object or arrays.is_array_column(df[col]):
             continue
         values = df[col].dropna()
         kinds = {
@@ -115,7 +115,8 @@ def import_file(
             "(data.max_upload_bytes)."
         )
     source_sha = store.file_sha256(path)
-    df = readers.read_table(path, filename, text_columns=schema.columns if schema else ())
+    table = readers.read_file(path, filename, text_columns=schema.columns if schema else ())
+    df = table.frame
     report = None
     typed: set[str] = set()
     if schema is not None:
@@ -139,6 +140,8 @@ def import_file(
         "versions": store.versions(),
         "created_at": _now(),
     }
+    if table.shapes:
+        lineage[arrays.FIELDS] = arrays.entry(table.shapes)
     [stored] = store.store(session, home, [store.Output(name, df, fmt, lineage)], "import", owner)
     log.info("imported %s as dataset %s", filename, name, extra={"dataset": name})
     return ImportResult(stored.dataset, report, stored.unchanged, report.notes() if report else [])
@@ -242,8 +245,12 @@ def run_pipeline(
         "created_at": _now(),
     }
     to_store = []
+    sources = [(d.lineage, f) for d, f in zip(datasets, frames, strict=True)]
     for name, (part, frame) in zip(names, outputs.items(), strict=True):
         lineage = {**common, "part": part or None}
+        shapes = arrays.carried(sources, records, frame)
+        if shapes:
+            lineage[arrays.FIELDS] = arrays.entry(shapes)
         to_store.append(store.Output(name, frame, fmt, lineage))
     report(0.9, "storing outputs")
     stored = store.store(session, home, to_store, "pipeline", owner)

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from sctk.errors import Conflict, NotFound, SctkError
 from sctk.fsutil import fsync_dir
+from sctk.pipeline import arrays
 from sctk.storage.models import Dataset
 
 DATA_DIR = "data"
@@ -115,6 +116,8 @@ def column_types(df: pd.DataFrame) -> dict[str, str]:
 
 
 def _npz_array(name: str, col: pd.Series) -> np.ndarray:
+    if arrays.is_array_column(col):  # one array per row: an [N, values] member
+        return arrays.stacked(name, col)
     if pd.api.types.is_datetime64_any_dtype(col):
         if getattr(col.dt, "tz", None) is not None:
             col = col.dt.tz_convert("UTC").dt.tz_localize(None)

@@ -59,6 +59,7 @@ import pandas as pd
 
 from sctk.errors import SctkError
 from sctk.fsutil import read_user_text
+from sctk.pipeline.arrays import is_array_column
 
 OPS = ("select", "rename", "filter", "derive", "normalise", "split")
 STEP_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # op -> (required, optional)
@@ -292,6 +293,11 @@ class _Evaluator:
             return _constant(node.value)
         if isinstance(node, ast.Name):
             if node.id in self.df.columns:
+                if is_array_column(self.df[node.id]):
+                    raise PipelineError(
+                        f"The expression {self.expr[:80]!r} names '{node.id}', a column holding "
+                        "an array per row; expressions work only on columns of single values."
+                    )
                 return self.df[node.id]
             if node.id in CONSTANTS:
                 return CONSTANTS[node.id]
@@ -498,6 +504,8 @@ def _normalise(step: Step, df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, An
     df = df.copy()
     for name in columns:
         col = df[name]
+        if is_array_column(col):
+            raise _fail(step, f"column '{name}' holds an array per row; it cannot be scaled.")
         if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
             raise _fail(step, f"column '{name}' is {col.dtype}, not numeric; it cannot be scaled.")
         values = col.astype("float64")

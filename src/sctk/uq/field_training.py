@@ -3,9 +3,10 @@
 
 A field dataset holds one field per row: its input column (default 'x') and its target
 column (default 'y') each hold a field of shape [C, H, W] flattened to C*H*W numbers. The
-dataset's lineage records that shape under 'fields'; a dataset without it is read as C = 2
-velocity components on a square grid. `store_npz` stores an .npz file of 4-D arrays
-[N, C, H, W] so (what `sctk uq train --data FILE.npz` does before training).
+dataset's lineage records that shape under 'fields' (sctk.pipeline.arrays); a dataset without
+it is read as C = 2 velocity components on a square grid. `store_npz` stores an .npz file of
+4-D arrays [N, C, H, W] so (what `sctk uq train --data FILE.npz` does before training), by
+the same path `sctk data import FILE.npz` and POST /api/v1/datasets take.
 
 The physics is named in the config: "coarse" (the flow demo's coarse solver,
 sctk.uq.flow:coarse_physics), "identity" (S(x) = x: the input carried forward), "none" (the
@@ -125,21 +126,23 @@ def check_columns(name: str, columns: dict[str, str], input_col: str, target: st
             raise SctkError(
                 f"Dataset '{name}' has no column '{col}'; a field model needs its input fields "
                 f"in '{input_col}' and its target fields in '{target}' (one flattened field per "
-                "row), as 'sctk uq train --data FILE.npz' stores them."
+                "row), as 'sctk data import FILE.npz' stores an .npz of [N, C, H, W] arrays."
             )
         if columns[col] != "object":
             raise SctkError(
                 f"Dataset '{name}': column '{col}' holds single {columns[col]} values, not "
-                "fields; a field model needs one flattened field per row (train on an .npz file "
+                "fields; a field model needs one flattened field per row (import an .npz file "
                 "of [N, C, H, W] arrays to store them so)."
             )
 
 
-def shape_of(ds, frame, column: str) -> tuple[int, int, int]:
-    """The field shape [C, H, W] of dataset DS: from its lineage, or C = 2 on a square grid."""
-    recorded = ((ds.lineage or {}).get("fields") or {}).get("shape")
+def shape_of(ds, frame, column: str) -> tuple[int, ...]:
+    """The field shape of COLUMN of dataset DS: from its lineage, or C = 2 on a square grid."""
+    from sctk.pipeline import arrays
+
+    recorded = arrays.recorded(ds.lineage, [column]).get(column)
     if recorded:
-        return tuple(int(v) for v in recorded)  # type: ignore[return-value]
+        return tuple(int(v) for v in recorded)
     first = frame[column].iloc[0] if len(frame) else None
     try:
         size = int(np.asarray(first, dtype=np.float64).size)
@@ -149,10 +152,42 @@ def shape_of(ds, frame, column: str) -> tuple[int, int, int]:
     if n < 1 or DEFAULT_CHANNELS * n * n != size:
         raise SctkError(
             f"Dataset '{ds.name}': column '{column}' holds {size} values a row, not a field of "
-            f"{DEFAULT_CHANNELS} x n x n values, and the dataset records no field shape; store "
+            f"{DEFAULT_CHANNELS} x n x n values, and the dataset records no field shape; import "
             "the fields from an .npz file of [N, C, H, W] arrays instead."
         )
     return (DEFAULT_CHANNELS, n, n)
+
+
+def check_shapes(
+    what: str, input_col: str, target: str, shape: Any, target_shape: Any = None
+) -> None:
+    """One sentence when the per-row SHAPE of the input fields (or TARGET_SHAPE of the target
+    fields, when known) is not what a field model takes."""
+    if len(shape) != 3 or shape[0] < 2:
+        raise SctkError(
+            f"{what}: column '{input_col}' holds fields of shape {list(shape)}; a field model "
+            "needs fields [C, H, W] with at least 2 velocity components C (import an .npz of "
+            "[N, C, H, W] arrays)."
+        )
+    if target_shape is not None and list(target_shape) != list(shape):
+        raise SctkError(
+            f"{what}: column '{target}' holds fields of shape {list(target_shape)}, "
+            f"'{input_col}' of {list(shape)}; give one target field of the input's shape per "
+            "input field."
+        )
+
+
+def check_dataset(ds, input_col: str, target: str) -> None:
+    """One sentence now when dataset DS cannot hold fields: its columns, and the field shapes
+    its lineage records (the data itself is checked when it is read)."""
+    from sctk.pipeline import arrays
+
+    check_columns(ds.name, ds.columns, input_col, target)
+    shapes = arrays.recorded(ds.lineage, [input_col, target])
+    if input_col in shapes:
+        check_shapes(
+            f"Dataset '{ds.name}'", input_col, target, shapes[input_col], shapes.get(target)
+        )
 
 
 def read_fields(home: Path, ds, input_col: str, target: str) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +199,7 @@ def read_fields(home: Path, ds, input_col: str, target: str) -> tuple[np.ndarray
     if len(frame) == 0:
         raise SctkError(f"{what} has no rows; give at least one field.")
     shape = shape_of(ds, frame, input_col)
+    check_shapes(what, input_col, target, shape, shape_of(ds, frame, target))
     X = fields.from_frame(frame, input_col, shape, what)
     Y = fields.from_frame(frame, target, shape, what)
     for col, array in ((input_col, X), (target, Y)):
@@ -211,19 +247,21 @@ def store_npz(
     """Store the fields of the .npz file PATH as a dataset (one field per row); the dataset.
 
     Storing the same file again finds the dataset it stored before."""
-    from sctk.pipeline import store
+    from sctk.pipeline import arrays, store
 
     path = Path(path).expanduser()
-    arrays = fields.read_npz(path, (input_col, target))
-    X, Y = arrays[input_col], arrays[target]
+    found = fields.read_npz(path, (input_col, target))
+    X, Y = found[input_col], found[target]
     check_arrays(X, Y, path.name, input_col, target)
     name = name or store.name_from_file(path.name)
+    # the path `sctk data import` takes for an .npz of arrays [N, ...]
+    frame, shapes = arrays.to_frame({input_col: X, target: Y}, path.name)
     lineage = {
         "source": {"file": path.name, "sha256": store.file_sha256(path)},
-        "fields": {"shape": [int(v) for v in X.shape[1:]], "input": input_col, "target": target},
+        arrays.FIELDS: arrays.entry(shapes, input=input_col, target=target),
         "versions": store.versions(),
     }
-    out = store.Output(name, fields.to_frame(**{input_col: X, target: Y}), "parquet", lineage)
+    out = store.Output(name, frame, "parquet", lineage)
     return store.store(session, home, [out], "uq.fields", owner)[0].dataset
 
 

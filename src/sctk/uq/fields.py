@@ -24,12 +24,9 @@ MAX_VALUES = 4_000_000  # per request or file part: 8 bytes each, a few times ov
 
 def to_frame(**columns: np.ndarray) -> pd.DataFrame:
     """A frame with one field per row in each named column (flattened float64 arrays)."""
-    return pd.DataFrame(
-        {
-            name: list(np.asarray(a, dtype=np.float64).reshape(len(a), -1))
-            for name, a in columns.items()
-        }
-    )
+    from sctk.pipeline import arrays
+
+    return arrays.to_frame(columns, "The fields")[0]
 
 
 def from_frame(frame: pd.DataFrame, column: str, shape: tuple[int, ...], what: str) -> np.ndarray:

@@ -212,12 +212,11 @@ def check(session: Session, params: dict[str, Any]) -> TrainRequest:
 
     req = parse_params(params)
     if req.kind == "field":
-        from sctk.uq.field_training import check_columns
+        from sctk.uq.field_training import check_dataset
 
         names = [req.dataset] + ([req.calibration] if isinstance(req.calibration, str) else [])
         for name in names:
-            ds = store.get(session, name)
-            check_columns(ds.name, ds.columns, str(req.input), req.target)
+            check_dataset(store.get(session, name), str(req.input), req.target)
         return req
     columns_for(req, store.get(session, req.dataset).columns)
     if isinstance(req.calibration, str):

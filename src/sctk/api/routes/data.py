@@ -78,9 +78,12 @@ _CHUNK = 1024 * 1024
     description=(
         "The request body is the file itself, sent as is (any Content-Type, e.g. "
         "application/octet-stream); `filename` names it, and its extension (.csv, .parquet, "
-        ".jsonl, .ndjson, .npz) chooses the reader. The body is streamed to a temporary file "
-        "and may be at most data.max_upload_bytes (413 otherwise, nothing kept). A schema is "
-        "either given inline (`schema`: the schema TOML text) or taken from an earlier import "
+        ".jsonl, .ndjson, .npz) chooses the reader; an .npz array [N, ...] of more than one "
+        "dimension becomes a field column (one flattened array a row, its shape recorded in "
+        'the lineage under `fields`), which a field model (kind "field") trains on. The '
+        "body is streamed to a temporary file and may be at most data.max_upload_bytes (413 "
+        "otherwise, nothing kept). A schema is either given inline (`schema`: the schema TOML "
+        "text) or taken from an earlier import "
         "(`schema_of`: a dataset imported with a schema). A file that breaks its schema is "
         "refused with 422 and a `violations` list; nothing is stored."
     ),
