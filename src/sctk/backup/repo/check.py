@@ -11,14 +11,20 @@ against the index, so every byte of every pack has been verified.
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import zstandard
+from cryptography.exceptions import InvalidTag
+
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import (
     AAD_SNAPSHOT,
+    FLAG_ZSTD,
     content_id,
     decode_pack_header,
     open_json,
@@ -29,7 +35,93 @@ from sctk.backup.repo.packs import read_pack_header
 from sctk.backup.repo.repository import ChunkError, worker_count
 
 MAX_ERRORS_PER_SNAPSHOT = 20
-SMALL_FILE_CHUNKS = 4  # files of up to this many chunks are checked whole by one worker
+OPEN_PACKS = 8  # packs each verifier keeps open
+
+
+class _SlowReader:
+    """Chunks through the repository's backend (remote repositories)."""
+
+    def __init__(self, repo):
+        self.repo = repo
+
+    def plain(self, cid: str, loc: tuple):
+        return self.repo._safe_load(cid)
+
+    def close(self) -> None:
+        pass
+
+
+class _ChunkReader:
+    """One verifier's reads of a local repository: open packs, and buffers reused for every
+    chunk (read, decrypted and decompressed in place), so verifying costs no allocation or
+    page faults per chunk. plain() returns a view valid until its next call."""
+
+    def __init__(self, repo):
+        self.repo = repo
+        self.root = repo.backend.root
+        self.aead = repo.keys.aead
+        self.dctx = zstandard.ZstdDecompressor()
+        self.fds: dict[str, int] = {}
+        self.sealed = bytearray(1 << 20)
+        self.plainbuf = bytearray(1 << 20)
+        self.rawbuf = bytearray(1 << 20)
+
+    def _fd(self, pack: str) -> int:
+        fd = self.fds.pop(pack, None)
+        if fd is None:
+            if len(self.fds) >= OPEN_PACKS:
+                os.close(self.fds.pop(next(iter(self.fds))))
+            fd = os.open(self.root / pack_name(pack), os.O_RDONLY)
+        self.fds[pack] = fd  # most recently used last
+        return fd
+
+    @staticmethod
+    def _grow(buf: bytearray, need: int) -> bytearray:
+        return buf if len(buf) >= need else bytearray(max(need, 2 * len(buf)))
+
+    def plain(self, cid: str, loc: tuple):
+        pack, off, length, raw_len, flags = loc
+        name = pack_name(pack)
+        try:
+            fd = self._fd(pack)
+        except FileNotFoundError:
+            return ChunkError(cid, pack, f"pack {name} is missing")
+        except OSError as exc:
+            return ChunkError(cid, pack, f"pack {name} cannot be read ({exc.strerror})")
+        self.sealed = self._grow(self.sealed, length)
+        sealed = memoryview(self.sealed)[:length]
+        if length < 28 or os.preadv(fd, [sealed], off) != length:
+            return ChunkError(cid, pack, f"pack {name} is truncated")
+        self.plainbuf = self._grow(self.plainbuf, length - 28)
+        plain = memoryview(self.plainbuf)[: length - 28]
+        try:
+            self.aead.decrypt_into(sealed[:12], sealed[12:], cid.encode(), plain)
+        except (InvalidTag, ValueError):
+            return ChunkError(
+                cid, pack, f"pack {name} is damaged (chunk {cid[:12]} fails authentication)"
+            )
+        if flags & FLAG_ZSTD:
+            self.rawbuf = self._grow(self.rawbuf, raw_len + 1)
+            out = memoryview(self.rawbuf)[: raw_len + 1]
+            got = 0
+            try:
+                with self.dctx.stream_reader(plain) as stream:
+                    while got <= raw_len:
+                        n = stream.readinto(out[got:])
+                        if not n:
+                            break
+                        got += n
+            except zstandard.ZstdError:
+                return ChunkError(cid, pack, f"pack {name} holds an undecodable chunk {cid[:12]}")
+            plain = out[:got]
+        if len(plain) != raw_len:
+            return ChunkError(cid, pack, f"chunk {cid[:12]} in {name} has a wrong size")
+        return plain
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 def blocking_problems(repo) -> list[str]:
@@ -158,52 +250,67 @@ def _read_data(repo, docs: dict, bad: dict, errors: list[str], progress, whole: 
                 todo.append((sid, f))
     verified: set[tuple[str, int]] = set()
     read = 0
+    results: dict[int, tuple] = {}
 
-    def record(sid: str, f: dict, digest: str | None, failed, done: list, nbytes: int) -> None:
+    def record(i: int, digest: str | None, failed, done: list, nbytes: int) -> None:
         nonlocal read
         read += nbytes
         verified.update(done)
         if progress is not None:
             progress(read)
+        results[i] = (digest, failed)
+
+    local = threading.local()
+    readers: list[_ChunkReader] = []
+    fast = bool(getattr(repo.backend, "local", False))
+
+    # One task per file in a pool of verifiers, so files are decrypted, decompressed and
+    # hashed in parallel (all three release the GIL). Each verifier reads its chunks with
+    # its own open packs and buffers: no per-chunk allocation, open or close.
+    def verify_file(f: dict):
+        reader = getattr(local, "reader", None)
+        if reader is None:
+            reader = local.reader = _ChunkReader(repo) if fast else _SlowReader(repo)
+            with lock:
+                readers.append(reader)
+        sha = hashlib.sha256()
+        done, nbytes = [], 0
+        for cid in f["chunks"]:
+            loc = index.entries[cid]
+            nbytes += loc[2]
+            data = reader.plain(cid, loc)
+            if isinstance(data, ChunkError):
+                return None, data, done, nbytes
+            done.append((loc[0], loc[1]))
+            sha.update(data)
+        return sha.hexdigest(), None, done, nbytes
+
+    lock = threading.Lock()
+    workers = worker_count()
+    # Largest files first, so that no big file starts last and leaves a core idle.
+    order = sorted(range(len(todo)), key=lambda i: -todo[i][1]["size"])
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="sctk-check") as verifiers:
+            pending: deque = deque()
+            for i in order:
+                pending.append((i, verifiers.submit(verify_file, todo[i][1])))
+                if len(pending) >= 2 * workers:
+                    i0, fut = pending.popleft()
+                    record(i0, *fut.result())
+            while pending:
+                i0, fut = pending.popleft()
+                record(i0, *fut.result())
+    finally:
+        for reader in readers:
+            reader.close()
+    for i, (sid, f) in enumerate(todo):  # errors in snapshot and file order
+        digest, failed = results[i]
         if failed is not None:
             errors.append(
                 f"Snapshot {sid[:12]}: file {f['path']} cannot be restored: {failed.reason}."
             )
         elif digest != f["sha256"]:
             errors.append(f"Snapshot {sid[:12]}: file {f['path']} does not match its SHA-256.")
-
-    # One task per file in a pool of verifiers, so files are hashed in parallel; a large
-    # file's chunks are fetched and decrypted ahead by the chunk pool while it is hashed.
-    def verify_file(f: dict):
-        sha = hashlib.sha256()
-        done, nbytes = [], 0
-        cids = f["chunks"]
-        if len(cids) > SMALL_FILE_CHUNKS:
-            datas = repo.iter_chunks(cids, window=6)
-        else:
-            datas = (repo._safe_load(c) for c in cids)
-        try:
-            for cid, data in zip(cids, datas, strict=True):
-                loc = index.entries[cid]
-                nbytes += loc[2]
-                if isinstance(data, ChunkError):
-                    return None, data, done, nbytes
-                done.append((loc[0], loc[1]))
-                sha.update(data)
-        finally:
-            datas.close()
-        return sha.hexdigest(), None, done, nbytes
-
-    with ThreadPoolExecutor(worker_count(), thread_name_prefix="sctk-check") as verifiers:
-        pending: deque = deque()
-        for sid, f in todo:
-            pending.append((sid, f, verifiers.submit(verify_file, f)))
-            if len(pending) >= 2 * worker_count():
-                sid0, f0, fut = pending.popleft()
-                record(sid0, f0, *fut.result())
-        while pending:
-            sid0, f0, fut = pending.popleft()
-            record(sid0, f0, *fut.result())
 
     # Then every pack (or, for one snapshot, the packs it uses): header, and unread chunks.
     if whole:

@@ -1,7 +1,9 @@
 """The on-disk formats: sealed JSON files, pack headers, index files, repository layout.
 
 Layout (names relative to the repository root):
-    config                   plaintext JSON: id, version, chunker, KDF parameters, wrapped key
+    config                   plaintext JSON: id, version, chunker, chunk id algorithm
+                             ("blake3" or "hmac-sha256"; absent means hmac-sha256), KDF
+                             parameters, wrapped key
     data/<xx>/<sha256>       packs: sealed chunks back to back, then a sealed header, then the
                              header length (4 bytes, little endian)
     index/<sha256>           sealed JSON: pack -> [(chunk id, offset, length, raw length, flags)]

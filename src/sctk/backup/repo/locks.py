@@ -128,7 +128,9 @@ class LockManager:
         }
         name = f"locks/{secrets.token_hex(16)}"
         try:
-            self.backend.write(name, json.dumps(info).encode())
+            # A reader's lock need not survive a crash (it would be stale then anyway), so it
+            # is written without fsync: a one-file restore should not wait for the disk.
+            self.backend.write(name, json.dumps(info).encode(), durable=exclusive)
         except RepoError as exc:
             cause = exc.__context__
             read_only = isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.ENOSPC)

@@ -22,7 +22,8 @@ class PackWriter:
     On a local repository a pack is appended to a temporary file as chunks arrive (so packs
     cost no memory); the background thread hashes it (SHA-256, its name), fsyncs and renames
     it. On a remote one the pack is built in memory and uploaded by that thread. At most one
-    finished pack waits while another is being written, so memory stays bounded.
+    finished remote pack waits while another is being written, so memory stays bounded; local
+    packs cost no memory, so a few may wait for their fsync without stalling the writers.
     `on_written(pack_id, size, blobs)` runs in the background thread once a pack is durable.
     """
 
@@ -36,7 +37,7 @@ class PackWriter:
         self.tmp: tuple[int, str] | None = None
         self.size = 0
         self.blobs: list[list] = []
-        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.queue: queue.Queue = queue.Queue(maxsize=4 if self.local else 1)
         self.error: BaseException | None = None
         self.stored_bytes = 0
         self.thread = threading.Thread(target=self._run, name="sctk-pack-upload", daemon=True)

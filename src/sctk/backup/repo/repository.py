@@ -98,10 +98,17 @@ class Repository:
     # -- init / open ---------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, url: str, passphrase: str) -> Repository:
-        """Create a new repository at URL; refuses an existing one or a non-empty directory."""
+    def init(cls, url: str, passphrase: str, chunk_id: str = crypto.CHUNK_ID_DEFAULT) -> Repository:
+        """Create a new repository at URL; refuses an existing one or a non-empty directory.
+        CHUNK_ID names the keyed hash for chunk ids (the default; "hmac-sha256" is what older
+        repositories use, kept for tests and for compatibility)."""
         if not passphrase:
             raise RepoError("The backup passphrase is empty; set a non-empty passphrase.")
+        if chunk_id not in crypto.CHUNK_ID_ALGORITHMS:
+            raise RepoError(
+                f"Unknown chunk id algorithm {chunk_id!r}; "
+                f"choose one of {', '.join(crypto.CHUNK_ID_ALGORITHMS)}."
+            )
         backend = open_backend(url)
         state = backend.probe()
         if state == "present":
@@ -113,7 +120,7 @@ class Repository:
             )
         backend.mkdir_root()
         repo_id = secrets.token_hex(16)
-        keys = crypto.Keys.generate()
+        keys = crypto.Keys.generate(chunk_id)
         kdf = crypto.new_kdf()
         config = {
             "format": FORMAT,
@@ -121,7 +128,7 @@ class Repository:
             "id": repo_id,
             "created": datetime.now(UTC).isoformat(),
             "chunker": dict(CHUNKER),
-            "chunk_id": "hmac-sha256",
+            "chunk_id": keys.chunk_id_algorithm,
             "compression": "zstd",
             "cipher": "aes-256-gcm",
             "kdf": kdf,
@@ -158,8 +165,15 @@ class Repository:
                 f"Repository {url} has format version {config.get('version')}; "
                 f"this sctk reads version {VERSION}."
             )
+        # Repositories made before the id algorithm was recorded used HMAC-SHA256.
+        algorithm = config.get("chunk_id", crypto.CHUNK_ID_HMAC_SHA256)
+        if algorithm not in crypto.CHUNK_ID_ALGORITHMS:
+            raise RepoError(
+                f"Repository {url} names chunks with {algorithm!r}, which this sctk does not "
+                "know; upgrade sctk to open it."
+            )
         master = crypto.unwrap_master(config["key"], passphrase, config["kdf"], config["id"], url)
-        repo = cls(backend, config, crypto.Keys(master))
+        repo = cls(backend, config, crypto.Keys(master, algorithm))
         repo._refresh_index()
         return repo
 
@@ -271,8 +285,10 @@ class Repository:
             )
         return self._info_from_doc(matches[0], self._snapshot_doc(matches[0]))
 
-    def files(self, snapshot_id: str) -> list[FileEntry]:
-        """The files of a snapshot (id or prefix), sorted by path."""
+    def files(
+        self, snapshot_id: str, include: Callable[[str], bool] | None = None
+    ) -> list[FileEntry]:
+        """The files of a snapshot (id or prefix), sorted by path (those INCLUDE accepts)."""
         info = self.find_snapshot(snapshot_id)
         return [
             FileEntry(
@@ -283,12 +299,13 @@ class Repository:
                 chunks=list(f["chunks"]),
             )
             for f in self._snapshot_doc(info.id)["files"]
+            if include is None or include(f["path"])
         ]
 
     def _file(self, snapshot_id: str, path: str) -> tuple[SnapshotInfo, FileEntry]:
         info = self.find_snapshot(snapshot_id)
         path = path.strip().lstrip("/")
-        for f in self.files(info.id):
+        for f in self.files(info.id, include=lambda p: p == path):
             if f.path == path:
                 return info, f
         raise RepoError(

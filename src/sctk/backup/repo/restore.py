@@ -73,7 +73,7 @@ def restore(
     """Write the files of SNAPSHOT_ID accepted by INCLUDE under TARGET, verified."""
     started = time.perf_counter()
     info = repo.find_snapshot(snapshot_id)
-    entries = [f for f in repo.files(info.id) if include is None or include(f.path)]
+    entries = repo.files(info.id, include)
     try:
         target.mkdir(parents=True, exist_ok=True)
         if not target.is_dir():
