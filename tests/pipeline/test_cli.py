@@ -232,7 +232,7 @@ def test_import_an_npz_of_fields_and_what_each_command_does_with_them(sctk, home
     assert out["columns"] == {"x": "object", "y": "object", "re": "float64"}
     shapes = {"x": [2, 3, 4], "y": [2, 3, 4]}
     assert out["lineage"]["fields"] == {"columns": shapes, "shape": [2, 3, 4]}
-    assert "wind" in sctk("data", "show", "wind").out
+    assert "object (one 2x3x4 array a row)" in sctk("data", "show", "wind").out
     assert "wind  imported from wind.npz" in sctk("data", "lineage", "wind").out
     assert sctk("data", "verify", "wind").code == 0
     from sctk.pipeline.readers import read_table

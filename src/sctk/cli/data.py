@@ -137,7 +137,15 @@ def show(
         ("created", ds.created_at.isoformat()),
     ):
         console.print(f"[bold]{label:>8}[/bold]  {value}", highlight=False)
-    table("columns", ["column", "dtype"], [[c, t] for c, t in ds.columns.items()])
+    from sctk.pipeline.arrays import recorded
+
+    shapes = recorded(ds.lineage, [c for c, t in ds.columns.items() if t == "object"])
+    described = {c: f"one {'x'.join(map(str, shapes[c]))} array a row" for c in shapes}
+    table(
+        "columns",
+        ["column", "dtype"],
+        [[c, f"{t} ({described[c]})" if c in described else t] for c, t in ds.columns.items()],
+    )
 
 
 def _tree_lines(node: dict[str, Any], depth: int = 0) -> list[str]:
