@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 from sctk import __version__, config, logs
 from sctk.api import errors
 from sctk.api.deps import require
-from sctk.api.middleware import LimitsMiddleware, RequestIdMiddleware
+from sctk.api.middleware import AccessMiddleware, LimitsMiddleware
 from sctk.api.routes import alerts as alerts_routes
 from sctk.api.routes import audit, auth, health, keys, meta, tokens, users, ws
 from sctk.api.routes import backups as backups_routes
@@ -26,7 +26,7 @@ from sctk.api.routes import models as models_routes
 from sctk.bus import get_bus
 from sctk.config import Settings
 from sctk.jobs.worker import start_workers, stop_workers
-from sctk.monitoring.appmetrics import AppMetrics, MetricsMiddleware
+from sctk.monitoring.appmetrics import AppMetrics
 from sctk.security.credentials import CredentialCache
 from sctk.security.keyring import Keyring
 from sctk.security.ratelimit import RateLimiter
@@ -130,8 +130,8 @@ def create_app(
         # uploads stream to disk and enforce their own, larger limit (data.max_upload_bytes)
         body_limits={"/api/v1/datasets": settings.data.max_upload_bytes},
     )
-    app.add_middleware(RequestIdMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.app_metrics)  # outermost: sees all
+    # outermost: every request gets an id, a log line and its count, refused ones too
+    app.add_middleware(AccessMiddleware, metrics=app.state.app_metrics)
 
     app.include_router(health.router)
     app.include_router(ws.router)

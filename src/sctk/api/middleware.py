@@ -1,4 +1,6 @@
-"""Request ids and one structured log line per request (pure ASGI: no per-request task)."""
+"""The API's edge, before routing (pure ASGI: no per-request task): a request id, one
+structured log line and the request metrics for every request; per-address rate limits and a
+body size cap."""
 
 from __future__ import annotations
 
@@ -11,16 +13,24 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sctk.logs import request_id
+from sctk.monitoring.appmetrics import AppMetrics, route_template
 
 log = logging.getLogger("sctk.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class RequestIdMiddleware:
-    """Take a sane X-Request-ID from the client or make one; echo it; log the request."""
+class AccessMiddleware:
+    """Take a sane X-Request-ID from the client or make one; echo it; log the request and
+    count it in METRICS (method, route template, status, duration).
 
-    def __init__(self, app: ASGIApp):
+    One middleware for the three, as they need the same start time and status: each ASGI
+    layer wraps `send` again on every request, and on a trivial request (a health probe) a
+    layer of its own for the metrics cost more than the counting itself.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: AppMetrics):
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,6 +65,8 @@ class RequestIdMiddleware:
             response = await _unexpected(None, exc)
             await response(scope, receive, send_with_id)
         finally:
+            duration = time.perf_counter() - start
+            self.metrics.observe(scope["method"], route_template(scope), status, duration)
             # Load balancers poll the health probes every few seconds: an answered probe is a
             # DEBUG line, so that the access log holds the requests people made (a failing
             # probe stays INFO). The metrics count every probe either way.
@@ -74,7 +86,7 @@ class RequestIdMiddleware:
                         "method": scope["method"],
                         "path": scope["path"],
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                        "duration_ms": round(duration * 1000, 2),
                     },
                 )
             request_id.reset(token)

@@ -1,11 +1,11 @@
 """Application metrics in a Prometheus registry of the app's own (never the global default, so
 that several apps in one process, as in the tests, never collide).
 
-Counted as they happen: HTTP requests by method, route template and status, with a latency
-histogram (MetricsMiddleware). Read at scrape time: the system metrics of the running
-collector, jobs by state and the queue depth, the age of the newest backup (when the backup
-catalog table exists), the last result of each maintenance task, and the hit rate of the UQ
-prediction cache.
+Counted as they happen (by sctk.api.middleware.AccessMiddleware): HTTP requests by method,
+route template and status, with a latency histogram. Read at scrape time: the system metrics
+of the running collector, jobs by state and the queue depth, the age of the newest backup
+(when the backup catalog table exists), the last result of each maintenance task, and the hit
+rate of the UQ prediction cache.
 
 Each model's interval coverage on the labelled data of its newest evaluation
 (`sctk uq evaluate`) is exported beside the coverage it promises, so an alert can watch a
@@ -15,7 +15,6 @@ model whose intervals stopped holding.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as PromCollector
 from sqlalchemy import Engine, func, inspect, select, text
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 log = logging.getLogger(__name__)
 
@@ -307,31 +306,3 @@ def route_template(scope: Scope) -> str:
         if isinstance(path, str) and path:
             return path
     return UNMATCHED
-
-
-class MetricsMiddleware:
-    """Count every HTTP request with its route template, status and duration."""
-
-    def __init__(self, app: ASGIApp, metrics: AppMetrics):
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            self.metrics.observe(
-                scope["method"], route_template(scope), status, time.perf_counter() - start
-            )
