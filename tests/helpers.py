@@ -60,6 +60,17 @@ class LiveServer:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
 
 
+def run_queued_jobs(settings, timeout: float = 120) -> None:
+    """Run the queued jobs to the end with one worker, as `sctk serve` would."""
+    from sctk.jobs.worker import Worker
+
+    worker = Worker(settings, concurrency=1)
+    try:
+        worker.run_until_idle(timeout=timeout)
+    finally:
+        worker.close()
+
+
 def run_sctk(
     *args: str, home: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,7 @@ from sctk.storage.engine import make_engine, session_scope
 from sctk.uq import field_training, fields
 from sctk.uq.flow import FlowProblem, make_pairs
 from sctk.uq.jobs import train
+from tests.helpers import run_queued_jobs
 from tests.security.conftest import (  # noqa: F401 - fixtures used by name
     accounts,
     assert_cli_error,
@@ -203,13 +204,7 @@ def test_post_models_trains_a_field_model_as_a_job(api, flows):
         ({"dataset": "nope", "config": {"kind": "field"}}, 404, "No dataset"),
     ):
         assert_problem(api.http.post("/api/v1/models", json=bad, headers=h), status, fragment)
-    from sctk.jobs.worker import Worker
-
-    worker = Worker(api.settings, concurrency=1)
-    try:
-        worker.run_until_idle(timeout=120)
-    finally:
-        worker.close()
+    run_queued_jobs(api.settings)
     done = api.http.get(f"/api/v1/jobs/{job_id}", headers=h).json()
     assert done["status"] == "succeeded", done
     model = done["result"]["model"]
@@ -265,13 +260,7 @@ def test_upload_a_field_npz_then_train_and_predict_through_the_api_alone(api, fl
     r = api.http.post("/api/v1/models", json=body, headers=h)
     assert r.status_code == 202, r.text
     job_id = r.json()["job"]
-    from sctk.jobs.worker import Worker
-
-    worker = Worker(api.settings, concurrency=1)
-    try:
-        worker.run_until_idle(timeout=120)
-    finally:
-        worker.close()
+    run_queued_jobs(api.settings)
     done = api.http.get(f"/api/v1/jobs/{job_id}", headers=h).json()
     assert done["status"] == "succeeded", done
     model = done["result"]["model"]

@@ -9,6 +9,7 @@ import pytest
 from sctk.storage.engine import session_scope
 from sctk.uq import cache, registry
 from sctk.uq.jobs import train
+from tests.helpers import run_queued_jobs
 from tests.security.conftest import (  # noqa: F401 - fixtures used by name
     accounts,
     assert_problem,
@@ -159,13 +160,7 @@ def test_post_models_queues_a_training_job_that_a_worker_runs(api):
     jobs = api.http.get("/api/v1/jobs?limit=50", headers=h).json()
     assert [j["id"] for j in jobs if j["kind"] == "uq.train"] == [job_id]
     # a worker (as `sctk serve` runs) trains it, reporting progress per epoch
-    from sctk.jobs.worker import Worker
-
-    worker = Worker(api.settings, concurrency=1)
-    try:
-        worker.run_until_idle(timeout=120)
-    finally:
-        worker.close()
+    run_queued_jobs(api.settings)
     done = api.http.get(f"/api/v1/jobs/{job_id}", headers=h).json()
     assert done["status"] == "succeeded", done
     assert done["result"]["model"]["name"] == "queued"
