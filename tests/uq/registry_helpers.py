@@ -9,6 +9,10 @@ import pandas as pd
 
 from sctk.pipeline.service import import_file
 from sctk.storage.engine import make_engine, session_scope
+from sctk.uq.flow import FlowProblem
+
+# a small flow problem (16 x 16 grid) for the field model tests: seconds, not minutes
+SMALL_FLOW = FlowProblem(n=16, fine=32, fine_steps=32)
 
 TINY = {"epochs": 3, "hidden": [8], "patience": 2, "batch_size": 64}
 

@@ -15,19 +15,18 @@ from sctk.pipeline import store
 from sctk.storage.engine import session_scope
 from sctk.uq import fields, registry
 from sctk.uq.field_hybrid import FieldHybridRegressor
-from sctk.uq.flow import FlowProblem, make_pairs
+from sctk.uq.flow import make_pairs
 from sctk.uq.hybrid import HybridRegressor
 from tests.security.conftest import (  # noqa: F401 - fixtures used by name
     accounts,
     assert_problem,
     engine,
+    sqlite_only,
     start_api,
 )
 from tests.security.conftest import api as api  # noqa: F401
+from tests.uq.registry_helpers import SMALL_FLOW as SMALL
 from tests.uq.registry_helpers import TINY, frame, import_csv
-
-sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
-SMALL = FlowProblem(n=16, fine=32, fine_steps=32)
 
 
 @pytest.fixture(scope="module")

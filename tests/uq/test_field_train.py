@@ -15,7 +15,7 @@ from sctk.errors import SctkError
 from sctk.pipeline import store
 from sctk.storage.engine import make_engine, session_scope
 from sctk.uq import field_training, fields
-from sctk.uq.flow import FlowProblem, make_pairs
+from sctk.uq.flow import make_pairs
 from sctk.uq.jobs import train
 from tests.helpers import run_queued_jobs
 from tests.security.conftest import (  # noqa: F401 - fixtures used by name
@@ -23,14 +23,14 @@ from tests.security.conftest import (  # noqa: F401 - fixtures used by name
     assert_cli_error,
     assert_problem,
     engine,
+    sqlite_only,
     start_api,
 )
 from tests.security.conftest import api as api  # noqa: F401
+from tests.uq.registry_helpers import SMALL_FLOW as SMALL
 from tests.uq.registry_helpers import frame, import_csv
 from tests.uq.test_uq_cli import _ok
 
-sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
-SMALL = FlowProblem(n=16, fine=32, fine_steps=32)
 TINY_FIELD = {"kind": "field", "physics": "coarse", "width": 4, "depth": 1, "epochs": 2}
 
 
