@@ -112,6 +112,23 @@ def test_nan_literal_in_rows_is_refused(api, trained):
     assert "NaN" in r.json()["detail"] or "nan" in r.json()["detail"].lower()
 
 
+def test_raw_json_bodies_decode_as_the_standard_library_does(api, trained):
+    """The models routes decode bodies with pydantic's parser and fall back to json.loads:
+    what either accepts is predicted, what both refuse is one sentence naming the body."""
+    h = {**api.headers("analyst"), "content-type": "application/json"}
+    url = f"/api/v1/models/{trained}/predict"
+    # a lone surrogate escape: refused by the fast parser, accepted by json.loads
+    accepted = '{"rows": [{"a": 0.5, "b": 1.0, "\\ud800": 2.0}], "alpha": 0.2}'
+    r = api.http.post(url, content=accepted, headers=h)
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"] == 1 and r.json()["alpha"] == 0.2
+    before = _state(api)
+    problem = assert_problem(api.http.post(url, content='{"rows": [{"a": 1.0,', headers=h), 422)
+    assert problem["detail"].startswith("Invalid body: not valid JSON ("), problem
+    assert problem["detail"].endswith(".") and "\n" not in problem["detail"]
+    assert _state(api) == before
+
+
 def test_unknown_model_ids_are_404(api, trained):
     h = api.headers("analyst")
     for call in (

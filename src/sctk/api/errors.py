@@ -51,8 +51,16 @@ async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONRes
     return problem(exc.status_code, detail, headers=dict(exc.headers or {}))
 
 
+def _invalid(error: dict[str, Any]) -> dict[str, str]:
+    if error.get("type") == "json_invalid":
+        # FastAPI puts the character offset where a field name goes: name the body instead
+        reason = (error.get("ctx") or {}).get("error") or "it cannot be decoded"
+        return {"field": "body", "message": f"not valid JSON ({reason})"}
+    return {"field": _field(tuple(error["loc"])), "message": error["msg"]}
+
+
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+    errors = [_invalid(e) for e in exc.errors()]
     first = errors[0] if errors else {"field": "request", "message": "invalid"}
     detail = f"Invalid {first['field']}: {first['message']}."
     return problem(422, detail, title="Invalid request", errors=errors)
