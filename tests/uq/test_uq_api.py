@@ -161,6 +161,15 @@ def test_post_models_queues_a_training_job_that_a_worker_runs(api):
     for body, fragment in (
         ({"dataset": "runs", "target": "nope"}, "has no column 'nope'"),
         ({"dataset": "runs", "target": "y", "config": {"epochz": 1}}, "epochz"),
+        # a physics that is not there is refused now, not by a job that fails later
+        (
+            {"dataset": "runs", "target": "y", "config": {"physics": "no_such_pkg.mod:fn"}},
+            "Cannot find the physics function 'no_such_pkg.mod:fn'",
+        ),
+        (
+            {"dataset": "runs", "config": {"kind": "field", "physics": "tests.uq:nope"}},
+            "Cannot find the physics function 'tests.uq:nope'",
+        ),
         ({"dataset": "gone", "target": "y"}, "No dataset"),
     ):
         problem = assert_problem(

@@ -74,9 +74,14 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
         raise SctkError(
             f"Unknown field-model setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}."
         )
+    from sctk.uq.hybrid import resolve_physics
+
     out = dict(config)
     if "physics" in out:
         out["physics"] = physics_name(out["physics"])
+        # imported now, so that a name that is not there is one sentence to whoever asked
+        # (a 422 from the API), not a job that fails later
+        resolve_physics(out["physics"])
     for key in _POSITIVE_INT:
         value = out.get(key)
         if value is not None and (
@@ -104,12 +109,10 @@ def make_model(config: dict[str, Any], width: int | None = None):
     """A FieldHybridRegressor from CONFIG (no physics unless it names one); dx defaults to
     2 pi / WIDTH (a periodic [0, 2 pi) domain) when the grid WIDTH is known."""
     from sctk.uq.field_hybrid import FieldHybridRegressor
-    from sctk.uq.hybrid import resolve_physics
 
-    params = check_config(config)
+    params = check_config(config)  # also finds the physics, or says it is not there
     if "dx" not in params and width:
         params["dx"] = 2 * math.pi / width
-    resolve_physics(params.get("physics"))  # one sentence now for a physics that is not there
     try:
         return FieldHybridRegressor(**params)
     except (TypeError, ValueError) as exc:

@@ -119,8 +119,12 @@ def parse_params(params: dict[str, Any]) -> TrainRequest:
         raise SctkError(
             f"Unknown model setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}."
         )
-    if config.get("physics") is not None and not isinstance(config["physics"], str):
-        raise SctkError("'physics' must be a 'package.module:function' string.")
+    if config.get("physics") is not None:
+        from sctk.uq.hybrid import resolve_physics
+
+        if not isinstance(config["physics"], str):
+            raise SctkError("'physics' must be a 'package.module:function' string.")
+        resolve_physics(config["physics"])  # a name that is not there: a sentence, not a job
     calibration = _calibration(params)
     owner = str(params.get("owner") or "jobs")[:64]
     return TrainRequest(dataset, target, features, name, config, calibration, owner)

@@ -229,17 +229,26 @@ async def predict(
     _user=require("models.predict"),
     model_id: int = ModelId,
 ) -> dict[str, Any]:
-    # Rows of a tabular model are answered on the event loop itself. The work is about a
-    # millisecond of CPU for 1,000 rows and holds the GIL for most of it, so a worker thread
-    # gains no parallelism; it only adds handoffs. Worse, each call that releases the GIL
-    # (the database, the model file, every torch op) must win it back from the busy event
-    # loop, which waits out the interpreter's 5 ms switch interval: under 8 concurrent
-    # clients that convoy, not the work, made most of the predict route's p99. Datasets and
-    # fields (files to read, convolutions that run long without the GIL) still go to the
-    # thread pool, in ONE call that opens its own session.
-    if body.rows is not None and len(body.rows) <= INLINE_ROWS:
-        return _predict(request.app.state, body, model_id)
-    return await run_in_threadpool(_predict, request.app.state, body, model_id)
+    # With local I/O, rows of a tabular model are answered on the event loop itself. The
+    # work is about a millisecond of CPU for 1,000 rows and holds the GIL for most of it, so
+    # a worker thread gains no parallelism; it only adds handoffs. Worse, each call that
+    # releases the GIL (the database, the model file, every torch op) must win it back from
+    # the busy event loop, which waits out the interpreter's 5 ms switch interval: under 8
+    # concurrent clients that convoy, not the work, made most of the predict route's p99.
+    # Datasets and fields (files to read, convolutions that run long without the GIL), and
+    # any request that talks to a server, go to the thread pool in ONE call that opens its
+    # own session.
+    state = request.app.state
+    if body.rows is not None and len(body.rows) <= INLINE_ROWS and _local_io(state):
+        return _predict(state, body, model_id)
+    return await run_in_threadpool(_predict, state, body, model_id)
+
+
+def _local_io(state: Any) -> bool:
+    """Whether a prediction's I/O stays on this machine's disk (SQLite, the in-process cache).
+    A PostgreSQL or Redis server that stalls must stall one worker thread, not the event
+    loop and every request waiting on it."""
+    return state.settings.cache.url is None and state.engine.url.get_backend_name() == "sqlite"
 
 
 def _predict(state: Any, body: PredictIn, model_id: int) -> dict[str, Any]:
