@@ -49,6 +49,9 @@ def test_demo_trains_registers_reports_and_its_model_serves(settings, tmp_path, 
     for png in ("calibration", "intervals"):
         assert Path(result["report"][png]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     test_ds = result["datasets"]["test"]
+    stored = json.loads(_ok(sctk_here("data", "show", test_ds, "--json", home=home)))
+    # the same per-column record `sctk data import FILE.npz` writes
+    assert stored["lineage"]["fields"]["columns"] == {"x": [2, 32, 32], "y": [2, 32, 32]}
 
     # a second run: the same seeded datasets (unchanged), the next model version
     again = json.loads(_ok(sctk_here(*DEMO, home=home)))

@@ -76,7 +76,7 @@ def run(
     progress=None,
 ) -> dict[str, Any]:
     """Generate, train, calibrate, register and evaluate; a summary of what was done."""
-    from sctk.pipeline import store
+    from sctk.pipeline import arrays, store
     from sctk.uq import evaluation, field_training, registry
     from sctk.uq.flow import FlowProblem, coarse_physics, make_pairs
 
@@ -106,8 +106,8 @@ def run(
     else:
         say(0.0, f"solving {samples} seeded flows ({problem.fine}^2 truth, {problem.n}^2 physics)")
         X, S, Y = make_pairs(samples, seed, problem)
-        shape = {"shape": [int(v) for v in X.shape[1:]], "input": fields.INPUT}
-        shape["target"] = fields.TARGET
+        per_row = [int(v) for v in X.shape[1:]]
+        shapes = arrays.entry({fields.INPUT: per_row, fields.TARGET: per_row})
         outputs = [
             store.Output(
                 f"{base}-{part}",
@@ -116,7 +116,7 @@ def run(
                 {
                     "generator": generator,
                     "part": part,
-                    "fields": shape,
+                    arrays.FIELDS: shapes,
                     "versions": store.versions(),
                 },
             )
