@@ -12,6 +12,15 @@ from pathlib import Path
 
 import httpx
 
+# pip pointed at a closed loopback port: what the dependency report does when the package
+# index cannot be reached, at once, and without a test reaching out to the network.
+UNREACHABLE_INDEX = {
+    "PIP_CONFIG_FILE": "/dev/null",
+    "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+    "PIP_RETRIES": "0",
+    "PIP_TIMEOUT": "1",
+}
+
 
 def free_port() -> int:
     with socket.socket() as s:

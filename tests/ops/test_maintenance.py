@@ -20,7 +20,7 @@ from sctk.ops.scheduler import Scheduler, due_groups
 from sctk.pipeline.service import import_file
 from sctk.storage.engine import session_scope
 from sctk.storage.models import Lease, MaintenanceRun
-from tests.helpers import run_sctk
+from tests.helpers import UNREACHABLE_INDEX, run_sctk
 from tests.security.conftest import sqlite_only
 
 DAY = 86400
@@ -111,6 +111,16 @@ def test_a_task_that_raises_is_a_recorded_failure(settings):
     assert record.status == "fail" and record.summary
 
 
+@pytest.fixture
+def offline_index(monkeypatch) -> None:
+    """The scheduler tests run whole groups; the weekly one includes the dependency report,
+    which would ask the real package index about every installed package (about 20 s, and
+    the network). Pointed at an unreachable index it answers 'warn' at once; which groups
+    run, and how often, is what these tests are about."""
+    for key, value in UNREACHABLE_INDEX.items():
+        monkeypatch.setenv(key, value)
+
+
 def scheduled_runs(engine, group: str) -> int:
     with session_scope(engine) as s:
         return s.scalar(
@@ -137,7 +147,7 @@ def started_long_ago(engine) -> None:
         ))  # fmt: skip
 
 
-def test_two_schedulers_on_one_database_run_each_due_group_once(settings, engine):
+def test_two_schedulers_on_one_database_run_each_due_group_once(settings, engine, offline_index):
     s = every_minute(settings)
     started_long_ago(engine)
     frozen = datetime.now(UTC)  # a fixed clock: no new slot opens while the test runs
@@ -168,7 +178,9 @@ def test_two_schedulers_on_one_database_run_each_due_group_once(settings, engine
     assert scheduled_runs(engine, "reindex") == 1
 
 
-def test_a_missed_slot_runs_once_at_start_and_a_paused_scheduler_runs_nothing(settings, engine):
+def test_a_missed_slot_runs_once_at_start_and_a_paused_scheduler_runs_nothing(
+    settings, engine, offline_index
+):
     s = config.load(settings.home, {"maintenance": {"poll_seconds": 1}}).settings
     now = datetime.now(UTC)
     assert due_groups(s, engine, now) == []  # a new installation starts on schedule

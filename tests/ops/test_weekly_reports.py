@@ -6,14 +6,7 @@ import json
 
 from sctk.ops.quickbench import regressions
 from sctk.ops.runner import run_task
-from tests.helpers import run_sctk
-
-UNREACHABLE_INDEX = {
-    "PIP_CONFIG_FILE": "/dev/null",
-    "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
-    "PIP_RETRIES": "0",
-    "PIP_TIMEOUT": "1",
-}
+from tests.helpers import UNREACHABLE_INDEX, run_sctk
 
 
 def test_an_unreachable_index_is_said_plainly(settings, monkeypatch):
