@@ -20,8 +20,9 @@ class PackWriter:
     """Collects sealed chunks into packs of ~16 MiB; one background thread finishes them.
 
     On a local repository a pack is appended to a temporary file as chunks arrive (so packs
-    cost no memory); the background thread hashes it (SHA-256, its name), fsyncs and renames
-    it. On a remote one the pack is built in memory and uploaded by that thread. At most one
+    cost no memory) and hashed as it is appended (SHA-256, its name: no reading it back); the
+    background thread fsyncs and renames it. On a remote one the pack is built in memory and
+    uploaded by that thread. At most one
     finished remote pack waits while another is being written, so memory stays bounded; local
     packs cost no memory, so a few may wait for their fsync without stalling the writers.
     `on_written(pack_id, size, blobs)` runs in the background thread once a pack is durable.
@@ -33,15 +34,20 @@ class PackWriter:
         self.on_written = on_written
         self.pack_size = pack_size
         self.local = bool(getattr(backend, "local", False))
-        self.buf = bytearray()
-        self.tmp: tuple[int, str] | None = None
-        self.size = 0
-        self.blobs: list[list] = []
+        self._new_pack()
         self.queue: queue.Queue = queue.Queue(maxsize=4 if self.local else 1)
         self.error: BaseException | None = None
         self.stored_bytes = 0
         self.thread = threading.Thread(target=self._run, name="sctk-pack-upload", daemon=True)
         self.thread.start()
+
+    def _new_pack(self) -> None:
+        """Start filling the next pack (the temporary file is created at its first chunk)."""
+        self.buf = bytearray()
+        self.tmp: tuple[int, str] | None = None
+        self.size = 0
+        self.sha = hashlib.sha256()
+        self.blobs: list[list] = []
 
     def _write(self, parts) -> None:
         if self.local:
@@ -53,13 +59,15 @@ class PackWriter:
                 # The pack being filled is lost: drop it, and fail every later add at once
                 # (the snapshot cannot be committed any more).
                 self.backend.discard_temp(*self.tmp)
-                self.tmp, self.size, self.blobs = None, 0, []
+                self._new_pack()
                 self.error = exc
                 raise
         else:
             for part in parts:
                 self.buf += part
-        self.size += sum(len(p) for p in parts)
+        for part in parts:
+            self.sha.update(part)
+            self.size += len(part)
 
     def add(self, cid: str, flags: int, raw_len: int, sealed_parts: tuple) -> None:
         """Append one sealed chunk (given as parts, e.g. nonce and ciphertext)."""
@@ -77,8 +85,8 @@ class PackWriter:
         if not self.blobs:
             return
         self._write([encode_pack_tail(self.keys, self.blobs)])
-        item = (self.tmp if self.local else self.buf, self.size, self.blobs)
-        self.buf, self.tmp, self.size, self.blobs = bytearray(), None, 0, []
+        item = (self.tmp if self.local else self.buf, self.sha.hexdigest(), self.blobs, self.size)
+        self._new_pack()
         while True:
             if self.error is not None:
                 if self.local and item[0] is not None:
@@ -95,44 +103,29 @@ class PackWriter:
             item = self.queue.get()
             if item is None:
                 return
-            data, size, blobs = item
+            data, pack_id, blobs, size = item
             if self.error is not None:  # something failed: drop the rest
                 if self.local:
                     self.backend.discard_temp(*data)
                 continue
             try:
                 if self.local:
-                    pack_id = self._commit_local(*data, size)
+                    self._commit_local(*data, pack_id)
                 else:
-                    pack_id = hashlib.sha256(data).hexdigest()
                     self.backend.write(pack_name(pack_id), data)
                 self.on_written(pack_id, size, blobs)
             except BaseException as exc:  # handed to the producing thread
                 self.error = exc
 
-    def _commit_local(self, fd: int, tmp: str, size: int) -> str:
-        """Hash a finished local pack (its name), then fsync and rename it; the temporary file
-        is closed and, on failure, removed, whatever happens."""
-        try:
-            sha = hashlib.sha256()
-            pos = 0
-            while pos < size:
-                piece = os.pread(fd, min(4 << 20, size - pos), pos)
-                if not piece:
-                    raise RepoError(f"Pack {tmp} shrank while it was written.")
-                sha.update(piece)
-                pos += len(piece)
-        except BaseException:
-            self.backend.discard_temp(fd, tmp)
-            raise
-        pack_id = sha.hexdigest()
+    def _commit_local(self, fd: int, tmp: str, pack_id: str) -> None:
+        """fsync and rename a finished local pack; the temporary file is closed and, on
+        failure, removed, whatever happens."""
         try:
             self.backend.commit_temp(fd, tmp, pack_name(pack_id))  # closes fd in every case
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        return pack_id
 
     def _raise(self):
         err = self.error
