@@ -18,7 +18,8 @@ checked against its name and a file is never rewritten.
 
 A sealed blob is nonce (12 bytes) || AES-256-GCM ciphertext and tag. A chunk's AAD is its id
 (so the index cannot point a chunk id at another chunk); sealed files use a per-kind AAD.
-A chunk's plaintext is zstd-compressed (flag 1) unless that does not make it smaller.
+A chunk's plaintext is zstd-compressed (flag 1) or stored as it is (flag 0): the writer decides
+(see compression.py), readers only follow the flag.
 """
 
 from __future__ import annotations
