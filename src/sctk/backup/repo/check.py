@@ -5,7 +5,9 @@ present with its recorded size, every chunk a snapshot references is in the inde
 sound pack. With read_data: every file of the checked snapshots is read back (each chunk
 decrypted and authenticated) and compared with its SHA-256, then every chunk no file used
 (orphans, duplicates) is authenticated from its pack, and each pack's own header is checked
-against the index, so every byte of every pack has been verified.
+against the index, so every byte of every pack has been verified. The versions of one file
+in several snapshots are read together, so a chunk they share is decrypted and decompressed
+once (each version is still hashed whole): every byte of every pack is read once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import hashlib
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,6 +38,8 @@ from sctk.backup.repo.repository import ChunkError, worker_count
 
 MAX_ERRORS_PER_SNAPSHOT = 20
 OPEN_PACKS = 8  # packs each verifier keeps open
+GROUP_VERSIONS = 4  # versions of one path verified together (they share most chunks)
+SHARED_CACHE_BYTES = 8 * 1024 * 1024  # plaintext kept per group for chunks versions share
 
 
 class _SlowReader:
@@ -235,6 +239,84 @@ def check(
     )
 
 
+def _version_groups(todo: list[tuple[str, dict]], docs: dict) -> list[list[int]]:
+    """Indexes into TODO: the versions of one path together (in snapshot time order, at most
+    GROUP_VERSIONS a group, so one path with many versions still spreads over the verifiers);
+    every other file alone."""
+    by_path: dict[str, list[int]] = {}
+    for i, (_sid, f) in enumerate(todo):
+        by_path.setdefault(f["path"], []).append(i)
+    groups = []
+    for idx in by_path.values():
+        idx.sort(key=lambda i: docs[todo[i][0]]["time"])
+        groups.extend(idx[k : k + GROUP_VERSIONS] for k in range(0, len(idx), GROUP_VERSIONS))
+    return groups
+
+
+class _SharedPlain:
+    """Plaintexts of chunks that more than one version of a file holds, kept while the
+    versions are read in step (the oldest dropped beyond MAX_BYTES); a chunk that failed is
+    kept as its ChunkError."""
+
+    def __init__(self, max_bytes: int = SHARED_CACHE_BYTES):
+        self.items: OrderedDict[str, object] = OrderedDict()
+        self.bytes = 0
+        self.max_bytes = max_bytes
+
+    def get(self, cid: str):
+        return self.items.get(cid)
+
+    def put(self, cid: str, data):
+        """Keep DATA (a copy: the reader reuses its buffers) and return what is kept."""
+        if not isinstance(data, ChunkError):
+            data = bytes(data)
+            self.bytes += len(data)
+        self.items[cid] = data
+        while self.bytes > self.max_bytes and len(self.items) > 1:
+            _cid, old = self.items.popitem(last=False)
+            if not isinstance(old, ChunkError):
+                self.bytes -= len(old)
+        return data
+
+
+def _verify_versions(reader, index, files: list[dict]) -> tuple[list, list, int]:
+    """Read FILES (versions of one path, or one file) chunk by chunk in step, so that a chunk
+    they share at about the same place (or one repeated close by) is decrypted and
+    decompressed once, and hash each:
+    ([(SHA-256 or None, ChunkError or None)] per file, (pack, offset) of every chunk read,
+    stored bytes read). Every version is still hashed whole: that is what its SHA-256 checks."""
+    counts = Counter(cid for f in files for cid in f["chunks"])
+    shared = {cid for cid, n in counts.items() if n > 1}  # also a chunk repeated in one file
+    cache = _SharedPlain()
+    shas = [hashlib.sha256() for _ in files]
+    failed: list[ChunkError | None] = [None] * len(files)
+    done: list[tuple[str, int]] = []
+    nbytes = 0
+    for step in range(max(len(f["chunks"]) for f in files)):
+        for j, f in enumerate(files):
+            if failed[j] is not None or step >= len(f["chunks"]):
+                continue
+            cid = f["chunks"][step]
+            data = cache.get(cid)
+            if data is None:
+                loc = index.entries[cid]
+                nbytes += loc[2]
+                data = reader.plain(cid, loc)
+                if not isinstance(data, ChunkError):
+                    done.append((loc[0], loc[1]))
+                if cid in shared:
+                    data = cache.put(cid, data)
+            if isinstance(data, ChunkError):
+                failed[j] = data
+            else:
+                shas[j].update(data)
+    outcomes = [
+        (None, err) if err is not None else (sha.hexdigest(), None)
+        for sha, err in zip(shas, failed, strict=True)
+    ]
+    return outcomes, done, nbytes
+
+
 def _read_data(repo, docs: dict, bad: dict, errors: list[str], progress, whole: bool) -> int:
     index = repo.index
     # Each distinct file content is read once, however many snapshots hold it.
@@ -252,54 +334,46 @@ def _read_data(repo, docs: dict, bad: dict, errors: list[str], progress, whole: 
     read = 0
     results: dict[int, tuple] = {}
 
-    def record(i: int, digest: str | None, failed, done: list, nbytes: int) -> None:
+    def record(group: list[int], outcomes: list, done: list, nbytes: int) -> None:
         nonlocal read
         read += nbytes
         verified.update(done)
         if progress is not None:
             progress(read)
-        results[i] = (digest, failed)
+        results.update(zip(group, outcomes, strict=True))
 
     local = threading.local()
     readers: list[_ChunkReader] = []
     fast = bool(getattr(repo.backend, "local", False))
 
-    # One task per file in a pool of verifiers, so files are decrypted, decompressed and
-    # hashed in parallel (all three release the GIL). Each verifier reads its chunks with
-    # its own open packs and buffers: no per-chunk allocation, open or close.
-    def verify_file(f: dict):
+    # One task per file (or per few versions of one file) in a pool of verifiers, so files
+    # are decrypted, decompressed and hashed in parallel (all three release the GIL). Each
+    # verifier reads its chunks with its own open packs and buffers: no per-chunk allocation,
+    # open or close.
+    def verify_group(group: list[int]):
         reader = getattr(local, "reader", None)
         if reader is None:
             reader = local.reader = _ChunkReader(repo) if fast else _SlowReader(repo)
             with lock:
                 readers.append(reader)
-        sha = hashlib.sha256()
-        done, nbytes = [], 0
-        for cid in f["chunks"]:
-            loc = index.entries[cid]
-            nbytes += loc[2]
-            data = reader.plain(cid, loc)
-            if isinstance(data, ChunkError):
-                return None, data, done, nbytes
-            done.append((loc[0], loc[1]))
-            sha.update(data)
-        return sha.hexdigest(), None, done, nbytes
+        return _verify_versions(reader, index, [todo[i][1] for i in group])
 
     lock = threading.Lock()
     workers = worker_count()
-    # Largest files first, so that no big file starts last and leaves a core idle.
-    order = sorted(range(len(todo)), key=lambda i: -todo[i][1]["size"])
+    groups = _version_groups(todo, docs)
+    # Largest first, so that no big file starts last and leaves a core idle.
+    groups.sort(key=lambda g: -sum(todo[i][1]["size"] for i in g))
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="sctk-check") as verifiers:
             pending: deque = deque()
-            for i in order:
-                pending.append((i, verifiers.submit(verify_file, todo[i][1])))
+            for group in groups:
+                pending.append((group, verifiers.submit(verify_group, group)))
                 if len(pending) >= 2 * workers:
-                    i0, fut = pending.popleft()
-                    record(i0, *fut.result())
+                    g0, fut = pending.popleft()
+                    record(g0, *fut.result())
             while pending:
-                i0, fut = pending.popleft()
-                record(i0, *fut.result())
+                g0, fut = pending.popleft()
+                record(g0, *fut.result())
     finally:
         for reader in readers:
             reader.close()
