@@ -4,13 +4,20 @@ PostgreSQL tests need SCTK_TEST_POSTGRES_URL (CI sets it). Each test gets a data
 own, created from that server and dropped afterwards, so tests never see each other's rows.
 When the variable is set but the server cannot be reached, the tests fail: CI must not turn
 a missing PostgreSQL into a row of skips.
+
+The suite runs on pytest-xdist workers (addopts in pyproject.toml). What the workers share is
+made safe here: a test marked `exclusive` (it acts on every process of the machine) runs
+while no other worker runs a test, and the Redis tests share one xdist group (one worker
+uses Redis database 15 at a time, as a serial run does).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,22 +37,60 @@ def _admin_url(url: str):
     return make_url(url).set(drivername="postgresql+psycopg")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database; its URL (without driver) is yielded."""
+@contextmanager
+def _database(template: str | None = None, prefix: str = "sctk_t") -> Iterator[str]:
+    """A new database on the test server (a copy of TEMPLATE, or empty), dropped afterwards;
+    its name is yielded. Names are random: tests and xdist workers never share one."""
     if not PG_URL:
         pytest.skip("PostgreSQL not configured: set SCTK_TEST_POSTGRES_URL to run this test")
     admin = create_engine(_admin_url(PG_URL), isolation_level="AUTOCOMMIT")
-    name = f"sctk_t_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     try:
-        yield url
+        yield name
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def _url_of(name: str) -> str:
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; its URL (without driver) is yielded."""
+    with _database() as name:
+        yield _url_of(name)
+
+
+@pytest.fixture(scope="session")
+def pg_schema_template() -> Iterator[str]:
+    """A database brought to the newest schema by sctk's own migrations, once per test
+    process; the name is yielded. Nothing ever connects to it but CREATE DATABASE ...
+    TEMPLATE (which needs it idle). Migrations are DDL only, so a copy of it is the database
+    that `init_home` on an empty one makes, without running them again for every test."""
+    from sqlalchemy.pool import NullPool
+
+    from sctk.storage.migrate import upgrade
+
+    with _database(prefix="sctk_template") as name:
+        engine = create_engine(_admin_url(_url_of(name)), poolclass=NullPool)
+        try:
+            upgrade(engine, "head")
+        finally:
+            engine.dispose()
+        yield name
+
+
+@pytest.fixture
+def pg_migrated_url(pg_schema_template) -> Iterator[str]:
+    """A fresh PostgreSQL database already at the newest schema (a copy of the template)."""
+    with _database(template=pg_schema_template) as name:
+        yield _url_of(name)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -55,10 +100,12 @@ def backend(request) -> str:
 
 @pytest.fixture
 def db_url(backend, tmp_path, request) -> str | None:
-    """None for SQLite (the default database of the data directory), else a fresh PG URL."""
+    """None for SQLite (the default database of the data directory), else a fresh PG database
+    at the newest schema (`init_home` on it finds nothing to migrate; tests of migrating an
+    empty database use `pg_url`, as tests/storage/test_layout.py does)."""
     if backend == "sqlite":
         return None
-    return request.getfixturevalue("pg_url")
+    return request.getfixturevalue("pg_migrated_url")
 
 
 @pytest.fixture
@@ -72,6 +119,31 @@ def home(tmp_path, db_url) -> Path:
 @pytest.fixture
 def settings(home) -> Settings:
     return config.load(home).settings
+
+
+@pytest.fixture(autouse=True)
+def _machine_share(request, tmp_path_factory) -> Iterator[None]:
+    """Across xdist workers: a test marked `exclusive` runs alone, the others side by side.
+
+    A readers-writer lock on two files in the run's shared temporary directory: every test
+    holds LOCK (shared, or exclusive when marked); GATE is taken on the way in, and held by
+    an exclusive test until it has LOCK, so that tests starting meanwhile wait behind it
+    rather than keep it waiting forever. Without xdist there is nothing to share."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # <run>/popen-gwN -> <run>
+    exclusive = request.node.get_closest_marker("exclusive") is not None
+    with open(shared / "machine.gate", "a") as gate, open(shared / "machine.lock", "a") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)

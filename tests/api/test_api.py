@@ -121,7 +121,9 @@ def test_version(live_app, settings, backend):
     }
 
 
-def test_ready_is_503_when_database_unreachable(sqlite_settings):
+def test_ready_is_503_when_database_unreachable(sqlite_settings, monkeypatch):
+    # the app waits for its bus's LISTEN at start, which never comes here: not for 10 s
+    monkeypatch.setattr("sctk.bus.bus.LISTEN_WAIT_SECONDS", 0.5)
     port = free_port()
     settings = config.load(
         sqlite_settings.home, {"database_url": f"postgresql://sctk:hidden-pw@127.0.0.1:{port}/sctk"}

@@ -38,6 +38,9 @@ def with_webhook(settings, engine, url: str):
     return s
 
 
+# run_emergency ends the job processes of every sctk process on the machine: on its own,
+# so that no other test's worker loses its job process meanwhile
+@pytest.mark.exclusive
 @sqlite_only
 def test_the_response_restarts_a_live_worker_and_records_every_step(settings, engine, webhook):
     s = with_webhook(settings, engine, webhook.url)
@@ -89,6 +92,7 @@ def test_the_response_restarts_a_live_worker_and_records_every_step(settings, en
         assert kinds[1:] == [f"emergency.{n}" for n in steps]
 
 
+@pytest.mark.exclusive
 def test_the_restore_step_brings_back_a_damaged_file(settings, engine, monkeypatch):
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)

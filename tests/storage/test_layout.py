@@ -16,6 +16,13 @@ from sctk.storage.layout import SUBDIRS, init_home, is_data_dir
 from tests.helpers import free_port
 
 
+@pytest.fixture
+def db_url(backend, request) -> str | None:
+    """These tests watch `init_home` migrate: on PostgreSQL an empty database, not the
+    suite's ready-migrated copy (tests/conftest.py)."""
+    return None if backend == "sqlite" else request.getfixturevalue("pg_url")
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 

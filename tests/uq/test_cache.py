@@ -17,6 +17,9 @@ from tests.uq.registry_helpers import TINY, frame
 # Like PostgreSQL: CI sets SCTK_TEST_REDIS_URL, and then an unreachable server fails the
 # tests instead of turning them into skips.
 REDIS_URL = os.environ.get("SCTK_TEST_REDIS_URL")
+# The tests empty that database (FLUSHDB): under pytest-xdist they all run on one worker,
+# one at a time, as in a serial run.
+pytestmark = pytest.mark.xdist_group("redis")
 
 
 def _redis_or_skip():

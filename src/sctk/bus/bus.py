@@ -45,6 +45,10 @@ from sctk.storage.engine import make_engine, normalise_url
 from sctk.storage.models import BusMessage, DeadLetter, utcnow
 
 log = logging.getLogger(__name__)
+# How long Bus.start waits for LISTEN by default. A module constant rather than a literal
+# default so that a test of an unreachable database (the API still starts, and answers 503)
+# can shorten the wait instead of sitting it out.
+LISTEN_WAIT_SECONDS = 10.0
 
 CHANNEL = "sctk_bus"
 RETENTION = timedelta(hours=1)  # how long bus_messages rows are kept for late listeners
@@ -470,12 +474,15 @@ class Bus:
 
     # -- life cycle -----------------------------------------------------------------------
 
-    def start(self, listen: bool = True, timeout: float = 10.0) -> Bus:
+    def start(self, listen: bool = True, timeout: float | None = None) -> Bus:
         """Start delivering (and, on PostgreSQL with LISTEN, receiving from other processes).
 
         Counted: each start needs a stop; the last stop shuts the bus down. Waits up to
-        TIMEOUT for LISTEN to be in place, so that nothing published after start is missed.
+        TIMEOUT (default LISTEN_WAIT_SECONDS) for LISTEN to be in place, so that nothing
+        published after start is missed.
         """
+        if timeout is None:
+            timeout = LISTEN_WAIT_SECONDS
         with self._cond:
             self._users += 1
             self._ensure_delivery_thread()
