@@ -8,6 +8,7 @@ import random
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sctk.backup.repo import RepoError, compression
@@ -22,6 +23,11 @@ def _csv(rnd: random.Random, size: int) -> bytes:
     """SIZE bytes of CSV rows (each at least 20 bytes long)."""
     rows = (f"{i},{rnd.random():.6f},sensor-{rnd.randrange(40)},ok\n" for i in range(size // 20))
     return "".join(rows).encode()[:size]
+
+
+def _noise(seed: int, size: int) -> bytes:
+    """Measurement noise as float64: zstd saves about 4% on it (the exponent bytes)."""
+    return np.random.default_rng(seed).standard_normal(size // 8).tobytes()
 
 
 def _flags(repo, info, path: str) -> list[int]:
@@ -56,14 +62,16 @@ def test_trials_pick_the_choice_for_the_chunks_after_them():
     assert text.choice in (FAST, STRONG)
 
 
-def test_incompressible_large_file_is_stored_raw_and_verified(repo, tmp_path):
+def test_hardly_compressible_large_file_is_stored_raw_and_verified(repo, tmp_path):
     rnd = random.Random(5)
     src = tmp_path / "src"
     src.mkdir()
-    (src / "noise.bin").write_bytes(rnd.randbytes(9 * MiB))  # read in blocks: trials
+    (src / "noise.bin").write_bytes(_noise(5, 9 * MiB))  # read in blocks: trials
     (src / "table.csv").write_bytes(_csv(rnd, 9 * MiB))
     info = backup(repo, src)
-    assert set(_flags(repo, info, "noise.bin")) == {0}
+    # The trial chunk keeps its 4% saving; the chunks after it are not even compressed.
+    first, *rest = _flags(repo, info, "noise.bin")
+    assert first == FLAG_ZSTD and rest and set(rest) == {0}
     assert set(_flags(repo, info, "table.csv")) == {FLAG_ZSTD}
     assert repo.check(read_data=True).ok
     repo.restore(info.id, tmp_path / "out")
@@ -138,3 +146,29 @@ def test_trial_on_a_stored_chunk_and_a_failed_trial_never_leave_chunks_waiting(
     worker.join(60)
     assert not worker.is_alive(), "the file's other chunks waited forever for a failed trial"
     assert isinstance(raised[0], MemoryError)
+
+
+def test_repository_written_at_level_3_everywhere_still_verifies_and_grows(
+    repo, tmp_path, monkeypatch
+):
+    """What the writer stored before it learnt levels (level 3 for every chunk that shrank)
+    reads, verifies and restores as before, also with new backups mixed in."""
+    rnd = random.Random(9)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "noise.bin").write_bytes(_noise(9, 6 * MiB))
+    (src / "table.csv").write_bytes(_csv(rnd, 6 * MiB))
+    with monkeypatch.context() as m:
+        m.setattr(compression, "choose", lambda size, fast, strong: STRONG)
+        old = backup(repo, src)
+    assert set(_flags(repo, old, "noise.bin")) == {FLAG_ZSTD}  # 4% saved: compressed, as before
+    (src / "more.csv").write_bytes(_csv(rnd, 6 * MiB))
+    new = backup(repo, src)
+    assert repo.check(read_data=True).ok
+    for info in (old, new):
+        target = tmp_path / info.id[:8]
+        repo.restore(info.id, target)
+        expected = {
+            k: v for k, v in tree_bytes(src).items() if k in {e.path for e in repo.files(info.id)}
+        }
+        assert tree_bytes(target) == expected
