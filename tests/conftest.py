@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import queue
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,23 +39,68 @@ def _admin_url(url: str):
     return make_url(url).set(drivername="postgresql+psycopg")
 
 
+def _drop(name: str) -> None:
+    admin = create_engine(_admin_url(PG_URL), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
 @contextmanager
-def _database(template: str | None = None, prefix: str = "sctk_t") -> Iterator[str]:
-    """A new database on the test server (a copy of TEMPLATE, or empty), dropped afterwards;
-    its name is yielded. Names are random: tests and xdist workers never share one."""
+def _database(template: str | None = None, prefix: str = "sctk_t", drop=_drop) -> Iterator[str]:
+    """A new database on the test server (a copy of TEMPLATE, or empty), handed to DROP
+    afterwards; its name is yielded. Names are random: tests and xdist workers never share
+    one."""
     if not PG_URL:
         pytest.skip("PostgreSQL not configured: set SCTK_TEST_POSTGRES_URL to run this test")
     admin = create_engine(_admin_url(PG_URL), isolation_level="AUTOCOMMIT")
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     copy = f' TEMPLATE "{template}"' if template else ""
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+    finally:
+        admin.dispose()
     try:
         yield name
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop(name)
+
+
+class _Dropper:
+    """Drops the tests' databases on a thread of its own, while the next test runs: a
+    DROP DATABASE ... WITH (FORCE) mostly waits (for the server's other backends and the
+    file system), and nothing needs the database gone at once. `close` waits for them all."""
+
+    def __init__(self) -> None:
+        self._names: queue.Queue[str | None] = queue.Queue()
+        self._errors: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="test-db-dropper", daemon=True)
+        self._thread.start()
+
+    def __call__(self, name: str) -> None:
+        self._names.put(name)
+
+    def _run(self) -> None:
+        while (name := self._names.get()) is not None:
+            try:
+                _drop(name)
+            except Exception as exc:  # noqa: BLE001 - reported at the end of the session
+                self._errors.append(f"{name}: {exc}")
+
+    def close(self) -> None:
+        self._names.put(None)
+        self._thread.join(timeout=300)
+        assert not self._errors, f"test databases not dropped: {self._errors}"
+
+
+@pytest.fixture(scope="session")
+def _pg_dropper() -> Iterator[_Dropper]:
+    dropper = _Dropper()
+    yield dropper
+    dropper.close()
 
 
 def _url_of(name: str) -> str:
@@ -61,9 +108,9 @@ def _url_of(name: str) -> str:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(_pg_dropper) -> Iterator[str]:
     """A fresh, empty PostgreSQL database; its URL (without driver) is yielded."""
-    with _database() as name:
+    with _database(drop=_pg_dropper) as name:
         yield _url_of(name)
 
 
@@ -87,9 +134,9 @@ def pg_schema_template() -> Iterator[str]:
 
 
 @pytest.fixture
-def pg_migrated_url(pg_schema_template) -> Iterator[str]:
+def pg_migrated_url(pg_schema_template, _pg_dropper) -> Iterator[str]:
     """A fresh PostgreSQL database already at the newest schema (a copy of the template)."""
-    with _database(template=pg_schema_template) as name:
+    with _database(template=pg_schema_template, drop=_pg_dropper) as name:
         yield _url_of(name)
 
 

@@ -7,7 +7,7 @@ import copy
 
 from sqlalchemy import create_engine, text
 
-from sctk.backup import create
+from sctk.backup import create, dbload
 from sctk.backup.location import init_repo
 from sctk.backup.restore_test import compare, restore_test
 from sctk.storage.engine import normalise_url
@@ -40,7 +40,17 @@ def test_restore_test_passes_then_reports_a_disagreeing_manifest(
     populate(settings, model=False)
     repo = init_repo(settings)
     info = create.take(settings, repo, "manual")
-    before = None if settings.is_sqlite else _databases(settings)
+    # the scratch databases this test's restore tests make (other tests, on another xdist
+    # worker, may make and drop their own meanwhile): named by the real function, recorded
+    made: list[str] = []
+    real_scratch_url = dbload.scratch_url
+
+    def recorded(*args, **kwargs):
+        url = real_scratch_url(*args, **kwargs)
+        made.append(dbload.database_name(url))
+        return url
+
+    monkeypatch.setattr(dbload, "scratch_url", recorded)
 
     good = restore_test(settings, repo, info.id)
     assert good["ok"] is True, good["mismatches"]
@@ -57,8 +67,9 @@ def test_restore_test_passes_then_reports_a_disagreeing_manifest(
     assert bad["ok"] is False
     text_ = " ".join(bad["mismatches"])
     assert "table users has" in text_ and "ghosts" in text_ and "schema revision" in text_
-    if before is not None:
-        assert _databases(settings) == before  # the scratch databases were dropped
+    if not settings.is_sqlite:
+        assert len(made) == 2 and all(n.startswith("sctk_restore_test_") for n in made), made
+        assert not set(made) & _databases(settings)  # the scratch databases were dropped
     else:
         assert not list((home / "tmp").glob("restore-test-*"))
 
