@@ -77,8 +77,10 @@ def serve(
     )
     from sctk import runstate
 
-    runstate.write_pid(s.home)  # `sctk restore` refuses to swap the directory under us
+    # the handler first: a SIGTERM that arrives just after the file is written must find it
+    # installed, or the process dies leaving a file that names it
     runstate.clear_pid_on_sigterm(s.home)
+    runstate.write_pid(s.home)  # `sctk restore` refuses to swap the directory under us
     try:
         uvicorn.run(
             "sctk.api.app:served_app",
