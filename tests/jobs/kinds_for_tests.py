@@ -16,6 +16,9 @@ from sctk.jobs.kinds import JobContext, job_kind
 
 @job_kind("test.record", "Append the job's id to the file params['path'], then succeed.")
 def record_run(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    # params['seconds']: how long the job takes first, so that a batch outlasts the moment a
+    # loaded machine may hold one worker process back from its first claim
+    time.sleep(float(params.get("seconds", 0.0)))
     # O_APPEND makes each short write land whole at the end, whichever process writes it,
     # so the file is an exact log of the runs.
     fd = os.open(params["path"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

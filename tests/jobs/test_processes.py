@@ -94,7 +94,9 @@ def test_every_job_runs_exactly_once_across_worker_processes(
     runs = tmp_path / "runs.log"
     with session_scope(engine) as s:
         ids = [
-            queue.submit(s, "test.record", {"path": str(runs)}, owner="tests").id
+            # 10 ms each: one worker alone would take a second or more, so every worker,
+            # however late the machine lets it start, claims some (asserted at the end)
+            queue.submit(s, "test.record", {"path": str(runs), "seconds": 0.01}, owner="tests").id
             for _ in range(jobs)
         ]
     go = tmp_path / "go"
