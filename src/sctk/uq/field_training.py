@@ -80,7 +80,7 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     if "physics" in out:
         out["physics"] = physics_name(out["physics"])
         # imported now, so that a name that is not there is one sentence to whoever asked
-        # (a 422 from the API), not a job that fails later
+        # (a 400 from the API), not a job that fails later
         resolve_physics(out["physics"])
     for key in _POSITIVE_INT:
         value = out.get(key)
