@@ -51,6 +51,16 @@ def backup(repo: Repository, root: Path, label: str = "manual", **commit_kw):
         return w.commit(label, {"label": label}, **commit_kw)
 
 
+def damage_chunk(repo: Repository, chunk_id, mask: int = 0x01) -> Path:
+    """Flip bits (MASK) of one byte in the middle of CHUNK_ID's stored bytes; its pack."""
+    pack, offset, length, _raw, _flags = repo.index.entries[chunk_id]
+    path = Path(repo.url, "data", pack[:2], pack)
+    data = bytearray(path.read_bytes())
+    data[offset + length // 2] ^= mask
+    path.write_bytes(bytes(data))
+    return path
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
     return Repository.init(str(tmp_path / "repo"), PASSPHRASE)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from tests.backup.repo.conftest import backup
+from tests.backup.repo.conftest import backup, damage_chunk
 
 MiB = 1 << 20
 
@@ -43,11 +43,7 @@ def test_shared_chunks_are_read_once_and_every_version_is_hashed(repo, tmp_path)
 def test_damaged_shared_chunk_is_named_for_every_version(repo, tmp_path):
     first, second = _two_versions(repo, tmp_path)
     shared = next(c for c in repo.files(first.id)[0].chunks if c in repo.files(second.id)[0].chunks)
-    pack, off, length, _raw, _flags = repo.index.entries[shared]
-    path = Path(repo.url, "data", pack[:2], pack)
-    data = bytearray(path.read_bytes())
-    data[off + length // 2] ^= 0x01
-    path.write_bytes(bytes(data))
+    damage_chunk(repo, shared)
 
     report = repo.check(read_data=True)
     assert not report.ok

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from sctk.backup.repo import RepoError, compression
 from sctk.backup.repo.compression import FAST, RAW, STRONG, Compressors, FilePolicy, choose
 from sctk.backup.repo.formats import FLAG_ZSTD
-from tests.backup.repo.conftest import backup, tree_bytes
+from tests.backup.repo.conftest import backup, damage_chunk, tree_bytes
 
 MiB = 1 << 20
 
@@ -85,12 +84,8 @@ def test_damaged_raw_chunk_is_detected(repo, tmp_path):
     (src / "noise.bin").write_bytes(rnd.randbytes(6 * MiB))
     info = backup(repo, src)
     entry = repo.files(info.id)[0]
-    pack, off, length, _raw, flags = repo.index.entries[entry.chunks[-1]]
-    assert flags == 0
-    path = Path(repo.url, "data", pack[:2], pack)
-    data = bytearray(path.read_bytes())
-    data[off + length // 2] ^= 0x40
-    path.write_bytes(bytes(data))
+    assert repo.index.entries[entry.chunks[-1]][4] == 0  # its flags: stored raw
+    damage_chunk(repo, entry.chunks[-1], mask=0x40)
 
     report = repo.check(read_data=True)
     assert not report.ok
