@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -66,9 +67,16 @@ def test_the_response_restarts_a_live_worker_and_records_every_step(settings, en
         wait_until(running, timeout=60, what="the sleep job to start")
 
         def pool_pids():
-            return [p.pid for p in job_pool_processes() if p.parent().pid == worker.pid]
+            return sorted(p.pid for p in job_pool_processes() if p.parent().pid == worker.pid)
 
-        pools = wait_until(pool_pids, timeout=60, what="the worker's job process")
+        def settled_pool_pids():
+            # the same processes half a second apart: the pool that runs the job, not a
+            # process caught while the worker was still starting its pool
+            first = pool_pids()
+            time.sleep(0.5)
+            return first if first and first == pool_pids() else None
+
+        pools = wait_until(settled_pool_pids, timeout=60, what="the worker's job process")
 
         report = run_emergency(s, actor="ops", reason="disk filling", restore="no")
     finally:
