@@ -12,7 +12,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
@@ -177,6 +177,20 @@ class DataSettings(_Section):
     )
     max_violations_listed: int = Field(
         20, ge=1, le=10_000, description="Schema violations listed before the rest are counted."
+    )
+
+
+# 'package.module:function', dotted identifiers only (sctk.uq.physics_registry)
+PHYSICS_NAME_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
+
+
+class UqSettings(_Section):
+    physics_allowed: list[Annotated[str, Field(pattern=PHYSICS_NAME_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Physics functions ('package.module:function') a model config may name "
+        "besides sctk's built-ins and the installed packages' 'sctk.physics' entry points; "
+        "anything else a request or a stored model names is refused, never imported.",
     )
 
 
@@ -369,6 +383,7 @@ class Settings(BaseSettings):
     bus: BusSettings = Field(default_factory=BusSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    uq: UqSettings = Field(default_factory=UqSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)

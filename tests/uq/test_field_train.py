@@ -139,7 +139,7 @@ def test_bad_field_training_input_is_one_sentence_and_stores_nothing(
     for data, cfg, fragment in (
         ("runs", config, "Dataset 'runs' has no column 'x'"),
         ("gone", config, "No dataset is named 'gone'"),
-        ("runs", _config(tmp_path, physics="bogus"), "Unknown physics 'bogus'"),
+        ("runs", _config(tmp_path, physics="bogus"), "The physics 'bogus' is not registered"),
         ("runs", _config(tmp_path, kind="fields"), 'must be "tabular" or "field"'),
         ("runs", _config(tmp_path, epochs=0), "'epochs' must be a whole number"),
         ("runs", _config(tmp_path, widht=3), "Unknown field-model setting(s) widht"),

@@ -114,7 +114,7 @@ def test_bad_input_gets_one_sentence(call, fragment):
 def test_bad_configuration_gets_one_sentence():
     X = np.zeros((20, 2))
     y = np.zeros(20)
-    with pytest.raises(SctkError, match="Cannot find the physics function"):
+    with pytest.raises(SctkError, match="'tests.uq.physics_examples:missing' is not registered"):
         HybridRegressor(physics="tests.uq.physics_examples:missing", **FAST).fit(X, y)
     with pytest.raises(SctkError, match="one finite value per row"):
         HybridRegressor(physics="tests.uq.physics_examples:wrong_length", **FAST).fit(X, y)

@@ -164,11 +164,11 @@ def test_post_models_queues_a_training_job_that_a_worker_runs(api):
         # a physics that is not there is refused now, not by a job that fails later
         (
             {"dataset": "runs", "target": "y", "config": {"physics": "no_such_pkg.mod:fn"}},
-            "Cannot find the physics function 'no_such_pkg.mod:fn'",
+            "The physics 'no_such_pkg.mod:fn' is not registered",
         ),
         (
             {"dataset": "runs", "config": {"kind": "field", "physics": "tests.uq:nope"}},
-            "Cannot find the physics function 'tests.uq:nope'",
+            "The physics 'tests.uq:nope' is not registered",
         ),
         ({"dataset": "gone", "target": "y"}, "No dataset"),
     ):

@@ -73,10 +73,16 @@ def submit(
 ) -> None:
     """Queue a job; a worker (`sctk worker` or `sctk serve`) runs it."""
     from sctk.jobs import queue
+    from sctk.uq import physics_registry
 
     params = parse_params(param, params_json)
-    attempts = max_attempts or settings(ctx).jobs.max_attempts
-    with db_session(ctx, with_bus=True) as session:
+    s = settings(ctx)
+    attempts = max_attempts or s.jobs.max_attempts
+    # a kind's check at submission sees the physics an admin lists (uq.train)
+    with (
+        db_session(ctx, with_bus=True) as session,
+        physics_registry.admitted(s.uq.physics_allowed),
+    ):
         job = queue.submit(session, kind, params, owner=operator(), max_attempts=attempts)
         data = queue.as_dict(job)
     if as_json:

@@ -43,16 +43,19 @@ class JobKind:
     func: Callable[[dict[str, Any], JobContext], dict[str, Any] | None]
     description: str
     permission: str  # who may submit it (see sctk.security.roles)
+    # checks a submission's parameters (one sentence, a 400) before a job is queued
+    check: Callable[[dict[str, Any]], Any] | None = None
 
 
 _KINDS: dict[str, JobKind] = {}
 
 
-def job_kind(name: str, description: str, permission: str = "jobs.run"):
-    """Register FUNC as the job kind NAME."""
+def job_kind(name: str, description: str, permission: str = "jobs.run", check=None):
+    """Register FUNC as the job kind NAME; CHECK(params), when given, refuses bad parameters
+    at submission."""
 
     def register(func):
-        _KINDS[name] = JobKind(name, func, description, permission)
+        _KINDS[name] = JobKind(name, func, description, permission, check)
         return func
 
     return register

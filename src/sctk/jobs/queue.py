@@ -129,8 +129,10 @@ def submit(
         if found is not None:
             found.replayed = True
             return found
-    get_kind(kind)
+    kind_def = get_kind(kind)
     checked = _checked_params(params)
+    if kind_def.check is not None:
+        kind_def.check(checked)  # a kind's own refusal: now, not a job that fails later
     if max_attempts is not None and not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
         raise SctkError(
             f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}, not {max_attempts}."

@@ -10,8 +10,9 @@ the same path `sctk data import FILE.npz` and POST /api/v1/datasets take.
 
 The physics is named in the config: "coarse" (the flow demo's coarse solver,
 sctk.uq.flow:coarse_physics), "identity" (S(x) = x: the input carried forward), "none" (the
-network alone), or any 'package.module:function' mapping fields [B, C, H, W] to fields of the
-same shape.
+network alone), or a registered function mapping fields [B, C, H, W] to fields of the same
+shape (sctk.uq.physics_registry: an installed package's 'sctk.physics' entry point, or a
+'package.module:function' an admin lists under [uq] physics_allowed in sctk.toml).
 """
 
 from __future__ import annotations
@@ -28,14 +29,7 @@ from sctk.errors import SctkError
 from sctk.uq import fields
 
 KIND = "field"
-PHYSICS_ALIASES: dict[str, str | None] = {
-    "coarse": "sctk.uq.flow:coarse_physics",
-    "coarse solver": "sctk.uq.flow:coarse_physics",
-    "identity": "sctk.uq.fields:identity",
-    "none": None,
-}
 DEFAULT_CHANNELS = 2
-_POSITIVE_INT = ("epochs", "batch_size", "width", "depth")
 _POSITIVE_FLOAT = ("dx", "dy", "lr")
 
 
@@ -47,47 +41,31 @@ def config_keys() -> set[str]:
 
 
 def physics_name(value: Any) -> str | None:
-    """The 'module:function' name (or None) a config's physics value stands for."""
-    if value is None:
+    """The registered 'module:function' name (or None) a config's physics value stands for
+    (sctk.uq.physics_registry: anything else is refused, never imported)."""
+    from sctk.uq import physics_registry
+
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
         return None
-    if not isinstance(value, str) or not value.strip():
-        raise SctkError(
-            '\'physics\' must be "coarse", "identity", "none" or a '
-            "'package.module:function' string."
-        )
-    key = value.strip().lower()
-    if key in PHYSICS_ALIASES:
-        return PHYSICS_ALIASES[key]
-    if ":" not in value:
-        raise SctkError(
-            f'Unknown physics \'{value}\'; use "coarse", "identity", "none" or a '
-            "'package.module:function' string."
-        )
-    return value.strip()
+    return physics_registry.check(value)
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
     """CONFIG (without 'kind') as FieldHybridRegressor parameters, or one sentence."""
+    from sctk.uq import bounds
+
     known = config_keys()
     bad = sorted(set(config) - known)
     if bad:
         raise SctkError(
             f"Unknown field-model setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}."
         )
-    from sctk.uq.hybrid import resolve_physics
-
     out = dict(config)
     if "physics" in out:
-        out["physics"] = physics_name(out["physics"])
-        # imported now, so that a name that is not there is one sentence to whoever asked
+        # looked up now, so that a name no registry holds is one sentence to whoever asked
         # (a 400 from the API), not a job that fails later
-        resolve_physics(out["physics"])
-    for key in _POSITIVE_INT:
-        value = out.get(key)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise SctkError(f"'{key}' must be a whole number of at least 1; got {value!r}.")
+        out["physics"] = physics_name(out["physics"])
+    bounds.check(out)
     for key in _POSITIVE_FLOAT:
         value = out.get(key)
         if value is not None and (

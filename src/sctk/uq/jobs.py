@@ -120,11 +120,13 @@ def parse_params(params: dict[str, Any]) -> TrainRequest:
             f"Unknown model setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}."
         )
     if config.get("physics") is not None:
-        from sctk.uq.hybrid import resolve_physics
+        from sctk.uq import physics_registry
 
-        if not isinstance(config["physics"], str):
-            raise SctkError("'physics' must be a 'package.module:function' string.")
-        resolve_physics(config["physics"])  # a name that is not there: a sentence, not a job
+        # looked up, never imported as given: a name no registry holds is a sentence now
+        config["physics"] = physics_registry.check(config["physics"])
+    from sctk.uq import bounds
+
+    bounds.check(config)
     calibration = _calibration(params)
     owner = str(params.get("owner") or "jobs")[:64]
     return TrainRequest(dataset, target, features, name, config, calibration, owner)
@@ -407,16 +409,25 @@ def _torch_version() -> str:
     return str(torch.__version__)
 
 
-@job_kind(KIND, "Train a hybrid UQ model on a dataset and register it.", "models.train")
+@job_kind(
+    KIND,
+    "Train a hybrid UQ model on a dataset and register it.",
+    "models.train",
+    check=parse_params,
+)
 def uq_train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     from sctk import config
     from sctk.storage.engine import make_engine, session_scope
+    from sctk.uq import physics_registry
 
     home = Path(ctx.home)
     settings = config.load(home).settings
     engine = make_engine(settings)
     try:
-        with session_scope(engine) as session:
+        with (
+            session_scope(engine) as session,
+            physics_registry.admitted(settings.uq.physics_allowed),
+        ):
             return train(session, home, params, progress=ctx.progress, log_line=ctx.log)
     finally:
         engine.dispose()

@@ -5,10 +5,11 @@ velocity fields [B, C, H, W]; its state is described in sctk.uq.field_state).
 
 A model is saved to <home>/results/models/NAME/vVERSION/model.pt as a plain dict of tensors,
 numbers and strings (torch.save; loaded with weights_only=True, so opening a model file never
-runs code from it). The physics function is stored by its 'module:function' name, never
-pickled. The file is written to a temporary name, fsynced and renamed into place once its row
-is flushed; its sha256 is recorded and checked on every load, so a file changed on disk is
-refused rather than trusted.
+runs code from it). The physics function is stored by its registered 'module:function'
+name, never pickled, and looked up in sctk.uq.physics_registry when the model is loaded: a
+file naming anything else is refused. The file is written to a temporary name, fsynced and
+renamed into place once its row is flushed; its sha256 is recorded and checked on every
+load, so a file changed on disk is refused rather than trusted.
 """
 
 from __future__ import annotations
@@ -342,14 +343,14 @@ def load(home: Path, row: UqModel, private: bool = False) -> Any:
             "sha256 differs), so it is not used; restore it from a backup or train it again."
         )
     if private:
-        return _rebuild(data, row)
+        return _rebuild(data, row, home)
     key = (str(path), row.sha256)
     with _loaded_lock:
         model = _loaded.get(key)
         if model is not None:
             _loaded.move_to_end(key)
             return model
-    model = _rebuild(data, row)
+    model = _rebuild(data, row, home)
     with _loaded_lock:
         _loaded[key] = model
         while len(_loaded) > _LOADED_MAX:
@@ -357,9 +358,14 @@ def load(home: Path, row: UqModel, private: bool = False) -> Any:
     return model
 
 
-def _rebuild(data: bytes, row: UqModel) -> Any:
-    """The estimator in a model file's DATA (checked already); one sentence when it is not."""
+def _rebuild(data: bytes, row: UqModel, home: Path) -> Any:
+    """The estimator in a model file's DATA (checked already); one sentence when it is not.
+
+    Its physics is looked up in the registry (with HOME's admin-listed names), never imported
+    as the file names it: a file is only as trustworthy as whoever could write it."""
     import io
+
+    from sctk.uq import physics_registry
 
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -372,7 +378,16 @@ def _rebuild(data: bytes, row: UqModel) -> Any:
             f"The file of model {label(row)} holds another kind of model than its row says; "
             "delete the model and train it again."
         )
-    return model_of(state)
+    try:
+        with physics_registry.admitted(physics_registry.admin_listed(home)):
+            return model_of(state)
+    except physics_registry.PhysicsNotRegistered as exc:
+        raise Conflict(
+            f"Model {label(row)} names the physics {exc.name}, which is not registered, so it "
+            f"is not loaded; train it again with one of {', '.join(physics_registry.choices())}"
+            f" (or, if that function is trusted, an admin lists it under "
+            f"{physics_registry.SETTING} in sctk.toml)."
+        ) from None
 
 
 def _prune(home: Path, directory: Path) -> None:

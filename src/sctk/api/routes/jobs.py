@@ -16,6 +16,7 @@ from sctk.security import audit
 from sctk.security.credentials import Principal
 from sctk.security.roles import allowed
 from sctk.storage.models import Job
+from sctk.uq import physics_registry
 
 router = APIRouter(tags=["jobs"])
 
@@ -139,8 +140,13 @@ def submit_job(
             f"Your role '{user.role}' may not run '{kind.name}' jobs; they need "
             f"'{kind.permission}'.",
         )
-    attempts = body.max_attempts or request.app.state.settings.jobs.max_attempts
-    job = queue.submit(session, body.kind, body.params, user.username, attempts, idempotency_key)
+    settings = request.app.state.settings
+    attempts = body.max_attempts or settings.jobs.max_attempts
+    # a kind's check at submission sees the physics an admin lists (uq.train)
+    with physics_registry.admitted(settings.uq.physics_allowed):
+        job = queue.submit(
+            session, body.kind, body.params, user.username, attempts, idempotency_key
+        )
     if job.replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"

@@ -83,7 +83,9 @@ class TrainIn(BaseModel):
     config: dict[str, Any] = Field(
         default_factory=dict,
         description="Model parameters: HybridRegressor's (epochs, hidden, ...), or with "
-        '"kind": "field" a field model\'s (physics, dx, width, epochs, ...).',
+        '"kind": "field" a field model\'s (physics, dx, width, epochs, ...). A physics is a '
+        "registered name (built-in, a 'sctk.physics' entry point, or [uq] physics_allowed); "
+        "size-like settings have bounds (sctk.uq.bounds).",
     )
     calibration: float | str = Field(
         0.25, description="A fraction of the dataset held out, or a calibration dataset's name."
@@ -154,14 +156,19 @@ def list_models(session: SessionDep, _user=require("read")) -> list[dict[str, An
     summary="Train a model: queues a uq.train job; follow it under /api/v1/jobs/{id}.",
 )
 def train_model(
-    body: TrainIn, session: SessionDep, user: Principal = require("models.train")
+    request: Request,
+    body: TrainIn,
+    session: SessionDep,
+    user: Principal = require("models.train"),
 ) -> TrainAccepted:
     from sctk.uq import jobs as uq_jobs
+    from sctk.uq import physics_registry
 
     params = body.model_dump(exclude_none=True)
     params["owner"] = user.username
-    checked = uq_jobs.check(session, params).to_params()
-    job = queue.submit(session, uq_jobs.KIND, checked, owner=user.username)
+    with physics_registry.admitted(request.app.state.settings.uq.physics_allowed):
+        checked = uq_jobs.check(session, params).to_params()
+        job = queue.submit(session, uq_jobs.KIND, checked, owner=user.username)
     answer = TrainAccepted(job=job.id, kind=uq_jobs.KIND, status=job.status)
     session.commit()  # before answering: a client may poll the job at once
     return answer
