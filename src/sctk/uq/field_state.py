@@ -1,7 +1,8 @@
 """A fitted FieldHybridRegressor as a dict of plain values and tensors, and back.
 
 The registry saves this dict with torch.save and loads it with weights_only=True: nothing in
-it is executable. The physics is kept by its 'package.module:function' name.
+it is executable. The physics is kept by its registered 'package.module:function' name and
+looked up in sctk.uq.physics_registry on load (never imported as the file names it).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def model_state(model: FieldHybridRegressor) -> dict[str, Any]:
     if params["physics"] is not None and not isinstance(params["physics"], str):
         raise SctkError(
             "A model whose physics is a Python object cannot be saved; pass physics as a "
-            "'package.module:function' string instead."
+            "registered 'package.module:function' name instead (sctk.uq.physics_registry)."
         )
     params["alpha_bounds"] = list(params["alpha_bounds"])
     raw, now = model.weight_.snapshot()

@@ -64,7 +64,7 @@ def model_state(model: HybridRegressor) -> dict[str, Any]:
     if params["physics"] is not None and not isinstance(params["physics"], str):
         raise SctkError(
             "A model whose physics is a Python object cannot be saved; pass physics as a "
-            "'package.module:function' string instead."
+            "registered 'package.module:function' name instead (sctk.uq.physics_registry)."
         )
     params["hidden"] = list(params["hidden"])
     params["alpha_bounds"] = list(params["alpha_bounds"])
