@@ -19,8 +19,10 @@ and what it is looked up by when it is loaded again.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -89,12 +91,19 @@ def admin_listed(home: Path | str) -> tuple[str, ...]:
 
 def _entry_points() -> dict[str, str]:
     """alias -> 'module:function' of every installed package's `sctk.physics` entry point."""
-    found: dict[str, str] = {}
+    return dict(_scan(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=4)
+def _scan(path: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    # a scan of every installed distribution takes tens of milliseconds: once per sys.path
+    # (a package installed into a running process is seen after a restart)
+    found = []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         value = ep.value.strip()
         if NAME_RE.match(value):
-            found[ep.name] = value
-    return found
+            found.append((ep.name, value))
+    return tuple(found)
 
 
 def _aliases() -> dict[str, str]:
@@ -118,6 +127,8 @@ def check(name: Any) -> str:
             shown, f"'physics' must be the name of a registered physics function; {offer()}"
         )
     key = name.strip()
+    if key in BUILTINS or key in _registered or key in _admitted.get():
+        return key
     aliases = _aliases()
     canonical = aliases.get(key) or ALIASES.get(key.lower()) or key
     if canonical in _names(aliases):
