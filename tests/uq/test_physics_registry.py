@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,16 @@ def test_hostile_physics_names_are_refused_at_submission_over_http(api):
         }
         _refusal(assert_problem(api.http.post("/api/v1/jobs", json=job, headers=h), 400), name)
     assert _jobs(api) == [], "nothing was queued"
+    # a name is looked up, never imported to see whether it is there
+    tripwire = "tests.uq.import_tripwire"
+    body = {"dataset": "runs", "target": "y", "config": {"physics": f"{tripwire}:fn"}}
+    _refusal(
+        assert_problem(api.http.post("/api/v1/models", json=body, headers=h), 400), f"{tripwire}:fn"
+    )
+    assert tripwire not in sys.modules
 
 
+@sqlite_only
 def test_hostile_physics_names_are_refused_by_the_cli(settings, tmp_path, sctk_here):
     home = settings.home
     import_csv(settings, frame(40), "runs")
