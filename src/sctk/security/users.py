@@ -153,13 +153,20 @@ def set_disabled(session: Session, username: str, disabled: bool, actor: str) ->
     return user
 
 
-def reset_password(session: Session, username: str, password: str, actor: str) -> User:
+def reset_password(
+    session: Session, username: str, password: str, actor: str, revoke_tokens: bool = True
+) -> int:
+    """Set USERNAME's password; its login JWTs end, and (REVOKE_TOKENS, for a reset by an
+    admin) so do its personal API tokens, which whoever knew the old password may have made.
+    Returns the number of tokens revoked."""
+    from sctk.security import tokens  # tokens needs this module's errors
+
     user = get(session, username)
     passwords.check_policy(username, password)
     user.password_hash = passwords.hash_password(password)
     user.password_changed_at = utcnow()
     audit.record(session, "user.password_reset", actor=actor, target=username)
-    return user
+    return tokens.revoke_all_of(session, user, actor) if revoke_tokens else 0
 
 
 def unlock(session: Session, username: str, actor: str) -> User:
