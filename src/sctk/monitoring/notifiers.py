@@ -407,7 +407,8 @@ def build_channel(name: str, alerts: AlertSettings, session, ring) -> Channel:
         url = _secret(session, ring, WEBHOOK_SECRET)
         if not url:
             raise SctkError(
-                "The webhook channel has no URL; set one with 'sctk alerts set-webhook' (it asks for the URL)."
+                "The webhook channel has no URL; set one with 'sctk alerts set-webhook' "
+                "(it asks for the URL)."
             )
         return WebhookChannel(url, alerts.webhook_timeout_seconds)
     if name == "email":
