@@ -52,7 +52,14 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                lifespan="on",
+                proxy_headers=False,  # as `sctk serve`: sctk alone reads X-Forwarded-For
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -81,7 +88,11 @@ def run_queued_jobs(settings, timeout: float = 120) -> None:
 
 
 def run_sctk(
-    *args: str, home: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str,
+    home: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed `sctk` command in a subprocess, as a user would."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCTK_")}
@@ -95,4 +106,5 @@ def run_sctk(
         text=True,
         env=full_env,
         timeout=timeout,
+        input=input,
     )

@@ -85,7 +85,11 @@ class DatabaseSettings(_Section):
 class SecuritySettings(_Section):
     jwt_ttl_minutes: int = Field(15, ge=1, le=24 * 60, description="Lifetime of a login JWT.")
     lockout_threshold: int = Field(
-        5, ge=1, le=100, description="Failed logins within the window that lock an account."
+        5,
+        ge=1,
+        le=100,
+        description="Failed logins for one account from one address within the window that "
+        "start delaying that address.",
     )
     lockout_window_minutes: int = Field(
         15, ge=1, le=24 * 60, description="Window in which failed logins are counted."
@@ -94,7 +98,27 @@ class SecuritySettings(_Section):
         30,
         ge=0,
         le=7 * 24 * 60,
-        description="How long a lockout lasts; 0 keeps it until an admin unlocks the account.",
+        description="Longest lockout delay (and how long an account lock lasts); 0 keeps a "
+        "lock until an admin unlocks the account.",
+    )
+    lockout_delay_seconds: int = Field(
+        30,
+        ge=1,
+        le=24 * 3600,
+        description="First delay once one address reaches lockout_threshold failures for one "
+        "account; each further failure doubles it, up to lockout_minutes.",
+    )
+    account_lockout_threshold: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="Failed logins for one account within the window, from all addresses "
+        "together, that lock it for every address but those it logged in from recently.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For "
+        "names the client; empty trusts none.",
     )
     rate_limit_per_minute: int = Field(
         600, ge=1, description="Requests per minute allowed to one identity (token bucket)."
@@ -127,6 +151,20 @@ class SecuritySettings(_Section):
     log_retention_days_required: int = Field(
         90, ge=1, description="Log retention the compliance audit requires (days)."
     )
+
+    @model_validator(mode="after")
+    def _proxies(self) -> SecuritySettings:
+        import ipaddress
+
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies entry {entry[:64]!r} is not an IP address or network "
+                    "such as 10.0.0.5 or 10.0.0.0/24"
+                ) from None
+        return self
 
 
 class ExecutorSettings(_Section):

@@ -301,17 +301,21 @@ def _one_line_error(result) -> str:
 
 
 def test_cli_webhook_is_stored_encrypted_and_test_notify_reaches_it(home, webhook, settings):
-    bad = run_sctk("alerts", "set-webhook", "not a url", home=home)
+    bad = run_sctk("alerts", "set-webhook", "--url-stdin", home=home, input="not a url\n")
     assert "not a webhook URL" in _one_line_error(bad)
+    # a secret on the command line is refused, pointing to the ways that keep it off argv
+    on_argv = run_sctk("alerts", "set-webhook", webhook.url, home=home)
+    assert "--url-stdin" in _one_line_error(on_argv)
+    assert "not taken on the command line" in _one_line_error(on_argv)
     engine = make_engine(settings)
     try:
         with session_scope(engine) as s:
             assert s.scalar(select(Secret).where(Secret.name == WEBHOOK_SECRET)) is None
 
         unset = run_sctk("alerts", "test-notify", "webhook", home=home)
-        assert "sctk alerts set-webhook URL" in _one_line_error(unset)
+        assert "sctk alerts set-webhook" in _one_line_error(unset)
 
-        ok = run_sctk("alerts", "set-webhook", webhook.url, home=home)
+        ok = run_sctk("alerts", "set-webhook", "--url-stdin", home=home, input=webhook.url)
         assert ok.returncode == 0, ok.stderr
         with session_scope(engine) as s:
             secret = s.scalar(select(Secret).where(Secret.name == WEBHOOK_SECRET))

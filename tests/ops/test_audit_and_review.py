@@ -38,9 +38,12 @@ def test_a_fresh_install_scores_below_100_and_the_named_fixes_bring_it_to_100(tm
     }
     assert list(home.glob("reports/audit-*.json"))
 
+    password_file = home / "tmp" / "new-admin-password"
+    password_file.parent.mkdir(exist_ok=True)
+    password_file.write_text("a much better passphrase 7\n")
     # run each named fix as the report words it
     commands = [
-        ["users", "reset-password", "admin", "--password", "a much better passphrase 7"],
+        ["users", "reset-password", "admin", "--password-file", str(password_file)],
         fixes["log retention"].split()[1:],
         ["backup", "init"],
         ["backup", "create", "--label", "daily"],

@@ -60,7 +60,9 @@ def test_cli_user_and_token_lifecycle(home, engine, start_api):
     api = start_api()
     out = _ok(
         run_sctk(
-            "users", "add", CAROL, "--role", "analyst", "--password", CAROL_PASSWORD, home=home
+            *("users", "add", CAROL, "--role", "analyst", "--password-stdin"),
+            home=home,
+            input=CAROL_PASSWORD + "\n",
         )
     )
     assert f"created user '{CAROL}' (analyst)" in out
@@ -114,8 +116,9 @@ def test_cli_user_and_token_lifecycle(home, engine, start_api):
         enabled = pool.submit(run_sctk, "users", "enable", CAROL, home=home)
         reset = pool.submit(
             run_sctk,
-            *("users", "reset-password", CAROL, "--password", CAROL_NEW_PASSWORD),
+            *("users", "reset-password", CAROL, "--password-stdin"),
             home=home,
+            input=CAROL_NEW_PASSWORD,
         )
         revoked = pool.submit(run_sctk, "tokens", "revoke", str(created["id"]), home=home)
     assert f"enabled '{CAROL}'" in _ok(enabled.result())
@@ -151,35 +154,44 @@ def test_cli_refuses_bad_input_and_changes_nothing(home, engine):
     with session_scope(engine) as s:
         carol_before = s.scalar(select(User.password_hash).where(User.username == CAROL))
     add = ("users", "add")
+    good = "Topaz-Walrus-Meridian-44"
+    # (arguments, what stdin holds, the sentence)
     cases = {
-        "short": ((*add, "dave", "--password", "Sh0rt-pw"), "at least 12 characters"),
+        "short": ((*add, "dave", "--password-stdin"), "Sh0rt-pw", "at least 12 characters"),
         "has username": (
-            (*add, "dave", "--password", "xx-dave-Harbor-91"),
+            (*add, "dave", "--password-stdin"),
+            "xx-dave-Harbor-91",
             "must not contain the username",
         ),
-        "common": ((*add, "dave", "--password", "password12345"), "too common"),
+        "common": ((*add, "dave", "--password-stdin"), "password12345", "too common"),
         "duplicate": (
-            (*add, CAROL, "--password", "Topaz-Walrus-Meridian-44"),
+            (*add, CAROL, "--password-stdin"),
+            good,
             f"A user named '{CAROL}' already exists",
         ),
         "unknown role": (
-            (*add, "dave", "--role", "superuser", "--password", "Topaz-Walrus-Meridian-44"),
+            (*add, "dave", "--role", "superuser", "--password-stdin"),
+            good,
             "Unknown role 'superuser'; choose one of: viewer, analyst, admin.",
         ),
         "invalid username": (
-            (*add, "Dave Smith", "--password", "Topaz-Walrus-Meridian-44"),
+            (*add, "Dave Smith", "--password-stdin"),
+            good,
             "Invalid username 'Dave Smith'",
         ),
+        "empty stdin": ((*add, "dave", "--password-stdin"), "", "No password in standard input"),
         "bad expiry": (
             ("tokens", "create", "--name", "x", "--user", CAROL, "--expires", "soon"),
+            None,
             "Invalid expiry 'soon'",
         ),
     }
     with ThreadPoolExecutor(4) as pool:
         results = {
-            name: pool.submit(run_sctk, *args, home=home) for name, (args, _) in cases.items()
+            name: pool.submit(run_sctk, *args, home=home, input=stdin)
+            for name, (args, stdin, _) in cases.items()
         }
-    for name, (_, fragment) in cases.items():
+    for name, (_, _, fragment) in cases.items():
         assert_cli_error(results[name].result(), fragment)
     assert _counts(engine) == before
     with session_scope(engine) as s:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 from sctk import __version__, config, logs
 from sctk.api import errors
 from sctk.api.deps import require
-from sctk.api.middleware import AccessMiddleware, LimitsMiddleware
+from sctk.api.middleware import AccessMiddleware, ClientAddressMiddleware, LimitsMiddleware
 from sctk.api.routes import alerts as alerts_routes
 from sctk.api.routes import audit, auth, health, keys, meta, tokens, users, ws
 from sctk.api.routes import backups as backups_routes
@@ -132,6 +132,8 @@ def create_app(
     )
     # outermost: every request gets an id, a log line and its count, refused ones too
     app.add_middleware(AccessMiddleware, metrics=app.state.app_metrics)
+    if sec.trusted_proxies:  # before everything else: limits and logs see the real client
+        app.add_middleware(ClientAddressMiddleware, trusted_proxies=sec.trusted_proxies)
 
     app.include_router(health.router)
     app.include_router(ws.router)

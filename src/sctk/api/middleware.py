@@ -178,3 +178,33 @@ class LimitsMiddleware:
         except _BodyTooLarge:
             if not started:
                 await too_large()(scope, receive, send)
+
+
+class ClientAddressMiddleware:
+    """Put the client's address behind trusted reverse proxies into scope["client"], so the
+    rate limits, lockouts, audit entries and logs all see the same address.
+
+    Installed only when security.trusted_proxies names some: with none, X-Forwarded-For is
+    ignored and the peer is the client.
+    """
+
+    def __init__(self, app: ASGIApp, trusted_proxies: list[str]):
+        from sctk.security.proxies import parse_networks
+
+        self.app = app
+        self.networks = parse_networks(trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope.get("client"):
+            from sctk.security.proxies import client_address
+
+            forwarded = [v for k, v in scope.get("headers") or [] if k == b"x-forwarded-for"]
+            if forwarded:
+                # several headers are one list, in order (RFC 9110, section 5.3)
+                header = ",".join(v.decode("latin-1") for v in forwarded)
+                host, port = scope["client"]
+                client = client_address(host, header, self.networks)
+                if client != host:
+                    scope = dict(scope)
+                    scope["client"] = (client, port)
+        await self.app(scope, receive, send)

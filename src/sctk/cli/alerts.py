@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from sctk.cli import secret_input
 from sctk.cli.common import (
     console,
     db_session,
@@ -190,12 +193,20 @@ def test_notify(
 @app.command("set-webhook")
 def set_webhook(
     ctx: typer.Context,
-    url: str = typer.Argument(..., help="The webhook URL (Slack-compatible incoming webhook)."),
+    url_on_argv: str | None = typer.Argument(None, hidden=True),
+    url_stdin: bool = secret_input.stdin_option("--url-stdin", "webhook URL"),
+    url_file: Path | None = secret_input.file_option("--url-file", "webhook URL"),
 ) -> None:
-    """Store the webhook URL, encrypted by the keyring; 'test-notify webhook' tries it."""
+    """Store the webhook URL (Slack-compatible; it holds a token), encrypted by the keyring;
+    asked for, or read with --url-stdin/--url-file. 'test-notify webhook' tries it."""
     from sctk.monitoring import notifiers
     from sctk.security.keyring import Keyring
 
+    if url_on_argv is not None:
+        raise secret_input.refused_on_argv("webhook URL", "--url")
+    url = secret_input.read_secret(
+        "webhook URL", "--url", from_stdin=url_stdin, from_file=url_file, confirm=False
+    )
     s = settings(ctx)
     with db_session(ctx) as session:
         notifiers.set_webhook(session, Keyring.load(s.home), url, operator())
@@ -205,14 +216,24 @@ def set_webhook(
 @app.command("set-smtp-password")
 def set_smtp_password(
     ctx: typer.Context,
-    password: str = typer.Option(
-        ..., "--password", prompt=True, hide_input=True, help="Prompted for when not given."
-    ),
+    password_on_argv: str | None = typer.Option(None, "--password", hidden=True),
+    password_stdin: bool = secret_input.stdin_option("--password-stdin", "SMTP password"),
+    password_file: Path | None = secret_input.file_option("--password-file", "SMTP password"),
 ) -> None:
-    """Store the SMTP login's password, encrypted by the keyring."""
+    """Store the SMTP login's password, encrypted by the keyring; asked for, or read with
+    --password-stdin/--password-file."""
     from sctk.monitoring import notifiers
     from sctk.security.keyring import Keyring
 
+    if password_on_argv is not None:
+        raise secret_input.refused_on_argv("SMTP password", "--password")
+    password = secret_input.read_secret(
+        "SMTP password",
+        "--password",
+        from_stdin=password_stdin,
+        from_file=password_file,
+        confirm=False,
+    )
     s = settings(ctx)
     with db_session(ctx) as session:
         notifiers.set_smtp_password(session, Keyring.load(s.home), password, operator())

@@ -17,9 +17,15 @@ def emergency(
     keep_paused: bool = typer.Option(
         False, "--keep-paused", help="Leave job intake and the scheduler paused at the end."
     ),
+    end_sessions: bool = typer.Option(
+        False,
+        "--end-sessions",
+        help="End every login session (JWT) at once, in every API process.",
+    ),
     as_json: bool = json_option(),
 ) -> None:
-    """Assess, isolate, restart workers, clear tmp/, optionally restore, notify, verify.
+    """Assess, isolate, (end sessions,) restart workers, clear tmp/, optionally restore,
+    notify, verify.
     Exit 0 when the service is healthy at the end, 2 when it is not."""
     from sctk.errors import SctkError
     from sctk.ops.emergency import run_emergency
@@ -34,6 +40,7 @@ def emergency(
         restore="yes" if yes else "no" if no_restore else "ask",
         confirm=lambda question: typer.confirm(question, default=False),
         keep_paused=keep_paused,
+        end_all_sessions=end_sessions,
     )
     if as_json:
         print_json(report.as_dict())

@@ -27,6 +27,12 @@ def rotate(
         min=1,
         help="Values re-encrypted per committed transaction.",
     ),
+    revoke_sessions: bool = typer.Option(
+        False,
+        "--revoke-sessions",
+        help="Also end every login session (JWT) at once, in every API process; for a key "
+        "that may have leaked. Without it, sessions run until they expire.",
+    ),
 ) -> None:
     """Add a new key, re-encrypt every stored value with it, retire the old keys.
 
@@ -47,6 +53,7 @@ def rotate(
             actor=operator(),
             batch_size=batch_size,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            revoke_sessions=revoke_sessions,
         )
     if report.resumed:
         console.print(f"resumed an interrupted rotation to key {report.new_key_id}")
@@ -55,6 +62,14 @@ def rotate(
     console.print(f"values re-encrypted: {report.reencrypted}")
     retired = ", ".join(map(str, report.retired_key_ids)) or "none"
     console.print(f"keys retired: {retired}", highlight=False)
+    if report.sessions_revoked:
+        console.print("login sessions: all ended; everyone logs in again", highlight=False)
+    else:
+        console.print(
+            "login sessions: kept until they expire (at most "
+            f"{s.security.jwt_ttl_minutes} minutes); --revoke-sessions ends them at once",
+            highlight=False,
+        )
 
 
 @app.command("status")

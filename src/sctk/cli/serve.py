@@ -92,6 +92,9 @@ def serve(
             ssl_keyfile=str(s.server.tls_key) if s.server.tls_key else None,
             log_config=None,  # keep sctk's handlers: JSON file plus console
             access_log=False,  # sctk logs each request itself, with its request id
+            # X-Forwarded-For is believed only from security.trusted_proxies (sctk's own
+            # middleware), never from uvicorn's default of any loopback peer
+            proxy_headers=False,
         )
     finally:
         runstate.clear_pid(s.home)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 import typer
 
+from sctk.cli import secret_input
 from sctk.cli.common import (
     console,
     db_session,
@@ -19,14 +21,19 @@ from sctk.security import users
 
 app = typer.Typer(help="User accounts and roles.", no_args_is_help=True)
 
-PASSWORD = typer.Option(
-    ...,
-    "--password",
-    prompt=True,
-    hide_input=True,
-    confirmation_prompt=True,
-    help="The password (asked for when not given; at least 12 characters).",
-)
+# --password VALUE is still recognised, to refuse it with a sentence naming the new options
+PASSWORD_ON_ARGV = typer.Option(None, "--password", hidden=True)
+PASSWORD_STDIN = secret_input.stdin_option("--password-stdin", "password")
+PASSWORD_FILE = secret_input.file_option("--password-file", "password")
+
+
+def _password(on_argv: str | None, from_stdin: bool, from_file: Path | None) -> str:
+    """The new password: prompted for twice, or read from stdin or a file (12+ characters)."""
+    if on_argv is not None:
+        raise secret_input.refused_on_argv("password", "--password")
+    return secret_input.read_secret(
+        "password", "--password", from_stdin=from_stdin, from_file=from_file, confirm=True
+    )
 
 
 @app.command("add")
@@ -34,9 +41,12 @@ def add(
     ctx: typer.Context,
     username: str = typer.Argument(..., help="Login name: lowercase letters, digits, . _ -"),
     role: str = typer.Option("viewer", "--role", help="viewer, analyst or admin."),
-    password: str = PASSWORD,
+    password_on_argv: str | None = PASSWORD_ON_ARGV,
+    password_stdin: bool = PASSWORD_STDIN,
+    password_file: Path | None = PASSWORD_FILE,
 ) -> None:
-    """Create a user."""
+    """Create a user; the password is asked for (or read with --password-stdin/-file)."""
+    password = _password(password_on_argv, password_stdin, password_file)
     with db_session(ctx) as session:
         user = users.create(session, username, password, role, actor=operator())
         console.print(f"created user '{user.username}' ({user.role})", highlight=False)
@@ -95,11 +105,21 @@ def set_role(ctx: typer.Context, username: str, role: str) -> None:
 
 
 @app.command("reset-password")
-def reset_password(ctx: typer.Context, username: str, password: str = PASSWORD) -> None:
-    """Set a new password for a user."""
+def reset_password(
+    ctx: typer.Context,
+    username: str,
+    password_on_argv: str | None = PASSWORD_ON_ARGV,
+    password_stdin: bool = PASSWORD_STDIN,
+    password_file: Path | None = PASSWORD_FILE,
+) -> None:
+    """Set a new password for a user; their login sessions and personal API tokens end."""
+    password = _password(password_on_argv, password_stdin, password_file)
     with db_session(ctx) as session:
-        users.reset_password(session, username, password, actor=operator())
-    _done(f"password of '{username}' changed")
+        revoked = users.reset_password(session, username, password, actor=operator())
+    _done(
+        f"password of '{username}' changed; their login sessions ended and "
+        f"{revoked} API token(s) revoked"
+    )
 
 
 @app.command("unlock")

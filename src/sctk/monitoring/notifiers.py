@@ -7,7 +7,7 @@ doubling backoff up to `alerts.max_attempts`; every attempt (ok or not) is recor
 `notifications` table.
 
 The webhook URL (it usually embeds a token) and the SMTP password are stored encrypted in the
-`secrets` table (see sctk.security.secrets), never in sctk.toml: `sctk alerts set-webhook URL`
+`secrets` table (see sctk.security.secrets), never in sctk.toml: `sctk alerts set-webhook`
 and `sctk alerts set-smtp-password` put them there.
 """
 
@@ -407,7 +407,8 @@ def build_channel(name: str, alerts: AlertSettings, session, ring) -> Channel:
         url = _secret(session, ring, WEBHOOK_SECRET)
         if not url:
             raise SctkError(
-                "The webhook channel has no URL; set one with 'sctk alerts set-webhook URL'."
+                "The webhook channel has no URL; set one with 'sctk alerts set-webhook' "
+                "(it asks for the URL)."
             )
         return WebhookChannel(url, alerts.webhook_timeout_seconds)
     if name == "email":

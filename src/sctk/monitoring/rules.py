@@ -213,7 +213,7 @@ class AlertSettings(_Strict):
     channels: list[Literal["log", "webhook", "email"]] = Field(
         default_factory=lambda: ["log", "webhook", "email"],
         description="Channels alerts go to; webhook and email only once configured "
-        "('sctk alerts set-webhook URL', [alerts.smtp] host).",
+        "('sctk alerts set-webhook', [alerts.smtp] host).",
     )
     webhook_timeout_seconds: float = Field(
         10.0, gt=0, le=120, description="Timeout of one webhook request."

@@ -94,6 +94,21 @@ def restart_workers(settings: Settings, engine) -> Step:
     )
 
 
+def end_sessions(engine, actor: str, reason: str = "") -> Step:
+    """End every login session (JWT) at once, in every API process on the database: for a
+    response to stolen credentials. Personal API tokens are revoked one by one."""
+    from sctk.security import sessions
+
+    with session_scope(engine) as s:
+        moment = sessions.revoke_all(s, actor, reason or "emergency")
+    return Step(
+        "end_sessions",
+        True,
+        "ended every login session; everyone logs in again",
+        {"not_before": moment.isoformat()},
+    )
+
+
 def clear_tmp(settings: Settings) -> Step:
     from sctk.ops.maintenance.files import remove
 
@@ -222,6 +237,7 @@ def run_emergency(
     restore: str = "ask",  # ask | yes | no
     confirm: Confirm = lambda _q: False,
     keep_paused: bool = False,
+    end_all_sessions: bool = False,
 ) -> EmergencyReport:
     from sctk.health import Status, run_checks
     from sctk.monitoring import incidents
@@ -290,6 +306,8 @@ def run_emergency(
 
         attempt("assess", assess)
         attempt("isolate", isolate)
+        if end_all_sessions:
+            attempt("end_sessions", lambda: end_sessions(engine, actor, reason))
         attempt("restart_workers", lambda: restart_workers(settings, engine))
         attempt("clear_tmp", lambda: clear_tmp(settings))
         if restore != "no":

@@ -161,6 +161,28 @@ def _parse(text: str) -> tuple[dict[int, tuple[KeyInfo, bytes]], RotationMark | 
     return keys, mark
 
 
+def _parse_retired_jwt(data: Any) -> dict[int, tuple[bytes, datetime]]:
+    """The JWT verification keys of retired keys, kept until the last JWT they signed
+    expires (absent in rings written before they were kept: none then)."""
+    raw = data.get("retired_jwt") if isinstance(data, dict) else None
+    if raw is None:
+        return {}
+    if not isinstance(raw, list):
+        raise _Invalid("retired_jwt is not a list")
+    kept: dict[int, tuple[bytes, datetime]] = {}
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), int):
+            raise _Invalid(f"retired_jwt entry {i} has no valid id")
+        try:
+            key = base64.b64decode(str(entry.get("jwt_key", "")), validate=True)
+        except (binascii.Error, ValueError):
+            raise _Invalid(f"retired_jwt entry {i} has a key that is not base64") from None
+        if len(key) != 32:
+            raise _Invalid(f"retired_jwt entry {i} has a key of {len(key)} bytes, not 32")
+        kept[entry["id"]] = (key, _parse_time(entry.get("until"), f"retired_jwt entry {i}"))
+    return kept
+
+
 class Keyring:
     """The versioned keys of one data directory. Load it with `Keyring.load(home)`."""
 
@@ -170,11 +192,15 @@ class Keyring:
         keys: dict[int, tuple[KeyInfo, bytes]],
         rotation: RotationMark | None,
         stamp: tuple[int, int, int] | None = None,
+        retired_jwt: dict[int, tuple[bytes, datetime]] | None = None,
     ):
         self.path = path
         self._keys = keys
         self._rotation = rotation
         self._stamp = stamp
+        # kid -> (derived JWT key, until): a routine rotation keeps sessions until they
+        # expire; only the signing subkey is kept, which decrypts nothing
+        self._retired_jwt = dict(retired_jwt or {})
         # keyed by material, not id: a refresh may bring a different ring with the same ids
         self._fernets: dict[bytes, Fernet] = {}
         self._jwt_keys: dict[bytes, bytes] = {}
@@ -217,7 +243,9 @@ class Keyring:
                 "fix its ownership or permissions (it must be readable by the sctk user)."
             ) from None
         try:
-            keys, mark = _parse(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
+            keys, mark = _parse(text)
+            retired_jwt = _parse_retired_jwt(json.loads(text))
         except (_Invalid, UnicodeDecodeError) as exc:
             raise SctkError(
                 f"The keyring {path} is corrupt ({exc}); restore it from a backup, "
@@ -226,7 +254,7 @@ class Keyring:
         if stat.S_IMODE(st.st_mode) & 0o077:
             with suppress(OSError):
                 os.chmod(path, 0o600)
-        return cls(path, keys, mark, (st.st_ino, st.st_mtime_ns, st.st_size))
+        return cls(path, keys, mark, (st.st_ino, st.st_mtime_ns, st.st_size), retired_jwt)
 
     def refresh(self) -> None:
         """Re-read the file if another process (a rotation) has replaced it since."""
@@ -238,6 +266,7 @@ class Keyring:
             return
         fresh = self._read(self.path)
         self._keys, self._rotation, self._stamp = fresh._keys, fresh._rotation, fresh._stamp
+        self._retired_jwt = fresh._retired_jwt
 
     def _save(self) -> None:
         doc = {
@@ -258,6 +287,17 @@ class Keyring:
                 "started_at": self._rotation.started_at.isoformat(),
             },
         }
+        now = _now()
+        kept = sorted((k, v) for k, v in self._retired_jwt.items() if v[1] > now)
+        if kept:
+            doc["retired_jwt"] = [
+                {
+                    "id": kid,
+                    "jwt_key": base64.b64encode(key).decode("ascii"),
+                    "until": until.isoformat(),
+                }
+                for kid, (key, until) in kept
+            ]
         atomic_write(self.path, json.dumps(doc, indent=2) + "\n", mode=0o600)
         st = self.path.stat()
         self._stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -286,10 +326,20 @@ class Keyring:
         self._save()
         return new_id
 
-    def finish_rotation(self) -> list[int]:
-        """Remove every key but the newest and clear the rotation mark; save. Returns the ids."""
+    def finish_rotation(self, keep_sessions_until: datetime | None = None) -> list[int]:
+        """Remove every key but the newest and clear the rotation mark; save. Returns the ids.
+
+        With KEEP_SESSIONS_UNTIL, the JWTs the retired keys signed still verify until then
+        (their JWT subkey is kept, nothing else); without, they end with the keys.
+        """
         newest = self.current_id
         retired = sorted(k for k in self._keys if k != newest)
+        if keep_sessions_until is None:
+            self._retired_jwt.clear()
+        else:
+            for kid in retired:
+                key = _derive(self._keys[kid][1], _JWT_INFO)
+                self._retired_jwt[kid] = (key, keep_sessions_until)
         self._keys = {newest: self._keys[newest]}
         self._rotation = None
         self._save()
@@ -355,6 +405,9 @@ class Keyring:
             kid = self.current_id
         material = self._material(kid)
         if material is None:
+            kept = self._retired_jwt.get(kid)
+            if kept is not None and kept[1] > _now():
+                return kid, kept[0]
             raise SctkError(f"No key {kid} in {self.path}; the token was signed by another key.")
         key = self._jwt_keys.get(material)
         if key is None:

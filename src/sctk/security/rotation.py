@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from sctk.config import Settings
 from sctk.errors import SctkError
-from sctk.security import audit
+from sctk.security import audit, sessions
 from sctk.security.keyring import Keyring, ring_lock
 from sctk.security.secrets import hold_write_lock
 from sctk.storage.engine import make_engine, session_scope
@@ -75,6 +75,7 @@ class RotationReport:
     reencrypted: int
     retired_key_ids: list[int] = field(default_factory=list)
     resumed: bool = False  # True when this run finished a rotation an earlier run started
+    sessions_revoked: bool = False  # every login JWT ended; otherwise they run until expiry
 
 
 @dataclass
@@ -182,8 +183,14 @@ def rotate(
     actor: str = "system",
     batch_size: int = DEFAULT_BATCH,
     progress: Progress | None = None,
+    revoke_sessions: bool = False,
 ) -> RotationReport:
-    """Rotate the encryption keys, or finish a rotation that was interrupted."""
+    """Rotate the encryption keys, or finish a rotation that was interrupted.
+
+    Login JWTs signed with a retired key stay valid until they expire (they live at most
+    security.jwt_ttl_minutes); REVOKE_SESSIONS ends every login JWT at once instead, in every
+    process on the database (for a key that may have leaked).
+    """
     if batch_size < 1:
         raise SctkError("The batch size must be at least 1.")
     require_data_dir(settings)
@@ -236,10 +243,16 @@ def rotate(
                         "resumed": resumed,
                     },
                 )
-            retired = ring.finish_rotation()
+            keep = None
+            if not revoke_sessions:
+                keep = datetime.now(UTC) + timedelta(minutes=settings.security.jwt_ttl_minutes)
+            retired = ring.finish_rotation(keep_sessions_until=keep)
+        if revoke_sessions:
+            with session_scope(engine) as s:
+                sessions.revoke_all(s, actor, reason="key rotation")
     finally:
         engine.dispose()
-    return RotationReport(new_id, done, retired, resumed)
+    return RotationReport(new_id, done, retired, resumed, revoke_sessions)
 
 
 def status(settings: Settings) -> list[KeyStatus]:

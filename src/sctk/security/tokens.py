@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from sctk.errors import NotFound, SctkError
-from sctk.security import audit
+from sctk.security import audit, sessions
 from sctk.security.keyring import Keyring
 from sctk.security.users import AuthenticationFailed
 from sctk.storage.models import ApiToken, User, utcnow
@@ -162,6 +162,24 @@ def revoke(
     return _view(token, username)
 
 
+def revoke_all_of(session: Session, user: Identity, actor: str) -> int:
+    """Revoke every active token of USER; the number revoked."""
+    active = session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+    ).all()
+    now = utcnow()
+    for token in active:
+        token.revoked_at = now
+        audit.record(
+            session,
+            "token.revoked",
+            actor=actor,
+            target=user.username,
+            details={"token": token.prefix, "why": "password reset"},
+        )
+    return len(active)
+
+
 # Built once: constructing the statement on every request cost more than running it.
 _BY_HASH = (
     select(ApiToken, User)
@@ -199,10 +217,17 @@ def authenticate_token(
 # password reset then refuses every token issued before it, even one from the same second
 # (the issue time, `iat`, has whole seconds only).
 PASSWORD_CLAIM = "pwc"
+# The issue time to the microsecond, for the same reason: a JWT issued in the second after
+# every session was ended (sessions.revoke_all) is not refused with those before it.
+ISSUED_CLAIM = "iatus"
+
+
+def _micros(moment: datetime) -> int:
+    return round(moment.timestamp() * 1_000_000)
 
 
 def _password_epoch(user: User) -> int:
-    return round(user.password_changed_at.timestamp() * 1_000_000)
+    return _micros(user.password_changed_at)
 
 
 def issue_jwt(ring: Keyring, user: User, ttl: timedelta) -> tuple[str, int]:
@@ -216,6 +241,7 @@ def issue_jwt(ring: Keyring, user: User, ttl: timedelta) -> tuple[str, int]:
         "exp": int((now + ttl).timestamp()),
         "jti": uuid.uuid4().hex,
         PASSWORD_CLAIM: _password_epoch(user),
+        ISSUED_CLAIM: _micros(now),
     }
     token = jwt.encode(claims, key, algorithm="HS256", headers={"kid": str(kid)})
     return token, int(ttl.total_seconds())
@@ -250,4 +276,12 @@ def authenticate_jwt(session: Session, ring: Keyring, presented: str) -> tuple[U
         raise AuthenticationFailed(
             "The password changed after this token was issued; log in again."
         )
+    ended = sessions.not_before(session)
+    if ended is not None:
+        issued = claims.get(ISSUED_CLAIM)
+        if not isinstance(issued, int) or issued < _micros(ended):
+            raise AuthenticationFailed(
+                "An administrator ended every login session after this token was issued; "
+                "log in again."
+            )
     return user, datetime.fromtimestamp(claims["exp"], UTC)

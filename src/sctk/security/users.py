@@ -25,7 +25,14 @@ class AuthenticationFailed(SctkError):
 
 
 class AccountLocked(AuthenticationFailed):
-    title = "Account locked"
+    """Too many failed logins: from this address for this account, or for the account."""
+
+    http_status = 429
+    title = "Too many failed logins"
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -146,13 +153,20 @@ def set_disabled(session: Session, username: str, disabled: bool, actor: str) ->
     return user
 
 
-def reset_password(session: Session, username: str, password: str, actor: str) -> User:
+def reset_password(
+    session: Session, username: str, password: str, actor: str, revoke_tokens: bool = True
+) -> int:
+    """Set USERNAME's password; its login JWTs end, and (REVOKE_TOKENS, for a reset by an
+    admin) so do its personal API tokens, which whoever knew the old password may have made.
+    Returns the number of tokens revoked."""
+    from sctk.security import tokens  # tokens needs this module's errors
+
     user = get(session, username)
     passwords.check_policy(username, password)
     user.password_hash = passwords.hash_password(password)
     user.password_changed_at = utcnow()
     audit.record(session, "user.password_reset", actor=actor, target=username)
-    return user
+    return tokens.revoke_all_of(session, user, actor) if revoke_tokens else 0
 
 
 def unlock(session: Session, username: str, actor: str) -> User:
@@ -164,69 +178,155 @@ def unlock(session: Session, username: str, actor: str) -> User:
     return user
 
 
-def _recent_failures(session: Session, username: str, since: datetime) -> int:
-    last_ok = session.scalar(
-        select(func.max(LoginAttempt.at)).where(
-            LoginAttempt.username == username, LoginAttempt.success.is_(True)
-        )
+# Failures that were guesses: a refusal while throttled is recorded but does not extend the
+# throttle, so that a script hammering a locked pair cannot push the account-wide count up.
+GUESSES = ("bad password", "unknown user")
+# An account lock leaves out addresses the account logged in from this recently: its owner.
+KNOWN_ADDRESS_DAYS = 30
+
+
+def _last_success(session: Session, username: str, client: str | None = None) -> datetime | None:
+    """The last good login of USERNAME (from CLIENT when given) or admin unlock."""
+    query = select(func.max(LoginAttempt.at)).where(
+        LoginAttempt.username == username, LoginAttempt.success.is_(True)
     )
+    if client is not None:
+        query = query.where((LoginAttempt.client == client) | (LoginAttempt.reason == "unlocked"))
+    return session.scalar(query)
+
+
+def _failures(
+    session: Session, username: str, since: datetime, client: str | None = None
+) -> tuple[int, datetime | None]:
+    """Guesses at USERNAME (from CLIENT when given) since SINCE or the last good login,
+    whichever is later: their number and the time of the last one."""
+    last_ok = _last_success(session, username, client)
     start = max(since, last_ok) if last_ok else since
+    query = select(func.count(), func.max(LoginAttempt.at)).where(
+        LoginAttempt.username == username,
+        LoginAttempt.success.is_(False),
+        LoginAttempt.reason.in_(GUESSES),
+        LoginAttempt.at > start,
+    )
+    if client is not None:
+        query = query.where(LoginAttempt.client == client)
+    n, last = session.execute(query).one()
+    return n or 0, last
+
+
+def _pair_delay(policy: SecuritySettings, failures: int) -> timedelta | None:
+    """How long one address waits after FAILURES guesses at one account (None: no wait)."""
+    if failures < policy.lockout_threshold:
+        return None
+    # capped exponent: the delay stops growing long before the float would overflow
+    delay = policy.lockout_delay_seconds * 2.0 ** min(failures - policy.lockout_threshold, 40)
+    if policy.lockout_minutes:
+        delay = min(delay, policy.lockout_minutes * 60.0)
+    return timedelta(seconds=delay)
+
+
+def _known_address(session: Session, username: str, client: str, now: datetime) -> bool:
+    since = now - timedelta(days=KNOWN_ADDRESS_DAYS)
     return (
         session.scalar(
-            select(func.count())
-            .select_from(LoginAttempt)
+            select(LoginAttempt.id)
             .where(
                 LoginAttempt.username == username,
-                LoginAttempt.success.is_(False),
-                LoginAttempt.at > start,
+                LoginAttempt.client == client,
+                LoginAttempt.success.is_(True),
+                LoginAttempt.at > since,
             )
+            .limit(1)
         )
-        or 0
+        is not None
     )
+
+
+def throttle(
+    session: Session,
+    username: str,
+    client: str,
+    user: User | None,
+    policy: SecuritySettings,
+    now: datetime,
+) -> AccountLocked | None:
+    """Why a login of USERNAME from CLIENT must wait now, or None.
+
+    Computed from the recorded attempts, the same way whether the account exists or not, so
+    a refusal never tells which usernames exist.
+    """
+    window_start = now - timedelta(minutes=policy.lockout_window_minutes)
+    failures, last = _failures(session, username, window_start, client)
+    delay = _pair_delay(policy, failures)
+    if delay is not None and last is not None and last + delay > now:
+        return AccountLocked(
+            "Too many failed logins for this account from this address; try again later "
+            "or ask an admin to unlock it.",
+            retry_after=(last + delay - now).total_seconds(),
+        )
+    if user is not None:
+        until = user.locked_until if is_locked(user, now) else None
+    else:  # what an existing account's lock would be: the same for a name nobody holds
+        total, last_any = _failures(session, username, window_start)
+        until = None
+        if total >= policy.account_lockout_threshold and last_any is not None:
+            until = (
+                last_any + timedelta(minutes=policy.lockout_minutes)
+                if policy.lockout_minutes
+                else _lock_forever()
+            )
+            until = until if until > now else None
+    if until is not None and not _known_address(session, username, client, now):
+        return AccountLocked(
+            "Too many failed logins for this account; try again later "
+            "or ask an admin to unlock it.",
+            retry_after=(until - now).total_seconds(),
+        )
+    return None
 
 
 def authenticate(
     session: Session, username: str, password: str, client: str, policy: SecuritySettings
 ) -> User:
-    """Check a password login; record the attempt; lock the account after too many failures.
+    """Check a password login; record the attempt; throttle guessing.
+
+    One address that guesses wrong lockout_threshold times at one account waits
+    lockout_delay_seconds, doubled with each further failure (up to lockout_minutes); the
+    account itself is locked only after account_lockout_threshold failures from everywhere,
+    and then not for the addresses its owner logged in from recently. An unknown username is
+    answered exactly as a wrong password, throttled alike, after as long a hash.
 
     The caller must commit even when this raises, so the failed attempt is kept.
     """
     now = utcnow()
+    username = username[:64]
     user = session.scalar(select(User).where(User.username == username))
 
     def fail(reason: str, exc: AuthenticationFailed | None = None) -> AuthenticationFailed:
         session.add(
-            LoginAttempt(
-                username=username[:64], client=client, success=False, reason=reason, at=now
-            )
+            LoginAttempt(username=username, client=client, success=False, reason=reason, at=now)
         )
         audit.record(
             session,
             "login.failed",
-            actor=username[:64],
+            actor=username,
             client=client,
             outcome="denied",
             details={"reason": reason},
         )
         return exc or AuthenticationFailed("Wrong username or password.")
 
+    waiting = throttle(session, username, client, user, policy, now)
+    if waiting is not None:
+        raise fail("locked", waiting)
     if user is None:
         passwords.burn_time(password)
         raise fail("unknown user")
-    if is_locked(user, now):
-        raise fail(
-            "locked",
-            AccountLocked(
-                "This account is locked after too many failed logins; "
-                "try again later or ask an admin to unlock it."
-            ),
-        )
     if not passwords.verify_password(user.password_hash, password):
         window_start = now - timedelta(minutes=policy.lockout_window_minutes)
-        failures = _recent_failures(session, username, window_start) + 1
+        failures = _failures(session, username, window_start)[0] + 1  # before this one's row
         exc = fail("bad password")
-        if failures >= policy.lockout_threshold:
+        if failures >= policy.account_lockout_threshold and not is_locked(user, now):
             user.locked_until = (
                 now + timedelta(minutes=policy.lockout_minutes)
                 if policy.lockout_minutes

@@ -10,9 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sctk.api.deps import client_address
 from sctk.api.errors import problem
 from sctk.security import tokens, users
+from sctk.security.ratelimit import retry_after_header
 from sctk.security.users import AccountLocked, AuthenticationFailed
 
 router = APIRouter(tags=["auth"])
+_MAX_RETRY_AFTER = 24 * 3600.0  # a lock kept until an admin lifts it: ask again tomorrow
 
 
 class Credentials(BaseModel):
@@ -31,7 +33,10 @@ class AccessToken(BaseModel):
     "/auth/token",
     response_model=AccessToken,
     summary="Log in with a username and password; returns a short-lived bearer JWT.",
-    responses={401: {"description": "Wrong credentials, or the account is locked or disabled"}},
+    responses={
+        401: {"description": "Wrong credentials, or the account is disabled"},
+        429: {"description": "Too many failed logins for this account (from this address)"},
+    },
 )
 def login(body: Credentials, request: Request):
     state = request.app.state
@@ -41,10 +46,15 @@ def login(body: Credentials, request: Request):
             user = users.authenticate(
                 session, body.username, body.password, client_address(request), policy
             )
+        except AccountLocked as exc:
+            session.commit()  # keep the record of the refused attempt
+            wait = retry_after_header(min(exc.retry_after, _MAX_RETRY_AFTER))
+            return problem(429, exc.message, title=exc.title, headers={"Retry-After": wait})
         except AuthenticationFailed as exc:
             session.commit()  # keep the record of the failed attempt (and any lockout)
-            title = "Account locked" if isinstance(exc, AccountLocked) else exc.title
-            return problem(401, exc.message, title=title, headers={"WWW-Authenticate": "Bearer"})
+            return problem(
+                401, exc.message, title=exc.title, headers={"WWW-Authenticate": "Bearer"}
+            )
         token, ttl = tokens.issue_jwt(
             state.keyring, user, timedelta(minutes=policy.jwt_ttl_minutes)
         )

@@ -19,8 +19,13 @@ def key_status(request: Request, _admin=require("keys.manage")) -> list[dict[str
 
 
 @router.post("/keys/rotate", summary="Add a key, re-encrypt every value, retire the old keys.")
-def rotate_keys(request: Request, admin=require("keys.manage")) -> dict[str, Any]:
-    report = rotation.rotate(request.app.state.settings, actor=admin.username)
-    # JWTs signed with a retired key no longer verify; do not keep trusting cached ones
-    request.app.state.credential_cache.clear()
+def rotate_keys(
+    request: Request, admin=require("keys.manage"), revoke_sessions: bool = False
+) -> dict[str, Any]:
+    """Login sessions run until they expire unless `revoke_sessions=true` ends them all."""
+    report = rotation.rotate(
+        request.app.state.settings, actor=admin.username, revoke_sessions=revoke_sessions
+    )
+    if revoke_sessions:  # this process stops trusting the JWTs it verified before, at once
+        request.app.state.credential_cache.clear()
     return asdict(report)

@@ -63,7 +63,11 @@ def change_own_password(
         # below would roll it back, and a stolen token could then guess the password freely
         session.commit()
         raise SctkError("The current password is wrong.") from None
-    users.reset_password(session, user.username, body.new_password, actor=user.username)
+    # one's own change keeps one's API tokens (the caller may be using one); an admin's
+    # reset revokes them
+    users.reset_password(
+        session, user.username, body.new_password, actor=user.username, revoke_tokens=False
+    )
     commit_and_forget_credentials(request, session)
 
 
@@ -119,7 +123,7 @@ def unlock_user(username: Username, session: SessionDep, admin=require("users.ma
 @router.put(
     "/users/{username}/password",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="Set a new password for a user.",
+    summary="Set a new password for a user; their sessions and personal API tokens end.",
 )
 def reset_password(
     username: Username,
