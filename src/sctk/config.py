@@ -250,6 +250,18 @@ class BackupSettings(_Section):
         None, ge=0, description="Prune keeps every snapshot younger than this many days."
     )
     pg_dump: str = Field("pg_dump", description="The pg_dump program backing up PostgreSQL.")
+    safety_keep_last: int = Field(
+        3,
+        ge=0,
+        description="Prune keeps the newest N safety snapshots (taken before a restore, "
+        "upgrade or rollback); they never count toward or remove regular backups.",
+    )
+    safety_keep_within_days: float = Field(
+        7.0, ge=0, description="Prune keeps every safety snapshot younger than this many days."
+    )
+    announce_success: bool = Field(
+        False, description="Announce each successful backup on the alert channels (notifiers)."
+    )
 
 
 class MonitorSettings(_Section):
