@@ -262,6 +262,12 @@ class BackupSettings(_Section):
     announce_success: bool = Field(
         False, description="Announce each successful backup on the alert channels (notifiers)."
     )
+    max_age_warning_hours: float = Field(
+        26.0, gt=0, description="The backup health check WARNs when the last backup is older."
+    )
+    max_age_critical_hours: float = Field(
+        72.0, gt=0, description="The backup health check is CRITICAL when the last is older."
+    )
 
 
 class MonitorSettings(_Section):

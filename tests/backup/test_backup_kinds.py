@@ -62,12 +62,29 @@ def test_two_restores_in_a_row_both_bring_the_file_back(settings, home, backed_u
 
     # doctor's fix for a missing file, and its opt-in to safety snapshots
     (home / VICTIM).unlink()
-    fixed = run_sctk("restore", "--latest", "--file", VICTIM, "--target", str(home / "data/raw"),
-                     home=home, env=ENV)
+    fixed = run_sctk(
+        "restore",
+        "--latest",
+        "--file",
+        VICTIM,
+        "--target",
+        str(home / "data/raw"),
+        home=home,
+        env=ENV,
+    )
     assert fixed.returncode == 0, fixed.stderr
     assert (home / VICTIM).read_bytes() == content
-    unsafe = run_sctk("restore", "--latest", "--include-safety", "--file", VICTIM,
-                      "--target", str(home / "tmp"), home=home, env=ENV)
+    unsafe = run_sctk(
+        "restore",
+        "--latest",
+        "--include-safety",
+        "--file",
+        VICTIM,
+        "--target",
+        str(home / "tmp"),
+        home=home,
+        env=ENV,
+    )
     assert unsafe.returncode != 0 and VICTIM in unsafe.stderr  # not in the safety snapshot
 
 
@@ -91,8 +108,15 @@ def test_prune_after_restores_keeps_the_regular_backup(settings, home, backed_up
         safety.append(restore(settings, repo, "latest", ["data"]).safety_snapshot)
     assert [s.id for s in open_repo(settings).snapshots()] == [info.id, *safety]
 
-    report = prune_backups(settings, keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0,
-                           safety_keep_last=2, safety_keep_within_days=0)
+    report = prune_backups(
+        settings,
+        keep_last=1,
+        keep_daily=0,
+        keep_weekly=0,
+        keep_monthly=0,
+        safety_keep_last=2,
+        safety_keep_within_days=0,
+    )
     left = [s.id for s in open_repo(settings).snapshots()]
     assert left == [info.id, *safety[-2:]], "prune removed the regular backup"
     assert {r["id"] for r in report["removed"]} == set(safety[:2])
@@ -103,7 +127,10 @@ def test_prune_after_restores_keeps_the_regular_backup(settings, home, backed_up
 
     # the defaults (backup.safety_keep_last 3, 7 days) keep today's safety snapshots
     again = prune_backups(settings, keep_last=1)
-    assert again["removed"] == [] and again["safety_policy"] == {"keep_last": 3, "keep_within_days": 7.0}
+    assert again["removed"] == [] and again["safety_policy"] == {
+        "keep_last": 3,
+        "keep_within_days": 7.0,
+    }
 
 
 @sqlite_only
@@ -112,8 +139,9 @@ def test_a_killed_restore_rerun_with_latest_settles_the_snapshot_it_was_restorin
 ):
     repo, info, content = backed_up
     (home / VICTIM).unlink()
-    killed = run_sctk("restore", "--latest", "--only", "data", home=home,
-                      env={**ENV, CRASH_ENV: "staged"})
+    killed = run_sctk(
+        "restore", "--latest", "--only", "data", home=home, env={**ENV, CRASH_ENV: "staged"}
+    )
     assert killed.returncode == -9, killed.stderr
     assert (home / WORK_DIR / "journal.json").exists()
     # the killed run's safety snapshot (without the file) is the newest snapshot now
@@ -129,8 +157,9 @@ def test_a_killed_restore_rerun_with_latest_settles_the_snapshot_it_was_restorin
 
     # killed in the middle of the swap: the rerun rolls forward and finishes that snapshot
     (home / VICTIM).unlink()
-    killed = run_sctk("restore", "--latest", "--only", "data", home=home,
-                      env={**ENV, CRASH_ENV: "swapping"})
+    killed = run_sctk(
+        "restore", "--latest", "--only", "data", home=home, env={**ENV, CRASH_ENV: "swapping"}
+    )
     assert killed.returncode == -9, killed.stderr
     rerun = _restore_latest_data(home)
     assert rerun["recovered"] == "rolled forward" and rerun["snapshot"] == info.id
@@ -144,8 +173,9 @@ def test_a_rerun_naming_another_snapshot_says_which_to_run(settings, home, backe
     repo, info, content = backed_up
     (home / VICTIM).unlink()
     other = create.take(settings, repo, "manual")  # without the file
-    killed = run_sctk("restore", info.id, "--only", "data", home=home,
-                      env={**ENV, CRASH_ENV: "staged"})
+    killed = run_sctk(
+        "restore", info.id, "--only", "data", home=home, env={**ENV, CRASH_ENV: "staged"}
+    )
     assert killed.returncode == -9
     with pytest.raises(Conflict) as refused:
         restore(settings, repo, other.id, ["data"])

@@ -58,8 +58,7 @@ def check(url: str, files: list[Any]) -> dict[str, Any]:
                 problems.append("the database has no schema revision, so it cannot be migrated")
             elif not _known_revision(revision):
                 problems.append(
-                    f"the database is at schema revision {revision}, which this sctk does not "
-                    "know"
+                    f"the database is at schema revision {revision}, which this sctk does not know"
                 )
             for table, name, columns in FILE_ROWS:
                 if table not in tables:

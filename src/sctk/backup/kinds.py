@@ -78,3 +78,23 @@ def statuses(repo: Any) -> dict[str, tuple[str, datetime, dict]]:
 def problems_of(report: dict) -> list[str]:
     """The sentences an inconsistent verdict recorded."""
     return list(((report or {}).get("consistency") or {}).get("problems") or [])
+
+
+def newest_usable(repo: Any, *, verified_only: bool = False) -> tuple[Any | None, list[str]]:
+    """The newest regular snapshot not marked inconsistent (with VERIFIED_ONLY: the newest
+    marked verified), and one sentence for each newer regular snapshot passed over."""
+    known = statuses(repo)
+    skipped: list[str] = []
+    for snap in reversed(regular(repo.snapshots())):
+        status, _, report = known.get(snap.id, (UNVERIFIED, None, {}))
+        if status == INCONSISTENT:
+            first = (problems_of(report) or ["it failed its consistency check"])[0]
+            skipped.append(
+                f"Skipped snapshot {snap.id[:8]} of {snap.time:%Y-%m-%d %H:%M} UTC: it is "
+                f"inconsistent ({first})."
+            )
+            continue
+        if verified_only and status != VERIFIED:
+            continue
+        return snap, skipped
+    return None, skipped

@@ -101,7 +101,9 @@ def counts_of(url: str) -> tuple[dict[str, int], str | None]:
     return table_counts(url)
 
 
-def restore_test(settings: Settings, repo, snapshot_id: str, url: str | None = None) -> dict[str, Any]:
+def restore_test(
+    settings: Settings, repo, snapshot_id: str, url: str | None = None
+) -> dict[str, Any]:
     """Restore SNAPSHOT_ID's database into a scratch database (see scratch_database; URL: one
     already loaded) and compare every table's row count and the schema revision with the
     manifest."""

@@ -51,7 +51,9 @@ def verify_backup(
         verdicts: dict[str, dict[str, Any]] = {}
         targets = [snapshot_id] if snapshot_id else [s.id for s in repo.snapshots()]
         if report.ok:
-            verdicts, tested = _meanings(settings, repo, targets, snapshot_id if restore_test else None)
+            verdicts, tested = _meanings(
+                settings, repo, targets, snapshot_id if restore_test else None
+            )
         inconsistent = [sid for sid in targets if verdicts.get(sid, {}).get("ok") is False]
         tested_ok = tested is None or bool(tested.get("ok"))
         ok = bool(report.ok) and tested_ok and not inconsistent

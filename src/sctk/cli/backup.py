@@ -164,7 +164,12 @@ def verify(
     snapshot: str | None = typer.Argument(
         None, help="A snapshot id (or unique prefix); default: the whole repository."
     ),
-    latest: bool = typer.Option(False, "--latest", help="Verify the newest snapshot."),
+    latest: bool = typer.Option(
+        False, "--latest", help="Verify the newest regular backup (not a safety snapshot)."
+    ),
+    include_safety: bool = typer.Option(
+        False, "--include-safety", help="Let --latest pick a safety snapshot too."
+    ),
     read_data: bool = typer.Option(
         False, "--read-data", help="Decrypt and authenticate every chunk, check every file."
     ),
@@ -190,6 +195,7 @@ def verify(
             actor=operator(),
             progress=update,
             url=repo,
+            include_safety=include_safety,
         )
     if as_json:
         print_json(result)
@@ -243,6 +249,7 @@ def prune(
     if as_json:
         print_json(result)
         return
+
     def row(x: dict, action: str) -> list:
         when = (x["time"] or "")[:19].replace("T", " ")
         return [x["id"][:8], when, x["label"], x["kind"] or "", action, x.get("reason", "")]
