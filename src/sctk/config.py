@@ -302,6 +302,24 @@ class BackupSettings(_Section):
         None, ge=0, description="Prune keeps every snapshot younger than this many days."
     )
     pg_dump: str = Field("pg_dump", description="The pg_dump program backing up PostgreSQL.")
+    safety_keep_last: int = Field(
+        3,
+        ge=0,
+        description="Prune keeps the newest N safety snapshots (taken before a restore, "
+        "upgrade or rollback); they never count toward or remove regular backups.",
+    )
+    safety_keep_within_days: float = Field(
+        7.0, ge=0, description="Prune keeps every safety snapshot younger than this many days."
+    )
+    announce_success: bool = Field(
+        False, description="Announce each successful backup on the alert channels (notifiers)."
+    )
+    max_age_warning_hours: float = Field(
+        26.0, gt=0, description="The backup health check WARNs when the last backup is older."
+    )
+    max_age_critical_hours: float = Field(
+        72.0, gt=0, description="The backup health check is CRITICAL when the last is older."
+    )
 
 
 class MonitorSettings(_Section):

@@ -90,7 +90,9 @@ def test_live(sqlite_app):
     assert response.json() == {"status": "ok"}
 
 
-def test_ready(settings):
+def test_ready(settings, monkeypatch):
+    # backups configured: without a passphrase the backup check WARNs
+    monkeypatch.setenv("SCTK_BACKUP_PASSPHRASE", "amber-lattice-tundra-0451")
     # load thresholds no test machine busy with other tests reaches
     calm = {"monitor": {"load_warning_per_core": 999}}
     app = create_app(config.load(settings.home, calm).settings)

@@ -37,6 +37,8 @@ ROOMY_DISK = {
     # and a load no test machine busy with other tests reaches
     "SCTK_MONITOR__LOAD_WARNING_PER_CORE": "999",
 }
+# backups configured: without a passphrase the backup check WARNs
+CONFIGURED = {**ROOMY_DISK, "SCTK_BACKUP_PASSPHRASE": "amber-lattice-tundra-0451"}
 
 
 def run_parallel(*calls: tuple[tuple[str, ...], dict]) -> list[subprocess.CompletedProcess[str]]:
@@ -98,7 +100,7 @@ def test_init_then_health_on_sqlite(tmp_path):
     before = kept()
     # a second init only reads, so it may run beside the health checks
     health, again = run_parallel(
-        (("health",), {"home": home, "env": ROOMY_DISK}),
+        (("health",), {"home": home, "env": CONFIGURED}),
         (("init", str(home)), {}),
     )
 
@@ -125,7 +127,7 @@ def test_init_then_health_on_postgres(tmp_path, pg_url):
     assert created.returncode == 0, created.stderr
     assert not (home / "sctk.db").exists()
 
-    health = run_sctk("health", "--json", home=home, env=ROOMY_DISK)
+    health = run_sctk("health", "--json", home=home, env=CONFIGURED)
     assert health.returncode == 0, health.stdout + health.stderr
     report = json.loads(health.stdout)
     assert report["status"] == "OK"

@@ -35,7 +35,9 @@ def free_percent(path) -> float:
     return 100.0 * usage.free / usage.total
 
 
-def test_fresh_home_is_healthy(settings, backend):
+def test_fresh_home_is_healthy(settings, backend, monkeypatch):
+    # with a backup passphrase configured (without one the backup check WARNs, as it should)
+    monkeypatch.setenv("SCTK_BACKUP_PASSPHRASE", "amber-lattice-tundra-0451")
     # thresholds below the actual free space, so a nearly full test machine cannot fail this
     free = free_percent(settings.home)
     s = config.load(
@@ -84,6 +86,7 @@ def test_unreachable_database(home):
         "workers",
         "scheduler",
         "connectivity",
+        "backup",
     }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from sctk.backup import kinds
 from sctk.backup.location import display
 from sctk.config import Settings
 from sctk.errors import NotFound, SctkError
@@ -26,13 +27,26 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def snapshot_dict(info: Any, verified_at: datetime | None = None) -> dict[str, Any]:
+# The cache keeps a snapshot's verdict beside its manifest under this key (no schema change);
+# cached_dict lifts it out again.
+VERDICT_KEY = "_verdict"
+
+
+def snapshot_dict(
+    info: Any,
+    verified_at: datetime | None = None,
+    status: str = kinds.UNVERIFIED,
+    problems: list[str] | None = None,
+) -> dict[str, Any]:
     """A SnapshotInfo (from the repository) as JSON-able data."""
     return {
         "id": info.id,
         "short_id": info.id[:8],
         "time": _iso(info.time),
         "label": info.label,
+        "kind": kinds.kind_of(info),
+        "status": status,
+        "problems": list(problems or []),
         "host": info.host,
         "files": info.files,
         "size": info.size,
@@ -44,31 +58,47 @@ def snapshot_dict(info: Any, verified_at: datetime | None = None) -> dict[str, A
 
 def cached_dict(row: BackupSnapshot) -> dict[str, Any]:
     """A cached snapshot as JSON-able data (the same keys as snapshot_dict, plus repository)."""
+    manifest = dict(row.manifest or {})
+    verdict = manifest.pop(VERDICT_KEY, None) or {}
     return {
         "id": row.id,
         "short_id": row.id[:8],
         "time": _iso(row.time),
         "label": row.label,
+        "kind": kinds.kind_of(row),
+        "status": verdict.get("status", kinds.VERIFIED if row.verified_at else kinds.UNVERIFIED),
+        "problems": list(verdict.get("problems") or []),
         "host": row.host,
         "files": row.files,
         "size": row.size,
         "added_bytes": row.added_bytes,
         "verified_at": _iso(row.verified_at),
-        "manifest": row.manifest,
+        "manifest": manifest,
         "repository": row.repository,
     }
 
 
+def _verdicts(repo: Any) -> dict[str, tuple[str, datetime, list[str]]]:
+    return {
+        sid: (status, when, kinds.problems_of(report))
+        for sid, (status, when, report) in kinds.statuses(repo).items()
+    }
+
+
 def list_snapshots(repo: Any) -> list[dict[str, Any]]:
-    """Every snapshot in REPO, oldest first, with its last verification time."""
-    verified = repo.verified()
-    return [snapshot_dict(s, verified.get(s.id)) for s in repo.snapshots()]
+    """Every snapshot in REPO, oldest first, with its kind, status and last verification."""
+    verdicts = _verdicts(repo)
+    out = []
+    for s in repo.snapshots():
+        status, when, problems = verdicts.get(s.id, (kinds.UNVERIFIED, None, []))
+        out.append(snapshot_dict(s, when, status, problems))
+    return out
 
 
 def refresh(session: Session, repo: Any) -> int:
     """Make backup_snapshots mirror REPO; the number of snapshots cached."""
     snapshots = repo.snapshots()
-    verified = repo.verified()
+    verdicts = _verdicts(repo)
     where = display(repo.url)[:1000]
     now = datetime.now(UTC)
     ids = {s.id for s in snapshots}
@@ -90,9 +120,10 @@ def refresh(session: Session, repo: Any) -> int:
         row.files = info.files
         row.size = info.size
         row.added_bytes = info.added_bytes
-        row.manifest = info.manifest
+        status, when, problems = verdicts.get(info.id, (kinds.UNVERIFIED, None, []))
+        row.manifest = {**info.manifest, VERDICT_KEY: {"status": status, "problems": problems}}
         row.repository = where
-        row.verified_at = verified.get(info.id)
+        row.verified_at = when
         row.refreshed_at = now
     session.flush()
     return len(snapshots)
@@ -135,11 +166,13 @@ def check_ref(ref: str) -> str:
     return ref
 
 
-def cached_one(session: Session, ref: str) -> BackupSnapshot:
-    """The cached snapshot REF names (full id, unique prefix or 'latest'); NotFound if none."""
+def cached_one(session: Session, ref: str, include_safety: bool = False) -> BackupSnapshot:
+    """The cached snapshot REF names (full id, unique prefix or 'latest': the newest regular
+    one unless INCLUDE_SAFETY); NotFound if none."""
     ref = check_ref(ref)
     if ref == "latest":
-        rows = cached(session)[:1]
+        rows = [r for r in cached(session) if include_safety or kinds.kind_of(r) == kinds.REGULAR]
+        rows = rows[:1]
     else:
         rows = list(
             session.scalars(

@@ -9,15 +9,18 @@ writer without a commit: no snapshot, only orphan chunks that the next prune col
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sctk.backup import catalog, dbsnapshot, manifest, runs
+from sctk.backup import catalog, dbsnapshot, kinds, manifest, runs
 from sctk.backup.location import local_path, open_repo, repo_url
 from sctk.config import Settings
 from sctk.errors import SctkError
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes expected or None)
 
@@ -155,4 +158,33 @@ def create_backup(
         },
         repo=repo,
     )
+    if settings.backup.announce_success and kinds.kind_of(info) == kinds.REGULAR:
+        _announce(settings, summary)
     return catalog.snapshot_dict(info)
+
+
+def _announce(settings: Settings, summary: str) -> list[str]:
+    """Tell the alert channels (backup.announce_success); the channels that took it. A
+    notifier that fails is logged by the dispatcher: the backup itself stands."""
+    from sctk.monitoring import notifiers
+    from sctk.security.keyring import Keyring
+    from sctk.storage.engine import make_engine, session_scope
+
+    note = notifiers.Notification(
+        kind="report",
+        title=f"backup succeeded on {manifest.host_name()}",
+        severity="info",
+        text=summary,
+    )
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as s:
+            attempts = notifiers.broadcast(
+                note, settings.alerts, s, Keyring.load(settings.home), timeout=30
+            )
+    except Exception:  # noqa: BLE001 - the snapshot is committed and recorded either way
+        log.warning("announcing the backup on the notifiers failed", exc_info=True)
+        return []
+    finally:
+        engine.dispose()
+    return [a.channel for a in attempts if a.ok]

@@ -49,3 +49,26 @@ def init_repo(settings: Settings, url: str | None = None):
     from sctk.backup.repo import Repository
 
     return Repository.init(url or repo_url(settings), passphrase.resolve(settings))
+
+
+def repo_exists(url: str) -> bool:
+    """Whether URL holds an initialised repository (its config file; no key needed)."""
+    from sctk.backup.repo.backend import open_backend
+
+    backend = open_backend(url)
+    return backend.probe() == "present" and backend.size("config") is not None
+
+
+def ensure_repo(settings: Settings, actor: str = "system") -> str | None:
+    """Create the configured repository when it is missing and a passphrase is configured,
+    so that backups run from the first day without a manual `sctk backup init`. The
+    repository's address when one was created (and audited), else None."""
+    from sctk.backup import runs
+    from sctk.backup.passphrase import configuration_problem
+
+    url = repo_url(settings)
+    if configuration_problem(settings) is not None or repo_exists(url):
+        return None
+    created = init_repo(settings, url)
+    runs.audit_only(settings, "backup.init", actor, display(created.url), {"repository": url})
+    return display(created.url)

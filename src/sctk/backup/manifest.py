@@ -51,6 +51,7 @@ def build(
 ) -> dict[str, Any]:
     """The manifest stored with a snapshot (see the module docstring)."""
     from sctk import __version__
+    from sctk.backup.kinds import kind_of_label
 
     return {
         "format": FORMAT,
@@ -61,6 +62,7 @@ def build(
         "tables": dict(sorted(tables.items())),
         "host": host_name(),
         "label": label,
+        "kind": kind_of_label(label),
         "created_at": (created_at or datetime.now(UTC)).isoformat(),
         "files": {part: int(files.get(part, 0)) for part in PARTS},
     }

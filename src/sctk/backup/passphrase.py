@@ -42,3 +42,13 @@ def resolve(settings: Settings) -> str:
             "passphrase there."
         )
     return first
+
+
+def configuration_problem(settings: Settings) -> str | None:
+    """None when backups can run (a passphrase is at hand), else one sentence saying that
+    backups are not configured and how to configure them."""
+    try:
+        resolve(settings)
+    except ConfigError as exc:
+        return f"Backups are not configured. {exc.message}"
+    return None

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sctk import config
-from sctk.backup import dbload
+from sctk.backup import dbload, kinds
 from sctk.backup.manifest import CONFIG_FILE, DATA_DIRS, DB_FILES, KEYS_DIR, PARTS, part_of
 from sctk.config import Settings
 from sctk.errors import Conflict, SctkError
@@ -56,6 +57,7 @@ WORK_DIR = Path("tmp") / "restore"
 JOURNAL = "journal.json"
 SQLITE_SIDE_FILES = ("sctk.db-wal", "sctk.db-shm", "sctk.db-journal")
 SAFETY_LABEL = "pre-update"
+CRASH_ENV = "SCTK_TEST_RESTORE_CRASH"  # staged | swapping
 
 
 def parse_parts(only: list[str] | None) -> list[str]:
@@ -98,9 +100,9 @@ def check_writable(path: Path, what: str = "--target") -> None:
 # ------------------------------------------------------------------------------ listing
 
 
-def list_files(repo, ref: str) -> tuple[Any, list[dict[str, Any]]]:
+def list_files(repo, ref: str, include_safety: bool = False) -> tuple[Any, list[dict[str, Any]]]:
     """A snapshot and its files: path, size, part, mode, sha256."""
-    info = repo.find_snapshot(ref)
+    info = kinds.find(repo, ref, include_safety)
     rows = [
         {
             "path": f.path,
@@ -121,10 +123,12 @@ def _part(path: str) -> str:
         return "other"
 
 
-def extract_file(repo, ref: str, path: str, dest_dir: Path, force: bool = False) -> Path:
+def extract_file(
+    repo, ref: str, path: str, dest_dir: Path, force: bool = False, include_safety: bool = False
+) -> Path:
     """Write one file of a snapshot into DEST_DIR (its base name); reads only that file's
     chunks. The file appears complete and authenticated, or not at all."""
-    info = repo.find_snapshot(ref)
+    info = kinds.find(repo, ref, include_safety)
     path = path.strip().lstrip("/")
     dest = dest_dir / PurePosixPath(path).name
     if dest.exists() and not force:
@@ -169,6 +173,7 @@ class Plan:
     database_url: str | None = field(default=None, repr=False)
     running_pid: int | None = None
     interrupted: bool = False  # an earlier restore's journal is there: it is settled first
+    pending_snapshot: str | None = None  # the snapshot that interrupted restore was restoring
     safety_backup: bool = False
     schema_revision: str = ""
     migrate: bool = False
@@ -200,8 +205,11 @@ def make_plan(
     database_url: str | None = None,
     explicit_parts: bool = False,
     force: bool = False,
+    include_safety: bool = False,
 ) -> Plan:
-    """Check everything and say what a restore would do; changes nothing."""
+    """Check everything and say what a restore would do; changes nothing. 'latest' is the
+    newest regular snapshot (any kind with INCLUDE_SAFETY), or, when an interrupted restore
+    left its journal on TARGET, the snapshot that restore was restoring."""
     from sctk import runstate
     from sctk.storage.migrate import head
 
@@ -209,7 +217,9 @@ def make_plan(
     check_writable(target)
     if target.exists() and not target.is_dir():
         raise SctkError(f"{target} is a file, not a directory; choose another --target.")
-    info = repo.find_snapshot(ref)
+    pending = pending_snapshot(target)
+    info = repo.find_snapshot(pending) if pending and _is_latest(ref) else None
+    info = info or kinds.find(repo, ref, include_safety)
     manifest = info.manifest or {}
     files = repo.files(info.id)
     backend = manifest.get("backend") or (
@@ -299,6 +309,7 @@ def make_plan(
         database_url=db_url,
         running_pid=runstate.running_pid(target),
         interrupted=_work(target).exists(),
+        pending_snapshot=pending,
         safety_backup=not fresh,
         schema_revision=revision,
         migrate="db" in parts and bool(revision) and revision != head(),
@@ -328,6 +339,24 @@ def _read_journal(target: Path) -> dict[str, Any] | None:
         return {"state": "staging", "items": []}
 
 
+def pending_snapshot(target: Path) -> str | None:
+    """The snapshot an interrupted restore on TARGET was restoring (its journal says)."""
+    journal = _read_journal(target)
+    snap = (journal or {}).get("snapshot")
+    return snap if isinstance(snap, str) and snap else None
+
+
+def _is_latest(ref: str) -> bool:
+    return (ref or "").strip().lower() == "latest"
+
+
+def _crash_point(step: str) -> None:
+    """Tests kill the restore at a named step from inside it (kill -9 at the exact moment);
+    CRASH_ENV is never set outside the test suite."""
+    if os.environ.get(CRASH_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -349,6 +378,7 @@ def _roll_forward(target: Path, items: list[dict[str, Any]]) -> None:
             elif live.exists():
                 _remove(live)  # cannot happen in sequence; never lose the staged item
             os.rename(staged, live)
+            _crash_point("swapping")
         elif (live.exists() or live.is_symlink()) and not old.exists():
             os.rename(live, old)
     fsync_dir(target)
@@ -500,9 +530,13 @@ def restore(
     progress: Callable[[int], None] | None = None,
     actor: str = "system",
     migrate: bool = True,
+    include_safety: bool = False,
 ) -> RestoreResult:
     """Restore snapshot REF (parts, default all) into TARGET (default: the data directory).
 
+    'latest' is the newest regular snapshot (any kind with INCLUDE_SAFETY). A restore that
+    was interrupted on TARGET is settled first, and it decides: 'latest' (or its own id)
+    finishes that restore; another snapshot is refused with a sentence naming both.
     MIGRATE=False keeps an older snapshot at its own schema revision: a rollback after a
     failed upgrade must not run the upgrade that failed again."""
     from sctk import runstate
@@ -517,14 +551,33 @@ def restore(
             "or pass --force to restore under it."
         )
     recovered = None
-    if _read_journal(target) is not None or _work(target).exists():
+    journal = _read_journal(target)
+    pending = pending_snapshot(target)
+    asked = kinds.find(repo, ref, include_safety).id if not (pending and _is_latest(ref)) else None
+    if journal is not None or _work(target).exists():
         recovered = recover(target)
         log.warning("an interrupted restore of %s was %s", target, recovered)
+    if pending and asked not in (None, pending):
+        raise Conflict(
+            f"An interrupted restore of snapshot {pending[:12]} into {target} was {recovered} "
+            f"first; this run asked for snapshot {asked[:12]}, so nothing more was done. Run "
+            f"'sctk restore {pending[:12]}' to finish the interrupted restore, or run this "
+            "command again to restore the snapshot it names."
+        )
+    settled = pending is not None and recovered == "rolled forward"
+    if pending:
+        ref = pending
+        if settled and journal and journal.get("parts"):
+            parts = [p for p in journal["parts"] if p in PARTS] or parts
     plan = make_plan(settings, repo, ref, parts, target, database_url, explicit_parts, force)
     plan.migrate = plan.migrate and migrate
     started = time.monotonic()
     try:
-        result = _restore(settings, repo, plan, safety_backup, progress, start, recovered)
+        if settled:  # the swap had finished: only what follows it is left to do
+            safety_id = (journal or {}).get("safety_snapshot")
+            result = _finish(settings, repo, plan, start, recovered, safety_id)
+        else:
+            result = _restore(settings, repo, plan, safety_backup, progress, start, recovered)
     except BaseException as exc:
         _announce(settings, plan, repo, started, ok=False, actor=actor, error=exc)
         raise
@@ -550,7 +603,12 @@ def _restore(
     work = _work(target)
     staging, old = work / "staging", work / "old"
     items = [{"name": i.name, "staged": i.staged} for i in plan.items if i.name != "database"]
-    base = {"snapshot": plan.snapshot, "parts": plan.parts, "items": items}
+    base = {
+        "snapshot": plan.snapshot,
+        "parts": plan.parts,
+        "items": items,
+        "safety_snapshot": safety_id,
+    }
     if plan.database_url:
         base["database"] = {"url": plan.database_url, "xid": None}
     work.mkdir(parents=True, exist_ok=True)
@@ -560,6 +618,7 @@ def _restore(
         old.mkdir()
         _stage(repo, plan, staging, progress)
         _flush_to_disk(staging)
+        _crash_point("staged")
         _write_journal(target, {**base, "state": "swapping"})
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -583,6 +642,20 @@ def _restore(
         raise
     _write_journal(target, {**base, "state": "done"})
     shutil.rmtree(work, ignore_errors=True)
+    return _finish(settings, repo, plan, start, recovered, safety_id)
+
+
+def _finish(
+    settings: Settings,
+    repo,
+    plan: Plan,
+    start: float,
+    recovered: str | None,
+    safety_id: str | None,
+) -> RestoreResult:
+    """What follows the swap: the layout completed, the schema migrated, the run records
+    reconciled with the repository, the health checks run."""
+    target = plan.target
     _complete_layout(target)
 
     # the restored directory, as the service will see it from now on
@@ -606,6 +679,7 @@ def _restore(
                 from sctk.backup.restore_test import table_counts
 
                 tables, _ = table_counts(after.db_url)
+                _reconcile_runs(engine, repo)
             health = run_checks(after, engine=engine).as_dict()
         finally:
             engine.dispose()
@@ -623,6 +697,18 @@ def _restore(
         tables=tables,
         health=health,
     )
+
+
+def _reconcile_runs(engine, repo) -> None:
+    """The restored database's backup records, brought in line with the repository."""
+    from sctk.backup import runs
+    from sctk.backup.location import display
+    from sctk.storage.engine import session_scope
+
+    with session_scope(engine) as session:
+        counts = runs.reconcile(session, repo.snapshots(), display(repo.url))
+    if any(counts.values()):
+        log.info("backup run records reconciled with the repository: %s", counts)
 
 
 def _announce(

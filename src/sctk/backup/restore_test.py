@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +63,11 @@ def compare(
     return tables, mismatches
 
 
-def restore_test(settings: Settings, repo, snapshot_id: str) -> dict[str, Any]:
-    """Restore SNAPSHOT_ID's database into a scratch database (a temporary SQLite file, or a
-    PostgreSQL database created next to the configured one and dropped afterwards) and
-    compare every table's row count and the schema revision with the manifest."""
-    start = time.perf_counter()
-    info = repo.find_snapshot(snapshot_id)
+@contextmanager
+def scratch_database(settings: Settings, repo, info) -> Iterator[str]:
+    """The database of snapshot INFO loaded into a scratch database (a temporary SQLite file,
+    or a PostgreSQL database created next to the configured one); its URL, for the time of
+    the with-block. Nothing is left behind."""
     manifest = info.manifest or {}
     backend = manifest.get("backend") or ("sqlite" if settings.is_sqlite else "postgresql")
     db_file = manifest.get("database_file") or (
@@ -77,20 +78,44 @@ def restore_test(settings: Settings, repo, snapshot_id: str) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="restore-test-", dir=scratch_parent) as tmp:
             path = Path(tmp) / "sctk.db"
             dbload.write_file(repo.read_file(info.id, db_file), path)
-            counts, revision = sqlite_counts(path)
+            yield f"sqlite:///{path}"
+        return
+    if settings.is_sqlite:
+        raise SctkError(
+            "The snapshot holds a PostgreSQL database but this data directory uses SQLite; "
+            "run the restore test from a data directory configured with PostgreSQL."
+        )
+    scratch = dbload.scratch_url(settings.db_url)
+    dbload.create_database(scratch)
+    try:
+        dbload.load_postgres(scratch, repo.read_file(info.id, db_file), replace=True)
+        yield scratch
+    finally:
+        dbload.drop_database(scratch)
+
+
+def counts_of(url: str) -> tuple[dict[str, int], str | None]:
+    """Row counts and revision of a scratch database (a SQLite file is read read-only)."""
+    if url.startswith("sqlite:///"):
+        return sqlite_counts(Path(url[len("sqlite:///") :]))
+    return table_counts(url)
+
+
+def restore_test(
+    settings: Settings, repo, snapshot_id: str, url: str | None = None
+) -> dict[str, Any]:
+    """Restore SNAPSHOT_ID's database into a scratch database (see scratch_database; URL: one
+    already loaded) and compare every table's row count and the schema revision with the
+    manifest."""
+    start = time.perf_counter()
+    info = repo.find_snapshot(snapshot_id)
+    manifest = info.manifest or {}
+    backend = manifest.get("backend") or ("sqlite" if settings.is_sqlite else "postgresql")
+    if url is None:
+        with scratch_database(settings, repo, info) as loaded:
+            counts, revision = counts_of(loaded)
     else:
-        if settings.is_sqlite:
-            raise SctkError(
-                "The snapshot holds a PostgreSQL database but this data directory uses SQLite; "
-                "run the restore test from a data directory configured with PostgreSQL."
-            )
-        scratch = dbload.scratch_url(settings.db_url)
-        dbload.create_database(scratch)
-        try:
-            dbload.load_postgres(scratch, repo.read_file(info.id, db_file), replace=True)
-            counts, revision = table_counts(scratch)
-        finally:
-            dbload.drop_database(scratch)
+        counts, revision = counts_of(url)
     tables, mismatches = compare(manifest, counts, revision)
     message = (
         "; ".join(mismatches) + "."

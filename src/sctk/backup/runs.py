@@ -27,6 +27,7 @@ from sctk.storage.models import BackupRun
 log = logging.getLogger(__name__)
 
 KINDS = ("create", "verify", "prune", "copy", "restore")
+STATUSES = ("running", "succeeded", "failed", "unknown")
 
 
 def database_present(settings: Settings) -> bool:
@@ -231,3 +232,78 @@ def audit_only(settings: Settings, event: str, actor: str, target: str, details:
             audit.record(session, event, actor=actor, target=target, details=details)
     except Exception as exc:  # noqa: BLE001 - see the module docstring
         log.warning("could not audit %s: %s", event, first_line(exc))
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def reconcile(session: Session, snapshots: list[Any], repository: str) -> dict[str, int]:
+    """Make the run records of a restored database agree with the repository, which is the
+    truth about which snapshots exist. The restored database is a copy taken while a backup
+    ran: that run shows `running` there, and the runs after it are missing. Each regular
+    snapshot without a succeeded create run gets one (the run that was `running` when it was
+    taken, else a rebuilt record); runs still `running` end as failed (a create with no
+    snapshot) or unknown (their outcome was never written to this copy).
+    {"completed", "rebuilt", "failed", "unknown"}."""
+    from sctk.backup import kinds
+
+    counts = dict.fromkeys(("completed", "rebuilt", "failed", "unknown"), 0)
+    rows = list(session.scalars(select(BackupRun)))
+    done = {r.snapshot_id for r in rows if r.kind == "create" and r.status == "succeeded"}
+    running = sorted(
+        (r for r in rows if r.kind == "create" and r.status == "running"),
+        key=lambda r: _aware(r.started_at),
+    )
+    for snap in kinds.regular(snapshots):
+        if snap.id in done:
+            continue
+        took = [r for r in running if _aware(r.started_at) <= snap.time]
+        if took:
+            row = took[-1]
+            running.remove(row)
+            counts["completed"] += 1
+        else:
+            row = BackupRun(
+                kind="create",
+                started_at=snap.time,
+                repository=repository[:1000],
+                actor="reconcile",
+                details={},
+            )
+            session.add(row)
+            counts["rebuilt"] += 1
+        row.status = "succeeded"
+        row.finished_at = snap.time
+        row.snapshot_id = snap.id
+        row.message = (
+            f"Snapshot {snap.id[:8]} ({snap.label}): {snap.files} files, {snap.size} bytes; "
+            "this record was rebuilt from the repository after a restore."
+        )
+        row.details = {
+            **(row.details or {}),
+            "label": snap.label,
+            "files": snap.files,
+            "size": snap.size,
+            "added_bytes": snap.added_bytes,
+            "reconciled": True,
+        }
+    now = datetime.now(UTC)
+    for row in session.scalars(select(BackupRun).where(BackupRun.status == "running")):
+        row.finished_at = now
+        if row.kind == "create":
+            row.status = "failed"
+            row.message = (
+                "No snapshot of this run is in the repository: it ended before committing one "
+                "(found running in a restored database)."
+            )
+            counts["failed"] += 1
+        else:
+            row.status = "unknown"
+            row.message = (
+                f"The outcome of this {row.kind} run was never recorded here: the database was "
+                "restored from a snapshot taken while it ran."
+            )
+            counts["unknown"] += 1
+    session.flush()
+    return counts

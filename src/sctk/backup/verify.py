@@ -1,5 +1,7 @@
-"""`sctk backup verify`: the engine's check (structure, or every byte with read_data), and
-optionally a restore test; the outcome recorded and, on success, marked in the repository."""
+"""`sctk backup verify`: the engine's check (structure, or every byte with read_data), each
+snapshot's meaning (consistency.py), and optionally a restore test; the outcome recorded and,
+when the bytes are sound, marked in the repository with the meaning's verdict: a snapshot
+whose database names files it does not hold is marked `inconsistent`, not `verified`."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from sctk.backup import runs
+from sctk.backup import kinds, runs
 from sctk.backup.create import reason
 from sctk.backup.location import open_repo, repo_url
 from sctk.config import Settings
@@ -23,10 +25,13 @@ def verify_backup(
     actor: str = "system",
     progress: Callable[[int], None] | None = None,
     url: str | None = None,
+    include_safety: bool = False,
 ) -> dict[str, Any]:
     """Check the repository (or one snapshot, REF: id, prefix or 'latest').
 
-    Returns {"ok", "snapshot_id", "check": {...}, "restore_test": {...} | None, "marked": [...]}.
+    'latest' is the newest regular snapshot (any kind with INCLUDE_SAFETY).
+    Returns {"ok", "snapshot_id", "check": {...}, "consistency": {id: verdict},
+    "inconsistent": [ids], "restore_test": {...} | None, "marked": [...]}.
     A failed check is returned (ok False) and recorded; it does not raise. Bad input (unknown
     snapshot, no repository, wrong passphrase) raises SctkError and is recorded as well.
     """
@@ -39,25 +44,29 @@ def verify_backup(
         if ref is None and restore_test:
             ref = "latest"
         if ref is not None:
-            snapshot_id = repo.find_snapshot(ref).id
+            snapshot_id = kinds.find(repo, ref, include_safety).id
         report = repo.check(read_data=read_data, snapshot_id=snapshot_id, progress=progress)
         check = asdict(report)
         tested = None
-        if restore_test and report.ok:
-            from sctk.backup.restore_test import restore_test as run_restore_test
-
-            tested = run_restore_test(settings, repo, snapshot_id)
-        ok = bool(report.ok) and (tested is None or bool(tested.get("ok")))
+        verdicts: dict[str, dict[str, Any]] = {}
+        targets = [snapshot_id] if snapshot_id else [s.id for s in repo.snapshots()]
+        if report.ok:
+            verdicts, tested = _meanings(
+                settings, repo, targets, snapshot_id if restore_test else None
+            )
+        inconsistent = [sid for sid in targets if verdicts.get(sid, {}).get("ok") is False]
+        tested_ok = tested is None or bool(tested.get("ok"))
+        ok = bool(report.ok) and tested_ok and not inconsistent
         marked: list[str] = []
-        if ok:
-            targets = [snapshot_id] if snapshot_id else [s.id for s in repo.snapshots()]
-            stamp = {
-                "read_data": read_data,
-                "restore_test": restore_test,
-                "seconds": report.seconds,
-                "bytes_read": report.bytes_read,
-            }
+        if report.ok and tested_ok:
             for sid in targets:
+                stamp = {
+                    "read_data": read_data,
+                    "restore_test": restore_test,
+                    "seconds": report.seconds,
+                    "bytes_read": report.bytes_read,
+                    "consistency": verdicts.get(sid, {}),
+                }
                 repo.mark_verified(sid, stamp)
                 marked.append(sid)
     except BaseException as exc:
@@ -77,6 +86,14 @@ def verify_backup(
     elif not report.ok:
         first = report.errors[0] if report.errors else "unknown error"
         message = f"Verification of {what} found {len(report.errors)} error(s); first: {first}"
+    elif inconsistent:
+        message = " ".join(
+            f"Snapshot {sid[:8]} is inconsistent ({len(verdicts[sid]['problems'])} problem(s); "
+            f"first: {verdicts[sid]['problems'][0]}): its bytes are sound but it would not "
+            "restore a usable service, so it is marked inconsistent and the restore drill and "
+            "emergency restore skip it."
+            for sid in inconsistent
+        )
     else:
         message = f"The restore test of {what} failed: {tested.get('message', tested)}"
     result = {
@@ -84,6 +101,8 @@ def verify_backup(
         "snapshot_id": snapshot_id,
         "message": message,
         "check": check,
+        "consistency": verdicts,
+        "inconsistent": inconsistent,
         "restore_test": tested,
         "marked": marked,
     }
@@ -95,6 +114,7 @@ def verify_backup(
         details={
             "read_data": read_data,
             "restore_test": tested,
+            "inconsistent": inconsistent,
             "errors": report.errors[:50],
             "check_seconds": report.seconds,
             "bytes_read": report.bytes_read,
@@ -102,3 +122,30 @@ def verify_backup(
         repo=repo,
     )
     return result
+
+
+def _meanings(
+    settings: Settings, repo, targets: list[str], tested_id: str | None
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """Each target's consistency verdict (kept from its marker when one found it usable: a
+    snapshot never changes), and the restore test of TESTED_ID, on one scratch load each."""
+    from sctk.backup import consistency
+    from sctk.backup.restore_test import restore_test, scratch_database
+
+    known = kinds.statuses(repo)
+    verdicts: dict[str, dict[str, Any]] = {}
+    tested = None
+    for sid in targets:
+        prior = (known.get(sid, (None, None, {}))[2] or {}).get("consistency") or {}
+        if prior.get("ok") is True and sid != tested_id:
+            verdicts[sid] = prior
+            continue
+        info = repo.find_snapshot(sid)
+        try:
+            with scratch_database(settings, repo, info) as url:
+                verdicts[sid] = consistency.check(url, repo.files(sid))
+                if sid == tested_id:
+                    tested = restore_test(settings, repo, sid, url)
+        except SctkError as exc:  # e.g. a PostgreSQL snapshot seen from a SQLite directory
+            verdicts[sid] = {"ok": None, "problems": [], "skipped": exc.message}
+    return verdicts, tested

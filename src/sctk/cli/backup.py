@@ -139,12 +139,14 @@ def list_cmd(ctx: typer.Context, repo: str | None = REPO_OPTION, as_json: bool =
         return
     table(
         f"snapshots in {repository.url}",
-        ["id", "time", "label", "host", "files", "size", "added", "verified"],
+        ["id", "time", "label", "kind", "status", "host", "files", "size", "added", "verified"],
         [
             [
                 x["short_id"],
                 x["time"][:19].replace("T", " "),
                 x["label"],
+                x["kind"],
+                x["status"],
                 x["host"],
                 x["files"],
                 _size(x["size"]),
@@ -162,7 +164,12 @@ def verify(
     snapshot: str | None = typer.Argument(
         None, help="A snapshot id (or unique prefix); default: the whole repository."
     ),
-    latest: bool = typer.Option(False, "--latest", help="Verify the newest snapshot."),
+    latest: bool = typer.Option(
+        False, "--latest", help="Verify the newest regular backup (not a safety snapshot)."
+    ),
+    include_safety: bool = typer.Option(
+        False, "--include-safety", help="Let --latest pick a safety snapshot too."
+    ),
     read_data: bool = typer.Option(
         False, "--read-data", help="Decrypt and authenticate every chunk, check every file."
     ),
@@ -188,6 +195,7 @@ def verify(
             actor=operator(),
             progress=update,
             url=repo,
+            include_safety=include_safety,
         )
     if as_json:
         print_json(result)
@@ -209,12 +217,19 @@ def prune(
     keep_within: float | None = typer.Option(
         None, "--keep-within", help="Keep every snapshot younger than DAYS."
     ),
+    safety_keep_last: int | None = typer.Option(
+        None, "--safety-keep-last", help="Keep the newest N safety snapshots (default 3)."
+    ),
+    safety_keep_within: float | None = typer.Option(
+        None, "--safety-keep-within", help="Keep safety snapshots younger than DAYS (default 7)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would go; change nothing."),
     repo: str | None = REPO_OPTION,
     as_json: bool = json_option(),
 ) -> None:
     """Forget snapshots outside the retention policy (defaults: backup.keep_*), then remove
-    the chunks no snapshot uses."""
+    the chunks no snapshot uses. The --keep-* rules count regular backups only; safety
+    snapshots (taken before a restore or an upgrade) have their own (--safety-keep-*)."""
     from sctk.backup.prune import prune_backups
 
     s = settings(ctx)
@@ -228,20 +243,22 @@ def prune(
         keep_weekly=keep_weekly,
         keep_monthly=keep_monthly,
         keep_within_days=keep_within,
+        safety_keep_last=safety_keep_last,
+        safety_keep_within_days=safety_keep_within,
     )
     if as_json:
         print_json(result)
         return
-    rows = [
-        [x["id"][:8], (x["time"] or "")[:19].replace("T", " "), x["label"], "keep", x["reason"]]
-        for x in result["kept"]
-    ]
-    rows += [
-        [x["id"][:8], (x["time"] or "")[:19].replace("T", " "), x["label"], "remove", ""]
-        for x in result["removed"]
-    ]
+
+    def row(x: dict, action: str) -> list:
+        when = (x["time"] or "")[:19].replace("T", " ")
+        return [x["id"][:8], when, x["label"], x["kind"] or "", action, x.get("reason", "")]
+
+    rows = [row(x, "keep") for x in result["kept"]] + [row(x, "remove") for x in result["removed"]]
     table(
-        "retention" + (" (dry run)" if dry_run else ""), ["id", "time", "label", "", "reason"], rows
+        "retention" + (" (dry run)" if dry_run else ""),
+        ["id", "time", "label", "kind", "", "reason"],
+        rows,
     )
     console.print(result["message"], highlight=False)
 

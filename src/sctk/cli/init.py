@@ -19,7 +19,29 @@ def initialise(home: Path, database_url: str | None = None, force: bool = False)
     check_admin_password(admin_password)
     report, settings = init_home(home, database_url=database_url, force=force)
     admin = ensure_first_admin(settings, admin_password)
+    _backups(settings, report)
     _print(report, admin)
+
+
+def _backups(settings: config.Settings, report: InitReport) -> None:
+    """With a passphrase at hand the repository is made now, so the first nightly backup
+    needs no manual step; without one, say that backups are not configured."""
+    from sctk.backup.location import ensure_repo
+    from sctk.backup.passphrase import configuration_problem
+
+    created = ensure_repo(settings, actor="init")
+    if created:
+        report.created.append(f"backup repository at {created}")
+        return
+    problem = configuration_problem(settings)
+    if problem:
+        from sctk.cli.common import err_console
+
+        err_console.print(
+            f"Note: {problem} Then 'sctk backup init' (or the next daily maintenance) "
+            "creates the repository.",
+            highlight=False,
+        )
 
 
 def _print(report: InitReport, admin: FirstAdmin | None) -> None:

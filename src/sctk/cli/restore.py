@@ -19,7 +19,14 @@ def _size(n: int) -> str:
 def restore(
     ctx: typer.Context,
     snapshot: str | None = typer.Argument(None, help="Snapshot id (or a unique prefix)."),
-    latest: bool = typer.Option(False, "--latest", help="Use the newest snapshot."),
+    latest: bool = typer.Option(
+        False, "--latest", help="Use the newest regular backup (not a safety snapshot)."
+    ),
+    include_safety: bool = typer.Option(
+        False,
+        "--include-safety",
+        help="Let --latest pick a safety snapshot (taken before a restore or an upgrade) too.",
+    ),
     only: list[str] = typer.Option(
         [], "--only", help="Restore only this part: db, data, config or keys (repeatable)."
     ),
@@ -48,6 +55,7 @@ def restore(
 ) -> None:
     """Restore a snapshot: everything, or only some parts, into the data directory (or a fresh
     --target), after a safety backup, through a staging directory swapped in atomically."""
+    from sctk.backup import kinds
     from sctk.backup import restore as rs
     from sctk.backup.location import open_repo
 
@@ -65,7 +73,7 @@ def restore(
     repository = open_repo(s, repo)
 
     if list_files:
-        info, rows = rs.list_files(repository, ref)
+        info, rows = rs.list_files(repository, ref, include_safety)
         rows = [r for r in rows if not only or r["part"] in parts]
         if as_json:
             print_json({"snapshot": info.id, "files": rows})
@@ -80,7 +88,7 @@ def restore(
     if file:
         dest_dir = (target or Path.cwd()).expanduser()
         if dry_run:
-            info = repository.find_snapshot(ref)
+            info = kinds.find(repository, ref, include_safety)
             entry = next((f for f in repository.files(info.id) if f.path == file), None)
             if entry is None:
                 raise SctkError(
@@ -94,7 +102,9 @@ def restore(
                 f"Would write {file} ({_size(entry.size)}) to {dest}.",
             )
             return
-        dest = rs.extract_file(repository, ref, file, dest_dir, force=force)
+        dest = rs.extract_file(
+            repository, ref, file, dest_dir, force=force, include_safety=include_safety
+        )
         _say(
             as_json,
             {"file": file, "to": str(dest), "size": dest.stat().st_size},
@@ -103,7 +113,15 @@ def restore(
         return
 
     plan = rs.make_plan(
-        s, repository, ref, parts, target, database_url, explicit_parts=bool(only), force=force
+        s,
+        repository,
+        ref,
+        parts,
+        target,
+        database_url,
+        explicit_parts=bool(only),
+        force=force,
+        include_safety=include_safety,
     )
     if dry_run:
         _print_plan(plan, as_json)
@@ -122,12 +140,19 @@ def restore(
             explicit_parts=bool(only),
             progress=lambda done: update(done, plan.bytes),
             actor=operator(),
+            include_safety=include_safety,
         )
     if as_json:
         print_json(result.as_dict())
         return
     if result.recovered:
         console.print(f"An interrupted restore was {result.recovered} first.", highlight=False)
+        if plan.pending_snapshot:
+            console.print(
+                f"It was restoring snapshot {plan.pending_snapshot[:12]}; this run settled that "
+                "snapshot.",
+                highlight=False,
+            )
     if result.safety_snapshot:
         console.print(
             f"Safety backup taken first: snapshot {result.safety_snapshot[:12]}.", highlight=False
@@ -175,7 +200,12 @@ def _print_plan(plan, as_json: bool) -> None:
     if plan.interrupted:
         console.print(
             "An interrupted restore would first be finished or undone (see its journal in "
-            "tmp/restore).",
+            "tmp/restore)"
+            + (
+                f"; it was restoring snapshot {plan.pending_snapshot[:12]}."
+                if plan.pending_snapshot
+                else "."
+            ),
             highlight=False,
         )
     if plan.safety_backup:

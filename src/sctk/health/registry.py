@@ -20,7 +20,12 @@ from sctk.storage.models import utcnow
 log = logging.getLogger(__name__)
 
 # Modules that register checks when imported; later domains add theirs here.
-CHECK_MODULES = ["sctk.health.platform", "sctk.security.checks", "sctk.monitoring.checks"]
+CHECK_MODULES = [
+    "sctk.health.platform",
+    "sctk.security.checks",
+    "sctk.monitoring.checks",
+    "sctk.backup.checks",
+]
 
 
 class Status(IntEnum):

@@ -102,13 +102,15 @@ def _one_prediction(target_settings: Settings, base: str) -> dict[str, Any]:
 def dr_drill(settings: Settings, actor: str = "scheduler") -> dict[str, Any]:
     """Run the drill; {"rto_seconds", "rpo_seconds", "snapshot", ...}. Leaves nothing behind."""
     from sctk import config
-    from sctk.backup import dbload
+    from sctk.backup import dbload, kinds
     from sctk.backup.location import open_repo
     from sctk.backup.restore import restore
 
     began = datetime.now(UTC)
     repo = open_repo(settings)
-    snap = repo.find_snapshot("latest")
+    snap, skipped = kinds.newest_usable(repo)
+    if snap is None:
+        raise SctkError(" ".join([*skipped, "There is no regular backup to drill; take one."]))
     rpo = (began - snap.time).total_seconds()
     scratch = settings.home / "tmp" / "scratch" / f"dr-drill-{began:%Y%m%dT%H%M%S}"
     scratch_db = None if settings.is_sqlite else dbload.scratch_url(settings.db_url, "dr_drill")
@@ -168,4 +170,5 @@ def dr_drill(settings: Settings, actor: str = "scheduler") -> dict[str, Any]:
         "restored_bytes": result.bytes,
         "health_status": health["status"],
         "prediction": prediction,
+        "skipped": skipped,
     }

@@ -129,39 +129,57 @@ def clear_tmp(settings: Settings) -> Step:
     )
 
 
-def _latest_verified(settings: Settings):
-    from sctk.backup.location import open_repo
+def latest_usable(repo) -> tuple[Any, list[str]]:
+    """The snapshot an emergency restores: the newest regular backup that was verified and
+    found consistent; never a safety snapshot, never an inconsistent one. With it, a sentence
+    for each newer inconsistent snapshot passed over."""
+    from sctk.backup import kinds
 
-    repo = open_repo(settings)
-    verified = repo.verified()
-    snaps = [s for s in repo.snapshots() if s.id in verified]
-    if not snaps:
-        raise SctkError("There is no verified backup to restore; run 'sctk backup verify'.")
-    return repo, snaps[-1]
+    snap, skipped = kinds.newest_usable(repo, verified_only=True)
+    if snap is None:
+        raise SctkError(
+            " ".join(
+                [
+                    *skipped,
+                    "There is no verified, consistent backup to restore; run 'sctk backup verify'.",
+                ]
+            )
+        )
+    return snap, skipped
 
 
 def restore_latest_verified(settings: Settings, actor: str, confirm: Confirm) -> Step:
+    from sctk.backup.location import open_repo
     from sctk.backup.restore import restore
 
-    repo, snap = _latest_verified(settings)
-    question = (
-        f"Restore the latest verified backup, snapshot {snap.id[:8]} of "
-        f"{snap.time:%Y-%m-%d %H:%M} UTC, over the data directory?"
+    repo = open_repo(settings)
+    snap, skipped = latest_usable(repo)
+    question = " ".join(
+        [
+            *skipped,
+            f"Restore the latest verified backup, snapshot {snap.id[:8]} of "
+            f"{snap.time:%Y-%m-%d %H:%M} UTC, over the data directory?",
+        ]
     )
     if not confirm(question):
         return Step(
             "restore",
             True,
             "restore declined: the data directory was kept",
-            {"snapshot": snap.id, "declined": True},
+            {"snapshot": snap.id, "declined": True, "skipped": skipped},
         )
     result = restore(settings, repo, snap.id, force=True, actor=actor)
     return Step(
         "restore",
         True,
-        f"restored snapshot {snap.id[:8]} ({result.files} files); safety snapshot "
-        f"{(result.safety_snapshot or '')[:8]}",
-        result.as_dict(),
+        " ".join(
+            [
+                *skipped,
+                f"restored snapshot {snap.id[:8]} ({result.files} files); safety snapshot "
+                f"{(result.safety_snapshot or '')[:8]}",
+            ]
+        ),
+        {**result.as_dict(), "skipped": skipped},
     )
 
 

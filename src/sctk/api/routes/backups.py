@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from sctk.api.deps import SessionDep, require
@@ -28,6 +28,14 @@ class SnapshotOut(BaseModel):
     short_id: str
     time: str | None
     label: str
+    kind: Literal["regular", "safety"] = Field(
+        description="regular: a backup; safety: taken before a restore, upgrade or rollback."
+    )
+    status: Literal["verified", "inconsistent", "unverified"] = Field(
+        description="From the newest verification: inconsistent snapshots are skipped by the "
+        "restore drill and the emergency restore."
+    )
+    problems: list[str] = Field(description="Why an inconsistent snapshot is inconsistent.")
     host: str
     files: int
     size: int
@@ -54,6 +62,8 @@ class RunOut(BaseModel):
 class CatalogOut(BaseModel):
     snapshots: list[SnapshotOut]
     runs: list[RunOut]
+    configured: bool = Field(description="False: no backup passphrase, so no backup is taken.")
+    problem: str | None = Field(None, description="Why backups are not configured.")
 
 
 class CreateIn(BaseModel):
@@ -79,14 +89,21 @@ class JobAccepted(BaseModel):
     response_model=CatalogOut,
     summary="Cached snapshot list (newest first) and the last backup runs.",
 )
-def list_backups(session: SessionDep, _user=require(PERMISSION), runs: int = 20) -> dict[str, Any]:
+def list_backups(
+    request: Request, session: SessionDep, _user=require(PERMISSION), runs: int = 20
+) -> dict[str, Any]:
     from sctk.backup import catalog
     from sctk.backup import runs as backup_runs
 
     limit = max(1, min(runs, 200))
+    from sctk.backup.passphrase import configuration_problem
+
+    problem = configuration_problem(request.app.state.settings)
     return {
         "snapshots": [catalog.cached_dict(r) for r in catalog.cached(session)],
         "runs": [backup_runs.as_dict(r) for r in backup_runs.last_runs(session, limit)],
+        "configured": problem is None,
+        "problem": problem,
     }
 
 
@@ -109,13 +126,21 @@ def create_backup(
     return answer
 
 
+IncludeSafety = Query(
+    False, description="Let 'latest' name a safety snapshot (taken before a restore) too."
+)
+
+
 @router.get("/backups/{snapshot_id}", response_model=SnapshotOut, summary="One snapshot.")
 def show_backup(
-    session: SessionDep, _user=require(PERMISSION), snapshot_id: str = SnapshotRef
+    session: SessionDep,
+    _user=require(PERMISSION),
+    snapshot_id: str = SnapshotRef,
+    include_safety: bool = IncludeSafety,
 ) -> dict[str, Any]:
     from sctk.backup import catalog
 
-    return catalog.cached_dict(catalog.cached_one(session, snapshot_id))
+    return catalog.cached_dict(catalog.cached_one(session, snapshot_id, include_safety))
 
 
 @router.post(
@@ -129,11 +154,12 @@ def verify_backup(
     body: VerifyIn | None = None,
     user: Principal = require(PERMISSION),
     snapshot_id: str = SnapshotRef,
+    include_safety: bool = IncludeSafety,
 ) -> JobAccepted:
     from sctk.backup import catalog
     from sctk.backup import jobs as backup_jobs
 
-    row = catalog.cached_one(session, snapshot_id)
+    row = catalog.cached_one(session, snapshot_id, include_safety)
     params = backup_jobs.verify_params(row.id, (body or VerifyIn()).read_data, owner=user.username)
     job = queue.submit(session, backup_jobs.VERIFY, params, owner=user.username, max_attempts=1)
     answer = JobAccepted(job=job.id, kind=backup_jobs.VERIFY, status=job.status)

@@ -23,7 +23,7 @@ from sctk.backup.repo.repository import ChunkError
 REPACK_GARBAGE_RATIO = 0.5
 
 
-def prune(repo, policy: PrunePolicy | None, dry_run: bool = False) -> PruneReport:
+def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) -> PruneReport:
     with repo.lock(exclusive=True):
         repo._refresh_index()
         problems = blocking_problems(repo)
@@ -34,7 +34,9 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False) -> PruneRepor
                 "forget the damaged snapshots first."
             )
         snaps = repo.snapshots()
-        if policy is None:
+        if plan is not None:  # the caller's own retention (sctk keeps kinds apart)
+            kept, removed = plan(snaps)
+        elif policy is None:
             kept = [(s, "no policy") for s in snaps]
             removed = []
         else:

@@ -449,6 +449,19 @@ class Repository:
                 out[snap] = when
         return out
 
+    def verifications(self) -> dict[str, tuple[datetime, dict]]:
+        """Snapshot id -> (time, report) of its newest verification marker."""
+        out: dict[str, tuple[datetime, dict]] = {}
+        for name in self.backend.list("verified"):
+            try:
+                doc = open_json(self.keys, self.backend.read(name), AAD_VERIFIED, name)
+            except (RepoError, FileNotFoundError):
+                continue
+            when = _parse_time(doc["time"])
+            if doc["snapshot"] not in out or when > out[doc["snapshot"]][0]:
+                out[doc["snapshot"]] = (when, doc.get("report") or {})
+        return out
+
     # -- forget, retention, prune, check, copy -------------------------------------------------
 
     def forget(self, snapshot_ids: list[str]) -> None:
@@ -477,11 +490,17 @@ class Repository:
 
         return plan(self.snapshots(), policy, self.newest_verified())
 
-    def prune(self, policy: PrunePolicy | None, dry_run: bool = False) -> PruneReport:
-        """Forget by POLICY, then collect unreferenced chunks (see prune.py)."""
+    def prune(
+        self,
+        policy: PrunePolicy | None,
+        dry_run: bool = False,
+        plan: Callable[[list[SnapshotInfo]], tuple[list, list]] | None = None,
+    ) -> PruneReport:
+        """Forget by POLICY, then collect unreferenced chunks (see prune.py). PLAN, when
+        given, decides instead of POLICY: snapshots -> (kept with reasons, removed)."""
         from sctk.backup.repo.prune import prune
 
-        return prune(self, policy, dry_run)
+        return prune(self, policy, dry_run, plan)
 
     def check(
         self,

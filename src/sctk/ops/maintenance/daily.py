@@ -152,14 +152,18 @@ def archive_results(ctx: TaskContext) -> TaskResult:
 @task("backup", "daily", "Take the daily backup, then prune by the retention settings.")
 def backup(ctx: TaskContext) -> TaskResult:
     from sctk.backup.create import create_backup
+    from sctk.backup.location import ensure_repo
     from sctk.backup.prune import prune_backups
 
+    # the first run makes the repository: backups work from the first night on
+    created = ensure_repo(ctx.settings, actor=ctx.actor)
     snap = create_backup(ctx.settings, "daily", actor=ctx.actor)
     pruned = prune_backups(ctx.settings, actor=ctx.actor)
     removed = len(pruned.get("removed", []))
+    made = f"created the repository at {created}; " if created else ""
     return TaskResult(
         "ok",
-        f"snapshot {snap['id'][:8]} ({snap.get('added_bytes', 0) / MB:.1f} MB new); "
+        f"{made}snapshot {snap['id'][:8]} ({snap.get('added_bytes', 0) / MB:.1f} MB new); "
         f"prune removed {removed} snapshot(s)",
-        {"snapshot": snap, "prune": pruned},
+        {"snapshot": snap, "prune": pruned, "repository_created": created},
     )

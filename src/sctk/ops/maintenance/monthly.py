@@ -83,12 +83,23 @@ def system_audit(ctx: TaskContext) -> TaskResult:
 
 @task("restore_drill", "monthly", "Verify the latest backup: every byte, and a restore test.")
 def restore_drill(ctx: TaskContext) -> TaskResult:
+    """The newest regular backup not already found inconsistent (safety snapshots are not
+    backups to fall back on); each newer one passed over is named in the summary."""
+    from sctk.backup import kinds
+    from sctk.backup.location import open_repo
     from sctk.backup.verify import verify_backup
 
+    snap, skipped = kinds.newest_usable(open_repo(ctx.settings))
+    if snap is None:
+        message = " ".join([*skipped, "No regular backup is left to drill; take a backup."])
+        return TaskResult("fail", message, {"skipped": skipped})
     result = verify_backup(
-        ctx.settings, "latest", read_data=True, restore_test=True, actor=ctx.actor
+        ctx.settings, snap.id, read_data=True, restore_test=True, actor=ctx.actor
     )
-    return TaskResult("ok" if result["ok"] else "fail", result["message"], result)
+    status = "fail" if not result["ok"] else ("warn" if skipped else "ok")
+    return TaskResult(
+        status, " ".join([*skipped, result["message"]]), {**result, "skipped": skipped}
+    )
 
 
 @task("compliance_audit", "monthly", "Score the compliance audit and keep its report.")

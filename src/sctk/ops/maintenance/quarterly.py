@@ -16,4 +16,5 @@ def dr_drill(ctx: TaskContext) -> TaskResult:
         f"{result['rpo_seconds'] / 3600:.1f} h old (RPO); restored service "
         f"{'healthy' if healthy else 'NOT ready'}"
     )
+    summary = " ".join([*result.get("skipped", []), summary])
     return TaskResult("ok" if healthy else "warn", summary, result)

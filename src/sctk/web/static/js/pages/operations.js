@@ -45,14 +45,16 @@ function backups(box) {
     const data = await api("/api/v1/backups?runs=5");
     clear(
       listing,
+      data.configured ? null : h("p", { class: "warn", id: "backup-unconfigured" }, data.problem),
       table(
         [
           ["Snapshot", (s) => s.short_id],
           ["Taken", (s) => `${when(s.time)} (${ago(s.time)})`],
           ["Label", (s) => s.label],
+          ["Kind", (s) => s.kind],
           ["Files", (s) => String(s.files)],
           ["Size", (s) => bytes(s.size)],
-          ["Verified", (s) => (s.verified_at ? h("span", {}, badge("verified"), " ", ago(s.verified_at)) : badge("unverified"))],
+          ["Verified", (s) => (s.verified_at ? h("span", { title: s.problems.join(" ") }, badge(s.status), " ", ago(s.verified_at)) : badge(s.status))],
           ["", (s) => h("button", { type: "button", class: "small", onclick: () => verify(s) }, "Verify")],
         ],
         data.snapshots,

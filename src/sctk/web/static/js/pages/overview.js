@@ -41,14 +41,17 @@ export async function render(content, { can }) {
       can("backups.manage") ? api("/api/v1/backups?runs=1") : null,
     ]);
     const score = audit.length ? audit[0].details.score : null;
-    const snap = backups && backups.snapshots[0];
+    // the last backup is the newest regular one: a safety snapshot taken before a restore
+    // holds whatever state was being repaired
+    const snap = backups && backups.snapshots.find((s) => s.kind === "regular");
+    const unconfigured = backups && !backups.configured;
     clear(
       tiles,
       tile("Health", report.status, "/ui/operations", "health-tile"),
       tile("Firing alerts", String(alerts.length), "/ui/operations#alerts", "alerts-tile"),
       tile("Open incidents", String(incidents.length), "/ui/operations#incidents", "incidents-tile"),
       tile("Audit score", score === null || score === undefined ? "—" : `${score} / 100`, "/ui/operations#maintenance", "audit-tile"),
-      tile("Last backup", backups ? (snap ? ago(snap.time) : "none") : "admins only", "/ui/operations#backups", "backup-tile"),
+      tile("Last backup", backups ? (unconfigured ? "not configured" : snap ? ago(snap.time) : "none") : "admins only", "/ui/operations#backups", "backup-tile"),
     );
     clear(
       parts.health,
@@ -94,6 +97,7 @@ export async function render(content, { can }) {
     clear(
       parts.backup,
       h("h2", {}, "Last backup"),
+      unconfigured ? h("p", { class: "warn", id: "backup-unconfigured" }, backups.problem) : null,
       !backups
         ? h("p", { class: "muted" }, "Backups are shown to administrators.")
         : snap
@@ -105,7 +109,7 @@ export async function render(content, { can }) {
               h("dt", {}, "Taken"),
               h("dd", {}, when(snap.time), " — ", ago(snap.time)),
               h("dt", {}, "Verified"),
-              h("dd", {}, snap.verified_at ? badge("verified") : badge("unverified"), " ", snap.verified_at ? ago(snap.verified_at) : ""),
+              h("dd", {}, badge(snap.status), " ", snap.verified_at ? ago(snap.verified_at) : ""),
             )
           : h("p", { class: "warn" }, "No backup has been taken yet."),
       h("a", { href: "/ui/operations#backups" }, "Backups →"),
