@@ -126,6 +126,5 @@ def test_a_stalled_database_is_a_503_within_seconds_and_recovers(forwarder, tmp_
     loops = [m.split(" paused: ")[0] for m in paused]
     assert paused and len(loops) == len(set(loops)), paused
     assert "did not answer in time" in paused[0], paused
-    print(
-        f"\nstalled database: ready, read, ready answered 503 in {times} s; {ready.json()['detail']}"
-    )
+    shown = ", ".join(f"{t:.1f}" for t in times)
+    print(f"\nstalled database: ready, read, ready answered 503 in {shown} s")
