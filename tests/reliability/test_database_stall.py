@@ -5,16 +5,10 @@ database), its worker must wait quietly, and everything must come back by itself
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from sctk import config
 from sctk.api.app import create_app
@@ -22,36 +16,12 @@ from sctk.storage.engine import make_engine
 from sctk.storage.layout import init_home
 from tests.helpers import LiveServer, wait_until
 from tests.security.conftest import bearer, create_token, create_user
+from tests.storage.tcp_forwarder import Forwarder
 
 pytestmark = [pytest.mark.reliability, pytest.mark.postgres]
 
-FORWARDER = Path(__file__).resolve().parents[1] / "storage" / "tcp_forwarder.py"
 PROBLEM_JSON = "application/problem+json"
 WITHIN = 8.0  # seconds: the bound the defaults promise for a first answer on a stall
-
-
-class Forwarder:
-    """tests/storage/tcp_forwarder.py as a process of its own, relaying to TARGET_URL."""
-
-    def __init__(self, target_url: str) -> None:
-        target = make_url(target_url)
-        self.proc = subprocess.Popen(
-            [sys.executable, str(FORWARDER), target.host or "127.0.0.1", str(target.port or 5432)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        port = int(self.proc.stdout.readline())
-        self.url = target.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
-
-    def stall(self) -> None:
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.proc.pid, signal.SIGCONT)
-
-    def close(self) -> None:
-        self.proc.kill()  # a stopped process is killed all the same
-        self.proc.wait(timeout=10)
 
 
 @pytest.fixture

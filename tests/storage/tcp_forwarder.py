@@ -7,7 +7,12 @@ acknowledges data, but nothing flows either way until SIGCONT."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import sys
+
+from sqlalchemy.engine import make_url
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -33,6 +38,30 @@ async def _main(host: str, port: int) -> None:
     server = await asyncio.start_server(relay, "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)
     await server.serve_forever()
+
+
+class Forwarder:
+    """tests/storage/tcp_forwarder.py as a process of its own, relaying to TARGET_URL."""
+
+    def __init__(self, target_url: str) -> None:
+        target = make_url(target_url)
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, target.host or "127.0.0.1", str(target.port or 5432)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        port = int(self.proc.stdout.readline())
+        self.url = target.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+
+    def stall(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        self.proc.kill()  # a stopped process is killed all the same
+        self.proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

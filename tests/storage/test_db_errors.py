@@ -6,6 +6,7 @@ sentence, with what to do."""
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 
@@ -103,3 +104,69 @@ def test_an_unreachable_server_is_not_called_a_lock_or_a_full_disk(tmp_path):
     assert error.message.startswith(f"Cannot connect to the PostgreSQL at 127.0.0.1:{port}/sctk")
     assert "check database_url and that the server is running" in error.message
     assert "locked" not in error.message and "space" not in error.message
+
+
+# -- PostgreSQL: every wait bounded -----------------------------------------------------------
+
+
+def _pg_settings(tmp_path, url: str, **database):
+    return config.load(tmp_path / "home", {"database_url": url, "database": database}).settings
+
+
+@pytest.mark.postgres
+def test_a_slow_statement_is_cancelled_by_its_limit_and_named(pg_migrated_url, tmp_path):
+    from sqlalchemy import text
+
+    from sctk.errors import DatabaseTimeout
+    from sctk.storage.engine import DATABASE_ERRORS, unavailable, unbounded_statements
+
+    settings = _pg_settings(tmp_path, pg_migrated_url, statement_timeout_seconds=0.5)
+    engine = make_engine(settings)
+    try:
+        start = time.monotonic()
+        with pytest.raises(DATABASE_ERRORS) as caught, engine.connect() as conn:
+            conn.execute(text("SELECT pg_sleep(5)"))
+        assert time.monotonic() - start < 4
+        error = unavailable(engine, caught.value)
+        assert isinstance(error, DatabaseTimeout) and error.http_status == 503
+        assert "ran longer than database.statement_timeout_seconds (0.5 s)" in error.message
+        # long work lifts the limit for itself only
+        with engine.begin() as conn, unbounded_statements(conn):
+            conn.execute(text("SELECT pg_sleep(0.8)"))
+        with engine.connect() as conn:
+            assert conn.scalar(text("SHOW statement_timeout")) == "500ms"
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_statement_waiting_on_a_stalled_path_ends_by_its_deadline(pg_migrated_url, tmp_path):
+    """statement_timeout is the server's: on a stalled path only the client's deadline
+    ends the wait for an answer (statement limit + answer timeout)."""
+    from sqlalchemy import text
+
+    from sctk.errors import DatabaseTimeout
+    from sctk.storage.engine import DATABASE_ERRORS, unavailable
+    from tests.storage.tcp_forwarder import Forwarder
+
+    relay = Forwarder(pg_migrated_url)
+    settings = _pg_settings(tmp_path, relay.url, statement_timeout_seconds=1, timeout_seconds=1)
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT 1")) == 1
+            relay.stall()
+            start = time.monotonic()
+            with pytest.raises(DATABASE_ERRORS) as caught:
+                conn.execute(text("SELECT 2"))
+            took = time.monotonic() - start
+        assert 1.5 < took < 5, took
+        error = unavailable(engine, caught.value)
+        assert isinstance(error, DatabaseTimeout), error.message
+        assert "did not answer in time (the server did not answer within 2 s)" in error.message
+        relay.resume()
+        with engine.connect() as conn:  # the abandoned connection was replaced
+            assert conn.scalar(text("SELECT 3")) == 3
+    finally:
+        engine.dispose()
+        relay.close()

@@ -110,10 +110,11 @@ def bounded_engine(url: URL, db: DatabaseSettings) -> Engine:
 
 @contextmanager
 def unbounded(conn: Connection) -> Iterator[None]:
-    """No statement limit, client or server side, for the transaction open on CONN."""
+    """No statement limit, client or server side, on CONN while the block runs (a migration,
+    VACUUM, REINDEX: work that may rightly take longer than any single request)."""
     dbapi = conn.connection.dbapi_connection
     saved = getattr(dbapi, "answer_timeout", None)
-    conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+    conn.exec_driver_sql("SET statement_timeout = 0")
     if isinstance(dbapi, BoundedConnection):
         dbapi.answer_timeout = None
     try:
@@ -121,3 +122,6 @@ def unbounded(conn: Connection) -> Iterator[None]:
     finally:
         if isinstance(dbapi, BoundedConnection):
             dbapi.answer_timeout = saved
+        # back to the engine's own limit; in a failed transaction the rollback undoes the SET
+        with suppress(Exception):
+            conn.exec_driver_sql("SET statement_timeout = DEFAULT")
