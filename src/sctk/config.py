@@ -75,10 +75,24 @@ class HealthSettings(_Section):
 
 class DatabaseSettings(_Section):
     connect_timeout: int = Field(
-        5, ge=1, le=120, description="Seconds to wait for PostgreSQL before giving up."
+        3, ge=1, le=120, description="Seconds to wait for PostgreSQL before giving up."
     )
     busy_timeout_ms: int = Field(
         10_000, ge=0, description="How long SQLite waits on a locked database (ms)."
+    )
+    timeout_seconds: float = Field(
+        3.0,
+        ge=0.5,
+        le=300,
+        description="Seconds PostgreSQL may take to answer a ping, hand out a pooled "
+        "connection or acknowledge data before it is reported unavailable (503).",
+    )
+    statement_timeout_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=86_400,
+        description="Seconds a PostgreSQL statement may run before the server cancels it "
+        "(the client gives up timeout_seconds later); 0: no limit.",
     )
 
 

@@ -32,3 +32,22 @@ class Conflict(SctkError):
 
     http_status = 409
     title = "Conflict"
+
+
+class InsufficientStorage(SctkError):
+    """A write ran out of space (ENOSPC, a quota, or SQLite's "database or disk is full")."""
+
+    http_status = 507
+    title = "Insufficient storage"
+
+
+class DatabaseLocked(DatabaseUnavailable):
+    """SQLite stayed locked by another connection past the busy timeout."""
+
+    title = "Database locked"
+
+
+class DatabaseTimeout(DatabaseUnavailable):
+    """The database accepted the connection but did not answer in time."""
+
+    title = "Database not answering"

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from sctk.errors import InsufficientStorage
+
+# A full disk and an exhausted quota are the same fix for the operator: free some space.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def read_user_text(path: Path, what: str, error: type[Exception]) -> str:
@@ -44,3 +52,28 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """True for an OSError that means the file system (or the user's quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE
+
+
+def no_space(where: Path | str, what: str | None = None) -> InsufficientStorage:
+    """The one sentence for a write that ran out of space on the device holding WHERE."""
+    doing = f" while writing {what}" if what else ""
+    return InsufficientStorage(
+        f"No space left on the device holding {where}{doing}, so nothing was kept; "
+        "free some space and try again."
+    )
+
+
+@contextmanager
+def space_errors(where: Path | str, what: str | None = None) -> Iterator[None]:
+    """Turn a full disk met in the block into InsufficientStorage naming WHERE (and WHAT)."""
+    try:
+        yield
+    except OSError as exc:
+        if is_no_space(exc):
+            raise no_space(where, what) from exc
+        raise

@@ -6,7 +6,9 @@ while that request is handled.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import errno
 import json
 import logging
 import logging.handlers
@@ -69,11 +71,16 @@ class LogFileHandler(logging.handlers.RotatingFileHandler):
     cost of answering a trivial request.
     """
 
+    # records dropped while the disk was full; counted, and said once space returns
+    dropped = 0
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record) + self.terminator
             if self.stream is None:
                 self.stream = self._open()
+            if self.dropped:
+                line = self._dropped_notice() + line
             if self.maxBytes > 0:
                 # seek to the end first: other processes (uvicorn workers) append too
                 self.stream.seek(0, 2)
@@ -81,10 +88,37 @@ class LogFileHandler(logging.handlers.RotatingFileHandler):
                     self.doRollover()
             self.stream.write(line)
             self.stream.flush()
+            self.dropped = 0
         except RecursionError:
             raise
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                self.handleError(record)
+                return
+            # a full disk must not print a traceback per record nor stop the service: the
+            # record is dropped, and the half-written buffer with it
+            self.dropped += 1
+            self._discard_stream()
         except Exception:
             self.handleError(record)
+
+    def _dropped_notice(self) -> str:
+        notice = logging.makeLogRecord(
+            {
+                "name": __name__,
+                "levelno": logging.WARNING,
+                "levelname": "WARNING",
+                "msg": "%d log record(s) dropped while the disk was full",
+                "args": (self.dropped,),
+            }
+        )
+        return self.format(notice) + self.terminator
+
+    def _discard_stream(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
 
 
 class ConsoleFormatter(logging.Formatter):

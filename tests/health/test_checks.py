@@ -198,3 +198,33 @@ def test_registry_lists_platform_checks():
     assert set(PLATFORM_CHECKS) <= set(checks)
     assert checks["migrations"].depends_on == ("database",)
     assert all(c.description for c in checks.values())
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("damage", ["file missing", "empty schema"])
+def test_health_cli_never_prints_a_traceback(home, damage):
+    """A data directory whose database file is gone (or holds no tables): every check says
+    what it found in one line; no traceback, no SQL, and no empty database made in passing."""
+    from tests.helpers import run_sctk
+
+    db = home / "sctk.db"
+    if damage == "file missing":
+        db.unlink()
+    else:
+        engine = make_engine(config.load(home).settings)
+        migrate.downgrade(engine, "base")
+        engine.dispose()
+    done = run_sctk("health", home=home)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    for leak in ("Traceback", "[SQL:", "sqlalche.me", "OperationalError", "raised"):
+        assert leak not in output, output
+    rows = {line.split("│")[2].strip(): line for line in done.stdout.splitlines() if "│" in line}
+    if damage == "file missing":
+        assert "does not exist" in rows["database"] and "CRITICAL" in rows["database"]
+        assert not db.exists(), "the health check created an empty database"
+    else:
+        assert "run 'sctk db upgrade'" in rows["migrations"]
+    for name in ("workers", "scheduler"):
+        assert "UNKNOWN" in rows[name] and "not checked" in rows[name], rows[name]

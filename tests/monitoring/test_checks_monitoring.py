@@ -41,7 +41,7 @@ def outcome(settings, name: str):
 def test_the_checks_are_registered():
     checks = registered()
     assert set(MONITORING_CHECKS) <= set(checks)
-    assert checks["workers"].depends_on == ("database",)
+    assert checks["workers"].depends_on == ("database", "migrations")
     # importing this module first (as this test file did) keeps the registry's order
     order = list(checks)
     assert order.index("database") < order.index("keyring") < order.index("memory")

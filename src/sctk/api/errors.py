@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sctk.errors import SctkError
@@ -70,12 +71,28 @@ async def _sctk_error(_request: Request, exc: SctkError) -> JSONResponse:
     return problem(exc.http_status, exc.message, title=exc.title)
 
 
-async def _database_unreachable(_request: Request, exc: OperationalError) -> JSONResponse:
-    from sctk.storage.engine import unreachable
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database error, named by its cause: locked, full, not answering, unreachable."""
+    from sctk.storage.engine import database_error, first_line
 
-    log.error("database unreachable", exc_info=exc)
-    error = unreachable(exc)
-    return problem(503, error.message, title=error.title, headers={"Retry-After": "5"})
+    state = request.app.state
+    engine = getattr(state, "engine", None)
+    error = database_error(exc, engine.url if engine is not None else None, state.settings)
+    # one line, no traceback: while a database is down every request would log one
+    log.warning("database error (%s): %s", error.title, first_line(exc))
+    headers = {"Retry-After": "5"} if error.http_status == 503 else None
+    return problem(error.http_status, error.message, title=error.title, headers=headers)
+
+
+async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+    """A full disk under any write is 507 naming the data directory; anything else a bug."""
+    from sctk.fsutil import is_no_space, no_space
+
+    if not is_no_space(exc):
+        return await _unexpected(request, exc)
+    error = no_space(f"the data directory {request.app.state.settings.home}")
+    log.warning("write failed: %s", exc)
+    return problem(error.http_status, error.message, title=error.title)
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -111,6 +128,7 @@ _COMMON = {
     422: "A parameter or the body is invalid",
     429: "Too many requests; retry after Retry-After seconds",
     503: "The database is unreachable; retry after Retry-After seconds",
+    507: "No space left on the data directory's device (or the database's)",
 }
 _SECURED = {401: "No valid bearer credential", 403: "The role lacks the permission"}
 _WITH_BODY = {413: "The request body is larger than the limit"}
@@ -155,5 +173,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SctkError, _sctk_error)
-    app.add_exception_handler(OperationalError, _database_unreachable)
+    app.add_exception_handler(OperationalError, _database_error)
+    app.add_exception_handler(PoolTimeout, _database_error)
+    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import click
 import typer
-from sqlalchemy.exc import OperationalError
 from typer.core import TyperGroup
 
 from sctk import __version__
 from sctk.cli.common import err_console, state
 from sctk.errors import SctkError
-from sctk.storage.engine import unreachable
+from sctk.fsutil import is_no_space, no_space
+from sctk.storage.engine import DATABASE_ERRORS, database_error
 
 # name -> (module, attribute); a typer.Typer attribute is a command group, a function a command
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -114,8 +114,12 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="sctk")
     except SctkError as exc:
         _fail(exc)
-    except OperationalError as exc:
-        # a database that goes away mid-command: one sentence, as for any user-fixable cause
-        _fail(unreachable(exc))
+    except DATABASE_ERRORS as exc:
+        # a database that goes away, stays locked or fills up mid-command: one sentence
+        _fail(database_error(exc))
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        _fail(no_space(Path(exc.filename).parent if exc.filename else "the data directory"))
     except KeyboardInterrupt:
         sys.exit(130)

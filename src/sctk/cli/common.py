@@ -51,7 +51,7 @@ def operator() -> str:
 @contextmanager
 def db_session(ctx: typer.Context, with_bus: bool = False) -> Iterator[Session]:
     """A committed-on-success session on the data directory's database."""
-    from sctk.storage.engine import make_engine, session_scope
+    from sctk.storage.engine import DATABASE_ERRORS, make_engine, session_scope, unavailable
     from sctk.storage.layout import require_data_dir
 
     s = settings(ctx)
@@ -66,6 +66,9 @@ def db_session(ctx: typer.Context, with_bus: bool = False) -> Iterator[Session]:
     try:
         with session_scope(engine) as session:
             yield session
+    except DATABASE_ERRORS as exc:
+        # named here, where the database is known: locked, full, not answering, unreachable
+        raise unavailable(engine, exc) from None
     finally:
         engine.dispose()
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
-from sctk.cli.common import console, json_option, print_json, settings, table
+from sctk.cli.common import console, err_console, json_option, print_json, settings, table
+from sctk.config import Settings
 from sctk.errors import SctkError
-from sctk.health import Status, run_checks
+from sctk.health import HealthReport, Status, run_checks
 from sctk.health.registry import record
 
 STYLE = {
@@ -30,17 +33,12 @@ def health(
         # settings that do not load make the health of the service unknown, not a usage error
         console.print(f"UNKNOWN: {exc.message}", highlight=False)
         raise typer.Exit(int(Status.UNKNOWN)) from None
+    _quiet_logs(s)
     report = run_checks(s, only or None)
     schema = next((o for o in report.outcomes if o.name == "migrations"), None)
     # results are stored only where the table is known to exist: schema at head
     if not no_record and schema is not None and schema.status is Status.OK:
-        from sctk.storage.engine import make_engine
-
-        engine = make_engine(s)
-        try:
-            record(engine, report)
-        finally:
-            engine.dispose()
+        _record(s, report)
     if as_json:
         print_json(report.as_dict())
     else:
@@ -52,3 +50,32 @@ def health(
         table(None, ["status", "check", "measured", "message"], rows)
         console.print(f"overall: [{STYLE[report.status]}]{report.status.name}[/]")
     raise typer.Exit(int(report.status))
+
+
+def _quiet_logs(s: Settings) -> None:
+    """What the checks log goes to the log file only: the table is the report."""
+    from sctk import logs
+
+    logs.configure(s, console=False)
+    root = logging.getLogger()
+    if not root.handlers:
+        # without a handler, Python prints warnings and their tracebacks to stderr
+        root.addHandler(logging.NullHandler())
+
+
+def _record(s: Settings, report: HealthReport) -> None:
+    """Store the results when the database takes them; a full disk or a database that fails
+    meanwhile is already in the report, so the exit code stays the report's."""
+    from sctk.storage.engine import DATABASE_ERRORS, database_error, make_engine, normalise_url
+
+    try:
+        engine = make_engine(s)
+        try:
+            record(engine, report)
+        finally:
+            engine.dispose()
+    except (SctkError, *DATABASE_ERRORS) as exc:
+        if not isinstance(exc, SctkError):
+            exc = database_error(exc, normalise_url(s.db_url), s)
+        why = exc.message
+        err_console.print(f"note: results not stored: {why}", highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from sctk.errors import DatabaseUnavailable
+from sctk.errors import SctkError
 from sctk.health.registry import CheckContext, CheckOutcome, Status, check
 from sctk.storage.engine import describe_target, ping
 
@@ -16,9 +16,19 @@ SLOW_DATABASE_MS = 500.0
 
 @check("database", "The database answers a query.")
 def database(ctx: CheckContext) -> CheckOutcome:
+    url = ctx.engine.url
+    file = url.database if url.get_backend_name() == "sqlite" else None
+    if file not in (None, "", ":memory:") and not Path(file).exists():
+        # connecting would create an empty file and hide what happened
+        return CheckOutcome(
+            "database",
+            Status.CRITICAL,
+            f"SQLite file {file} does not exist; restore it ('sctk restore') "
+            "or create a new one ('sctk init')",
+        )
     try:
         latency = ping(ctx.engine)
-    except DatabaseUnavailable as exc:
+    except SctkError as exc:
         return CheckOutcome("database", Status.CRITICAL, exc.message)
     values = {"latency_ms": round(latency, 2), "backend": ctx.engine.dialect.name}
     where = describe_target(ctx.engine.url)

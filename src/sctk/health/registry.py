@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ class CheckContext:
         self._engine = engine
         self._owns_engine = engine is None
         self.outcomes: dict[str, CheckOutcome] = {}
+        self.running: str | None = None  # the check under way (named when it overruns)
 
     @cached_property
     def engine(self) -> Engine:
@@ -144,21 +146,32 @@ def _run_one(entry: Check, ctx: CheckContext) -> CheckOutcome:
     if blocked:
         return CheckOutcome(entry.name, Status.UNKNOWN, f"not checked: {', '.join(blocked)} failed")
     start = time.perf_counter()
+    ctx.running = entry.name
     try:
         outcome = entry.func(ctx)
     except Exception as exc:  # a broken probe must not take the whole report down
-        log.exception("health check %s raised", entry.name)
-        outcome = CheckOutcome(
-            entry.name, Status.UNKNOWN, f"check raised {type(exc).__name__}: {exc}"
-        )
+        outcome = CheckOutcome(entry.name, Status.UNKNOWN, _raised(exc, ctx))
     outcome.duration_ms = (time.perf_counter() - start) * 1000.0
     return outcome
 
 
-def run_checks(
-    settings: Settings, names: list[str] | None = None, engine: Engine | None = None
-) -> HealthReport:
-    """Run the named checks (default: all) in registration order."""
+def _raised(exc: Exception, ctx: CheckContext) -> str:
+    """The one line a check that raised reports: a database error's sentence, else the
+    error's first line (the traceback goes to the log file, never into the report)."""
+    from sctk.errors import SctkError
+    from sctk.storage.engine import DATABASE_ERRORS, database_error, first_line
+
+    if isinstance(exc, DATABASE_ERRORS):
+        log.warning("health check %s: database error: %s", ctx.running, first_line(exc))
+        url = ctx._engine.url if ctx._engine is not None else None
+        return database_error(exc, url, ctx.settings).message
+    if isinstance(exc, SctkError):
+        return exc.message
+    log.error("health check %s raised", ctx.running, exc_info=exc)
+    return f"check raised {type(exc).__name__}: {first_line(exc)}"
+
+
+def _selected(names: list[str] | None) -> list[Check]:
     checks = registered()
     if names:
         unknown = [n for n in names if n not in checks]
@@ -166,15 +179,68 @@ def run_checks(
             from sctk.errors import SctkError
 
             raise SctkError(f"Unknown check '{unknown[0]}'; known checks: {', '.join(checks)}.")
-    ctx = CheckContext(settings, engine)
+    return [c for c in checks.values() if not names or c.name in names]
+
+
+def _run_all(entries: list[Check], ctx: CheckContext) -> None:
     try:
-        for entry in checks.values():
-            if names and entry.name not in names:
-                continue
+        for entry in entries:
             ctx.outcomes[entry.name] = _run_one(entry, ctx)
     finally:
+        ctx.running = None
         ctx.close()
+
+
+def run_checks(
+    settings: Settings, names: list[str] | None = None, engine: Engine | None = None
+) -> HealthReport:
+    """Run the named checks (default: all) in registration order."""
+    entries = _selected(names)
+    ctx = CheckContext(settings, engine)
+    _run_all(entries, ctx)
     return HealthReport(list(ctx.outcomes.values()), utcnow())
+
+
+# One probe at a time per engine: while a stalled database holds one up, later callers wait
+# on the same run instead of piling up threads that all wait on the same server.
+_in_flight: dict[int, tuple[threading.Thread, CheckContext, list[Check]]] = {}
+_in_flight_lock = threading.Lock()
+
+
+def run_checks_within(settings: Settings, engine: Engine, seconds: float) -> HealthReport:
+    """Run every check, answering within SECONDS whatever a check waits on: a check still
+    running then is CRITICAL ('did not finish within'), the ones after it UNKNOWN. The run
+    itself goes on in the background (every database wait has its own bound) and later
+    calls wait for it rather than start another."""
+    key = id(engine)
+    with _in_flight_lock:
+        running = _in_flight.get(key)
+        if running is None or not running[0].is_alive():
+            entries = _selected(None)
+            ctx = CheckContext(settings, engine)
+            thread = threading.Thread(
+                target=_run_all, args=(entries, ctx), name="health-probe", daemon=True
+            )
+            running = (thread, ctx, entries)
+            _in_flight[key] = running
+            thread.start()
+    thread, ctx, entries = running
+    thread.join(seconds)
+    outcomes = dict(ctx.outcomes)
+    if thread.is_alive():
+        stuck = ctx.running
+        for entry in entries:
+            if entry.name in outcomes:
+                continue
+            if entry.name == stuck:
+                outcomes[entry.name] = CheckOutcome(
+                    entry.name, Status.CRITICAL, f"did not finish within {seconds:g} s"
+                )
+            else:
+                outcomes[entry.name] = CheckOutcome(
+                    entry.name, Status.UNKNOWN, f"not checked: {stuck} did not finish"
+                )
+    return HealthReport([outcomes[e.name] for e in entries if e.name in outcomes], utcnow())
 
 
 def record(engine: Engine, report: HealthReport) -> None:

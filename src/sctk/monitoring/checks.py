@@ -29,7 +29,7 @@ from sqlalchemy import func, or_, select
 # "database", which checks here depend on, must have run when they run
 import sctk.health.platform  # noqa: F401
 import sctk.security.checks  # noqa: F401
-from sctk.errors import DatabaseUnavailable
+from sctk.errors import SctkError
 from sctk.health.registry import CheckContext, CheckOutcome, Status, check
 from sctk.logs import LOG_FILE
 from sctk.storage.engine import ping
@@ -90,7 +90,7 @@ def cpu_load(ctx: CheckContext) -> CheckOutcome:
 
 
 @check("workers", "Running jobs' workers heartbeat; queued jobs are being picked up.",
-       depends_on=("database",))  # fmt: skip
+       depends_on=("database", "migrations"))  # fmt: skip
 def workers(ctx: CheckContext) -> CheckOutcome:
     from sctk.storage.models import Job
 
@@ -145,7 +145,8 @@ def workers(ctx: CheckContext) -> CheckOutcome:
     )
 
 
-@check("scheduler", "The maintenance scheduler holds its lease.", depends_on=("database",))
+@check("scheduler", "The maintenance scheduler holds its lease.",
+       depends_on=("database", "migrations"))  # fmt: skip
 def scheduler(ctx: CheckContext) -> CheckOutcome:
     """A scheduler renews its lease while it runs; one that stopped lets it expire. A database
     no scheduler has ever run on (a CLI-only installation) is not a failure."""
@@ -417,13 +418,24 @@ def tcp_probe(ep: Endpoint, timeout: float) -> dict[str, Any]:
 @check("connectivity", "The database and every configured endpoint answer, with latency.")
 def connectivity(ctx: CheckContext) -> CheckOutcome:
     results: list[dict[str, Any]] = []
-    try:
-        latency = ping(ctx.engine)
-        results.append({"name": "database", "ok": True, "latency_ms": round(latency, 2)})
-        db_ok = True
-    except DatabaseUnavailable as exc:
-        results.append({"name": "database", "ok": False, "error": exc.message})
-        db_ok = False
+    probed = ctx.outcomes.get("database")
+    if probed is not None:
+        # the database check of this run already waited on it: a stalled server costs once
+        db_ok = probed.status in (Status.OK, Status.WARNING)
+        latency = probed.values.get("latency_ms")
+        results.append(
+            {"name": "database", "ok": True, "latency_ms": latency}
+            if db_ok
+            else {"name": "database", "ok": False, "error": probed.message}
+        )
+    else:
+        try:
+            latency = ping(ctx.engine)
+            results.append({"name": "database", "ok": True, "latency_ms": round(latency, 2)})
+            db_ok = True
+        except SctkError as exc:
+            results.append({"name": "database", "ok": False, "error": exc.message})
+            db_ok = False
     endpoints = configured_endpoints(ctx.settings)
     if endpoints:
         timeout = ctx.settings.monitor.connect_timeout_seconds

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from sctk.config import Settings
-from sctk.errors import ConfigError, DatabaseUnavailable
+from sctk.errors import (
+    ConfigError,
+    DatabaseLocked,
+    DatabaseTimeout,
+    DatabaseUnavailable,
+    InsufficientStorage,
+    SctkError,
+)
+
+# What a database error can be; each is its own sentence (see `database_error`).
+DATABASE_ERRORS = (OperationalError, DBAPIError, PoolTimeout)
 
 
 def normalise_url(url: str) -> URL:
@@ -56,17 +69,33 @@ def _sqlite_pragmas(busy_timeout_ms: int):
 
 
 def make_engine(settings: Settings, url: str | None = None) -> Engine:
-    """An engine for the configured database (or an explicit URL)."""
+    """An engine for the configured database (or an explicit URL).
+
+    On PostgreSQL every wait is bounded (see `sctk.storage.pgwait`): a server that accepts
+    connections but stops answering makes a statement fail within seconds, not hang."""
     parsed = normalise_url(url or settings.db_url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas(settings.database.busy_timeout_ms))
-        return engine
-    return create_engine(
-        parsed,
-        pool_pre_ping=True,
-        connect_args={"connect_timeout": settings.database.connect_timeout},
-    )
+    else:
+        from sctk.storage import pgwait
+
+        engine = pgwait.bounded_engine(parsed, settings.database)
+    # the limits an error names (a lock's busy timeout, a statement timeout)
+    engine.sctk_settings = settings  # type: ignore[attr-defined]
+    return engine
+
+
+@contextmanager
+def unbounded_statements(conn: Connection) -> Iterator[None]:
+    """Lift the statement time limits for long work on CONN (a migration); SQLite has none."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    from sctk.storage import pgwait
+
+    with pgwait.unbounded(conn):
+        yield
 
 
 def first_line(exc: BaseException) -> str:
@@ -75,21 +104,94 @@ def first_line(exc: BaseException) -> str:
     return lines[0].rstrip(".") if lines else type(exc).__name__
 
 
-def unreachable(exc: BaseException) -> DatabaseUnavailable:
-    """For a connection error raised where the engine is not at hand (the driver's message
-    names the host and port)."""
+_LOCKED = ("database is locked", "database table is locked", "database schema is locked")
+_FULL = ("database or disk is full", "no space left on device", "could not extend file")
+_NEARLY_FULL = 1 << 20  # bytes: less than this free and SQLite's I/O errors are a full disk
+_TIMEOUTS = ("connection timeout expired", "timeout expired", "did not answer within")
+
+
+def database_error(
+    exc: BaseException, url: URL | str | None = None, settings: Settings | None = None
+) -> SctkError:
+    """One sentence for a database error, naming its real cause and what to do: a SQLite
+    lock held past the busy timeout, a full disk, a server that does not answer, a pool with
+    no free connection, or a server that cannot be reached. URL (when known) names the
+    database; SETTINGS (when known) give the limits that were reached."""
+    target = "database"
+    if url is not None:
+        target = describe_target(make_url(url) if isinstance(url, str) else url)
+    reason = first_line(exc)
+    low = str(getattr(exc, "orig", None) or exc).lower()
+    db = settings.database if settings is not None else None
+    if isinstance(exc, PoolTimeout):
+        wait = f"{db.timeout_seconds:g} s" if db is not None else "the pool timeout"
+        return DatabaseTimeout(
+            f"No connection to the {target} came free within {wait}: every pooled connection "
+            "is busy, as when the database stops answering; check the database server and "
+            "the network path to it, or raise database.timeout_seconds."
+        )
+    if any(m in low for m in _LOCKED):
+        wait = f"{db.busy_timeout_ms} ms" if db is not None else "its busy timeout"
+        return DatabaseLocked(
+            f"The {target} stayed locked by another process for longer than {wait}; let the "
+            "other command (an import, a backup, a migration) finish and try again, or raise "
+            "database.busy_timeout_ms."
+        )
+    if any(m in low for m in _FULL) or (_sqlite_io(low) and _device_full(url)):
+        return InsufficientStorage(
+            f"The {target} ran out of disk space ({reason}), so nothing was written; free "
+            "some space on the device that holds it and try again."
+        )
+    if "statement timeout" in low:
+        limit = f" ({db.statement_timeout_seconds:g} s)" if db is not None else ""
+        return DatabaseTimeout(
+            f"A statement on the {target} ran longer than database.statement_timeout_seconds"
+            f"{limit} and was cancelled; try again, or raise the limit if the work is "
+            "expected to take that long."
+        )
+    if any(m in low for m in _TIMEOUTS):
+        return DatabaseTimeout(
+            f"The {target} did not answer in time ({reason}); the server is overloaded, "
+            "stopped or behind a stalled network path: check it and the network between."
+        )
+    if "unable to open database file" in low:
+        return DatabaseUnavailable(
+            f"Cannot open the {target} ({reason}); check that the data directory exists "
+            "('sctk init' makes one) and is writable."
+        )
     return DatabaseUnavailable(
-        f"The database cannot be reached: {first_line(exc)}; "
-        "check database_url and that the server is running."
+        f"Cannot connect to the {target}: {reason}; check database_url and that the server "
+        "is running."
     )
 
 
-def unavailable(engine: Engine, exc: BaseException) -> DatabaseUnavailable:
-    """Turn a driver error into one sentence naming the target and the likely fix."""
-    return DatabaseUnavailable(
-        f"Cannot connect to the {describe_target(engine.url)}: {first_line(exc)}; "
-        "check database_url and that the server is running."
-    )
+def _sqlite_io(message: str) -> bool:
+    # SQLite cannot create its shared-memory file on a full disk and says only this
+    return "disk i/o error" in message or "unable to open database file" in message
+
+
+def _device_full(url: URL | str | None) -> bool:
+    """True when URL is a SQLite file whose file system has (next to) no space left."""
+    if url is None:
+        return False
+    parsed = make_url(url) if isinstance(url, str) else url
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return False
+    folder = Path(parsed.database).parent
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
+def unreachable(exc: BaseException) -> SctkError:
+    """For a database error raised where the engine is not at hand."""
+    return database_error(exc)
+
+
+def unavailable(engine: Engine, exc: BaseException) -> SctkError:
+    """Turn a driver error into one sentence naming the target, the cause and the fix."""
+    return database_error(exc, engine.url, getattr(engine, "sctk_settings", None))
 
 
 def ping(engine: Engine) -> float:
@@ -98,7 +200,7 @@ def ping(engine: Engine) -> float:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except (OperationalError, DBAPIError) as exc:
+    except DATABASE_ERRORS as exc:
         raise unavailable(engine, exc) from None
     return (time.perf_counter() - start) * 1000.0
 

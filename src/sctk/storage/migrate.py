@@ -15,7 +15,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from sctk.errors import SctkError
-from sctk.storage.engine import unavailable
+from sctk.storage.engine import unavailable, unbounded_statements
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Any constant works; it keeps two processes (e.g. several `sctk serve` workers) from
@@ -112,7 +112,8 @@ def _run(engine: Engine, action: str, rev: str) -> tuple[str | None, str | None]
     before = current(engine)
     cfg = _config()
     try:
-        with engine.begin() as conn:
+        # a migration may rewrite a large table: no statement limit applies to it
+        with engine.begin() as conn, unbounded_statements(conn):
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
             cfg.attributes["connection"] = conn

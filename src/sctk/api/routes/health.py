@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from sctk.api.errors import problem
-from sctk.health import run_checks
+from sctk.health.registry import run_checks_within
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -22,7 +22,12 @@ async def live() -> dict[str, str]:
     responses={503: {"description": "Not ready", "content": {"application/problem+json": {}}}},
 )
 def ready(request: Request) -> JSONResponse:
-    report = run_checks(request.app.state.settings, engine=request.app.state.engine)
+    settings = request.app.state.settings
+    db = settings.database
+    # a stalled database answers a ping (timeout_seconds) or a new connection
+    # (connect_timeout) in bounded time; the probe answers a little after both at most
+    within = db.timeout_seconds + db.connect_timeout + 0.5
+    report = run_checks_within(settings, request.app.state.engine, within)
     body = report.as_dict()
     if report.failing:
         names = ", ".join(f"{o.name} ({o.message})" for o in report.failing)

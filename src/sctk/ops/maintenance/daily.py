@@ -13,7 +13,7 @@ from sctk.logs import LOG_FILE
 from sctk.ops.maintenance.files import compress, old_files, remove
 from sctk.ops.tasks import TaskContext, TaskResult, task
 from sctk.runstate import PID_FILE
-from sctk.storage.engine import session_scope
+from sctk.storage.engine import session_scope, unbounded_statements
 from sctk.storage.models import Dataset
 
 MB = 1024 * 1024
@@ -50,7 +50,11 @@ def database(ctx: TaskContext) -> TaskResult:
             )
         return TaskResult("ok", "quick_check ok; statistics refreshed (ANALYZE, optimize)")
     minutes = ctx.settings.maintenance.long_query_minutes
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    # VACUUM of a large database may rightly outlast any statement limit
+    with (
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+        unbounded_statements(conn),
+    ):
         conn.execute(text("VACUUM ANALYZE"))
         tables = [
             dict(r._mapping)

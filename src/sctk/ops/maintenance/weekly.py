@@ -6,13 +6,17 @@ from sqlalchemy import text
 
 from sctk.ops import integrity
 from sctk.ops.tasks import TaskContext, TaskResult, task
-from sctk.storage.engine import session_scope
+from sctk.storage.engine import session_scope, unbounded_statements
 
 
 @task("reindex", "weekly", "PostgreSQL: REINDEX the database. SQLite: VACUUM (rebuilds the file).")
 def reindex(ctx: TaskContext) -> TaskResult:
     engine = ctx.engine
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    # rebuilding every index of a large database may rightly outlast any statement limit
+    with (
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+        unbounded_statements(conn),
+    ):
         if engine.dialect.name == "sqlite":
             before = conn.execute(text("PRAGMA page_count")).scalar()
             conn.execute(text("VACUUM"))

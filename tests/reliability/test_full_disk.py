@@ -1,0 +1,140 @@
+"""A data directory on a file system that fills up: every write path says so in one
+sentence (507 over HTTP), keeps no partial file, and works again once space returns,
+without a restart."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sctk import config
+from sctk.api.app import create_app
+from sctk.storage.engine import make_engine
+from sctk.storage.layout import init_home
+from tests.helpers import LiveServer, run_sctk
+from tests.security.conftest import bearer, create_token, create_user
+
+pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
+
+PROBLEM_JSON = "application/problem+json"
+MiB = 1 << 20
+
+
+@pytest.fixture
+def small_fs(tmp_path) -> Iterator[Path]:
+    """A 64 MiB tmpfs of the test's own."""
+    mnt = tmp_path / "small-fs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def fill(filler: Path, leave: int = 0) -> None:
+    """Write FILLER until the file system is full, then give LEAVE bytes back."""
+    block = b"\0" * MiB
+    with filler.open("ab") as fh:
+        try:
+            while True:
+                fh.write(block)
+                fh.flush()
+        except OSError:
+            pass
+    if leave:
+        os.truncate(filler, max(0, filler.stat().st_size - leave))
+
+
+def csv_of(path: Path, rows: int) -> Path:
+    """Random floats: they do not compress, so the stored file is as large as planned."""
+    rng = random.Random(7)
+    with path.open("w") as fh:
+        fh.write("x,y\n")
+        for _ in range(rows):
+            fh.write(f"{rng.random()},{rng.random()}\n")
+    return path
+
+
+def one_sentence(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    message = done.stderr.strip()
+    assert "\n" not in message and message.startswith("Error: "), message
+    return message
+
+
+def health_rows(done: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    return {line.split("│")[2].strip(): line for line in done.stdout.splitlines() if "│" in line}
+
+
+def leftovers(home: Path) -> list[Path]:
+    return [p for d in ("data", "tmp") for p in (home / d).iterdir()]
+
+
+def test_a_full_disk_is_named_and_the_service_recovers_by_itself(small_fs, tmp_path):
+    home = small_fs / "home"
+    init_home(home)
+    settings = config.load(home).settings
+    engine = make_engine(settings)
+    create_user(engine, "ana.lyst", "Velvet-Orbit-Meadow-927", "admin")
+    token, _ = create_token(engine, "ana.lyst")
+    engine.dispose()
+    big = csv_of(tmp_path / "big.csv", 120_000)  # ~4.5 MiB of text, ~2 MiB as Parquet
+    body = big.read_bytes()
+    filler = small_fs / "filler"
+    auth = bearer(token)
+
+    with LiveServer(create_app(settings)) as server, server.client() as http:
+        assert http.get("/api/v1/datasets", headers=auth).status_code == 200
+
+        # nearly full: the database still opens, the dataset's file does not fit
+        fill(filler, leave=MiB)
+        message = one_sentence(run_sctk("data", "import", str(big), home=home))
+        assert message.startswith(f"Error: No space left on the device holding {home / 'data'}")
+        assert "free some space" in message and message.endswith("."), message
+        assert leftovers(home) == []
+
+        r = http.post(
+            "/api/v1/datasets", params={"filename": "big.csv"}, content=body, headers=auth
+        )
+        assert r.status_code == 507, r.text
+        assert r.headers["content-type"].startswith(PROBLEM_JSON)
+        assert r.json()["title"] == "Insufficient storage"
+        assert r.json()["detail"].startswith("No space left on the device holding"), r.json()
+        assert leftovers(home) == []
+        ready = http.get("/health/ready")
+        assert ready.status_code == 503 and "disk" in ready.json()["detail"], ready.text
+
+        # quite full: the health report names the disk and stores its results only if it can
+        fill(filler)
+        checked = run_sctk("health", home=home)
+        assert checked.returncode == 2, checked.stdout + checked.stderr
+        assert "Traceback" not in checked.stdout + checked.stderr
+        rows = health_rows(checked)
+        assert "CRITICAL" in rows["disk"] and "0.0% free" in rows["disk"], rows["disk"]
+        message = one_sentence(run_sctk("data", "import", str(big), home=home))
+        assert "space" in message and "check database_url" not in message, message
+        assert leftovers(home) == []
+        r = http.post(
+            "/api/v1/datasets", params={"filename": "small.csv"}, content=b"x\n1\n", headers=auth
+        )
+        assert r.status_code == 507, r.text
+        assert leftovers(home) == []
+
+        # space returns: the same service and the same commands work, nothing restarted
+        filler.unlink()
+        r = http.post(
+            "/api/v1/datasets", params={"filename": "big.csv"}, content=body, headers=auth
+        )
+        assert r.status_code == 201, r.text
+        assert http.get("/health/ready").status_code == 200
+        done = run_sctk("data", "import", str(big), "--name", "again", home=home)
+        assert done.returncode == 0, done.stderr
+        names = {d["name"] for d in http.get("/api/v1/datasets", headers=auth).json()}
+        assert names == {"big", "again"}
