@@ -23,6 +23,7 @@ from sctk.cli.common import (
     table,
 )
 from sctk.cli.job_runner import run_inline, wait_for
+from sctk import tomltext
 from sctk.errors import SctkError
 
 app = typer.Typer(help="Hybrid UQ models: train, predict, and the model registry.")
@@ -39,7 +40,7 @@ def _root() -> None:
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomltext.loads(path.read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         raise SctkError(f"The config file {path} does not exist; check the path.") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sctk import tomltext
 from sctk.errors import SctkError
 from sctk.fsutil import read_user_text
 from sctk.pipeline.arrays import is_array_column
@@ -424,7 +425,7 @@ def parse_pipeline(text: str, source: str = "pipeline") -> Pipeline:
     """A Pipeline from TOML TEXT; SOURCE (the file's path) names it in messages and lineage."""
     label = Path(source).name or source
     try:
-        data = tomllib.loads(text)
+        data = tomltext.loads(text, label, PipelineError)
     except tomllib.TOMLDecodeError as exc:
         raise PipelineError(f"{label} is not valid TOML: {exc}; fix that line.") from None
     for key in data:
