@@ -199,7 +199,9 @@ def _write_table(frame, out: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             if suffix == ".csv":
-                fh.write(frame.to_csv(index=False).encode("utf-8"))
+                from sctk.security.spreadsheet import escape_frame
+
+                fh.write(escape_frame(frame).to_csv(index=False).encode("utf-8"))
             else:
                 frame.to_parquet(fh, index=False)
             fh.flush()

@@ -204,8 +204,11 @@ def run_pipeline(
     owner: str = "system",
     progress: Progress | None = None,
     log_line: Callable[[str], None] | None = None,
+    limits: DataLimits | None = None,
 ) -> RunResult:
-    """Run PIPELINE over the INPUTS datasets (stacked in order) and store the outputs."""
+    """Run PIPELINE over the INPUTS datasets (stacked in order) and store the outputs.
+
+    An expression building a value over LIMITS' decoded bytes is refused before it runs."""
     report = progress or (lambda _f, _m: None)
     say = log_line or (lambda _l: None)
     fmt = fmt or pipeline.format or "parquet"
@@ -233,7 +236,12 @@ def run_pipeline(
                 "must have the same columns."
             )
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    outputs, records = run_steps(pipeline, df, progress=lambda f, m: report(0.2 + 0.7 * f, m))
+    outputs, records = run_steps(
+        pipeline,
+        df,
+        progress=lambda f, m: report(0.2 + 0.7 * f, m),
+        max_bytes=(limits or DataLimits()).decoded_bytes,
+    )
     for record in records:
         say(f"{record['op']}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "op"))
     common = {
