@@ -159,13 +159,14 @@ def test_a_parquet_file_of_30_million_rows_is_413_and_the_server_stays_small(ser
     ],
     ids=["declared", "compressed", "fields"],
 )
-def test_an_npz_bomb_is_413_before_numpy_allocates(served, make, fragments):
+def test_an_npz_bomb_is_413_before_numpy_allocates(served, make, fragments, request):
     server, auth, _ = served
     body = make()
     assert len(body) < 1 * MiB
+    name = f"bomb-{request.node.callspec.id}.npz"
     with peak_rss(server.process.pid) as rss:
-        r = upload(server, auth, "bomb.npz", body)
-    assert_problem(r, 413, "bomb.npz", *fragments)
+        r = upload(server, auth, name, body)
+    assert_problem(r, 413, name, *fragments)
     assert rss["peak"] - rss["before"] < 100 * MiB
 
 

@@ -48,26 +48,33 @@ class DataLimits:
 
     def check_rows(self, what: str, rows: int, columns: int = 1, at_least: bool = False) -> None:
         """ROWS of COLUMNS against the row and cell limits (AT_LEAST: counting stopped there)."""
-        more = "more than " if at_least else ""
         if rows > self.rows:
-            raise TooLarge(
-                f"{what} holds {more}{rows:,} rows, over the limit of {self.rows:,} "
-                "(data.max_rows); split it into smaller files."
-            )
+            raise TooLarge(_sentence(what, "holds", rows, self.rows, "rows", "max_rows", at_least))
         self.check_cells(what, rows * columns, at_least)
 
     def check_cells(self, what: str, cells: int, at_least: bool = False) -> None:
         if cells > self.cells:
-            more = "more than " if at_least else ""
             raise TooLarge(
-                f"{what} holds {more}{cells:,} values, over the limit of {self.cells:,} "
-                "(data.max_cells); split it into smaller files."
+                _sentence(what, "holds", cells, self.cells, "values", "max_cells", at_least)
             )
 
     def check_bytes(self, what: str, nbytes: int, at_least: bool = False) -> None:
         if nbytes > self.decoded_bytes:
-            more = "more than " if at_least else ""
             raise TooLarge(
-                f"{what} decodes to {more}{nbytes:,} bytes, over the limit of "
-                f"{self.decoded_bytes:,} (data.max_decoded_bytes); split it into smaller files."
+                _sentence(
+                    what, "decodes to", nbytes, self.decoded_bytes, "bytes", "max_decoded_bytes",
+                    at_least,
+                )
             )
+
+
+def _sentence(
+    what: str, verb: str, count: int, limit: int, unit: str, setting: str, at_least: bool
+) -> str:
+    # a reader that stopped counting at the limit knows only that there is more
+    amount = (
+        f"more than the limit of {limit:,} {unit}"
+        if at_least
+        else f"{count:,} {unit}, over the limit of {limit:,}"
+    )
+    return f"{what} {verb} {amount} (data.{setting}); split it into smaller files."
