@@ -182,13 +182,15 @@ class DataSettings(_Section):
     # Bounds on what decoding user data may build, checked from a file's own metadata
     # (Parquet footer, .npy headers) before reading and counted while streaming (CSV, JSON
     # lines): a small file must not grow a process by gigabytes.
-    max_rows: int = Field(
-        10_000_000, ge=1, description="Most rows a file, or a dataset read for a request, may hold."
+    max_rows: int = Field(10_000_000, ge=1, description="Most rows an imported file may hold.")
+    max_columns: int = Field(
+        2_000, ge=1, description="Most columns (arrays) an imported file may hold."
     )
-    max_columns: int = Field(2_000, ge=1, description="Most columns (arrays) a file may hold.")
     max_cells: int = Field(
-        100_000_000, ge=1, description="Most values a file may hold (rows x columns, every "
-        "number of an array column counted)."
+        100_000_000,
+        ge=1,
+        description="Most values an imported file may hold (rows x columns, every "
+        "number of an array column counted).",
     )
     max_decoded_bytes: int = Field(
         1024 * 1024 * 1024,

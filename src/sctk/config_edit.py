@@ -9,8 +9,8 @@ from typing import Any
 import tomlkit
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from sctk.config import CONFIG_FILE_MODE, CONFIG_FILE_NAME, Settings, describe_errors, read_toml
 from sctk import tomltext
+from sctk.config import CONFIG_FILE_MODE, CONFIG_FILE_NAME, Settings, describe_errors, read_toml
 from sctk.errors import ConfigError
 from sctk.fsutil import atomic_write
 

@@ -118,12 +118,14 @@ def npz_of_zeros(values: int) -> bytes:
     """An honest .npz of VALUES float64 zeros, deflated to a few hundred kilobytes; written
     a megabyte at a time, so that the test never holds the array."""
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("x.npy", "w", force_zip64=True) as member:
-            member.write(npy_header((values,)))
-            block = bytes(MiB)
-            for _ in range(values * 8 // MiB):
-                member.write(block)
+    with (
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("x.npy", "w", force_zip64=True) as member,
+    ):
+        member.write(npy_header((values,)))
+        block = bytes(MiB)
+        for _ in range(values * 8 // MiB):
+            member.write(block)
     return out.getvalue()
 
 

@@ -47,8 +47,8 @@ def import_(
     problem, and nothing is stored. An .npz array [N, ...] of more than one dimension becomes
     a field column (one flattened array a row, its shape in the lineage) that `sctk uq train`
     with kind = "field" reads."""
-    from sctk.pipeline.schema import SchemaViolations, load_schema
     from sctk.pipeline.limits import DataLimits
+    from sctk.pipeline.schema import SchemaViolations, load_schema
     from sctk.pipeline.service import import_file
 
     s = settings(ctx)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import typer
 
+from sctk import tomltext
 from sctk.cli.common import (
     console,
     db_session,
@@ -23,7 +24,6 @@ from sctk.cli.common import (
     table,
 )
 from sctk.cli.job_runner import run_inline, wait_for
-from sctk import tomltext
 from sctk.errors import SctkError
 
 app = typer.Typer(help="Hybrid UQ models: train, predict, and the model registry.")

@@ -62,7 +62,12 @@ class DataLimits:
         if nbytes > self.decoded_bytes:
             raise TooLarge(
                 _sentence(
-                    what, "decodes to", nbytes, self.decoded_bytes, "bytes", "max_decoded_bytes",
+                    what,
+                    "decodes to",
+                    nbytes,
+                    self.decoded_bytes,
+                    "bytes",
+                    "max_decoded_bytes",
                     at_least,
                 )
             )

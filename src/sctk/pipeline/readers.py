@@ -332,9 +332,7 @@ def _decoded_width(type_) -> int:
         return OBJECT_OVERHEAD
 
 
-def _read_jsonl(
-    path: Path, name: str, _text: set[str], limits: DataLimits | None
-) -> pd.DataFrame:
+def _read_jsonl(path: Path, name: str, _text: set[str], limits: DataLimits | None) -> pd.DataFrame:
     records = []
     keys: set[str] = set()
     cells = nbytes = 0
@@ -411,7 +409,9 @@ def check_npz(path: Path, name: str, limits: DataLimits) -> None:
     except FileNotFoundError:
         raise
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise UnreadableFile(f"{name} is not a readable .npz archive: {_first_line(exc)}.") from None
+        raise UnreadableFile(
+            f"{name} is not a readable .npz archive: {_first_line(exc)}."
+        ) from None
 
 
 def _npy_header(fh, name: str, key: str) -> tuple[tuple[int, ...], np.dtype]:

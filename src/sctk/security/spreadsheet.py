@@ -27,8 +27,8 @@ def escape_frame(frame):
     import pandas as pd
 
     out = frame.rename(columns=lambda c: escape_cell(str(c)))
-    for i, column in enumerate(out.columns):
-        series = out.iloc[:, i]
+    for i in range(out.shape[1]):
+        series = out.iloc[:, i]  # by position: two names may now be equal
         if series.dtype == object or pd.api.types.is_string_dtype(series.dtype):
             out.iloc[:, i] = series.map(escape_cell, na_action="ignore")
     return out
