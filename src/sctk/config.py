@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from sctk import tomltext
 from sctk.errors import ConfigError
 from sctk.monitoring.rules import AlertSettings
 
@@ -229,6 +230,28 @@ class DataSettings(_Section):
     )
     max_violations_listed: int = Field(
         20, ge=1, le=10_000, description="Schema violations listed before the rest are counted."
+    )
+    # Bounds on what decoding user data may build, checked from a file's own metadata
+    # (Parquet footer, .npy headers) before reading and counted while streaming (CSV, JSON
+    # lines): a small file must not grow a process by gigabytes.
+    max_rows: int = Field(10_000_000, ge=1, description="Most rows an imported file may hold.")
+    max_columns: int = Field(
+        2_000, ge=1, description="Most columns (arrays) an imported file may hold."
+    )
+    max_cells: int = Field(
+        100_000_000,
+        ge=1,
+        description="Most values an imported file may hold (rows x columns, every "
+        "number of an array column counted).",
+    )
+    max_decoded_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1024,
+        description="Most memory a file's decoded values may take, and the largest value a "
+        "pipeline expression may build.",
+    )
+    max_predict_cells: int = Field(
+        1_000_000, ge=1, description="Most values (rows x features) one prediction request holds."
     )
 
 
@@ -545,7 +568,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"Cannot read {path}: {exc.strerror}.") from None
     try:
-        data = tomllib.loads(text)
+        data = tomltext.loads(text, str(path), ConfigError)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"{path} is not valid TOML: {exc}; fix that line or move the file away."

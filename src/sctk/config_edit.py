@@ -9,6 +9,7 @@ from typing import Any
 import tomlkit
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from sctk import tomltext
 from sctk.config import CONFIG_FILE_MODE, CONFIG_FILE_NAME, Settings, describe_errors, read_toml
 from sctk.errors import ConfigError
 from sctk.fsutil import atomic_write
@@ -47,7 +48,7 @@ def _field(key: str) -> tuple[list[str], bool]:
 def parse_value(raw: str) -> Any:
     """A TOML literal (9000, true, 1.5, "text") or, failing that, the text itself."""
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        return tomltext.loads(f"v = {raw}", "The value", ConfigError)["v"]
     except tomllib.TOMLDecodeError:
         return raw
 

@@ -47,6 +47,7 @@ def import_(
     problem, and nothing is stored. An .npz array [N, ...] of more than one dimension becomes
     a field column (one flattened array a row, its shape in the lineage) that `sctk uq train`
     with kind = "field" reads."""
+    from sctk.pipeline.limits import DataLimits
     from sctk.pipeline.schema import SchemaViolations, load_schema
     from sctk.pipeline.service import import_file
 
@@ -65,6 +66,7 @@ def import_(
                 owner=operator(),
                 max_bytes=s.data.max_upload_bytes,
                 max_violations=s.data.max_violations_listed,
+                limits=DataLimits.of(s.data),
             )
         except SchemaViolations as exc:
             if as_json:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import typer
 
+from sctk import tomltext
 from sctk.cli.common import (
     console,
     db_session,
@@ -39,7 +40,7 @@ def _root() -> None:
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomltext.loads(path.read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         raise SctkError(f"The config file {path} does not exist; check the path.") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -204,7 +205,9 @@ def _write_table(frame, out: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             if suffix == ".csv":
-                fh.write(frame.to_csv(index=False).encode("utf-8"))
+                from sctk.security.spreadsheet import escape_frame
+
+                fh.write(escape_frame(frame).to_csv(index=False).encode("utf-8"))
             else:
                 frame.to_parquet(fh, index=False)
             fh.flush()

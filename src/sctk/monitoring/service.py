@@ -24,6 +24,7 @@ from sctk.fsutil import atomic_write
 from sctk.monitoring import store
 from sctk.monitoring.collector import Collector, disk_paths
 from sctk.monitoring.sampler import metric_names, sample_once
+from sctk.security.spreadsheet import escape_cell
 
 FORMATS = ("json", "csv")
 MAX_POINTS = 2000  # points one history answer holds at most
@@ -251,7 +252,7 @@ def export(
         for a in rows:
             writer.writerow(
                 [
-                    a.metric,
+                    escape_cell(a.metric),
                     a.bucket_start.isoformat(),
                     repr(a.avg),
                     repr(a.min),

@@ -63,6 +63,7 @@ def _params(params: dict[str, Any]) -> tuple[list[str], str, str]:
 @job_kind(KIND, "Run a pipeline file over datasets and store its outputs.", "data.write")
 def pipeline_run(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     from sctk import config
+    from sctk.pipeline.limits import DataLimits
     from sctk.pipeline.service import run_pipeline
     from sctk.pipeline.transforms import parse_pipeline
     from sctk.storage.engine import make_engine, session_scope
@@ -84,6 +85,7 @@ def pipeline_run(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
                 owner=str(params.get("owner") or "jobs"),
                 progress=ctx.progress,
                 log_line=ctx.log,
+                limits=DataLimits.of(settings.data),
             )
             return result.to_dict()
     finally:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from sctk.errors import SctkError
 from sctk.pipeline import arrays
+from sctk.pipeline.limits import ARRAY_OVERHEAD, OBJECT_OVERHEAD, DataLimits
 
 # extension -> format name
 EXTENSIONS: dict[str, str] = {
@@ -39,6 +40,7 @@ _FORMAT_LABEL = {
     "npz": "a NumPy .npz archive",
 }
 _SNIFF_BYTES = 64 * 1024
+_BATCH_ROWS = 65_536  # rows decoded at once, so that a limit is met a batch at a time
 
 
 class UnreadableFile(SctkError):
@@ -145,25 +147,38 @@ class Table:
     shapes: dict[str, list] = field(default_factory=dict)
 
 
+_DEFAULT_LIMITS = DataLimits()
+
+
 def read_table(
-    path: Path, name: str | None = None, text_columns: Iterable[str] = ()
+    path: Path,
+    name: str | None = None,
+    text_columns: Iterable[str] = (),
+    limits: DataLimits | None = _DEFAULT_LIMITS,
 ) -> pd.DataFrame:
     """Read PATH into a DataFrame; NAME (default: the file's name) is the name users know it by
     and chooses the reader by its extension.
 
     TEXT_COLUMNS are read from CSV as text, untouched, so that a schema can report a bad value
-    ('abc' in a float column) exactly as the file holds it.
+    ('abc' in a float column) exactly as the file holds it. A file over LIMITS is refused
+    (TooLarge) before it is decoded, or as soon as the count passes it; None reads without a
+    bound (sctk's own stored datasets, checked when they were imported).
     """
-    return read_file(path, name, text_columns).frame
+    return read_file(path, name, text_columns, limits).frame
 
 
-def read_file(path: Path, name: str | None = None, text_columns: Iterable[str] = ()) -> Table:
+def read_file(
+    path: Path,
+    name: str | None = None,
+    text_columns: Iterable[str] = (),
+    limits: DataLimits | None = _DEFAULT_LIMITS,
+) -> Table:
     """As `read_table`, with the per-row shapes of the array columns an .npz file holds."""
     name = name or path.name
     fmt = file_format(name)
     _check_content(path, name, fmt)
     reader = {"csv": _read_csv, "parquet": _read_parquet, "jsonl": _read_jsonl, "npz": _read_npz}
-    read = reader[fmt](path, name, set(text_columns))
+    read = reader[fmt](path, name, set(text_columns), limits)
     table = read if isinstance(read, Table) else Table(read)
     df = table.frame
     if df.columns.duplicated().any():
@@ -172,15 +187,19 @@ def read_file(path: Path, name: str | None = None, text_columns: Iterable[str] =
     return Table(df.reset_index(drop=True), table.shapes)
 
 
-def _read_csv(path: Path, name: str, text_columns: set[str]) -> pd.DataFrame:
+def _read_csv(
+    path: Path, name: str, text_columns: set[str], limits: DataLimits | None
+) -> pd.DataFrame:
     header = _csv_header(path, name)
     dup = next((c for i, c in enumerate(header) if c in header[:i]), None)
     if dup is not None:
         raise UnreadableFile(f"{name} has the column '{dup}' twice; give each column its own name.")
+    dtype = {c: "str" for c in text_columns} or None
     try:
-        return pd.read_csv(
-            path, encoding="utf-8-sig", dtype={c: "str" for c in text_columns} or None
-        )
+        if limits is None:
+            return pd.read_csv(path, encoding="utf-8-sig", dtype=dtype)
+        limits.check_columns(name, len(header))
+        return _read_csv_bounded(path, name, dtype, max(len(header), 1), limits)
     except UnicodeDecodeError as exc:
         raise UnreadableFile(
             f"{name} is not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8 CSV."
@@ -189,6 +208,27 @@ def _read_csv(path: Path, name: str, text_columns: set[str]) -> pd.DataFrame:
         raise UnreadableFile(f"{name} has no columns; the first line must name them.") from None
     except pd.errors.ParserError as exc:
         raise UnreadableFile(f"{name} is not well-formed CSV: {_first_line(exc)}.") from None
+
+
+def _read_csv_bounded(
+    path: Path, name: str, dtype: dict[str, str] | None, width: int, limits: DataLimits
+) -> pd.DataFrame:
+    """CSV read a batch of rows at a time, counting rows, values and memory as it goes: text
+    declares nothing about its size, and stopping at the limit keeps the rest unread."""
+    chunks, rows, nbytes = [], 0, 0
+    stop = min(limits.rows, limits.cells // width) + 1  # one row past a limit proves it
+    with pd.read_csv(
+        path, encoding="utf-8-sig", dtype=dtype, chunksize=_BATCH_ROWS, nrows=stop
+    ) as reader:
+        for chunk in reader:
+            rows += len(chunk)
+            limits.check_rows(name, rows, width, at_least=rows == stop)
+            nbytes += int(chunk.memory_usage(deep=True, index=False).sum())
+            limits.check_bytes(name, nbytes, at_least=True)
+            chunks.append(chunk)
+    if len(chunks) == 1:
+        return chunks[0]
+    return pd.concat(chunks, ignore_index=True)
 
 
 def _csv_header(path: Path, name: str) -> list[str]:
@@ -208,12 +248,16 @@ def _first_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__).rstrip(".")
 
 
-def _read_parquet(path: Path, name: str, _text: set[str]) -> pd.DataFrame:
+def _read_parquet(
+    path: Path, name: str, _text: set[str], limits: DataLimits | None
+) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pandas()
+        if limits is None:
+            return pq.read_table(path).to_pandas()
+        return _read_parquet_bounded(path, name, limits)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise UnreadableFile(
             f"{name} starts like a Parquet file but cannot be read: {_first_line(exc)}; "
@@ -221,8 +265,77 @@ def _read_parquet(path: Path, name: str, _text: set[str]) -> pd.DataFrame:
         ) from None
 
 
-def _read_jsonl(path: Path, name: str, _text: set[str]) -> pd.DataFrame:
+def _read_parquet_bounded(path: Path, name: str, limits: DataLimits) -> pd.DataFrame:
+    """A Parquet file checked against LIMITS from its footer, then read a batch at a time.
+
+    The footer declares the rows, the columns and each column's size once decompressed, so
+    a file that holds too much is refused before a page is read. A dictionary-encoded text
+    column can still decode to far more than its pages (one long value, repeated): such
+    columns are read as dictionaries and their decoded size is counted per batch, before
+    any batch is decoded.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    footer = pq.ParquetFile(path)
+    meta, schema = footer.metadata, footer.schema_arrow
+    rows, width = meta.num_rows, len(schema)
+    limits.check_columns(name, max(width, meta.num_columns))
+    limits.check_rows(name, rows, max(width, meta.num_columns))
+    stored = sum(
+        meta.row_group(g).column(c).total_uncompressed_size
+        for g in range(meta.num_row_groups)
+        for c in range(meta.num_columns)
+    )
+    least = sum(rows * _decoded_width(f.type) for f in schema)
+    limits.check_bytes(name, max(stored, least))
+    texts = [
+        f.name
+        for f in schema
+        if pa.types.is_string(f.type)
+        or pa.types.is_large_string(f.type)
+        or pa.types.is_binary(f.type)
+        or pa.types.is_large_binary(f.type)
+    ]
+    batches, nbytes = [], 0
+    for batch in pq.ParquetFile(path, read_dictionary=texts).iter_batches(batch_size=_BATCH_ROWS):
+        columns = []
+        for field_, column in zip(schema, batch.columns, strict=True):
+            if field_.name in texts and pa.types.is_dictionary(column.type):
+                lengths = pc.binary_length(column.dictionary)
+                decoded = pc.sum(pc.take(lengths, column.indices)).as_py() or 0
+                nbytes += decoded + OBJECT_OVERHEAD * len(column)
+                limits.check_bytes(name, nbytes, at_least=True)
+                column = column.cast(field_.type)
+            else:
+                nbytes += column.nbytes + (
+                    ARRAY_OVERHEAD * len(column) if pa.types.is_list(column.type) else 0
+                )
+                limits.check_bytes(name, nbytes, at_least=True)
+            columns.append(column)
+        batches.append(pa.RecordBatch.from_arrays(columns, schema=schema))
+    return pa.Table.from_batches(batches, schema=schema).to_pandas()
+
+
+def _decoded_width(type_) -> int:
+    """The fewest bytes pandas holds a value of the Arrow TYPE_ in."""
+    import pyarrow as pa
+
+    if pa.types.is_boolean(type_):
+        return 1
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return ARRAY_OVERHEAD
+    try:
+        return max(type_.bit_width // 8, 1)
+    except ValueError:  # variable width: text, binary, dictionaries, ...
+        return OBJECT_OVERHEAD
+
+
+def _read_jsonl(path: Path, name: str, _text: set[str], limits: DataLimits | None) -> pd.DataFrame:
     records = []
+    keys: set[str] = set()
+    cells = nbytes = 0
     try:
         with path.open(encoding="utf-8-sig") as fh:
             for lineno, line in enumerate(fh, start=1):
@@ -248,6 +361,15 @@ def _read_jsonl(path: Path, name: str, _text: set[str]) -> pd.DataFrame:
                             "values must be numbers, text, true/false or null."
                         )
                 records.append(record)
+                if limits is not None:
+                    # counted as read: the records so far are what the file has cost yet
+                    keys.update(record)
+                    cells += len(record)
+                    nbytes += len(line) + OBJECT_OVERHEAD * (len(record) + 1)
+                    limits.check_columns(name, len(keys))
+                    limits.check_rows(name, len(records), 1, at_least=True)
+                    limits.check_cells(name, cells, at_least=True)
+                    limits.check_bytes(name, nbytes, at_least=True)
     except UnicodeDecodeError as exc:
         raise UnreadableFile(
             f"{name} is not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8."
@@ -257,7 +379,58 @@ def _read_jsonl(path: Path, name: str, _text: set[str]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _read_npz(path: Path, name: str, _text: set[str]) -> Table:
+def check_npz(path: Path, name: str, limits: DataLimits) -> None:
+    """Refuse the .npz file PATH if the arrays its members declare would pass LIMITS.
+
+    Each member's .npy header states its shape and dtype; they are read without loading
+    any array, so that a small archive declaring (or compressing) a giant array is refused
+    before numpy allocates it.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            limits.check_columns(name, len(members))
+            rows = cells = nbytes = 0
+            for info in members:
+                key = info.filename.removesuffix(".npy")
+                with archive.open(info) as fh:
+                    shape, dtype = _npy_header(fh, name, key)
+                count = int(np.prod(shape, dtype=object))
+                rows = max(rows, int(shape[0]) if shape else 1)
+                cells += count
+                nbytes += max(info.file_size, count * max(dtype.itemsize, 8))
+                if len(shape) > 1:
+                    nbytes += ARRAY_OVERHEAD * int(shape[0])
+                elif dtype.kind in "USO":
+                    nbytes += OBJECT_OVERHEAD * count
+            limits.check_rows(name, rows, 1)
+            limits.check_cells(name, cells)
+            limits.check_bytes(name, nbytes)
+    except FileNotFoundError:
+        raise
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise UnreadableFile(
+            f"{name} is not a readable .npz archive: {_first_line(exc)}."
+        ) from None
+
+
+def _npy_header(fh, name: str, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _fortran, dtype = read(fh)
+    except ValueError:
+        raise UnreadableFile(
+            f"{name} is a zip archive but not a NumPy .npz: member '{key}' is not an array; "
+            "save the data with numpy.savez."
+        ) from None
+    return tuple(int(d) for d in shape), dtype
+
+
+def _read_npz(path: Path, name: str, _text: set[str], limits: DataLimits | None) -> Table:
+    if limits is not None:
+        check_npz(path, name, limits)
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:

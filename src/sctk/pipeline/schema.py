@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sctk import tomltext
 from sctk.errors import SctkError
 from sctk.fsutil import read_user_text
 from sctk.pipeline.arrays import is_array_column
@@ -129,7 +130,7 @@ def _bound(source: str, column: str, key: str, dtype: str, value: Any) -> Any:
 def parse_schema(text: str, source: str = "schema") -> Schema:
     """A Schema from TOML TEXT; SOURCE names it in messages (usually the file's name)."""
     try:
-        data = tomllib.loads(text)
+        data = tomltext.loads(text, source, SchemaError)
     except tomllib.TOMLDecodeError as exc:
         raise SchemaError(f"{source} is not valid TOML: {exc}; fix that line.") from None
     for key in data:

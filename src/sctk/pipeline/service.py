@@ -21,17 +21,13 @@ from sqlalchemy.orm import Session
 
 from sctk.errors import Conflict, SctkError
 from sctk.pipeline import arrays, readers, store
+from sctk.pipeline.limits import DataLimits, TooLarge
 from sctk.pipeline.schema import Report, Schema, SchemaViolations, validate
 from sctk.pipeline.transforms import SPLIT_PARTS, Pipeline
 from sctk.pipeline.transforms import run as run_steps
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
-
-
-class TooLarge(SctkError):
-    http_status = 413
-    title = "Request too large"
 
 
 def _now() -> str:
@@ -90,11 +86,13 @@ def import_file(
     owner: str = "system",
     max_bytes: int | None = None,
     max_violations: int = 20,
+    limits: DataLimits | None = None,
 ) -> ImportResult:
     """Import the file at PATH (known to the user as FILENAME) as dataset NAME.
 
     Refused, with nothing stored, when the file is not what its extension says, cannot be
-    parsed, or breaks SCHEMA (SchemaViolations carries the report).
+    parsed, holds more than LIMITS (default: the [data] defaults; TooLarge) or breaks SCHEMA
+    (SchemaViolations carries the report).
     """
     filename = filename or path.name
     if fmt not in store.FORMATS:
@@ -115,7 +113,9 @@ def import_file(
             "(data.max_upload_bytes)."
         )
     source_sha = store.file_sha256(path)
-    table = readers.read_file(path, filename, text_columns=schema.columns if schema else ())
+    table = readers.read_file(
+        path, filename, schema.columns if schema else (), limits or DataLimits()
+    )
     df = table.frame
     report = None
     typed: set[str] = set()
@@ -204,8 +204,11 @@ def run_pipeline(
     owner: str = "system",
     progress: Progress | None = None,
     log_line: Callable[[str], None] | None = None,
+    limits: DataLimits | None = None,
 ) -> RunResult:
-    """Run PIPELINE over the INPUTS datasets (stacked in order) and store the outputs."""
+    """Run PIPELINE over the INPUTS datasets (stacked in order) and store the outputs.
+
+    An expression building a value over LIMITS' decoded bytes is refused before it runs."""
     report = progress or (lambda _f, _m: None)
     say = log_line or (lambda _l: None)
     fmt = fmt or pipeline.format or "parquet"
@@ -233,7 +236,12 @@ def run_pipeline(
                 "must have the same columns."
             )
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    outputs, records = run_steps(pipeline, df, progress=lambda f, m: report(0.2 + 0.7 * f, m))
+    outputs, records = run_steps(
+        pipeline,
+        df,
+        progress=lambda f, m: report(0.2 + 0.7 * f, m),
+        max_bytes=(limits or DataLimits()).decoded_bytes,
+    )
     for record in records:
         say(f"{record['op']}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "op"))
     common = {

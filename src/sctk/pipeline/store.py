@@ -312,7 +312,7 @@ def read(home: Path, ds: Dataset) -> pd.DataFrame:
             f"The file of dataset '{ds.name}' ({ds.path}) is missing; restore it from a backup "
             "or delete the dataset."
         )
-    return read_table(path, path.name)
+    return read_table(path, path.name, limits=None)  # checked when it was imported
 
 
 @dataclass

@@ -57,9 +57,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sctk import tomltext
 from sctk.errors import SctkError
 from sctk.fsutil import read_user_text
 from sctk.pipeline.arrays import is_array_column
+from sctk.pipeline.limits import OBJECT_OVERHEAD, DataLimits
 
 OPS = ("select", "rename", "filter", "derive", "normalise", "split")
 STEP_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # op -> (required, optional)
@@ -140,6 +142,13 @@ class PipelineError(SctkError):
 
 class UnsafeExpression(PipelineError):
     """An expression outside the allowed grammar."""
+
+
+class CostlyExpression(PipelineError):
+    """An expression whose value would be larger than the limit; refused before it is built."""
+
+    http_status = 413
+    title = "Expression too costly"
 
 
 @dataclass(frozen=True)
@@ -281,10 +290,86 @@ def _constant(value: Any) -> Any:
     return np.float64(value)
 
 
+def _text_sizes(value: Any) -> np.ndarray | None:
+    """The length of each text value of VALUE (a scalar: one length), or None if VALUE holds
+    no text. Text is what `*` repeats and `+` joins: the operations whose result can be far
+    larger than their operands."""
+    if isinstance(value, str | bytes):
+        return np.array([len(value)], dtype=np.float64)
+    if not isinstance(value, pd.Series) or not (
+        value.dtype == object or pd.api.types.is_string_dtype(value.dtype)
+    ):
+        return None
+    sizes = np.fromiter(
+        (len(v) if isinstance(v, str | bytes) else -1 for v in value),
+        dtype=np.float64,
+        count=len(value),
+    )
+    if not (sizes >= 0).any():
+        return None
+    return np.maximum(sizes, 0)
+
+
+def _counts(value: Any) -> np.ndarray | None:
+    """VALUE's whole numbers (how often `*` repeats a text), or None if it holds none."""
+    if isinstance(value, bool | int | np.integer | np.bool_):
+        return np.array([max(int(value), 0)], dtype=np.float64)
+    if isinstance(value, pd.Series) and (
+        pd.api.types.is_integer_dtype(value.dtype) or pd.api.types.is_bool_dtype(value.dtype)
+    ):
+        return np.clip(value.to_numpy(dtype=np.float64, na_value=0.0), 0, None)
+    return None
+
+
 class _Evaluator:
-    def __init__(self, df: pd.DataFrame, expr: str):
+    def __init__(self, df: pd.DataFrame, expr: str, max_bytes: int):
         self.df = df
         self.expr = expr
+        self.max_bytes = max_bytes
+        self.rows = max(len(df), 1)  # a single value ends up once on every row
+
+    def _total(self, per_value: np.ndarray) -> float:
+        """The bytes of text values of PER_VALUE lengths, a single one repeated on every row."""
+        total = float(per_value.sum()) + OBJECT_OVERHEAD * len(per_value)
+        return total * self.rows if len(per_value) == 1 else total
+
+    def _check_size(self, node: ast.BinOp, left: Any, right: Any) -> None:
+        """Refuse NODE before it is computed when its text result would pass the limit:
+        `text * n` repeats, `text + text` joins, and `text % x` formats to any width."""
+        op = type(node.op)
+        if op is ast.Mod and _text_sizes(left) is not None:
+            raise _unsafe(self.expr, "formatting text with % is not allowed")
+        if op is ast.Add:
+            sizes = [_text_sizes(left), _text_sizes(right)]
+            if any(s is None for s in sizes):
+                return
+            built = self._total(sizes[0]) + self._total(sizes[1])  # type: ignore[arg-type]
+            how = "text joined"
+        elif op is ast.Mult:
+            text, times = _text_sizes(left), _counts(right)
+            if text is None or times is None:
+                text, times = _text_sizes(right), _counts(left)
+            if text is None or times is None:
+                return
+            per_value = text * times  # each is one value or one per row
+            built = self._total(per_value)
+            how = "text repeated"
+        elif op is ast.Pow and any(
+            isinstance(v, pd.Series) and v.dtype == object for v in (left, right)
+        ):
+            # Python integers in an object column: ** would compute every digit
+            raise PipelineError(
+                f"In {self.expr[:80]!r}, ** needs numeric columns; a column holding mixed or "
+                "very large whole numbers cannot be raised to a power."
+            )
+        else:
+            return
+        if built > self.max_bytes:
+            raise CostlyExpression(
+                f"The expression {self.expr[:80]!r} would build about {built:,.0f} bytes of "
+                f"{how} on {len(self.df):,} rows, over the limit of {self.max_bytes:,} bytes "
+                "(data.max_decoded_bytes); build smaller values."
+            )
 
     def run(self, node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
@@ -311,7 +396,9 @@ class _Evaluator:
                 f"the columns are: {known}."
             )
         if isinstance(node, ast.BinOp):
-            return _BINARY[type(node.op)](self.run(node.left), self.run(node.right))
+            left, right = self.run(node.left), self.run(node.right)
+            self._check_size(node, left, right)
+            return _BINARY[type(node.op)](left, right)
         if isinstance(node, ast.UnaryOp):
             value = self.run(node.operand)
             if isinstance(node.op, ast.USub):
@@ -347,12 +434,16 @@ class _Evaluator:
         raise AssertionError(f"unchecked node {type(node).__name__}")  # check_expression ran
 
 
-def evaluate(df: pd.DataFrame, expr: str) -> pd.Series:
-    """EXPR evaluated on DF's columns, as a Series aligned with DF (scalars are broadcast)."""
+def evaluate(df: pd.DataFrame, expr: str, max_bytes: int | None = None) -> pd.Series:
+    """EXPR evaluated on DF's columns, as a Series aligned with DF (scalars are broadcast).
+
+    A text value EXPR would build over MAX_BYTES (default: data.max_decoded_bytes's default),
+    counted over every row, is refused (CostlyExpression) before it is built."""
     tree = check_expression(expr)
+    limit = DataLimits().decoded_bytes if max_bytes is None else max_bytes
     try:
         with np.errstate(all="ignore"):
-            value = _Evaluator(df, expr).run(tree)
+            value = _Evaluator(df, expr, limit).run(tree)
     except PipelineError:
         raise
     except Exception as exc:  # noqa: BLE001 - a type mismatch in the user's expression
@@ -424,7 +515,7 @@ def parse_pipeline(text: str, source: str = "pipeline") -> Pipeline:
     """A Pipeline from TOML TEXT; SOURCE (the file's path) names it in messages and lineage."""
     label = Path(source).name or source
     try:
-        data = tomllib.loads(text)
+        data = tomltext.loads(text, label, PipelineError)
     except tomllib.TOMLDecodeError as exc:
         raise PipelineError(f"{label} is not valid TOML: {exc}; fix that line.") from None
     for key in data:
@@ -543,8 +634,12 @@ def _split(step: Step, df: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], dict[
     return parts, {"seed": seed, "rows": {k: len(v) for k, v in parts.items()}}
 
 
-def apply_step(step: Step, df: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
-    """Run one step: the new frame (a dict of three for split) and what it recorded."""
+def apply_step(
+    step: Step, df: pd.DataFrame, max_bytes: int | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """Run one step: the new frame (a dict of three for split) and what it recorded.
+
+    MAX_BYTES bounds the values an expression builds (see `evaluate`)."""
     p = step.params
     record: dict[str, Any] = {"op": step.op, **p}
     if step.op == "select":
@@ -562,7 +657,7 @@ def apply_step(step: Step, df: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
         return df.rename(columns=p["columns"]), record
     if step.op == "filter":
         try:
-            mask = evaluate(df, p["expr"])
+            mask = evaluate(df, p["expr"], max_bytes)
         except PipelineError as exc:
             raise _fail(step, exc.message) from None
         if not pd.api.types.is_bool_dtype(mask):
@@ -576,7 +671,7 @@ def apply_step(step: Step, df: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
         return df[keep].reset_index(drop=True), record
     if step.op == "derive":
         try:
-            values = evaluate(df, p["expr"])
+            values = evaluate(df, p["expr"], max_bytes)
         except PipelineError as exc:
             raise _fail(step, exc.message) from None
         out = df.copy()
@@ -595,14 +690,16 @@ def run(
     pipeline: Pipeline,
     df: pd.DataFrame,
     progress: Callable[[float, str], None] | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
     """Run every step over DF: the outputs ({"": df} or the three split parts) and the
-    record of each step (its parameters, and what it fitted or counted)."""
+    record of each step (its parameters, and what it fitted or counted). MAX_BYTES bounds
+    the values an expression builds (see `evaluate`)."""
     records = []
     current: Any = df.reset_index(drop=True)
     total = len(pipeline.steps)
     for i, step in enumerate(pipeline.steps):
-        current, record = apply_step(step, current)
+        current, record = apply_step(step, current, max_bytes)
         records.append(record)
         if progress:
             progress((i + 1) / total, f"{step.label} done")

@@ -80,6 +80,17 @@ def read_npz(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The arrays NAMES of the .npz file PATH (never unpickling anything)."""
     if path.suffix.lower() != ".npz":
         raise SctkError(f"{path.name} is not an .npz file; give a dataset's name or an .npz file.")
+    from sctk.pipeline.limits import DataLimits
+    from sctk.pipeline.readers import UnreadableFile, check_npz
+
+    try:
+        # the headers first: a member declaring a giant array is refused before numpy
+        # allocates it
+        check_npz(path, path.name, DataLimits())
+    except FileNotFoundError:
+        raise SctkError(f"The file {path} does not exist; check the path.") from None
+    except UnreadableFile as exc:
+        raise SctkError(exc.message) from None
     try:
         with np.load(path, allow_pickle=False) as archive:
             found = {n: np.asarray(archive[n]) for n in names if n in archive.files}

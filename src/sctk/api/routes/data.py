@@ -13,6 +13,7 @@ from sctk.api.deps import SessionDep, require
 from sctk.api.errors import problem
 from sctk.errors import SctkError
 from sctk.pipeline import service, store
+from sctk.pipeline.limits import DataLimits
 from sctk.pipeline.schema import SchemaViolations, parse_schema
 from sctk.security.uploads import sanitise_filename
 
@@ -149,6 +150,7 @@ async def upload_dataset(
                 owner=user.username,
                 max_bytes=limit,
                 max_violations=settings.data.max_violations_listed,
+                limits=DataLimits.of(settings.data),
             )
         except SchemaViolations as exc:
             report = exc.report.to_dict()

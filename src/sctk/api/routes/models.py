@@ -246,9 +246,22 @@ async def predict(
     # any request that talks to a server, go to the thread pool in ONE call that opens its
     # own session.
     state = request.app.state
+    _check_size(body, state.settings.data.max_predict_cells)
     if body.rows is not None and len(body.rows) <= INLINE_ROWS and _local_io(state):
         return _predict(state, body, model_id)
     return await run_in_threadpool(_predict, state, body, model_id)
+
+
+def _check_size(body: PredictIn, max_cells: int) -> None:
+    """Refuse rows holding more values than data.max_predict_cells, before any work."""
+    from sctk.pipeline.limits import TooLarge
+
+    cells = sum(len(r) for r in body.rows) if body.rows is not None else 0
+    if cells > max_cells:
+        raise TooLarge(
+            f"The request holds {cells:,} values, over the limit of {max_cells:,} "
+            "(data.max_predict_cells); send fewer rows a request."
+        )
 
 
 def _local_io(state: Any) -> bool:
@@ -282,12 +295,14 @@ def _predict(state: Any, body: PredictIn, model_id: int) -> dict[str, Any]:
                 )
             X = registry.rows_matrix(body.rows, registry.features_of(row), "The rows")
             return registry.predict_matrix(settings.home, row, X, body.alpha, cache=c)
-        frame = store.read(settings.home, store.get(session, body.dataset))
-    what = f"Dataset '{body.dataset}'"
-    limit = MAX_FIELDS if row.kind == "field" else MAX_ROWS
-    if len(frame) > limit:
-        raise SctkError(
-            f"{what} has {len(frame)} rows, more than the {limit} one request predicts; "
-            "use 'sctk uq predict' or split it."
-        )
+        ds = store.get(session, body.dataset)
+        what = f"Dataset '{body.dataset}'"
+        limit = MAX_FIELDS if row.kind == "field" else MAX_ROWS
+        # the stored count, so that a large dataset is refused without reading it
+        if ds.rows > limit:
+            raise SctkError(
+                f"{what} has {ds.rows} rows, more than the {limit} one request predicts; "
+                "use 'sctk uq predict' or split it."
+            )
+        frame = store.read(settings.home, ds)
     return registry.predict(settings.home, row, frame, body.alpha, cache=c, what=what)
