@@ -159,7 +159,6 @@ def train_model(
     from sctk.uq import jobs as uq_jobs
 
     params = body.model_dump(exclude_none=True)
-    params["owner"] = user.username
     checked = uq_jobs.check(session, params).to_params()
     job = queue.submit(session, uq_jobs.KIND, checked, owner=user.username)
     answer = TrainAccepted(job=job.id, kind=uq_jobs.KIND, status=job.status)
