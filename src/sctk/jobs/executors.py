@@ -257,12 +257,23 @@ def _orphan_watch(parent: int) -> None:
             os._exit(70)
 
 
-def _child_init(parent: int) -> None:
+def _child_init(parent: int, home: str | None = None) -> None:
     # The parent decides about interrupts: Ctrl-C reaches the whole process group, and a
     # job must not die of it while the worker is still draining.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     watch.in_pool_process = True
     threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
+    if home is not None:
+        # reading the settings and making the engine takes seconds on a busy machine: done
+        # now, the first job's watch notices a cancel as soon as any other's
+        threading.Thread(target=_warm_engine, args=(home,), daemon=True).start()
+
+
+def _warm_engine(home: str) -> None:
+    try:
+        _engine(home)
+    except Exception:  # noqa: BLE001 - the job's own first use reports what is wrong
+        log.debug("could not make the engine ahead of the first job", exc_info=True)
 
 
 # --- in the worker -----------------------------------------------------------------------------
@@ -291,11 +302,13 @@ class LocalExecutor:
     """A pool of PROCESSES (default: one per CPU core) started with 'spawn'.
 
     'spawn', not 'fork': the worker holds database connections and threads, which a forked
-    child must not inherit.
+    child must not inherit. With HOME, each process makes its engine for that data directory
+    as it starts, ahead of its first job.
     """
 
-    def __init__(self, processes: int | None = None):
+    def __init__(self, processes: int | None = None, home: str | None = None):
         self.processes = processes or os.cpu_count() or 1
+        self._home = home
         self._slots = _Slots()
         self._lock = threading.Lock()
         self._pool = self._new_pool()
@@ -305,7 +318,7 @@ class LocalExecutor:
             max_workers=self.processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_child_init,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), self._home),
         )
 
     def free_slots(self) -> int:
@@ -414,4 +427,4 @@ def make_executor(settings: Settings) -> LocalExecutor | DaskExecutor:
     ex = settings.executor
     if ex.kind == "dask":
         return DaskExecutor(ex.address, ex.processes or None)
-    return LocalExecutor(ex.processes or None)
+    return LocalExecutor(ex.processes or None, home=str(settings.home))

@@ -99,7 +99,9 @@ class Watch:
     # --- in the watch thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._done.wait(WATCH_PERIOD):
+        wait = 0.0  # the first look at once: it also makes this process's engine if need be
+        while not self._done.wait(wait):
+            wait = WATCH_PERIOD
             try:
                 found = self._look()
             except Exception:  # noqa: BLE001 - the database away for a moment: look again
