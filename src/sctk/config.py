@@ -213,6 +213,27 @@ class JobSettings(_Section):
         2.0, ge=0, le=3600, description="First retry delay; doubles with each attempt."
     )
     max_backoff_seconds: float = Field(300.0, ge=0, description="Longest retry delay.")
+    max_runtime_seconds: float = Field(
+        6 * 3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="Longest a job may run; past it the job is stopped and marked failed.",
+    )
+    max_runtime_by_kind: dict[str, Annotated[float, Field(gt=0, le=30 * 86400)]] = Field(
+        default_factory=dict,
+        description='Per-kind maximum run times in seconds, e.g. {"uq.train" = 86400}.',
+    )
+    cancel_grace_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        description="How long a job told to stop (cancel, time limit) may take to stop on its "
+        "own before its process is ended.",
+    )
+
+    def max_runtime(self, kind: str) -> float:
+        """The maximum run time of a job of KIND, in seconds."""
+        return self.max_runtime_by_kind.get(kind, self.max_runtime_seconds)
 
 
 class BusSettings(_Section):

@@ -67,3 +67,22 @@ def hang_first_try(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         time.sleep(0.1)
         ctx.progress(min(i / 1200, 0.99), "first try")
     return {"rerun": False}
+
+
+@job_kind("test.owner", "Return who the job runs for and the parameters it was given.")
+def report_owner(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    return {"owner": ctx.owner, "params": params}
+
+
+@job_kind(
+    "test.stubborn", "Sleep without looking whether to stop; 'swallow': ignore interruptions."
+)
+def stubborn(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    deadline = time.monotonic() + float(params.get("seconds", 60.0))
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(max(deadline - time.monotonic(), 0.0))
+        except BaseException:  # noqa: BLE001 - a job that will not stop, on purpose
+            if not params.get("swallow"):
+                raise
+    return {"slept": True}

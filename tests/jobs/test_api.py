@@ -61,7 +61,7 @@ def test_submit_list_show_cancel_retry(api):
 
 def test_refusals_are_problems_and_change_nothing(api):
     http, analyst = api.http, api.headers("analyst")
-    done = submit(api.engine, "noop")
+    done = submit(api.engine, "noop", owner=api.accounts["analyst"].username)  # theirs
     with session_scope(api.engine) as s:
         queue.claim(s, "w1", 1)
         queue.finish(s, done, {}, worker="w1")

@@ -231,7 +231,7 @@ def test_sctk_worker_stops_cleanly_on_sigterm(settings, engine, tmp_path):
     assert status_of(engine, short) == "succeeded"
 
     # past it, the job goes back to the queue, its try not counted, and the exit is still 0
-    long = submit(engine, "sleep", {"seconds": 120, "steps": 1200})
+    long = submit(engine, "sleep", {"seconds": 60, "steps": 600})
     worker = SctkWorker(settings.home, tmp_path, "impatient", "--grace", "0")
     try:
         wait_until(lambda: job_dict(engine, long)["progress"] > 0, timeout=60, what="progress")

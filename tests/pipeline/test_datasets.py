@@ -214,6 +214,7 @@ def test_an_unsafe_expression_stores_nothing(session, home, tmp_path):
 
 class RecordingContext:
     job_id = 1
+    owner = "ada"
 
     def __init__(self, home: Path):
         self._home = str(home)

@@ -34,6 +34,7 @@ def _fitted(physics=None) -> tuple[HybridRegressor, np.ndarray]:
 
 class _Ctx:
     job_id = 1
+    owner = "ada"
 
     def __init__(self, home):
         self._home = str(home)

@@ -1,7 +1,8 @@
 """Job kinds `backup.create` and `backup.verify`, queued by the API (POST /api/v1/backups).
 
-Parameters: backup.create {"label": "manual", "owner": "ada"};
-backup.verify {"snapshot": "<id or prefix>", "read_data": false, "owner": "ada"}.
+Parameters: backup.create {"label": "manual"};
+backup.verify {"snapshot": "<id or prefix>", "read_data": false}.
+The audit log names the job's owner (whoever submitted it, ctx.owner) as the actor.
 The passphrase comes from the worker's own environment or backup.passphrase_file: it never
 travels in job parameters (they are stored in the database and shown by `sctk jobs show`).
 """
@@ -25,44 +26,39 @@ def _settings(ctx: JobContext):
     return config.load(Path(ctx.home)).settings
 
 
-def _owner(params: dict[str, Any]) -> str:
-    return f"job:{str(params.get('owner') or 'system')}"[:64]
+def _owner(ctx: JobContext) -> str:
+    return f"job:{ctx.owner or 'system'}"[:64]
 
 
-def create_params(label: str = "manual", owner: str | None = None) -> dict[str, Any]:
+def create_params(label: str = "manual") -> dict[str, Any]:
     from sctk.backup.create import check_label
 
-    params: dict[str, Any] = {"label": check_label(label)}
-    if owner:
-        params["owner"] = owner
-    return params
+    return {"label": check_label(label)}
 
 
-def verify_params(snapshot: str, read_data: bool = False, owner: str | None = None):
+def verify_params(snapshot: str, read_data: bool = False) -> dict[str, Any]:
     from sctk.backup.catalog import check_ref
 
-    params: dict[str, Any] = {"snapshot": check_ref(snapshot), "read_data": bool(read_data)}
-    if owner:
-        params["owner"] = owner
-    return params
+    return {"snapshot": check_ref(snapshot), "read_data": bool(read_data)}
 
 
 @job_kind(CREATE, "Back up the data directory into the backup repository.", PERMISSION)
 def backup_create(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     from sctk.backup.create import create_backup
 
-    unknown = sorted(set(params) - {"label", "owner"})
+    unknown = sorted(set(params) - {"label"})
     if unknown:
         raise SctkError(f"backup.create does not know the parameter(s) {', '.join(unknown)}.")
 
     def progress(done: int, total: int | None) -> None:
+        ctx.checkpoint()  # a cancel stops the backup between two pieces of a file
         if total:
             ctx.progress(min(0.99, done / total), f"{done} of {total} bytes")
 
     snapshot = create_backup(
         _settings(ctx),
         str(params.get("label") or "manual"),
-        actor=_owner(params),
+        actor=_owner(ctx),
         progress=progress,
     )
     ctx.log(f"snapshot {snapshot['id']} written")
@@ -73,14 +69,14 @@ def backup_create(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 def backup_verify(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     from sctk.backup.verify import verify_backup
 
-    unknown = sorted(set(params) - {"snapshot", "read_data", "owner"})
+    unknown = sorted(set(params) - {"snapshot", "read_data"})
     if unknown:
         raise SctkError(f"backup.verify does not know the parameter(s) {', '.join(unknown)}.")
     result = verify_backup(
         _settings(ctx),
         str(params.get("snapshot") or "latest"),
         read_data=bool(params.get("read_data")),
-        actor=_owner(params),
+        actor=_owner(ctx),
     )
     ctx.log(result["message"])
     if not result["ok"]:

@@ -272,9 +272,7 @@ def transform(
     with db_session(ctx) as session:
         check_inputs(session, datasets)
         output_names(checked, datasets, output)
-    params = job_params(
-        datasets, checked.text, checked.source, output=output, fmt=fmt, owner=operator()
-    )
+    params = job_params(datasets, checked.text, checked.source, output=output, fmt=fmt)
     if inline:
         _print_result(run_inline(s.home, "pipeline", pipeline_run, params, as_json), as_json)
         return

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from sctk.cli.common import db_session, err_console
+from sctk.cli.common import db_session, err_console, operator
 
 
 def run_inline(home: Path, title: str, func, params: dict[str, Any], as_json: bool) -> Any:
@@ -30,6 +30,7 @@ class InlineContext:
     job_id = 0
 
     def __init__(self, home: Path, on_progress, verbose: bool):
+        self.owner = operator()  # what the job makes is recorded as the shell user's
         self._home = str(home)
         self._on_progress = on_progress
         self._verbose = verbose
@@ -40,6 +41,13 @@ class InlineContext:
 
     def progress(self, fraction: float, message: str = "") -> None:
         self._on_progress(fraction, message)
+
+    def cancelled(self) -> bool:
+        """Never: a job run here stops with the command (Ctrl-C)."""
+        return False
+
+    def checkpoint(self) -> None:
+        """Nothing to check: see cancelled()."""
 
     def log(self, line: str) -> None:
         if self._verbose:

@@ -106,7 +106,6 @@ def train(
             "dataset": data,
             "config": _read_config(config_file) if config_file else {},
             "calibration": _calibration(calibration),
-            "owner": operator(),
         }
         for key, value in (("target", target), ("input", input_col), ("name", name)):
             if value:

@@ -5,7 +5,8 @@ add_done_callback()), `free_slots()` and `shutdown(wait=True, kill=False)`. The 
 submits `execute(func, params, ctx)`: it runs in the child, turns whatever the job does into
 an `Outcome` (so that nothing unpicklable has to travel back), and gives the job a
 `RunContext` whose progress() and log() write job events straight to the database through
-an engine of the child's own.
+an engine of the child's own. While the job runs, a `Watch` (sctk.jobs.watch) stops it on
+a cancel request or past its maximum run time.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sctk.errors import DatabaseUnavailable, SctkError
-from sctk.jobs.kinds import JobCancelled
+from sctk.jobs import watch
+from sctk.jobs.kinds import JobCancelled, JobTimedOut
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,20 +81,54 @@ def connect_bus(settings: Settings) -> None:
 class RunContext:
     """The JobContext of one try of one job, in the process running it.
 
-    It pickles to four plain fields. progress() raises JobCancelled when cancellation was
-    requested, and also when this try no longer owns the job (its worker was presumed dead
-    and the job re-queued), so that an orphaned try stops instead of running twice.
+    It pickles to plain fields. progress() and checkpoint() raise JobCancelled when
+    cancellation was requested, and also when this try no longer owns the job (its worker was
+    presumed dead and the job re-queued), so that an orphaned try stops instead of running
+    twice; JobTimedOut past MAX_RUNTIME seconds. GRACE: how long the job then has to stop on
+    its own before it is interrupted harder (see sctk.jobs.watch).
     """
 
-    def __init__(self, job_id: int, home: str, worker: str, attempt: int):
+    def __init__(
+        self,
+        job_id: int,
+        home: str,
+        worker: str,
+        attempt: int,
+        owner: str = "system",
+        kind: str = "",
+        max_runtime: float | None = None,
+        grace: float = 5.0,
+    ):
         self.job_id = job_id
         self._home = str(home)
         self.worker = worker
         self.attempt = attempt
+        self.owner = owner
+        self.kind = kind
+        self.max_runtime = max_runtime
+        self.grace = grace
+        self.watch: watch.Watch | None = None  # made in the process that runs the job
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "watch": None}
 
     @property
     def home(self) -> str:
         return self._home
+
+    def cancelled(self) -> bool:
+        """Whether the job must stop (cancelled, timed out, or no longer this try's): cheap,
+        it reads what the watch last saw, so a kind may ask between any two steps."""
+        return self.watch is not None and self.watch.reason is not None
+
+    def checkpoint(self) -> None:
+        """Raise JobCancelled (or JobTimedOut) when the job must stop; else return at once."""
+        if not self.cancelled():
+            return
+        assert self.watch is not None
+        if self.watch.reason == watch.TIMEOUT:
+            raise JobTimedOut(self.watch.message)
+        raise JobCancelled(self.watch.message)
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Report progress in [0, 1] (one event per call); raises JobCancelled on request."""
@@ -102,6 +138,7 @@ class RunContext:
         from sctk.storage.engine import session_scope
         from sctk.storage.models import Job, utcnow
 
+        self.checkpoint()
         fraction = min(max(float(fraction), 0.0), 1.0)
         message = str(message)[:500]
         with session_scope(_engine(self._home)) as session:
@@ -146,9 +183,36 @@ class Outcome(NamedTuple):
 
 
 def execute(func: Callable[..., Any], params: dict[str, Any], ctx: RunContext) -> Outcome:
-    """Run one try of a job; every exception becomes an Outcome."""
+    """Run one try of a job under a watch (see sctk.jobs.watch); every exception becomes an
+    Outcome."""
+    watcher = ctx.watch = watch.Watch(ctx, ctx.max_runtime, ctx.grace)
+    try:
+        try:
+            watcher.start()
+            return _outcome(func, params, ctx)
+        finally:
+            watcher.stop()
+    except watch.JobStopped:
+        # the interruption landed just as the job ended: it ended because of it
+        watcher.stop()
+        return _stopped(watcher)
+
+
+def _stopped(watcher: watch.Watch) -> Outcome:
+    if watcher.reason == watch.TIMEOUT:
+        return Outcome("error", error=watcher.message, retryable=False)
+    return Outcome("cancelled", error=watcher.message or "cancelled on request")
+
+
+def _outcome(func: Callable[..., Any], params: dict[str, Any], ctx: RunContext) -> Outcome:
     try:
         result = func(params, ctx)
+    except watch.JobStopped:
+        assert ctx.watch is not None
+        ctx.watch.stop()
+        return _stopped(ctx.watch)
+    except JobTimedOut as exc:
+        return Outcome("error", error=str(exc), retryable=False)
     except JobCancelled as exc:
         return Outcome("cancelled", error=str(exc) or "cancelled on request")
     except SctkError as exc:
@@ -193,11 +257,23 @@ def _orphan_watch(parent: int) -> None:
             os._exit(70)
 
 
-def _child_init(parent: int) -> None:
+def _child_init(parent: int, home: str | None = None) -> None:
     # The parent decides about interrupts: Ctrl-C reaches the whole process group, and a
     # job must not die of it while the worker is still draining.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    watch.in_pool_process = True
     threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
+    if home is not None:
+        # reading the settings and making the engine takes seconds on a busy machine: done
+        # now, the first job's watch notices a cancel as soon as any other's
+        threading.Thread(target=_warm_engine, args=(home,), daemon=True).start()
+
+
+def _warm_engine(home: str) -> None:
+    try:
+        _engine(home)
+    except Exception:  # noqa: BLE001 - the job's own first use reports what is wrong
+        log.debug("could not make the engine ahead of the first job", exc_info=True)
 
 
 # --- in the worker -----------------------------------------------------------------------------
@@ -226,11 +302,13 @@ class LocalExecutor:
     """A pool of PROCESSES (default: one per CPU core) started with 'spawn'.
 
     'spawn', not 'fork': the worker holds database connections and threads, which a forked
-    child must not inherit.
+    child must not inherit. With HOME, each process makes its engine for that data directory
+    as it starts, ahead of its first job.
     """
 
-    def __init__(self, processes: int | None = None):
+    def __init__(self, processes: int | None = None, home: str | None = None):
         self.processes = processes or os.cpu_count() or 1
+        self._home = home
         self._slots = _Slots()
         self._lock = threading.Lock()
         self._pool = self._new_pool()
@@ -240,7 +318,7 @@ class LocalExecutor:
             max_workers=self.processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_child_init,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), self._home),
         )
 
     def free_slots(self) -> int:
@@ -349,4 +427,4 @@ def make_executor(settings: Settings) -> LocalExecutor | DaskExecutor:
     ex = settings.executor
     if ex.kind == "dask":
         return DaskExecutor(ex.address, ex.processes or None)
-    return LocalExecutor(ex.processes or None)
+    return LocalExecutor(ex.processes or None, home=str(settings.home))

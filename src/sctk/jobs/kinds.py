@@ -13,6 +13,10 @@ from typing import Any, Protocol
 
 from sctk.errors import SctkError
 
+# Parameter names no job may be given: who a job runs for comes from the credential that
+# submitted it (JobContext.owner), never from what the caller writes.
+RESERVED_PARAMS = frozenset({"owner"})
+
 # Modules that register job kinds when imported; each domain adds its own.
 KIND_MODULES = ["sctk.jobs.builtin", "sctk.pipeline.jobs", "sctk.uq.jobs", "sctk.backup.jobs"]
 
@@ -21,6 +25,7 @@ class JobContext(Protocol):
     """What a running job may use. Progress and log lines become job events."""
 
     job_id: int
+    owner: str  # who submitted the job: record what it makes under this name
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Report progress in [0, 1]; raises JobCancelled when the job was cancelled."""
@@ -28,13 +33,25 @@ class JobContext(Protocol):
     def log(self, line: str) -> None:
         """Append a log line to the job's events."""
 
+    def cancelled(self) -> bool:
+        """Whether the job must stop now (cancelled or past its maximum run time); cheap
+        enough to ask between any two steps."""
+
+    def checkpoint(self) -> None:
+        """Raise (JobCancelled, JobTimedOut) when the job must stop; call it between steps."""
+
     @property
     def home(self) -> str:
         """The data directory (a path string, so that it pickles everywhere)."""
 
 
 class JobCancelled(Exception):
-    """Raised inside a job by ctx.progress() once cancellation was requested."""
+    """Raised inside a job by ctx.progress() or ctx.checkpoint() once cancellation was
+    requested."""
+
+
+class JobTimedOut(Exception):
+    """Raised inside a job by ctx.checkpoint() once it ran past its maximum run time."""
 
 
 @dataclass(frozen=True)
@@ -43,16 +60,20 @@ class JobKind:
     func: Callable[[dict[str, Any], JobContext], dict[str, Any] | None]
     description: str
     permission: str  # who may submit it (see sctk.security.roles)
-    # checks a submission's parameters (one sentence, a 400) before a job is queued
-    check: Callable[[dict[str, Any]], Any] | None = None
+    # refuses bad parameters at submission with one sentence (SctkError), not a failed job
+    check: Callable[[dict[str, Any]], None] | None = None
 
 
 _KINDS: dict[str, JobKind] = {}
 
 
-def job_kind(name: str, description: str, permission: str = "jobs.run", check=None):
-    """Register FUNC as the job kind NAME; CHECK(params), when given, refuses bad parameters
-    at submission."""
+def job_kind(
+    name: str,
+    description: str,
+    permission: str = "jobs.run",
+    check: Callable[[dict[str, Any]], None] | None = None,
+):
+    """Register FUNC as the job kind NAME; CHECK(params), if given, runs at submission."""
 
     def register(func):
         _KINDS[name] = JobKind(name, func, description, permission, check)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from sctk.config import JobSettings
 from sctk.errors import Conflict, NotFound, SctkError
 from sctk.jobs import events
-from sctk.jobs.kinds import get_kind
+from sctk.jobs.kinds import RESERVED_PARAMS, get_kind
 from sctk.ops import flags
 from sctk.security import audit
 from sctk.storage.models import Job
@@ -90,6 +90,13 @@ def _checked_params(params: Any) -> dict[str, Any]:
             f"Job parameters must be plain JSON (strings, numbers, booleans, lists, objects): "
             f"{str(exc).rstrip('.')}."
         ) from None
+    named = sorted(RESERVED_PARAMS & set(params))
+    if named:
+        raise SctkError(
+            f"Job parameters may not name {', '.join(repr(n) for n in named)}: a job belongs to "
+            "whoever submits it and what it makes is recorded under that name; leave the "
+            "parameter out."
+        )
     size = len(encoded.encode("utf-8"))
     if size > MAX_PARAMS_BYTES:
         raise SctkError(
@@ -129,10 +136,10 @@ def submit(
         if found is not None:
             found.replayed = True
             return found
-    kind_def = get_kind(kind)
+    job_kind = get_kind(kind)
     checked = _checked_params(params)
-    if kind_def.check is not None:
-        kind_def.check(checked)  # a kind's own refusal: now, not a job that fails later
+    if job_kind.check is not None:
+        job_kind.check(checked)
     if max_attempts is not None and not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
         raise SctkError(
             f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}, not {max_attempts}."

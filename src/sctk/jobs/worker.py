@@ -32,7 +32,7 @@ from sctk.jobs.executors import (
     execute,
     make_executor,
 )
-from sctk.jobs.kinds import get_kind
+from sctk.jobs.kinds import RESERVED_PARAMS, get_kind
 from sctk.storage.engine import DATABASE_ERRORS, make_engine, session_scope, unavailable
 
 log = logging.getLogger(__name__)
@@ -258,11 +258,13 @@ class Worker:
                     self.stats["failed"] += 1
                     log.warning("job %s: %s", job.id, exc.message, extra={"job_id": job.id})
                     continue
-                claimed.append((job.id, job.kind, kind.func, dict(job.params), job.attempts))
+                # a row queued before owners were refused as parameters may still name one
+                params = {k: v for k, v in job.params.items() if k not in RESERVED_PARAMS}
+                claimed.append((job.id, job.kind, kind.func, params, job.attempts, job.owner))
         for (run, outcome), status in zip(finished, statuses, strict=True):
             self._done(run, outcome, status)
-        for job_id, kind_name, func, params, attempt in claimed:
-            self._start(job_id, kind_name, func, params, attempt)
+        for job_id, kind_name, func, params, attempt, owner in claimed:
+            self._start(job_id, kind_name, func, params, attempt, owner)
         self.stats["claimed"] += len(claimed)
         return len(finished), len(claimed)
 
@@ -282,8 +284,19 @@ class Worker:
             extra={"job_id": run.job_id, "worker": self.id, "status": status},
         )
 
-    def _start(self, job_id: int, kind: str, func: Any, params: dict, attempt: int) -> None:
-        ctx = RunContext(job_id, str(self.settings.home), self.id, attempt)
+    def _start(
+        self, job_id: int, kind: str, func: Any, params: dict, attempt: int, owner: str
+    ) -> None:
+        ctx = RunContext(
+            job_id,
+            str(self.settings.home),
+            self.id,
+            attempt,
+            owner=owner,
+            kind=kind,
+            max_runtime=self.policy.max_runtime(kind),
+            grace=self.policy.cancel_grace_seconds,
+        )
         try:
             future = self.executor.submit(execute, func, params, ctx)
         except Exception as exc:  # noqa: BLE001 - executor gone: give the job back

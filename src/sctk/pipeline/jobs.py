@@ -6,8 +6,9 @@ Parameters (JSON)::
      "pipeline": "<the pipeline file's TOML text>",
      "pipeline_path": "/abs/path/clean.toml",   # recorded in the lineage
      "output": "run7",                    # optional base name of the outputs
-     "format": "parquet",                 # optional: parquet or npz
-     "owner": "ada"}                      # optional: recorded as the datasets' owner
+     "format": "parquet"}                 # optional: parquet or npz
+
+The outputs are recorded as the datasets of whoever submitted the job (ctx.owner).
 
 The pipeline travels as text so that a worker on another machine (Dask) needs no access
 to the submitter's files; its sha256 is computed from that text.
@@ -30,7 +31,6 @@ def job_params(
     pipeline_path: str,
     output: str | None = None,
     fmt: str | None = None,
-    owner: str | None = None,
 ) -> dict[str, Any]:
     """The parameters of a pipeline.run job, as the submitter builds them."""
     params: dict[str, Any] = {
@@ -42,8 +42,6 @@ def job_params(
         params["output"] = output
     if fmt:
         params["format"] = fmt
-    if owner:
-        params["owner"] = owner
     return params
 
 
@@ -82,7 +80,7 @@ def pipeline_run(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
                 pipeline,
                 output=params.get("output"),
                 fmt=params.get("format"),
-                owner=str(params.get("owner") or "jobs"),
+                owner=ctx.owner,
                 progress=ctx.progress,
                 log_line=ctx.log,
                 limits=DataLimits.of(settings.data),

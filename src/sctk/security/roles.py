@@ -21,7 +21,8 @@ PERMISSIONS: dict[str, Role] = {
     "read": Role.viewer,  # see service state, results, models, jobs
     "tokens.own": Role.viewer,  # manage one's own API tokens and password
     "data.write": Role.analyst,  # upload datasets
-    "jobs.run": Role.analyst,  # submit and cancel jobs
+    "jobs.run": Role.analyst,  # submit jobs; cancel and retry one's own
+    "jobs.manage": Role.admin,  # cancel and retry anyone's jobs
     "models.train": Role.analyst,
     "models.predict": Role.analyst,
     "users.manage": Role.admin,

@@ -7,8 +7,9 @@ Parameters (JSON)::
      "features": ["a", "b"],       # optional; default: every other numeric column
      "name": "drag",               # optional model name; default: DATASET-TARGET
      "config": {"epochs": 50},     # optional HybridRegressor parameters
-     "calibration": 0.25,          # a fraction held out of DATASET, or a dataset's name
-     "owner": "ada"}               # optional: recorded as the model's owner
+     "calibration": 0.25}          # a fraction held out of DATASET, or a dataset's name
+
+The model is recorded as the model of whoever submitted the job (ctx.owner).
 
 A field model (FieldHybridRegressor, sctk.uq.field_training) is asked for with
 `"config": {"kind": "field", ...}`: DATASET then holds one input field per row in the column
@@ -35,7 +36,7 @@ from sctk.jobs.kinds import JobContext, job_kind
 
 KIND = "uq.train"
 METRICS_ALPHA = 0.1
-_KEYS = {"dataset", "target", "input", "features", "name", "config", "calibration", "owner"}
+_KEYS = {"dataset", "target", "input", "features", "name", "config", "calibration"}
 KINDS = ("tabular", "field")
 _NULLABLE_NUMERIC = {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"}
 _NULLABLE_NUMERIC |= {"Float32", "Float64"}
@@ -56,7 +57,6 @@ class TrainRequest:
     name: str
     config: dict[str, Any]  # the estimator's parameters, without 'kind'
     calibration: float | str
-    owner: str
     kind: str = "tabular"
     input: str | None = None  # field models: the column of the input fields
 
@@ -67,7 +67,6 @@ class TrainRequest:
             "name": self.name,
             "config": self.config if self.kind == "tabular" else {"kind": self.kind, **self.config},
             "calibration": self.calibration,
-            "owner": self.owner,
         }
         if self.features is not None:
             params["features"] = self.features
@@ -128,8 +127,7 @@ def parse_params(params: dict[str, Any]) -> TrainRequest:
 
     bounds.check(config)
     calibration = _calibration(params)
-    owner = str(params.get("owner") or "jobs")[:64]
-    return TrainRequest(dataset, target, features, name, config, calibration, owner)
+    return TrainRequest(dataset, target, features, name, config, calibration)
 
 
 def _name(params: dict[str, Any], dataset: str, target: str) -> str:
@@ -168,7 +166,6 @@ def _parse_field(params: dict[str, Any], dataset: str, config: dict[str, Any]) -
     checked = field_training.check_config(config)
     if "alpha_bounds" in checked:
         checked["alpha_bounds"] = list(checked["alpha_bounds"])
-    owner = str(params.get("owner") or "jobs")[:64]
     return TrainRequest(
         dataset,
         target,
@@ -176,7 +173,6 @@ def _parse_field(params: dict[str, Any], dataset: str, config: dict[str, Any]) -
         _name(params, dataset, target),
         checked,
         _calibration(params),
-        owner,
         kind="field",
         input=input_col,
     )
@@ -237,9 +233,14 @@ def _split(req: TrainRequest, frame: pd.DataFrame, seed: int) -> tuple[pd.DataFr
 
 
 def train(
-    session: Session, home: Path, params: dict[str, Any], progress=None, log_line=None
+    session: Session,
+    home: Path,
+    params: dict[str, Any],
+    progress=None,
+    log_line=None,
+    owner: str = "jobs",
 ) -> dict[str, Any]:
-    """Train and register the model PARAMS describe; the registry row as a dict."""
+    """Train and register the model PARAMS describe, as OWNER's; the registry row as a dict."""
     from sctk import __version__
     from sctk.pipeline import store
     from sctk.uq import metrics, registry
@@ -248,7 +249,7 @@ def train(
 
     req = parse_params(params)
     if req.kind == "field":
-        return _train_fields(session, home, req, progress, log_line)
+        return _train_fields(session, home, req, owner, progress, log_line)
     ds = store.get(session, req.dataset)
     features = columns_for(req, ds.columns)
     frame = store.read(home, ds)
@@ -326,7 +327,7 @@ def train(
         config=registry._jsonable(model.get_params()),
         metrics=scores,
         lineage=lineage,
-        owner=req.owner,
+        owner=owner,
     )
     if log_line is not None:
         log_line(f"stored model '{row.name}' v{row.version} (id {row.id})")
@@ -336,7 +337,7 @@ def train(
 
 
 def _train_fields(
-    session: Session, home: Path, req: TrainRequest, progress=None, log_line=None
+    session: Session, home: Path, req: TrainRequest, owner: str, progress=None, log_line=None
 ) -> dict[str, Any]:
     """Train and register the field model REQ describes (sctk.uq.field_training)."""
     from sctk.pipeline import store
@@ -388,7 +389,7 @@ def _train_fields(
     )
     lineage = field_training.lineage(ds, calibration, X, input_col, target)
     row = registry.save(
-        session, home, model, req.name, metrics=scores, lineage=lineage, owner=req.owner
+        session, home, model, req.name, metrics=scores, lineage=lineage, owner=owner
     )
     if log_line is not None:
         log_line(f"stored model '{row.name}' v{row.version} (id {row.id})")
@@ -428,6 +429,8 @@ def uq_train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
             session_scope(engine) as session,
             physics_registry.admitted(settings.uq.physics_allowed),
         ):
-            return train(session, home, params, progress=ctx.progress, log_line=ctx.log)
+            return train(
+                session, home, params, progress=ctx.progress, log_line=ctx.log, owner=ctx.owner
+            )
     finally:
         engine.dispose()

@@ -118,7 +118,7 @@ def create_backup(
 ) -> JobAccepted:
     from sctk.backup import jobs as backup_jobs
 
-    params = backup_jobs.create_params((body or CreateIn()).label, owner=user.username)
+    params = backup_jobs.create_params((body or CreateIn()).label)
     # one attempt: a failed backup is recorded with its reason, not silently retried
     job = queue.submit(session, backup_jobs.CREATE, params, owner=user.username, max_attempts=1)
     answer = JobAccepted(job=job.id, kind=backup_jobs.CREATE, status=job.status)
@@ -160,7 +160,7 @@ def verify_backup(
     from sctk.backup import jobs as backup_jobs
 
     row = catalog.cached_one(session, snapshot_id, include_safety)
-    params = backup_jobs.verify_params(row.id, (body or VerifyIn()).read_data, owner=user.username)
+    params = backup_jobs.verify_params(row.id, (body or VerifyIn()).read_data)
     job = queue.submit(session, backup_jobs.VERIFY, params, owner=user.username, max_attempts=1)
     answer = JobAccepted(job=job.id, kind=backup_jobs.VERIFY, status=job.status)
     session.commit()

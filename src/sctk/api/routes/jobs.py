@@ -9,10 +9,9 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Resp
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from sctk.api.deps import SessionDep, client_address, require
-from sctk.jobs import events, queue
+from sctk.api.deps import SessionDep, record_denial, require
+from sctk.jobs import access, events, queue
 from sctk.jobs.kinds import get_kind, kinds
-from sctk.security import audit
 from sctk.security.credentials import Principal
 from sctk.security.roles import allowed
 from sctk.storage.models import Job
@@ -28,7 +27,9 @@ class JobSubmit(BaseModel):
 
     kind: str = Field(min_length=1, max_length=100, description="A job kind: GET /jobs/kinds.")
     params: dict[str, Any] = Field(
-        default_factory=dict, description="The kind's parameters, at most 64 KiB as JSON."
+        default_factory=dict,
+        description="The kind's parameters, at most 64 KiB as JSON; never 'owner' (a job "
+        "belongs to whoever submits it).",
     )
     max_attempts: int | None = Field(
         None, ge=1, le=queue.MAX_ATTEMPTS_LIMIT, description="Default: jobs.max_attempts."
@@ -100,17 +101,15 @@ def _committed(session: Session, job: Job) -> dict[str, Any]:
     return data
 
 
-def _record_denial(request: Request, user: Principal, permission: str) -> None:
-    with request.app.state.sessionmaker() as session:
-        audit.record(
-            session,
-            "permission.denied",
-            actor=user.username,
-            client=client_address(request),
-            outcome="denied",
-            details={"permission": permission, "method": request.method, "path": request.url.path},
-        )
-        session.commit()
+def _may_act_on(
+    request: Request, session: Session, user: Principal, job_id: int, action: str
+) -> None:
+    """403 (audited) unless USER may ACTION the job: see sctk.jobs.access."""
+    refused = access.refusal(queue.get(session, job_id), user.username, user.role, action)
+    if refused is not None:
+        permission, sentence = refused
+        record_denial(request, user, permission, request.method)
+        raise HTTPException(403, sentence)
 
 
 @router.post(
@@ -134,7 +133,7 @@ def submit_job(
 ) -> dict[str, Any]:
     kind = get_kind(body.kind)  # an unknown kind: 400 naming the known ones
     if not allowed(user.role, kind.permission):
-        _record_denial(request, user, kind.permission)
+        record_denial(request, user, kind.permission, request.method)
         raise HTTPException(
             403,
             f"Your role '{user.role}' may not run '{kind.name}' jobs; they need "
@@ -174,16 +173,30 @@ def job_events(
 @router.post(
     "/jobs/{job_id}/cancel",
     response_model=JobOut,
-    summary="Cancel a queued job or ask the worker of a running one to stop it.",
+    summary="Cancel a queued job, or stop a running one within seconds (one's own job, or "
+    "anyone's with jobs.manage; always with the kind's own permission).",
 )
 def cancel_job(
-    session: SessionDep, user: Principal = require("jobs.run"), job_id: int = JobId
+    request: Request,
+    session: SessionDep,
+    user: Principal = require("jobs.run"),
+    job_id: int = JobId,
 ) -> dict[str, Any]:
+    _may_act_on(request, session, user, job_id, "cancel")
     return _committed(session, queue.cancel(session, job_id, actor=user.username))
 
 
-@router.post("/jobs/{job_id}/retry", response_model=JobOut, summary="Queue a failed job again.")
+@router.post(
+    "/jobs/{job_id}/retry",
+    response_model=JobOut,
+    summary="Queue a failed job again (one's own, or anyone's with jobs.manage; always with "
+    "the kind's own permission).",
+)
 def retry_job(
-    session: SessionDep, user: Principal = require("jobs.run"), job_id: int = JobId
+    request: Request,
+    session: SessionDep,
+    user: Principal = require("jobs.run"),
+    job_id: int = JobId,
 ) -> dict[str, Any]:
+    _may_act_on(request, session, user, job_id, "retry")
     return _committed(session, queue.retry(session, job_id, actor=user.username))

@@ -165,7 +165,6 @@ def train_model(
     from sctk.uq import physics_registry
 
     params = body.model_dump(exclude_none=True)
-    params["owner"] = user.username
     with physics_registry.admitted(request.app.state.settings.uq.physics_allowed):
         checked = uq_jobs.check(session, params).to_params()
         job = queue.submit(session, uq_jobs.KIND, checked, owner=user.username)
