@@ -22,17 +22,36 @@ class Index:
         self.files: list[str] = []
         self.errors: list[str] = []
         self.unsound: set[str] = set()  # packs missing or of the wrong size when loaded
+        # (chunk id, pack, offset) found damaged by a check: never the location a chunk
+        # resolves to while another copy exists, and never reused by a writer
+        self.damaged: set[tuple[str, str, int]] = set()
         self.lock = threading.Lock()
 
     def add_pack(self, pack_id: str, size: int, blobs: list) -> None:
-        """Record a pack and its chunks; the first location seen for a chunk wins."""
+        """Record a pack and its chunks; the first location seen for a chunk wins, unless it
+        is known damaged and this one is not."""
         with self.lock:
             self.pack_sizes[pack_id] = size
             rows = [tuple(b) for b in blobs]
             self.pack_blobs[pack_id] = rows
+            damaged = self.damaged
             for cid, off, length, raw, flags in rows:
-                if cid not in self.entries:
+                cur = self.entries.get(cid)
+                if cur is None or (
+                    (cid, cur[0], cur[1]) in damaged and (cid, pack_id, off) not in damaged
+                ):
                     self.entries[cid] = (pack_id, off, length, raw, flags)
+
+    def is_damaged(self, cid: str) -> bool:
+        """The chunk's current location was found damaged (no sound copy is indexed)."""
+        loc = self.entries.get(cid)
+        return loc is not None and (cid, loc[0], loc[1]) in self.damaged
+
+    def mark_damaged(self, rows) -> None:
+        """Note ROWS ((chunk id, pack, offset)) as damaged; a chunk resolving there stays
+        indexed (check and restore name it) but a writer stores it again."""
+        with self.lock:
+            self.damaged.update((str(c), str(p), int(o)) for c, p, o in rows)
 
     def __contains__(self, cid: str) -> bool:
         return cid in self.entries
@@ -45,6 +64,7 @@ class Index:
         in a sound pack (by a backup after the loss) resolves to the sound copy."""
         stored = backend.list("data")
         later: list[tuple] = []
+        rows: list[tuple] = []
         for name in sorted(backend.list("index")):
             try:
                 blob = backend.read(name)
@@ -61,28 +81,34 @@ class Index:
                 self.errors.append(str(exc))
                 continue
             self.files.append(name)
+            self.mark_damaged(doc.get("damaged", ()))
             for pack in doc["packs"]:
                 row = (pack["id"], pack["size"], pack["blobs"])
                 if stored.get(f"data/{pack['id'][:2]}/{pack['id']}") != pack["size"]:
                     later.append(row)
                 else:
-                    self.add_pack(*row)
-        for row in later:
+                    rows.append(row)
+        for row in rows + later:
             self.add_pack(*row)
         self.unsound = {row[0] for row in later}
 
 
-def write_index(backend, keys: Keys, packs: dict[str, tuple[int, list]]) -> list[str]:
-    """Write PACKS (pack id -> (size, blobs)) as one or more index files; their names."""
+def write_index(backend, keys: Keys, packs: dict[str, tuple[int, list]], damaged=()) -> list[str]:
+    """Write PACKS (pack id -> (size, blobs)) as one or more index files, the first one also
+    listing DAMAGED chunk locations ((chunk id, pack, offset)); their names."""
     names = []
     batch: list[dict] = []
     count = 0
+    marks = sorted(list(d) for d in damaged)
 
-    def flush():
-        nonlocal batch, count
-        if not batch:
+    def flush(force: bool = False):
+        nonlocal batch, count, marks
+        if not batch and not (force and marks):
             return
-        blob = seal_json(keys, {"packs": batch}, AAD_INDEX)
+        doc: dict = {"packs": batch}
+        if marks:
+            doc["damaged"], marks = marks, []
+        blob = seal_json(keys, doc, AAD_INDEX)
         name = f"index/{content_id(blob)}"
         backend.write(name, blob)
         names.append(name)
@@ -93,5 +119,5 @@ def write_index(backend, keys: Keys, packs: dict[str, tuple[int, list]]) -> list
         count += len(blobs)
         if count >= ENTRIES_PER_FILE:
             flush()
-    flush()
+    flush(force=True)
     return names
