@@ -522,11 +522,44 @@ def _db_chunks(repo, snapshot_id: str, db: str = "sctk.db") -> dict:
         return {}
 
 
+def fault_main(op: str, repo_path: str, rest: list[str]) -> int:
+    """The sctk steps of the fault table (backup_faults.py): what the engine says, as one
+    JSON line; exit 1 when it reports a problem, as restic and borg do."""
+    from dataclasses import asdict
+
+    from sctk.backup.repo import RepoError, Repository
+
+    out: dict = {}
+    try:
+        repo = Repository.open(repo_path, os.environ["BENCH_PASSPHRASE"])
+        if op == "fcheck":
+            report = repo.check(read_data=rest[:1] == ["read-data"])
+            out = {"ok": report.ok, "errors": report.errors[:5]}
+            out["unreferenced_bytes"] = report.unreferenced_bytes
+        elif op == "flist":
+            out = {"snapshots": len(repo.snapshots()), "unreadable": repo.unreadable_snapshots()}
+            out["ok"] = not out["unreadable"]
+        elif op == "frepair":
+            out = asdict(repo.repair())
+            out["ok"] = not (out["damaged_files"] or out["damaged_snapshots"])
+        elif op == "frestore":  # into an empty directory: every intact file, as restic does
+            stats = repo.restore(repo.find_snapshot("latest").id, Path(rest[0]), partial=True)
+            out = {"ok": not stats.damaged, "files": stats.files, "damaged": stats.damaged[:5]}
+        else:
+            raise SystemExit(f"unknown engine step {op!r}")
+    except RepoError as exc:
+        out = {"ok": False, "error": str(exc)}
+    print(json.dumps(out))
+    return 0 if out["ok"] else 1
+
+
 def engine_main(argv: list[str]) -> None:
     """`bench_backup.py _engine OP REPO ...`: one engine step; prints a JSON line."""
     from sctk.backup.repo import Repository
 
     op, repo_path, *rest = argv
+    if op.startswith("f"):
+        sys.exit(fault_main(op, repo_path, rest))
     passphrase = os.environ["BENCH_PASSPHRASE"]
     marks = {"start": time.perf_counter()}
     out: dict = {}
@@ -1042,6 +1075,26 @@ def save_json(path: Path, m, rounds, tools, versions, loads, args) -> None:
     path.write_text(json.dumps(saved, indent=1, default=str))
 
 
+def faults(args, dataset: Path, tools: list[str], versions: dict, log, loads0: float) -> int:
+    """--faults: the fault table of backup_faults.py, printed and written to RESULTS.md."""
+    import backup_faults  # benchmarks/, beside this script
+
+    with tempfile.TemporaryDirectory(prefix="sctk-bench-faults-", dir=args.work) as tmp:
+        out = backup_faults.run_faults(Path(tmp), dataset, tools, log, args.kill_after)
+    loads = (loads0, os.getloadavg()[0])
+    size = tree_bytes(dataset)
+    files = sum(1 for p in dataset.rglob("*") if p.is_file())
+    info = f"the {Shape.name} data set at scale {args.scale}, {files} files, {size / MiB:.0f} MiB"
+    text = backup_faults.report(out, tools, args, loads, versions, info)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=str))
+    if not args.no_write:
+        write_section(backup_faults.SECTION, text)
+        print(f"wrote {RESULTS}")
+    return 0
+
+
 def use_shape(name: str) -> None:
     """Measure the data set NAME (see SHAPES)."""
     Shape.name = name
@@ -1053,7 +1106,13 @@ def use_shape(name: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_engine":
-        engine_main(argv[1:])
+        from sctk.backup.repo import RepoError
+
+        try:
+            engine_main(argv[1:])
+        except RepoError as exc:  # what the engine says, for the fault table
+            print(json.dumps({"ok": False, "error": str(exc)}))
+            return 1
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="1.0 is about 1 GiB.")
@@ -1066,6 +1125,15 @@ def main(argv: list[str] | None = None) -> int:
         "(thousands of small files, arrays, a database, a few large files; 2 GiB at scale 1).",
     )
     parser.add_argument("--rounds", type=int, default=1, help="Report the median of N rounds.")
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="Build the fault table instead (killed backup, flipped bytes, full disk: see "
+        "backup_faults.py), in its own RESULTS.md section.",
+    )
+    parser.add_argument(
+        "--kill-after", type=float, default=1.0, help="--faults: kill the backup after S s."
+    )
     parser.add_argument(
         "--tools", default=",".join(TOOLS), help="Comma-separated subset of sctk,restic,borg."
     )
@@ -1142,6 +1210,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{datetime.now(UTC):%H:%M:%S}] {msg}", flush=True)
 
     loads0 = os.getloadavg()[0]
+    if args.faults:
+        return faults(args, dataset, tools, versions, log, loads0)
     rounds = []
     for i in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="sctk-bench-backup-", dir=args.work) as tmp:
