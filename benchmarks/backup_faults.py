@@ -25,6 +25,7 @@ partial one that `sctk restore --target DIR` does.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -55,8 +56,27 @@ ERROR_WORDS = ("error", "fatal", "damag", "fail", "corrupt", "mismatch", "no spa
 
 
 def said(text: str) -> str:
-    """The line that tells what went wrong (else the last non-empty line), shortened."""
+    """The line that tells what went wrong (else the last non-empty line), shortened; from
+    the sctk child's JSON line, its error (or first error, or first damaged file)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("{"):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if doc.get("error"):
+                return _short(doc["error"])
+            if doc.get("errors"):
+                return _short(doc["errors"][0])
+            if doc.get("damaged"):
+                path, why = doc["damaged"][0]
+                return _short(f"{path}: {why}")
+            if doc.get("unreadable"):
+                sid, why = next(iter(doc["unreadable"].items()))
+                return _short(f"snapshot {sid[:12]}: {why}")
+            if "ok" in doc:
+                return "no problem found" if doc["ok"] else _short(line)
     for line in lines:
         low = line.lower()
         if any(w in low for w in ERROR_WORDS) and "traceback" not in low:

@@ -236,7 +236,7 @@ def check(
             )
             _remember_damage(repo, damaged)
         if snapshot_id is None:
-            garbage = leftovers.scan(repo)
+            garbage = leftovers.scan(repo, recovered=False)
             unreferenced = garbage.bytes + leftovers.unreferenced_index_bytes(index, referenced)
     return CheckReport(
         ok=not errors,

@@ -25,6 +25,9 @@ class Index:
         # (chunk id, pack, offset) found damaged by a check: never the location a chunk
         # resolves to while another copy exists, and never reused by a writer
         self.damaged: set[tuple[str, str, int]] = set()
+        # packs in no readable index file, indexed from their own headers because an index
+        # file is damaged (in memory only: a writer or `repair` writes them down)
+        self.recovered: set[str] = set()
         self.lock = threading.Lock()
 
     def add_pack(self, pack_id: str, size: int, blobs: list) -> None:
@@ -91,6 +94,24 @@ class Index:
         for row in rows + later:
             self.add_pack(*row)
         self.unsound = {row[0] for row in later}
+        if self.errors:
+            self._recover(backend, keys, stored)
+
+    def _recover(self, backend, keys: Keys, stored: dict[str, int]) -> None:
+        """Index the packs no readable index file lists from their own headers (two small
+        reads each), so a damaged index file costs no restore; check still names it."""
+        from sctk.backup.repo.packs import read_pack_header
+
+        for name, size in sorted(stored.items()):
+            pack = name.rpartition("/")[2]
+            if pack in self.pack_sizes:
+                continue
+            try:
+                blobs, _ = read_pack_header(backend, keys, name, size)
+            except (RepoError, FileNotFoundError):
+                continue
+            self.add_pack(pack, size, blobs)
+            self.recovered.add(pack)
 
 
 def write_index(backend, keys: Keys, packs: dict[str, tuple[int, list]], damaged=()) -> list[str]:

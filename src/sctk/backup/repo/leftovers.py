@@ -42,13 +42,16 @@ class Leftovers:
         return len(self.packs) + len(self.junk)
 
 
-def scan(repo) -> Leftovers:
-    """The orphan packs and partial files of REPO (its index loaded; call under a lock)."""
+def scan(repo, recovered: bool = True) -> Leftovers:
+    """The orphan packs and partial files of REPO (its index loaded; call under a lock);
+    with RECOVERED, also the packs indexed only in memory because an index file is damaged
+    (a writer adopts them, which writes them into the index again)."""
     found = Leftovers()
     backend = repo.backend
+    index = repo.index
     for name, size in sorted(backend.list("data").items()):
         pack = name.rpartition("/")[2]
-        if pack in repo.index.pack_sizes:
+        if pack in index.pack_sizes and not (recovered and pack in index.recovered):
             continue
         try:
             blobs, _ = read_pack_header(backend, repo.keys, name, size)
