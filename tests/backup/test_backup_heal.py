@@ -143,7 +143,8 @@ def test_restore_into_a_fresh_target_restores_what_is_intact(backed_up, tmp_path
 
 
 def test_short_passphrase_refused_at_init_and_change(tmp_path):
-    home = init_home(tmp_path / "home")[0]
+    home = tmp_path / "home"
+    init_home(home)
     short = {"SCTK_BACKUP_PASSPHRASE": "eleven-char"}
     refused = run_sctk("backup", "init", home=home, env=short)
     assert_cli_error(refused, "has 11 characters; use at least 12")
