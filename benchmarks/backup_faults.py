@@ -272,6 +272,7 @@ def index_flip(f: Faulty, root: Path, expected: dict) -> dict:
         "restore_rc": restore["rc"],
         "intact": intact,
         "repair_rc": repair["rc"],
+        "repair_said": repair["said"],
         "after_rc": after["rc"],
     }
 
@@ -402,7 +403,13 @@ def table(out: dict, tools: list[str]) -> list[str]:
     )
     row(
         "index byte: repair, then check",
-        lambda r: na(r["index"], lambda d: f"{_rc(d['repair_rc'])}, then {_rc(d['after_rc'])}"),
+        lambda r: na(
+            r["index"],
+            lambda d: (
+                f"{_rc(d['repair_rc'])}, then check {_rc(d['after_rc'])}"
+                + (f" ({d['repair_said']})" if d.get("repair_said") and d["repair_rc"] else "")
+            ),
+        ),
     )
     row(
         "snapshot byte: list says",
