@@ -445,6 +445,8 @@ def report(
     command = f"python benchmarks/bench_backup.py --faults --scale {args.scale} --seed {args.seed}"
     if args.shape != "reference":
         command += f" --shape {args.shape}"
+    if args.kill_after != KILL_AFTER:
+        command += f" --kill-after {args.kill_after:g}"
     return "\n".join(
         [
             SECTION,
