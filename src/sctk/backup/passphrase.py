@@ -7,6 +7,7 @@ and a key that only opens with itself would be lost with the data it protects.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from sctk.config import Settings
 from sctk.errors import ConfigError
@@ -52,3 +53,36 @@ def configuration_problem(settings: Settings) -> str | None:
     except ConfigError as exc:
         return f"Backups are not configured. {exc.message}"
     return None
+
+
+def read_new(source: str) -> str:
+    """A new passphrase from SOURCE: '-' for the first line of stdin, else a file path
+    (never from the command line, where other users can see it)."""
+    import sys
+
+    if source == "-":
+        line = sys.stdin.readline()
+        where = "standard input"
+    else:
+        path = Path(source).expanduser()
+        try:
+            with path.open(encoding="utf-8") as fh:
+                line = fh.readline()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(f"Cannot read the new passphrase file {path}: {reason}.") from None
+        where = str(path)
+    value = line.rstrip("\r\n")
+    if not value:
+        raise ConfigError(f"No new passphrase on the first line of {where}; write it there.")
+    return value
+
+
+def change(settings: Settings, new_passphrase: str, url: str | None = None) -> str:
+    """Re-wrap the repository key with NEW_PASSPHRASE (at least 12 characters; the key
+    derivation upgraded to argon2id); the repository's display URL."""
+    from sctk.backup.location import display, open_repo
+
+    repo = open_repo(settings, url)
+    repo.change_passphrase(new_passphrase)
+    return display(repo.url)

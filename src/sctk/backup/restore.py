@@ -9,7 +9,9 @@ The order of a restore, and why:
 3. The snapshot's files are written into <target>/tmp/restore/staging. tmp/ is inside the
    target, so it is on the same file system (renames are atomic), needs no permission beyond
    the target's own, and is never backed up. The engine checks every file's SHA-256 while
-   writing, so damaged data stops the restore here, before the target is touched.
+   writing, so damaged data stops the restore here, before the target is touched. Into a
+   fresh --target (no sctk data directory there, so nothing to lose) the restore is partial
+   instead: every intact file is restored, and the damaged ones are named (a non-zero exit).
 4. The swap, per top-level item (sctk.toml, keys/, data/, ..., sctk.db): rename the old item
    to tmp/restore/old, rename the staged one in. A journal (tmp/restore/journal.json) says
    which phase is running; from the journal and which of old/, staging/ and the target hold
@@ -446,6 +448,7 @@ class RestoreResult:
     revision_after: str | None
     tables: dict[str, int]
     health: dict[str, Any]
+    damaged: list[dict[str, str]] = field(default_factory=list)  # {path, reason} left out
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -458,14 +461,19 @@ def _safety_backup(tsettings: Settings, repo) -> str:
     return create.take(tsettings, repo, SAFETY_LABEL).id
 
 
-def _stage(repo, plan: Plan, staging: Path, progress: Callable[[int], None] | None) -> None:
+def _stage(
+    repo, plan: Plan, staging: Path, progress: Callable[[int], None] | None
+) -> list[tuple[str, str]]:
+    """Write the snapshot's files into STAGING; the damaged ones left out (a fresh target
+    only: an existing data directory is replaced all or nothing)."""
     parts = set(plan.parts)
     dump = DB_FILES["postgresql"]
-    repo.restore(
+    stats = repo.restore(
         plan.snapshot,
         staging,
         include=lambda p: p != dump and _part(p) in parts,
         progress=progress,
+        partial=plan.fresh,
     )
     for item in plan.items:
         if item.staged and item.part in ("keys", "data"):
@@ -478,6 +486,7 @@ def _stage(repo, plan: Plan, staging: Path, progress: Callable[[int], None] | No
     toml = staging / CONFIG_FILE
     if toml.exists() and plan.database_url and plan.backend == "postgresql":
         _point_config_at(toml, plan.database_url)
+    return stats.damaged
 
 
 def _flush_to_disk(path: Path) -> None:
@@ -616,7 +625,7 @@ def _restore(
     try:
         staging.mkdir()
         old.mkdir()
-        _stage(repo, plan, staging, progress)
+        damaged = _stage(repo, plan, staging, progress)
         _flush_to_disk(staging)
         _crash_point("staged")
         _write_journal(target, {**base, "state": "swapping"})
@@ -664,6 +673,8 @@ def _finish(
     from sctk.storage.migrate import current, upgrade
 
     after = _target_settings(settings, target, plan.database_url)
+    if any(path == DB_FILES["sqlite"] for path, _ in damaged):
+        after = None  # no database to migrate or check
     before_rev = after_rev = None
     tables: dict[str, int] = {}
     health: dict[str, Any] = {}
@@ -696,6 +707,7 @@ def _finish(
         revision_after=after_rev,
         tables=tables,
         health=health,
+        damaged=[{"path": path, "reason": why} for path, why in damaged],
     )
 
 
@@ -751,6 +763,11 @@ def _announce(
     else:
         message = f"Restore of snapshot {plan.snapshot[:8]} into {plan.target} failed: "
         message += reason(error) if error is not None else "unknown reason."
+    if result is not None and result.damaged:
+        ok = False  # a partial restore: the damaged files are named, the run is not a success
+        names = ", ".join(d["path"] for d in result.damaged[:5])
+        message += f" {len(result.damaged)} damaged file(s) were left out: {names}."
+        details["damaged"] = result.damaged
     run = runs.Run(where, "restore", actor, repo.url, started=started)
     runs.finish(
         run,

@@ -16,6 +16,18 @@ from sctk.config import Settings
 from sctk.errors import SctkError
 
 
+def garbage_note(report) -> str:
+    """A sentence on the bytes no snapshot references (empty when there are none)."""
+    if not report.unreferenced_bytes:
+        return ""
+    mib = report.unreferenced_bytes / (1 << 20)
+    note = f" {report.unreferenced_bytes} bytes ({mib:.1f} MiB) are referenced by no snapshot"
+    if report.leftover_files:
+        note += f", {report.leftover_files} file(s) of them left by an interrupted backup"
+        return note + "; the next backup takes them over or removes them."
+    return note + "; `sctk backup prune` removes them."
+
+
 def verify_backup(
     settings: Settings,
     ref: str | None = None,
@@ -96,6 +108,7 @@ def verify_backup(
         )
     else:
         message = f"The restore test of {what} failed: {tested.get('message', tested)}"
+    message += garbage_note(report)
     result = {
         "ok": ok,
         "snapshot_id": snapshot_id,

@@ -1,4 +1,5 @@
-"""`sctk backup init|create|list|verify|prune|copy`: the backup repository of a data directory."""
+"""`sctk backup init|create|list|verify|prune|copy|repair|passphrase`: the backup repository of
+a data directory."""
 
 from __future__ import annotations
 
@@ -134,8 +135,10 @@ def list_cmd(ctx: typer.Context, repo: str | None = REPO_OPTION, as_json: bool =
                 f"Note: the database's copy of this list was not updated ({problem}).",
                 highlight=False,
             )
+    unreadable = repository.unreadable_snapshots()
     if as_json:
         print_json(snaps)
+        _name_unreadable(unreadable)
         return
     table(
         f"snapshots in {repository.url}",
@@ -156,6 +159,21 @@ def list_cmd(ctx: typer.Context, repo: str | None = REPO_OPTION, as_json: bool =
             for x in snaps
         ],
     )
+    _name_unreadable(unreadable)
+
+
+def _name_unreadable(unreadable: dict[str, str]) -> None:
+    """Damaged snapshot files are named (never silently left out), and the exit is 1."""
+    if not unreadable:
+        return
+    for snap_id, why in sorted(unreadable.items()):
+        err_console.print(f"Snapshot {snap_id[:12]} cannot be read: {why}", highlight=False)
+    err_console.print(
+        f"{len(unreadable)} snapshot file(s) are damaged; restore them from a copy of the "
+        "repository (`sctk backup copy` made one) or forget them.",
+        highlight=False,
+    )
+    raise typer.Exit(1)
 
 
 @app.command("verify")
@@ -205,6 +223,74 @@ def verify(
             err_console.print(f"  {error}", highlight=False)
     if not result["ok"]:
         raise typer.Exit(1)
+
+
+@app.command("repair")
+def repair(
+    ctx: typer.Context,
+    read_data: bool = typer.Option(
+        False,
+        "--read-data",
+        help="Authenticate every chunk first, and drop the damaged ones (reads every pack).",
+    ),
+    repo: str | None = REPO_OPTION,
+    as_json: bool = json_option(),
+) -> None:
+    """Rebuild the index from the packs (damaged chunks dropped, partial files removed) and
+    report what no snapshot can restore any more; exit 1 when something is lost."""
+    from sctk.backup.repair import repair_backup
+
+    s = settings(ctx)
+    result = repair_backup(s, read_data=read_data, actor=operator(), url=repo)
+    if as_json:
+        print_json(result)
+    else:
+        console.print(result["message"], highlight=False)
+        for snap_id, why in sorted(result["damaged_snapshots"].items()):
+            err_console.print(f"  snapshot {snap_id[:12]}: {why}", highlight=False)
+        for name in result["unreadable_packs"]:
+            err_console.print(f"  pack {name}: its header cannot be read", highlight=False)
+        for d in result["damaged_files"][:20]:
+            err_console.print(
+                f"  snapshot {d['snapshot'][:12]}: {d['path']} cannot be restored",
+                highlight=False,
+            )
+        for d in result["lost"][:20]:
+            err_console.print(
+                f"  lost: {d['path']} (sha256 {d['sha256'][:12]}): no snapshot can restore it",
+                highlight=False,
+            )
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command("passphrase")
+def change_passphrase(
+    ctx: typer.Context,
+    new_from: str = typer.Option(
+        ...,
+        "--new-from",
+        help="Where the new passphrase is: a file (its first line), or - for standard input.",
+    ),
+    repo: str | None = REPO_OPTION,
+    as_json: bool = json_option(),
+) -> None:
+    """Change the repository's passphrase (at least 12 characters; the current one opens
+    it). The key is re-wrapped with argon2id; the data is not rewritten."""
+    from sctk.backup import passphrase, runs
+
+    s = settings(ctx)
+    new = passphrase.read_new(new_from)
+    where = passphrase.change(s, new, repo)
+    runs.audit_only(s, "backup.passphrase_changed", operator(), where, {"repository": where})
+    if as_json:
+        print_json({"repository": where, "changed": True})
+        return
+    console.print(
+        f"Changed the passphrase of {where}; set SCTK_BACKUP_PASSPHRASE or "
+        "backup.passphrase_file to the new one now, or backups will fail to open it.",
+        highlight=False,
+    )
 
 
 @app.command("prune")

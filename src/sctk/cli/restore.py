@@ -144,6 +144,7 @@ def restore(
         )
     if as_json:
         print_json(result.as_dict())
+        _exit_if_damaged(result, quiet=True)
         return
     if result.recovered:
         console.print(f"An interrupted restore was {result.recovered} first.", highlight=False)
@@ -173,6 +174,23 @@ def restore(
             ["check", "status", "message"],
             [[c["name"], c["status"], c["message"]] for c in result.health["checks"]],
         )
+    _exit_if_damaged(result)
+
+
+def _exit_if_damaged(result, quiet: bool = False) -> None:
+    """A partial restore (into a fresh --target) names what it left out and exits 1."""
+    if not result.damaged:
+        return
+    if not quiet:
+        err_console.print(
+            f"{len(result.damaged)} damaged file(s) of snapshot {result.snapshot[:12]} were "
+            f"not restored (every other file was); run `sctk backup verify --read-data`, then "
+            "restore them from another snapshot:",
+            highlight=False,
+        )
+        for d in result.damaged:
+            err_console.print(f"  {d['path']}: {d['reason']}", highlight=False)
+    raise typer.Exit(1)
 
 
 def _say(as_json: bool, data: dict, text: str) -> None:

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import zstandard
 from cryptography.exceptions import InvalidTag
 
+from sctk.backup.repo import leftovers
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import (
     AAD_SNAPSHOT,
@@ -32,6 +33,7 @@ from sctk.backup.repo.formats import (
     open_json,
     pack_name,
 )
+from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import CheckReport
 from sctk.backup.repo.packs import read_pack_header
 from sctk.backup.repo.repository import ChunkError, worker_count
@@ -220,13 +222,22 @@ def check(
     started = time.perf_counter()
     errors: list[str] = []
     bytes_read = 0
+    garbage = None
+    unreferenced = 0
     with repo.lock(exclusive=False):
         repo._refresh_index(force=True)
         index = repo.index
         snap_ids = [repo.find_snapshot(snapshot_id).id] if snapshot_id else repo._snapshot_ids()
         docs, bad, referenced = _structure(repo, snap_ids, errors, whole=snapshot_id is None)
         if read_data:
-            bytes_read = _read_data(repo, docs, bad, errors, progress, whole=snapshot_id is None)
+            damaged: list[tuple[str, str, int]] = []
+            bytes_read = _read_data(
+                repo, docs, bad, errors, progress, whole=snapshot_id is None, damaged=damaged
+            )
+            _remember_damage(repo, damaged)
+        if snapshot_id is None:
+            garbage = leftovers.scan(repo, recovered=False)
+            unreferenced = garbage.bytes + leftovers.unreferenced_index_bytes(index, referenced)
     return CheckReport(
         ok=not errors,
         errors=errors,
@@ -236,7 +247,24 @@ def check(
         bytes_read=bytes_read,
         seconds=round(time.perf_counter() - started, 3),
         read_data=read_data,
+        unreferenced_bytes=unreferenced,
+        leftover_files=garbage.files if garbage is not None else 0,
     )
+
+
+def _remember_damage(repo, damaged: list[tuple[str, str, int]]) -> None:
+    """Record chunk locations found damaged in the index (a small index file of their own),
+    so the next backup stores those chunks again instead of referencing them, and the copy
+    it stores becomes the one every snapshot sharing the chunk reads."""
+    new = sorted(set(damaged) - repo.index.damaged)
+    if not new:
+        return
+    try:
+        names = write_index(repo.backend, repo.keys, {}, damaged=new)
+    except RepoError:
+        return  # a read-only copy: the check's report still names the damage
+    repo.index.mark_damaged(new)
+    repo._index_files = repo._index_files | frozenset(names)
 
 
 def _version_groups(todo: list[tuple[str, dict]], docs: dict) -> list[list[int]]:
@@ -317,7 +345,11 @@ def _verify_versions(reader, index, files: list[dict]) -> tuple[list, list, int]
     return outcomes, done, nbytes
 
 
-def _read_data(repo, docs: dict, bad: dict, errors: list[str], progress, whole: bool) -> int:
+def _read_data(
+    repo, docs: dict, bad: dict, errors: list[str], progress, whole: bool, damaged: list
+) -> int:
+    """Read and verify every file of DOCS, then the rest of every pack; the stored bytes read.
+    Each chunk location that fails is appended to DAMAGED as (chunk id, pack, offset)."""
     index = repo.index
     # Each distinct file content is read once, however many snapshots hold it.
     todo: list[tuple[str, dict]] = []
@@ -380,6 +412,9 @@ def _read_data(repo, docs: dict, bad: dict, errors: list[str], progress, whole: 
     for i, (sid, f) in enumerate(todo):  # errors in snapshot and file order
         digest, failed = results[i]
         if failed is not None:
+            loc = index.entries.get(failed.cid)
+            if loc is not None and failed.pack == loc[0]:
+                damaged.append((failed.cid, loc[0], loc[1]))
             errors.append(
                 f"Snapshot {sid[:12]}: file {f['path']} cannot be restored: {failed.reason}."
             )
@@ -396,7 +431,15 @@ def _read_data(repo, docs: dict, bad: dict, errors: list[str], progress, whole: 
         name = pack_name(pack)
         size = index.pack_sizes[pack]
         blobs = index.pack_blobs[pack]
-        todo_blobs = [b for b in blobs if (pack, b[1]) not in verified]
+        # a copy known damaged that another copy replaced is garbage (counted as such)
+        todo_blobs = [
+            b
+            for b in blobs
+            if (pack, b[1]) not in verified
+            and not (
+                (b[0], pack, b[1]) in index.damaged and index.entries[b[0]][:2] != (pack, b[1])
+            )
+        ]
         problems: list[str] = []
         try:
             if todo_blobs:
@@ -426,6 +469,7 @@ def _read_data(repo, docs: dict, bad: dict, errors: list[str], progress, whole: 
                 try:
                     repo._open_chunk(cid, pack, view[off : off + length], raw, flags)
                 except ChunkError as exc:
+                    found.append((cid, pack, off))
                     problems.append(
                         f"Pack {name} is damaged: chunk {cid[:12]} at offset {off} "
                         f"fails authentication ({exc.reason})."
@@ -433,10 +477,13 @@ def _read_data(repo, docs: dict, bad: dict, errors: list[str], progress, whole: 
                     break
         return problems, n
 
+    found: list[tuple[str, str, int]] = []  # list.append is atomic: the pool threads share it
+
     pool = repo.pool()
     for problems, n in pool.map(verify_pack, packs):
         errors.extend(problems)
         read += n
         if progress is not None:
             progress(read)
+    damaged.extend(found)
     return read

@@ -64,6 +64,10 @@ class CheckReport:
     bytes_read: int
     seconds: float
     read_data: bool
+    # bytes no snapshot references (orphan packs, partial files, unused or duplicate chunks);
+    # counted for a whole-repository check only
+    unreferenced_bytes: int = 0
+    leftover_files: int = 0  # packs in no index and partial files a dead writer left
 
 
 @dataclass
@@ -78,9 +82,10 @@ class PruneReport:
 
 @dataclass
 class RestoreStats:
-    files: int
+    files: int  # files restored
     bytes: int
     seconds: float
+    damaged: list[tuple[str, str]] = field(default_factory=list)  # (path, why) left out
 
 
 @dataclass
@@ -89,3 +94,16 @@ class CopyReport:
     bytes_copied: int
     files_skipped: int
     seconds: float
+
+
+@dataclass
+class RepairReport:
+    """What `repair` did, and what the repaired repository can no longer restore."""
+
+    packs: int  # packs indexed
+    dropped_chunks: int  # damaged chunk copies left out of the index
+    unreadable_packs: list[str]  # packs whose own header cannot be read
+    removed_files: int  # partial files of interrupted writes deleted
+    damaged_snapshots: dict[str, str]  # snapshot id -> why its file cannot be read
+    damaged_files: list[dict]  # {snapshot, path}: files a snapshot cannot restore
+    lost: list[dict]  # {path, sha256, snapshots}: file versions no snapshot can restore

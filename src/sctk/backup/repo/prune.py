@@ -2,7 +2,8 @@
 
 Order matters so that a crash at any point leaves a valid repository:
   1. snapshot files of forgotten snapshots are deleted (their chunks become garbage);
-  2. packs that are mostly garbage (> 50%) have their live chunks copied into new packs;
+  2. packs that are mostly garbage (> 50%), or hold a damaged copy of a chunk stored again
+     since, have their live chunks copied into new packs;
   3. a new index describing every kept and new pack is written;
   4. the old index files are deleted;
   5. only then are garbage packs, repacked packs and orphan packs deleted.
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 from sctk.backup.repo.check import blocking_problems
 from sctk.backup.repo.errors import RepoError
-from sctk.backup.repo.formats import decode_pack_header, pack_name
+from sctk.backup.repo.formats import pack_name
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import PrunePolicy, PruneReport
-from sctk.backup.repo.packs import PackWriter, read_pack_header
+from sctk.backup.repo.packs import PackWriter
 from sctk.backup.repo.repository import ChunkError
 
 REPACK_GARBAGE_RATIO = 0.5
@@ -49,6 +50,9 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
                     referenced.update(f["chunks"])
 
         index = repo.index
+        damaged_in: dict[str, list[tuple[str, int]]] = {}
+        for cid, pack, off in index.damaged:
+            damaged_in.setdefault(pack, []).append((cid, off))
         delete, repack, keep = [], [], []
         for pack, blobs in index.pack_blobs.items():
             live = [
@@ -56,9 +60,14 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
             ]
             live_bytes = sum(b[2] for b in live)
             total = sum(b[2] for b in blobs) or 1
+            # a copy found damaged that nothing reads any more goes, whatever the ratio
+            marks = damaged_in.get(pack, [])
+            healed = bool(marks) and all(
+                index.entries.get(c, ("",))[:2] != (pack, o) for c, o in marks
+            )
             if not live:
                 delete.append(pack)
-            elif 1 - live_bytes / total > REPACK_GARBAGE_RATIO:
+            elif healed or 1 - live_bytes / total > REPACK_GARBAGE_RATIO:
                 repack.append((pack, live))
             else:
                 keep.append(pack)
@@ -115,7 +124,8 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
             full = {p: (index.pack_sizes[p], index.pack_blobs[p]) for p in keep}
             full.update(new_packs)
             old_index = repo.backend.list("index")
-            new_names = set(write_index(repo.backend, repo.keys, full))
+            marks = [d for d in index.damaged if d[1] in full]  # still true of kept packs
+            new_names = set(write_index(repo.backend, repo.keys, full, damaged=marks))
             # 4. old index files
             for name in old_index:
                 if name not in new_names:
@@ -132,37 +142,3 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         repo._index_files = frozenset()
         repo._refresh_index()
         return result
-
-
-def repair_index(repo, verify: bool = False) -> int:
-    """Rebuild the index from every pack's own header; old index files are replaced."""
-    with repo.lock(exclusive=True):
-        packs: dict[str, tuple[int, list]] = {}
-        for name, size in sorted(repo.backend.list("data").items()):
-            pack = name.rpartition("/")[2]
-            try:
-                if verify:
-                    data = repo.backend.read(name)
-                    entries, _ = decode_pack_header(repo.keys, data, name)
-                    view = memoryview(data)
-                    sound = []
-                    for cid, off, length, raw, flags in entries:
-                        try:
-                            repo._open_chunk(cid, pack, view[off : off + length], raw, flags)
-                        except ChunkError:
-                            continue  # left out: the next backup stores this chunk again
-                        sound.append([cid, off, length, raw, flags])
-                    entries = sound
-                else:
-                    entries, _ = read_pack_header(repo.backend, repo.keys, name, size)
-            except (RepoError, FileNotFoundError):
-                continue  # an unreadable pack: its chunks stay unindexed, check() names them
-            packs[pack] = (size, entries)
-        old = repo.backend.list("index")
-        new = set(write_index(repo.backend, repo.keys, packs))
-        for name in old:
-            if name not in new:
-                repo.backend.delete(name)
-        repo._index_files = frozenset()
-        repo._refresh_index()
-        return len(packs)

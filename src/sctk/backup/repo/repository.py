@@ -39,6 +39,7 @@ from sctk.backup.repo.models import (
     FileEntry,
     PrunePolicy,
     PruneReport,
+    RepairReport,
     RestoreStats,
     SnapshotInfo,
 )
@@ -94,6 +95,7 @@ class Repository:
         self._pool_lock = threading.Lock()
         self._local = threading.local()
         self._index_files: frozenset[str] = frozenset()
+        self._unreadable: dict[str, str] = {}  # snapshot id -> why its file cannot be read
 
     # -- init / open ---------------------------------------------------------------------------
 
@@ -102,8 +104,7 @@ class Repository:
         """Create a new repository at URL; refuses an existing one or a non-empty directory.
         CHUNK_ID names the keyed hash for chunk ids (the default; "hmac-sha256" is what older
         repositories use, kept for tests and for compatibility)."""
-        if not passphrase:
-            raise RepoError("The backup passphrase is empty; set a non-empty passphrase.")
+        crypto.check_passphrase(passphrase)
         if chunk_id not in crypto.CHUNK_ID_ALGORITHMS:
             raise RepoError(
                 f"Unknown chunk id algorithm {chunk_id!r}; "
@@ -177,6 +178,18 @@ class Repository:
         repo._refresh_index()
         return repo
 
+    def change_passphrase(self, new_passphrase: str) -> None:
+        """Wrap the master key with NEW_PASSPHRASE (fresh argon2id parameters, so an older
+        repository's KDF is upgraded too); the data, and its keys, stay as they are."""
+        crypto.check_passphrase(new_passphrase)
+        with self.lock(exclusive=True):
+            kdf = crypto.new_kdf()
+            config = dict(self.config)
+            config["kdf"] = kdf
+            config["key"] = crypto.wrap_master(self.keys.master, new_passphrase, kdf, config["id"])
+            self.backend.write("config", json.dumps(config, indent=1).encode())
+            self.config = config
+
     def _refresh_index(self, force: bool = False) -> None:
         """(Re)load the index when index files were added or removed by another process
         (FORCE: also when packs may have been lost since)."""
@@ -248,27 +261,51 @@ class Repository:
         return sorted(name.rpartition("/")[2] for name in self.backend.list("snapshots"))
 
     def snapshots(self) -> list[SnapshotInfo]:
-        """Every snapshot, oldest first, read from the repository alone."""
+        """Every readable snapshot, oldest first, read from the repository alone (a damaged
+        snapshot file is left out and named by unreadable_snapshots())."""
         infos = []
+        unreadable: dict[str, str] = {}
         for snap_id in self._snapshot_ids():
             info = self._info_cache.get(snap_id)
             if info is None:
                 try:
                     self._snapshot_doc(snap_id)
-                except RepoError:
-                    continue  # a damaged snapshot file: check() names it; the others stay usable
+                except RepoError as exc:
+                    unreadable[snap_id] = str(exc)  # the others stay usable
+                    continue
                 info = self._info_cache[snap_id]
             infos.append(info)
+        self._unreadable = unreadable
         return sorted(infos, key=lambda s: (s.time, s.id))
+
+    def unreadable_snapshots(self) -> dict[str, str]:
+        """Snapshot files that cannot be read (damaged or removed while listing): id -> why."""
+        self.snapshots()
+        return dict(self._unreadable)
+
+    def _no_snapshot_error(self) -> RepoError:
+        if self._unreadable:
+            names = ", ".join(f"snapshots/{i}" for i in sorted(self._unreadable)[:3])
+            return RepoError(
+                f"Repository {self.url} has no readable snapshot: {len(self._unreadable)} "
+                f"snapshot file(s) are damaged ({names}); restore them from a copy of the "
+                "repository, or forget them and take a new backup."
+            )
+        return RepoError(f"Repository {self.url} has no snapshots yet; take a backup first.")
 
     def find_snapshot(self, ref: str) -> SnapshotInfo:
         """A snapshot by full id, unique prefix (>= 4 hex digits) or 'latest'."""
+        snap_id = self._resolve(ref)
+        return self._info_from_doc(snap_id, self._snapshot_doc(snap_id))
+
+    def _resolve(self, ref: str) -> str:
+        """The id REF names (full id, unique prefix or 'latest'), without reading the file."""
         ref = (ref or "").strip().lower()
         if ref == "latest":
             snaps = self.snapshots()
             if not snaps:
-                raise RepoError(f"Repository {self.url} has no snapshots yet; take a backup first.")
-            return snaps[-1]
+                raise self._no_snapshot_error()
+            return snaps[-1].id
         if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref):
             raise RepoError(
                 f"Snapshot id {ref!r} is not valid; "
@@ -283,7 +320,7 @@ class Repository:
             raise RepoError(
                 f"Snapshot prefix {ref} matches {len(matches)} snapshots; give more digits."
             )
-        return self._info_from_doc(matches[0], self._snapshot_doc(matches[0]))
+        return matches[0]
 
     def files(
         self, snapshot_id: str, include: Callable[[str], bool] | None = None
@@ -413,11 +450,13 @@ class Repository:
         target: Path,
         include: Callable[[str], bool] | None = None,
         progress: Callable[[int], None] | None = None,
+        partial: bool = False,
     ) -> RestoreStats:
-        """Write a snapshot's files under TARGET, verified; all or nothing (see restore.py)."""
+        """Write a snapshot's files under TARGET, verified; all or nothing, or with PARTIAL
+        every intact file, the damaged ones named (see restore.py)."""
         from sctk.backup.repo.restore import restore
 
-        return restore(self, snapshot_id, Path(target), include, progress)
+        return restore(self, snapshot_id, Path(target), include, progress, partial)
 
     # -- verification markers ------------------------------------------------------------------
 
@@ -467,7 +506,7 @@ class Repository:
     def forget(self, snapshot_ids: list[str]) -> None:
         """Remove snapshots (their data goes at the next prune)."""
         with self._locks.lock(True):
-            ids = [self.find_snapshot(s).id for s in snapshot_ids]
+            ids = [self._resolve(s) for s in snapshot_ids]  # a damaged one can go too
             markers = self._verified_files()
             for snap in ids:
                 self.backend.delete(f"snapshots/{snap}")
@@ -517,9 +556,16 @@ class Repository:
         """Rebuild the index from the pack headers (after an index file was lost or damaged);
         with VERIFY, every chunk is authenticated and damaged ones are left out, so the next
         backup stores them again. The number of packs indexed."""
-        from sctk.backup.repo.prune import repair_index
+        from sctk.backup.repo.repair import repair_index
 
         return repair_index(self, verify)
+
+    def repair(self, read_data: bool = False) -> RepairReport:
+        """Rebuild the index from the packs (damaged chunks left out, with READ_DATA every
+        chunk authenticated first), remove partial files, report what is lost (repair.py)."""
+        from sctk.backup.repo.repair import repair
+
+        return repair(self, read_data)
 
     def copy_to(self, dest_url: str, progress: Callable[[int], None] | None = None) -> CopyReport:
         """Mirror this repository's files into DEST_URL (see copy.py)."""

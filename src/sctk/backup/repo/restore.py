@@ -1,8 +1,10 @@
-"""Restoring a snapshot: all or nothing.
+"""Restoring a snapshot: all or nothing, or (partial) every intact file.
 
 Files are written into a staging directory inside the target, each checked against its
 SHA-256, and only when every file is whole are they moved (renamed) into place. Damaged data
-therefore never reaches the target, not even as a partial file.
+therefore never reaches the target, not even as a partial file. With partial=True (a restore
+into a fresh directory, as restic does), a damaged file is left out and named, and every
+other file is moved into place.
 """
 
 from __future__ import annotations
@@ -69,8 +71,10 @@ def restore(
     target: Path,
     include: Callable[[str], bool] | None = None,
     progress: Callable[[int], None] | None = None,
+    partial: bool = False,
 ) -> RestoreStats:
-    """Write the files of SNAPSHOT_ID accepted by INCLUDE under TARGET, verified."""
+    """Write the files of SNAPSHOT_ID accepted by INCLUDE under TARGET, verified; with
+    PARTIAL, damaged files are left out (named in the stats) instead of failing it all."""
     started = time.perf_counter()
     info = repo.find_snapshot(snapshot_id)
     entries = repo.files(info.id, include)
@@ -85,14 +89,15 @@ def restore(
     except OSError as exc:
         raise _target_error(target, exc) from None
     written = 0
+    damaged: dict[str, str] = {}  # path -> why it was left out (partial restores)
     lock = threading.Lock()
     stage, dirs = str(staging), _Dirs()
     for e in entries:  # folders first (and every path checked) before any file is written
         dirs.ensure(os.path.dirname(os.path.join(stage, _checked(e.path))))
 
-    def restore_file(e: FileEntry) -> str | None:
-        """Write one file into the staging folder, hashing as it goes; its SHA-256 (or a
-        RepoError for damaged data)."""
+    def restore_file(e: FileEntry) -> str | ChunkError:
+        """Write one file into the staging folder, hashing as it goes; its SHA-256, or the
+        ChunkError that stopped it."""
         nonlocal written
         dest = os.path.join(stage, e.path)
         sha = hashlib.sha256()
@@ -104,10 +109,7 @@ def restore(
         try:
             for data in datas:
                 if isinstance(data, ChunkError):
-                    raise RepoError(
-                        f"Cannot restore {e.path} from snapshot {info.id[:12]}: "
-                        f"{data.reason}; nothing was restored into {target}."
-                    )
+                    return data
                 sha.update(data)
                 _write_all(fd, data)
                 if progress is not None:
@@ -129,11 +131,25 @@ def restore(
 
                 def settle() -> None:
                     e, fut = pending.popleft()
-                    if fut.result() != e.sha256:
-                        raise RepoError(
-                            f"{e.path} in snapshot {info.id[:12]} does not match its SHA-256; "
-                            f"the repository is damaged and nothing was restored into {target}."
-                        )
+                    got = fut.result()
+                    if isinstance(got, ChunkError):
+                        why = got.reason
+                        if not partial:
+                            raise RepoError(
+                                f"Cannot restore {e.path} from snapshot {info.id[:12]}: "
+                                f"{why}; nothing was restored into {target}."
+                            )
+                    elif got != e.sha256:
+                        why = "it does not match its SHA-256"
+                        if not partial:
+                            raise RepoError(
+                                f"{e.path} in snapshot {info.id[:12]} does not match its "
+                                f"SHA-256; the repository is damaged and nothing was restored "
+                                f"into {target}."
+                            )
+                    else:
+                        return
+                    damaged[e.path] = why
 
                 try:
                     for e in entries:
@@ -146,9 +162,11 @@ def restore(
                     for _e, fut in pending:
                         fut.cancel()
                     raise
-            # Every file is whole: move them into place.
+            # Every file is whole (or, partial, left out): move them into place.
             root, final_dirs = str(target), _Dirs()
             for e in entries:
+                if e.path in damaged:
+                    continue
                 final = os.path.join(root, e.path)
                 final_dirs.ensure(os.path.dirname(final))
                 os.replace(os.path.join(stage, e.path), final)
@@ -156,7 +174,10 @@ def restore(
             raise _target_error(target, exc) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    written = sum(e.size for e in entries)
+    whole = [e for e in entries if e.path not in damaged]
     return RestoreStats(
-        files=len(entries), bytes=written, seconds=round(time.perf_counter() - started, 3)
+        files=len(whole),
+        bytes=sum(e.size for e in whole),
+        seconds=round(time.perf_counter() - started, 3),
+        damaged=sorted(damaged.items()),
     )

@@ -27,9 +27,10 @@ from pathlib import Path, PurePosixPath
 
 from pyfastcdc import FastCDC
 
+from sctk.backup.repo import leftovers
 from sctk.backup.repo.compression import SMALL_FILES, Compressors, FilePolicy
 from sctk.backup.repo.errors import RepoError
-from sctk.backup.repo.formats import AAD_SNAPSHOT, content_id, seal_json
+from sctk.backup.repo.formats import AAD_SNAPSHOT, content_id, pack_name, seal_json
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import FileEntry, SnapshotInfo
 from sctk.backup.repo.packs import PackWriter
@@ -131,6 +132,9 @@ class SnapshotWriter:
         self._max_chunk = cfg["max"]
         self._pool: ThreadPoolExecutor | None = None
         self._packs: PackWriter | None = None
+        # packs a dead writer left in no index, taken over (see leftovers.py)
+        self._adopted: dict[str, tuple[int, list]] = {}
+        self._adopted_chunks: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -138,6 +142,7 @@ class SnapshotWriter:
         self.repo._locks.acquire(True)
         try:
             self.repo._refresh_index(force=True)
+            self._take_over_leftovers()
             self._parent = self._parent_files()
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sctk-backup")
             self._packs = PackWriter(self.repo.backend, self.keys, self._on_pack_written)
@@ -145,6 +150,14 @@ class SnapshotWriter:
             self.repo._locks.release()
             raise
         return self
+
+    def _take_over_leftovers(self) -> None:
+        """Delete the partial files of a dead writer and adopt its finished packs (we hold
+        the exclusive lock: no live writer owns them)."""
+        found = leftovers.scan(self.repo)
+        leftovers.remove_junk(self.repo, found)
+        self._adopted = found.packs
+        self._adopted_chunks = {b[0] for _, blobs in found.packs.values() for b in blobs}
 
     def _parent_files(self) -> dict[str, dict]:
         """The files of the newest snapshot (the parent), by path, for skipping unchanged ones;
@@ -175,11 +188,17 @@ class SnapshotWriter:
 
     def _known(self, cid: str) -> bool:
         """Stored already (in a sound pack) or by this writer: no need to store it again."""
-        if cid in self._added:
+        if cid in self._added or cid in self._adopted_chunks:
             return True
-        loc = self.repo.index.entries.get(cid)
-        # A chunk whose pack was lost or truncated is stored again, so new backups are whole.
-        return loc is not None and loc[0] not in self.repo.index.unsound
+        index = self.repo.index
+        loc = index.entries.get(cid)
+        # A chunk whose pack was lost or truncated, or that a check found damaged, is stored
+        # again, so new backups are whole (and older ones that share it heal).
+        return (
+            loc is not None
+            and loc[0] not in index.unsound
+            and (cid, loc[0], loc[1]) not in index.damaged
+        )
 
     def _process(self, data, policy: FilePolicy, trial: bool) -> str:
         """Worker: chunk id, then (unless known) compress, encrypt and append to the pack.
@@ -447,6 +466,25 @@ class SnapshotWriter:
         self._drain_all()
         return [f.entry for f in files]
 
+    def _sort_adopted(self, entries: list[FileEntry]) -> tuple[dict, list[str]]:
+        """(adopted packs some snapshot uses: indexed now, ids of the others: deleted)."""
+        if not self._adopted:
+            return {}, []
+        used = {c for e in entries for c in e.chunks}
+        keep = {p: v for p, v in self._adopted.items() if any(b[0] in used for b in v[1])}
+        rest = [p for p in self._adopted if p not in keep]
+        if rest and self.repo.index.errors:
+            # an index file is damaged: an "orphan" may hold indexed data; keep it all
+            keep.update((p, self._adopted[p]) for p in rest)
+            rest = []
+        if rest:
+            older = leftovers.referenced_chunks(self.repo)
+            for p in list(rest):
+                if any(b[0] in older for b in self._adopted[p][1]):
+                    keep[p] = self._adopted[p]
+                    rest.remove(p)
+        return keep, rest
+
     def commit(
         self,
         label: str,
@@ -464,10 +502,12 @@ class SnapshotWriter:
         self._drain_all()
         self._packs.flush()
         written = dict(self._written)
+        entries = sorted(self._entries.values(), key=lambda e: e.path)
+        adopted, unused = self._sort_adopted(entries)
+        written.update(adopted)
         if written:
             write_index(self.repo.backend, self.keys, written)
         when = (time or datetime.now(UTC)).astimezone(UTC)
-        entries = sorted(self._entries.values(), key=lambda e: e.path)
         added = sum(size for size, _ in written.values())
         doc = {
             "version": 1,
@@ -487,6 +527,8 @@ class SnapshotWriter:
         self.repo.backend.write(f"snapshots/{snap_id}", blob)
         for pack_id, (size, blobs) in written.items():
             self.repo.index.add_pack(pack_id, size, blobs)
+        for pack_id in unused:  # a dead writer's pack that no snapshot needs: garbage
+            self.repo.backend.delete(pack_name(pack_id))
         self.committed = True
         info = self.repo._info_from_doc(snap_id, doc)
         self.repo._remember(snap_id, doc)
