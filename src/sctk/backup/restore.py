@@ -510,12 +510,8 @@ def restore(
     start = time.perf_counter()
     parts = parts or list(PARTS)
     target = (target or settings.home).expanduser().absolute()
-    pid = runstate.running_pid(target)
-    if pid is not None and not force:
-        raise Conflict(
-            f"A service (pid {pid}) is running on {target}; stop it first, "
-            "or pass --force to restore under it."
-        )
+    if not force:  # --force: the operator takes the service's lost writes on himself
+        runstate.refuse_while_serving(target, "the restore")
     recovered = None
     if _read_journal(target) is not None or _work(target).exists():
         recovered = recover(target)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from alembic.script.revision import RevisionError
 
+from sctk import runstate
 from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.storage import migrate
@@ -87,7 +88,8 @@ def plan(settings: Settings, to: str = "head") -> UpgradePlan:
 
 
 def smoke_prediction(settings: Settings) -> dict[str, Any]:
-    """Load the newest model from the registry and predict one row (or field) of zeros."""
+    """Load the newest model from the registry and predict one of its calibration rows (a
+    field model: one field of zeros)."""
     from sqlalchemy import select
 
     from sctk.storage.models import UqModel
@@ -102,8 +104,10 @@ def smoke_prediction(settings: Settings) -> dict[str, Any]:
             model = registry.load(settings.home, row)
             if row.kind == "field":
                 X = np.zeros((1, *registry.field_shape(row)))
-            else:
-                X = np.zeros((1, len(registry.features_of(row)) or model.n_features_in_))
+            else:  # rows of zeros would fail a physics that divides by a feature
+                from sctk.uq.inputs import calibration_sample
+
+                X, _ = calibration_sample(s, settings.home, row, model, 1)
             out = model.predict_interval(X, alpha=0.1)
             if not np.all(np.isfinite(out["mean"])):
                 raise SctkError(
@@ -142,11 +146,12 @@ def _restore_snapshot(settings: Settings, snapshot: str, actor: str) -> None:
     from sctk.backup.location import open_repo
     from sctk.backup.restore import restore
 
+    # never force: a service that started meanwhile is refused by the same rule as the
+    # upgrade itself, rather than left writing to a database file the restore replaced
     restore(
         settings,
         open_repo(settings),
         snapshot,
-        force=True,
         safety_backup=False,
         actor=actor,
         migrate=False,
@@ -170,6 +175,7 @@ def upgrade(
         return UpgradeResult(
             True, p.current, p.current, None, f"Already at {p.current}; nothing to do."
         )
+    runstate.refuse_while_serving(settings.home, "the upgrade")
     if p.major and (confirm is None or not confirm(p)):
         raise SctkError(
             f"Revision(s) {', '.join(p.major)} cannot be downgraded (a major upgrade); confirm "
@@ -216,8 +222,9 @@ def upgrade(
     )
 
 
-def rollback(settings: Settings, ref: str | None = None, actor: str = "cli") -> dict[str, Any]:
-    """Restore pre-update snapshot REF (default: the newest one)."""
+def rollback_target(settings: Settings, ref: str | None = None):
+    """The pre-update snapshot REF names (default: the newest one); refused when there is none
+    or REF is another kind of backup."""
     from sctk.backup.location import open_repo
 
     repo = open_repo(settings)
@@ -236,6 +243,13 @@ def rollback(settings: Settings, ref: str | None = None, actor: str = "cli") -> 
                 f"Snapshot {snap.id[:8]} is a '{snap.label}' backup, not a pre-update one; "
                 "use 'sctk restore' for it."
             )
+    return snap
+
+
+def rollback(settings: Settings, ref: str | None = None, actor: str = "cli") -> dict[str, Any]:
+    """Restore pre-update snapshot REF (default: the newest one)."""
+    runstate.refuse_while_serving(settings.home, "the rollback")
+    snap = rollback_target(settings, ref)
     _restore_snapshot(settings, snap.id, actor)
     details = {"snapshot": snap.id, "time": snap.time.isoformat()}
     _audit(settings, "upgrade.rollback", actor, "ok", details)
