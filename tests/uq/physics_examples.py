@@ -16,3 +16,8 @@ def small_flow(velocity: np.ndarray) -> np.ndarray:
     from sctk.uq.flow import FlowProblem, coarse_physics
 
     return coarse_physics(velocity, FlowProblem(n=16, fine=32, fine_steps=32))
+
+
+def inverse_of_first(X: np.ndarray) -> np.ndarray:
+    """A physics that divides by a feature: infinite on a row of zeros."""
+    return 1.0 / X[:, 0]

@@ -31,8 +31,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from sctk import crashpoints
 from sctk.errors import Conflict, NotFound, SctkError
-from sctk.fsutil import fsync_dir
+from sctk.fsutil import fsync_dir, make_temp
 from sctk.pipeline import arrays
 from sctk.storage.models import Dataset
 
@@ -186,13 +187,13 @@ def write_frame(home: Path, name: str, df: pd.DataFrame, fmt: str) -> Pending:
     if fmt not in FORMATS:
         raise SctkError(f"Unknown format '{fmt}'; use parquet or npz.")
     directory = data_dir(home)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
+    fd, tmp = make_temp(directory, name)
     try:
         with os.fdopen(fd, "wb") as fh:
             (_write_parquet if fmt == "parquet" else _write_npz)(df, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        crashpoints.reached("import.written")
         os.chmod(tmp, 0o640)
         return Pending(tmp, directory / f"{name}.{fmt}", file_sha256(tmp), tmp.stat().st_size)
     except BaseException:

@@ -17,7 +17,6 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -31,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sctk.errors import Conflict, NotFound, SctkError
-from sctk.fsutil import fsync_dir
+from sctk.fsutil import fsync_dir, make_temp
 from sctk.pipeline.store import check_name, file_sha256
 from sctk.storage.models import UqModel
 from sctk.uq.alpha import HybridWeight
@@ -158,8 +157,7 @@ def params_of(model: Any) -> dict[str, Any]:
 def _write_atomic(state: dict[str, Any], final: Path) -> Path:
     """Write STATE to a temporary file next to FINAL (fsynced); return the temporary path."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".model.", suffix=".tmp", dir=final.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = make_temp(final.parent, "model")
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)
