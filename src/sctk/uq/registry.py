@@ -14,6 +14,7 @@ refused rather than trusted.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from sctk import crashpoints
 from sctk.errors import Conflict, NotFound, SctkError
 from sctk.fsutil import fsync_dir, make_temp
 from sctk.pipeline.store import check_name, file_sha256
@@ -38,6 +40,7 @@ from sctk.uq.conformal import ConformalCalibrator, check_alpha
 from sctk.uq.hybrid import HybridRegressor, _Scaling, resolve_physics
 from sctk.uq.networks import ResidualMLP
 
+log = logging.getLogger(__name__)
 MODELS_DIR = "results/models"
 FILE_NAME = "model.pt"
 FORMAT = 1
@@ -199,11 +202,8 @@ def save(
     version = next_version(session, name)
     relative = f"{MODELS_DIR}/{name}/v{version}/{FILE_NAME}"
     final = Path(home) / relative
-    if final.exists():
-        raise Conflict(
-            f"{relative} already exists without a registry row; move it away and try again."
-        )
     tmp = _write_atomic(state, final)
+    crashpoints.reached("model.written")
     placed = False
     try:
         row = UqModel(
@@ -224,9 +224,15 @@ def save(
             raise Conflict(
                 f"Model '{name}' v{version} was saved by another run meanwhile; try again."
             ) from None
+        # the flushed row claims (name, version) until this transaction ends, so a file
+        # already at FINAL is no live save's: one killed between its rename and its commit
+        # left it, and it is replaced
+        if final.exists():
+            log.warning("replacing %s, left without a registry row by a killed save", relative)
         os.replace(tmp, final)
         placed = True
         fsync_dir(final.parent)
+        crashpoints.reached("model.placed")
         session.commit()
     except BaseException:
         session.rollback()

@@ -124,7 +124,9 @@ def leftovers(settings) -> list:
 def tmp(ctx: TaskContext) -> TaskResult:
     m, home = ctx.settings.maintenance, ctx.settings.home
     scratch = home / SCRATCH
-    keep = {home / PID_FILE, scratch}
+    from sctk.ops.upgrade import JOURNAL
+
+    keep = {home / PID_FILE, scratch, home / JOURNAL}  # an interrupted upgrade's journal too
     # a restore in progress keeps its staging and journal under tmp/: never touch them
     keep |= {p for p in (home / "tmp").glob("restore*")}
     removed = [
