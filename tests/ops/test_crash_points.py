@@ -56,11 +56,12 @@ def revision(settings) -> str | None:
     ["upgrade.backed-up", "upgrade.config-migrated", "upgrade.migrated", "upgrade.validated"],
 )
 def test_an_upgrade_killed_at_each_step_is_finished_by_the_rerun(settings, monkeypatch, step):
-    for k, v in {**ENV, migrate.EXTRA_MIGRATIONS_ENV: str(HERE / "good_migrations")}.items():
+    env = {**ENV, migrate.EXTRA_MIGRATIONS_ENV: str(HERE / "good_migrations")}
+    for k, v in env.items():
         monkeypatch.setenv(k, v)
     populate(settings)
     init_repo(settings)
-    crash(step, "upgrade", "--yes", home=settings.home, env=dict(ENV))
+    crash(step, "upgrade", "--yes", home=settings.home, env=env)
 
     # consistent: the database at the old or the new revision, the journal naming the way back
     assert revision(settings) in ("0009", "0098")
@@ -75,12 +76,13 @@ def test_an_upgrade_killed_at_each_step_is_finished_by_the_rerun(settings, monke
 
 @sqlite_only
 def test_an_upgrade_killed_while_rolling_back_is_rolled_back_by_the_rerun(settings, monkeypatch):
-    for k, v in {**ENV, migrate.EXTRA_MIGRATIONS_ENV: str(HERE / "failing_migrations")}.items():
+    env = {**ENV, migrate.EXTRA_MIGRATIONS_ENV: str(HERE / "failing_migrations")}
+    for k, v in env.items():
         monkeypatch.setenv(k, v)
     populate(settings)
     init_repo(settings)
     before_tables, before_files = tables(settings), files(settings.home)
-    crash("upgrade.rolling-back", "upgrade", "--yes", home=settings.home, env=dict(ENV))
+    crash("upgrade.rolling-back", "upgrade", "--yes", home=settings.home, env=env)
     assert (settings.home / up.JOURNAL).exists()
 
     result = up.upgrade(settings, actor="tests")
