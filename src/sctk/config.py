@@ -450,6 +450,13 @@ class MaintenanceSettings(_Section):
     scratch_max_age_days: float = Field(
         7.0, gt=0, description="Files in tmp/scratch/ older than this (days) are deleted."
     )
+    stale_temp_minutes: float = Field(
+        60.0,
+        ge=0,
+        description="A writer's temporary file (.NAME.pPID-XXXX.tmp) anywhere in the data "
+        "directory older than this (minutes), its writer gone, is a crash leftover: the tmp "
+        "task deletes it and 'sctk doctor data' lists it.",
+    )
     results_archive_days: float = Field(
         90.0, gt=0, description="Results older than this (days) move, compressed, to archive/."
     )

@@ -1,18 +1,104 @@
-"""File-system helpers used wherever a write must not be seen half-done."""
+"""File-system helpers used wherever a write must not be seen half-done.
+
+Every writer names its temporary files one way, `.NAME.p<PID>-<random>.tmp` next to the file
+it will become (`make_temp`), so that the leftovers of a writer killed midway are found by
+one finder (`temporaries`) whoever wrote them, and told apart from those of a live writer by
+the pid in their name.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sctk.errors import InsufficientStorage
 
 # A full disk and an exhausted quota are the same fix for the operator: free some space.
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+TEMP_SUFFIX = ".tmp"
+# hidden, ending in .tmp (or .part, the restore's database loads); the pid is there when the
+# writer used make_temp (files of older versions have none)
+_TEMP = re.compile(r"^\..+(?:\.tmp|\.part)$")
+_TEMP_PID = re.compile(r"\.p(\d+)-[^./]+\.(?:tmp|part)$")
+
+
+def make_temp(directory: Path, name: str) -> tuple[int, Path]:
+    """Create and open a temporary file for NAME in DIRECTORY under the one naming convention;
+    (fd, path). The caller writes, fsyncs and renames it, or unlinks it on failure."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.p{os.getpid()}-", suffix=TEMP_SUFFIX, dir=directory)
+    return fd, Path(tmp)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process PID runs (a zombie, exited but not yet reaped, does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@dataclass(frozen=True)
+class Temporary:
+    """A temporary file of some writer: where, whose (pid, when its name says), how old."""
+
+    path: Path
+    pid: int | None
+    age_seconds: float
+    size: int
+
+    @property
+    def held(self) -> bool:
+        """Whether its writer still runs (and may still rename it into place)."""
+        return self.pid is not None and process_alive(self.pid)
+
+
+def temporaries(root: Path, skip: Iterable[Path] = ()) -> list[Temporary]:
+    """Every temporary file (by the naming convention) under ROOT, not under a SKIP path."""
+    skip = [Path(p) for p in skip]
+    if not Path(root).is_dir():
+        return []
+    now = time.time()
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if here / d not in skip]
+        for name in filenames:
+            path = here / name
+            if not _TEMP.match(name) or path in skip or path.is_symlink():
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # renamed into place meanwhile
+                continue
+            m = _TEMP_PID.search(name)
+            found.append(
+                Temporary(path, int(m.group(1)) if m else None, now - st.st_mtime, st.st_size)
+            )
+    return sorted(found, key=lambda t: t.path)
+
+
+def stale_temporaries(
+    root: Path, min_age_seconds: float, skip: Iterable[Path] = ()
+) -> list[Temporary]:
+    """The temporaries under ROOT left by interrupted writers: older than MIN_AGE_SECONDS and
+    not held by a live writer (the age also covers names without a pid, and a writer on
+    another machine sharing the directory)."""
+    return [t for t in temporaries(root, skip) if t.age_seconds > min_age_seconds and not t.held]
 
 
 def read_user_text(path: Path, what: str, error: type[Exception]) -> str:
@@ -31,7 +117,7 @@ def read_user_text(path: Path, what: str, error: type[Exception]) -> str:
 def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over PATH."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = make_temp(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)

@@ -377,3 +377,83 @@ def test_two_apis_behind_nginx_a_dask_worker_and_a_scheduler(cluster: Cluster):
         f"({sum(e in by_echo for e in cut_off)} of them queued); {len(ids)} jobs, all "
         f"succeeded {jobs_done - load_done:.1f} s after the load"
     )
+
+
+def test_a_prediction_in_flight_on_a_killed_api_process_is_retried_by_nginx(tmp_path: Path):
+    """Two API processes behind the shipped nginx; a prediction is held inside the physics of
+    whichever process nginx gave it to, which is then killed with SIGKILL: nginx sends the
+    prediction again to the other process, and the client sees a 200."""
+    import numpy as np
+    import pandas as pd
+
+    from sctk.uq.jobs import train
+    from tests.uq.physics_examples import HOLD_FILE_ENV
+    from tests.uq.registry_helpers import TINY, import_csv
+
+    home = tmp_path / "home"
+    init_home(home)
+    settings = config.load(home).settings
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-2, 2, 80)
+    import_csv(settings, pd.DataFrame({"a": a, "y": np.sin(a)}), "runs")
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as s:
+            users.create(s, ADMIN[0], ADMIN[1], "admin", actor="tests")
+            config_ = {**TINY, "physics": "tests.uq.physics_examples:hold_first_caller"}
+            params = {"dataset": "runs", "target": "y", "features": ["a"], "config": config_}
+            model_id = train(s, home, {**params, "name": "held"})["model"]["id"]
+    finally:
+        engine.dispose()
+
+    hold = tmp_path / "held-by.pid"
+    procs = Processes(tmp_path / "logs")
+    prefix = Path(tempfile.mkdtemp(prefix="sctk-nginx-"))
+    prefix.chmod(0o755)
+    api_ports, nginx_port = [free_port(), free_port()], free_port()
+    env = clean_env(SCTK_HOME=str(home), **{HOLD_FILE_ENV: str(hold)})
+    try:
+        for n, port in enumerate(api_ports):
+            argv = sctk_argv("serve", "--role", "api", "--host", "127.0.0.1", "--port", str(port))
+            procs.start(f"api{n}", argv, env)
+        start_nginx(procs, prefix, nginx_port, api_ports)
+        for n, port in enumerate(api_ports):
+            wait_http(f"http://127.0.0.1:{port}/health/live", procs, f"api{n}")
+        url = f"http://127.0.0.1:{nginx_port}"
+        wait_http(f"{url}/health/live", procs, "nginx", timeout=20)
+        token = httpx.post(
+            f"{url}/api/v1/auth/token",
+            json={"username": ADMIN[0], "password": ADMIN[1]},
+            timeout=30,
+        ).json()["access_token"]
+
+        answers: list[httpx.Response] = []
+
+        def ask() -> None:
+            answers.append(
+                httpx.post(
+                    f"{url}/api/v1/models/{model_id}/predict",
+                    json={"rows": [{"a": 0.5}, {"a": 1.0}], "alpha": 0.1},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=120,
+                )
+            )
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        wait_until(
+            lambda: hold.exists() and hold.read_text().isdigit(), timeout=60, what="the hold"
+        )
+        holder = int(hold.read_text())
+        (name,) = [n for n, p in procs.procs.items() if p.pid == holder]
+        procs.kill9(name)  # the process answering the prediction dies in the middle of it
+        asking.join(timeout=120)
+        (answer,) = answers
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["mean"]) == 2
+        (line,) = [x for x in access_log(prefix) if "/predict" in x]
+        assert line.startswith("POST /api/v1/models/") and " 200 " in line
+        assert f"127.0.0.1:{api_ports[int(name[-1])]}, " in line  # tried there first, then again
+    finally:
+        procs.close()
+        shutil.rmtree(prefix, ignore_errors=True)

@@ -102,7 +102,7 @@ def test_a_good_upgrade_validates_and_rollback_undoes_it(settings, monkeypatch):
     again = run_sctk("upgrade", home=settings.home, env=env)
     assert again.returncode == 0 and "Already at 0098; nothing to do." in again.stdout
 
-    back = run_sctk("rollback", home=settings.home, env=env, timeout=300)
+    back = run_sctk("rollback", "--yes", home=settings.home, env=env, timeout=300)
     assert back.returncode == 0, back.stderr
     assert "upgrade_extra" not in tables(settings)
 

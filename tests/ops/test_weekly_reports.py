@@ -34,3 +34,27 @@ def test_quick_benchmark_records_figures_and_compares_with_last_week(settings):
 def test_a_figure_twice_as_slow_is_a_regression():
     assert regressions({"a": 30.0, "b": 1.5}, {"a": 10.0, "b": 0.5}) == ["a 30.00 ms (was 10.00)"]
     assert regressions({"a": 30.0}, {}) == []
+
+
+def test_quick_benchmark_predicts_on_the_models_own_calibration_inputs(settings, engine):
+    import numpy as np
+    import pandas as pd
+
+    from sctk.storage.engine import session_scope
+    from sctk.uq.jobs import train
+    from tests.uq.registry_helpers import import_csv, train_params
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(1.0, 3.0, 80)  # never zero: the physics divides by it
+    import_csv(settings, pd.DataFrame({"a": a, "y": 1.0 / a + rng.normal(0, 0.01, 80)}), "inv")
+    params = train_params("inv", features=["a"])
+    params["config"]["physics"] = "tests.uq.physics_examples:inverse_of_first"
+    with session_scope(engine) as s:
+        train(s, settings.home, params)
+
+    record = run_task(settings, "quick_benchmark")
+    assert record.status == "ok", record.summary
+    assert record.details["figures"]["predict_1000_rows_ms"] > 0
+    assert record.details["notes"]["prediction"] == (
+        "model 'drag' v1 on calibration inputs of dataset 'inv'"
+    )

@@ -553,12 +553,8 @@ def restore(
     start = time.perf_counter()
     parts = parts or list(PARTS)
     target = (target or settings.home).expanduser().absolute()
-    pid = runstate.running_pid(target)
-    if pid is not None and not force:
-        raise Conflict(
-            f"A service (pid {pid}) is running on {target}; stop it first, "
-            "or pass --force to restore under it."
-        )
+    if not force:  # --force: the operator takes the service's lost writes on himself
+        runstate.refuse_while_serving(target, "the restore")
     recovered = None
     journal = _read_journal(target)
     pending = pending_snapshot(target)
@@ -651,7 +647,7 @@ def _restore(
         raise
     _write_journal(target, {**base, "state": "done"})
     shutil.rmtree(work, ignore_errors=True)
-    return _finish(settings, repo, plan, start, recovered, safety_id)
+    return _finish(settings, repo, plan, start, recovered, safety_id, damaged)
 
 
 def _finish(
@@ -661,6 +657,7 @@ def _finish(
     start: float,
     recovered: str | None,
     safety_id: str | None,
+    damaged: list[tuple[str, str]] = (),
 ) -> RestoreResult:
     """What follows the swap: the layout completed, the schema migrated, the run records
     reconciled with the repository, the health checks run."""

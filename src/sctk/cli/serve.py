@@ -80,7 +80,10 @@ def serve(
     # the handler first: a SIGTERM that arrives just after the file is written must find it
     # installed, or the process dies leaving a file that names it
     runstate.clear_pid_on_sigterm(s.home)
-    runstate.write_pid(s.home)  # `sctk restore` refuses to swap the directory under us
+    # restore, upgrade and rollback refuse to swap the directory under us; audit and doctor
+    # report the address served, which --port may have made another than the configured one
+    host = f"[{s.server.host}]" if ":" in s.server.host else s.server.host
+    runstate.write_pid(s.home, url=f"{scheme}://{host}:{s.server.port}")
     try:
         uvicorn.run(
             "sctk.api.app:served_app",

@@ -10,7 +10,9 @@ from sctk.cli.common import console, json_option, operator, print_json, settings
 def upgrade(
     ctx: typer.Context,
     to: str = typer.Option("head", "--to", help="Target revision (default: the newest)."),
-    yes: bool = typer.Option(False, "--yes", help="Confirm a major upgrade's checklist."),
+    yes: bool = typer.Option(
+        False, "--yes", help="Answer yes for automation (a major upgrade's checklist)."
+    ),
     as_json: bool = json_option(),
 ) -> None:
     """Back up, migrate, validate; on any failure restore the pre-update backup by itself."""
@@ -38,12 +40,24 @@ def upgrade(
 def rollback(
     ctx: typer.Context,
     snapshot: str | None = typer.Argument(None, help="A pre-update snapshot (default: newest)."),
+    yes: bool = typer.Option(False, "--yes", help="Roll back without asking (automation)."),
     as_json: bool = json_option(),
 ) -> None:
     """Restore the state before the last upgrade (its pre-update backup)."""
+    from sctk import runstate
+    from sctk.errors import SctkError
     from sctk.ops import upgrade as up
 
-    done = up.rollback(settings(ctx), snapshot, actor=operator())
+    s = settings(ctx)
+    runstate.refuse_while_serving(s.home, "the rollback")  # before asking, not after
+    snap = up.rollback_target(s, snapshot)
+    if not yes and not typer.confirm(
+        f"Replace the data directory and database with pre-update snapshot {snap.id[:8]} of "
+        f"{snap.time:%Y-%m-%d %H:%M} UTC? Whatever changed since is lost.",
+        default=False,
+    ):
+        raise SctkError("Rollback not confirmed; nothing was changed (pass --yes to automate).")
+    done = up.rollback(s, snap.id, actor=operator())
     if as_json:
         print_json(done)
     else:

@@ -4,7 +4,6 @@ and kept in a registry."""
 from __future__ import annotations
 
 import os
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from sctk.cli.common import (
 )
 from sctk.cli.job_runner import run_inline, wait_for
 from sctk.errors import SctkError
+from sctk.fsutil import make_temp
 
 app = typer.Typer(help="Hybrid UQ models: train, predict, and the model registry.")
 models_app = typer.Typer(help="The model registry: list, show, delete.", no_args_is_help=True)
@@ -199,8 +199,7 @@ def _write_table(frame, out: Path) -> None:
     directory = out.parent if str(out.parent) else Path(".")
     if not directory.is_dir():
         raise SctkError(f"The directory {directory} does not exist; create it first.")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
+    fd, tmp = make_temp(directory, out.name)
     try:
         with os.fdopen(fd, "wb") as fh:
             if suffix == ".csv":

@@ -281,15 +281,23 @@ def _network(settings: Settings, session: Session, engine) -> list[AuditCheck]:
                     "sctk config set server.tls_cert PATH",
                 )
             )
-    exposed = not _loopback(server.host) and server.tls_cert is None
+    from sctk import runstate
+
+    # a running service is judged by the address it serves ('serve --port' and its other
+    # flags override the configuration), else by the configured one
+    host, port, tls, verb = server.host, server.port, server.tls_cert is not None, "listens"
+    served = runstate.served(settings.home)
+    if served is not None and served.port is not None:
+        host, port, tls = served.host or host, served.port, served.tls
+        verb = f"serves (pid {served.pid})"
+    exposed = not _loopback(host) and not tls
     checks.append(
         _check(
             "network and TLS",
             "plain HTTP beyond loopback",
             10,
             not exposed,
-            f"listens on {server.host}:{server.port} "
-            f"{'with' if server.tls_cert else 'without'} TLS",
+            f"{verb} on {host}:{port} {'with' if tls else 'without'} TLS",
             "sctk config set server.tls_cert PATH && sctk config set server.tls_key PATH",
         )
     )

@@ -76,13 +76,18 @@ def worst(findings: list[Finding]) -> str:
 
 
 def _port_free(settings: Settings) -> Finding:
-    from sctk.runstate import running_pid
+    from sctk.runstate import served
 
     host, port = settings.server.host, settings.server.port
-    pid = running_pid(settings.home)
-    if pid is not None:
+    running = served(settings.home)
+    if running is not None:
+        # the address it serves, which 'serve --port' may have made another than the setting
+        where = f" on {running.url}" if running.url else ""
         return Finding(
-            "startup", "port", "ok", f"sctk already serves this data directory (pid {pid})"
+            "startup",
+            "port",
+            "ok",
+            f"sctk already serves this data directory (pid {running.pid}){where}",
         )
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -239,6 +244,25 @@ def _data(settings: Settings, engine) -> list[Finding]:
     return found
 
 
+def _leftovers(settings: Settings) -> Finding:
+    """Temporary files of writers killed midway: they hold space and nothing else."""
+    from sctk.ops.maintenance.daily import leftovers
+
+    found = leftovers(settings)
+    if not found:
+        return Finding("data", "leftovers", "ok", "no temporary files left by interrupted writes")
+    shown = ", ".join(t.path.relative_to(settings.home).as_posix() for t in found[:10])
+    more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+    size = sum(t.size for t in found)
+    return Finding(
+        "data",
+        "leftovers",
+        "warn",
+        f"{len(found)} temporary file(s) left by interrupted writes ({size} bytes): {shown}{more}",
+        "sctk maintenance run tmp",
+    )
+
+
 # --- the doctor --------------------------------------------------------------------------
 
 
@@ -264,6 +288,8 @@ def diagnose(settings: Settings, areas: list[str] | None = None) -> list[Finding
     )
     if "startup" in areas:
         findings += [_port_free(settings), _tls_files(settings), _stale_pid(settings)]
+    if "data" in areas:  # files only: found whether or not the database answers
+        findings.append(_leftovers(settings))
     if database_ok:
         engine = make_engine(settings)
         try:

@@ -10,17 +10,21 @@ upgrade, which the operator confirms against the guide's checklist first.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from alembic.script.revision import RevisionError
 
+from sctk import crashpoints, runstate
 from sctk.config import Settings
 from sctk.errors import SctkError
+from sctk.fsutil import atomic_write
 from sctk.storage import migrate
 from sctk.storage.engine import make_engine, session_scope
 
@@ -87,7 +91,8 @@ def plan(settings: Settings, to: str = "head") -> UpgradePlan:
 
 
 def smoke_prediction(settings: Settings) -> dict[str, Any]:
-    """Load the newest model from the registry and predict one row (or field) of zeros."""
+    """Load the newest model from the registry and predict one of its calibration rows (a
+    field model: one field of zeros)."""
     from sqlalchemy import select
 
     from sctk.storage.models import UqModel
@@ -102,8 +107,10 @@ def smoke_prediction(settings: Settings) -> dict[str, Any]:
             model = registry.load(settings.home, row)
             if row.kind == "field":
                 X = np.zeros((1, *registry.field_shape(row)))
-            else:
-                X = np.zeros((1, len(registry.features_of(row)) or model.n_features_in_))
+            else:  # rows of zeros would fail a physics that divides by a feature
+                from sctk.uq.inputs import calibration_sample
+
+                X, _ = calibration_sample(s, settings.home, row, model, 1)
             out = model.predict_interval(X, alpha=0.1)
             if not np.all(np.isfinite(out["mean"])):
                 raise SctkError(
@@ -142,15 +149,102 @@ def _restore_snapshot(settings: Settings, snapshot: str, actor: str) -> None:
     from sctk.backup.location import open_repo
     from sctk.backup.restore import restore
 
+    # never force: a service that started meanwhile is refused by the same rule as the
+    # upgrade itself, rather than left writing to a database file the restore replaced
     restore(
         settings,
         open_repo(settings),
         snapshot,
-        force=True,
         safety_backup=False,
         actor=actor,
         migrate=False,
     )
+
+
+JOURNAL = Path("tmp") / "upgrade.json"  # in tmp/: the restore of a rollback keeps it
+
+
+def _journal(settings: Settings) -> Path:
+    return settings.home / JOURNAL
+
+
+def _read_journal(settings: Settings) -> dict[str, Any] | None:
+    try:
+        return json.loads(_journal(settings).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise SctkError(
+            f"The journal of an interrupted upgrade, {_journal(settings)}, is unreadable "
+            f"({exc}); roll back with 'sctk rollback', then delete it."
+        ) from None
+
+
+def _undo(
+    settings: Settings, journal: dict[str, Any], why: str, actor: str, started: float
+) -> UpgradeResult:
+    """Restore the pre-update snapshot of the upgrade JOURNAL describes, which failed (WHY)."""
+    snap, target = journal["snapshot"], journal["to"]
+    log.error("upgrade to %s failed (%s); restoring snapshot %s", target, why, snap)
+    crashpoints.reached("upgrade.rolling-back")
+    _restore_snapshot(settings, snap, actor)
+    details = {**journal, "error": why}
+    _audit(settings, "upgrade.attempt", actor, "failure", details)
+    _audit(settings, "upgrade.rollback", actor, "ok", details)
+    _journal(settings).unlink(missing_ok=True)
+    return UpgradeResult(
+        False,
+        journal["from"],
+        journal["from"],
+        snap,
+        f"The upgrade to {target} failed ({why}); rolled back to snapshot {snap[:8]}.",
+        rolled_back=True,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _validated(
+    settings: Settings, journal: dict[str, Any], actor: str, started: float
+) -> UpgradeResult:
+    """Validate the upgrade JOURNAL describes, its migration done; undo it if that fails."""
+    try:
+        checked = validate(settings)
+        crashpoints.reached("upgrade.validated")
+    except Exception as exc:  # noqa: BLE001 - every failure rolls back the same way
+        why = exc.message if isinstance(exc, SctkError) else f"{type(exc).__name__}: {exc}"
+        return _undo(settings, journal, why, actor, started)
+    _audit(settings, "upgrade.attempt", actor, "ok", {**journal, **checked})
+    _journal(settings).unlink(missing_ok=True)
+    snap = journal["snapshot"]
+    return UpgradeResult(
+        True,
+        journal["from"],
+        journal["to"],
+        snap,
+        f"Upgraded {journal['from'] or 'base'} -> {journal['to']}; pre-update snapshot {snap[:8]}.",
+        validation=checked,
+        renamed=journal.get("renamed", []),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _resume(settings: Settings, journal: dict[str, Any], actor: str, started: float):
+    """Finish an upgrade a kill interrupted: validated when its migration reached the target
+    (the result), else undone from its pre-update snapshot (None: upgrade afresh)."""
+    engine = make_engine(settings)
+    try:
+        now = migrate.current(engine)
+    finally:
+        engine.dispose()
+    journal = {**journal, "resumed": True}
+    if now == journal["to"]:
+        log.warning("finishing the interrupted upgrade to %s: validating it", journal["to"])
+        return _validated(settings, journal, actor, started)
+    log.warning("undoing the upgrade to %s interrupted at %s", journal["to"], now)
+    _restore_snapshot(settings, journal["snapshot"], actor)
+    _audit(settings, "upgrade.rollback", actor, "ok", {**journal, "interrupted_at": now})
+    _journal(settings).unlink(missing_ok=True)
+    return None
 
 
 def upgrade(
@@ -161,63 +255,54 @@ def upgrade(
     confirm: Callable[[UpgradePlan], bool] | None = None,
     migrate_fn: Callable[..., Any] | None = None,
 ) -> UpgradeResult:
-    """Upgrade to TO; on any failure, roll back by itself. CONFIRM is asked for a major one."""
+    """Upgrade to TO; on any failure, roll back by itself. CONFIRM is asked for a major one.
+
+    A journal in tmp/ names the pre-update snapshot while the upgrade runs: an upgrade killed
+    midway is finished (validated) or undone by the next run, which then goes on."""
     from sctk.backup.create import create_backup
 
     started = time.perf_counter()
+    pending = _read_journal(settings)
+    if pending is not None:
+        runstate.refuse_while_serving(settings.home, "the upgrade")
+        finished = _resume(settings, pending, actor, started)
+        if finished is not None:
+            return finished
     p = plan(settings, to)
     if not p.steps:
         return UpgradeResult(
             True, p.current, p.current, None, f"Already at {p.current}; nothing to do."
         )
+    runstate.refuse_while_serving(settings.home, "the upgrade")
     if p.major and (confirm is None or not confirm(p)):
         raise SctkError(
             f"Revision(s) {', '.join(p.major)} cannot be downgraded (a major upgrade); confirm "
             "the checklist, or pass --yes."
         )
     snap = create_backup(settings, PRE_UPDATE, actor=actor)["id"]
+    journal: dict[str, Any] = {"from": p.current, "to": p.target, "snapshot": snap}
+    atomic_write(_journal(settings), json.dumps(journal), mode=0o640)
+    crashpoints.reached("upgrade.backed-up")
     engine = make_engine(settings)
-    renamed: list[str] = []
     try:
         from sctk.ops.config_migrate import migrate_config
 
-        renamed = migrate_config(settings)  # the configuration first: the code reads it
+        journal["renamed"] = migrate_config(settings)  # the configuration first: code reads it
+        crashpoints.reached("upgrade.config-migrated")
         (migrate_fn or migrate.upgrade)(engine, p.target)
-        engine.dispose()
-        checked = validate(settings)
+        crashpoints.reached("upgrade.migrated")
     except Exception as exc:  # noqa: BLE001 - every failure rolls back the same way
-        engine.dispose()
+        engine.dispose()  # no connection open on the file the restore replaces
         why = exc.message if isinstance(exc, SctkError) else f"{type(exc).__name__}: {exc}"
-        log.error("upgrade to %s failed (%s); restoring snapshot %s", p.target, why, snap)
-        _restore_snapshot(settings, snap, actor)
-        details = {"from": p.current, "to": p.target, "snapshot": snap, "error": why}
-        _audit(settings, "upgrade.attempt", actor, "failure", details)
-        _audit(settings, "upgrade.rollback", actor, "ok", details)
-        return UpgradeResult(
-            False,
-            p.current,
-            p.current,
-            snap,
-            f"The upgrade to {p.target} failed ({why}); rolled back to snapshot {snap[:8]}.",
-            rolled_back=True,
-            seconds=time.perf_counter() - started,
-        )
-    details = {"from": p.current, "to": p.target, "snapshot": snap, "renamed": renamed, **checked}
-    _audit(settings, "upgrade.attempt", actor, "ok", details)
-    return UpgradeResult(
-        True,
-        p.current,
-        p.target,
-        snap,
-        f"Upgraded {p.current or 'base'} -> {p.target}; pre-update snapshot {snap[:8]}.",
-        validation=checked,
-        renamed=renamed,
-        seconds=time.perf_counter() - started,
-    )
+        return _undo(settings, journal, why, actor, started)
+    finally:
+        engine.dispose()
+    return _validated(settings, journal, actor, started)
 
 
-def rollback(settings: Settings, ref: str | None = None, actor: str = "cli") -> dict[str, Any]:
-    """Restore pre-update snapshot REF (default: the newest one)."""
+def rollback_target(settings: Settings, ref: str | None = None):
+    """The pre-update snapshot REF names (default: the newest one); refused when there is none
+    or REF is another kind of backup."""
     from sctk.backup.location import open_repo
 
     repo = open_repo(settings)
@@ -236,6 +321,13 @@ def rollback(settings: Settings, ref: str | None = None, actor: str = "cli") -> 
                 f"Snapshot {snap.id[:8]} is a '{snap.label}' backup, not a pre-update one; "
                 "use 'sctk restore' for it."
             )
+    return snap
+
+
+def rollback(settings: Settings, ref: str | None = None, actor: str = "cli") -> dict[str, Any]:
+    """Restore pre-update snapshot REF (default: the newest one)."""
+    runstate.refuse_while_serving(settings.home, "the rollback")
+    snap = rollback_target(settings, ref)
     _restore_snapshot(settings, snap.id, actor)
     details = {"snapshot": snap.id, "time": snap.time.isoformat()}
     _audit(settings, "upgrade.rollback", actor, "ok", details)

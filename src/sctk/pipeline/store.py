@@ -31,8 +31,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from sctk import crashpoints
 from sctk.errors import Conflict, NotFound, SctkError
-from sctk.fsutil import fsync_dir, space_errors
+from sctk.fsutil import fsync_dir, make_temp, space_errors
 from sctk.pipeline import arrays
 from sctk.storage.models import Dataset
 
@@ -187,13 +188,13 @@ def write_frame(home: Path, name: str, df: pd.DataFrame, fmt: str) -> Pending:
         raise SctkError(f"Unknown format '{fmt}'; use parquet or npz.")
     directory = data_dir(home)
     with space_errors(directory, f"dataset {name}"):
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-        tmp = Path(tmp_name)
+        fd, tmp = make_temp(directory, name)
         try:
             with os.fdopen(fd, "wb") as fh:
                 (_write_parquet if fmt == "parquet" else _write_npz)(df, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
+            crashpoints.reached("import.written")
             os.chmod(tmp, 0o640)
             return Pending(tmp, directory / f"{name}.{fmt}", file_sha256(tmp), tmp.stat().st_size)
         except BaseException:

@@ -28,6 +28,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
+from sctk import crashpoints
 from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.security import audit, sessions
@@ -206,6 +207,7 @@ def rotate(
                 _preflight(engine, ring)
                 old_ids = [k.id for k in ring.keys]
                 new_id = ring.begin_rotation()
+                crashpoints.reached("keys.begun")
                 with session_scope(engine) as s:
                     _audit(
                         s,
@@ -226,6 +228,7 @@ def rotate(
                     break
                 # a writer holding a ring loaded before step 1 committed under an old key
                 done += _reencrypt(engine, ring, new_id, batch_size, progress, total + left)
+            crashpoints.reached("keys.reencrypted")
             # From here on any writer takes the lock and then re-reads the ring, whose newest
             # key is already NEW_ID, so no row can reach an old key again. The audit entry is
             # written before the ring changes (in its own transaction: the audit chain has a
@@ -243,6 +246,7 @@ def rotate(
                         "resumed": resumed,
                     },
                 )
+            crashpoints.reached("keys.audited")
             keep = None
             if not revoke_sessions:
                 keep = datetime.now(UTC) + timedelta(minutes=settings.security.jwt_ttl_minutes)

@@ -99,3 +99,34 @@ def target_values(row: UqModel, frame: pd.DataFrame, what: str) -> np.ndarray:
             f"row {int(bad[0])}); fill or remove them first."
         )
     return y
+
+
+def calibration_sample(
+    session: Session, home: Path, row: UqModel, model: Any, n: int, seed: int = 0
+) -> tuple[np.ndarray, str]:
+    """N rows of the inputs tabular model ROW was calibrated on (sampled with replacement when
+    there are fewer), and where they came from: inputs a prediction is known to work on, which
+    rows of zeros are not (a physics may divide by a feature). When the calibration data is
+    gone or changed, rows of the training means, the most typical input the model knows."""
+    from sctk.pipeline import store
+    from sctk.uq import registry
+
+    lineage = row.lineage or {}
+    features = registry.features_of(row)
+    cal = lineage.get("calibration") or {}
+    source = cal if cal.get("dataset") else lineage.get("dataset") or {}
+    try:
+        ds = store.get(session, str(source.get("name") or source.get("dataset") or ""))
+        if not features or (source.get("sha256") and ds.sha256 != source["sha256"]):
+            raise SctkError("changed")
+        frame = store.read(home, ds)
+        if not cal.get("dataset") and "fraction" in cal:  # the held-out share, as training drew it
+            order = np.random.default_rng(int(cal.get("seed", 0))).permutation(len(frame))
+            frame = frame.iloc[order[: max(1, int(round(float(cal["fraction"]) * len(frame))))]]
+        X = registry.feature_matrix(frame, features, f"Dataset '{ds.name}'")
+        what = f"calibration inputs of dataset '{ds.name}'"
+    except SctkError:
+        X = np.asarray(model.scaling_.x_mean, dtype=np.float64).reshape(1, -1)
+        what = "the training means (the calibration data is gone or changed)"
+    pick = np.random.default_rng(seed).choice(len(X), size=n, replace=len(X) < n)
+    return X[pick], what

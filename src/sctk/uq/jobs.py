@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
+from sctk import crashpoints
 from sctk.errors import SctkError
 from sctk.jobs.kinds import JobContext, job_kind
 
@@ -298,6 +299,7 @@ def train(
         model.fit(X, y, X_cal=X_cal, y_cal=y_cal, callback=on_epoch)
     except (TypeError, ValueError) as exc:
         raise SctkError(f"The model settings are not usable: {exc}.") from None
+    crashpoints.reached("train.fitted")
     out = model.predict_interval(X_cal, alpha=METRICS_ALPHA)
     scores = {
         "alpha": METRICS_ALPHA,

@@ -15,10 +15,10 @@ load, so a file changed on disk is refused rather than trusted.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -31,8 +31,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from sctk import crashpoints
 from sctk.errors import Conflict, NotFound, SctkError
-from sctk.fsutil import fsync_dir
+from sctk.fsutil import fsync_dir, make_temp
 from sctk.pipeline.store import check_name, file_sha256
 from sctk.storage.models import UqModel
 from sctk.uq.alpha import HybridWeight
@@ -40,6 +41,7 @@ from sctk.uq.conformal import ConformalCalibrator, check_alpha
 from sctk.uq.hybrid import HybridRegressor, _Scaling, resolve_physics
 from sctk.uq.networks import ResidualMLP
 
+log = logging.getLogger(__name__)
 MODELS_DIR = "results/models"
 FILE_NAME = "model.pt"
 FORMAT = 1
@@ -159,8 +161,7 @@ def params_of(model: Any) -> dict[str, Any]:
 def _write_atomic(state: dict[str, Any], final: Path) -> Path:
     """Write STATE to a temporary file next to FINAL (fsynced); return the temporary path."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".model.", suffix=".tmp", dir=final.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = make_temp(final.parent, "model")
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)
@@ -202,11 +203,8 @@ def save(
     version = next_version(session, name)
     relative = f"{MODELS_DIR}/{name}/v{version}/{FILE_NAME}"
     final = Path(home) / relative
-    if final.exists():
-        raise Conflict(
-            f"{relative} already exists without a registry row; move it away and try again."
-        )
     tmp = _write_atomic(state, final)
+    crashpoints.reached("model.written")
     placed = False
     try:
         row = UqModel(
@@ -227,9 +225,15 @@ def save(
             raise Conflict(
                 f"Model '{name}' v{version} was saved by another run meanwhile; try again."
             ) from None
+        # the flushed row claims (name, version) until this transaction ends, so a file
+        # already at FINAL is no live save's: one killed between its rename and its commit
+        # left it, and it is replaced
+        if final.exists():
+            log.warning("replacing %s, left without a registry row by a killed save", relative)
         os.replace(tmp, final)
         placed = True
         fsync_dir(final.parent)
+        crashpoints.reached("model.placed")
         session.commit()
     except BaseException:
         session.rollback()

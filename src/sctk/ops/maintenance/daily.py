@@ -113,17 +113,31 @@ def logs(ctx: TaskContext) -> TaskResult:
     return TaskResult("warn" if notes else "ok", "; ".join([summary, *notes]), details)
 
 
-@task("tmp", "daily", "Delete old temporary files (tmp/ and the scratch space).")
+def leftovers(settings) -> list:
+    """Temporary files of writers killed midway (imports, models, reports, ...) anywhere in
+    the data directory: stale by maintenance.stale_temp_minutes and no live writer."""
+    from sctk.fsutil import stale_temporaries
+
+    home = settings.home
+    # a restore in progress keeps its staging and journal under tmp/: never touch them
+    restoring = set((home / "tmp").glob("restore*"))
+    return stale_temporaries(home, settings.maintenance.stale_temp_minutes * 60.0, restoring)
+
+
+@task("tmp", "daily", "Delete old temporary files (tmp/, the scratch space, crash leftovers).")
 def tmp(ctx: TaskContext) -> TaskResult:
     m, home = ctx.settings.maintenance, ctx.settings.home
     scratch = home / SCRATCH
-    keep = {home / PID_FILE, scratch}
+    from sctk.ops.upgrade import JOURNAL
+
+    keep = {home / PID_FILE, scratch, home / JOURNAL}  # an interrupted upgrade's journal too
     # a restore in progress keeps its staging and journal under tmp/: never touch them
     keep |= {p for p in (home / "tmp").glob("restore*")}
     removed = [
         *old_files(home / "tmp", m.tmp_max_age_days, keep),
         *old_files(scratch, m.scratch_max_age_days),
     ]
+    removed += [t.path for t in leftovers(ctx.settings) if t.path not in removed]
     freed = sum(remove(p) for p in removed)
     return TaskResult(
         "ok",

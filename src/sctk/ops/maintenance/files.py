@@ -10,7 +10,7 @@ from pathlib import Path
 
 import zstandard
 
-from sctk.fsutil import fsync_dir
+from sctk.fsutil import fsync_dir, make_temp
 
 
 def age_days(path: Path, now: float | None = None) -> float:
@@ -33,9 +33,9 @@ def compress(source: Path, target: Path) -> int:
     """SOURCE compressed with zstd into TARGET (written atomically), SOURCE then removed;
     the modification time is kept so that age-based rules still see the file's own age."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
+    fd, tmp = make_temp(target.parent, target.name)
     stat = source.stat()
-    with source.open("rb") as src, tmp.open("wb") as dst:
+    with source.open("rb") as src, os.fdopen(fd, "wb") as dst:
         zstandard.ZstdCompressor(level=9).copy_stream(src, dst)
         dst.flush()
         os.fsync(dst.fileno())
