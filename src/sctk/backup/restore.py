@@ -511,7 +511,7 @@ def restore(
     parts = parts or list(PARTS)
     target = (target or settings.home).expanduser().absolute()
     if not force:  # --force: the operator takes the service's lost writes on himself
-        runstate.refuse_while_serving(target, "the restore")
+        runstate.refuse_while_serving(target, "the restore", override="--force")
     recovered = None
     if _read_journal(target) is not None or _work(target).exists():
         recovered = recover(target)
