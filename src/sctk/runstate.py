@@ -117,15 +117,17 @@ def served(home: Path) -> Served | None:
     return Served(pid, lines[1] if len(lines) > 1 and "://" in lines[1] else None)
 
 
-def refuse_while_serving(home: Path, action: str) -> None:
+def refuse_while_serving(home: Path, action: str, override: str | None = None) -> None:
     """Raise Conflict when a service runs on HOME: ACTION ('the rollback', ...) would change
     its database or files under it, and whatever it wrote afterwards would be lost. The one
-    rule of every command that swaps or migrates a data directory."""
+    rule of every command that swaps or migrates a data directory; OVERRIDE names the flag
+    of a command that lets the operator go ahead anyway."""
     pid = running_pid(home)
     if pid is None:
         return
+    anyway = f", or pass {override} to go ahead under it" if override else ""
     raise Conflict(
         f"A service (pid {pid}) is running on {home}: {action} would change the database "
         f"under it; stop it first ('kill -TERM {pid}', or 'systemctl stop' its unit), then "
-        "run the command again."
+        f"run the command again{anyway}."
     )

@@ -102,6 +102,18 @@ def test_a_good_upgrade_validates_and_rollback_undoes_it(settings, monkeypatch):
     again = run_sctk("upgrade", home=settings.home, env=env)
     assert again.returncode == 0 and "Already at 0098; nothing to do." in again.stdout
 
+    declined = subprocess.run(
+        [sys.executable, "-m", "sctk", "rollback"],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        env={**clean_env(), **env, "SCTK_HOME": str(settings.home)},
+        timeout=300,
+    )
+    assert declined.returncode != 0 and "Whatever changed since is lost." in declined.stdout
+    assert "Rollback not confirmed; nothing was changed" in declined.stderr
+    assert "upgrade_extra" in tables(settings)
+
     back = run_sctk("rollback", "--yes", home=settings.home, env=env, timeout=300)
     assert back.returncode == 0, back.stderr
     assert "upgrade_extra" not in tables(settings)

@@ -554,7 +554,7 @@ def restore(
     parts = parts or list(PARTS)
     target = (target or settings.home).expanduser().absolute()
     if not force:  # --force: the operator takes the service's lost writes on himself
-        runstate.refuse_while_serving(target, "the restore")
+        runstate.refuse_while_serving(target, "the restore", override="--force")
     recovered = None
     journal = _read_journal(target)
     pending = pending_snapshot(target)

@@ -288,8 +288,6 @@ def diagnose(settings: Settings, areas: list[str] | None = None) -> list[Finding
     )
     if "startup" in areas:
         findings += [_port_free(settings), _tls_files(settings), _stale_pid(settings)]
-    if "data" in areas:  # files only: found whether or not the database answers
-        findings.append(_leftovers(settings))
     if database_ok:
         engine = make_engine(settings)
         try:
@@ -298,6 +296,7 @@ def diagnose(settings: Settings, areas: list[str] | None = None) -> list[Finding
                 findings.append(_sqlite_free_pages(engine))
             if "data" in areas:
                 findings += _data(settings, engine)
+                findings.append(_leftovers(settings))
         finally:
             engine.dispose()
     elif set(areas) & {"performance", "data"}:
