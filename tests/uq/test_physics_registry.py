@@ -260,3 +260,18 @@ def test_out_of_bound_model_settings_are_refused_at_submission(api, sctk_here, t
         home=api.settings.home,
     )  # fmt: skip
     assert_cli_error(result, OUT_OF_BOUNDS[0][1])
+
+
+@sqlite_only
+def test_the_admin_list_takes_only_module_function_names(settings, monkeypatch):
+    from sctk import config
+    from sctk.errors import ConfigError
+
+    monkeypatch.setenv("SCTK_UQ__PHYSICS_ALLOWED", '["mypkg.models:drag", "os.system; id"]')
+    with pytest.raises(ConfigError, match="'package.module:function' names such as") as info:
+        config.load(settings.home)
+    assert (
+        "'os.system; id'" in info.value.message and "SCTK_UQ__PHYSICS_ALLOWED" in info.value.message
+    )
+    monkeypatch.setenv("SCTK_UQ__PHYSICS_ALLOWED", '["mypkg.models:drag"]')
+    assert config.load(settings.home).settings.uq.physics_allowed == ["mypkg.models:drag"]
