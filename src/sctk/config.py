@@ -12,7 +12,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
@@ -281,13 +281,25 @@ PHYSICS_NAME_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
 
 
 class UqSettings(_Section):
-    physics_allowed: list[Annotated[str, Field(pattern=PHYSICS_NAME_PATTERN)]] = Field(
+    physics_allowed: list[str] = Field(
         default_factory=list,
         max_length=1000,
         description="Physics functions ('package.module:function') a model config may name "
         "besides sctk's built-ins and the installed packages' 'sctk.physics' entry points; "
         "anything else a request or a stored model names is refused, never imported.",
     )
+
+    @model_validator(mode="after")
+    def _names(self) -> UqSettings:
+        import re
+
+        bad = [n for n in self.physics_allowed if not re.match(PHYSICS_NAME_PATTERN, n)]
+        if bad:
+            raise ValueError(
+                f"physics_allowed takes 'package.module:function' names such as "
+                f"'mypkg.models:drag', not {bad[0][:120]!r}"
+            )
+        return self
 
 
 class CacheSettings(_Section):

@@ -182,15 +182,39 @@ def test_a_name_the_admin_lists_in_sctk_toml_is_accepted(settings, start_api, ac
     name = "tests.uq.admin_physics:double_first"
     with pytest.raises(physics_registry.PhysicsNotRegistered):
         physics_registry.check(name)  # not registered until the admin lists it
-    text = settings.config_file.read_text(encoding="utf-8")
-    assert "# physics_allowed = []" in text  # the [uq] table `sctk init` writes
-    text = text.replace("# physics_allowed = []", f'physics_allowed = ["{name}"]')
-    settings.config_file.write_text(text, encoding="utf-8")
+    _admin_lists(settings, name)
     api = start_api(accounts, **GENEROUS_LIMITS)
     import_csv(api.settings, frame(60), "runs")
     model = _train_with(api, name, "admin-listed")
     assert model["config"]["physics"] == name
     assert _predicts(api, model["id"])["rows"] == 4
+
+
+def _admin_lists(settings, name: str) -> None:
+    """Put NAME in the [uq] physics_allowed of the sctk.toml that `sctk init` wrote."""
+    text = settings.config_file.read_text(encoding="utf-8")
+    assert "# physics_allowed = []" in text
+    text = text.replace("# physics_allowed = []", f'physics_allowed = ["{name}"]')
+    settings.config_file.write_text(text, encoding="utf-8")
+
+
+@sqlite_only
+def test_the_cli_accepts_a_name_the_admin_lists(settings, tmp_path, sctk_here):
+    name = "tests.uq.admin_physics:double_first"
+    home = settings.home
+    import_csv(settings, frame(40), "runs")
+    config = tmp_path / "model.toml"
+    config.write_text(f'[model]\nphysics = "{name}"\nepochs = 2\n', encoding="utf-8")
+    args = ("uq", "train", "--data", "runs", "--target", "y", "--config", str(config), "--json")
+    assert_cli_error(sctk_here(*args, home=home), f"The physics '{name}' is not registered")
+    _admin_lists(settings, name)
+    result = sctk_here(*args, home=home)
+    assert result.returncode == 0, result.stderr
+    params = json.dumps({"dataset": "runs", "target": "y", "config": {"physics": name}})
+    result = sctk_here("jobs", "submit", "uq.train", "--params-json", params, home=home)
+    assert result.returncode == 0, result.stderr
+    jobs = json.loads(sctk_here("jobs", "list", "--json", home=home).stdout)
+    assert [j["params"]["config"]["physics"] for j in jobs] == [name, name]
 
 
 def _installed_package(root: Path) -> None:
@@ -260,3 +284,18 @@ def test_out_of_bound_model_settings_are_refused_at_submission(api, sctk_here, t
         home=api.settings.home,
     )  # fmt: skip
     assert_cli_error(result, OUT_OF_BOUNDS[0][1])
+
+
+@sqlite_only
+def test_the_admin_list_takes_only_module_function_names(settings, monkeypatch):
+    from sctk import config
+    from sctk.errors import ConfigError
+
+    monkeypatch.setenv("SCTK_UQ__PHYSICS_ALLOWED", '["mypkg.models:drag", "os.system; id"]')
+    with pytest.raises(ConfigError, match="'package.module:function' names such as") as info:
+        config.load(settings.home)
+    assert (
+        "'os.system; id'" in info.value.message and "SCTK_UQ__PHYSICS_ALLOWED" in info.value.message
+    )
+    monkeypatch.setenv("SCTK_UQ__PHYSICS_ALLOWED", '["mypkg.models:drag"]')
+    assert config.load(settings.home).settings.uq.physics_allowed == ["mypkg.models:drag"]

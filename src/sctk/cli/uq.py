@@ -100,33 +100,35 @@ def train(
     from sctk.uq import physics_registry
 
     s = settings(ctx)
-    # the names an admin lists in sctk.toml count as registered physics for these checks
-    with physics_registry.admitted(s.uq.physics_allowed):
-        params: dict[str, Any] = {
-            "dataset": data,
-            "config": _read_config(config_file) if config_file else {},
-            "calibration": _calibration(calibration),
-        }
-        for key, value in (("target", target), ("input", input_col), ("name", name)):
-            if value:
-                params[key] = value
-        if features:
-            params["features"] = [f.strip() for f in features.split(",") if f.strip()]
-        field = uq_jobs.parse_params(params).kind == "field"  # bad settings: before storing data
-        with db_session(ctx) as session:
-            for key in ("dataset", "calibration"):
-                value = params[key]
-                if not (isinstance(value, str) and value.lower().endswith(".npz")):
-                    continue
-                if not field:
-                    raise SctkError(
-                        f"{value} is a file; a tabular model trains on a stored dataset: import it "
-                        "with 'sctk data import' first (or set kind = \"field\" in the config "
-                        "for a field model)."
-                    )
-                params[key] = _store_fields(session, s.home, Path(value), params).name
-                if key == "dataset" and not name:
-                    params["name"] = params["dataset"]
+    # the names an admin lists in sctk.toml count as registered physics for the checks below
+    admitted = s.uq.physics_allowed
+    params: dict[str, Any] = {
+        "dataset": data,
+        "config": _read_config(config_file) if config_file else {},
+        "calibration": _calibration(calibration),
+    }
+    for key, value in (("target", target), ("input", input_col), ("name", name)):
+        if value:
+            params[key] = value
+    if features:
+        params["features"] = [f.strip() for f in features.split(",") if f.strip()]
+    with physics_registry.admitted(admitted):  # bad settings: before storing data
+        field = uq_jobs.parse_params(params).kind == "field"
+    with db_session(ctx) as session:
+        for key in ("dataset", "calibration"):
+            value = params[key]
+            if not (isinstance(value, str) and value.lower().endswith(".npz")):
+                continue
+            if not field:
+                raise SctkError(
+                    f"{value} is a file; a tabular model trains on a stored dataset: import it "
+                    "with 'sctk data import' first (or set kind = \"field\" in the config "
+                    "for a field model)."
+                )
+            params[key] = _store_fields(session, s.home, Path(value), params).name
+            if key == "dataset" and not name:
+                params["name"] = params["dataset"]
+        with physics_registry.admitted(admitted):
             params = uq_jobs.check(session, params).to_params()
     if inline:
         result = run_inline(s.home, "training", uq_jobs.uq_train, params, as_json)
@@ -134,10 +136,7 @@ def train(
         return
     from sctk.jobs import queue
 
-    with (
-        db_session(ctx, with_bus=True) as session,
-        physics_registry.admitted(s.uq.physics_allowed),
-    ):
+    with db_session(ctx, with_bus=True) as session, physics_registry.admitted(admitted):
         job_id = queue.submit(session, uq_jobs.KIND, params, owner=operator()).id
     if not wait:
         if as_json:
