@@ -128,8 +128,12 @@ def test_an_npz_is_checked_from_its_headers_for_a_model_too(tmp_path):
 
 
 def test_string_repetition_is_refused_before_it_allocates():
-    df = pd.DataFrame({"x": np.arange(300), "s": ["ab"] * 300})
-    for expr in ("'a' * 10000000", "s * 10000000", "s + 'a' * 5000000", "x * 0 + s * x * 99999"):
+    # "n": whole numbers too large for int64, as a JSON-lines column can hold them
+    df = pd.DataFrame(
+        {"x": np.arange(300), "s": ["ab"] * 300, "n": pd.Series([10**30] * 300, dtype=object)}
+    )
+    costly = ("'a' * 10000000", "s * 10000000", "s + 'a' * 5000000", "s * x * 99999", "s * n")
+    for expr in costly:
         tracemalloc.start()
         try:
             with pytest.raises(CostlyExpression) as exc:
@@ -142,6 +146,8 @@ def test_string_repetition_is_refused_before_it_allocates():
         assert peak < 32 * MiB, (expr, peak)  # 'a' * 10**7 alone is 10 MB, on 300 rows 3 GB
     with pytest.raises(PipelineError, match="formatting text with % is not allowed"):
         evaluate(df, "'%999999999d' % 1")
+    with pytest.raises(PipelineError, match=r"\*\* needs numeric columns"):
+        evaluate(df, "n ** 99999999")
     # joining text grows linearly with the expression; within the limit it runs
     assert evaluate(df, "s + s + 'c' * 3").iloc[0] == "ababccc"
     assert evaluate(df, "s * 2", max_bytes=100_000).iloc[0] == "abab"
@@ -169,7 +175,12 @@ def test_the_cli_refuses_a_costly_pipeline_and_deep_toml_with_one_sentence(
     sctk,  # noqa: F811
     home,
     tmp_path,
+    monkeypatch,
 ):
+    monkeypatch.setenv("SCTK_DATA__MAX_ROWS", "500")
+    big = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"x": np.zeros(501)}), big)
+    refused(sctk("data", "import", str(big)), "big.parquet holds 501 rows", "data.max_rows")
     assert sctk("data", "import", str(numbers_csv(tmp_path / "runs.csv", 300))).code == 0
     costly = tmp_path / "costly.toml"
     costly.write_text(

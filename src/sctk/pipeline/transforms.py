@@ -318,6 +318,12 @@ def _counts(value: Any) -> np.ndarray | None:
         pd.api.types.is_integer_dtype(value.dtype) or pd.api.types.is_bool_dtype(value.dtype)
     ):
         return np.clip(value.to_numpy(dtype=np.float64, na_value=0.0), 0, None)
+    if isinstance(value, pd.Series) and value.dtype == object:
+        # whole numbers of any size among other values (a JSON-lines column, say)
+        whole = (bool, int, np.integer, np.bool_)
+        counts = [float(v) if isinstance(v, whole) else -1.0 for v in value]
+        if any(c >= 0 for c in counts):
+            return np.clip(np.array(counts, dtype=np.float64), 0, None)
     return None
 
 
