@@ -74,6 +74,8 @@ def test_refusals_are_one_sentence_and_change_nothing(settings, engine):
         (("jobs", "submit", "noop", "--param", "novalue"), "--param 'novalue' is not KEY=VALUE"),
         (("jobs", "submit", "noop", "--params-json", "[1]"), "must be a JSON object"),
         (("jobs", "submit", "noop", "--params-json", "{x"), "--params-json is not valid JSON"),
+        (("jobs", "submit", "noop", "--param", "owner=ada"), "may not name 'owner'"),
+        (("jobs", "submit", "sleep", "--param", "seconds=3600"), "from 0 to 60"),
         (("jobs", "list", "--status", "bogus"), "Unknown job status 'bogus'"),
         (("jobs", "show", "424242"), "Job 424242 does not exist;"),
         (("jobs", "cancel", "424242"), "Job 424242 does not exist;"),
