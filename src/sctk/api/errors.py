@@ -86,11 +86,11 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _os_error(request: Request, exc: OSError) -> JSONResponse:
     """A full disk under any write is 507 naming the data directory; anything else a bug."""
-    from sctk.fsutil import is_no_space, no_space
+    from sctk.fsutil import no_space_error
 
-    if not is_no_space(exc):
+    error = no_space_error(exc, f"the data directory {request.app.state.settings.home}")
+    if error is None:
         return await _unexpected(request, exc)
-    error = no_space(f"the data directory {request.app.state.settings.home}")
     log.warning("write failed: %s", exc)
     return problem(error.http_status, error.message, title=error.title)
 

@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sctk.errors import Conflict, NotFound, SctkError
-from sctk.fsutil import fsync_dir
+from sctk.fsutil import fsync_dir, space_errors
 from sctk.pipeline.store import check_name, file_sha256
 from sctk.storage.models import UqModel
 from sctk.uq.alpha import HybridWeight
@@ -157,19 +157,20 @@ def params_of(model: Any) -> dict[str, Any]:
 
 def _write_atomic(state: dict[str, Any], final: Path) -> Path:
     """Write STATE to a temporary file next to FINAL (fsynced); return the temporary path."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".model.", suffix=".tmp", dir=final.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o640)
-        return tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with space_errors(final.parent, f"model file {final.name}"):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".model.", suffix=".tmp", dir=final.parent)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(state, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o640)
+            return tmp
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 # --- rows ---------------------------------------------------------------------------------
@@ -205,7 +206,11 @@ def save(
         raise Conflict(
             f"{relative} already exists without a registry row; move it away and try again."
         )
-    tmp = _write_atomic(state, final)
+    try:
+        tmp = _write_atomic(state, final)
+    except BaseException:
+        _prune(Path(home), final.parent)  # the version folder made for it, now empty
+        raise
     placed = False
     try:
         row = UqModel(
