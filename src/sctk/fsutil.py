@@ -140,9 +140,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _no_space_cause(exc: BaseException | None) -> OSError | None:
+    """The OSError meaning a full file system in EXC or what led to it (a library may wrap
+    it: torch.save raises a RuntimeError whose context is the ENOSPC)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
 def is_no_space(exc: BaseException) -> bool:
-    """True for an OSError that means the file system (or the user's quota) is full."""
-    return isinstance(exc, OSError) and exc.errno in NO_SPACE
+    """True when EXC (or its cause) means the file system (or the user's quota) is full."""
+    return _no_space_cause(exc) is not None
 
 
 def no_space(where: Path | str, what: str | None = None) -> InsufficientStorage:
@@ -154,12 +166,25 @@ def no_space(where: Path | str, what: str | None = None) -> InsufficientStorage:
     )
 
 
+def no_space_error(exc: BaseException, where: Path | str) -> InsufficientStorage | None:
+    """The sentence for EXC when it is a full disk (naming the folder of the file it names,
+    else WHERE); None for any other error."""
+    cause = _no_space_cause(exc)
+    if cause is None:
+        return None
+    if isinstance(exc, InsufficientStorage):
+        return exc
+    return no_space(Path(cause.filename).parent if cause.filename else where)
+
+
 @contextmanager
 def space_errors(where: Path | str, what: str | None = None) -> Iterator[None]:
     """Turn a full disk met in the block into InsufficientStorage naming WHERE (and WHAT)."""
     try:
         yield
-    except OSError as exc:
+    except InsufficientStorage:
+        raise
+    except Exception as exc:
         if is_no_space(exc):
             raise no_space(where, what) from exc
         raise

@@ -14,7 +14,7 @@ import pytest
 
 from sctk import config
 from sctk.api.app import create_app
-from sctk.storage.engine import make_engine
+from sctk.storage.engine import make_engine, ping
 from sctk.storage.layout import init_home
 from tests.helpers import LiveServer, run_sctk
 from tests.security.conftest import bearer, create_token, create_user
@@ -138,3 +138,41 @@ def test_a_full_disk_is_named_and_the_service_recovers_by_itself(small_fs, tmp_p
         assert done.returncode == 0, done.stderr
         names = {d["name"] for d in http.get("/api/v1/datasets", headers=auth).json()}
         assert names == {"big", "again"}
+
+
+def test_a_model_that_does_not_fit_on_the_disk_leaves_nothing(small_fs):
+    """Training outputs: the model file is written last and whole, or not at all."""
+    from sqlalchemy import select
+
+    from sctk.errors import InsufficientStorage
+    from sctk.storage.engine import session_scope
+    from sctk.storage.models import UqModel
+    from sctk.uq import registry
+    from sctk.uq.hybrid import HybridRegressor
+    from tests.uq.registry_helpers import TINY, frame
+
+    home = small_fs / "home"
+    init_home(home)
+    engine = make_engine(config.load(home).settings)
+    df = frame(100)
+    model = HybridRegressor(**{**TINY, "hidden": tuple(TINY["hidden"])})
+    model.fit(df[["a", "b"]].to_numpy(), df["y"].to_numpy())
+    filler = small_fs / "filler"
+    try:
+        ping(engine)  # the open database keeps its shared-memory file through what follows
+        fill(filler)
+        with pytest.raises(InsufficientStorage) as caught, session_scope(engine) as s:
+            registry.save(s, home, model, "tight")
+        assert caught.value.http_status == 507
+        assert caught.value.message.startswith(
+            f"No space left on the device holding {home / 'results' / 'models' / 'tight'}"
+        ), caught.value.message
+        assert "while writing model file" in caught.value.message
+        assert not (home / "results" / "models" / "tight").exists()
+        with session_scope(engine) as s:
+            assert s.scalars(select(UqModel)).all() == []
+        filler.unlink()
+        with session_scope(engine) as s:
+            assert registry.save(s, home, model, "tight").version == 1
+    finally:
+        engine.dispose()

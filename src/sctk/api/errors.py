@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -86,11 +86,11 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _os_error(request: Request, exc: OSError) -> JSONResponse:
     """A full disk under any write is 507 naming the data directory; anything else a bug."""
-    from sctk.fsutil import is_no_space, no_space
+    from sctk.fsutil import no_space_error
 
-    if not is_no_space(exc):
+    error = no_space_error(exc, f"the data directory {request.app.state.settings.home}")
+    if error is None:
         return await _unexpected(request, exc)
-    error = no_space(f"the data directory {request.app.state.settings.home}")
     log.warning("write failed: %s", exc)
     return problem(error.http_status, error.message, title=error.title)
 
@@ -173,7 +173,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SctkError, _sctk_error)
-    app.add_exception_handler(OperationalError, _database_error)
-    app.add_exception_handler(PoolTimeout, _database_error)
+    for database_error in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(database_error, _database_error)
     app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected)

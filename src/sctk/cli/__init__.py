@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 from sctk import __version__
 from sctk.cli.common import err_console, state
 from sctk.errors import SctkError
-from sctk.fsutil import is_no_space, no_space
+from sctk.fsutil import no_space_error
 from sctk.storage.engine import DATABASE_ERRORS, database_error
 
 # name -> (module, attribute); a typer.Typer attribute is a command group, a function a command
@@ -117,9 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     except DATABASE_ERRORS as exc:
         # a database that goes away, stays locked or fills up mid-command: one sentence
         _fail(database_error(exc))
-    except OSError as exc:
-        if not is_no_space(exc):
+    except Exception as exc:
+        full = no_space_error(exc, "the data directory")
+        if full is None:
             raise
-        _fail(no_space(Path(exc.filename).parent if exc.filename else "the data directory"))
+        _fail(full)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -24,7 +24,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sctk.errors import DatabaseUnavailable, SctkError
+from sctk.errors import DatabaseUnavailable, InsufficientStorage, SctkError
+from sctk.fsutil import no_space_error
 from sctk.jobs import watch
 from sctk.jobs.kinds import JobCancelled, JobTimedOut
 
@@ -217,9 +218,13 @@ def _outcome(func: Callable[..., Any], params: dict[str, Any], ctx: RunContext) 
         return Outcome("cancelled", error=str(exc) or "cancelled on request")
     except SctkError as exc:
         # a user-fixable problem (bad parameters, a missing dataset): a retry cannot help,
-        # unless the database was away for a moment
-        return Outcome("error", error=exc.message, retryable=isinstance(exc, DatabaseUnavailable))
+        # unless the database was away for a moment or the disk full (space may return)
+        passing = isinstance(exc, DatabaseUnavailable | InsufficientStorage)
+        return Outcome("error", error=exc.message, retryable=passing)
     except Exception as exc:  # noqa: BLE001 - the job's own failure, reported as its error
+        full = no_space_error(exc, "the data directory")
+        if full is not None:
+            return Outcome("error", error=full.message, retryable=True)
         return Outcome("error", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
     if result is None:
         return Outcome("ok", None)

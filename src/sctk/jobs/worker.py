@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from sctk.config import Settings
-from sctk.errors import DatabaseUnavailable, InsufficientStorage, SctkError
+from sctk.errors import SctkError
 from sctk.jobs import queue
 from sctk.jobs.executors import (
     Outcome,
@@ -33,48 +33,13 @@ from sctk.jobs.executors import (
     make_executor,
 )
 from sctk.jobs.kinds import RESERVED_PARAMS, get_kind
-from sctk.storage.engine import DATABASE_ERRORS, make_engine, session_scope, unavailable
+from sctk.storage.engine import make_engine, session_scope
+from sctk.storage.outage import OUTAGE_ERRORS, Outage
 
 log = logging.getLogger(__name__)
 
 SERVE_GRACE_SECONDS = 10.0
 """How long `sctk serve` lets running jobs finish at shutdown before re-queuing them."""
-
-OUTAGE_ERRORS = (*DATABASE_ERRORS, DatabaseUnavailable, InsufficientStorage)
-MAX_OUTAGE_WAIT = 10.0
-"""Seconds at most between a worker's tries while the database is unavailable."""
-
-
-class Outage:
-    """A database outage seen by one loop: logged once when it starts and once when it ends
-    (never a traceback per pass), with a wait that doubles between tries up to a cap."""
-
-    def __init__(self, what: str, engine: Engine, first_wait: float):
-        self.what = what
-        self.engine = engine
-        self.first_wait = first_wait
-        self.failures = 0
-        self.started = 0.0
-
-    def failed(self, exc: BaseException) -> float:
-        """Note a failed try; the seconds to wait before the next."""
-        if self.failures == 0:
-            self.started = time.monotonic()
-            why = exc if isinstance(exc, SctkError) else unavailable(self.engine, exc)
-            log.warning("%s paused: %s", self.what, why.message)
-        self.failures += 1
-        return min(MAX_OUTAGE_WAIT, self.first_wait * 2 ** min(self.failures - 1, 10))
-
-    def ok(self) -> None:
-        """Note a try that worked: the end of an outage, if there was one."""
-        if self.failures:
-            log.warning(
-                "%s resumed: the database answers again after %.1f s (%d failed tries)",
-                self.what,
-                time.monotonic() - self.started,
-                self.failures,
-            )
-            self.failures = 0
 
 
 def new_worker_id() -> str:
@@ -123,8 +88,8 @@ class Worker:
         self._beat_thread: threading.Thread | None = None
         self._next_sweep = 0.0
         self._closed = False
-        self._outage = Outage(f"worker {self.id}", self.engine, self.policy.poll_seconds)
-        self._beat_outage = Outage(f"heartbeat of {self.id}", self.engine, 0.0)
+        self._outage = Outage(f"worker {self.id}", self.engine, self.policy.poll_seconds, log)
+        self._beat_outage = Outage(f"heartbeat of {self.id}", self.engine, 0.0, log)
         if self.policy.stale_after_seconds < 2 * self.policy.heartbeat_seconds:
             log.warning(
                 "jobs.stale_after_seconds (%g) is less than twice jobs.heartbeat_seconds (%g): "

@@ -24,6 +24,7 @@ from sctk.ops.runner import run_group
 from sctk.ops.tasks import GROUPS
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import Lease, MaintenanceRun
+from sctk.storage.outage import OUTAGE_ERRORS, Outage
 
 log = logging.getLogger(__name__)
 LEASE = "scheduler"
@@ -96,12 +97,18 @@ class Scheduler:
         return ran
 
     def run_forever(self) -> None:
+        poll = self.settings.maintenance.poll_seconds
+        outage = Outage("scheduler", self.engine, poll, log)
         while not self._stop.is_set():
+            wait = poll
             try:
                 self.tick()
-            except Exception:  # the scheduler outlives a database blip
+                outage.ok()
+            except OUTAGE_ERRORS as exc:  # the scheduler outlives a database outage, quietly
+                wait = max(poll, outage.failed(exc))
+            except Exception:  # a bug: said in full, then the scheduler goes on
                 log.exception("scheduler pass failed")
-            self._stop.wait(self.settings.maintenance.poll_seconds)
+            self._stop.wait(wait)
         with session_scope(self.engine) as s:
             lease.release(s, LEASE, self.holder)
 

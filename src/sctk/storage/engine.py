@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,8 +24,9 @@ from sctk.errors import (
     SctkError,
 )
 
-# What a database error can be; each is its own sentence (see `database_error`).
-DATABASE_ERRORS = (OperationalError, DBAPIError, PoolTimeout)
+# Errors of the database itself (not of a statement: an IntegrityError is the caller's),
+# each named by `database_error`: locked, full, not answering, unreachable, no free connection.
+DATABASE_ERRORS = (OperationalError, InterfaceError, PoolTimeout)
 
 
 def normalise_url(url: str) -> URL:
@@ -200,7 +201,7 @@ def ping(engine: Engine) -> float:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except DATABASE_ERRORS as exc:
+    except (*DATABASE_ERRORS, DBAPIError) as exc:
         raise unavailable(engine, exc) from None
     return (time.perf_counter() - start) * 1000.0
 

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from sctk import crashpoints
 from sctk.errors import Conflict, NotFound, SctkError
-from sctk.fsutil import fsync_dir, make_temp
+from sctk.fsutil import fsync_dir, make_temp, space_errors
 from sctk.pipeline.store import check_name, file_sha256
 from sctk.storage.models import UqModel
 from sctk.uq.alpha import HybridWeight
@@ -160,18 +160,19 @@ def params_of(model: Any) -> dict[str, Any]:
 
 def _write_atomic(state: dict[str, Any], final: Path) -> Path:
     """Write STATE to a temporary file next to FINAL (fsynced); return the temporary path."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = make_temp(final.parent, "model")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o640)
-        return tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with space_errors(final.parent, f"model file {final.name}"):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = make_temp(final.parent, "model")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(state, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o640)
+            return tmp
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 # --- rows ---------------------------------------------------------------------------------
@@ -203,7 +204,11 @@ def save(
     version = next_version(session, name)
     relative = f"{MODELS_DIR}/{name}/v{version}/{FILE_NAME}"
     final = Path(home) / relative
-    tmp = _write_atomic(state, final)
+    try:
+        tmp = _write_atomic(state, final)
+    except BaseException:
+        _prune(Path(home), final.parent)  # the version folder made for it, now empty
+        raise
     crashpoints.reached("model.written")
     placed = False
     try:
