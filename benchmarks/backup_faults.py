@@ -10,7 +10,7 @@ For each tool, on a copy of the data set, each fault in a fresh repository:
   says, how many files a full restore into an empty directory gives back intact, and
   whether a backup taken after the verify restores whole (does the damage heal forward);
 - one flipped byte in an index file: what the structure check says, what a restore gives,
-  and whether the tool's repair (sctk `repair`, `restic repair index`, `borg check
+  and whether the tool's repair (sctk `repair`, `restic rebuild-index`, `borg check
   --repair`) brings a clean check;
 - one flipped byte in the snapshot file (borg keeps archives inside segments: no such file):
   what listing the snapshots says, and what restoring the latest gives;
@@ -124,7 +124,7 @@ class Faulty:
                     None,
                 ),
                 "list": ([*base, "snapshots"], None),
-                "repair": ([*base, "repair", "index"], None),
+                "repair": ([*base, "rebuild-index"], None),  # `repair index` from 0.15 on
                 "restore": ([*base, "restore", "latest", "--target", *args], None),
             }[step]
         label = args[0] if step == "backup" and args else None
