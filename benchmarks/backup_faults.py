@@ -456,7 +456,7 @@ def report(
             f"end: the seconds here are noisy, the outcomes are not); "
             f"{'; '.join(versions[t] for t in tools)}; command: `{command}`; data: {info}.",
             "",
-            (__doc__ or "").split("\n\n", 1)[1].split("\n\n")[0].replace("\n", " "),
+            "\n\n".join((__doc__ or "").split("\n\n")[1:4]),
             "",
             *table(out, tools),
             "",
