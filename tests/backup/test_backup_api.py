@@ -50,7 +50,7 @@ def test_catalog_and_jobs_over_http(settings, backend, monkeypatch):
 
         empty = http.get("/api/v1/backups", headers=h)
         assert empty.status_code == 200, empty.text
-        assert empty.json() == {"snapshots": [], "runs": []}
+        assert empty.json() == {"snapshots": [], "runs": [], "configured": True, "problem": None}
 
         accepted = http.post("/api/v1/backups", json={"label": "weekly"}, headers=h)
         assert accepted.status_code == 202, accepted.text
@@ -62,6 +62,8 @@ def test_catalog_and_jobs_over_http(settings, backend, monkeypatch):
         listed = http.get("/api/v1/backups", headers=h).json()
         assert [s["id"] for s in listed["snapshots"]] == [snap_id]
         assert listed["snapshots"][0]["label"] == "weekly"
+        assert listed["snapshots"][0]["kind"] == "regular"
+        assert listed["snapshots"][0]["status"] == "unverified"
         assert listed["snapshots"][0]["manifest"]["tables"]["datasets"] == 1
         [run] = listed["runs"]
         assert (run["kind"], run["status"], run["snapshot_id"]) == ("create", "succeeded", snap_id)
@@ -86,11 +88,18 @@ def test_catalog_and_jobs_over_http(settings, backend, monkeypatch):
         assert job["status"] == "succeeded", job
         assert job["result"]["ok"] and job["result"]["check"]["read_data"]
         after = http.get(f"/api/v1/backups/{snap_id}", headers=h).json()
-        assert after["verified_at"] is not None
+        assert after["verified_at"] is not None and after["status"] == "verified"
+
+        # a safety snapshot is listed with its kind; 'latest' passes it over unless asked
+        safety = http.post("/api/v1/backups", json={"label": "pre-update"}, headers=h)
+        safety_id = _finished(http, h, safety.json()["job"])["result"]["snapshot"]["id"]
+        assert http.get("/api/v1/backups/latest", headers=h).json()["id"] == snap_id
+        chosen = http.get("/api/v1/backups/latest?include_safety=true", headers=h).json()
+        assert chosen["id"] == safety_id and chosen["kind"] == "safety"
         kinds = [
             (r["kind"], r["status"]) for r in http.get("/api/v1/backups", headers=h).json()["runs"]
         ]
-        assert kinds == [("verify", "succeeded"), ("create", "succeeded")]
+        assert kinds == [("create", "succeeded"), ("verify", "succeeded"), ("create", "succeeded")]
 
         # a viewer may not see or take backups
         vtoken = http.post(

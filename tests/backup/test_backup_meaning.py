@@ -31,12 +31,13 @@ def test_a_snapshot_whose_dataset_differs_is_inconsistent_and_the_drill_skips_it
 ):
     set_passphrase(monkeypatch)
     populate(settings, model=False)
-    repo = init_repo(settings)
+    init_repo(settings)
     good = create_backup(settings, "daily")["id"]
     # the dataset's file changes under its row: the next snapshot holds bytes the database
     # does not vouch for (the bytes themselves are stored and read back perfectly)
     rel = _dataset_path(settings)
-    (home / rel).write_bytes((home / rel).read_bytes() + b"\0")
+    original = (home / rel).read_bytes()
+    (home / rel).write_bytes(original + b"\0")
     bad = create_backup(settings, "daily")["id"]
 
     result = verify_backup(settings, bad, read_data=True)
@@ -64,11 +65,14 @@ def test_a_snapshot_whose_dataset_differs_is_inconsistent_and_the_drill_skips_it
     assert drill.details["consistency"][good]["files_checked"] == 1
     assert drill.details["consistency"][good]["audit_entries"] > 0
 
-    # emergency restores the newest verified, consistent regular backup, saying what it passed
+    # emergency restores the newest verified, consistent regular backup, saying what it
+    # passed; a newer verified safety snapshot is not a backup to fall back on
+    (home / rel).write_bytes(original)
+    safety = create_backup(settings, "pre-update")["id"]
+    assert verify_backup(settings, safety)["ok"]
     snap, skipped = latest_usable(open_repo(settings))
     assert snap.id == good
     assert len(skipped) == 1 and skipped[0].startswith(f"Skipped snapshot {bad[:8]}")
-    del repo
 
 
 def test_a_restore_reconciles_the_run_records_with_the_repository(settings, home, monkeypatch):

@@ -136,6 +136,8 @@ def test_admin_sees_an_alert_fire_acknowledges_it_and_every_page_is_clean(start_
         name = path.strip("/").split("/")[-1] or "overview"
         if path == "/":
             page.wait_for_selector("#alerts-tile:has-text('1')")
+            # this site has no backup passphrase: the overview says so
+            page.wait_for_selector("#backup-unconfigured:has-text('Backups are not configured')")
         b.shoot(f"{name}-admin")
     # the metrics page drew its charts from the API
     b.goto("/ui/metrics")
@@ -169,6 +171,8 @@ def test_admin_takes_a_backup_and_sees_it_listed(start_site, browse, monkeypatch
     page.wait_for_selector("#snapshots-table tbody tr", timeout=120_000)
     assert "succeeded" in page.inner_text("#backup-status")
     assert "unverified" in page.inner_text("#snapshots-table")
+    assert "regular" in page.inner_text("#snapshots-table")  # its kind
+    assert page.locator("#backup-unconfigured").count() == 0
     page.click("#snapshots-table button:has-text('Verify')")
     page.wait_for_selector("#snapshots-table td[data-label=Verified] .s-verified", timeout=120_000)
     assert "unverified" not in page.inner_text("#snapshots-table")

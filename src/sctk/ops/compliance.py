@@ -118,11 +118,15 @@ def _backups(settings: Settings, session: Session, engine) -> list[AuditCheck]:
     now = datetime.now(UTC)
     first_day = max(_installed_at(session), now - timedelta(days=7)).date()
     days = [first_day + timedelta(days=i) for i in range((now.date() - first_day).days + 1)]
+    from sctk.backup import kinds
+
+    # a safety snapshot taken before a restore is not the day's backup
     taken = {
-        t.date()
-        for t in session.scalars(
-            select(BackupSnapshot.time).where(BackupSnapshot.time >= now - timedelta(days=8))
+        row.time.date()
+        for row in session.scalars(
+            select(BackupSnapshot).where(BackupSnapshot.time >= now - timedelta(days=8))
         )
+        if kinds.kind_of(row) == kinds.REGULAR
     }
     missing = [d.isoformat() for d in days if d not in taken]
     ever = session.scalar(select(func.count()).select_from(BackupSnapshot)) > 0
