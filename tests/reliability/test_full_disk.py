@@ -176,3 +176,23 @@ def test_a_model_that_does_not_fit_on_the_disk_leaves_nothing(small_fs):
             assert registry.save(s, home, model, "tight").version == 1
     finally:
         engine.dispose()
+
+
+def test_a_report_written_to_a_full_disk_is_named_and_leaves_nothing(small_fs):
+    """Reports, settings, keyrings and pid files are written by `atomic_write`."""
+    from sctk.errors import InsufficientStorage
+    from sctk.fsutil import atomic_write
+
+    reports = small_fs / "reports"
+    reports.mkdir()
+    fill(small_fs / "filler", leave=64 * 1024)
+    with pytest.raises(InsufficientStorage) as caught:
+        atomic_write(reports / "ops-weekly.md", "x" * (512 * 1024))
+    assert caught.value.message == (
+        f"No space left on the device holding {reports} while writing ops-weekly.md, so nothing "
+        "was kept; free some space and try again."
+    )
+    assert list(reports.iterdir()) == []
+    (small_fs / "filler").unlink()
+    atomic_write(reports / "ops-weekly.md", "x" * (512 * 1024))
+    assert (reports / "ops-weekly.md").stat().st_size == 512 * 1024
