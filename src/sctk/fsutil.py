@@ -115,19 +115,21 @@ def read_user_text(path: Path, what: str, error: type[Exception]) -> str:
 
 
 def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over PATH."""
+    """Write to a temporary file in the same directory, fsync, then rename over PATH; a full
+    disk is InsufficientStorage naming PATH, with nothing left behind."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = make_temp(path.parent, path.name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with space_errors(path.parent, path.name):
+        fd, tmp = make_temp(path.parent, path.name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     fsync_dir(path.parent)  # make the rename itself durable
 
 

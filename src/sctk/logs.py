@@ -103,6 +103,9 @@ class LogFileHandler(logging.handlers.RotatingFileHandler):
             self.handleError(record)
 
     def _dropped_notice(self) -> str:
+        # the failed write may have left half a line: end it, so the next line stands alone
+        self.stream.seek(0, 2)
+        torn = self.stream.tell() > 0 and not self._ends_with_newline()
         notice = logging.makeLogRecord(
             {
                 "name": __name__,
@@ -112,7 +115,12 @@ class LogFileHandler(logging.handlers.RotatingFileHandler):
                 "args": (self.dropped,),
             }
         )
-        return self.format(notice) + self.terminator
+        return ("\n" if torn else "") + self.format(notice) + self.terminator
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.baseFilename, "rb") as fh:
+            fh.seek(-1, 2)
+            return fh.read(1) == b"\n"
 
     def _discard_stream(self) -> None:
         stream, self.stream = self.stream, None

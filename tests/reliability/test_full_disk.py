@@ -40,11 +40,10 @@ def small_fs(tmp_path) -> Iterator[Path]:
 def fill(filler: Path, leave: int = 0) -> None:
     """Write FILLER until the file system is full, then give LEAVE bytes back."""
     block = b"\0" * MiB
-    with filler.open("ab") as fh:
+    with filler.open("ab", buffering=0) as fh:  # unbuffered: nothing left to flush at close
         try:
             while True:
                 fh.write(block)
-                fh.flush()
         except OSError:
             pass
     if leave:
@@ -176,3 +175,61 @@ def test_a_model_that_does_not_fit_on_the_disk_leaves_nothing(small_fs):
             assert registry.save(s, home, model, "tight").version == 1
     finally:
         engine.dispose()
+
+
+def test_a_report_written_to_a_full_disk_is_named_and_leaves_nothing(small_fs):
+    """Reports, settings, keyrings and pid files are written by `atomic_write`."""
+    from sctk.errors import InsufficientStorage
+    from sctk.fsutil import atomic_write
+
+    reports = small_fs / "reports"
+    reports.mkdir()
+    fill(small_fs / "filler", leave=64 * 1024)
+    with pytest.raises(InsufficientStorage) as caught:
+        atomic_write(reports / "ops-weekly.md", "x" * (512 * 1024))
+    assert caught.value.message == (
+        f"No space left on the device holding {reports} while writing ops-weekly.md, so nothing "
+        "was kept; free some space and try again."
+    )
+    assert list(reports.iterdir()) == []
+    (small_fs / "filler").unlink()
+    atomic_write(reports / "ops-weekly.md", "x" * (512 * 1024))
+    assert (reports / "ops-weekly.md").stat().st_size == 512 * 1024
+
+
+def test_log_lines_on_a_full_disk_are_counted_not_printed(small_fs, capsys):
+    """A full disk must not turn every log call into a traceback on stderr; the lines lost
+    are counted and said once space returns."""
+    import json
+    import logging
+
+    from sctk.logs import JsonFormatter, LogFileHandler
+
+    path = small_fs / "sctk.log"
+    handler = LogFileHandler(path, maxBytes=0, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tests.full_disk")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.warning("before")
+        fill(small_fs / "filler")
+        for i in range(50):
+            logger.warning("while full %d %s", i, "x" * 4096)
+        assert capsys.readouterr().err == ""
+        (small_fs / "filler").unlink()
+        logger.warning("after")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    messages = []
+    for line in path.read_text().splitlines():
+        try:
+            messages.append(json.loads(line)["message"])
+        except json.JSONDecodeError:  # the line being written when the disk filled up
+            assert line.startswith('{"time"'), line
+    assert messages[0] == "before" and messages[-1] == "after", messages
+    notice = messages[-2]
+    assert notice.endswith("log record(s) dropped while the disk was full"), messages
+    written = sum(m.startswith("while full") for m in messages)
+    assert int(notice.split()[0]) + written == 50, messages

@@ -33,7 +33,7 @@ def health(
         # settings that do not load make the health of the service unknown, not a usage error
         console.print(f"UNKNOWN: {exc.message}", highlight=False)
         raise typer.Exit(int(Status.UNKNOWN)) from None
-    _quiet_logs(s)
+    _quiet_logs()
     report = run_checks(s, only or None)
     schema = next((o for o in report.outcomes if o.name == "migrations"), None)
     # results are stored only where the table is known to exist: schema at head
@@ -52,14 +52,11 @@ def health(
     raise typer.Exit(int(report.status))
 
 
-def _quiet_logs(s: Settings) -> None:
-    """What the checks log goes to the log file only: the table is the report."""
-    from sctk import logs
-
-    logs.configure(s, console=False)
+def _quiet_logs() -> None:
+    """What the checks log stays off the terminal: the table is the report (without a
+    handler, Python would print warnings and their tracebacks to stderr)."""
     root = logging.getLogger()
     if not root.handlers:
-        # without a handler, Python prints warnings and their tracebacks to stderr
         root.addHandler(logging.NullHandler())
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from sctk.config import Settings
 from sctk.errors import SctkError
+from sctk.fsutil import no_space_error
 from sctk.ops.tasks import Task, TaskContext, TaskResult, get_task, group_tasks
 from sctk.security import audit
 from sctk.storage.engine import make_engine, session_scope
@@ -57,8 +58,13 @@ def run_one(engine, settings: Settings, task: Task, trigger: str, actor: str) ->
         log.warning("maintenance task %s failed: %s", task.name, exc.message)
         result = TaskResult("fail", exc.message)
     except Exception as exc:  # noqa: BLE001 - a failing task is a recorded outcome
-        log.exception("maintenance task %s raised", task.name)
-        result = TaskResult("fail", f"{type(exc).__name__}: {exc}")
+        full = no_space_error(exc, settings.home)
+        if full is not None:  # a full disk under a report or an archive: its one sentence
+            log.warning("maintenance task %s failed: %s", task.name, full.message)
+            result = TaskResult("fail", full.message)
+        else:
+            log.exception("maintenance task %s raised", task.name)
+            result = TaskResult("fail", f"{type(exc).__name__}: {exc}")
     seconds = time.perf_counter() - started
     with session_scope(engine) as s:
         row = s.get(MaintenanceRun, run_id)
