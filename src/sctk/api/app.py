@@ -120,7 +120,12 @@ def create_app(
     app.state.identity_limiter = RateLimiter(sec.rate_limit_per_minute, sec.rate_limit_burst)
     app.state.collector = None
     app.state.watch = None
-    app.state.app_metrics = AppMetrics(engine, lambda: app.state.collector, settings.home)
+    app.state.app_metrics = AppMetrics(
+        engine,
+        lambda: app.state.collector,
+        settings.home,
+        bus=lambda: getattr(app.state, "bus", None),  # set when the app starts
+    )
     errors.install(app)
     # the last added runs first: ids are assigned before limits can refuse a request
     app.add_middleware(
