@@ -243,6 +243,13 @@ class BusSettings(_Section):
     backoff_seconds: float = Field(
         0.2, ge=0, le=600, description="First redelivery delay; doubles with each attempt."
     )
+    max_age_seconds: float = Field(
+        600.0,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="A consumer drops an envelope created longer ago than this (a replay of a "
+        "captured message); it drops an id it has taken before in any case.",
+    )
 
 
 class DataSettings(_Section):

@@ -96,8 +96,11 @@ def test_ready(settings, monkeypatch):
     # load thresholds no test machine busy with other tests reaches
     calm = {"monitor": {"load_warning_per_core": 999}}
     app = create_app(config.load(settings.home, calm).settings)
+    token = viewer_token(settings)
     with LiveServer(app) as server, server.client() as client:
-        response = client.get("/health/ready")
+        response = client.get("/health/ready", headers={"Authorization": f"Bearer {token}"})
+        anonymous = client.get("/health/ready")
+        stale = client.get("/health/ready", headers={"Authorization": "Bearer not-a-token"})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "OK"
@@ -106,6 +109,19 @@ def test_ready(settings, monkeypatch):
     assert {c["status"] for c in checks.values()} <= {"OK", "WARNING"}
     assert checks["migrations"]["values"]["current"] == migrate.head()
     assert all({"message", "values", "duration_ms"} <= set(c) for c in checks.values())
+    assert str(settings.home) in response.text  # the signed-in report names the data directory
+    # a stranger (or a probe with a bad token) learns each check's name and status, no more:
+    # no absolute path, no process id
+    for r in (anonymous, stale):
+        assert r.status_code == 200, r.text
+        shown = r.json()
+        assert shown["status"] == "OK"
+        assert {c["name"]: c["status"] for c in shown["checks"]} == {
+            n: c["status"] for n, c in checks.items()
+        }
+        assert all(set(c) == {"name", "status"} for c in shown["checks"])
+        assert str(settings.home) not in r.text and "/tmp" not in r.text
+        assert not re.search(r"\bpid\b", r.text)
 
 
 def test_version(live_app, settings, backend):
@@ -136,8 +152,10 @@ def test_ready_is_503_when_database_unreachable(sqlite_settings, monkeypatch):
     body = assert_problem(response, 503)
     assert body["title"] == "Service not ready"
     assert body["health"] == "CRITICAL"
-    assert "database" in body["detail"]
-    assert f"127.0.0.1:{port}" in body["detail"]
+    # anonymous (and with the database down no credential can be checked): the failing
+    # checks by name, without the address the messages give
+    assert body["detail"].startswith("Not ready; failing checks: database, migrations")
+    assert f"127.0.0.1:{port}" not in response.text
     assert "hidden-pw" not in response.text
     checks = {c["name"]: c["status"] for c in body["checks"]}
     assert checks["database"] == "CRITICAL"

@@ -47,6 +47,8 @@ def test_subscribers_get_matching_messages_by_type_and_target(bus):
         "rejected": 0,
         "retried": 0,
         "dead_lettered": 0,
+        "replayed": 0,
+        "expired": 0,
     }
     with pytest.raises(ValueError, match="already has a subscriber named 'jobs'"):
         bus.subscribe("x.y", print, "jobs")
@@ -230,3 +232,14 @@ def test_a_forked_child_makes_its_own_bus_and_leaves_the_parents_alone(settings,
     if backend == "sqlite":
         expected.remove("test.forked")  # no cross-process delivery on SQLite
     assert [e.type for e in got] == expected
+
+
+def test_the_bus_counters_are_exported_on_metrics(viewer_api):
+    api = viewer_api
+    bus = api.server.server.config.app.state.bus  # the served app's own bus
+    envelope = bus.publish("test.counted", {})
+    assert bus.receive(envelope.to_dict()) is None  # taken already: a replay, dropped
+    r = api.http.get("/metrics", headers=api.headers("viewer"))
+    assert r.status_code == 200, r.text
+    assert 'sctk_bus_messages_total{outcome="replayed"} 1.0' in r.text
+    assert 'sctk_bus_messages_total{outcome="expired"} 0.0' in r.text

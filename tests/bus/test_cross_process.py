@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import insert, text
@@ -54,16 +55,18 @@ def test_own_messages_are_delivered_once(bus):
     assert [e.id for e in got][-1] == second.id and len(got) == 2
 
 
-def _store_and_notify(conn, envelope: dict) -> None:
+def _store_and_notify(conn, envelope: dict, row_id: str | None = None) -> None:
+    """ENVELOPE into bus_messages (under ROW_ID, else its own id) and a NOTIFY naming it."""
+    row_id = row_id or envelope["id"]
     conn.execute(
         insert(BusMessage).values(
-            message_id=envelope["id"],
+            message_id=row_id,
             type=envelope["type"],
             envelope=envelope,
             created_at=utcnow(),
         )
     )
-    conn.execute(text("SELECT pg_notify('sctk_bus', :id)"), {"id": envelope["id"]})
+    conn.execute(text("SELECT pg_notify('sctk_bus', :id)"), {"id": row_id})
 
 
 def test_a_forged_message_in_the_table_is_rejected_and_counted(bus):
@@ -79,3 +82,37 @@ def test_a_forged_message_in_the_table_is_rejected_and_counted(bus):
             _store_and_notify(conn, envelope)
     wait_until(lambda: got and bus.stats["rejected"] == 2, what="the good message")
     assert [e.payload["n"] for e in got] == [4]
+
+
+def test_a_replayed_envelope_is_delivered_once_and_an_old_one_not_at_all(bus, home, settings):
+    got = []
+    bus.subscribe("test", got.append, "collector")
+    # a message from another process arrives, as it should
+    result = python(PUBLISHER, str(home))
+    assert json.loads(result.stdout)["published"] == 3
+    wait_until(lambda: len(got) == 3, what="three messages from the other process")
+    with bus.engine.connect() as conn:
+        captured = conn.execute(
+            text("SELECT envelope FROM bus_messages ORDER BY id LIMIT 1")
+        ).scalar_one()
+    # someone who can write to the bus table sends the captured envelope again, under
+    # another row id (its signature still holds: the id it carries is the original's)
+    old = sign(
+        bus.keyring,
+        "test.ping",
+        {"n": 99},
+        source="elsewhere",
+        created_at=(utcnow() - timedelta(seconds=2 * settings.bus.max_age_seconds)).isoformat(),
+    ).to_dict()
+    fresh = sign(bus.keyring, "test.ping", {"n": 100}, source="elsewhere").to_dict()
+    with bus.engine.begin() as conn:
+        _store_and_notify(conn, captured, row_id="f" * 32)
+        _store_and_notify(conn, old)  # signed, but created long ago
+        _store_and_notify(conn, fresh)  # and a good one after them, to wait for
+    wait_until(lambda: len(got) == 4, what="the fresh message")
+    assert [e.payload["n"] for e in got] == [0, 1, 2, 100]
+    assert bus.stats["replayed"] == 1 and bus.stats["expired"] == 1
+    assert bus.stats["rejected"] == 0
+    # the same holds for an envelope handed to the bus directly
+    assert bus.receive(fresh) is None
+    assert bus.stats["replayed"] == 2 and len(got) == 4

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -239,6 +240,38 @@ def test_jwt_key_is_stable_per_kid_and_differs_between_kids(keys_home):
     assert Keyring.load(keys_home).jwt_key(2) == (2, key2)
     with pytest.raises(SctkError, match="No key 9"):
         ring.jwt_key(9)
+
+
+def test_a_retired_keys_jwt_subkey_is_kept_only_until_its_sessions_expire(keys_home):
+    ring = Keyring.load(keys_home)
+    _, old = ring.jwt_key()
+    material = json.loads(ring_path(keys_home).read_text())["keys"][0]["material"]
+    ring.begin_rotation()
+    ring.finish_rotation(keep_sessions_until=datetime.now(UTC) + timedelta(minutes=15))
+    # JWTs key 1 signed still verify, in this process and in one that loads the ring now;
+    # the file keeps the JWT subkey only, never the material that decrypts values
+    assert ring.jwt_key(1) == (1, old)
+    assert Keyring.load(keys_home).jwt_key(1) == (1, old)
+    text = ring_path(keys_home).read_text()
+    assert material not in text and [k.id for k in ring.keys] == [2]
+    with pytest.raises(SctkError, match="not in"):
+        ring.decrypt(1, "gAAAA", label="A value")
+    # a subkey whose sessions have expired is no use: refused, and not written down
+    ring.begin_rotation()
+    ring.finish_rotation(keep_sessions_until=datetime.now(UTC) - timedelta(seconds=1))
+    for fresh in (ring, Keyring.load(keys_home)):
+        with pytest.raises(SctkError, match="No key 2"):
+            fresh.jwt_key(2)
+        assert fresh.jwt_key(1) == (1, old)  # still within its own time
+    retired = json.loads(ring_path(keys_home).read_text())["retired_jwt"]
+    assert [r["id"] for r in retired] == [1]
+    # a rotation that ends the sessions keeps no subkey at all
+    ring.begin_rotation()
+    ring.finish_rotation()
+    for kid in (1, 3):
+        with pytest.raises(SctkError, match=f"No key {kid}"):
+            Keyring.load(keys_home).jwt_key(kid)
+    assert "retired_jwt" not in ring_path(keys_home).read_text()
 
 
 def test_long_lived_ring_follows_a_rotation_made_by_another_process(keys_home):

@@ -40,7 +40,13 @@ from tests.security.conftest import (
     sqlite_only,
 )
 
-EXCLUDED = {"/docs", "/openapi.json", "/docs/oauth2-redirect"}
+EXCLUDED = {
+    "/docs",
+    "/redoc",
+    "/docs-assets/redoc.standalone.js",  # public files of the docs pages
+    "/openapi.json",
+    "/docs/oauth2-redirect",
+}
 PUBLIC = "public"
 SIGNED_IN = "signed in"  # only CurrentUser: any role will do
 EXPECTED_PUBLIC = {
@@ -226,8 +232,8 @@ class Sample:
 
 Builder = Callable[[Ctx, "str | None"], Sample]
 
-# Ordered: near the end each role changes its own password (to the same value), and last
-# the admin rotates the keys; both make the login JWTs issued before them stale.
+# Ordered: near the end each role changes its own password (to the same value), which makes
+# the login JWTs issued before it stale, and last the admin rotates the keys.
 ROWS: dict[tuple[str, str], Builder] = {
     ("GET", "/health/live"): lambda c, r: Sample("/health/live"),
     ("GET", "/health/ready"): lambda c, r: Sample("/health/ready"),

@@ -146,6 +146,7 @@ def test_insecure_allows_plain_http_on_all_interfaces(home, tmp_path):
     with serving(home, logs, *args) as proc:
         r = _poll(proc, logs, lambda: httpx.get(f"http://127.0.0.1:{port}/health/live"))
         assert r.status_code == 200 and r.json() == {"status": "ok"}
+        assert "strict-transport-security" not in r.headers  # only over TLS
     assert proc.returncode is not None
     assert f"sctk serving on http://0.0.0.0:{port}" in logs.read_text()
 
@@ -162,6 +163,10 @@ def test_serves_https_with_a_self_signed_certificate(home, tmp_path):
         r = _poll(proc, logs, lambda: httpx.get(url, verify=trust))
         assert r.status_code == 200 and r.json() == {"status": "ok"}
         assert r.url.scheme == "https"
+        # browsers are told to keep to HTTPS (on every answer, the docs page too)
+        assert r.headers["strict-transport-security"] == "max-age=31536000"
+        docs = httpx.get(f"https://127.0.0.1:{port}/docs", verify=trust)
+        assert docs.headers["strict-transport-security"] == "max-age=31536000"
         # the certificate presented is the one given, not some default
         with (
             socket.create_connection(("127.0.0.1", port)) as raw,

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import sessionmaker
 
 from sctk import __version__, config, logs
-from sctk.api import errors
+from sctk.api import docs_pages, errors
 from sctk.api.deps import require
 from sctk.api.middleware import AccessMiddleware, ClientAddressMiddleware, LimitsMiddleware
 from sctk.api.routes import alerts as alerts_routes
@@ -108,7 +108,7 @@ def create_app(
         version=__version__,
         description="Scientific Computing Toolkit API. Every endpoint except /health/* and "
         "POST /api/v1/auth/token needs a bearer token: a login JWT or a personal API token.",
-        docs_url="/docs",
+        docs_url=None,  # sctk.api.docs_pages serves /docs and /redoc without a CDN
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -120,7 +120,12 @@ def create_app(
     app.state.identity_limiter = RateLimiter(sec.rate_limit_per_minute, sec.rate_limit_burst)
     app.state.collector = None
     app.state.watch = None
-    app.state.app_metrics = AppMetrics(engine, lambda: app.state.collector, settings.home)
+    app.state.app_metrics = AppMetrics(
+        engine,
+        lambda: app.state.collector,
+        settings.home,
+        bus=lambda: getattr(app.state, "bus", None),  # set when the app starts
+    )
     errors.install(app)
     # the last added runs first: ids are assigned before limits can refuse a request
     app.add_middleware(
@@ -155,6 +160,7 @@ def create_app(
     v1.include_router(maintenance_routes.router)
     app.include_router(v1)
     web.install(app)  # the dashboard: static pages that call the API above
+    docs_pages.install(app)
     return app
 
 

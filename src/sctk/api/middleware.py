@@ -17,6 +17,7 @@ from sctk.monitoring.appmetrics import AppMetrics, route_template
 
 log = logging.getLogger("sctk.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
 class AccessMiddleware:
@@ -42,6 +43,7 @@ class AccessMiddleware:
         start = time.perf_counter()
         status = 500
         started = False
+        https = scope.get("scheme") == "https"
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
@@ -50,6 +52,8 @@ class AccessMiddleware:
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                if https:  # served over TLS: browsers keep to HTTPS from now on
+                    message["headers"].append(_HSTS)
             await send(message)
 
         try:

@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, text
@@ -56,7 +56,15 @@ PRUNE_EVERY = 300.0  # seconds between two prunings by one publisher
 LISTEN_POLL = 0.5  # seconds the listener waits for a notification before checking for stop
 MAX_RETRY_DELAY = 3600.0
 _REMEMBERED_IDS = 10_000
-STAT_NAMES = ("published", "delivered", "rejected", "retried", "dead_lettered")
+STAT_NAMES = (
+    "published",
+    "delivered",
+    "rejected",
+    "retried",
+    "dead_lettered",
+    "replayed",  # dropped: an envelope id this bus had taken already
+    "expired",  # dropped: created longer ago than bus.max_age_seconds (or in the future)
+)
 
 Handler = Callable[[Envelope], Any]
 
@@ -145,6 +153,9 @@ class Bus:
         self._stats = dict.fromkeys(STAT_NAMES, 0)
         self._own_ids = _Recent()  # published here: already delivered locally
         self._seen_ids = _Recent()  # received from the listener: never delivered twice
+        # every envelope taken from outside (publish of a signed envelope, receive): a
+        # captured message sent again is dropped, not acted on twice
+        self._taken_ids = _Recent()
         self._delivery_thread: threading.Thread | None = None
         self._delivery_stop = False
         self._listener_thread: threading.Thread | None = None
@@ -212,6 +223,24 @@ class Bus:
             log.warning("bus message %s rejected: %s", msg_id, exc.reason)
             raise
 
+    def _fresh(self, envelope: Envelope) -> bool:
+        """Whether ENVELOPE, verified, may be acted on: neither taken before (a replay) nor
+        older than bus.max_age_seconds; a dropped one is counted and logged."""
+        max_age = self.settings.bus.max_age_seconds
+        age = (utcnow() - datetime.fromisoformat(envelope.created_at)).total_seconds()
+        with self._cond:
+            if envelope.id in self._taken_ids or envelope.id in self._own_ids:
+                self._stats["replayed"] += 1
+                reason = "it was received before (a replay)"
+            elif age > max_age or age < -max_age:  # a clock that far ahead is no excuse
+                self._stats["expired"] += 1
+                reason = f"it was created {age:.0f} s ago, more than bus.max_age_seconds"
+            else:
+                self._taken_ids.add(envelope.id)
+                return True
+        log.warning("bus message %s (%s) dropped: %s", envelope.id, envelope.type, reason)
+        return False
+
     def publish(
         self,
         envelope_or_type: Envelope | dict[str, Any] | str,
@@ -229,6 +258,8 @@ class Bus:
             if isinstance(data, Envelope):
                 data = data.to_dict()
             envelope = self._verified(data)
+            if not self._fresh(envelope):
+                return envelope
         with self._cond:
             self._stats["published"] += 1
             self._own_ids.add(envelope.id)
@@ -238,10 +269,13 @@ class Bus:
         return envelope
 
     def receive(self, data: Any) -> Envelope | None:
-        """Deliver a message that arrived from elsewhere; None (counted) if it is rejected."""
+        """Deliver a message that arrived from elsewhere; None (counted) if it is rejected,
+        replayed (an id taken before) or older than bus.max_age_seconds."""
         try:
             envelope = self._verified(data)
         except InvalidEnvelope:
+            return None
+        if not self._fresh(envelope):
             return None
         self._dispatch(envelope)
         return envelope

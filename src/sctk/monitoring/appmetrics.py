@@ -77,10 +77,12 @@ class ScrapeCollector(PromCollector):
         engine: Engine | None,
         collector: Callable[[], object | None],
         home: Path | None = None,
+        bus: Callable[[], Any] = lambda: None,
     ):
         self.engine = engine
         self.collector = collector
         self.home = home
+        self.bus = bus
         self._has_backups = False
 
     def describe(self) -> list[Metric]:
@@ -102,8 +104,22 @@ class ScrapeCollector(PromCollector):
             yield up
             yield from families
         yield from self._uq_cache()
+        yield from self._bus()
         if self.home is not None:
             yield from self._model_coverage()
+
+    def _bus(self) -> Iterator[Metric]:
+        bus = self.bus()
+        if bus is None:
+            return
+        messages = CounterMetricFamily(
+            "sctk_bus_messages",
+            "Bus messages of this process by outcome (replayed and expired ones were dropped).",
+            labels=["outcome"],
+        )
+        for outcome, n in bus.stats.items():
+            messages.add_metric([outcome], float(n))
+        yield messages
 
     def _model_coverage(self) -> Iterator[Metric]:
         """Each model's interval coverage on the labelled data of its newest evaluation
@@ -253,6 +269,7 @@ class AppMetrics:
         engine: Engine | None = None,
         collector: Callable[[], object | None] = lambda: None,
         home: Path | None = None,
+        bus: Callable[[], Any] = lambda: None,
     ):
         from prometheus_client import ProcessCollector
 
@@ -272,7 +289,7 @@ class AppMetrics:
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         ProcessCollector(registry=self.registry)
-        self.registry.register(ScrapeCollector(engine, collector, home))
+        self.registry.register(ScrapeCollector(engine, collector, home, bus))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         # the labelled children, looked up once per (method, route, status): labels() costs
