@@ -1,4 +1,4 @@
-"""`sctk serve` keeps its pid in <home>/tmp/serve.pid while it runs, which `sctk restore`
+"""`sctk serve` keeps its record in <home>/tmp/serve/<pid> while it runs, which `sctk restore`
 consults; the file goes when the service stops, and a stale one does not count."""
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ def test_stale_or_foreign_pid_files(tmp_path):
     assert runstate.running_pid(home) is None  # no file
     runstate.write_pid(home, pid=2**22 + 12345)  # above pid_max: no such process
     assert runstate.running_pid(home) is None
-    runstate.clear_pid(home)  # names another pid: left alone
-    assert runstate.pid_path(home).exists()
-    runstate.pid_path(home).write_text("not a pid\n")
+    runstate.clear_pid(home)  # another process's record: left alone
+    assert runstate.pid_path(home, 2**22 + 12345).exists()
+    (runstate.run_dir(home) / "not-a-pid").write_text("all\n")
     assert runstate.running_pid(home) is None
+    assert runstate.clean_stale(home) == [runstate.pid_path(home, 2**22 + 12345)]
     runstate.write_pid(home)
     assert runstate.running_pid(home) == os.getpid()
     runstate.clear_pid(home)

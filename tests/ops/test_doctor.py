@@ -58,8 +58,9 @@ def test_cli_reports_a_taken_port_and_a_stale_pid_file_and_exits_by_severity(set
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        pid_file = settings.home / "tmp" / "serve.pid"
-        pid_file.write_text("999999\n")  # no such process
+        pid_file = settings.home / "tmp" / "serve" / str(2**22 + 12345)
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text("all\n")  # above pid_max: no such process
         r = run_sctk(
             "doctor", "startup", "--json",
             home=settings.home, env={"SCTK_SERVER__PORT": str(port)},

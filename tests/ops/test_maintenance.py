@@ -50,9 +50,10 @@ def test_logs_task_compresses_a_big_log_and_deletes_old_compressed_ones(settings
 
 def test_tmp_task_deletes_only_old_files_and_keeps_the_pid_file(settings):
     tmp = settings.home / "tmp"
-    stale, fresh, pid = tmp / "upload.part", tmp / "now.part", tmp / "serve.pid"
+    stale, fresh, pid = tmp / "upload.part", tmp / "now.part", tmp / "serve" / str(os.getpid())
+    dead = tmp / "serve" / str(2**22 + 12345)  # a record left by a kill -9: above pid_max
     scratch_old, scratch_young = tmp / "scratch" / "a.npy", tmp / "scratch" / "b.npy"
-    for p in (stale, fresh, pid, scratch_old, scratch_young):
+    for p in (stale, fresh, pid, dead, scratch_old, scratch_young):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x" * 100)
     age(stale, 2)
@@ -60,7 +61,11 @@ def test_tmp_task_deletes_only_old_files_and_keeps_the_pid_file(settings):
     age(scratch_old, 8)
     age(scratch_young, 3)  # older than tmp's 1 day, younger than scratch's 7
     record = run_task(settings, "tmp")
-    assert sorted(record.details["deleted"]) == ["tmp/scratch/a.npy", "tmp/upload.part"]
+    assert sorted(record.details["deleted"]) == [
+        "tmp/scratch/a.npy",
+        f"tmp/serve/{dead.name}",
+        "tmp/upload.part",
+    ]
     assert fresh.exists() and pid.exists() and scratch_young.exists()
 
 

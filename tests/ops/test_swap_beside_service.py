@@ -79,7 +79,7 @@ def test_rollback_is_refused_while_a_service_runs(serving):
     env = {**ENV, "SCTK_SERVER__PORT": str(configured)}
     r = run_sctk("rollback", "--yes", home=home, env=env)
     assert r.returncode != 0
-    assert f"A service (pid {pid}) is running on {home}" in r.stderr
+    assert f"A service (pid {pid}, role all) is running on {home}" in r.stderr
     assert f"kill -TERM {pid}" in r.stderr and "Traceback" not in r.stderr
     assert _inode(home) == before
 
@@ -94,7 +94,7 @@ def test_upgrade_is_refused_while_a_service_runs(serving):
     }
     r = run_sctk("upgrade", "--yes", home=home, env=env)
     assert r.returncode != 0
-    assert f"A service (pid {pid}) is running on {home}: the upgrade" in r.stderr
+    assert f"A service (pid {pid}, role all) is running on {home}: the upgrade" in r.stderr
     assert _inode(home) == before
 
 

@@ -14,6 +14,7 @@ from sctk import __version__, config, logs
 from sctk.api import docs_pages, errors
 from sctk.api.deps import require
 from sctk.api.middleware import AccessMiddleware, ClientAddressMiddleware, LimitsMiddleware
+from sctk.api.pausing import PauseGate, PauseMiddleware
 from sctk.api.routes import alerts as alerts_routes
 from sctk.api.routes import audit, auth, health, keys, meta, tokens, users, ws
 from sctk.api.routes import backups as backups_routes
@@ -40,6 +41,7 @@ def create_app(
     collect: bool | None = None,
     schedule: bool | None = None,
     warm: bool = False,
+    announce: str | None = None,
 ) -> FastAPI:
     """Build the app for SETTINGS (default: loaded from SCTK_HOME and the environment).
 
@@ -50,7 +52,8 @@ def create_app(
     alerting on the collected metrics (None: in the served app, unless
     maintenance.scheduler_in_serve is off). WARM imports the UQ engine and freezes the garbage
     collector's view of the process at start (sctk.api.warmup): for served processes only,
-    as the freeze is process-wide.
+    as the freeze is process-wide. ANNOUNCE (the role of a served process) records the
+    process on the data directory (sctk.runstate) and lets a swapping command pause it.
     """
     if settings is None:
         settings = config.load().settings
@@ -58,13 +61,12 @@ def create_app(
     engine = make_engine(settings)
     sec = settings.security
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # the process's bus: job events recorded here or (PostgreSQL) elsewhere reach it
-        bus = _app.state.bus = get_bus(settings)
-        await run_in_threadpool(bus.start)  # waits for LISTEN: blocking, so off the loop
-        job_workers = _app.state.job_workers = await run_in_threadpool(
-            start_workers, settings, settings.jobs.workers if workers is None else workers
+    gate = PauseGate()
+
+    def start_loops(_app: FastAPI) -> None:
+        """Start the job workers, collector, alerting and scheduler this app runs."""
+        _app.state.job_workers = start_workers(
+            settings, settings.jobs.workers if workers is None else workers
         )
         serving = workers is None
         scheduling = (
@@ -78,28 +80,74 @@ def create_app(
                 from sctk.monitoring.watch import start_watch
 
                 _app.state.watch = start_watch(
-                    settings, _app.state.sessionmaker, _app.state.collector, bus
+                    settings, _app.state.sessionmaker, _app.state.collector, _app.state.bus
                 )
-        scheduler = None
+        _app.state.scheduler = None
         if scheduling:
             from sctk.ops.scheduler import Scheduler
 
             # every such process runs one; the lease lets only one of them act
-            scheduler = Scheduler(settings).start()
+            _app.state.scheduler = Scheduler(settings).start()
+
+    def stop_loops(_app: FastAPI) -> None:
+        if _app.state.scheduler is not None:
+            _app.state.scheduler.stop()
+        if _app.state.watch is not None:
+            _app.state.watch.close()
+        if _app.state.collector is not None:
+            _app.state.collector.stop()
+        _app.state.watch = _app.state.collector = _app.state.scheduler = None
+        stop_workers(_app.state.job_workers)
+        _app.state.job_workers = None
+
+    def pause(_app: FastAPI) -> None:
+        """Stop using the database: no new request, the running ones and the loops done,
+        every connection closed (a command is about to swap the data directory)."""
+        from sctk.runstate import pause_requested
+
+        gate.close(lambda: pause_requested(settings.home))
+        stop_loops(_app)
+        _app.state.bus.engine.dispose()
+        engine.dispose()
+
+    def resume(_app: FastAPI) -> None:
+        """Reopen on what the swap left: fresh connections, keys and credentials."""
+        engine.dispose()  # nothing opened meanwhile may outlive the swap
+        _app.state.bus.engine.dispose()
+        _app.state.keyring = Keyring.load(settings.home)
+        _app.state.credential_cache = CredentialCache(sec.auth_cache_seconds)
+        start_loops(_app)
+        gate.open()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # the process's bus: job events recorded here or (PostgreSQL) elsewhere reach it
+        bus = _app.state.bus = get_bus(settings)
+        await run_in_threadpool(bus.start)  # waits for LISTEN: blocking, so off the loop
+        await run_in_threadpool(start_loops, _app)
         if warm:
             from sctk.api.warmup import warm_up
 
             await run_in_threadpool(warm_up)
+        watcher = None
+        if announce is not None:
+            from sctk import runstate
+
+            # one record per served process (uvicorn's workers each have theirs): restore,
+            # upgrade and rollback refuse while it is there, or pause it (--coordinate)
+            runstate.write_pid(settings.home, url=os.environ.get(SERVE_URL_ENV), role=announce)
+            watcher = runstate.PauseWatcher(
+                settings.home, lambda: pause(_app), lambda: resume(_app)
+            ).start()
         try:
             yield
         finally:
-            if scheduler is not None:
-                await run_in_threadpool(scheduler.stop)
-            if _app.state.watch is not None:
-                await run_in_threadpool(_app.state.watch.close)
-            if _app.state.collector is not None:
-                await run_in_threadpool(_app.state.collector.stop)
-            await run_in_threadpool(stop_workers, job_workers)
+            if watcher is not None:
+                from sctk import runstate
+
+                await run_in_threadpool(watcher.stop, False)
+                runstate.clear_pid(settings.home)
+            await run_in_threadpool(stop_loops, _app)  # none left when stopped paused
             await run_in_threadpool(bus.stop)
             engine.dispose()
 
@@ -120,6 +168,8 @@ def create_app(
     app.state.identity_limiter = RateLimiter(sec.rate_limit_per_minute, sec.rate_limit_burst)
     app.state.collector = None
     app.state.watch = None
+    app.state.scheduler = None
+    app.state.job_workers = None
     app.state.app_metrics = AppMetrics(
         engine,
         lambda: app.state.collector,
@@ -127,6 +177,8 @@ def create_app(
         bus=lambda: getattr(app.state, "bus", None),  # set when the app starts
     )
     errors.install(app)
+    # innermost: only requests that would reach a route are counted, or turned away paused
+    app.add_middleware(PauseMiddleware, gate=gate)
     # the last added runs first: ids are assigned before limits can refuse a request
     app.add_middleware(
         LimitsMiddleware,
@@ -165,6 +217,7 @@ def create_app(
 
 
 ROLE_ENV = "SCTK_SERVE_ROLE"  # set by `sctk serve --role` for uvicorn's worker processes
+SERVE_URL_ENV = "SCTK_SERVE_URL"  # and the address served, for their records
 
 
 def served_app() -> FastAPI:
@@ -172,5 +225,5 @@ def served_app() -> FastAPI:
     default) also jobs.workers job loops, the scheduler and alerting; with role 'api' only
     the API (and the collector that /api/v1/metrics reads)."""
     if os.environ.get(ROLE_ENV, "all") == "api":
-        return create_app(workers=0, collect=True, schedule=False, warm=True)
-    return create_app(workers=None, warm=True)
+        return create_app(workers=0, collect=True, schedule=False, warm=True, announce="api")
+    return create_app(workers=None, warm=True, announce="all")

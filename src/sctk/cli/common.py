@@ -89,3 +89,13 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
 
 def json_option() -> Any:
     return typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+def coordinate_option():
+    """--coordinate of the commands that swap or migrate a data directory (sctk.runstate)."""
+    return typer.Option(
+        False,
+        "--coordinate",
+        help="Pause the services running on the data directory for the swap (they drain, "
+        "close the database, then reopen it) instead of refusing while they run.",
+    )

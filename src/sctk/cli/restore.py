@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from sctk.cli.common import console, err_console, operator, print_json, settings, table
+from sctk.cli.common import (
+    console,
+    coordinate_option,
+    err_console,
+    operator,
+    print_json,
+    settings,
+    table,
+)
 from sctk.errors import SctkError
 
 
@@ -51,6 +59,7 @@ def restore(
     force: bool = typer.Option(
         False, "--force", help="Restore even while a service runs on the target; overwrite --file."
     ),
+    coordinate: bool = coordinate_option(),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Restore a snapshot: everything, or only some parts, into the data directory (or a fresh
@@ -126,9 +135,13 @@ def restore(
     if dry_run:
         _print_plan(plan, as_json)
         return
+    from sctk import runstate
     from sctk.cli.backup import _byte_bar
 
-    with _byte_bar("restoring", enabled=not as_json) as update:
+    with (
+        runstate.coordinated(plan.target, "the restore", coordinate),
+        _byte_bar("restoring", enabled=not as_json) as update,
+    ):
         result = rs.restore(
             s,
             repository,

@@ -33,20 +33,34 @@ def scheduler(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    sched = Scheduler(s).start()
-    collector = watch = bus = None
-    if monitor:
-        bus = get_bus(s)
-        bus.start()
-        collector = Collector.from_settings(s, sched.engine).start()
-        watch = start_watch(s, sessionmaker(sched.engine), collector, bus)
+    from sctk import runstate
+
+    running: dict = {}
+
+    def start() -> None:
+        running["sched"] = sched = Scheduler(s).start()
+        if monitor:
+            running["bus"] = bus = get_bus(s)
+            bus.start()
+            running["collector"] = collector = Collector.from_settings(s, sched.engine).start()
+            running["watch"] = start_watch(s, sessionmaker(sched.engine), collector, bus)
+
+    def halt() -> None:  # also the pause while a command swaps the data directory
+        if "watch" in running:
+            running.pop("watch").close()
+            running.pop("collector").stop()
+            running.pop("bus").stop()
+        if "sched" in running:
+            running.pop("sched").stop()
+
+    start()
     console.print(
-        f"scheduler {sched.holder} started{' with monitoring' if monitor else ''}; Ctrl-C stops it",
+        f"scheduler {running['sched'].holder} started{' with monitoring' if monitor else ''}; "
+        "Ctrl-C stops it",
         highlight=False,
     )
-    stop.wait()
-    if watch is not None:
-        watch.close()
-        collector.stop()
-        bus.stop()
-    sched.stop()
+    with runstate.recorded(s.home, "scheduler"):
+        watcher = runstate.PauseWatcher(s.home, halt, start).start()
+        stop.wait()
+        watcher.stop(resume=False)
+    halt()

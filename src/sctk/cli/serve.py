@@ -76,14 +76,15 @@ def serve(
         highlight=False,
     )
     from sctk import runstate
+    from sctk.api.app import SERVE_URL_ENV
 
-    # the handler first: a SIGTERM that arrives just after the file is written must find it
-    # installed, or the process dies leaving a file that names it
+    # the served app records its process (sctk.runstate): restore, upgrade and rollback
+    # refuse to swap the directory under it, audit and doctor report the address served,
+    # which --port may have made another than the configured one; the handler removes
+    # the record of a SIGTERM'd process, whose `finally` below never runs
     runstate.clear_pid_on_sigterm(s.home)
-    # restore, upgrade and rollback refuse to swap the directory under us; audit and doctor
-    # report the address served, which --port may have made another than the configured one
     host = f"[{s.server.host}]" if ":" in s.server.host else s.server.host
-    runstate.write_pid(s.home, url=f"{scheme}://{host}:{s.server.port}")
+    os.environ[SERVE_URL_ENV] = f"{scheme}://{host}:{s.server.port}"
     try:
         uvicorn.run(
             "sctk.api.app:served_app",

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from sctk.cli.common import console, json_option, operator, print_json, settings
+from sctk.cli.common import (
+    console,
+    coordinate_option,
+    json_option,
+    operator,
+    print_json,
+    settings,
+)
 
 
 def upgrade(
@@ -13,9 +20,11 @@ def upgrade(
     yes: bool = typer.Option(
         False, "--yes", help="Answer yes for automation (a major upgrade's checklist)."
     ),
+    coordinate: bool = coordinate_option(),
     as_json: bool = json_option(),
 ) -> None:
     """Back up, migrate, validate; on any failure restore the pre-update backup by itself."""
+    from sctk import runstate
     from sctk.ops import upgrade as up
 
     def confirm(plan: up.UpgradePlan) -> bool:
@@ -29,7 +38,9 @@ def upgrade(
             console.print(f"  - {item}")
         return typer.confirm("Have all of these been done?", default=False)
 
-    result = up.upgrade(settings(ctx), to, actor=operator(), confirm=confirm)
+    s = settings(ctx)
+    with runstate.coordinated(s.home, "the upgrade", coordinate):
+        result = up.upgrade(s, to, actor=operator(), confirm=confirm)
     if as_json:
         print_json(result.as_dict())
     else:
@@ -41,6 +52,7 @@ def rollback(
     ctx: typer.Context,
     snapshot: str | None = typer.Argument(None, help="A pre-update snapshot (default: newest)."),
     yes: bool = typer.Option(False, "--yes", help="Roll back without asking (automation)."),
+    coordinate: bool = coordinate_option(),
     as_json: bool = json_option(),
 ) -> None:
     """Restore the state before the last upgrade (its pre-update backup)."""
@@ -49,7 +61,8 @@ def rollback(
     from sctk.ops import upgrade as up
 
     s = settings(ctx)
-    runstate.refuse_while_serving(s.home, "the rollback")  # before asking, not after
+    if not coordinate:
+        runstate.refuse_while_serving(s.home, "the rollback")  # before asking, not after
     snap = up.rollback_target(s, snapshot)
     if not yes and not typer.confirm(
         f"Replace the data directory and database with pre-update snapshot {snap.id[:8]} of "
@@ -57,7 +70,8 @@ def rollback(
         default=False,
     ):
         raise SctkError("Rollback not confirmed; nothing was changed (pass --yes to automate).")
-    done = up.rollback(s, snap.id, actor=operator())
+    with runstate.coordinated(s.home, "the rollback", coordinate):
+        done = up.rollback(s, snap.id, actor=operator())
     if as_json:
         print_json(done)
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections import Counter
 
 import typer
 
@@ -67,20 +68,37 @@ def worker(
             stats = one.run_until_idle()
             one.drain(grace)
     else:
-        group = WorkerGroup(s, loops or max(s.jobs.workers, 1), concurrency)
-        stoppers.append(lambda force: group.request_stop(force))
-        first = group.workers[0]
+        from sctk import runstate
+
+        count = loops or max(s.jobs.workers, 1)
+        groups = [WorkerGroup(s, count, concurrency)]
+        stoppers.append(lambda force: groups[-1].request_stop(force))
+        first = groups[0].workers[0]
         console.print(
-            f"{len(group.workers)} worker loop(s) of {first.concurrency} slots {pool} "
+            f"{len(groups[0].workers)} worker loop(s) of {first.concurrency} slots {pool} "
             f"(first id {first.id}); SIGTERM or Ctrl-C stops them, running jobs get "
             f"{grace:g} s to finish",
             highlight=False,
         )
-        group.start(grace)
-        while not stop_requested.wait(0.5):
-            if not group.alive():
-                break
-        group.stop()
-        stats = group.stats()
+        stats = Counter()
+
+        def pause() -> None:  # a swap of the data directory: the loops end, jobs re-queued
+            groups[-1].stop()
+            stats.update(groups[-1].stats())
+
+        def resume() -> None:
+            groups.append(WorkerGroup(s, count, concurrency))
+            groups[-1].start(grace)
+
+        groups[0].start(grace)
+        with runstate.recorded(s.home, "worker"):
+            watcher = runstate.PauseWatcher(s.home, pause, resume).start()
+            while not stop_requested.wait(0.5):
+                if not watcher.paused and not groups[-1].alive():
+                    break
+            watcher.stop(resume=False)  # stopping: a paused group stays stopped
+            if not watcher.paused:
+                groups[-1].stop()
+                stats.update(groups[-1].stats())
     done = ", ".join(f"{n} {what}" for what, n in sorted(stats.items()) if n) or "no jobs"
     console.print(f"worker stopped: {done}", highlight=False)

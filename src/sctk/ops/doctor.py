@@ -122,16 +122,16 @@ def _tls_files(settings: Settings) -> Finding:
 
 
 def _stale_pid(settings: Settings) -> Finding:
-    from sctk.runstate import pid_path, running_pid
+    from sctk.runstate import stale
 
-    path = pid_path(settings.home)
-    if path.exists() and running_pid(settings.home) is None:
+    gone = stale(settings.home)
+    if gone:
         return Finding(
             "startup",
             "pid_file",
             "warn",
-            f"{path} names a process that is gone (an unclean stop)",
-            f"rm {path}",
+            f"{', '.join(map(str, gone))} name(s) a process that is gone (an unclean stop)",
+            f"rm {' '.join(map(str, gone))}",
         )
     return Finding("startup", "pid_file", "ok", "no stale pid file")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import text, update
 
+from sctk import runstate
 from sctk.health import Status, run_checks
 from sctk.health.registry import record
 from sctk.logs import LOG_FILE
@@ -138,6 +139,7 @@ def tmp(ctx: TaskContext) -> TaskResult:
         *old_files(scratch, m.scratch_max_age_days),
     ]
     removed += [t.path for t in leftovers(ctx.settings) if t.path not in removed]
+    removed += [p for p in runstate.stale(home) if p not in removed]  # kill -9'd services
     freed = sum(remove(p) for p in removed)
     return TaskResult(
         "ok",
