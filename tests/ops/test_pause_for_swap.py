@@ -133,6 +133,30 @@ def test_rollback_coordinated_under_a_running_service(tmp_path, monkeypatch):
 
             h = login()
             assert http.post("/api/v1/tokens", json={"name": "before"}, headers=h).is_success
+
+            # a coordinator that dies while it holds the service paused: the service resumes
+            code = (
+                "import sys, time; from sctk import runstate\n"
+                "with runstate.paused_services(sys.argv[1], 'a test'):\n"
+                "    print('paused', flush=True); time.sleep(120)"
+            )
+            holder = subprocess.Popen(
+                [sys.executable, "-c", code, str(home)], stdout=subprocess.PIPE, text=True
+            )
+            try:
+                assert holder.stdout.readline().strip() == "paused"
+                refused = http.get("/health/ready")
+                assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+                assert "paused" in refused.json()["detail"]
+                assert http.get("/health/live").status_code == 200
+            finally:
+                holder.kill()
+                holder.wait()
+            wait_until(
+                lambda: http.get("/health/ready").status_code == 200,
+                timeout=30,
+                what="the service to resume after its coordinator died",
+            )
             before = _inode(home)
 
             r = run_sctk("rollback", "--yes", "--coordinate", home=home, env=ENV)

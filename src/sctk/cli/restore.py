@@ -225,7 +225,7 @@ def _print_plan(plan, as_json: bool) -> None:
     if plan.running_pid is not None:
         err_console.print(
             f"A service (pid {plan.running_pid}) runs on {plan.target}: the restore would "
-            "refuse without --force.",
+            "refuse without --coordinate or --force.",
             highlight=False,
         )
     if plan.interrupted:
