@@ -197,9 +197,11 @@ def test_a_service_that_never_pauses_stops_the_command(tmp_path, monkeypatch):
         monkeypatch.setattr(runstate, "PAUSE_TIMEOUT", 1.5)
         settings = config.load(home).settings
         before = _inode(home)
-        with pytest.raises(Conflict) as refused:
-            with runstate.coordinated(home, "the rollback", coordinate=True):
-                up.rollback(settings, actor="tests")
+        with (
+            pytest.raises(Conflict) as refused,
+            runstate.coordinated(home, "the rollback", coordinate=True),
+        ):
+            up.rollback(settings, actor="tests")
         assert str(refused.value) == (
             f"The service process(es) {frozen.pid} on {home} did not pause within 1.5 s, so "
             "the rollback did not start and nothing was changed; see that they answer (or "
