@@ -224,6 +224,17 @@ def pause_requested(home: Path) -> bool:
     return False
 
 
+def wait_while_paused(home: Path) -> None:
+    """Block while a command holds the services of HOME paused: a service starting then
+    waits for the swap to end instead of opening the database under it."""
+    logged = False
+    while pause_requested(home):
+        if not logged:
+            log.info("waiting: a command is swapping the data directory %s", home)
+            logged = True
+        time.sleep(POLL_SECONDS)
+
+
 @contextmanager
 def paused_services(home: Path, action: str, timeout: float | None = None) -> Iterator[list[int]]:
     """Pause every service process of HOME for the block (ACTION says what for): each stops
@@ -238,9 +249,7 @@ def paused_services(home: Path, action: str, timeout: float | None = None) -> It
             f"Another command (pid {other}) holds the services of {home} paused; wait for it "
             "to finish, then run this one again."
         )
-    if not services(home):
-        yield []
-        return
+    # written even when none runs: a service starting during the swap waits for its end
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / PAUSE, f"{os.getpid()}\n", mode=0o644)
     try:

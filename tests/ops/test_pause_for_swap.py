@@ -19,6 +19,7 @@ from sctk import config, runstate
 from sctk.backup.create import create_backup
 from sctk.backup.location import init_repo
 from sctk.errors import Conflict
+from sctk.logs import LOG_FILE
 from sctk.ops import upgrade as up
 from sctk.storage.engine import make_engine
 from sctk.storage.layout import init_home
@@ -212,3 +213,24 @@ def test_a_service_that_never_pauses_stops_the_command(tmp_path, monkeypatch):
     finally:
         os.kill(frozen.pid, signal.SIGKILL)
         frozen.wait()
+
+
+def test_a_service_starting_during_a_coordinated_swap_waits_for_its_end(tmp_path, monkeypatch):
+    home = _home(tmp_path, monkeypatch)
+    log = home / "logs" / LOG_FILE
+    with runstate.paused_services(home, "a test"):  # none runs: the request is there anyway
+        worker = _spawn(home, "worker", SCTK_JOBS__WORKERS="1")
+        try:
+            wait_until(
+                lambda: log.exists() and "is swapping the data directory" in log.read_text(),
+                timeout=60,
+                what="the worker to wait",
+            )
+            assert worker.poll() is None and _pids(home) == set()
+        except BaseException:
+            _stop(worker)
+            raise
+    try:
+        wait_until(lambda: _pids(home) == {worker.pid}, timeout=60, what="the worker to start")
+    finally:
+        _stop(worker)

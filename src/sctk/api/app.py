@@ -121,6 +121,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if announce is not None:
+            from sctk.runstate import wait_while_paused
+
+            await run_in_threadpool(wait_while_paused, settings.home)
         # the process's bus: job events recorded here or (PostgreSQL) elsewhere reach it
         bus = _app.state.bus = get_bus(settings)
         await run_in_threadpool(bus.start)  # waits for LISTEN: blocking, so off the loop

@@ -53,6 +53,7 @@ def scheduler(
         if "sched" in running:
             running.pop("sched").stop()
 
+    runstate.wait_while_paused(s.home)  # a swap under way: start after it
     start()
     console.print(
         f"scheduler {running['sched'].holder} started{' with monitoring' if monitor else ''}; "

@@ -70,6 +70,7 @@ def worker(
     else:
         from sctk import runstate
 
+        runstate.wait_while_paused(s.home)  # a swap under way: start after it
         count = loops or max(s.jobs.workers, 1)
         groups = [WorkerGroup(s, count, concurrency)]
         stoppers.append(lambda force: groups[-1].request_stop(force))
