@@ -31,10 +31,11 @@ from tests.security.conftest import ACCOUNTS, bearer, create_user
 ADMIN = ACCOUNTS["admin"]
 
 
-def _home(tmp_path: Path, monkeypatch) -> Path:
-    """A home (SQLite) with an admin and a pre-update snapshot, so that rollback has one."""
+def _home(tmp_path: Path, monkeypatch, database_url: str | None = None) -> Path:
+    """A home (SQLite unless DATABASE_URL) with an admin and a pre-update snapshot, so that
+    rollback has one."""
     home = tmp_path / "home"
-    init_home(home)
+    init_home(home, database_url=database_url)
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
     settings = config.load(home).settings
@@ -234,3 +235,43 @@ def test_a_service_starting_during_a_coordinated_swap_waits_for_its_end(tmp_path
         wait_until(lambda: _pids(home) == {worker.pid}, timeout=60, what="the worker to start")
     finally:
         _stop(worker)
+
+
+def test_restore_coordinated_under_a_service_on_postgresql(tmp_path, monkeypatch, pg_migrated_url):
+    home = _home(tmp_path, monkeypatch, pg_migrated_url)
+    port = free_port()
+    proc = _spawn(home, "serve", "--port", str(port), SCTK_JOBS__WORKERS="1")
+    try:
+        wait_until(lambda: _pids(home) == {proc.pid}, timeout=120, what="the service's record")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            wait_until(lambda: http.get("/health/live").status_code == 200, timeout=60)
+
+            def login() -> dict[str, str]:
+                r = http.post(
+                    "/api/v1/auth/token",
+                    json={"username": ADMIN.username, "password": ADMIN.password},
+                )
+                assert r.status_code == 200, r.text
+                return bearer(r.json()["access_token"])
+
+            h = login()
+            assert http.post("/api/v1/tokens", json={"name": "before"}, headers=h).is_success
+            r = run_sctk(
+                "restore", "--latest", "--include-safety", "--coordinate",
+                home=home, env=ENV, timeout=300,
+            )  # fmt: skip
+            assert r.returncode == 0, r.stderr
+            assert proc.poll() is None and _pids(home) == {proc.pid}
+            h = login()
+            assert http.get("/health/ready", headers=h).status_code == 200
+            made = http.post("/api/v1/tokens", json={"name": "after-restore"}, headers=h)
+            assert made.status_code == 201, made.text
+    finally:
+        _stop(proc)
+    engine = make_engine(config.load(home).settings)
+    try:
+        with engine.connect() as db:
+            names = {name for (name,) in db.exec_driver_sql("SELECT name FROM api_tokens")}
+    finally:
+        engine.dispose()
+    assert "after-restore" in names and "before" not in names

@@ -574,7 +574,9 @@ def restore(
         ref = pending
         if settled and journal and journal.get("parts"):
             parts = [p for p in journal["parts"] if p in PARTS] or parts
-    plan = make_plan(settings, repo, ref, parts, target, database_url, explicit_parts, force)
+    plan = make_plan(
+        settings, repo, ref, parts, target, database_url, explicit_parts, force, include_safety
+    )
     plan.migrate = plan.migrate and migrate
     started = time.monotonic()
     try:
