@@ -121,39 +121,39 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if announce is not None:
-            from sctk.runstate import wait_while_paused
+        from sctk import runstate
 
-            await run_in_threadpool(wait_while_paused, settings.home)
-        # the process's bus: job events recorded here or (PostgreSQL) elsewhere reach it
-        bus = _app.state.bus = get_bus(settings)
-        await run_in_threadpool(bus.start)  # waits for LISTEN: blocking, so off the loop
-        await run_in_threadpool(start_loops, _app)
-        if warm:
-            from sctk.api.warmup import warm_up
-
-            await run_in_threadpool(warm_up)
         watcher = None
         if announce is not None:
-            from sctk import runstate
-
-            # one record per served process (uvicorn's workers each have theirs): restore,
-            # upgrade and rollback refuse while it is there, or pause it (--coordinate)
+            await run_in_threadpool(runstate.wait_while_paused, settings.home)
+            # one record per served process (uvicorn's workers each have theirs), before it
+            # opens the database: restore, upgrade and rollback refuse while it is there, or
+            # pause it (--coordinate)
             runstate.write_pid(settings.home, url=os.environ.get(SERVE_URL_ENV), role=announce)
-            watcher = runstate.PauseWatcher(
-                settings.home, lambda: pause(_app), lambda: resume(_app)
-            ).start()
         try:
-            yield
-        finally:
-            if watcher is not None:
-                from sctk import runstate
+            # the process's bus: job events recorded here or (PostgreSQL) elsewhere reach it
+            bus = _app.state.bus = get_bus(settings)
+            await run_in_threadpool(bus.start)  # waits for LISTEN: blocking, so off the loop
+            try:
+                await run_in_threadpool(start_loops, _app)
+                if warm:
+                    from sctk.api.warmup import warm_up
 
-                await run_in_threadpool(watcher.stop, False)
+                    await run_in_threadpool(warm_up)
+                if announce is not None:
+                    watcher = runstate.PauseWatcher(
+                        settings.home, lambda: pause(_app), lambda: resume(_app)
+                    ).start()
+                yield
+            finally:
+                if watcher is not None:
+                    await run_in_threadpool(watcher.stop, False)
+                await run_in_threadpool(stop_loops, _app)  # none left when stopped paused
+                await run_in_threadpool(bus.stop)
+                engine.dispose()
+        finally:
+            if announce is not None:
                 runstate.clear_pid(settings.home)
-            await run_in_threadpool(stop_loops, _app)  # none left when stopped paused
-            await run_in_threadpool(bus.stop)
-            engine.dispose()
 
     app = FastAPI(
         title="sctk",
