@@ -30,9 +30,13 @@ from sctk import config
 from sctk.config import Settings
 from sctk.storage.layout import init_home
 from tests.helpers import LiveServer
+from tests.uq import physics_examples
 
 PG_URL = os.environ.get("SCTK_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+physics_examples.register()  # the tests' own physics functions, in every test process
 
 
 def _admin_url(url: str):

@@ -411,7 +411,12 @@ def test_a_prediction_in_flight_on_a_killed_api_process_is_retried_by_nginx(tmp_
     prefix = Path(tempfile.mkdtemp(prefix="sctk-nginx-"))
     prefix.chmod(0o755)
     api_ports, nginx_port = [free_port(), free_port()], free_port()
-    env = clean_env(SCTK_HOME=str(home), **{HOLD_FILE_ENV: str(hold)})
+    env = clean_env(
+        SCTK_HOME=str(home),
+        # the served processes load the model: its physics must be one the admin lists
+        SCTK_UQ__PHYSICS_ALLOWED='["tests.uq.physics_examples:hold_first_caller"]',
+        **{HOLD_FILE_ENV: str(hold)},
+    )
     try:
         for n, port in enumerate(api_ports):
             argv = sctk_argv("serve", "--role", "api", "--host", "127.0.0.1", "--port", str(port))

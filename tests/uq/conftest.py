@@ -33,18 +33,3 @@ def sctk_here(monkeypatch, capsys):
         return Ran(code, out.out, out.err)
 
     return run
-
-
-def _register_test_physics() -> None:
-    """The tests' own physics functions, registered as a user's own Python code would (a
-    string names a physics only through sctk.uq.physics_registry)."""
-    from sctk.uq import physics_registry
-    from tests.uq import physics_examples
-
-    for name in ("sine_of_first", "wrong_length", "small_flow"):
-        physics_registry.register(
-            f"tests.uq.physics_examples:{name}", getattr(physics_examples, name)
-        )
-
-
-_register_test_physics()

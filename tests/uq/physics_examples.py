@@ -46,3 +46,19 @@ def hold_first_caller(X: np.ndarray) -> np.ndarray:
             while time.monotonic() < deadline:  # a hold, not a wait for a condition
                 time.sleep(0.1)
     return np.sin(X[:, 0])
+
+
+NAMES = ("sine_of_first", "wrong_length", "small_flow", "inverse_of_first", "hold_first_caller")
+
+
+def register() -> None:
+    """Register these functions in this process, as a user's own Python code would (a string
+    names a physics only through sctk.uq.physics_registry); a served process of a test gets
+    them from [uq] physics_allowed instead."""
+    import sys
+
+    from sctk.uq import physics_registry
+
+    module = sys.modules[__name__]
+    for name in NAMES:
+        physics_registry.register(f"tests.uq.physics_examples:{name}", getattr(module, name))

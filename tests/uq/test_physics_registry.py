@@ -37,6 +37,7 @@ class _Ctx:
     """The JobContext a worker hands a job, for running uq.train in this process."""
 
     job_id = 1
+    owner = "ada"
 
     def __init__(self, home: Path):
         self.home = str(home)

@@ -54,7 +54,7 @@ def latest(repo: Any, include_safety: bool = False) -> Any:
                 f"Repository {repo.url} holds only safety snapshots (taken before a restore or "
                 "an upgrade); name one by its id, or pass --include-safety to use the newest."
             )
-        raise SctkError(f"Repository {repo.url} has no snapshots yet; take a backup first.")
+        raise repo.no_snapshot_error()  # names damaged snapshot files, if any
     return pool[-1]
 
 

@@ -283,7 +283,8 @@ class Repository:
         self.snapshots()
         return dict(self._unreadable)
 
-    def _no_snapshot_error(self) -> RepoError:
+    def no_snapshot_error(self) -> RepoError:
+        """Why no snapshot can be used: damaged snapshot files named, else none taken yet."""
         if self._unreadable:
             names = ", ".join(f"snapshots/{i}" for i in sorted(self._unreadable)[:3])
             return RepoError(
@@ -304,7 +305,7 @@ class Repository:
         if ref == "latest":
             snaps = self.snapshots()
             if not snaps:
-                raise self._no_snapshot_error()
+                raise self.no_snapshot_error()
             return snaps[-1].id
         if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref):
             raise RepoError(
