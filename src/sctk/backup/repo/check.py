@@ -13,21 +13,17 @@ once (each version is still hashed whole): every byte of every pack is read once
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import zstandard
-from cryptography.exceptions import InvalidTag
-
 from sctk.backup.repo import leftovers
+from sctk.backup.repo.chunkread import chunk_reader
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import (
     AAD_SNAPSHOT,
-    FLAG_ZSTD,
     content_id,
     decode_pack_header,
     open_json,
@@ -39,95 +35,8 @@ from sctk.backup.repo.packs import read_pack_header
 from sctk.backup.repo.repository import ChunkError, worker_count
 
 MAX_ERRORS_PER_SNAPSHOT = 20
-OPEN_PACKS = 8  # packs each verifier keeps open
 GROUP_VERSIONS = 4  # versions of one path verified together (they share most chunks)
 SHARED_CACHE_BYTES = 8 * 1024 * 1024  # plaintext kept per group for chunks versions share
-
-
-class _SlowReader:
-    """Chunks through the repository's backend (remote repositories)."""
-
-    def __init__(self, repo):
-        self.repo = repo
-
-    def plain(self, cid: str, loc: tuple):
-        return self.repo._safe_load(cid)
-
-    def close(self) -> None:
-        pass
-
-
-class _ChunkReader:
-    """One verifier's reads of a local repository: open packs, and buffers reused for every
-    chunk (read, decrypted and decompressed in place), so verifying costs no allocation or
-    page faults per chunk. plain() returns a view valid until its next call."""
-
-    def __init__(self, repo):
-        self.repo = repo
-        self.root = repo.backend.root
-        self.aead = repo.keys.aead
-        self.dctx = zstandard.ZstdDecompressor()
-        self.fds: dict[str, int] = {}
-        self.sealed = bytearray(1 << 20)
-        self.plainbuf = bytearray(1 << 20)
-        self.rawbuf = bytearray(1 << 20)
-
-    def _fd(self, pack: str) -> int:
-        fd = self.fds.pop(pack, None)
-        if fd is None:
-            if len(self.fds) >= OPEN_PACKS:
-                os.close(self.fds.pop(next(iter(self.fds))))
-            fd = os.open(self.root / pack_name(pack), os.O_RDONLY)
-        self.fds[pack] = fd  # most recently used last
-        return fd
-
-    @staticmethod
-    def _grow(buf: bytearray, need: int) -> bytearray:
-        return buf if len(buf) >= need else bytearray(max(need, 2 * len(buf)))
-
-    def plain(self, cid: str, loc: tuple):
-        pack, off, length, raw_len, flags = loc
-        name = pack_name(pack)
-        try:
-            fd = self._fd(pack)
-        except FileNotFoundError:
-            return ChunkError(cid, pack, f"pack {name} is missing")
-        except OSError as exc:
-            return ChunkError(cid, pack, f"pack {name} cannot be read ({exc.strerror})")
-        self.sealed = self._grow(self.sealed, length)
-        sealed = memoryview(self.sealed)[:length]
-        if length < 28 or os.preadv(fd, [sealed], off) != length:
-            return ChunkError(cid, pack, f"pack {name} is truncated")
-        self.plainbuf = self._grow(self.plainbuf, length - 28)
-        plain = memoryview(self.plainbuf)[: length - 28]
-        try:
-            self.aead.decrypt_into(sealed[:12], sealed[12:], cid.encode(), plain)
-        except (InvalidTag, ValueError):
-            return ChunkError(
-                cid, pack, f"pack {name} is damaged (chunk {cid[:12]} fails authentication)"
-            )
-        if flags & FLAG_ZSTD:
-            self.rawbuf = self._grow(self.rawbuf, raw_len + 1)
-            out = memoryview(self.rawbuf)[: raw_len + 1]
-            got = 0
-            try:
-                with self.dctx.stream_reader(plain) as stream:
-                    while got <= raw_len:
-                        n = stream.readinto(out[got:])
-                        if not n:
-                            break
-                        got += n
-            except zstandard.ZstdError:
-                return ChunkError(cid, pack, f"pack {name} holds an undecodable chunk {cid[:12]}")
-            plain = out[:got]
-        if len(plain) != raw_len:
-            return ChunkError(cid, pack, f"chunk {cid[:12]} in {name} has a wrong size")
-        return plain
-
-    def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
 
 
 def blocking_problems(repo) -> list[str]:
@@ -375,8 +284,7 @@ def _read_data(
         results.update(zip(group, outcomes, strict=True))
 
     local = threading.local()
-    readers: list[_ChunkReader] = []
-    fast = bool(getattr(repo.backend, "local", False))
+    readers: list = []
 
     # One task per file (or per few versions of one file) in a pool of verifiers, so files
     # are decrypted, decompressed and hashed in parallel (all three release the GIL). Each
@@ -385,7 +293,7 @@ def _read_data(
     def verify_group(group: list[int]):
         reader = getattr(local, "reader", None)
         if reader is None:
-            reader = local.reader = _ChunkReader(repo) if fast else _SlowReader(repo)
+            reader = local.reader = chunk_reader(repo)
             with lock:
                 readers.append(reader)
         return _verify_versions(reader, index, [todo[i][1] for i in group])

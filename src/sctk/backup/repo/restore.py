@@ -21,11 +21,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from sctk.backup.repo.chunkread import chunk_reader
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.models import FileEntry, RestoreStats
 from sctk.backup.repo.repository import ChunkError, worker_count
-
-SMALL_FILE_CHUNKS = 4  # files of up to this many chunks are restored whole by one worker
 
 
 def _target_error(target: Path, exc: OSError) -> RepoError:
@@ -95,19 +94,29 @@ def restore(
     for e in entries:  # folders first (and every path checked) before any file is written
         dirs.ensure(os.path.dirname(os.path.join(stage, _checked(e.path))))
 
+    local = threading.local()
+    readers: list = []
+
     def restore_file(e: FileEntry) -> str | ChunkError:
         """Write one file into the staging folder, hashing as it goes; its SHA-256, or the
-        ChunkError that stopped it."""
+        ChunkError that stopped it. Each worker reads with its own reader (open packs and
+        reused buffers), a file's chunks in order; files are restored in parallel."""
         nonlocal written
+        reader = getattr(local, "reader", None)
+        if reader is None:
+            reader = local.reader = chunk_reader(repo)
+            with lock:
+                readers.append(reader)
         dest = os.path.join(stage, e.path)
         sha = hashlib.sha256()
-        if len(e.chunks) > SMALL_FILE_CHUNKS:
-            datas = repo.iter_chunks(e.chunks, window=6)
-        else:
-            datas = (repo._safe_load(c) for c in e.chunks)
+        index = repo.index.entries
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            for data in datas:
+            for cid in e.chunks:
+                loc = index.get(cid)
+                if loc is None:
+                    return ChunkError(cid, None, f"chunk {cid[:12]} is in no index")
+                data = reader.plain(cid, loc)
                 if isinstance(data, ChunkError):
                     return data
                 sha.update(data)
@@ -119,13 +128,12 @@ def restore(
             os.fchmod(fd, e.mode)
         finally:
             os.close(fd)
-            datas.close()
         return sha.hexdigest()
 
     with repo.lock(exclusive=False):
         try:
-            # One task per file, so files are written and hashed in parallel; a large file's
-            # chunks are fetched and decrypted ahead by the chunk pool.
+            # One task per file, largest first so that no big file starts last and leaves a
+            # core idle; files are read, decrypted, written and hashed in parallel.
             with ThreadPoolExecutor(worker_count(), thread_name_prefix="sctk-restore-file") as ex:
                 pending: deque = deque()
 
@@ -152,7 +160,7 @@ def restore(
                     damaged[e.path] = why
 
                 try:
-                    for e in entries:
+                    for e in sorted(entries, key=lambda e: -e.size):
                         pending.append((e, ex.submit(restore_file, e)))
                         if len(pending) >= 2 * worker_count():
                             settle()
@@ -173,6 +181,8 @@ def restore(
         except OSError as exc:
             raise _target_error(target, exc) from None
         finally:
+            for reader in readers:
+                reader.close()
             shutil.rmtree(staging, ignore_errors=True)
     whole = [e for e in entries if e.path not in damaged]
     return RestoreStats(

@@ -1,0 +1,111 @@
+"""Reading chunks for a whole-repository pass (verify, restore): one reader per thread.
+
+A local repository is read with open packs and buffers reused for every chunk (read,
+decrypted and decompressed in place), so a pass over gigabytes costs no allocation and no
+page faults per chunk: that was a third of a restore's CPU when every chunk was three fresh
+byte strings. A remote one goes through the backend, a chunk at a time.
+"""
+
+from __future__ import annotations
+
+import os
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+
+from sctk.backup.repo.formats import FLAG_ZSTD, pack_name
+from sctk.backup.repo.repository import ChunkError
+
+OPEN_PACKS = 8  # packs each reader keeps open
+
+
+def chunk_reader(repo):
+    """A reader for one thread: plain(cid, loc) gives a chunk's plaintext (a view valid until
+    the next call, for a local repository) or its ChunkError; close() when done."""
+    return LocalReader(repo) if getattr(repo.backend, "local", False) else BackendReader(repo)
+
+
+class BackendReader:
+    """Chunks through the repository's backend (remote repositories)."""
+
+    def __init__(self, repo):
+        self.repo = repo
+
+    def plain(self, cid: str, loc: tuple):
+        return self.repo._safe_load(cid)
+
+    def close(self) -> None:
+        pass
+
+
+class LocalReader:
+    """One thread's reads of a local repository: open packs, and buffers reused for every
+    chunk (read, decrypted and decompressed in place). plain() returns a view valid until
+    its next call."""
+
+    def __init__(self, repo):
+        self.repo = repo
+        self.root = repo.backend.root
+        self.aead = repo.keys.aead
+        self.dctx = zstandard.ZstdDecompressor()
+        self.fds: dict[str, int] = {}
+        self.sealed = bytearray(1 << 20)
+        self.plainbuf = bytearray(1 << 20)
+        self.rawbuf = bytearray(1 << 20)
+
+    def _fd(self, pack: str) -> int:
+        fd = self.fds.pop(pack, None)
+        if fd is None:
+            if len(self.fds) >= OPEN_PACKS:
+                os.close(self.fds.pop(next(iter(self.fds))))
+            fd = os.open(self.root / pack_name(pack), os.O_RDONLY)
+        self.fds[pack] = fd  # most recently used last
+        return fd
+
+    @staticmethod
+    def _grow(buf: bytearray, need: int) -> bytearray:
+        return buf if len(buf) >= need else bytearray(max(need, 2 * len(buf)))
+
+    def plain(self, cid: str, loc: tuple):
+        pack, off, length, raw_len, flags = loc
+        name = pack_name(pack)
+        try:
+            fd = self._fd(pack)
+        except FileNotFoundError:
+            return ChunkError(cid, pack, f"pack {name} is missing")
+        except OSError as exc:
+            return ChunkError(cid, pack, f"pack {name} cannot be read ({exc.strerror})")
+        self.sealed = self._grow(self.sealed, length)
+        sealed = memoryview(self.sealed)[:length]
+        if length < 28 or os.preadv(fd, [sealed], off) != length:
+            return ChunkError(cid, pack, f"pack {name} is truncated")
+        self.plainbuf = self._grow(self.plainbuf, length - 28)
+        plain = memoryview(self.plainbuf)[: length - 28]
+        try:
+            self.aead.decrypt_into(sealed[:12], sealed[12:], cid.encode(), plain)
+        except (InvalidTag, ValueError):
+            return ChunkError(
+                cid, pack, f"pack {name} is damaged (chunk {cid[:12]} fails authentication)"
+            )
+        if flags & FLAG_ZSTD:
+            self.rawbuf = self._grow(self.rawbuf, raw_len + 1)
+            out = memoryview(self.rawbuf)[: raw_len + 1]
+            got = 0
+            try:
+                with self.dctx.stream_reader(plain) as stream:
+                    while got <= raw_len:
+                        n = stream.readinto(out[got:])
+                        if not n:
+                            break
+                        got += n
+            except zstandard.ZstdError:
+                return ChunkError(cid, pack, f"pack {name} holds an undecodable chunk {cid[:12]}")
+            plain = out[:got]
+        if len(plain) != raw_len:
+            return ChunkError(cid, pack, f"chunk {cid[:12]} in {name} has a wrong size")
+        return plain
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
