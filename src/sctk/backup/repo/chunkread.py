@@ -17,6 +17,7 @@ from sctk.backup.repo.formats import FLAG_ZSTD, pack_name
 from sctk.backup.repo.repository import ChunkError
 
 OPEN_PACKS = 8  # packs each reader keeps open
+READ_AHEAD = 6  # chunks of one file fetched ahead from a remote repository
 
 
 def chunk_reader(repo):
@@ -33,6 +34,11 @@ class BackendReader:
 
     def plain(self, cid: str, loc: tuple):
         return self.repo._safe_load(cid)
+
+    def chunks(self, cids: list[str]):
+        """A file's chunks in order, fetched ahead in the repository's pool (each fetch waits
+        on the network: several in flight hide the latency)."""
+        return self.repo.iter_chunks(cids, window=READ_AHEAD)
 
     def close(self) -> None:
         pass
@@ -104,6 +110,17 @@ class LocalReader:
         if len(plain) != raw_len:
             return ChunkError(cid, pack, f"chunk {cid[:12]} in {name} has a wrong size")
         return plain
+
+    def chunks(self, cids: list[str]):
+        """A file's chunks in order (each a view valid until the next one), or a ChunkError
+        where one cannot be read."""
+        entries = self.repo.index.entries
+        for cid in cids:
+            loc = entries.get(cid)
+            if loc is None:
+                yield ChunkError(cid, None, f"chunk {cid[:12]} is in no index")
+                continue
+            yield self.plain(cid, loc)
 
     def close(self) -> None:
         for fd in self.fds.values():

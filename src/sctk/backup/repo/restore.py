@@ -99,8 +99,9 @@ def restore(
 
     def restore_file(e: FileEntry) -> str | ChunkError:
         """Write one file into the staging folder, hashing as it goes; its SHA-256, or the
-        ChunkError that stopped it. Each worker reads with its own reader (open packs and
-        reused buffers), a file's chunks in order; files are restored in parallel."""
+        ChunkError that stopped it. Each worker reads with its own reader (for a local
+        repository: open packs and reused buffers), a file's chunks in order; files are
+        restored in parallel."""
         nonlocal written
         reader = getattr(local, "reader", None)
         if reader is None:
@@ -109,14 +110,10 @@ def restore(
                 readers.append(reader)
         dest = os.path.join(stage, e.path)
         sha = hashlib.sha256()
-        index = repo.index.entries
+        datas = reader.chunks(e.chunks)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            for cid in e.chunks:
-                loc = index.get(cid)
-                if loc is None:
-                    return ChunkError(cid, None, f"chunk {cid[:12]} is in no index")
-                data = reader.plain(cid, loc)
+            for data in datas:
                 if isinstance(data, ChunkError):
                     return data
                 sha.update(data)
@@ -128,6 +125,7 @@ def restore(
             os.fchmod(fd, e.mode)
         finally:
             os.close(fd)
+            datas.close()
         return sha.hexdigest()
 
     with repo.lock(exclusive=False):
