@@ -168,7 +168,7 @@ def test_acknowledge_is_within_the_alerts_card_at_1400_px(site, admin):
     admin.goto("/ui/operations")
     with alerting_on(site[0], "memory_percent", 0.5):
         page.wait_for_selector("#alerts-table button.ack")
-        for width in (1400, 1280, 1024):
+        for width in (1400, 1280, 1024, 720, 641):
             page.set_viewport_size({"width": width, "height": 900})
             # the button lies inside the card, and its table needs no sideways scrolling
             geometry = page.evaluate(

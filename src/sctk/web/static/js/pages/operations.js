@@ -205,13 +205,14 @@ function alerts(box, can) {
       listing,
       table(
         [
-          ["Alert", (a) => a.message],
+          // the controls under the message, not in a last column: a table wider than its
+          // card scrolls sideways and would hide them first
+          ["Alert", (a) => [a.message, controls(a)]],
           ["Severity", (a) => badge(a.severity)],
           ["Status", (a) => badge(a.status)],
           ["Since", (a) => ago(a.started_at)],
           ["Acknowledged", (a) => a.acknowledged_by || "no"],
           ["Silenced until", (a) => (a.silenced_until ? when(a.silenced_until) : "")],
-          ["", controls],
         ],
         rows,
         { empty: "No alert.", id: "alerts-table" },
