@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sctk.storage.engine import make_engine, session_scope
+from sctk.uq.evaluation import latest_reports
 from sctk.uq.jobs import train
 from tests.security.conftest import assert_cli_error
 from tests.uq.registry_helpers import frame, import_csv, train_params
@@ -47,6 +48,14 @@ def test_evaluate_writes_the_report_and_calibrate_replaces_the_scores(
     assert result["report"]["json"].startswith(str(home / "reports/uq/drag-v1-"))
     text = _ok(sctk_here("uq", "evaluate", "drag", "--data", "holdout", home=home))
     assert "coverage" in text and "calibration.png" in text
+    # --out elsewhere: the report there, and its copy where the dashboard and /metrics look
+    elsewhere = tmp_path / "elsewhere"
+    args = ("uq", "evaluate", "drag", "--data", "holdout", "--alpha", "0.2", "--out", elsewhere)
+    _ok(sctk_here(*map(str, args), home=home))
+    assert (elsewhere / "report.json").is_file() and (elsewhere / "calibration.png").is_file()
+    newest = latest_reports(home)[result["model"]["id"]]
+    assert newest["alpha"] == 0.2 and newest["written_to"] == str(elsewhere.resolve())
+    assert Path(newest["path"]).parent.parent == home / "reports/uq"
 
     def predicted() -> dict:
         args = ("uq", "predict", "drag", "--data", "holdout", "--json")

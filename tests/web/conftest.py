@@ -65,25 +65,26 @@ class Site:
         return self.server.url
 
 
-@pytest.fixture
-def start_site(settings) -> Iterator:
-    """start_site(*roles) serves create_app with a job worker and the metrics collector, with
-    one account per role."""
+def serve_site(stack: ExitStack, settings: Settings, *roles: str) -> Site:
+    """Serve create_app on SETTINGS' data directory with a job worker and the metrics
+    collector, with one account per role, until STACK closes."""
     from sctk.api.app import create_app
 
+    db = make_engine(settings)
+    for role in roles:
+        a = ACCOUNTS[role]
+        create_user(db, a.username, a.password, a.role)
+    db.dispose()
+    served = config.load(settings.home, FAST_JOBS).settings
+    server = stack.enter_context(LiveServer(create_app(served, workers=1, collect=True)))
+    return Site(server, served, {r: ACCOUNTS[r] for r in roles})
+
+
+@pytest.fixture
+def start_site(settings) -> Iterator:
+    """start_site(*roles) serves the test's data directory (see serve_site)."""
     with ExitStack() as stack:
-
-        def start(*roles: str) -> Site:
-            engine = make_engine(settings)
-            for role in roles:
-                a = ACCOUNTS[role]
-                create_user(engine, a.username, a.password, a.role)
-            engine.dispose()
-            served = config.load(settings.home, FAST_JOBS).settings
-            server = stack.enter_context(LiveServer(create_app(served, workers=1, collect=True)))
-            return Site(server, served, {r: ACCOUNTS[r] for r in roles})
-
-        yield start
+        yield lambda *roles: serve_site(stack, settings, *roles)
 
 
 # a response the test provoked on purpose, logged by Chromium as a failed resource
@@ -136,19 +137,26 @@ class Browsing:
         return kept
 
 
+def open_browsing(browser, site: Site) -> tuple[Any, Browsing]:
+    """A browser context of its own and a 1280x800 page in it on SITE, recording console
+    errors; the caller closes the context."""
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    b = Browsing(page, site)
+    page.on("console", lambda m: m.type == "error" and b.errors.append(m.text))
+    page.on("pageerror", lambda e: b.errors.append(f"uncaught: {e}"))
+    return context, b
+
+
 @pytest.fixture
 def browse(browser) -> Iterator:
     """browse(site) opens a fresh 1280x800 page on SITE that records console errors."""
     contexts = []
 
     def open_page(site: Site) -> Browsing:
-        context = browser.new_context(viewport=DESKTOP)
+        context, b = open_browsing(browser, site)
         contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        b = Browsing(page, site)
-        page.on("console", lambda m: m.type == "error" and b.errors.append(m.text))
-        page.on("pageerror", lambda e: b.errors.append(f"uncaught: {e}"))
         return b
 
     yield open_page

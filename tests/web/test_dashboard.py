@@ -6,37 +6,15 @@ no console error."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 
-from sctk.monitoring.alerts import AlertEngine
 from sctk.storage.engine import make_engine, session_scope
+from tests.web.support import alerting_on
 
 # the browser's behaviour does not depend on the database: SQLite only
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("backend", ["sqlite"])]
 
 PAGES = ["/", "/ui/metrics", "/ui/jobs", "/ui/operations"]
-
-
-@contextmanager
-def alerting_on(site, metric: str, level: float) -> Iterator[AlertEngine]:
-    """The real alert engine on the served app's own metrics collector, with one rule: METRIC
-    above LEVEL (no `for` delay). Its next sample crosses the threshold."""
-    from sctk.monitoring.rules import AlertSettings, ThresholdRule
-
-    app = site.server.server.config.app
-    assert app.state.collector is not None, "the site serves no metrics collector"
-    cfg = AlertSettings(
-        rules=[ThresholdRule(name=f"{metric}-low", metric=metric, warning=level, for_seconds=0)],
-        trend_rules=[],
-    )
-    engine = AlertEngine(cfg, app.state.sessionmaker).attach(app.state.collector)
-    try:
-        yield engine
-    finally:
-        engine.close()
 
 
 def open_incident(settings) -> int:

@@ -140,10 +140,8 @@ def create_backup(
         if isinstance(exc, SctkError | OSError):
             raise SctkError(why) from None
         raise
-    summary = (
-        f"Snapshot {info.id[:8]} ({label}): {info.files} files, {info.size} bytes, "
-        f"{info.added_bytes} bytes added."
-    )
+    snapshot = catalog.snapshot_dict(info)
+    summary = summarize(snapshot)
     runs.finish(
         run,
         True,
@@ -160,7 +158,15 @@ def create_backup(
     )
     if settings.backup.announce_success and kinds.kind_of(info) == kinds.REGULAR:
         _announce(settings, summary)
-    return catalog.snapshot_dict(info)
+    return snapshot
+
+
+def summarize(snapshot: dict[str, Any]) -> str:
+    """One line on a snapshot taken (a snapshot_dict): its files and final size."""
+    return (
+        f"Snapshot {snapshot['short_id']} ({snapshot['label']}): {snapshot['files']} files, "
+        f"{snapshot['size']} bytes, {snapshot['added_bytes']} bytes added."
+    )
 
 
 def _announce(settings: Settings, summary: str) -> list[str]:

@@ -9,11 +9,12 @@ travels in job parameters (they are stored in the database and shown by `sctk jo
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from sctk.errors import SctkError
-from sctk.jobs.kinds import JobContext, job_kind
+from sctk.jobs.kinds import JobCancelled, JobContext, JobTimedOut, job_kind
 
 CREATE = "backup.create"
 VERIFY = "backup.verify"
@@ -44,7 +45,7 @@ def verify_params(snapshot: str, read_data: bool = False) -> dict[str, Any]:
 
 @job_kind(CREATE, "Back up the data directory into the backup repository.", PERMISSION)
 def backup_create(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    from sctk.backup.create import create_backup
+    from sctk.backup.create import create_backup, summarize
 
     unknown = sorted(set(params) - {"label"})
     if unknown:
@@ -62,6 +63,11 @@ def backup_create(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         progress=progress,
     )
     ctx.log(f"snapshot {snapshot['id']} written")
+    # the last progress message is the job's message once it ends: the snapshot's final
+    # size, not the byte count of the last piece read (the total is an estimate)
+    # too late to stop once committed: a cancel now leaves the snapshot and its result
+    with suppress(JobCancelled, JobTimedOut):
+        ctx.progress(1.0, summarize(snapshot))
     return {"snapshot": {k: v for k, v in snapshot.items() if k != "manifest"}}
 
 

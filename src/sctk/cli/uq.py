@@ -331,7 +331,10 @@ def evaluate(
     ),
     alpha: float = typer.Option(0.1, "--alpha", help="Miscoverage: intervals cover 1 - alpha."),
     out: Path | None = typer.Option(
-        None, "--out", help="The report's directory (default: <home>/reports/uq/NAME-vN-TIME)."
+        None,
+        "--out",
+        help="The report's directory (default: <home>/reports/uq/NAME-vN-TIME; a report written "
+        "elsewhere leaves a copy of its report.json there, for the dashboard and /metrics).",
     ),
     as_json: bool = json_option(),
 ) -> None:

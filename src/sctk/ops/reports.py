@@ -178,19 +178,34 @@ def build(settings: Settings, period: str, end: datetime | None = None) -> OpsRe
     return report
 
 
-def plot(name: str, points: list[tuple[str, float]]) -> bytes | None:
-    if not points:
-        return None
+def chart(name: str, points: list[tuple[str, float]], start: datetime, end: datetime):
+    """The figure of one daily series over the report's period, START to END."""
     import numpy as np
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
     fig = figure()
     ax = fig.add_subplot()
     days = np.array([datetime.fromisoformat(d) for d, _ in points], dtype="datetime64[D]")
     ax.plot(days, [v for _, v in points], marker="." if len(points) < 60 else None)
+    # the period, whatever the data: left alone, matplotlib widens a lone day to four years
+    # and fits the axis to the data, so a quiet stretch would not show
+    span = [np.datetime64(_day(start), "D"), np.datetime64(_day(end), "D") + 1]
+    ax.set_xlim(*span)
+    locator = AutoDateLocator(minticks=3, maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     ax.set_title(name)
     ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    return png_bytes(fig)
+    return fig
+
+
+def plot(
+    name: str, points: list[tuple[str, float]], start: datetime, end: datetime
+) -> bytes | None:
+    """PNG bytes of chart(), or None when there is no point to draw."""
+    if not points:
+        return None
+    return png_bytes(chart(name, points, start, end))
 
 
 def _summary_rows(r: OpsReport) -> list[tuple[str, str]]:
@@ -257,7 +272,7 @@ def render(report: OpsReport, fmt: str) -> str:
     if fmt == "html":
         images = []
         for name, points in report.series.items():
-            png = plot(name, points)
+            png = plot(name, points, report.start, report.end)
             if png is not None:
                 data = base64.b64encode(png).decode("ascii")
                 images.append(
@@ -275,8 +290,10 @@ def render(report: OpsReport, fmt: str) -> str:
         )
         return (
             "<!doctype html><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif}}"
-            "th{text-align:left}td,th{padding:3px 8px}</style>"
+            "th{text-align:left}td,th{padding:3px 8px}figure{margin:1em 0}"
+            "img{max-width:100%;height:auto}</style>"
             f"<h1>{html.escape(title)}</h1><table>{table}</table>"
             "<h2>Maintenance</h2><table><tr><th>task</th><th>ok</th><th>warn</th><th>fail</th>"
             f"</tr>{maint}</table><h2>Over time</h2>{''.join(images)}"

@@ -83,8 +83,33 @@ def evaluate(
         )
     except OSError as exc:
         raise SctkError(f"Cannot write the report to {directory}: {exc.strerror}.") from None
+    _record_elsewhere(home, row, paths["json"])
     scores = report.evaluate(inputs.y, out, alpha, interval_at)
     return {**extra, **scores, "report": {k: str(v) for k, v in paths.items()}}
+
+
+def _record_elsewhere(home: Path, row, written: Path) -> None:
+    """Keep a copy of report.json under reports/uq/ when --out put the report elsewhere:
+    the dashboard's calibration panel and the coverage metric look there (latest_reports),
+    and still find it when that directory is moved or deleted."""
+    import json
+
+    from sctk.fsutil import atomic_write
+
+    where = written.parent.resolve()
+    if where.parent == (Path(home) / REPORTS_DIR).resolve():
+        return  # already where latest_reports looks
+    doc = json.loads(written.read_text(encoding="utf-8"))
+    doc["written_to"] = str(where)
+    record = default_directory(home, row.name, row.version) / "report.json"
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(record, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        raise SctkError(
+            f"The report is in {where}, but its record in {record.parent} could not be "
+            f"written: {exc.strerror}."
+        ) from None
 
 
 def calibration_metrics(y: np.ndarray, out: dict[str, np.ndarray], n: int) -> dict[str, Any]:
@@ -132,8 +157,9 @@ def recalibrate(
 
 
 def latest_reports(home: Path, max_age_days: float = 30.0) -> dict[int, dict[str, Any]]:
-    """The newest evaluation report of each model (by id), from reports/uq/, when it is
-    younger than MAX_AGE_DAYS: the coverage its intervals had on labelled data lately."""
+    """The newest evaluation report of each model (by id), from reports/uq/ (where a report
+    written with --out elsewhere leaves its copy), when it is younger than MAX_AGE_DAYS: the
+    coverage its intervals had on labelled data lately."""
     import json
     from datetime import UTC, datetime, timedelta
 

@@ -185,8 +185,9 @@ def model_evaluation(
     row = registry.get(session, model_id)  # 404 for an unknown model
     report = evaluation.latest_reports(request.app.state.settings.home).get(row.id)
     if report is not None:
-        # no server paths out: the report's own location, and a file's directory
-        report = {k: v for k, v in report.items() if k != "path"}
+        # no server paths out: the report's own location (and where --out wrote it), and a
+        # file's directory
+        report = {k: v for k, v in report.items() if k not in ("path", "written_to")}
         if "file" in (report.get("data") or {}):
             report["data"] = {**report["data"], "file": PurePath(report["data"]["file"]).name}
     return {"model": {"id": row.id, "name": row.name, "version": row.version}, "evaluation": report}

@@ -177,16 +177,38 @@ async function submitForm(onQueued) {
   return form;
 }
 
+// the columns a model reads from a dataset: its features, or a field model's input column
+function neededColumns(model) {
+  const lineage = model.lineage || {};
+  if (model.kind === "field") return [lineage.input || "x"];
+  return lineage.features || [];
+}
+
+// the stored datasets MODEL can predict on, the one it was trained on first
+function compatibleDatasets(model, datasets) {
+  const needed = neededColumns(model);
+  const fits = datasets.filter((d) => needed.every((c) => c in (d.columns || {})));
+  const trainedOn = (model.lineage || {}).dataset?.name;
+  return [...fits.filter((d) => d.name === trainedOn), ...fits.filter((d) => d.name !== trainedOn)];
+}
+
 function predictForm(model, datasets, plot) {
-  const list = h("datalist", { id: "dataset-names" }, datasets.map((d) => h("option", { value: d.name })));
+  // a default the model can read: the first dataset listed may lack its columns, and the
+  // user would meet the API's refusal before choosing anything
+  const fits = compatibleDatasets(model, datasets);
+  const list = h("datalist", { id: "dataset-names" }, fits.map((d) => h("option", { value: d.name })));
+  const needed = neededColumns(model);
   const form = h(
     "form",
     { class: "inline-form", id: "predict-form", novalidate: true },
     h("h3", {}, "Predict on a stored dataset"),
-    field("Dataset", "dataset", { list: "dataset-names", value: datasets.length ? datasets[0].name : "", autocomplete: "off" }),
+    field("Dataset", "dataset", { list: "dataset-names", value: fits.length ? fits[0].name : "", autocomplete: "off" }),
     field("alpha (miscoverage)", "alpha", { type: "number", step: "any", value: "0.1" }),
     list,
     h("button", { type: "submit" }, "Predict"),
+    fits.length
+      ? null
+      : h("p", { class: "muted", id: "predict-hint" }, `No stored dataset has the column(s) ${needed.join(", ") || "?"} this model reads; import one first.`),
   );
   onSubmit(form, async (data) => {
     const alphaText = String(data.get("alpha") || "").trim();

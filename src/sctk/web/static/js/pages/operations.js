@@ -12,6 +12,7 @@ export async function render(content, { can }) {
     incidents: section("Incidents", "incidents"),
     users: can("users.manage") ? section("Users", "users") : null,
   };
+  boxes.alerts.classList.add("wide"); // its table has the most columns
   clear(content, h("div", { class: "grid" }, Object.values(boxes)));
   const refreshers = [];
   if (boxes.backups) refreshers.push(backups(boxes.backups));
@@ -32,6 +33,20 @@ async function waitJob(id, status) {
   }
 }
 
+// the backups table's filter: regular backups apart from the safety snapshots that restore,
+// upgrade and rollback take of the state they replace (which may be the damage itself)
+const SNAPSHOT_VIEWS = [
+  ["regular", "Backups"],
+  ["safety", "Safety snapshots"],
+  ["all", "All"],
+];
+
+function snapshotsEmpty(view, data) {
+  if (!data.snapshots.length) return "No snapshot yet.";
+  if (view === "safety") return "No safety snapshot: restore, upgrade and rollback take one before they replace the data.";
+  return "No regular backup yet, only safety snapshots.";
+}
+
 function backups(box) {
   const status = h("p", { class: "muted", id: "backup-status", "aria-live": "polite" });
   const listing = h("div");
@@ -41,11 +56,37 @@ function backups(box) {
     field("Label", "label", { options: ["manual", "daily", "weekly", "monthly", "pre-update"].map((l) => [l, l]) }, "select"),
     h("button", { type: "submit" }, "Take a backup"),
   );
+  let view = "regular";
+  let data = null;
+  const picker = h(
+    "div",
+    { class: "picker", id: "snapshot-filter", role: "group", "aria-label": "Show" },
+    SNAPSHOT_VIEWS.map(([kind, text]) => h("button", { type: "button", "data-kind": kind, "aria-pressed": String(kind === view) }, text)),
+  );
+  picker.addEventListener("click", (event) => {
+    const button = event.target.closest("button");
+    if (!button) return;
+    view = button.dataset.kind;
+    if (data) draw();
+  });
   const refresh = async () => {
-    const data = await api("/api/v1/backups?runs=5");
+    data = await api("/api/v1/backups?runs=5");
+    draw();
+  };
+  const draw = () => {
+    const count = (kind) => data.snapshots.filter((s) => kind === "all" || s.kind === kind).length;
+    for (const b of picker.querySelectorAll("button")) {
+      const on = b.dataset.kind === view;
+      b.classList.toggle("on", on);
+      b.setAttribute("aria-pressed", String(on));
+      const text = SNAPSHOT_VIEWS.find(([kind]) => kind === b.dataset.kind)[1];
+      b.textContent = `${text} (${count(b.dataset.kind)})`;
+    }
+    const shown = data.snapshots.filter((s) => view === "all" || s.kind === view);
     clear(
       listing,
       data.configured ? null : h("p", { class: "warn", id: "backup-unconfigured" }, data.problem),
+      picker,
       table(
         [
           ["Snapshot", (s) => s.short_id],
@@ -57,10 +98,11 @@ function backups(box) {
           ["Verified", (s) => (s.verified_at ? h("span", { title: s.problems.join(" ") }, badge(s.status), " ", ago(s.verified_at)) : badge(s.status))],
           ["", (s) => h("button", { type: "button", class: "small", onclick: () => verify(s) }, "Verify")],
         ],
-        data.snapshots,
-        { empty: "No snapshot yet.", id: "snapshots-table" },
+        shown,
+        { empty: snapshotsEmpty(view, data), id: "snapshots-table" },
       ),
     );
+    listing.dataset.view = view;
   };
   const verify = async (snap) => {
     try {
@@ -75,7 +117,9 @@ function backups(box) {
   onSubmit(form, async (data) => {
     const job = await api("/api/v1/backups", { method: "POST", body: { label: data.get("label") } });
     const done = await waitJob(job.job, (j) => (status.textContent = `Backup job ${j.id}: ${j.status} ${j.message}`));
-    status.textContent = `Backup job ${done.id}: ${done.status}${done.error ? ` — ${done.error}` : ""}`;
+    // succeeded: the job's last message names the snapshot and its final size
+    const said = done.error || done.message;
+    status.textContent = `Backup job ${done.id}: ${done.status}${said ? ` — ${said}` : ""}`;
     await refresh();
   });
   clear(box, h("h2", {}, "Backups"), form, status, listing);
@@ -161,13 +205,14 @@ function alerts(box, can) {
       listing,
       table(
         [
-          ["Alert", (a) => a.message],
+          // the controls under the message, not in a last column: a table wider than its
+          // card scrolls sideways and would hide them first
+          ["Alert", (a) => [a.message, controls(a)]],
           ["Severity", (a) => badge(a.severity)],
           ["Status", (a) => badge(a.status)],
           ["Since", (a) => ago(a.started_at)],
           ["Acknowledged", (a) => a.acknowledged_by || "no"],
           ["Silenced until", (a) => (a.silenced_until ? when(a.silenced_until) : "")],
-          ["", controls],
         ],
         rows,
         { empty: "No alert.", id: "alerts-table" },

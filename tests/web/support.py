@@ -1,0 +1,27 @@
+"""Helpers of the dashboard's browser tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sctk.monitoring.alerts import AlertEngine
+
+
+@contextmanager
+def alerting_on(site, metric: str, level: float) -> Iterator[AlertEngine]:
+    """The real alert engine on the served app's own metrics collector, with one rule: METRIC
+    above LEVEL (no `for` delay). Its next sample crosses the threshold."""
+    from sctk.monitoring.rules import AlertSettings, ThresholdRule
+
+    app = site.server.server.config.app
+    assert app.state.collector is not None, "the site serves no metrics collector"
+    cfg = AlertSettings(
+        rules=[ThresholdRule(name=f"{metric}-low", metric=metric, warning=level, for_seconds=0)],
+        trend_rules=[],
+    )
+    engine = AlertEngine(cfg, app.state.sessionmaker).attach(app.state.collector)
+    try:
+        yield engine
+    finally:
+        engine.close()
