@@ -756,7 +756,8 @@ class AdaptiveDetector(Detector):
     monotone in the deviation; ``score`` holds the last sample's. A sample with z beyond
     ``threshold`` is *out*. Decisions:
 
-    - spike: one sample beyond ``spike_factor`` times the threshold, reported at once;
+    - spike: a run of out samples that ends (an in sample) before it makes a level shift,
+      one of them beyond ``spike_factor`` times the threshold; reported when it ends;
     - level shift: ``confirm`` out samples in a row on one side; the level is reset to
       their median (the new normal at once), reported unless it is a return to the level
       before the last shift (a recovery);
@@ -821,6 +822,8 @@ class AdaptiveDetector(Detector):
         self._step = 0.0  # typical seconds between samples
         self._run: list[float] = []  # deseasonalised values of the current out run
         self._run_side = 0
+        self._run_start = 0.0
+        self._run_peak = (0.0, 0.0, 0.0, 0.0)  # (z, value, expected, scale) of its peak
         self._outs: deque[int] = deque(maxlen=self.variance_count)
         self._before_shift: float | None = None
         self._quiet_until = -math.inf
@@ -877,7 +880,8 @@ class AdaptiveDetector(Detector):
         if zn > thr:
             found = self._out(t, x, r, zn, level, scale, x - day - week)
         else:
-            self._run.clear()
+            if self._run:
+                found = self._run_ended(t)
             step = r if a < cap else (cap if r > 0 else -cap)
             self._level = level + self.alpha * step
             self._learn_season(hour, dow, x - self._level, day, week)
@@ -899,10 +903,14 @@ class AdaptiveDetector(Detector):
         self, t: float, x: float, r: float, zn: float, level: float, scale: float, deseason: float
     ) -> Anomaly | None:
         side = 1 if r > 0 else -1
-        if side != self._run_side:
+        if side != self._run_side or not self._run:
             self._run.clear()
             self._run_side = side
+            self._run_start = t
+            self._run_peak = (0.0, x, x - r, scale)
         self._run.append(deseason)
+        if zn > self._run_peak[0]:
+            self._run_peak = (zn, x, x - r, scale)
         self._outs.append(self._n)
         expected = x - r
         if len(self._run) >= self.confirm:
@@ -917,7 +925,7 @@ class AdaptiveDetector(Detector):
                 return None
             change = (new - level) / scale
             return self._anomaly(
-                start=t,
+                start=self._run_start,
                 flagged=t,
                 value=x,
                 score=self.score,
@@ -925,16 +933,6 @@ class AdaptiveDetector(Detector):
                 message=f"level shift from {_fmt(level)} to {_fmt(new)} "
                 f"({'+' if change >= 0 else ''}{_fmt(change)} scales); "
                 "the new level is the normal from now on.",
-            )
-        if zn >= self.spike_factor * self.threshold:
-            return self._anomaly(
-                start=t,
-                flagged=t,
-                value=x,
-                score=self.score,
-                kind="spike",
-                message=f"value {_fmt(x)} against {_fmt(expected)} expected "
-                f"(± {_fmt(scale)}); score {self.score:.3f}.",
             )
         outs = self._outs
         if len(outs) == self.variance_count and self._n - outs[0] < self.variance_span:
@@ -952,6 +950,25 @@ class AdaptiveDetector(Detector):
                 f"{self.variance_span} samples (now {_fmt(x)} against {_fmt(expected)}).",
             )
         return None
+
+    def _run_ended(self, t: float) -> Anomaly | None:
+        """A run of out samples that ended before it made a level shift: a spike if one
+        of them was far enough out."""
+        count = len(self._run)
+        self._run.clear()
+        zn, x, expected, scale = self._run_peak
+        if zn < self.spike_factor * self.threshold:
+            return None
+        score = _score(zn, self.threshold)
+        return self._anomaly(
+            start=self._run_start,
+            flagged=t,
+            value=x,
+            score=score,
+            kind="spike",
+            message=f"spike to {_fmt(x)} against {_fmt(expected)} expected (± {_fmt(scale)}, "
+            f"score {score:.3f}) over {count} sample{'s' if count > 1 else ''}.",
+        )
 
 
 DETECTORS: dict[str, type[Detector]] = {
