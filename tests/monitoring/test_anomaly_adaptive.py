@@ -123,6 +123,16 @@ def test_heavy_tailed_noise_is_quiet_but_a_real_spike_is_not():
     assert any(4990 <= i <= 5003 for i, _ in run(AdaptiveDetector(), x))
 
 
+def test_slow_leak_is_caught_once():
+    rng = np.random.default_rng(8)
+    x = rng.normal(60, 0.5, 3000)
+    x[1500:2100] += np.linspace(0, 15, 600)  # a leak of 30 sigma over ten hours, then held
+    x[2100:] += 15
+    found = run(AdaptiveDetector(), x)
+    assert [a.kind for _, a in found] == ["drift"]
+    assert 1500 < found[0][0] < 1900
+
+
 def test_costs_stay_bounded_and_bad_parameters_are_one_sentence():
     det = AdaptiveDetector()
     rng = np.random.default_rng(7)

@@ -761,6 +761,9 @@ class AdaptiveDetector(Detector):
     - level shift: ``confirm`` out samples in a row on one side; the level is reset to
       their median (the new normal at once), reported unless it is a return to the level
       before the last shift (a recovery);
+    - drift (slow leaks): a slow follower of the level (``drift_alpha``) is left behind
+      by a leak the level follows; a gap beyond ``drift_threshold`` times the usual gap
+      (learnt from quiet times) and the scale is reported once, until the gap closes;
     - variance: ``variance_count`` out samples (either side) within ``variance_span``
       samples; the scale is widened to what they show;
     - after any report nothing is reported for ``cooldown`` seconds (one episode, one
@@ -785,15 +788,11 @@ class AdaptiveDetector(Detector):
         relative_floor: float = 0.001,
         season_rate: float = 0.1,
         tail_rate: float = 0.05,
+        drift_alpha: float = 0.005,
+        drift_threshold: float = 4.0,
     ):
         self.alpha = _check_float("alpha", alpha, 0.0)
         self.scale_alpha = _check_float("scale_alpha", scale_alpha, 0.0)
-        for key, value in (("alpha", alpha), ("scale_alpha", scale_alpha)):
-            if value > 1:
-                raise ConfigError(
-                    f"Detector parameter '{key}' must be at most 1, got {value!r}; "
-                    "fix it in the [anomaly] settings."
-                )
         self.threshold = _check_float("threshold", threshold, 0.0)
         self.spike_factor = _check_float("spike_factor", spike_factor, 1.0, inclusive=True)
         self.confirm = _check_int("confirm", confirm, 1)
@@ -806,6 +805,18 @@ class AdaptiveDetector(Detector):
         self.relative_floor = _check_float("relative_floor", relative_floor, 0.0, inclusive=True)
         self.season_rate = _check_float("season_rate", season_rate, 0.0, inclusive=True)
         self.tail_rate = _check_float("tail_rate", tail_rate, 0.0, inclusive=True)
+        self.drift_alpha = _check_float("drift_alpha", drift_alpha, 0.0)
+        self.drift_threshold = _check_float("drift_threshold", drift_threshold, 0.0, inclusive=True)
+        for key, value in (
+            ("alpha", alpha),
+            ("scale_alpha", scale_alpha),
+            ("drift_alpha", drift_alpha),
+        ):
+            if value > 1:
+                raise ConfigError(
+                    f"Detector parameter '{key}' must be at most 1, got {value!r}; "
+                    "fix it in the [anomaly] settings."
+                )
         self.reset()
 
     def reset(self) -> None:
@@ -827,6 +838,9 @@ class AdaptiveDetector(Detector):
         self._outs: deque[int] = deque(maxlen=self.variance_count)
         self._before_shift: float | None = None
         self._quiet_until = -math.inf
+        self._slow = 0.0  # a slow follower of the level: a leak leaves it behind
+        self._wander = 0.0  # the usual gap between the level and its slow follower
+        self._drifting = False
 
     @property
     def capacity(self) -> int:
@@ -868,7 +882,7 @@ class AdaptiveDetector(Detector):
         if n <= self.min_points:
             # warming up: plain running means, nothing reported
             w = 1.0 / n
-            self._level = level + w * (x - level)
+            self._level = self._slow = level + w * (x - level)
             self._scale += w * (abs(r) - self._scale)
             return None
 
@@ -885,6 +899,8 @@ class AdaptiveDetector(Detector):
             step = r if a < cap else (cap if r > 0 else -cap)
             self._level = level + self.alpha * step
             self._learn_season(hour, dow, x - self._level, day, week)
+            if self.drift_threshold:
+                found = found or self._drift(t, x, scale)
         if found is None or t < self._quiet_until:
             return None
         self._quiet_until = t + self.cooldown
@@ -920,7 +936,7 @@ class AdaptiveDetector(Detector):
             prev = self._before_shift
             recovery = prev is not None and abs(new - prev) <= self.threshold * scale
             self._before_shift = None if recovery else level
-            self._level = new
+            self._level = self._slow = new
             if recovery:
                 return None
             change = (new - level) / scale
@@ -950,6 +966,35 @@ class AdaptiveDetector(Detector):
                 f"{self.variance_span} samples (now {_fmt(x)} against {_fmt(expected)}).",
             )
         return None
+
+    def _drift(self, t: float, x: float, scale: float) -> Anomaly | None:
+        """A slow leak: the level runs away from its slow follower by more than
+        ``drift_threshold`` times their usual gap (and the noise scale)."""
+        level = self._level
+        slow = self._slow = self._slow + self.drift_alpha * (level - self._slow)
+        gap = abs(level - slow)
+        wander = self._wander
+        limit = self.drift_threshold * (wander if wander > scale else scale)
+        if self._drifting:
+            self._drifting = gap > 0.5 * limit
+            return None
+        # the usual gap learns from quiet times only, quickly at first
+        rate = self.drift_alpha * 0.25
+        w = 1.0 / (self._n - self.min_points)
+        self._wander = wander + (w if w > rate else rate) * (gap - wander)
+        if gap <= limit:
+            return None
+        self._drifting = True
+        return self._anomaly(
+            start=t,
+            flagged=t,
+            value=x,
+            score=self.score,
+            kind="drift",
+            message=f"slow {'rise' if level > slow else 'fall'}: the level {_fmt(level)} is "
+            f"{_fmt(gap)} from its slow average {_fmt(slow)}, "
+            f"{_fmt(gap * self.drift_threshold / limit)} times the usual gap.",
+        )
 
     def _run_ended(self, t: float) -> Anomaly | None:
         """A run of out samples that ended before it made a level shift: a spike if one
