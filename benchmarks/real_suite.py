@@ -24,8 +24,10 @@ different seeds too. From each half, LABELLED_COPIES labelled and QUIET_COPIES q
 series are drawn:
 
 - a labelled series: 1 to 3 anomalies injected after the probation period, sized in units
-  of the recording's own noise (the robust spread of its first differences): spikes, level
-  shifts that persist to the end, variance changes, slow leaks that then hold, and (on the
+  of the recording's own noise (the robust spread of its first differences: spikes of 8
+  to 15, variance changes adding 3 to 5 times it) or, for the lasting ones, of how far its
+  level moves by itself in 24 samples (level shifts of 5 to 9 that persist to the end, slow
+  leaks of 8 to 14 that then hold), and (on the
   hourly series with a daily cycle) seasonal breaks: the daily cycle upside down for one to
   three days. One NAB window per anomaly, centred on its onset, 10% of the series long
   over the number of anomalies; probation 15% (at most 750 samples);
@@ -146,6 +148,16 @@ def noise_sd(x: np.ndarray) -> float:
     return max(1.4826 * mad / math.sqrt(2), 1e-6)
 
 
+def level_sd(x: np.ndarray, lag: int = 24) -> float:
+    """How far the series' level moves on its own: the robust spread of its changes over
+    LAG samples (a day of hourly values), over sqrt(2); the noise alone for white noise,
+    more for a series that wanders. Lasting anomalies are sized in it, so that they stand
+    out from what the series does anyway."""
+    d = x[lag:] - x[:-lag]
+    mad = float(np.median(np.abs(d - np.median(d))))
+    return max(1.4826 * mad / math.sqrt(2), noise_sd(x))
+
+
 def _half(rec: Recording, part: str) -> tuple[np.ndarray, np.ndarray]:
     n = len(rec.x)
     lo, hi = (0, n // 2) if part == "tune" else (n // 2, n)
@@ -162,7 +174,7 @@ def _daily_cycle(x: np.ndarray, t: np.ndarray, at: int, step: float) -> np.ndarr
     return prof - prof.mean()
 
 
-def _inject(rng, rec, t, x, kind, at, span, sd):
+def _inject(rng, rec, t, x, kind, at, span, sd, lsd):
     n = len(x)
     sign = 1.0 if rng.random() < 0.7 else -1.0
     if rec.nonneg and sign < 0 and np.percentile(x[max(at - span, 0) : at], 10) < 8 * sd:
@@ -171,13 +183,13 @@ def _inject(rng, rec, t, x, kind, at, span, sd):
         length = int(rng.integers(1, 4))
         x[at : at + length] += sign * rng.uniform(8, 15) * sd
     elif kind == "level":
-        x[at:] += sign * rng.uniform(6, 10) * sd
+        x[at:] += sign * rng.uniform(5, 9) * lsd
     elif kind == "variance":
         length = min(int(rng.integers(20, 100)), n - at)
         x[at : at + length] += rng.uniform(3, 5) * sd * rng.standard_t(5, length)
     elif kind == "leak":
         ramp = span // 2 + int(rng.integers(0, span // 2 + 1))
-        total = rng.uniform(12, 20) * sd
+        total = rng.uniform(8, 14) * lsd
         x[at:] += sign * np.minimum(np.arange(n - at), ramp) / ramp * total
     elif kind == "seasonal":
         length = min(int(rng.integers(1, 4) * 86400 / rec.step), n - at)
@@ -203,7 +215,7 @@ def _finish(rec: Recording, x: np.ndarray) -> np.ndarray:
 def labelled(rng: np.random.Generator, rec: Recording, part: str) -> Series:
     t, x = _half(rec, part)
     n = len(x)
-    sd = noise_sd(x)
+    sd, lsd = noise_sd(x), level_sd(x)
     count = int(rng.integers(1, 4))
     span = int(0.1 * n / count)
     first = probation_length(n) + span // 2 + 1
@@ -220,7 +232,7 @@ def labelled(rng: np.random.Generator, rec: Recording, part: str) -> Series:
     labels = []
     for at in onsets:
         kind = str(rng.choice(kinds))
-        _inject(rng, rec, t, x, kind, at, span, sd)
+        _inject(rng, rec, t, x, kind, at, span, sd, lsd)
         half = span // 2
         labels.append(Label(kind, at, (at - half, min(at - half + span - 1, n - 1))))
     return Series(f"{rec.name}/{part}", rec.step, t, _finish(rec, x), labels)

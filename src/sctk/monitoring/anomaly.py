@@ -741,9 +741,12 @@ class AdaptiveDetector(Detector):
       bins keyed by the sample's UTC time so that any sampling rate works. A profile is a
       slow average of what the level leaves over in each bin; it is used once a day (a
       week) of history exists and stays near zero where the history shows no cycle;
-    - the level is an exponentially weighted mean (``alpha``) of the deseasonalised
-      values, each step clipped to ``clip`` scales so that one outlier barely moves it;
-    - the scale is an exponentially weighted mean absolute residual (``scale_alpha``),
+    - the level is an exponentially weighted mean of the deseasonalised values, each step
+      clipped to ``clip`` scales so that one outlier barely moves it. Two are kept, a
+      smooth one (``alpha``) and a quick one (``fast_alpha``), with the mean absolute
+      residual of each; the forecast uses the quick one where it has been clearly better
+      (a series that wanders, where the last values say most), else the smooth one;
+    - the scale is that exponentially weighted mean absolute residual (``scale_alpha``),
       also clipped, so it follows the level of a bursty count series and grows with a
       lasting change of variability; it is floored at ``quantum_floor`` quantisation steps
       and ``relative_floor`` times the level (flat and quantised series);
@@ -761,9 +764,10 @@ class AdaptiveDetector(Detector):
     - level shift: ``confirm`` out samples in a row on one side; the level is reset to
       their median (the new normal at once), reported unless it is a return to the level
       before the last shift (a recovery);
-    - drift (slow leaks): a slow follower of the level (``drift_alpha``) is left behind
-      by a leak the level follows; a gap beyond ``drift_threshold`` times the usual gap
-      (learnt from quiet times) and the scale is reported once, until the gap closes;
+    - drift (leaks): a slower level is left behind by a leak a quicker one follows (the
+      quick level against the smooth one, the smooth one against a slow follower,
+      ``drift_alpha``); a gap beyond ``drift_threshold`` times the usual gap of the pair
+      (learnt from quiet times) and the scale is reported once, until the gaps close;
     - variance: ``variance_count`` out samples (either side) within ``variance_span``
       samples; the scale is widened to what they show;
     - after any report nothing is reported for ``cooldown`` seconds (one episode, one
@@ -775,6 +779,7 @@ class AdaptiveDetector(Detector):
     def __init__(
         self,
         alpha: float = 0.05,
+        fast_alpha: float = 0.5,
         scale_alpha: float = 0.02,
         threshold: float = 6.0,
         spike_factor: float = 2.0,
@@ -792,6 +797,7 @@ class AdaptiveDetector(Detector):
         drift_threshold: float = 4.0,
     ):
         self.alpha = _check_float("alpha", alpha, 0.0)
+        self.fast_alpha = _check_float("fast_alpha", fast_alpha, 0.0)
         self.scale_alpha = _check_float("scale_alpha", scale_alpha, 0.0)
         self.threshold = _check_float("threshold", threshold, 0.0)
         self.spike_factor = _check_float("spike_factor", spike_factor, 1.0, inclusive=True)
@@ -809,6 +815,7 @@ class AdaptiveDetector(Detector):
         self.drift_threshold = _check_float("drift_threshold", drift_threshold, 0.0, inclusive=True)
         for key, value in (
             ("alpha", alpha),
+            ("fast_alpha", fast_alpha),
             ("scale_alpha", scale_alpha),
             ("drift_alpha", drift_alpha),
         ):
@@ -822,8 +829,10 @@ class AdaptiveDetector(Detector):
     def reset(self) -> None:
         self.score = 0.0
         self._n = 0
-        self._level = 0.0
+        self._level = 0.0  # the smooth level (alpha) and its mean absolute residual
         self._scale = 0.0
+        self._fast = 0.0  # the quick level (fast_alpha) and its mean absolute residual
+        self._fast_scale = 0.0
         self._tail_q = _Q99_MAD  # tracked 99th percentile of |residual| / scale
         self._quantum = math.inf
         self._day = [0.0] * 24
@@ -840,6 +849,7 @@ class AdaptiveDetector(Detector):
         self._quiet_until = -math.inf
         self._slow = 0.0  # a slow follower of the level: a leak leaves it behind
         self._wander = 0.0  # the usual gap between the level and its slow follower
+        self._wander_fast = 0.0  # the usual gap between the quick and the smooth level
         self._drifting = False
 
     @property
@@ -856,7 +866,7 @@ class AdaptiveDetector(Detector):
         n = self._n = self._n + 1
         if self._prev_t is None:
             self._first_t = self._prev_t = t
-            self._level = x
+            self._level = self._fast = x
             return None
         dt = t - self._prev_t
         self._prev_t = t
@@ -867,10 +877,16 @@ class AdaptiveDetector(Detector):
         dow = (int(t // 86400) + _WEEK_ORIGIN) % 7
         day = self._day[hour] if age >= 86400 else 0.0
         week = self._week[dow] if age >= 14 * 86400 else 0.0
-        level = self._level
-        r = x - level - day - week
+        deseason = x - day - week
+        slow_level, fast_level = self._level, self._fast
+        r_slow, r_fast = deseason - slow_level, deseason - fast_level
+        e_slow, e_fast = self._scale, self._fast_scale
+        # forecast with whichever level has been the better lately: the smooth one on noisy
+        # series, the quick one where the series wanders (its last values say most)
+        fast = e_fast < 0.9 * e_slow
+        level, r, e = (fast_level, r_fast, e_fast) if fast else (slow_level, r_slow, e_slow)
         floor = max(self.quantum_floor * self._quantum, self.relative_floor * abs(level), 1e-9)
-        scale = self._scale if self._scale > floor else floor
+        scale = e if e > floor else floor
         z = r / scale
         az = abs(z)
         # the tail factor: 1 for Gaussian noise, more where the 99th percentile is further out
@@ -882,22 +898,32 @@ class AdaptiveDetector(Detector):
         if n <= self.min_points:
             # warming up: plain running means, nothing reported
             w = 1.0 / n
-            self._level = self._slow = level + w * (x - level)
-            self._scale += w * (abs(r) - self._scale)
+            self._level = self._slow = slow_level + w * r_slow
+            self._fast = fast_level + self.fast_alpha * r_fast
+            self._scale += w * (abs(r_slow) - e_slow)
+            self._fast_scale += w * (abs(r_fast) - e_fast)
             return None
 
         found = None
-        # the scale learns from every sample, clipped: lasting wider noise becomes normal
-        a = abs(r)
-        cap = self.clip * scale
-        self._scale += self.scale_alpha * ((a if a < cap else cap) - self._scale)
+        # the scales learn from every sample, clipped: lasting wider noise becomes normal
+        sa, clip = self.scale_alpha, self.clip
+        a_slow, a_fast = abs(r_slow), abs(r_fast)
+        cap_slow = clip * (e_slow if e_slow > floor else floor)
+        cap_fast = clip * (e_fast if e_fast > floor else floor)
+        self._scale = e_slow + sa * ((a_slow if a_slow < cap_slow else cap_slow) - e_slow)
+        self._fast_scale = e_fast + sa * ((a_fast if a_fast < cap_fast else cap_fast) - e_fast)
         if zn > thr:
-            found = self._out(t, x, r, zn, level, scale, x - day - week)
+            found = self._out(t, x, r, zn, level, scale, deseason)
         else:
             if self._run:
                 found = self._run_ended(t)
-            step = r if a < cap else (cap if r > 0 else -cap)
-            self._level = level + self.alpha * step
+            # each level steps towards the value, the step clipped: one outlier barely moves it
+            if a_slow > cap_slow:
+                r_slow = cap_slow if r_slow > 0 else -cap_slow
+            if a_fast > cap_fast:
+                r_fast = cap_fast if r_fast > 0 else -cap_fast
+            self._level = slow_level + self.alpha * r_slow
+            self._fast = fast_level + self.fast_alpha * r_fast
             self._learn_season(hour, dow, x - self._level, day, week)
             if self.drift_threshold:
                 found = found or self._drift(t, x, scale)
@@ -936,7 +962,7 @@ class AdaptiveDetector(Detector):
             prev = self._before_shift
             recovery = prev is not None and abs(new - prev) <= self.threshold * scale
             self._before_shift = None if recovery else level
-            self._level = self._slow = new
+            self._level = self._slow = self._fast = new
             if recovery:
                 return None
             change = (new - level) / scale
@@ -955,6 +981,7 @@ class AdaptiveDetector(Detector):
             outs.clear()
             # the wider spread is the new normal
             self._scale = max(self._scale, abs(r) / self.clip)
+            self._fast_scale = max(self._fast_scale, abs(r) / self.clip)
             return self._anomaly(
                 start=t,
                 flagged=t,
@@ -968,21 +995,31 @@ class AdaptiveDetector(Detector):
         return None
 
     def _drift(self, t: float, x: float, scale: float) -> Anomaly | None:
-        """A slow leak: the level runs away from its slow follower by more than
-        ``drift_threshold`` times their usual gap (and the noise scale)."""
-        level = self._level
+        """A leak: a quicker level runs away from a slower one by more than
+        ``drift_threshold`` times their usual gap (and the noise scale). Two pairs, so that
+        both a climb over tens of samples (the quick level against the smooth one) and one
+        over hundreds (the smooth level against its slow follower) are seen."""
+        level, fast = self._level, self._fast
         slow = self._slow = self._slow + self.drift_alpha * (level - self._slow)
-        gap = abs(level - slow)
-        wander = self._wander
-        limit = self.drift_threshold * (wander if wander > scale else scale)
+        gap_fast, gap_slow = abs(fast - level), abs(level - slow)
+        wander_fast, wander_slow = self._wander_fast, self._wander
+        k = self.drift_threshold
+        limit_fast = k * (wander_fast if wander_fast > scale else scale)
+        limit_slow = k * (wander_slow if wander_slow > scale else scale)
         if self._drifting:
-            self._drifting = gap > 0.5 * limit
+            self._drifting = gap_fast > 0.5 * limit_fast or gap_slow > 0.5 * limit_slow
             return None
-        # the usual gap learns from quiet times only, quickly at first
+        # the usual gaps learn from quiet times only, quickly at first
         rate = self.drift_alpha * 0.25
         w = 1.0 / (self._n - self.min_points)
-        self._wander = wander + (w if w > rate else rate) * (gap - wander)
-        if gap <= limit:
+        w = w if w > rate else rate
+        self._wander_fast = wander_fast + w * (gap_fast - wander_fast)
+        self._wander = wander_slow + w * (gap_slow - wander_slow)
+        if gap_fast > limit_fast:
+            ahead, behind, gap, limit = fast, level, gap_fast, limit_fast
+        elif gap_slow > limit_slow:
+            ahead, behind, gap, limit = level, slow, gap_slow, limit_slow
+        else:
             return None
         self._drifting = True
         return self._anomaly(
@@ -991,9 +1028,9 @@ class AdaptiveDetector(Detector):
             value=x,
             score=self.score,
             kind="drift",
-            message=f"slow {'rise' if level > slow else 'fall'}: the level {_fmt(level)} is "
-            f"{_fmt(gap)} from its slow average {_fmt(slow)}, "
-            f"{_fmt(gap * self.drift_threshold / limit)} times the usual gap.",
+            message=f"{'rise' if ahead > behind else 'fall'}: the level {_fmt(ahead)} is "
+            f"{_fmt(gap)} from its slower average {_fmt(behind)}, "
+            f"{_fmt(gap * k / limit)} times the usual gap.",
         )
 
     def _run_ended(self, t: float) -> Anomaly | None:
