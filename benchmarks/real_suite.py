@@ -2,8 +2,10 @@
 
 The backgrounds are recordings that installed packages ship (no download):
 
-- statsmodels' data sets: the weekly Mauna Loa CO2 readings (1958-2001), yearly sunspot
-  numbers (1700-2008), monthly El Nino sea temperatures (1950-2010);
+- statsmodels' data sets: the weekly Mauna Loa CO2 readings (1958-2001). Its other
+  recorded series (yearly sunspot numbers, monthly El Nino temperatures, quarterly macro
+  data) are left out: under 1400 values, their halves would give NAB windows of a few
+  samples (NAB's own series have thousands);
 - vega_datasets' local files: hourly temperatures of Seattle and San Francisco over 2010
   (sensor readings with a real daily cycle, kept at their real hourly timestamps), daily
   Seattle weather 2012-2015 (precipitation: bursty, mostly zero; wind; maximum
@@ -90,8 +92,6 @@ def recordings() -> tuple[Recording, ...]:
     from vega_datasets import local_data
 
     co2 = _fill(sm.datasets.co2.load_pandas().data["co2"].to_numpy())
-    sun = sm.datasets.sunspots.load_pandas().data["SUNACTIVITY"].to_numpy()
-    nino = sm.datasets.elnino.load_pandas().data.iloc[:, 1:].to_numpy().ravel()
     sea = local_data.seattle_temps()
     sf = local_data.sf_temps()
     weather = local_data.seattle_weather()
@@ -110,8 +110,6 @@ def recordings() -> tuple[Recording, ...]:
         Recording("requests_hourly", requests, HOUR, t_sea[0], nonneg=True, daily=True),
         Recording("bursty_requests_hourly", bursty, HOUR, t_sf[0], nonneg=True, daily=True),
         Recording("co2_weekly", co2, CLOCK, START, nonneg=True, quantum=0.1),
-        Recording("sunspots_yearly", sun, CLOCK, START, nonneg=True, quantum=0.1),
-        Recording("elnino_monthly", nino, CLOCK, START, nonneg=False, quantum=0.01),
         Recording(
             "seattle_precipitation_daily",
             weather["precipitation"].to_numpy(dtype=float),

@@ -789,6 +789,8 @@ class AdaptiveDetector(Detector):
         clip: float = 3.0,
         min_points: int = 30,
         cooldown: float = 900.0,
+        cooldown_samples: int = 0,
+        scale_decay: float = 1.0,
         quantum_floor: float = 0.3,
         relative_floor: float = 0.001,
         season_rate: float = 0.1,
@@ -807,6 +809,8 @@ class AdaptiveDetector(Detector):
         self.clip = _check_float("clip", clip, 0.0)
         self.min_points = _check_int("min_points", min_points, 2)
         self.cooldown = _check_float("cooldown", cooldown, 0.0, inclusive=True)
+        self.cooldown_samples = _check_int("cooldown_samples", cooldown_samples, 0)
+        self.scale_decay = _check_float("scale_decay", scale_decay, 0.0)
         self.quantum_floor = _check_float("quantum_floor", quantum_floor, 0.0, inclusive=True)
         self.relative_floor = _check_float("relative_floor", relative_floor, 0.0, inclusive=True)
         self.season_rate = _check_float("season_rate", season_rate, 0.0, inclusive=True)
@@ -833,7 +837,8 @@ class AdaptiveDetector(Detector):
         self._scale = 0.0
         self._fast = 0.0  # the quick level (fast_alpha) and its mean absolute residual
         self._fast_scale = 0.0
-        self._tail_q = _Q99_MAD  # tracked 99th percentile of |residual| / scale
+        self._tail_q = 0.0  # the tracked 99th percentile of |residual|
+        self._tail_down = 1.0 - self.tail_rate * 0.01 / 0.99
         self._quantum = math.inf
         self._day = [0.0] * 24
         self._week = [0.0] * 7
@@ -886,13 +891,21 @@ class AdaptiveDetector(Detector):
         fast = e_fast < 0.9 * e_slow
         level, r, e = (fast_level, r_fast, e_fast) if fast else (slow_level, r_slow, e_slow)
         floor = max(self.quantum_floor * self._quantum, self.relative_floor * abs(level), 1e-9)
-        scale = e if e > floor else floor
-        z = r / scale
-        az = abs(z)
-        # the tail factor: 1 for Gaussian noise, more where the 99th percentile is further out
+        # the yardstick: the mean absolute residual, or where the tails are heavier than
+        # Gaussian noise's (or the series bursty), the 99th percentile of the residuals
+        # over what it is for Gaussian noise; the percentile is tracked by stochastic
+        # approximation, multiplicative so that it follows the series' magnitude
+        ar = abs(r)
         q = self._tail_q
-        self._tail_q = q + self.tail_rate * ((1.0 - 0.01) if az > q else -0.01)
-        zn = az * _Q99_MAD / q if q > _Q99_MAD else az
+        if ar > q:
+            self._tail_q = q * (1.0 + self.tail_rate) if q > 0 else ar
+        else:
+            self._tail_q = q * self._tail_down
+        wide = q / _Q99_MAD
+        scale = e if e > floor else floor
+        if wide > scale:
+            scale = wide
+        zn = ar / scale
         thr = self.threshold
         self.score = zn * zn / (zn * zn + thr * thr)  # _score, inlined: the hot path
         if n <= self.min_points:
@@ -910,8 +923,12 @@ class AdaptiveDetector(Detector):
         a_slow, a_fast = abs(r_slow), abs(r_fast)
         cap_slow = clip * (e_slow if e_slow > floor else floor)
         cap_fast = clip * (e_fast if e_fast > floor else floor)
-        self._scale = e_slow + sa * ((a_slow if a_slow < cap_slow else cap_slow) - e_slow)
-        self._fast_scale = e_fast + sa * ((a_fast if a_fast < cap_fast else cap_fast) - e_fast)
+        # a scale grows at once and shrinks slowly (scale_decay): a bursty series that
+        # rests for a while is still bursty
+        d = (a_slow if a_slow < cap_slow else cap_slow) - e_slow
+        self._scale = e_slow + (sa if d > 0 else sa * self.scale_decay) * d
+        d = (a_fast if a_fast < cap_fast else cap_fast) - e_fast
+        self._fast_scale = e_fast + (sa if d > 0 else sa * self.scale_decay) * d
         if zn > thr:
             found = self._out(t, x, r, zn, level, scale, deseason)
         else:
@@ -929,7 +946,8 @@ class AdaptiveDetector(Detector):
                 found = found or self._drift(t, x, scale)
         if found is None or t < self._quiet_until:
             return None
-        self._quiet_until = t + self.cooldown
+        hold = self.cooldown_samples * self._step
+        self._quiet_until = t + (hold if hold > self.cooldown else self.cooldown)
         return found
 
     def _learn_season(self, hour: int, dow: int, left: float, day: float, week: float) -> None:
