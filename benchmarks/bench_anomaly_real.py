@@ -91,10 +91,16 @@ DETECTORS = [
     ("robust", {}, "previous default"),
     ("adaptive", {}, "default"),
 ]
-ADAPTIVE_GRID = {
-    "threshold": [5.0, 6.0, 7.0],
-    "alpha": [0.02, 0.05, 0.1],
-    "confirm": [3, 4, 6],
+# swept one at a time around the defaults (the defaults are the best of each sweep)
+ADAPTIVE_SWEEP = {
+    "threshold": [4.5, 5.0, 5.5, 6.0, 6.5],
+    "spike_factor": [1.0, 1.3, 1.6, 2.0],
+    "drift_threshold": [3.0, 3.5, 4.0, 5.0],
+    "cooldown_samples": [0, 10, 30],
+    "tail_rate": [0.02, 0.05, 0.1],
+    "alpha": [0.05, 0.1],
+    "confirm": [3, 4],
+    "variance_count": [3, 4, 5],
 }
 GAUSSIAN_GRID = {"window": [100, 400, 1600], "tail": [1e-3, 1e-4, 1e-5, 1e-6]}
 
@@ -155,17 +161,19 @@ def evaluate(name: str, params: dict, suite: list[Series]) -> dict:
 
 
 def tune() -> None:
-    """Score every point of the grids on the tune part (never the held-out part)."""
+    """Score the sweeps and the grid on the tune part (never the held-out part)."""
     suite = make_part("tune")
-    for name, grid in (("adaptive", ADAPTIVE_GRID), ("windowed_gaussian", GAUSSIAN_GRID)):
-        rows = []
-        for values in itertools.product(*grid.values()):
-            params = dict(zip(grid, values, strict=True))
-            r = evaluate(name, params, suite)
-            rows.append(r)
-            print(_line(r), flush=True)
-        best = max(rows, key=lambda r: r["scores"][STANDARD.name])
-        print(f"best on the tune part: {best['label']}\n")
+    for key, values in ADAPTIVE_SWEEP.items():
+        for value in values:
+            print(_line(evaluate("adaptive", {key: value}, suite)), flush=True)
+        print()
+    rows = []
+    for values in itertools.product(*GAUSSIAN_GRID.values()):
+        r = evaluate("windowed_gaussian", dict(zip(GAUSSIAN_GRID, values, strict=True)), suite)
+        rows.append(r)
+        print(_line(r), flush=True)
+    best = max(rows, key=lambda r: r["scores"][STANDARD.name])
+    print(f"best windowed Gaussian on the tune part: {best['label']}")
 
 
 def _line(r: dict) -> str:

@@ -770,33 +770,36 @@ class AdaptiveDetector(Detector):
       (learnt from quiet times) and the scale is reported once, until the gaps close;
     - variance: ``variance_count`` out samples (either side) within ``variance_span``
       samples; the scale is widened to what they show;
-    - after any report nothing is reported for ``cooldown`` seconds (one episode, one
-      anomaly), while the state keeps learning.
+    - after any report nothing is reported for ``cooldown`` seconds or ``cooldown_samples``
+      samples, whichever is longer (one episode, one anomaly, whatever the sampling
+      rate), while the state keeps learning.
+
+    The defaults were chosen on the tune part of benchmarks/real_suite.py (real recorded
+    series; ``python benchmarks/bench_anomaly_real.py --tune``).
     """
 
     name = "adaptive"
 
     def __init__(
         self,
-        alpha: float = 0.05,
+        alpha: float = 0.1,
         fast_alpha: float = 0.5,
         scale_alpha: float = 0.02,
-        threshold: float = 6.0,
-        spike_factor: float = 2.0,
-        confirm: int = 4,
-        variance_count: int = 4,
+        threshold: float = 5.5,
+        spike_factor: float = 1.0,
+        confirm: int = 3,
+        variance_count: int = 5,
         variance_span: int = 30,
         clip: float = 3.0,
         min_points: int = 30,
         cooldown: float = 900.0,
-        cooldown_samples: int = 0,
-        scale_decay: float = 1.0,
+        cooldown_samples: int = 10,
         quantum_floor: float = 0.3,
         relative_floor: float = 0.001,
         season_rate: float = 0.1,
         tail_rate: float = 0.05,
         drift_alpha: float = 0.005,
-        drift_threshold: float = 4.0,
+        drift_threshold: float = 3.5,
     ):
         self.alpha = _check_float("alpha", alpha, 0.0)
         self.fast_alpha = _check_float("fast_alpha", fast_alpha, 0.0)
@@ -810,7 +813,6 @@ class AdaptiveDetector(Detector):
         self.min_points = _check_int("min_points", min_points, 2)
         self.cooldown = _check_float("cooldown", cooldown, 0.0, inclusive=True)
         self.cooldown_samples = _check_int("cooldown_samples", cooldown_samples, 0)
-        self.scale_decay = _check_float("scale_decay", scale_decay, 0.0)
         self.quantum_floor = _check_float("quantum_floor", quantum_floor, 0.0, inclusive=True)
         self.relative_floor = _check_float("relative_floor", relative_floor, 0.0, inclusive=True)
         self.season_rate = _check_float("season_rate", season_rate, 0.0, inclusive=True)
@@ -923,12 +925,8 @@ class AdaptiveDetector(Detector):
         a_slow, a_fast = abs(r_slow), abs(r_fast)
         cap_slow = clip * (e_slow if e_slow > floor else floor)
         cap_fast = clip * (e_fast if e_fast > floor else floor)
-        # a scale grows at once and shrinks slowly (scale_decay): a bursty series that
-        # rests for a while is still bursty
-        d = (a_slow if a_slow < cap_slow else cap_slow) - e_slow
-        self._scale = e_slow + (sa if d > 0 else sa * self.scale_decay) * d
-        d = (a_fast if a_fast < cap_fast else cap_fast) - e_fast
-        self._fast_scale = e_fast + (sa if d > 0 else sa * self.scale_decay) * d
+        self._scale = e_slow + sa * ((a_slow if a_slow < cap_slow else cap_slow) - e_slow)
+        self._fast_scale = e_fast + sa * ((a_fast if a_fast < cap_fast else cap_fast) - e_fast)
         if zn > thr:
             found = self._out(t, x, r, zn, level, scale, deseason)
         else:
