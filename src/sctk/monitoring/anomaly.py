@@ -726,7 +726,8 @@ class Averaged(Detector):
         return found
 
 
-_Q99_MAD = 3.23  # the 99th percentile of |Gaussian noise| in mean absolute deviations
+_TAIL_P = 0.001  # the tail tracked: the 99.9th percentile of |residual|
+_TAIL_GAUSS = 4.12  # where it is for Gaussian noise, in mean absolute deviations
 _WEEK_ORIGIN = 3  # 1970-01-01 was a Thursday: (days since the epoch + 3) % 7 is 0 on Mondays
 
 
@@ -840,7 +841,7 @@ class AdaptiveDetector(Detector):
         self._fast = 0.0  # the quick level (fast_alpha) and its mean absolute residual
         self._fast_scale = 0.0
         self._tail_q = 0.0  # the tracked 99th percentile of |residual|
-        self._tail_down = 1.0 - self.tail_rate * 0.01 / 0.99
+        self._tail_down = 1.0 - self.tail_rate * _TAIL_P / (1.0 - _TAIL_P)
         self._quantum = math.inf
         self._day = [0.0] * 24
         self._week = [0.0] * 7
@@ -894,16 +895,18 @@ class AdaptiveDetector(Detector):
         level, r, e = (fast_level, r_fast, e_fast) if fast else (slow_level, r_slow, e_slow)
         floor = max(self.quantum_floor * self._quantum, self.relative_floor * abs(level), 1e-9)
         # the yardstick: the mean absolute residual, or where the tails are heavier than
-        # Gaussian noise's (or the series bursty), the 99th percentile of the residuals
+        # Gaussian noise's (or the series bursty), the 99.9th percentile of the residuals
         # over what it is for Gaussian noise; the percentile is tracked by stochastic
         # approximation, multiplicative so that it follows the series' magnitude
         ar = abs(r)
         q = self._tail_q
         if ar > q:
-            self._tail_q = q * (1.0 + self.tail_rate) if q > 0 else ar
+            # from the floor up, multiplicatively: one sample never sets it
+            q = q * (1.0 + self.tail_rate)
+            self._tail_q = q if q > floor * _TAIL_GAUSS else floor * _TAIL_GAUSS
         else:
             self._tail_q = q * self._tail_down
-        wide = q / _Q99_MAD
+        wide = q / _TAIL_GAUSS
         scale = e if e > floor else floor
         if wide > scale:
             scale = wide
@@ -911,7 +914,10 @@ class AdaptiveDetector(Detector):
         thr = self.threshold
         self.score = zn * zn / (zn * zn + thr * thr)  # _score, inlined: the hot path
         if n <= self.min_points:
-            # warming up: plain running means, nothing reported
+            # warming up: plain running means, nothing reported; the tail starts at the
+            # widest residual seen (a bursty series shows it from the start)
+            if ar > q:
+                self._tail_q = ar
             w = 1.0 / n
             self._level = self._slow = slow_level + w * r_slow
             self._fast = fast_level + self.fast_alpha * r_fast
