@@ -138,12 +138,15 @@ def recordings() -> tuple[Recording, ...]:
 
 
 def noise_sd(x: np.ndarray) -> float:
-    """The recording's own noise: the robust spread of its first differences."""
+    """The recording's own noise: the robust spread of its first differences, or for a
+    bursty or heavy-tailed series (most days dry, then rain) the spread its 99th
+    percentile shows, whichever is wider: an injected anomaly must stand out from what
+    the series does anyway."""
     d = np.diff(x)
     mad = float(np.median(np.abs(d - np.median(d))))
-    if mad == 0:  # mostly flat (precipitation: most days dry): the mean absolute change
-        mad = float(np.mean(np.abs(d))) / 1.2533 * 0.6745
-    return max(1.4826 * mad / math.sqrt(2), 1e-6)
+    robust = 1.4826 * mad / math.sqrt(2)
+    tail = float(np.percentile(np.abs(d - np.median(d)), 99)) / (2.576 * math.sqrt(2))
+    return max(robust, tail, 1e-6)
 
 
 def level_sd(x: np.ndarray, lag: int = 24) -> float:

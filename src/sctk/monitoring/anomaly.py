@@ -783,7 +783,7 @@ class AdaptiveDetector(Detector):
 
     def __init__(
         self,
-        alpha: float = 0.1,
+        alpha: float = 0.05,
         fast_alpha: float = 0.5,
         scale_alpha: float = 0.02,
         threshold: float = 5.5,
