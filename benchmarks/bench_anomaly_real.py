@@ -84,7 +84,7 @@ class WindowedGaussian:
 
 
 # the baseline's window and level: the best standard score of the --tune grid
-GAUSSIAN_DEFAULTS = {"window": 400, "tail": 1e-5}
+GAUSSIAN_DEFAULTS = {"window": 100, "tail": 1e-7}
 DETECTORS = [
     ("three_sigma", {}, "guide's 3-sigma rule"),
     ("windowed_gaussian", GAUSSIAN_DEFAULTS, "windowed Gaussian"),
@@ -102,7 +102,7 @@ ADAPTIVE_SWEEP = {
     "confirm": [3, 4],
     "variance_count": [3, 4, 5],
 }
-GAUSSIAN_GRID = {"window": [100, 400, 1600], "tail": [1e-3, 1e-4, 1e-5, 1e-6]}
+GAUSSIAN_GRID = {"window": [50, 100, 400, 1600], "tail": [1e-4, 1e-5, 1e-6, 1e-7, 1e-8]}
 
 
 def build(name: str, params: dict):

@@ -750,7 +750,8 @@ class AdaptiveDetector(Detector):
     - the scale is that exponentially weighted mean absolute residual (``scale_alpha``),
       also clipped, so it follows the level of a bursty count series and grows with a
       lasting change of variability; it is floored at ``quantum_floor`` quantisation steps
-      and ``relative_floor`` times the level (flat and quantised series);
+      and ``relative_floor`` times the level (flat and quantised series), and for counts
+      (whole numbers) at the Poisson noise of the level;
     - heavy tails: the 99th percentile of the residuals, in scales, is tracked (stochastic
       approximation, O(1)); beyond what Gaussian noise gives, it widens the yardstick, so
       a series whose normal has fat tails is not flagged for them.
@@ -787,7 +788,7 @@ class AdaptiveDetector(Detector):
         fast_alpha: float = 0.5,
         scale_alpha: float = 0.02,
         threshold: float = 5.5,
-        spike_factor: float = 1.0,
+        spike_factor: float = 1.3,
         confirm: int = 3,
         variance_count: int = 5,
         variance_span: int = 30,
@@ -894,6 +895,13 @@ class AdaptiveDetector(Detector):
         fast = e_fast < 0.9 * e_slow
         level, r, e = (fast_level, r_fast, e_fast) if fast else (slow_level, r_slow, e_slow)
         floor = max(self.quantum_floor * self._quantum, self.relative_floor * abs(level), 1e-9)
+        if self._quantum >= 1 and level > 1:
+            # a count that varies: Poisson noise at least (mean absolute deviation
+            # 0.8 sqrt(level)), so that a quiet stretch does not shrink the yardstick; a
+            # flat count (four workers) is no Poisson draw and keeps its own floor
+            count_floor = 0.8 * math.sqrt(level)
+            if count_floor > floor and e > 0.5 * count_floor:
+                floor = count_floor
         # the yardstick: the mean absolute residual, or where the tails are heavier than
         # Gaussian noise's (or the series bursty), the 99.9th percentile of the residuals
         # over what it is for Gaussian noise; the percentile is tracked by stochastic
