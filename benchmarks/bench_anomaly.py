@@ -157,8 +157,8 @@ def report(rows: list[dict], suite: list[Series], seed: int, command: str) -> st
         f"The defaults of `robust` were chosen on suites drawn with seeds "
         f"{TUNE_SEEDS[0]} to {TUNE_SEEDS[-1]} (`--seed N --no-write`), those of `adaptive` "
         "on the tune part of the real suite (next section); seed "
-        f"{seed} was not looked at while choosing them. A NAB score below 0 means the false positives cost "
-        "more than the detections earn (the scale has no lower bound).",
+        f"{seed} was not looked at while choosing them. A NAB score below 0 means the false "
+        "positives cost more than the detections earn (the scale has no lower bound).",
         "",
         "| detector | NAB score | recall | precision | false alarms | per day | detections "
         "| µs per sample | state KiB |",
