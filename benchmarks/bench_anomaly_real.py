@@ -91,7 +91,9 @@ DETECTORS = [
     ("robust", {}, "previous default"),
     ("adaptive", {}, "default"),
 ]
-# swept one at a time around the defaults (the defaults are the best of each sweep)
+# swept one at a time around the defaults: each default is the best standard score of its
+# sweep, or (spike_factor 1.3 against 1.0: 74.2 against 75.2) within a point of it with
+# far fewer false alarms (49 against 70)
 ADAPTIVE_SWEEP = {
     "threshold": [4.5, 5.0, 5.5, 6.0, 6.5],
     "spike_factor": [1.0, 1.3, 1.6, 2.0],
