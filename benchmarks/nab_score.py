@@ -2,7 +2,8 @@
 
 Written from NAB's published description (Lavin and Ahmad, "Evaluating Real-time Anomaly
 Detection Algorithms - the Numenta Anomaly Benchmark", 2015, and the NAB scoring notes),
-standard application profile: A_TP = 1, A_FP = 0.11, A_FN = 1.
+with NAB's three application profiles: standard (A_TP = 1, A_FP = 0.11, A_FN = 1), low
+false positives (A_FP = 0.22) and low false negatives (A_FN = 2).
 
 - Every labelled anomaly has a window (see anomaly_suite.py). Within a window only the
   earliest detection counts, rewarded by the scaled sigmoid of its relative position y
@@ -34,6 +35,22 @@ A_FP = 0.11
 A_FN = 1.0
 
 
+@dataclass(frozen=True)
+class Profile:
+    """NAB's weights of a true positive, a false positive and a missed window."""
+
+    name: str
+    tp: float
+    fp: float
+    fn: float
+
+
+STANDARD = Profile("standard", A_TP, A_FP, A_FN)
+LOW_FP = Profile("low FP", 1.0, 0.22, 1.0)
+LOW_FN = Profile("low FN", 1.0, 0.11, 2.0)
+PROFILES = (STANDARD, LOW_FP, LOW_FN)
+
+
 def scaled_sigmoid(y: float) -> float:
     """NAB's reward curve: ~0.987 at y=-1 (window start), 0 at y=0, ~-0.987 at y=1."""
     if y >= 3.0:
@@ -57,6 +74,7 @@ def score_series(
     detections: Sequence[int],
     windows: Sequence[tuple[int, int]],
     probation: int = 0,
+    profile: Profile = STANDARD,
 ) -> SeriesScore:
     """Score detection sample indices against inclusive (start, end) index WINDOWS."""
     windows = sorted(windows)
@@ -79,7 +97,7 @@ def score_series(
             lo, hi = windows[inside]
             width = hi - lo + 1
             y = -(hi - i + 1) / width
-            reward = A_TP * scaled_sigmoid(y) / scaled_sigmoid(-1.0)
+            reward = profile.tp * scaled_sigmoid(y) / scaled_sigmoid(-1.0)
             if best[inside] is None or reward > best[inside]:
                 best[inside] = reward
             in_window += 1
@@ -90,13 +108,13 @@ def score_series(
             else:
                 lo, hi = windows[prev]
                 y = (i - hi) / max(hi - lo, 1)
-            raw += A_FP * scaled_sigmoid(y)  # negative: sigma(y) < 0 past a window
+            raw += profile.fp * scaled_sigmoid(y)  # negative: sigma(y) < 0 past a window
     for reward in best:
-        raw += -A_FN if reward is None else reward
+        raw += -profile.fn if reward is None else reward
     return SeriesScore(
         raw=raw,
-        null=-A_FN * len(windows),
-        perfect=A_TP * len(windows),
+        null=-profile.fn * len(windows),
+        perfect=profile.tp * len(windows),
         windows=len(windows),
         detected=sum(1 for r in best if r is not None),
         in_window=in_window,

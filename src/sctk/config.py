@@ -329,9 +329,9 @@ class AnomalyOverride(_Section):
 
 class AnomalySettings(_Section):
     detector: str = Field(
-        "robust",
+        "adaptive",
         description="Anomaly detector of every metric without an override "
-        "(robust, or three_sigma: the guide's rule).",
+        "(adaptive; robust, the previous default; or three_sigma: the guide's rule).",
     )
     params: dict[str, float | int | bool] = Field(
         default_factory=dict, description="Parameters of the default detector."

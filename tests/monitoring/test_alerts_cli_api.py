@@ -166,6 +166,10 @@ def test_api_alerts(api):  # noqa: F811 - the fixture
             "120 is outside 0..100",
         ),
         (
+            '[[alerts.rules]]\nmetric = "load1"\non = "anomaly_score"\nwarning = 5\n',
+            "5 is outside 0..1 for an anomaly score",
+        ),
+        (
             '[[alerts.rules]]\nmetric = "memory_percent"\nwarning = 95\ncritical = 80\n',
             "the warning level 95 is above the critical level 80",
         ),

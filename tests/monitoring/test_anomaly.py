@@ -1,4 +1,5 @@
-"""Streaming anomaly detectors: the guide's 3-sigma rule and the robust default."""
+"""Streaming anomaly detectors: the guide's 3-sigma rule, the robust detector (the previous
+default) and the factories (the adaptive default has tests of its own)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sctk import config
 from sctk.config import AnomalyOverride, AnomalySettings
 from sctk.errors import ConfigError, SctkError
 from sctk.monitoring.anomaly import (
+    AdaptiveDetector,
     Anomaly,
     Averaged,
     DetectorSet,
@@ -170,7 +172,7 @@ def test_factories_and_per_metric_overrides():
     cpu = detector_for("cpu_percent", settings)
     mem = detector_for("memory_percent", settings)
     assert isinstance(cpu, ThreeSigma) and cpu.window == 120 and cpu.metric == "cpu_percent"
-    assert isinstance(mem, RobustDetector) and mem.cooldown == 300
+    assert isinstance(mem, AdaptiveDetector) and mem.cooldown == 300
     assert isinstance(make_detector("robust", window=200), RobustDetector)
     x = [0.0] * 100 + [9.0]
     assert run(mem, x) == [] and run(cpu, x)[0][1].metric == "cpu_percent"
@@ -243,7 +245,7 @@ def test_detector_set_keeps_one_detector_per_metric():
                 flagged[metric] += 1
     assert flagged == {"cpu_percent": 1, "jobs_queued": 1}
     assert isinstance(bank.detectors["cpu_percent"], ThreeSigma)
-    assert isinstance(bank.detectors["jobs_queued"], RobustDetector)
+    assert isinstance(bank.detectors["jobs_queued"], AdaptiveDetector)
     with pytest.raises(ConfigError, match="Unknown metric 'disk'"):
         bank.update("disk", T0, 1.0)
     with pytest.raises(ConfigError, match="unknown metric 'cpu_percent'"):

@@ -1,10 +1,12 @@
 """The served app watches its own metrics: a threshold crossed opens an alert over HTTP,
-and an anomaly found by the detector becomes a warning alert."""
+an anomaly found by the detector becomes a warning alert, and a rule on the anomaly score
+fires when the score stays high for its `for`."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy.orm import sessionmaker
 
 from sctk import config
@@ -78,6 +80,53 @@ def test_an_anomaly_in_a_quiet_series_opens_one_warning_alert(settings, engine):
         alerts = s.query(Alert).filter(Alert.metric == "load1").all()
     assert len(alerts) == 1 and alerts[0].severity == "warning"
     assert "alert.fired" in published
+
+
+def test_an_anomaly_score_rule_fires_when_the_score_stays_high_for_its_for(settings, engine):
+    collector = FakeCollector()
+    s = config.load(settings.home, {
+        "anomaly": {"sample_seconds": 0},
+        "alerts": {"rules": [{"name": "load1_odd", "metric": "load1", "on": "anomaly_score",
+                              "warning": 0.9, "for_seconds": 2}]},
+    }).settings  # fmt: skip
+    watch = Watch(s, sessionmaker(engine), collector, None)
+    start = datetime(2026, 11, 27, tzinfo=UTC)
+
+    def odd_alerts(values):
+        for i, value in enumerate(values):
+            collector.emit(start + timedelta(seconds=i), {"load1": value})
+        with sessionmaker(engine)() as session:
+            return session.query(Alert).filter(Alert.rule == "load1_odd").all()
+
+    try:
+        scores = []
+        quiet = [12.0] * 300
+        # one odd second: the score is high for less than `for`, no alert
+        assert odd_alerts([*quiet, 500.0, *quiet[:50]]) == []
+        # a lasting jump: high for the seconds the detector takes to learn it (> 2 s)
+        start += timedelta(seconds=400)
+        (alert,) = odd_alerts([*quiet[:100], *[500.0] * 10])
+        scores.append(watch._detectors.score("load1"))
+    finally:
+        watch.close()
+    assert alert.severity == "warning" and alert.status == "firing"
+    assert "anomaly score of load1" in alert.message and alert.value > 0.9
+    assert scores[0] < 0.5  # learnt: the new level scores as normal
+
+
+def test_score_rules_accept_scores_only_and_fire_above(settings):
+    from pydantic import ValidationError
+
+    from sctk.monitoring.rules import ThresholdRule
+
+    rule = ThresholdRule(metric="load1", on="anomaly_score", warning=0.8, critical=0.99)
+    assert rule.levels() == [("critical", 0.99), ("warning", 0.8)]
+    for bad, words in (
+        ({"warning": 1.5}, "1.5 is outside 0..1 for an anomaly score"),
+        ({"warning": 0.8, "op": "<"}, "use op = '>'"),
+    ):
+        with pytest.raises(ValidationError, match=words):
+            ThresholdRule(metric="load1", on="anomaly_score", **bad)
 
 
 def test_a_failed_maintenance_task_raises_an_alert(settings, engine):

@@ -419,8 +419,10 @@ class AlertEngine:
         self.clock = clock or SystemClock()
         self._lock = threading.RLock()
         self._thresholds: dict[str, list[ThresholdRule]] = {}
+        self._score_rules: dict[str, list[ThresholdRule]] = {}
         for rule in settings.rules:
-            self._thresholds.setdefault(rule.metric, []).append(rule)
+            rules = self._score_rules if rule.on == "anomaly_score" else self._thresholds
+            rules.setdefault(rule.metric, []).append(rule)
         self._trends: dict[str, list[TrendRule]] = {}
         for trend in settings.trend_rules:
             self._trends.setdefault(trend.metric, []).append(trend)
@@ -517,16 +519,8 @@ class AlertEngine:
                 if not math.isfinite(value):
                     continue
                 where = "".join(f" {k}={v}" for k, v in sorted(labels.items()))
-                for rule in self._thresholds.get(name, ()):
-                    fp = self._fingerprint(rule.name, key, name, labels)
-                    for severity, level in rule.levels():
-                        evaluated.add((fp, severity))
-                        if rule.crossed(value, level):
-                            true[(fp, severity)] = _Cond(
-                                rule.name, name, labels, severity, value, level,
-                                f"{name}{where} is {value:.1f}, {rule.op} the {severity} "
-                                f"level {level:g}",
-                            )  # fmt: skip
+                rules = self._thresholds.get(name, ())
+                self._check_levels(rules, key, name, labels, value, evaluated, true)
                 trends = self._trends.get(name)
                 if trends:
                     w = self._window(name, labels)
@@ -557,6 +551,52 @@ class AlertEngine:
                                 f"{stat:.1f}, above {limit:g}",
                             )  # fmt: skip
             self._step(now, evaluated, true)
+
+    @property
+    def score_metrics(self) -> set[str]:
+        """Metrics some rule watches the anomaly score of (the detectors' owner feeds
+        their scores to ``observe_scores``)."""
+        return set(self._score_rules)
+
+    def observe_scores(self, now: datetime, scores: dict[str, float]) -> None:
+        """Evaluate the anomaly-score rules on the scores the detectors gave at NOW."""
+        if now.tzinfo is None:
+            raise ValueError("observe_scores() needs a timezone-aware time")
+        with self._lock:
+            evaluated: set[tuple[str, str]] = set()
+            true: dict[tuple[str, str], _Cond] = {}
+            for key, score in scores.items():
+                name, labels = split_metric(key)
+                rules = self._score_rules.get(name)
+                if rules and math.isfinite(score):
+                    self._check_levels(rules, key, name, labels, score, evaluated, true)
+            self._step(now, evaluated, true)
+
+    def _check_levels(
+        self,
+        rules: Iterable[ThresholdRule],
+        key: str,
+        name: str,
+        labels: dict[str, str],
+        value: float,
+        evaluated: set[tuple[str, str]],
+        true: dict[tuple[str, str], _Cond],
+    ) -> None:
+        """Threshold RULES of one series on VALUE: the conditions evaluated and found true."""
+        where = "".join(f" {k}={v}" for k, v in sorted(labels.items()))
+        for rule in rules:
+            fp = self._fingerprint(rule.name, key, name, labels)
+            if rule.on == "anomaly_score":
+                what, shown = f"the anomaly score of {name}{where}", f"{value:.3f}"
+            else:
+                what, shown = f"{name}{where}", f"{value:.1f}"
+            for severity, level in rule.levels():
+                evaluated.add((fp, severity))
+                if rule.crossed(value, level):
+                    true[(fp, severity)] = _Cond(
+                        rule.name, name, labels, severity, value, level,
+                        f"{what} is {shown}, {rule.op} the {severity} level {level:g}",
+                    )  # fmt: skip
 
     def raise_anomaly(
         self,

@@ -3,7 +3,9 @@
 Two kinds of rule:
 
 - a threshold rule compares each sample of a metric with a warning and a critical level; the
-  condition must hold for `for_seconds` before an alert fires;
+  condition must hold for `for_seconds` before an alert fires. With `on = "anomaly_score"`
+  it compares the metric's anomaly score (0..1, from its anomaly detector) instead of its
+  value: an alert when the score stays above a level for `for_seconds`;
 - a trend rule looks at a trailing window of a metric: its variability (population standard
   deviation, in the metric's own unit, so "points" for percentages) above a limit, or its
   average sustained above a level (by default the metric's warning threshold).
@@ -79,6 +81,11 @@ class ThresholdRule(_Strict):
     name: str = Field("", description="Rule name (default: the metric's name).")
     metric: str = Field(description="Metric the rule watches.")
     op: Literal[">", "<"] = Field(">", description="'>' fires above the levels, '<' below.")
+    on: Literal["value", "anomaly_score"] = Field(
+        "value",
+        description="'value': the metric's samples; 'anomaly_score': the score (0..1) its "
+        "anomaly detector gives each sample (0.5 at the detector's threshold).",
+    )
     warning: float | None = Field(None, description="Warning level (empty: none).")
     critical: float | None = Field(None, description="Critical level (empty: none).")
     for_seconds: float = Field(
@@ -94,11 +101,22 @@ class ThresholdRule(_Strict):
         for level in (self.warning, self.critical):
             if level is not None and not math.isfinite(level):
                 raise ValueError(f"rule '{self.name}' has a level that is not a finite number")
-            if level is not None and is_percent(self.metric) and not 0 <= level <= 100:
+            if level is not None and self.on == "anomaly_score":
+                if not 0 < level < 1:
+                    raise ValueError(
+                        f"rule '{self.name}': {level:g} is outside 0..1 for an anomaly score; "
+                        "give a level between 0 and 1 (0.5 is the detector's threshold)"
+                    )
+            elif level is not None and is_percent(self.metric) and not 0 <= level <= 100:
                 raise ValueError(
                     f"rule '{self.name}': {level:g} is outside 0..100 for the percentage "
                     f"'{self.metric}'; give a level between 0 and 100"
                 )
+        if self.on == "anomaly_score" and self.op != ">":
+            raise ValueError(
+                f"rule '{self.name}': an anomaly-score rule fires when the score is high; "
+                "use op = '>'"
+            )
         if self.warning is not None and self.critical is not None:
             wrong = self.warning > self.critical if self.op == ">" else self.warning < self.critical
             if wrong:

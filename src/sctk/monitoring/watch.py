@@ -1,8 +1,8 @@
 """What watches the collector in a running service: the alert engine evaluates every
 sample against the rules, and one anomaly detector per metric feeds the anomalies it finds
-to the engine as warning alerts. A maintenance task that fails (announced on the bus by the
-task runner, in whichever process ran it) raises a warning alert too. Alert transitions are
-published on the bus."""
+to the engine as warning alerts (and its anomaly scores to the rules that watch them). A
+maintenance task that fails (announced on the bus by the task runner, in whichever process
+ran it) raises a warning alert too. Alert transitions are published on the bus."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.orm import sessionmaker
 
 from sctk.config import Settings
+from sctk.monitoring.rules import split_metric
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,17 @@ class Watch:
 
     def _detect(self, now: datetime, sample: dict[str, float]) -> None:
         t = now.timestamp()
+        watched = self.engine.score_metrics
+        scores: dict[str, float] = {}
         for metric, value in sample.items():
             found = self._detectors.update(metric, t, value)
             if found is not None:
                 log.info("anomaly on %s: %s", metric, found.message)
                 self.engine.anomaly_found(found)
+            if watched and split_metric(metric)[0] in watched:
+                scores[metric] = self._detectors.score(metric)
+        if scores:
+            self.engine.observe_scores(now, scores)
 
     def close(self) -> None:
         if self._bus_sub is not None:

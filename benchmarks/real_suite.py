@@ -1,0 +1,301 @@
+"""A harder anomaly suite: real recorded series as backgrounds, anomalies injected.
+
+The backgrounds are recordings that installed packages ship (no download):
+
+- statsmodels' data sets: the weekly Mauna Loa CO2 readings (1958-2001). Its other
+  recorded series (yearly sunspot numbers, monthly El Nino temperatures, quarterly macro
+  data) are left out: under 1400 values, their halves would give NAB windows of a few
+  samples (NAB's own series have thousands);
+- vega_datasets' local files: hourly temperatures of Seattle and San Francisco over 2010
+  (sensor readings with a real daily cycle, kept at their real hourly timestamps), daily
+  Seattle weather 2012-2015 (precipitation: bursty, mostly zero; wind; maximum
+  temperature);
+- two count series driven by a real recording: hourly request counts drawn as Poisson
+  (and, burstier, gamma-mixed Poisson) numbers around a rate that follows the Seattle
+  (San Francisco) temperature, so that their noise grows with their level.
+
+scikit-learn ships no time series of its own (its bundled sets are tables; its time
+series are downloads), so none comes from it. Series that are not hourly are put on a
+10-minute clock (one recorded value per 10 minutes: "resampled"); the values and their
+order are the recording's.
+
+Every recording is cut in two halves in time: the first halves are the *tune* part (the
+detectors' defaults may be chosen on it), the second halves the *held-out* part
+(reported, never used to choose anything); the anomalies of the two parts are drawn from
+different seeds too. From each half, LABELLED_COPIES labelled and QUIET_COPIES quiet
+series are drawn:
+
+- a labelled series: 1 to 3 anomalies injected after the probation period, sized in units
+  of the recording's own noise (the robust spread of its first differences: spikes of 8
+  to 15, variance changes adding 3 to 5 times it) or, for the lasting ones, of how far its
+  level moves by itself in 24 samples (level shifts of 5 to 9 that persist to the end, slow
+  leaks of 8 to 14 that then hold), and (on the
+  hourly series with a daily cycle) seasonal breaks: the daily cycle upside down for one to
+  three days. One NAB window per anomaly, centred on its onset, 10% of the series long
+  over the number of anomalies; probation 15% (at most 750 samples);
+- a quiet series: the same half with one or two regime changes (the level multiplied by
+  1.4 to 2 from a point on, or shifted by 5 to 10 noise units, at once or over a short
+  ramp) and no anomaly at all. Every detection on it is a false alarm: what an operator
+  would be woken for by a misconfiguration that doubles CPU for days.
+
+``python benchmarks/real_suite.py`` prints a summary of both parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from anomaly_suite import Label, Series, probation_length  # noqa: E402
+
+HOUR = 3600.0
+CLOCK = 600.0  # the clock of the recordings that are not hourly
+START = 1_767_225_600.0  # 2026-01-01 00:00 UTC
+TUNE_SEED = 19
+HELD_OUT_SEED = 2019
+PARTS = ("tune", "held-out")
+
+
+class Recording:
+    """One background: values, sampling step, first timestamp, and what it allows."""
+
+    def __init__(self, name, x, step, t0, *, nonneg, daily=False, quantum=0.0):
+        self.name = name
+        self.x = np.asarray(x, dtype=float)
+        self.step = step
+        self.t0 = t0
+        self.nonneg = nonneg
+        self.daily = daily
+        self.quantum = quantum
+
+
+def _fill(x: np.ndarray) -> np.ndarray:
+    """Missing readings (the CO2 record has a few) filled by linear interpolation."""
+    x = np.array(x, dtype=float)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        idx = np.arange(len(x))
+        x[bad] = np.interp(idx[bad], idx[~bad], x[~bad])
+    return x
+
+
+@cache
+def recordings() -> tuple[Recording, ...]:
+    import statsmodels.api as sm
+    from vega_datasets import local_data
+
+    co2 = _fill(sm.datasets.co2.load_pandas().data["co2"].to_numpy())
+    sea = local_data.seattle_temps()
+    sf = local_data.sf_temps()
+    weather = local_data.seattle_weather()
+    t_sea = sea["date"].astype("int64").to_numpy() / 1e9  # real hourly timestamps (UTC)
+    t_sf = sf["date"].astype("int64").to_numpy() / 1e9
+    sea_x = sea["temp"].to_numpy(dtype=float)
+    sf_x = sf["temp"].to_numpy(dtype=float)
+    rng = np.random.default_rng(5)  # the count series' draws, fixed whatever the seeds
+    rate = 5 + 195 * (sea_x - sea_x.min()) / (sea_x.max() - sea_x.min())
+    requests = rng.poisson(rate).astype(float)
+    rate_sf = 5 + 145 * (sf_x - sf_x.min()) / (sf_x.max() - sf_x.min())
+    bursty = rng.poisson(rate_sf * rng.gamma(4.0, 0.25, len(rate_sf))).astype(float)
+    return (
+        Recording("seattle_temp_hourly", sea_x, HOUR, t_sea[0], nonneg=False, daily=True),
+        Recording("sf_temp_hourly", sf_x, HOUR, t_sf[0], nonneg=False, daily=True),
+        Recording("requests_hourly", requests, HOUR, t_sea[0], nonneg=True, daily=True),
+        Recording("bursty_requests_hourly", bursty, HOUR, t_sf[0], nonneg=True, daily=True),
+        Recording("co2_weekly", co2, CLOCK, START, nonneg=True, quantum=0.1),
+        Recording(
+            "seattle_precipitation_daily",
+            weather["precipitation"].to_numpy(dtype=float),
+            CLOCK,
+            START,
+            nonneg=True,
+            quantum=0.1,
+        ),
+        Recording(
+            "seattle_wind_daily",
+            weather["wind"].to_numpy(dtype=float),
+            CLOCK,
+            START,
+            nonneg=True,
+            quantum=0.1,
+        ),
+        Recording(
+            "seattle_temp_max_daily",
+            weather["temp_max"].to_numpy(dtype=float),
+            CLOCK,
+            START,
+            nonneg=False,
+            quantum=0.1,
+        ),
+    )
+
+
+def noise_sd(x: np.ndarray) -> float:
+    """The recording's own noise: the robust spread of its first differences, or for a
+    bursty or heavy-tailed series (most days dry, then rain) the spread its 99th
+    percentile shows, whichever is wider: an injected anomaly must stand out from what
+    the series does anyway."""
+    d = np.diff(x)
+    mad = float(np.median(np.abs(d - np.median(d))))
+    robust = 1.4826 * mad / math.sqrt(2)
+    tail = float(np.percentile(np.abs(d - np.median(d)), 99)) / (2.576 * math.sqrt(2))
+    return max(robust, tail, 1e-6)
+
+
+def level_sd(x: np.ndarray, lag: int = 24) -> float:
+    """How far the series' level moves on its own: the robust spread of its changes over
+    LAG samples (a day of hourly values), over sqrt(2); the noise alone for white noise,
+    more for a series that wanders. Lasting anomalies are sized in it, so that they stand
+    out from what the series does anyway."""
+    d = x[lag:] - x[:-lag]
+    mad = float(np.median(np.abs(d - np.median(d))))
+    return max(1.4826 * mad / math.sqrt(2), noise_sd(x))
+
+
+def _half(rec: Recording, part: str) -> tuple[np.ndarray, np.ndarray]:
+    n = len(rec.x)
+    lo, hi = (0, n // 2) if part == "tune" else (n // 2, n)
+    t = rec.t0 + np.arange(lo, hi) * rec.step
+    return t, rec.x[lo:hi].copy()
+
+
+def _daily_cycle(x: np.ndarray, t: np.ndarray, at: int, step: float) -> np.ndarray:
+    """The mean daily profile of the week before AT, by hour of day (minus its mean)."""
+    week = int(7 * 86400 / step)
+    lo = max(at - week, 0)
+    hours = (t[lo:at] // HOUR % 24).astype(int)
+    prof = np.array([x[lo:at][hours == h].mean() if (hours == h).any() else 0.0 for h in range(24)])
+    return prof - prof.mean()
+
+
+def _inject(rng, rec, t, x, kind, at, span, sd, lsd):
+    n = len(x)
+    sign = 1.0 if rng.random() < 0.7 else -1.0
+    if rec.nonneg and sign < 0 and np.percentile(x[max(at - span, 0) : at], 10) < 8 * sd:
+        sign = 1.0  # no room below a count near zero
+    if kind == "spike":
+        length = int(rng.integers(1, 4))
+        x[at : at + length] += sign * rng.uniform(8, 15) * sd
+    elif kind == "level":
+        x[at:] += sign * rng.uniform(5, 9) * lsd
+    elif kind == "variance":
+        length = min(int(rng.integers(20, 100)), n - at)
+        x[at : at + length] += rng.uniform(3, 5) * sd * rng.standard_t(5, length)
+    elif kind == "leak":
+        ramp = span // 2 + int(rng.integers(0, span // 2 + 1))
+        total = rng.uniform(8, 14) * lsd
+        x[at:] += sign * np.minimum(np.arange(n - at), ramp) / ramp * total
+    elif kind == "seasonal":
+        length = min(int(rng.integers(1, 4) * 86400 / rec.step), n - at)
+        cycle = _daily_cycle(x, t, at, rec.step)
+        hours = (t[at : at + length] // HOUR % 24).astype(int)
+        x[at : at + length] -= 2 * cycle[hours]  # the daily cycle upside down
+    else:  # pragma: no cover
+        raise ValueError(kind)
+
+
+def _finish(rec: Recording, x: np.ndarray) -> np.ndarray:
+    if rec.nonneg:
+        x = np.maximum(x, 0.0)
+    if rec.quantum:
+        x = np.round(x / rec.quantum) * rec.quantum
+    elif rec.nonneg and rec.name.endswith("requests_hourly"):
+        x = np.round(x)
+    else:
+        x = np.round(x, 1)
+    return x
+
+
+def labelled(rng: np.random.Generator, rec: Recording, part: str) -> Series:
+    t, x = _half(rec, part)
+    n = len(x)
+    sd, lsd = noise_sd(x), level_sd(x)
+    count = int(rng.integers(1, 4))
+    span = int(0.1 * n / count)
+    first = probation_length(n) + span // 2 + 1
+    last = n - span // 2 - 2
+    onsets: list[int] = []
+    tries = 0
+    while len(onsets) < count and tries < 1000:
+        tries += 1
+        at = int(rng.integers(first, last))
+        if all(abs(at - o) > span + 10 for o in onsets):
+            onsets.append(at)
+    onsets.sort()
+    kinds = ["spike", "level", "variance", "leak"] + (["seasonal"] if rec.daily else [])
+    labels = []
+    for at in onsets:
+        kind = str(rng.choice(kinds))
+        _inject(rng, rec, t, x, kind, at, span, sd, lsd)
+        half = span // 2
+        labels.append(Label(kind, at, (at - half, min(at - half + span - 1, n - 1))))
+    return Series(f"{rec.name}/{part}", rec.step, t, _finish(rec, x), labels)
+
+
+def quiet(rng: np.random.Generator, rec: Recording, part: str) -> Series:
+    """The half with one or two regime changes that stay, and no anomaly."""
+    t, x = _half(rec, part)
+    n = len(x)
+    sd = noise_sd(x)
+    for _ in range(int(rng.integers(1, 3))):
+        at = int(rng.integers(probation_length(n), n - n // 10))
+        ramp = int(rng.choice([1, 1, 6, 30]))
+        w = np.minimum(np.arange(n - at) + 1, ramp) / ramp
+        if rec.nonneg and rng.random() < 0.7:
+            x[at:] *= 1 + w * (rng.uniform(1.4, 2.0) - 1)  # e.g. a change that doubles CPU
+        else:
+            sign = 1.0 if rng.random() < 0.6 else -1.0
+            if rec.nonneg and sign < 0 and np.percentile(x[at:], 10) < 10 * sd:
+                sign = 1.0
+            x[at:] += sign * w * rng.uniform(5, 10) * sd
+    return Series(f"{rec.name}/{part}/quiet", rec.step, t, _finish(rec, x), [])
+
+
+LABELLED_COPIES = 4  # labelled series drawn from each half
+QUIET_COPIES = 2  # quiet series drawn from each half
+
+
+def make_part(part: str) -> list[Series]:
+    """Every labelled and quiet series of PART ('tune' or 'held-out')."""
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
+    rng = np.random.default_rng(TUNE_SEED if part == "tune" else HELD_OUT_SEED)
+    out: list[Series] = []
+    for rec in recordings():
+        for k in range(LABELLED_COPIES):
+            s = labelled(rng, rec, part)
+            s.name += f"#{k}"
+            out.append(s)
+        for k in range(QUIET_COPIES):
+            s = quiet(rng, rec, part)
+            s.name += f"#{k}"
+            out.append(s)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=PARTS, default="tune")
+    args = parser.parse_args()
+    suite = make_part(args.part)
+    for s in suite:
+        print(
+            f"{s.name:42} n={len(s.x):5} step={s.step:5.0f}s days={s.days:6.1f} "
+            f"{', '.join(f'{lb.kind}@{lb.onset}' for lb in s.labels) or 'quiet'}"
+        )
+    kinds: dict[str, int] = {}
+    for s in suite:
+        for lb in s.labels:
+            kinds[lb.kind] = kinds.get(lb.kind, 0) + 1
+    print(f"{len(suite)} series, {sum(kinds.values())} anomalies: {kinds}")
+
+
+if __name__ == "__main__":
+    main()
