@@ -53,6 +53,17 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
+def _effective(settings: Settings, parts: list[str], secret: bool) -> Any:
+    """The value in force before the change, from the file, the environment or the default
+    (a key absent from the file is not None when its default is 30)."""
+    value: Any = settings.model_dump(mode="json")
+    for part in parts:
+        value = value.get(part) if isinstance(value, dict) else None
+    if secret:
+        return REDACTED if value else None
+    return value
+
+
 def set_value(settings: Settings, key: str, raw: str, actor: str) -> Change:
     """Set KEY to RAW in the data directory's sctk.toml, recording the change in the audit log.
 
@@ -70,7 +81,6 @@ def set_value(settings: Settings, key: str, raw: str, actor: str) -> Change:
         if part not in table:
             table[part] = tomlkit.table()
         table = table[part]
-    old = table.get(parts[-1])
     value = parse_value(raw)
     table[parts[-1]] = value
     try:
@@ -79,11 +89,7 @@ def set_value(settings: Settings, key: str, raw: str, actor: str) -> Change:
         problems = "; ".join(describe_errors(exc, {key: "the new value"}))
         raise ConfigError(f"Not changed: {problems}.") from None
 
-    shown_old = (
-        REDACTED
-        if secret and old is not None
-        else (old.unwrap() if old is not None and hasattr(old, "unwrap") else old)
-    )
+    shown_old = _effective(settings, parts, secret)
     shown_new = REDACTED if secret else value
     engine = make_engine(settings)
     try:
