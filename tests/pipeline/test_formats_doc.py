@@ -68,7 +68,8 @@ def run(argv: list[str], capsys) -> tuple[int, list[str]]:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     captured = capsys.readouterr()
-    return code, [x for x in (captured.out + captured.err).splitlines() if x.strip()]
+    # a run's log lines (stderr) come before its result (stdout), as on a terminal
+    return code, [x for x in (captured.err + captured.out).splitlines() if x.strip()]
 
 
 def same_cell(actual, expected: str) -> bool:
