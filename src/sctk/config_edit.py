@@ -53,12 +53,16 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
-def _effective(settings: Settings, parts: list[str], secret: bool) -> Any:
-    """The value in force before the change, from the file, the environment or the default
-    (a key absent from the file is not None when its default is 30)."""
-    value: Any = settings.model_dump(mode="json")
-    for part in parts:
-        value = value.get(part) if isinstance(value, dict) else None
+def _effective(settings: Settings, parts: list[str], secret: bool, in_file: Any) -> Any:
+    """The value in force before the change: the file's when it sets the key, else what the
+    environment or the default gives (a key absent from the file is not None when its
+    default is 30)."""
+    if in_file is not None:
+        value = in_file.unwrap() if hasattr(in_file, "unwrap") else in_file
+    else:
+        value = settings.model_dump(mode="json")
+        for part in parts:
+            value = value.get(part) if isinstance(value, dict) else None
     if secret:
         return REDACTED if value else None
     return value
@@ -81,6 +85,7 @@ def set_value(settings: Settings, key: str, raw: str, actor: str) -> Change:
         if part not in table:
             table[part] = tomlkit.table()
         table = table[part]
+    old = table.get(parts[-1])
     value = parse_value(raw)
     table[parts[-1]] = value
     try:
@@ -89,7 +94,7 @@ def set_value(settings: Settings, key: str, raw: str, actor: str) -> Change:
         problems = "; ".join(describe_errors(exc, {key: "the new value"}))
         raise ConfigError(f"Not changed: {problems}.") from None
 
-    shown_old = _effective(settings, parts, secret)
+    shown_old = _effective(settings, parts, secret, old)
     shown_new = REDACTED if secret else value
     engine = make_engine(settings)
     try:
