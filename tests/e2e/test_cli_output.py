@@ -94,6 +94,7 @@ def test_no_flag_has_a_type_placeholder_and_help_keeps_its_brackets(sctk):
     assert re.search(r"--wait\s+Wait for the job", train)  # a flag: nothing between
     add = sctk("users", "add", "--help").out
     assert "USERNAME" in add and "--password-stdin" in add
+    assert "--password-stdin" in sctk("users", "reset-password", "--help").out
 
 
 @sqlite_only
@@ -167,3 +168,35 @@ def test_deps_check_says_what_it_is_doing(tmp_path):
         first,
     ), done.stderr
     assert "could not reach the package index" in done.stdout
+
+
+@sqlite_only
+def test_a_waited_job_reports_progress_off_a_terminal(sctk, settings, tmp_path, monkeypatch):
+    """`--wait` follows a job a worker runs: its progress as lines on stderr, then the result."""
+    import threading
+
+    from sctk import config
+    from sctk.jobs.worker import Worker
+
+    import_csv(settings, frame(20), "runs")
+    pipeline = tmp_path / "pick.toml"
+    pipeline.write_text('[[steps]]\nop = "select"\ncolumns = ["a", "y"]\n', encoding="utf-8")
+    monkeypatch.setattr(progress_mod, "EVERY_SECONDS", 0.0)
+    fast = config.load(settings.home, {"jobs": {"poll_seconds": 0.05}}).settings
+    worker = Worker(fast, concurrency=1)
+    thread = threading.Thread(target=worker.run_forever, kwargs={"grace": 5.0}, daemon=True)
+    thread.start()
+    try:
+        ran = sctk("data", "transform", "runs", "--pipeline", str(pipeline), "--wait",
+                   home=settings.home)  # fmt: skip
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+        from sctk.bus import shutdown_all
+
+        shutdown_all(1.0)  # the submitting command's bus threads
+    assert ran.code == 0, ran.err
+    lines = ran.err.splitlines()
+    assert lines and all(x.startswith("job 1: ") for x in lines), lines
+    assert re.fullmatch(r"job 1: \d+% \S.*", lines[-1]), lines
+    assert ran.out.startswith("stored dataset 'runs-pick': 20 rows"), ran.out
