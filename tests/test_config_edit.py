@@ -24,12 +24,12 @@ def _config_events(settings):
 def test_a_change_is_written_with_comments_kept_and_audited(settings):
     path = settings.config_file
     change = set_value(settings, "server.port", "9001", actor="tests")
-    assert (change.old, change.new) == (None, 9001)
+    assert (change.old, change.new) == (8000, 9001)  # the default was in force
     text = path.read_text()
     assert "# TCP port of the API." in text and "port = 9001" in text
     assert config.load(settings.home).settings.server.port == 9001
     [event] = _config_events(settings)
-    assert event["target"] == "server.port" and event["details"] == {"old": None, "new": 9001}
+    assert event["target"] == "server.port" and event["details"] == {"old": 8000, "new": 9001}
 
     set_value(settings, "server.port", "9002", actor="tests")
     assert config.load(settings.home).settings.server.port == 9002

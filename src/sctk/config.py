@@ -441,6 +441,17 @@ class MonitorSettings(_Section):
         return self
 
 
+class DrillSettings(_Section):
+    port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="TCP port (on 127.0.0.1) the disaster-recovery drill serves the restored "
+        "copy on; 0 picks a free one. Set one where a firewall or SELinux allows only known "
+        "ports.",
+    )
+
+
 class MaintenanceSettings(_Section):
     schedule_daily: str = Field("0 2 * * *", description="Cron expression of the daily tasks.")
     schedule_weekly: str = Field("0 3 * * 0", description="Cron expression of the weekly tasks.")
@@ -461,7 +472,10 @@ class MaintenanceSettings(_Section):
         100.0, gt=0, description="Log files larger than this (MB) are compressed."
     )
     log_retention_days: float = Field(
-        30.0, gt=0, description="Compressed logs older than this (days) are deleted."
+        90.0,
+        gt=0,
+        description="Compressed logs older than this (days) are deleted (the compliance audit "
+        "requires security.log_retention_days_required).",
     )
     tmp_max_age_days: float = Field(
         1.0, gt=0, description="Files in tmp/ older than this (days) are deleted."
@@ -529,6 +543,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    drill: DrillSettings = Field(default_factory=DrillSettings)
 
     @property
     def config_file(self) -> Path:

@@ -53,6 +53,21 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
+def _effective(settings: Settings, parts: list[str], secret: bool, in_file: Any) -> Any:
+    """The value in force before the change: the file's when it sets the key, else what the
+    environment or the default gives (a key absent from the file is not None when its
+    default is 30)."""
+    if in_file is not None:
+        value = in_file.unwrap() if hasattr(in_file, "unwrap") else in_file
+    else:
+        value = settings.model_dump(mode="json")
+        for part in parts:
+            value = value.get(part) if isinstance(value, dict) else None
+    if secret:
+        return REDACTED if value else None
+    return value
+
+
 def set_value(settings: Settings, key: str, raw: str, actor: str) -> Change:
     """Set KEY to RAW in the data directory's sctk.toml, recording the change in the audit log.
 
@@ -79,11 +94,7 @@ def set_value(settings: Settings, key: str, raw: str, actor: str) -> Change:
         problems = "; ".join(describe_errors(exc, {key: "the new value"}))
         raise ConfigError(f"Not changed: {problems}.") from None
 
-    shown_old = (
-        REDACTED
-        if secret and old is not None
-        else (old.unwrap() if old is not None and hasattr(old, "unwrap") else old)
-    )
+    shown_old = _effective(settings, parts, secret, old)
     shown_new = REDACTED if secret else value
     engine = make_engine(settings)
     try:

@@ -37,7 +37,7 @@ def test_logs_task_compresses_a_big_log_and_deletes_old_compressed_ones(settings
     big.write_bytes(b'{"level": "INFO", "message": "x"}\n' * 40_000)  # ~1.3 MB
     old = logs / "sctk.log.20260101T000000.zst"
     old.write_bytes(b"old")
-    age(old, 45)
+    age(old, 100)  # beyond maintenance.log_retention_days (90)
     settings = config.load(settings.home, {"maintenance": {"log_compress_mb": 1}}).settings
     record = run_task(settings, "logs")
     assert record.status == "ok", record.summary

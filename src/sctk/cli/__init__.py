@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from sctk import __version__
 from sctk.cli.common import err_console, state
+from sctk.cli.helptext import tidy, tidy_params
 from sctk.errors import SctkError
 from sctk.fsutil import no_space_error
 from sctk.storage.engine import DATABASE_ERRORS, database_error
@@ -58,6 +59,11 @@ class LazyGroup(TyperGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [*super().list_commands(ctx), *COMMANDS]
 
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        tidy_params(params, ctx)  # sctk's own --home, --version and --help
+        return params
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return super().get_command(ctx, name)
@@ -71,7 +77,7 @@ class LazyGroup(TyperGroup):
         target._add_completion = False
         command = typer.main.get_command(target)
         command.name = name
-        return command
+        return tidy(command)
 
 
 app = typer.Typer(

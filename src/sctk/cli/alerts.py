@@ -15,16 +15,13 @@ from sctk.cli.common import (
     print_json,
     settings,
     table,
+    when,
 )
 
 app = typer.Typer(
     help="Alerts: list, acknowledge, silence, history; notification channels.",
     no_args_is_help=True,
 )
-
-
-def _when(value: str | None) -> str:
-    return (value or "")[:19].replace("T", " ")
 
 
 def _plain(text: str) -> None:
@@ -59,9 +56,9 @@ def list_(
                 a["status"],
                 a["rule"],
                 a["message"],
-                _when(a["started_at"]),
+                when(a["started_at"]),
                 a["acknowledged_by"] or "",
-                _when(a["silenced_until"]),
+                when(a["silenced_until"]),
                 a["fingerprint"],
             ]
             for a in rows
@@ -108,7 +105,7 @@ def silence(
     if as_json:
         print_json(data)
         return
-    _plain(f"fingerprint {data['fingerprint']} silenced until {_when(data['ends_at'])} UTC")
+    _plain(f"fingerprint {data['fingerprint']} silenced until {when(data['ends_at'])} UTC")
 
 
 @app.command("silences")
@@ -129,7 +126,7 @@ def silences(
         None,
         ["id", "fingerprint", "from", "until", "by", "reason"],
         [
-            [s["id"], s["fingerprint"], _when(s["starts_at"]), _when(s["ends_at"]),
+            [s["id"], s["fingerprint"], when(s["starts_at"]), when(s["ends_at"]),
              s["created_by"], s["reason"]]
             for s in rows
         ],
@@ -156,7 +153,7 @@ def history(
         ["at", "alert", "event", "by", "details"],
         [
             [
-                _when(e["at"]),
+                when(e["at"]),
                 e["alert_id"],
                 e["kind"],
                 e["actor"],

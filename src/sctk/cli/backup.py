@@ -43,9 +43,19 @@ def _byte_bar(title: str, enabled: bool) -> Iterator[Any]:
         TransferSpeedColumn(),
         TimeElapsedColumn(),
     )
-    # off a terminal (a pipe, a log file, cron) a bar is noise: leave stderr to errors
-    shown = enabled and err_console.is_terminal
-    with Progress(*columns, console=err_console, transient=True, disable=not shown) as bar:
+    if enabled and not err_console.is_terminal:
+        # off a terminal (a pipe, a log file, cron) a bar draws nothing: a line now and then
+        from sctk.cli.progress import Ticker
+
+        ticker = Ticker(title, err_console)
+
+        def tick(done: int, total: int | None = None) -> None:
+            of = f" of {_size(total)}" if total else ""
+            ticker.tick(f"{_size(done)}{of}")
+
+        yield tick
+        return
+    with Progress(*columns, console=err_console, transient=True, disable=not enabled) as bar:
         task = bar.add_task(title, total=None)
 
         def update(done: int, total: int | None = None) -> None:

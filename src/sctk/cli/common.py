@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,17 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     for row in rows:
         t.add_row(*[("" if v is None else str(v)) for v in row])
     console.print(t)
+
+
+def when(value: Any) -> str:
+    """A time as every table shows it: 'YYYY-MM-DD HH:MM:SS' in UTC; empty for none."""
+    if not value:
+        return ""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)[:19].replace("T", " ")
 
 
 def json_option() -> Any:

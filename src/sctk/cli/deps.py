@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sctk.cli.common import console, json_option, print_json, table
+from sctk.cli.common import console, err_console, json_option, print_json, table
 
 app = typer.Typer(
     help="sctk's dependencies: what is outdated or has advisories.", no_args_is_help=True
@@ -21,7 +21,8 @@ def check(as_json: bool = json_option()) -> None:
     """Compare installed versions with the package index; exit 1 when advisories are known."""
     from sctk.ops import deps
 
-    report = deps.check()
+    # each step may take a minute: say it (on stderr, so --json stays a document)
+    report = deps.check(say=lambda line: err_console.print(line, highlight=False, markup=False))
     if as_json:
         print_json(report.as_dict())
     else:

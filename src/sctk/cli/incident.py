@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from sctk.cli.common import console, db_session, json_option, operator, print_json, table
+from sctk.cli.common import console, db_session, json_option, operator, print_json, table, when
 
 app = typer.Typer(
     help="Incidents: list, show the timeline, add notes, close.", no_args_is_help=True
 )
-
-
-def _when(value: str | None) -> str:
-    return (value or "")[:19].replace("T", " ")
 
 
 def _plain(text: str) -> None:
@@ -42,7 +38,7 @@ def list_(
         ["id", "status", "severity", "title", "owner", "opened", "closed"],
         [
             [i["id"], i["status"], i["severity"], i["title"], i["owner"] or "",
-             _when(i["opened_at"]), _when(i["closed_at"])]
+             when(i["opened_at"]), when(i["closed_at"])]
             for i in rows
         ],
     )  # fmt: skip
@@ -63,13 +59,13 @@ def show(
         print_json(data)
         return
     _plain(f"incident {data['id']} [{data['status']}, {data['severity']}]: {data['title']}")
-    _plain(f"owner: {data['owner'] or '-'}   opened: {_when(data['opened_at'])} UTC")
+    _plain(f"owner: {data['owner'] or '-'}   opened: {when(data['opened_at'])} UTC")
     if data["resolution"]:
         _plain(f"resolution: {data['resolution']}")
     table(
         None,
         ["at", "event", "by", "text"],
-        [[_when(e["at"]), e["kind"], e["actor"], e["text"]] for e in data["timeline"]],
+        [[when(e["at"]), e["kind"], e["actor"], e["text"]] for e in data["timeline"]],
     )
 
 

@@ -61,8 +61,9 @@ def _print(report: InitReport, admin: FirstAdmin | None) -> None:
         if admin.generated_password:
             console.print(
                 f"created  user '{admin.username}' (admin) with password: "
-                f"{admin.generated_password}\n         This password is shown only once; "
-                "change it with 'sctk users reset-password admin'.",
+                f"{admin.generated_password}\n         This password is shown only once: keep "
+                "it in a password manager (or choose another with "
+                "'sctk users reset-password admin').",
                 highlight=False,
             )
         else:

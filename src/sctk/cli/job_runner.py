@@ -1,5 +1,6 @@
-"""Running a job kind from the CLI: here and now with a progress bar, or following a
-submitted job until it ends. Shared by `sctk data transform` and `sctk uq train`."""
+"""Running a job kind from the CLI: here and now with its progress, or following a
+submitted job until it ends (a bar on a terminal, a line every few seconds off one). Shared
+by `sctk data transform` and `sctk uq train`."""
 
 from __future__ import annotations
 
@@ -10,17 +11,16 @@ from typing import Any
 import typer
 
 from sctk.cli.common import db_session, err_console, operator
+from sctk.cli.progress import progress
 
 
-def run_inline(home: Path, title: str, func, params: dict[str, Any], as_json: bool) -> Any:
-    """FUNC(params, ctx) in this process, its progress on a bar (hidden for --json)."""
-    from rich.progress import Progress
-
-    with Progress(console=err_console, transient=True, disable=as_json) as bar:
-        task = bar.add_task(title, total=1.0)
-        context = InlineContext(
-            home, lambda f, m: bar.update(task, completed=f, description=m), verbose=not as_json
-        )
+def run_inline(
+    home: Path, title: str, func, params: dict[str, Any], as_json: bool, show_log: bool = True
+) -> Any:
+    """FUNC(params, ctx) in this process, its progress on stderr (hidden for --json); the
+    job's log lines too unless not SHOW_LOG (where the command's result line says the same)."""
+    with progress(title, err_console, enabled=not as_json) as update:
+        context = InlineContext(home, update, verbose=show_log and not as_json)
         return func(params, context)
 
 
@@ -55,17 +55,14 @@ class InlineContext:
 
 
 def wait_for(ctx: typer.Context, queue, job_id: int, as_json: bool) -> dict[str, Any]:
-    from rich.progress import Progress
-
     hinted = False
     started = time.monotonic()
-    with Progress(console=err_console, transient=True, disable=as_json) as bar:
-        task = bar.add_task(f"job {job_id}", total=1.0)
+    with progress(f"job {job_id}", err_console, enabled=not as_json) as update:
         while True:
             with db_session(ctx) as session:
                 job = queue.get(session, job_id)
                 view = queue.as_dict(job)
-            bar.update(task, completed=view["progress"], description=view["message"] or "queued")
+            update(view["progress"], view["message"] or view["status"])
             if view["status"] in queue.FINISHED:
                 return view
             if view["status"] == "queued" and not hinted and time.monotonic() - started > 10:

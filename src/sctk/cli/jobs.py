@@ -8,7 +8,16 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from sctk.cli.common import console, db_session, json_option, operator, print_json, settings, table
+from sctk.cli.common import (
+    console,
+    db_session,
+    json_option,
+    operator,
+    print_json,
+    settings,
+    table,
+    when,
+)
 from sctk.errors import SctkError
 
 app = typer.Typer(help="Durable jobs: submit, list, show, cancel, retry.", no_args_is_help=True)
@@ -50,10 +59,6 @@ def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
 def _plain(text: str) -> None:
     """Print data as it is: brackets in it are not rich markup."""
     console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-def _when(value: Any) -> str:
-    return str(value)[:19].replace("T", " ") if value else ""
 
 
 @app.command("submit")
@@ -119,8 +124,8 @@ def list_(
                 f"{j['attempts']}/{j['max_attempts']}",
                 f"{j['progress']:.0%}",
                 j["owner"],
-                _when(j["created_at"]),
-                _when(j["finished_at"]),
+                when(j["created_at"]),
+                when(j["finished_at"]),
             ]
             for j in jobs
         ],
@@ -157,7 +162,7 @@ def show(
         "events",
         ["seq", "at", "kind", "data"],
         [
-            [e["seq"], _when(e["at"]), e["kind"], escape(json.dumps(e["data"]))]
+            [e["seq"], when(e["at"]), e["kind"], escape(json.dumps(e["data"]))]
             for e in data["events"]
         ],
     )

@@ -131,7 +131,8 @@ def train(
         with physics_registry.admitted(admitted):
             params = uq_jobs.check(session, params).to_params()
     if inline:
-        result = run_inline(s.home, "training", uq_jobs.uq_train, params, as_json)
+        # the job's own log line ("stored model ...") is what _print_model says in full
+        result = run_inline(s.home, "training", uq_jobs.uq_train, params, as_json, show_log=False)
         _print_model(result["model"], as_json)
         return
     from sctk.jobs import queue
@@ -406,17 +407,15 @@ def demo(
 ) -> None:
     """Simulate the flow demo, train and calibrate a hybrid field model ('flow-demo'), and
     report its intervals next to the physics alone."""
-    from rich.progress import Progress
-
+    from sctk.cli.progress import progress
     from sctk.uq import demo as demo_mod
 
     s = settings(ctx)
     demo_mod.check(samples, seed, epochs)
     with (
         db_session(ctx) as session,
-        Progress(console=err_console, transient=True, disable=as_json) as bar,
+        progress("flow demo", err_console, enabled=not as_json) as update,
     ):
-        task = bar.add_task("flow demo", total=1.0)
         result = demo_mod.run(
             session,
             s.home,
@@ -424,7 +423,7 @@ def demo(
             seed=seed,
             epochs=epochs,
             owner=operator(),
-            progress=lambda f, msg: bar.update(task, completed=f, description=msg),
+            progress=update,
         )
     if as_json:
         print_json(result)

@@ -16,6 +16,7 @@ from sctk.cli.common import (
     print_json,
     settings,
     table,
+    when,
 )
 from sctk.security import users
 
@@ -68,8 +69,8 @@ def list_(ctx: typer.Context, as_json: bool = json_option()) -> None:
                 v.username,
                 v.role,
                 "disabled" if v.disabled else ("locked" if v.locked else "active"),
-                v.last_login_at,
-                v.created_at,
+                when(v.last_login_at),
+                when(v.created_at),
             ]
             for v in views
         ],

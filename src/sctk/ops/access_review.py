@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sctk.config import Settings
-from sctk.storage.models import ApiToken, LoginAttempt, User
+from sctk.security.bootstrap import GENERATED_EVENT
+from sctk.storage.models import ApiToken, AuditEntry, LoginAttempt, User
 
 
 @dataclass
@@ -58,13 +59,23 @@ def tokens_without_expiry(session: Session) -> list[tuple[ApiToken, str]]:
 
 
 def first_admin_password_unchanged(session: Session) -> User | None:
-    """The first admin account if its password is still the one set at installation."""
+    """The first admin account if its password is still the one an operator gave at
+    installation (SCTK_ADMIN_PASSWORD, which may live on in an environment or a compose
+    file). One `sctk init` generated was shown once and is nobody else's: not a finding."""
     first = session.scalar(select(User).where(User.role == "admin").order_by(User.id).limit(1))
     if first is None or first.disabled:
         return None
     # set together at creation; any reset moves password_changed_at
     unchanged = abs((first.password_changed_at - first.created_at).total_seconds()) < 1
-    return first if unchanged else None
+    if not unchanged:
+        return None
+    generated = session.scalar(
+        select(func.count())
+        .select_from(AuditEntry)
+        .where(AuditEntry.event == GENERATED_EVENT, AuditEntry.target == first.username)
+        .where(AuditEntry.at >= first.created_at - timedelta(seconds=1))
+    )
+    return None if generated else first
 
 
 def secret_files(settings: Settings) -> list[Path]:

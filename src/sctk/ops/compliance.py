@@ -115,11 +115,15 @@ def _installed_at(session: Session) -> datetime:
 
 
 def _backups(settings: Settings, session: Session, engine) -> list[AuditCheck]:
-    now = datetime.now(UTC)
-    first_day = max(_installed_at(session), now - timedelta(days=7)).date()
-    days = [first_day + timedelta(days=i) for i in range((now.date() - first_day).days + 1)]
     from sctk.backup import kinds
+    from sctk.backup.passphrase import configuration_problem
 
+    now = datetime.now(UTC)
+    installed = _installed_at(session)
+    # the install day is not owed a backup: the daily maintenance takes the first one on the
+    # next day (counted for the last 7 days, or since installation when younger)
+    first_day = max((installed + timedelta(days=1)).date(), (now - timedelta(days=7)).date())
+    days = [first_day + timedelta(days=i) for i in range((now.date() - first_day).days + 1)]
     # a safety snapshot taken before a restore is not the day's backup
     taken = {
         row.time.date()
@@ -139,13 +143,40 @@ def _backups(settings: Settings, session: Session, engine) -> list[AuditCheck]:
     ]
     newest = max(verified, default=None)
     fresh = newest is not None and now - newest <= timedelta(days=30)
+    problem = configuration_problem(settings)
+    checks = [
+        _check(
+            "backups",
+            "backup passphrase",
+            5,
+            problem is None,
+            problem or "a passphrase is at hand (SCTK_BACKUP_PASSPHRASE or backup.passphrase_file)",
+            "sctk config set backup.passphrase_file PATH  (a file of mode 0600 whose first "
+            "line is the passphrase; keep a copy away from this machine)",
+        )
+    ]
+    if problem is not None and not ever:
+        # no repository can exist yet: the passphrase is the finding, not its consequences
+        waiting = "no backups until a passphrase is set (see 'backup passphrase')"
+        return [
+            *checks,
+            _check("backups", "daily backups", 10, None, waiting),
+            _check("backups", "verified backup", 10, None, waiting),
+            _offsite(settings, session, now),  # where copies go is decided apart
+        ]
     return [
+        *checks,
         _check(
             "backups",
             "daily backups",
             10,
             not missing,
-            f"days without a backup: {', '.join(missing) or 'none'} (last 7 days)",
+            f"days without a backup: {', '.join(missing) or 'none'} (last 7 days"
+            + (
+                ", the install day excepted)"
+                if first_day > (now - timedelta(days=7)).date()
+                else ")"
+            ),
             ("" if ever else "sctk backup init && ")
             + "sctk backup create --label daily  (the daily maintenance takes one)",
         ),
@@ -153,11 +184,51 @@ def _backups(settings: Settings, session: Session, engine) -> list[AuditCheck]:
             "backups",
             "verified backup",
             10,
-            fresh,
-            f"newest full verification: {newest.isoformat() if newest else 'never'}",
+            fresh if ever else None,
+            f"newest full verification: {newest.isoformat() if newest else 'never'}"
+            if ever
+            else "no snapshot to verify yet",
             "sctk backup verify --latest --read-data",
         ),
+        _offsite(settings, session, now),
     ]
+
+
+def _offsite(settings: Settings, session: Session, now: datetime) -> AuditCheck:
+    """A copy away from this machine: the repository itself is remote, or `sctk backup copy`
+    succeeded within the last 8 days (a weekly copy, with a day's slack)."""
+    from sctk.backup.location import display, local_path, repo_url
+
+    url = repo_url(settings)
+    if local_path(url) is None:
+        return _check(
+            "backups", "off-site copy", 10, True, f"the repository is off-site: {display(url)}"
+        )
+    copy = session.scalar(
+        select(BackupRun)
+        .where(BackupRun.kind == "copy", BackupRun.status == "succeeded")
+        .where(BackupRun.finished_at >= now - timedelta(days=8))
+        .order_by(BackupRun.finished_at.desc())
+        .limit(1)
+    )
+    if copy is not None:
+        to = (copy.details or {}).get("to", "another repository")
+        return _check(
+            "backups",
+            "off-site copy",
+            10,
+            True,
+            f"copied to {to} at {copy.finished_at.isoformat(timespec='seconds')}",
+        )
+    return _check(
+        "backups",
+        "off-site copy",
+        10,
+        False,
+        f"the repository is on this machine ({url}) and no copy was made in the last 8 days",
+        "sctk backup copy --to URL  (sftp://, s3:// or a mounted directory; or sctk config set "
+        "backup.repository URL)",
+    )
 
 
 # --- access --------------------------------------------------------------------------------
@@ -200,9 +271,9 @@ def _access(settings: Settings, session: Session, engine) -> list[AuditCheck]:
             "first admin password changed",
             10,
             first is None,
-            "the installation's admin password is unchanged"
+            "the admin password given at installation (SCTK_ADMIN_PASSWORD) is unchanged"
             if first
-            else "changed since installation",
+            else "changed since installation, or generated by sctk init and shown once",
             f"sctk users reset-password {first.username if first else 'admin'}",
         ),
     ]

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
@@ -52,9 +53,15 @@ def _pip(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def check() -> DepsReport:
+def check(say: Callable[[str], None] | None = None) -> DepsReport:
+    """The report; SAY(sentence) is told each step first, as each may take a minute."""
+    say = say or (lambda _line: None)
     installed = sctk_dependencies()
     report = DepsReport(reachable=True, installed=installed)
+    say(
+        f"asking the package index for the newest versions of sctk's {len(installed)} "
+        "dependencies (pip index, pip list --outdated)..."
+    )
     try:
         # `pip list --outdated` answers an empty list when the index is down: ask the index
         # for one package first to tell "nothing outdated" from "could not look"
@@ -77,6 +84,7 @@ def check() -> DepsReport:
             "advisories not checked: pip-audit is not installed (pip install pip-audit)"
         )
         return report
+    say("looking up known advisories with pip-audit...")
     try:
         done = subprocess.run(
             ["pip-audit", "--format=json", "--progress-spinner=off"],

@@ -1,7 +1,8 @@
 """The disaster-recovery drill: restore the latest snapshot into a scratch data directory,
-start sctk on it on a free port, check its health and make one prediction, then stop it and
-remove it. Recovery time (RTO) runs from the start of the restore until the restored service
-has answered both; the data age (RPO) is how old the snapshot was when the drill began.
+start sctk on it on a port of 127.0.0.1 (`[drill] port`, or a free one), check its health and
+make one prediction, then stop it and remove it. Recovery time (RTO) runs from the start of the
+restore until the restored service has answered both; the data age (RPO) is how old the
+snapshot was when the drill began.
 """
 
 from __future__ import annotations
@@ -24,9 +25,18 @@ from sctk.errors import SctkError
 READY_TIMEOUT = 120.0
 
 
-def _free_port() -> int:
+def _port(settings: Settings) -> int:
+    """The port the restored copy is served on: [drill] port when set (refused at once when
+    something holds it, before anything is restored), else one the system says is free."""
+    wanted = settings.drill.port
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        try:
+            s.bind(("127.0.0.1", wanted))
+        except OSError as exc:
+            raise SctkError(
+                f"The drill's port {wanted} on 127.0.0.1 is not free ({exc.strerror}); set "
+                "[drill] port to a free port, or to 0 to let the drill pick one."
+            ) from None
         return s.getsockname()[1]
 
 
@@ -107,6 +117,7 @@ def dr_drill(settings: Settings, actor: str = "scheduler") -> dict[str, Any]:
     from sctk.backup.restore import restore
 
     began = datetime.now(UTC)
+    _port(settings)  # a configured port that is taken: refused before the restore
     repo = open_repo(settings)
     snap, skipped = kinds.newest_usable(repo)
     if snap is None:
@@ -128,7 +139,7 @@ def dr_drill(settings: Settings, actor: str = "scheduler") -> dict[str, Any]:
             actor=actor,
         )
         target_settings = config.load(scratch).settings
-        port = _free_port()
+        port = _port(settings)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCTK_")}
         env |= {
             "SCTK_HOME": str(scratch),
@@ -168,6 +179,7 @@ def dr_drill(settings: Settings, actor: str = "scheduler") -> dict[str, Any]:
         "rpo_seconds": round(rpo, 1),
         "restored_files": result.files,
         "restored_bytes": result.bytes,
+        "port": port,
         "health_status": health["status"],
         "prediction": prediction,
         "skipped": skipped,

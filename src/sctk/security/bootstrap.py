@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sctk.config import Settings
-from sctk.security import passwords, users
+from sctk.security import audit, passwords, users
 from sctk.storage.engine import make_engine, session_scope
 
 FIRST_ADMIN = "admin"
+GENERATED_EVENT = "user.password_generated"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ def ensure_first_admin(settings: Settings, password: str | None) -> FirstAdmin |
             if password is None:
                 generated = password = passwords.generate_password()
             users.create(session, FIRST_ADMIN, password, "admin", actor="sctk init")
+            if generated is not None:
+                # shown once to whoever ran init and known to nobody else: the audit does not
+                # ask for it to be changed, as it does for one taken from SCTK_ADMIN_PASSWORD
+                audit.record(session, GENERATED_EVENT, actor="sctk init", target=FIRST_ADMIN)
             return FirstAdmin(FIRST_ADMIN, generated)
     finally:
         engine.dispose()

@@ -47,7 +47,7 @@ def physics_name(value: Any) -> str | None:
 
     if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
         return None
-    return physics_registry.check(value)
+    return physics_registry.available(value)
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:

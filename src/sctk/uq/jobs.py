@@ -122,8 +122,9 @@ def parse_params(params: dict[str, Any]) -> TrainRequest:
     if config.get("physics") is not None:
         from sctk.uq import physics_registry
 
-        # looked up, never imported as given: a name no registry holds is a sentence now
-        config["physics"] = physics_registry.check(config["physics"])
+        # looked up, never imported as given: a name no registry holds, or one whose
+        # package is missing or broken, is a sentence now
+        config["physics"] = physics_registry.available(config["physics"])
     from sctk.uq import bounds
 
     bounds.check(config)

@@ -146,19 +146,53 @@ def offer() -> str:
     )
 
 
+class PhysicsUnavailable(SctkError):
+    """A registered name whose function cannot be had: its package is missing or broken."""
+
+
+def source(canonical: str) -> str:
+    """Where the registered name CANONICAL comes from, in words."""
+    if canonical in BUILTINS:
+        return "one of sctk's built-ins"
+    if canonical in _registered:
+        return "registered by this process's own code"
+    for alias, value in _entry_points().items():
+        if value == canonical:
+            return f"declared by an installed package's '{ENTRY_POINT_GROUP}' entry point '{alias}'"
+    return f"listed under {SETTING} in sctk.toml"
+
+
 def resolve(name: Any) -> PhysicsFn:
-    """The function registered as NAME; imported only once a registry holds the name."""
+    """The function registered as NAME; imported only once a registry holds the name.
+
+    Two refusals, told apart: PhysicsNotRegistered (no registry holds the name: nothing is
+    imported) and PhysicsUnavailable (registered, but its module or function cannot be had)."""
     canonical = check(name)
     if canonical in _registered:
         return _registered[canonical]
     module, _, attr = canonical.partition(":")
     try:
         fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        raise SctkError(
-            f"The registered physics '{canonical}' cannot be imported; install the package "
-            f"that holds it or remove it from {SETTING}."
-        ) from None
-    if not callable(fn):
-        raise SctkError(f"The registered physics '{canonical}' is not a function.")
-    return fn
+    except ModuleNotFoundError as exc:
+        why = f"its module '{exc.name or module}' is not installed"
+    except AttributeError:
+        why = f"the module '{module}' has no '{attr}'"
+    except Exception as exc:  # the package's own code failed while it was imported
+        why = f"importing '{module}' failed: {type(exc).__name__}: {str(exc)[:200]}"
+    else:
+        if callable(fn):
+            return fn
+        why = f"'{attr}' in '{module}' is not a function"
+    raise PhysicsUnavailable(
+        f"The physics '{canonical}' is registered ({source(canonical)}) but cannot be used: "
+        f"{why.rstrip('.')}; install or fix the package that holds it, or remove it from "
+        f"{SETTING} or that package's entry points."
+    ) from None
+
+
+def available(name: Any) -> str:
+    """The canonical name NAME stands for, once its function imports: at submission both
+    refusals are a sentence then, not a failed job later."""
+    canonical = check(name)
+    resolve(canonical)
+    return canonical

@@ -14,7 +14,7 @@ def dr_drill(ctx: TaskContext) -> TaskResult:
     summary = (
         f"recovered in {result['rto_seconds']:.1f} s (RTO) from a snapshot "
         f"{result['rpo_seconds'] / 3600:.1f} h old (RPO); restored service "
-        f"{'healthy' if healthy else 'NOT ready'}"
+        f"{'healthy' if healthy else 'NOT ready'} on 127.0.0.1:{result['port']}"
     )
     summary = " ".join([*result.get("skipped", []), summary])
     return TaskResult("ok" if healthy else "warn", summary, result)
