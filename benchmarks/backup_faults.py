@@ -456,7 +456,9 @@ def report(
             f"end: the seconds here are noisy, the outcomes are not); "
             f"{'; '.join(versions[t] for t in tools)}; command: `{command}`; data: {info}.",
             "",
-            "\n\n".join((__doc__ or "").split("\n\n")[1:4]),
+            "\n\n".join((__doc__ or "").split("\n\n")[1:4]).replace(
+                "KILL_AFTER seconds", f"{args.kill_after:g} s (--kill-after)"
+            ),
             "",
             *table(out, tools),
             "",
