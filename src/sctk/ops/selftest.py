@@ -267,7 +267,7 @@ def _backup(sc: _Scratch, quick: bool) -> str:
     from sctk.backup.create import create_backup
     from sctk.backup.location import init_repo, open_repo
     from sctk.backup.restore import restore
-    from sctk.backup.restore_test import table_counts
+    from sctk.backup.restore_test import compare
     from sctk.backup.verify import verify_backup
 
     settings = sc.settings
@@ -277,19 +277,18 @@ def _backup(sc: _Scratch, quick: bool) -> str:
     if not checked["ok"]:
         raise SctkError(f"the verification of snapshot {snap['id'][:8]} found problems")
     target = sc.root / "restored"
-    restore(settings, open_repo(settings), snap["id"], target=target, safety_backup=False)
+    result = restore(settings, open_repo(settings), snap["id"], target=target, safety_backup=False)
     before, after = _files(sc.home), _files(target)
     differ = sorted(p for p in before if after.get(p) != before[p])
     if differ:
         raise SctkError(
             f"{len(differ)} restored file(s) differ from the original: {', '.join(differ[:5])}"
         )
-    counts = table_counts(settings.db_url)[0]
-    restored = table_counts(f"sqlite:///{target / 'sctk.db'}")[0]
-    counts.pop("backup_runs", None), restored.pop("backup_runs", None)  # the restore's own
-    if counts != restored:
-        odd = sorted(t for t in counts if counts[t] != restored.get(t))
-        raise SctkError(f"the restored database's row counts differ in {', '.join(odd[:5])}")
+    # the restored database against the row counts the snapshot's manifest recorded
+    _, mismatches = compare(snap["manifest"], result.tables, result.revision_after)
+    if mismatches:
+        raise SctkError(f"the restored database disagrees with its manifest: {mismatches[0]}")
+    counts = result.tables
     return (
         f"snapshot {snap['id'][:8]} of {len(before)} files verified"
         f"{'' if quick else ' (data read)'}, restored byte-identically, "
