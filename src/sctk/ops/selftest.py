@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import SecretStr
 from sqlalchemy import delete, select
 
 from sctk.config import Settings
@@ -168,7 +169,8 @@ def _postgres(url: str) -> Callable[[_Scratch, bool], str]:
         scratch = dbload.scratch_url(url, "selftest")
         dbload.create_database(scratch)  # unreachable or not allowed: one sentence
         try:
-            engine = make_engine(sc.settings.model_copy(update={"database_url": scratch}))
+            pg = sc.settings.model_copy(update={"database_url": SecretStr(scratch)})
+            engine = make_engine(pg)
             try:
                 _, revision = upgrade(engine, "head")
                 _round_trip(engine)
