@@ -449,7 +449,7 @@ def broken_requirements() -> set[str]:
             need = canonicalize_name(req.name)
             version = _version(have[need]) if need in have else None
             if need not in have:
-                found.add(f"{name} {dist.version} requires {req.name}, which is not installed")
+                found.add(f"{name} {dist.version} requires {req}, which is not installed")
             elif version is not None and not req.specifier.contains(version, prereleases=True):
                 found.add(
                     f"{name} {dist.version} requires {req}, but {need} {have[need]} is installed"
