@@ -97,3 +97,16 @@ def test_the_domain_function_refuses_live_settings_in_its_environment(monkeypatc
     monkeypatch.setenv("SCTK_DATABASE_URL", "postgresql://live@db/sctk")
     with pytest.raises(ConfigError, match="SCTK_DATABASE_URL"):
         selftest.run(quick=True, scratch=Path(tempfile.gettempdir()))
+
+
+def test_doctor_runs_the_quick_selftest_among_the_startup_findings(tmp_path):
+    from sctk.storage.layout import init_home
+
+    home = tmp_path / "home"
+    init_home(home)
+    done = run_sctk("doctor", "startup", "--selftest", "--json", home=home)
+    findings = {f["name"]: f for f in json.loads(done.stdout)["findings"]}
+    assert findings["selftest"]["severity"] == "ok", findings["selftest"]
+    assert findings["selftest"]["message"].startswith("self-test passed: 8 steps")
+    without = run_sctk("doctor", "startup", "--json", home=home)
+    assert "selftest" not in {f["name"] for f in json.loads(without.stdout)["findings"]}
