@@ -1,4 +1,4 @@
-"""`sctk deps check`: outdated and vulnerable packages among sctk's dependencies."""
+"""`sctk deps check` and `sctk deps upgrade`: sctk's dependencies, reported and upgraded."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from sctk.cli.common import console, json_option, print_json, table
 from sctk.errors import SctkError
 
 app = typer.Typer(
-    help="sctk's dependencies: what is outdated or has advisories.", no_args_is_help=True
+    help="sctk's dependencies: what is outdated or has advisories, and upgrading them.",
+    no_args_is_help=True,
 )
 
 
 @app.callback()
 def _root() -> None:
-    """sctk's dependencies: what is outdated or has advisories."""
+    """sctk's dependencies: what is outdated or has advisories, and upgrading them."""
 
 
 @app.command("check")
