@@ -25,7 +25,7 @@ import sctk
 from sctk import config, runstate
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.layout import init_home
-from sctk.storage.models import AuditEntry, MaintenanceRun
+from sctk.storage.models import AuditEntry, MaintenanceRun, NotificationAttempt
 
 pytestmark = pytest.mark.e2e
 
@@ -159,6 +159,16 @@ def upgrade(venv: Path, home: Path, *args: str) -> subprocess.CompletedProcess[s
     return in_venv(venv, "-m", "sctk", "--home", str(home), "deps", "upgrade", *args)
 
 
+def notices(home: Path) -> list[tuple[str, str, bool]]:
+    """(kind, channel, ok) of every notification attempt recorded on HOME."""
+    engine = make_engine(config.load(home).settings)
+    try:
+        with session_scope(engine) as s:
+            return [(n.kind, n.channel, n.ok) for n in s.scalars(select(NotificationAttempt))]
+    finally:
+        engine.dispose()
+
+
 def runs_and_audit(home: Path) -> tuple[list[MaintenanceRun], list[AuditEntry]]:
     engine = make_engine(config.load(home).settings)
     try:
@@ -192,6 +202,7 @@ def test_an_upgrade_that_passes_is_kept_and_recorded(env_at_1_0, wheels, home):
     runs, entries = runs_and_audit(home)
     assert [(r.status, r.details["changed"]) for r in runs] == [("ok", {PLUGIN: ["1.0", "1.1"]})]
     assert [e.outcome for e in entries] == ["ok"]
+    assert notices(home) == [("report", "log", True)]  # the notice went out on the channels
 
 
 def test_an_upgrade_that_breaks_the_selftest_is_rolled_back_exactly(env_at_1_0, wheels, home):
@@ -213,6 +224,7 @@ def test_an_upgrade_that_breaks_the_selftest_is_rolled_back_exactly(env_at_1_0, 
         ("fail", "selftest", True)
     ]
     assert [e.outcome for e in entries] == ["failure"]
+    assert notices(home) == [("report", "log", True)]
 
 
 def test_a_dry_run_shows_the_plan_and_changes_nothing(env_at_1_0, wheels, home):
@@ -225,7 +237,7 @@ def test_a_dry_run_shows_the_plan_and_changes_nothing(env_at_1_0, wheels, home):
     assert result["dry_run"] and result["lock_file"] is None
     assert pip_list(venv) == before
     assert not (home / "archive" / "deps").exists()
-    assert runs_and_audit(home) == ([], [])
+    assert runs_and_audit(home) == ([], []) and notices(home) == []
 
 
 def test_refused_while_a_service_runs_on_the_home(env_at_1_0, wheels, home):

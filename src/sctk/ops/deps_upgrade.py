@@ -541,6 +541,8 @@ def _rollback(saved: dict[str, str], wheels: Path, source: Source) -> tuple[bool
 
 def _record(settings: Settings, result: UpgradeResult, actor: str, started: datetime) -> None:
     """Maintenance history, audit log and a notice on the notifiers."""
+    from sqlalchemy.orm import sessionmaker
+
     from sctk.monitoring import notifiers
     from sctk.security import audit
     from sctk.security.keyring import Keyring
@@ -578,10 +580,11 @@ def _record(settings: Settings, result: UpgradeResult, actor: str, started: date
             text=result.message,
         )
         try:
+            # each channel's attempt lands in the notifications table, as an alert's does
+            record = notifiers.db_recorder(sessionmaker(bind=engine))
             with session_scope(engine) as s:
-                notifiers.broadcast(
-                    note, settings.alerts, s, Keyring.load(settings.home), timeout=30
-                )
+                ring = Keyring.load(settings.home)
+                notifiers.broadcast(note, settings.alerts, s, ring, record=record, timeout=30)
         except Exception:  # noqa: BLE001 - the run is recorded; the notice is best effort
             log.warning("announcing the package upgrade on the notifiers failed", exc_info=True)
     finally:
