@@ -62,9 +62,12 @@ SKIPPED_EXTRAS = {"dev"}  # test tools, not what the service runs on
 PLUGIN_GROUPS = ("sctk.physics",)
 
 
-def group_of(name: str) -> str:
+def group_of(name: str, plugin_names: set[str] = frozenset()) -> str:
+    """The upgrade group of package NAME (PLUGIN_NAMES: sctk's plugins, all scientific)."""
     name = canonicalize_name(name)
-    return "ml" if name in ML else "scientific" if name in SCIENTIFIC else "web"
+    if name in ML:
+        return "ml"
+    return "scientific" if name in SCIENTIFIC or name in plugin_names else "web"
 
 
 # --- what is installed ---------------------------------------------------------------------
@@ -256,11 +259,7 @@ def candidates(have: dict[str, str], group: str = "all", only: list[str] | None 
         if group not in GROUPS:
             raise SctkError(f"Unknown group '{group}'; use one of {', '.join(GROUPS)} or all.")
         own = plugins()
-        ranges = {
-            n: s
-            for n, s in ranges.items()
-            if (("scientific" if n in own else group_of(n)) == group)
-        }
+        ranges = {n: s for n, s in ranges.items() if group_of(n, own) == group}
     return ranges
 
 
@@ -300,9 +299,7 @@ def resolve(
     own = plugins()
     planned: list[Planned] = []
     for group in groups:
-        reqs = {
-            n: s for n, s in allowed.items() if ("scientific" if n in own else group_of(n)) == group
-        }
+        reqs = {n: s for n, s in allowed.items() if group_of(n, own) == group}
         if not reqs:
             continue
         done = _pip_ok(
@@ -599,11 +596,10 @@ def upgrade(
     dry_run: bool = False,
     force: bool = False,
     confirm: Callable[[Plan], bool] | None = None,
-    selftest: Callable[[], tuple[bool, str]] | None = None,
     actor: str = "cli",
 ) -> UpgradeResult:
     """The whole procedure; see the module's docstring. CONFIRM sees the plan before anything
-    changes (False: stop); SELFTEST defaults to `sctk selftest --quick` in a child process."""
+    changes (False: stop). The self-test is `sctk selftest --quick` in a child process."""
     import time
 
     from sctk.storage.layout import require_data_dir
@@ -637,36 +633,13 @@ def upgrade(
     wheels = lock.parent / f"wheels-{stamp}"
     _fetch_saved(the_plan, source, wheels)
     problems_before = broken_requirements()
-    selftest = selftest or _selftest
-    failed: tuple[str, str] | None = None
-    for group_name, items in the_plan.groups():
-        if not items:
-            continue
-        what = ", ".join(f"{p.name} {p.installed or '-'} -> {p.version}" for p in items)
-        done = pip(
-            "install", "--no-deps", *source.args(), *[f"{p.name}=={p.version}" for p in items]
-        )
-        if done.returncode != 0:
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            failed = ("pip install", f"the {group_name} group ({what}): pip failed: {tail[:300]}")
-            break
-        # plugins are loaded through their entry points, which the self-test's plugins step
-        # does (naming the physics and its package); the import check is sctk's own stack
-        broken = import_check({p.name for p in items} - plugins())
-        if broken:
-            failed = ("import check", f"the {group_name} group ({what}) broke the {broken}")
-            break
-        new = sorted(broken_requirements() - problems_before)
-        if new:
-            failed = ("requirements", f"the {group_name} group ({what}) broke a pin: {new[0]}")
-            break
-        passed, summary = selftest()
-        if not passed:
-            failed = (
-                "selftest",
-                f"the {group_name} group ({what}) failed the self-test: {summary}",
-            )
-            break
+    try:
+        failed = _upgrade_groups(the_plan, source, problems_before)
+    except KeyboardInterrupt:
+        _rollback(have, wheels, source)  # an operator's Ctrl-C leaves the saved set, too
+        raise
+    except Exception as exc:  # noqa: BLE001 - pip timing out, a full disk: roll back first
+        failed = ("error", f"the upgrade stopped: {type(exc).__name__}: {exc}")
     after = installed()
     changed = {
         n: [have.get(n), after.get(n)]
@@ -698,6 +671,40 @@ def upgrade(
     result.seconds = round(time.perf_counter() - t0, 3)
     _record(settings, result, actor, started)
     return result
+
+
+def _upgrade_groups(
+    the_plan: Plan,
+    source: Source,
+    problems_before: set[str],
+) -> tuple[str, str] | None:
+    """Install the plan group by group, checking after each; (failed step, sentence) of the
+    first failure, or None."""
+    for group_name, items in the_plan.groups():
+        if not items:
+            continue
+        what = ", ".join(f"{p.name} {p.installed or '-'} -> {p.version}" for p in items)
+        done = pip(
+            "install", "--no-deps", *source.args(), *[f"{p.name}=={p.version}" for p in items]
+        )
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            return ("pip install", f"the {group_name} group ({what}): pip failed: {tail[:300]}")
+        # plugins are loaded through their entry points, which the self-test's plugins step
+        # does (naming the physics and its package); the import check is sctk's own stack
+        broken = import_check({p.name for p in items} - plugins())
+        if broken:
+            return ("import check", f"the {group_name} group ({what}) broke the {broken}")
+        new = sorted(broken_requirements() - problems_before)
+        if new:
+            return ("requirements", f"the {group_name} group ({what}) broke a pin: {new[0]}")
+        passed, summary = _selftest()
+        if not passed:
+            return (
+                "selftest",
+                f"the {group_name} group ({what}) failed the self-test: {summary}",
+            )
+    return None
 
 
 def _selftest() -> tuple[bool, str]:
