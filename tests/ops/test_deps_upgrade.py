@@ -27,7 +27,8 @@ from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.layout import init_home
 from sctk.storage.models import AuditEntry, MaintenanceRun, NotificationAttempt
 
-pytestmark = pytest.mark.e2e
+# one xdist worker builds the wheels and the venv once and runs every test on them
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("deps-upgrade-venv")]
 
 PLUGIN = "sctk-plugin-drag"
 SOUND = """
