@@ -499,6 +499,11 @@ class MaintenanceSettings(_Section):
     long_query_minutes: float = Field(
         5.0, gt=0, description="PostgreSQL queries running longer than this are reported."
     )
+    benchmark_selftest: bool = Field(
+        True,
+        description="The weekly quick benchmark also runs `sctk selftest --quick` (a child "
+        "process on a scratch home) and records its step times; a failing step fails the task.",
+    )
 
     @model_validator(mode="after")
     def _crons(self) -> MaintenanceSettings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from sctk import config
 from sctk.ops.quickbench import regressions
 from sctk.ops.runner import run_task
 from tests.helpers import UNREACHABLE_INDEX, run_sctk
@@ -23,12 +24,25 @@ def test_an_unreachable_index_is_said_plainly(settings, monkeypatch):
     assert "could not reach the package index" in report["notes"][0]
 
 
-def test_quick_benchmark_records_figures_and_compares_with_last_week(settings):
-    first = run_task(settings, "quick_benchmark")
-    assert first.status == "ok"
+def without_selftest(settings):
+    return config.load(settings.home, {"maintenance": {"benchmark_selftest": False}}).settings
+
+
+def test_quick_benchmark_records_figures_and_compares_with_last_week(settings, backend):
+    # the self-test runs on a scratch SQLite home whatever the service's database: once
+    first = run_task(
+        settings if backend == "sqlite" else without_selftest(settings), "quick_benchmark"
+    )
+    assert first.status == "ok", first.summary
     assert {"db_ping_ms", "job_cycle_ms", "matmul_256_ms"} <= set(first.details["figures"])
-    second = run_task(settings, "quick_benchmark")
+    if backend == "sqlite":  # the installed product's self-test ran, step by step
+        assert first.details["figures"]["selftest_ms"] > 0
+        steps = {s["name"]: s["status"] for s in first.details["selftest"]}
+        assert steps["uq"] == steps["backup"] == steps["jobs"] == "pass", first.details
+        assert first.details["notes"]["selftest"].startswith("self-test passed")
+    second = run_task(without_selftest(settings), "quick_benchmark")
     assert second.details["previous"] == first.details["figures"]
+    assert "selftest_ms" not in second.details["figures"]
 
 
 def test_a_figure_twice_as_slow_is_a_regression():
@@ -52,9 +66,30 @@ def test_quick_benchmark_predicts_on_the_models_own_calibration_inputs(settings,
     with session_scope(engine) as s:
         train(s, settings.home, params)
 
-    record = run_task(settings, "quick_benchmark")
+    record = run_task(without_selftest(settings), "quick_benchmark")
     assert record.status == "ok", record.summary
     assert record.details["figures"]["predict_1000_rows_ms"] > 0
     assert record.details["notes"]["prediction"] == (
         "model 'drag' v1 on calibration inputs of dataset 'inv'"
     )
+
+
+def test_the_report_names_what_an_upgrade_would_take_and_what_is_held_back():
+    from importlib import metadata
+
+    from sctk.ops.deps import upgrade_outlook
+
+    torch_now, rich_now = metadata.version("torch"), metadata.version("rich")
+    # what `pip list --outdated` answers when an index offers torch 2.15 and a newer rich
+    rows = [
+        {"name": "torch", "version": torch_now, "latest_version": "2.15.0"},
+        {"name": "rich", "version": rich_now, "latest_version": "999.0"},
+        {"name": "left-pad", "version": "1.0", "latest_version": "2.0"},  # not sctk's
+        {"name": "numpy", "version": metadata.version("numpy"), "latest_version": "9.0"},
+    ]
+    upgrades, held = upgrade_outlook(rows)
+    assert upgrades == [{"name": "rich", "installed": rich_now, "to": "999.0"}]
+    why = {h["name"]: h["why"] for h in held}
+    assert sorted(why) == ["numpy", "torch"]
+    assert why["torch"] == "sctk requires torch<2.14,>=2.3"  # sctk's own range
+    assert f"scipy {metadata.version('scipy')} requires numpy<" in why["numpy"]  # a pin

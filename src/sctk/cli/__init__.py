@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("sctk.cli.backup", "app"),
     "restore": ("sctk.cli.restore", "restore"),
     "doctor": ("sctk.cli.doctor", "doctor"),
+    "selftest": ("sctk.cli.selftest", "selftest"),
     "maintenance": ("sctk.cli.maintenance", "app"),
     "scheduler": ("sctk.cli.scheduler", "scheduler"),
     "audit": ("sctk.cli.audit", "audit"),

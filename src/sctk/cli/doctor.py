@@ -18,11 +18,16 @@ def doctor(
     ),
     as_json: bool = json_option(),
     all_findings: bool = typer.Option(False, "--all", help="Show passing findings too."),
+    selftest: bool = typer.Option(
+        False,
+        "--selftest",
+        help="Also run 'sctk selftest --quick' (a scratch home; some seconds) with start-up.",
+    ),
 ) -> None:
     """Diagnose start-up, performance and data problems; exit 0 fine, 1 warnings, 2 failures."""
     from sctk.ops.doctor import diagnose, worst
 
-    findings = diagnose(settings(ctx), areas or None)
+    findings = diagnose(settings(ctx), areas or None, selftest=selftest)
     overall = worst(findings)
     if as_json:
         print_json({"status": overall, "findings": [f.as_dict() for f in findings]})

@@ -25,6 +25,10 @@ class DepsReport:
     outdated: list[dict[str, str]] = field(default_factory=list)
     advisories: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # what `sctk deps upgrade` would take, and what sctk's ranges or other packages' pins
+    # hold back from the newest version
+    upgrades: list[dict[str, str]] = field(default_factory=list)
+    held: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,6 +46,29 @@ def sctk_dependencies() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return dict(sorted(out.items()))
+
+
+def upgrade_outlook(rows: list[dict[str, str]]) -> tuple[list[dict], list[dict]]:
+    """From `pip list --outdated` ROWS: the newest versions `deps upgrade` would take (within
+    sctk's ranges and every installed package's pins), and those held back, with why. A
+    package whose newest version is held back may still have a newer one within its range;
+    `sctk deps upgrade --dry-run` asks pip's resolver for it."""
+    from packaging.utils import canonicalize_name
+
+    from sctk.ops import deps_upgrade
+
+    have = {
+        canonicalize_name(d.metadata["Name"] or ""): d.version for d in metadata.distributions()
+    }
+    latest = {canonicalize_name(r["name"]): r["latest_version"] for r in rows}
+    allowed, held = deps_upgrade.classify(have, latest, deps_upgrade.candidates(have))
+    blocked = {h.name for h in held}
+    upgrades = [
+        {"name": n, "installed": have[n], "to": latest[n]}
+        for n in sorted(allowed)
+        if n not in blocked
+    ]
+    return upgrades, [asdict(h) for h in held]
 
 
 def _pip(*args: str) -> subprocess.CompletedProcess[str]:
@@ -79,6 +106,7 @@ def check(say: Callable[[str], None] | None = None) -> DepsReport:
         for r in rows
         if r["name"].lower() in installed
     ]
+    report.upgrades, report.held = upgrade_outlook(rows)
     if shutil.which("pip-audit") is None:
         report.notes.append(
             "advisories not checked: pip-audit is not installed (pip install pip-audit)"

@@ -263,11 +263,30 @@ def _leftovers(settings: Settings) -> Finding:
     )
 
 
+def _selftest(settings: Settings) -> Finding:
+    """`sctk selftest --quick` in a child process: whether the installed product works at all,
+    apart from this data directory (a scratch home; nothing here is touched)."""
+    from sctk.ops import selftest
+    from sctk.ops.deps_upgrade import lock_dir
+
+    report = selftest.run_isolated(quick=True)
+    if report.ok:
+        return Finding("startup", "selftest", "ok", report.sentence())
+    locks = sorted(lock_dir(settings).glob("lock-*.txt"))
+    fix = "run 'sctk selftest' to see every step"
+    if locks:
+        fix += f"; after a package upgrade, reinstall the saved set: pip install -r {locks[-1]}"
+    return Finding("startup", "selftest", "fail", report.sentence(), fix)
+
+
 # --- the doctor --------------------------------------------------------------------------
 
 
-def diagnose(settings: Settings, areas: list[str] | None = None) -> list[Finding]:
-    """Findings for AREAS (default: all), failing ones first within each area."""
+def diagnose(
+    settings: Settings, areas: list[str] | None = None, selftest: bool = False
+) -> list[Finding]:
+    """Findings for AREAS (default: all), failing ones first within each area; SELFTEST adds
+    the quick self-test of the installed product (start-up, some seconds)."""
     areas = areas or list(AREAS)
     unknown = [a for a in areas if a not in AREAS]
     if unknown:
@@ -288,6 +307,8 @@ def diagnose(settings: Settings, areas: list[str] | None = None) -> list[Finding
     )
     if "startup" in areas:
         findings += [_port_free(settings), _tls_files(settings), _stale_pid(settings)]
+        if selftest:
+            findings.append(_selftest(settings))
     if database_ok:
         engine = make_engine(settings)
         try:

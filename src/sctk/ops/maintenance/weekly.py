@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from sqlalchemy import text
 
 from sctk.ops import integrity
@@ -83,20 +85,36 @@ def dependencies(ctx: TaskContext) -> TaskResult:
     report = deps.check()
     if not report.reachable:
         return TaskResult("warn", "could not reach the package index", report.as_dict())
-    summary = f"{len(report.outdated)} outdated, {len(report.advisories)} with advisories"
+    summary = (
+        f"{len(report.outdated)} outdated ({len(report.upgrades)} within sctk's ranges, "
+        f"{len(report.held)} held back), {len(report.advisories)} with advisories"
+    )
     status = "fail" if report.advisories else ("warn" if report.outdated else "ok")
     return TaskResult(status, "; ".join([summary, *report.notes]), report.as_dict())
 
 
-@task("quick_benchmark", "weekly", "Time a database round trip, a job and a prediction.")
+@task(
+    "quick_benchmark", "weekly", "Time a database round trip, a job, a prediction, the self-test."
+)
 def quick_benchmark(ctx: TaskContext) -> TaskResult:
     from sctk.ops import quickbench
 
     figures, notes = quickbench.measure(ctx.settings, ctx.engine)
+    test = None
+    if ctx.settings.maintenance.benchmark_selftest:
+        from sctk.ops import selftest
+
+        test = selftest.run_isolated(quick=True)
+        figures["selftest_ms"] = round(test.seconds * 1000.0, 3)
+        notes["selftest"] = test.sentence()
     previous = quickbench.previous(ctx.engine)
     slower = quickbench.regressions(figures, previous)
     summary = ", ".join(f"{k} {v:.2f} ms" for k, v in figures.items())
     details = {"figures": figures, "previous": previous, "notes": notes}
+    if test is not None:
+        details["selftest"] = [asdict(step) for step in test.steps]
+        if not test.ok:  # the installed product is broken: the week's one finding that matters
+            return TaskResult("fail", f"{test.sentence()}; {summary}", details)
     if "predict_1000_rows_ms" not in figures and notes.get("prediction"):
         # the model's failure is this task's finding (warn), not an error of the weekly group
         return TaskResult("warn", f"{notes['prediction']}; {summary}", details)
