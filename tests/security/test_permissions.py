@@ -318,6 +318,9 @@ ROWS: dict[tuple[str, str], Builder] = {
     ("GET", "/api/v1/models/{model_id}/evaluation"): lambda c, r: Sample(
         f"/api/v1/models/{c.model_id('matrix-shown')}/evaluation"
     ),
+    ("POST", "/api/v1/models/{model_id}/evaluate"): lambda c, r: Sample(
+        f"/api/v1/models/{c.model_id('matrix-shown')}/evaluate", {"dataset": c.train_dataset()}
+    ),
     ("POST", "/api/v1/models/{model_id}/predict"): lambda c, r: Sample(
         f"/api/v1/models/{c.model_id('matrix-shown')}/predict", {"rows": [{"x": 1.5}]}
     ),
