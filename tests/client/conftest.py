@@ -1,5 +1,6 @@
-"""One served sctk (real HTTP, a job worker) shared by the client tests of a module: the
-client is tested against the real thing, and training a tiny model takes a second."""
+"""One served sctk (real HTTP, a job worker) shared by the client tests and the notebook's
+(one xdist group, so one worker runs both): the client is tested against the real thing,
+and its job process, once it has imported torch, trains a tiny model in about a second."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class Served:
     accounts: dict[str, Account]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def served(tmp_path_factory) -> Iterator[Served]:
     """sctk on a fresh SQLite data directory, one account per role, jobs run in-process."""
     from sctk.api.app import create_app

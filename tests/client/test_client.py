@@ -3,6 +3,7 @@ evaluate, jobs and backups, and every refusal as one ApiError carrying the probl
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -16,6 +17,8 @@ from sctk.storage.engine import make_engine
 from tests.helpers import free_port
 from tests.security.conftest import create_token
 from tests.uq.registry_helpers import TINY, frame
+
+pytestmark = pytest.mark.xdist_group("client-server")  # the served fixture: one per package
 
 
 def _login(served, role: str) -> Client:
@@ -38,14 +41,14 @@ def trained(served, analyst, tmp_path_factory):
     frame(30, seed=3).to_csv(path, index=False)
     imported = analyst.upload(path)
     assert imported["dataset"]["name"] == "fresh" and imported["dataset"]["rows"] == 30
-    return analyst.train("runs", target="y", features=["a", "b"], config=TINY, name="drag")
+    return analyst.train("runs", target="y", features=["a", "b"], config=TINY, name="tiny")
 
 
 def test_upload_train_predict_and_evaluate(analyst, trained, capsys):
     listed = {d["name"]: d for d in analyst.datasets()}
     assert listed["runs"]["rows"] == 100 and set(listed["runs"]["columns"]) >= {"a", "b", "y"}
-    assert trained["name"] == "drag" and trained["lineage"]["features"] == ["a", "b"]
-    assert analyst.model("drag")["id"] == trained["id"]
+    assert trained["name"] == "tiny" and trained["lineage"]["features"] == ["a", "b"]
+    assert analyst.model("tiny")["id"] == trained["id"]
 
     rows = frame(30, seed=3)
     predicted = analyst.predict(trained, rows, alpha=0.2)
@@ -54,9 +57,9 @@ def test_upload_train_predict_and_evaluate(analyst, trained, capsys):
     assert list(predicted.columns[-5:]) == ["mean", "lower", "upper", "sigma", "psi"]
     assert (predicted["lower"] <= predicted["mean"]).all()
     assert (predicted["mean"] <= predicted["upper"]).all() and (predicted["sigma"] > 0).all()
-    assert predicted.attrs["alpha"] == 0.2 and predicted.attrs["model"]["name"] == "drag"
+    assert predicted.attrs["alpha"] == 0.2 and predicted.attrs["model"]["name"] == "tiny"
     # the same rows stored as a dataset: the same predictions, by the model's name
-    stored = analyst.predict("drag", "fresh", alpha=0.2)
+    stored = analyst.predict("tiny", "fresh", alpha=0.2)
     assert list(stored.columns) == ["mean", "lower", "upper", "sigma", "psi"]
     np.testing.assert_allclose(stored["mean"], predicted["mean"], rtol=1e-6)
     np.testing.assert_allclose(stored["upper"], predicted["upper"], rtol=1e-6)
@@ -77,16 +80,19 @@ def test_upload_train_predict_and_evaluate(analyst, trained, capsys):
 
 def test_train_shows_progress_and_can_return_the_job(analyst, trained, capsys):
     capsys.readouterr()
-    model = analyst.train("runs", target="y", config=TINY, name="drag")
-    assert model["name"] == "drag" and model["version"] == trained["version"] + 1
+    model = analyst.train("runs", target="y", config=TINY, name="tiny")
+    assert model["name"] == "tiny" and model["version"] == trained["version"] + 1
     # not a terminal, not a notebook: a line when the status changes, the last 'succeeded'
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines and lines[-1].startswith("job ") and "uq.train: succeeded 100%" in lines[-1]
 
-    job = analyst.train("runs", target="y", config=TINY, name="drag", wait=False)
+    job = analyst.train("runs", target="y", config=TINY, name="tiny", wait=False)
     assert job["kind"] == "uq.train" and job["status"] in ("queued", "running", "succeeded")
     done = analyst.wait(job, progress=False)
-    assert done["status"] == "succeeded" and done["result"]["model"]["version"] == 3
+    assert (
+        done["status"] == "succeeded"
+        and done["result"]["model"]["version"] == trained["version"] + 2
+    )
 
 
 def test_predictions_go_in_parts_alike(analyst, trained, monkeypatch):
@@ -162,6 +168,11 @@ def test_a_personal_token_and_the_admin_views(served):
         assert catalog["configured"] is False and "passphrase" in (catalog["problem"] or "")
         assert catalog["snapshots"] == []
         assert {j["kind"] for j in admin.jobs(limit=1000)} >= {"uq.train"}
+    # a login about to expire is renewed before the next request, not answered 401
+    with _login(served, "viewer") as viewer:
+        first = viewer._token
+        viewer._expires_at = time.monotonic() - 1
+        assert viewer.datasets() is not None and viewer._token != first
     with pytest.raises(ValueError, match="not both"):
         Client(served.url, token=token, username="x", password="y")
     with pytest.raises(ValueError, match="both username and password"):

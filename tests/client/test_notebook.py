@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.xdist_group("client-server")  # the served fixture: one per package
 NOTEBOOK = Path(__file__).parents[2] / "examples" / "uq_client.ipynb"
 
 

@@ -79,7 +79,11 @@ class Client:
             base_url=self.url, timeout=timeout, verify=verify, transport=transport
         )
         if token is None:
-            self._login()  # wrong credentials are reported here, not at the first call
+            try:
+                self._login()  # wrong credentials are reported here, not at the first call
+            except BaseException:
+                self._http.close()
+                raise
 
     # --- the session ----------------------------------------------------------------------
 
@@ -102,7 +106,8 @@ class Client:
         started = time.monotonic()
         answer = self._send("POST", f"{API}/auth/token", data=form, authenticated=False)
         self._token = answer["access_token"]
-        self._expires_at = started + float(answer["expires_in"]) - _RELOGIN_MARGIN
+        lifetime = float(answer["expires_in"])
+        self._expires_at = started + lifetime - min(_RELOGIN_MARGIN, lifetime / 4)
 
     def _send(self, method: str, path: str, *, authenticated: bool = True, **kwargs: Any) -> Any:
         """The JSON of a 2xx answer to METHOD PATH; ApiError for anything else."""
