@@ -44,7 +44,8 @@ def test_authorize_in_the_docs_logs_in_with_a_username_and_password(start_site, 
     with b.page.expect_response(lambda r: r.url.endswith("/api/v1/auth/token")) as login:
         b.page.click(".modal-ux .auth-container:has(#oauth_username) button.authorize")
     assert login.value.status == 200
-    b.page.wait_for_selector(".modal-ux .auth-container button.logout")
+    # the dialog now says so: the flow's button turned into Logout
+    b.page.wait_for_selector(".modal-ux button[aria-label='Remove authorization']")
     b.page.click(".modal-ux button.btn-done")
     # an operation tried from the page carries the JWT the dialog got
     me = b.page.locator(".opblock:has(.opblock-summary-path[data-path='/api/v1/me'])")
