@@ -18,7 +18,8 @@ from tests.helpers import free_port
 from tests.security.conftest import create_token
 from tests.uq.registry_helpers import TINY, frame
 
-pytestmark = pytest.mark.xdist_group("client-server")  # the served fixture: one per package
+# one worker for the package's tests, so that they share one served sctk (see conftest.py)
+pytestmark = pytest.mark.xdist_group("client-server")
 
 
 def _login(served, role: str) -> Client:
@@ -137,6 +138,7 @@ def test_every_refusal_is_an_api_error_with_the_problem(served, analyst, trained
     _refused(lambda: analyst.predict("no-such-model", rows), 404, "no-such-model")
     _refused(lambda: analyst.train("nothing", target="y"), 404, "nothing")
     _refused(lambda: analyst.evaluate(trained, "runs.npz"), 400, "stored datasets only")
+    _refused(lambda: analyst.evaluate(trained, "nothing"), 404, "'nothing'")
     conflict = _refused(lambda: analyst.upload(frame(3), name="runs"), 409, "'runs'")
     assert conflict.problem["title"] == "Conflict" and conflict.response is not None
     broken = _refused(
@@ -167,7 +169,9 @@ def test_a_personal_token_and_the_admin_views(served):
         catalog = admin.backups()
         assert catalog["configured"] is False and "passphrase" in (catalog["problem"] or "")
         assert catalog["snapshots"] == []
-        assert {j["kind"] for j in admin.jobs(limit=1000)} >= {"uq.train"}
+        done = admin.submit("noop", wait=True)
+        assert done["status"] == "succeeded" and done["owner"] == served.accounts["admin"].username
+        assert done["id"] in {j["id"] for j in admin.jobs("succeeded", owner=done["owner"])}
     # a login about to expire is renewed before the next request, not answered 401
     with _login(served, "viewer") as viewer:
         first = viewer._token

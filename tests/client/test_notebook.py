@@ -9,7 +9,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-pytestmark = pytest.mark.xdist_group("client-server")  # the served fixture: one per package
+# one worker for the package's tests, so that they share one served sctk (see conftest.py)
+pytestmark = pytest.mark.xdist_group("client-server")
 NOTEBOOK = Path(__file__).parents[2] / "examples" / "uq_client.ipynb"
 
 
