@@ -111,8 +111,9 @@ def api_md() -> str:
         "",
         "Every endpoint of the REST API. All but `/health/*` and `POST /api/v1/auth/token` "
         "need a bearer token (a login JWT or a personal API token); errors are "
-        "`application/problem+json`. The live, interactive version is at `/docs` on a "
-        "running service.",
+        "`application/problem+json`. The token route takes JSON or the OAuth2 password "
+        "form, so the live, interactive version at `/docs` on a running service logs in "
+        "with a username and password (Authorize). From Python: [client.md](client.md).",
         "",
     ]
     for path, item in sorted(schema["paths"].items()):

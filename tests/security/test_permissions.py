@@ -205,7 +205,7 @@ class Ctx:
             return incidents.open_incident(s, "matrix incident", "warning", actor="matrix").id
 
     def model_id(self, name: str) -> int:
-        """A tiny fitted model NAME on feature x (made when missing); its id."""
+        """A tiny fitted model NAME on feature x, target y (made when missing); its id."""
         import numpy as np
 
         from sctk.uq import registry
@@ -220,7 +220,8 @@ class Ctx:
             model = HybridRegressor(epochs=1, hidden=(4,)).fit(
                 X[:20], X[:20, 0], X_cal=X[20:], y_cal=X[20:, 0]
             )
-            row = registry.save(s, self.api.settings.home, model, name, lineage={"features": ["x"]})
+            lineage = {"features": ["x"], "target": "y"}  # y: what the evaluate row scores
+            row = registry.save(s, self.api.settings.home, model, name, lineage=lineage)
             return row.id
 
 
@@ -317,6 +318,9 @@ ROWS: dict[tuple[str, str], Builder] = {
     ),
     ("GET", "/api/v1/models/{model_id}/evaluation"): lambda c, r: Sample(
         f"/api/v1/models/{c.model_id('matrix-shown')}/evaluation"
+    ),
+    ("POST", "/api/v1/models/{model_id}/evaluate"): lambda c, r: Sample(
+        f"/api/v1/models/{c.model_id('matrix-shown')}/evaluate", {"dataset": c.train_dataset()}
     ),
     ("POST", "/api/v1/models/{model_id}/predict"): lambda c, r: Sample(
         f"/api/v1/models/{c.model_id('matrix-shown')}/predict", {"rows": [{"x": 1.5}]}

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPBearer
+from fastapi.security import HTTPBearer, OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
@@ -21,6 +21,14 @@ from sctk.security.users import AuthenticationFailed
 # Declared so the OpenAPI document (and /docs) show bearer authentication; the header itself
 # is parsed below so that a malformed one gets a precise message.
 bearer_scheme = HTTPBearer(auto_error=False, description="A login JWT or a personal API token.")
+# The same bearer header, got by the OAuth2 password flow: with it declared, "Authorize" in
+# /docs asks for a username and password and logs in at the token route itself.
+password_scheme = OAuth2PasswordBearer(
+    tokenUrl="/api/v1/auth/token",
+    scheme_name="OAuth2Password",
+    auto_error=False,
+    description="Log in with a username and password (a login JWT, sent as a bearer token).",
+)
 
 
 def client_address(request: HTTPConnection) -> str:
@@ -72,7 +80,11 @@ async def authenticate(conn: HTTPConnection, credential: str) -> Principal:
     return principal
 
 
-async def current_user(request: Request, _scheme=Depends(bearer_scheme)) -> Principal:
+async def current_user(
+    request: Request,
+    _scheme=Depends(bearer_scheme),
+    _password_flow=Depends(password_scheme),
+) -> Principal:
     """The identity behind the bearer credential; 401 problem+json when there is none.
 
     Async on purpose: a cached credential is answered without a database or thread hop.

@@ -193,6 +193,58 @@ def model_evaluation(
     return {"model": {"id": row.id, "name": row.name, "version": row.version}, "evaluation": report}
 
 
+class EvaluateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(
+        min_length=1, max_length=120, description="A stored dataset holding the target."
+    )
+    alpha: float = Field(0.1, description="Miscoverage in (0, 1): intervals cover 1 - alpha.")
+
+
+@router.post(
+    "/models/{model_id}/evaluate",
+    summary="Score the model on a stored dataset with known targets (as `sctk uq evaluate`).",
+    description=(
+        "Coverage, mean width, interval score, Gaussian NLL, CRPS, the calibration curve and "
+        "a summary of psi, on a stored dataset holding the model's target (at most "
+        f"{MAX_ROWS:,} rows; larger ones: `sctk uq evaluate`). The report is kept on the "
+        "server (the dashboard's calibration panel and GET .../evaluation show the newest)."
+    ),
+)
+def evaluate_model(
+    request: Request,
+    body: EvaluateIn,
+    session: SessionDep,
+    _user=require("models.predict"),
+    model_id: int = ModelId,
+) -> dict[str, Any]:
+    from sctk.pipeline import store
+    from sctk.uq import evaluation, registry
+    from sctk.uq.inputs import is_file
+
+    row = registry.get(session, model_id)  # 404 for an unknown model
+    if is_file(body.dataset):  # the CLI may read a server-side file; a client may not
+        raise SctkError(
+            f"'{body.dataset}' names a file; the API evaluates stored datasets only: upload "
+            "it first (POST /api/v1/datasets)."
+        )
+    ds = store.get(session, body.dataset)
+    limit = MAX_FIELDS if row.kind == "field" else MAX_ROWS
+    if ds.rows > limit:
+        raise SctkError(
+            f"Dataset '{ds.name}' has {ds.rows} rows, more than the {limit} one request "
+            "evaluates on; use 'sctk uq evaluate'."
+        )
+    _one_torch_thread()
+    result = evaluation.evaluate(
+        session, request.app.state.settings.home, row.id, ds.name, body.alpha
+    )
+    # no server paths out: the report's files by name only
+    result["report"] = {k: PurePath(v).name for k, v in result["report"].items()}
+    return result
+
+
 @router.get("/models/{model_id}", response_model=ModelOut, summary="One model.")
 def show_model(
     session: SessionDep, _user=require("read"), model_id: int = ModelId
