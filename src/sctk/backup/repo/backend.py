@@ -240,6 +240,7 @@ class FsspecBackend:
         self.root = root.rstrip("/")
         self.url = url
         self.shown = _shown(url)
+        self.endpoint = url  # where the storage is, for messages (open_backend says better)
         self.retry = retry or RetryPolicy()
         self.network = make is not None and protocol != "memory"
         # an object store's PUT is atomic: no temporary name (a move there is a copy)
@@ -314,7 +315,7 @@ class FsspecBackend:
                     raise self._wrap(exc, name, doing) from None
                 attempt += 1
                 if kind == "denied" or attempt >= self.retry.attempts:
-                    raise failure(kind, exc, self.url, self.shown, attempt) from None
+                    raise failure(kind, exc, self.url, self.shown, attempt, self.endpoint) from None
                 self._reconnect(fs)
                 time.sleep(self.retry.pause(attempt - 1))
 
@@ -493,7 +494,9 @@ def open_backend(url: str, options: RemoteOptions | None = None) -> LocalBackend
         return LocalBackend(Path(url).expanduser().absolute(), url)
     if parsed.scheme == "file":
         return LocalBackend(Path(parsed.netloc + parsed.path).absolute(), url)
-    make, root, protocol = fs_factory(url, options)
+    make, root, protocol, where = fs_factory(url, options)
     retry = options.retry if options is not None else None
     # the connection is made at the first operation, inside the retry loop
-    return FsspecBackend(None, root, url, make=make, retry=retry, protocol=protocol)
+    backend = FsspecBackend(None, root, url, make=make, retry=retry, protocol=protocol)
+    backend.endpoint = where
+    return backend

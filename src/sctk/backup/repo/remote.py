@@ -160,18 +160,20 @@ def classify(exc: BaseException) -> str | None:
     return None
 
 
-def endpoint_of(url: str, fs: Any = None) -> str:
-    """Where URL's storage lives, for messages: the S3 endpoint or the SSH host:port."""
+def endpoint_of(url: str, options: dict[str, Any] | None = None) -> str:
+    """Where URL's storage lives, for messages: the S3 endpoint (from the storage OPTIONS or
+    the AWS variables) or the SSH host:port."""
+    import os
+
     parsed = urlparse(url)
     if parsed.scheme in ("sftp", "ssh"):
         return f"{parsed.hostname}:{parsed.port or 22}"
-    endpoint = getattr(fs, "endpoint_url", None) or (getattr(fs, "client_kwargs", None) or {}).get(
+    options = options or {}
+    endpoint = options.get("endpoint_url") or (options.get("client_kwargs") or {}).get(
         "endpoint_url"
     )
     if endpoint:
         return str(endpoint)
-    import os
-
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
 
 
@@ -182,13 +184,15 @@ def reason_of(exc: BaseException) -> str:
             return "connection refused"
         if isinstance(e, TimeoutError) or type(e).__name__.endswith("TimeoutError"):
             return "timed out"
-    text = str(exc).strip().rstrip(".") or type(exc).__name__
+    text = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def failure(kind: str, exc: BaseException, url: str, shown: str, attempts: int) -> RepoError:
-    """The one sentence for a remote failure of KIND on the repository URL (shown as SHOWN)."""
-    where = endpoint_of(url)
+def failure(
+    kind: str, exc: BaseException, url: str, shown: str, attempts: int, where: str
+) -> RepoError:
+    """The one sentence for a remote failure of KIND on the repository URL (shown as SHOWN)
+    whose storage is at WHERE."""
     if kind == "denied":
         hint = (
             "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the profile, or "
@@ -224,9 +228,10 @@ def _defaults(protocol: str, options: dict[str, Any], timeout: float) -> dict[st
     return opts
 
 
-def fs_factory(url: str, options: RemoteOptions | None) -> tuple[Callable[[], Any], str, str]:
-    """(a function making a fresh file system for URL, the root path in it, the protocol);
-    MissingDriver when the fsspec driver for URL's scheme is not installed."""
+def fs_factory(url: str, options: RemoteOptions | None) -> tuple[Callable[[], Any], str, str, str]:
+    """(a function making a fresh file system for URL, the root path in it, the protocol,
+    where the storage is); MissingDriver when the fsspec driver for URL's scheme is not
+    installed."""
     import fsspec
 
     protocol = urlparse(url).scheme
@@ -252,4 +257,4 @@ def fs_factory(url: str, options: RemoteOptions | None) -> tuple[Callable[[], An
             fs.retries = 1  # s3fs' own loop: RetryPolicy decides
         return fs
 
-    return make, root, protocol
+    return make, root, protocol, endpoint_of(url, options.storage.get(protocol))
