@@ -399,9 +399,13 @@ class FsspecBackend:
         return str(tag).strip('"') if tag else None
 
     def _find(self, base: str, detail: bool = True):
+        # fsspec's generic walk skips folders it cannot list (a dropped link would look like
+        # an empty repository): it must raise. Object stores list in one call of their own.
+        strict = {} if self.atomic_put else {"on_error": "raise"}
+
         def find(fs):
             try:
-                return fs.find(base, detail=detail)
+                return fs.find(base, detail=detail, **strict)
             except FileNotFoundError:
                 return {} if detail else []
 
