@@ -14,16 +14,18 @@ import tomlkit
 from sctk import config
 from sctk.backup.copy import copy_backups
 from sctk.backup.create import create_backup
-from sctk.backup.location import open_repo, remote_options
+from sctk.backup.location import init_repo, open_repo, remote_options
+from sctk.backup.prune import prune_backups
 from sctk.backup.repo import leftovers
 from sctk.backup.repo.backend import open_backend
+from sctk.backup.restore import restore
 from sctk.backup.verify import verify_backup
 from sctk.config import Settings
 from sctk.errors import SctkError
 from tests.backup.backup_support import ENV
 from tests.helpers import run_sctk
 
-BIG = 20 * 1024 * 1024  # two packs: a 16 MiB one (a multipart upload on S3) and the rest
+BIG = 17 * 1024 * 1024  # two packs: a 16 MiB one (a multipart upload on S3) and the rest
 
 
 def configure(home: Path, repository: str, storage_options: dict | None = None) -> Settings:
@@ -38,38 +40,35 @@ def configure(home: Path, repository: str, storage_options: dict | None = None) 
     return config.load(home).settings
 
 
-def _ok(result) -> dict:
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
-
-
 def lifecycle(home: Path, settings: Settings, copy_url: str, tmp_path: Path) -> None:
-    """init, create, list, verify --read-data, prune, full restore and copy --to, on the
-    configured remote repository, as a user runs them."""
-    created = run_sctk("backup", "init", home=home, env=ENV)
-    assert created.returncode == 0 and "Created the backup repository" in created.stdout, (
-        created.stderr
-    )
+    """init, create, list, verify --read-data, prune, full restore and copy --to on the
+    configured remote repository (the domain functions the commands call; `backup list` as
+    a user runs it, reading the driver's settings from the environment and sctk.toml)."""
+    created = init_repo(settings)
+    assert created.url == settings.backup.repository
     (home / "data" / "notes.bin").write_bytes(os.urandom(300_000))
     first = create_backup(settings, "daily", actor="tests")
     (home / "data" / "notes.bin").write_bytes(os.urandom(200_000))
     second = create_backup(settings, "daily", actor="tests")
 
-    listed = json.loads(run_sctk("backup", "list", "--json", home=home, env=ENV).stdout)
-    assert [s["id"] for s in listed] == [first["id"], second["id"]]
+    listed = run_sctk("backup", "list", "--json", home=home, env=ENV)
+    assert listed.returncode == 0, listed.stderr
+    assert [s["id"] for s in json.loads(listed.stdout)] == [first["id"], second["id"]]
     report = verify_backup(settings, read_data=True, actor="tests")
     assert report["ok"] and report["check"]["bytes_read"] > 500_000, report
 
-    pruned = _ok(run_sctk("backup", "prune", "--keep-last", "1", "--json", home=home, env=ENV))
+    pruned = prune_backups(
+        settings, actor="tests", keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0
+    )
     assert [r["id"] for r in pruned["removed"]] == [first["id"]]
     assert [s.id for s in open_repo(settings).snapshots()] == [second["id"]]
     assert verify_backup(settings, read_data=True, actor="tests")["ok"]
 
     fresh = tmp_path / "fresh"
-    _ok(run_sctk("restore", "--latest", "--target", str(fresh), "--json", home=home, env=ENV))
+    restore(settings, open_repo(settings), "latest", target=fresh, actor="tests")
     assert (fresh / "data" / "notes.bin").read_bytes() == (home / "data" / "notes.bin").read_bytes()
 
-    copied = _ok(run_sctk("backup", "copy", "--to", copy_url, "--json", home=home, env=ENV))
+    copied = copy_backups(settings, copy_url, actor="tests")
     assert copied["ok"] and copied["snapshots"] == 1 and copied["copy"]["files_copied"] > 2
     mirror = open_repo(settings, copy_url)
     assert [s.id for s in mirror.snapshots()] == [second["id"]]
@@ -93,8 +92,6 @@ def interrupted_copy(
     one sentence; the next copy sends only the rest, and the mirror verifies with every byte
     read."""
     local = str(settings.home / "local-repo")
-    from sctk.backup.location import init_repo
-
     init_repo(settings, local)
     (settings.home / "data" / "big.bin").write_bytes(os.urandom(BIG))
     snap = create_backup(settings, "daily", actor="tests", url=local)

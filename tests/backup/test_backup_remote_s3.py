@@ -67,12 +67,11 @@ def test_s3_listing_is_read_once_per_command(home, aws):
         assert verify_backup(settings, actor="tests")["ok"]
         return aws.lists - before
 
+    create_backup(settings, "daily", actor="tests")
+    with_one = lists_to_verify()
     for _ in range(2):
         create_backup(settings, "daily", actor="tests")
-    with_two = lists_to_verify()
-    for _ in range(3):
-        create_backup(settings, "daily", actor="tests")
-    assert lists_to_verify() == with_two, "verify lists the bucket once, not per snapshot"
+    assert lists_to_verify() == with_one, "verify lists the bucket once, not per snapshot"
 
 
 def test_s3_refused_credentials_and_wrong_endpoint_each_one_sentence(home, s3, aws, monkeypatch):
