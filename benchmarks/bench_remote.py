@@ -28,7 +28,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench_backup import MiB, Restic, Sctk, digest, tree_bytes, warm
+from bench_backup import MiB, Restic, Sctk, _phases, digest, tree_bytes, warm
 from results import RESULTS, write_section
 
 SECTION = "## Backup to S3 against restic"
@@ -80,6 +80,10 @@ class ResticS3(Restic):
         self.repo = f"s3:{server.endpoint}/bench-restic-{n}"
 
 
+def _said(r: dict) -> str:
+    return f"{r['seconds']:.1f} s, cpu {r['cpu']:.1f} s{_phases(r)}"
+
+
 def one_round(work: Path, dataset: Path, tools: list[str], server: MotoS3, n: int, log) -> dict:
     data = work / "data"
     subprocess.run(["cp", "-a", str(dataset), str(data)], check=True)
@@ -94,13 +98,13 @@ def one_round(work: Path, dataset: Path, tools: list[str], server: MotoS3, n: in
     for t in objs:
         log(f"{t.name}: first backup to S3")
         r = out[f"{t.name}.backup"] = t.backup("first")
-        log(f"  {r['seconds']:.1f} s, {size / MiB / r['seconds']:.1f} MB/s, cpu {r['cpu']:.1f} s")
+        log(f"  {size / MiB / r['seconds']:.1f} MB/s, {_said(r)}")
     for t in objs:
         target = work / f"restore-{t.name}"
         target.mkdir()
         log(f"{t.name}: full restore from S3")
         r = out[f"{t.name}.restore"] = t.restore(target)
-        log(f"  {r['seconds']:.1f} s, {size / MiB / r['seconds']:.1f} MB/s, cpu {r['cpu']:.1f} s")
+        log(f"  {size / MiB / r['seconds']:.1f} MB/s, {_said(r)}")
         got = digest(t.restored_root(target))
         if got != expected:
             wrong = sorted(k for k in expected if got.get(k) != expected[k])[:5]

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.readahead import BlockReader
 from sctk.backup.repo.remote import (
     OBJECT_STORES,
     PART_SIZE,
@@ -255,6 +256,8 @@ class FsspecBackend:
         self._cache_lock = threading.Lock()
         self._listings: dict[str, dict[str, int]] = {}
         self._dirs: set[str] = set()
+        # over a network, chunks are read from packs a block of a few MiB at a time
+        self._blocks = BlockReader(self._fetch) if self.network else None
 
     @property
     def fs(self):
@@ -342,12 +345,15 @@ class FsspecBackend:
     def read(self, name: str) -> bytes:
         return self._call(lambda fs: fs.cat_file(self.path(name)), name, "reading")
 
-    def read_range(self, name: str, offset: int, length: int) -> bytes:
+    def _fetch(self, name: str, start: int, end: int) -> bytes:
         return self._call(
-            lambda fs: fs.cat_file(self.path(name), start=offset, end=offset + length),
-            name,
-            "reading",
+            lambda fs: fs.cat_file(self.path(name), start=start, end=end), name, "reading"
         )
+
+    def read_range(self, name: str, offset: int, length: int) -> bytes:
+        if self._blocks is not None and name.startswith("data/"):
+            return self._blocks.read(name, offset, length)  # a pack: read in blocks
+        return self._fetch(name, offset, offset + length)
 
     def write(self, name: str, data: bytes | bytearray | memoryview, durable: bool = True) -> None:
         target = self.path(name)
