@@ -112,7 +112,8 @@ def one_round(work: Path, dataset: Path, tools: list[str], server: MotoS3, n: in
     for r in out.values():
         if isinstance(r, dict):
             r.pop("stdout", None)
-            r.pop("engine", None)
+            phases = r.pop("engine", {}).get("phases", {})
+            r["open"] = phases.get("open", 0.0)  # sctk: start-up of the engine's process
     return out
 
 
@@ -131,6 +132,7 @@ def remote_main(args, dataset: Path, tools: list[str], versions: dict, log) -> i
             AWS_ENDPOINT_URL=server.endpoint,
         )
         rounds = []
+        load0 = os.getloadavg()[0]
         try:
             for n in range(args.rounds):
                 work = Path(tmp) / f"round-{n}"
@@ -139,6 +141,7 @@ def remote_main(args, dataset: Path, tools: list[str], versions: dict, log) -> i
                 rounds.append(one_round(work, dataset, tools, server, n, log))
         finally:
             server.stop()
+    args.loads = (load0, os.getloadavg()[0])
     text = report(rounds, tools, versions, args)
     print(text)
     if not args.no_write:
@@ -162,7 +165,9 @@ def report(rounds: list[dict], tools: list[str], versions: dict, args) -> str:
         f"moto standalone S3 server on a loopback port; {', '.join(versions.values())}. "
         "Command: `python benchmarks/bench_backup.py --remote s3 --tools sctk,restic "
         f"--scale {args.scale:g}`. MB/s is the data set's size over the wall time of the step; "
-        "peak RSS and CPU seconds of the tool's process (the server's are not counted).",
+        "peak RSS and CPU seconds of the tool's process (the server's are not counted). "
+        f"Load average {args.loads[0]:.1f} before and {args.loads[1]:.1f} after (other "
+        "processes shared the machine).",
         "",
         "| tool | first backup s | MB/s | peak RSS MiB | CPU s | full restore s | MB/s "
         "| peak RSS MiB | CPU s |",
@@ -183,5 +188,12 @@ def report(rounds: list[dict], tools: list[str], versions: dict, args) -> str:
             "",
             f"Throughput sctk / restic: first backup **{b:.2f}x**, full restore **{r:.2f}x** "
             "(above 1: sctk is faster).",
+        ]
+    if "sctk" in tools:
+        lines += [
+            "",
+            f"Of sctk's restore, {med('sctk.restore', 'open'):.1f} s is opening the repository "
+            "(the argon2id key derivation, and importing s3fs/aiobotocore: about a second on a "
+            "busy machine) before the first byte is read; a Go binary starts at once.",
         ]
     return "\n".join(lines) + "\n"
