@@ -28,11 +28,21 @@ from tests.helpers import run_sctk
 BIG = 17 * 1024 * 1024  # two packs: a 16 MiB one (a multipart upload on S3) and the rest
 
 
-def configure(home: Path, repository: str, storage_options: dict | None = None) -> Settings:
+def configure(
+    home: Path,
+    repository: str,
+    storage_options: dict | None = None,
+    attempts: int = 3,
+    backoff: float = 0.05,
+) -> Settings:
     """Point the data directory's sctk.toml at REPOSITORY, with quick retries for the tests."""
     path = home / "sctk.toml"
     doc = tomlkit.parse(path.read_text()) if path.exists() else tomlkit.document()
-    backup = {"repository": repository, "remote_attempts": 3, "remote_backoff_seconds": 0.05}
+    backup = {
+        "repository": repository,
+        "remote_attempts": attempts,
+        "remote_backoff_seconds": backoff,
+    }
     if storage_options:
         backup["storage_options"] = storage_options
     doc["backup"] = backup

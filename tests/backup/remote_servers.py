@@ -64,12 +64,18 @@ class Relay:
         self.restore()
 
     def restore(self) -> None:
+        if self._listener is not None:
+            return
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None
 
     def cut(self) -> None:
         listener, self._listener = self._listener, None

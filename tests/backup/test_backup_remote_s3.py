@@ -3,11 +3,14 @@ loopback port (IAM authentication on), reached through a relay whose link the te
 
 from __future__ import annotations
 
+import logging
+import os
+
 import pytest
 
 from sctk import config
 from sctk.backup.create import create_backup
-from sctk.backup.location import init_repo
+from sctk.backup.location import init_repo, open_repo
 from sctk.backup.verify import verify_backup
 from sctk.ops.doctor import diagnose
 from tests.backup import remote_scenarios as scenario
@@ -56,6 +59,37 @@ def test_s3_backup_continues_after_the_link_drops(home, aws):
     settings = scenario.configure(home, "s3://dropped-backup/repo")
     init_repo(settings)
     scenario.interrupted_backup(settings, aws.cut, aws.restore)
+
+
+def test_s3_backup_rides_out_a_short_drop(home, aws):
+    """Each remote operation is tried again with backoff: a link that comes back before the
+    attempts run out costs a backup nothing."""
+    settings = scenario.configure(home, "s3://short-drop/repo", attempts=4, backoff=0.1)
+    init_repo(settings)
+    (home / "data" / "some.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    retried: list[str] = []
+
+    class LinkBack(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            retried.append(record.getMessage())
+            aws.restore()  # the link returns while the engine waits to try again
+
+    def drop(done: int, total: int | None) -> None:
+        if not retried and aws.listening:
+            aws.cut()  # the pack goes up, and the index and snapshot, with the link down
+
+    handler = LinkBack(logging.WARNING)
+    logger = logging.getLogger("sctk.backup.repo.backend")
+    logger.addHandler(handler)
+    try:
+        snap = create_backup(settings, "daily", actor="tests", progress=drop)
+    finally:
+        logger.removeHandler(handler)
+        if not aws.listening:
+            aws.restore()
+    assert retried and "s3://short-drop/repo" in retried[0] and "attempt 2 of 4" in retried[0]
+    assert [s.id for s in open_repo(settings).snapshots()] == [snap["id"]]
+    assert verify_backup(settings, read_data=True, actor="tests")["ok"]
 
 
 def test_s3_listing_is_read_once_per_command(home, aws):

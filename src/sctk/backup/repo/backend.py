@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import secrets
 import tempfile
@@ -30,10 +31,12 @@ from sctk.backup.repo.remote import (
     classify,
     failure,
     fs_factory,
+    reason_of,
 )
 from sctk.fsutil import fsync_dir
 
 TMP_PREFIX = ".tmp-"
+log = logging.getLogger(__name__)
 
 
 def _os_error(url: str, name: str, exc: OSError, doing: str) -> RepoError:
@@ -320,7 +323,18 @@ class FsspecBackend:
                 if kind == "denied" or attempt >= self.retry.attempts:
                     raise failure(kind, exc, self.url, self.shown, attempt, self.endpoint) from None
                 self._reconnect(fs)
-                time.sleep(self.retry.pause(attempt - 1))
+                pause = self.retry.pause(attempt - 1)
+                log.warning(
+                    "%s %s in repository %s failed (%s); attempt %d of %d in %.2f s",
+                    doing,
+                    name,
+                    self.shown,
+                    reason_of(exc),
+                    attempt + 1,
+                    self.retry.attempts,
+                    pause,
+                )
+                time.sleep(pause)
 
     def probe(self) -> str:
         def look(fs):
