@@ -78,13 +78,16 @@ def test_s3_backup_rides_out_a_short_drop(home, aws):
         if not retried and aws.listening:
             aws.cut()  # the pack goes up, and the index and snapshot, with the link down
 
-    handler = LinkBack(logging.WARNING)
+    handler = LinkBack(logging.INFO)
     logger = logging.getLogger("sctk.backup.repo.backend")
     logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
     try:
         snap = create_backup(settings, "daily", actor="tests", progress=drop)
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
         if not aws.listening:
             aws.restore()
     assert retried and "s3://short-drop/repo" in retried[0] and "attempt 2 of 4" in retried[0]

@@ -324,7 +324,8 @@ class FsspecBackend:
                     raise failure(kind, exc, self.url, self.shown, attempt, self.endpoint) from None
                 self._reconnect(fs)
                 pause = self.retry.pause(attempt - 1)
-                log.warning(
+                # the log, not the console: a command still ends in one sentence
+                log.info(
                     "%s %s in repository %s failed (%s); attempt %d of %d in %.2f s",
                     doing,
                     name,

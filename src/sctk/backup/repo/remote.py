@@ -180,11 +180,16 @@ def endpoint_of(url: str, options: dict[str, Any] | None = None) -> str:
 def reason_of(exc: BaseException) -> str:
     """A short reason without the driver's stack of wrappers."""
     for e in _chain(exc):
-        if isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED:
-            return "connection refused"
+        # paramiko's NoValidConnectionsError keeps each address's socket error apart
+        inner = list((getattr(e, "errors", None) or {}).values())
+        for err in [e, *(x for x in inner if isinstance(x, BaseException))]:
+            refused = getattr(err, "errno", None) == errno.ECONNREFUSED
+            if isinstance(err, ConnectionRefusedError) or refused:
+                return "connection refused"
         if isinstance(e, TimeoutError) or type(e).__name__.endswith("TimeoutError"):
             return "timed out"
-    text = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    text = " ".join(str(exc).replace("[Errno None] ", "").split()).rstrip(".")
+    text = text or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
 
 
