@@ -259,6 +259,7 @@ class FsspecBackend:
         self._cache_lock = threading.Lock()
         self._listings: dict[str, dict[str, int]] = {}
         self._dirs: set[str] = set()
+        self._dirs_lock = threading.Lock()
         # over a network, chunks are read from packs a block of a few MiB at a time
         self._blocks = BlockReader(self._fetch) if self.network else None
 
@@ -394,8 +395,16 @@ class FsspecBackend:
             parent, _, base = target.rpartition("/")
             tmp = f"{parent}/{TMP_PREFIX}{secrets.token_hex(6)}-{base}"
             if parent not in self._dirs:
-                fs.makedirs(parent, exist_ok=True)
-                self._dirs.add(parent)
+                # one at a time: two threads making the same folder over SFTP would have the
+                # second told only "Failure"
+                with self._dirs_lock:
+                    if parent not in self._dirs:
+                        try:
+                            fs.makedirs(parent, exist_ok=True)
+                        except OSError:
+                            if not fs.isdir(parent):  # else another process made it
+                                raise
+                        self._dirs.add(parent)
             try:
                 fs.pipe_file(tmp, blob)
                 fs.mv(tmp, target)
