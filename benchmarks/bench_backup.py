@@ -5,6 +5,7 @@ Run by hand (not a test):
     python benchmarks/bench_backup.py [--scale 1.0] [--seed 6] [--rounds 1] [--no-write]
     python benchmarks/bench_backup.py --scale 0.05 --no-write      # a quick iteration
     python benchmarks/bench_backup.py --scale 0.2 --profile --no-write   # where sctk spends
+    python benchmarks/bench_backup.py --remote s3 --tools sctk,restic --scale 0.25  # over S3
 
 The data set comes from benchmarks/backup_dataset.py (seeded; kept pristine in --dataset and
 copied for each round). In one round, for each tool in turn on the same data:
@@ -1146,6 +1147,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--work", type=Path, default=None, help="Scratch directory parent.")
     parser.add_argument("--borg-compression", default=Borg.compression)
+    parser.add_argument(
+        "--remote",
+        choices=["s3"],
+        default=None,
+        help="Instead: first backup and full restore over the S3 API of a moto server, against "
+        "restic on the same server (see bench_remote.py), in its own RESULTS.md section.",
+    )
     parser.add_argument("--json", type=Path, default=None, help="Also write raw figures here.")
     parser.add_argument("--no-write", action="store_true", help=f"Do not update {RESULTS}.")
     parser.add_argument(
@@ -1210,6 +1218,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{datetime.now(UTC):%H:%M:%S}] {msg}", flush=True)
 
     loads0 = os.getloadavg()[0]
+    if args.remote:
+        from bench_remote import remote_main  # benchmarks/, beside this script
+
+        return remote_main(args, dataset, tools, versions, log)
     if args.faults:
         return faults(args, dataset, tools, versions, log, loads0)
     rounds = []

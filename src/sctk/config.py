@@ -371,6 +371,20 @@ class BackupSettings(_Section):
         description="File whose first line is the repository passphrase (else the "
         "SCTK_BACKUP_PASSPHRASE environment variable).",
     )
+    storage_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="fsspec options per protocol for a remote repository or copy, e.g. "
+        "[backup.storage_options.s3] endpoint_url, region_name, key, secret, or "
+        "[backup.storage_options.sftp] key_filename; by default S3 reads the AWS environment "
+        "variables (AWS_ENDPOINT_URL too) and shared config files, SFTP the SSH agent or "
+        "~/.ssh keys. Values are never shown by `config show`.",
+    )
+    remote_attempts: int = Field(
+        5, ge=1, le=50, description="Tries of each remote storage operation on a dropped link."
+    )
+    remote_backoff_seconds: float = Field(
+        0.5, ge=0, le=60, description="First pause before another try (doubled each time)."
+    )
     keep_last: int | None = Field(7, ge=0, description="Prune keeps the newest N snapshots.")
     keep_daily: int | None = Field(7, ge=0, description="Prune keeps the last snapshot of N days.")
     keep_weekly: int | None = Field(4, ge=0, description="Prune keeps one snapshot per N weeks.")
@@ -772,7 +786,9 @@ def redacted(loaded: LoadedSettings) -> list[tuple[str, str, str]]:
                 value = make_url(value).render_as_string(hide_password=True)
             except Exception:  # an unparsable URL is still a secret
                 value = "**********"
-        elif isinstance(value, SecretStr):
-            value = "**********" if value.get_secret_value() else ""
+        elif isinstance(value, SecretStr) or dotted.startswith("backup.storage_options."):
+            # storage options carry access keys and passwords: never shown
+            shown = value.get_secret_value() if isinstance(value, SecretStr) else value
+            value = "**********" if shown not in ("", None) else ""
         rows.append((dotted, str(value), loaded.origins.get(dotted, "default")))
     return rows

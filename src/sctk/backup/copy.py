@@ -13,7 +13,7 @@ from typing import Any
 
 from sctk.backup import passphrase, runs
 from sctk.backup.create import reason
-from sctk.backup.location import display, open_repo, repo_url
+from sctk.backup.location import display, open_repo, remote_options, repo_url
 from sctk.config import Settings
 from sctk.errors import SctkError
 
@@ -38,8 +38,9 @@ def copy_backups(
         repo = open_repo(settings, url)
         if dest_url.rstrip("/") == repo.url.rstrip("/"):
             raise SctkError("The destination is the repository itself; name another place.")
-        report = repo.copy_to(dest_url, progress=progress)
-        dest = Repository.open(dest_url, passphrase.resolve(settings))
+        options = remote_options(settings)
+        report = repo.copy_to(dest_url, progress=progress, options=options)
+        dest = Repository.open(dest_url, passphrase.resolve(settings), options)
         check = dest.check(read_data=False)
         snapshots = len(dest.snapshots())
     except BaseException as exc:

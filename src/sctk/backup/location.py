@@ -35,12 +35,25 @@ def display(url: str) -> str:
     return f"{scheme}://{userinfo}@{hostpart}"
 
 
+def remote_options(settings: Settings):
+    """How remote repositories are reached: [backup.storage_options] and the retry policy."""
+    from sctk.backup.repo.remote import RemoteOptions, RetryPolicy
+
+    backup = settings.backup
+    return RemoteOptions(
+        storage={k: dict(v) for k, v in backup.storage_options.items()},
+        retry=RetryPolicy(attempts=backup.remote_attempts, backoff=backup.remote_backoff_seconds),
+    )
+
+
 def open_repo(settings: Settings, url: str | None = None):
     """The repository at URL (default: the configured one), opened with the passphrase."""
     from sctk.backup import passphrase
     from sctk.backup.repo import Repository
 
-    return Repository.open(url or repo_url(settings), passphrase.resolve(settings))
+    return Repository.open(
+        url or repo_url(settings), passphrase.resolve(settings), remote_options(settings)
+    )
 
 
 def init_repo(settings: Settings, url: str | None = None):
@@ -48,14 +61,16 @@ def init_repo(settings: Settings, url: str | None = None):
     from sctk.backup import passphrase
     from sctk.backup.repo import Repository
 
-    return Repository.init(url or repo_url(settings), passphrase.resolve(settings))
+    return Repository.init(
+        url or repo_url(settings), passphrase.resolve(settings), options=remote_options(settings)
+    )
 
 
-def repo_exists(url: str) -> bool:
+def repo_exists(url: str, settings: Settings | None = None) -> bool:
     """Whether URL holds an initialised repository (its config file; no key needed)."""
     from sctk.backup.repo.backend import open_backend
 
-    backend = open_backend(url)
+    backend = open_backend(url, remote_options(settings) if settings is not None else None)
     return backend.probe() == "present" and backend.size("config") is not None
 
 
@@ -67,8 +82,45 @@ def ensure_repo(settings: Settings, actor: str = "system") -> str | None:
     from sctk.backup.passphrase import configuration_problem
 
     url = repo_url(settings)
-    if configuration_problem(settings) is not None or repo_exists(url):
+    if configuration_problem(settings) is not None or repo_exists(url, settings):
         return None
     created = init_repo(settings, url)
     runs.audit_only(settings, "backup.init", actor, display(created.url), {"repository": url})
     return display(created.url)
+
+
+def probe_remote(settings: Settings) -> dict | None:
+    """One quick look at a remote repository (no retries, the monitor's connect timeout): its
+    latency, or why it cannot be used, as PROBLEM 'driver' (the fsspec extra is missing),
+    'endpoint' (nothing answers there) or 'credentials' (refused). None for a local one."""
+    import time
+
+    from sctk.backup.repo.backend import open_backend
+    from sctk.backup.repo.errors import RepoError
+    from sctk.backup.repo.remote import (
+        MissingDriver,
+        RemoteDenied,
+        RemoteOptions,
+        RemoteUnreachable,
+        RetryPolicy,
+    )
+
+    url = repo_url(settings)
+    if local_path(url) is not None or url.startswith("memory://"):
+        return None
+    options = RemoteOptions(
+        storage=remote_options(settings).storage,
+        retry=RetryPolicy(attempts=1),
+        connect_timeout=settings.monitor.connect_timeout_seconds,
+    )
+    result: dict = {"name": "backup repository", "target": display(url)}
+    started = time.perf_counter()
+    try:
+        state = open_backend(url, options).probe()
+    except RepoError as exc:
+        problem = {MissingDriver: "driver", RemoteDenied: "credentials"}.get(type(exc))
+        if problem is None:
+            problem = "endpoint" if isinstance(exc, RemoteUnreachable) else "storage"
+        return result | {"ok": False, "error": exc.message, "problem": problem}
+    ms = (time.perf_counter() - started) * 1000.0
+    return result | {"ok": True, "latency_ms": round(ms, 2), "state": state}

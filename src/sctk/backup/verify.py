@@ -57,15 +57,18 @@ def verify_backup(
             ref = "latest"
         if ref is not None:
             snapshot_id = kinds.find(repo, ref, include_safety).id
-        report = repo.check(read_data=read_data, snapshot_id=snapshot_id, progress=progress)
-        check = asdict(report)
-        tested = None
-        verdicts: dict[str, dict[str, Any]] = {}
-        targets = [snapshot_id] if snapshot_id else [s.id for s in repo.snapshots()]
-        if report.ok:
-            verdicts, tested = _meanings(
-                settings, repo, targets, snapshot_id if restore_test else None
-            )
+        # One shared lock for the whole verification: reading each snapshot's database does
+        # not take (and list) the lock again, nor list the repository again on remote storage.
+        with repo.lock(exclusive=False):
+            report = repo.check(read_data=read_data, snapshot_id=snapshot_id, progress=progress)
+            check = asdict(report)
+            tested = None
+            verdicts: dict[str, dict[str, Any]] = {}
+            targets = [snapshot_id] if snapshot_id else [s.id for s in repo.snapshots()]
+            if report.ok:
+                verdicts, tested = _meanings(
+                    settings, repo, targets, snapshot_id if restore_test else None
+                )
         inconsistent = [sid for sid in targets if verdicts.get(sid, {}).get("ok") is False]
         tested_ok = tested is None or bool(tested.get("ok"))
         ok = bool(report.ok) and tested_ok and not inconsistent

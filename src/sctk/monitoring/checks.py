@@ -372,13 +372,7 @@ def _walk_hosts(prefix: str, data: Any) -> list[Endpoint]:
 
 def configured_endpoints(settings: Any) -> list[Endpoint]:
     """The network endpoints the settings name, besides the database."""
-    found: list[Endpoint] = []
-    backup = getattr(settings, "backup", None)
-    repository = getattr(backup, "repository", None)
-    if isinstance(repository, str) and repository:
-        ep = parse_endpoint("backup repository", repository)
-        if ep:
-            found.append(ep)
+    found: list[Endpoint] = []  # a remote backup repository is probed on its own
     alerts = getattr(settings, "alerts", None)
     if alerts is not None:
         try:
@@ -437,11 +431,17 @@ def connectivity(ctx: CheckContext) -> CheckOutcome:
             results.append({"name": "database", "ok": False, "error": exc.message})
             db_ok = False
     endpoints = configured_endpoints(ctx.settings)
-    if endpoints:
-        timeout = ctx.settings.monitor.connect_timeout_seconds
-        # side by side: several dead hosts cost one timeout, not one each
-        with ThreadPoolExecutor(max_workers=min(8, len(endpoints))) as pool:
-            results += list(pool.map(lambda ep: tcp_probe(ep, timeout), endpoints))
+    from sctk.backup.location import probe_remote
+
+    timeout = ctx.settings.monitor.connect_timeout_seconds
+    # side by side: several dead hosts cost one timeout, not one each. The backup repository
+    # is asked through its storage driver (S3's endpoint is not in its URL; credentials count)
+    with ThreadPoolExecutor(max_workers=min(8, len(endpoints) + 1)) as pool:
+        repository = pool.submit(probe_remote, ctx.settings)
+        results += list(pool.map(lambda ep: tcp_probe(ep, timeout), endpoints))
+        remote = repository.result()
+    if remote is not None:
+        results.append(remote)
     failed = [r for r in results if not r["ok"]]
     # the headline first: `sctk health` shows the first value in its table
     values = {"reachable": f"{len(results) - len(failed)}/{len(results)}", "endpoints": results}

@@ -279,6 +279,42 @@ def _selftest(settings: Settings) -> Finding:
     return Finding("startup", "selftest", "fail", report.sentence(), fix)
 
 
+# --- the backup repository on remote storage -------------------------------------------------
+
+# what a remote repository's failing probe means, and its fix: three different findings
+REMOTE_PROBLEMS: dict[str, tuple[str, str]] = {
+    "driver": (
+        "backup_remote_driver",
+        "install the storage driver: pip install 'sctk[s3]' (s3://) or 'sctk[sftp]' (sftp://)",
+    ),
+    "endpoint": (
+        "backup_remote_endpoint",
+        "check the endpoint (AWS_ENDPOINT_URL or [backup.storage_options.s3] endpoint_url; "
+        "the SFTP host and port in backup.repository) and the network",
+    ),
+    "credentials": (
+        "backup_remote_credentials",
+        "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the AWS profile (SFTP: the SSH "
+        "key or agent), or [backup.storage_options]",
+    ),
+    "storage": ("backup_remote", "check backup.repository with 'sctk config show'"),
+}
+
+
+def _remote_repository(report) -> list[Finding]:
+    """The remote repository as the connectivity check found it (none for a local one)."""
+    outcome = next((o for o in report.outcomes if o.name == "connectivity"), None)
+    endpoints = outcome.values.get("endpoints", []) if outcome is not None else []
+    found = next((e for e in endpoints if e.get("name") == "backup repository"), None)
+    if found is None:
+        return []
+    if found["ok"]:
+        said = f"{found['target']} answers in {found['latency_ms']:.0f} ms, credentials accepted"
+        return [Finding("startup", "backup_remote", "ok", said)]
+    name, fix = REMOTE_PROBLEMS[found.get("problem", "storage")]
+    return [Finding("startup", name, "fail", found["error"], fix)]
+
+
 # --- the doctor --------------------------------------------------------------------------
 
 
@@ -309,6 +345,7 @@ def diagnose(
         findings += [_port_free(settings), _tls_files(settings), _stale_pid(settings)]
         if selftest:
             findings.append(_selftest(settings))
+        findings += _remote_repository(report)
     if database_ok:
         engine = make_engine(settings)
         try:

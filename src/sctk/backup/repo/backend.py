@@ -2,24 +2,41 @@
 
 Every name is a posix path relative to the repository root ("config", "data/ab/ab12...").
 Files are written once and atomically: a local write goes to a temporary name in the same
-directory, is fsynced and renamed; a remote write goes to a temporary name, is moved into
-place and its size checked, so a reader never sees half a file under its real name.
+directory, is fsynced and renamed; a remote write goes to a temporary name and is moved into
+place (an object store's PUT, itself atomic, goes straight to the real name); its size is
+checked after, so a reader never sees half a file under its real name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import secrets
 import tempfile
+import threading
+import time
+import weakref
 from pathlib import Path
 from urllib.parse import urlparse
 
 from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.readahead import BlockReader
+from sctk.backup.repo.remote import (
+    OBJECT_STORES,
+    PART_SIZE,
+    RemoteOptions,
+    RetryPolicy,
+    classify,
+    failure,
+    fs_factory,
+    reason_of,
+)
 from sctk.fsutil import fsync_dir
 
 TMP_PREFIX = ".tmp-"
+log = logging.getLogger(__name__)
 
 
 def _os_error(url: str, name: str, exc: OSError, doing: str) -> RepoError:
@@ -203,98 +220,256 @@ class LocalBackend:
 
 
 class FsspecBackend:
-    """Repository files on any fsspec file system (memory://, sftp://, s3://, ...)."""
+    """Repository files on any fsspec file system (memory://, sftp://, s3://, ...).
+
+    On a network file system every operation is retried with backoff on transient failures
+    (see remote.py), reconnecting first; a refused credential fails at once. Listings are
+    kept for the life of this object (one command) and updated by its own writes and
+    deletes; taking a lock forgets them, so what another process wrote before shows.
+    """
 
     local = False
 
-    def __init__(self, fs, root: str, url: str):
-        self.fs = fs
+    def __init__(
+        self,
+        fs,
+        root: str,
+        url: str,
+        make=None,
+        retry: RetryPolicy | None = None,
+        protocol: str = "",
+    ):
+        self._fs = fs
+        self._make = make
         self.root = root.rstrip("/")
         self.url = url
+        self.shown = _shown(url)
+        self.endpoint = url  # where the storage is, for messages (open_backend says better)
+        self.retry = retry or RetryPolicy()
+        self.network = make is not None and protocol != "memory"
+        # an object store's PUT is atomic: no temporary name (a move there is a copy)
+        self.atomic_put = protocol in OBJECT_STORES
+        self._put_options = {"chunksize": PART_SIZE} if protocol in ("s3", "s3a") else {}
+        self._fs_lock = threading.Lock()
+        # An SFTP session serves one thread at a time (paramiko would hand one thread's reply
+        # to another): each thread gets its own connection, closed with this backend.
+        self._tls = threading.local() if protocol in ("sftp", "ssh") else None
+        self._made: list = []
+        weakref.finalize(self, _close_all, self._made)
+        self._cache_lock = threading.Lock()
+        self._listings: dict[str, dict[str, int]] = {}
+        self._dirs: set[str] = set()
+        self._dirs_lock = threading.Lock()
+        # over a network, chunks are read from packs a block of a few MiB at a time
+        self._blocks = BlockReader(self._fetch) if self.network else None
+
+    @property
+    def fs(self):
+        if self._tls is not None:
+            fs = getattr(self._tls, "fs", None)
+            if fs is None:
+                fs = self._tls.fs = self._make()
+                with self._fs_lock:
+                    self._made.append(fs)
+            return fs
+        with self._fs_lock:
+            if self._fs is None:
+                self._fs = self._make()
+            return self._fs
+
+    def _reconnect(self, fs) -> None:
+        """Drop FS after a failure: a dropped session does not come back."""
+        if fs is None or self._make is None:
+            return
+        if self._tls is not None:
+            if getattr(self._tls, "fs", None) is fs:
+                self._tls.fs = None
+            with self._fs_lock:
+                self._made[:] = [f for f in self._made if f is not fs]  # by identity
+            _close_all([fs])
+        else:
+            with self._fs_lock:
+                if self._fs is fs:
+                    self._fs = None
+
+    def close(self) -> None:
+        """Close the connections this backend opened."""
+        with self._fs_lock:
+            made, self._made[:] = list(self._made), []
+        _close_all(made)
 
     def path(self, name: str) -> str:
         return f"{self.root}/{name}"
 
     def _wrap(self, exc: Exception, name: str, doing: str) -> RepoError:
         if isinstance(exc, OSError) and exc.errno is not None:
-            return _os_error(self.url, name, exc, doing)
-        return RepoError(f"Failed {doing} {name} in repository {self.url}: {exc}.")
+            return _os_error(self.shown, name, exc, doing)
+        return RepoError(f"Failed {doing} {name} in repository {self.shown}: {exc}.")
+
+    def _call(self, fn, name: str, doing: str):
+        """FN(fs), tried again on a transient failure of a network file system."""
+        attempt = 0
+        while True:
+            fs = None
+            try:
+                fs = self.fs
+                return fn(fs)
+            except (FileNotFoundError, RepoError):
+                raise
+            except Exception as exc:
+                kind = classify(exc) if self.network else None
+                if kind is None:
+                    raise self._wrap(exc, name, doing) from None
+                attempt += 1
+                if kind == "denied" or attempt >= self.retry.attempts:
+                    raise failure(kind, exc, self.url, self.shown, attempt, self.endpoint) from None
+                self._reconnect(fs)
+                pause = self.retry.pause(attempt - 1)
+                # the log, not the console: a command still ends in one sentence
+                log.info(
+                    "%s %s in repository %s failed (%s); attempt %d of %d in %.2f s",
+                    doing,
+                    name,
+                    self.shown,
+                    reason_of(exc),
+                    attempt + 1,
+                    self.retry.attempts,
+                    pause,
+                )
+                time.sleep(pause)
 
     def probe(self) -> str:
-        try:
-            if not self.fs.exists(self.root):
+        def look(fs):
+            if self.atomic_put:
+                # a prefix "exists" once it holds objects; listing (unlike exists() on a
+                # bucket) raises on refused credentials instead of answering False
+                try:
+                    return "present" if fs.ls(self.root, detail=False) else "empty"
+                except FileNotFoundError:
+                    return "missing"
+            if not fs.exists(self.root):
                 return "missing"
-            if not self.fs.isdir(self.root):
-                raise RepoError(f"Repository path {self.url} is a file, not a directory.")
-            return "present" if self.fs.ls(self.root, detail=False) else "empty"
-        except RepoError:
-            raise
-        except Exception as exc:
-            raise RepoError(f"Cannot reach repository {self.url}: {exc}.") from None
+            if not fs.isdir(self.root):
+                raise RepoError(f"Repository path {self.shown} is a file, not a directory.")
+            return "present" if fs.ls(self.root, detail=False) else "empty"
+
+        try:
+            return self._call(look, ".", "reaching")
+        except FileNotFoundError:
+            return "missing"
 
     def read(self, name: str) -> bytes:
-        try:
-            return self.fs.cat_file(self.path(name))
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
-            raise self._wrap(exc, name, "reading") from None
+        return self._call(lambda fs: fs.cat_file(self.path(name)), name, "reading")
+
+    def _fetch(self, name: str, start: int, end: int) -> bytes:
+        return self._call(
+            lambda fs: fs.cat_file(self.path(name), start=start, end=end), name, "reading"
+        )
 
     def read_range(self, name: str, offset: int, length: int) -> bytes:
-        try:
-            return self.fs.cat_file(self.path(name), start=offset, end=offset + length)
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
-            raise self._wrap(exc, name, "reading") from None
+        if self._blocks is not None and name.startswith("data/"):
+            return self._blocks.read(name, offset, length)  # a pack: read in blocks
+        return self._fetch(name, offset, offset + length)
 
     def write(self, name: str, data: bytes | bytearray | memoryview, durable: bool = True) -> None:
         target = self.path(name)
-        parent, _, base = target.rpartition("/")
-        tmp = f"{parent}/{TMP_PREFIX}{secrets.token_hex(6)}-{base}"
-        try:
-            self.fs.makedirs(parent, exist_ok=True)
-            self.fs.pipe_file(tmp, bytes(data))
-            self.fs.mv(tmp, target)
-            # A remote move may be a copy: check that what landed is whole.
-            got = self.fs.size(target)
-            if got != len(data):
+        size = len(data)
+        blob = bytes(data) if isinstance(data, memoryview) else data
+
+        def landed(fs) -> None:
+            # what arrived must be whole (a remote move may be a copy)
+            got = fs.size(target)
+            if got != size:
                 raise RepoError(
-                    f"Writing {name} in repository {self.url} left {got} of {len(data)} bytes; "
+                    f"Writing {name} in repository {self.shown} left {got} of {size} bytes; "
                     "check the remote storage and try again."
                 )
-        except RepoError:
-            raise
-        except Exception as exc:
+
+        def put(fs) -> None:
+            # An object store shows an object only once it is complete (a multipart upload
+            # once completed), so it is written under its real name.
+            fs.pipe_file(target, blob, **self._put_options)
+            landed(fs)
+
+        def put_and_move(fs) -> None:
+            parent, _, base = target.rpartition("/")
+            tmp = f"{parent}/{TMP_PREFIX}{secrets.token_hex(6)}-{base}"
+            if parent not in self._dirs:
+                # one at a time: two threads making the same folder over SFTP would have the
+                # second told only "Failure"
+                with self._dirs_lock:
+                    if parent not in self._dirs:
+                        try:
+                            fs.makedirs(parent, exist_ok=True)
+                        except OSError:
+                            if not fs.isdir(parent):  # else another process made it
+                                raise
+                        self._dirs.add(parent)
             try:
-                if self.fs.exists(tmp):
-                    self.fs.rm_file(tmp)
-            except Exception:
-                pass
-            raise self._wrap(exc, name, "writing") from None
+                fs.pipe_file(tmp, blob)
+                fs.mv(tmp, target)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    fs.rm_file(tmp)  # best effort: a later writer removes what remains
+                raise
+            landed(fs)
+
+        self._call(put if self.atomic_put else put_and_move, name, "writing")
+        with self._cache_lock:
+            folder = self._listings.get(name.partition("/")[0])
+            if folder is not None:
+                folder[name] = size
+
+    def etag(self, name: str) -> str | None:
+        """The object's ETag on S3 (None elsewhere, or when the store gives none)."""
+        if not self._put_options:
+            return None
+        info = self._call(lambda fs: fs.info(self.path(name)), name, "reading")
+        tag = info.get("ETag") or info.get("etag")
+        return str(tag).strip('"') if tag else None
+
+    def _find(self, base: str, detail: bool = True):
+        # fsspec's generic walk skips folders it cannot list (a dropped link would look like
+        # an empty repository): it must raise. Object stores list in one call of their own.
+        strict = {} if self.atomic_put else {"on_error": "raise"}
+
+        def find(fs):
+            try:
+                return fs.find(base, detail=detail, **strict)
+            except FileNotFoundError:
+                return {} if detail else []
+
+        return self._call(find, base, "listing")
 
     def list(self, prefix: str) -> dict[str, int]:
-        base = self.path(prefix)
-        try:
-            if not self.fs.exists(base):
-                return {}
-            found = self.fs.find(base, detail=True)
-        except Exception as exc:
-            raise self._wrap(exc, prefix, "listing") from None
+        cacheable = prefix != "locks"  # locks are how processes see each other: always fresh
+        if cacheable:
+            with self._cache_lock:
+                if prefix in self._listings:
+                    return dict(self._listings[prefix])
         out = {}
-        for full, info in found.items():
-            if not full.startswith(self.root + "/"):
+        for full, info in self._find(self.path(prefix)).items():
+            full = full.rstrip("/")
+            if not full.startswith(self.root + "/") or info.get("type") == "directory":
                 continue
             rel = full[len(self.root) + 1 :]
             if rel.rpartition("/")[2].startswith(TMP_PREFIX):
                 continue
             out[rel] = int(info.get("size") or 0)
+        if cacheable:
+            with self._cache_lock:
+                self._listings[prefix] = dict(out)
         return out
+
+    def forget_listings(self) -> None:
+        """Drop the cached listings (another process may have written since)."""
+        with self._cache_lock:
+            self._listings.clear()
 
     def temporaries(self) -> list[str]:
         try:
-            found = self.fs.find(self.root)
-        except Exception:
+            found = self._find(self.root, detail=False)
+        except RepoError:
             return []
         return [
             f[len(self.root) + 1 :]
@@ -304,28 +479,47 @@ class FsspecBackend:
 
     def size(self, name: str) -> int | None:
         try:
-            return int(self.fs.size(self.path(name)))
+            return int(self._call(lambda fs: fs.size(self.path(name)), name, "reading"))
         except FileNotFoundError:
             return None
-        except Exception as exc:
-            raise self._wrap(exc, name, "reading") from None
 
     def delete(self, name: str) -> None:
-        try:
-            if self.fs.exists(self.path(name)):
-                self.fs.rm_file(self.path(name))
-        except Exception as exc:
-            raise self._wrap(exc, name, "deleting") from None
+        def rm(fs):
+            with contextlib.suppress(FileNotFoundError):  # gone already: what we wanted
+                fs.rm_file(self.path(name))
+
+        self._call(rm, name, "deleting")
+        with self._cache_lock:
+            folder = self._listings.get(name.partition("/")[0])
+            if folder is not None:
+                folder.pop(name, None)
 
     def mkdir_root(self) -> None:
-        try:
-            self.fs.makedirs(self.root, exist_ok=True)
-        except Exception as exc:
-            raise self._wrap(exc, ".", "creating") from None
+        self._call(lambda fs: fs.makedirs(self.root, exist_ok=True), ".", "creating")
 
 
-def open_backend(url: str) -> LocalBackend | FsspecBackend:
-    """The backend for URL: a plain path or file:// is local, anything else goes to fsspec."""
+def _close_all(made: list) -> None:
+    """Close SFTP connections (others have nothing to close or close themselves)."""
+    for fs in made:
+        client = getattr(fs, "client", None)
+        if client is not None and hasattr(client, "close"):
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def _shown(url: str) -> str:
+    """URL without a password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    if not sep or "@" not in host:
+        return url
+    user, _, where = host.rpartition("@")
+    return f"{scheme}://{user.split(':', 1)[0]}@{where}{slash}{path}"
+
+
+def open_backend(url: str, options: RemoteOptions | None = None) -> LocalBackend | FsspecBackend:
+    """The backend for URL: a plain path or file:// is local, anything else goes to fsspec
+    (OPTIONS: per-protocol storage options and the retry policy for remote storage)."""
     if not url or not str(url).strip():
         raise RepoError("The repository location is empty; give a directory or a URL.")
     url = str(url)
@@ -334,17 +528,9 @@ def open_backend(url: str) -> LocalBackend | FsspecBackend:
         return LocalBackend(Path(url).expanduser().absolute(), url)
     if parsed.scheme == "file":
         return LocalBackend(Path(parsed.netloc + parsed.path).absolute(), url)
-    try:
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(url)
-    except ImportError as exc:
-        raise RepoError(
-            f"Repository {url} needs an fsspec driver that is not installed ({exc}); "
-            "install the matching extra (e.g. s3fs or sshfs)."
-        ) from None
-    except ValueError as exc:
-        raise RepoError(f"Repository URL {url} is not understood: {exc}.") from None
-    except Exception as exc:
-        raise RepoError(f"Cannot reach repository {url}: {exc}.") from None
-    return FsspecBackend(fs, root, url)
+    make, root, protocol, where = fs_factory(url, options)
+    retry = options.retry if options is not None else None
+    # the connection is made at the first operation, inside the retry loop
+    backend = FsspecBackend(None, root, url, make=make, retry=retry, protocol=protocol)
+    backend.endpoint = where
+    return backend

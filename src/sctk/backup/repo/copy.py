@@ -2,48 +2,90 @@
 
 The copy is the same repository (same config, same key: the same passphrase opens it). Files
 the destination lacks are copied config first, then packs, index files, snapshots and
-verification markers, so an interrupted copy is still a valid repository (at worst with
-unindexed packs). Each copied file is read back and its size and SHA-256 compared. Nothing
-is ever deleted in the destination; prune it separately.
+verification markers, each folder finished before the next starts, so an interrupted copy is
+still a valid repository (at worst with unindexed packs) and the next run copies only what is
+missing (and removes the temporary files the interrupted one left: it holds the destination's
+exclusive lock, as a backup writing there would). Files go up a few at a time (bounded: each
+in flight holds one file in memory).
+Each copied file is checked after transfer: its ETag (an MD5 of what S3 stored) where the
+store gives one that matches, else read back and its size and SHA-256 compared. No finished
+file is ever deleted in the destination; prune it separately.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from sctk.backup.repo.backend import open_backend
 from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.leftovers import WRITER_FOLDERS
+from sctk.backup.repo.locks import LockManager
 from sctk.backup.repo.models import CopyReport
+from sctk.backup.repo.remote import RemoteOptions, s3_etag
+
+COPY_THREADS = 4  # files in flight at once
 
 
-def copy_to(repo, dest_url: str, progress: Callable[[int], None] | None = None) -> CopyReport:
+def _landed_whole(dest, name: str, data: bytes) -> bool:
+    """Whether DEST holds exactly DATA under NAME."""
+    etag = getattr(dest, "etag", None)
+    if etag is not None:
+        tag = etag(name)
+        if tag is not None and tag == s3_etag(data):
+            return True  # else a store whose ETag is not an MD5: read it back
+    try:
+        back = dest.read(name)
+    except FileNotFoundError:
+        return False
+    return len(back) == len(data) and hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
+
+
+def copy_to(
+    repo,
+    dest_url: str,
+    progress: Callable[[int], None] | None = None,
+    options: RemoteOptions | None = None,
+) -> CopyReport:
     started = time.perf_counter()
-    dest = open_backend(dest_url)
     if dest_url == repo.url:
         raise RepoError("The copy destination is the repository itself; give another location.")
+    dest = open_backend(dest_url, options)
     state = dest.probe()
     config = repo.backend.read("config")
     copied = skipped = nbytes = 0
+    counted = threading.Lock()
 
     def put(name: str, data: bytes) -> None:
         nonlocal copied, nbytes
         dest.write(name, data)
-        try:
-            back = dest.read(name)
-        except FileNotFoundError:
-            back = b""
-        if len(back) != len(data) or hashlib.sha256(back).digest() != hashlib.sha256(data).digest():
+        if not _landed_whole(dest, name, data):
             raise RepoError(
-                f"Copying {name} to {dest_url} did not verify (size or SHA-256 differ after "
+                f"Copying {name} to {dest_url} did not verify (size or hash differ after "
                 "transfer); check the destination storage and copy again."
             )
-        copied += 1
-        nbytes += len(data)
-        if progress is not None:
-            progress(nbytes)
+        with counted:
+            copied += 1
+            nbytes += len(data)
+            if progress is not None:
+                progress(nbytes)
+
+    def transfer(name: str) -> None:
+        try:
+            data = repo.backend.read(name)
+        except FileNotFoundError:
+            return  # removed by a prune since we listed
+        # Content-named files must match their name before they are spread further.
+        if hashlib.sha256(data).hexdigest() != name.rpartition("/")[2]:
+            raise RepoError(
+                f"{name} in {repo.url} is damaged (content does not match its name); "
+                "run check before copying."
+            )
+        put(name, data)
 
     if state == "present" and dest.size("config") is not None:
         try:
@@ -65,24 +107,39 @@ def copy_to(repo, dest_url: str, progress: Callable[[int], None] | None = None) 
         dest.mkdir_root()
         put("config", config)
 
-    with repo.lock(exclusive=False):
+    # The copy writes the destination as a backup would: under its exclusive lock, so the
+    # temporary files found there have no live owner (an interrupted copy or backup left them).
+    dest_lock = LockManager(dest)
+    with (
+        repo.lock(exclusive=False),
+        dest_lock.lock(exclusive=True),
+        ThreadPoolExecutor(COPY_THREADS) as pool,
+    ):
+        for name in dest.temporaries():
+            if name.partition("/")[0] in (*WRITER_FOLDERS, "verified"):
+                dest.delete(name)
         for folder in ("data", "index", "snapshots", "verified"):
             theirs = dest.list(folder)
+            todo = []
             for name, size in sorted(repo.backend.list(folder).items()):
                 if theirs.get(name) == size:
                     skipped += 1
-                    continue
-                try:
-                    data = repo.backend.read(name)
-                except FileNotFoundError:
-                    continue  # removed by a prune since we listed
-                # Content-named files must match their name before they are spread further.
-                if hashlib.sha256(data).hexdigest() != name.rpartition("/")[2]:
-                    raise RepoError(
-                        f"{name} in {repo.url} is damaged (content does not match its name); "
-                        "run check before copying."
-                    )
-                put(name, data)
+                else:
+                    todo.append(name)
+            running: set = set()
+            try:
+                for name in todo:
+                    if len(running) >= COPY_THREADS:
+                        done, running = wait(running, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            fut.result()
+                    running.add(pool.submit(transfer, name))
+                for fut in running:
+                    fut.result()
+            finally:
+                for fut in running:
+                    fut.cancel()
+                wait(running)
     return CopyReport(
         files_copied=copied,
         bytes_copied=nbytes,

@@ -45,6 +45,11 @@ def _start_time(pid: int) -> float | None:
         return -1.0  # exists but unreadable: treat as alive
 
 
+# Lock files this process released but could not delete (the storage was unreachable): they
+# are stale though our pid lives, and are removed when next seen.
+_UNDELETED: set[str] = set()
+
+
 def _alive(pid: int, started: float | None) -> bool:
     now_started = _start_time(pid)
     if now_started is None:
@@ -78,6 +83,11 @@ class LockManager:
         live = {}
         for name, info in locks.items():
             if name == self.held:
+                continue
+            if name in _UNDELETED:
+                with suppress(RepoError):
+                    self.backend.delete(name)
+                    _UNDELETED.discard(name)
                 continue
             pid = info.get("pid")
             if (
@@ -114,6 +124,9 @@ class LockManager:
                 )
             self.depth += 1
             return
+        forget = getattr(self.backend, "forget_listings", None)
+        if forget is not None:
+            forget()  # what other processes wrote before we hold the lock must show
         locks = self._clear_stale(self._read_locks())
         other = self._conflict(locks, exclusive)
         if other is not None:
@@ -156,8 +169,10 @@ class LockManager:
             return
         name, self.held = self.held, None
         if name:
-            with suppress(RepoError):
+            try:
                 self.backend.delete(name)
+            except RepoError:
+                _UNDELETED.add(name)
 
     @contextmanager
     def lock(self, exclusive: bool = True):

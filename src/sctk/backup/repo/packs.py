@@ -14,6 +14,9 @@ from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import decode_pack_header, encode_pack_tail, pack_name
 
 PACK_SIZE = 16 * 1024 * 1024
+# Packs uploading at once to remote storage: a network link is used well only with several
+# requests in flight; each costs one pack of memory.
+UPLOADERS = 3
 
 
 class PackWriter:
@@ -22,10 +25,10 @@ class PackWriter:
     On a local repository a pack is appended to a temporary file as chunks arrive (so packs
     cost no memory) and hashed as it is appended (SHA-256, its name: no reading it back); the
     background thread fsyncs and renames it. On a remote one the pack is built in memory and
-    uploaded by that thread. At most one
-    finished remote pack waits while another is being written, so memory stays bounded; local
+    uploaded by one of UPLOADERS threads. At most one finished remote pack waits while the
+    others upload, so memory stays bounded; local
     packs cost no memory, so a few may wait for their fsync without stalling the writers.
-    `on_written(pack_id, size, blobs)` runs in the background thread once a pack is durable.
+    `on_written(pack_id, size, blobs)` runs in a background thread once a pack is durable.
     """
 
     def __init__(self, backend, keys: Keys, on_written, pack_size: int = PACK_SIZE):
@@ -38,8 +41,12 @@ class PackWriter:
         self.queue: queue.Queue = queue.Queue(maxsize=4 if self.local else 1)
         self.error: BaseException | None = None
         self.stored_bytes = 0
-        self.thread = threading.Thread(target=self._run, name="sctk-pack-upload", daemon=True)
-        self.thread.start()
+        self.threads = [
+            threading.Thread(target=self._run, name="sctk-pack-upload", daemon=True)
+            for _ in range(1 if self.local else UPLOADERS)
+        ]
+        for thread in self.threads:
+            thread.start()
 
     def _new_pack(self) -> None:
         """Start filling the next pack (the temporary file is created at its first chunk)."""
@@ -142,9 +149,11 @@ class PackWriter:
 
     def close(self) -> None:
         """Stop the background thread after the queued packs; drop a pack still being filled."""
-        if self.thread.is_alive():
+        alive = [t for t in self.threads if t.is_alive()]
+        for _ in alive:
             self.queue.put(None)
-            self.thread.join()
+        for thread in alive:
+            thread.join()
         if self.tmp is not None:
             self.backend.discard_temp(*self.tmp)
             self.tmp = None

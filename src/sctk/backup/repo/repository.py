@@ -43,6 +43,7 @@ from sctk.backup.repo.models import (
     RestoreStats,
     SnapshotInfo,
 )
+from sctk.backup.repo.remote import RemoteOptions
 
 if TYPE_CHECKING:
     from sctk.backup.repo.writer import SnapshotWriter
@@ -102,17 +103,24 @@ class Repository:
     # -- init / open ---------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, url: str, passphrase: str, chunk_id: str = crypto.CHUNK_ID_DEFAULT) -> Repository:
+    def init(
+        cls,
+        url: str,
+        passphrase: str,
+        chunk_id: str = crypto.CHUNK_ID_DEFAULT,
+        options: RemoteOptions | None = None,
+    ) -> Repository:
         """Create a new repository at URL; refuses an existing one or a non-empty directory.
         CHUNK_ID names the keyed hash for chunk ids (the default; "hmac-sha256" is what older
-        repositories use, kept for tests and for compatibility)."""
+        repositories use, kept for tests and for compatibility); OPTIONS configure remote
+        storage (see remote.py)."""
         crypto.check_passphrase(passphrase)
         if chunk_id not in crypto.CHUNK_ID_ALGORITHMS:
             raise RepoError(
                 f"Unknown chunk id algorithm {chunk_id!r}; "
                 f"choose one of {', '.join(crypto.CHUNK_ID_ALGORITHMS)}."
             )
-        backend = open_backend(url)
+        backend = open_backend(url, options)
         state = backend.probe()
         if state == "present":
             if backend.size("config") is not None:
@@ -142,9 +150,10 @@ class Repository:
         return repo
 
     @classmethod
-    def open(cls, url: str, passphrase: str) -> Repository:
-        """Open the repository at URL; RepoError if missing, uninitialised or wrong passphrase."""
-        backend = open_backend(url)
+    def open(cls, url: str, passphrase: str, options: RemoteOptions | None = None) -> Repository:
+        """Open the repository at URL; RepoError if missing, uninitialised or wrong passphrase
+        (OPTIONS configure remote storage: see remote.py)."""
+        backend = open_backend(url, options)
         state = backend.probe()
         if state == "missing":
             raise RepoError(f"No backup repository at {url}; create it with `sctk backup init`.")
@@ -207,6 +216,9 @@ class Repository:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()  # a remote backend's connections
 
     def __repr__(self) -> str:
         return f"Repository({self.url!r})"
@@ -570,8 +582,13 @@ class Repository:
 
         return repair(self, read_data)
 
-    def copy_to(self, dest_url: str, progress: Callable[[int], None] | None = None) -> CopyReport:
+    def copy_to(
+        self,
+        dest_url: str,
+        progress: Callable[[int], None] | None = None,
+        options: RemoteOptions | None = None,
+    ) -> CopyReport:
         """Mirror this repository's files into DEST_URL (see copy.py)."""
         from sctk.backup.repo.copy import copy_to
 
-        return copy_to(self, dest_url, progress)
+        return copy_to(self, dest_url, progress, options)
