@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sctk.cli import main
+from sctk.cli import common, main
 from sctk.pipeline import schema, store, transforms
 from sctk.storage.engine import make_engine, session_scope
 from tests.security.conftest import sqlite_only
@@ -96,7 +96,11 @@ def assert_dataset(settings, name: str, expected_csv: str) -> None:
 
 @sqlite_only
 def test_every_example_in_the_formats_doc_runs_as_shown(settings, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("COLUMNS", "500")  # one line per sentence, as the doc shows it
+    # one line per sentence, as the doc shows it (the CLI's consoles may have been made, and
+    # their width fixed, by an earlier test in this process: COLUMNS alone is not enough)
+    monkeypatch.setenv("COLUMNS", "500")
+    monkeypatch.setattr(common.console, "width", 500)
+    monkeypatch.setattr(common.err_console, "width", 500)
     monkeypatch.setenv("SCTK_HOME", str(settings.home))
     monkeypatch.chdir(tmp_path)
     ran = results = 0

@@ -175,6 +175,11 @@ def latest_reports(home: Path, max_age_days: float = 30.0) -> dict[int, dict[str
         if created < cutoff:
             continue
         known = newest.get(model_id)
-        if known is None or created > datetime.fromisoformat(known["created_at"]):
+        # ties (reports stamped to the second by older versions) go to the later directory
+        # name, which carries microseconds
+        if known is None or (created, path.parent.name) > (
+            datetime.fromisoformat(known["created_at"]),
+            Path(known["path"]).parent.name,
+        ):
             newest[model_id] = {**doc, "path": str(path)}
     return newest

@@ -236,7 +236,8 @@ def write_report(
     document = {
         **(extra or {}),
         "title": title,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        # to the microsecond: two evaluations within one second must still tell the newer
+        "created_at": datetime.now(UTC).isoformat(),
         **scores,
     }
     from sctk.fsutil import atomic_write
