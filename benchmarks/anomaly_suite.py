@@ -61,6 +61,25 @@ def probation_length(n: int) -> int:
     return int(min(math.floor(0.15 * n), 0.15 * 5000))
 
 
+def place_onsets(rng: np.random.Generator, n: int) -> tuple[list[int], int]:
+    """(sorted onsets, window span) of 1 to 3 anomalies in a series of N samples: after the
+    probation, at least one window apart so that windows never overlap (real_suite.py
+    places its anomalies the same way)."""
+    count = int(rng.integers(1, 4))
+    span = int(0.1 * n / count)
+    first = probation_length(n) + span // 2 + 1
+    last = n - span // 2 - 2
+    onsets: list[int] = []
+    tries = 0
+    while len(onsets) < count and tries < 1000:
+        tries += 1
+        at = int(rng.integers(first, last))
+        if all(abs(at - o) > span + 10 for o in onsets):
+            onsets.append(at)
+    onsets.sort()
+    return onsets, span
+
+
 # -- normal behaviour -------------------------------------------------------------------
 
 
@@ -223,19 +242,7 @@ def make_series(rng: np.random.Generator, tpl: Template, index: int) -> Series:
     t = START + np.arange(tpl.n) * tpl.step
     x = tpl.make(rng, t).astype(float)
     n = tpl.n
-    count = int(rng.integers(1, 4))
-    span = int(0.1 * n / count)
-    first = probation_length(n) + span // 2 + 1
-    last = n - span // 2 - 2
-    # onsets at least one window apart so windows never overlap
-    onsets: list[int] = []
-    tries = 0
-    while len(onsets) < count and tries < 1000:
-        tries += 1
-        at = int(rng.integers(first, last))
-        if all(abs(at - o) > span + 10 for o in onsets):
-            onsets.append(at)
-    onsets.sort()
+    onsets, span = place_onsets(rng, n)
     kinds = [str(rng.choice(tpl.kinds)) for _ in onsets]
     # a leak or a shift that holds to the end is easiest to keep apart from the others last
     labels = []

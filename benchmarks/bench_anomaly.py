@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from anomaly_suite import Series, make_suite  # noqa: E402
-from nab_score import SeriesScore, normalised, score_series  # noqa: E402
+from nab_score import SeriesScore, normalised, recall_table, score_series  # noqa: E402
 from results import RESULTS, write_section  # noqa: E402
 
 from sctk.monitoring.anomaly import make_detector  # noqa: E402
@@ -174,12 +174,8 @@ def report(rows: list[dict], suite: list[Series], seed: int, command: str) -> st
         "",
         "Recall by kind of anomaly (windows detected / windows):",
         "",
-        "| detector | " + " | ".join(kinds) + " |",
-        "| --- | " + " | ".join("---:" for _ in kinds) + " |",
+        *recall_table(rows, kinds, "name"),
     ]
-    for r in rows:
-        cells = [f"{r['per_kind'][k][0]}/{r['per_kind'][k][1]}" for k in kinds]
-        lines.append(f"| `{r['name']}` | " + " | ".join(cells) + " |")
     gap = default["score"] - guide["score"]
     at_onset = normalised(
         [

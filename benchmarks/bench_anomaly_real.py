@@ -42,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from anomaly_suite import Series  # noqa: E402
-from nab_score import PROFILES, STANDARD, normalised, score_series  # noqa: E402
+from nab_score import PROFILES, STANDARD, normalised, recall_table, score_series  # noqa: E402
 from real_suite import LABELLED_COPIES, QUIET_COPIES, make_part, recordings  # noqa: E402
 from results import RESULTS, write_section  # noqa: E402
 
@@ -234,12 +234,8 @@ def report(rows: list[dict], suites: dict[str, list[Series]], command: str) -> s
         "",
         "Recall by kind of anomaly (windows detected / windows), held-out part:",
         "",
-        "| detector | " + " | ".join(kinds) + " |",
-        "| --- | " + " | ".join("---:" for _ in kinds) + " |",
+        *recall_table(rows, kinds, "label"),
     ]
-    for r in rows:
-        cells = [f"{r['per_kind'][k][0]}/{r['per_kind'][k][1]}" for k in kinds]
-        lines.append(f"| `{r['label']}` | " + " | ".join(cells) + " |")
     tune_rows = {r["label"]: r for r in rows_tune(suites)}
     d = rows[-1]
     g = rows[1]

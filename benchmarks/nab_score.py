@@ -129,3 +129,16 @@ def normalised(scores: Sequence[SeriesScore]) -> float:
     null = sum(s.null for s in scores)
     perfect = sum(s.perfect for s in scores)
     return 100.0 * (raw - null) / (perfect - null)
+
+
+def recall_table(rows: list[dict], kinds: list[str], key: str) -> list[str]:
+    """Markdown lines: windows detected / windows of each kind of anomaly, a row per
+    detector (ROWS carry "per_kind" {kind: (detected, windows)} and their name under KEY)."""
+    lines = [
+        "| detector | " + " | ".join(kinds) + " |",
+        "| --- | " + " | ".join("---:" for _ in kinds) + " |",
+    ]
+    for r in rows:
+        cells = [f"{r['per_kind'][k][0]}/{r['per_kind'][k][1]}" for k in kinds]
+        lines.append(f"| `{r[key]}` | " + " | ".join(cells) + " |")
+    return lines

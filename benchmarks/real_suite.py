@@ -53,7 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from anomaly_suite import Label, Series, probation_length  # noqa: E402
+from anomaly_suite import Label, Series, place_onsets, probation_length  # noqa: E402
 
 HOUR = 3600.0
 CLOCK = 600.0  # the clock of the recordings that are not hourly
@@ -217,18 +217,7 @@ def labelled(rng: np.random.Generator, rec: Recording, part: str) -> Series:
     t, x = _half(rec, part)
     n = len(x)
     sd, lsd = noise_sd(x), level_sd(x)
-    count = int(rng.integers(1, 4))
-    span = int(0.1 * n / count)
-    first = probation_length(n) + span // 2 + 1
-    last = n - span // 2 - 2
-    onsets: list[int] = []
-    tries = 0
-    while len(onsets) < count and tries < 1000:
-        tries += 1
-        at = int(rng.integers(first, last))
-        if all(abs(at - o) > span + 10 for o in onsets):
-            onsets.append(at)
-    onsets.sort()
+    onsets, span = place_onsets(rng, n)
     kinds = ["spike", "level", "variance", "leak"] + (["seasonal"] if rec.daily else [])
     labels = []
     for at in onsets:
