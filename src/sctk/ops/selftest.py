@@ -402,7 +402,8 @@ def run(
                     step = Step(name, "pass", 0.0, func(sc, quick))
                 except Exception as exc:  # noqa: BLE001 - a failing step is the finding
                     step = Step(name, "fail", 0.0, _reason(exc))
-            step.seconds = round(time.perf_counter() - t0, 3)
+            # microseconds: a fast step (the postgresql probe) rounded to milliseconds read 0.0
+            step.seconds = round(time.perf_counter() - t0, 6)
             done.append(step)
             if progress is not None:
                 progress(step)
