@@ -23,6 +23,28 @@ def test_generated_references_are_current():
     assert not stale, f"run 'sctk docs build': stale {stale}"
 
 
+def test_the_api_reference_names_who_may_call_each_route():
+    from sctk.security.roles import Role, allowed
+
+    lines = [
+        line
+        for line in (ROOT / "docs" / "api.md").read_text().splitlines()
+        if line.startswith("- `")
+    ]
+    assert len(lines) > 40
+    access = {line.split("`")[1]: line.rpartition("(")[2].rstrip(")") for line in lines}
+    assert all(
+        a.startswith("needs `") or a in ("no sign-in", "any signed-in user")
+        for a in access.values()
+    )
+    assert access["POST /api/v1/auth/token"] == "no sign-in"
+    assert access["GET /api/v1/me"] == "any signed-in user"
+    # the permission named is the one the route enforces: a viewer may not take a backup
+    needed = access["POST /api/v1/backups"].split("`")[1]
+    assert needed == "backups.manage"
+    assert not allowed("viewer", needed) and allowed(Role.admin, needed)
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_relative_links_resolve(page):
     for target in LINK.findall(page.read_text(encoding="utf-8")):

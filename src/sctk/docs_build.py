@@ -89,8 +89,39 @@ def configuration_md() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _permission(op: dict[str, Any]) -> str:
-    return ", ".join(op.get("x-permissions", [])) or ""
+def _route_access(app: Any) -> dict[tuple[str, str], str]:
+    """(METHOD, path) -> who may call it, read off each route's dependencies: the
+    `require(...)` permissions it needs, else whether it needs a signed-in user at all."""
+    from fastapi import routing
+
+    from sctk.api.deps import Permission, current_user
+
+    def walk(dependant: Any) -> tuple[list[str], bool]:
+        needs, signed_in = [], False
+        for dep in dependant.dependencies:
+            if isinstance(dep.call, Permission):
+                needs.append(dep.call.permission)
+            signed_in = signed_in or dep.call is current_user
+            inner_needs, inner_signed = walk(dep)
+            needs += inner_needs
+            signed_in = signed_in or inner_signed
+        return needs, signed_in
+
+    # FastAPI keeps included routers unflattened; its route contexts carry each route's
+    # full path and the dependencies of the routers it was included through
+    flatten = getattr(routing, "iter_route_contexts", iter)
+    access = {}
+    for route in flatten(app.routes):
+        if not isinstance(getattr(route, "original_route", route), routing.APIRoute):
+            continue
+        needs, signed_in = walk(route.dependant)
+        if needs:
+            text = "needs " + ", ".join(f"`{p}`" for p in dict.fromkeys(needs))
+        else:
+            text = "any signed-in user" if signed_in else "no sign-in"
+        for method in route.methods:
+            access[(method, route.path)] = text
+    return access
 
 
 def api_md() -> str:
@@ -105,6 +136,7 @@ def api_md() -> str:
         init_home(Path(tmp) / "home")
         app = create_app(config.Settings(home=Path(tmp) / "home"))
         schema = app.openapi()
+        access = _route_access(app)
         app.state.engine.dispose()
     lines = [
         HEADER + "# API reference",
@@ -119,7 +151,8 @@ def api_md() -> str:
     for path, item in sorted(schema["paths"].items()):
         for method, op in item.items():
             summary = (op.get("summary") or "").replace("|", "/")
-            lines.append(f"- `{method.upper()} {path}`: {summary}")
+            who = access.get((method.upper(), path))
+            lines.append(f"- `{method.upper()} {path}`: {summary}" + (f" ({who})" if who else ""))
     return "\n".join(lines) + "\n"
 
 
