@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import sessionmaker
 
-from sctk import config
+from sctk import config, crashpoints
 from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.security import audit, rotation
@@ -34,32 +34,8 @@ N_SECRETS = 12
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _keys_wired() -> bool:
-    """Whether `sctk keys` is part of the real CLI yet (then the tests run it as a user would)."""
-    try:
-        from sctk.cli import app as root
-    except Exception:  # noqa: BLE001 - another module of the CLI being edited; use the wrapper
-        return False
-    return any(group.name == "keys" for group in root.registered_groups)
-
-
-# Runs the `keys` sub-app on its own, with the same error handling as sctk.cli.main.
-_WRAPPER = (
-    "import sys\n"
-    "from sctk.cli.keys import app\n"
-    "from sctk.errors import SctkError\n"
-    "try:\n"
-    "    app(args=sys.argv[1:], prog_name='sctk keys')\n"
-    "except SctkError as exc:\n"
-    "    print(f'Error: {exc.message}', file=sys.stderr)\n"
-    "    sys.exit(exc.exit_code)\n"
-)
-
-
 def _keys_argv(*args: str) -> list[str]:
-    if _keys_wired():
-        return [sys.executable, "-m", "sctk", "keys", *args]
-    return [sys.executable, "-c", _WRAPPER, *args]
+    return [sys.executable, "-m", "sctk", "keys", *args]
 
 
 def _env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -69,12 +45,7 @@ def _env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_keys(*args: str, home: Path, env: dict[str, str] | None = None):
-    """`sctk keys ARGS` in a subprocess (the real CLI once it is wired in)."""
-    if _keys_wired():
-        return run_sctk("keys", *args, home=home, env=env)
-    return subprocess.run(
-        _keys_argv(*args), capture_output=True, text=True, env=_env(home, env), timeout=120
-    )
+    return run_sctk("keys", *args, home=home, env=env)
 
 
 def _values() -> dict[str, str]:
@@ -411,9 +382,9 @@ def test_rotation_killed_midway_resumes_without_a_new_key(settings):
         "--batch-size",
         "2",
         home=settings.home,
-        env={rotation.TEST_DIE_AFTER_ENV: "4"},
+        env={crashpoints.ENV: "keys.moved.4"},  # killed once the second batch is committed
     )
-    assert died.returncode == 137, died.stderr
+    assert died.returncode == -signal.SIGKILL, died.stderr
 
     # as left on disk by the dead process: both keys, the rotation marked, half the rows moved
     on_disk = json.loads(ring_path(settings.home).read_text())
@@ -456,8 +427,8 @@ def test_concurrent_rotation_is_refused_and_a_sigkilled_one_resumes(settings, tm
         env=_env(
             settings.home,
             {
-                rotation.TEST_PAUSE_AFTER_ENV: "3",
-                rotation.TEST_PAUSED_FILE_ENV: str(paused),
+                crashpoints.PAUSE_ENV: "keys.moved.3",  # held after the first batch
+                crashpoints.PAUSED_FILE_ENV: str(paused),
             },
         ),
         stdout=subprocess.PIPE,

@@ -18,12 +18,9 @@ keys/keyring.lock keeps two rotations from running at once.
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
@@ -43,29 +40,6 @@ MISSING = "missing"  # a key id that rows reference but the ring does not hold
 BUSY = "A key rotation is already running; wait for it to finish, then check 'sctk keys status'."
 
 Progress = Callable[[int, int], None]
-
-# --- test fault-injection point ---------------------------------------------------------
-# Used ONLY by tests/security/test_keyring.py to prove that a rotation killed midway loses
-# nothing. After at least N values have been committed on the new key the process either
-# dies on the spot (os._exit: no cleanup, no flush, like a power cut) or writes the marker
-# file and waits to be SIGKILLed by the test. Never set these outside the test suite.
-TEST_DIE_AFTER_ENV = "SCTK_TEST_ROTATION_DIE_AFTER"
-TEST_PAUSE_AFTER_ENV = "SCTK_TEST_ROTATION_PAUSE_AFTER"
-TEST_PAUSED_FILE_ENV = "SCTK_TEST_ROTATION_PAUSED_FILE"
-
-
-def _test_fault_point(done: int) -> None:
-    die_after = os.environ.get(TEST_DIE_AFTER_ENV)
-    if die_after and done >= int(die_after):
-        os._exit(137)
-    pause_after = os.environ.get(TEST_PAUSE_AFTER_ENV)
-    if pause_after and done >= int(pause_after):
-        Path(os.environ[TEST_PAUSED_FILE_ENV]).write_text(str(os.getpid()))
-        while True:
-            signal.pause()
-
-
-# -----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -167,7 +141,8 @@ def _reencrypt(
         done += moved
         if progress is not None:
             progress(done, total)
-        _test_fault_point(done)
+        # a crash point per committed batch, named by the values moved so far
+        crashpoints.reached(f"keys.moved.{done}")
 
 
 def _lock_for_check(session: Session) -> None:
