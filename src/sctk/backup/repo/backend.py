@@ -21,6 +21,7 @@ import weakref
 from pathlib import Path
 from urllib.parse import urlparse
 
+from sctk.backup.repo import remote_io
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.readahead import BlockReader
 from sctk.backup.repo.remote import (
@@ -359,11 +360,11 @@ class FsspecBackend:
             return "missing"
 
     def read(self, name: str) -> bytes:
-        return self._call(lambda fs: fs.cat_file(self.path(name)), name, "reading")
+        return self._call(lambda fs: remote_io.get(fs, self.path(name)), name, "reading")
 
     def _fetch(self, name: str, start: int, end: int) -> bytes:
         return self._call(
-            lambda fs: fs.cat_file(self.path(name), start=start, end=end), name, "reading"
+            lambda fs: remote_io.get(fs, self.path(name), start, end), name, "reading"
         )
 
     def read_range(self, name: str, offset: int, length: int) -> bytes:
@@ -388,7 +389,7 @@ class FsspecBackend:
         def put(fs) -> None:
             # An object store shows an object only once it is complete (a multipart upload
             # once completed), so it is written under its real name.
-            fs.pipe_file(target, blob, **self._put_options)
+            remote_io.put(fs, target, blob, **self._put_options)
             landed(fs)
 
         def put_and_move(fs) -> None:
@@ -406,7 +407,7 @@ class FsspecBackend:
                                 raise
                         self._dirs.add(parent)
             try:
-                fs.pipe_file(tmp, blob)
+                remote_io.put(fs, tmp, blob)
                 fs.mv(tmp, target)
             except BaseException:
                 with contextlib.suppress(Exception):
