@@ -41,9 +41,6 @@ KNOWN_MODULE_CIRCLES = [
         "sctk.backup.repo.restore",
         "sctk.backup.repo.writer",
     },
-    {"sctk.bus.bus", "sctk.bus.handlers"},
-    {"sctk.jobs.executors", "sctk.jobs.watch"},
-    {"sctk.security.tokens", "sctk.security.users"},
 ]
 
 KNOWN_PACKAGE_CIRCLES = [{"backup", "monitoring"}]

@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
 from sctk.security import audit, tokens
+from sctk.security.auth_errors import AuthenticationFailed
 from sctk.security.credentials import Principal
 from sctk.security.ratelimit import retry_after_header
 from sctk.security.roles import PERMISSIONS, allowed
-from sctk.security.users import AuthenticationFailed
 
 # Declared so the OpenAPI document (and /docs) show bearer authentication; the header itself
 # is parsed below so that a malformed one gets a precise message.

@@ -30,7 +30,6 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +37,16 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, insert, select, text
 
 from sctk import config
-from sctk.bus.envelope import BROADCAST, MAX_NAME, Envelope, InvalidEnvelope, sign, verify
+from sctk.bus.envelope import (
+    BROADCAST,
+    MAX_NAME,
+    Envelope,
+    Handler,
+    InvalidEnvelope,
+    sign,
+    verify,
+)
+from sctk.bus.handlers import registered
 from sctk.config import Settings
 from sctk.security.keyring import Keyring
 from sctk.storage.engine import make_engine, normalise_url
@@ -65,8 +73,6 @@ STAT_NAMES = (
     "replayed",  # dropped: an envelope id this bus had taken already
     "expired",  # dropped: created longer ago than bus.max_age_seconds (or in the future)
 )
-
-Handler = Callable[[Envelope], Any]
 
 
 def type_matches(pattern: str, message_type: str) -> bool:
@@ -596,8 +602,6 @@ def get_bus(settings: Settings, *, source: str | None = None) -> Bus:
         if bus is None:
             bus = _registry[key] = Bus(settings, source=source)
             _no_bus.discard(key)
-            from sctk.bus.handlers import registered
-
             for name, (pattern, func) in registered().items():
                 bus.subscribe(pattern, func, name)
         return bus

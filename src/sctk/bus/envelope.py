@@ -14,6 +14,7 @@ import hmac
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -166,3 +167,7 @@ def verify(ring: Keyring, data: Any) -> Envelope:
     if not hmac.compare_digest(expected, fields["signature"]):
         raise InvalidEnvelope("its signature does not match its content")
     return Envelope(**{f: fields[f] for f in FIELDS})
+
+
+# what a subscriber is: called with each envelope delivered to it
+Handler = Callable[[Envelope], Any]

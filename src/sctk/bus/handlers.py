@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from sctk.bus.bus import Handler
+from sctk.bus.envelope import Handler
 
 # Modules that register bus handlers when imported; each domain adds its own.
 HANDLER_MODULES: list[str] = []

@@ -27,12 +27,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sctk.errors import DatabaseUnavailable, InsufficientStorage, SctkError
 from sctk.fsutil import no_space_error
 from sctk.jobs import watch
+from sctk.jobs.child_engine import engine_for
 from sctk.jobs.kinds import JobCancelled, JobTimedOut
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from sqlalchemy import Engine
 
     from sctk.config import Settings
 
@@ -43,40 +42,6 @@ _MAX_LOG_CHARS = 4000
 
 
 # --- in the process that runs the job ---------------------------------------------------------
-
-_engines: dict[str, Engine] = {}
-_engines_lock = threading.Lock()
-
-
-def _engine(home: str) -> Engine:
-    """This process's engine for the data directory HOME, made on first use.
-
-    Its settings are what `sctk.config.load(home)` reads there: sctk.toml and the SCTK_*
-    environment the child inherited; overrides a worker was given in code do not reach it.
-    """
-    with _engines_lock:
-        engine = _engines.get(home)
-        if engine is None:
-            from sctk import config
-            from sctk.storage.engine import make_engine
-
-            settings = config.load(home).settings
-            engine = _engines[home] = make_engine(settings)
-            connect_bus(settings)
-        return engine
-
-
-def connect_bus(settings: Settings) -> None:
-    """Make this process's message bus for the database, so that the job events it records
-    are published to subscribers as well as stored."""
-    try:
-        from sctk.bus import get_bus
-    except ImportError:  # a build without the bus: events are stored only
-        return
-    try:
-        get_bus(settings)
-    except Exception:  # noqa: BLE001 - running jobs matters more than publishing their events
-        log.warning("job events will be stored but not published", exc_info=True)
 
 
 class RunContext:
@@ -142,7 +107,7 @@ class RunContext:
         self.checkpoint()
         fraction = min(max(float(fraction), 0.0), 1.0)
         message = str(message)[:500]
-        with session_scope(_engine(self._home)) as session:
+        with session_scope(engine_for(self._home)) as session:
             changed = session.execute(
                 update(Job)
                 .where(
@@ -170,7 +135,7 @@ class RunContext:
         from sctk.jobs import events
         from sctk.storage.engine import session_scope
 
-        with session_scope(_engine(self._home)) as session:
+        with session_scope(engine_for(self._home)) as session:
             events.record(session, self.job_id, "log", {"line": str(line)[:_MAX_LOG_CHARS]})
 
 
@@ -276,7 +241,7 @@ def _child_init(parent: int, home: str | None = None) -> None:
 
 def _warm_engine(home: str) -> None:
     try:
-        _engine(home)
+        engine_for(home)
     except Exception:  # noqa: BLE001 - the job's own first use reports what is wrong
         log.debug("could not make the engine ahead of the first job", exc_info=True)
 

@@ -123,10 +123,10 @@ class Watch:
             )
         from sqlalchemy import select
 
-        from sctk.jobs.executors import _engine
+        from sctk.jobs.child_engine import engine_for
         from sctk.storage.models import Job
 
-        with _engine(ctx.home).connect() as conn:
+        with engine_for(ctx.home).connect() as conn:
             row = conn.execute(
                 select(Job.status, Job.worker, Job.attempts, Job.cancel_requested).where(
                     Job.id == ctx.job_id
@@ -169,11 +169,11 @@ class Watch:
     def _record_hard_stop(self, reason: str, message: str) -> None:
         """Write the job's end here: the worker sees only that the process died."""
         from sctk.jobs import queue
-        from sctk.jobs.executors import _engine
+        from sctk.jobs.child_engine import engine_for
         from sctk.storage.engine import session_scope
 
         note = f"{message} (it did not stop within {self.grace:g} s, so its process was ended)"
-        with session_scope(_engine(self.ctx.home)) as session:
+        with session_scope(engine_for(self.ctx.home)) as session:
             if reason == TIMEOUT:
                 queue.fail(session, self.ctx.job_id, note, self.ctx.worker, retryable=False)
             elif reason == CANCELLED:

@@ -25,13 +25,8 @@ from sqlalchemy.orm import Session
 from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.jobs import queue
-from sctk.jobs.executors import (
-    Outcome,
-    RunContext,
-    connect_bus,
-    execute,
-    make_executor,
-)
+from sctk.jobs.child_engine import connect_bus
+from sctk.jobs.executors import Outcome, RunContext, execute, make_executor
 from sctk.jobs.kinds import RESERVED_PARAMS, get_kind
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.outage import OUTAGE_ERRORS, Outage

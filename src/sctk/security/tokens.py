@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 
 from sctk.errors import NotFound, SctkError
 from sctk.security import audit, sessions
+from sctk.security.auth_errors import AuthenticationFailed
 from sctk.security.keyring import Keyring
-from sctk.security.users import AuthenticationFailed
 from sctk.storage.models import ApiToken, User, utcnow
 
 TOKEN_PREFIX = "sctk_"

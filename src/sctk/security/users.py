@@ -11,28 +11,12 @@ from sqlalchemy.orm import Session
 
 from sctk.config import SecuritySettings
 from sctk.errors import NotFound, SctkError
-from sctk.security import audit, passwords
+from sctk.security import audit, passwords, tokens
+from sctk.security.auth_errors import AccountLocked, AuthenticationFailed
 from sctk.security.roles import Role, parse_role
 from sctk.storage.models import LoginAttempt, User, utcnow
 
 USERNAME = re.compile(r"^[a-z][a-z0-9._-]{2,63}$")
-
-
-class AuthenticationFailed(SctkError):
-    exit_code = 1
-    http_status = 401
-    title = "Authentication failed"
-
-
-class AccountLocked(AuthenticationFailed):
-    """Too many failed logins: from this address for this account, or for the account."""
-
-    http_status = 429
-    title = "Too many failed logins"
-
-    def __init__(self, message: str, retry_after: float):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -159,7 +143,6 @@ def reset_password(
     """Set USERNAME's password; its login JWTs end, and (REVOKE_TOKENS, for a reset by an
     admin) so do its personal API tokens, which whoever knew the old password may have made.
     Returns the number of tokens revoked."""
-    from sctk.security import tokens  # tokens needs this module's errors
 
     user = get(session, username)
     passwords.check_policy(username, password)

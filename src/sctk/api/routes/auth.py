@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sctk.api.deps import client_address
 from sctk.api.errors import problem
 from sctk.security import tokens, users
+from sctk.security.auth_errors import AccountLocked, AuthenticationFailed
 from sctk.security.ratelimit import retry_after_header
-from sctk.security.users import AccountLocked, AuthenticationFailed
 
 router = APIRouter(tags=["auth"])
 TOKEN_PATH = "/auth/token"

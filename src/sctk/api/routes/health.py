@@ -18,7 +18,7 @@ from sctk.api.deps import authenticate
 from sctk.api.errors import problem
 from sctk.errors import DatabaseUnavailable
 from sctk.health.registry import run_checks_within
-from sctk.security.users import AuthenticationFailed
+from sctk.security.auth_errors import AuthenticationFailed
 
 router = APIRouter(prefix="/health", tags=["health"])
 

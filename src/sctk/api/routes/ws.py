@@ -32,8 +32,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from sctk.api.deps import authenticate, record_denial
 from sctk.bus import Envelope
 from sctk.jobs import events
+from sctk.security.auth_errors import AuthenticationFailed
 from sctk.security.roles import allowed
-from sctk.security.users import AuthenticationFailed
 from sctk.storage.models import Job
 
 router = APIRouter()
