@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sctk import config
-from sctk.config_edit import REDACTED, parse_value, set_value
 from sctk.errors import ConfigError
+from sctk.ops.config_edit import REDACTED, parse_value, set_value
 from sctk.security import audit
 from sctk.storage.engine import make_engine, session_scope
 from tests.helpers import free_port, run_sctk

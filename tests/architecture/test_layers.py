@@ -20,14 +20,7 @@ from tests.architecture.graph import (
 KNOWN_UPWARD = {
     ("sctk.config", "sctk.monitoring.anomaly"),
     ("sctk.config", "sctk.monitoring.rules"),
-    ("sctk.config_edit", "sctk.security.audit"),
-    ("sctk.config_edit", "sctk.storage.engine"),
-    ("sctk.jobs.queue", "sctk.ops.flags"),
-    ("sctk.monitoring.checks", "sctk.ops.lease"),
-    ("sctk.security.checks", "sctk.health.registry"),
     ("sctk.storage.layout", "sctk.security.keyring"),
-    ("sctk.storage.transfer", "sctk.ops.integrity"),
-    ("sctk.storage.transfer", "sctk.security.audit"),
 }
 
 KNOWN_MODULE_CIRCLES = [

@@ -30,9 +30,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from sctk import config
-from sctk.ops import lease
 from sctk.ops.scheduler import LEASE as SCHEDULER_LEASE
 from sctk.security import users
+from sctk.storage import lease
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.layout import init_home
 from sctk.storage.models import Job

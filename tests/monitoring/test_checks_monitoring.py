@@ -127,7 +127,7 @@ def test_queued_jobs_nobody_runs_are_reported(settings, engine):
 
 @sqlite_only
 def test_scheduler_without_and_with_a_lease(settings, engine, backend):
-    from sctk.ops import lease
+    from sctk.storage import lease
     from sctk.storage.engine import session_scope
     from sctk.storage.models import Lease
 

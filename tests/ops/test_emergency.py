@@ -13,9 +13,8 @@ import pytest
 from sctk import config
 from sctk.backup.create import create_backup
 from sctk.backup.location import init_repo, open_repo
-from sctk.jobs import queue
+from sctk.jobs import queue, switches
 from sctk.monitoring import incidents, notifiers
-from sctk.ops import flags
 from sctk.ops.emergency import job_pool_processes, run_emergency
 from sctk.security.keyring import Keyring
 from sctk.storage.engine import session_scope
@@ -93,7 +92,7 @@ def test_the_response_restarts_a_live_worker_and_records_every_step(settings, en
     assert "emergency response" in json.dumps(body)
     assert report.recovered and steps["verify"].details["resumed"]
     with session_scope(engine) as session:
-        assert not flags.is_on(session, flags.JOBS_PAUSED)
+        assert not switches.is_on(session, switches.JOBS_PAUSED)
         shown = incidents.show(session, report.incident_id)
         assert shown["severity"] == "critical" and "disk filling" in shown["title"]
         kinds = [e["kind"] for e in shown["timeline"]]
@@ -126,7 +125,7 @@ def test_the_restore_step_brings_back_a_damaged_file(settings, engine, monkeypat
     assert restore.ok, restore.summary
     assert stored.read_bytes() == good
     with session_scope(engine) as session:
-        assert flags.is_on(session, flags.JOBS_PAUSED)  # --keep-paused
+        assert switches.is_on(session, switches.JOBS_PAUSED)  # --keep-paused
 
 
 @sqlite_only

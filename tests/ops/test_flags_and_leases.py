@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import update
 
 from sctk.errors import SctkError
-from sctk.jobs import queue
-from sctk.ops import flags, lease
+from sctk.jobs import queue, switches
 from sctk.security import audit
+from sctk.storage import lease
 from sctk.storage.engine import session_scope
 from sctk.storage.models import Lease
 from tests.helpers import run_sctk
@@ -21,14 +21,14 @@ from tests.security.conftest import sqlite_only
 def test_paused_intake_leaves_queued_jobs_waiting_until_resumed(engine):
     job_id = submit(engine, "noop", {})
     with session_scope(engine) as s:
-        assert flags.turn_on(s, flags.JOBS_PAUSED, actor="ops", reason="emergency drill")
-        assert not flags.turn_on(s, flags.JOBS_PAUSED, actor="ops")  # already on
+        assert switches.turn_on(s, switches.JOBS_PAUSED, actor="ops", reason="emergency drill")
+        assert not switches.turn_on(s, switches.JOBS_PAUSED, actor="ops")  # already on
     with session_scope(engine) as s:
         assert queue.claim(s, "w1", 5) == []
         assert queue.get(s, job_id).status == "queued"
     with session_scope(engine) as s:
-        assert flags.turn_off(s, flags.JOBS_PAUSED, actor="ops")
-        assert not flags.turn_off(s, flags.JOBS_PAUSED, actor="ops")
+        assert switches.turn_off(s, switches.JOBS_PAUSED, actor="ops")
+        assert not switches.turn_off(s, switches.JOBS_PAUSED, actor="ops")
     with session_scope(engine) as s:
         assert [j.id for j in queue.claim(s, "w1", 5)] == [job_id]
     with session_scope(engine) as s:
@@ -38,7 +38,7 @@ def test_paused_intake_leaves_queued_jobs_waiting_until_resumed(engine):
 
 def test_an_unknown_switch_is_refused(engine):
     with session_scope(engine) as s, pytest.raises(SctkError, match="Unknown switch 'jobs'"):
-        flags.is_on(s, "jobs")
+        switches.is_on(s, "jobs")
 
 
 def test_one_holder_at_a_time_and_takeover_after_expiry(engine):
@@ -62,10 +62,10 @@ def test_cli_pause_and_resume(settings, engine):
     paused = run_sctk("jobs", "pause", "--reason", "drill", home=settings.home)
     assert paused.returncode == 0 and "job intake paused" in paused.stdout, paused.stderr
     with session_scope(engine) as s:
-        assert flags.is_on(s, flags.JOBS_PAUSED)
+        assert switches.is_on(s, switches.JOBS_PAUSED)
     again = run_sctk("jobs", "pause", home=settings.home)
     assert "already paused" in again.stdout
     resumed = run_sctk("jobs", "resume", home=settings.home)
     assert resumed.returncode == 0 and "job intake resumed" in resumed.stdout
     with session_scope(engine) as s:
-        assert not flags.is_on(s, flags.JOBS_PAUSED)
+        assert not switches.is_on(s, switches.JOBS_PAUSED)

@@ -14,10 +14,11 @@ import zstandard
 from sqlalchemy import func, select, update
 
 from sctk import config
-from sctk.ops import flags, lease
+from sctk.jobs import switches
 from sctk.ops.runner import run_task
 from sctk.ops.scheduler import Scheduler, due_groups
 from sctk.pipeline.service import import_file
+from sctk.storage import lease
 from sctk.storage.engine import session_scope
 from sctk.storage.models import Lease, MaintenanceRun
 from tests.helpers import UNREACHABLE_INDEX, run_sctk
@@ -200,12 +201,12 @@ def test_a_missed_slot_runs_once_at_start_and_a_paused_scheduler_runs_nothing(
     assert due == dict.fromkeys(("daily", "weekly", "monthly", "quarterly"), "catch-up")
 
     with session_scope(engine) as session:
-        flags.turn_on(session, flags.SCHEDULER_PAUSED, actor="ops")
+        switches.turn_on(session, switches.SCHEDULER_PAUSED, actor="ops")
     sched = Scheduler(s, holder="paused")
     try:
         assert sched.tick() == []
         with session_scope(engine) as session:
-            flags.turn_off(session, flags.SCHEDULER_PAUSED, actor="ops")
+            switches.turn_off(session, switches.SCHEDULER_PAUSED, actor="ops")
         assert sched.tick() == ["daily", "weekly", "monthly", "quarterly"]
         assert sched.tick() == []  # caught up: once, not once per missed slot
         later = now + timedelta(days=1, hours=1)

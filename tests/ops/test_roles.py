@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sctk.api.app import ROLE_ENV, served_app
-from sctk.ops import lease
+from sctk.storage import lease
 from sctk.storage.engine import session_scope
 from tests.helpers import LiveServer, run_sctk, wait_until
 from tests.security.conftest import sqlite_only

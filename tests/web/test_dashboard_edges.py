@@ -76,7 +76,7 @@ def site(tmp_path_factory) -> Iterator[tuple[Site, dict[str, int]]]:
     snapshot, the seed's datasets and models; served with an admin account."""
     from sctk.backup.create import create_backup
     from sctk.backup.location import init_repo
-    from sctk.config_edit import set_value
+    from sctk.ops.config_edit import set_value
     from sctk.storage.layout import init_home
     from tests.backup.backup_support import PASSPHRASE
 

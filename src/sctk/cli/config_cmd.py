@@ -37,7 +37,7 @@ def set_(
     value: str = typer.Argument(..., help="New value: 9000, true, 1.5, or text."),
 ) -> None:
     """Change one setting in <home>/sctk.toml (validated, comments kept, audited)."""
-    from sctk.config_edit import set_value
+    from sctk.ops.config_edit import set_value
 
     change = set_value(config.load(state(ctx).home).settings, key, value, actor=operator())
     console.print(f"{change.key}: {change.old!r} -> {change.new!r}", highlight=False)

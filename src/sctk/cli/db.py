@@ -86,7 +86,7 @@ def migrate_to(
     from dataclasses import asdict
 
     from sctk.cli.common import operator
-    from sctk.storage.transfer import migrate_to as run
+    from sctk.ops.db_transfer import migrate_to as run
 
     s = settings(ctx)
     require_data_dir(s)

@@ -226,10 +226,10 @@ def pause(
     reason: str = typer.Option("", "--reason", help="Why, for the audit log."),
 ) -> None:
     """Stop workers taking new jobs (running ones finish; queued ones wait, nothing is lost)."""
-    from sctk.ops import flags
+    from sctk.jobs import switches
 
     with db_session(ctx) as session:
-        changed = flags.turn_on(session, flags.JOBS_PAUSED, actor=operator(), reason=reason)
+        changed = switches.turn_on(session, switches.JOBS_PAUSED, actor=operator(), reason=reason)
     console.print(
         "job intake paused; 'sctk jobs resume' starts it again"
         if changed
@@ -241,8 +241,8 @@ def pause(
 @app.command("resume")
 def resume(ctx: typer.Context) -> None:
     """Let workers take queued jobs again after 'sctk jobs pause'."""
-    from sctk.ops import flags
+    from sctk.jobs import switches
 
     with db_session(ctx) as session:
-        changed = flags.turn_off(session, flags.JOBS_PAUSED, actor=operator())
+        changed = switches.turn_off(session, switches.JOBS_PAUSED, actor=operator())
     console.print("job intake resumed" if changed else "job intake was not paused", highlight=False)

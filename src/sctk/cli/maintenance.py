@@ -143,18 +143,18 @@ def pause(
     ctx: typer.Context, reason: str = typer.Option("", "--reason", help="Why, for the audit log.")
 ) -> None:
     """Hold the scheduler: no scheduled task starts until 'sctk maintenance resume'."""
-    from sctk.ops import flags
+    from sctk.jobs import switches
 
     with db_session(ctx) as session:
-        changed = flags.turn_on(session, flags.SCHEDULER_PAUSED, operator(), reason)
+        changed = switches.turn_on(session, switches.SCHEDULER_PAUSED, operator(), reason)
     console.print("scheduler paused" if changed else "the scheduler was already paused")
 
 
 @app.command("resume")
 def resume(ctx: typer.Context) -> None:
     """Let the scheduler start due tasks again (a missed run then runs once)."""
-    from sctk.ops import flags
+    from sctk.jobs import switches
 
     with db_session(ctx) as session:
-        changed = flags.turn_off(session, flags.SCHEDULER_PAUSED, operator())
+        changed = switches.turn_off(session, switches.SCHEDULER_PAUSED, operator())
     console.print("scheduler resumed" if changed else "the scheduler was not paused")

@@ -24,9 +24,8 @@ from sqlalchemy.orm import Session
 
 from sctk.config import JobSettings
 from sctk.errors import Conflict, NotFound, SctkError
-from sctk.jobs import events
+from sctk.jobs import events, switches
 from sctk.jobs.kinds import RESERVED_PARAMS, get_kind
-from sctk.ops import flags
 from sctk.security import audit
 from sctk.storage.models import Job
 
@@ -301,7 +300,7 @@ def claim(session: Session, worker_id: str, limit: int) -> list[Job]:
 
     Two claimers never take the same job (see the module docstring for how).
     """
-    if limit < 1 or flags.is_on(session, flags.JOBS_PAUSED):
+    if limit < 1 or switches.is_on(session, switches.JOBS_PAUSED):
         return []
     now = _now()
     # An unlocked look first: an idle poll then costs one read and takes no lock.

@@ -152,7 +152,7 @@ def scheduler(ctx: CheckContext) -> CheckOutcome:
     no scheduler has ever run on (a CLI-only installation) is not a failure."""
     from sqlalchemy.orm import Session
 
-    from sctk.ops.lease import LEASE_NAMES
+    from sctk.storage.lease import LEASE_NAMES
     from sctk.storage.models import Lease
 
     with Session(ctx.engine) as session:

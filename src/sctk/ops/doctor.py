@@ -140,13 +140,13 @@ def _stale_pid(settings: Settings) -> Finding:
 
 
 def _queue(settings: Settings, engine) -> list[Finding]:
-    from sctk.ops import flags
+    from sctk.jobs import switches
     from sctk.storage.models import Job
 
     with session_scope(engine) as s:
         queued = s.scalar(select(func.count()).select_from(Job).where(Job.status == "queued"))
         oldest = s.scalar(select(func.min(Job.created_at)).where(Job.status == "queued"))
-        paused = flags.is_on(s, flags.JOBS_PAUSED)
+        paused = switches.is_on(s, switches.JOBS_PAUSED)
     found = []
     if paused:
         found.append(

@@ -219,13 +219,13 @@ def _why(exc: Exception) -> str:
 def _after_restore(engine, report: EmergencyReport, actor: str, reason: str) -> int:
     """The restored database predates this response: it holds neither the pause nor the
     incident. Pause again, and write the timeline so far into it; the incident id it gets."""
+    from sctk.jobs import switches
     from sctk.monitoring import incidents
-    from sctk.ops import flags
 
     engine.dispose()  # pooled SQLite connections still point at the replaced file
     with session_scope(engine) as s:
-        flags.turn_on(s, flags.JOBS_PAUSED, actor, reason or "emergency")
-        flags.turn_on(s, flags.SCHEDULER_PAUSED, actor, reason or "emergency")
+        switches.turn_on(s, switches.JOBS_PAUSED, actor, reason or "emergency")
+        switches.turn_on(s, switches.SCHEDULER_PAUSED, actor, reason or "emergency")
         try:
             incidents.get(s, report.incident_id)
             return report.incident_id
@@ -258,9 +258,9 @@ def run_emergency(
     end_all_sessions: bool = False,
 ) -> EmergencyReport:
     from sctk.health import Status, run_checks
+    from sctk.jobs import switches
     from sctk.monitoring import incidents
     from sctk.monitoring.service import current
-    from sctk.ops import flags
 
     engine = make_engine(settings)
     try:
@@ -313,8 +313,8 @@ def run_emergency(
 
         def isolate() -> Step:
             with session_scope(engine) as s:
-                jobs = flags.turn_on(s, flags.JOBS_PAUSED, actor, reason or "emergency")
-                sched = flags.turn_on(s, flags.SCHEDULER_PAUSED, actor, reason or "emergency")
+                jobs = switches.turn_on(s, switches.JOBS_PAUSED, actor, reason or "emergency")
+                sched = switches.turn_on(s, switches.SCHEDULER_PAUSED, actor, reason or "emergency")
             return Step(
                 "isolate",
                 True,
@@ -348,8 +348,8 @@ def run_emergency(
             resumed = False
             if healthy and not keep_paused:
                 with session_scope(engine) as s:
-                    flags.turn_off(s, flags.JOBS_PAUSED, actor)
-                    flags.turn_off(s, flags.SCHEDULER_PAUSED, actor)
+                    switches.turn_off(s, switches.JOBS_PAUSED, actor)
+                    switches.turn_off(s, switches.SCHEDULER_PAUSED, actor)
                 resumed = True
             report.recovered = healthy
             return Step(

@@ -19,9 +19,10 @@ from croniter import croniter
 from sqlalchemy import func, select
 
 from sctk.config import Settings
-from sctk.ops import flags, lease
+from sctk.jobs import switches
 from sctk.ops.runner import run_group
 from sctk.ops.tasks import GROUPS
+from sctk.storage import lease
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import Lease, MaintenanceRun
 from sctk.storage.outage import OUTAGE_ERRORS, Outage
@@ -82,7 +83,7 @@ class Scheduler:
         with session_scope(self.engine) as s:
             if not lease.acquire(s, LEASE, self.holder, m.lease_seconds):
                 return []
-            if flags.is_on(s, flags.SCHEDULER_PAUSED):
+            if switches.is_on(s, switches.SCHEDULER_PAUSED):
                 return []
         ran = []
         for group, slot, trigger in due_groups(self.settings, self.engine, self.clock()):
