@@ -29,6 +29,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "runstate",
             "logs",
             "config",
+            "plugins",
+            "registry",
             "plots",
             "__init__",
         },

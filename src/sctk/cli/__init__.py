@@ -51,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("sctk.cli.upgrade", "rollback"),
     "deps": ("sctk.cli.deps", "app"),
     "docs": ("sctk.cli.docs", "app"),
+    "plugins": ("sctk.cli.plugins", "app"),
     "report": ("sctk.cli.report", "report"),
     "emergency": ("sctk.cli.emergency", "emergency"),
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -16,17 +15,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from sctk.config import Settings
+from sctk.registry import Registry
 from sctk.storage.models import utcnow
 
 log = logging.getLogger(__name__)
-
-# Modules that register checks when imported; later domains add theirs here.
-CHECK_MODULES = [
-    "sctk.health.platform",
-    "sctk.security.checks",
-    "sctk.monitoring.checks",
-    "sctk.backup.checks",
-]
 
 
 class Status(IntEnum):
@@ -95,23 +87,22 @@ class Check:
     depends_on: tuple[str, ...] = ()
 
 
-_REGISTRY: dict[str, Check] = {}
+# declared by each domain's plugin (sctk.plugins), and by installed packages' plugins
+CHECKS: Registry[Check] = Registry("health check", "health_checks")
 
 
 def check(name: str, description: str, depends_on: tuple[str, ...] = ()):
     """Register a check. A check whose dependency is not OK/WARNING reports UNKNOWN."""
 
     def register(func: CheckFunc) -> CheckFunc:
-        _REGISTRY[name] = Check(name, description, func, depends_on)
+        CHECKS.add(name, Check(name, description, func, depends_on), func.__module__)
         return func
 
     return register
 
 
 def registered() -> dict[str, Check]:
-    for module in CHECK_MODULES:
-        importlib.import_module(module)
-    return dict(_REGISTRY)
+    return dict(CHECKS)
 
 
 @dataclass
@@ -179,7 +170,32 @@ def _selected(names: list[str] | None) -> list[Check]:
             from sctk.errors import SctkError
 
             raise SctkError(f"Unknown check '{unknown[0]}'; known checks: {', '.join(checks)}.")
-    return [c for c in checks.values() if not names or c.name in names]
+    return [c for c in in_dependency_order(checks) if not names or c.name in names]
+
+
+def in_dependency_order(checks: dict[str, Check]) -> list[Check]:
+    """The checks in declaration order, except that each comes after the checks it depends
+    on (which plugins may declare in any order). A circle of dependencies is a declaration
+    error; a dependency on a check nobody declared is left to the run (UNKNOWN there)."""
+    done: dict[str, Check] = {}
+    visiting: list[str] = []
+
+    def visit(check: Check) -> None:
+        if check.name in done:
+            return
+        if check.name in visiting:
+            circle = " -> ".join([*visiting[visiting.index(check.name) :], check.name])
+            raise ValueError(f"health checks depend on each other in a circle: {circle}")
+        visiting.append(check.name)
+        for name in check.depends_on:
+            if name in checks:
+                visit(checks[name])
+        visiting.pop()
+        done[check.name] = check
+
+    for check in checks.values():
+        visit(check)
+    return list(done.values())
 
 
 def _run_all(entries: list[Check], ctx: CheckContext) -> None:
@@ -194,7 +210,7 @@ def _run_all(entries: list[Check], ctx: CheckContext) -> None:
 def run_checks(
     settings: Settings, names: list[str] | None = None, engine: Engine | None = None
 ) -> HealthReport:
-    """Run the named checks (default: all) in registration order."""
+    """Run the named checks (default: all), each after those it depends on."""
     entries = _selected(names)
     ctx = CheckContext(settings, engine)
     _run_all(entries, ctx)

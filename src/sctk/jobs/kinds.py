@@ -6,19 +6,16 @@ pickle it) taking the job's parameters and a JobContext, and returning a JSON-ab
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sctk.errors import SctkError
+from sctk.registry import Registry
 
 # Parameter names no job may be given: who a job runs for comes from the credential that
 # submitted it (JobContext.owner), never from what the caller writes.
 RESERVED_PARAMS = frozenset({"owner"})
-
-# Modules that register job kinds when imported; each domain adds its own.
-KIND_MODULES = ["sctk.jobs.builtin", "sctk.pipeline.jobs", "sctk.uq.jobs", "sctk.backup.jobs"]
 
 
 class JobContext(Protocol):
@@ -64,7 +61,8 @@ class JobKind:
     check: Callable[[dict[str, Any]], None] | None = None
 
 
-_KINDS: dict[str, JobKind] = {}
+# declared by each domain's plugin (sctk.plugins), and by installed packages' plugins
+KINDS: Registry[JobKind] = Registry("job kind", "job_kinds")
 
 
 def job_kind(
@@ -76,16 +74,14 @@ def job_kind(
     """Register FUNC as the job kind NAME; CHECK(params), if given, runs at submission."""
 
     def register(func):
-        _KINDS[name] = JobKind(name, func, description, permission, check)
+        KINDS.add(name, JobKind(name, func, description, permission, check), func.__module__)
         return func
 
     return register
 
 
 def kinds() -> dict[str, JobKind]:
-    for module in KIND_MODULES:
-        importlib.import_module(module)
-    return dict(_KINDS)
+    return dict(KINDS)
 
 
 def get_kind(name: str) -> JobKind:

@@ -40,9 +40,10 @@ from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sctk.errors import ConfigError
+from sctk.registry import Registry
 
 if TYPE_CHECKING:  # config imports this module lazily; avoid the cycle at import time
     from sctk.config import AnomalySettings
@@ -1083,11 +1084,20 @@ class AdaptiveDetector(Detector):
         )
 
 
-DETECTORS: dict[str, type[Detector]] = {
-    AdaptiveDetector.name: AdaptiveDetector,
-    RobustDetector.name: RobustDetector,
-    ThreeSigma.name: ThreeSigma,
-}
+# declared by plugins (sctk.plugins): the built-in ones below, and installed packages'
+DETECTORS: Registry[type[Detector]] = Registry("anomaly detector", "anomaly_detectors")
+
+D = TypeVar("D", bound=type[Detector])
+
+
+def detector(cls: D) -> D:
+    """Declare the Detector class CLS under its `name` (selectable in [monitoring.anomaly])."""
+    DETECTORS.add(cls.name, cls, cls.__module__)
+    return cls
+
+
+for _builtin in (AdaptiveDetector, RobustDetector, ThreeSigma):
+    detector(_builtin)
 
 
 def make_detector(name: str, **params: Any) -> Detector:

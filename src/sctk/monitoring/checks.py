@@ -25,10 +25,6 @@ from urllib.parse import urlsplit
 import psutil
 from sqlalchemy import func, or_, select
 
-# imported first so that their checks register before these, as CHECK_MODULES orders them:
-# "database", which checks here depend on, must have run when they run
-import sctk.health.platform  # noqa: F401
-import sctk.security.checks  # noqa: F401
 from sctk.errors import SctkError
 from sctk.health.registry import CheckContext, CheckOutcome, Status, check
 from sctk.logs import LOG_FILE

@@ -2,13 +2,12 @@
 task with a name, the schedule group it belongs to (daily, weekly, monthly, quarterly) and a
 function that returns what it found and did.
 
-Task modules register themselves on import, like the health checks; TASK_MODULES lists them
-so that `registered()` knows every task without importing the rest of the application first.
+Tasks are declared with `@task` by the plugins (sctk.plugins) of sctk's domains and of
+installed packages; reading the registry loads them.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,15 +16,10 @@ from sqlalchemy.engine import Engine
 
 from sctk.config import Settings
 from sctk.errors import SctkError
+from sctk.registry import Registry
 
 GROUPS = ("daily", "weekly", "monthly", "quarterly")
 STATUSES = ("ok", "warn", "fail")
-TASK_MODULES = [
-    "sctk.ops.maintenance.daily",
-    "sctk.ops.maintenance.weekly",
-    "sctk.ops.maintenance.monthly",
-    "sctk.ops.maintenance.quarterly",
-]
 
 
 @dataclass
@@ -58,7 +52,8 @@ class Task:
     func: TaskFunc
 
 
-_TASKS: dict[str, Task] = {}
+# declared by each domain's plugin (sctk.plugins), and by installed packages' plugins
+TASKS: Registry[Task] = Registry("maintenance task", "maintenance_tasks")
 
 
 def task(name: str, group: str, description: str) -> Callable[[TaskFunc], TaskFunc]:
@@ -67,16 +62,14 @@ def task(name: str, group: str, description: str) -> Callable[[TaskFunc], TaskFu
         raise ValueError(f"unknown task group {group!r}")
 
     def register(func: TaskFunc) -> TaskFunc:
-        _TASKS[name] = Task(name, group, description, func)
+        TASKS.add(name, Task(name, group, description, func), func.__module__)
         return func
 
     return register
 
 
 def registered() -> dict[str, Task]:
-    for module in TASK_MODULES:
-        importlib.import_module(module)
-    return dict(_TASKS)
+    return dict(TASKS)
 
 
 def get_task(name: str) -> Task:

@@ -1,0 +1,1 @@
+"""An example sctk plugin (see the package README)."""

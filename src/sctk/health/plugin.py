@@ -1,0 +1,10 @@
+"""What the platform adds: the database, schema, disk and process health checks.
+
+Declared in sctk's pyproject.toml under [project.entry-points."sctk.plugins"]; see
+sctk.plugins for how a registry calls these."""
+
+from __future__ import annotations
+
+
+def health_checks() -> None:
+    import sctk.health.platform  # noqa: F401 - its decorators declare them

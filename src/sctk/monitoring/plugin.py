@@ -1,0 +1,14 @@
+"""What monitoring adds: its health checks and the built-in anomaly detectors.
+
+Declared in sctk's pyproject.toml under [project.entry-points."sctk.plugins"]; see
+sctk.plugins for how a registry calls these."""
+
+from __future__ import annotations
+
+
+def health_checks() -> None:
+    import sctk.monitoring.checks  # noqa: F401 - its decorators declare them
+
+
+def anomaly_detectors() -> None:
+    import sctk.monitoring.anomaly  # noqa: F401 - its decorators declare them

@@ -1,0 +1,10 @@
+"""What the UQ engine adds: its job kinds (training, evaluation, prediction).
+
+Declared in sctk's pyproject.toml under [project.entry-points."sctk.plugins"]; see
+sctk.plugins for how a registry calls these."""
+
+from __future__ import annotations
+
+
+def job_kinds() -> None:
+    import sctk.uq.jobs  # noqa: F401 - its decorators declare them
