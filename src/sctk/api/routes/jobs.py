@@ -14,7 +14,6 @@ from sctk.jobs import access, events, queue
 from sctk.jobs.kinds import get_kind, kinds
 from sctk.security.credentials import Principal
 from sctk.security.roles import allowed
-from sctk.storage.models import Job
 from sctk.uq import physics_registry
 
 router = APIRouter(tags=["jobs"])
@@ -93,14 +92,6 @@ def list_kinds(_user=require("read")) -> list[JobKindOut]:
     ]
 
 
-def _committed(session: Session, job: Job) -> dict[str, Any]:
-    """Commit before answering: the session dependency would commit only after the response
-    is sent, so a client acting on the answer at once could read the state before it."""
-    data = queue.as_dict(job)
-    session.commit()
-    return data
-
-
 def _may_act_on(
     request: Request, session: Session, user: Principal, job_id: int, action: str
 ) -> None:
@@ -149,7 +140,7 @@ def submit_job(
     if job.replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
-    return _committed(session, job)
+    return queue.as_dict(job)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="One job.")
@@ -183,7 +174,7 @@ def cancel_job(
     job_id: int = JobId,
 ) -> dict[str, Any]:
     _may_act_on(request, session, user, job_id, "cancel")
-    return _committed(session, queue.cancel(session, job_id, actor=user.username))
+    return queue.as_dict(queue.cancel(session, job_id, actor=user.username))
 
 
 @router.post(
@@ -199,4 +190,4 @@ def retry_job(
     job_id: int = JobId,
 ) -> dict[str, Any]:
     _may_act_on(request, session, user, job_id, "retry")
-    return _committed(session, queue.retry(session, job_id, actor=user.username))
+    return queue.as_dict(queue.retry(session, job_id, actor=user.username))
