@@ -8,7 +8,7 @@ import json
 from importlib import metadata
 
 from sctk import config
-from sctk.ops import deps_upgrade
+from sctk.ops import dependency_upgrade
 
 
 def test_lock_files_hold_the_exact_set_and_only_the_newest_are_kept(tmp_path):
@@ -16,25 +16,25 @@ def test_lock_files_hold_the_exact_set_and_only_the_newest_are_kept(tmp_path):
     have = {"numpy": metadata.version("numpy"), "torch": metadata.version("torch")}
     stamps = [f"20261205T0000{i:02d}000000Z" for i in range(7)]
     for stamp in stamps:
-        path = deps_upgrade.save_lock(settings, have, stamp)
+        path = dependency_upgrade.save_lock(settings, have, stamp)
         (path.parent / f"wheels-{stamp}").mkdir()  # the saved wheels of that run
-    assert deps_upgrade.read_lock(path) == have
+    assert dependency_upgrade.read_lock(path) == have
     saved = json.loads(path.read_text())["packages"]
     record = metadata.distribution("numpy").read_text("RECORD")
     assert saved[0]["name"] == "numpy" and len(saved[0]["record_sha256"]) == 64
     assert saved[0]["record_sha256"] == hashlib.sha256(record.encode()).hexdigest()
     assert path.with_suffix(".txt").read_text() == "".join(f"{n}=={v}\n" for n, v in have.items())
 
-    gone = deps_upgrade.prune_locks(settings)
+    gone = dependency_upgrade.prune_locks(settings)
     assert [p.name for p in gone] == [f"lock-{s}.json" for s in stamps[:2]]
-    left = sorted(p.name for p in deps_upgrade.lock_dir(settings).iterdir())
+    left = sorted(p.name for p in dependency_upgrade.lock_dir(settings).iterdir())
     assert left == sorted(
         name for s in stamps[2:] for name in (f"lock-{s}.json", f"lock-{s}.txt", f"wheels-{s}")
     )
 
 
 def test_a_broken_pin_among_the_installed_packages_is_found(tmp_path, monkeypatch):
-    before = deps_upgrade.broken_requirements()
+    before = dependency_upgrade.broken_requirements()
     # an installed package (its dist-info as pip lays it out) that pins numpy below 1
     info = tmp_path / "pinned_pkg-1.0.dist-info"
     info.mkdir()
@@ -43,7 +43,7 @@ def test_a_broken_pin_among_the_installed_packages_is_found(tmp_path, monkeypatc
         "Requires-Dist: not-installed-anywhere>=2\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    found = deps_upgrade.broken_requirements() - before
+    found = dependency_upgrade.broken_requirements() - before
     assert found == {
         f"pinned-pkg 1.0 requires numpy<1, but numpy {metadata.version('numpy')} is installed",
         "pinned-pkg 1.0 requires not-installed-anywhere>=2, which is not installed",

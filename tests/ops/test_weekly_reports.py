@@ -77,7 +77,7 @@ def test_quick_benchmark_predicts_on_the_models_own_calibration_inputs(settings,
 def test_the_report_names_what_an_upgrade_would_take_and_what_is_held_back():
     from importlib import metadata
 
-    from sctk.ops.deps import upgrade_outlook
+    from sctk.ops.dependency_report import upgrade_outlook
 
     torch_now, rich_now = metadata.version("torch"), metadata.version("rich")
     # what `pip list --outdated` answers when an index offers torch 2.15 and a newer rich

@@ -21,10 +21,12 @@ def _root() -> None:
 @app.command("check")
 def check(as_json: bool = json_option()) -> None:
     """Compare installed versions with the package index; exit 1 when advisories are known."""
-    from sctk.ops import deps
+    from sctk.ops import dependency_report
 
     # each step may take a minute: say it (on stderr, so --json stays a document)
-    report = deps.check(say=lambda line: err_console.print(line, highlight=False, markup=False))
+    report = dependency_report.check(
+        say=lambda line: err_console.print(line, highlight=False, markup=False)
+    )
     if as_json:
         print_json(report.as_dict())
     else:
@@ -91,19 +93,19 @@ def upgrade(
     saved set when any step fails. Exit 0 when upgraded (or nothing to do), 1 when rolled back.
     """
     from sctk.cli.common import operator, settings
-    from sctk.ops import deps_upgrade
+    from sctk.ops import dependency_upgrade
 
     if as_json and not (yes or dry_run):
         raise SctkError("--json cannot ask before upgrading; add --yes (or --dry-run).")
 
-    def confirm(plan: deps_upgrade.Plan) -> bool:
+    def confirm(plan: dependency_upgrade.Plan) -> bool:
         if as_json:
             return True
         _show_plan(plan)
         return yes or typer.confirm(f"Upgrade {len(plan.upgrades)} package(s)?", default=False)
 
-    source = deps_upgrade.Source(list(find_links or []), index_url)
-    result = deps_upgrade.upgrade(
+    source = dependency_upgrade.Source(list(find_links or []), index_url)
+    result = dependency_upgrade.upgrade(
         settings(ctx),
         source,
         group=group,
@@ -117,13 +119,13 @@ def upgrade(
         print_json(result.as_dict())
     else:
         if dry_run or not result.plan["upgrades"]:
-            _show_plan(deps_upgrade.Plan(**_plan_parts(result.plan)))
+            _show_plan(dependency_upgrade.Plan(**_plan_parts(result.plan)))
         console.print(result.message, highlight=False, soft_wrap=True)
     raise typer.Exit(0 if result.ok else 1)
 
 
 def _plan_parts(data: dict) -> dict:
-    from sctk.ops.deps_upgrade import Held, Planned
+    from sctk.ops.dependency_upgrade import Held, Planned
 
     return {
         "upgrades": [Planned(**p) for p in data["upgrades"]],

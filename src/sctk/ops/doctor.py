@@ -267,7 +267,7 @@ def _selftest(settings: Settings) -> Finding:
     """`sctk selftest --quick` in a child process: whether the installed product works at all,
     apart from this data directory (a scratch home; nothing here is touched)."""
     from sctk.ops import selftest
-    from sctk.ops.deps_upgrade import lock_dir
+    from sctk.ops.dependency_upgrade import lock_dir
 
     report = selftest.run_isolated(quick=True)
     if report.ok:

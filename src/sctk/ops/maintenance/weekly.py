@@ -80,9 +80,9 @@ def key_rotation(ctx: TaskContext) -> TaskResult:
 
 @task("dependencies", "weekly", "Outdated packages and known advisories among sctk's own.")
 def dependencies(ctx: TaskContext) -> TaskResult:
-    from sctk.ops import deps
+    from sctk.ops import dependency_report
 
-    report = deps.check()
+    report = dependency_report.check()
     if not report.reachable:
         return TaskResult("warn", "could not reach the package index", report.as_dict())
     summary = (

@@ -55,13 +55,13 @@ def upgrade_outlook(rows: list[dict[str, str]]) -> tuple[list[dict], list[dict]]
     `sctk deps upgrade --dry-run` asks pip's resolver for it."""
     from packaging.utils import canonicalize_name
 
-    from sctk.ops import deps_upgrade
+    from sctk.ops import dependency_upgrade
 
     have = {
         canonicalize_name(d.metadata["Name"] or ""): d.version for d in metadata.distributions()
     }
     latest = {canonicalize_name(r["name"]): r["latest_version"] for r in rows}
-    allowed, held = deps_upgrade.classify(have, latest, deps_upgrade.candidates(have))
+    allowed, held = dependency_upgrade.classify(have, latest, dependency_upgrade.candidates(have))
     blocked = {h.name for h in held}
     upgrades = [
         {"name": n, "installed": have[n], "to": latest[n]}
