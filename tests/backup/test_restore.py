@@ -15,7 +15,7 @@ from sctk import config, runstate
 from sctk.backup import create, dbload
 from sctk.backup.location import init_repo
 from sctk.backup.restore import restore
-from sctk.backup.restore_test import table_counts
+from sctk.backup.scratch_restore import table_counts
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import AuditEntry
 from tests.backup.backup_support import ENV, populate, set_passphrase

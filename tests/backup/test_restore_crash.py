@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from sctk.backup import create
 from sctk.backup.location import init_repo
 from sctk.backup.restore import JOURNAL, WORK_DIR, recover
-from sctk.backup.restore_test import table_counts
+from sctk.backup.scratch_restore import table_counts
 from sctk.storage.engine import normalise_url
 from tests.backup.backup_support import ENV, set_passphrase
 from tests.backup.test_restore import tree

@@ -686,7 +686,7 @@ def _finish(
                     before_rev, after_rev = upgrade(engine, "head")
                 else:
                     after_rev = before_rev
-                from sctk.backup.restore_test import table_counts
+                from sctk.backup.scratch_restore import table_counts
 
                 tables, _ = table_counts(after.db_url)
                 _reconcile_runs(engine, repo)

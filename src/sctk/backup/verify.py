@@ -146,7 +146,7 @@ def _meanings(
     """Each target's consistency verdict (kept from its marker when one found it usable: a
     snapshot never changes), and the restore test of TESTED_ID, on one scratch load each."""
     from sctk.backup import consistency
-    from sctk.backup.restore_test import restore_test, scratch_database
+    from sctk.backup.scratch_restore import restore_test, scratch_database
 
     known = kinds.statuses(repo)
     verdicts: dict[str, dict[str, Any]] = {}

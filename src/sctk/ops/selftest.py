@@ -269,7 +269,7 @@ def _backup(sc: _Scratch, quick: bool) -> str:
     from sctk.backup.create import create_backup
     from sctk.backup.location import init_repo, open_repo
     from sctk.backup.restore import restore
-    from sctk.backup.restore_test import compare
+    from sctk.backup.scratch_restore import compare
     from sctk.backup.verify import verify_backup
 
     settings = sc.settings

@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, text
 
 from sctk.backup import create, dbload
 from sctk.backup.location import init_repo
-from sctk.backup.restore_test import compare, restore_test
+from sctk.backup.scratch_restore import compare, restore_test
 from sctk.storage.engine import normalise_url
 from tests.backup.backup_support import populate, set_passphrase
 
