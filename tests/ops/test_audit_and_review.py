@@ -1,4 +1,4 @@
-"""The compliance audit (`sctk audit`) and the access review (`sctk users review`)."""
+"""The compliance audit (`sctk compliance`) and the access review (`sctk users review`)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_a_fresh_install_is_audited_only_for_the_operators_decisions(tmp_path):
     served beyond loopback), and the fixes the report names bring it to 100."""
     home = tmp_path / "fresh"
     assert run_sctk("init", home=home).returncode == 0
-    r = run_sctk("audit", "--format", "json", "--min-score", "100", home=home, env=ROOMY)
+    r = run_sctk("compliance", "--format", "json", "--min-score", "100", home=home, env=ROOMY)
     assert r.returncode == 1, r.stderr
     report = json.loads(r.stdout)
     fixes = {c["name"]: c["fix"] for c in report["checks"] if c["status"] == "fail"}
@@ -48,7 +48,7 @@ def test_a_fresh_install_is_audited_only_for_the_operators_decisions(tmp_path):
 
     # served beyond loopback without a certificate, TLS is the third decision
     exposed = {**ROOMY, "SCTK_SERVER__HOST": "0.0.0.0", "SCTK_SERVER__INSECURE": "true"}
-    r = run_sctk("audit", "--format", "json", home=home, env=exposed)
+    r = run_sctk("compliance", "--format", "json", home=home, env=exposed)
     exposed_report = json.loads(r.stdout)
     failing_now = {c["name"] for c in exposed_report["checks"] if c["status"] == "fail"}
     assert failing_now == {"backup passphrase", "off-site copy", "plain HTTP beyond loopback"}
@@ -72,10 +72,10 @@ def test_a_fresh_install_is_audited_only_for_the_operators_decisions(tmp_path):
         done = run_sctk(*command, home=home)
         assert done.returncode == 0, (command, done.stdout, done.stderr)
 
-    r = run_sctk("audit", "--min-score", "100", "--format", "json", home=home, env=ROOMY)
+    r = run_sctk("compliance", "--min-score", "100", "--format", "json", home=home, env=ROOMY)
     assert r.returncode == 0, r.stdout
     assert json.loads(r.stdout)["score"] == 100
-    history = json.loads(run_sctk("audit", "--history", "--format", "json", home=home).stdout)
+    history = json.loads(run_sctk("compliance", "--history", "--format", "json", home=home).stdout)
     assert [h["score"] for h in history][:3] == [100, exposed_report["score"], report["score"]]
 
 
@@ -126,9 +126,9 @@ def test_the_access_review_names_each_finding_with_its_fix(settings, engine):
 
 @sqlite_only
 def test_audit_refuses_bad_input(settings):
-    r = run_sctk("audit", "--min-score", "101", home=settings.home)
+    r = run_sctk("compliance", "--min-score", "101", home=settings.home)
     assert r.returncode != 0 and "--min-score must lie between 0 and 100; got 101." in r.stderr
-    r = run_sctk("audit", "--format", "pdf", home=settings.home)
+    r = run_sctk("compliance", "--format", "pdf", home=settings.home)
     assert r.returncode != 0
     assert "Unknown format 'pdf'; use one of table, json, md, html." in r.stderr
     assert not list(settings.home.glob("reports/audit-*"))
@@ -140,3 +140,14 @@ def test_markdown_and_html_reports_carry_every_check(settings):
     for check in report.checks:
         assert check.name in md and check.name in page
     assert f"Score: **{report.score:g} / 100**" in md and "<table>" in page
+
+
+@sqlite_only
+def test_the_old_command_name_still_runs_the_compliance_audit_and_says_the_new_one(settings):
+    old = run_sctk("audit", "--format", "json", home=settings.home, env=ROOMY)
+    assert "'sctk audit' is now 'sctk compliance'" in old.stderr
+    report = json.loads(old.stdout)
+    assert 0 <= report["score"] <= 100 and report["checks"]
+    shown = run_sctk("--help")
+    names = [line.split()[1] for line in shown.stdout.splitlines() if line.startswith("│ ")]
+    assert "compliance" in names and "audit-log" in names and "audit" not in names

@@ -101,7 +101,7 @@ def test_upgrade_is_refused_while_a_service_runs(serving):
 def test_audit_and_doctor_report_the_served_port(serving):
     home, pid, port, configured = serving
     env = {"SCTK_SERVER__PORT": str(configured)}
-    r = run_sctk("audit", "--format", "json", home=home, env=env)
+    r = run_sctk("compliance", "--format", "json", home=home, env=env)
     assert r.returncode == 0, r.stderr
     checks = json.loads(r.stdout)["checks"]
     (plain,) = [c for c in checks if c["name"] == "plain HTTP beyond loopback"]

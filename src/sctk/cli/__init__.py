@@ -46,7 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "selftest": ("sctk.cli.selftest", "selftest"),
     "maintenance": ("sctk.cli.maintenance", "app"),
     "scheduler": ("sctk.cli.scheduler", "scheduler"),
-    "audit": ("sctk.cli.audit", "audit"),
+    "compliance": ("sctk.cli.compliance", "compliance"),
     "upgrade": ("sctk.cli.upgrade", "upgrade"),
     "rollback": ("sctk.cli.upgrade", "rollback"),
     "deps": ("sctk.cli.deps", "app"),
@@ -55,6 +55,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("sctk.cli.report", "report"),
     "emergency": ("sctk.cli.emergency", "emergency"),
 }
+
+
+# old name -> new name: kept working for one release, hidden from the help, with a notice
+ALIASES: dict[str, str] = {"audit": "compliance"}
 
 
 class LazyGroup(TyperGroup):
@@ -67,6 +71,8 @@ class LazyGroup(TyperGroup):
         return params
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in ALIASES:
+            return _alias(self.get_command(ctx, ALIASES[name]), name, ALIASES[name])
         if name not in COMMANDS:
             return super().get_command(ctx, name)
         module, attr = COMMANDS[name]
@@ -80,6 +86,23 @@ class LazyGroup(TyperGroup):
         command = typer.main.get_command(target)
         command.name = name
         return tidy(command)
+
+
+def _alias(command: click.Command, old: str, new: str) -> click.Command:
+    """COMMAND under its OLD name: hidden, and saying on stderr what to type instead."""
+    run = command.callback
+
+    def noticed(*args, **kwargs):
+        err_console.print(
+            f"'sctk {old}' is now 'sctk {new}'; the old name will be removed in the next release.",
+            highlight=False,
+        )
+        return run(*args, **kwargs)
+
+    command.callback = noticed
+    command.hidden = True
+    command.name = old
+    return command
 
 
 app = typer.Typer(

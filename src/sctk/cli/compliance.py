@@ -1,4 +1,5 @@
-"""`sctk audit`: the compliance audit, scored, written to reports/ and kept in a history."""
+"""`sctk compliance` (formerly `sctk audit`): the compliance audit, scored, written to reports/
+and kept in a history."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sctk.cli.common import console, print_json, settings, table
 STYLE = {"pass": "green", "fail": "red", "n/a": "dim"}
 
 
-def audit(
+def compliance(
     ctx: typer.Context,
     fmt: str = typer.Option("table", "--format", help="table, json, md or html."),
     min_score: float | None = typer.Option(
