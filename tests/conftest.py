@@ -91,7 +91,7 @@ class _Dropper:
         while (name := self._names.get()) is not None:
             try:
                 _drop(name)
-            except Exception as exc:  # noqa: BLE001 - reported at the end of the session
+            except Exception as exc:  # reported at the end of the session
                 self._errors.append(f"{name}: {exc}")
 
     def close(self) -> None:

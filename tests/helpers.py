@@ -37,7 +37,7 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: s
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - keep polling; reported on timeout
+        except Exception as exc:  # keep polling; reported on timeout
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}" + (f": {last_exc}" if last_exc else ""))

@@ -148,7 +148,7 @@ def declare(hook: str) -> None:
                 if hook in plugin.hooks and plugin.error is None:
                     try:
                         getattr(plugin._module, hook)()
-                    except Exception as exc:  # noqa: BLE001 - see _failed
+                    except Exception as exc:  # see _failed
                         _failed(plugin, f"failed to declare its {HOOKS[hook]}", exc)
             _declared.add(hook)
         finally:

@@ -335,5 +335,5 @@ class PauseWatcher:
                 elif self.paused and not wanted:
                     log.info("resuming: the data directory is ready again")
                     self._go_on()
-            except Exception:  # noqa: BLE001 - the watcher must outlive one bad pass
+            except Exception:  # the watcher must outlive one bad pass
                 log.exception("the pause watcher failed a pass; it tries again")

@@ -77,7 +77,7 @@ class RowWriter:
                         )
                     )
                 self.inserted += 1
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:  # reported by the test
             self.errors.append(exc)
 
     def __enter__(self) -> RowWriter:

@@ -194,7 +194,7 @@ def watch(url: str, into: list[dict[str, Any]], opened: list[float], errors: lis
     except ConnectionClosed as exc:
         if exc.rcvd is None or exc.rcvd.code != 1000:
             errors.append(f"{url.split('?')[0]} closed with {exc.rcvd}")
-    except Exception as exc:  # noqa: BLE001 - reported by the test
+    except Exception as exc:  # reported by the test
         errors.append(f"{url.split('?')[0]}: {type(exc).__name__}: {exc}")
 
 

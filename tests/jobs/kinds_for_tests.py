@@ -82,7 +82,7 @@ def stubborn(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     while time.monotonic() < deadline:
         try:
             time.sleep(max(deadline - time.monotonic(), 0.0))
-        except BaseException:  # noqa: BLE001 - a job that will not stop, on purpose
+        except BaseException:  # a job that will not stop, on purpose
             if not params.get("swallow"):
                 raise
     return {"slept": True}

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from nab_score import normalised, scaled_sigmoid, score_series  # noqa: E402
+from nab_score import normalised, scaled_sigmoid, score_series
 
 WINDOWS = [(1000, 1099), (3000, 3099)]
 PROBATION = 500

@@ -49,7 +49,7 @@ class Webhook:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
+            def do_POST(self):  # http.server's naming
                 length = int(self.headers.get("content-length", 0))
                 outer.bodies.append(json.loads(self.rfile.read(length)))
                 code = outer.statuses.pop(0) if outer.statuses else 200
@@ -102,7 +102,7 @@ class HangingServer:
 
 
 class Mailbox:
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's naming
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd's naming
         self.messages.append((time.monotonic(), envelope))
         return "250 Message accepted for delivery"
 

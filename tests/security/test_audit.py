@@ -303,7 +303,7 @@ def test_concurrent_appenders_keep_one_unbroken_chain(engine):
                     audit.record(s, audit.LOGIN_OK, actor=f"t{n}", details={"i": i})
                     if i % 3 == 0:
                         audit.record(s, audit.TOKEN_CREATED, actor=f"t{n}", details={"i": i})
-        except BaseException as exc:  # noqa: BLE001 - surfaced in the main thread below
+        except BaseException as exc:  # surfaced in the main thread below
             errors.append(exc)
 
     workers = [threading.Thread(target=appender, args=(n,)) for n in range(threads)]

@@ -489,7 +489,7 @@ def test_writer_with_a_stale_ring_cannot_strand_a_value_under_a_retired_key(sett
     def run() -> None:
         try:
             result["report"] = rotation.rotate(settings, batch_size=4)
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:  # reported by the main thread
             result["error"] = exc
 
     try:

@@ -26,7 +26,7 @@ from tests.security.conftest import (  # noqa: F401 - fixtures used by name
     sqlite_only,
     start_api,
 )
-from tests.security.conftest import api as api  # noqa: F401
+from tests.security.conftest import api as api
 from tests.uq.registry_helpers import SMALL_FLOW as SMALL
 from tests.uq.registry_helpers import frame, import_csv
 from tests.uq.test_uq_cli import _ok

@@ -26,7 +26,7 @@ from tests.security.conftest import (  # noqa: F401 - fixtures used by name
     sqlite_only,
     start_api,
 )
-from tests.security.conftest import api as api  # noqa: F401
+from tests.security.conftest import api as api
 from tests.uq.registry_helpers import TINY, frame, import_csv
 
 HOSTILE = ("pickle:loads", "os:system", "builtins:eval", "subprocess:getoutput")

@@ -141,7 +141,7 @@ def try_refresh(settings: Settings, repo: Any) -> str | None:
         with session_scope(engine) as session:
             refresh(session, repo)
         return None
-    except Exception as exc:  # noqa: BLE001 - the repository answered; the cache can wait
+    except Exception as exc:  # the repository answered; the cache can wait
         log.debug("refreshing the backup catalog cache failed", exc_info=True)
         return first_line(exc)
     finally:

@@ -79,7 +79,7 @@ def check(url: str, files: list[Any]) -> dict[str, Any]:
         out["audit_entries"] = chain.checked
         if not chain.ok:
             problems.append(f"the audit chain does not verify: {chain.problem}")
-    except Exception as exc:  # noqa: BLE001 - a database that cannot be read is the finding
+    except Exception as exc:  # a database that cannot be read is the finding
         problems.append(f"the database cannot be read: {first_line(exc)}")
     finally:
         engine.dispose()

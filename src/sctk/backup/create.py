@@ -188,7 +188,7 @@ def _announce(settings: Settings, summary: str) -> list[str]:
             attempts = notifiers.broadcast(
                 note, settings.alerts, s, Keyring.load(settings.home), timeout=30
             )
-    except Exception:  # noqa: BLE001 - the snapshot is committed and recorded either way
+    except Exception:  # the snapshot is committed and recorded either way
         log.warning("announcing the backup on the notifiers failed", exc_info=True)
         return []
     finally:

@@ -25,5 +25,5 @@ def publish(settings: Settings, succeeded: bool, payload: dict[str, Any]) -> Non
         from sctk.bus import get_bus
 
         get_bus(settings).publish(SUCCEEDED if succeeded else FAILED, payload)
-    except Exception:  # noqa: BLE001 - the run and its audit entry are stored; readable there
+    except Exception:  # the run and its audit entry are stored; readable there
         log.error("publishing a backup event on the bus failed", exc_info=True)

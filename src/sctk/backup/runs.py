@@ -38,7 +38,7 @@ def database_present(settings: Settings) -> bool:
 
     try:
         return sqlite_file(settings).is_file()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -117,7 +117,7 @@ def start(settings: Settings, kind: str, actor: str, repository: str) -> Run:
             session.add(row)
             session.flush()
             run.id = row.id
-    except Exception as exc:  # noqa: BLE001 - see the module docstring
+    except Exception as exc:  # see the module docstring
         log.debug("recording the start of a backup %s run failed", kind, exc_info=True)
         log.warning("could not record the backup %s run: %s", kind, first_line(exc))
     return run
@@ -187,7 +187,7 @@ def finish(
                 from sctk.backup import catalog
 
                 catalog.refresh(session, repo)
-    except Exception as exc:  # noqa: BLE001 - see the module docstring
+    except Exception as exc:  # see the module docstring
         log.debug("recording a backup %s run failed", run.kind, exc_info=True)
         if run.id is not None:  # its start was recorded: the end failing is news
             log.warning(
@@ -230,7 +230,7 @@ def audit_only(settings: Settings, event: str, actor: str, target: str, details:
     try:
         with _session(settings) as session:
             audit.record(session, event, actor=actor, target=target, details=details)
-    except Exception as exc:  # noqa: BLE001 - see the module docstring
+    except Exception as exc:  # see the module docstring
         log.warning("could not audit %s: %s", event, first_line(exc))
 
 

@@ -304,7 +304,7 @@ class Bus:
             self._last_prune = time.monotonic()
             try:
                 self.prune()
-            except Exception:  # noqa: BLE001 - pruning is housekeeping; the next one retries
+            except Exception:  # pruning is housekeeping; the next one retries
                 log.warning("pruning bus_messages failed", exc_info=True)
 
     def prune(self, older_than: timedelta = RETENTION) -> int:
@@ -359,7 +359,7 @@ class Bus:
             return
         try:
             item.sub.handler(item.envelope)
-        except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then kept
+        except Exception as exc:  # any handler failure is retried, then kept
             error = f"{type(exc).__name__}: {exc}"[:4000]
             if item.attempt < self.settings.bus.max_attempts:
                 delay = min(
@@ -407,7 +407,7 @@ class Bus:
                         created_at=utcnow(),
                     )
                 )
-        except Exception:  # noqa: BLE001 - nowhere left to keep it: say so loudly
+        except Exception:  # nowhere left to keep it: say so loudly
             log.error(
                 "bus message %s for handler %s could not be kept as a dead letter",
                 envelope.id,
@@ -467,7 +467,7 @@ class Bus:
                             self._on_notify(note.payload)
                             if self._listener_stop.is_set():
                                 break
-            except Exception as exc:  # noqa: BLE001 - reconnect whatever broke
+            except Exception as exc:  # reconnect whatever broke
                 self.listening.clear()
                 if self._listener_stop.is_set():
                     break
@@ -489,7 +489,7 @@ class Bus:
                         BusMessage.message_id == message_id
                     )
                 ).first()
-        except Exception:  # noqa: BLE001 - one lost message must not stop the listener
+        except Exception:  # one lost message must not stop the listener
             log.error("bus message %s could not be loaded", message_id, exc_info=True)
             return
         if row is None:
@@ -619,7 +619,7 @@ def bus_for_url(url: Any) -> Bus | None:
         loaded = config.load().settings
         if _key(loaded.db_url) == key and (loaded.home / "keys").is_dir():
             return get_bus(loaded)
-    except Exception:  # noqa: BLE001 - no usable default data directory
+    except Exception:  # no usable default data directory
         pass
     with _registry_lock:
         _no_bus.add(key)
@@ -640,7 +640,7 @@ def shutdown_all(timeout: float = 5.0) -> None:
     for bus in buses:
         try:
             bus.shutdown(timeout)
-        except Exception:  # noqa: BLE001 - at exit, one broken bus must not hide the others
+        except Exception:  # at exit, one broken bus must not hide the others
             log.error("stopping the bus failed", exc_info=True)
 
 

@@ -40,5 +40,5 @@ def connect_bus(settings: Settings) -> None:
     are published to subscribers as well as stored."""
     try:
         get_bus(settings)
-    except Exception:  # noqa: BLE001 - running jobs matters more than publishing their events
+    except Exception:  # running jobs matters more than publishing their events
         log.warning("job events will be stored but not published", exc_info=True)

@@ -57,7 +57,7 @@ def _publish_committed(session: Session) -> None:
             return
         for payload in pending:
             bus.publish(BUS_TYPE, payload)
-    except Exception:  # noqa: BLE001 - the events are stored; a subscriber can read them
+    except Exception:  # the events are stored; a subscriber can read them
         log.error("publishing %d job event(s) on the bus failed", len(pending), exc_info=True)
 
 

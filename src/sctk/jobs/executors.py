@@ -186,7 +186,7 @@ def _outcome(func: Callable[..., Any], params: dict[str, Any], ctx: RunContext) 
         # unless the database was away for a moment or the disk full (space may return)
         passing = isinstance(exc, DatabaseUnavailable | InsufficientStorage)
         return Outcome("error", error=exc.message, retryable=passing)
-    except Exception as exc:  # noqa: BLE001 - the job's own failure, reported as its error
+    except Exception as exc:  # the job's own failure, reported as its error
         full = no_space_error(exc, "the data directory")
         if full is not None:
             return Outcome("error", error=full.message, retryable=True)
@@ -242,7 +242,7 @@ def _child_init(parent: int, home: str | None = None) -> None:
 def _warm_engine(home: str) -> None:
     try:
         engine_for(home)
-    except Exception:  # noqa: BLE001 - the job's own first use reports what is wrong
+    except Exception:  # the job's own first use reports what is wrong
         log.debug("could not make the engine ahead of the first job", exc_info=True)
 
 
@@ -369,7 +369,7 @@ class DaskExecutor:
         if not self._nthreads or now - self._nthreads_at > 5.0:
             try:
                 self._nthreads = sum(self._client.nthreads().values())
-            except Exception:  # noqa: BLE001 - scheduler briefly unreachable: keep the old figure
+            except Exception:  # scheduler briefly unreachable: keep the old figure
                 log.warning("could not ask the Dask scheduler for its workers", exc_info=True)
             self._nthreads_at = now
         return self._nthreads

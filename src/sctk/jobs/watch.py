@@ -104,7 +104,7 @@ class Watch:
             wait = WATCH_PERIOD
             try:
                 found = self._look()
-            except Exception:  # noqa: BLE001 - the database away for a moment: look again
+            except Exception:  # the database away for a moment: look again
                 log.warning("could not look at job %s", self.ctx.job_id, exc_info=True)
                 continue
             if found is not None:

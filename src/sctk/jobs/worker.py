@@ -139,7 +139,7 @@ class Worker:
                     self._beat_outage.ok()
                 except OUTAGE_ERRORS as exc:  # keep beating; the database may come back
                     self._beat_outage.failed(exc)
-                except Exception:  # noqa: BLE001 - keep beating
+                except Exception:  # keep beating
                     log.warning("heartbeat failed", extra={"worker": self.id}, exc_info=True)
 
     # --- one pass ---------------------------------------------------------------------------
@@ -192,7 +192,7 @@ class Worker:
         for run in done:
             try:
                 outcome = run.future.result()
-            except Exception as exc:  # noqa: BLE001 - the process running it died or vanished
+            except Exception as exc:  # the process running it died or vanished
                 outcome = Outcome("error", error=f"the process running the job died: {exc!r}")
             finished.append((run, outcome))
         return finished
@@ -259,7 +259,7 @@ class Worker:
         )
         try:
             future = self.executor.submit(execute, func, params, ctx)
-        except Exception as exc:  # noqa: BLE001 - executor gone: give the job back
+        except Exception as exc:  # executor gone: give the job back
             log.error("could not start job %s: %r", job_id, exc, extra={"job_id": job_id})
             with session_scope(self.engine) as session:
                 queue.release(session, job_id, self.id, f"could not start it: {exc!r}")
@@ -285,7 +285,7 @@ class Worker:
         except OUTAGE_ERRORS as exc:  # the database away, a lock timeout: try again later
             self._wait(self._outage.failed(exc))
             return None
-        except Exception:  # noqa: BLE001 - a bug: said in full, then the loop goes on
+        except Exception:  # a bug: said in full, then the loop goes on
             log.exception("worker pass failed; retrying", extra={"worker": self.id})
             self._wait(self.policy.poll_seconds)
             return None
@@ -345,7 +345,7 @@ class Worker:
                 break
             try:
                 self.run_once(claim=False)
-            except Exception:  # noqa: BLE001 - keep waiting; stale detection is the backstop
+            except Exception:  # keep waiting; stale detection is the backstop
                 log.exception("recording an outcome failed", extra={"worker": self.id})
             self._wait(min(remaining, self.policy.poll_seconds))
 
@@ -356,7 +356,7 @@ class Worker:
             try:
                 with session_scope(self.engine) as session:
                     job = queue.release(session, job_id, self.id, reason)
-            except Exception:  # noqa: BLE001 - stale detection re-queues it later
+            except Exception:  # stale detection re-queues it later
                 log.exception("could not release job %s", job_id, extra={"job_id": job_id})
                 continue
             with self._lock:

@@ -582,7 +582,7 @@ def _record(settings: Settings, result: UpgradeResult, actor: str, started: date
             with session_scope(engine) as s:
                 ring = Keyring.load(settings.home)
                 notifiers.broadcast(note, settings.alerts, s, ring, record=record, timeout=30)
-        except Exception:  # noqa: BLE001 - the run is recorded; the notice is best effort
+        except Exception:  # the run is recorded; the notice is best effort
             log.warning("announcing the package upgrade on the notifiers failed", exc_info=True)
     finally:
         engine.dispose()
@@ -638,7 +638,7 @@ def upgrade(
     except KeyboardInterrupt:
         _rollback(have, wheels, source)  # an operator's Ctrl-C leaves the saved set, too
         raise
-    except Exception as exc:  # noqa: BLE001 - pip timing out, a full disk: roll back first
+    except Exception as exc:  # pip timing out, a full disk: roll back first
         failed = ("error", f"the upgrade stopped: {type(exc).__name__}: {exc}")
     after = installed()
     changed = {

@@ -292,7 +292,7 @@ def run_emergency(
         def attempt(name: str, fn: Callable[[], Step]) -> None:
             try:
                 record(fn())
-            except Exception as exc:  # noqa: BLE001 - record it and go on
+            except Exception as exc:  # record it and go on
                 record(Step(name, False, _why(exc)))
 
         def assess() -> Step:
@@ -334,7 +334,7 @@ def run_emergency(
                 step = restore_latest_verified(
                     settings, actor, (lambda _q: True) if restore == "yes" else confirm
                 )
-            except Exception as exc:  # noqa: BLE001 - record it and go on
+            except Exception as exc:  # record it and go on
                 step = Step("restore", False, _why(exc))
             if step.ok and not step.details.get("declined"):
                 report.incident_id = _after_restore(engine, report, actor, reason)

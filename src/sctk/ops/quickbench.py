@@ -79,7 +79,7 @@ def _prediction(settings: Settings, engine) -> tuple[dict[str, float], dict[str,
             model = registry.load(settings.home, row)
             X, source = calibration_sample(s, settings.home, row, model, 1000)
             figure = _ms(lambda: model.predict_interval(X, 0.1))
-        except Exception as exc:  # noqa: BLE001 - the benchmark reports it, the group goes on
+        except Exception as exc:  # the benchmark reports it, the group goes on
             why = exc.message if isinstance(exc, SctkError) else f"{type(exc).__name__}: {exc}"
             return {}, {"prediction": f"model {label} could not predict: {why}"}
     return {"predict_1000_rows_ms": figure}, {"prediction": f"model {label} on {source}"}

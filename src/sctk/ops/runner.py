@@ -57,7 +57,7 @@ def run_one(engine, settings: Settings, task: Task, trigger: str, actor: str) ->
     except SctkError as exc:  # a stated reason (no passphrase, no repository): no traceback
         log.warning("maintenance task %s failed: %s", task.name, exc.message)
         result = TaskResult("fail", exc.message)
-    except Exception as exc:  # noqa: BLE001 - a failing task is a recorded outcome
+    except Exception as exc:  # a failing task is a recorded outcome
         full = no_space_error(exc, settings.home)
         if full is not None:  # a full disk under a report or an archive: its one sentence
             log.warning("maintenance task %s failed: %s", task.name, full.message)

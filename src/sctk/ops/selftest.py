@@ -341,7 +341,7 @@ def _plugins(sc: _Scratch, quick: bool) -> str:
             raise SctkError(
                 f"physics '{ep.name}' of {dist} cannot be loaded: {exc.message}"
             ) from None
-        except Exception as exc:  # noqa: BLE001 - whatever the plugin's import raises
+        except Exception as exc:  # whatever the plugin's import raises
             raise SctkError(
                 f"physics '{ep.name}' of {dist} cannot be imported: {type(exc).__name__}: {exc}"
             ) from None
@@ -400,7 +400,7 @@ def run(
             else:
                 try:
                     step = Step(name, "pass", 0.0, func(sc, quick))
-                except Exception as exc:  # noqa: BLE001 - a failing step is the finding
+                except Exception as exc:  # a failing step is the finding
                     step = Step(name, "fail", 0.0, _reason(exc))
             # microseconds: a fast step (the postgresql probe) rounded to milliseconds read 0.0
             step.seconds = round(time.perf_counter() - t0, 6)

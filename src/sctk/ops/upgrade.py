@@ -210,7 +210,7 @@ def _validated(
     try:
         checked = validate(settings)
         crashpoints.reached("upgrade.validated")
-    except Exception as exc:  # noqa: BLE001 - every failure rolls back the same way
+    except Exception as exc:  # every failure rolls back the same way
         why = exc.message if isinstance(exc, SctkError) else f"{type(exc).__name__}: {exc}"
         return _undo(settings, journal, why, actor, started)
     _audit(settings, "upgrade.attempt", actor, "ok", {**journal, **checked})
@@ -291,7 +291,7 @@ def upgrade(
         crashpoints.reached("upgrade.config-migrated")
         (migrate_fn or migrate.upgrade)(engine, p.target)
         crashpoints.reached("upgrade.migrated")
-    except Exception as exc:  # noqa: BLE001 - every failure rolls back the same way
+    except Exception as exc:  # every failure rolls back the same way
         engine.dispose()  # no connection open on the file the restore replaces
         why = exc.message if isinstance(exc, SctkError) else f"{type(exc).__name__}: {exc}"
         return _undo(settings, journal, why, actor, started)

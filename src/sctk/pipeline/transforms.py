@@ -452,7 +452,7 @@ def evaluate(df: pd.DataFrame, expr: str, max_bytes: int | None = None) -> pd.Se
             value = _Evaluator(df, expr, limit).run(tree)
     except PipelineError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a type mismatch in the user's expression
+    except Exception as exc:  # a type mismatch in the user's expression
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
         raise PipelineError(f"The expression {expr[:80]!r} cannot be evaluated: {first}.") from None
     if isinstance(value, pd.Series):

@@ -89,7 +89,7 @@ def bounded_engine(url: URL, db: DatabaseSettings) -> Engine:
     per_wait = statement + answer if statement > 0 else None
 
     @event.listens_for(engine, "do_connect")
-    def _connect(_dialect, _record, cargs, cparams):  # noqa: ANN001 - SQLAlchemy's hook
+    def _connect(_dialect, _record, cargs, cparams):  # SQLAlchemy's hook
         conn = BoundedConnection.connect(*cargs, **cparams)
         conn.answer_timeout = per_wait
         return conn

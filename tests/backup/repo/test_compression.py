@@ -133,7 +133,7 @@ def test_trial_on_a_stored_chunk_and_a_failed_trial_never_leave_chunks_waiting(
     def run() -> None:
         try:
             backup(repo, src)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:  # handed to the test thread
             raised.append(exc)
 
     worker = threading.Thread(target=run, daemon=True)  # a hang must fail, not block the suite
