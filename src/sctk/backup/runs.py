@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from sctk.backup import events
 from sctk.backup.location import display
 from sctk.config import Settings
-from sctk.storage.engine import first_line
+from sctk.storage.engine import first_line, one_off_session
 from sctk.storage.models import BackupRun
 
 log = logging.getLogger(__name__)
@@ -52,24 +52,6 @@ class Run:
     repository: str
     id: int | None = None
     started: float = field(default_factory=time.monotonic)
-
-
-def _session(settings: Settings):
-    from sctk.storage.engine import make_engine, session_scope
-
-    class _Scope:
-        def __enter__(self) -> Session:
-            self.engine = make_engine(settings)
-            self.scope = session_scope(self.engine)
-            return self.scope.__enter__()
-
-        def __exit__(self, *exc: Any) -> bool | None:
-            try:
-                return self.scope.__exit__(*exc)
-            finally:
-                self.engine.dispose()
-
-    return _Scope()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -103,7 +85,7 @@ def start(settings: Settings, kind: str, actor: str, repository: str) -> Run:
     if not database_present(settings):
         return run
     try:
-        with _session(settings) as session:
+        with one_off_session(settings) as session:
             _close_orphans(session)
             row = BackupRun(
                 kind=kind,
@@ -152,7 +134,7 @@ def finish(
         log.log(logging.INFO if ok else logging.ERROR, "backup %s: %s", run.kind, message)
         return payload
     try:
-        with _session(run.settings) as session:
+        with one_off_session(run.settings) as session:
             row = session.get(BackupRun, run.id) if run.id is not None else None
             if row is None:
                 row = BackupRun(
@@ -228,7 +210,7 @@ def audit_only(settings: Settings, event: str, actor: str, target: str, details:
     if not database_present(settings):
         return
     try:
-        with _session(settings) as session:
+        with one_off_session(settings) as session:
             audit.record(session, event, actor=actor, target=target, details=details)
     except Exception as exc:  # see the module docstring
         log.warning("could not audit %s: %s", event, first_line(exc))

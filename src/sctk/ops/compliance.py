@@ -25,7 +25,7 @@ from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.fsutil import atomic_write
 from sctk.ops import access_review, integrity
-from sctk.storage.engine import make_engine, session_scope
+from sctk.storage.engine import make_engine, one_off_session, session_scope
 from sctk.storage.models import BackupRun, BackupSnapshot, MaintenanceRun
 
 FORMATS = ("table", "json", "md", "html")
@@ -482,42 +482,34 @@ def record(settings: Settings, report: AuditReport, path: Path, trigger: str = "
     """Add a run of the audit made outside the scheduler to the history (the monthly task's
     runs are recorded by the task runner, in the same shape)."""
     status, line = summary(report)
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as s:
-            s.add(
-                MaintenanceRun(
-                    task=HISTORY_TASK,
-                    trigger=trigger,
-                    status=status,
-                    summary=line,
-                    details=details(settings, report, path),
-                    started_at=report.at,
-                    finished_at=datetime.now(UTC),
-                )
+    with one_off_session(settings) as s:
+        s.add(
+            MaintenanceRun(
+                task=HISTORY_TASK,
+                trigger=trigger,
+                status=status,
+                summary=line,
+                details=details(settings, report, path),
+                started_at=report.at,
+                finished_at=datetime.now(UTC),
             )
-    finally:
-        engine.dispose()
+        )
 
 
 def history(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as s:
-            rows = s.scalars(
-                select(MaintenanceRun)
-                .where(MaintenanceRun.task == HISTORY_TASK)
-                .order_by(MaintenanceRun.id.desc())
-                .limit(limit)
-            )
-            return [
-                {
-                    "at": r.started_at.isoformat(),
-                    "score": r.details.get("score"),
-                    "summary": r.summary,
-                    "report": r.details.get("report"),
-                }
-                for r in rows
-            ]
-    finally:
-        engine.dispose()
+    with one_off_session(settings) as s:
+        rows = s.scalars(
+            select(MaintenanceRun)
+            .where(MaintenanceRun.task == HISTORY_TASK)
+            .order_by(MaintenanceRun.id.desc())
+            .limit(limit)
+        )
+        return [
+            {
+                "at": r.started_at.isoformat(),
+                "score": r.details.get("score"),
+                "summary": r.summary,
+                "report": r.details.get("report"),
+            }
+            for r in rows
+        ]

@@ -74,7 +74,7 @@ def set_value(settings: Settings, key: str, raw: str, actor: str) -> Change:
     Nothing is written unless the whole file still validates and the audit entry is stored.
     """
     from sctk.security import audit
-    from sctk.storage.engine import make_engine, session_scope
+    from sctk.storage.engine import one_off_session
 
     path = settings.home / CONFIG_FILE_NAME
     parts, secret = _field(key)
@@ -96,18 +96,14 @@ def set_value(settings: Settings, key: str, raw: str, actor: str) -> Change:
 
     shown_old = _effective(settings, parts, secret, old)
     shown_new = REDACTED if secret else value
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as session:
-            audit.record(
-                session,
-                "config.changed",
-                actor=actor,
-                target=key,
-                details={"old": shown_old, "new": shown_new},
-            )
-            # written inside the transaction: if the file cannot be written, no entry stays
-            atomic_write(path, tomlkit.dumps(doc), mode=CONFIG_FILE_MODE)
-    finally:
-        engine.dispose()
+    with one_off_session(settings) as session:
+        audit.record(
+            session,
+            "config.changed",
+            actor=actor,
+            target=key,
+            details={"old": shown_old, "new": shown_new},
+        )
+        # written inside the transaction: if the file cannot be written, no entry stays
+        atomic_write(path, tomlkit.dumps(doc), mode=CONFIG_FILE_MODE)
     return Change(key, shown_old, shown_new, secret)

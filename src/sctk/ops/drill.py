@@ -63,39 +63,31 @@ def _token(target_settings: Settings) -> str:
     from datetime import timedelta
 
     from sctk.security import tokens, users
-    from sctk.storage.engine import make_engine, session_scope
+    from sctk.storage.engine import one_off_session
 
-    engine = make_engine(target_settings)
-    try:
-        with session_scope(engine) as s:
-            user = users.create(s, "dr-drill", secrets.token_urlsafe(24), "analyst", "dr-drill")
-            plain, _ = tokens.create(s, user, "dr-drill", timedelta(minutes=30), "dr-drill")
-            return plain
-    finally:
-        engine.dispose()
+    with one_off_session(target_settings) as s:
+        user = users.create(s, "dr-drill", secrets.token_urlsafe(24), "analyst", "dr-drill")
+        plain, _ = tokens.create(s, user, "dr-drill", timedelta(minutes=30), "dr-drill")
+        return plain
 
 
 def _one_prediction(target_settings: Settings, base: str) -> dict[str, Any]:
     from sqlalchemy import select
 
-    from sctk.storage.engine import make_engine, session_scope
+    from sctk.storage.engine import one_off_session
     from sctk.storage.models import UqModel
     from sctk.uq import registry
 
-    engine = make_engine(target_settings)
-    try:
-        with session_scope(engine) as s:
-            row = s.scalar(select(UqModel).order_by(UqModel.id.desc()).limit(1))
-            if row is None:
-                return {"made": False, "why": "the snapshot holds no model"}
-            if row.kind == "field":
-                c, h, w = registry.field_shape(row)
-                body: dict[str, Any] = {"fields": [[[[0.0] * w] * h] * c]}
-            else:
-                body = {"rows": [dict.fromkeys(registry.features_of(row), 0.0)]}
-            model_id, label = row.id, registry.label(row)
-    finally:
-        engine.dispose()
+    with one_off_session(target_settings) as s:
+        row = s.scalar(select(UqModel).order_by(UqModel.id.desc()).limit(1))
+        if row is None:
+            return {"made": False, "why": "the snapshot holds no model"}
+        if row.kind == "field":
+            c, h, w = registry.field_shape(row)
+            body: dict[str, Any] = {"fields": [[[[0.0] * w] * h] * c]}
+        else:
+            body = {"rows": [dict.fromkeys(registry.features_of(row), 0.0)]}
+        model_id, label = row.id, registry.label(row)
     token = _token(target_settings)
     r = httpx.post(
         f"{base}/api/v1/models/{model_id}/predict",

@@ -21,7 +21,7 @@ from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.fsutil import atomic_write
 from sctk.plots import figure, png_bytes
-from sctk.storage.engine import make_engine, session_scope
+from sctk.storage.engine import one_off_session
 from sctk.storage.models import (
     Alert,
     BackupRun,
@@ -154,27 +154,23 @@ def build(settings: Settings, period: str, end: datetime | None = None) -> OpsRe
     end = end or datetime.now(UTC)
     start = end - timedelta(days=PERIODS[period])
     report = OpsReport(period, start, end)
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as s:
-            availability, daily = _availability(s, start)
-            backups, per_day = _backups(s, start)
-            maintenance = _maintenance(s, start)
-            report.sections = {
-                **availability,
-                **_incidents(s, start, end),
-                **_alerts(s, start),
-                **backups,
-                **maintenance,
-            }
-            report.series = {
-                "availability": daily,
-                "backups per day": per_day,
-                "audit score": maintenance["audit_scores"],
-                "model coverage": _coverage(s, start),
-            }
-    finally:
-        engine.dispose()
+    with one_off_session(settings) as s:
+        availability, daily = _availability(s, start)
+        backups, per_day = _backups(s, start)
+        maintenance = _maintenance(s, start)
+        report.sections = {
+            **availability,
+            **_incidents(s, start, end),
+            **_alerts(s, start),
+            **backups,
+            **maintenance,
+        }
+        report.series = {
+            "availability": daily,
+            "backups per day": per_day,
+            "audit score": maintenance["audit_scores"],
+            "model coverage": _coverage(s, start),
+        }
     return report
 
 

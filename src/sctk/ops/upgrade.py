@@ -26,7 +26,7 @@ from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.fsutil import atomic_write
 from sctk.storage import migrate
-from sctk.storage.engine import make_engine, session_scope
+from sctk.storage.engine import make_engine, one_off_session
 
 log = logging.getLogger(__name__)
 PRE_UPDATE = "pre-update"
@@ -98,27 +98,21 @@ def smoke_prediction(settings: Settings) -> dict[str, Any]:
     from sctk.storage.models import UqModel
     from sctk.uq import registry
 
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as s:
-            row = s.scalar(select(UqModel).order_by(UqModel.id.desc()).limit(1))
-            if row is None:
-                return {"made": False, "why": "no model in the registry"}
-            model = registry.load(settings.home, row)
-            if row.kind == "field":
-                X = np.zeros((1, *registry.field_shape(row)))
-            else:  # rows of zeros would fail a physics that divides by a feature
-                from sctk.uq.inputs import calibration_sample
+    with one_off_session(settings) as s:
+        row = s.scalar(select(UqModel).order_by(UqModel.id.desc()).limit(1))
+        if row is None:
+            return {"made": False, "why": "no model in the registry"}
+        model = registry.load(settings.home, row)
+        if row.kind == "field":
+            X = np.zeros((1, *registry.field_shape(row)))
+        else:  # rows of zeros would fail a physics that divides by a feature
+            from sctk.uq.inputs import calibration_sample
 
-                X, _ = calibration_sample(s, settings.home, row, model, 1)
-            out = model.predict_interval(X, alpha=0.1)
-            if not np.all(np.isfinite(out["mean"])):
-                raise SctkError(
-                    f"The smoke prediction of model {registry.label(row)} is not finite."
-                )
-            return {"made": True, "model": registry.label(row)}
-    finally:
-        engine.dispose()
+            X, _ = calibration_sample(s, settings.home, row, model, 1)
+        out = model.predict_interval(X, alpha=0.1)
+        if not np.all(np.isfinite(out["mean"])):
+            raise SctkError(f"The smoke prediction of model {registry.label(row)} is not finite.")
+        return {"made": True, "model": registry.label(row)}
 
 
 def validate(settings: Settings) -> dict[str, Any]:
@@ -137,12 +131,8 @@ def validate(settings: Settings) -> dict[str, Any]:
 def _audit(settings: Settings, event: str, actor: str, outcome: str, details: dict) -> None:
     from sctk.security import audit
 
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as s:
-            audit.record(s, event, actor=actor, target="sctk", outcome=outcome, details=details)
-    finally:
-        engine.dispose()
+    with one_off_session(settings) as s:
+        audit.record(s, event, actor=actor, target="sctk", outcome=outcome, details=details)
 
 
 def _restore_snapshot(settings: Settings, snapshot: str, actor: str) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sctk.config import Settings
 from sctk.security import audit, passwords, users
-from sctk.storage.engine import make_engine, session_scope
+from sctk.storage.engine import one_off_session
 
 FIRST_ADMIN = "admin"
 GENERATED_EVENT = "user.password_generated"
@@ -30,19 +30,15 @@ def check_admin_password(password: str | None) -> None:
 
 def ensure_first_admin(settings: Settings, password: str | None) -> FirstAdmin | None:
     """Create the admin when there are no users; return it, or None when users exist."""
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as session:
-            if users.count(session):
-                return None
-            generated = None
-            if password is None:
-                generated = password = passwords.generate_password()
-            users.create(session, FIRST_ADMIN, password, "admin", actor="sctk init")
-            if generated is not None:
-                # shown once to whoever ran init and known to nobody else: the audit does not
-                # ask for it to be changed, as it does for one taken from SCTK_ADMIN_PASSWORD
-                audit.record(session, GENERATED_EVENT, actor="sctk init", target=FIRST_ADMIN)
-            return FirstAdmin(FIRST_ADMIN, generated)
-    finally:
-        engine.dispose()
+    with one_off_session(settings) as session:
+        if users.count(session):
+            return None
+        generated = None
+        if password is None:
+            generated = password = passwords.generate_password()
+        users.create(session, FIRST_ADMIN, password, "admin", actor="sctk init")
+        if generated is not None:
+            # shown once to whoever ran init and known to nobody else: the audit does not
+            # ask for it to be changed, as it does for one taken from SCTK_ADMIN_PASSWORD
+            audit.record(session, GENERATED_EVENT, actor="sctk init", target=FIRST_ADMIN)
+        return FirstAdmin(FIRST_ADMIN, generated)

@@ -207,6 +207,18 @@ def ping(engine: Engine) -> float:
 
 
 @contextmanager
+def one_off_session(settings: Settings) -> Iterator[Session]:
+    """A session on an engine of its own, disposed afterwards: for a record written now and
+    then by code that holds no engine (a backup run's row, from a command or a job)."""
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+@contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session that commits on success and rolls back on any error."""
     factory = sessionmaker(engine, expire_on_commit=False)
