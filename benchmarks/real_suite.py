@@ -205,7 +205,7 @@ def fresh_recordings() -> tuple[Recording, ...]:
         ("EWR", "wind_speed", "ewr_wind_hourly", True, False),
     ):
         w = weather[weather["origin"] == origin]
-        values = w[column].to_numpy(dtype=float)
+        values = w[column].to_numpy(dtype=float, copy=True)
         if column == "wind_speed":
             # one reading of 1048 mph is a recording error, not weather: read as missing
             values[values > 200] = np.nan
