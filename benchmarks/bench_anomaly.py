@@ -21,7 +21,7 @@ data). Goal: the default scores at least 40 points above the guide's rule with f
 a quarter of its false alarms.
 
 The defaults of ``robust`` were chosen by looking at suites drawn with other seeds
-(seeds 7 to 11 during development), those of ``adaptive`` on the tune part of the real
+(seeds 7 to 11 during development), those of ``adaptive`` on the tuning parts of the real
 suite (benchmarks/bench_anomaly_real.py); the seed of the figures in RESULTS.md (2026) was
 not used to choose either.
 """
@@ -156,7 +156,7 @@ def report(rows: list[dict], suite: list[Series], seed: int, command: str) -> st
         "",
         f"The defaults of `robust` were chosen on suites drawn with seeds "
         f"{TUNE_SEEDS[0]} to {TUNE_SEEDS[-1]} (`--seed N --no-write`), those of `adaptive` "
-        "on the tune part of the real suite (next section); seed "
+        "on the tuning parts of the real suite (next section); seed "
         f"{seed} was not looked at while choosing them. A NAB score below 0 means the false "
         "positives cost more than the detections earn (the scale has no lower bound).",
         "",
