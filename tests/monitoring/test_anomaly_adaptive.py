@@ -148,3 +148,23 @@ def test_costs_stay_bounded_and_bad_parameters_are_one_sentence():
         with pytest.raises(ConfigError, match=words):
             make_detector("adaptive", **params)
     assert math.isfinite(det.score)
+
+
+def test_a_series_that_wanders_and_comes_back_is_flagged_once_but_a_leak_still_is():
+    rng = np.random.default_rng(9)
+    n = 7000
+    x = 50 + rng.normal(0, 0.5, n)
+    # like weather or demand: every 400 samples the series leaves its level by 8 (16 sigma)
+    # for 150 samples, then comes back
+    bump = 8 * np.sin(np.pi * np.arange(150) / 150)
+    for start in range(300, 5000, 400):
+        x[start : start + 150] += bump
+    # then a leak that leaves its level faster and further than the wandering ever did,
+    # and stays (what it must show to stand out from a series that wanders like this)
+    x[5500:5800] += np.linspace(0, 40, 300)
+    x[5800:] += 40
+    found = run(AdaptiveDetector(), x)
+    wandering = [i for i, a in found if i < 5400]
+    assert len(wandering) == 1  # the first excursion is news; the ones like it are not
+    assert run(AdaptiveDetector(drift_margin=0), x[:5400]).__len__() > 5  # without the margin
+    assert [a.kind for i, a in found if i >= 5400] == ["drift"]
