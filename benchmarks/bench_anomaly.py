@@ -38,11 +38,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from anomaly_suite import Series, make_suite  # noqa: E402
-from nab_score import SeriesScore, normalised, recall_table, score_series  # noqa: E402
-from results import RESULTS, write_section  # noqa: E402
+from anomaly_suite import Series, make_suite
+from nab_score import SeriesScore, normalised, recall_table, score_series
+from results import RESULTS, write_section
 
-from sctk.monitoring.anomaly import make_detector  # noqa: E402
+from sctk.monitoring.anomaly import make_detector
 
 SECTION = "## Anomaly detection"
 # (registry name, parameters, label); the first two are the comparison, both untuned

@@ -43,9 +43,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from anomaly_suite import Series  # noqa: E402
-from nab_score import PROFILES, STANDARD, normalised, recall_table, score_series  # noqa: E402
-from real_suite import (  # noqa: E402
+from anomaly_suite import Series
+from nab_score import PROFILES, STANDARD, normalised, recall_table, score_series
+from real_suite import (
     LABELLED_COPIES,
     PARTS,
     QUIET_COPIES,
@@ -54,9 +54,9 @@ from real_suite import (  # noqa: E402
     make_part,
     part_recordings,
 )
-from results import RESULTS, write_section  # noqa: E402
+from results import RESULTS, write_section
 
-from sctk.monitoring.anomaly import make_detector  # noqa: E402
+from sctk.monitoring.anomaly import make_detector
 
 SECTION = "## Anomaly detection on real series"
 

@@ -40,7 +40,7 @@ from results import RESULTS, write_section  # benchmarks/results.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests package
 
-from tests.reliability.harness import (  # noqa: E402
+from tests.reliability.harness import (
     LoadResult,
     Target,
     bare_api,

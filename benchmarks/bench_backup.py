@@ -519,7 +519,7 @@ def _db_chunks(repo, snapshot_id: str, db: str = "sctk.db") -> dict:
             "new_chunks": len(new),
             "new_stored": sum(repo.index.entries[c][2] for c in new),
         }
-    except Exception:  # noqa: BLE001 - a diagnostic only
+    except Exception:  # a diagnostic only
         return {}
 
 

@@ -86,7 +86,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from anomaly_suite import Label, Series, place_onsets, probation_length  # noqa: E402
+from anomaly_suite import Label, Series, place_onsets, probation_length
 
 HOUR = 3600.0
 CLOCK = 600.0  # the clock of the recordings that are not hourly
