@@ -25,6 +25,7 @@ TASK_MODULES = [
     "sctk.ops.maintenance.weekly",
     "sctk.ops.maintenance.monthly",
     "sctk.ops.maintenance.quarterly",
+    "sctk.ops.maintenance.uq",
 ]
 
 
