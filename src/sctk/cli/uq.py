@@ -363,6 +363,14 @@ def evaluate(
         f"{_num(result.get('crps'), 4)}, miscalibration area "
         f"{_num(cal.get('miscalibration_area'), 4)}",
         f"  psi mean {result['psi']['mean']:.3f} (min {result['psi']['min']:.3f})",
+        *(
+            [
+                f"  {result['band']} bands: per-pixel coverage {result['pixel_coverage']:.3f}, "
+                f"whole-field coverage {result['field_coverage']:.3f}"
+            ]
+            if "field_coverage" in result
+            else []
+        ),
         f"  report: {result['report']['json']}",
         f"          {result['report']['calibration']}",
         f"          {result['report']['intervals']}",
