@@ -17,9 +17,9 @@ from tests.uq.test_field_hybrid import SMALL, small_physics
 
 @pytest.fixture(scope="module")
 def trained():
-    X, _, Y = make_pairs(140, seed=1, problem=SMALL)
+    X, _, Y = make_pairs(110, seed=1, problem=SMALL)
     model = FieldHybridRegressor(
-        physics=small_physics, dx=2 * np.pi / 16, epochs=15, width=8, seed=0, band="field"
+        physics=small_physics, dx=2 * np.pi / 16, epochs=10, width=8, seed=0, band="field"
     ).fit(X[:40], Y[:40], X[40:60], Y[40:60])
     return model, X[40:], Y[40:]
 
@@ -29,7 +29,7 @@ def test_whole_field_bands_cover_whole_fields_and_pixel_bands_do_not(trained):
     field_cov, pixel_band_field_cov, pixel_cov = [], [], []
     for split in range(20):
         order = np.random.default_rng(split).permutation(len(pool_X))
-        cal, test = order[:50], order[50:]
+        cal, test = order[:35], order[35:]
         for band in ("field", "pixel"):
             model.band = band
             model.calibrate(pool_X[cal], pool_Y[cal])

@@ -137,6 +137,10 @@ class PredictOut(BaseModel):
         description="The miscoverage the intervals were built at: alpha, or in adaptive mode "
         "the model's alpha_t (PUT .../adaptive).",
     )
+    observed: list[float | None] | None = Field(
+        None,
+        description="A dataset's true values of a tabular model's target, when it holds them.",
+    )
     rows: int = Field(description="Rows, or fields of a field model.")
     shape: list[int] | None = Field(None, description="Field models: [C, H, W] of a field.")
     mean: list[Any]
@@ -367,4 +371,20 @@ def _predict(state: Any, body: PredictIn, model_id: int) -> dict[str, Any]:
         frame = store.read(settings.home, ds)
         used = effective_alpha(session, row, body.alpha) if row.kind != "field" else body.alpha
     out = registry.predict(settings.home, row, frame, used, cache=c, what=what)
-    return {**out, "alpha": body.alpha, "alpha_used": used}
+    return {**out, "alpha": body.alpha, "alpha_used": used, "observed": _observed(row, frame)}
+
+
+def _observed(row: Any, frame: Any) -> list[float | None] | None:
+    """The dataset's true values of a tabular model's target, when it holds them (the
+    dashboard draws them beside the intervals); None for a missing one."""
+    import numpy as np
+    import pandas as pd
+
+    target = str((row.lineage or {}).get("target") or "")
+    if row.kind == "field" or target not in frame.columns:
+        return None
+    col = frame[target]
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return None
+    values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    return [float(v) if np.isfinite(v) else None for v in values]
