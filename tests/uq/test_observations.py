@@ -36,19 +36,21 @@ def drawn(n: int, seed: int, noise: float = 0.1) -> pd.DataFrame:
     return pd.DataFrame({"a": a, "b": b, "y": np.sin(a) + 0.5 * b + rng.normal(0, noise, n)})
 
 
-def _train(settings, engine) -> int:
+def _train(settings, db) -> int:
     """A small model calibrated on 300 rows (so that its coverage is near 0.9 itself)."""
     import_csv(settings, drawn(600, 0), "runs")
-    with session_scope(engine) as s:
+    with session_scope(db) as s:
         params = {"dataset": "runs", "target": "y", "config": {**TINY, "epochs": 20},
                   "name": "drag", "calibration": 0.5}  # fmt: skip
         return train(s, settings.home, params)["model"]["id"]
 
 
-def _count(engine, model_id: int) -> int:
-    with session_scope(engine) as s:
+def _count(db, model_id: int) -> int:
+    with session_scope(db) as s:
         return s.scalar(
-            select(func.count()).select_from(UqObservation).where(UqObservation.model_id == model_id)
+            select(func.count())
+            .select_from(UqObservation)
+            .where(UqObservation.model_id == model_id)
         )
 
 
@@ -119,7 +121,7 @@ def test_observations_need_an_analyst_and_a_known_model(api, model):
     assert _count(api.engine, model) == 0
 
 
-def test_the_alert_fires_on_too_narrow_intervals_not_on_calibrated_ones(settings, engine):
+def test_the_alert_fires_on_too_narrow_intervals_not_on_calibrated_ones(settings, engine):  # noqa: F811
     calibrated = _train(settings, engine)
     with session_scope(engine) as s:  # a second version whose intervals are a third as wide
         row = registry.get(s, calibrated)
@@ -136,9 +138,7 @@ def test_the_alert_fires_on_too_narrow_intervals_not_on_calibrated_ones(settings
             bad = observations.record(s, settings, registry.get(s, narrow), X, y)
         assert ok["window"]["tested"] and not ok["window"]["low"], ok["window"]
         assert bad["window"]["low"] and bad["window"]["p_value"] < 1e-6, bad["window"]
-        fired = wait_until(
-            lambda: _coverage_alerts(engine), timeout=20, what="the coverage alert"
-        )
+        fired = wait_until(lambda: _coverage_alerts(engine), timeout=20, what="the coverage alert")
     finally:
         watch.close()
     assert [a.labels["model"] for a in fired] == ["drag:2"]
@@ -146,8 +146,8 @@ def test_the_alert_fires_on_too_narrow_intervals_not_on_calibrated_ones(settings
     assert "below the target 0.900" in fired[0].message
 
 
-def _coverage_alerts(engine) -> list[Alert]:
-    with session_scope(engine) as s:
+def _coverage_alerts(db) -> list[Alert]:
+    with session_scope(db) as s:
         rows = list(s.scalars(select(Alert).where(Alert.rule == "coverage")))
         s.expunge_all()
         return rows
@@ -187,7 +187,7 @@ def test_adaptive_mode_widens_after_misses_and_predictions_use_alpha_t(api, mode
     assert width(body) > width(plain.json())
 
 
-def test_calibrate_from_observations_command_and_task(settings, engine, sctk_here):
+def test_calibrate_from_observations_command_and_task(settings, engine, sctk_here):  # noqa: F811
     from sctk.ops.runner import run_task
 
     model_id = _train(settings, engine)
@@ -198,7 +198,7 @@ def test_calibrate_from_observations_command_and_task(settings, engine, sctk_her
     r = sctk_here("uq", "calibrate", "drag", home=settings.home)
     assert r.returncode != 0 and "exactly one of --data" in r.stderr
 
-    result = run_task(settings, "uq-recalibrate")
+    result = run_task(settings, "uq_recalibrate")
     assert result.status == "ok" and "recalibrated drag:1" in result.summary
     with session_scope(engine) as s:
         row = registry.get(s, model_id)

@@ -37,14 +37,16 @@ def _model_and_data(settings) -> int:
             train[["x"]].to_numpy(), train["y"].to_numpy()
         )
         with session_scope(engine) as s:
-            row = registry.save(s, settings.home, fitted, "wave", lineage={"features": ["x"], "target": "y"},
-                                metrics={"n_calibration": 75})  # fmt: skip
-            model_id = row.id
+            lineage = {"features": ["x"], "target": "y"}
+            model_id = registry.save(
+                s, settings.home, fitted, "wave", lineage=lineage, metrics={"n_calibration": 75}
+            ).id
             evaluation.evaluate(s, settings.home, model_id, "runs", alpha=0.2)
         with session_scope(engine) as s:
             seen = _noisy(80, 2)
-            observations.record(s, settings, registry.get(s, model_id),
-                                seen[["x"]].to_numpy(), seen["y"].to_numpy(), publish=False)  # fmt: skip
+            row = registry.get(s, model_id)
+            X, y = seen[["x"]].to_numpy(), seen["y"].to_numpy()
+            observations.record(s, settings, row, X, y, publish=False)
         return model_id
     finally:
         engine.dispose()

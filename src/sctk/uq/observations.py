@@ -114,7 +114,9 @@ def record(
     adaptive = session.get(UqAdaptive, row.id)
     if adaptive is not None and adaptive.enabled:
         alpha = adaptive.alpha
-        out = adaptive_alpha.run(calibrator, mean, sigma, y, alpha, adaptive.gamma, adaptive.alpha_t)
+        out = adaptive_alpha.run(
+            calibrator, mean, sigma, y, alpha, adaptive.gamma, adaptive.alpha_t
+        )
         lower, upper, used, covered = out.lower, out.upper, out.alpha_used, out.covered
         adaptive.alpha_t = out.alpha_next
         adaptive.steps += int(y.size)

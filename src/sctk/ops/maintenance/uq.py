@@ -7,10 +7,9 @@ from sctk.storage.engine import session_scope
 
 
 @task(
-    "uq-recalibrate",
+    "uq_recalibrate",
     "daily",
-    "Recalibrate from their newest observations the models whose rolling coverage is below "
-    "target (the binomial test of the coverage alert).",
+    "Recalibrate from observations each model whose coverage test fails.",
 )
 def uq_recalibrate(ctx: TaskContext) -> TaskResult:
     from sctk.errors import SctkError
