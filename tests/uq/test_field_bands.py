@@ -3,23 +3,34 @@ per-pixel bands cover pixels but almost never a whole field; the option survives
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from sctk.errors import SctkError
-from sctk.uq import field_state
+from sctk.pipeline import store
+from sctk.storage.engine import session_scope
+from sctk.uq import evaluation, field_state, fields, registry
 from sctk.uq.field_bands import coverages, field_scores
 from sctk.uq.field_hybrid import FieldHybridRegressor
 from sctk.uq.field_training import check_config
 from sctk.uq.flow import make_pairs
-from tests.uq.test_field_hybrid import SMALL, small_physics
+from tests.security.conftest import engine  # noqa: F401 - the fixture
+from tests.uq.test_field_hybrid import SMALL
 
 
 @pytest.fixture(scope="module")
 def trained():
     X, _, Y = make_pairs(110, seed=1, problem=SMALL)
     model = FieldHybridRegressor(
-        physics=small_physics, dx=2 * np.pi / 16, epochs=10, width=8, seed=0, band="field"
+        physics="tests.uq.physics_examples:small_flow",
+        dx=2 * np.pi / 16,
+        epochs=10,
+        width=8,
+        seed=0,
+        band="field",
     ).fit(X[:40], Y[:40], X[40:60], Y[40:60])
     return model, X[40:], Y[40:]
 
@@ -55,15 +66,29 @@ def test_the_field_score_is_the_largest_normalised_error():
     assert field_scores(y, mean, sigma).tolist() == [1.5, 0.5]
 
 
-def test_the_band_is_saved_with_the_model_and_checked_in_a_config(trained):
+def test_the_band_is_saved_and_evaluations_report_both_coverages(trained, settings, engine):  # noqa: F811
     model, pool_X, pool_Y = trained
-    model.physics = "sctk.uq.flow:coarse_physics"  # a registered name, so it can be saved
-    try:
-        again = field_state.model_from_state(field_state.model_state(model))
-    finally:
-        model.physics = small_physics
+    model.band = "field"
+    model.calibrate(pool_X[:35], pool_Y[:35])
+    again = field_state.model_from_state(field_state.model_state(model))
     assert again.band == "field"
     assert np.array_equal(again.calibrator_.scores_, model.calibrator_.scores_)
+    with session_scope(engine) as s:
+        lineage = {"input": "x", "target": "y", "shape": [2, 16, 16]}
+        model_id = registry.save(s, settings.home, model, "wind", lineage=lineage).id
+        out = store.Output(
+            "wind-test", fields.to_frame(x=pool_X[35:], y=pool_Y[35:]), "parquet", {}
+        )
+        store.store(s, settings.home, [out], "test", "t")
+        result = evaluation.evaluate(s, settings.home, model_id, "wind-test", alpha=0.1)
+    assert result["band"] == "field"
+    assert result["pixel_coverage"] == pytest.approx(result["coverage"])
+    assert 0.0 < result["field_coverage"] <= result["pixel_coverage"]
+    saved = json.loads(Path(result["report"]["json"]).read_text())
+    assert saved["field_coverage"] == result["field_coverage"]
+
+
+def test_a_config_names_a_known_band():
     assert check_config({"band": "field"})["band"] == "field"
     with pytest.raises(SctkError, match="band must be 'pixel'"):
         check_config({"band": "everywhere"})

@@ -103,10 +103,7 @@ def test_bad_observations_are_refused_and_nothing_is_stored(api, model):
             f"/api/v1/models/{model}/observations", json=body, headers=api.headers("analyst")
         )
         assert_problem(r, status, fragment)
-    assert _count(api.engine, model) == 0
-
-
-def test_observations_need_an_analyst_and_a_known_model(api, model):
+    # a viewer reads observations but records none, nor sets the adaptive mode
     rows = {"rows": _rows(drawn(3, 1))}
     r = api.http.post(
         f"/api/v1/models/{model}/observations", json=rows, headers=api.headers("viewer")

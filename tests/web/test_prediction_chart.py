@@ -8,12 +8,15 @@ import io
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from sctk.pipeline import store
 from sctk.storage.engine import make_engine, session_scope
 from sctk.uq import evaluation, observations, registry
 from sctk.uq.hybrid import HybridRegressor
+
+pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("backend", ["sqlite"])]
 
 # the band (.18 of the accent #1f4e79 over the white card) and the observed points (#c2571a)
 BAND = (215, 223, 231)
