@@ -85,6 +85,10 @@ def test_observations_over_http_give_the_rolling_coverage(api, model):
     line = next(x for x in metrics.splitlines() if x.startswith("sctk_model_observed_coverage{"))
     assert 'model="drag"' in line and float(line.split()[-1]) == pytest.approx(w["coverage"])
 
+    # a deleted model takes its observations with it (the foreign key cascades)
+    assert api.http.delete(f"/api/v1/models/{model}", headers=h).status_code == 200
+    assert _count(api.engine, model) == 0
+
 
 BAD = (
     ({"rows": [{"a": 1.0, "b": 0.5}]}, 400, "has no 'y'"),
@@ -188,6 +192,19 @@ def test_calibrate_from_observations_command_and_task(settings, engine, sctk_her
     from sctk.ops.runner import run_task
 
     model_id = _train(settings, engine)
+    import_csv(settings, drawn(20, 3).drop(columns=["y"]), "untargeted")
+    for args, sentence in (
+        (("observe", "drag", "--data", "untargeted"), "has no column 'y'"),
+        (("observe", "drag", "--data", "runs", "--alpha", "2"), "alpha must lie strictly"),
+        (("observe", "nope", "--data", "runs"), "No model is 'nope'"),
+        (("adaptive", "drag", "--on", "--gamma", "2"), "gamma (the adaptive step)"),
+        (("calibrate", "drag", "--from-observations"), "too few to calibrate from"),
+    ):
+        r = sctk_here("uq", *args, home=settings.home)
+        assert r.returncode != 0 and sentence in " ".join(r.stderr.split()), (args, r.stderr)
+    assert _count(engine, model_id) == 0
+    with session_scope(engine) as s:
+        assert observations.adaptive_state(s, registry.get(s, model_id)) is None
     import_csv(settings, drawn(200, 21, noise=0.4), "noisier")
     r = sctk_here("uq", "observe", "drag", "--data", "noisier", home=settings.home)
     assert r.returncode == 0, r.stderr
