@@ -109,13 +109,13 @@ def record(
             "them."
         )
     model = registry.load(settings.home, row)
-    calibrator: ConformalCalibrator = model.calibrator_
-    mean, sigma = model._mean_sigma(X)
     adaptive = session.get(UqAdaptive, row.id)
     if adaptive is not None and adaptive.enabled:
         alpha = adaptive.alpha
+        # each row's interval at the alpha_t of its turn: from the calibration's scores
+        mean, sigma = model._mean_sigma(X)
         out = adaptive_alpha.run(
-            calibrator, mean, sigma, y, alpha, adaptive.gamma, adaptive.alpha_t
+            model.calibrator_, mean, sigma, y, alpha, adaptive.gamma, adaptive.alpha_t
         )
         lower, upper, used, covered = out.lower, out.upper, out.alpha_used, out.covered
         adaptive.alpha_t = out.alpha_next
@@ -123,7 +123,10 @@ def record(
         adaptive.updated_at = datetime.now(UTC)
     else:
         alpha = check_alpha(alpha)
-        lower, upper = calibrator.interval(mean, sigma, alpha)  # refuses a too-small set
+        # the model's own intervals, exactly as a prediction gives them (refuses an alpha
+        # its calibration set is too small for)
+        given = model.predict_interval(X, alpha=alpha)
+        mean, sigma, lower, upper = given["mean"], given["sigma"], given["lower"], given["upper"]
         used = np.full(y.size, alpha)
         covered = (y >= lower) & (y <= upper)
     now = datetime.now(UTC)
