@@ -295,6 +295,31 @@ class UqSettings(_Section):
         "besides sctk's built-ins and the installed packages' 'sctk.physics' entry points; "
         "anything else a request or a stored model names is refused, never imported.",
     )
+    coverage_window: int = Field(
+        200,
+        ge=10,
+        le=100_000,
+        description="Observations (true values sent with 'sctk uq observe' or POST "
+        ".../observations) a model's rolling coverage is computed over.",
+    )
+    coverage_alert_level: float = Field(
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="Significance of the one-sided binomial test behind the coverage alert: "
+        "it fires when the misses in the window are this unlikely under the promised "
+        "coverage.",
+    )
+    coverage_min_observations: int = Field(
+        30, ge=1, le=100_000, description="Observations a model needs before the test is made."
+    )
+    adaptive_gamma: float = Field(
+        0.005,
+        gt=0,
+        le=0.5,
+        description="Step of adaptive conformal inference (alpha_t+1 = alpha_t + gamma "
+        "(alpha - err_t)) for models put in adaptive mode without their own.",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> UqSettings:

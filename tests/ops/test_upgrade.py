@@ -72,7 +72,7 @@ def test_a_migration_failing_midway_is_rolled_back_to_the_exact_prior_state(sett
     assert r.returncode == 1, r.stdout + r.stderr
     result = json.loads(r.stdout)
     assert result["rolled_back"] and "failed midway" in result["message"]
-    assert result["before"] == result["after"] == "0009"
+    assert result["before"] == result["after"] == "0010"
 
     after_tables = tables(settings)
     for name in before_tables:
@@ -133,7 +133,7 @@ def test_rollback_without_a_pre_update_snapshot_and_unknown_revision_are_refused
     assert r.returncode != 0 and "Unknown revision '9999'" in r.stderr
     r = run_sctk("upgrade", "--to", "0007", home=settings.home, env=ENV)
     assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "Revision '0007' is older than the database's '0009'; use 'sctk rollback'." in r.stderr
+    assert "Revision '0007' is older than the database's '0010'; use 'sctk rollback'." in r.stderr
 
 
 @sqlite_only

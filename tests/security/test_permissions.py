@@ -325,6 +325,16 @@ ROWS: dict[tuple[str, str], Builder] = {
     ("POST", "/api/v1/models/{model_id}/predict"): lambda c, r: Sample(
         f"/api/v1/models/{c.model_id('matrix-shown')}/predict", {"rows": [{"x": 1.5}]}
     ),
+    ("POST", "/api/v1/models/{model_id}/observations"): lambda c, r: Sample(
+        f"/api/v1/models/{c.model_id('matrix-shown')}/observations",
+        {"rows": [{"x": 1.5, "y": 2.0}]},
+    ),
+    ("GET", "/api/v1/models/{model_id}/observations"): lambda c, r: Sample(
+        f"/api/v1/models/{c.model_id('matrix-shown')}/observations"
+    ),
+    ("PUT", "/api/v1/models/{model_id}/adaptive"): lambda c, r: Sample(
+        f"/api/v1/models/{c.model_id('matrix-shown')}/adaptive", {"enabled": False}
+    ),
     ("DELETE", "/api/v1/models/{model_id}"): lambda c, r: Sample(
         f"/api/v1/models/{c.model_id(f'matrix-{r or 0}-deleted')}"
     ),

@@ -1,5 +1,5 @@
-"""`sctk uq train|predict|evaluate|calibrate|demo|models`: hybrid UQ models, trained as jobs
-and kept in a registry."""
+"""`sctk uq train|predict|evaluate|calibrate|observe|adaptive|demo|models`: hybrid UQ models,
+trained as jobs and kept in a registry, and their coverage watched in production."""
 
 from __future__ import annotations
 
@@ -249,7 +249,11 @@ def predict(
         if row.kind == "field":
             result = registry.predict_fields(s.home, row, inputs.X, alpha, c, inputs.what)
         else:
-            result = registry.predict(s.home, row, inputs.frame, alpha, cache=c, what=inputs.what)
+            from sctk.uq.adaptive_alpha import effective_alpha
+
+            used = effective_alpha(session, row, alpha)  # alpha_t in adaptive mode
+            result = registry.predict(s.home, row, inputs.frame, used, cache=c, what=inputs.what)
+            result = {**result, "alpha": alpha, "alpha_used": used}
     keys = ("mean", "lower", "upper", "sigma", "psi")
     label = f"'{row.name}' v{row.version}"
     if out is not None:
@@ -359,6 +363,14 @@ def evaluate(
         f"{_num(result.get('crps'), 4)}, miscalibration area "
         f"{_num(cal.get('miscalibration_area'), 4)}",
         f"  psi mean {result['psi']['mean']:.3f} (min {result['psi']['min']:.3f})",
+        *(
+            [
+                f"  {result['band']} bands: per-pixel coverage {result['pixel_coverage']:.3f}, "
+                f"whole-field coverage {result['field_coverage']:.3f}"
+            ]
+            if "field_coverage" in result
+            else []
+        ),
         f"  report: {result['report']['json']}",
         f"          {result['report']['calibration']}",
         f"          {result['report']['intervals']}",
@@ -371,30 +383,121 @@ def evaluate(
 def calibrate(
     ctx: typer.Context,
     model: str = MODEL,
-    data: str = typer.Option(
-        ..., "--data", help="A dataset holding the target (field models: or an .npz with x, y)."
+    data: str | None = typer.Option(
+        None, "--data", help="A dataset holding the target (field models: or an .npz with x, y)."
+    ),
+    from_observations: bool = typer.Option(
+        False,
+        "--from-observations",
+        help="Calibrate on the model's newest observations (uq.coverage_window of them) "
+        "instead of a dataset.",
     ),
     as_json: bool = json_option(),
 ) -> None:
     """Recompute a model's conformal calibration on new data (in place; cache entries dropped)."""
-    from sctk.uq import cache, evaluation
+    from sctk.uq import cache, evaluation, observations, registry
 
+    if (data is None) == (not from_observations):
+        raise SctkError("Give exactly one of --data DATASET or --from-observations.")
     s = settings(ctx)
     with db_session(ctx) as session:
-        m = evaluation.recalibrate(
-            session, s.home, model, data, cache=cache.get_cache(s.cache), actor=operator()
-        )
+        if from_observations:
+            row = registry.resolve(session, model)
+            m = observations.recalibrate(
+                session, s, row, cache=cache.get_cache(s.cache), actor=operator()
+            )
+        else:
+            m = evaluation.recalibrate(
+                session, s.home, model, data, cache=cache.get_cache(s.cache), actor=operator()
+            )
     if as_json:
         print_json(m)
         return
     metrics = m["metrics"]
+    source = f"its {metrics['n_calibration']} newest observations" if from_observations else data
     console.print(
-        f"recalibrated model '{m['name']}' v{m['version']} (id {m['id']}) on {data}: coverage "
+        f"recalibrated model '{m['name']}' v{m['version']} (id {m['id']}) on {source}: coverage "
         f"{metrics['coverage']:.3f}, mean width {metrics['mean_width']:.4g} at alpha "
         f"{metrics['alpha']} on {metrics['n_calibration']} calibration values",
         highlight=False,
         markup=False,
     )
+
+
+@app.command("observe")
+def observe(
+    ctx: typer.Context,
+    model: str = MODEL,
+    data: str = typer.Option(
+        ...,
+        "--data",
+        help="A stored dataset of observed rows: the model's features and the true target, in "
+        "the order observed.",
+    ),
+    alpha: float = typer.Option(
+        0.1, "--alpha", help="Miscoverage of the intervals checked (adaptive mode: its own)."
+    ),
+    as_json: bool = json_option(),
+) -> None:
+    """Record true values for rows the model predicts; show the rolling coverage and its test."""
+    from sctk.uq import observations, registry
+    from sctk.uq.conformal import check_alpha
+
+    check_alpha(alpha)
+    s = settings(ctx)
+    with db_session(ctx) as session:
+        row = registry.resolve(session, model)
+        X, y = observations.dataset_inputs(session, s.home, row, data)
+        result = observations.record(session, s, row, X, y, alpha, actor=operator())
+    if as_json:
+        print_json(result)
+        return
+    w = result["window"]
+    lines = [
+        f"recorded {result['recorded']} observation(s) of model '{row.name}' v{row.version}: "
+        f"coverage {result['batch_coverage']:.3f} at alpha {result['alpha']:g}",
+        f"  rolling coverage {w['coverage']:.3f} over the last {w['n']} (target "
+        f"{w['target']:.3f}); binomial p = {w['p_value']:.3g}"
+        + ("  BELOW TARGET" if w["low"] else ""),
+    ]
+    if result["adaptive"] and result["adaptive"]["enabled"]:
+        lines.append(f"  adaptive: alpha_t {result['adaptive']['alpha_t']:.4f}")
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("adaptive")
+def adaptive(
+    ctx: typer.Context,
+    model: str = MODEL,
+    on: bool = typer.Option(..., "--on/--off", help="Turn adaptive conformal inference on or off."),
+    alpha: float = typer.Option(0.1, "--alpha", help="The target miscoverage alpha_t tracks."),
+    gamma: float | None = typer.Option(
+        None, "--gamma", help="The step of alpha_t (default: uq.adaptive_gamma)."
+    ),
+    as_json: bool = json_option(),
+) -> None:
+    """Adaptive conformal inference: alpha_t moved by each observation, used by predictions."""
+    from sctk.uq import observations, registry
+
+    s = settings(ctx)
+    with db_session(ctx) as session:
+        row = registry.resolve(session, model)
+        state = observations.set_adaptive(
+            session, row, on, alpha, gamma, s.uq.adaptive_gamma, actor=operator()
+        )
+    if as_json:
+        print_json({"model": {"id": row.id, "name": row.name}, "adaptive": state})
+        return
+    if on:
+        console.print(
+            f"model '{row.name}' v{row.version}: adaptive mode on at alpha {state['alpha']:g}, "
+            f"gamma {state['gamma']:g}",
+            highlight=False,
+            markup=False,
+        )
+    else:
+        console.print(f"model '{row.name}' v{row.version}: adaptive mode off", highlight=False)
 
 
 @app.command("demo")

@@ -60,8 +60,9 @@ FIRING = "firing"
 RESOLVED = "resolved"
 ANOMALY_RULE = "anomaly"
 MAINTENANCE_RULE = "maintenance"  # a scheduled maintenance task that failed
+COVERAGE_RULE = "coverage"  # a model's intervals cover less than promised (sctk.uq.observations)
 # rules raised by an event rather than evaluated on samples: they resolve once quiet
-EVENT_RULES = frozenset({ANOMALY_RULE, MAINTENANCE_RULE})
+EVENT_RULES = frozenset({ANOMALY_RULE, MAINTENANCE_RULE, COVERAGE_RULE})
 _FP_RE = re.compile(r"^[0-9a-f]{16}$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

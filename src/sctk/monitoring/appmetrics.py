@@ -78,11 +78,13 @@ class ScrapeCollector(PromCollector):
         collector: Callable[[], object | None],
         home: Path | None = None,
         bus: Callable[[], Any] = lambda: None,
+        uq: Any = None,
     ):
         self.engine = engine
         self.collector = collector
         self.home = home
         self.bus = bus
+        self.uq = uq  # the [uq] settings: the observed coverage's window and test
         self._has_backups = False
 
     def describe(self) -> list[Metric]:
@@ -103,6 +105,8 @@ class ScrapeCollector(PromCollector):
                 up.add_metric([], 0.0)
             yield up
             yield from families
+            if self.uq is not None and up.samples[0].value:
+                yield from self._observed_coverage()
         yield from self._uq_cache()
         yield from self._bus()
         if self.home is not None:
@@ -120,6 +124,62 @@ class ScrapeCollector(PromCollector):
         for outcome, n in bus.stats.items():
             messages.add_metric([outcome], float(n))
         yield messages
+
+    def _observed_coverage(self) -> Iterator[Metric]:
+        """Each model's rolling coverage over its newest observations in production (`sctk uq
+        observe`, POST .../observations), the coverage promised, the test's p-value, and
+        alpha_t in adaptive mode."""
+        from sqlalchemy.orm import Session
+
+        from sctk.uq import observations
+
+        assert self.engine is not None
+        try:
+            with Session(self.engine) as session:
+                windows = observations.all_windows(session, self.uq)
+                adaptive = {r.id: observations.adaptive_state(session, r) for r, _ in windows}
+        except Exception as exc:  # an older schema without the table: nothing to show
+            log.warning("metrics scrape could not read the observations: %s", exc)
+            return
+        if not windows:
+            return
+        names = ("model", "version")
+        fams = {
+            "coverage": GaugeMetricFamily(
+                "sctk_model_observed_coverage",
+                "Coverage of a model's intervals over its newest observations in production.",
+                labels=names,
+            ),
+            "target": GaugeMetricFamily(
+                "sctk_model_observed_target_coverage",
+                "The coverage those intervals promise (1 - alpha).",
+                labels=names,
+            ),
+            "n": GaugeMetricFamily(
+                "sctk_model_observations_window",
+                "Observations the rolling coverage is computed over.",
+                labels=names,
+            ),
+            "p_value": GaugeMetricFamily(
+                "sctk_model_coverage_p_value",
+                "One-sided binomial p-value of the misses under the promised coverage.",
+                labels=names,
+            ),
+        }
+        alpha_t = GaugeMetricFamily(
+            "sctk_model_adaptive_alpha",
+            "alpha_t of a model in adaptive conformal mode.",
+            labels=names,
+        )
+        for row, window in windows:
+            labels = [row.name, str(row.version)]
+            for key, fam in fams.items():
+                fam.add_metric(labels, float(window[key]))
+            state = adaptive.get(row.id)
+            if state is not None and state["enabled"]:
+                alpha_t.add_metric(labels, float(state["alpha_t"]))
+        yield from fams.values()
+        yield alpha_t
 
     def _model_coverage(self) -> Iterator[Metric]:
         """Each model's interval coverage on the labelled data of its newest evaluation
@@ -270,6 +330,7 @@ class AppMetrics:
         collector: Callable[[], object | None] = lambda: None,
         home: Path | None = None,
         bus: Callable[[], Any] = lambda: None,
+        uq: Any = None,
     ):
         from prometheus_client import ProcessCollector
 
@@ -289,7 +350,7 @@ class AppMetrics:
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         ProcessCollector(registry=self.registry)
-        self.registry.register(ScrapeCollector(engine, collector, home, bus))
+        self.registry.register(ScrapeCollector(engine, collector, home, bus, uq))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         # the labelled children, looked up once per (method, route, status): labels() costs

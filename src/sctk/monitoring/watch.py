@@ -2,7 +2,9 @@
 sample against the rules, and one anomaly detector per metric feeds the anomalies it finds
 to the engine as warning alerts (and its anomaly scores to the rules that watch them). A
 maintenance task that fails (announced on the bus by the task runner, in whichever process
-ran it) raises a warning alert too. Alert transitions are published on the bus."""
+ran it) raises a warning alert too, and so does a model whose observed coverage is below its
+target with evidence (`uq.coverage_low`, sctk.uq.observations). Alert transitions are
+published on the bus."""
 
 from __future__ import annotations
 
@@ -30,10 +32,13 @@ class Watch:
 
         self._detectors = DetectorSet(settings.anomaly)
         self._undo = collector.subscribe(self._detect)
-        self._bus_sub = None
+        self._bus_sub = self._coverage_sub = None
         if bus is not None:
             self._bus_sub = bus.subscribe(
                 "maintenance.failed", self._maintenance_failed, "alerts.maintenance_failed"
+            )
+            self._coverage_sub = bus.subscribe(
+                "uq.coverage_low", self._coverage_low, "alerts.coverage_low"
             )
 
     def _maintenance_failed(self, envelope: Any) -> None:
@@ -46,6 +51,26 @@ class Watch:
             f"maintenance task {task} failed: {envelope.payload.get('summary', '')}"[:500],
             labels={"task": task},
             rule=MAINTENANCE_RULE,
+        )
+
+    def _coverage_low(self, envelope: Any) -> None:
+        """A model's rolling coverage is below its target with statistical evidence (the
+        binomial test of sctk.uq.observations); the alert resolves once no such finding
+        came for alerts.anomaly_resolve_seconds."""
+        from sctk.monitoring.alerts import COVERAGE_RULE
+
+        p = envelope.payload
+        model = str(p.get("model", "?"))[:200]
+        coverage = float(p.get("coverage") or 0.0)
+        self.engine.raise_anomaly(
+            datetime.now(UTC),
+            "model_coverage",
+            f"model {model}: coverage {coverage:.3f} over the last {p.get('n')} observations, "
+            f"below the target {float(p.get('target') or 0):.3f} (binomial p = "
+            f"{float(p.get('p_value') or 0):.2g})",
+            value=coverage,
+            labels={"model": model},
+            rule=COVERAGE_RULE,
         )
 
     def _detect(self, now: datetime, sample: dict[str, float]) -> None:
@@ -63,8 +88,9 @@ class Watch:
             self.engine.observe_scores(now, scores)
 
     def close(self) -> None:
-        if self._bus_sub is not None:
-            self._bus_sub.bus.unsubscribe(self._bus_sub)
+        for sub in (self._bus_sub, self._coverage_sub):
+            if sub is not None:
+                sub.bus.unsubscribe(sub)
         self._undo()
         self.engine.close()
 

@@ -8,4 +8,4 @@ from __future__ import annotations
 
 def maintenance_tasks() -> None:
     # each module's @task decorators declare its group's tasks
-    from sctk.ops.maintenance import daily, monthly, quarterly, weekly  # noqa: F401
+    from sctk.ops.maintenance import daily, monthly, quarterly, uq, weekly  # noqa: F401

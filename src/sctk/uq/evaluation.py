@@ -76,6 +76,11 @@ def evaluate(
         "calibration_curve_source": curve_source,
         "psi": psi_summary(out["psi"]),
     }
+    if row.kind == "field":  # each pixel, and each field covered everywhere at once
+        from sctk.uq.field_bands import coverages
+
+        extra.update(coverages(inputs.y, out["lower"], out["upper"]))
+        extra["band"] = getattr(model, "band", "pixel")
     title = f"'{row.name}' v{row.version} on {inputs.what.replace('Dataset ', '')}"
     try:
         paths = report.write_report(

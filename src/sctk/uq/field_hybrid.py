@@ -4,7 +4,9 @@ Output O = alpha * S(x) + (1 - alpha) * N(x, S(x)), with N a small periodic CNN 
 mean field and a per-pixel log sigma. The loss adds to reconstruction and Gaussian NLL the
 risk penalties of the output (R_cog: divergence and rotational roughness; R_eff: gradient
 magnitude). Intervals come from normalised split-conformal scores pooled over the pixels of
-the calibration fields; Psi, the confidence score, is reported per field.
+the calibration fields, or with band="field" from one score per calibration field (its
+largest normalised error), so that the whole field is covered at once (sctk.uq.field_bands);
+Psi, the confidence score, is reported per field.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from sctk.errors import SctkError
 from sctk.uq.alpha import HybridWeight
 from sctk.uq.conformal import ConformalCalibrator
+from sctk.uq.field_bands import check_band, field_scores
 from sctk.uq.hybrid import _torch_threads, resolve_physics
 from sctk.uq.networks import ResidualCNN
 from sctk.uq.risk import psi, r_cog, r_eff
@@ -59,6 +62,7 @@ class FieldHybridRegressor:
         lambda2: float | None = None,
         seed: int = 0,
         threads: int = 1,
+        band: str = "pixel",
     ):
         self.physics = physics
         self.dx = dx
@@ -81,6 +85,7 @@ class FieldHybridRegressor:
         self.lambda2 = lambda2
         self.seed = seed
         self.threads = threads
+        self.band = band  # "pixel" or "field" (whole-field bands): sctk.uq.field_bands
 
     def get_params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.endswith("_")}
@@ -197,6 +202,14 @@ class FieldHybridRegressor:
             )
         with _torch_threads(self.threads):
             mean, sigma = self._mean_sigma(X_cal)
+        if check_band(getattr(self, "band", "pixel")) == "field":
+            # one score per field, its largest normalised error: a band that holds the whole
+            # field at once (sctk.uq.field_bands); scores of 1 and sigma of 1 keep them as-is
+            worst = field_scores(y_cal, mean, sigma)
+            self.calibrator_ = ConformalCalibrator(normalized=True).fit(
+                worst, np.zeros_like(worst), np.ones_like(worst)
+            )
+            return self
         self.calibrator_ = ConformalCalibrator(normalized=True).fit(
             y_cal.reshape(-1), mean.reshape(-1), sigma.reshape(-1)
         )

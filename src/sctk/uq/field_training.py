@@ -75,6 +75,10 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
             or value <= 0
         ):
             raise SctkError(f"'{key}' must be a positive number; got {value!r}.")
+    if "band" in out:
+        from sctk.uq.field_bands import check_band
+
+        check_band(out["band"])
     if "alpha_bounds" in out:
         bounds = out["alpha_bounds"]
         if not isinstance(bounds, list | tuple) or len(bounds) != 2:

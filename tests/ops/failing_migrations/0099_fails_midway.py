@@ -1,7 +1,7 @@
 """test-only: changes data and files, then fails midway
 
 Revision ID: 0099
-Revises: 0009
+Revises: 0010
 """
 
 import os
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0099"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -1,14 +1,14 @@
 """test-only: a harmless upgrade that adds a table
 
 Revision ID: 0098
-Revises: 0009
+Revises: 0010
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0098"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

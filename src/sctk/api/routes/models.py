@@ -132,6 +132,15 @@ class PredictOut(BaseModel):
         "tabular", description="'tabular' (one value a row) or 'field' ([B, C, H, W])."
     )
     alpha: float
+    alpha_used: float | None = Field(
+        None,
+        description="The miscoverage the intervals were built at: alpha, or in adaptive mode "
+        "the model's alpha_t (PUT .../adaptive).",
+    )
+    observed: list[float | None] | None = Field(
+        None,
+        description="A dataset's true values of a tabular model's target, when it holds them.",
+    )
     rows: int = Field(description="Rows, or fields of a field model.")
     shape: list[int] | None = Field(None, description="Field models: [C, H, W] of a field.")
     mean: list[Any]
@@ -326,6 +335,7 @@ def _local_io(state: Any) -> bool:
 def _predict(state: Any, body: PredictIn, model_id: int) -> dict[str, Any]:
     from sctk.pipeline import store
     from sctk.uq import cache, registry
+    from sctk.uq.adaptive_alpha import effective_alpha
     from sctk.uq.conformal import check_alpha
 
     settings = state.settings
@@ -346,7 +356,9 @@ def _predict(state: Any, body: PredictIn, model_id: int) -> dict[str, Any]:
                     "lists [B, C, H, W]) or a 'dataset', not 'rows'."
                 )
             X = registry.rows_matrix(body.rows, registry.features_of(row), "The rows")
-            return registry.predict_matrix(settings.home, row, X, body.alpha, cache=c)
+            used = effective_alpha(session, row, body.alpha)
+            out = registry.predict_matrix(settings.home, row, X, used, cache=c)
+            return {**out, "alpha": body.alpha, "alpha_used": used}
         ds = store.get(session, body.dataset)
         what = f"Dataset '{body.dataset}'"
         limit = MAX_FIELDS if row.kind == "field" else MAX_ROWS
@@ -357,4 +369,22 @@ def _predict(state: Any, body: PredictIn, model_id: int) -> dict[str, Any]:
                 "use 'sctk uq predict' or split it."
             )
         frame = store.read(settings.home, ds)
-    return registry.predict(settings.home, row, frame, body.alpha, cache=c, what=what)
+        used = effective_alpha(session, row, body.alpha) if row.kind != "field" else body.alpha
+    out = registry.predict(settings.home, row, frame, used, cache=c, what=what)
+    return {**out, "alpha": body.alpha, "alpha_used": used, "observed": _observed(row, frame)}
+
+
+def _observed(row: Any, frame: Any) -> list[float | None] | None:
+    """The dataset's true values of a tabular model's target, when it holds them (the
+    dashboard draws them beside the intervals); None for a missing one."""
+    import numpy as np
+    import pandas as pd
+
+    target = str((row.lineage or {}).get("target") or "")
+    if row.kind == "field" or target not in frame.columns:
+        return None
+    col = frame[target]
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return None
+    values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    return [float(v) if np.isfinite(v) else None for v in values]

@@ -18,7 +18,7 @@ from sctk.storage.models.monitoring import MetricAggregate
 from sctk.storage.models.platform import CheckResult, MaintenanceRun
 from sctk.storage.models.security import ApiToken, AuditEntry, LoginAttempt, Secret, User
 from sctk.storage.models.service import Lease, ServiceFlag
-from sctk.storage.models.uq import UqModel
+from sctk.storage.models.uq import UqAdaptive, UqModel, UqObservation
 
 __all__ = [
     "Alert",
@@ -44,7 +44,9 @@ __all__ = [
     "MetricAggregate",
     "Secret",
     "ServiceFlag",
+    "UqAdaptive",
     "UqModel",
+    "UqObservation",
     "User",
     "utcnow",
 ]

@@ -39,7 +39,8 @@ function timeLabel(ms, span) {
 
 /**
  * An <svg> chart. SERIES: [{label, cls, points: [[x, y], ...]}]; BAND: [[x, lo, hi], ...];
- * MARKERS: [{x, title}]; TIME: x values are epoch milliseconds.
+ * MARKERS: [{x, title}]; TIME: x values are epoch milliseconds. A series with pointsOnly is
+ * drawn as points without a line (observed values beside a predicted mean).
  */
 export function lineChart({ series = [], band = null, markers = [], time = true, yMin, yMax, title }) {
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img" });
@@ -83,10 +84,12 @@ export function lineChart({ series = [], band = null, markers = [], time = true,
   series.forEach((line, i) => {
     const pts = line.points.filter(([, y]) => Number.isFinite(y));
     if (!pts.length) return;
-    const d = pts.map(([x, y], j) => `${j ? "L" : "M"}${px(x).toFixed(1)},${py(y).toFixed(1)}`);
-    svg.append(s("path", { d: d.join(""), class: `line ${line.cls || `c${i}`}` }));
-    if (line.dots) {
-      for (const [x, y] of pts) svg.append(s("circle", { cx: px(x), cy: py(y), r: 2.5, class: `dot ${line.cls || ""}` }));
+    if (!line.pointsOnly) {
+      const d = pts.map(([x, y], j) => `${j ? "L" : "M"}${px(x).toFixed(1)},${py(y).toFixed(1)}`);
+      svg.append(s("path", { d: d.join(""), class: `line ${line.cls || `c${i}`}` }));
+    }
+    if (line.dots || line.pointsOnly) {
+      for (const [x, y] of pts) svg.append(s("circle", { cx: px(x), cy: py(y), r: line.r || 2.5, class: `dot ${line.cls || ""}` }));
     }
   });
   for (const m of markers) {

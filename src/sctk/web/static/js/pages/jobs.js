@@ -1,5 +1,7 @@
 // Jobs and models: the job list with live progress, one job followed to its end, models with
-// their metrics, and a prediction on a stored dataset drawn with its interval.
+// their metrics, a prediction on a stored dataset drawn with its interval (rows sorted by the
+// predicted mean, observed values as points where the dataset holds them) beside the
+// calibration curve, and the coverage of the model's observations in production.
 
 import { api, token } from "../api.js";
 import { lineChart } from "../chart.js";
@@ -13,6 +15,7 @@ export async function render(content, { can }) {
   followBox.hidden = true;
   const modelsBox = section("Models", "models");
   const modelBox = section("Model", "model-detail");
+  modelBox.classList.add("wide"); // a whole row: its charts stand side by side
   modelBox.hidden = true;
   const parts = [];
   if (can("jobs.run")) parts.push(await submitForm((id) => follow(id)));
@@ -137,12 +140,16 @@ export async function render(content, { can }) {
     ];
     const curve = calibrationCurve(model.metrics || {});
     const calibration = h("div", { id: "model-calibration" });
-    if (curve) kids.push(h("h3", {}, "Calibration"), curve);
-    else kids.push(h("h3", {}, "Calibration"), calibration);
-    if (can("models.predict")) kids.push(predictForm(model, datasets, plot), plot);
+    if (curve) calibration.append(curve);
+    // the prediction and the calibration curve side by side (one above the other when narrow)
+    kids.push(h("div", { class: "pair" }, h("div", {}, h("h3", {}, "Prediction"), plot), h("div", {}, h("h3", {}, "Calibration"), calibration)));
+    if (can("models.predict")) kids.push(predictForm(model, datasets, plot));
     else kids.push(h("p", { class: "muted" }, "Predictions need an analyst or admin account."));
+    const coverage = h("div", { id: "model-coverage" });
+    if (model.kind !== "field") kids.push(h("h3", {}, "Coverage in production"), coverage);
     clear(modelBox, kids);
     if (!curve) showEvaluation(model, calibration);
+    if (model.kind !== "field") showCoverage(model, coverage);
   }
   const m = /^#model-(\d+)$/.exec(location.hash);
   const wanted = m && models.find((x) => x.id === Number(m[1]));
@@ -221,20 +228,77 @@ function predictForm(model, datasets, plot) {
   return form;
 }
 
+// rows sorted by their predicted mean: the mean a rising line, the interval a filled band
+// around it, and each row's observed value a point where it is known (in row order the
+// means zig-zag and the band cannot be seen)
+function sortedChart({ mean, lower, upper, observed, title }) {
+  const order = mean.map((_, i) => i).sort((a, b) => mean[a] - mean[b]);
+  const series = [{ label: "predicted mean", points: order.map((i, r) => [r, mean[i]]) }];
+  if (observed && observed.some((v) => v !== null && v !== undefined)) {
+    const pts = order.map((i, r) => [r, observed[i]]).filter(([, v]) => v !== null && v !== undefined);
+    series.push({ label: "observed", points: pts, pointsOnly: true, cls: "obs", r: 2.2 });
+  }
+  const band = order.map((i, r) => [r, lower[i], upper[i]]);
+  return lineChart({ series, band, time: false, title });
+}
+
+function coverageOf(observed, lower, upper) {
+  const known = observed ? observed.map((v, i) => [v, i]).filter(([v]) => v !== null && v !== undefined) : [];
+  if (!known.length) return null;
+  return known.filter(([v, i]) => lower[i] <= v && v <= upper[i]).length / known.length;
+}
+
 function drawPrediction(plot, out) {
   const flat = (xs) => xs.map((v) => (Array.isArray(v) ? v.flat(Infinity)[0] : v));
   const mean = flat(out.mean);
   const lower = flat(out.lower);
   const upper = flat(out.upper);
-  const band = mean.map((_, i) => [i, lower[i], upper[i]]);
   const width = upper.map((u, i) => u - lower[i]);
   const avg = width.reduce((a, b) => a + b, 0) / (width.length || 1);
+  const observed = out.kind === "field" ? null : out.observed;
+  const cov = coverageOf(observed, lower, upper);
+  const adaptive = out.alpha_used !== undefined && out.alpha_used !== null && out.alpha_used !== out.alpha ? ` (adaptive: built at alpha ${Number(out.alpha_used).toPrecision(3)})` : "";
+  const chart =
+    out.kind === "field"
+      ? lineChart({ series: [{ label: "mean", points: mean.map((v, i) => [i, v]), dots: true }], band: mean.map((_, i) => [i, lower[i], upper[i]]), time: false, title: "Prediction with interval" })
+      : sortedChart({ mean, lower, upper, observed, title: "Prediction with interval, rows sorted by predicted mean" });
   clear(
     plot,
-    h("p", { id: "prediction-summary" }, `${out.rows} rows, ${Math.round((1 - out.alpha) * 100)} % intervals, mean width ${avg.toPrecision(3)}${out.cached ? " (cached)" : ""}`),
-    lineChart({ series: [{ label: "mean", points: mean.map((v, i) => [i, v]), dots: true }], band, time: false, title: "Prediction with interval" }),
+    h("p", { id: "prediction-summary" }, `${out.rows} rows, ${Math.round((1 - out.alpha) * 100)} % intervals${adaptive}, mean width ${avg.toPrecision(3)}${cov === null ? "" : `, observed values covered: ${cov.toFixed(3)}`}${out.cached ? " (cached)" : ""}`),
+    chart,
+    out.kind === "field" ? null : h("p", { class: "muted" }, "x: rows by rank of the predicted mean."),
   );
   plot.dataset.rows = String(out.rows);
+}
+
+// the model's observations in production: the rolling coverage against its target, and the
+// newest observations drawn as a prediction chart with their true values
+async function showCoverage(model, box) {
+  const data = await api(`/api/v1/models/${model.id}/observations`);
+  const obs = data.observations;
+  if (!obs.length) {
+    clear(box, [h("p", { class: "muted" }, "No observations yet: sctk uq observe MODEL --data DATASET (or POST .../observations) records true values and draws the coverage here.")]);
+    return;
+  }
+  const w = data.window;
+  const target = w.target ?? 0.9;
+  const rolling = lineChart({
+    series: [
+      { label: "rolling coverage", points: obs.map((o, i) => [i + 1, o.rolling_coverage]) },
+      { label: "target", points: [[1, target], [obs.length, target]], cls: "target" },
+    ],
+    time: false,
+    yMin: Math.min(0.5, ...obs.map((o) => o.rolling_coverage)),
+    yMax: 1,
+    title: "Rolling coverage of the observations",
+  });
+  const state = w.low ? "BELOW TARGET" : w.tested ? "consistent with the target" : "too few to test yet";
+  const adaptive = data.adaptive && data.adaptive.enabled ? ` Adaptive mode: alpha_t ${Number(data.adaptive.alpha_t).toPrecision(3)}.` : "";
+  clear(box, [
+    h("p", { id: "coverage-summary", class: w.low ? "bad" : "muted" }, `${w.coverage === null ? "–" : w.coverage.toFixed(3)} of the last ${w.n} observations covered (target ${target.toFixed(3)}; one-sided binomial p = ${w.p_value.toPrecision(2)}): ${state}.${adaptive} ${data.total} observations in all.`),
+    h("div", { class: "pair" }, h("div", { id: "coverage-plot" }, rolling), h("div", { id: "observed-plot" }, sortedChart({ mean: obs.map((o) => o.mean), lower: obs.map((o) => o.lower), upper: obs.map((o) => o.upper), observed: obs.map((o) => o.y), title: "Observed values against their intervals" }))),
+  ]);
+  box.dataset.n = String(w.n);
 }
 
 // the calibration curve of the model's newest evaluation on labelled data, when there is one
