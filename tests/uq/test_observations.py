@@ -24,7 +24,7 @@ from tests.security.conftest import (  # noqa: F401 - fixtures used by name
     engine,
     start_api,
 )
-from tests.security.conftest import api as api  # noqa: F401
+from tests.security.conftest import api as api
 from tests.uq.registry_helpers import TINY, import_csv
 
 
