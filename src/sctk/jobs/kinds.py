@@ -18,7 +18,13 @@ from sctk.errors import SctkError
 RESERVED_PARAMS = frozenset({"owner"})
 
 # Modules that register job kinds when imported; each domain adds its own.
-KIND_MODULES = ["sctk.jobs.builtin", "sctk.pipeline.jobs", "sctk.uq.jobs", "sctk.backup.jobs"]
+KIND_MODULES = [
+    "sctk.jobs.builtin",
+    "sctk.pipeline.jobs",
+    "sctk.uq.jobs",
+    "sctk.uq.predict_job",
+    "sctk.backup.jobs",
+]
 
 
 class JobContext(Protocol):

@@ -1,0 +1,135 @@
+"""A stored dataset out to a Parquet or CSV file, a partition at a time.
+
+`sctk data export` and GET /api/v1/datasets/{name}/download share `chunks`: the bytes of the
+exported file, produced in pieces so that neither holds more than one partition in memory.
+A Parquet dataset exported as Parquet is its stored file itself (checked against its sha256
+first), so the export's SHA-256 is the dataset's. CSV cells that a spreadsheet would run as
+a formula are escaped, as every CSV sctk writes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from sctk.errors import SctkError
+from sctk.fsutil import make_temp, space_errors
+from sctk.pipeline import store
+from sctk.storage.models import Dataset
+
+FORMATS = ("parquet", "csv")
+_COPY = 1024 * 1024
+
+
+def format_of(filename: str) -> str:
+    """'parquet' or 'csv' from a file name's extension, or one sentence."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise SctkError(
+            f"Cannot export to {Path(filename).name}: use a .parquet or .csv file name."
+        )
+    return suffix[1:]
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise SctkError(f"Unknown export format '{fmt}'; use parquet or csv.")
+    return fmt
+
+
+def check_readable(home: Path, ds: Dataset) -> None:
+    """Refuse a dataset whose file is missing or changed, before any byte is sent."""
+    check = store.verify(home, ds)
+    if check.status != "ok":
+        raise SctkError(
+            f"Dataset '{ds.name}' failed verification ({check.detail}); restore it from a "
+            "backup before exporting it."
+        )
+
+
+class _Sink(io.RawIOBase):
+    """A write-only file whose bytes are taken out as they come (for the Parquet writer)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        chunk = bytes(data)
+        self.parts.append(chunk)
+        self.position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self.position
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts = []
+        return out
+
+
+def chunks(home: Path, ds: Dataset, fmt: str) -> Iterator[bytes]:
+    """The bytes of DS exported as FMT ('parquet' or 'csv'), piece by piece."""
+    check_format(fmt)
+    if fmt == "parquet" and ds.format == "parquet":
+        with store.dataset_file(home, ds).open("rb") as fh:
+            while piece := fh.read(_COPY):
+                yield piece
+        return
+    if fmt == "parquet":
+        yield from _parquet_chunks(home, ds)
+        return
+    from sctk.security.spreadsheet import escape_frame
+
+    header = True
+    for frame in store.iter_frames(home, ds):
+        text = escape_frame(frame).to_csv(index=False, header=header)
+        header = False
+        yield text.encode("utf-8")
+
+
+def _parquet_chunks(home: Path, ds: Dataset) -> Iterator[bytes]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = _Sink()
+    writer = None
+    for frame in store.iter_frames(home, ds):
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if writer is None:
+            writer = pq.ParquetWriter(sink, table.schema, **store.PARQUET_OPTIONS)
+        writer.write_table(table, row_group_size=store.PARTITION_ROWS)
+        yield sink.take()
+    if writer is not None:
+        writer.close()
+    yield sink.take()
+
+
+def export(home: Path, ds: Dataset, out: Path) -> int:
+    """Write DS to the file OUT (.parquet or .csv) atomically; the bytes written."""
+    fmt = format_of(out.name)
+    directory = out.parent if str(out.parent) else Path(".")
+    if not directory.is_dir():
+        raise SctkError(f"The directory {directory} does not exist; create it first.")
+    check_readable(home, ds)
+    written = 0
+    with space_errors(directory, out.name):
+        fd, tmp = make_temp(directory, out.name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for piece in chunks(home, ds, fmt):
+                    fh.write(piece)
+                    written += len(piece)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return written
