@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sctk.errors import Conflict, SctkError
@@ -15,6 +17,7 @@ from sctk.storage.engine import make_engine, session_scope
 from sctk.uq import registry
 from sctk.uq.jobs import train
 from sctk.uq.predict_job import parse_params, predict_dataset
+from tests.pipeline.test_cli import refused, sctk  # noqa: F401 - fixture
 from tests.uq.registry_helpers import frame, import_csv, train_params
 
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
@@ -117,3 +120,34 @@ def test_on_a_dask_cluster_equals_the_local_run_even_when_a_worker_dies(trained,
                 client=client, progress=kill_one,
             )  # fmt: skip
             assert killed and again.sha256 == local_sha
+
+
+@sqlite_only
+def test_the_commands_submit_the_job_and_stream_a_prediction_to_a_file(
+    trained,
+    settings,
+    sctk,  # noqa: F811
+    tmp_path,
+):
+    queued = sctk(
+        "jobs", "submit", "uq.predict", "--param", "model=drag", "--param", "dataset=big",
+        "--param", "output=pred-job", "--json",
+    )  # fmt: skip
+    assert queued.code == 0, queued
+    refused(sctk("jobs", "submit", "uq.predict", "--param", "model=drag"), "needs 'dataset'")
+    assert sctk("worker", "--until-idle", "--concurrency", "1").code == 0
+    shown = json.loads(sctk("data", "show", "pred-job", "--json").out)
+    assert shown["rows"] == ROWS and shown["origin"] == "prediction"
+    assert shown["lineage"]["model"]["name"] == "drag"
+
+    out = tmp_path / "pred.parquet"
+    done = sctk("uq", "predict", "drag", "--data", "big", "--out", str(out), "--json")
+    assert done.code == 0, done
+    assert json.loads(done.out)["rows"] == ROWS
+    with session_scope(trained) as session:
+        stored = store.read(settings.home, store.get(session, "pred-job"))
+    pd.testing.assert_frame_equal(pd.read_parquet(out), stored)
+    csv = tmp_path / "pred.csv"
+    assert sctk("uq", "predict", "drag", "--data", "big", "--out", str(csv)).code == 0
+    np.testing.assert_allclose(pd.read_csv(csv)["upper"], stored["upper"])
+    refused(sctk("uq", "predict", "drag", "--data", "nope", "--out", str(out)), "'nope'")

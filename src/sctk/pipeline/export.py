@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import pandas as pd
 
 from sctk.errors import SctkError
 from sctk.fsutil import make_temp, space_errors
@@ -82,25 +84,31 @@ def chunks(home: Path, ds: Dataset, fmt: str) -> Iterator[bytes]:
             while piece := fh.read(_COPY):
                 yield piece
         return
+    yield from frame_chunks(store.iter_frames(home, ds), fmt)
+
+
+def frame_chunks(frames: Iterable[pd.DataFrame], fmt: str) -> Iterator[bytes]:
+    """The bytes of a .parquet or .csv file holding FRAMES (one table), piece by piece."""
+    check_format(fmt)
     if fmt == "parquet":
-        yield from _parquet_chunks(home, ds)
+        yield from _parquet_chunks(frames)
         return
     from sctk.security.spreadsheet import escape_frame
 
     header = True
-    for frame in store.iter_frames(home, ds):
+    for frame in frames:
         text = escape_frame(frame).to_csv(index=False, header=header)
         header = False
         yield text.encode("utf-8")
 
 
-def _parquet_chunks(home: Path, ds: Dataset) -> Iterator[bytes]:
+def _parquet_chunks(frames: Iterable[pd.DataFrame]) -> Iterator[bytes]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     sink = _Sink()
     writer = None
-    for frame in store.iter_frames(home, ds):
+    for frame in frames:
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if writer is None:
             writer = pq.ParquetWriter(sink, table.schema, **store.PARQUET_OPTIONS)
@@ -111,19 +119,18 @@ def _parquet_chunks(home: Path, ds: Dataset) -> Iterator[bytes]:
     yield sink.take()
 
 
-def export(home: Path, ds: Dataset, out: Path) -> int:
-    """Write DS to the file OUT (.parquet or .csv) atomically; the bytes written."""
-    fmt = format_of(out.name)
+def write_file(pieces: Iterable[bytes], out: Path) -> int:
+    """Write PIECES to the file OUT atomically (a temporary file, fsync, rename); the bytes
+    written. A failure midway leaves no file behind."""
     directory = out.parent if str(out.parent) else Path(".")
     if not directory.is_dir():
         raise SctkError(f"The directory {directory} does not exist; create it first.")
-    check_readable(home, ds)
     written = 0
     with space_errors(directory, out.name):
         fd, tmp = make_temp(directory, out.name)
         try:
             with os.fdopen(fd, "wb") as fh:
-                for piece in chunks(home, ds, fmt):
+                for piece in pieces:
                     fh.write(piece)
                     written += len(piece)
                 fh.flush()
@@ -133,3 +140,13 @@ def export(home: Path, ds: Dataset, out: Path) -> int:
             tmp.unlink(missing_ok=True)
             raise
     return written
+
+
+def export(home: Path, ds: Dataset, out: Path) -> int:
+    """Write DS to the file OUT (.parquet or .csv) atomically; the bytes written."""
+    fmt = format_of(out.name)
+    directory = out.parent if str(out.parent) else Path(".")
+    if not directory.is_dir():
+        raise SctkError(f"The directory {directory} does not exist; create it first.")
+    check_readable(home, ds)
+    return write_file(chunks(home, ds, fmt), out)
