@@ -13,6 +13,7 @@ import io
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -23,6 +24,7 @@ from sctk.storage.models import Dataset
 
 FORMATS = ("parquet", "csv")
 _COPY = 1024 * 1024
+BATCH_ROWS = 65_536  # rows converted at once: a CSV text of a million rows is ~10x its floats
 
 
 def format_of(filename: str) -> str:
@@ -84,7 +86,7 @@ def chunks(home: Path, ds: Dataset, fmt: str) -> Iterator[bytes]:
             while piece := fh.read(_COPY):
                 yield piece
         return
-    yield from frame_chunks(store.iter_frames(home, ds), fmt)
+    yield from frame_chunks(store.iter_frames(home, ds, BATCH_ROWS), fmt)
 
 
 def frame_chunks(frames: Iterable[pd.DataFrame], fmt: str) -> Iterator[bytes]:
@@ -117,6 +119,47 @@ def _parquet_chunks(frames: Iterable[pd.DataFrame]) -> Iterator[bytes]:
     if writer is not None:
         writer.close()
     yield sink.take()
+
+
+def ahead(items: Iterable[Any], depth: int = 1) -> Iterator[Any]:
+    """ITEMS, produced on a thread DEPTH items ahead of the consumer: reading and predicting
+    (NumPy, torch, Arrow all release the GIL) then overlap with encoding and writing. An
+    error of the producer is raised in the consumer; a consumer that stops early stops it."""
+    import queue
+    import threading
+
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((item, None), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((done, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            slots.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="sctk-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def write_file(pieces: Iterable[bytes], out: Path) -> int:

@@ -28,6 +28,7 @@ from sctk.pipeline import store
 from sctk.storage.models import Dataset, UqModel
 
 OUTPUTS = ("mean", "lower", "upper", "sigma", "psi")
+PREDICT_ROWS = 65_536  # rows read and given to the model at once
 Progress = Callable[[float, str], None]
 
 
@@ -80,10 +81,17 @@ def predict_frame(
         return pd.DataFrame({**empty, **{k: pd.Series(dtype="float64") for k in OUTPUTS}})
     where = f"{what} (rows {first_row:,} to {first_row + len(frame) - 1:,})"
     X = registry.feature_matrix(frame, features, where)
-    out = registry.load(home, ref.row()).predict_interval(X, alpha=alpha)
+    model = registry.load(home, ref.row())
     result = frame[features].reset_index(drop=True).astype("float64")
+    outputs = {key: np.empty(len(X), dtype=np.float64) for key in OUTPUTS}
+    # the model's intermediate tensors (input gradients for psi) grow with the rows it is
+    # given: a partition of a million rows is predicted a slice at a time
+    for start in range(0, len(X), PREDICT_ROWS):
+        out = model.predict_interval(X[start : start + PREDICT_ROWS], alpha=alpha)
+        for key in OUTPUTS:
+            outputs[key][start : start + PREDICT_ROWS] = out[key]
     for key in OUTPUTS:
-        result[key] = np.asarray(out[key], dtype=np.float64)
+        result[key] = outputs[key]
     return result
 
 
@@ -145,8 +153,17 @@ def predictions(
         report(1.0, "no rows")
         return
     if client is None:
+        import pyarrow.parquet as pq
+
+        source = pq.ParquetFile(store.dataset_file(home, ds))
+        columns = [c for c in ref.features if c in source.schema_arrow.names]
         for index, start in enumerate(starts):
-            yield predict_partition(str(home), ref, ds.path, ds.name, index, start, alpha)
+            # a partition in slices: memory holds PREDICT_ROWS rows, not a million
+            done = start
+            for piece in source.iter_batches(PREDICT_ROWS, row_groups=[index], columns=columns):
+                frame = piece.to_pandas()
+                yield predict_frame(home, ref, frame, alpha, what, done)
+                done += len(frame)
             report((index + 1) / total, f"partition {index + 1} of {total}")
         return
     yield from _on_cluster(client, home, ref, ds, starts, alpha, report)
