@@ -24,6 +24,9 @@ from sctk.storage.models import Dataset
 
 FORMATS = ("parquet", "csv")
 _COPY = 1024 * 1024
+# a file written once for a reader, not stored and hashed: fast compression (zstd took more
+# CPU than the model on 12 million rows of float predictions, which barely compress)
+FAST_PARQUET: dict[str, Any] = {"compression": "snappy"}
 BATCH_ROWS = 65_536  # rows converted at once: a CSV text of a million rows is ~10x its floats
 
 
@@ -89,11 +92,14 @@ def chunks(home: Path, ds: Dataset, fmt: str) -> Iterator[bytes]:
     yield from frame_chunks(store.iter_frames(home, ds, BATCH_ROWS), fmt)
 
 
-def frame_chunks(frames: Iterable[pd.DataFrame], fmt: str) -> Iterator[bytes]:
-    """The bytes of a .parquet or .csv file holding FRAMES (one table), piece by piece."""
+def frame_chunks(
+    frames: Iterable[pd.DataFrame], fmt: str, options: dict[str, Any] | None = None
+) -> Iterator[bytes]:
+    """The bytes of a .parquet or .csv file holding FRAMES (one table), piece by piece;
+    OPTIONS are the Parquet writer's (default: those of stored datasets)."""
     check_format(fmt)
     if fmt == "parquet":
-        yield from _parquet_chunks(frames)
+        yield from _parquet_chunks(frames, options or store.PARQUET_OPTIONS)
         return
     from sctk.security.spreadsheet import escape_frame
 
@@ -104,7 +110,7 @@ def frame_chunks(frames: Iterable[pd.DataFrame], fmt: str) -> Iterator[bytes]:
         yield text.encode("utf-8")
 
 
-def _parquet_chunks(frames: Iterable[pd.DataFrame]) -> Iterator[bytes]:
+def _parquet_chunks(frames: Iterable[pd.DataFrame], options: dict[str, Any]) -> Iterator[bytes]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -113,7 +119,7 @@ def _parquet_chunks(frames: Iterable[pd.DataFrame]) -> Iterator[bytes]:
     for frame in frames:
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if writer is None:
-            writer = pq.ParquetWriter(sink, table.schema, **store.PARQUET_OPTIONS)
+            writer = pq.ParquetWriter(sink, table.schema, **options)
         writer.write_table(table, row_group_size=store.PARTITION_ROWS)
         yield sink.take()
     if writer is not None:

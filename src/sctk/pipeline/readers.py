@@ -541,7 +541,7 @@ def _parquet_batches(path: Path, name: str, _text: set[str], batch_rows: int):
         )
 
     try:
-        source = pq.ParquetFile(path)
+        source = pq.ParquetFile(path, pre_buffer=False)
         schema = source.schema_arrow
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise unreadable(exc) from None

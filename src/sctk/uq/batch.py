@@ -155,7 +155,7 @@ def predictions(
     if client is None:
         import pyarrow.parquet as pq
 
-        source = pq.ParquetFile(store.dataset_file(home, ds))
+        source = pq.ParquetFile(store.dataset_file(home, ds), pre_buffer=False)
         columns = [c for c in ref.features if c in source.schema_arrow.names]
         for index, start in enumerate(starts):
             # a partition in slices: memory holds PREDICT_ROWS rows, not a million
