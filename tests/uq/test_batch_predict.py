@@ -139,6 +139,9 @@ def test_the_commands_submit_the_job_and_stream_a_prediction_to_a_file(
     shown = json.loads(sctk("data", "show", "pred-job", "--json").out)
     assert shown["rows"] == ROWS and shown["origin"] == "prediction"
     assert shown["lineage"]["model"]["name"] == "drag"
+    tree = sctk("data", "lineage", "pred-job").out
+    assert "pred-job  predicted by model 'drag' v1" in tree and "alpha 0.1" in tree
+    assert "big  imported from big.csv" in tree
 
     out = tmp_path / "pred.parquet"
     done = sctk("uq", "predict", "drag", "--data", "big", "--out", str(out), "--json")

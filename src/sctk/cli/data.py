@@ -215,6 +215,12 @@ def _tree_lines(node: dict[str, Any], depth: int = 0) -> list[str]:
             f"{node['name']}{part}  from pipeline {pipe.get('path')} "
             f"(sha256 {str(pipe.get('sha256', ''))[:12]})"
         )
+    elif node.get("origin") == "prediction":
+        model = node.get("model") or {}
+        line = (
+            f"{node['name']}  predicted by model '{model.get('name')}' v{model.get('version')} "
+            f"(sha256 {str(model.get('sha256', ''))[:12]}) at alpha {node.get('alpha')}"
+        )
     else:
         line = f"{node['name']}"
     if what:

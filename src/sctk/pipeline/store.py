@@ -575,7 +575,11 @@ def _node(
         node["source"] = info.get("source")
         node["schema"] = (info.get("schema") or {}).get("source")
         return node
-    node["pipeline"] = {k: info.get("pipeline", {}).get(k) for k in ("path", "sha256")}
+    if ds.origin == "prediction":  # the uq.predict job: the model and alpha it used
+        node["model"] = info.get("model")
+        node["alpha"] = info.get("alpha")
+    else:
+        node["pipeline"] = {k: info.get("pipeline", {}).get(k) for k in ("path", "sha256")}
     if info.get("part"):
         node["part"] = info["part"]
     inputs = []
