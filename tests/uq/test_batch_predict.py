@@ -82,6 +82,23 @@ def test_bad_parameters_are_one_sentence():
         parse_params({"model": "m", "dataset": "d", "output": "o", "alpha": 2})
 
 
+def _job_on_a_worker(home: str, output: str) -> tuple[bool, str]:
+    from pathlib import Path
+
+    from sctk import config
+    from sctk.uq.predict_job import cluster_client
+
+    settings = config.load(Path(home), {"executor": {"kind": "dask"}}).settings
+    engine = make_engine(settings)
+    try:
+        with cluster_client(settings) as client, session_scope(engine) as session:
+            params = {"model": "drag", "dataset": "big", "output": output}
+            ds = predict_dataset(session, Path(home), params, client=client)
+            return client is not None, ds.sha256
+    finally:
+        engine.dispose()
+
+
 @sqlite_only
 def test_on_a_dask_cluster_equals_the_local_run_even_when_a_worker_dies(trained, settings):
     from dask.distributed import Client, LocalCluster
@@ -105,6 +122,11 @@ def test_on_a_dask_cluster_equals_the_local_run_even_when_a_worker_dies(trained,
         # the workers loaded the model once each, not once per partition
         loads = client.run(lambda: len(registry._loaded))
         assert set(loads.values()) == {1}
+
+        # the job as the Dask executor runs it: a task on a worker, whose partitions become
+        # tasks of their own on the same cluster (the job's task leaves its thread meanwhile)
+        job = client.submit(_job_on_a_worker, str(home), "pred-in-job", pure=False)
+        assert job.result(timeout=120) == (True, local_sha)
 
         killed: list[int] = []
 
