@@ -254,7 +254,25 @@ class BusSettings(_Section):
 
 class DataSettings(_Section):
     max_upload_bytes: int = Field(
-        512 * 1024 * 1024, ge=1024, description="Largest file `data import` or an upload takes."
+        512 * 1024 * 1024,
+        ge=1024,
+        description="Largest file an upload (POST /api/v1/datasets) takes.",
+    )
+    max_import_bytes: int | None = Field(
+        None,
+        ge=1024,
+        description="Largest local file `sctk data import` takes; empty means any size the "
+        "data directory's disk can hold (it is read in batches, stored in partitions).",
+    )
+    import_batch_rows: int = Field(
+        65_536, ge=1, le=10_000_000, description="Rows a local import reads at a time."
+    )
+    partition_rows: int = Field(
+        1024 * 1024,
+        ge=1,
+        le=100_000_000,
+        description="Rows per partition (Parquet row group) of a dataset a local import stores; "
+        "export and batch prediction read one partition at a time.",
     )
     max_violations_listed: int = Field(
         20, ge=1, le=10_000, description="Schema violations listed before the rest are counted."

@@ -11,6 +11,7 @@ from rich.markup import escape
 from sctk.cli.common import (
     console,
     db_session,
+    err_console,
     json_option,
     operator,
     print_json,
@@ -44,9 +45,13 @@ def import_(
     as_json: bool = json_option(),
 ) -> None:
     """Import a file as a dataset; a file that breaks its schema is refused, naming each
-    problem, and nothing is stored. An .npz array [N, ...] of more than one dimension becomes
-    a field column (one flattened array a row, its shape in the lineage) that `sctk uq train`
-    with kind = "field" reads."""
+    problem, and nothing is stored. The file is read in batches (data.import_batch_rows) and
+    stored as Parquet in partitions (data.partition_rows), so its size is bounded by the
+    disk, not by memory (data.max_import_bytes sets a limit; --format npz reads it whole).
+    An .npz array [N, ...] of more than one dimension becomes a field column (one flattened
+    array a row, its shape in the lineage) that `sctk uq train` with kind = "field" reads."""
+    from sctk.cli.progress import progress
+    from sctk.pipeline.ingest import Batching, import_local
     from sctk.pipeline.limits import DataLimits
     from sctk.pipeline.schema import SchemaViolations, load_schema
     from sctk.pipeline.service import import_file
@@ -55,19 +60,34 @@ def import_(
     checked = load_schema(schema) if schema else None
     with db_session(ctx) as session:
         try:
-            result = import_file(
-                session,
-                s.home,
-                file,
-                filename=file.name,
-                name=name,
-                schema=checked,
-                fmt=fmt or "parquet",
-                owner=operator(),
-                max_bytes=s.data.max_upload_bytes,
-                max_violations=s.data.max_violations_listed,
-                limits=DataLimits.of(s.data),
-            )
+            if (fmt or "parquet") == "parquet":
+                with progress(f"import {file.name}", err_console, enabled=not as_json) as update:
+                    result = import_local(
+                        session,
+                        s.home,
+                        file,
+                        name=name,
+                        schema=checked,
+                        owner=operator(),
+                        max_bytes=s.data.max_import_bytes,
+                        max_violations=s.data.max_violations_listed,
+                        batching=Batching(s.data.import_batch_rows, s.data.partition_rows),
+                        progress=update,
+                    )
+            else:  # .npz cannot be written in parts: the file is read whole, within limits
+                result = import_file(
+                    session,
+                    s.home,
+                    file,
+                    filename=file.name,
+                    name=name,
+                    schema=checked,
+                    fmt=fmt or "parquet",
+                    owner=operator(),
+                    max_bytes=s.data.max_import_bytes,
+                    max_violations=s.data.max_violations_listed,
+                    limits=DataLimits.of(s.data),
+                )
         except SchemaViolations as exc:
             if as_json:
                 print_json({"ok": False, "error": exc.message, "report": exc.report.to_dict()})
@@ -150,6 +170,33 @@ def show(
     )
 
 
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Dataset name."),
+    out: Path = typer.Option(..., "--out", help="The file to write: .parquet or .csv."),
+    as_json: bool = json_option(),
+) -> None:
+    """Write a dataset (predictions included) to a .parquet or .csv file, a partition at a
+    time; a Parquet dataset exported as .parquet is its stored file, same sha256."""
+    from sctk.pipeline import export as exporting
+    from sctk.pipeline import store
+
+    s = settings(ctx)
+    exporting.format_of(out.name)
+    with db_session(ctx) as session:
+        ds = store.get(session, name)
+    size = exporting.export(s.home, ds, out)
+    if as_json:
+        print_json({"name": ds.name, "rows": ds.rows, "out": str(out), "size_bytes": size})
+        return
+    console.print(
+        f"exported dataset '{ds.name}' ({ds.rows} rows) to {out} ({_size(size)})",
+        highlight=False,
+        markup=False,
+    )
+
+
 def _tree_lines(node: dict[str, Any], depth: int = 0) -> list[str]:
     pad = "    " * depth + ("└── " if depth else "")
     what = node.get("note") or ""
@@ -167,6 +214,12 @@ def _tree_lines(node: dict[str, Any], depth: int = 0) -> list[str]:
         line = (
             f"{node['name']}{part}  from pipeline {pipe.get('path')} "
             f"(sha256 {str(pipe.get('sha256', ''))[:12]})"
+        )
+    elif node.get("origin") == "prediction":
+        model = node.get("model") or {}
+        line = (
+            f"{node['name']}  predicted by model '{model.get('name')}' v{model.get('version')} "
+            f"(sha256 {str(model.get('sha256', ''))[:12]}) at alpha {node.get('alpha')}"
         )
     else:
         line = f"{node['name']}"

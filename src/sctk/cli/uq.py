@@ -232,7 +232,10 @@ def predict(
     ),
     as_json: bool = json_option(),
 ) -> None:
-    """Predict with calibrated intervals for every row (or field) of the data (in this process)."""
+    """Predict with calibrated intervals for every row (or field) of the data (in this process).
+    With --out, a tabular model reads the dataset a partition at a time and writes as it goes:
+    no row limit, memory bounded by one partition (the `uq.predict` job stores the same as a
+    dataset, on a Dask cluster too)."""
     from sctk.uq import cache, registry
     from sctk.uq.conformal import check_alpha
     from sctk.uq.inputs import load_inputs
@@ -244,6 +247,9 @@ def predict(
         allowed = (".npz",) if row.kind == "field" else (".csv", ".parquet")
         if out is not None and out.suffix.lower() not in allowed:
             raise SctkError(f"Cannot write {out.name}: use a {' or '.join(allowed)} file name.")
+        if out is not None and row.kind != "field":
+            _predict_streamed(s.home, session, row, data, alpha, out, as_json)
+            return
         inputs = load_inputs(session, s.home, row, data)
         c = cache.get_cache(s.cache)
         if row.kind == "field":
@@ -310,6 +316,42 @@ def predict(
         f"model {label}, alpha {result['alpha']} (first {shown} of {result['rows']} rows)",
         ["row", *keys],
         [[i, *(f"{result[k][i]:.5g}" for k in keys)] for i in range(shown)],
+    )
+
+
+def _predict_streamed(home: Path, session, row, data: str, alpha: float, out: Path, as_json):
+    """A tabular model over a whole dataset, a partition at a time, into OUT: no row limit,
+    memory bounded by one partition."""
+    from sctk.cli.progress import progress
+    from sctk.pipeline import export, store
+    from sctk.uq import batch
+    from sctk.uq.inputs import is_file
+
+    if is_file(data):
+        raise SctkError(
+            f"Model '{row.name}' v{row.version} is a tabular model: give it a stored dataset's "
+            f"name, not the file {data}."
+        )
+    ds = store.get(session, data)
+    fmt = export.format_of(out.name)
+    with progress(f"predict {ds.name}", err_console, enabled=not as_json) as update:
+        frames = export.ahead(batch.predictions(home, row, ds, alpha, progress=update))
+        export.write_file(export.frame_chunks(frames, fmt, export.FAST_PARQUET), out)
+    summary = {
+        "model": {"id": row.id, "name": row.name, "version": row.version},
+        "kind": row.kind,
+        "alpha": alpha,
+        "rows": ds.rows,
+        "out": str(out),
+    }
+    if as_json:
+        print_json(summary)
+        return
+    console.print(
+        f"predicted {ds.rows} rows of {ds.name} with model '{row.name}' v{row.version} at "
+        f"alpha {alpha}; wrote {out}",
+        highlight=False,
+        markup=False,
     )
 
 

@@ -63,10 +63,22 @@ def to_frame(arrays: dict[str, np.ndarray], what: str) -> tuple[pd.DataFrame, di
                 "give every row at least one number."
             )
         shapes[key] = [int(v) for v in value.shape[1:]]
-    rows = {k: int(v.shape[0]) for k, v in arrays.items()}
+    check_lengths({k: int(v.shape[0]) for k, v in arrays.items()}, bool(shapes), what)
+    columns: dict[str, Any] = {}
+    for key, value in arrays.items():
+        if key in shapes:
+            columns[key] = list(np.asarray(value, dtype=np.float64).reshape(len(value), -1))
+        else:
+            columns[key] = value
+    return pd.DataFrame(columns), shapes
+
+
+def check_lengths(rows: dict[str, int], fields: bool, what: str) -> None:
+    """Refuse arrays of different lengths (ROWS: name -> first dimension); FIELDS says some
+    have more than one dimension, which the sentence then explains."""
     if len(set(rows.values())) > 1:
         shown = ", ".join(f"'{k}' {n}" for k, n in rows.items())
-        if not shapes:
+        if not fields:
             raise SctkError(
                 f"{what}: the arrays have different lengths ({shown}); each array is a column "
                 "and all must have one value per row."
@@ -76,13 +88,6 @@ def to_frame(arrays: dict[str, np.ndarray], what: str) -> tuple[pd.DataFrame, di
             "each array is a column with one row per entry of its first dimension, so all "
             "must have the same number."
         )
-    columns: dict[str, Any] = {}
-    for key, value in arrays.items():
-        if key in shapes:
-            columns[key] = list(np.asarray(value, dtype=np.float64).reshape(len(value), -1))
-        else:
-            columns[key] = value
-    return pd.DataFrame(columns), shapes
 
 
 def entry(shapes: dict[str, list], **extra: Any) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import codecs
 import json
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -414,18 +414,20 @@ def check_npz(path: Path, name: str, limits: DataLimits) -> None:
         ) from None
 
 
-def _npy_header(fh, name: str, key: str) -> tuple[tuple[int, ...], np.dtype]:
+def _npy_header(fh, name: str, key: str, with_order: bool = False):
+    """The shape and dtype an .npy header declares (and whether it is Fortran-ordered)."""
     fmt = np.lib.format
     try:
         version = fmt.read_magic(fh)
         read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, _fortran, dtype = read(fh)
+        shape, fortran, dtype = read(fh)
     except ValueError:
         raise UnreadableFile(
             f"{name} is a zip archive but not a NumPy .npz: member '{key}' is not an array; "
             "save the data with numpy.savez."
         ) from None
-    return tuple(int(d) for d in shape), dtype
+    shape = tuple(int(d) for d in shape)
+    return (shape, fortran, dtype) if with_order else (shape, dtype)
 
 
 def _read_npz(path: Path, name: str, _text: set[str], limits: DataLimits | None) -> Table:
@@ -464,3 +466,244 @@ def _read_npz(path: Path, name: str, _text: set[str], limits: DataLimits | None)
     except SctkError as exc:
         raise UnreadableFile(exc.message) from None
     return Table(df, shapes)
+
+
+# --- reading in batches ---------------------------------------------------------------------
+#
+# A local import reads its file a batch of rows at a time, so that its memory does not grow
+# with the file. The batches carry the file's own types, which may differ from batch to
+# batch; sctk.pipeline.settle decides one type per column over all of them.
+
+BATCH_ROWS = _BATCH_ROWS
+
+
+def iter_batches(
+    path: Path,
+    name: str | None = None,
+    text_columns: Iterable[str] = (),
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[Table]:
+    """PATH's rows, BATCH_ROWS at a time (at least one batch, maybe empty), with the checks
+    and sentences of `read_file`; TEXT_COLUMNS are read from CSV as text."""
+    name = name or path.name
+    fmt = file_format(name)
+    _check_content(path, name, fmt)
+    if batch_rows < 1:
+        raise SctkError(f"A batch holds at least one row, not {batch_rows}.")
+    reader = {
+        "csv": _csv_batches,
+        "parquet": _parquet_batches,
+        "jsonl": _jsonl_batches,
+        "npz": _npz_batches,
+    }[fmt]
+    for table in reader(path, name, set(text_columns), batch_rows):
+        df = table.frame
+        if df.columns.duplicated().any():
+            dup = df.columns[df.columns.duplicated()][0]
+            raise UnreadableFile(
+                f"{name} has the column '{dup}' twice; give each column its own name."
+            )
+        yield table
+
+
+def _csv_batches(path: Path, name: str, text_columns: set[str], batch_rows: int):
+    header = _csv_header(path, name)
+    dup = next((c for i, c in enumerate(header) if c in header[:i]), None)
+    if dup is not None:
+        raise UnreadableFile(f"{name} has the column '{dup}' twice; give each column its own name.")
+    dtype = {c: "str" for c in text_columns} or None
+    yielded = False
+    try:
+        with pd.read_csv(path, encoding="utf-8-sig", dtype=dtype, chunksize=batch_rows) as reader:
+            for chunk in reader:
+                yielded = True
+                yield Table(chunk.reset_index(drop=True))
+        if not yielded:  # a header and no rows
+            yield Table(pd.read_csv(path, encoding="utf-8-sig", dtype=dtype))
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(
+            f"{name} is not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8 CSV."
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise UnreadableFile(f"{name} has no columns; the first line must name them.") from None
+    except pd.errors.ParserError as exc:
+        raise UnreadableFile(f"{name} is not well-formed CSV: {_first_line(exc)}.") from None
+
+
+def _parquet_batches(path: Path, name: str, _text: set[str], batch_rows: int):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def unreadable(exc: BaseException) -> UnreadableFile:
+        return UnreadableFile(
+            f"{name} starts like a Parquet file but cannot be read: {_first_line(exc)}; "
+            "export it again."
+        )
+
+    try:
+        source = pq.ParquetFile(path, pre_buffer=False)
+        schema = source.schema_arrow
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise unreadable(exc) from None
+    yielded = False
+    try:
+        for batch in source.iter_batches(batch_size=batch_rows):
+            yielded = True
+            yield Table(batch.to_pandas())
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise unreadable(exc) from None
+    if not yielded:
+        yield Table(schema.empty_table().to_pandas())
+
+
+def _jsonl_batches(path: Path, name: str, _text: set[str], batch_rows: int):
+    records: list[dict] = []
+    seen = False
+    for record in _jsonl_records(path, name):
+        records.append(record)
+        if len(records) == batch_rows:
+            seen = True
+            yield Table(pd.DataFrame.from_records(records))
+            records = []
+    if records or not seen:
+        if not records:
+            raise UnreadableFile(f"{name} holds no records; there is nothing to import.")
+        yield Table(pd.DataFrame.from_records(records))
+
+
+def _jsonl_records(path: Path, name: str) -> Iterator[dict]:
+    """PATH's JSON objects one by one, each checked as `_read_jsonl` checks them."""
+    try:
+        with path.open(encoding="utf-8-sig") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                yield _json_record(line, lineno, name)
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(
+            f"{name} is not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8."
+        ) from None
+
+
+def _json_record(line: str, lineno: int, name: str) -> dict:
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise UnreadableFile(
+            f"{name} line {lineno} is not valid JSON ({_first_line(exc)}); "
+            "each line must hold one JSON object."
+        ) from None
+    if not isinstance(record, dict):
+        raise UnreadableFile(
+            f"{name} line {lineno} holds a JSON {type(record).__name__}, not an "
+            'object; each line must hold one object such as {"x": 1.5}.'
+        )
+    for key, value in record.items():
+        if isinstance(value, dict | list):
+            raise UnreadableFile(
+                f"{name} line {lineno}: '{key}' holds a nested "
+                f"{'object' if isinstance(value, dict) else 'list'}; "
+                "values must be numbers, text, true/false or null."
+            )
+    return record
+
+
+@dataclass
+class _Member:
+    key: str
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    fortran: bool
+    dtype: np.dtype
+    offset: int = 0  # where the array's bytes start in the archive (stored members)
+
+
+def _npz_members(path: Path, name: str) -> list[_Member]:
+    """Each member's .npy header, and where a stored (uncompressed) member's data starts."""
+    import struct
+
+    members = []
+    try:
+        with zipfile.ZipFile(path) as archive, path.open("rb") as raw:
+            infos = archive.infolist()
+            if not infos:
+                raise UnreadableFile(f"{name} holds no arrays; there is nothing to import.")
+            for info in infos:
+                key = info.filename.removesuffix(".npy")
+                with archive.open(info) as fh:
+                    shape, fortran, dtype = _npy_header(fh, name, key, with_order=True)
+                    header = fh.tell()
+                start = 0
+                if info.compress_type == zipfile.ZIP_STORED:
+                    # the local header: 30 bytes, then the name and an extra field
+                    raw.seek(info.header_offset + 26)
+                    name_len, extra_len = struct.unpack("<HH", raw.read(4))
+                    start = info.header_offset + 30 + name_len + extra_len
+                members.append(_Member(key, info, tuple(shape), fortran, dtype, start + header))
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise UnreadableFile(
+            f"{name} is not a readable .npz archive: {_first_line(exc)}."
+        ) from None
+    return members
+
+
+def _npz_batches(path: Path, name: str, _text: set[str], batch_rows: int):
+    """An .npz archive a batch of rows at a time: stored members through a memory map,
+    compressed ones decompressed as they are read (a Fortran-ordered compressed array, whose
+    rows are not contiguous, is read whole)."""
+    members = _npz_members(path, name)
+    for m in members:
+        if m.dtype.hasobject:
+            raise UnreadableFile(
+                f"{name}: array '{m.key}' holds Python objects, which sctk does not load "
+                "(loading them could run code); save it with a numeric or text dtype."
+            )
+        if not m.shape:
+            raise UnreadableFile(
+                f"{name}: array '{m.key}' is a single value, not a column; save one value per "
+                "row (a one-dimensional array) or one array per row ([N, ...])."
+            )
+    try:
+        arrays.check_lengths(
+            {m.key: m.shape[0] for m in members}, any(len(m.shape) > 1 for m in members), name
+        )
+    except SctkError as exc:
+        raise UnreadableFile(exc.message) from None
+    rows = members[0].shape[0]
+    with zipfile.ZipFile(path) as archive:
+        sources = {m.key: _npz_source(path, archive, m) for m in members}
+        start = 0
+        while True:
+            stop = min(start + batch_rows, rows)
+            batch = {m.key: sources[m.key](start, stop) for m in members}
+            try:
+                df, shapes = arrays.to_frame(batch, name)
+            except SctkError as exc:
+                raise UnreadableFile(exc.message) from None
+            yield Table(df, shapes)
+            start = stop
+            if start >= rows:
+                return
+
+
+def _npz_source(path: Path, archive: zipfile.ZipFile, m: _Member):
+    """A function (start, stop) -> the member's rows start..stop, read in order."""
+    if m.info.compress_type == zipfile.ZIP_STORED:
+        mapped = np.memmap(
+            path, dtype=m.dtype, mode="r", offset=m.offset, shape=m.shape,
+            order="F" if m.fortran else "C",
+        )  # fmt: skip
+        return lambda start, stop: np.array(mapped[start:stop])
+    if m.fortran and len(m.shape) > 1:
+        with archive.open(m.info) as fh:
+            whole = np.lib.format.read_array(fh, allow_pickle=False)
+        return lambda start, stop: whole[start:stop]
+    fh = archive.open(m.info)
+    _npy_header(fh, path.name, m.key)
+    per_row = int(np.prod(m.shape[1:], dtype=np.int64)) * m.dtype.itemsize
+
+    def read(start: int, stop: int) -> np.ndarray:
+        data = fh.read((stop - start) * per_row)
+        return np.frombuffer(data, dtype=m.dtype).reshape((stop - start, *m.shape[1:]))
+
+    return read

@@ -23,6 +23,7 @@ from sctk.errors import Conflict, SctkError
 from sctk.pipeline import arrays, readers, store
 from sctk.pipeline.limits import DataLimits, TooLarge
 from sctk.pipeline.schema import Report, Schema, SchemaViolations, validate
+from sctk.pipeline.settle import settle
 from sctk.pipeline.transforms import SPLIT_PARTS, Pipeline
 from sctk.pipeline.transforms import run as run_steps
 
@@ -32,31 +33,6 @@ Progress = Callable[[float, str], None]
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
-
-
-def _settle_types(df: pd.DataFrame, name: str, skip: set[str]) -> pd.DataFrame:
-    """Columns no schema typed, in one type each: a JSON-lines column mixing numbers and text
-    cannot be stored, and silently turning it into text would hide the problem."""
-    for col in df.columns:
-        if col in skip or df[col].dtype != object or arrays.is_array_column(df[col]):
-            continue
-        values = df[col].dropna()
-        kinds = {
-            "text" if isinstance(v, str) else "true/false" if isinstance(v, bool) else "number"
-            for v in values
-        }
-        if len(kinds) > 1:
-            raise readers.UnreadableFile(
-                f"{name}: column '{col}' mixes {' and '.join(sorted(kinds))}; declare its type "
-                'in a schema (e.g. dtype = "str") or clean the file.'
-            )
-        if kinds == {"text"}:
-            df[col] = df[col].astype("str")
-        elif kinds == {"true/false"}:
-            df[col] = df[col].astype("boolean")
-        elif kinds == {"number"}:
-            df[col] = pd.to_numeric(df[col])
-    return df
 
 
 @dataclass
@@ -125,7 +101,22 @@ def import_file(
             raise SchemaViolations(report.summary(filename), report)
         df = report.frame
         typed = set(schema.columns)
-    df = _settle_types(df, filename, typed)
+    df = settle(df, filename, typed)
+    lineage = import_lineage(filename, source_sha, size, schema, report, table.shapes)
+    [stored] = store.store(session, home, [store.Output(name, df, fmt, lineage)], "import", owner)
+    log.info("imported %s as dataset %s", filename, name, extra={"dataset": name})
+    return ImportResult(stored.dataset, report, stored.unchanged, report.notes() if report else [])
+
+
+def import_lineage(
+    filename: str,
+    source_sha: str,
+    size: int,
+    schema: Schema | None,
+    report: Report | None,
+    shapes: dict[str, list],
+) -> dict[str, Any]:
+    """The lineage of a dataset imported from FILENAME (its sha256 and size)."""
     lineage = {
         "origin": "import",
         "source": {
@@ -140,11 +131,9 @@ def import_file(
         "versions": store.versions(),
         "created_at": _now(),
     }
-    if table.shapes:
-        lineage[arrays.FIELDS] = arrays.entry(table.shapes)
-    [stored] = store.store(session, home, [store.Output(name, df, fmt, lineage)], "import", owner)
-    log.info("imported %s as dataset %s", filename, name, extra={"dataset": name})
-    return ImportResult(stored.dataset, report, stored.unchanged, report.notes() if report else [])
+    if shapes:
+        lineage[arrays.FIELDS] = arrays.entry(shapes)
+    return lineage
 
 
 def schema_of(session: Session, name: str) -> Schema:

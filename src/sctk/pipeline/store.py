@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,12 +161,8 @@ def _write_parquet(df: pd.DataFrame, fh) -> None:
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
-        raise SctkError(
-            f"The data cannot be stored as Parquet ({first}); give each column one type, "
-            "for example with a schema."
-        ) from None
-    pq.write_table(table, fh, **PARQUET_OPTIONS)
+        raise _not_storable(exc) from None
+    pq.write_table(table, fh, row_group_size=PARTITION_ROWS, **PARQUET_OPTIONS)
 
 
 @dataclass
@@ -202,14 +198,118 @@ def write_frame(home: Path, name: str, df: pd.DataFrame, fmt: str) -> Pending:
             raise
 
 
+# Rows per Parquet row group: a stored dataset's partitions, read, exported and predicted on
+# one at a time. pyarrow's own default, so that files written whole are partitioned alike.
+PARTITION_ROWS = 1024 * 1024
+# Readers read a row group at a time without pre-buffering: pyarrow's pre-buffer of an
+# iteration over every row group grew with the file (1.3 GiB importing 12 million rows).
+
+
+@dataclass
+class Written:
+    """A Parquet file written a partition at a time, waiting for its row."""
+
+    pending: Pending
+    rows: int
+    columns: dict[str, str]
+
+
+def write_partitions(
+    home: Path, name: str, frames: Iterable[pd.DataFrame], partition_rows: int = PARTITION_ROWS
+) -> Written:
+    """Write the FRAMES (one table, batch by batch) as a Parquet file of row groups of
+    PARTITION_ROWS rows each; memory holds about one row group, whatever the total.
+
+    The row groups are cut at fixed row counts and each is written from one contiguous
+    table, so that the bytes depend on the rows alone, not on how they were batched."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if partition_rows < 1:
+        raise SctkError(f"A partition holds at least one row, not {partition_rows}.")
+    directory = data_dir(home)
+    with space_errors(directory, f"dataset {name}"):
+        fd, tmp = make_temp(directory, name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                writer = None
+                buffered: list[pa.Table] = []
+                held = rows = 0
+                columns: dict[str, str] = {}
+
+                def flush(final: bool) -> None:
+                    nonlocal buffered, held
+                    table = pa.concat_tables(buffered) if buffered else schema.empty_table()
+                    while table.num_rows >= partition_rows or (final and table.num_rows):
+                        part = table.slice(0, partition_rows).combine_chunks()
+                        writer.write_table(part, row_group_size=partition_rows)
+                        table = table.slice(part.num_rows)
+                    buffered = [table] if table.num_rows else []
+                    held = table.num_rows
+
+                for frame in frames:
+                    if writer is None:
+                        columns = column_types(frame)
+                        schema = _arrow_schema(frame)
+                        writer = pq.ParquetWriter(fh, schema, **PARQUET_OPTIONS)
+                    buffered.append(_arrow_table(frame, schema))
+                    rows += len(frame)
+                    held += len(frame)
+                    if held >= partition_rows:
+                        flush(final=False)
+                if writer is None:
+                    raise SctkError(f"There are no rows to store as dataset {name}.")
+                flush(final=True)
+                writer.close()
+                fh.flush()
+                os.fsync(fh.fileno())
+            crashpoints.reached("import.written")
+            os.chmod(tmp, 0o640)
+            pending = Pending(
+                tmp, directory / f"{name}.parquet", file_sha256(tmp), tmp.stat().st_size
+            )
+            return Written(pending, rows, columns)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _not_storable(exc: BaseException) -> SctkError:
+    first = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
+    return SctkError(
+        f"The data cannot be stored as Parquet ({first}); give each column one type, "
+        "for example with a schema."
+    )
+
+
+def _arrow_schema(frame: pd.DataFrame):
+    import pyarrow as pa
+
+    try:
+        return pa.Schema.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise _not_storable(exc) from None
+
+
+def _arrow_table(frame: pd.DataFrame, schema):
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise _not_storable(exc) from None
+
+
 @dataclass
 class Output:
-    """One frame to store: its name, data, format and lineage."""
+    """One frame to store: its name, data, format and lineage; or, for data written a
+    partition at a time (`write_partitions`), its file already WRITTEN instead of a frame."""
 
     name: str
-    frame: pd.DataFrame
+    frame: pd.DataFrame | None
     format: str
     lineage: dict[str, Any]
+    written: Written | None = None
 
 
 @dataclass
@@ -237,7 +337,13 @@ def store(
     results: list[Stored] = []
     try:
         for out in outputs:
-            p = write_frame(home, out.name, out.frame, out.format)
+            if out.written is not None:
+                p = out.written.pending
+                rows, columns = out.written.rows, out.written.columns
+            else:
+                assert out.frame is not None
+                p = write_frame(home, out.name, out.frame, out.format)
+                rows, columns = len(out.frame), column_types(out.frame)
             pending.append(p)
             existing = find(session, out.name)
             if existing is not None:
@@ -256,8 +362,8 @@ def store(
                 format=out.format,
                 sha256=p.sha256,
                 size_bytes=p.size,
-                rows=len(out.frame),
-                columns=column_types(out.frame),
+                rows=rows,
+                columns=columns,
                 lineage=out.lineage,
                 owner=owner[:64],
             )
@@ -314,6 +420,58 @@ def read(home: Path, ds: Dataset) -> pd.DataFrame:
             "or delete the dataset."
         )
     return read_table(path, path.name, limits=None)  # checked when it was imported
+
+
+def _existing(home: Path, ds: Dataset) -> Path:
+    path = dataset_file(home, ds)
+    if not path.exists():
+        raise SctkError(
+            f"The file of dataset '{ds.name}' ({ds.path}) is missing; restore it from a backup "
+            "or delete the dataset."
+        )
+    return path
+
+
+def partitions(home: Path, ds: Dataset) -> int:
+    """How many partitions (Parquet row groups) DS is read in; an .npz dataset is one."""
+    if ds.format != "parquet":
+        return 1
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(_existing(home, ds)).metadata.num_row_groups
+
+
+def read_partition(home: Path, ds: Dataset, index: int) -> pd.DataFrame:
+    """Partition INDEX of DS as a frame (an .npz dataset: the whole of it)."""
+    if ds.format != "parquet":
+        return read(home, ds)
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(_existing(home, ds)).read_row_group(index).to_pandas()
+
+
+def iter_frames(home: Path, ds: Dataset, batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """The rows of DS in order, a partition (or BATCH_ROWS rows) at a time, so that memory
+    holds one batch whatever the dataset's size. An .npz dataset comes whole (its format
+    cannot be read in parts); a dataset with no rows comes as one empty frame."""
+    if ds.format != "parquet":
+        yield read(home, ds)
+        return
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(_existing(home, ds), pre_buffer=False)
+    if batch_rows is None:
+        for index in range(source.metadata.num_row_groups):
+            yield source.read_row_group(index).to_pandas()
+        if source.metadata.num_row_groups == 0:
+            yield source.schema_arrow.empty_table().to_pandas()
+        return
+    yielded = False
+    for batch in source.iter_batches(batch_size=batch_rows):
+        yielded = True
+        yield batch.to_pandas()
+    if not yielded:
+        yield source.schema_arrow.empty_table().to_pandas()
 
 
 @dataclass
@@ -417,7 +575,11 @@ def _node(
         node["source"] = info.get("source")
         node["schema"] = (info.get("schema") or {}).get("source")
         return node
-    node["pipeline"] = {k: info.get("pipeline", {}).get(k) for k in ("path", "sha256")}
+    if ds.origin == "prediction":  # the uq.predict job: the model and alpha it used
+        node["model"] = info.get("model")
+        node["alpha"] = info.get("alpha")
+    else:
+        node["pipeline"] = {k: info.get("pipeline", {}).get(k) for k in ("path", "sha256")}
     if info.get("part"):
         node["part"] = info["part"]
     inputs = []

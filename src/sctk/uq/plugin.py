@@ -7,4 +7,5 @@ from __future__ import annotations
 
 
 def job_kinds() -> None:
-    import sctk.uq.jobs  # noqa: F401 - its decorators declare them
+    # each module's @job_kind decorators declare its kinds
+    from sctk.uq import jobs, predict_job  # noqa: F401

@@ -566,7 +566,8 @@ def predict(
 
 def _too_many(what: str, rows: int) -> SctkError:
     return SctkError(
-        f"{what} has {rows} rows, more than the {MAX_PREDICT_ROWS} one prediction takes; split it."
+        f"{what} has {rows} rows, more than the {MAX_PREDICT_ROWS} one prediction takes; "
+        "predict a dataset of any size with the uq.predict job or 'sctk uq predict --out'."
     )
 
 

@@ -7,12 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from sctk.api.deps import SessionDep, require
 from sctk.api.errors import problem
 from sctk.errors import SctkError
-from sctk.pipeline import service, store
+from sctk.pipeline import export, service, store
 from sctk.pipeline.limits import DataLimits
 from sctk.pipeline.schema import SchemaViolations, parse_schema
 from sctk.security.uploads import sanitise_filename
@@ -66,6 +67,30 @@ def show_dataset(session: SessionDep, _user=require("read"), name: str = NAME) -
 )
 def dataset_lineage(session: SessionDep, _user=require("read"), name: str = NAME) -> dict[str, Any]:
     return store.lineage(session, name)
+
+
+@router.get(
+    "/datasets/{name}/download",
+    summary="A dataset as a Parquet or CSV file, streamed a partition at a time.",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/vnd.apache.parquet": {}, "text/csv": {}}}},
+)
+def download_dataset(
+    request: Request,
+    session: SessionDep,
+    _user=require("read"),
+    name: str = NAME,
+    fmt: str = Query("parquet", alias="format", pattern="^(parquet|csv)$"),
+) -> StreamingResponse:
+    home = request.app.state.settings.home
+    ds = store.get(session, name)
+    export.check_readable(home, ds)
+    media = "text/csv; charset=utf-8" if fmt == "csv" else "application/vnd.apache.parquet"
+    return StreamingResponse(
+        export.chunks(home, ds, fmt),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{ds.name}.{fmt}"'},
+    )
 
 
 _CHUNK = 1024 * 1024

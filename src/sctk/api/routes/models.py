@@ -321,7 +321,8 @@ def _check_size(body: PredictIn, max_cells: int) -> None:
     if cells > max_cells:
         raise TooLarge(
             f"The request holds {cells:,} values, over the limit of {max_cells:,} "
-            "(data.max_predict_cells); send fewer rows a request."
+            "(data.max_predict_cells); send fewer rows a request, or predict a stored dataset "
+            "of any size with the uq.predict job (POST /api/v1/jobs)."
         )
 
 
