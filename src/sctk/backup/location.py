@@ -46,13 +46,22 @@ def remote_options(settings: Settings):
     )
 
 
+def index_cache_dir(settings: Settings) -> Path:
+    """Where the repositories' chunk index caches live (derived from the repositories' own
+    index files, safe to delete: see docs/operations.md)."""
+    return settings.home / "cache" / "backup-index"
+
+
 def open_repo(settings: Settings, url: str | None = None):
     """The repository at URL (default: the configured one), opened with the passphrase."""
     from sctk.backup import passphrase
     from sctk.backup.repo import Repository
 
     return Repository.open(
-        url or repo_url(settings), passphrase.resolve(settings), remote_options(settings)
+        url or repo_url(settings),
+        passphrase.resolve(settings),
+        remote_options(settings),
+        cache_dir=index_cache_dir(settings),
     )
 
 
@@ -62,7 +71,10 @@ def init_repo(settings: Settings, url: str | None = None):
     from sctk.backup.repo import Repository
 
     return Repository.init(
-        url or repo_url(settings), passphrase.resolve(settings), options=remote_options(settings)
+        url or repo_url(settings),
+        passphrase.resolve(settings),
+        options=remote_options(settings),
+        cache_dir=index_cache_dir(settings),
     )
 
 

@@ -44,7 +44,7 @@ def blocking_problems(repo) -> list[str]:
     a lost pack holding only garbage is not one: prune itself drops it from the index."""
     errors: list[str] = []
     with repo.lock(exclusive=False):
-        repo._refresh_index(force=True)
+        repo._refresh_index(verify=True)
         _structure(repo, repo._snapshot_ids(), errors, blocking_only=True)
     return errors
 
@@ -134,7 +134,7 @@ def check(
     garbage = None
     unreferenced = 0
     with repo.lock(exclusive=False):
-        repo._refresh_index(force=True)
+        repo._refresh_index(verify=True)
         index = repo.index
         snap_ids = [repo.find_snapshot(snapshot_id).id] if snapshot_id else repo._snapshot_ids()
         docs, bad, referenced = _structure(repo, snap_ids, errors, whole=snapshot_id is None)
@@ -172,7 +172,7 @@ def _remember_damage(repo, damaged: list[tuple[str, str, int]]) -> None:
         names = write_index(repo.backend, repo.keys, {}, damaged=new)
     except RepoError:
         return  # a read-only copy: the check's report still names the damage
-    repo.index.mark_damaged(new)
+    repo.index.record(names, {}, damaged=new)
     repo._index_files = repo._index_files | frozenset(names)
 
 

@@ -13,6 +13,8 @@ lists (orphans, removed by the next prune).
 
 from __future__ import annotations
 
+import itertools
+
 from sctk.backup.repo.check import blocking_problems
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import pack_name
@@ -121,10 +123,15 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         # 3. the new index: every kept pack plus the new ones (only when packs go away; orphan
         #    packs are in no index, and rewriting an unchanged index would only churn copies)
         if delete or repack:
-            full = {p: (index.pack_sizes[p], index.pack_blobs[p]) for p in keep}
-            full.update(new_packs)
+            # streamed from the cache pack by pack: the new index is never whole in memory
+            kept = set(keep)
+            full = itertools.chain(
+                ((p, index.pack_sizes[p], index.pack_blobs[p]) for p in keep),
+                ((p, size, blobs) for p, (size, blobs) in new_packs.items()),
+            )
             old_index = repo.backend.list("index")
-            marks = [d for d in index.damaged if d[1] in full]  # still true of kept packs
+            # still true of kept packs
+            marks = [d for d in index.damaged if d[1] in kept or d[1] in new_packs]
             new_names = set(write_index(repo.backend, repo.keys, full, damaged=marks))
             # 4. old index files
             for name in old_index:

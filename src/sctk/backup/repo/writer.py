@@ -507,8 +507,7 @@ class SnapshotWriter:
         entries = sorted(self._entries.values(), key=lambda e: e.path)
         adopted, unused = self._sort_adopted(entries)
         written.update(adopted)
-        if written:
-            write_index(self.repo.backend, self.keys, written)
+        names = write_index(self.repo.backend, self.keys, written) if written else []
         when = (time or datetime.now(UTC)).astimezone(UTC)
         added = sum(size for size, _ in written.values())
         doc = {
@@ -527,8 +526,9 @@ class SnapshotWriter:
             raise RepoError(f"The snapshot manifest is not JSON data: {exc}.") from None
         snap_id = content_id(blob)
         self.repo.backend.write(f"snapshots/{snap_id}", blob)
-        for pack_id, (size, blobs) in written.items():
-            self.repo.index.add_pack(pack_id, size, blobs)
+        if names:
+            self.repo.index.record(names, written)
+            self.repo._index_files = self.repo._index_files | frozenset(names)
         for pack_id in unused:  # a dead writer's pack that no snapshot needs: garbage
             self.repo.backend.delete(pack_name(pack_id))
         self.committed = True
