@@ -46,9 +46,12 @@ def remote_options(settings: Settings):
     )
 
 
-def index_cache_dir(settings: Settings) -> Path:
+def index_cache_dir(settings: Settings) -> Path | None:
     """Where the repositories' chunk index caches live (derived from the repositories' own
-    index files, safe to delete: see docs/operations.md)."""
+    index files, safe to delete: see docs/operations.md); None without a data directory (a
+    command naming only a repository leaves nothing behind: the index is then temporary)."""
+    if not settings.home.is_dir():
+        return None
     return settings.home / "cache" / "backup-index"
 
 

@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS damaged (
 """
 
 
+class CacheDamaged(RepoError):
+    """The local index cache file cannot be read (it was removed: the next run rebuilds it)."""
+
+
 def _key(hex_id: str) -> bytes:
     try:
         raw = bytes.fromhex(hex_id)
@@ -134,7 +138,6 @@ class IndexCache:
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", want.items())
         elif meta != want:
             raise sqlite3.DatabaseError("the cache belongs to another repository or schema")
-        db.execute("PRAGMA quick_check(1)").fetchone()
 
     def _setup(self, db: sqlite3.Connection) -> sqlite3.Connection:
         db.isolation_level = None  # transactions are explicit
@@ -148,6 +151,38 @@ class IndexCache:
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{self.path}{suffix}")
+
+    def query(self, sql: str, args=()) -> list[tuple]:
+        """The rows of one read; a cache file found damaged is removed and named (it is
+        rebuilt by the next run: it holds nothing the repository does not)."""
+        with self.lock:
+            try:
+                return self.db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                    raise
+                raise self.damaged(exc) from None
+
+    def damaged(self, exc: Exception) -> CacheDamaged:
+        """Remove a cache file that fails to read; the error to raise."""
+        where = self.path or "temporary index"
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+        if self.path is not None:
+            self._remove_files()
+        return CacheDamaged(
+            f"The local index cache {where} is damaged ({exc}); it was removed and is rebuilt "
+            "from the repository's index files when you run the command again."
+        )
+
+    def reset(self) -> None:
+        """Start from an empty cache file (after damage was found while syncing)."""
+        with self.lock:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.close()
+            if self.path is not None:
+                self._remove_files()
+            self.db = self._connect()
 
     @contextlib.contextmanager
     def write(self):
@@ -180,13 +215,11 @@ class _Entries:
             key = bytes.fromhex(cid)
         except (ValueError, TypeError):
             return default
-        cache = self.index.cache
-        with cache.lock:
-            rows = cache.db.execute(
-                "SELECT p.id, c.off, c.len, c.raw, c.flags, c.pack FROM chunks c "
-                "JOIN packs p ON p.no = c.pack WHERE c.cid = ?",
-                (key,),
-            ).fetchall()
+        rows = self.index.cache.query(
+            "SELECT p.id, c.off, c.len, c.raw, c.flags, c.pack FROM chunks c "
+            "JOIN packs p ON p.no = c.pack WHERE c.cid = ?",
+            (key,),
+        )
         if not rows:
             return default
         if len(rows) > 1:
@@ -208,18 +241,11 @@ class _Entries:
             key = bytes.fromhex(cid)
         except (ValueError, TypeError):
             return False
-        cache = self.index.cache
-        with cache.lock:
-            return (
-                cache.db.execute("SELECT 1 FROM chunks WHERE cid = ? LIMIT 1", (key,)).fetchone()
-                is not None
-            )
+        return bool(self.index.cache.query("SELECT 1 FROM chunks WHERE cid = ? LIMIT 1", (key,)))
 
     def __len__(self) -> int:
         """Distinct chunks indexed."""
-        cache = self.index.cache
-        with cache.lock:
-            return cache.db.execute("SELECT COUNT(DISTINCT cid) FROM chunks").fetchone()[0]
+        return self.index.cache.query("SELECT COUNT(DISTINCT cid) FROM chunks")[0][0]
 
 
 class _Packs:
@@ -237,10 +263,8 @@ class _Packs:
             key = bytes.fromhex(pack)
         except (ValueError, TypeError):
             return default
-        cache = self.index.cache
-        with cache.lock:
-            row = cache.db.execute("SELECT size, rows FROM packs WHERE id = ?", (key,)).fetchone()
-        return default if row is None else self._value(*row)
+        rows = self.index.cache.query("SELECT size, rows FROM packs WHERE id = ?", (key,))
+        return default if not rows else self._value(*rows[0])
 
     def __getitem__(self, pack: str):
         got = self.get(pack)
@@ -253,28 +277,19 @@ class _Packs:
             key = bytes.fromhex(pack)
         except (ValueError, TypeError):
             return False
-        cache = self.index.cache
-        with cache.lock:
-            return (
-                cache.db.execute("SELECT 1 FROM packs WHERE id = ?", (key,)).fetchone() is not None
-            )
+        return bool(self.index.cache.query("SELECT 1 FROM packs WHERE id = ?", (key,)))
 
     def __len__(self) -> int:
-        cache = self.index.cache
-        with cache.lock:
-            return cache.db.execute("SELECT COUNT(*) FROM packs").fetchone()[0]
+        return self.index.cache.query("SELECT COUNT(*) FROM packs")[0][0]
 
     def _scan(self, what: str) -> Iterator[tuple]:
         """Rows of the packs table in batches (no cursor is held across the caller's work, so
         the caller may look things up in between)."""
-        cache = self.index.cache
         last = -1
         while True:
-            with cache.lock:
-                batch = cache.db.execute(
-                    f"SELECT no, id, {what} FROM packs WHERE no > ? ORDER BY no LIMIT 512",
-                    (last,),
-                ).fetchall()
+            batch = self.index.cache.query(
+                f"SELECT no, id, {what} FROM packs WHERE no > ? ORDER BY no LIMIT 512", (last,)
+            )
             if not batch:
                 return
             for row in batch:
@@ -369,6 +384,18 @@ class Index:
     # -- loading -----------------------------------------------------------------------------
 
     def load(self, backend, keys: Keys, names=None, verify: bool = False, progress=None) -> None:
+        """See _load; a cache file found damaged on the way is started again, once."""
+        try:
+            self._load(backend, keys, names, verify, progress)
+        except (sqlite3.DatabaseError, CacheDamaged) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            self.errors.clear()
+            self._failed.clear()
+            self.cache.reset()
+            self._load(backend, keys, names, verify, progress)
+
+    def _load(self, backend, keys: Keys, names=None, verify: bool = False, progress=None) -> None:
         """Bring the cache up to the index files NAMES (default: those listed), then note
         unsound packs against the listing of data/. A damaged or unreadable index file is
         noted, not fatal, so check() can name it and a new backup can still run (it re-stores
@@ -407,10 +434,7 @@ class Index:
             if progress is not None:
                 progress(i + 1, len(todo))
         self.files = [n for n in names if n not in bad and n not in self._failed]
-        with self.cache.lock:
-            self.damaged = {
-                (c, p, o) for c, p, o in self.cache.db.execute("SELECT cid, pack, off FROM damaged")
-            }
+        self.damaged = set(self.cache.query("SELECT cid, pack, off FROM damaged"))
         self.unsound = {
             pack
             for pack, size in self.pack_sizes.items()

@@ -4,8 +4,10 @@ engine (writer, restore, check, prune, copy)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
+import sqlite3
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -44,6 +46,8 @@ from sctk.backup.repo.models import (
     SnapshotInfo,
 )
 from sctk.backup.repo.remote import RemoteOptions
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from sctk.backup.repo.writer import SnapshotWriter
@@ -222,11 +226,11 @@ class Repository:
                 path = cache_file(self.cache_dir, self.config["id"], self.url)
             try:
                 self._index_cache = IndexCache(path, self.config["id"])
-            except OSError as exc:
-                raise RepoError(
-                    f"Cannot use the index cache directory {self.cache_dir}: "
-                    f"{exc.strerror or exc}; choose a writable directory."
-                ) from None
+            except (OSError, sqlite3.Error) as exc:
+                # The cache only saves reading the index files again: on a read-only or
+                # full cache directory, work from a private temporary index instead.
+                log.warning("index cache %s not usable (%s); using a temporary one", path, exc)
+                self._index_cache = IndexCache(None, self.config["id"])
         return self._index_cache
 
     def _refresh_index(self, force: bool = False, verify: bool = False, progress=None) -> None:
