@@ -404,6 +404,30 @@ class Index:
             self.damaged.update(marks)
         self.files.extend(names)
 
+    def usable(self, cids: Iterable[str]) -> set[str]:
+        """Those of CIDS with a copy a writer may reference (in a sound pack, not found
+        damaged), looked up many at a time: one statement per chunk costs more than the
+        search itself, and an unchanged file of a backup asks for all of its chunks."""
+        want = [c for c in set(cids) if isinstance(c, str) and len(c) == 64]
+        out: set[str] = set()
+        cache = self.cache
+        damaged, unsound = self.damaged, self.unsound
+        for start in range(0, len(want), 500):
+            part = want[start : start + 500]
+            try:
+                keys = [bytes.fromhex(c) for c in part]
+            except ValueError:
+                continue
+            rows = cache.query(
+                f"SELECT cid, pack, off FROM chunks WHERE cid IN ({','.join('?' * len(keys))})",
+                keys,
+            )
+            for key, no, off in rows:
+                cid, pack = key.hex(), cache.pack_name(no)
+                if pack not in unsound and (cid, pack, off) not in damaged:
+                    out.add(cid)
+        return out
+
     def is_damaged(self, cid: str) -> bool:
         """The chunk's current location was found damaged (no sound copy is indexed)."""
         loc = self.entries.get(cid)

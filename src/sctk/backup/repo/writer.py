@@ -119,6 +119,7 @@ class SnapshotWriter:
         self._entries: dict[str, FileEntry] = {}
         self._stats: dict[str, list] = {}
         self._parent: dict[str, dict] = {}
+        self._parent_usable: set[str] = set()
         self._added: set[str] = set()
         self._written: dict[str, tuple[int, list]] = {}
         self._written_lock = threading.Lock()
@@ -146,6 +147,10 @@ class SnapshotWriter:
             self.repo._refresh_index(force=True)
             self._take_over_leftovers()
             self._parent = self._parent_files()
+            # the parent's chunks still usable, asked for in batches (see Index.usable)
+            self._parent_usable = self.repo.index.usable(
+                c for f in self._parent.values() for c in f["chunks"]
+            )
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sctk-backup")
             self._packs = PackWriter(self.repo.backend, self.keys, self._on_pack_written)
         except BaseException:
@@ -379,7 +384,7 @@ class SnapshotWriter:
             prev is not None
             and prev.get("st") == key
             and prev["mode"] == f.entry.mode
-            and all(self._known(c) for c in prev["chunks"])
+            and all(c in self._parent_usable or self._known(c) for c in prev["chunks"])
         ):
             # Unchanged since the parent snapshot (same size, mtime, ctime and inode) and all
             # its chunks still stored: reuse the entry without reading the file, as restic does.
