@@ -52,7 +52,7 @@ def index_cache_dir(settings: Settings) -> Path | None:
     command naming only a repository leaves nothing behind: the index is then temporary)."""
     if not settings.home.is_dir():
         return None
-    return settings.home / "cache" / "backup-index"
+    return settings.home / "tmp" / "backup-index"
 
 
 def open_repo(settings: Settings, url: str | None = None):

@@ -331,6 +331,46 @@ class _Packs:
         return (v for _k, v in self.items())
 
 
+def _batches(cids: Iterable[str], size: int = 500) -> Iterator[list[bytes]]:
+    """CIDS as lists of keys of at most SIZE (one statement each); malformed ids skipped."""
+    part: list[bytes] = []
+    for cid in cids:
+        try:
+            key = bytes.fromhex(cid)
+        except (ValueError, TypeError):
+            continue
+        part.append(key)
+        if len(part) >= size:
+            yield part
+            part = []
+    if part:
+        yield part
+
+
+class _Referenced:
+    """See Index.referenced."""
+
+    def __init__(self, cache: IndexCache):
+        self.cache = cache
+
+    def add(self, cids: Iterable[str]) -> None:
+        with self.cache.lock:
+            self.cache.db.executemany(
+                "INSERT OR IGNORE INTO temp.referenced VALUES (?)",
+                ((k,) for part in _batches(cids) for k in part),
+            )
+
+    def among(self, cids: Iterable[str]) -> set[str]:
+        out: set[str] = set()
+        for part in _batches(cids):
+            rows = self.cache.query(
+                f"SELECT cid FROM temp.referenced WHERE cid IN ({','.join('?' * len(part))})",
+                part,
+            )
+            out.update(k.hex() for (k,) in rows)
+        return out
+
+
 class Index:
     """chunk id -> location, plus per-pack chunk lists and sizes (what prune and check need),
     looked up in the cache; see the module doc."""
@@ -404,23 +444,54 @@ class Index:
             self.damaged.update(marks)
         self.files.extend(names)
 
+    def locations(self, cids: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """chunk id -> (pack, offset) of the copy readers use (as entries.get resolves it),
+        for many ids at a time."""
+        found: dict[str, list[tuple]] = {}
+        for part in _batches(cids):
+            rows = self.cache.query(
+                f"SELECT cid, pack, off FROM chunks WHERE cid IN ({','.join('?' * len(part))})",
+                part,
+            )
+            for key, no, off in rows:
+                found.setdefault(key.hex(), []).append((no, off))
+        out = {}
+        damaged, unsound, name = self.damaged, self.unsound, self.cache.pack_name
+        for cid, rows in found.items():
+            if len(rows) > 1:
+                rows.sort(
+                    key=lambda r: ((cid, name(r[0]), r[1]) in damaged, name(r[0]) in unsound, r[0])
+                )
+            out[cid] = (name(rows[0][0]), rows[0][1])
+        return out
+
+    @contextlib.contextmanager
+    def referenced(self):
+        """A set of chunk ids kept in a temporary table of the cache (on disk, so marking
+        every chunk of every kept snapshot costs no memory): add(ids), among(ids)."""
+        cache = self.cache
+        with cache.lock:
+            cache.db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS referenced (cid BLOB PRIMARY KEY) WITHOUT ROWID"
+            )
+            cache.db.execute("DELETE FROM temp.referenced")
+        try:
+            yield _Referenced(cache)
+        finally:
+            with cache.lock:
+                cache.db.execute("DELETE FROM temp.referenced")
+
     def usable(self, cids: Iterable[str]) -> set[str]:
         """Those of CIDS with a copy a writer may reference (in a sound pack, not found
         damaged), looked up many at a time: one statement per chunk costs more than the
         search itself, and an unchanged file of a backup asks for all of its chunks."""
-        want = [c for c in set(cids) if isinstance(c, str) and len(c) == 64]
         out: set[str] = set()
         cache = self.cache
         damaged, unsound = self.damaged, self.unsound
-        for start in range(0, len(want), 500):
-            part = want[start : start + 500]
-            try:
-                keys = [bytes.fromhex(c) for c in part]
-            except ValueError:
-                continue
+        for part in _batches(set(cids)):
             rows = cache.query(
-                f"SELECT cid, pack, off FROM chunks WHERE cid IN ({','.join('?' * len(keys))})",
-                keys,
+                f"SELECT cid, pack, off FROM chunks WHERE cid IN ({','.join('?' * len(part))})",
+                part,
             )
             for key, no, off in rows:
                 cid, pack = key.hex(), cache.pack_name(no)

@@ -585,12 +585,14 @@ class Repository:
         policy: PrunePolicy | None,
         dry_run: bool = False,
         plan: Callable[[list[SnapshotInfo]], tuple[list, list]] | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> PruneReport:
         """Forget by POLICY, then collect unreferenced chunks (see prune.py). PLAN, when
-        given, decides instead of POLICY: snapshots -> (kept with reasons, removed)."""
+        given, decides instead of POLICY: snapshots -> (kept with reasons, removed);
+        PROGRESS(phase, done, total) as each phase goes."""
         from sctk.backup.repo.prune import prune
 
-        return prune(self, policy, dry_run, plan)
+        return prune(self, policy, dry_run, plan, progress)
 
     def check(
         self,
