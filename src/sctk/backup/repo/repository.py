@@ -229,7 +229,7 @@ class Repository:
             except (OSError, sqlite3.Error) as exc:
                 # The cache only saves reading the index files again: on a read-only or
                 # full cache directory, work from a private temporary index instead.
-                log.warning("index cache %s not usable (%s); using a temporary one", path, exc)
+                log.info("index cache %s not usable (%s); using a temporary one", path, exc)
                 self._index_cache = IndexCache(None, self.config["id"])
         return self._index_cache
 
