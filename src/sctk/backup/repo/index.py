@@ -138,7 +138,7 @@ class IndexCache:
         want = {"schema": str(SCHEMA), "repository": self.repo_id}
         if not meta:
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", want.items())
-        elif meta != want:
+        elif {k: meta.get(k) for k in want} != want:
             raise sqlite3.DatabaseError("the cache belongs to another repository or schema")
 
     def _setup(self, db: sqlite3.Connection) -> sqlite3.Connection:
@@ -536,19 +536,25 @@ class Index:
         names = sorted(backend.list("index") if names is None else names)
         stored = backend.list("data")
         bad = self._verify(backend, keys, names) if verify else set()
-        with self.cache.write() as db:
-            cached = {n for (n,) in db.execute("SELECT name FROM files")}
-            gone = cached - set(names)
-            if gone or bad & cached:
-                # the index was replaced (prune, repair) or a cached file is now damaged
-                for table in ("files", "packs", "chunks", "damaged"):
-                    db.execute(f"DELETE FROM {table}")
-                cached = set()
-            else:  # recovered packs are redone below, from the current damage
-                db.execute(
-                    "DELETE FROM chunks WHERE pack IN (SELECT no FROM packs WHERE recovered = 1)"
-                )
-                db.execute("DELETE FROM packs WHERE recovered = 1")
+        # Read first: an unchanged cache (the usual case) takes no write lock, so readers
+        # opening the repository at once do not wait on each other.
+        cached = {n for (n,) in self.cache.query("SELECT name FROM files")}
+        recovered = bool(self.cache.query("SELECT 1 FROM meta WHERE key = 'recovered'"))
+        if cached - set(names) or bad & cached or recovered:
+            with self.cache.write() as db:
+                cached = {n for (n,) in db.execute("SELECT name FROM files")}
+                if cached - set(names) or bad & cached:
+                    # the index was replaced (prune, repair) or a cached file is now damaged
+                    for table in ("files", "packs", "chunks", "damaged"):
+                        db.execute(f"DELETE FROM {table}")
+                    cached = set()
+                else:  # recovered packs are redone below, from the current damage
+                    db.execute(
+                        "DELETE FROM chunks WHERE pack IN "
+                        "(SELECT no FROM packs WHERE recovered = 1)"
+                    )
+                    db.execute("DELETE FROM packs WHERE recovered = 1")
+                db.execute("DELETE FROM meta WHERE key = 'recovered'")
         todo = [n for n in names if n not in cached]
         for i, name in enumerate(todo):
             doc = None if name in bad else self._read_file(backend, keys, name)
@@ -622,6 +628,7 @@ class Index:
                 continue
             with self.cache.write() as db:
                 self._insert_pack(db, pack, size, blobs, recovered=True)
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('recovered', '1')")
             self.recovered.add(pack)
 
 
