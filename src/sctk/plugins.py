@@ -4,9 +4,10 @@ A plugin is a module named by an entry point of the group `sctk.plugins`. It hol
 function per registry it adds to, named after the registry's hook (HOOKS below); called,
 such a function declares its entries with the registry's own decorator (`@job_kind`,
 `@check`, `@task`, `@handler`, `@detector`), usually by importing the modules that carry
-them. sctk's own domains are plugins of the same kind, declared in sctk's pyproject.toml (one
-module per domain, `sctk/<domain>/plugin.py`), so an installed package adds exactly what a
-domain can:
+them. sctk's own domains are plugins of the same kind (one module per domain,
+`sctk/<domain>/plugin.py`, named in BUILTIN below so that they load even where sctk runs
+from a source tree without its package metadata), and an installed package adds exactly what
+a domain can:
 
     [project.entry-points."sctk.plugins"]
     mylab = "mylab.sctk_plugin"
@@ -30,9 +31,10 @@ from typing import Any
 
 GROUP = "sctk.plugins"
 BUILTIN_DIST = "sctk"
-# sctk's own plugins load foundations first, so that what they declare is listed first
-# (`sctk health` shows the database before what depends on it); others load by name after
-BUILTIN_ORDER = ("health", "security", "jobs", "pipeline", "uq", "monitoring", "backup", "ops")
+# sctk's own plugins (sctk.<name>.plugin), foundations first so that what they declare is
+# listed first (`sctk health` shows the database before what depends on it); installed
+# packages' plugins load after them, by name
+BUILTIN = ("health", "security", "jobs", "pipeline", "uq", "monitoring", "backup", "ops")
 # registry hook -> what it declares
 HOOKS = {
     "job_kinds": "job kinds",
@@ -79,19 +81,30 @@ class PluginError(Exception):
     """A built-in plugin could not be loaded: the installation is broken."""
 
 
-def _entry_points() -> list[metadata.EntryPoint]:
-    found = list(metadata.entry_points(group=GROUP))
+def _every_plugin() -> list[Plugin]:
+    """sctk's own plugins, then every installed package's, in the same order in every
+    process (and so the same registries)."""
+    version = metadata.version(BUILTIN_DIST) if _installed(BUILTIN_DIST) else "source"
+    found = [
+        Plugin(name, f"sctk.{name}.plugin", BUILTIN_DIST, version, builtin=True) for name in BUILTIN
+    ]
+    others = [ep for ep in metadata.entry_points(group=GROUP) if _dist(ep) != BUILTIN_DIST]
+    for ep in sorted(others, key=lambda ep: (ep.name, ep.value)):
+        version = ep.dist.version if ep.dist is not None else "?"
+        found.append(Plugin(ep.name, ep.value, _dist(ep) or "?", version, builtin=False))
+    return found
 
-    def dist_of(ep: metadata.EntryPoint) -> str:
-        return ep.dist.name if ep.dist is not None else ""
 
-    def rank(ep: metadata.EntryPoint) -> tuple:
-        if dist_of(ep) == BUILTIN_DIST and ep.name in BUILTIN_ORDER:
-            return (0, BUILTIN_ORDER.index(ep.name), "")
-        return (1, ep.name, ep.value)
+def _dist(ep: metadata.EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else ""
 
-    # the same order in every process, and so the same registries
-    return sorted(found, key=rank)
+
+def _installed(name: str) -> bool:
+    try:
+        metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def load() -> list[Plugin]:
@@ -104,20 +117,11 @@ def load() -> list[Plugin]:
             return _plugins
         if _partial:
             return _partial  # a plugin being imported looked into a registry
-        points = _entry_points()
-        if not any(ep.dist is not None and ep.dist.name == BUILTIN_DIST for ep in points):
-            raise PluginError(
-                "sctk's own plugins are not declared: sctk is not installed as a package; "
-                "run 'pip install -e .' (or install sctk) first."
-            )
         try:
-            for ep in points:
-                dist = ep.dist.name if ep.dist is not None else "?"
-                version = ep.dist.version if ep.dist is not None else "?"
-                plugin = Plugin(ep.name, ep.value, dist, version, builtin=dist == BUILTIN_DIST)
+            for plugin in _every_plugin():
                 _partial.append(plugin)
                 try:
-                    plugin._module = importlib.import_module(ep.value)
+                    plugin._module = importlib.import_module(plugin.module)
                 except Exception as exc:  # a plugin's own bug must not stop sctk
                     _failed(plugin, "failed to load", exc)
                     continue

@@ -23,7 +23,9 @@ class DuplicateEntry(ValueError):
 
 
 class Registry(Mapping[str, T], Generic[T]):
-    """Name -> entry, in declaration order; read-only for everyone but `add`."""
+    """Name -> entry; read-only for everyone but `add`. Entries are listed in the order of
+    the plugins that declare them (sctk's foundations first), then in declaration order:
+    the same in every process, whichever module happened to be imported first."""
 
     def __init__(self, what: str, hook: str):
         self.what = what  # "job kind", "health check", ...
@@ -55,7 +57,15 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         plugins.declare(self.hook)
-        return iter(list(self._entries))
+        loaded = plugins.load()
+
+        def rank(item: tuple[int, str]) -> tuple[int, int]:
+            order, name = item
+            origin = self._origins[name]
+            owner = next((i for i, p in enumerate(loaded) if p.owns(origin)), len(loaded))
+            return owner, order
+
+        return iter([name for _, name in sorted(enumerate(self._entries), key=rank)])
 
     def __len__(self) -> int:
         plugins.declare(self.hook)

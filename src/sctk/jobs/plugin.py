@@ -1,7 +1,7 @@
 """What the job system adds: its own job kinds (the built-in ones used by operators and tests).
 
-Declared in sctk's pyproject.toml under [project.entry-points."sctk.plugins"]; see
-sctk.plugins for how a registry calls these."""
+One of sctk's own plugins (sctk.plugins.BUILTIN); see sctk.plugins for how a registry calls
+these."""
 
 from __future__ import annotations
 

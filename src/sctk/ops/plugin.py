@@ -1,7 +1,7 @@
 """What operations add: the scheduled maintenance tasks of the maintenance guide.
 
-Declared in sctk's pyproject.toml under [project.entry-points."sctk.plugins"]; see
-sctk.plugins for how a registry calls these."""
+One of sctk's own plugins (sctk.plugins.BUILTIN); see sctk.plugins for how a registry calls
+these."""
 
 from __future__ import annotations
 
