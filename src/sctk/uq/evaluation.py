@@ -59,9 +59,12 @@ def evaluate(
     # intervals where its calibration set is large enough, else the Gaussian ones of sigma
     if calibrator.n >= min_points(0.05):
         curve_source = "conformal"
+        if hasattr(model, "interval_function"):  # tabular: any score, CV+, groups
+            interval_at = model.interval_function(inputs.X)[1]
+        else:
 
-        def interval_at(a: float):
-            return calibrator.interval(mean, sigma, a)
+            def interval_at(a: float):
+                return calibrator.interval(mean, sigma, a)
     else:
         curve_source, interval_at = "gaussian", None
     directory = (
@@ -141,13 +144,7 @@ def recalibrate(
             f"alpha {METRICS_ALPHA}: it needs at least {need}; use a larger dataset."
         )
     model = registry.load(home, row, private=True)  # changed below: not the shared one
-    if row.kind == "field":
-        model.calibrate(inputs.X, inputs.y)
-    else:
-        mean, sigma = model._mean_sigma(inputs.X)
-        model.calibrator_ = ConformalCalibrator(normalized=model.calibrator_.normalized).fit(
-            inputs.y, mean, sigma
-        )
+    model.calibrate(inputs.X, inputs.y)  # tabular or field, each with its own scores
     out = model.predict_interval(inputs.X, alpha=METRICS_ALPHA)
     scores = calibration_metrics(inputs.y, out, inputs.y.size)
     row = registry.replace_calibration(
