@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from sctk.errors import SctkError
-from sctk.uq import metrics, registry, report
+from sctk.uq import conditional, metrics, registry, report
 from sctk.uq.conformal import ConformalCalibrator, check_alpha, min_points
 from sctk.uq.inputs import load_inputs
 
@@ -78,7 +78,16 @@ def evaluate(
         "data": inputs.source,
         "calibration_curve_source": curve_source,
         "psi": psi_summary(out["psi"]),
+        "coverage_by_width_decile": conditional.by_width_decile(
+            inputs.y, out["lower"], out["upper"]
+        ),
     }
+    group_by = getattr(model, "group_by", None)
+    if group_by is not None:
+        extra["group"] = (row.lineage or {}).get("group") or f"feature {group_by}"
+        extra["coverage_by_group"] = conditional.by_group(
+            inputs.y, out["lower"], out["upper"], inputs.X[:, group_by]
+        )
     title = f"'{row.name}' v{row.version} on {inputs.what.replace('Dataset ', '')}"
     try:
         paths = report.write_report(

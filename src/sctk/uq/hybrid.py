@@ -199,8 +199,7 @@ class HybridRegressor:
     # -- parameters ---------------------------------------------------------------------
 
     def get_params(self) -> dict[str, Any]:
-        params = dict(vars(self))
-        return {k: v for k, v in params.items() if not k.endswith("_")}
+        return {k: v for k, v in vars(self).items() if not (k.endswith("_") or k.startswith("_"))}
 
     def _check_params(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -334,9 +333,9 @@ class HybridRegressor:
         if cross:
             self._fit_cross(X, y, rng, callback)
         else:
+            self.folds_ = []
             self._fit_learner(X, y, callback)
             self.mode_ = "split"
-            self.folds_ = []
             self.calibrate(X_cal, y_cal)
         return self
 
@@ -350,7 +349,7 @@ class HybridRegressor:
 
     def calibrate(self, X, y) -> HybridRegressor:
         """Compute the conformal scores of the fitted learner on (X, y): split conformal
-        from now on (a CV+ model is calibrated through the mean of its fold models)."""
+        from now on (a CV+ model through the mean of its fold models, which it keeps)."""
         X = self._check_fitted(X, calibrated=False)
         y = as_target(y, X.shape[0])
         out = self._outputs(X, with_psi=False)
@@ -377,11 +376,19 @@ class HybridRegressor:
         fold_of = rng.permutation(X.shape[0]) % k
         groups = self._groups(X)
         self.folds_, fold_scores, fold_groups = [], [], []
+        # each row's out-of-fold outputs, for cross_intervals (not saved with the model)
+        self._oof = {
+            "fold": fold_of,
+            "centre": np.empty(len(y)),
+            "sigma": np.empty(len(y)),
+            "groups": groups,
+        }
         for f in range(k):
             inside = fold_of == f
             member = self._fold_model(self.method_)
             member._fit_learner(X[~inside], y[~inside], callback)
             out = member._outputs(X[inside], with_psi=False)
+            self._oof["centre"][inside], self._oof["sigma"][inside] = out["centre"], out["sigma"]
             s = self.score_.scores(y[inside], out["centre"], out["sigma"])
             fold_scores.append(np.sort(s))
             if groups is not None:
@@ -394,6 +401,38 @@ class HybridRegressor:
         self.scaling_ = self.folds_[0].scaling_
         self.history_ = list(self.folds_[0].history_)
         self.alpha_ = float(np.mean([m.alpha_ for m in self.folds_]))
+
+    def cross_intervals(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """Right after a CV+ fit: each training row's interval from its fold model, at the
+        score quantile of the OTHER folds (a cross-conformal estimate of the coverage and
+        width the model gives new rows)."""
+        oof = getattr(self, "_oof", None)
+        if oof is None or self.mode_ != "cv+":
+            raise SctkError("cross_intervals needs a model just fitted by CV+.")
+        alpha = check_alpha(alpha)
+        cal = self.calibrator_
+        lower, upper = np.empty(oof["fold"].size), np.empty(oof["fold"].size)
+        for f in range(len(cal.fold_scores)):
+            rows = oof["fold"] == f
+            others = [j for j in range(len(cal.fold_scores)) if j != f]
+            split = conformity.SplitCalibrator(
+                scores_=np.sort(np.concatenate([cal.fold_scores[j] for j in others])),
+                score=self.score_,
+            )
+            if cal.fold_groups:
+                keys = {g for j in others for g in cal.fold_groups[j]}
+                split.groups_ = {
+                    g: np.sort(np.concatenate([cal.fold_groups[j].get(g, []) for j in others]))
+                    for g in keys
+                }
+            lower[rows], upper[rows] = split.interval(
+                oof["centre"][rows], oof["sigma"][rows], alpha, self._groups_oof(rows)
+            )
+        return lower, upper
+
+    def _groups_oof(self, rows: np.ndarray) -> np.ndarray | None:
+        groups = self._oof.get("groups")
+        return None if groups is None else groups[rows]
 
     def _fit_learner(self, X, y, callback=None) -> None:
         y_std = float(y.std()) or 1.0
@@ -565,7 +604,7 @@ class HybridRegressor:
         """mean, centre (of the conformal interval) and sigma in target units, and psi when
         asked; a CV+ model averages its members (psi too) and keeps each member's centre
         and sigma under 'members'."""
-        if getattr(self, "mode_", "split") == "cv+":
+        if getattr(self, "folds_", None):  # CV+ members (also once recalibrated by a split)
             parts = [m._outputs(X, with_psi) for m in self.folds_]
             out = {
                 key: np.mean([p[key] for p in parts], axis=0)
@@ -640,7 +679,7 @@ class HybridRegressor:
         groups = self._groups(X)
 
         def interval_at(alpha: float) -> tuple[np.ndarray, np.ndarray]:
-            if self.mode_ == "cv+":
+            if isinstance(self.calibrator_, conformity.CrossCalibrator):
                 members = out["members"]
                 return self.calibrator_.interval(
                     [m["centre"] for m in members], [m["sigma"] for m in members], alpha, groups

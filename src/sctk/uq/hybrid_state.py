@@ -36,7 +36,7 @@ def learner_state(model: HybridRegressor) -> dict[str, Any]:
         },
         "alpha": float(model.alpha_),
     }
-    if getattr(model, "mode_", "split") == "cv+":
+    if model.folds_:  # the members hold the learnt parts
         return state
     if LEARNER[model.method_] == "mlp":
         snap_raw, snap_now = model.weight_.snapshot()
@@ -70,7 +70,7 @@ def full_state(model: HybridRegressor) -> dict[str, Any]:
     state["mode"] = model.mode_
     state["calibrator"] = calibrator_state(model)
     state["selection"] = _plain(model.selection_)
-    if model.mode_ == "cv+":
+    if model.folds_:
         state["folds"] = [learner_state(m) for m in model.folds_]
     return state
 
@@ -122,11 +122,11 @@ def restore(model: HybridRegressor, state: dict[str, Any]) -> None:
     model.score_ = conformity.make_score(name, cal.get("z") or None)
     restore_learner(model, state)
     model.folds_ = []
-    if model.mode_ == "cv+":
-        for fold_state in state["folds"]:
-            member = model._fold_model(model.method_)
-            restore_learner(member, fold_state)
-            model.folds_.append(member)
+    for fold_state in state.get("folds") or []:
+        member = model._fold_model(model.method_)
+        restore_learner(member, fold_state)
+        model.folds_.append(member)
+    if "fold_scores" in cal:
         model.calibrator_ = conformity.CrossCalibrator(
             model.score_,
             [s.numpy() for s in cal["fold_scores"]],
