@@ -534,7 +534,9 @@ def _method_lines(metrics: dict[str, Any]) -> list[str]:
         f"training data (interval score at alpha {sel.get('alpha')}, lower is better):"
     ]
     for name, score in sorted(candidates.items(), key=lambda kv: kv[1]):
-        lines.append(f"  {name:<15} {score:.5g}{'  <- chosen' if name == metrics['method'] else ''}")
+        lines.append(
+            f"  {name:<15} {score:.5g}{'  <- chosen' if name == metrics['method'] else ''}"
+        )
     return lines
 
 

@@ -87,18 +87,22 @@ def check(config: dict[str, Any]) -> None:
 def _check_boost(boost: Any) -> None:
     known = sorted([*BOOST_BOUNDS, *BOOST_RATES])
     if not isinstance(boost, dict) or set(boost) - set(known):
-        raise SctkError(f"'boost' must be a table of some of {', '.join(known)}; got {boost!r:.80}.")
+        raise SctkError(
+            f"'boost' must be a table of some of {', '.join(known)}; got {boost!r:.80}."
+        )
     for key, value in boost.items():
         if key in BOOST_BOUNDS:
             bound = BOOST_BOUNDS[key]
-            if isinstance(value, bool) or not isinstance(value, int) or not (
-                bound.low <= value <= bound.high
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not (bound.low <= value <= bound.high)
             ):
                 raise SctkError(
                     f"boost.{key} must be a whole number from {bound.low} to {bound.high} "
                     f"({bound.what}); got {value!r:.60}."
                 )
-        elif isinstance(value, bool) or not isinstance(value, int | float) or not (
-            0 <= value <= 10
+        elif (
+            isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value <= 10)
         ):
             raise SctkError(f"boost.{key} must be a number from 0 to 10; got {value!r:.60}.")

@@ -43,7 +43,9 @@ def by_group(y, lower, upper, groups) -> list[dict[str, Any]]:
     values, counts = np.unique(keys, return_counts=True)
     order = np.argsort(-counts, kind="stable")[:MAX_GROUPS]
     return [
-        {"group": str(values[i]), **_row(y[keys == values[i]], lower[keys == values[i]],
-                                          upper[keys == values[i]])}
+        {
+            "group": str(values[i]),
+            **_row(y[keys == values[i]], lower[keys == values[i]], upper[keys == values[i]]),
+        }
         for i in order
     ]

@@ -54,8 +54,8 @@ import numpy as np
 import torch
 
 from sctk.errors import SctkError
-from sctk.uq.alpha import HybridWeight
 from sctk.uq import scores as conformity
+from sctk.uq.alpha import HybridWeight
 from sctk.uq.conformal import check_alpha, min_points
 from sctk.uq.networks import ResidualMLP
 from sctk.uq.trees import TreeEnsemble
@@ -211,15 +211,15 @@ class HybridRegressor:
         if self.method not in METHODS and self.method != "mlp":
             raise SctkError(f"Unknown method {self.method!r}; use one of {', '.join(METHODS)}.")
         if not 0.0 < self.quantile_alpha < 1.0:
-            raise SctkError(
-                f"quantile_alpha must lie between 0 and 1; got {self.quantile_alpha}."
-            )
+            raise SctkError(f"quantile_alpha must lie between 0 and 1; got {self.quantile_alpha}.")
         if not 0.0 < self.select_fraction < 1.0:
             raise SctkError(
                 f"select_fraction must lie between 0 and 1; got {self.select_fraction}."
             )
-        if isinstance(self.cv_folds, bool) or not isinstance(self.cv_folds, int) or not (
-            2 <= self.cv_folds <= 20
+        if (
+            isinstance(self.cv_folds, bool)
+            or not isinstance(self.cv_folds, int)
+            or not (2 <= self.cv_folds <= 20)
         ):
             raise SctkError(f"cv_folds must be a whole number from 2 to 20; got {self.cv_folds!r}.")
         for name in ("cv_below", "mlp_rows"):
@@ -565,7 +565,10 @@ class HybridRegressor:
             out = outputs[learner]
             score = self._score_for(method)
             total = 0.0
-            for cal, test in ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half))):
+            for cal, test in (
+                (slice(0, half), slice(half, None)),
+                (slice(half, None), slice(0, half)),
+            ):
                 calibrator = conformity.SplitCalibrator(score=score).fit(
                     y_val[cal], out["centre"][cal], out["sigma"][cal]
                 )
@@ -606,10 +609,7 @@ class HybridRegressor:
         and sigma under 'members'."""
         if getattr(self, "folds_", None):  # CV+ members (also once recalibrated by a split)
             parts = [m._outputs(X, with_psi) for m in self.folds_]
-            out = {
-                key: np.mean([p[key] for p in parts], axis=0)
-                for key in parts[0]
-            }
+            out = {key: np.mean([p[key] for p in parts], axis=0) for key in parts[0]}
             out["members"] = parts
             return out
         if LEARNER[self.method_] == "mlp":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -109,6 +108,7 @@ def make_score(name: str, z: float | None = None) -> Score:
 
 
 def _too_few(n: int, alpha: float, where: str = "") -> SctkError:
+    """WHERE: '' or ' of group G' (Mondrian calibration counts per group)."""
     return SctkError(
         f"The calibration set{where} has {n} points, too few for alpha={alpha}: it needs at "
         f"least {min_points(alpha)}; use a larger calibration set or a larger alpha."
@@ -175,11 +175,8 @@ class SplitCalibrator(ConformalCalibrator):
         half = np.empty_like(mu)
         for g in np.unique(keys):
             rows = keys == g
-            scores = self.groups_.get(str(g))
-            if scores is None:
-                q = self.quantile(alpha)
-            else:
-                q = self._q(scores, alpha, f" of group {g}")
+            scores = self.groups_.get(str(g))  # a group calibration never saw: pooled
+            q = self.quantile(alpha) if scores is None else self._q(scores, alpha, f" of group {g}")
             half[rows] = self.score.half(sigma[rows], q)
         return mu - half, mu + half
 
@@ -218,8 +215,22 @@ class CrossCalibrator:
 
     def _kth(self, base: list[np.ndarray], sigma: list[np.ndarray], scores, k: int) -> np.ndarray:
         """The k-th smallest of base_f + half(sigma_f, R) over folds f and their scores R."""
-        lo = np.min([b + self.score.half(s, r[0]) for b, s, r in zip(base, sigma, scores, strict=True) if r.size], axis=0)
-        hi = np.max([b + self.score.half(s, r[-1]) for b, s, r in zip(base, sigma, scores, strict=True) if r.size], axis=0)
+        lo = np.min(
+            [
+                b + self.score.half(s, r[0])
+                for b, s, r in zip(base, sigma, scores, strict=True)
+                if r.size
+            ],
+            axis=0,
+        )
+        hi = np.max(
+            [
+                b + self.score.half(s, r[-1])
+                for b, s, r in zip(base, sigma, scores, strict=True)
+                if r.size
+            ],
+            axis=0,
+        )
         lo = lo - 1e-9 * (1.0 + np.abs(lo))
         for _ in range(self.iterations):
             mid = 0.5 * (lo + hi)
@@ -232,8 +243,9 @@ class CrossCalibrator:
             lo = np.where(enough, lo, mid)
         return hi
 
-    def interval(self, means: list[np.ndarray], sigmas: list[np.ndarray], alpha: float,
-                 groups=None) -> tuple[np.ndarray, np.ndarray]:
+    def interval(
+        self, means: list[np.ndarray], sigmas: list[np.ndarray], alpha: float, groups=None
+    ) -> tuple[np.ndarray, np.ndarray]:
         alpha = check_alpha(alpha)
         rows = means[0].shape[0]
         lower, upper = np.empty(rows), np.empty(rows)

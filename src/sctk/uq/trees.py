@@ -61,8 +61,14 @@ class TreeEnsemble:
 
     @classmethod
     def fit(
-        cls, X: np.ndarray, y: np.ndarray, loss: str, quantile: float | None, seed: int,
-        threads: int = 1, **params: Any,
+        cls,
+        X: np.ndarray,
+        y: np.ndarray,
+        loss: str,
+        quantile: float | None,
+        seed: int,
+        threads: int = 1,
+        **params: Any,
     ) -> TreeEnsemble:
         from sklearn.ensemble import HistGradientBoostingRegressor
 
