@@ -21,7 +21,8 @@ calibration split; with no 'calibration' given and fewer rows than `cv_below` (d
 every row trains and calibrates by CV+ (more rows: 0.25 of them held out), and the metrics
 are cross-conformal (each row's interval from the fold model that did not see it). They
 also record the method the model uses, and for `method = "auto"` every candidate's
-validation interval score. A config's `group_by` may name a feature column (Mondrian calibration per value of that column).
+validation interval score. A config's `group_by` may name a feature column (Mondrian
+calibration per value of that column).
 """
 
 from __future__ import annotations
