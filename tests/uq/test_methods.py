@@ -171,7 +171,7 @@ def test_train_show_and_evaluate_per_group(settings, tmp_path, sctk_here):
     assert m["method"] == m["selection"]["chosen"] and len(m["selection"]["candidates"]) == 5
     assert trained["lineage"]["group"] == "site" and trained["config"]["group_by"] == 1
     shown = _ok(sctk_here("uq", "models", "show", "plots", home=home))
-    assert "chosen automatically on 100 validation rows" in shown
+    assert "chosen automatically by CV+ over all 400 rows" in shown
     assert f"{m['method']}" in shown and "<- chosen" in shown
     result = json.loads(
         _ok(sctk_here("uq", "evaluate", "plots", "--data", "plots_later", "--json", home=home))

@@ -529,9 +529,14 @@ def _method_lines(metrics: dict[str, Any]) -> list[str]:
     candidates = sel.get("candidates") or {}
     if not candidates:
         return [f"{head} ({sel.get('reason', 'given')})"]
+    where = (
+        f"by CV+ over all {sel.get('validation_rows')} rows (cross-conformal"
+        if str(sel.get("reason", "")).endswith("cross-conformal")
+        else f"on {sel.get('validation_rows')} validation rows of the training data ("
+    )
     lines = [
-        f"{head}; chosen automatically on {sel.get('validation_rows')} validation rows of the "
-        f"training data (interval score at alpha {sel.get('alpha')}, lower is better):"
+        f"{head}; chosen automatically {where}interval score at alpha {sel.get('alpha')}, "
+        "lower is better):"
     ]
     for name, score in sorted(candidates.items(), key=lambda kv: kv[1]):
         lines.append(

@@ -324,6 +324,9 @@ class HybridRegressor:
                 )
         # the choice sees the training rows only: X and y here hold no calibration row
         method = self._resolved_method()
+        if cross and method == "auto" and X.shape[0] >= SELECT_MIN_ROWS:
+            self._select_cross(X, y, callback)
+            return self
         if method == "auto":
             method, self.selection_ = self._select(X, y)
         else:
@@ -331,7 +334,7 @@ class HybridRegressor:
         self.method_ = method
         self._make_score()
         if cross:
-            self._fit_cross(X, y, rng, callback)
+            self._fit_cross(X, y, callback)
         else:
             self.folds_ = []
             self._fit_learner(X, y, callback)
@@ -370,18 +373,19 @@ class HybridRegressor:
         member._make_score()
         return member
 
-    def _fit_cross(self, X, y, rng, callback) -> None:
-        """CV+: K members, each trained without one fold and scored on it."""
+    def _fit_cross(self, X, y, callback) -> None:
+        """CV+: K members, each trained without one fold and scored on it (the folds drawn
+        from the seed alone, so that every candidate of a choice sees the same ones)."""
         k = min(self.cv_folds, X.shape[0])
-        fold_of = rng.permutation(X.shape[0]) % k
-        groups = self._groups(X)
-        self.folds_, fold_scores, fold_groups = [], [], []
-        # each row's out-of-fold outputs, for cross_intervals (not saved with the model)
+        fold_of = np.random.default_rng(self.seed).permutation(X.shape[0]) % k
+        self.folds_ = []
+        # each row's out-of-fold outputs: its scores, and cross_intervals (not saved)
         self._oof = {
             "fold": fold_of,
+            "y": y,
             "centre": np.empty(len(y)),
             "sigma": np.empty(len(y)),
-            "groups": groups,
+            "groups": self._groups(X),
         }
         for f in range(k):
             inside = fold_of == f
@@ -389,18 +393,68 @@ class HybridRegressor:
             member._fit_learner(X[~inside], y[~inside], callback)
             out = member._outputs(X[inside], with_psi=False)
             self._oof["centre"][inside], self._oof["sigma"][inside] = out["centre"], out["sigma"]
-            s = self.score_.scores(y[inside], out["centre"], out["sigma"])
-            fold_scores.append(np.sort(s))
-            if groups is not None:
-                keys = conformity.group_keys(groups[inside])
-                fold_groups.append({str(g): np.sort(s[keys == g]) for g in np.unique(keys)})
             self.folds_.append(member)
-        self.calibrator_ = conformity.CrossCalibrator(self.score_, fold_scores, fold_groups)
+        self._calibrate_cross()
         # the parent's own learner is not fitted; predict() and psi average the members
-        self.mode_ = "cv+"
         self.scaling_ = self.folds_[0].scaling_
         self.history_ = list(self.folds_[0].history_)
         self.alpha_ = float(np.mean([m.alpha_ for m in self.folds_]))
+
+    def _calibrate_cross(self) -> None:
+        """The CV+ calibrator of the out-of-fold outputs under the model's score."""
+        oof = self._oof
+        s = self.score_.scores(oof["y"], oof["centre"], oof["sigma"])
+        fold_scores, fold_groups = [], []
+        for f in range(len(self.folds_)):
+            inside = oof["fold"] == f
+            fold_scores.append(np.sort(s[inside]))
+            if oof["groups"] is not None:
+                keys = conformity.group_keys(oof["groups"][inside])
+                fold_groups.append(
+                    {str(g): np.sort(s[inside][keys == g]) for g in np.unique(keys)}
+                )
+        self.calibrator_ = conformity.CrossCalibrator(self.score_, fold_scores, fold_groups)
+        self.mode_ = "cv+"
+
+    def _select_cross(self, X, y, callback) -> None:
+        """auto under CV+: each learner fitted by CV+ once, each of its scores judged by the
+        cross-conformal interval score of its out-of-fold outputs; the best is kept as
+        fitted (no refit). The choice reads the rows CV+ calibrates on: a choice among five
+        shifts coverage little (measured: tests/uq/test_methods.py), and on small data a
+        held-out validation share would be too noisy to choose by."""
+        families = ["hgb-cqr", "hgb-normalised"]
+        if X.shape[0] <= self.mlp_rows:
+            families.append("mlp-normalised")
+        variants = {"hgb-normalised": ["hgb-plain"], "mlp-normalised": ["mlp-plain"]}
+        fitted, scores = {}, {}
+        for family in families:
+            self.method_ = family
+            self._make_score()
+            self._fit_cross(X, y, callback)
+            fitted[family] = (self.folds_, self._oof, self.scaling_, self.history_, self.alpha_)
+            for method in [family, *variants.get(family, [])]:
+                self.method_ = method
+                self._make_score()
+                self._calibrate_cross()
+                lower, upper = self.cross_intervals(self.quantile_alpha)
+                total = _interval_score_sum(y, lower, upper, self.quantile_alpha)
+                scores[method] = (total / len(y), family)
+        chosen = min(scores, key=lambda m: scores[m][0])
+        family = scores[chosen][1]
+        self.folds_, self._oof, self.scaling_, self.history_, self.alpha_ = fitted[family]
+        self.method_ = chosen
+        for member in self.folds_:
+            member.method_ = chosen
+        self._make_score()
+        self._calibrate_cross()
+        self.selection_ = {
+            "chosen": chosen,
+            "reason": "auto, cross-conformal",
+            "alpha": self.quantile_alpha,
+            "validation_rows": int(len(y)),
+            "fit_rows": int(len(y)),
+            "candidates": {m: float(v[0]) for m, v in scores.items()},
+        }
 
     def cross_intervals(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
         """Right after a CV+ fit: each training row's interval from its fold model, at the
