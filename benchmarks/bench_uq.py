@@ -504,11 +504,10 @@ TABLES_SECTION = "## Uncertainty quantification on real tables against MAPIE (Hi
 
 
 def main_tables(args) -> None:
+    import bench_uq_tables as bt  # benchmarks/bench_uq_tables.py
     import mapie
     import sklearn
     import statsmodels
-
-    import bench_uq_tables as bt  # benchmarks/bench_uq_tables.py
 
     warnings.filterwarnings("ignore")
     logging.disable(logging.INFO)

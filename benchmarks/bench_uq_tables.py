@@ -135,12 +135,10 @@ def run_table(name: str, X, y, splits: int, log) -> dict:
     for split in range(splits):
         t0 = time.perf_counter()
         tr, cal, te = partition(len(y), split)
-        fits = {SCTK: lambda: sctk_fit(X[tr], y[tr], X[cal], y[cal], split)}
-        for m in MAPIE_METHODS:
-            fits[m] = lambda m=m: mapie_fit(m, X[tr], y[tr], X[cal], y[cal], split)
-        for method, fit in fits.items():
+        parts = (X[tr], y[tr], X[cal], y[cal], split)
+        for method in (SCTK, *MAPIE_METHODS):
             t = time.perf_counter()
-            model = fit()
+            model = sctk_fit(*parts) if method == SCTK else mapie_fit(method, *parts)
             seconds = time.perf_counter() - t
             predict = sctk_interval if method == SCTK else mapie_interval
             row = scores(y[te], *predict(model, X[te]))

@@ -9,9 +9,11 @@ q buys:
     cqr          s = |y - mean| - z sigma       interval mean +- (z sigma + q)
 
 CQR (conformalized quantile regression, Romano et al. 2019) learns the band's two quantiles
-[lo, hi] at the miscoverage `quantile_alpha`; its centre is their middle and sigma their
-half-distance over z (the normal quantile of that level), so that sigma reads as a standard
-deviation like the others'. Its score max(lo - y, y - hi) is then |y - mean| - z sigma.
+[lo, hi] at the miscoverage `quantile_alpha`; its centre is their middle and the spread it is
+given their half-distance (z = 1), so that its score |y - mean| - spread is
+max(lo - y, y - hi) exactly, ties included (a count's zeros). The sigma a prediction reports
+is that half-distance over the normal quantile of the level, a standard deviation like the
+others'.
 
 `SplitCalibrator`: one held-out calibration set, coverage >= 1 - alpha (Vovk et al.); with
 groups (Mondrian conformal) the scores are kept per group, and the guarantee holds within
