@@ -41,11 +41,8 @@ def test_the_automatic_choice_never_sees_the_calibration_rows():
     sel = clean.selection_
     assert sel["reason"] == "auto" and sel["chosen"] == clean.method_
     assert set(sel["candidates"]) == {
-        "hgb-cqr",
-        "hgb-normalised",
-        "hgb-plain",
-        "mlp-normalised",
-        "mlp-plain",
+        *("hgb-cqr", "hgb-cqr-sided", "hgb-normalised", "hgb-plain"),
+        *("mlp-normalised", "mlp-plain"),
     }
     assert sel["validation_rows"] + sel["fit_rows"] == 1000  # the training rows, all of them
     assert dirty.selection_ == sel  # every candidate's score, to the last digit
@@ -109,6 +106,7 @@ def test_boosted_trees_kept_as_arrays_predict_as_the_booster_did():
     ("params", "calibrated"),
     [
         ({"method": "hgb-cqr", "group_by": 2}, True),
+        ({"method": "hgb-cqr-sided", "group_by": 2}, True),
         ({"method": "hgb-normalised"}, False),  # CV+
         ({"method": "mlp-plain"}, False),  # CV+ of networks
     ],

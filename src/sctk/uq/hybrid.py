@@ -114,13 +114,22 @@ class _Scaling:
     y_std: float
 
 
-METHODS = ("auto", "mlp-normalised", "mlp-plain", "hgb-cqr", "hgb-normalised", "hgb-plain")
+METHODS = (
+    "auto",
+    "mlp-normalised",
+    "mlp-plain",
+    "hgb-cqr",
+    "hgb-cqr-sided",
+    "hgb-normalised",
+    "hgb-plain",
+)
 LEARNER = {
     "mlp-normalised": "mlp",
     "mlp-plain": "mlp",
     "hgb-normalised": "boost",
     "hgb-plain": "boost",
     "hgb-cqr": "quantile",
+    "hgb-cqr-sided": "quantile",
 }
 SELECT_MIN_ROWS = 100  # fewer training rows: no validation split worth the name
 FALLBACK = "mlp-normalised"  # the method of every model before `auto`
@@ -333,6 +342,11 @@ class HybridRegressor:
             self.selection_ = {"chosen": method, "reason": "given"}
         self.method_ = method
         self._make_score()
+        if cross and method == "hgb-cqr-sided":
+            raise SctkError(
+                "hgb-cqr-sided needs a calibration split; give X_cal (or set cv_below = 0), "
+                "or use hgb-cqr under CV+."
+            )
         if cross:
             self._fit_cross(X, y, callback)
         else:
@@ -348,6 +362,8 @@ class HybridRegressor:
     def _score_for(self, method: str) -> conformity.Score:
         if method == "hgb-cqr":  # scores by the band's half-width itself (see _outputs)
             return conformity.QuantileScore(1.0)
+        if method == "hgb-cqr-sided":
+            return conformity.SidedScore()
         return conformity.make_score(method.split("-", 1)[1])
 
     def calibrate(self, X, y) -> HybridRegressor:
@@ -356,7 +372,7 @@ class HybridRegressor:
         X = self._check_fitted(X, calibrated=False)
         y = as_target(y, X.shape[0])
         out = self._outputs(X, with_psi=False)
-        self.calibrator_ = conformity.SplitCalibrator(score=self.score_).fit(
+        self.calibrator_ = _split_calibrator(self.score_).fit(
             y, out["centre"], out["spread"], groups=self._groups(X)
         )
         self.mode_ = "split"
@@ -583,7 +599,7 @@ class HybridRegressor:
     # -- the automatic choice -----------------------------------------------------------
 
     def _candidates(self, n_rows: int) -> list[str]:
-        out = ["hgb-cqr", "hgb-normalised", "hgb-plain"]
+        out = ["hgb-cqr", "hgb-cqr-sided", "hgb-normalised", "hgb-plain"]
         if n_rows <= self.mlp_rows:  # the network's training time grows past the budget
             out += ["mlp-normalised", "mlp-plain"]
         return out
@@ -594,7 +610,8 @@ class HybridRegressor:
         and the other way round), and the record of the choice."""
         n = X.shape[0]
         n_val = int(round(self.select_fraction * n))
-        if n < SELECT_MIN_ROWS or n_val < 2 * min_points(self.quantile_alpha):
+        # each half of the validation share calibrates the sided CQR at quantile_alpha / 2
+        if n < SELECT_MIN_ROWS or n_val < 2 * min_points(self.quantile_alpha / 2):
             return FALLBACK, {
                 "chosen": FALLBACK,
                 "reason": f"{n} training rows, fewer than the {SELECT_MIN_ROWS} a choice needs",
@@ -621,7 +638,7 @@ class HybridRegressor:
                 (slice(0, half), slice(half, None)),
                 (slice(half, None), slice(0, half)),
             ):
-                calibrator = conformity.SplitCalibrator(score=score).fit(
+                calibrator = _split_calibrator(score).fit(
                     y_val[cal], out["centre"][cal], out["spread"][cal]
                 )
                 lower, upper = calibrator.interval(
@@ -760,6 +777,12 @@ class HybridRegressor:
             "sigma": out["sigma"],
             "psi": out["psi"],
         }
+
+
+def _split_calibrator(score: conformity.Score):
+    if isinstance(score, conformity.SidedScore):
+        return conformity.SidedCalibrator(score=score)
+    return conformity.SplitCalibrator(score=score)
 
 
 def _interval_score_sum(y, lower, upper, alpha: float) -> float:

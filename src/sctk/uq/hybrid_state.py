@@ -55,7 +55,10 @@ def calibrator_state(model: HybridRegressor) -> dict[str, Any]:
         "score": score.name,
         "z": float(getattr(score, "z", 0.0)),
     }
-    if isinstance(cal, conformity.CrossCalibrator):
+    if isinstance(cal, conformity.SidedCalibrator):
+        out["lower"], out["upper"] = _tensor(cal.lower_), _tensor(cal.upper_)
+        out["groups"] = {g: [_tensor(lo), _tensor(hi)] for g, (lo, hi) in cal.groups_.items()}
+    elif isinstance(cal, conformity.CrossCalibrator):
         out["fold_scores"] = [_tensor(s) for s in cal.fold_scores]
         out["fold_groups"] = [{g: _tensor(v) for g, v in fg.items()} for fg in cal.fold_groups]
     else:
@@ -126,7 +129,14 @@ def restore(model: HybridRegressor, state: dict[str, Any]) -> None:
         member = model._fold_model(model.method_)
         restore_learner(member, fold_state)
         model.folds_.append(member)
-    if "fold_scores" in cal:
+    if "lower" in cal:
+        model.calibrator_ = conformity.SidedCalibrator(
+            score=model.score_,
+            lower_=cal["lower"].numpy(),
+            upper_=cal["upper"].numpy(),
+            groups_={g: (v[0].numpy(), v[1].numpy()) for g, v in (cal.get("groups") or {}).items()},
+        )
+    elif "fold_scores" in cal:
         model.calibrator_ = conformity.CrossCalibrator(
             model.score_,
             [s.numpy() for s in cal["fold_scores"]],
