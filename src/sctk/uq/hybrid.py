@@ -11,6 +11,7 @@ Methods (`method`), each a residual learner and a conformity score (sctk.uq.scor
                     heteroscedastic head; scores |y - mean| / sigma
     mlp-plain       the same network, scores |y - mean|
     hgb-cqr         gradient-boosted quantiles of y - S(X) (CQR) and a boosted mean
+    hgb-cqr-sided   the same, each side of the band conformalized on its own (needs a split)
     hgb-normalised  a boosted mean of y - S(X) and a boosted spread of its residuals
     hgb-plain       the boosted mean alone, scores |y - mean|
     auto (default)  the one of these with the best interval score on a validation split of
