@@ -47,6 +47,13 @@ def import_csv(settings, df: pd.DataFrame, name: str) -> str:
 
 
 def train_params(dataset: str = "runs", **extra) -> dict:
-    params = {"dataset": dataset, "target": "y", "config": dict(TINY), "name": "drag"}
+    # an explicit fraction: a held-out split (without one, small data is calibrated by CV+)
+    params = {
+        "dataset": dataset,
+        "target": "y",
+        "config": dict(TINY),
+        "name": "drag",
+        "calibration": 0.25,
+    }
     params.update(extra)
     return params

@@ -11,7 +11,8 @@ from sctk.errors import SctkError
 from sctk.uq import metrics
 from sctk.uq.hybrid import HybridRegressor
 
-FAST = {"epochs": 8, "hidden": (32, 32), "patience": 5}
+# these tests are about the network: the method is fixed (the automatic choice has its own)
+FAST = {"epochs": 8, "hidden": (32, 32), "patience": 5, "method": "mlp-normalised"}
 
 
 def heteroscedastic(rng, n):
@@ -64,7 +65,7 @@ def test_coverage_over_random_splits_of_the_diabetes_data():
 def test_normalised_intervals_adapt_to_the_noise():
     rng = np.random.default_rng(5)
     X, y, sigma = heteroscedastic(rng, 4000)
-    model = HybridRegressor(seed=0, epochs=40, patience=10).fit(
+    model = HybridRegressor(seed=0, epochs=40, patience=10, method="mlp-normalised").fit(
         X[:2000], y[:2000], X_cal=X[2000:3000], y_cal=y[2000:3000]
     )
     out = model.predict_interval(X[3000:], alpha=0.1)

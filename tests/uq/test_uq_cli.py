@@ -45,7 +45,10 @@ def test_train_inline_predict_to_files_show_and_delete(settings, tmp_path, sctk_
     model = json.loads(out)
     assert (model["name"], model["version"]) == ("drag", 1)
     assert model["config"]["epochs"] == 3 and model["config"]["seed"] == 1
-    assert model["metrics"]["n_calibration"] == 25
+    # no --calibration on 100 rows: CV+, every row calibrates (cross-conformal metrics)
+    assert model["metrics"]["n_calibration"] == 100
+    assert model["metrics"]["calibration_mode"] == "cv+"
+    assert model["metrics"]["measured_on"] == "cross-validation"
 
     csv_out, pq_out = tmp_path / "pred.csv", tmp_path / "pred.parquet"
     text = _ok(

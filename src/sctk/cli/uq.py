@@ -81,10 +81,11 @@ def train(
         "a field model.",
     ),
     name: str | None = typer.Option(None, "--name", help="Model name (default: DATA-TARGET)."),
-    calibration: str = typer.Option(
-        "0.25",
+    calibration: str | None = typer.Option(
+        None,
         "--calibration",
-        help="A fraction of DATA held out, or a dataset's name (field models: or an .npz file).",
+        help="A fraction of DATA held out, or a dataset's name (field models: or an .npz file); "
+        "default: CV+ over folds of every row below the model's cv_below rows (2,000), else 0.25.",
     ),
     wait: bool = typer.Option(False, "--wait", help="Wait for the job and show its progress."),
     inline: bool = typer.Option(
@@ -105,8 +106,9 @@ def train(
     params: dict[str, Any] = {
         "dataset": data,
         "config": _read_config(config_file) if config_file else {},
-        "calibration": _calibration(calibration),
     }
+    if calibration is not None:
+        params["calibration"] = _calibration(calibration)
     for key, value in (("target", target), ("input", input_col), ("name", name)):
         if value:
             params[key] = value
@@ -116,7 +118,7 @@ def train(
         field = uq_jobs.parse_params(params).kind == "field"
     with db_session(ctx) as session:
         for key in ("dataset", "calibration"):
-            value = params[key]
+            value = params.get(key)
             if not (isinstance(value, str) and value.lower().endswith(".npz")):
                 continue
             if not field:
@@ -413,6 +415,13 @@ def evaluate(
             if "field_coverage" in result
             else []
         ),
+        "  coverage by decile of interval width (narrowest first): "
+        + " ".join(_num(d["coverage"], 2) for d in result["coverage_by_width_decile"]),
+        *(
+            f"  coverage in {result['group']} = {g['group']}: {_num(g['coverage'])} "
+            f"({g['n']} values, mean width {g['mean_width']:.4g})"
+            for g in result.get("coverage_by_group") or []
+        ),
         f"  report: {result['report']['json']}",
         f"          {result['report']['calibration']}",
         f"          {result['report']['intervals']}",
@@ -647,11 +656,38 @@ def show(ctx: typer.Context, model: str = MODEL, as_json: bool = json_option()) 
         ("sha256", m["sha256"]),
         ("owner", m["owner"]),
         ("created", m["created_at"]),
+        *(("method", line) for line in _method_lines(m["metrics"])),
         ("metrics", json.dumps(m["metrics"])),
         ("config", json.dumps(m["config"])),
         ("lineage", json.dumps(m["lineage"])),
     ):
         console.print(f"{label_:>8}  {value}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _method_lines(metrics: dict[str, Any]) -> list[str]:
+    """The method a tabular model uses and, when chosen automatically, each candidate's
+    validation interval score (best first)."""
+    if not metrics.get("method"):
+        return []
+    sel = metrics.get("selection") or {}
+    head = f"{metrics['method']}, calibrated by {metrics.get('calibration_mode', 'split')}"
+    candidates = sel.get("candidates") or {}
+    if not candidates:
+        return [f"{head} ({sel.get('reason', 'given')})"]
+    where = (
+        f"by CV+ over all {sel.get('validation_rows')} rows (cross-conformal"
+        if str(sel.get("reason", "")).endswith("cross-conformal")
+        else f"on {sel.get('validation_rows')} validation rows of the training data ("
+    )
+    lines = [
+        f"{head}; chosen automatically {where}interval score at alpha {sel.get('alpha')}, "
+        "lower is better):"
+    ]
+    for name, score in sorted(candidates.items(), key=lambda kv: kv[1]):
+        lines.append(
+            f"  {name:<15} {score:.5g}{'  <- chosen' if name == metrics['method'] else ''}"
+        )
+    return lines
 
 
 @models_app.command("delete")

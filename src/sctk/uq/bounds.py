@@ -33,7 +33,19 @@ BOUNDS: dict[str, Bound] = {
     "hidden_layers": Bound(0, 8, "hidden layers of a tabular model"),
     "width": Bound(1, 256, "channels of each convolution of a field model"),
     "depth": Bound(1, 16, "convolution layers of a field model"),
+    "cv_folds": Bound(2, 20, "folds of CV+ calibration"),
+    "cv_below": Bound(0, 10_000_000, "rows below which CV+ replaces a calibration split"),
+    "mlp_rows": Bound(0, 10_000_000, "training rows up to which auto also tries the network"),
 }
+# the boosted learners' settings a request may give (scikit-learn HistGradientBoosting's)
+BOOST_BOUNDS: dict[str, Bound] = {
+    "max_iter": Bound(1, 5_000, "boosting iterations"),
+    "max_leaf_nodes": Bound(2, 4_096, "leaves of each tree"),
+    "min_samples_leaf": Bound(1, 1_000_000, "rows in each leaf"),
+    "max_depth": Bound(1, 64, "depth of each tree"),
+    "max_bins": Bound(2, 255, "bins of each feature"),
+}
+BOOST_RATES = ("learning_rate", "l2_regularization")
 
 
 def _whole(key: str, value: Any, field: str | None = None) -> None:
@@ -68,3 +80,29 @@ def check(config: dict[str, Any]) -> None:
             )
         for size in hidden:
             _whole("hidden", size, "Each size in 'hidden'")
+    if config.get("boost") is not None:
+        _check_boost(config["boost"])
+
+
+def _check_boost(boost: Any) -> None:
+    known = sorted([*BOOST_BOUNDS, *BOOST_RATES])
+    if not isinstance(boost, dict) or set(boost) - set(known):
+        raise SctkError(
+            f"'boost' must be a table of some of {', '.join(known)}; got {boost!r:.80}."
+        )
+    for key, value in boost.items():
+        if key in BOOST_BOUNDS:
+            bound = BOOST_BOUNDS[key]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not (bound.low <= value <= bound.high)
+            ):
+                raise SctkError(
+                    f"boost.{key} must be a whole number from {bound.low} to {bound.high} "
+                    f"({bound.what}); got {value!r:.60}."
+                )
+        elif (
+            isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value <= 10)
+        ):
+            raise SctkError(f"boost.{key} must be a number from 0 to 10; got {value!r:.60}.")

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from sctk.errors import SctkError
-from sctk.uq import metrics, registry, report
+from sctk.uq import conditional, metrics, registry, report
 from sctk.uq.conformal import ConformalCalibrator, check_alpha, min_points
 from sctk.uq.inputs import load_inputs
 
@@ -59,9 +59,12 @@ def evaluate(
     # intervals where its calibration set is large enough, else the Gaussian ones of sigma
     if calibrator.n >= min_points(0.05):
         curve_source = "conformal"
+        if hasattr(model, "interval_function"):  # tabular: any score, CV+, groups
+            interval_at = model.interval_function(inputs.X)[1]
+        else:
 
-        def interval_at(a: float):
-            return calibrator.interval(mean, sigma, a)
+            def interval_at(a: float):
+                return calibrator.interval(mean, sigma, a)
     else:
         curve_source, interval_at = "gaussian", None
     directory = (
@@ -75,12 +78,21 @@ def evaluate(
         "data": inputs.source,
         "calibration_curve_source": curve_source,
         "psi": psi_summary(out["psi"]),
+        "coverage_by_width_decile": conditional.by_width_decile(
+            inputs.y, out["lower"], out["upper"]
+        ),
     }
     if row.kind == "field":  # each pixel, and each field covered everywhere at once
         from sctk.uq.field_bands import coverages
 
         extra.update(coverages(inputs.y, out["lower"], out["upper"]))
         extra["band"] = getattr(model, "band", "pixel")
+    group_by = getattr(model, "group_by", None)
+    if group_by is not None:
+        extra["group"] = (row.lineage or {}).get("group") or f"feature {group_by}"
+        extra["coverage_by_group"] = conditional.by_group(
+            inputs.y, out["lower"], out["upper"], inputs.X[:, group_by]
+        )
     title = f"'{row.name}' v{row.version} on {inputs.what.replace('Dataset ', '')}"
     try:
         paths = report.write_report(
@@ -146,13 +158,7 @@ def recalibrate(
             f"alpha {METRICS_ALPHA}: it needs at least {need}; use a larger dataset."
         )
     model = registry.load(home, row, private=True)  # changed below: not the shared one
-    if row.kind == "field":
-        model.calibrate(inputs.X, inputs.y)
-    else:
-        mean, sigma = model._mean_sigma(inputs.X)
-        model.calibrator_ = ConformalCalibrator(normalized=model.calibrator_.normalized).fit(
-            inputs.y, mean, sigma
-        )
+    model.calibrate(inputs.X, inputs.y)  # tabular or field, each with its own scores
     out = model.predict_interval(inputs.X, alpha=METRICS_ALPHA)
     scores = calibration_metrics(inputs.y, out, inputs.y.size)
     row = registry.replace_calibration(

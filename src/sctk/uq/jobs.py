@@ -7,7 +7,8 @@ Parameters (JSON)::
      "features": ["a", "b"],       # optional; default: every other numeric column
      "name": "drag",               # optional model name; default: DATASET-TARGET
      "config": {"epochs": 50},     # optional HybridRegressor parameters
-     "calibration": 0.25}          # a fraction held out of DATASET, or a dataset's name
+     "calibration": 0.25}          # a fraction held out of DATASET, or a dataset's name;
+                                   # absent: CV+ below cv_below rows, else 0.25
 
 The model is recorded as the model of whoever submitted the job (ctx.owner).
 
@@ -16,7 +17,12 @@ A field model (FieldHybridRegressor, sctk.uq.field_training) is asked for with
 'input' (default "x") and its target field in TARGET (default "y"); 'features' does not apply.
 
 The model's metrics (coverage, mean width, interval score at alpha 0.1) are measured on the
-calibration split.
+calibration split; with no 'calibration' given and fewer rows than `cv_below` (default 2,000)
+every row trains and calibrates by CV+ (more rows: 0.25 of them held out), and the metrics
+are cross-conformal (each row's interval from the fold model that did not see it). They
+also record the method the model uses, and for `method = "auto"` every candidate's
+validation interval score. A config's `group_by` may name a feature column (Mondrian
+calibration per value of that column).
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from sctk.jobs.kinds import JobContext, job_kind
 
 KIND = "uq.train"
 METRICS_ALPHA = 0.1
+CV_BELOW = 2000  # HybridRegressor's default cv_below
+DEFAULT_FRACTION = 0.25  # held out when no calibration is given and CV+ does not apply
 _KEYS = {"dataset", "target", "input", "features", "name", "config", "calibration"}
 KINDS = ("tabular", "field")
 _NULLABLE_NUMERIC = {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"}
@@ -57,7 +65,7 @@ class TrainRequest:
     features: list[str] | None
     name: str
     config: dict[str, Any]  # the estimator's parameters, without 'kind'
-    calibration: float | str
+    calibration: float | str | None  # None: CV+ below cv_below rows, else DEFAULT_FRACTION
     kind: str = "tabular"
     input: str | None = None  # field models: the column of the input fields
 
@@ -67,8 +75,9 @@ class TrainRequest:
             "target": self.target,
             "name": self.name,
             "config": self.config if self.kind == "tabular" else {"kind": self.kind, **self.config},
-            "calibration": self.calibration,
         }
+        if self.calibration is not None:
+            params["calibration"] = self.calibration
         if self.features is not None:
             params["features"] = self.features
         if self.input is not None:
@@ -125,6 +134,11 @@ def parse_params(params: dict[str, Any]) -> TrainRequest:
         # looked up, never imported as given: a name no registry holds, or one whose
         # package is missing or broken, is a sentence now
         config["physics"] = physics_registry.available(config["physics"])
+    group = config.get("group_by")
+    if group is not None and (
+        isinstance(group, bool) or not isinstance(group, int | str) or group == ""
+    ):
+        raise SctkError("'group_by' must name a feature column (or give its index).")
     from sctk.uq import bounds
 
     bounds.check(config)
@@ -141,8 +155,10 @@ def _name(params: dict[str, Any], dataset: str, target: str) -> str:
     return check_name(name)
 
 
-def _calibration(params: dict[str, Any]) -> float | str:
-    calibration = params.get("calibration", 0.25)
+def _calibration(params: dict[str, Any]) -> float | str | None:
+    calibration = params.get("calibration")
+    if calibration is None:
+        return None
     if isinstance(calibration, bool) or not isinstance(calibration, int | float | str):
         raise SctkError("'calibration' must be a fraction between 0 and 1 or a dataset name.")
     if isinstance(calibration, int | float) and not 0.0 < float(calibration) < 1.0:
@@ -178,6 +194,10 @@ def _parse_field(params: dict[str, Any], dataset: str, config: dict[str, Any]) -
         kind="field",
         input=input_col,
     )
+
+
+def _fraction(req: TrainRequest) -> float:
+    return DEFAULT_FRACTION if req.calibration is None else float(req.calibration)
 
 
 def _numeric(frame: pd.DataFrame, col: str) -> bool:
@@ -230,7 +250,7 @@ def check(session: Session, params: dict[str, Any]) -> TrainRequest:
 
 def _split(req: TrainRequest, frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     order = np.random.default_rng(seed).permutation(len(frame))
-    n_cal = int(round(float(req.calibration) * len(frame)))
+    n_cal = int(round(_fraction(req) * len(frame)))
     return frame.iloc[order[n_cal:]], frame.iloc[order[:n_cal]]
 
 
@@ -267,21 +287,43 @@ def train(
                 )
     else:
         train_frame, cal_frame = _split(req, frame, int(req.config.get("seed", 0)))
+    # small data: no rows spent on calibration alone, CV+ over folds of all of them
+    cross = req.calibration is None and len(frame) < int(req.config.get("cv_below", CV_BELOW))
+    if cross:
+        train_frame, cal_frame = frame, frame.iloc[:0]
     need = min_points(METRICS_ALPHA)
-    if len(cal_frame) < need:
+    if cross and len(frame) < need:
+        raise SctkError(
+            f"Dataset '{req.dataset}' has {len(frame)} rows, too few for intervals at alpha "
+            f"{METRICS_ALPHA}: it needs at least {need}; give more rows."
+        )
+    if not cross and len(cal_frame) < need:
         raise SctkError(
             f"The calibration set has {len(cal_frame)} rows, too few for intervals at alpha "
             f"{METRICS_ALPHA}: it needs at least {need}; use a larger fraction or dataset."
         )
+    config = dict(req.config)
+    group = config.get("group_by")
+    if isinstance(group, str):  # a column name: the model takes its index among the features
+        if group not in features:
+            raise SctkError(
+                f"The grouping column '{group}' is not one of the model's features "
+                f"({', '.join(features[:20])}); add it to the features."
+            )
+        config["group_by"] = features.index(group)
     X = registry.feature_matrix(train_frame, features, f"Dataset '{req.dataset}'")
-    X_cal = registry.feature_matrix(cal_frame, features, "The calibration set")
-    for what, fr in ((f"Dataset '{req.dataset}'", train_frame), ("The calibration set", cal_frame)):
+    parts = ((f"Dataset '{req.dataset}'", train_frame),)
+    if not cross:
+        parts += (("The calibration set", cal_frame),)
+    for what, fr in parts:
         if not _numeric(fr, req.target):
             raise SctkError(f"{what}: the target '{req.target}' is not numeric.")
     y = as_target(train_frame[req.target].to_numpy(dtype=np.float64), len(X), req.target)
-    y_cal = as_target(cal_frame[req.target].to_numpy(dtype=np.float64), len(X_cal), req.target)
+    X_cal = y_cal = None
+    if not cross:
+        X_cal = registry.feature_matrix(cal_frame, features, "The calibration set")
+        y_cal = as_target(cal_frame[req.target].to_numpy(dtype=np.float64), len(X_cal), req.target)
     try:
-        config = dict(req.config)
         if "hidden" in config:
             config["hidden"] = tuple(config["hidden"])
         if "alpha_bounds" in config:
@@ -301,25 +343,36 @@ def train(
     except (TypeError, ValueError) as exc:
         raise SctkError(f"The model settings are not usable: {exc}.") from None
     crashpoints.reached("train.fitted")
-    out = model.predict_interval(X_cal, alpha=METRICS_ALPHA)
+    if cross:  # each row's interval from the folds that did not see it (cross-conformal)
+        y_m, lower, upper = (y, *model.cross_intervals(METRICS_ALPHA))
+    else:
+        out = model.predict_interval(X_cal, alpha=METRICS_ALPHA)
+        y_m, lower, upper = y_cal, out["lower"], out["upper"]
     scores = {
         "alpha": METRICS_ALPHA,
-        "coverage": metrics.coverage(y_cal, out["lower"], out["upper"]),
-        "mean_width": metrics.mean_width(out["lower"], out["upper"]),
-        "interval_score": metrics.interval_score(y_cal, out["lower"], out["upper"], METRICS_ALPHA),
+        "coverage": metrics.coverage(y_m, lower, upper),
+        "mean_width": metrics.mean_width(lower, upper),
+        "interval_score": metrics.interval_score(y_m, lower, upper, METRICS_ALPHA),
         "n_train": int(len(X)),
-        "n_calibration": int(len(X_cal)),
+        "n_calibration": int(len(y_m)),
+        "measured_on": "cross-validation" if cross else "calibration",
         "epochs_run": len(model.history_),
+        "method": model.method_,
+        "calibration_mode": model.mode_,
+        "selection": model.selection_,
     }
     lineage = {
         "dataset": {"name": ds.name, "sha256": ds.sha256},
         "calibration": (
             {"dataset": cal_ds.name, "sha256": cal_ds.sha256}
             if cal_ds is not None
-            else {"fraction": float(req.calibration), "seed": int(model.seed)}
+            else {"cv_plus": True, "folds": len(model.folds_), "seed": int(model.seed)}
+            if cross
+            else {"fraction": _fraction(req), "seed": int(model.seed)}
         ),
         "features": features,
         "target": req.target,
+        **({"group": features[config["group_by"]]} if group is not None else {}),
         "versions": {**store.versions(), "sctk": __version__, "torch": _torch_version()},
     }
     row = registry.save(
@@ -363,15 +416,15 @@ def _train_fields(
     else:
         seed = int(req.config.get("seed", 0))
         order = np.random.default_rng(seed).permutation(len(X))
-        n_cal = int(round(float(req.calibration) * len(X)))
+        n_cal = int(round(_fraction(req) * len(X)))
         if n_cal < 1 or n_cal >= len(X):
             raise SctkError(
                 f"Dataset '{ds.name}' has {len(X)} fields: too few to hold out a calibration "
-                f"fraction of {req.calibration} and train on the rest; give more fields."
+                f"fraction of {_fraction(req)} and train on the rest; give more fields."
             )
         cal, train_idx = order[:n_cal], order[n_cal:]
         X, Y, X_cal, Y_cal = X[train_idx], Y[train_idx], X[cal], Y[cal]
-        calibration = {"fraction": float(req.calibration), "seed": seed}
+        calibration = {"fraction": _fraction(req), "seed": seed}
     need = min_points_for_metrics()
     if Y_cal.size < need:
         raise SctkError(

@@ -36,10 +36,9 @@ from sctk.errors import Conflict, NotFound, SctkError
 from sctk.fsutil import fsync_dir, make_temp, space_errors
 from sctk.pipeline.store import check_name, file_sha256
 from sctk.storage.models import UqModel
-from sctk.uq.alpha import HybridWeight
-from sctk.uq.conformal import ConformalCalibrator, check_alpha
-from sctk.uq.hybrid import HybridRegressor, _Scaling, resolve_physics
-from sctk.uq.networks import ResidualMLP
+from sctk.uq import hybrid_state
+from sctk.uq.conformal import check_alpha
+from sctk.uq.hybrid import HybridRegressor, resolve_physics
 
 log = logging.getLogger(__name__)
 MODELS_DIR = "results/models"
@@ -54,10 +53,6 @@ _MAX_ID = 2**31 - 1
 # --- the file -----------------------------------------------------------------------------
 
 
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(array, dtype=np.float64, copy=True))
-
-
 def model_state(model: HybridRegressor) -> dict[str, Any]:
     """The fitted MODEL as a dict of plain values and tensors (nothing executable)."""
     if not hasattr(model, "calibrator_"):
@@ -70,61 +65,30 @@ def model_state(model: HybridRegressor) -> dict[str, Any]:
         )
     params["hidden"] = list(params["hidden"])
     params["alpha_bounds"] = list(params["alpha_bounds"])
-    s = model.scaling_
-    snap_raw, snap_now = model.weight_.snapshot()
     return {
         "format": FORMAT,
         "kind": KIND,
         "params": params,
         "n_features_in": int(model.n_features_in_),
-        "network": dict(model.net_.state_dict()),
-        "scaling": {
-            "x_mean": _tensor(s.x_mean),
-            "x_std": _tensor(s.x_std),
-            "y_mean": float(s.y_mean),
-            "y_std": float(s.y_std),
-        },
-        "weight": {"raw": snap_raw, "now": float(snap_now)},
-        "alpha": float(model.alpha_),
-        "calibrator": {
-            "normalized": bool(model.calibrator_.normalized),
-            "scores": _tensor(model.calibrator_.scores_),
-        },
+        **hybrid_state.full_state(model),
         "history": [dict(h) for h in getattr(model, "history_", [])],
     }
 
 
 def model_from_state(state: dict[str, Any]) -> HybridRegressor:
-    """The HybridRegressor a model_state() dict describes, ready to predict."""
+    """The HybridRegressor a model_state() dict describes, ready to predict (files of the
+    first form, an MLP without a 'method', too)."""
     if state.get("format") != FORMAT or state.get("kind") != KIND:
         raise SctkError("The model file is not a tabular sctk model of a known format.")
     params = dict(state["params"])
     params["hidden"] = tuple(params["hidden"])
     params["alpha_bounds"] = tuple(params["alpha_bounds"])
+    if "method" not in params:  # saved before `method`: the network it always was
+        params["method"] = "mlp"
     model = HybridRegressor(**params)
     model.physics_fn_ = resolve_physics(model.physics)
     model.n_features_in_ = int(state["n_features_in"])
-    sc = state["scaling"]
-    model.scaling_ = _Scaling(
-        sc["x_mean"].numpy(), sc["x_std"].numpy(), float(sc["y_mean"]), float(sc["y_std"])
-    )
-    width = model.n_features_in_ + (1 if model.physics_fn_ is not None else 0)
-    model.net_ = ResidualMLP(width, model.hidden)
-    model.net_.load_state_dict(state["network"])
-    model.net_.eval()
-    model.weight_ = HybridWeight(
-        model.alpha,
-        model.alpha_mode,
-        model.alpha_bounds,
-        model.scheduler,
-        active=model.physics_fn_ is not None,
-    )
-    model.weight_.restore((state["weight"]["raw"], float(state["weight"]["now"])))
-    model.alpha_ = float(state["alpha"])
-    cal = state["calibrator"]
-    model.calibrator_ = ConformalCalibrator(
-        normalized=bool(cal["normalized"]), scores_=cal["scores"].numpy()
-    )
+    hybrid_state.restore(model, state)
     model.history_ = list(state.get("history", []))
     return model
 
@@ -254,6 +218,8 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     out = dict(params)
     for key in ("hidden", "alpha_bounds"):
         out[key] = list(out[key])
+    if out.get("boost") is not None:
+        out["boost"] = dict(out["boost"])
     if out.get("physics") is not None and not isinstance(out["physics"], str):
         out["physics"] = repr(out["physics"])
     return out

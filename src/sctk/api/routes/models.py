@@ -87,8 +87,10 @@ class TrainIn(BaseModel):
         "registered name (built-in, a 'sctk.physics' entry point, or [uq] physics_allowed); "
         "size-like settings have bounds (sctk.uq.bounds).",
     )
-    calibration: float | str = Field(
-        0.25, description="A fraction of the dataset held out, or a calibration dataset's name."
+    calibration: float | str | None = Field(
+        None,
+        description="A fraction of the dataset held out, or a calibration dataset's name; "
+        "default: CV+ over folds of every row below the model's cv_below rows (2,000), else 0.25.",
     )
 
 

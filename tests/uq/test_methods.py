@@ -1,0 +1,181 @@
+"""The residual learners, conformity scores and calibrations of HybridRegressor: the automatic
+choice, CV+ on small data, Mondrian groups, and model files of both forms."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits
+
+from sctk.uq import metrics, registry
+from sctk.uq.hybrid import HybridRegressor
+from sctk.uq.trees import BOOST_DEFAULTS, TreeEnsemble
+from tests.uq.registry_helpers import import_csv
+from tests.uq.test_uq_cli import _ok
+
+QUICK = {"epochs": 5, "hidden": (16,), "patience": 3, "boost": {"max_iter": 30}}
+
+
+def heteroscedastic(rng, n):
+    X = rng.uniform(-3, 3, (n, 2))
+    return X, np.sin(X[:, 0]) + 0.3 * X[:, 1] + rng.normal(0, 0.1 + 0.5 * np.abs(X[:, 0]))
+
+
+def width(model, X) -> float:
+    out = model.predict_interval(X, alpha=0.1)
+    return float(np.mean(out["upper"] - out["lower"]))
+
+
+def test_the_automatic_choice_never_sees_the_calibration_rows():
+    rng = np.random.default_rng(3)
+    X, y = heteroscedastic(rng, 1500)
+    train, cal = slice(0, 1000), slice(1000, 1300)
+    poison = rng.normal(0, 50, 300)  # calibration targets wrecked: a choice seeing them moves
+    kw = {"seed": 0, **QUICK}
+    clean = HybridRegressor(**kw).fit(X[train], y[train], X[cal], y[cal])
+    dirty = HybridRegressor(**kw).fit(X[train], y[train], X[cal], y[cal] + poison)
+    sel = clean.selection_
+    assert sel["reason"] == "auto" and sel["chosen"] == clean.method_
+    assert set(sel["candidates"]) == {
+        *("hgb-cqr", "hgb-cqr-sided", "hgb-normalised", "hgb-plain"),
+        *("mlp-normalised", "mlp-plain"),
+    }
+    assert sel["validation_rows"] + sel["fit_rows"] == 1000  # the training rows, all of them
+    assert dirty.selection_ == sel  # every candidate's score, to the last digit
+    # the poison reached what it should: the calibration, so the intervals widened
+    assert width(dirty, X[1300:]) > 5 * width(clean, X[1300:])
+    # and the same poison in the training rows does move the choice's scores
+    y_bad = y[train].copy()
+    y_bad[:300] += poison
+    moved = HybridRegressor(**kw).fit(X[train], y_bad, X[cal], y[cal])
+    assert moved.selection_["candidates"] != sel["candidates"]
+
+
+def test_cv_plus_covers_over_50_seeded_small_problems():
+    covered = []
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        X, y = heteroscedastic(rng, 400)
+        model = HybridRegressor(method="hgb-plain", seed=seed, boost={"max_iter": 20})
+        model.fit(X[:150], y[:150])  # 150 rows < cv_below: CV+ over 5 folds, no split
+        assert model.mode_ == "cv+" and len(model.folds_) == 5
+        out = model.predict_interval(X[150:], alpha=0.1)
+        covered.append(metrics.coverage(y[150:], out["lower"], out["upper"]))
+    assert 0.87 <= np.mean(covered) <= 0.95, np.mean(covered)
+
+
+def test_mondrian_calibration_holds_coverage_in_each_group():
+    rng = np.random.default_rng(8)
+    n = 6000
+    group = rng.integers(0, 2, n)
+    X = np.column_stack([rng.uniform(-2, 2, n), group])
+    y = np.sin(X[:, 0]) + rng.normal(0, np.where(group == 1, 1.5, 0.2))
+    fit, cal, test = slice(0, 3000), slice(3000, 4500), slice(4500, None)
+    by_group = HybridRegressor(method="hgb-plain", group_by=1, **QUICK)
+    pooled = HybridRegressor(method="hgb-plain", **QUICK)
+    for model in (by_group, pooled):
+        model.fit(X[fit], y[fit], X[cal], y[cal])
+    for model, lo, hi in ((by_group, 0.86, 0.94), (pooled, 0.0, 1.0)):
+        out = model.predict_interval(X[test], alpha=0.1)
+        for g in (0, 1):
+            rows = X[test][:, 1] == g
+            cov = metrics.coverage(y[test][rows], out["lower"][rows], out["upper"][rows])
+            if model is pooled:  # one width for both: the noisy group is under-covered
+                assert (cov < 0.85) if g == 1 else (cov > 0.97), (g, cov)
+            else:
+                assert lo <= cov <= hi, (g, cov)
+
+
+def test_boosted_trees_kept_as_arrays_predict_as_the_booster_did():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(800, 4))
+    y = X[:, 0] ** 2 + rng.normal(size=800)
+    with threadpool_limits(1, "openmp"):  # as TreeEnsemble fits: all cores only contend
+        booster = HistGradientBoostingRegressor(random_state=0, **BOOST_DEFAULTS).fit(X, y)
+    trees = TreeEnsemble.fit(X, y, "squared_error", None, seed=0)
+    again = TreeEnsemble.from_state(trees.state())
+    assert np.array_equal(trees.predict(X), booster.predict(X))
+    assert np.array_equal(again.predict(X), booster.predict(X))
+
+
+@pytest.mark.parametrize(
+    ("params", "calibrated"),
+    [
+        ({"method": "hgb-cqr", "group_by": 2}, True),
+        ({"method": "hgb-cqr-sided", "group_by": 2}, True),
+        ({"method": "hgb-normalised"}, False),  # CV+
+        ({"method": "mlp-plain"}, False),  # CV+ of networks
+    ],
+)
+def test_model_files_round_trip_every_method(params, calibrated):
+    rng = np.random.default_rng(4)
+    X, y = heteroscedastic(rng, 600)
+    X = np.column_stack([X, rng.integers(0, 3, 600)])
+    model = HybridRegressor(seed=1, **{**QUICK, **params})
+    model.fit(X[:400], y[:400], *((X[400:500], y[400:500]) if calibrated else ()))
+    back = registry.model_from_state(registry.model_state(model))
+    a, b = model.predict_interval(X[500:]), back.predict_interval(X[500:])
+    for key in ("mean", "lower", "upper", "sigma", "psi"):
+        assert np.array_equal(a[key], b[key]), key
+    assert back.selection_ == model.selection_ and back.mode_ == model.mode_
+
+
+def test_a_model_file_of_the_first_form_still_loads():
+    """Saved before `method`: an MLP, split-calibrated, its calibrator a `normalized` flag."""
+    rng = np.random.default_rng(6)
+    X, y = heteroscedastic(rng, 300)
+    model = HybridRegressor(method="mlp-normalised", **QUICK)
+    model.fit(X[:200], y[:200], X[200:], y[200:])
+    state = registry.model_state(model)
+    for key in ("method", "mode", "selection"):
+        state.pop(key)
+    state["calibrator"] = {"normalized": True, "scores": state["calibrator"]["scores"]}
+    new = ("method", "quantile_alpha", "cv_below", "cv_folds", "group_by", "mlp_rows")
+    new += ("select_fraction", "boost")
+    state["params"] = {k: v for k, v in state["params"].items() if k not in new}
+    old = registry.model_from_state(state)
+    assert old.method_ == "mlp-normalised" and old.mode_ == "split"
+    a, b = model.predict_interval(X[:50]), old.predict_interval(X[:50])
+    for key in ("mean", "lower", "upper", "psi"):
+        assert np.array_equal(a[key], b[key]), key
+
+
+def test_train_show_and_evaluate_per_group(settings, tmp_path, sctk_here):
+    home = settings.home
+    rng = np.random.default_rng(2)
+    n = 600
+    site = rng.integers(0, 3, n)
+    a = rng.uniform(-2, 2, n)
+    df = pd.DataFrame({"a": a, "site": site, "y": np.sin(a) + rng.normal(0, 0.1 + 0.4 * site)})
+    import_csv(settings, df.iloc[:400], "plots")
+    import_csv(settings, df.iloc[400:], "plots_later")
+    config = tmp_path / "m.toml"
+    config.write_text('epochs = 3\nhidden = [8]\ngroup_by = "site"\n[boost]\nmax_iter = 20\n')
+    trained = json.loads(
+        _ok(
+            sctk_here(
+                *("uq", "train", "--data", "plots", "--target", "y", "--config", str(config)),
+                *("--name", "plots", "--inline", "--json"),
+                home=home,
+            )
+        )
+    )
+    m = trained["metrics"]
+    assert m["calibration_mode"] == "cv+" and m["n_calibration"] == 400
+    assert m["method"] == m["selection"]["chosen"] and len(m["selection"]["candidates"]) == 5
+    assert trained["lineage"]["group"] == "site" and trained["config"]["group_by"] == 1
+    shown = _ok(sctk_here("uq", "models", "show", "plots", home=home))
+    assert "chosen automatically by CV+ over all 400 rows" in shown
+    assert f"{m['method']}" in shown and "<- chosen" in shown
+    result = json.loads(
+        _ok(sctk_here("uq", "evaluate", "plots", "--data", "plots_later", "--json", home=home))
+    )
+    groups = {g["group"]: g for g in result["coverage_by_group"]}
+    assert set(groups) == {"0", "1", "2"} and sum(g["n"] for g in groups.values()) == 200
+    assert len(result["coverage_by_width_decile"]) == 10
+    text = _ok(sctk_here("uq", "evaluate", "plots", "--data", "plots_later", home=home))
+    assert "coverage in site = 0" in text and "decile of interval width" in text
