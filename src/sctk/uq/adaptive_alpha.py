@@ -20,13 +20,13 @@ smallest score). alpha_t itself is kept unclipped, so the update keeps its guara
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from sctk.errors import SctkError
-from sctk.uq.conformal import MIN_SIGMA, ConformalCalibrator
 
 DEFAULT_GAMMA = 0.005
 
@@ -37,19 +37,10 @@ def check_gamma(gamma: float) -> float:
     return float(gamma)
 
 
-def quantile_at(scores: np.ndarray, alpha_t: float) -> float:
-    """The conformal quantile of the sorted SCORES at ALPHA_T, clipped to the scores there
-    are (see the module's docstring for why)."""
-    n = int(scores.size)
-    if n == 0:
-        raise SctkError("The model is not calibrated; fit it with a calibration set.")
-    k = math.ceil((n + 1) * (1.0 - alpha_t)) if math.isfinite(alpha_t) else n
-    return float(scores[min(max(k, 1), n) - 1])
-
-
 def usable_alpha(alpha_t: float, n: int) -> float:
-    """The miscoverage in (0, 1) whose conformal interval `quantile_at` gives for ALPHA_T
-    with N calibration scores: what a prediction route asks the calibrator for."""
+    """The conformal level for ALPHA_T with N calibration scores, clipped to the levels the
+    scores give (see the module docstring): what a prediction and an observation ask the
+    model's calibration for."""
     lowest = 1.0 / (n + 1) + 1e-12
     return float(min(max(alpha_t, lowest), 1.0 - 1e-6))
 
@@ -67,29 +58,33 @@ class Stream:
 
 
 def run(
-    calibrator: ConformalCalibrator,
-    mean: np.ndarray,
-    sigma: np.ndarray | None,
+    interval_at: Callable[[float], tuple[np.ndarray, np.ndarray]],
+    n_calibration: int,
     y: np.ndarray,
     alpha: float,
     gamma: float,
     alpha_t: float,
 ) -> Stream:
     """Build each row's interval at the current alpha_t, see its value, update alpha_t; in
-    row order (the order the values were observed in)."""
-    scores = calibrator.scores_
-    mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+    row order (the order the values were observed in).
+
+    INTERVAL_AT(a) gives every row's (lower, upper) at miscoverage a from the model's own
+    calibration, whatever its score (normalised, CQR, CV+, per group): alpha_t is turned
+    into the conformal level a prediction would use (`usable_alpha`), and since only the
+    rank of the quantile changes between rows, each rank is asked for once."""
     y = np.asarray(y, dtype=np.float64).reshape(-1)
-    if calibrator.normalized:
-        scale = np.maximum(np.asarray(sigma, dtype=np.float64).reshape(-1), MIN_SIGMA)
-    else:
-        scale = np.ones_like(mean)
-    n = mean.size
+    n = y.size
     lower, upper = np.empty(n), np.empty(n)
     used, covered = np.empty(n), np.empty(n, dtype=bool)
+    by_rank: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for i in range(n):
-        q = quantile_at(scores, alpha_t)
-        lower[i], upper[i] = mean[i] - q * scale[i], mean[i] + q * scale[i]
+        level = usable_alpha(alpha_t, n_calibration)
+        rank = math.ceil((n_calibration + 1) * (1.0 - level))
+        if rank not in by_rank:
+            lo, hi = interval_at(level)
+            by_rank[rank] = (np.asarray(lo).reshape(-1), np.asarray(hi).reshape(-1))
+        lo, hi = by_rank[rank]
+        lower[i], upper[i] = lo[i], hi[i]
         used[i] = alpha_t
         covered[i] = lower[i] <= y[i] <= upper[i]
         alpha_t = alpha_t + gamma * (alpha - (0.0 if covered[i] else 1.0))

@@ -32,7 +32,8 @@ from sqlalchemy.orm import Session
 from sctk.errors import SctkError
 from sctk.storage.models import UqAdaptive, UqModel, UqObservation
 from sctk.uq import adaptive_alpha, registry
-from sctk.uq.conformal import ConformalCalibrator, check_alpha, min_points
+from sctk.uq.conformal import check_alpha, min_points
+from sctk.uq.scores import SplitCalibrator
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 10_000
@@ -40,6 +41,19 @@ COVERAGE_LOW = "uq.coverage_low"
 
 
 # --- input --------------------------------------------------------------------------------
+
+
+def _recalibratable(row: UqModel, model: Any) -> None:
+    """Observations keep each row's mean and sigma, not its features: enough for the scores
+    built on them, not for CQR (the quantile learners' band) or per-group calibration."""
+    score = getattr(getattr(model, "score_", None), "name", "normalised")
+    if score not in ("normalised", "plain") or getattr(model, "group_by", None) is not None:
+        what = f"the {score} score" if score not in ("normalised", "plain") else "groups"
+        raise SctkError(
+            f"Model {registry.label(row)} is calibrated with {what}, which needs each row's "
+            "features, and observations keep only their predictions; recalibrate it with "
+            f"'sctk uq calibrate {row.name} --data DATASET' instead."
+        )
 
 
 def _tabular(row: UqModel) -> None:
@@ -112,11 +126,11 @@ def record(
     adaptive = session.get(UqAdaptive, row.id)
     if adaptive is not None and adaptive.enabled:
         alpha = adaptive.alpha
-        # each row's interval at the alpha_t of its turn: from the calibration's scores
-        mean, sigma = model._mean_sigma(X)
-        out = adaptive_alpha.run(
-            model.calibrator_, mean, sigma, y, alpha, adaptive.gamma, adaptive.alpha_t
-        )
+        # each row's interval at the alpha_t of its turn, from the model's own calibration
+        given, interval_at = model.interval_function(X)
+        mean, sigma = given["mean"], given["sigma"]
+        n_cal = int((row.metrics or {}).get("n_calibration") or 0)
+        out = adaptive_alpha.run(interval_at, n_cal, y, alpha, adaptive.gamma, adaptive.alpha_t)
         lower, upper, used, covered = out.lower, out.upper, out.alpha_used, out.covered
         adaptive.alpha_t = out.alpha_next
         adaptive.steps += int(y.size)
@@ -387,9 +401,11 @@ def recalibrate(
     mean = np.array([o.mean for o in obs])
     sigma = np.array([o.sigma for o in obs])
     model = registry.load(settings.home, row, private=True)  # changed below
-    model.calibrator_ = ConformalCalibrator(normalized=model.calibrator_.normalized).fit(
-        y, mean, sigma
-    )
+    _recalibratable(row, model)
+    # a normalised or plain score needs only each observation's mean and sigma (the
+    # interval's centre and spread for these scores), which the observations keep
+    model.calibrator_ = SplitCalibrator(score=model.score_).fit(y, mean, sigma)
+    model.mode_ = "split"
     lower, upper = model.calibrator_.interval(mean, sigma, METRICS_ALPHA)
     from sctk.uq import metrics as m
 
