@@ -228,3 +228,39 @@ def test_calibrate_from_observations_command_and_task(settings, engine, sctk_her
     r = sctk_here("uq", "calibrate", "drag", "--from-observations", home=settings.home)
     assert r.returncode == 0, r.stderr
     assert "on its 200 newest observations" in r.stdout
+
+
+def test_a_cqr_model_adapts_and_is_not_recalibrated_from_what_observations_lack(
+    settings,
+    engine,  # noqa: F811
+):
+    # CQR's band comes from quantile learners: adaptive mode must ask the model for it, and
+    # observations (predictions and truths, no features) cannot recalibrate it
+    from sctk.errors import SctkError
+
+    import_csv(settings, drawn(600, 0), "runs")
+    with session_scope(engine) as s:
+        params = {"dataset": "runs", "target": "y", "config": {**TINY, "method": "hgb-cqr"},
+                  "name": "banded", "calibration": 0.5}  # fmt: skip
+        model_id = train(s, settings.home, params)["model"]["id"]
+    shifted = drawn(200, 11, noise=0.4)
+    X, y = shifted[["a", "b"]].to_numpy(), shifted["y"].to_numpy()
+    with session_scope(engine) as s:
+        row = registry.get(s, model_id)
+        assert row.metrics["method"] == "hgb-cqr"
+        observations.set_adaptive(s, row, True, gamma=0.02)
+    with session_scope(engine) as s:
+        row = registry.get(s, model_id)
+        done = observations.record(s, settings, row, X, y, publish=False)
+    assert done["adaptive"]["alpha_t"] < 0.1  # the misses widened what comes next
+    with session_scope(engine) as s:
+        stored = s.scalars(select(UqObservation).order_by(UqObservation.id)).all()
+        assert len(stored) == 200 and all(o.lower < o.upper for o in stored)
+        # rows after many misses were built at a lower alpha, hence wider
+        assert stored[-1].alpha_used < stored[0].alpha_used
+        row = registry.get(s, model_id)
+        before = row.sha256
+        with pytest.raises(SctkError, match="calibrated with the cqr score.*'sctk uq calibrate"):
+            observations.recalibrate(s, settings, row)
+    with session_scope(engine) as s:
+        assert registry.get(s, model_id).sha256 == before
