@@ -102,6 +102,27 @@ def test_boosted_trees_kept_as_arrays_predict_as_the_booster_did():
     assert np.array_equal(again.predict(X), booster.predict(X))
 
 
+@pytest.mark.parametrize("leaves", [31, 100])  # 100: past the tables' 64 leaves, the walker
+def test_boosted_trees_predict_missing_values_as_the_booster_did(leaves):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(1500, 3))
+    X[:, 2] = rng.integers(0, 4, 1500)  # a few distinct values: ties with the thresholds
+    y = X[:, 0] + np.where(np.isnan(X[:, 1]), 2.0, X[:, 1]) + rng.normal(size=1500)
+    X[rng.random(1500) < 0.2, 1] = np.nan  # learnt missing-value directions
+    params = {**BOOST_DEFAULTS, "max_leaf_nodes": leaves, "min_samples_leaf": 5}
+    with threadpool_limits(1, "openmp"):
+        booster = HistGradientBoostingRegressor(random_state=0, **params).fit(X, y)
+    trees = TreeEnsemble.fit(X, y, "squared_error", None, seed=0, **params)
+    rows = rng.normal(size=(3000, 3))
+    rows[:, 2] = rng.integers(0, 4, 3000)
+    rows[::3, 1] = np.nan
+    rows[::7, 0] = np.nan  # missing where training had none
+    for Z in (X, rows):
+        assert np.array_equal(trees.predict(Z), booster.predict(Z))
+        assert np.array_equal(trees.predict(Z), trees._walk(Z))
+    assert (trees._tables is False) == (leaves > 64), trees._tables  # which path ran
+
+
 @pytest.mark.parametrize(
     ("params", "calibrated"),
     [
