@@ -296,6 +296,9 @@ ROWS: dict[tuple[str, str], Builder] = {
     ("GET", "/api/v1/datasets/{name}/lineage"): lambda c, r: Sample(
         f"/api/v1/datasets/{c.dataset('matrix-shown')}/lineage"
     ),
+    ("GET", "/api/v1/datasets/{name}/download"): lambda c, r: Sample(
+        f"/api/v1/datasets/{c.dataset('matrix-shown')}/download?format=csv"
+    ),
     ("POST", "/api/v1/datasets/{name}/verify"): lambda c, r: Sample(
         f"/api/v1/datasets/{c.dataset('matrix-shown')}/verify"
     ),

@@ -107,7 +107,7 @@ def test_on_a_dask_cluster_equals_the_local_run_even_when_a_worker_dies(trained,
     local_sha, _, _ = _local(trained, home)
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -359,7 +359,9 @@ class DaskExecutor:
                 n_workers=processes or os.cpu_count() or 1,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                # its HTTP server (health, metrics) on loopback and a free port: None
+                # still opened 8787 on every interface, and a second cluster clashed there
+                dashboard_address="127.0.0.1:0",
             )
             self._client = Client(self._cluster)
 
