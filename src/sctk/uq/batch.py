@@ -145,10 +145,12 @@ def predict_partition(
     return predict_table(Path(home), ref, table, alpha, f"Dataset '{ds_name}'", first_row)
 
 
-def _arrow(frame: pd.DataFrame):
+def _arrow(frame: pd.DataFrame, ref: ModelRef):
+    """FRAME's feature columns as an Arrow table (its other columns may be of any type)."""
     import pyarrow as pa
 
-    return pa.Table.from_pandas(frame, preserve_index=False)
+    present = [f for f in ref.features if f in frame.columns]
+    return pa.Table.from_pandas(frame[present], preserve_index=False)
 
 
 def _row_starts(home: Path, ds: Dataset) -> list[int]:
@@ -188,36 +190,47 @@ def predictions(
     report = progress or (lambda _f, _m: None)
     what = f"Dataset '{ds.name}'"
     if ds.format != "parquet":  # an .npz dataset is one partition
-        yield predict_table(home, ref, _arrow(store.read(home, ds)), alpha, what)
+        yield predict_table(home, ref, _arrow(store.read(home, ds), ref), alpha, what)
         report(1.0, "partition 1 of 1")
         return
     starts = _row_starts(home, ds)
     total = len(starts)
     if total == 0:
-        yield predict_table(home, ref, _arrow(store.read(home, ds)), alpha, what)
+        yield predict_table(home, ref, _arrow(store.read(home, ds), ref), alpha, what)
         report(1.0, "no rows")
         return
     if client is None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+        from sctk.pipeline.export import ahead
         from sctk.uq import registry
 
         model = registry.load(home, ref.row())  # once, not once per slice
-        # a column chunk read a megabyte at a time, not whole (84 against 30 MiB of Arrow
-        # memory for 8 columns, measured)
-        source = pq.ParquetFile(store.dataset_file(home, ds), pre_buffer=False, buffer_size=_READ)
-        columns = [c for c in ref.features if c in source.schema_arrow.names]
-        for index, start in enumerate(starts):
-            # a partition in slices: memory holds PREDICT_ROWS rows, not a million
-            done = start
-            for piece in source.iter_batches(PREDICT_ROWS, row_groups=[index], columns=columns):
-                table = pa.Table.from_batches([piece])
-                yield predict_table(home, ref, table, alpha, what, done, model)
-                done += piece.num_rows
-            report((index + 1) / total, f"partition {index + 1} of {total}")
+        # the next slice is read (Arrow decodes without the GIL) while this one is predicted
+        for index, first, table in ahead(_slices(home, ds, starts, ref)):
+            if table is None:  # the end of partition INDEX
+                report((index + 1) / total, f"partition {index + 1} of {total}")
+                continue
+            yield predict_table(home, ref, table, alpha, what, first, model)
         return
     yield from _on_cluster(client, home, ref, ds, starts, alpha, report)
+
+
+def _slices(home: Path, ds: Dataset, starts: list[int], ref: ModelRef) -> Iterator[Any]:
+    """(partition, first row, table of the features) for each slice of PREDICT_ROWS rows of
+    DS in order, and (partition, next row, None) at the end of each partition: memory holds
+    a slice, not a million rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # a column chunk read a megabyte at a time, not whole (84 against 30 MiB of Arrow memory
+    # for 8 columns, measured)
+    source = pq.ParquetFile(store.dataset_file(home, ds), pre_buffer=False, buffer_size=_READ)
+    columns = [c for c in ref.features if c in source.schema_arrow.names]
+    for index, start in enumerate(starts):
+        done = start
+        for piece in source.iter_batches(PREDICT_ROWS, row_groups=[index], columns=columns):
+            yield index, done, pa.Table.from_batches([piece])
+            done += piece.num_rows
+        yield index, done, None
 
 
 def _on_cluster(client, home, ref, ds, starts, alpha, report) -> Iterator[Any]:
