@@ -8,6 +8,7 @@ import signal
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from sctk.errors import Conflict, SctkError
@@ -172,6 +173,14 @@ def test_the_commands_submit_the_job_and_stream_a_prediction_to_a_file(
     with session_scope(trained) as session:
         stored = store.read(settings.home, store.get(session, "pred-job"))
     pd.testing.assert_frame_equal(pd.read_parquet(out), stored)
+    # the same bytes when run again; a row group per slice of a partition as it came, its
+    # float columns written plain (no dictionary encoder to hash every value)
+    again = tmp_path / "again.parquet"
+    assert sctk("uq", "predict", "drag", "--data", "big", "--out", str(again)).code == 0
+    assert again.read_bytes() == out.read_bytes()
+    meta = pq.ParquetFile(out).metadata
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [500] * 6
+    assert "RLE_DICTIONARY" not in meta.row_group(0).column(0).encodings
     csv = tmp_path / "pred.csv"
     assert sctk("uq", "predict", "drag", "--data", "big", "--out", str(csv)).code == 0
     np.testing.assert_allclose(pd.read_csv(csv)["upper"], stored["upper"])

@@ -337,8 +337,11 @@ def _predict_streamed(home: Path, session, row, data: str, alpha: float, out: Pa
     ds = store.get(session, data)
     fmt = export.format_of(out.name)
     with progress(f"predict {ds.name}", err_console, enabled=not as_json) as update:
-        frames = export.ahead(batch.predictions(home, row, ds, alpha, progress=update))
-        export.write_file(export.frame_chunks(frames, fmt, export.FAST_PARQUET), out)
+        tables = export.ahead(batch.predictions(home, row, ds, alpha, progress=update))
+        if fmt == "parquet":
+            export.write_parquet(tables, out, export.FAST_PARQUET)
+        else:
+            export.write_file(export.frame_chunks(tables, fmt), out)
     summary = {
         "model": {"id": row.id, "name": row.name, "version": row.version},
         "kind": row.kind,

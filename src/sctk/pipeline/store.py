@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import re
 import tempfile
@@ -214,17 +215,83 @@ class Written:
     columns: dict[str, str]
 
 
-def write_partitions(
-    home: Path, name: str, frames: Iterable[pd.DataFrame], partition_rows: int = PARTITION_ROWS
-) -> Written:
-    """Write the FRAMES (one table, batch by batch) as a Parquet file of row groups of
-    PARTITION_ROWS rows each; memory holds about one row group, whatever the total.
-
-    The row groups are cut at fixed row counts and each is written from one contiguous
-    table, so that the bytes depend on the rows alone, not on how they were batched."""
+def row_groups(tables: Iterable[Any], rows: int) -> Iterator[Any]:
+    """TABLES (Arrow, one schema) cut again into contiguous tables of ROWS rows each, the
+    last one shorter: a row group written from one of them has the same bytes however the
+    rows were batched before (a dictionary encoder's fallback depends on where the chunks
+    of its input end). Memory holds about two row groups (the pieces and their copy)."""
     import pyarrow as pa
+
+    buffered: list[Any] = []
+    held = 0
+    for table in tables:
+        buffered.append(table)
+        held += table.num_rows
+        if held < rows:
+            continue
+        whole = pa.concat_tables(buffered)
+        buffered = []
+        while whole.num_rows >= rows:
+            part = whole.slice(0, rows).combine_chunks()
+            whole = whole.slice(rows)
+            yield part
+        buffered, held = ([whole] if whole.num_rows else []), whole.num_rows
+    if held:
+        yield pa.concat_tables(buffered).combine_chunks()
+
+
+def as_tables(frames: Iterable[Any]) -> Iterator[Any]:
+    """FRAMES (DataFrames or Arrow tables, one table in batches) as Arrow tables of the
+    first one's schema, or one sentence for a column that cannot be stored."""
+    import pyarrow as pa
+
+    schema = None
+    for frame in frames:
+        if isinstance(frame, pd.DataFrame):
+            schema = schema or _arrow_schema(frame)
+            yield _arrow_table(frame, schema)
+            continue
+        schema = schema or frame.schema
+        if frame.schema.equals(schema):
+            yield frame
+            continue
+        try:
+            yield frame.cast(schema)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise _not_storable(exc) from None
+
+
+def write_parquet(
+    where: Any, frames: Iterable[Any], partition_rows: int | None, options: dict[str, Any]
+) -> Iterator[int]:
+    """Write FRAMES (DataFrames or Arrow tables, one table in batches) to WHERE (a path or a
+    writable file) as Parquet with OPTIONS, in row groups of PARTITION_ROWS rows
+    (`row_groups`), or with None one row group per table as it comes (nothing held back;
+    at most PARTITION_ROWS rows each); the rows of each row group once it is written (a
+    caller streaming the file takes its bytes then). The file is complete when the
+    iteration ends; no frame at all writes nothing."""
     import pyarrow.parquet as pq
 
+    tables = as_tables(frames)
+    head = next(tables, None)
+    if head is None:
+        return
+    # made from the first table, so that a table of no rows still gives a file of its schema
+    writer = pq.ParquetWriter(where, head.schema, **options)
+    tables = itertools.chain([head], tables)
+    for part in tables if partition_rows is None else row_groups(tables, partition_rows):
+        if part.num_rows:
+            writer.write_table(part, row_group_size=partition_rows or PARTITION_ROWS)
+            yield part.num_rows
+    writer.close()
+
+
+def write_partitions(
+    home: Path, name: str, frames: Iterable[Any], partition_rows: int = PARTITION_ROWS
+) -> Written:
+    """Write the FRAMES (one table, batch by batch: DataFrames or Arrow tables) as a Parquet
+    file of row groups of PARTITION_ROWS rows each; memory holds about one row group,
+    whatever the total. The bytes depend on the rows alone (`row_groups`)."""
     if partition_rows < 1:
         raise SctkError(f"A partition holds at least one row, not {partition_rows}.")
     directory = data_dir(home)
@@ -232,35 +299,18 @@ def write_partitions(
         fd, tmp = make_temp(directory, name)
         try:
             with os.fdopen(fd, "wb") as fh:
-                writer = None
-                buffered: list[pa.Table] = []
-                held = rows = 0
-                columns: dict[str, str] = {}
-
-                def flush(final: bool) -> None:
-                    nonlocal buffered, held
-                    table = pa.concat_tables(buffered) if buffered else schema.empty_table()
-                    while table.num_rows >= partition_rows or (final and table.num_rows):
-                        part = table.slice(0, partition_rows).combine_chunks()
-                        writer.write_table(part, row_group_size=partition_rows)
-                        table = table.slice(part.num_rows)
-                    buffered = [table] if table.num_rows else []
-                    held = table.num_rows
-
-                for frame in frames:
-                    if writer is None:
-                        columns = column_types(frame)
-                        schema = _arrow_schema(frame)
-                        writer = pq.ParquetWriter(fh, schema, **PARQUET_OPTIONS)
-                    buffered.append(_arrow_table(frame, schema))
-                    rows += len(frame)
-                    held += len(frame)
-                    if held >= partition_rows:
-                        flush(final=False)
-                if writer is None:
+                batches = iter(frames)
+                first = next(batches, None)
+                if first is None:
                     raise SctkError(f"There are no rows to store as dataset {name}.")
-                flush(final=True)
-                writer.close()
+                # the column types as a reader of the dataset gets them back
+                columns = column_types(
+                    first
+                    if isinstance(first, pd.DataFrame)
+                    else first.schema.empty_table().to_pandas()
+                )
+                pieces = itertools.chain([first], batches)
+                rows = sum(write_parquet(fh, pieces, partition_rows, PARQUET_OPTIONS))
                 fh.flush()
                 os.fsync(fh.fileno())
             crashpoints.reached("import.written")

@@ -4,6 +4,8 @@ The inline prediction (`registry.predict`, POST .../predict) holds its rows in m
 bounded; this path reads the dataset one partition (Parquet row group) at a time, predicts it
 through the model's public `predict_interval`, and hands the rows on (features, then mean,
 lower, upper, sigma, psi) to be written, so memory holds one partition whatever the size.
+The rows stay Arrow columns from the file read to the file written: a DataFrame between
+them cost as much CPU as the model's network (measured, issue 22).
 
 On a Dask cluster (`client` given) each partition is one task: the worker reads that row
 group from the shared data directory and predicts it with the model it loaded once
@@ -29,6 +31,7 @@ from sctk.storage.models import Dataset, UqModel
 
 OUTPUTS = ("mean", "lower", "upper", "sigma", "psi")
 PREDICT_ROWS = 65_536  # rows read and given to the model at once
+_READ = 1024 * 1024
 Progress = Callable[[float, str], None]
 
 
@@ -69,41 +72,85 @@ def check_tabular(row: UqModel) -> None:
         )
 
 
-def predict_frame(
-    home: Path, ref: ModelRef, frame: pd.DataFrame, alpha: float, what: str, first_row: int = 0
-) -> pd.DataFrame:
-    """FRAME's feature columns and the model's outputs for each of its rows."""
+def output_schema(features: list[str] | tuple[str, ...]):
+    """The predictions' columns, all float64: the features (but one named like an output),
+    then OUTPUTS; with the pandas metadata a frame of them carries, so that a file written
+    from these tables reads back as the frame it always did."""
+    import pyarrow as pa
+
+    names = [f for f in features if f not in OUTPUTS] + list(OUTPUTS)
+    empty = pd.DataFrame({name: pd.Series(dtype="float64") for name in names})
+    return pa.Schema.from_pandas(empty, preserve_index=False)
+
+
+def feature_matrix(table, features: list[str], where: str) -> np.ndarray:
+    """TABLE's FEATURES as a float matrix (column-major: each column one copy out of Arrow,
+    with no DataFrame between), or one sentence saying what is wrong with them."""
+    import pyarrow as pa
+
     from sctk.uq import registry
 
+    names = set(table.column_names)
+    if not all(f in names and pa.types.is_float64(table.schema.field(f).type) for f in features):
+        # missing, integer or text columns: the registry's conversion and its sentences
+        frame = table.select([f for f in features if f in names]).to_pandas()
+        return np.asfortranarray(registry.feature_matrix(frame, features, where))
+    X = np.empty((table.num_rows, len(features)), dtype=np.float64, order="F")
+    for j, name in enumerate(features):
+        X[:, j] = table.column(name).to_numpy()  # a null is NaN, refused just below
+    return registry.checked_finite(X, features, where)
+
+
+def predict_table(
+    home: Path, ref: ModelRef, table, alpha: float, what: str, first_row: int = 0, model=None
+):
+    """TABLE's feature columns (as float64) and the model's outputs for each of its rows, as
+    an Arrow table of `output_schema`. MODEL: REF's estimator when the caller holds it."""
+    import pyarrow as pa
+
+    from sctk.uq import registry
+
+    schema = output_schema(ref.features)
+    rows = table.num_rows
+    if rows == 0:
+        return schema.empty_table()
+    where = f"{what} (rows {first_row:,} to {first_row + rows - 1:,})"
     features = list(ref.features)
-    if len(frame) == 0:
-        empty = {f: pd.Series(dtype="float64") for f in features}
-        return pd.DataFrame({**empty, **{k: pd.Series(dtype="float64") for k in OUTPUTS}})
-    where = f"{what} (rows {first_row:,} to {first_row + len(frame) - 1:,})"
-    X = registry.feature_matrix(frame, features, where)
-    model = registry.load(home, ref.row())
-    result = frame[features].reset_index(drop=True).astype("float64")
-    outputs = {key: np.empty(len(X), dtype=np.float64) for key in OUTPUTS}
+    X = feature_matrix(table, features, where)
+    if model is None:
+        model = registry.load(home, ref.row())
+    outputs = {key: np.empty(rows, dtype=np.float64) for key in OUTPUTS}
     # the model's intermediate tensors (input gradients for psi) grow with the rows it is
     # given: a partition of a million rows is predicted a slice at a time
-    for start in range(0, len(X), PREDICT_ROWS):
+    for start in range(0, rows, PREDICT_ROWS):
         out = model.predict_interval(X[start : start + PREDICT_ROWS], alpha=alpha)
         for key in OUTPUTS:
             outputs[key][start : start + PREDICT_ROWS] = out[key]
-    for key in OUTPUTS:
-        result[key] = outputs[key]
-    return result
+    kept = [X[:, j] for j, f in enumerate(features) if f not in OUTPUTS]
+    # contiguous float64 arrays become Arrow columns without a copy
+    columns = [pa.array(values) for values in [*kept, *(outputs[k] for k in OUTPUTS)]]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def predict_partition(
     home: str, ref: ModelRef, ds_path: str, ds_name: str, index: int, first_row: int, alpha: float
-) -> pd.DataFrame:
-    """Partition INDEX of the dataset file DS_PATH predicted by REF (a Dask task: plain,
-    picklable arguments; the model is loaded once per worker process)."""
+):
+    """Partition INDEX of the dataset file DS_PATH predicted by REF, as an Arrow table (a Dask
+    task: plain, picklable arguments; the model is loaded once per worker process)."""
     import pyarrow.parquet as pq
 
-    frame = pq.ParquetFile(Path(home) / ds_path).read_row_group(index).to_pandas()
-    return predict_frame(Path(home), ref, frame, alpha, f"Dataset '{ds_name}'", first_row)
+    source = pq.ParquetFile(Path(home) / ds_path, pre_buffer=False)
+    columns = [c for c in ref.features if c in source.schema_arrow.names]
+    table = source.read_row_group(index, columns=columns)
+    return predict_table(Path(home), ref, table, alpha, f"Dataset '{ds_name}'", first_row)
+
+
+def _arrow(frame: pd.DataFrame, ref: ModelRef):
+    """FRAME's feature columns as an Arrow table (its other columns may be of any type)."""
+    import pyarrow as pa
+
+    present = [f for f in ref.features if f in frame.columns]
+    return pa.Table.from_pandas(frame[present], preserve_index=False)
 
 
 def _row_starts(home: Path, ds: Dataset) -> list[int]:
@@ -125,9 +172,10 @@ def predictions(
     *,
     client: Any = None,
     progress: Progress | None = None,
-) -> Iterator[pd.DataFrame]:
-    """The predictions for every row of DS, a partition at a time and in order; CLIENT (a
-    dask.distributed Client) computes the partitions on its cluster's workers."""
+) -> Iterator[Any]:
+    """The predictions for every row of DS as Arrow tables (`output_schema`), a partition or
+    a slice of one at a time and in order; CLIENT (a dask.distributed Client) computes the
+    partitions on its cluster's workers."""
     from sctk.uq.conformal import check_alpha
 
     check_tabular(row)
@@ -142,34 +190,50 @@ def predictions(
     report = progress or (lambda _f, _m: None)
     what = f"Dataset '{ds.name}'"
     if ds.format != "parquet":  # an .npz dataset is one partition
-        frame = store.read(home, ds)
-        yield predict_frame(home, ref, frame, alpha, what)
+        yield predict_table(home, ref, _arrow(store.read(home, ds), ref), alpha, what)
         report(1.0, "partition 1 of 1")
         return
     starts = _row_starts(home, ds)
     total = len(starts)
     if total == 0:
-        yield predict_frame(home, ref, store.read(home, ds), alpha, what)
+        yield predict_table(home, ref, _arrow(store.read(home, ds), ref), alpha, what)
         report(1.0, "no rows")
         return
     if client is None:
-        import pyarrow.parquet as pq
+        from sctk.pipeline.export import ahead
+        from sctk.uq import registry
 
-        source = pq.ParquetFile(store.dataset_file(home, ds), pre_buffer=False)
-        columns = [c for c in ref.features if c in source.schema_arrow.names]
-        for index, start in enumerate(starts):
-            # a partition in slices: memory holds PREDICT_ROWS rows, not a million
-            done = start
-            for piece in source.iter_batches(PREDICT_ROWS, row_groups=[index], columns=columns):
-                frame = piece.to_pandas()
-                yield predict_frame(home, ref, frame, alpha, what, done)
-                done += len(frame)
-            report((index + 1) / total, f"partition {index + 1} of {total}")
+        model = registry.load(home, ref.row())  # once, not once per slice
+        # the next slice is read (Arrow decodes without the GIL) while this one is predicted
+        for index, first, table in ahead(_slices(home, ds, starts, ref)):
+            if table is None:  # the end of partition INDEX
+                report((index + 1) / total, f"partition {index + 1} of {total}")
+                continue
+            yield predict_table(home, ref, table, alpha, what, first, model)
         return
     yield from _on_cluster(client, home, ref, ds, starts, alpha, report)
 
 
-def _on_cluster(client, home, ref, ds, starts, alpha, report) -> Iterator[pd.DataFrame]:
+def _slices(home: Path, ds: Dataset, starts: list[int], ref: ModelRef) -> Iterator[Any]:
+    """(partition, first row, table of the features) for each slice of PREDICT_ROWS rows of
+    DS in order, and (partition, next row, None) at the end of each partition: memory holds
+    a slice, not a million rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # a column chunk read a megabyte at a time, not whole (84 against 30 MiB of Arrow memory
+    # for 8 columns, measured)
+    source = pq.ParquetFile(store.dataset_file(home, ds), pre_buffer=False, buffer_size=_READ)
+    columns = [c for c in ref.features if c in source.schema_arrow.names]
+    for index, start in enumerate(starts):
+        done = start
+        for piece in source.iter_batches(PREDICT_ROWS, row_groups=[index], columns=columns):
+            yield index, done, pa.Table.from_batches([piece])
+            done += piece.num_rows
+        yield index, done, None
+
+
+def _on_cluster(client, home, ref, ds, starts, alpha, report) -> Iterator[Any]:
     """Partitions as Dask tasks, a window of them in flight, taken back in order (so that
     the workers do not hold every finished partition while the first is written)."""
     total = len(starts)

@@ -428,7 +428,7 @@ def _missing_columns(what: str, missing: list[str], features: list[str]) -> Sctk
     )
 
 
-def _checked_finite(X: np.ndarray, features: list[str], what: str) -> np.ndarray:
+def checked_finite(X: np.ndarray, features: list[str], what: str) -> np.ndarray:
     finite = np.isfinite(X)
     if not finite.all():
         cols = [features[j] for j in np.flatnonzero(~finite.all(axis=0))]
@@ -456,7 +456,7 @@ def feature_matrix(frame: pd.DataFrame, features: list[str], what: str) -> np.nd
         raise SctkError(
             f"{what}: column(s) {', '.join(bad[:10])} are not numeric; the model needs numbers."
         )
-    return _checked_finite(frame[features].to_numpy(dtype=np.float64), features, what)
+    return checked_finite(frame[features].to_numpy(dtype=np.float64), features, what)
 
 
 def rows_matrix(rows: list[dict[str, float | None]], features: list[str], what: str) -> np.ndarray:
@@ -471,7 +471,7 @@ def rows_matrix(rows: list[dict[str, float | None]], features: list[str], what: 
         raise _missing_columns(what, missing, features)
     # None (and a key absent from a row) becomes NaN, refused below with the others
     columns = [np.array([r.get(f) for r in rows], dtype=np.float64) for f in features]
-    return _checked_finite(np.column_stack(columns), features, what)
+    return checked_finite(np.column_stack(columns), features, what)
 
 
 def _check_kind(row: UqModel, kind: str) -> None:
