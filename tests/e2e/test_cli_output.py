@@ -151,8 +151,14 @@ def test_uq_train_inline_reports_progress_off_a_terminal_and_its_result_once(
     )  # fmt: skip
     assert ran.code == 0, ran.err
     lines = ran.err.splitlines()
-    assert "training: 5% training on 45 rows, 2 features" in lines, lines
-    assert any(re.fullmatch(r"training: \d+% epoch 1/3, loss \S+", x) for x in lines), lines
+    # 60 rows: CV+ (no rows held out), its members' epochs counted together
+    assert "training: 5% training on 60 rows, 2 features" in lines, lines
+    epochs = [re.fullmatch(r"training: (\d+)% epoch (\d+)/(\d+), loss \S+", x) for x in lines]
+    epochs = [m for m in epochs if m]
+    assert epochs and epochs[0].group(2) == "1", lines
+    percents = [int(m.group(1)) for m in epochs]
+    assert percents == sorted(percents), lines  # progress never goes back
+    assert epochs[-1].group(2) == epochs[-1].group(3), lines
     assert lines[-1] == "training: 100% stored model 'runs-y' v1", lines
     said = (ran.out + ran.err).count("stored model 'runs-y' v1 (id ")
     assert said == 1 and ran.out.startswith("stored model 'runs-y' v1 (id "), (ran.out, ran.err)

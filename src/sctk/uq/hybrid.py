@@ -407,7 +407,7 @@ class HybridRegressor:
         for f in range(k):
             inside = fold_of == f
             member = self._fold_model(self.method_)
-            member._fit_learner(X[~inside], y[~inside], callback)
+            member._fit_learner(X[~inside], y[~inside], _over_folds(callback, f, k))
             out = member._outputs(X[inside], with_psi=False)
             self._oof["centre"][inside], self._oof["spread"][inside] = out["centre"], out["spread"]
             self.folds_.append(member)
@@ -778,6 +778,18 @@ class HybridRegressor:
             "sigma": out["sigma"],
             "psi": out["psi"],
         }
+
+
+def _over_folds(callback, fold: int, folds: int):
+    """A CV+ member's epochs counted over all FOLDS members, so that the progress a caller
+    shows only moves forward (epoch 1 of the second of 5 members, 3 epochs each: 4/15)."""
+    if callback is None:
+        return None
+
+    def counted(epoch: int, epochs: int, loss: float) -> None:
+        callback(fold * epochs + epoch, folds * epochs, loss)
+
+    return counted
 
 
 def _split_calibrator(score: conformity.Score):
