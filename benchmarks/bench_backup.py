@@ -182,8 +182,6 @@ class Sctk(Tool):
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCTK_")}
         env["BENCH_PASSPHRASE"] = PASSPHRASE
-        # the index cache kept between steps, as restic's cache is (RESTIC_CACHE_DIR)
-        env["BENCH_SCTK_CACHE"] = str(self.work / "sctk-cache")
         return env
 
     profile_dir: Path | None = None  # --profile: each step sampled by py-spy into this dir
@@ -566,12 +564,11 @@ def engine_main(argv: list[str]) -> None:
     passphrase = os.environ["BENCH_PASSPHRASE"]
     marks = {"start": time.perf_counter()}
     out: dict = {}
-    cache = os.environ.get("BENCH_SCTK_CACHE")
     if op == "init":
-        Repository.init(repo_path, passphrase, cache_dir=cache)
+        Repository.init(repo_path, passphrase)
         marks["init"] = time.perf_counter()
     else:
-        repo = Repository.open(repo_path, passphrase, cache_dir=cache)
+        repo = Repository.open(repo_path, passphrase)
         marks["open"] = time.perf_counter()
         if op == "backup":
             data, label = Path(rest[0]), rest[1]

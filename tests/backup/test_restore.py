@@ -251,16 +251,10 @@ def test_list_and_file(settings, home, tmp_path, populated):
     assert forced.returncode == 0, forced.stderr
 
 
-def _but_index_cache(files: dict[str, str]) -> dict[str, str]:
-    """FILES without the repository's local index cache (derived data any open may update,
-    kept in tmp/: see docs/operations.md)."""
-    return {k: v for k, v in files.items() if not k.startswith("tmp/backup-index")}
-
-
 def test_dry_run_changes_nothing(settings, home, populated):
     repo, info = populated
     (home / "data" / "raw" / "f0.bin").write_bytes(b"changed")
-    before = _but_index_cache(tree(home, skip=()))
+    before = tree(home, skip=())
     snapshots = len(repo.snapshots())
     done = run_sctk("restore", info.id, "--dry-run", "--json", home=home, env=ENV)
     assert done.returncode == 0, done.stderr
@@ -270,7 +264,7 @@ def test_dry_run_changes_nothing(settings, home, populated):
     assert actions["data"] == "replace" and actions["sctk.toml"] == "replace"
     text = run_sctk("restore", info.id, "--dry-run", home=home, env=ENV)
     assert text.returncode == 0 and "nothing was changed" in text.stdout
-    assert _but_index_cache(tree(home, skip=())) == before
+    assert tree(home, skip=()) == before
     assert len(repo.snapshots()) == snapshots
 
 
@@ -358,13 +352,13 @@ def sqlite_home(tmp_path, monkeypatch):
 )
 def test_bad_input_is_one_sentence_and_changes_nothing(sqlite_home, args, phrase):
     home = sqlite_home
-    before = _but_index_cache(tree(home, skip=()))
+    before = tree(home, skip=())
     done = run_sctk("restore", *args, home=home, env=ENV)
     assert done.returncode != 0
     assert phrase in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) <= 2
-    assert _but_index_cache(tree(home, skip=())) == before
+    assert tree(home, skip=()) == before
 
 
 def test_target_that_cannot_be_written(sqlite_home, tmp_path):

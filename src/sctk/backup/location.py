@@ -46,25 +46,13 @@ def remote_options(settings: Settings):
     )
 
 
-def index_cache_dir(settings: Settings) -> Path | None:
-    """Where the repositories' chunk index caches live (derived from the repositories' own
-    index files, safe to delete: see docs/operations.md); None without a data directory (a
-    command naming only a repository leaves nothing behind: the index is then temporary)."""
-    if not settings.home.is_dir():
-        return None
-    return settings.home / "tmp" / "backup-index"
-
-
 def open_repo(settings: Settings, url: str | None = None):
     """The repository at URL (default: the configured one), opened with the passphrase."""
     from sctk.backup import passphrase
     from sctk.backup.repo import Repository
 
     return Repository.open(
-        url or repo_url(settings),
-        passphrase.resolve(settings),
-        remote_options(settings),
-        cache_dir=index_cache_dir(settings),
+        url or repo_url(settings), passphrase.resolve(settings), remote_options(settings)
     )
 
 
@@ -74,10 +62,7 @@ def init_repo(settings: Settings, url: str | None = None):
     from sctk.backup.repo import Repository
 
     return Repository.init(
-        url or repo_url(settings),
-        passphrase.resolve(settings),
-        options=remote_options(settings),
-        cache_dir=index_cache_dir(settings),
+        url or repo_url(settings), passphrase.resolve(settings), options=remote_options(settings)
     )
 
 

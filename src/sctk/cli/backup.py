@@ -327,26 +327,21 @@ def prune(
     the chunks no snapshot uses. The --keep-* rules count regular backups only; safety
     snapshots (taken before a restore or an upgrade) have their own (--safety-keep-*)."""
     from sctk.backup.prune import prune_backups
-    from sctk.cli.progress import progress
 
     s = settings(ctx)
-    with progress("Pruning", err_console, enabled=not as_json) as update:
-        result = prune_backups(
-            s,
-            dry_run=dry_run,
-            progress=lambda phase, done, total: update(
-                done / max(total, 1), f"{phase} {done}/{total}"
-            ),
-            actor=operator(),
-            url=repo,
-            keep_last=keep_last,
-            keep_daily=keep_daily,
-            keep_weekly=keep_weekly,
-            keep_monthly=keep_monthly,
-            keep_within_days=keep_within,
-            safety_keep_last=safety_keep_last,
-            safety_keep_within_days=safety_keep_within,
-        )
+    result = prune_backups(
+        s,
+        dry_run=dry_run,
+        actor=operator(),
+        url=repo,
+        keep_last=keep_last,
+        keep_daily=keep_daily,
+        keep_weekly=keep_weekly,
+        keep_monthly=keep_monthly,
+        keep_within_days=keep_within,
+        safety_keep_last=safety_keep_last,
+        safety_keep_within_days=safety_keep_within,
+    )
     if as_json:
         print_json(result)
         return

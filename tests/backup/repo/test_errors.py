@@ -71,20 +71,3 @@ def test_restore_target_not_writable(repo, tree, tmp_path):
     with pytest.raises(RepoError, match="not a directory"):
         repo.restore(info.id, tmp_path / "afile")
     assert (tmp_path / "afile").read_text() == "x"
-
-
-@pytest.mark.parametrize("prefix", ["../up/", "/abs/", "a//b/", "./here/"])
-def test_add_tree_refuses_a_bad_prefix_once(repo, tree, prefix):
-    before = len(repo.snapshots())
-    with repo.writer() as w, pytest.raises(RepoError, match="is not a plain relative path"):
-        w.add_tree(tree, prefix=prefix)
-    assert len(repo.snapshots()) == before
-
-
-def test_add_tree_paths_under_a_prefix_are_plain(repo, tree):
-    with repo.writer() as w:
-        entries = w.add_tree(tree, prefix="top/sub/")
-        info = w.commit("manual", {})
-    paths = [f.path for f in repo.files(info.id)]
-    assert paths == sorted(e.path for e in entries)
-    assert all(p.startswith("top/sub/") and "//" not in p and "/./" not in p for p in paths)

@@ -39,30 +39,12 @@ GROUP_VERSIONS = 4  # versions of one path verified together (they share most ch
 SHARED_CACHE_BYTES = 8 * 1024 * 1024  # plaintext kept per group for chunks versions share
 
 
-def with_locations(index, files: list[dict], batch: int = 2000):
-    """(file, {chunk id: (pack, offset)}) for each of FILES, the locations looked up many
-    chunks at a time from the index cache (one statement per chunk costs more than the
-    search); the mapping holds at least the file's own chunks that are indexed."""
-    group: list[dict] = []
-    ids: list[str] = []
-    for f in files:
-        group.append(f)
-        ids.extend(f["chunks"])
-        if len(ids) >= batch:
-            where = index.locations(ids)
-            yield from ((g, where) for g in group)
-            group, ids = [], []
-    if group:
-        where = index.locations(ids)
-        yield from ((g, where) for g in group)
-
-
 def blocking_problems(repo) -> list[str]:
     """Structure problems that damage a snapshot or the index (what makes prune refuse);
     a lost pack holding only garbage is not one: prune itself drops it from the index."""
     errors: list[str] = []
     with repo.lock(exclusive=False):
-        repo._refresh_index(verify=True)
+        repo._refresh_index(force=True)
         _structure(repo, repo._snapshot_ids(), errors, blocking_only=True)
     return errors
 
@@ -109,20 +91,20 @@ def _structure(
             errors.extend(pack_errors.values())
         else:  # checking one snapshot: only the packs it uses
             used = {
-                where[c][0]
+                index.entries[c][0]
                 for d in docs.values()
-                for f, where in with_locations(index, d["files"])
+                for f in d["files"]
                 for c in f["chunks"]
-                if c in where
+                if c in index.entries
             }
             errors.extend(msg for pack, msg in pack_errors.items() if pack in used)
     referenced: set[str] = set()
     for sid, doc in docs.items():
         problems = 0
-        for f, where in with_locations(index, doc["files"]):
+        for f in doc["files"]:
             referenced.update(f["chunks"])
             for cid in f["chunks"]:
-                loc = where.get(cid)
+                loc = index.entries.get(cid)
                 why = None
                 if loc is None:
                     why = f"its chunk {cid[:12]} is in no index (an index file or pack was lost)"
@@ -152,7 +134,7 @@ def check(
     garbage = None
     unreferenced = 0
     with repo.lock(exclusive=False):
-        repo._refresh_index(verify=True)
+        repo._refresh_index(force=True)
         index = repo.index
         snap_ids = [repo.find_snapshot(snapshot_id).id] if snapshot_id else repo._snapshot_ids()
         docs, bad, referenced = _structure(repo, snap_ids, errors, whole=snapshot_id is None)
@@ -190,7 +172,7 @@ def _remember_damage(repo, damaged: list[tuple[str, str, int]]) -> None:
         names = write_index(repo.backend, repo.keys, {}, damaged=new)
     except RepoError:
         return  # a read-only copy: the check's report still names the damage
-    repo.index.record(names, {}, damaged=new)
+    repo.index.mark_damaged(new)
     repo._index_files = repo._index_files | frozenset(names)
 
 
@@ -282,12 +264,12 @@ def _read_data(
     todo: list[tuple[str, dict]] = []
     seen: set[tuple] = set()
     for sid, doc in docs.items():
-        for f, where in with_locations(index, doc["files"]):
+        for f in doc["files"]:
             key = (f["sha256"], tuple(f["chunks"]))
             if key in seen:
                 continue
             seen.add(key)
-            if all(c in where and where[c][0] not in bad for c in f["chunks"]):
+            if all(c in index.entries and index.entries[c][0] not in bad for c in f["chunks"]):
                 todo.append((sid, f))
     verified: set[tuple[str, int]] = set()
     read = 0

@@ -15,8 +15,6 @@ Layout (names relative to the repository root):
     locks/<random>           plaintext JSON: pid, host, time, exclusive
 Every file except config and locks is named by the SHA-256 of its bytes, so a copy can be
 checked against its name and a file is never rewritten.
-Nothing else is part of the repository: the SQLite index a process looks chunks up in is a
-local cache derived from index/ (see index.py), so the format is the same with or without it.
 
 A sealed blob is nonce (12 bytes) || AES-256-GCM ciphertext and tag. A chunk's AAD is its id
 (so the index cannot point a chunk id at another chunk); sealed files use a per-kind AAD.

@@ -94,8 +94,8 @@ def unreferenced_index_bytes(index, referenced: set[str]) -> int:
     """Stored bytes of indexed chunks that no snapshot uses, or that are a second copy."""
     total = 0
     for pack, rows in index.pack_blobs.items():
-        where = index.locations(r[0] for r in rows)  # one lookup per pack, not per chunk
         for cid, off, length, _raw, _flags in rows:
-            if cid not in referenced or where.get(cid) != (pack, off):
+            loc = index.entries.get(cid)
+            if cid not in referenced or loc is None or loc[:2] != (pack, off):
                 total += length
     return total

@@ -8,18 +8,10 @@ Order matters so that a crash at any point leaves a valid repository:
   4. the old index files are deleted;
   5. only then are garbage packs, repacked packs and orphan packs deleted.
 A crash before 4 leaves duplicate index entries (harmless); between 4 and 5, packs no index
-lists (orphans, removed by the next prune). So a prune killed at any point leaves a
-repository that verifies, and running it again finishes the work (tested with kill -9).
-
-Memory stays bounded: the chunks the kept snapshots reference are marked in a temporary
-table of the index cache (on disk), packs are classified one at a time against it, and the
-new index is streamed from the cache; progress(phase, done, total) reports each phase
-("snapshots", "packs", "repack", "index", "delete").
+lists (orphans, removed by the next prune).
 """
 
 from __future__ import annotations
-
-import itertools
 
 from sctk.backup.repo.check import blocking_problems
 from sctk.backup.repo.errors import RepoError
@@ -32,13 +24,7 @@ from sctk.backup.repo.repository import ChunkError
 REPACK_GARBAGE_RATIO = 0.5
 
 
-def prune(
-    repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None, progress=None
-) -> PruneReport:
-    def step(phase: str, done: int, total: int) -> None:
-        if progress is not None:
-            progress(phase, done, total)
-
+def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) -> PruneReport:
     with repo.lock(exclusive=True):
         repo._refresh_index()
         problems = blocking_problems(repo)
@@ -57,17 +43,38 @@ def prune(
         else:
             kept, removed = repo.plan_retention(policy)
         removed_ids = {s.id for s in removed}
-        index = repo.index
-        live_snaps = [s for s in snaps if s.id not in removed_ids]
-        with index.referenced() as marked:
-            for i, s in enumerate(live_snaps):
+        referenced: set[str] = set()
+        for s in snaps:
+            if s.id not in removed_ids:
                 for f in repo._snapshot_doc(s.id)["files"]:
-                    marked.add(f["chunks"])
-                step("snapshots", i + 1, len(live_snaps))
-            delete, repack, keep, freed = _classify(index, marked, step)
+                    referenced.update(f["chunks"])
+
+        index = repo.index
+        damaged_in: dict[str, list[tuple[str, int]]] = {}
+        for cid, pack, off in index.damaged:
+            damaged_in.setdefault(pack, []).append((cid, off))
+        delete, repack, keep = [], [], []
+        for pack, blobs in index.pack_blobs.items():
+            live = [
+                b for b in blobs if b[0] in referenced and index.entries[b[0]][:2] == (pack, b[1])
+            ]
+            live_bytes = sum(b[2] for b in live)
+            total = sum(b[2] for b in blobs) or 1
+            # a copy found damaged that nothing reads any more goes, whatever the ratio
+            marks = damaged_in.get(pack, [])
+            healed = bool(marks) and all(
+                index.entries.get(c, ("",))[:2] != (pack, o) for c, o in marks
+            )
+            if not live:
+                delete.append(pack)
+            elif healed or 1 - live_bytes / total > REPACK_GARBAGE_RATIO:
+                repack.append((pack, live))
+            else:
+                keep.append(pack)
         stored = repo.backend.list("data")
         orphans = [n for n in stored if n.rpartition("/")[2] not in index.pack_sizes]
-        freed += sum(stored[n] for n in orphans)
+        freed = sum(index.pack_sizes[p] for p in delete) + sum(stored[n] for n in orphans)
+        freed += sum(index.pack_sizes[p] - sum(b[2] for b in live) for p, live in repack)
 
         result = PruneReport(
             removed_snapshots=[s.id for s in removed],
@@ -93,7 +100,7 @@ def prune(
         if repack:
             writer = PackWriter(repo.backend, repo.keys, written)
             try:
-                for i, (pack, live) in enumerate(repack):
+                for pack, live in repack:
                     data = memoryview(repo.backend.read(pack_name(pack)))
                     for cid, off, length, raw, flags in live:
                         blob = data[off : off + length]
@@ -104,7 +111,6 @@ def prune(
                                 f"Prune stopped: {exc.reason}; nothing was deleted."
                             ) from None
                         writer.add(cid, flags, raw, (blob,))
-                    step("repack", i + 1, len(repack))
                 writer.flush()
             finally:
                 writer.close()
@@ -115,59 +121,24 @@ def prune(
         # 3. the new index: every kept pack plus the new ones (only when packs go away; orphan
         #    packs are in no index, and rewriting an unchanged index would only churn copies)
         if delete or repack:
-            # streamed from the cache pack by pack: the new index is never whole in memory
-            kept_set = set(keep)
-            full = itertools.chain(
-                ((p, index.pack_sizes[p], index.pack_blobs[p]) for p in keep),
-                ((p, size, blobs) for p, (size, blobs) in new_packs.items()),
-            )
+            full = {p: (index.pack_sizes[p], index.pack_blobs[p]) for p in keep}
+            full.update(new_packs)
             old_index = repo.backend.list("index")
-            # still true of kept packs
-            marks = [d for d in index.damaged if d[1] in kept_set or d[1] in new_packs]
+            marks = [d for d in index.damaged if d[1] in full]  # still true of kept packs
             new_names = set(write_index(repo.backend, repo.keys, full, damaged=marks))
-            step("index", len(new_names), len(new_names))
             # 4. old index files
             for name in old_index:
                 if name not in new_names:
                     repo.backend.delete(name)
         # 5. packs nothing points to any more, and leftovers of interrupted writes
-        doomed = [pack_name(p) for p in delete] + [pack_name(p) for p, _ in repack] + orphans
-        doomed += repo.backend.temporaries()
-        for i, name in enumerate(doomed):
+        for pack in delete:
+            repo.backend.delete(pack_name(pack))
+        for pack, _ in repack:
+            repo.backend.delete(pack_name(pack))
+        for name in orphans:
             repo.backend.delete(name)
-            step("delete", i + 1, len(doomed))
+        for name in repo.backend.temporaries():
+            repo.backend.delete(name)
         repo._index_files = frozenset()
         repo._refresh_index()
         return result
-
-
-def _classify(index, marked, step) -> tuple[list, list, list, int]:
-    """Sort every indexed pack into (delete, repack with its live rows, keep), and the bytes
-    that frees; live chunks are those MARKED (referenced) whose location is this copy."""
-    damaged_in: dict[str, list[tuple[str, int]]] = {}
-    for cid, pack, off in index.damaged:
-        damaged_in.setdefault(pack, []).append((cid, off))
-    delete, repack, keep = [], [], []
-    freed = 0
-    total_packs = len(index.pack_sizes)
-    for i, (pack, blobs) in enumerate(index.pack_blobs.items()):
-        cids = [b[0] for b in blobs]
-        used = marked.among(cids)
-        where = index.locations([c for c in cids if c in used])
-        live = [b for b in blobs if where.get(b[0]) == (pack, b[1])]
-        live_bytes = sum(b[2] for b in live)
-        total = sum(b[2] for b in blobs) or 1
-        # a copy found damaged that nothing reads any more goes, whatever the ratio
-        marks = damaged_in.get(pack, [])
-        healed = bool(marks) and all(index.entries.get(c, ("",))[:2] != (pack, o) for c, o in marks)
-        size = index.pack_sizes[pack]
-        if not live:
-            delete.append(pack)
-            freed += size
-        elif healed or 1 - live_bytes / total > REPACK_GARBAGE_RATIO:
-            repack.append((pack, live))
-            freed += size - live_bytes
-        else:
-            keep.append(pack)
-        step("packs", i + 1, total_packs)
-    return delete, repack, keep, freed

@@ -72,7 +72,7 @@ def rebuild_index(repo, read_data: bool = False) -> tuple[int, int, list[str]]:
 def repair_index(repo, verify: bool = False) -> int:
     """Rebuild the index from every pack's own header; the number of packs indexed."""
     with repo.lock(exclusive=True):
-        repo._refresh_index(verify=True)
+        repo._refresh_index(force=True)
         return rebuild_index(repo, verify)[0]
 
 
@@ -80,7 +80,7 @@ def repair(repo, read_data: bool = False) -> RepairReport:
     """Rebuild the index (leaving damaged chunks out), remove partial files, and say what
     each snapshot can no longer restore, and which file versions no snapshot can."""
     with repo.lock(exclusive=True):
-        repo._refresh_index(verify=True)
+        repo._refresh_index(force=True)
         packs, dropped, unreadable = rebuild_index(repo, read_data)
         junk = leftovers.scan(repo).junk
         partial = [n for n in junk if n not in unreadable]

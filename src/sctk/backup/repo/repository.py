@@ -4,10 +4,8 @@ engine (writer, restore, check, prune, copy)."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
-import sqlite3
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +31,7 @@ from sctk.backup.repo.formats import (
     pack_name,
     seal_json,
 )
-from sctk.backup.repo.index import Index, IndexCache, cache_file
+from sctk.backup.repo.index import Index
 from sctk.backup.repo.locks import LockManager
 from sctk.backup.repo.models import (
     CheckReport,
@@ -46,8 +44,6 @@ from sctk.backup.repo.models import (
     SnapshotInfo,
 )
 from sctk.backup.repo.remote import RemoteOptions
-
-log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from sctk.backup.repo.writer import SnapshotWriter
@@ -87,18 +83,12 @@ def _parse_time(text: str) -> datetime:
 class Repository:
     """A deduplicated, encrypted, verifiable backup repository on a path or fsspec URL."""
 
-    def __init__(
-        self, backend, config: dict, keys: crypto.Keys, cache_dir: Path | str | None = None
-    ):
+    def __init__(self, backend, config: dict, keys: crypto.Keys):
         self.backend = backend
         self.url = backend.url
         self.config = config
         self.keys = keys
-        # The chunk index lives in a SQLite cache (see index.py): a file under CACHE_DIR kept
-        # between runs, or a private temporary database without one.
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self._index_cache: IndexCache | None = None
-        self.index = Index(self._cache())
+        self.index = Index()
         self._locks = LockManager(backend)
         # Snapshot files are immutable (named by their hash): their summaries are cached for
         # good, their file lists only for the few most recent (memory stays bounded).
@@ -119,7 +109,6 @@ class Repository:
         passphrase: str,
         chunk_id: str = crypto.CHUNK_ID_DEFAULT,
         options: RemoteOptions | None = None,
-        cache_dir: Path | str | None = None,
     ) -> Repository:
         """Create a new repository at URL; refuses an existing one or a non-empty directory.
         CHUNK_ID names the keyed hash for chunk ids (the default; "hmac-sha256" is what older
@@ -157,20 +146,13 @@ class Repository:
             "key": crypto.wrap_master(keys.master, passphrase, kdf, repo_id),
         }
         backend.write("config", json.dumps(config, indent=1).encode())
-        repo = cls(backend, config, keys, cache_dir)
+        repo = cls(backend, config, keys)
         return repo
 
     @classmethod
-    def open(
-        cls,
-        url: str,
-        passphrase: str,
-        options: RemoteOptions | None = None,
-        cache_dir: Path | str | None = None,
-    ) -> Repository:
+    def open(cls, url: str, passphrase: str, options: RemoteOptions | None = None) -> Repository:
         """Open the repository at URL; RepoError if missing, uninitialised or wrong passphrase
-        (OPTIONS configure remote storage: see remote.py; CACHE_DIR keeps the index cache
-        between runs: see index.py)."""
+        (OPTIONS configure remote storage: see remote.py)."""
         backend = open_backend(url, options)
         state = backend.probe()
         if state == "missing":
@@ -203,7 +185,7 @@ class Repository:
                 "know; upgrade sctk to open it."
             )
         master = crypto.unwrap_master(config["key"], passphrase, config["kdf"], config["id"], url)
-        repo = cls(backend, config, crypto.Keys(master, algorithm), cache_dir)
+        repo = cls(backend, config, crypto.Keys(master, algorithm))
         repo._refresh_index()
         return repo
 
@@ -219,29 +201,14 @@ class Repository:
             self.backend.write("config", json.dumps(config, indent=1).encode())
             self.config = config
 
-    def _cache(self) -> IndexCache:
-        if self._index_cache is None:
-            path = None
-            if self.cache_dir is not None:
-                path = cache_file(self.cache_dir, self.config["id"], self.url)
-            try:
-                self._index_cache = IndexCache(path, self.config["id"])
-            except (OSError, sqlite3.Error) as exc:
-                # The cache only saves reading the index files again: on a read-only or
-                # full cache directory, work from a private temporary index instead.
-                log.info("index cache %s not usable (%s); using a temporary one", path, exc)
-                self._index_cache = IndexCache(None, self.config["id"])
-        return self._index_cache
-
-    def _refresh_index(self, force: bool = False, verify: bool = False, progress=None) -> None:
-        """Bring the index up to date when index files were added or removed by another
-        process (FORCE: also when packs may have been lost since; VERIFY: every index file
-        read and authenticated again, as a check does)."""
+    def _refresh_index(self, force: bool = False) -> None:
+        """(Re)load the index when index files were added or removed by another process
+        (FORCE: also when packs may have been lost since)."""
         names = frozenset(self.backend.list("index"))
-        if names == self._index_files and not (force or verify):
+        if names == self._index_files and not force:
             return
-        index = Index(self._cache())
-        index.load(self.backend, self.keys, names, verify=verify, progress=progress)
+        index = Index()
+        index.load(self.backend, self.keys)
         self.index = index
         self._index_files = names
 
@@ -249,9 +216,6 @@ class Repository:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        if self._index_cache is not None:
-            self._index_cache.close()
-            self._index_cache = None
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()  # a remote backend's connections
@@ -585,14 +549,12 @@ class Repository:
         policy: PrunePolicy | None,
         dry_run: bool = False,
         plan: Callable[[list[SnapshotInfo]], tuple[list, list]] | None = None,
-        progress: Callable[[str, int, int], None] | None = None,
     ) -> PruneReport:
         """Forget by POLICY, then collect unreferenced chunks (see prune.py). PLAN, when
-        given, decides instead of POLICY: snapshots -> (kept with reasons, removed);
-        PROGRESS(phase, done, total) as each phase goes."""
+        given, decides instead of POLICY: snapshots -> (kept with reasons, removed)."""
         from sctk.backup.repo.prune import prune
 
-        return prune(self, policy, dry_run, plan, progress)
+        return prune(self, policy, dry_run, plan)
 
     def check(
         self,

@@ -119,7 +119,6 @@ class SnapshotWriter:
         self._entries: dict[str, FileEntry] = {}
         self._stats: dict[str, list] = {}
         self._parent: dict[str, dict] = {}
-        self._parent_usable: set[str] = set()
         self._added: set[str] = set()
         self._written: dict[str, tuple[int, list]] = {}
         self._written_lock = threading.Lock()
@@ -147,10 +146,6 @@ class SnapshotWriter:
             self.repo._refresh_index(force=True)
             self._take_over_leftovers()
             self._parent = self._parent_files()
-            # the parent's chunks still usable, asked for in batches (see Index.usable)
-            self._parent_usable = self.repo.index.usable(
-                c for f in self._parent.values() for c in f["chunks"]
-            )
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sctk-backup")
             self._packs = PackWriter(self.repo.backend, self.keys, self._on_pack_written)
         except BaseException:
@@ -331,13 +326,12 @@ class SnapshotWriter:
         while self._inflight:
             self._drain_one()
 
-    def _start(self, path: str, mode: int, checked: bool = False) -> _File:
+    def _start(self, path: str, mode: int) -> _File:
         if self._pool is None:
             raise RepoError("Use the snapshot writer inside a `with repo.writer() as w:` block.")
         if self.committed:
             raise RepoError("This snapshot is already committed; start a new writer.")
-        if not checked:  # add_tree's paths are checked by construction (see walk)
-            path = check_path(path)
+        path = check_path(path)
         if path in self._entries:
             raise RepoError(f"Snapshot path {path} was added twice; add each path once.")
         f = _File(path, mode & 0o7777)
@@ -369,14 +363,14 @@ class SnapshotWriter:
                     self._submit(piece, f, block)
         self._finish(f)
 
-    def _queue_file(self, path: str, source: Path | str, checked: bool = False) -> _File | None:
+    def _queue_file(self, path: str, source: Path) -> _File | None:
         try:
             st = os.stat(source)
         except FileNotFoundError:
             raise RepoError(f"File {source} does not exist; check the path.") from None
         if not stat.S_ISREG(st.st_mode):
             raise RepoError(f"{source} is not a regular file; only regular files are backed up.")
-        f = self._start(path, st.st_mode, checked)
+        f = self._start(path, st.st_mode)
         # Stat taken before reading: a change while we read shows as a new stat next time.
         key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         self._stats[f.entry.path] = key
@@ -385,7 +379,7 @@ class SnapshotWriter:
             prev is not None
             and prev.get("st") == key
             and prev["mode"] == f.entry.mode
-            and all(c in self._parent_usable or self._known(c) for c in prev["chunks"])
+            and all(self._known(c) for c in prev["chunks"])
         ):
             # Unchanged since the parent snapshot (same size, mtime, ctime and inode) and all
             # its chunks still stored: reuse the entry without reading the file, as restic does.
@@ -439,10 +433,6 @@ class SnapshotWriter:
         """Every regular file under ROOT as PREFIX + its relative posix path (symlinks and
         special files skipped; EXCLUDE gets each directory and file path and may skip it)."""
         root = Path(root)
-        if prefix:
-            # a directory entry's name holds no '/' and is never '.' or '..', so each path
-            # under a valid PREFIX is valid: check the prefix once, not every file
-            check_path(prefix + "x")
         if not root.is_dir():
             raise RepoError(f"{root} is not a directory; give the directory to back up.")
         files: list[_File] = []
@@ -465,9 +455,7 @@ class SnapshotWriter:
                     walk(item.path, sub + "/")
                 elif item.is_file(follow_symlinks=False):
                     try:
-                        # a plain str and no path check per file: with 10^5 small files
-                        # building pathlib objects was a third of an unchanged backup
-                        f = self._queue_file(snap_path, item.path, checked=True)
+                        f = self._queue_file(snap_path, Path(item.path))
                     except RepoError as exc:
                         if "vanished" in str(exc) or "does not exist" in str(exc):
                             self._entries.pop(check_path(snap_path), None)
@@ -519,7 +507,8 @@ class SnapshotWriter:
         entries = sorted(self._entries.values(), key=lambda e: e.path)
         adopted, unused = self._sort_adopted(entries)
         written.update(adopted)
-        names = write_index(self.repo.backend, self.keys, written) if written else []
+        if written:
+            write_index(self.repo.backend, self.keys, written)
         when = (time or datetime.now(UTC)).astimezone(UTC)
         added = sum(size for size, _ in written.values())
         doc = {
@@ -538,9 +527,8 @@ class SnapshotWriter:
             raise RepoError(f"The snapshot manifest is not JSON data: {exc}.") from None
         snap_id = content_id(blob)
         self.repo.backend.write(f"snapshots/{snap_id}", blob)
-        if names:
-            self.repo.index.record(names, written)
-            self.repo._index_files = self.repo._index_files | frozenset(names)
+        for pack_id, (size, blobs) in written.items():
+            self.repo.index.add_pack(pack_id, size, blobs)
         for pack_id in unused:  # a dead writer's pack that no snapshot needs: garbage
             self.repo.backend.delete(pack_name(pack_id))
         self.committed = True
