@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -473,20 +475,25 @@ def _torch_version() -> str:
     check=parse_params,
 )
 def uq_train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    with job_session(ctx) as (_, session):
+        return train(
+            session, Path(ctx.home), params, progress=ctx.progress, log_line=ctx.log,
+            owner=ctx.owner,
+        )  # fmt: skip
+
+
+@contextmanager
+def job_session(ctx: JobContext) -> Iterator[tuple[Any, Session]]:
+    """(settings, session) for a UQ job in the process running it: the data directory's
+    settings, a session on an engine of the job's own (disposed after), and the physics
+    functions an admin listed admitted for its duration."""
     from sctk import config
-    from sctk.storage.engine import make_engine, session_scope
+    from sctk.storage.engine import one_off_session
     from sctk.uq import physics_registry
 
-    home = Path(ctx.home)
-    settings = config.load(home).settings
-    engine = make_engine(settings)
-    try:
-        with (
-            session_scope(engine) as session,
-            physics_registry.admitted(settings.uq.physics_allowed),
-        ):
-            return train(
-                session, home, params, progress=ctx.progress, log_line=ctx.log, owner=ctx.owner
-            )
-    finally:
-        engine.dispose()
+    settings = config.load(Path(ctx.home)).settings
+    with (
+        one_off_session(settings) as session,
+        physics_registry.admitted(settings.uq.physics_allowed),
+    ):
+        yield settings, session

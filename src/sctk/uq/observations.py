@@ -204,9 +204,15 @@ def announce(settings: Any, row: UqModel, window: dict[str, Any]) -> None:
 
 def _window_rows(session: Session, row: UqModel, n: int) -> list[UqObservation]:
     """The N newest observations of ROW's current calibration, oldest first."""
+    return _newest(session, row, n, UqObservation.sha256 == row.sha256)
+
+
+def _newest(session: Session, row: UqModel, n: int, *where: Any) -> list[UqObservation]:
+    """The N newest observations of ROW (of any calibration unless WHERE narrows them),
+    oldest first."""
     newest = (
         select(UqObservation)
-        .where(UqObservation.model_id == row.id, UqObservation.sha256 == row.sha256)
+        .where(UqObservation.model_id == row.id, *where)
         .order_by(UqObservation.id.desc())
         .limit(n)
     )
@@ -254,16 +260,7 @@ def rolling(session: Session, row: UqModel, uq: Any) -> dict[str, Any]:
 def series(session: Session, row: UqModel, uq: Any, limit: int = 1000) -> dict[str, Any]:
     """For the model page: the newest LIMIT observations (all calibrations), the rolling
     coverage after each, and the current window's test."""
-    obs = list(
-        reversed(
-            session.scalars(
-                select(UqObservation)
-                .where(UqObservation.model_id == row.id)
-                .order_by(UqObservation.id.desc())
-                .limit(limit)
-            ).all()
-        )
-    )
+    obs = _newest(session, row, limit)
     covered = np.array([o.covered for o in obs], dtype=np.float64)
     w = int(uq.coverage_window)
     csum = np.concatenate([[0.0], np.cumsum(covered)])
@@ -381,16 +378,7 @@ def recalibrate(
 
     _tabular(row)
     n = int(settings.uq.coverage_window)
-    obs = list(
-        reversed(
-            session.scalars(
-                select(UqObservation)
-                .where(UqObservation.model_id == row.id)
-                .order_by(UqObservation.id.desc())
-                .limit(n)
-            ).all()
-        )
-    )
+    obs = _newest(session, row, n)
     need = min_points(METRICS_ALPHA)
     if len(obs) < need:
         raise SctkError(

@@ -157,24 +157,13 @@ def cluster_client(settings) -> AbstractContextManager[Any]:
     check=_check,
 )
 def uq_predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    from sctk import config
     from sctk.pipeline import store
-    from sctk.storage.engine import make_engine, session_scope
-    from sctk.uq import physics_registry
+    from sctk.uq.jobs import job_session
 
-    home = Path(ctx.home)
-    settings = config.load(home).settings
-    engine = make_engine(settings)
-    try:
-        with (
-            session_scope(engine) as session,
-            physics_registry.admitted(settings.uq.physics_allowed),
-            cluster_client(settings) as client,
-        ):
-            ds = predict_dataset(
-                session, home, params, owner=ctx.owner, client=client, progress=ctx.progress
-            )
-            ctx.log(f"stored {ds.rows} predictions as dataset {ds.name}, sha256 {ds.sha256[:12]}")
-            return {"dataset": store.as_dict(ds)}
-    finally:
-        engine.dispose()
+    with job_session(ctx) as (settings, session), cluster_client(settings) as client:
+        ds = predict_dataset(
+            session, Path(ctx.home), params, owner=ctx.owner, client=client,
+            progress=ctx.progress,
+        )  # fmt: skip
+        ctx.log(f"stored {ds.rows} predictions as dataset {ds.name}, sha256 {ds.sha256[:12]}")
+        return {"dataset": store.as_dict(ds)}

@@ -25,6 +25,7 @@ the worst case, close to 1 - alpha in practice.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,20 +36,23 @@ from sctk.uq.conformal import MIN_SIGMA, ConformalCalibrator, check_alpha, min_p
 ALL_GROUPS = "__all__"  # the pooled scores: for a group calibration never saw
 
 
-class Score:
+class Score(ABC):
     """A conformity score: `scores` for calibration, `half` for widths, `threshold` its
     inverse (the largest score whose half-width stays within EXCESS)."""
 
     name = ""
 
+    @abstractmethod
     def scores(self, y, mean, sigma) -> np.ndarray:
-        raise NotImplementedError
+        """The score of each calibration row (larger: worse fit)."""
 
+    @abstractmethod
     def half(self, sigma, q) -> np.ndarray:
-        raise NotImplementedError
+        """The half-width of each row's interval at score quantile Q."""
 
+    @abstractmethod
     def threshold(self, excess, sigma) -> np.ndarray:
-        raise NotImplementedError
+        """The largest score whose half-width stays within EXCESS."""
 
 
 class PlainScore(Score):
