@@ -64,7 +64,6 @@ def restore(
 ) -> None:
     """Restore a snapshot: everything, or only some parts, into the data directory (or a fresh
     --target), after a safety backup, through a staging directory swapped in atomically."""
-    from sctk.backup import kinds
     from sctk.backup import restore as rs
     from sctk.backup.location import open_repo
 
@@ -82,43 +81,11 @@ def restore(
     repository = open_repo(s, repo)
 
     if list_files:
-        info, rows = rs.list_files(repository, ref, include_safety)
-        rows = [r for r in rows if not only or r["part"] in parts]
-        if as_json:
-            print_json({"snapshot": info.id, "files": rows})
-            return
-        table(
-            f"Snapshot {info.id[:12]} ({info.label}, {info.time:%Y-%m-%d %H:%M} UTC)",
-            ["path", "size", "part"],
-            [[r["path"], r["size"], r["part"]] for r in rows],
-        )
+        _list_files(repository, ref, parts if only else None, include_safety, as_json)
         return
-
     if file:
         dest_dir = (target or Path.cwd()).expanduser()
-        if dry_run:
-            info = kinds.find(repository, ref, include_safety)
-            entry = next((f for f in repository.files(info.id) if f.path == file), None)
-            if entry is None:
-                raise SctkError(
-                    f"{file} is not in snapshot {info.id[:12]}; "
-                    "'sctk restore ID --list' shows its files."
-                )
-            dest = dest_dir / Path(file).name
-            _say(
-                as_json,
-                {"dry_run": True, "file": file, "to": str(dest), "size": entry.size},
-                f"Would write {file} ({_size(entry.size)}) to {dest}.",
-            )
-            return
-        dest = rs.extract_file(
-            repository, ref, file, dest_dir, force=force, include_safety=include_safety
-        )
-        _say(
-            as_json,
-            {"file": file, "to": str(dest), "size": dest.stat().st_size},
-            f"Restored {file} to {dest} ({_size(dest.stat().st_size)}).",
-        )
+        _extract_one(repository, ref, file, dest_dir, dry_run, force, include_safety, as_json)
         return
 
     plan = rs.make_plan(
@@ -159,6 +126,61 @@ def restore(
         print_json(result.as_dict())
         _exit_if_damaged(result, quiet=True)
         return
+    _print_result(result, plan)
+    _exit_if_damaged(result)
+
+
+def _list_files(repository, ref: str, parts, include_safety: bool, as_json: bool) -> None:
+    """The snapshot's files (of PARTS only, when given)."""
+    from sctk.backup import restore as rs
+
+    info, rows = rs.list_files(repository, ref, include_safety)
+    rows = [r for r in rows if parts is None or r["part"] in parts]
+    if as_json:
+        print_json({"snapshot": info.id, "files": rows})
+        return
+    table(
+        f"Snapshot {info.id[:12]} ({info.label}, {info.time:%Y-%m-%d %H:%M} UTC)",
+        ["path", "size", "part"],
+        [[r["path"], r["size"], r["part"]] for r in rows],
+    )
+
+
+def _extract_one(
+    repository, ref: str, file: str, dest_dir: Path, dry_run: bool, force: bool,
+    include_safety: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """`--file`: one file of the snapshot into DEST_DIR (or what that would do)."""
+    from sctk.backup import kinds
+    from sctk.backup import restore as rs
+
+    if dry_run:
+        info = kinds.find(repository, ref, include_safety)
+        entry = next((f for f in repository.files(info.id) if f.path == file), None)
+        if entry is None:
+            raise SctkError(
+                f"{file} is not in snapshot {info.id[:12]}; "
+                "'sctk restore ID --list' shows its files."
+            )
+        dest = dest_dir / Path(file).name
+        _say(
+            as_json,
+            {"dry_run": True, "file": file, "to": str(dest), "size": entry.size},
+            f"Would write {file} ({_size(entry.size)}) to {dest}.",
+        )
+        return
+    dest = rs.extract_file(
+        repository, ref, file, dest_dir, force=force, include_safety=include_safety
+    )
+    _say(
+        as_json,
+        {"file": file, "to": str(dest), "size": dest.stat().st_size},
+        f"Restored {file} to {dest} ({_size(dest.stat().st_size)}).",
+    )
+
+
+def _print_result(result, plan) -> None:
+    """What a whole or partial restore did, as text."""
     if result.recovered:
         console.print(f"An interrupted restore was {result.recovered} first.", highlight=False)
         if plan.pending_snapshot:
@@ -187,7 +209,6 @@ def restore(
             ["check", "status", "message"],
             [[c["name"], c["status"], c["message"]] for c in result.health["checks"]],
         )
-    _exit_if_damaged(result)
 
 
 def _exit_if_damaged(result, quiet: bool = False) -> None:

@@ -76,9 +76,8 @@ def run(
     progress=None,
 ) -> dict[str, Any]:
     """Generate, train, calibrate, register and evaluate; a summary of what was done."""
-    from sctk.pipeline import arrays, store
     from sctk.uq import evaluation, field_training, registry
-    from sctk.uq.flow import FlowProblem, coarse_physics, make_pairs
+    from sctk.uq.flow import FlowProblem
 
     check(samples, seed, epochs)
     say = progress or (lambda fraction, message: None)
@@ -92,38 +91,7 @@ def run(
         "seed": seed,
         "problem": asdict(problem),
     }
-    stored = _stored_parts(session, home, base, parts, generator)
-    if stored is not None:  # a rerun: the seeded flows are stored and verified already
-        say(0.0, f"reading the {samples} stored flows")
-        shape = (2, problem.n, problem.n)
-        X = np.concatenate(
-            [fields.from_frame(store.read(home, d), "x", shape, d.name) for d in stored.values()]
-        )
-        Y = np.concatenate(
-            [fields.from_frame(store.read(home, d), "y", shape, d.name) for d in stored.values()]
-        )
-        S = coarse_physics(X, problem)
-    else:
-        say(0.0, f"solving {samples} seeded flows ({problem.fine}^2 truth, {problem.n}^2 physics)")
-        X, S, Y = make_pairs(samples, seed, problem)
-        per_row = [int(v) for v in X.shape[1:]]
-        shapes = arrays.entry({fields.INPUT: per_row, fields.TARGET: per_row})
-        outputs = [
-            store.Output(
-                f"{base}-{part}",
-                fields.to_frame(x=X[cut], y=Y[cut]),
-                "parquet",
-                {
-                    "generator": generator,
-                    "part": part,
-                    arrays.FIELDS: shapes,
-                    "versions": store.versions(),
-                },
-            )
-            for part, cut in parts.items()
-        ]
-        written = store.store(session, home, outputs, "uq.demo", owner)
-        stored = {part: w.dataset for part, w in zip(parts, written, strict=True)}
+    stored, X, S, Y = _flows(session, home, problem, parts, base, generator, owner, say)
     generated = time.perf_counter()
     tr, ca, te = parts["train"], parts["calibration"], parts["test"]
     # the very path `sctk uq train --config` takes with kind = "field", physics = "coarse"
@@ -139,16 +107,14 @@ def run(
     field_training.fit(model, X[tr], Y[tr], X[ca], Y[ca], say, start=0.1, end=0.9)
     trained = time.perf_counter()
     out = model.predict_interval(X[te], alpha=ALPHA)
-    scores = evaluation.calibration_metrics(Y[te], out, Y[ca].size)
-    scores.update(
-        {
-            "n_train_fields": int(Y[tr].shape[0]),
-            "n_calibration_fields": int(Y[ca].shape[0]),
-            "n_test_fields": int(Y[te].shape[0]),
-            "measured_on": "test",
-            "epochs_run": len(model.history_),
-        }
-    )
+    scores = {
+        **evaluation.calibration_metrics(Y[te], out, Y[ca].size),
+        "n_train_fields": int(Y[tr].shape[0]),
+        "n_calibration_fields": int(Y[ca].shape[0]),
+        "n_test_fields": int(Y[te].shape[0]),
+        "measured_on": "test",
+        "epochs_run": len(model.history_),
+    }
     calibration = {"dataset": stored["calibration"].name, "sha256": stored["calibration"].sha256}
     lineage = field_training.lineage(stored["train"], calibration, X, fields.INPUT, fields.TARGET)
     lineage["generator"] = generator
@@ -183,6 +149,47 @@ def run(
             "total": round(finished - started, 2),
         },
     }
+
+
+def _flows(session: Session, home: Path, problem, parts, base: str, generator, owner, say):
+    """The demo's datasets (by part) and its flows X, coarse physics S and truths Y: read back
+    when an earlier run with the same generator stored them, else solved and stored."""
+    from sctk.pipeline import arrays, store
+    from sctk.uq.flow import coarse_physics, make_pairs
+
+    samples = generator["samples"]
+    stored = _stored_parts(session, home, base, parts, generator)
+    if stored is not None:  # a rerun: the seeded flows are stored and verified already
+        say(0.0, f"reading the {samples} stored flows")
+        shape = (2, problem.n, problem.n)
+        X = np.concatenate(
+            [fields.from_frame(store.read(home, d), "x", shape, d.name) for d in stored.values()]
+        )
+        Y = np.concatenate(
+            [fields.from_frame(store.read(home, d), "y", shape, d.name) for d in stored.values()]
+        )
+        return stored, X, coarse_physics(X, problem), Y
+    say(0.0, f"solving {samples} seeded flows ({problem.fine}^2 truth, {problem.n}^2 physics)")
+    X, S, Y = make_pairs(samples, generator["seed"], problem)
+    per_row = [int(v) for v in X.shape[1:]]
+    shapes = arrays.entry({fields.INPUT: per_row, fields.TARGET: per_row})
+    outputs = [
+        store.Output(
+            f"{base}-{part}",
+            fields.to_frame(x=X[cut], y=Y[cut]),
+            "parquet",
+            {
+                "generator": generator,
+                "part": part,
+                arrays.FIELDS: shapes,
+                "versions": store.versions(),
+            },
+        )
+        for part, cut in parts.items()
+    ]
+    written = store.store(session, home, outputs, "uq.demo", owner)
+    stored = {part: w.dataset for part, w in zip(parts, written, strict=True)}
+    return stored, X, S, Y
 
 
 def _stored_parts(session: Session, home: Path, base: str, parts, generator) -> dict | None:
