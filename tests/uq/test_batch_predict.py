@@ -15,7 +15,7 @@ from sctk.errors import Conflict, SctkError
 from sctk.pipeline import store
 from sctk.pipeline.ingest import Batching, import_local
 from sctk.storage.engine import make_engine, session_scope
-from sctk.uq import registry
+from sctk.uq import prediction, registry
 from sctk.uq.jobs import train
 from sctk.uq.predict_job import parse_params, predict_dataset
 from tests.pipeline.test_cli import refused, sctk  # noqa: F401 - fixture
@@ -54,7 +54,9 @@ def test_local_batch_predict_equals_the_inline_prediction(trained, settings):
         model = registry.resolve(session, "drag")
         big = store.get(session, "big")
         stored = store.read(home, store.get(session, "pred-local"))
-        inline = registry.predict(home, model, store.read(home, big).iloc[:1000], alpha=0.1)
+        inline = prediction.predict_frame(
+            session, home, model, store.read(home, big).iloc[:1000], alpha=0.1
+        )
         assert lineage["model"] == {
             "id": model.id,
             "name": "drag",

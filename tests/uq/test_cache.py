@@ -10,7 +10,7 @@ import pytest
 from sctk import config
 from sctk.config import CacheSettings
 from sctk.storage.engine import make_engine, session_scope
-from sctk.uq import cache, registry
+from sctk.uq import cache, prediction, registry
 from sctk.uq.hybrid import HybridRegressor
 from tests.uq.registry_helpers import TINY, frame
 
@@ -84,12 +84,20 @@ def test_predictions_are_cached_keyed_by_rows_and_alpha_and_dropped_on_delete(
         with session_scope(engine) as s:
             row = registry.save(s, settings.home, model, "c", lineage={"features": ["a", "b"]})
             inputs = frame(6, seed=2)
-            first = registry.predict(settings.home, row, inputs, 0.5, cache=backend_cache)
-            second = registry.predict(settings.home, row, inputs, 0.5, cache=backend_cache)
-            other_alpha = registry.predict(settings.home, row, inputs, 0.4, cache=backend_cache)
+            first = prediction.predict_frame(
+                s, settings.home, row, inputs, 0.5, cache=backend_cache
+            )
+            second = prediction.predict_frame(
+                s, settings.home, row, inputs, 0.5, cache=backend_cache
+            )
+            other_alpha = prediction.predict_frame(
+                s, settings.home, row, inputs, 0.4, cache=backend_cache
+            )
             changed = inputs.copy()
             changed.loc[0, "a"] += 1e-9
-            other_rows = registry.predict(settings.home, row, changed, 0.5, cache=backend_cache)
+            other_rows = prediction.predict_frame(
+                s, settings.home, row, changed, 0.5, cache=backend_cache
+            )
             assert (first["cached"], second["cached"]) == (False, True)
             assert other_alpha["cached"] is False and other_rows["cached"] is False
             assert second["mean"] == first["mean"] and second["upper"] == first["upper"]

@@ -8,7 +8,7 @@ import pytest
 from sctk.errors import SctkError
 from sctk.pipeline import store
 from sctk.storage.engine import make_engine, session_scope
-from sctk.uq import cache, evaluation, fields, registry
+from sctk.uq import cache, evaluation, fields, prediction, registry
 from sctk.uq.field_hybrid import FieldHybridRegressor
 from sctk.uq.flow import FlowProblem, make_pairs
 from tests.uq.registry_helpers import flip_byte
@@ -74,9 +74,9 @@ def test_predict_from_arrays_and_datasets_cached_and_dropped_on_recalibration(
     with session_scope(engine) as s:
         row = registry.save(s, settings.home, fitted, "wind", lineage=LINEAGE)
         ds = _store_fields(s, settings.home, "wind-test", X[20:], Y[20:])
-        first = registry.predict_fields(settings.home, row, X[20:], 0.1, local)
-        again = registry.predict(
-            settings.home, row, store.read(settings.home, ds), 0.1, local, "Dataset 'wind-test'"
+        first = prediction.predict(s, settings.home, row, X[20:], 0.1, local)
+        again = prediction.predict_frame(
+            s, settings.home, row, store.read(settings.home, ds), 0.1, local, "Dataset 'wind-test'"
         )
         assert (first["cached"], again["cached"]) == (False, True)  # same fields, same key
         assert first["shape"] == [2, 16, 16] and len(first["psi"]) == 10
@@ -92,7 +92,7 @@ def test_predict_from_arrays_and_datasets_cached_and_dropped_on_recalibration(
         assert m["metrics"]["n_calibration"] == 10 * 2 * 16 * 16
         assert local.stats()["entries"] == 0  # the model's entries are gone
         row = registry.resolve(s, "wind")
-        after = registry.predict_fields(settings.home, row, X[20:], 0.1, local)
+        after = prediction.predict(s, settings.home, row, X[20:], 0.1, local)
         assert after["cached"] is False
         assert not np.array_equal(np.asarray(after["upper"]), old_upper)
         registry.load(settings.home, row)  # the new file matches the new sha256
@@ -108,22 +108,24 @@ def test_bad_field_input_is_one_sentence(settings, engine, flow, fitted):
         _store_fields(s, settings.home, "unlabelled", X[20:])
         cases = [
             (
-                lambda: registry.predict_fields(settings.home, row, X[:, :, :8, :8]),
+                lambda: prediction.predict(s, settings.home, row, X[:, :, :8, :8]),
                 "shape [2, 8, 8]",
             ),
-            (lambda: registry.predict_fields(settings.home, row, X[0]), "[B, C>=2, H, W]"),
+            (lambda: prediction.predict(s, settings.home, row, X[0]), "[B, C>=2, H, W]"),
             (
-                lambda: registry.predict_fields(
-                    settings.home, row, np.where(X.max() == X, np.inf, X)
+                lambda: prediction.predict(
+                    s, settings.home, row, np.where(X.max() == X, np.inf, X)
                 ),
                 "NaN or infinite",
             ),
-            (lambda: registry.predict_fields(settings.home, row, X, alpha=1.0), "strictly between"),
-            (lambda: registry.predict_fields(settings.home, row, X, 0.0001), "too few for alpha"),
+            (lambda: prediction.predict(s, settings.home, row, X, alpha=1.0), "strictly between"),
+            (lambda: prediction.predict(s, settings.home, row, X, 0.0001), "too few for alpha"),
             (lambda: fields.from_json([[[[1.0, 2.0]], [[1.0]]]]), "same length"),
             (lambda: fields.from_json([[1.0, 2.0]]), "4 levels of nesting"),
             (
-                lambda: registry.predict(settings.home, row, store.read(settings.home, tab)),
+                lambda: prediction.predict_frame(
+                    s, settings.home, row, store.read(settings.home, tab)
+                ),
                 "holds 128 values, not a field of 512",
             ),
             (

@@ -11,7 +11,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
-from sctk.uq import metrics, registry
+from sctk.uq import metrics, tabular_kind
 from sctk.uq.hybrid import HybridRegressor
 from sctk.uq.trees import BOOST_DEFAULTS, TreeEnsemble
 from tests.uq.registry_helpers import import_csv
@@ -138,7 +138,7 @@ def test_model_files_round_trip_every_method(params, calibrated):
     X = np.column_stack([X, rng.integers(0, 3, 600)])
     model = HybridRegressor(seed=1, **{**QUICK, **params})
     model.fit(X[:400], y[:400], *((X[400:500], y[400:500]) if calibrated else ()))
-    back = registry.model_from_state(registry.model_state(model))
+    back = tabular_kind.model_from_state(tabular_kind.model_state(model))
     a, b = model.predict_interval(X[500:]), back.predict_interval(X[500:])
     for key in ("mean", "lower", "upper", "sigma", "psi"):
         assert np.array_equal(a[key], b[key]), key
@@ -151,14 +151,14 @@ def test_a_model_file_of_the_first_form_still_loads():
     X, y = heteroscedastic(rng, 300)
     model = HybridRegressor(method="mlp-normalised", **QUICK)
     model.fit(X[:200], y[:200], X[200:], y[200:])
-    state = registry.model_state(model)
+    state = tabular_kind.model_state(model)
     for key in ("method", "mode", "selection"):
         state.pop(key)
     state["calibrator"] = {"normalized": True, "scores": state["calibrator"]["scores"]}
     new = ("method", "quantile_alpha", "cv_below", "cv_folds", "group_by", "mlp_rows")
     new += ("select_fraction", "boost")
     state["params"] = {k: v for k, v in state["params"].items() if k not in new}
-    old = registry.model_from_state(state)
+    old = tabular_kind.model_from_state(state)
     assert old.method_ == "mlp-normalised" and old.mode_ == "split"
     a, b = model.predict_interval(X[:50]), old.predict_interval(X[:50])
     for key in ("mean", "lower", "upper", "psi"):

@@ -11,7 +11,7 @@ from sctk.jobs import queue
 from sctk.jobs.kinds import get_kind
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import UqModel
-from sctk.uq import registry
+from sctk.uq import prediction, registry, tabular_inputs
 from sctk.uq.hybrid import HybridRegressor
 from sctk.uq.jobs import train
 from tests.uq.registry_helpers import TINY, flip_byte, frame, import_csv, train_params
@@ -112,16 +112,16 @@ def test_rows_matrix_matches_the_frame_path_and_names_what_is_wrong():
     df = frame(5)
     rows = df[["a", "b"]].to_dict("records")
     np.testing.assert_array_equal(
-        registry.rows_matrix(rows, ["b", "a"], "The rows"),
-        registry.feature_matrix(df, ["b", "a"], "The rows"),
+        tabular_inputs.rows_matrix(rows, ["b", "a"], "The rows"),
+        tabular_inputs.feature_matrix(df, ["b", "a"], "The rows"),
     )
     with pytest.raises(SctkError, match=r"lacks the column\(s\) c the model was trained on"):
-        registry.rows_matrix(rows, ["a", "c"], "The rows")
+        tabular_inputs.rows_matrix(rows, ["a", "c"], "The rows")
     holes = [{"a": 1.0, "b": 2.0}, {"a": None, "b": 1.0}, {"b": 3.0}]
     with pytest.raises(SctkError, match=r"values in column\(s\) a \(first at row 1\)"):
-        registry.rows_matrix(holes, ["a", "b"], "The rows")
+        tabular_inputs.rows_matrix(holes, ["a", "b"], "The rows")
     with pytest.raises(SctkError, match="has no rows"):
-        registry.rows_matrix([], ["a"], "The rows")
+        tabular_inputs.rows_matrix([], ["a"], "The rows")
 
 
 def test_resolve_list_show_and_delete(settings, engine):
@@ -168,7 +168,7 @@ def test_train_job_on_a_stored_dataset(settings, engine):
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     with session_scope(engine) as s:
         row = registry.resolve(s, "drag")
-        out = registry.predict(settings.home, row, frame(7, seed=5), alpha=0.1)
+        out = prediction.predict_frame(s, settings.home, row, frame(7, seed=5), alpha=0.1)
     assert out["rows"] == 7 and len(out["upper"]) == 7
     assert all(
         lo <= mu <= hi for lo, mu, hi in zip(out["lower"], out["mean"], out["upper"], strict=True)

@@ -238,47 +238,29 @@ def predict(
     With --out, a tabular model reads the dataset a partition at a time and writes as it goes:
     no row limit, memory bounded by one partition (the `uq.predict` job stores the same as a
     dataset, on a Dask cluster too)."""
-    from sctk.uq import cache, registry
+    from sctk.uq import cache, prediction, registry
     from sctk.uq.conformal import check_alpha
     from sctk.uq.inputs import load_inputs
+    from sctk.uq.model_kind import kind_of
 
     s = settings(ctx)
     check_alpha(alpha)
     with db_session(ctx) as session:
         row = registry.resolve(session, model)
-        allowed = (".npz",) if row.kind == "field" else (".csv", ".parquet")
+        kind = kind_of(row)
+        allowed = kind.out_suffixes
         if out is not None and out.suffix.lower() not in allowed:
             raise SctkError(f"Cannot write {out.name}: use a {' or '.join(allowed)} file name.")
-        if out is not None and row.kind != "field":
+        if out is not None and kind.streams:
             _predict_streamed(s.home, session, row, data, alpha, out, as_json)
             return
         inputs = load_inputs(session, s.home, row, data)
         c = cache.get_cache(s.cache)
-        if row.kind == "field":
-            result = registry.predict_fields(s.home, row, inputs.X, alpha, c, inputs.what)
-        else:
-            from sctk.uq.adaptive_alpha import effective_alpha
-
-            used = effective_alpha(session, row, alpha)  # alpha_t in adaptive mode
-            result = registry.predict(s.home, row, inputs.frame, used, cache=c, what=inputs.what)
-            result = {**result, "alpha": alpha, "alpha_used": used}
+        result = prediction.predict(session, s.home, row, inputs.X, alpha, c, inputs.what)
     keys = ("mean", "lower", "upper", "sigma", "psi")
     label = f"'{row.name}' v{row.version}"
-    if out is not None:
-        if row.kind == "field":
-            _write_npz({k: np.asarray(result[k]) for k in keys}, out)
-        else:
-            import pandas as pd
-
-            features = registry.features_of(row)
-            written = pd.concat(
-                [
-                    inputs.frame[features].reset_index(drop=True),
-                    pd.DataFrame({k: result[k] for k in keys}),
-                ],
-                axis=1,
-            )
-            _write_table(written, out)
+    if out is not None:  # a kind that does not stream: its arrays in one .npz
+        _write_npz({k: np.asarray(result[k]) for k in keys}, out)
     if as_json:
         print_json(
             result
@@ -288,37 +270,15 @@ def predict(
         return
     if out is not None:
         console.print(
-            f"predicted {result['rows']} {'fields' if row.kind == 'field' else 'rows'} of "
+            f"predicted {result['rows']} {kind.unit}s of "
             f"{data} with model {label} at alpha {result['alpha']}; wrote {out}",
             highlight=False,
             markup=False,
         )
         return
     shown = min(result["rows"], 20)
-    if row.kind == "field":
-        width = np.asarray(result["upper"]) - np.asarray(result["lower"])
-        sigma = np.asarray(result["sigma"])
-        table(
-            f"model {label}, alpha {result['alpha']}, fields {result['shape']} (first {shown} "
-            f"of {result['rows']}; --out F.npz or --json for the values)",
-            ["field", "psi", "mean width", "max width", "mean sigma"],
-            [
-                [
-                    i,
-                    f"{result['psi'][i]:.4f}",
-                    f"{width[i].mean():.4g}",
-                    f"{width[i].max():.4g}",
-                    f"{sigma[i].mean():.4g}",
-                ]
-                for i in range(shown)
-            ],
-        )
-        return
-    table(
-        f"model {label}, alpha {result['alpha']} (first {shown} of {result['rows']} rows)",
-        ["row", *keys],
-        [[i, *(f"{result[k][i]:.5g}" for k in keys)] for i in range(shown)],
-    )
+    tail, columns, rows = kind.summary(result, shown)
+    table(f"model {label}, alpha {result['alpha']}{tail}", columns, rows)
 
 
 def _predict_streamed(home: Path, session, row, data: str, alpha: float, out: Path, as_json):

@@ -77,16 +77,13 @@ def _one_prediction(target_settings: Settings, base: str) -> dict[str, Any]:
     from sctk.storage.engine import one_off_session
     from sctk.storage.models import UqModel
     from sctk.uq import registry
+    from sctk.uq.model_kind import kind_of
 
     with one_off_session(target_settings) as s:
         row = s.scalar(select(UqModel).order_by(UqModel.id.desc()).limit(1))
         if row is None:
             return {"made": False, "why": "the snapshot holds no model"}
-        if row.kind == "field":
-            c, h, w = registry.field_shape(row)
-            body: dict[str, Any] = {"fields": [[[[0.0] * w] * h] * c]}
-        else:
-            body = {"rows": [dict.fromkeys(registry.features_of(row), 0.0)]}
+        body = kind_of(row).example_request(row)
         model_id, label = row.id, registry.label(row)
     token = _token(target_settings)
     r = httpx.post(

@@ -11,6 +11,7 @@ from sctk.jobs.kinds import KINDS
 from sctk.monitoring.anomaly import DETECTORS
 from sctk.ops.tasks import TASKS
 from sctk.registry import Registry
+from sctk.uq.model_kind import MODEL_KINDS
 
 REGISTRIES: dict[str, Registry] = {
     "job kinds": KINDS,
@@ -18,6 +19,7 @@ REGISTRIES: dict[str, Registry] = {
     "maintenance tasks": TASKS,
     "bus handlers": HANDLERS,
     "anomaly detectors": DETECTORS,
+    "model kinds": MODEL_KINDS,
 }
 
 

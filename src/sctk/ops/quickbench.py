@@ -66,11 +66,12 @@ def _prediction(settings: Settings, engine) -> tuple[dict[str, float], dict[str,
     from sctk.errors import SctkError
     from sctk.storage.models import UqModel
     from sctk.uq import registry
-    from sctk.uq.inputs import calibration_sample
+    from sctk.uq.tabular_inputs import calibration_sample
+    from sctk.uq.tabular_kind import KIND
 
     with session_scope(engine) as s:
         row = s.scalar(
-            select(UqModel).where(UqModel.kind == "tabular").order_by(UqModel.id.desc()).limit(1)
+            select(UqModel).where(UqModel.kind == KIND).order_by(UqModel.id.desc()).limit(1)
         )
         if row is None:
             return {}, {}

@@ -198,7 +198,7 @@ def _problem(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _uq(sc: _Scratch, quick: bool) -> str:
     from sctk.storage.engine import make_engine, session_scope
-    from sctk.uq import metrics, registry
+    from sctk.uq import metrics, prediction, registry
     from sctk.uq.hybrid import HybridRegressor
 
     X, y = _problem(300, seed=7)
@@ -215,7 +215,8 @@ def _uq(sc: _Scratch, quick: bool) -> str:
             )
             sc.model_id = row.id
         with session_scope(engine) as s:
-            out = registry.predict_matrix(sc.home, registry.get(s, sc.model_id), X_test, ALPHA)
+            row = registry.get(s, sc.model_id)
+            out = prediction.predict(s, sc.home, row, X_test, ALPHA)
     finally:
         engine.dispose()
     lower, upper = np.asarray(out["lower"]), np.asarray(out["upper"])

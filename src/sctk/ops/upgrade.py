@@ -97,18 +97,14 @@ def smoke_prediction(settings: Settings) -> dict[str, Any]:
 
     from sctk.storage.models import UqModel
     from sctk.uq import registry
+    from sctk.uq.model_kind import kind_of
 
     with one_off_session(settings) as s:
         row = s.scalar(select(UqModel).order_by(UqModel.id.desc()).limit(1))
         if row is None:
             return {"made": False, "why": "no model in the registry"}
         model = registry.load(settings.home, row)
-        if row.kind == "field":
-            X = np.zeros((1, *registry.field_shape(row)))
-        else:  # rows of zeros would fail a physics that divides by a feature
-            from sctk.uq.inputs import calibration_sample
-
-            X, _ = calibration_sample(s, settings.home, row, model, 1)
+        X = kind_of(row).smoke_input(s, settings.home, row, model)
         out = model.predict_interval(X, alpha=0.1)
         if not np.all(np.isfinite(out["mean"])):
             raise SctkError(f"The smoke prediction of model {registry.label(row)} is not finite.")

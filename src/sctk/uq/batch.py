@@ -1,6 +1,6 @@
 """Batch prediction: a tabular model over a stored dataset of any size, a partition at a time.
 
-The inline prediction (`registry.predict`, POST .../predict) holds its rows in memory and is
+The inline prediction (`prediction.predict`, POST .../predict) holds its rows in memory and is
 bounded; this path reads the dataset one partition (Parquet row group) at a time, predicts it
 through the model's public `predict_interval`, and hands the rows on (features, then mean,
 lower, upper, sigma, psi) to be written, so memory holds one partition whatever the size.
@@ -49,11 +49,11 @@ class ModelRef:
 
     @classmethod
     def of(cls, row: UqModel) -> ModelRef:
-        from sctk.uq import registry
+        from sctk.uq import tabular_inputs
 
         return cls(
             row.id, row.name, row.version, row.kind, row.path, row.sha256,
-            tuple(registry.features_of(row)),
+            tuple(tabular_inputs.features_of(row)),
         )  # fmt: skip
 
     def row(self) -> UqModel:
@@ -64,11 +64,15 @@ class ModelRef:
         )  # fmt: skip
 
 
-def check_tabular(row: UqModel) -> None:
-    if row.kind == "field":
+def check_streams(row: UqModel) -> None:
+    """Batch prediction streams a dataset's rows; a kind that cannot is refused."""
+    from sctk.uq.model_kind import kind_of
+
+    if not kind_of(row).streams:
         raise SctkError(
-            f"Model '{row.name}' v{row.version} is a field model; batch prediction over a "
-            "dataset takes tabular models (predict fields with 'sctk uq predict' inline)."
+            f"Model '{row.name}' v{row.version} is a {row.kind} model; batch prediction over a "
+            f"dataset takes tabular models (predict {kind_of(row).unit}s with 'sctk uq "
+            "predict' inline)."
         )
 
 
@@ -88,17 +92,17 @@ def feature_matrix(table, features: list[str], where: str) -> np.ndarray:
     with no DataFrame between), or one sentence saying what is wrong with them."""
     import pyarrow as pa
 
-    from sctk.uq import registry
+    from sctk.uq import tabular_inputs
 
     names = set(table.column_names)
     if not all(f in names and pa.types.is_float64(table.schema.field(f).type) for f in features):
-        # missing, integer or text columns: the registry's conversion and its sentences
+        # missing, integer or text columns: the usual conversion and its sentences
         frame = table.select([f for f in features if f in names]).to_pandas()
-        return np.asfortranarray(registry.feature_matrix(frame, features, where))
+        return np.asfortranarray(tabular_inputs.feature_matrix(frame, features, where))
     X = np.empty((table.num_rows, len(features)), dtype=np.float64, order="F")
     for j, name in enumerate(features):
         X[:, j] = table.column(name).to_numpy()  # a null is NaN, refused just below
-    return registry.checked_finite(X, features, where)
+    return tabular_inputs.checked_finite(X, features, where)
 
 
 def predict_table(
@@ -178,7 +182,7 @@ def predictions(
     partitions on its cluster's workers."""
     from sctk.uq.conformal import check_alpha
 
-    check_tabular(row)
+    check_streams(row)
     alpha = check_alpha(alpha)
     check = store.verify(home, ds)
     if check.status != "ok":

@@ -19,6 +19,7 @@ from sctk.errors import SctkError
 from sctk.uq import conditional, metrics, registry, report
 from sctk.uq.conformal import ConformalCalibrator, check_alpha, min_points
 from sctk.uq.inputs import load_inputs
+from sctk.uq.model_kind import kind_of
 
 REPORTS_DIR = "reports/uq"
 METRICS_ALPHA = 0.1
@@ -72,7 +73,8 @@ def evaluate(
     )
     if directory.exists() and not directory.is_dir():
         raise SctkError(f"{directory} exists and is not a directory; choose another --out.")
-    x = inputs.X[:, 0] if row.kind != "field" and inputs.X.shape[1] == 1 else None
+    # one input column: the report draws the intervals against it
+    x = inputs.X[:, 0] if inputs.X.ndim == 2 and inputs.X.shape[1] == 1 else None
     extra = {
         "model": {"id": row.id, "name": row.name, "version": row.version, "kind": row.kind},
         "data": inputs.source,
@@ -82,17 +84,7 @@ def evaluate(
             inputs.y, out["lower"], out["upper"]
         ),
     }
-    if row.kind == "field":  # each pixel, and each field covered everywhere at once
-        from sctk.uq.field_bands import coverages
-
-        extra.update(coverages(inputs.y, out["lower"], out["upper"]))
-        extra["band"] = getattr(model, "band", "pixel")
-    group_by = getattr(model, "group_by", None)
-    if group_by is not None:
-        extra["group"] = (row.lineage or {}).get("group") or f"feature {group_by}"
-        extra["coverage_by_group"] = conditional.by_group(
-            inputs.y, out["lower"], out["upper"], inputs.X[:, group_by]
-        )
+    extra.update(kind_of(row).evaluation_extra(row, model, inputs.X, inputs.y, out))
     title = f"'{row.name}' v{row.version} on {inputs.what.replace('Dataset ', '')}"
     try:
         paths = report.write_report(
@@ -152,7 +144,7 @@ def recalibrate(
     inputs = load_inputs(session, home, row, data, need_target=True)
     need = min_points(METRICS_ALPHA)
     if inputs.y.size < need:  # a field contributes each of its values
-        unit = "values" if row.kind == "field" else "rows"
+        unit = kind_of(row).value_unit
         raise SctkError(
             f"{inputs.what} has {inputs.y.size} {unit}, too few to calibrate for intervals at "
             f"alpha {METRICS_ALPHA}: it needs at least {need}; use a larger dataset."

@@ -267,7 +267,7 @@ def train(
     """Train and register the model PARAMS describe, as OWNER's; the registry row as a dict."""
     from sctk import __version__
     from sctk.pipeline import store
-    from sctk.uq import metrics, registry
+    from sctk.uq import metrics, registry, tabular_inputs
     from sctk.uq.conformal import min_points
     from sctk.uq.hybrid import HybridRegressor, as_target
 
@@ -313,7 +313,7 @@ def train(
                 f"({', '.join(features[:20])}); add it to the features."
             )
         config["group_by"] = features.index(group)
-    X = registry.feature_matrix(train_frame, features, f"Dataset '{req.dataset}'")
+    X = tabular_inputs.feature_matrix(train_frame, features, f"Dataset '{req.dataset}'")
     parts = ((f"Dataset '{req.dataset}'", train_frame),)
     if not cross:
         parts += (("The calibration set", cal_frame),)
@@ -323,7 +323,7 @@ def train(
     y = as_target(train_frame[req.target].to_numpy(dtype=np.float64), len(X), req.target)
     X_cal = y_cal = None
     if not cross:
-        X_cal = registry.feature_matrix(cal_frame, features, "The calibration set")
+        X_cal = tabular_inputs.feature_matrix(cal_frame, features, "The calibration set")
         y_cal = as_target(cal_frame[req.target].to_numpy(dtype=np.float64), len(X_cal), req.target)
     try:
         if "hidden" in config:
@@ -382,7 +382,7 @@ def train(
         home,
         model,
         req.name,
-        config=registry._jsonable(model.get_params()),
+        config=registry.params_of(model),
         metrics=scores,
         lineage=lineage,
         owner=owner,

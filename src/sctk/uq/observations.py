@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from sctk.errors import SctkError
 from sctk.storage.models import UqAdaptive, UqModel, UqObservation
-from sctk.uq import adaptive_alpha, registry
+from sctk.uq import adaptive_alpha, registry, tabular_inputs
 from sctk.uq.conformal import check_alpha, min_points
 from sctk.uq.scores import SplitCalibrator
 
@@ -57,7 +57,9 @@ def _recalibratable(row: UqModel, model: Any) -> None:
 
 
 def _tabular(row: UqModel) -> None:
-    if row.kind != registry.KIND:
+    from sctk.uq.model_kind import kind_of
+
+    if not kind_of(row).observes:
         raise SctkError(
             f"Model {registry.label(row)} is a {row.kind} model; observations are taken for "
             "tabular models (rows of features with their true value)."
@@ -78,7 +80,7 @@ def rows_inputs(row: UqModel, rows: list[dict[str, float | None]]) -> tuple[np.n
             f"Row {first} has no '{target}', the target of model {registry.label(row)}; "
             "each observation needs its true value."
         )
-    X = registry.rows_matrix(rows, registry.features_of(row), "The rows")
+    X = tabular_inputs.rows_matrix(rows, tabular_inputs.features_of(row), "The rows")
     y = np.array([r.get(target) for r in rows], dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(y))
     if bad.size:

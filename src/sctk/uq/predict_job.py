@@ -81,7 +81,7 @@ def predict_dataset(
 
     p = parse_params(params)
     row = registry.resolve(session, p["model"])
-    batch.check_tabular(row)
+    batch.check_streams(row)
     ds = store.get(session, p["dataset"])
     lineage = {
         "origin": "prediction",

@@ -1,7 +1,9 @@
 """The model registry: fitted models on disk and in the `uq_models` table.
 
-Two kinds: "tabular" (HybridRegressor, feature vectors) and "field" (FieldHybridRegressor,
-velocity fields [B, C, H, W]; its state is described in sctk.uq.field_state).
+A model is of one kind (sctk.uq.model_kind: "tabular", "field", or a plugin's), which
+writes and reads its file's state; this module does what is the same for every kind: rows,
+files, loading (with a small cache of rebuilt models), deleting, recalibrating in place.
+Prediction is in sctk.uq.prediction.
 
 A model is saved to <home>/results/models/NAME/vVERSION/model.pt as a plain dict of tensors,
 numbers and strings (torch.save; loaded with weights_only=True, so opening a model file never
@@ -24,8 +26,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -36,16 +36,14 @@ from sctk.errors import Conflict, NotFound, SctkError
 from sctk.fsutil import fsync_dir, make_temp, space_errors
 from sctk.pipeline.store import check_name, file_sha256
 from sctk.storage.models import UqModel
-from sctk.uq import hybrid_state
-from sctk.uq.conformal import check_alpha
-from sctk.uq.hybrid import HybridRegressor, resolve_physics
+from sctk.uq import model_kind
+from sctk.uq.model_kind import MODEL_KINDS, kind_for
 
 log = logging.getLogger(__name__)
 MODELS_DIR = "results/models"
 FILE_NAME = "model.pt"
-FORMAT = 1
-KIND = "tabular"
-MAX_PREDICT_ROWS = 100_000
+# the kind of a model file written before files named theirs
+TABULAR_NAME = "tabular"
 _REF_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,119}):(?P<version>[0-9]{1,9})$")
 _MAX_ID = 2**31 - 1
 
@@ -53,73 +51,22 @@ _MAX_ID = 2**31 - 1
 # --- the file -----------------------------------------------------------------------------
 
 
-def model_state(model: HybridRegressor) -> dict[str, Any]:
-    """The fitted MODEL as a dict of plain values and tensors (nothing executable)."""
-    if not hasattr(model, "calibrator_"):
-        raise SctkError("Only a fitted model can be saved; call fit() first.")
-    params = model.get_params()
-    if params["physics"] is not None and not isinstance(params["physics"], str):
-        raise SctkError(
-            "A model whose physics is a Python object cannot be saved; pass physics as a "
-            "registered 'package.module:function' name instead (sctk.uq.physics_registry)."
-        )
-    params["hidden"] = list(params["hidden"])
-    params["alpha_bounds"] = list(params["alpha_bounds"])
-    return {
-        "format": FORMAT,
-        "kind": KIND,
-        "params": params,
-        "n_features_in": int(model.n_features_in_),
-        **hybrid_state.full_state(model),
-        "history": [dict(h) for h in getattr(model, "history_", [])],
-    }
-
-
-def model_from_state(state: dict[str, Any]) -> HybridRegressor:
-    """The HybridRegressor a model_state() dict describes, ready to predict (files of the
-    first form, an MLP without a 'method', too)."""
-    if state.get("format") != FORMAT or state.get("kind") != KIND:
-        raise SctkError("The model file is not a tabular sctk model of a known format.")
-    params = dict(state["params"])
-    params["hidden"] = tuple(params["hidden"])
-    params["alpha_bounds"] = tuple(params["alpha_bounds"])
-    if "method" not in params:  # saved before `method`: the network it always was
-        params["method"] = "mlp"
-    model = HybridRegressor(**params)
-    model.physics_fn_ = resolve_physics(model.physics)
-    model.n_features_in_ = int(state["n_features_in"])
-    hybrid_state.restore(model, state)
-    model.history_ = list(state.get("history", []))
-    return model
-
-
 def state_of(model: Any) -> dict[str, Any]:
-    """The state dict of a fitted tabular or field model."""
-    from sctk.uq import field_state
-    from sctk.uq.field_hybrid import FieldHybridRegressor
-
-    if isinstance(model, FieldHybridRegressor):
-        return field_state.model_state(model)
-    return model_state(model)
+    """The state dict of a fitted model of any declared kind."""
+    return kind_for(model).state(model)
 
 
 def model_of(state: dict[str, Any]) -> Any:
-    """The estimator a state dict describes (tabular or field)."""
-    from sctk.uq import field_state
-
-    if isinstance(state, dict) and state.get("kind") == field_state.KIND:
-        return field_state.model_from_state(state)
-    return model_from_state(state)
+    """The estimator a state dict describes (files from before kinds were named: tabular)."""
+    name = state.get("kind", TABULAR_NAME) if isinstance(state, dict) else None
+    if name not in MODEL_KINDS:
+        raise SctkError("The model file is not an sctk model of a known kind.")
+    return MODEL_KINDS[name].from_state(state)
 
 
 def params_of(model: Any) -> dict[str, Any]:
     """The model's parameters as JSON values."""
-    from sctk.uq import field_state
-    from sctk.uq.field_hybrid import FieldHybridRegressor
-
-    if isinstance(model, FieldHybridRegressor):
-        return field_state.jsonable_params(model)
-    return _jsonable(model.get_params())
+    return kind_for(model).params(model)
 
 
 def _write_atomic(state: dict[str, Any], final: Path) -> Path:
@@ -142,8 +89,7 @@ def _write_atomic(state: dict[str, Any], final: Path) -> Path:
 # --- rows ---------------------------------------------------------------------------------
 
 
-def label(row: UqModel) -> str:
-    return f"'{row.name}' v{row.version}"
+label = model_kind.label
 
 
 def next_version(session: Session, name: str) -> int:
@@ -154,7 +100,7 @@ def next_version(session: Session, name: str) -> int:
 def save(
     session: Session,
     home: Path,
-    model: HybridRegressor,
+    model: Any,
     name: str,
     *,
     config: dict[str, Any] | None = None,
@@ -212,17 +158,6 @@ def save(
         _prune(Path(home), final.parent)
         raise
     return row
-
-
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    out = dict(params)
-    for key in ("hidden", "alpha_bounds"):
-        out[key] = list(out[key])
-    if out.get("boost") is not None:
-        out["boost"] = dict(out["boost"])
-    if out.get("physics") is not None and not isinstance(out["physics"], str):
-        out["physics"] = repr(out["physics"])
-    return out
 
 
 def _not_found(ref: Any) -> NotFound:
@@ -348,7 +283,7 @@ def _rebuild(data: bytes, row: UqModel, home: Path) -> Any:
         raise SctkError(
             f"The file of model {label(row)} cannot be read as a model; train it again."
         ) from None
-    if not isinstance(state, dict) or state.get("kind", KIND) != row.kind:
+    if not isinstance(state, dict) or state.get("kind", TABULAR_NAME) != row.kind:
         raise SctkError(
             f"The file of model {label(row)} holds another kind of model than its row says; "
             "delete the model and train it again."
@@ -412,207 +347,6 @@ def delete(
     if cache is not None:
         cache.invalidate(gone["id"])
     return gone
-
-
-# --- prediction ---------------------------------------------------------------------------
-
-
-def features_of(row: UqModel) -> list[str]:
-    return list((row.lineage or {}).get("features") or [])
-
-
-def _missing_columns(what: str, missing: list[str], features: list[str]) -> SctkError:
-    return SctkError(
-        f"{what} lacks the column(s) {', '.join(missing[:10])} the model was trained on; "
-        f"it needs {', '.join(features[:20])}."
-    )
-
-
-def checked_finite(X: np.ndarray, features: list[str], what: str) -> np.ndarray:
-    finite = np.isfinite(X)
-    if not finite.all():
-        cols = [features[j] for j in np.flatnonzero(~finite.all(axis=0))]
-        rows = np.flatnonzero(~finite.all(axis=1))
-        raise SctkError(
-            f"{what} holds missing, NaN or infinite values in column(s) {', '.join(cols[:10])} "
-            f"(first at row {int(rows[0])}); fill or remove them first."
-        )
-    return X
-
-
-def feature_matrix(frame: pd.DataFrame, features: list[str], what: str) -> np.ndarray:
-    """FRAME's FEATURES as a float matrix, or one sentence saying what is wrong with them."""
-    missing = [f for f in features if f not in frame.columns]
-    if missing:
-        raise _missing_columns(what, missing, features)
-    if len(frame) == 0:
-        raise SctkError(f"{what} has no rows; give at least one.")
-    bad = [
-        f
-        for f in features
-        if not pd.api.types.is_numeric_dtype(frame[f]) or pd.api.types.is_bool_dtype(frame[f])
-    ]
-    if bad:
-        raise SctkError(
-            f"{what}: column(s) {', '.join(bad[:10])} are not numeric; the model needs numbers."
-        )
-    return checked_finite(frame[features].to_numpy(dtype=np.float64), features, what)
-
-
-def rows_matrix(rows: list[dict[str, float | None]], features: list[str], what: str) -> np.ndarray:
-    """ROWS (objects of numbers or None, as the API takes them) as FEATURES' float matrix, with
-    the sentences of `feature_matrix`; built column by column, without a DataFrame (a tenth
-    of the cost on 1,000 rows)."""
-    if not rows:
-        raise SctkError(f"{what} has no rows; give at least one.")
-    present = set().union(*rows)
-    missing = [f for f in features if f not in present]
-    if missing:
-        raise _missing_columns(what, missing, features)
-    # None (and a key absent from a row) becomes NaN, refused below with the others
-    columns = [np.array([r.get(f) for r in rows], dtype=np.float64) for f in features]
-    return checked_finite(np.column_stack(columns), features, what)
-
-
-def _check_kind(row: UqModel, kind: str) -> None:
-    if row.kind != kind:
-        given = "fields [B, C, H, W]" if kind == "field" else "rows of feature columns"
-        need = "fields [B, C, H, W]" if row.kind == "field" else "rows of feature columns"
-        raise SctkError(
-            f"Model {label(row)} is a {row.kind} model and predicts from {need}, not from {given}."
-        )
-
-
-def _cached(home: Path, row: UqModel, X: np.ndarray, alpha: float, cache: Any, render):
-    """RENDER(model output arrays) for X at ALPHA; the arrays come from CACHE when it holds
-    them (rendering after the cache keeps its entries compact: arrays, not lists)."""
-    key = out = None
-    if cache is not None:
-        from sctk.uq.cache import input_digest
-
-        key = (row.id, input_digest(X, row.sha256), alpha)
-        out = cache.get(key)
-    hit = out is not None
-    if not hit:
-        out = load(home, row).predict_interval(X, alpha=alpha)
-        if key is not None:
-            cache.put(key, out)
-    return {
-        "model": {"id": row.id, "name": row.name, "version": row.version},
-        "kind": row.kind,
-        "alpha": alpha,
-        "rows": int(X.shape[0]),
-        **render(out),
-        "cached": hit,
-    }
-
-
-def predict(
-    home: Path,
-    row: UqModel,
-    frame: pd.DataFrame,
-    alpha: float = 0.1,
-    cache: Any = None,
-    what: str = "The input",
-) -> dict[str, Any]:
-    """mean, lower, upper, sigma and psi lists for FRAME's rows, from cache when possible.
-
-    For a field model FRAME holds one flattened field per row in the model's input column."""
-    alpha = check_alpha(alpha)
-    if row.kind == "field":
-        from sctk.uq import fields
-
-        X = fields.from_frame(frame, input_column(row), field_shape(row), what)
-        return predict_fields(home, row, X, alpha, cache, what)
-    _check_kind(row, KIND)
-    if len(frame) > MAX_PREDICT_ROWS:
-        raise _too_many(what, len(frame))
-    return predict_matrix(home, row, feature_matrix(frame, features_of(row), what), alpha, cache)
-
-
-def _too_many(what: str, rows: int) -> SctkError:
-    return SctkError(
-        f"{what} has {rows} rows, more than the {MAX_PREDICT_ROWS} one prediction takes; "
-        "predict a dataset of any size with the uq.predict job or 'sctk uq predict --out'."
-    )
-
-
-def predict_matrix(
-    home: Path, row: UqModel, X: np.ndarray, alpha: float = 0.1, cache: Any = None
-) -> dict[str, Any]:
-    """As `predict`, for a tabular model's feature matrix X (columns in `features_of(row)`
-    order, checked by `feature_matrix` or `rows_matrix`)."""
-    alpha = check_alpha(alpha)
-    _check_kind(row, KIND)
-    if X.shape[0] > MAX_PREDICT_ROWS:
-        raise _too_many("The input", X.shape[0])
-    return _cached(
-        home,
-        row,
-        X,
-        alpha,
-        cache,
-        lambda out: {k: out[k].tolist() for k in ("mean", "lower", "upper", "sigma", "psi")},
-    )
-
-
-# --- field models -------------------------------------------------------------------------
-
-
-def field_shape(row: UqModel) -> tuple[int, ...]:
-    return tuple(int(v) for v in (row.lineage or {}).get("shape") or ())
-
-
-def input_column(row: UqModel) -> str:
-    return str((row.lineage or {}).get("input") or "x")
-
-
-def target_column(row: UqModel) -> str:
-    return str((row.lineage or {}).get("target") or "y")
-
-
-def check_fields(row: UqModel, X: Any, what: str) -> np.ndarray:
-    """X as fields of ROW's shape, or one sentence naming what is wrong."""
-    from sctk.uq.field_hybrid import as_fields
-
-    X = as_fields(X, what)
-    shape = field_shape(row)
-    if shape and tuple(X.shape[1:]) != shape:
-        raise SctkError(
-            f"{what} has fields of shape {list(X.shape[1:])} (C, H, W); model {label(row)} "
-            f"takes {list(shape)}."
-        )
-    return X
-
-
-def predict_fields(
-    home: Path,
-    row: UqModel,
-    X: Any,
-    alpha: float = 0.1,
-    cache: Any = None,
-    what: str = "The fields",
-) -> dict[str, Any]:
-    """mean, lower, upper, sigma (nested lists [B, C, H, W]) and psi (one per field)."""
-    alpha = check_alpha(alpha)
-    _check_kind(row, "field")
-    X = check_fields(row, X, what)
-    if X.size > MAX_PREDICT_ROWS * 40:
-        raise SctkError(
-            f"{what} holds {X.shape[0]} fields, more than one prediction takes; split them."
-        )
-    return _cached(
-        home,
-        row,
-        X,
-        alpha,
-        cache,
-        lambda out: {
-            "shape": [int(v) for v in X.shape[1:]],
-            **{k: out[k].tolist() for k in ("mean", "lower", "upper", "sigma")},
-            "psi": out["psi"].tolist(),
-        },
-    )
 
 
 # --- recalibration --------------------------------------------------------------------------

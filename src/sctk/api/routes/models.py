@@ -19,6 +19,8 @@ from sctk.security.credentials import Principal
 router = APIRouter(tags=["models"], route_class=FastJsonRoute)
 
 ModelId = Path(ge=1, le=2**31 - 1, description="Id of the model.")
+# what one request takes: the inline limits of the tabular and field kinds
+# (uq.tabular_kind, uq.field_kind), repeated here so that the schema needs no model code
 MAX_ROWS = 10_000
 MAX_COLUMNS = 1_000
 MAX_FIELDS = 256
@@ -233,6 +235,7 @@ def evaluate_model(
     from sctk.pipeline import store
     from sctk.uq import evaluation, registry
     from sctk.uq.inputs import is_file
+    from sctk.uq.model_kind import kind_of
 
     row = registry.get(session, model_id)  # 404 for an unknown model
     if is_file(body.dataset):  # the CLI may read a server-side file; a client may not
@@ -241,7 +244,7 @@ def evaluate_model(
             "it first (POST /api/v1/datasets)."
         )
     ds = store.get(session, body.dataset)
-    limit = MAX_FIELDS if row.kind == "field" else MAX_ROWS
+    limit = kind_of(row).inline_limit
     if ds.rows > limit:
         raise SctkError(
             f"Dataset '{ds.name}' has {ds.rows} rows, more than the {limit} one request "
@@ -337,57 +340,28 @@ def _local_io(state: Any) -> bool:
 
 def _predict(state: Any, body: PredictIn, model_id: int) -> dict[str, Any]:
     from sctk.pipeline import store
-    from sctk.uq import cache, registry
-    from sctk.uq.adaptive_alpha import effective_alpha
+    from sctk.uq import cache, prediction, registry
     from sctk.uq.conformal import check_alpha
+    from sctk.uq.model_kind import kind_of
 
     settings = state.settings
     check_alpha(body.alpha)
     _one_torch_thread()
     with state.sessionmaker() as session:
         row = registry.get(session, model_id)
+        kind = kind_of(row)
         c = cache.get_cache(settings.cache)
-        if body.fields is not None:
-            from sctk.uq import fields
-
-            X = fields.from_json(body.fields)
-            return registry.predict_fields(settings.home, row, X, body.alpha, c, "The fields")
-        if body.rows is not None:
-            if row.kind == "field":
-                raise SctkError(
-                    f"Model {registry.label(row)} is a field model; send 'fields' (nested "
-                    "lists [B, C, H, W]) or a 'dataset', not 'rows'."
-                )
-            X = registry.rows_matrix(body.rows, registry.features_of(row), "The rows")
-            used = effective_alpha(session, row, body.alpha)
-            out = registry.predict_matrix(settings.home, row, X, used, cache=c)
-            return {**out, "alpha": body.alpha, "alpha_used": used}
+        if body.rows is not None or body.fields is not None:
+            X = kind.from_request(row, body.rows, body.fields)
+            return prediction.predict(session, settings.home, row, X, body.alpha, c, "The input")
         ds = store.get(session, body.dataset)
         what = f"Dataset '{body.dataset}'"
-        limit = MAX_FIELDS if row.kind == "field" else MAX_ROWS
         # the stored count, so that a large dataset is refused without reading it
-        if ds.rows > limit:
+        if ds.rows > kind.inline_limit:
             raise SctkError(
-                f"{what} has {ds.rows} rows, more than the {limit} one request predicts; "
-                "use 'sctk uq predict' or split it."
+                f"{what} has {ds.rows} rows, more than the {kind.inline_limit} one request "
+                "predicts; use 'sctk uq predict' or split it."
             )
         frame = store.read(settings.home, ds)
-        used = effective_alpha(session, row, body.alpha) if row.kind != "field" else body.alpha
-    out = registry.predict(settings.home, row, frame, used, cache=c, what=what)
-    return {**out, "alpha": body.alpha, "alpha_used": used, "observed": _observed(row, frame)}
-
-
-def _observed(row: Any, frame: Any) -> list[float | None] | None:
-    """The dataset's true values of a tabular model's target, when it holds them (the
-    dashboard draws them beside the intervals); None for a missing one."""
-    import numpy as np
-    import pandas as pd
-
-    target = str((row.lineage or {}).get("target") or "")
-    if row.kind == "field" or target not in frame.columns:
-        return None
-    col = frame[target]
-    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-        return None
-    values = col.to_numpy(dtype=np.float64, na_value=np.nan)
-    return [float(v) if np.isfinite(v) else None for v in values]
+        out = prediction.predict_frame(session, settings.home, row, frame, body.alpha, c, what)
+    return {**out, "observed": kind.observed(row, frame)}

@@ -1,0 +1,156 @@
+"""Model kinds: what the registry, prediction, evaluation and operations need of a kind of
+model, so that each of them chooses the kind once, here, and never tests its name.
+
+sctk has two kinds, "tabular" (sctk.uq.tabular_kind: HybridRegressor over rows of feature
+columns) and "field" (sctk.uq.field_kind: FieldHybridRegressor over fields [B, C, H, W]).
+A plugin adds another by declaring an object of the `ModelKind` shape in its
+`model_kinds()` hook with `@model_kind` (sctk.plugins); the name it declares is the one a
+model's row and file carry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from sctk.errors import SctkError
+from sctk.registry import Registry
+from sctk.storage.models import UqModel
+
+
+class ModelKind(Protocol):
+    """A kind of model. Every method that checks input raises SctkError with one sentence
+    naming what is wrong; none changes the model or the database."""
+
+    name: str  # in uq_models.kind and in the model file's "kind"
+    unit: str  # what one input is called in sentences: "row", "field"
+    takes: str  # the inputs, described: "rows of feature columns"
+    value_unit: str  # what a calibration set counts: "rows", or "values" (each pixel)
+    inline_limit: int  # most inputs one API request predicts or evaluates
+    out_suffixes: tuple[str, ...]  # the files `sctk uq predict --out` writes
+    streams: bool  # a dataset is predicted a partition at a time (`--out`, the uq.predict job)
+    # takes observations (true values of earlier inputs): rolling coverage, adaptive
+    # conformal mode (alpha moved by them), recalibration from them
+    observes: bool
+
+    def owns(self, model: Any) -> bool:
+        """MODEL (a fitted estimator) is of this kind."""
+        ...
+
+    def state(self, model: Any) -> dict[str, Any]:
+        """The fitted MODEL as a dict of plain values and tensors, with "kind" = `name`
+        (saved with torch.save, loaded with weights_only=True: nothing executable)."""
+        ...
+
+    def from_state(self, state: dict[str, Any]) -> Any:
+        """The estimator STATE describes, ready to predict (its physics looked up in the
+        physics registry; PhysicsNotRegistered when it is not there)."""
+        ...
+
+    def params(self, model: Any) -> dict[str, Any]:
+        """MODEL's parameters as JSON values (the registry row's config)."""
+        ...
+
+    def inputs(self, row: UqModel, frame: pd.DataFrame, what: str) -> np.ndarray:
+        """The inputs of model ROW held by FRAME (a stored dataset's rows), checked."""
+        ...
+
+    def targets(self, row: UqModel, frame: pd.DataFrame, what: str) -> np.ndarray:
+        """The true values of model ROW's target held by FRAME, checked."""
+        ...
+
+    def read_file(
+        self, row: UqModel, path: Path, need_target: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Inputs (and targets when NEED_TARGET) from a file outside the datasets; a kind
+        that reads none says so."""
+        ...
+
+    def from_request(self, row: UqModel, rows: Any, fields: Any) -> np.ndarray:
+        """Inputs from an API request's 'rows' (objects of feature values) or 'fields'
+        (nested lists), whichever it sent; the other one is refused for this kind."""
+        ...
+
+    def check(self, row: UqModel, X: Any, what: str) -> np.ndarray:
+        """X as inputs of model ROW (shape, finite values, at most what one prediction
+        takes)."""
+        ...
+
+    def render(self, X: np.ndarray, out: dict[str, np.ndarray]) -> dict[str, Any]:
+        """A prediction's arrays OUT for inputs X as JSON values."""
+        ...
+
+    def observed(self, row: UqModel, frame: pd.DataFrame) -> list[float | None] | None:
+        """FRAME's true values for each input, where known (the dashboard draws them beside
+        the intervals); None when the kind shows none."""
+        ...
+
+    def evaluation_extra(
+        self, row: UqModel, model: Any, X: np.ndarray, y: np.ndarray, out: dict[str, np.ndarray]
+    ) -> dict[str, Any]:
+        """What an evaluation reports for this kind beyond the common figures."""
+        ...
+
+    def smoke_input(self, session: Session, home: Path, row: UqModel, model: Any) -> np.ndarray:
+        """One input model ROW is known to predict on (an upgrade's smoke test)."""
+        ...
+
+    def example_request(self, row: UqModel) -> dict[str, Any]:
+        """The body of a one-input POST .../predict request for model ROW."""
+        ...
+
+    def summary(self, result: dict[str, Any], shown: int) -> tuple[str, list[str], list[list[Any]]]:
+        """A prediction RESULT's first SHOWN inputs as a table: the end of its title (after
+        the model and alpha), its columns, its rows."""
+        ...
+
+
+# declared by plugins (sctk.plugins): sctk.uq.plugin's two, and installed packages'
+MODEL_KINDS: Registry[ModelKind] = Registry("model kind", "model_kinds")
+
+K = TypeVar("K")
+
+
+def model_kind(kind: K) -> K:
+    """Declare KIND (an object of the ModelKind shape) under its name."""
+    MODEL_KINDS.add(kind.name, kind, type(kind).__module__)  # type: ignore[attr-defined]
+    return kind
+
+
+def kind_named(name: str) -> ModelKind:
+    """The kind called NAME, or one sentence naming the kinds there are."""
+    kind = MODEL_KINDS.get(str(name))
+    if kind is None:
+        raise SctkError(
+            f"There is no model kind {str(name)[:60]!r}; the kinds are {', '.join(MODEL_KINDS)}."
+        )
+    return kind
+
+
+def kind_of(row: UqModel) -> ModelKind:
+    """The kind of the model ROW registers."""
+    return kind_named(row.kind)
+
+
+def kind_for(model: Any) -> ModelKind:
+    """The kind of the fitted estimator MODEL."""
+    for kind in MODEL_KINDS.values():
+        if kind.owns(model):
+            return kind
+    raise SctkError(f"A {type(model).__name__} is of no model kind sctk knows; it cannot be saved.")
+
+
+def label(row: UqModel) -> str:
+    return f"'{row.name}' v{row.version}"
+
+
+def wrong_kind(row: UqModel, given: str) -> SctkError:
+    """The sentence for inputs meant for another kind of model than ROW's."""
+    return SctkError(
+        f"Model {label(row)} is a {row.kind} model and predicts from {kind_of(row).takes}, "
+        f"not from {given}."
+    )
