@@ -265,14 +265,17 @@ class DataSettings(_Section):
         "data directory's disk can hold (it is read in batches, stored in partitions).",
     )
     import_batch_rows: int = Field(
-        65_536, ge=1, le=10_000_000, description="Rows a local import reads at a time."
+        65_536,
+        ge=1,
+        le=10_000_000,
+        description="Rows a local import, or a pipeline step, reads at a time.",
     )
     partition_rows: int = Field(
         1024 * 1024,
         ge=1,
         le=100_000_000,
-        description="Rows per partition (Parquet row group) of a dataset a local import stores; "
-        "export and batch prediction read one partition at a time.",
+        description="Rows per partition (Parquet row group) of a dataset a local import or a "
+        "pipeline stores; export and batch prediction read one partition at a time.",
     )
     max_violations_listed: int = Field(
         20, ge=1, le=10_000, description="Schema violations listed before the rest are counted."

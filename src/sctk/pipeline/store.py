@@ -510,18 +510,53 @@ def iter_frames(home: Path, ds: Dataset, batch_rows: int | None = None) -> Itera
     import pyarrow.parquet as pq
 
     source = pq.ParquetFile(_existing(home, ds), pre_buffer=False)
+    steady = _Steady(source)
     if batch_rows is None:
         for index in range(source.metadata.num_row_groups):
-            yield source.read_row_group(index).to_pandas()
+            yield steady(source.read_row_group(index).to_pandas())
         if source.metadata.num_row_groups == 0:
             yield source.schema_arrow.empty_table().to_pandas()
         return
     yielded = False
     for batch in source.iter_batches(batch_size=batch_rows):
         yielded = True
-        yield batch.to_pandas()
+        yield steady(batch.to_pandas())
     if not yielded:
         yield source.schema_arrow.empty_table().to_pandas()
+
+
+class _Steady:
+    """Each batch of a Parquet file in the column types of the whole file read at once.
+
+    pandas gives a whole-number or true/false column with a missing value another type
+    (float, object) than the same column without one, so batches of one file would come in
+    different types -- and a transform or a hash of the rows would depend on where batches
+    end. The file's statistics say which columns have missing values anywhere."""
+
+    def __init__(self, source: Any):
+        import pyarrow as pa
+
+        schema = source.schema_arrow
+        meta = source.metadata
+        holes = set()
+        for j in range(meta.num_columns):
+            path = meta.schema.column(j).path
+            for g in range(meta.num_row_groups):
+                stats = meta.row_group(g).column(j).statistics
+                if stats is None or not stats.has_null_count or stats.null_count:
+                    holes.add(path)
+                    break
+        plain = schema.empty_table().to_pandas().dtypes
+        nulls = (
+            pa.Table.from_arrays([pa.nulls(1, f.type) for f in schema], schema=schema)
+            .to_pandas()
+            .dtypes
+        )
+        self.types = {name: nulls[name] if name in holes else plain[name] for name in plain.index}
+
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
+        wrong = {c: t for c, t in self.types.items() if c in frame.columns and frame[c].dtype != t}
+        return frame.astype(wrong) if wrong else frame
 
 
 @dataclass
