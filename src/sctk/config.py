@@ -309,6 +309,14 @@ PHYSICS_NAME_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
 
 
 class UqSettings(_Section):
+    train_row_budget: int = Field(
+        2_000_000,
+        ge=100,
+        le=1_000_000_000,
+        description="Most rows `uq train` trains a tabular model on: a larger dataset is read "
+        "a batch at a time and trained on a seeded sample of this many rows, stratified on "
+        "the target's deciles (the lineage records the sample).",
+    )
     physics_allowed: list[str] = Field(
         default_factory=list,
         max_length=1000,

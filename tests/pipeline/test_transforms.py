@@ -148,12 +148,12 @@ def test_split_by_row_hash_is_seeded_and_independent_of_batches():
 
 def test_normalise_fitted_alike_for_any_batching():
     rng = np.random.default_rng(12)
-    df = pd.DataFrame({"a": rng.normal(size=5_000) * 1e3 + 1e6, "b": rng.random(5_000)})
+    df = pd.DataFrame({"a": rng.normal(size=2_000) * 1e3 + 1e6, "b": rng.random(2_000)})
     text = (
         "[[steps]]\nop = 'filter'\nexpr = 'b > 0.1'\n[[steps]]\nop = 'normalise'\ncolumns = ['a']\n"
     )
     whole, records = run(parse_pipeline(text, "p"), df)
-    for size in (1, 13, 999):
+    for size in (7, 999):
         batched, again = run(parse_pipeline(text, "p"), df, batch_rows=size)
         assert again == records
         pd.testing.assert_frame_equal(whole[""], batched[""], check_exact=True)

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 
 from sctk.errors import Conflict, SctkError
 from sctk.pipeline import arrays, readers, store
-from sctk.pipeline.ingest import Batching
 from sctk.pipeline.limits import DataLimits, TooLarge
 from sctk.pipeline.schema import Report, Schema, SchemaViolations, validate
 from sctk.pipeline.settle import settle
@@ -196,7 +195,7 @@ def run_pipeline(
     progress: Progress | None = None,
     log_line: Callable[[str], None] | None = None,
     limits: DataLimits | None = None,
-    batching: Batching | None = None,
+    batching: store.Batching | None = None,
 ) -> RunResult:
     """Run PIPELINE over the INPUTS datasets (stacked in order) and store the outputs.
 
@@ -208,7 +207,7 @@ def run_pipeline(
     expression building a value over LIMITS' decoded bytes on one batch is refused."""
     report = progress or (lambda _f, _m: None)
     say = log_line or (lambda _l: None)
-    batching = batching or Batching()
+    batching = batching or store.Batching()
     fmt = fmt or pipeline.format or "parquet"
     if fmt not in store.FORMATS:
         raise SctkError(f"Unknown format '{fmt}'; use parquet or npz.")

@@ -206,6 +206,15 @@ PARTITION_ROWS = 1024 * 1024
 # iteration over every row group grew with the file (1.3 GiB importing 12 million rows).
 
 
+@dataclass(frozen=True)
+class Batching:
+    """Rows read at once, and rows per stored partition ([data] import_batch_rows and
+    partition_rows): an import's, and a pipeline's."""
+
+    batch_rows: int = 65_536  # readers.BATCH_ROWS
+    partition_rows: int = PARTITION_ROWS
+
+
 @dataclass
 class Written:
     """A Parquet file written a partition at a time, waiting for its row."""
@@ -500,29 +509,36 @@ def read_partition(home: Path, ds: Dataset, index: int) -> pd.DataFrame:
     return pq.ParquetFile(_existing(home, ds)).read_row_group(index).to_pandas()
 
 
-def iter_frames(home: Path, ds: Dataset, batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
+def iter_frames(
+    home: Path, ds: Dataset, batch_rows: int | None = None, columns: list[str] | None = None
+) -> Iterator[pd.DataFrame]:
     """The rows of DS in order, a partition (or BATCH_ROWS rows) at a time, so that memory
-    holds one batch whatever the dataset's size. An .npz dataset comes whole (its format
-    cannot be read in parts); a dataset with no rows comes as one empty frame."""
+    holds one batch whatever the dataset's size; only COLUMNS if given. An .npz dataset
+    comes whole (its format cannot be read in parts); a dataset with no rows comes as one
+    empty frame."""
     if ds.format != "parquet":
-        yield read(home, ds)
+        whole = read(home, ds)
+        yield whole if columns is None else whole[columns]
         return
     import pyarrow.parquet as pq
 
     source = pq.ParquetFile(_existing(home, ds), pre_buffer=False)
     steady = _Steady(source)
+    empty = source.schema_arrow.empty_table()
+    if columns is not None:
+        empty = empty.select(columns)
     if batch_rows is None:
         for index in range(source.metadata.num_row_groups):
-            yield steady(source.read_row_group(index).to_pandas())
+            yield steady(source.read_row_group(index, columns=columns).to_pandas())
         if source.metadata.num_row_groups == 0:
-            yield source.schema_arrow.empty_table().to_pandas()
+            yield empty.to_pandas()
         return
     yielded = False
-    for batch in source.iter_batches(batch_size=batch_rows):
+    for batch in source.iter_batches(batch_size=batch_rows, columns=columns):
         yielded = True
         yield steady(batch.to_pandas())
     if not yielded:
-        yield source.schema_arrow.empty_table().to_pandas()
+        yield empty.to_pandas()
 
 
 class _Steady:
