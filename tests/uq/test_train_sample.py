@@ -4,6 +4,9 @@ the target and drawn a batch at a time (issue 22, item 6)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -11,6 +14,7 @@ import pandas as pd
 from sctk.pipeline import store
 from sctk.pipeline.ingest import Batching, import_local
 from sctk.storage.engine import make_engine, session_scope
+from sctk.storage.layout import init_home
 from sctk.uq import sampling
 from tests.helpers import run_sctk
 from tests.uq.registry_helpers import TINY, frame
@@ -78,3 +82,53 @@ def test_uq_train_over_the_budget_says_it_trained_on_a_sample(settings, tmp_path
     assert sample["rows"] == 1000 and sample["of"] == ROWS and sample["seed"] == 5
     assert model["metrics"]["n_dataset"] == ROWS
     assert model["metrics"]["n_train"] == 1000  # cross-conformal over all the sample's rows
+
+
+MEASURE = textwrap.dedent(
+    """
+    import resource, sys
+    from pathlib import Path
+    from sctk import config
+    from sctk.pipeline import store
+    from sctk.storage.engine import make_engine, session_scope
+    from sctk.uq import sampling
+
+    home = Path(sys.argv[1])
+    engine = make_engine(config.load(home).settings)
+    with session_scope(engine) as session:
+        ds = store.get(session, "big")
+        def batches(cols):
+            return store.iter_frames(home, ds, columns=cols)
+        sampling.stratified(batches, ["f0", "f1"], "f7", 100, 0)  # warm up
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        sample = sampling.stratified(batches, [f"f{k}" for k in range(8)], "f7", 10_000, 0)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(len(sample.frame), (after - before) * 1024)
+    """
+)
+
+
+def test_sampling_memory_does_not_grow_with_the_dataset(tmp_path):
+    home = tmp_path / "home"
+    init_home(home)
+    rows = 1_000_000
+    rng = np.random.default_rng(6)
+    df = pd.DataFrame({f"f{k}": rng.normal(size=rows) for k in range(8)})
+    decoded = int(df.memory_usage(index=False).sum())  # 64 MB as float64
+    path = tmp_path / "big.parquet"
+    df.to_parquet(path, index=False, row_group_size=50_000)
+    del df
+    env = {"SCTK_DATA__PARTITION_ROWS": "50000"}
+    done = run_sctk("data", "import", str(path), home=home, env=env)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(home)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    kept, grown = (int(v) for v in done.stdout.split())
+    assert kept == 10_000
+    # the dataset read whole would take its 64 MB at least
+    assert grown < decoded / 2, f"sampling grew the process by {grown / 2**20:.1f} MiB"
