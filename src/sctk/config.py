@@ -265,14 +265,17 @@ class DataSettings(_Section):
         "data directory's disk can hold (it is read in batches, stored in partitions).",
     )
     import_batch_rows: int = Field(
-        65_536, ge=1, le=10_000_000, description="Rows a local import reads at a time."
+        65_536,
+        ge=1,
+        le=10_000_000,
+        description="Rows a local import, or a pipeline step, reads at a time.",
     )
     partition_rows: int = Field(
         1024 * 1024,
         ge=1,
         le=100_000_000,
-        description="Rows per partition (Parquet row group) of a dataset a local import stores; "
-        "export and batch prediction read one partition at a time.",
+        description="Rows per partition (Parquet row group) of a dataset a local import or a "
+        "pipeline stores; export and batch prediction read one partition at a time.",
     )
     max_violations_listed: int = Field(
         20, ge=1, le=10_000, description="Schema violations listed before the rest are counted."
@@ -306,6 +309,14 @@ PHYSICS_NAME_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
 
 
 class UqSettings(_Section):
+    train_row_budget: int = Field(
+        2_000_000,
+        ge=100,
+        le=1_000_000_000,
+        description="Most rows `uq train` trains a tabular model on: a larger dataset is read "
+        "a batch at a time and trained on a seeded sample of this many rows, stratified on "
+        "the target's deciles (the lineage records the sample).",
+    )
     physics_allowed: list[str] = Field(
         default_factory=list,
         max_length=1000,

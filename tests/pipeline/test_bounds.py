@@ -19,11 +19,12 @@ import pytest
 
 from sctk.errors import SctkError
 from sctk.pipeline import store
+from sctk.pipeline.expressions import CostlyExpression, PipelineError, evaluate
 from sctk.pipeline.limits import DataLimits, TooLarge
 from sctk.pipeline.readers import read_file
 from sctk.pipeline.schema import SchemaError, parse_schema
 from sctk.pipeline.service import import_file, run_pipeline
-from sctk.pipeline.transforms import CostlyExpression, PipelineError, evaluate, parse_pipeline
+from sctk.pipeline.transforms import parse_pipeline
 from tests.helpers import run_sctk
 from tests.pipeline.test_cli import refused, sctk  # noqa: F401 - fixture
 from tests.pipeline.test_transforms import sentence

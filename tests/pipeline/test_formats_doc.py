@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from sctk.cli import common, main
-from sctk.pipeline import schema, store, transforms
+from sctk.pipeline import expressions, schema, store, transforms
 from sctk.storage.engine import make_engine, session_scope
 from tests.security.conftest import sqlite_only
 
@@ -147,9 +147,9 @@ def test_the_formats_doc_covers_every_op_dtype_and_check():
     for method in transforms.NORMALISE_METHODS:
         assert f'"{method}"' in pipelines, method
     grammar = section("2.7 Expressions")
-    for name in transforms.FUNCTIONS:
+    for name in expressions.FUNCTIONS:
         assert f"`{name}" in grammar, name
-    for name in transforms.CONSTANTS:
+    for name in expressions.CONSTANTS:
         assert f"`{name}`" in grammar, name
 
 

@@ -6,13 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sctk.pipeline.transforms import (
-    PipelineError,
-    UnsafeExpression,
-    evaluate,
-    parse_pipeline,
-    run,
-)
+from sctk.pipeline.expressions import PipelineError, UnsafeExpression, evaluate
+from sctk.pipeline.transforms import parse_pipeline, run
 from tests.pipeline.conftest import GOOD, PIPELINE
 
 
@@ -107,8 +102,9 @@ def test_every_step():
     pipeline = parse_pipeline(PIPELINE, "/p/all.toml")
     outputs, records = run(pipeline, GOOD)
     assert list(outputs) == ["train", "calibration", "test"]
-    # filter a > 0 and y < 10 drops the row with x1 = -1: five rows, split 3/1/1
-    assert {k: len(v) for k, v in outputs.items()} == {"train": 3, "calibration": 1, "test": 1}
+    # filter a > 0 and y < 10 drops the row with x1 = -1: five rows, split by their hash
+    sizes = {k: len(v) for k, v in outputs.items()}
+    assert sum(sizes.values()) == 5
     together = pd.concat(outputs.values())
     assert sorted(together["y"]) == [3, 4, 6, 7, 8]
     assert list(together.columns) == ["a", "x2", "y", "r"]
@@ -125,13 +121,45 @@ def test_every_step():
     assert fitted["a"]["std"] == pytest.approx(kept["x1"].std(ddof=0))
     assert together["a"].mean() == pytest.approx(0.0)
     assert records[2]["rows_in"] == 6 and records[2]["rows_out"] == 5
-    assert records[5]["rows"] == {"train": 3, "calibration": 1, "test": 1}
+    assert records[5]["rows"] == sizes
 
     again, _ = run(pipeline, GOOD)
     for key in outputs:
         pd.testing.assert_frame_equal(outputs[key], again[key])
-    other, _ = run(parse_pipeline(PIPELINE.replace("seed = 7", "seed = 8"), "x"), GOOD)
-    assert any(not outputs[k].equals(other[k]) for k in outputs)
+
+
+def test_split_by_row_hash_is_seeded_and_independent_of_batches():
+    rng = np.random.default_rng(11)
+    df = pd.DataFrame({"x": rng.normal(size=2_000), "k": np.arange(2_000)})
+    text = "[[steps]]\nop = 'split'\ntrain = 0.6\ncalibration = 0.2\ntest = 0.2\nseed = {}\n"
+    whole, records = run(parse_pipeline(text.format(7), "p"), df)
+    batched, _ = run(parse_pipeline(text.format(7), "p"), df, batch_rows=37)
+    for part in whole:
+        pd.testing.assert_frame_equal(whole[part], batched[part])
+        assert whole[part]["k"].is_monotonic_increasing
+    shares = {k: v / len(df) for k, v in records[0]["rows"].items()}
+    assert shares == pytest.approx({"train": 0.6, "calibration": 0.2, "test": 0.2}, abs=0.04)
+    other, _ = run(parse_pipeline(text.format(8), "p"), df)
+    assert not whole["train"].equals(other["train"])
+    # the part of a row follows its values, not its position
+    shuffled, _ = run(parse_pipeline(text.format(7), "p"), df.iloc[::-1])
+    assert sorted(shuffled["train"]["k"]) == list(whole["train"]["k"])
+
+
+def test_normalise_fitted_alike_for_any_batching():
+    rng = np.random.default_rng(12)
+    df = pd.DataFrame({"a": rng.normal(size=2_000) * 1e3 + 1e6, "b": rng.random(2_000)})
+    text = (
+        "[[steps]]\nop = 'filter'\nexpr = 'b > 0.1'\n[[steps]]\nop = 'normalise'\ncolumns = ['a']\n"
+    )
+    whole, records = run(parse_pipeline(text, "p"), df)
+    for size in (7, 999):
+        batched, again = run(parse_pipeline(text, "p"), df, batch_rows=size)
+        assert again == records
+        pd.testing.assert_frame_equal(whole[""], batched[""], check_exact=True)
+    kept = df[df["b"] > 0.1]["a"]
+    assert records[1]["fitted"]["a"]["mean"] == pytest.approx(kept.mean(), rel=1e-15)
+    assert records[1]["fitted"]["a"]["std"] == pytest.approx(kept.std(ddof=0), rel=1e-9)
 
 
 def test_minmax_and_step_errors_name_the_step():

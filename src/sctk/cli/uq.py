@@ -191,6 +191,14 @@ def _print_model(model: dict[str, Any], as_json: bool) -> None:
         highlight=False,
         markup=False,
     )
+    sample = ((model.get("lineage") or {}).get("dataset") or {}).get("sample")
+    if sample:
+        console.print(
+            f"trained on a sample of {sample['rows']:,} of {sample['of']:,} rows "
+            f"(seed {sample['seed']}, sha256 {sample['sha256'][:12]})",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _write_table(frame, out: Path) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +40,10 @@ from sctk.pipeline.schema import (
     validate,
 )
 from sctk.pipeline.settle import Profile, apply
+from sctk.pipeline.store import Batching
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
-
-
-@dataclass(frozen=True)
-class Batching:
-    """Rows read at once, and rows per stored partition ([data] import_batch_rows and
-    partition_rows)."""
-
-    batch_rows: int = readers.BATCH_ROWS
-    partition_rows: int = store.PARTITION_ROWS
 
 
 class _Validation:

@@ -61,6 +61,7 @@ def _params(params: dict[str, Any]) -> tuple[list[str], str, str]:
 @job_kind(KIND, "Run a pipeline file over datasets and store its outputs.", "data.write")
 def pipeline_run(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     from sctk import config
+    from sctk.pipeline.ingest import Batching
     from sctk.pipeline.limits import DataLimits
     from sctk.pipeline.service import run_pipeline
     from sctk.pipeline.transforms import parse_pipeline
@@ -84,6 +85,7 @@ def pipeline_run(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
                 progress=ctx.progress,
                 log_line=ctx.log,
                 limits=DataLimits.of(settings.data),
+                batching=Batching(settings.data.import_batch_rows, settings.data.partition_rows),
             )
             return result.to_dict()
     finally:

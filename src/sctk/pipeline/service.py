@@ -10,7 +10,7 @@ runs once over the result.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,8 +24,9 @@ from sctk.pipeline import arrays, readers, store
 from sctk.pipeline.limits import DataLimits, TooLarge
 from sctk.pipeline.schema import Report, Schema, SchemaViolations, validate
 from sctk.pipeline.settle import settle
+from sctk.pipeline.sink import PartitionSink
 from sctk.pipeline.transforms import SPLIT_PARTS, Pipeline
-from sctk.pipeline.transforms import run as run_steps
+from sctk.pipeline.transforms import run_batches as run_steps
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
@@ -194,66 +195,125 @@ def run_pipeline(
     progress: Progress | None = None,
     log_line: Callable[[str], None] | None = None,
     limits: DataLimits | None = None,
+    batching: store.Batching | None = None,
 ) -> RunResult:
     """Run PIPELINE over the INPUTS datasets (stacked in order) and store the outputs.
 
-    An expression building a value over LIMITS' decoded bytes is refused before it runs."""
+    The inputs are read BATCHING.batch_rows rows at a time (once more for each normalise
+    step, to fit it first) and Parquet outputs written in partitions of
+    BATCHING.partition_rows rows as they come, so memory holds about a batch and a
+    partition whatever the size of the data; the stored bytes do not depend on the batch
+    size. An .npz output is built whole (its format cannot be written in parts). An
+    expression building a value over LIMITS' decoded bytes on one batch is refused."""
     report = progress or (lambda _f, _m: None)
     say = log_line or (lambda _l: None)
+    batching = batching or store.Batching()
     fmt = fmt or pipeline.format or "parquet"
     if fmt not in store.FORMATS:
         raise SctkError(f"Unknown format '{fmt}'; use parquet or npz.")
     datasets = check_inputs(session, inputs)
     names = output_names(pipeline, inputs, output)
-    frames = []
-    for i, ds in enumerate(datasets):
+    for ds in datasets:
         check = store.verify(home, ds)
         if check.status != "ok":
             raise SctkError(
                 f"Input dataset '{ds.name}' failed verification ({check.detail}); restore it "
                 "before using it."
             )
-        frames.append(store.read(home, ds))
         say(f"read {ds.name}: {ds.rows} rows, sha256 {ds.sha256[:12]}")
-        report(0.2 * (i + 1) / len(datasets), f"read {ds.name}")
-    first = list(frames[0].columns)
-    for ds, frame in zip(datasets[1:], frames[1:], strict=True):
-        if list(frame.columns) != first:
+    heads = [_head(home, ds) for ds in datasets]
+    first = list(heads[0].columns)
+    for ds, head in zip(datasets[1:], heads[1:], strict=True):
+        if list(head.columns) != first:
             raise SctkError(
-                f"Input dataset '{ds.name}' has the columns {list(map(str, frame.columns))}, "
+                f"Input dataset '{ds.name}' has the columns {list(map(str, head.columns))}, "
                 f"not {list(map(str, first))} like '{datasets[0].name}'; inputs are stacked and "
                 "must have the same columns."
             )
-    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    outputs, records = run_steps(
-        pipeline,
-        df,
-        progress=lambda f, m: report(0.2 + 0.7 * f, m),
-        max_bytes=(limits or DataLimits()).decoded_bytes,
-    )
-    for record in records:
-        say(f"{record['op']}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "op"))
-    common = {
-        "origin": "pipeline",
-        "inputs": [{"name": d.name, "sha256": d.sha256, "rows": d.rows} for d in datasets],
-        "pipeline": pipeline.to_dict(),
-        "steps": records,
-        "versions": store.versions(),
-        "created_at": _now(),
-    }
-    to_store = []
-    sources = [(d.lineage, f) for d, f in zip(datasets, frames, strict=True)]
-    for name, (part, frame) in zip(names, outputs.items(), strict=True):
-        lineage = {**common, "part": part or None}
-        shapes = arrays.carried(sources, records, frame)
-        if shapes:
-            lineage[arrays.FIELDS] = arrays.entry(shapes)
-        to_store.append(store.Output(name, frame, fmt, lineage))
-    report(0.9, "storing outputs")
-    stored = store.store(session, home, to_store, "pipeline", owner)
+    # stacked inputs take the types their concatenation would give them
+    common = pd.concat(heads, ignore_index=True).dtypes if len(heads) > 1 else None
+
+    def batches() -> Iterator[pd.DataFrame]:
+        for ds in datasets:
+            for frame in store.iter_frames(home, ds, batching.batch_rows):
+                if common is not None:
+                    wrong = {c: t for c, t in common.items() if frame[c].dtype != t}
+                    frame = frame.astype(wrong) if wrong else frame
+                yield frame
+
+    parts = [""] if not pipeline.splits else list(SPLIT_PARTS)
+    sinks: dict[str, PartitionSink] = {}
+    pieces: dict[str, list[pd.DataFrame]] = {part: [] for part in parts}
+    firsts: dict[str, pd.DataFrame] = {}
+    if fmt == "parquet":
+        sinks = {
+            part: PartitionSink(home, name, batching.partition_rows)
+            for part, name in zip(parts, names, strict=True)
+        }
+
+    def emit(part: str, frame: pd.DataFrame) -> None:
+        if part not in firsts or (not len(firsts[part]) and len(frame)):
+            firsts[part] = frame.head(1)  # what the array shapes are followed on
+        if part in sinks:
+            sinks[part].add(frame)
+        else:
+            pieces[part].append(frame)
+
+    written: dict[str, store.Written] = {}
+    try:
+        records = run_steps(
+            pipeline,
+            batches,
+            emit,
+            rows=sum(ds.rows for ds in datasets),
+            progress=lambda f, m: report(0.95 * f, m),
+            max_bytes=(limits or DataLimits()).decoded_bytes,
+        )
+        for record in records:
+            say(f"{record['op']}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "op"))
+        common_lineage = {
+            "origin": "pipeline",
+            "inputs": [{"name": d.name, "sha256": d.sha256, "rows": d.rows} for d in datasets],
+            "pipeline": pipeline.to_dict(),
+            "steps": records,
+            "versions": store.versions(),
+            "created_at": _now(),
+        }
+        if sinks:
+            common_lineage["partition_rows"] = batching.partition_rows
+        to_store = []
+        sources = [(d.lineage, h) for d, h in zip(datasets, heads, strict=True)]
+        report(0.95, "storing outputs")
+        for name, part in zip(names, parts, strict=True):
+            lineage = {**common_lineage, "part": part or None}
+            shapes = arrays.carried(sources, records, firsts.get(part, pd.DataFrame()))
+            if shapes:
+                lineage[arrays.FIELDS] = arrays.entry(shapes)
+            if part in sinks:
+                written[part] = sinks[part].close()
+                to_store.append(store.Output(name, None, fmt, lineage, written=written[part]))
+            else:
+                chunks = [f for f in pieces[part] if len(f)] or pieces[part][:1]
+                frame = pd.concat(chunks, ignore_index=True)
+                to_store.append(store.Output(name, frame, fmt, lineage))
+        stored = store.store(session, home, to_store, "pipeline", owner)
+    finally:
+        for sink in sinks.values():
+            sink.discard()
+        for w in written.values():
+            w.pending.discard()
     report(1.0, "stored " + ", ".join(names))
     return RunResult(
         [s.dataset for s in stored],
         [s.dataset.name for s in stored if s.unchanged],
         records,
     )
+
+
+def _head(home: Path, ds: Any) -> pd.DataFrame:
+    """The first rows of DS: its columns and their types, read without the rest."""
+    frames = store.iter_frames(home, ds, 64)
+    try:
+        return next(frames)
+    finally:
+        frames.close()  # type: ignore[attr-defined]

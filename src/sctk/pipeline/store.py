@@ -206,6 +206,15 @@ PARTITION_ROWS = 1024 * 1024
 # iteration over every row group grew with the file (1.3 GiB importing 12 million rows).
 
 
+@dataclass(frozen=True)
+class Batching:
+    """Rows read at once, and rows per stored partition ([data] import_batch_rows and
+    partition_rows): an import's, and a pipeline's."""
+
+    batch_rows: int = 65_536  # readers.BATCH_ROWS
+    partition_rows: int = PARTITION_ROWS
+
+
 @dataclass
 class Written:
     """A Parquet file written a partition at a time, waiting for its row."""
@@ -500,28 +509,70 @@ def read_partition(home: Path, ds: Dataset, index: int) -> pd.DataFrame:
     return pq.ParquetFile(_existing(home, ds)).read_row_group(index).to_pandas()
 
 
-def iter_frames(home: Path, ds: Dataset, batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
+def iter_frames(
+    home: Path, ds: Dataset, batch_rows: int | None = None, columns: list[str] | None = None
+) -> Iterator[pd.DataFrame]:
     """The rows of DS in order, a partition (or BATCH_ROWS rows) at a time, so that memory
-    holds one batch whatever the dataset's size. An .npz dataset comes whole (its format
-    cannot be read in parts); a dataset with no rows comes as one empty frame."""
+    holds one batch whatever the dataset's size; only COLUMNS if given. An .npz dataset
+    comes whole (its format cannot be read in parts); a dataset with no rows comes as one
+    empty frame."""
     if ds.format != "parquet":
-        yield read(home, ds)
+        whole = read(home, ds)
+        yield whole if columns is None else whole[columns]
         return
     import pyarrow.parquet as pq
 
     source = pq.ParquetFile(_existing(home, ds), pre_buffer=False)
+    steady = _Steady(source)
+    empty = source.schema_arrow.empty_table()
+    if columns is not None:
+        empty = empty.select(columns)
     if batch_rows is None:
         for index in range(source.metadata.num_row_groups):
-            yield source.read_row_group(index).to_pandas()
+            yield steady(source.read_row_group(index, columns=columns).to_pandas())
         if source.metadata.num_row_groups == 0:
-            yield source.schema_arrow.empty_table().to_pandas()
+            yield empty.to_pandas()
         return
     yielded = False
-    for batch in source.iter_batches(batch_size=batch_rows):
+    for batch in source.iter_batches(batch_size=batch_rows, columns=columns):
         yielded = True
-        yield batch.to_pandas()
+        yield steady(batch.to_pandas())
     if not yielded:
-        yield source.schema_arrow.empty_table().to_pandas()
+        yield empty.to_pandas()
+
+
+class _Steady:
+    """Each batch of a Parquet file in the column types of the whole file read at once.
+
+    pandas gives a whole-number or true/false column with a missing value another type
+    (float, object) than the same column without one, so batches of one file would come in
+    different types -- and a transform or a hash of the rows would depend on where batches
+    end. The file's statistics say which columns have missing values anywhere."""
+
+    def __init__(self, source: Any):
+        import pyarrow as pa
+
+        schema = source.schema_arrow
+        meta = source.metadata
+        holes = set()
+        for j in range(meta.num_columns):
+            path = meta.schema.column(j).path
+            for g in range(meta.num_row_groups):
+                stats = meta.row_group(g).column(j).statistics
+                if stats is None or not stats.has_null_count or stats.null_count:
+                    holes.add(path)
+                    break
+        plain = schema.empty_table().to_pandas().dtypes
+        nulls = (
+            pa.Table.from_arrays([pa.nulls(1, f.type) for f in schema], schema=schema)
+            .to_pandas()
+            .dtypes
+        )
+        self.types = {name: nulls[name] if name in holes else plain[name] for name in plain.index}
+
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
+        wrong = {c: t for c, t in self.types.items() if c in frame.columns and frame[c].dtype != t}
+        return frame.astype(wrong) if wrong else frame
 
 
 @dataclass

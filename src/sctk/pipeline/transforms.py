@@ -1,4 +1,4 @@
-"""Pipeline files and the transforms they list, over pandas DataFrames.
+"""Pipeline files and the transforms they list, run batch by batch over pandas DataFrames.
 
 A pipeline is a TOML file::
 
@@ -35,21 +35,22 @@ A pipeline is a TOML file::
     test = 0.2
     seed = 42
 
-Expressions are checked with Python's `ast` against a small grammar -- column names,
-numbers, text and true/false constants, arithmetic, comparisons, and/or/not (also & | ~),
-and the functions in FUNCTIONS -- and the checked tree is evaluated here, node by node, on
-the columns. No string is ever handed to eval(), exec() or pandas' own expression parser.
-A column whose name is not a Python identifier cannot be named in an expression: rename it
-first.
+Steps run over a dataset a batch of rows at a time (`run_batches`), so memory holds one
+batch whatever the dataset's size, and the result does not depend on where batches end:
+select, rename, filter and derive work row by row; normalise is fitted in a pass of its own
+over every row before the pass that applies it, with exact sums (sctk.pipeline.moments);
+split sends each row to a part by a seeded hash of the row's values, not by its position.
+
+Expressions of derive and filter steps are checked and evaluated by the sandbox in
+sctk.pipeline.expressions. A column whose name is not a Python identifier cannot be named
+in an expression: rename it first.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import operator
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,10 @@ import numpy as np
 import pandas as pd
 
 from sctk import tomltext
-from sctk.errors import SctkError
 from sctk.fsutil import read_user_text
 from sctk.pipeline.arrays import is_array_column
-from sctk.pipeline.limits import OBJECT_OVERHEAD, DataLimits
+from sctk.pipeline.expressions import PipelineError, check_expression, evaluate
+from sctk.pipeline.moments import Moments
 
 OPS = ("select", "rename", "filter", "derive", "normalise", "split")
 STEP_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # op -> (required, optional)
@@ -76,79 +77,6 @@ TOP_KEYS = ("description", "output", "format", "steps")
 SPLIT_PARTS = ("train", "calibration", "test")
 NORMALISE_METHODS = ("zscore", "minmax")
 FORMATS = ("parquet", "npz")
-
-# name -> (function, number of arguments)
-FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {
-    "sqrt": (np.sqrt, 1),
-    "log": (np.log, 1),
-    "log10": (np.log10, 1),
-    "log2": (np.log2, 1),
-    "log1p": (np.log1p, 1),
-    "exp": (np.exp, 1),
-    "expm1": (np.expm1, 1),
-    "abs": (np.abs, 1),
-    "sin": (np.sin, 1),
-    "cos": (np.cos, 1),
-    "tan": (np.tan, 1),
-    "arcsin": (np.arcsin, 1),
-    "arccos": (np.arccos, 1),
-    "arctan": (np.arctan, 1),
-    "arctan2": (np.arctan2, 2),
-    "sinh": (np.sinh, 1),
-    "cosh": (np.cosh, 1),
-    "tanh": (np.tanh, 1),
-    "floor": (np.floor, 1),
-    "ceil": (np.ceil, 1),
-    "minimum": (np.minimum, 2),
-    "maximum": (np.maximum, 2),
-    "where": (np.where, 3),
-    "isnull": (pd.isna, 1),
-    "notnull": (pd.notna, 1),
-}
-CONSTANTS = {"pi": np.pi, "inf": np.inf, "nan": np.nan}
-MAX_EXPRESSION = 2000
-MAX_NODES = 400
-
-_BINARY = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-    ast.BitAnd: operator.and_,
-    ast.BitOr: operator.or_,
-}
-_COMPARE = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-}
-_ALLOWED_HINT = (
-    "expressions may use column names, numbers, quoted text, true/false, + - * / // % **, "
-    "comparisons, and/or/not, and the functions " + ", ".join(FUNCTIONS)
-)
-
-
-class PipelineError(SctkError):
-    """A pipeline file, or a step of it, that cannot be run."""
-
-    title = "Invalid pipeline"
-
-
-class UnsafeExpression(PipelineError):
-    """An expression outside the allowed grammar."""
-
-
-class CostlyExpression(PipelineError):
-    """An expression whose value would be larger than the limit; refused before it is built."""
-
-    http_status = 413
-    title = "Expression too costly"
 
 
 @dataclass(frozen=True)
@@ -183,283 +111,6 @@ class Pipeline:
             "description": self.description,
             "steps": [{"op": s.op, **s.params} for s in self.steps],
         }
-
-
-# --- expressions ----------------------------------------------------------------------------
-
-
-def _unsafe(expr: str, reason: str) -> UnsafeExpression:
-    shown = expr if len(expr) <= 80 else expr[:77] + "..."
-    return UnsafeExpression(f"The expression {shown!r} is not allowed: {reason}; {_ALLOWED_HINT}.")
-
-
-def _describe(node: ast.AST) -> str:
-    """Why NODE is refused, as a clause."""
-    if isinstance(node, ast.Attribute):
-        return f"attribute access ('.{node.attr}') is not allowed"
-    if isinstance(node, ast.Subscript):
-        return "indexing with [...] is not allowed"
-    if isinstance(node, ast.Lambda):
-        return "lambda is not allowed"
-    if isinstance(node, ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp):
-        return "comprehensions are not allowed"
-    if isinstance(node, ast.List | ast.Tuple | ast.Set | ast.Dict):
-        return "lists, tuples and dicts are not allowed"
-    if isinstance(node, ast.NamedExpr):
-        return "assignment (:=) is not allowed"
-    if isinstance(node, ast.IfExp):
-        return "'x if c else y' is not allowed (use where(c, x, y))"
-    if isinstance(node, ast.JoinedStr):
-        return "f-strings are not allowed"
-    if isinstance(node, ast.Compare):
-        return "'in' and 'is' comparisons are not allowed"
-    if isinstance(node, ast.BinOp | ast.UnaryOp):
-        return f"the operator {type(node.op).__name__} is not allowed"
-    return f"{type(node).__name__} is not allowed"
-
-
-def check_expression(expr: Any) -> ast.Expression:
-    """Parse EXPR and check it against the allowed grammar; one sentence for anything else."""
-    if not isinstance(expr, str) or not expr.strip():
-        raise PipelineError(f"An expression must be non-empty text, not {expr!r}.")
-    if len(expr) > MAX_EXPRESSION:
-        raise _unsafe(expr, f"it is longer than {MAX_EXPRESSION} characters")
-    try:
-        tree = ast.parse(expr.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise PipelineError(
-            f"The expression {expr[:80]!r} is not valid: {exc.msg} at column {exc.offset}."
-        ) from None
-    except (RecursionError, MemoryError, ValueError):
-        raise _unsafe(expr, "it is nested too deeply") from None
-    nodes = list(ast.walk(tree))
-    if len(nodes) > MAX_NODES:
-        raise _unsafe(expr, f"it has more than {MAX_NODES} parts")
-    for node in nodes:
-        if isinstance(node, ast.Expression | ast.Load):
-            continue
-        if isinstance(node, ast.operator | ast.unaryop | ast.cmpop | ast.boolop):
-            continue  # checked with the node that carries them
-        if isinstance(node, ast.Constant):
-            if isinstance(node.value, bool | int | float | str):
-                continue
-            raise _unsafe(expr, f"the constant {node.value!r} is not a number, text or true/false")
-        if isinstance(node, ast.Name):
-            if node.id.startswith("__"):
-                raise _unsafe(expr, f"'{node.id}' is not a column or an allowed function")
-            continue  # a column, a function or a constant; resolved at evaluation
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            continue
-        if isinstance(node, ast.UnaryOp) and isinstance(
-            node.op, ast.USub | ast.UAdd | ast.Not | ast.Invert
-        ):
-            continue
-        if isinstance(node, ast.BoolOp):
-            continue
-        if isinstance(node, ast.Compare) and all(type(op) in _COMPARE for op in node.ops):
-            continue
-        if isinstance(node, ast.Call):
-            func = node.func
-            if not isinstance(func, ast.Name):
-                target = f"'.{func.attr}'" if isinstance(func, ast.Attribute) else "that"
-                raise _unsafe(expr, f"calling {target} is not allowed, only named functions")
-            if func.id not in FUNCTIONS:
-                raise _unsafe(expr, f"'{func.id}' is not an allowed function")
-            if node.keywords:
-                raise _unsafe(expr, f"{func.id}() takes no keyword arguments")
-            if any(isinstance(a, ast.Starred) for a in node.args):
-                raise _unsafe(expr, "*arguments are not allowed")
-            arity = FUNCTIONS[func.id][1]
-            if len(node.args) != arity:
-                raise PipelineError(
-                    f"In {expr[:80]!r}, {func.id}() takes {arity} argument"
-                    f"{'s' if arity != 1 else ''}, not {len(node.args)}."
-                )
-            continue
-        raise _unsafe(expr, _describe(node))
-    return tree
-
-
-def _constant(value: Any) -> Any:
-    # numpy scalars, so that 9**9**9 wraps or overflows at once instead of computing a
-    # Python integer with millions of digits
-    if isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        return np.int64(value) if -(2**63) <= value < 2**63 else np.float64(value)
-    return np.float64(value)
-
-
-def _text_sizes(value: Any) -> np.ndarray | None:
-    """The length of each text value of VALUE (a scalar: one length), or None if VALUE holds
-    no text. Text is what `*` repeats and `+` joins: the operations whose result can be far
-    larger than their operands."""
-    if isinstance(value, str | bytes):
-        return np.array([len(value)], dtype=np.float64)
-    if not isinstance(value, pd.Series) or not (
-        value.dtype == object or pd.api.types.is_string_dtype(value.dtype)
-    ):
-        return None
-    sizes = np.fromiter(
-        (len(v) if isinstance(v, str | bytes) else -1 for v in value),
-        dtype=np.float64,
-        count=len(value),
-    )
-    if not (sizes >= 0).any():
-        return None
-    return np.maximum(sizes, 0)
-
-
-def _counts(value: Any) -> np.ndarray | None:
-    """VALUE's whole numbers (how often `*` repeats a text), or None if it holds none."""
-    if isinstance(value, bool | int | np.integer | np.bool_):
-        return np.array([max(int(value), 0)], dtype=np.float64)
-    if isinstance(value, pd.Series) and (
-        pd.api.types.is_integer_dtype(value.dtype) or pd.api.types.is_bool_dtype(value.dtype)
-    ):
-        return np.clip(value.to_numpy(dtype=np.float64, na_value=0.0), 0, None)
-    if isinstance(value, pd.Series) and value.dtype == object:
-        # whole numbers of any size among other values (a JSON-lines column, say)
-        whole = (bool, int, np.integer, np.bool_)
-        counts = [float(v) if isinstance(v, whole) else -1.0 for v in value]
-        if any(c >= 0 for c in counts):
-            return np.clip(np.array(counts, dtype=np.float64), 0, None)
-    return None
-
-
-class _Evaluator:
-    def __init__(self, df: pd.DataFrame, expr: str, max_bytes: int):
-        self.df = df
-        self.expr = expr
-        self.max_bytes = max_bytes
-        self.rows = max(len(df), 1)  # a single value ends up once on every row
-
-    def _total(self, per_value: np.ndarray) -> float:
-        """The bytes of text values of PER_VALUE lengths, a single one repeated on every row."""
-        total = float(per_value.sum()) + OBJECT_OVERHEAD * len(per_value)
-        return total * self.rows if len(per_value) == 1 else total
-
-    def _check_size(self, node: ast.BinOp, left: Any, right: Any) -> None:
-        """Refuse NODE before it is computed when its text result would pass the limit:
-        `text * n` repeats, `text + text` joins, and `text % x` formats to any width."""
-        op = type(node.op)
-        if op is ast.Mod and _text_sizes(left) is not None:
-            raise _unsafe(self.expr, "formatting text with % is not allowed")
-        if op is ast.Add:
-            sizes = [_text_sizes(left), _text_sizes(right)]
-            if any(s is None for s in sizes):
-                return
-            built = self._total(sizes[0]) + self._total(sizes[1])  # type: ignore[arg-type]
-            how = "text joined"
-        elif op is ast.Mult:
-            text, times = _text_sizes(left), _counts(right)
-            if text is None or times is None:
-                text, times = _text_sizes(right), _counts(left)
-            if text is None or times is None:
-                return
-            per_value = text * times  # each is one value or one per row
-            built = self._total(per_value)
-            how = "text repeated"
-        elif op is ast.Pow and any(
-            isinstance(v, pd.Series) and v.dtype == object for v in (left, right)
-        ):
-            # Python integers in an object column: ** would compute every digit
-            raise PipelineError(
-                f"In {self.expr[:80]!r}, ** needs numeric columns; a column holding mixed or "
-                "very large whole numbers cannot be raised to a power."
-            )
-        else:
-            return
-        if built > self.max_bytes:
-            raise CostlyExpression(
-                f"The expression {self.expr[:80]!r} would build about {built:,.0f} bytes of "
-                f"{how} on {len(self.df):,} rows, over the limit of {self.max_bytes:,} bytes "
-                "(data.max_decoded_bytes); build smaller values."
-            )
-
-    def run(self, node: ast.AST) -> Any:
-        if isinstance(node, ast.Expression):
-            return self.run(node.body)
-        if isinstance(node, ast.Constant):
-            return _constant(node.value)
-        if isinstance(node, ast.Name):
-            if node.id in self.df.columns:
-                if is_array_column(self.df[node.id]):
-                    raise PipelineError(
-                        f"The expression {self.expr[:80]!r} names '{node.id}', a column holding "
-                        "an array per row; expressions work only on columns of single values."
-                    )
-                return self.df[node.id]
-            if node.id in CONSTANTS:
-                return CONSTANTS[node.id]
-            if node.id in FUNCTIONS:
-                raise PipelineError(
-                    f"In {self.expr[:80]!r}, '{node.id}' is a function; call it as {node.id}(x)."
-                )
-            known = ", ".join(str(c) for c in self.df.columns)
-            raise PipelineError(
-                f"The expression {self.expr[:80]!r} names '{node.id}', which is not a column; "
-                f"the columns are: {known}."
-            )
-        if isinstance(node, ast.BinOp):
-            left, right = self.run(node.left), self.run(node.right)
-            self._check_size(node, left, right)
-            return _BINARY[type(node.op)](left, right)
-        if isinstance(node, ast.UnaryOp):
-            value = self.run(node.operand)
-            if isinstance(node.op, ast.USub):
-                return -value
-            if isinstance(node.op, ast.UAdd):
-                return +value
-            if np.ndim(value) == 0:
-                return not value if isinstance(node.op, ast.Not) else ~value
-            if isinstance(node.op, ast.Not) and not pd.api.types.is_bool_dtype(value):
-                raise PipelineError(
-                    f"In {self.expr[:80]!r}, 'not' needs true/false values, such as not (x > 0)."
-                )
-            return ~value
-        if isinstance(node, ast.BoolOp):
-            values = [self.run(v) for v in node.values]
-            combine = operator.and_ if isinstance(node.op, ast.And) else operator.or_
-            result = values[0]
-            for value in values[1:]:
-                result = combine(result, value)
-            return result
-        if isinstance(node, ast.Compare):
-            left = self.run(node.left)
-            result = None
-            for op, right_node in zip(node.ops, node.comparators, strict=True):
-                right = self.run(right_node)
-                part = _COMPARE[type(op)](left, right)
-                result = part if result is None else result & part
-                left = right
-            return result
-        if isinstance(node, ast.Call):
-            func = FUNCTIONS[node.func.id][0]  # type: ignore[attr-defined]
-            return func(*[self.run(a) for a in node.args])
-        raise AssertionError(f"unchecked node {type(node).__name__}")  # check_expression ran
-
-
-def evaluate(df: pd.DataFrame, expr: str, max_bytes: int | None = None) -> pd.Series:
-    """EXPR evaluated on DF's columns, as a Series aligned with DF (scalars are broadcast).
-
-    A text value EXPR would build over MAX_BYTES (default: data.max_decoded_bytes's default),
-    counted over every row, is refused (CostlyExpression) before it is built."""
-    tree = check_expression(expr)
-    limit = DataLimits().decoded_bytes if max_bytes is None else max_bytes
-    try:
-        with np.errstate(all="ignore"):
-            value = _Evaluator(df, expr, limit).run(tree)
-    except PipelineError:
-        raise
-    except Exception as exc:  # a type mismatch in the user's expression
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
-        raise PipelineError(f"The expression {expr[:80]!r} cannot be evaluated: {first}.") from None
-    if isinstance(value, pd.Series):
-        return value.reset_index(drop=True)
-    if np.ndim(value) == 0:
-        return pd.Series([value] * len(df), dtype=None if len(df) else "float64")
-    return pd.Series(value)
 
 
 # --- pipeline files ---------------------------------------------------------------------------
@@ -581,6 +232,10 @@ def load_pipeline(path: Path) -> Pipeline:
 
 # --- running ----------------------------------------------------------------------------------
 
+Progress = Callable[[float, str], None]
+# a stable split: the part of a row depends on its values and the seed, nothing else
+_SPLIT_KEY = "sctk-split-{seed}"
+
 
 def _known(step: Step, df: pd.DataFrame, names: list[str]) -> None:
     missing = [n for n in names if n not in df.columns]
@@ -593,64 +248,101 @@ def _known(step: Step, df: pd.DataFrame, names: list[str]) -> None:
         )
 
 
-def _normalise(step: Step, df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
-    method = step.params.get("method", "zscore")
+def _scalable(step: Step, df: pd.DataFrame) -> list[str]:
     columns = step.params["columns"]
     _known(step, df, columns)
-    fitted: dict[str, Any] = {}
-    df = df.copy()
     for name in columns:
         col = df[name]
         if is_array_column(col):
             raise _fail(step, f"column '{name}' holds an array per row; it cannot be scaled.")
         if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
             raise _fail(step, f"column '{name}' is {col.dtype}, not numeric; it cannot be scaled.")
-        values = col.astype("float64")
-        if method == "zscore":
-            mean, std = float(values.mean()), float(values.std(ddof=0))
-            if not np.isfinite(std) or std == 0:
-                raise _fail(step, f"column '{name}' is constant (or empty): no z-scores.")
-            df[name] = (values - mean) / std
-            fitted[name] = {"mean": mean, "std": std}
+    return columns
+
+
+def _floats(col: pd.Series) -> np.ndarray:
+    return col.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+class _Fit:
+    """A normalise step's statistics, gathered over every batch of its input."""
+
+    def __init__(self, step: Step):
+        self.step = step
+        self.method = step.params.get("method", "zscore")
+        self.moments = {name: Moments() for name in step.params["columns"]}
+
+    def add(self, df: pd.DataFrame) -> None:
+        for name in _scalable(self.step, df):
+            self.moments[name].add(_floats(df[name]), squares=self.method == "zscore")
+
+    def result(self) -> dict[str, Any]:
+        fitted: dict[str, Any] = {}
+        for name, m in self.moments.items():
+            if self.method == "zscore":
+                mean, std = m.mean(), m.std()
+                if not np.isfinite(std) or std == 0:
+                    raise _fail(self.step, f"column '{name}' is constant (or empty): no z-scores.")
+                fitted[name] = {"mean": mean, "std": std}
+            else:
+                low, high = m.low, m.high
+                if not np.isfinite(high - low) or high == low:
+                    raise _fail(
+                        self.step, f"column '{name}' is constant (or empty): it cannot be scaled."
+                    )
+                fitted[name] = {"min": low, "max": high}
+        return {"method": self.method, "fitted": fitted}
+
+
+def _scale(step: Step, df: pd.DataFrame, fit: dict[str, Any]) -> pd.DataFrame:
+    df = df.copy()
+    for name in _scalable(step, df):
+        values = _floats(df[name])
+        p = fit["fitted"][name]
+        if fit["method"] == "zscore":
+            df[name] = (values - p["mean"]) / p["std"]
         else:
-            low, high = float(values.min()), float(values.max())
-            if not np.isfinite(high - low) or high == low:
-                raise _fail(step, f"column '{name}' is constant (or empty): it cannot be scaled.")
-            df[name] = (values - low) / (high - low)
-            fitted[name] = {"min": low, "max": high}
-    return df, {"method": method, "fitted": fitted}
+            df[name] = (values - p["min"]) / (p["max"] - p["min"])
+    return df
 
 
-def _split(step: Step, df: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+def _hashable(df: pd.DataFrame) -> pd.DataFrame:
+    """DF with each array column as the bytes of its arrays (arrays cannot be hashed)."""
+    arrays = [c for c in df.columns if is_array_column(df[c])]
+    if not arrays:
+        return df
+    df = df.copy()
+    for name in arrays:
+        df[name] = [
+            None if v is None else np.asarray(v, dtype=np.float64).tobytes() for v in df[name]
+        ]
+    return df
+
+
+def split_positions(df: pd.DataFrame, fractions: list[float], seed: int) -> np.ndarray:
+    """The part (0, 1, 2) of each row of DF: a seeded hash of the row's values mapped to
+    [0, 1) and cut at the cumulative FRACTIONS. Equal rows go to the same part."""
+    if not len(df):
+        return np.zeros(0, dtype=np.int8)
+    digest = hashlib.sha256(_SPLIT_KEY.format(seed=seed).encode()).digest()
+    hashed = pd.util.hash_pandas_object(_hashable(df), index=False, hash_key=digest[:16].hex()[:16])
+    # pandas keys only the hashing of text; the seed is mixed into every row's hash here
+    # (splitmix64's finaliser), so that each seed gives another split of the same rows
+    h = hashed.to_numpy(dtype=np.uint64) ^ np.uint64(int.from_bytes(digest[16:24], "little"))
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    h = h ^ (h >> np.uint64(31))
+    unit = (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    cuts = np.cumsum(fractions)[:-1]
+    return np.searchsorted(cuts, unit, side="right").astype(np.int8)
+
+
+def _row_step(step: Step, df: pd.DataFrame, max_bytes: int | None) -> tuple[pd.DataFrame, int]:
+    """A select, rename, filter or derive step on one batch; the rows it dropped."""
     p = step.params
-    seed = int(p.get("seed", 0))
-    n = len(df)
-    order = np.random.default_rng(seed).permutation(n)
-    # largest remainder: the part sizes add up to n and are as close to the fractions as
-    # whole rows allow (ties go to the earlier part)
-    quotas = [n * float(p[k]) for k in SPLIT_PARTS]
-    sizes = [int(np.floor(q)) for q in quotas]
-    by_remainder = sorted(range(3), key=lambda i: (-(quotas[i] - sizes[i]), i))
-    for i in by_remainder[: n - sum(sizes)]:
-        sizes[i] += 1
-    bounds = np.cumsum([0, *sizes])
-    cuts = {k: order[bounds[i] : bounds[i + 1]] for i, k in enumerate(SPLIT_PARTS)}
-    # each part keeps the rows in their original order: the split chooses, it does not sort
-    parts = {k: df.iloc[np.sort(v)].reset_index(drop=True) for k, v in cuts.items()}
-    return parts, {"seed": seed, "rows": {k: len(v) for k, v in parts.items()}}
-
-
-def apply_step(
-    step: Step, df: pd.DataFrame, max_bytes: int | None = None
-) -> tuple[Any, dict[str, Any]]:
-    """Run one step: the new frame (a dict of three for split) and what it recorded.
-
-    MAX_BYTES bounds the values an expression builds (see `evaluate`)."""
-    p = step.params
-    record: dict[str, Any] = {"op": step.op, **p}
     if step.op == "select":
         _known(step, df, p["columns"])
-        return df[p["columns"]].copy(), record
+        return df[p["columns"]].copy(), 0
     if step.op == "rename":
         _known(step, df, list(p["columns"]))
         clash = [
@@ -660,7 +352,7 @@ def apply_step(
         ]
         if clash:
             raise _fail(step, f"the column '{clash[0]}' already exists; rename or drop it first.")
-        return df.rename(columns=p["columns"]), record
+        return df.rename(columns=p["columns"]), 0
     if step.op == "filter":
         try:
             mask = evaluate(df, p["expr"], max_bytes)
@@ -673,41 +365,135 @@ def apply_step(
                 "a filter needs a comparison such as x > 0.",
             )
         keep = mask.fillna(False).to_numpy(dtype=bool)
-        record["rows_in"], record["rows_out"] = len(df), int(keep.sum())
-        return df[keep].reset_index(drop=True), record
-    if step.op == "derive":
-        try:
-            values = evaluate(df, p["expr"], max_bytes)
-        except PipelineError as exc:
-            raise _fail(step, exc.message) from None
-        out = df.copy()
-        out[p["column"]] = values.set_axis(df.index)
-        return out, record
-    if step.op == "normalise":
-        out, fitted = _normalise(step, df)
-        record.update(fitted)
-        return out, record
-    parts, info = _split(step, df)
-    record.update(info)
-    return parts, record
+        return df[keep].reset_index(drop=True), int(len(df) - keep.sum())
+    try:
+        values = evaluate(df, p["expr"], max_bytes)
+    except PipelineError as exc:
+        raise _fail(step, exc.message) from None
+    out = df.copy()
+    out[p["column"]] = values.set_axis(df.index)
+    return out, 0
+
+
+class _Pass:
+    """One pass over the batches through the steps before STOP, with what it counted."""
+
+    def __init__(self, steps: list[Step], fits: dict[int, dict[str, Any]], max_bytes: int | None):
+        self.steps = steps
+        self.fits = fits
+        self.max_bytes = max_bytes
+        self.rows_in = [0] * len(steps)
+        self.dropped = [0] * len(steps)
+
+    def through(self, df: pd.DataFrame, stop: int) -> pd.DataFrame:
+        for i, step in enumerate(self.steps[:stop]):
+            self.rows_in[i] += len(df)
+            if step.op == "normalise":
+                df = _scale(step, df, self.fits[i])
+            elif step.op != "split":
+                df, dropped = _row_step(step, df, self.max_bytes)
+                self.dropped[i] += dropped
+        return df
+
+
+def run_batches(
+    pipeline: Pipeline,
+    batches: Callable[[], Iterable[pd.DataFrame]],
+    emit: Callable[[str, pd.DataFrame], None],
+    *,
+    rows: int | None = None,
+    progress: Progress | None = None,
+    max_bytes: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run every step of PIPELINE over the frames BATCHES() yields (called once per pass: a
+    first pass to fit each normalise step, then the pass that writes), handing each batch of
+    output to EMIT(part, frame) -- part "" or, after a split, train, calibration or test --
+    in the order of the rows. Returns the record of each step (its parameters, and what it
+    fitted or counted). ROWS, the input's rows if known, lets PROGRESS say how far it is.
+    MAX_BYTES bounds the values an expression builds on one batch (see `evaluate`)."""
+    report = progress or (lambda _f, _m: None)
+    steps = pipeline.steps
+    fitting = [i for i, s in enumerate(steps) if s.op == "normalise"]
+    passes = len(fitting) + 1
+    fits: dict[int, dict[str, Any]] = {}
+
+    def tick(number: int, done: int, what: str) -> None:
+        share = done / rows if rows else 0.0
+        report((number + min(share, 1.0)) / passes, f"{what}: {done:,} rows")
+
+    for number, index in enumerate(fitting):
+        fit = _Fit(steps[index])
+        walk = _Pass(steps, fits, max_bytes)
+        done = 0
+        tick(number, done, f"fitting {steps[index].label}")
+        for frame in batches():
+            fit.add(walk.through(frame.reset_index(drop=True), index))
+            done += len(frame)
+            tick(number, done, f"fitting {steps[index].label}")
+        fits[index] = fit.result()
+
+    walk = _Pass(steps, fits, max_bytes)
+    split = steps[-1] if pipeline.splits else None
+    counted = dict.fromkeys(SPLIT_PARTS, 0)
+    done = 0
+    tick(passes - 1, done, "transforming")
+    for frame in batches():
+        out = walk.through(frame.reset_index(drop=True), len(steps))
+        done += len(frame)
+        if split is None:
+            emit("", out)
+        else:
+            seed = int(split.params.get("seed", 0))
+            where = split_positions(out, [float(split.params[k]) for k in SPLIT_PARTS], seed)
+            for code, part in enumerate(SPLIT_PARTS):
+                chosen = out[where == code].reset_index(drop=True)
+                counted[part] += len(chosen)
+                emit(part, chosen)
+        tick(passes - 1, done, "transforming")
+
+    records = []
+    for i, step in enumerate(steps):
+        record: dict[str, Any] = {"op": step.op, **step.params}
+        if step.op == "filter":
+            record["rows_in"] = walk.rows_in[i]
+            record["rows_out"] = walk.rows_in[i] - walk.dropped[i]
+        elif step.op == "normalise":
+            record.update(fits[i])
+        elif step.op == "split":
+            record.update({"seed": int(step.params.get("seed", 0)), "rows": counted})
+        records.append(record)
+    return records
 
 
 def run(
     pipeline: Pipeline,
     df: pd.DataFrame,
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress | None = None,
     max_bytes: int | None = None,
+    batch_rows: int | None = None,
 ) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
-    """Run every step over DF: the outputs ({"": df} or the three split parts) and the
-    record of each step (its parameters, and what it fitted or counted). MAX_BYTES bounds
-    the values an expression builds (see `evaluate`)."""
-    records = []
-    current: Any = df.reset_index(drop=True)
-    total = len(pipeline.steps)
-    for i, step in enumerate(pipeline.steps):
-        current, record = apply_step(step, current, max_bytes)
-        records.append(record)
-        if progress:
-            progress((i + 1) / total, f"{step.label} done")
-    outputs = current if isinstance(current, dict) else {"": current}
+    """Run every step over DF in memory, in batches of BATCH_ROWS rows (default: one): the
+    outputs ({"": df} or the three split parts) and the record of each step."""
+    df = df.reset_index(drop=True)
+    size = batch_rows or max(len(df), 1)
+
+    def batches() -> Iterable[pd.DataFrame]:
+        if not len(df):
+            yield df
+        for start in range(0, len(df), size):
+            yield df.iloc[start : start + size]
+
+    pieces: dict[str, list[pd.DataFrame]] = {}
+
+    def emit(part: str, frame: pd.DataFrame) -> None:
+        pieces.setdefault(part, []).append(frame)
+
+    records = run_batches(
+        pipeline, batches, emit, rows=len(df), progress=progress, max_bytes=max_bytes
+    )
+    # an empty batch's derived columns have no type of their own: left out unless all are
+    outputs = {
+        k: pd.concat([f for f in v if len(f)] or v[:1], ignore_index=True)
+        for k, v in pieces.items()
+    }
     return outputs, records

@@ -263,8 +263,12 @@ def train(
     progress=None,
     log_line=None,
     owner: str = "jobs",
+    row_budget: int | None = None,
 ) -> dict[str, Any]:
-    """Train and register the model PARAMS describe, as OWNER's; the registry row as a dict."""
+    """Train and register the model PARAMS describe, as OWNER's; the registry row as a dict.
+
+    A dataset of more than ROW_BUDGET rows (default: uq.train_row_budget's) is trained on a
+    seeded sample of that many rows, stratified on the target (sctk.uq.sampling)."""
     from sctk import __version__
     from sctk.pipeline import store
     from sctk.uq import metrics, registry, tabular_inputs
@@ -276,7 +280,25 @@ def train(
         return _train_fields(session, home, req, owner, progress, log_line)
     ds = store.get(session, req.dataset)
     features = columns_for(req, ds.columns)
-    frame = store.read(home, ds)
+    budget = row_budget or _default_budget()
+    sample = None
+    if ds.rows > budget:
+        from sctk.uq import sampling
+
+        if progress is not None:
+            progress(0.01, f"sampling {budget:,} of {ds.rows:,} rows")
+        sample = sampling.stratified(
+            lambda cols: store.iter_frames(home, ds, columns=cols),
+            list(dict.fromkeys([*features, req.target])),
+            req.target,
+            budget,
+            int(req.config.get("seed", 0)),
+        )
+        frame = sample.frame
+        if log_line is not None:
+            log_line(sample.sentence())
+    else:
+        frame = store.read(home, ds)
     cal_ds = None
     if isinstance(req.calibration, str):
         cal_ds = store.get(session, req.calibration)
@@ -356,6 +378,7 @@ def train(
         "mean_width": metrics.mean_width(lower, upper),
         "interval_score": metrics.interval_score(y_m, lower, upper, METRICS_ALPHA),
         "n_train": int(len(X)),
+        **({"n_dataset": sample.rows} if sample else {}),
         "n_calibration": int(len(y_m)),
         "measured_on": "cross-validation" if cross else "calibration",
         "epochs_run": len(model.history_),
@@ -364,7 +387,11 @@ def train(
         "selection": model.selection_,
     }
     lineage = {
-        "dataset": {"name": ds.name, "sha256": ds.sha256},
+        "dataset": {
+            "name": ds.name,
+            "sha256": ds.sha256,
+            **({"sample": sample.to_dict()} if sample is not None else {}),
+        },
         "calibration": (
             {"dataset": cal_ds.name, "sha256": cal_ds.sha256}
             if cal_ds is not None
@@ -475,10 +502,10 @@ def _torch_version() -> str:
     check=parse_params,
 )
 def uq_train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    with job_session(ctx) as (_, session):
+    with job_session(ctx) as (settings, session):
         return train(
             session, Path(ctx.home), params, progress=ctx.progress, log_line=ctx.log,
-            owner=ctx.owner,
+            owner=ctx.owner, row_budget=settings.uq.train_row_budget,
         )  # fmt: skip
 
 
@@ -497,3 +524,9 @@ def job_session(ctx: JobContext) -> Iterator[tuple[Any, Session]]:
         physics_registry.admitted(settings.uq.physics_allowed),
     ):
         yield settings, session
+
+
+def _default_budget() -> int:
+    from sctk.config import UqSettings
+
+    return UqSettings().train_row_budget
