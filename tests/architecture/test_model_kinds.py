@@ -14,10 +14,8 @@ from sctk.registry import DuplicateEntry
 from sctk.uq.model_kind import MODEL_KINDS, kind_for, kind_named, model_kind
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "sctk"
-# where a kind's name may be spelt: the kinds themselves; training still tells the two
-# built-in kinds apart (uq/jobs.py, and `uq train` in cli/uq.py): the debt left, to be paid
-# off and removed here
-ALLOWED = {"uq/tabular_kind.py", "uq/field_kind.py", "uq/jobs.py", "cli/uq.py"}
+# where a kind's name may be spelt: the kinds themselves
+ALLOWED = {"uq/tabular_kind.py", "uq/field_kind.py"}
 NAMES = {"tabular", "field"}
 
 

@@ -99,6 +99,7 @@ def train(
     an .npz file holding x and y as [N, C, H, W] arrays)."""
     from sctk.uq import jobs as uq_jobs
     from sctk.uq import physics_registry
+    from sctk.uq.model_kind import kind_named
 
     s = settings(ctx)
     # the names an admin lists in sctk.toml count as registered physics for the checks below
@@ -115,19 +116,13 @@ def train(
     if features:
         params["features"] = [f.strip() for f in features.split(",") if f.strip()]
     with physics_registry.admitted(admitted):  # bad settings: before storing data
-        field = uq_jobs.parse_params(params).kind == "field"
+        kind = kind_named(uq_jobs.parse_params(params).kind)
     with db_session(ctx) as session:
         for key in ("dataset", "calibration"):
             value = params.get(key)
             if not (isinstance(value, str) and value.lower().endswith(".npz")):
                 continue
-            if not field:
-                raise SctkError(
-                    f"{value} is a file; a tabular model trains on a stored dataset: import it "
-                    "with 'sctk data import' first (or set kind = \"field\" in the config "
-                    "for a field model)."
-                )
-            params[key] = _store_fields(session, s.home, Path(value), params).name
+            params[key] = _store_file(session, s.home, kind, Path(value), params).name
             if key == "dataset" and not name:
                 params["name"] = params["dataset"]
         with physics_registry.admitted(admitted):
@@ -157,20 +152,11 @@ def train(
     _print_model((view.get("result") or {}).get("model") or {}, as_json)
 
 
-def _store_fields(session, home: Path, path: Path, params: dict[str, Any]):
-    """The dataset holding the fields of the .npz file PATH (stored now, or before)."""
-    from sctk.uq import field_training, fields
-
-    dataset = field_training.store_npz(
-        session,
-        home,
-        path,
-        operator(),
-        input_col=params.get("input") or fields.INPUT,
-        target=params.get("target") or fields.TARGET,
-    )
+def _store_file(session, home: Path, kind, path: Path, params: dict[str, Any]):
+    """The dataset holding the data of the training file PATH (stored now, or before)."""
+    dataset = kind.store_training_file(session, home, path, params, operator())
     err_console.print(
-        f"stored the fields of {path.name} as dataset '{dataset.name}'",
+        f"stored the {kind.unit}s of {path.name} as dataset '{dataset.name}'",
         highlight=False,
         markup=False,
     )
@@ -178,6 +164,8 @@ def _store_fields(session, home: Path, path: Path, params: dict[str, Any]):
 
 
 def _print_model(model: dict[str, Any], as_json: bool) -> None:
+    from sctk.uq.model_kind import kind_named
+
     if as_json:
         print_json(model)
         return
@@ -187,7 +175,7 @@ def _print_model(model: dict[str, Any], as_json: bool) -> None:
         f"coverage {m.get('coverage', float('nan')):.3f}, mean width "
         f"{m.get('mean_width', float('nan')):.4g} at alpha {m.get('alpha', 0.1)} on "
         f"{m.get('n_calibration', '?')} calibration "
-        f"{'values' if model.get('kind') == 'field' else 'rows'}",
+        f"{kind_named(model.get('kind') or '').value_unit}",
         highlight=False,
         markup=False,
     )

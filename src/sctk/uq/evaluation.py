@@ -20,9 +20,9 @@ from sctk.uq import conditional, metrics, registry, report
 from sctk.uq.conformal import ConformalCalibrator, check_alpha, min_points
 from sctk.uq.inputs import load_inputs
 from sctk.uq.model_kind import kind_of
+from sctk.uq.train_request import METRICS_ALPHA
 
 REPORTS_DIR = "reports/uq"
-METRICS_ALPHA = 0.1
 
 
 def default_directory(home: Path, name: str, version: int) -> Path:

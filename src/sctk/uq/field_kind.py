@@ -132,6 +132,34 @@ class FieldKind:
         c, h, w = field_shape(row)
         return {"fields": [[[[0.0] * w] * h] * c]}
 
+    def parse_train(self, params: dict[str, Any], dataset: str, config: dict[str, Any]):
+        from sctk.uq import field_training
+
+        return field_training.parse_request(params, dataset, config)
+
+    def check_train(self, session: Session, req: Any) -> None:
+        from sctk.uq import field_training
+
+        field_training.check_request(session, req)
+
+    def train(self, session, home, req, owner, progress, log_line, row_budget):
+        from sctk.uq import field_training
+
+        # a field model trains on every field given (no row budget: fields are few)
+        return field_training.train_request(session, home, req, owner, progress, log_line)
+
+    def store_training_file(self, session, home, path, params, owner):
+        from sctk.uq import field_training
+
+        return field_training.store_npz(
+            session,
+            home,
+            path,
+            owner,
+            input_col=params.get("input") or fields.INPUT,
+            target=params.get("target") or fields.TARGET,
+        )
+
     def summary(self, result: dict[str, Any], shown: int):
         width = np.asarray(result["upper"]) - np.asarray(result["lower"])
         sigma = np.asarray(result["sigma"])

@@ -27,6 +27,14 @@ from sqlalchemy.orm import Session
 
 from sctk.errors import SctkError
 from sctk.uq import fields
+from sctk.uq.train_request import (
+    METRICS_ALPHA,
+    TrainRequest,
+    calibration_of,
+    finish,
+    min_points_for_metrics,
+    model_name,
+)
 
 KIND = "field"
 DEFAULT_CHANNELS = 2
@@ -293,3 +301,100 @@ def _torch_version() -> str:
     import torch
 
     return str(torch.__version__)
+
+
+# --- a uq.train request -------------------------------------------------------------
+
+
+def parse_request(params: dict[str, Any], dataset: str, config: dict[str, Any]) -> TrainRequest:
+    """A field model's `uq.train` request from PARAMS (DATASET and CONFIG read already)."""
+
+    if params.get("features") is not None:
+        raise SctkError(
+            "'features' are the columns of a tabular model; a field model reads its input "
+            "fields from the column 'input' (default \"x\")."
+        )
+    target = params.get("target") or fields.TARGET
+    input_col = params.get("input") or fields.INPUT
+    for key, value in (("target", target), ("input", input_col)):
+        if not isinstance(value, str) or len(value) > 200:
+            raise SctkError(f"'{key}' must be a column name.")
+    if target == input_col:
+        raise SctkError(f"The target column '{target}' cannot also be the input column.")
+    checked = check_config(config)
+    if "alpha_bounds" in checked:
+        checked["alpha_bounds"] = list(checked["alpha_bounds"])
+    return TrainRequest(
+        dataset,
+        target,
+        None,
+        model_name(params, dataset, target),
+        checked,
+        calibration_of(params),
+        kind="field",
+        input=input_col,
+    )
+
+
+def check_request(session: Session, req: TrainRequest) -> None:
+    """The datasets REQ names exist and hold fields in its columns."""
+    from sctk.pipeline import store
+
+    names = [req.dataset] + ([req.calibration] if isinstance(req.calibration, str) else [])
+    for name in names:
+        check_dataset(store.get(session, name), str(req.input), req.target)
+
+
+def train_request(
+    session: Session, home: Path, req: TrainRequest, owner: str, progress=None, log_line=None
+) -> dict[str, Any]:
+    """Train and register the field model REQ describes; the registry row as a dict."""
+    from sctk.pipeline import store
+    from sctk.uq import evaluation
+
+    input_col, target = str(req.input), req.target
+    ds = store.get(session, req.dataset)
+    check_columns(ds.name, ds.columns, input_col, target)
+    X, Y = read_fields(home, ds, input_col, target)
+    if isinstance(req.calibration, str):
+        cal_ds = store.get(session, req.calibration)
+        check_columns(cal_ds.name, cal_ds.columns, input_col, target)
+        X_cal, Y_cal = read_fields(home, cal_ds, input_col, target)
+        if X_cal.shape[1:] != X.shape[1:]:
+            raise SctkError(
+                f"The calibration dataset '{cal_ds.name}' holds fields of shape "
+                f"{list(X_cal.shape[1:])}; the training fields have {list(X.shape[1:])}."
+            )
+        calibration = {"dataset": cal_ds.name, "sha256": cal_ds.sha256}
+    else:
+        seed = int(req.config.get("seed", 0))
+        order = np.random.default_rng(seed).permutation(len(X))
+        n_cal = int(round(req.fraction * len(X)))
+        if n_cal < 1 or n_cal >= len(X):
+            raise SctkError(
+                f"Dataset '{ds.name}' has {len(X)} fields: too few to hold out a calibration "
+                f"fraction of {req.fraction} and train on the rest; give more fields."
+            )
+        cal, train_idx = order[:n_cal], order[n_cal:]
+        X, Y, X_cal, Y_cal = X[train_idx], Y[train_idx], X[cal], Y[cal]
+        calibration = {"fraction": req.fraction, "seed": seed}
+    need = min_points_for_metrics()
+    if Y_cal.size < need:
+        raise SctkError(
+            f"The calibration set has {Y_cal.size} values, too few for intervals at alpha "
+            f"{METRICS_ALPHA}: it needs at least {need}; use a larger fraction or dataset."
+        )
+    model = make_model(req.config, width=X.shape[-1])
+    fit(model, X, Y, X_cal, Y_cal, progress)
+    out = model.predict_interval(X_cal, alpha=METRICS_ALPHA)
+    scores = evaluation.calibration_metrics(Y_cal, out, Y_cal.size)
+    scores.update(
+        {
+            "n_train_fields": int(len(X)),
+            "n_calibration_fields": int(len(X_cal)),
+            "measured_on": "calibration",
+            "epochs_run": len(model.history_),
+        }
+    )
+    record = lineage(ds, calibration, X, input_col, target)
+    return finish(session, home, req, model, scores, record, owner, progress, log_line)

@@ -103,6 +103,29 @@ class ModelKind(Protocol):
         """The body of a one-input POST .../predict request for model ROW."""
         ...
 
+    def parse_train(self, params: dict[str, Any], dataset: str, config: dict[str, Any]):
+        """The `uq.train` request PARAMS make for this kind (a TrainRequest of
+        sctk.uq.train_request; DATASET and CONFIG, without 'kind', read already)."""
+        ...
+
+    def check_train(self, session: Session, req: Any) -> None:
+        """What can be checked of request REQ before training (its datasets, columns)."""
+        ...
+
+    def train(
+        self, session: Session, home: Path, req: Any, owner: str, progress, log_line,
+        row_budget: int | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Train and register the model REQ describes, as OWNER's; the row as a dict."""
+        ...
+
+    def store_training_file(
+        self, session: Session, home: Path, path: Path, params: dict[str, Any], owner: str
+    ) -> Any:
+        """The dataset holding a training file's data (`uq train --data FILE`), stored now;
+        a kind that trains from stored datasets only says so."""
+        ...
+
     def summary(self, result: dict[str, Any], shown: int) -> tuple[str, list[str], list[list[Any]]]:
         """A prediction RESULT's first SHOWN inputs as a table: the end of its title (after
         the model and alpha), its columns, its rows."""

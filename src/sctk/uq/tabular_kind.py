@@ -169,6 +169,30 @@ class TabularKind:
     def example_request(self, row: UqModel) -> dict[str, Any]:
         return {"rows": [dict.fromkeys(features_of(row), 0.0)]}
 
+    def parse_train(self, params: dict[str, Any], dataset: str, config: dict[str, Any]):
+        from sctk.uq import tabular_training
+
+        return tabular_training.parse(params, dataset, config)
+
+    def check_train(self, session: Session, req: Any) -> None:
+        from sctk.uq import tabular_training
+
+        tabular_training.check(session, req)
+
+    def train(self, session, home, req, owner, progress, log_line, row_budget):
+        from sctk.uq import tabular_training
+
+        return tabular_training.train(
+            session, home, req, owner, progress, log_line, row_budget=row_budget
+        )
+
+    def store_training_file(self, session, home, path, params, owner):
+        raise SctkError(
+            f"{path} is a file; a tabular model trains on a stored dataset: import it "
+            "with 'sctk data import' first (or set kind = \"field\" in the config for a field "
+            "model)."
+        )
+
     def summary(self, result: dict[str, Any], shown: int):
         return (
             f" (first {shown} of {result['rows']} rows)",
