@@ -140,7 +140,7 @@ def test_bad_field_training_input_is_one_sentence_and_stores_nothing(
         ("runs", config, "Dataset 'runs' has no column 'x'"),
         ("gone", config, "No dataset is named 'gone'"),
         ("runs", _config(tmp_path, physics="bogus"), "The physics 'bogus' is not registered"),
-        ("runs", _config(tmp_path, kind="fields"), 'must be "tabular" or "field"'),
+        ("runs", _config(tmp_path, kind="fields"), "must be one of field, tabular"),
         ("runs", _config(tmp_path, epochs=0), "'epochs' must be a whole number"),
         ("runs", _config(tmp_path, widht=3), "Unknown field-model setting(s) widht"),
     ):
@@ -197,7 +197,7 @@ def test_post_models_trains_a_field_model_as_a_job(api, flows):
     job_id = r.json()["job"]
     for bad, status, fragment in (
         ({"dataset": "runs", "config": {"kind": "field"}}, 400, "has no column 'x'"),
-        ({"dataset": "gusts", "config": {"kind": "blob"}}, 400, '"tabular" or "field"'),
+        ({"dataset": "gusts", "config": {"kind": "blob"}}, 400, "must be one of field, tabular"),
         ({"dataset": "gusts", "features": ["x"], "config": {"kind": "field"}}, 400, "'features'"),
         ({"dataset": "gusts", "config": {"kind": "field", "dx": -1}}, 400, "'dx' must be"),
         ({"dataset": "gusts"}, 400, "needs 'target'"),

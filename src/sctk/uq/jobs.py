@@ -61,7 +61,9 @@ def parse_params(params: dict[str, Any]) -> TrainRequest:
     config = dict(config)
     kind = config.pop("kind", DEFAULT_KIND)
     if not isinstance(kind, str) or kind not in MODEL_KINDS:
-        raise SctkError(f"The model kind must be one of {', '.join(MODEL_KINDS)}; got {kind!r}.")
+        raise SctkError(
+            f"The model kind must be one of {', '.join(sorted(MODEL_KINDS))}; got {kind!r}."
+        )
     dataset = params.get("dataset")
     if not isinstance(dataset, str) or not dataset:
         raise SctkError("uq.train needs 'dataset': the name of a stored dataset.")

@@ -149,7 +149,8 @@ def kind_named(name: str) -> ModelKind:
     kind = MODEL_KINDS.get(str(name))
     if kind is None:
         raise SctkError(
-            f"There is no model kind {str(name)[:60]!r}; the kinds are {', '.join(MODEL_KINDS)}."
+            f"There is no model kind {str(name)[:60]!r}; the kinds are "
+            f"{', '.join(sorted(MODEL_KINDS))}."
         )
     return kind
 
