@@ -730,6 +730,13 @@ class Averaged(Detector):
 _TAIL_P = 0.001  # the tail tracked: the 99.9th percentile of |residual|
 _TAIL_GAUSS = 4.12  # where it is for Gaussian noise, in mean absolute deviations
 _WEEK_ORIGIN = 3  # 1970-01-01 was a Thursday: (days since the epoch + 3) % 7 is 0 on Mondays
+# a profile needs several samples in each of its periods: a daily profile of a series
+# sampled once a day would put every sample in the same hourly bin, learn there the last
+# residual and so forecast yesterday's value (a level shift then looks like one jump); so
+# the daily profile is kept only for samples at most 3 hours apart, the weekly one for
+# samples at most 1.5 days apart
+_DAILY_STEP = 3 * 3600.0
+_WEEKLY_STEP = 1.5 * 86400.0
 
 
 class AdaptiveDetector(Detector):
@@ -897,12 +904,19 @@ class AdaptiveDetector(Detector):
         dt = t - self._prev_t
         self._prev_t = t
         if dt > 0:
-            self._step = dt if self._step == 0 else self._step + 0.05 * (dt - self._step)
+            # a gap (a night, a weekend of a business-hours series) is not the sampling
+            # step: each interval counts for at most twice the step so far
+            step = self._step
+            if step == 0:
+                self._step = dt
+            else:
+                self._step = step + 0.05 * ((dt if dt < 2 * step else 2 * step) - step)
         age = t - self._first_t  # type: ignore[operator]
         hour = int(t // 3600) % 24
         dow = (int(t // 86400) + _WEEK_ORIGIN) % 7
-        day = self._day[hour] if age >= 86400 else 0.0
-        week = self._week[dow] if age >= 14 * 86400 else 0.0
+        step = self._step
+        day = self._day[hour] if age >= 86400 and step <= _DAILY_STEP else 0.0
+        week = self._week[dow] if age >= 14 * 86400 and step <= _WEEKLY_STEP else 0.0
         deseason = x - day - week
         slow_level, fast_level = self._level, self._fast
         r_slow, r_fast = deseason - slow_level, deseason - fast_level
@@ -981,12 +995,15 @@ class AdaptiveDetector(Detector):
 
     def _learn_season(self, hour: int, dow: int, left: float, day: float, week: float) -> None:
         """Move the profile bins of this sample towards what the level leaves over."""
-        if not self.season_rate or self._step <= 0:
+        step = self._step
+        if not self.season_rate or step <= 0:
             return
-        g = self.season_rate * self._step / 3600.0
-        self._day[hour] += (g if g < 1 else 1.0) * (left - week - self._day[hour])
-        g = self.season_rate * self._step / 86400.0
-        self._week[dow] += (g if g < 1 else 1.0) * (left - day - self._week[dow])
+        if step <= _DAILY_STEP:
+            g = self.season_rate * step / 3600.0
+            self._day[hour] += (g if g < 1 else 1.0) * (left - week - self._day[hour])
+        if step <= _WEEKLY_STEP:
+            g = self.season_rate * step / 86400.0
+            self._week[dow] += (g if g < 1 else 1.0) * (left - day - self._week[dow])
 
     def _out(
         self, t: float, x: float, r: float, zn: float, level: float, scale: float, deseason: float
