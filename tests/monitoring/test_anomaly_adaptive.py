@@ -168,3 +168,32 @@ def test_a_series_that_wanders_and_comes_back_is_flagged_once_but_a_leak_still_i
     assert len(wandering) == 1  # the first excursion is news; the ones like it are not
     assert run(AdaptiveDetector(drift_margin=0), x[:5400]).__len__() > 5  # without the margin
     assert [a.kind for i, a in found if i >= 5400] == ["drift"]
+
+
+def test_a_level_shift_of_a_daily_series_is_seen():
+    # one sample a day: no daily profile (it would hold yesterday's residual and forecast
+    # yesterday's value, so that a lasting shift looked like a single jump)
+    rng = np.random.default_rng(10)
+    x = 20 + rng.normal(0, 1, 1500)
+    x[1000:] += 12
+    det = AdaptiveDetector()
+    found = run(det, x, step=86400.0)
+    assert [(a.kind, 1000 <= i <= 1003) for i, a in found] == [("level shift", True)]
+    assert det._day == [0.0] * 24  # nothing learnt in the bin every sample falls in
+    hourly = AdaptiveDetector()
+    run(hourly, x, step=3600.0)
+    assert any(hourly._day)
+
+
+def test_two_outliers_in_a_row_are_a_spike_where_one_would_need_to_be_further():
+    rng = np.random.default_rng(11)
+    x = 50 + rng.normal(0, 1, 2000)
+    det = AdaptiveDetector()
+    run(det, x[:1000])
+    scale = det._scale
+    lone = x.copy()
+    lone[1500] = det._level + 6 * scale * det.threshold / 5  # beyond the threshold only
+    assert run(AdaptiveDetector(), lone) == []
+    pair = lone.copy()
+    pair[1501] = pair[1500]
+    assert [(i, a.kind) for i, a in run(AdaptiveDetector(), pair)] == [(1502, "spike")]

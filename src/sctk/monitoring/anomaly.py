@@ -730,6 +730,13 @@ class Averaged(Detector):
 _TAIL_P = 0.001  # the tail tracked: the 99.9th percentile of |residual|
 _TAIL_GAUSS = 4.12  # where it is for Gaussian noise, in mean absolute deviations
 _WEEK_ORIGIN = 3  # 1970-01-01 was a Thursday: (days since the epoch + 3) % 7 is 0 on Mondays
+# a profile needs several samples in each of its periods: a daily profile of a series
+# sampled once a day would put every sample in the same hourly bin, learn there the last
+# residual and so forecast yesterday's value (a level shift then looks like one jump); so
+# the daily profile is kept only for samples at most 3 hours apart, the weekly one for
+# samples at most 1.5 days apart
+_DAILY_STEP = 3 * 3600.0
+_WEEKLY_STEP = 1.5 * 86400.0
 
 
 class AdaptiveDetector(Detector):
@@ -742,7 +749,9 @@ class AdaptiveDetector(Detector):
     - forecast = level + daily profile (24 hourly bins) + weekly profile (7 day bins), the
       bins keyed by the sample's UTC time so that any sampling rate works. A profile is a
       slow average of what the level leaves over in each bin; it is used once a day (a
-      week) of history exists and stays near zero where the history shows no cycle;
+      week) of history exists and stays near zero where the history shows no cycle; the
+      daily one only for samples at most 3 hours apart, the weekly one at most 1.5 days
+      apart (gaps such as nights aside);
     - the level is an exponentially weighted mean of the deseasonalised values, each step
       clipped to ``clip`` scales so that one outlier barely moves it. Two are kept, a
       smooth one (``alpha``) and a quick one (``fast_alpha``), with the mean absolute
@@ -763,7 +772,9 @@ class AdaptiveDetector(Detector):
     ``threshold`` is *out*. Decisions:
 
     - spike: a run of out samples that ends (an in sample) before it makes a level shift,
-      one of them beyond ``spike_factor`` times the threshold; reported when it ends;
+      a lone one beyond ``spike_factor`` times the threshold (heavy tails give lone
+      outliers), two or more in a row on one side beyond the threshold; reported when it
+      ends;
     - level shift: ``confirm`` out samples in a row on one side; the level is reset to
       their median (the new normal at once), reported unless it is a return to the level
       before the last shift (a recovery);
@@ -774,7 +785,8 @@ class AdaptiveDetector(Detector):
       beyond ``drift_margin`` times the widest excursion of the gap that came back by
       itself (a series that wanders with the weather or the demand leaves its slower
       average and returns; a leak does not), that widest excursion forgotten at
-      ``drift_memory`` per sample;
+      ``drift_memory`` per sample; a drift back to the level the last reported drift left
+      is a recovery, not reported;
     - variance: ``variance_count`` out samples (either side) within ``variance_span``
       samples; the scale is widened to what they show;
     - after any report nothing is reported for ``cooldown`` seconds or ``cooldown_samples``
@@ -786,7 +798,12 @@ class AdaptiveDetector(Detector):
     ``drift_memory`` (and ``season_rate`` 0.2 instead of 0.1, so that a daily cycle is
     learnt before its swings widen the drift limit) also on its fresh part, after that
     part's first report showed the drift test firing on series that wander (see
-    benchmarks/RESULTS.md); its fresh-2 part is what no default was chosen on.
+    benchmarks/RESULTS.md). After fresh-2's report (seen, so tuning data too), on all four
+    tuning parts: no daily profile for daily samples, two outs in a row make a spike,
+    drifts back are recoveries, and ``threshold`` 5.0, ``spike_factor`` 1.43 (a lone
+    outlier still needs 7.15 scales, as before), ``variance_count`` 4,
+    ``drift_threshold`` 3.0, ``drift_memory`` 0.0002. Its fresh-3 part is what no default
+    was chosen on.
     """
 
     name = "adaptive"
@@ -796,10 +813,10 @@ class AdaptiveDetector(Detector):
         alpha: float = 0.05,
         fast_alpha: float = 0.5,
         scale_alpha: float = 0.02,
-        threshold: float = 5.5,
-        spike_factor: float = 1.3,
+        threshold: float = 5.0,
+        spike_factor: float = 1.43,
         confirm: int = 3,
-        variance_count: int = 5,
+        variance_count: int = 4,
         variance_span: int = 30,
         clip: float = 3.0,
         min_points: int = 30,
@@ -810,9 +827,9 @@ class AdaptiveDetector(Detector):
         season_rate: float = 0.2,
         tail_rate: float = 0.05,
         drift_alpha: float = 0.005,
-        drift_threshold: float = 3.5,
+        drift_threshold: float = 3.0,
         drift_margin: float = 1.5,
-        drift_memory: float = 0.0005,
+        drift_memory: float = 0.0002,
     ):
         self.alpha = _check_float("alpha", alpha, 0.0)
         self.fast_alpha = _check_float("fast_alpha", fast_alpha, 0.0)
@@ -873,6 +890,7 @@ class AdaptiveDetector(Detector):
         self._wander = 0.0  # the usual gap between the level and its slow follower
         self._wander_fast = 0.0  # the usual gap between the quick and the smooth level
         self._drifting = False
+        self._before_drift: float | None = None  # the level a reported drift left
         # the widest excursion of each gap that came back (the series' own wandering), and
         # the widest of the excursion under way
         self._peak_fast = self._peak_slow = 0.0
@@ -897,12 +915,19 @@ class AdaptiveDetector(Detector):
         dt = t - self._prev_t
         self._prev_t = t
         if dt > 0:
-            self._step = dt if self._step == 0 else self._step + 0.05 * (dt - self._step)
+            # a gap (a night, a weekend of a business-hours series) is not the sampling
+            # step: each interval counts for at most twice the step so far
+            step = self._step
+            if step == 0:
+                self._step = dt
+            else:
+                self._step = step + 0.05 * ((dt if dt < 2 * step else 2 * step) - step)
         age = t - self._first_t  # type: ignore[operator]
         hour = int(t // 3600) % 24
         dow = (int(t // 86400) + _WEEK_ORIGIN) % 7
-        day = self._day[hour] if age >= 86400 else 0.0
-        week = self._week[dow] if age >= 14 * 86400 else 0.0
+        step = self._step
+        day = self._day[hour] if age >= 86400 and step <= _DAILY_STEP else 0.0
+        week = self._week[dow] if age >= 14 * 86400 and step <= _WEEKLY_STEP else 0.0
         deseason = x - day - week
         slow_level, fast_level = self._level, self._fast
         r_slow, r_fast = deseason - slow_level, deseason - fast_level
@@ -981,12 +1006,15 @@ class AdaptiveDetector(Detector):
 
     def _learn_season(self, hour: int, dow: int, left: float, day: float, week: float) -> None:
         """Move the profile bins of this sample towards what the level leaves over."""
-        if not self.season_rate or self._step <= 0:
+        step = self._step
+        if not self.season_rate or step <= 0:
             return
-        g = self.season_rate * self._step / 3600.0
-        self._day[hour] += (g if g < 1 else 1.0) * (left - week - self._day[hour])
-        g = self.season_rate * self._step / 86400.0
-        self._week[dow] += (g if g < 1 else 1.0) * (left - day - self._week[dow])
+        if step <= _DAILY_STEP:
+            g = self.season_rate * step / 3600.0
+            self._day[hour] += (g if g < 1 else 1.0) * (left - week - self._day[hour])
+        if step <= _WEEKLY_STEP:
+            g = self.season_rate * step / 86400.0
+            self._week[dow] += (g if g < 1 else 1.0) * (left - day - self._week[dow])
 
     def _out(
         self, t: float, x: float, r: float, zn: float, level: float, scale: float, deseason: float
@@ -1090,6 +1118,13 @@ class AdaptiveDetector(Detector):
         else:
             return None
         self._drifting = True
+        before = self._before_drift
+        if before is not None and abs(ahead - before) < 0.5 * limit < abs(behind - before):
+            # back towards the level the last drift left: a recovery, not news (a series
+            # that wanders out and back is flagged once, on the way out)
+            self._before_drift = None
+            return None
+        self._before_drift = behind
         return self._anomaly(
             start=t,
             flagged=t,
@@ -1107,7 +1142,9 @@ class AdaptiveDetector(Detector):
         count = len(self._run)
         self._run.clear()
         zn, x, expected, scale = self._run_peak
-        if zn < self.spike_factor * self.threshold:
+        # one sample out needs to be far out (heavy tails give lone ones now and then);
+        # two or more out in a row on one side are rarely noise, the threshold suffices
+        if zn < (self.spike_factor * self.threshold if count < 2 else self.threshold):
             return None
         score = _score(zn, self.threshold)
         return self._anomaly(
