@@ -1,6 +1,7 @@
 """Pruning: forget snapshots by policy, then collect chunks no snapshot references.
 
-Order matters so that a crash at any point leaves a valid repository:
+Order matters so that a crash at any point leaves a valid repository, and the rerun finishes
+the work (tests kill a prune with SIGKILL at each step: see the crashpoints.reached calls):
   1. snapshot files of forgotten snapshots are deleted (their chunks become garbage);
   2. packs that are mostly garbage (> 50%), or hold a damaged copy of a chunk stored again
      since, have their live chunks copied into new packs;
@@ -13,6 +14,7 @@ lists (orphans, removed by the next prune).
 
 from __future__ import annotations
 
+from sctk import crashpoints
 from sctk.backup.repo.check import blocking_problems
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import pack_name
@@ -90,6 +92,7 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         # 1. forget
         if removed:
             repo.forget([s.id for s in removed])
+            crashpoints.reached("backup.prune.forgotten")
         # 2. repack live chunks of mostly-garbage packs (sealed bytes copied as they are,
         #    after authenticating them, so damage is never copied forward)
         new_packs: dict[str, tuple[int, list]] = {}
@@ -112,6 +115,7 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
                             ) from None
                         writer.add(cid, flags, raw, (blob,))
                 writer.flush()
+                crashpoints.reached("backup.prune.repacked")
             finally:
                 writer.close()
             new_size = sum(size for size, _ in new_packs.values())
@@ -126,17 +130,16 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
             old_index = repo.backend.list("index")
             marks = [d for d in index.damaged if d[1] in full]  # still true of kept packs
             new_names = set(write_index(repo.backend, repo.keys, full, damaged=marks))
+            crashpoints.reached("backup.prune.indexed")
             # 4. old index files
             for name in old_index:
                 if name not in new_names:
                     repo.backend.delete(name)
+            crashpoints.reached("backup.prune.old-index-deleted")
         # 5. packs nothing points to any more, and leftovers of interrupted writes
-        for pack in delete:
-            repo.backend.delete(pack_name(pack))
-        for pack, _ in repack:
-            repo.backend.delete(pack_name(pack))
-        for name in orphans:
+        for name in [pack_name(p) for p in delete] + [pack_name(p) for p, _ in repack] + orphans:
             repo.backend.delete(name)
+            crashpoints.reached("backup.prune.deleting")
         for name in repo.backend.temporaries():
             repo.backend.delete(name)
         repo._index_files = frozenset()
