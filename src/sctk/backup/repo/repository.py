@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import zstandard
 from cryptography.exceptions import InvalidTag
 
-from sctk.backup.repo import crypto
+from sctk.backup.repo import crypto, heap
 from sctk.backup.repo.backend import open_backend
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import (
@@ -84,6 +84,7 @@ class Repository:
     """A deduplicated, encrypted, verifiable backup repository on a path or fsspec URL."""
 
     def __init__(self, backend, config: dict, keys: crypto.Keys):
+        heap.settle()  # before the first chunk buffer: see heap.py
         self.backend = backend
         self.url = backend.url
         self.config = config

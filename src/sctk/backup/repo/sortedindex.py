@@ -37,6 +37,7 @@ PACK_ID = 32
 RECORDS_PER_BUCKET = 32
 MAX_BUCKET_BITS = 20  # a 4 MiB table at most: beyond ~33 million chunks buckets grow instead
 PARTITIONS = 256  # the first byte of an id
+PACK_CACHE = 4096  # pack ids kept decoded (a restore or verify reads pack after pack)
 
 
 class SortedIndexError(Exception):
@@ -146,6 +147,7 @@ class SortedIndex:
             os.close(self.fd)
             raise
         self.shift = 32 - self.bits
+        self._packs: dict[int, str] = {}
 
     def __len__(self) -> int:
         return self.n
@@ -175,8 +177,13 @@ class SortedIndex:
         if rec is None:
             return default
         _, num, off, length, raw, flags = RECORD.unpack(rec)
-        pack = os.pread(self.fd, PACK_ID, self.packs_at + num * PACK_ID)
-        return (pack.hex(), off, length, raw, flags)
+        pack = self._packs.get(num)
+        if pack is None:
+            if len(self._packs) >= PACK_CACHE:
+                self._packs.clear()
+            pack = os.pread(self.fd, PACK_ID, self.packs_at + num * PACK_ID).hex()
+            self._packs[num] = pack
+        return (pack, off, length, raw, flags)
 
     def __contains__(self, cid: str) -> bool:
         try:
