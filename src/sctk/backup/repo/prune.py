@@ -26,6 +26,32 @@ from sctk.backup.repo.repository import ChunkError
 REPACK_GARBAGE_RATIO = 0.5
 
 
+def _keepers(index, referenced: set[str]) -> dict[str, tuple[str, int]]:
+    """For each referenced chunk, the copy (pack, offset) prune keeps: the one in the pack
+    with the largest share of referenced bytes (then the indexed one), never a copy known
+    damaged or in a lost pack. A chunk is stored twice after a prune was killed between
+    writing its new index and deleting the old one; which copy the index resolves to then
+    depends on the order of index file names, and keeping the copies in the fullest packs
+    lets the rerun drop every other pack whole instead of keeping stray duplicates."""
+    share: dict[str, float] = {}
+    for pack, blobs in index.pack_blobs.items():
+        total = sum(b[2] for b in blobs) or 1
+        share[pack] = sum(b[2] for b in blobs if b[0] in referenced) / total
+    best: dict[str, tuple[float, bool, str, int]] = {}
+    for pack, blobs in index.pack_blobs.items():
+        if pack in index.unsound:
+            continue
+        for cid, off, _length, _raw, _flags in blobs:
+            if cid not in referenced or (cid, pack, off) in index.damaged:
+                continue
+            loc = index.entries.get(cid)
+            score = (share[pack], loc is not None and loc[:2] == (pack, off), pack, off)
+            cur = best.get(cid)
+            if cur is None or score > cur:
+                best[cid] = score
+    return {cid: (v[2], v[3]) for cid, v in best.items()}
+
+
 def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) -> PruneReport:
     with repo.lock(exclusive=True):
         repo._refresh_index()
@@ -56,10 +82,9 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         for cid, pack, off in index.damaged:
             damaged_in.setdefault(pack, []).append((cid, off))
         delete, repack, keep = [], [], []
+        keeper = _keepers(index, referenced)
         for pack, blobs in index.pack_blobs.items():
-            live = [
-                b for b in blobs if b[0] in referenced and index.entries[b[0]][:2] == (pack, b[1])
-            ]
+            live = [b for b in blobs if keeper.get(b[0]) == (pack, b[1])]
             live_bytes = sum(b[2] for b in live)
             total = sum(b[2] for b in blobs) or 1
             # a copy found damaged that nothing reads any more goes, whatever the ratio
