@@ -31,6 +31,7 @@ import threading
 M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 16 * 1024 * 1024
+TRIM_THRESHOLD = 128 * 1024  # glibc's default, which the dynamic adjustment may have raised
 
 _done = False
 _lock = threading.Lock()
@@ -49,6 +50,10 @@ def settle() -> bool:
             if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
                 return False
             libc = ctypes.CDLL(None)
-            return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+            # both: by now the start-up (imports) may have raised the trim threshold already
+            return bool(
+                libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+            )
         except (OSError, AttributeError, ValueError):
             return False

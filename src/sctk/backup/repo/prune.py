@@ -74,7 +74,8 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         referenced: set[str] = set()
         for s in snaps:
             if s.id not in removed_ids:
-                for f in repo._snapshot_doc(s.id)["files"]:
+                # one file list at a time, not kept: they are what grows with the data
+                for f in repo.snapshot_doc(s.id, remember=False)["files"]:
                     referenced.update(f["chunks"])
 
         index = repo.index

@@ -241,6 +241,12 @@ class Repository:
     # -- snapshots -----------------------------------------------------------------------------
 
     def _snapshot_doc(self, snap_id: str) -> dict:
+        return self.snapshot_doc(snap_id)
+
+    def snapshot_doc(self, snap_id: str, remember: bool = True) -> dict:
+        """The document of snapshot SNAP_ID (its file list included). REMEMBER=False: a
+        pass over every snapshot (prune, check) that needs each once; it is not kept in the
+        cache of recent file lists (which would hold SNAPSHOT_CACHE of them at once)."""
         doc = self._snapshot_cache.get(snap_id)
         if doc is None:
             name = f"snapshots/{snap_id}"
@@ -249,7 +255,10 @@ class Repository:
             except FileNotFoundError:
                 raise RepoError(f"Snapshot {snap_id[:12]} was removed from {self.url}.") from None
             doc = open_json(self.keys, blob, AAD_SNAPSHOT, f"snapshot file {name}")
-            self._remember(snap_id, doc)
+            if remember:
+                self._remember(snap_id, doc)
+            else:
+                self._info_cache[snap_id] = self._info_from_doc(snap_id, doc)
         else:
             self._snapshot_cache.move_to_end(snap_id)
         return doc
