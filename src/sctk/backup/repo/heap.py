@@ -10,13 +10,14 @@ backup grew from 86 to 106 MiB between 0.25 and 1 GiB of source, of a verify fro
 65 MiB and of a restore from 50 to 72 MiB, while the Python objects at the peak stayed
 within 7 MiB of each other (tracemalloc).
 
-Setting the mmap threshold once turns the dynamic adjustment off: the threshold stays where
-it is set and the trim threshold at its 128 KiB default, so an arena gives back free space
-at its top as it is freed. The threshold is set above every buffer the engine allocates
-(read blocks are 8 MiB), so those still come from the arenas, without a page fault per
-chunk (a 256 KiB threshold, which puts every chunk buffer in its own mapping, cost a
-verify 20% more CPU). Measured at 1 GiB: first backup 105 -> 93 MiB, verify 65 -> 55 MiB,
-restore 72 -> 61 MiB, CPU time the same (benchmarks/RESULTS.md, "Backup engine memory").
+Setting the thresholds once turns the dynamic adjustment off: the mmap threshold stays
+where it is set and the trim threshold at its 128 KiB default (set again: the start-up's
+own frees may have raised it already), so an arena gives back free space at its top as it
+is freed. The mmap threshold is set above every buffer the engine allocates (read blocks
+are 8 MiB), so those still come from the arenas, without a page fault per chunk (a 256 KiB
+threshold, which puts every chunk buffer in its own mapping, cost a verify 20% more CPU).
+Measured on the reference data set at 2 GiB: first backup 110 -> 99 MiB, verify 85 -> 74 MiB,
+restore 89 -> 81 MiB (benchmarks/RESULTS.md, "Backup engine memory at scale").
 
 A variable MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ in the environment is the
 operator's own choice and is left alone; other C libraries are left alone too.
