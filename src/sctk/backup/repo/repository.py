@@ -263,6 +263,11 @@ class Repository:
             self._snapshot_cache.move_to_end(snap_id)
         return doc
 
+    def drop_file_list(self, snap_id: str) -> None:
+        """Let go of a cached snapshot document (its summary stays cached): a restore that
+        has made its own entries from it need not hold both (~2 KiB a file)."""
+        self._snapshot_cache.pop(snap_id, None)
+
     def _remember(self, snap_id: str, doc: dict) -> None:
         self._snapshot_cache[snap_id] = doc
         while len(self._snapshot_cache) > SNAPSHOT_CACHE:
