@@ -52,23 +52,12 @@ def blocking_problems(repo) -> list[str]:
 def _structure(
     repo, snap_ids: list[str], errors: list[str], blocking_only: bool = False, whole: bool = True
 ):
+    """Structure problems appended to ERRORS; (documents of the snapshots read, packs that
+    are missing or damaged, chunk ids referenced). BLOCKING_ONLY (prune asks): no document
+    is kept, each snapshot's file list is checked as it is read and dropped, so memory
+    holds one file list (~2 KiB a file as Python objects), not every snapshot's."""
     index = repo.index
     errors.extend(index.errors)
-    docs: dict[str, dict] = {}
-    for sid in snap_ids:
-        name = f"snapshots/{sid}"
-        try:
-            blob = repo.backend.read(name)
-        except FileNotFoundError:
-            errors.append(f"Snapshot file {name} disappeared during the check.")
-            continue
-        if content_id(blob) != sid:
-            errors.append(f"Snapshot file {name} is damaged (its content does not match its name).")
-            continue
-        try:
-            docs[sid] = open_json(repo.keys, blob, AAD_SNAPSHOT, f"snapshot file {name}")
-        except RepoError as exc:
-            errors.append(str(exc))
     stored = repo.backend.list("data")
     bad: dict[str, str] = {}
     pack_errors: dict[str, str] = {}
@@ -86,6 +75,33 @@ def _structure(
             pack_errors[pack] = (
                 f"Pack {name} has {got} bytes but the index records {size} (truncated or damaged)."
             )
+    docs: dict[str, dict] = {}
+    read_errors: list[str] = []
+    file_errors: list[str] = []
+    referenced: set[str] = set()
+    for sid in snap_ids:
+        name = f"snapshots/{sid}"
+        try:
+            blob = repo.backend.read(name)
+        except FileNotFoundError:
+            read_errors.append(f"Snapshot file {name} disappeared during the check.")
+            continue
+        if content_id(blob) != sid:
+            read_errors.append(
+                f"Snapshot file {name} is damaged (its content does not match its name)."
+            )
+            continue
+        try:
+            doc = open_json(repo.keys, blob, AAD_SNAPSHOT, f"snapshot file {name}")
+        except RepoError as exc:
+            read_errors.append(str(exc))
+            continue
+        del blob
+        _check_files(index, sid, doc, bad, referenced, file_errors)
+        if not blocking_only:
+            docs[sid] = doc
+        del doc
+    errors.extend(read_errors)
     if not blocking_only:
         if whole:
             errors.extend(pack_errors.values())
@@ -98,28 +114,31 @@ def _structure(
                 if c in index.entries
             }
             errors.extend(msg for pack, msg in pack_errors.items() if pack in used)
-    referenced: set[str] = set()
-    for sid, doc in docs.items():
-        problems = 0
-        for f in doc["files"]:
-            referenced.update(f["chunks"])
-            for cid in f["chunks"]:
-                loc = index.entries.get(cid)
-                why = None
-                if loc is None:
-                    why = f"its chunk {cid[:12]} is in no index (an index file or pack was lost)"
-                elif loc[0] in bad:
-                    why = f"it needs {bad[loc[0]]}"
-                if why:
-                    problems += 1
-                    if problems <= MAX_ERRORS_PER_SNAPSHOT:
-                        errors.append(f"Snapshot {sid[:12]}: file {f['path']} is damaged: {why}.")
-                    break
-        if problems > MAX_ERRORS_PER_SNAPSHOT:
-            errors.append(
-                f"Snapshot {sid[:12]}: {problems - MAX_ERRORS_PER_SNAPSHOT} more damaged files."
-            )
+    errors.extend(file_errors)
     return docs, bad, referenced
+
+
+def _check_files(index, sid: str, doc: dict, bad: dict, referenced: set, errors: list) -> None:
+    """Every file of one snapshot: its chunks indexed, in sound packs (ERRORS appended)."""
+    problems = 0
+    for f in doc["files"]:
+        referenced.update(f["chunks"])
+        for cid in f["chunks"]:
+            loc = index.entries.get(cid)
+            why = None
+            if loc is None:
+                why = f"its chunk {cid[:12]} is in no index (an index file or pack was lost)"
+            elif loc[0] in bad:
+                why = f"it needs {bad[loc[0]]}"
+            if why:
+                problems += 1
+                if problems <= MAX_ERRORS_PER_SNAPSHOT:
+                    errors.append(f"Snapshot {sid[:12]}: file {f['path']} is damaged: {why}.")
+                break
+    if problems > MAX_ERRORS_PER_SNAPSHOT:
+        errors.append(
+            f"Snapshot {sid[:12]}: {problems - MAX_ERRORS_PER_SNAPSHOT} more damaged files."
+        )
 
 
 def check(

@@ -1,6 +1,7 @@
 """Pruning: forget snapshots by policy, then collect chunks no snapshot references.
 
-Order matters so that a crash at any point leaves a valid repository:
+Order matters so that a crash at any point leaves a valid repository, and the rerun finishes
+the work (tests kill a prune with SIGKILL at each step: see the crashpoints.reached calls):
   1. snapshot files of forgotten snapshots are deleted (their chunks become garbage);
   2. packs that are mostly garbage (> 50%), or hold a damaged copy of a chunk stored again
      since, have their live chunks copied into new packs;
@@ -13,6 +14,7 @@ lists (orphans, removed by the next prune).
 
 from __future__ import annotations
 
+from sctk import crashpoints
 from sctk.backup.repo.check import blocking_problems
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import pack_name
@@ -22,6 +24,32 @@ from sctk.backup.repo.packs import PackWriter
 from sctk.backup.repo.repository import ChunkError
 
 REPACK_GARBAGE_RATIO = 0.5
+
+
+def _keepers(index, referenced: set[str]) -> dict[str, tuple[str, int]]:
+    """For each referenced chunk, the copy (pack, offset) prune keeps: the one in the pack
+    with the largest share of referenced bytes (then the indexed one), never a copy known
+    damaged or in a lost pack. A chunk is stored twice after a prune was killed between
+    writing its new index and deleting the old one; which copy the index resolves to then
+    depends on the order of index file names, and keeping the copies in the fullest packs
+    lets the rerun drop every other pack whole instead of keeping stray duplicates."""
+    share: dict[str, float] = {}
+    for pack, blobs in index.pack_blobs.items():
+        total = sum(b[2] for b in blobs) or 1
+        share[pack] = sum(b[2] for b in blobs if b[0] in referenced) / total
+    best: dict[str, tuple[float, bool, str, int]] = {}
+    for pack, blobs in index.pack_blobs.items():
+        if pack in index.unsound:
+            continue
+        for cid, off, _length, _raw, _flags in blobs:
+            if cid not in referenced or (cid, pack, off) in index.damaged:
+                continue
+            loc = index.entries.get(cid)
+            score = (share[pack], loc is not None and loc[:2] == (pack, off), pack, off)
+            cur = best.get(cid)
+            if cur is None or score > cur:
+                best[cid] = score
+    return {cid: (v[2], v[3]) for cid, v in best.items()}
 
 
 def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) -> PruneReport:
@@ -46,7 +74,8 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         referenced: set[str] = set()
         for s in snaps:
             if s.id not in removed_ids:
-                for f in repo._snapshot_doc(s.id)["files"]:
+                # one file list at a time, not kept: they are what grows with the data
+                for f in repo.snapshot_doc(s.id, remember=False)["files"]:
                     referenced.update(f["chunks"])
 
         index = repo.index
@@ -54,10 +83,9 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         for cid, pack, off in index.damaged:
             damaged_in.setdefault(pack, []).append((cid, off))
         delete, repack, keep = [], [], []
+        keeper = _keepers(index, referenced)
         for pack, blobs in index.pack_blobs.items():
-            live = [
-                b for b in blobs if b[0] in referenced and index.entries[b[0]][:2] == (pack, b[1])
-            ]
+            live = [b for b in blobs if keeper.get(b[0]) == (pack, b[1])]
             live_bytes = sum(b[2] for b in live)
             total = sum(b[2] for b in blobs) or 1
             # a copy found damaged that nothing reads any more goes, whatever the ratio
@@ -90,6 +118,7 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         # 1. forget
         if removed:
             repo.forget([s.id for s in removed])
+            crashpoints.reached("backup.prune.forgotten")
         # 2. repack live chunks of mostly-garbage packs (sealed bytes copied as they are,
         #    after authenticating them, so damage is never copied forward)
         new_packs: dict[str, tuple[int, list]] = {}
@@ -112,6 +141,7 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
                             ) from None
                         writer.add(cid, flags, raw, (blob,))
                 writer.flush()
+                crashpoints.reached("backup.prune.repacked")
             finally:
                 writer.close()
             new_size = sum(size for size, _ in new_packs.values())
@@ -126,17 +156,16 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
             old_index = repo.backend.list("index")
             marks = [d for d in index.damaged if d[1] in full]  # still true of kept packs
             new_names = set(write_index(repo.backend, repo.keys, full, damaged=marks))
+            crashpoints.reached("backup.prune.indexed")
             # 4. old index files
             for name in old_index:
                 if name not in new_names:
                     repo.backend.delete(name)
+            crashpoints.reached("backup.prune.old-index-deleted")
         # 5. packs nothing points to any more, and leftovers of interrupted writes
-        for pack in delete:
-            repo.backend.delete(pack_name(pack))
-        for pack, _ in repack:
-            repo.backend.delete(pack_name(pack))
-        for name in orphans:
+        for name in [pack_name(p) for p in delete] + [pack_name(p) for p, _ in repack] + orphans:
             repo.backend.delete(name)
+            crashpoints.reached("backup.prune.deleting")
         for name in repo.backend.temporaries():
             repo.backend.delete(name)
         repo._index_files = frozenset()

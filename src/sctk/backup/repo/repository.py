@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import zstandard
 from cryptography.exceptions import InvalidTag
 
-from sctk.backup.repo import crypto
+from sctk.backup.repo import crypto, heap
 from sctk.backup.repo.backend import open_backend
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import (
@@ -84,6 +84,7 @@ class Repository:
     """A deduplicated, encrypted, verifiable backup repository on a path or fsspec URL."""
 
     def __init__(self, backend, config: dict, keys: crypto.Keys):
+        heap.settle()  # before the first chunk buffer: see heap.py
         self.backend = backend
         self.url = backend.url
         self.config = config
@@ -240,6 +241,12 @@ class Repository:
     # -- snapshots -----------------------------------------------------------------------------
 
     def _snapshot_doc(self, snap_id: str) -> dict:
+        return self.snapshot_doc(snap_id)
+
+    def snapshot_doc(self, snap_id: str, remember: bool = True) -> dict:
+        """The document of snapshot SNAP_ID (its file list included). REMEMBER=False: a
+        pass over every snapshot (prune, check) that needs each once; it is not kept in the
+        cache of recent file lists (which would hold SNAPSHOT_CACHE of them at once)."""
         doc = self._snapshot_cache.get(snap_id)
         if doc is None:
             name = f"snapshots/{snap_id}"
@@ -248,10 +255,18 @@ class Repository:
             except FileNotFoundError:
                 raise RepoError(f"Snapshot {snap_id[:12]} was removed from {self.url}.") from None
             doc = open_json(self.keys, blob, AAD_SNAPSHOT, f"snapshot file {name}")
-            self._remember(snap_id, doc)
+            if remember:
+                self._remember(snap_id, doc)
+            else:
+                self._info_cache[snap_id] = self._info_from_doc(snap_id, doc)
         else:
             self._snapshot_cache.move_to_end(snap_id)
         return doc
+
+    def drop_file_list(self, snap_id: str) -> None:
+        """Let go of a cached snapshot document (its summary stays cached): a restore that
+        has made its own entries from it need not hold both (~2 KiB a file)."""
+        self._snapshot_cache.pop(snap_id, None)
 
     def _remember(self, snap_id: str, doc: dict) -> None:
         self._snapshot_cache[snap_id] = doc

@@ -77,6 +77,7 @@ def restore(
     started = time.perf_counter()
     info = repo.find_snapshot(snapshot_id)
     entries = repo.files(info.id, include)
+    repo.drop_file_list(info.id)  # the entries are what the restore needs from now on
     try:
         target.mkdir(parents=True, exist_ok=True)
         if not target.is_dir():

@@ -1,0 +1,210 @@
+"""A sorted chunk index file: chunk lookups served from disk, not from a dict in memory.
+
+The index files of a repository list, per pack, its chunks; holding them as one dict costs
+about 300 bytes per chunk. This file holds the same lookups (chunk id -> pack, offset,
+length, raw length, flags) in 49 bytes per chunk, sorted by id, and a lookup costs one
+positioned read (`pread`) of one bucket, with no mapping: a process that looks up millions
+of ids keeps only the bucket table in memory (4 bytes per bucket, at most 4 MiB), not the
+pages of the file it touched (a memory map counts them in its resident size).
+
+Layout (little endian):
+    header   MAGIC (8 bytes), records n (u64), packs (u64), bucket bits (u32), 4 spare bytes
+    buckets  2**bits + 1 u32: index of the first record whose id starts with each prefix
+    records  n x (id 32 bytes, pack number u32, offset u32, length u32, raw length u32,
+             flags u8), sorted by id; one record per id (the first location given wins)
+    packs    packs x pack id (32 bytes), by pack number
+
+Chunk ids are keyed hashes, so their prefixes spread evenly over the buckets: about
+RECORDS_PER_BUCKET records each, read in one call and searched in C (bytes.find).
+Building it sorts in bounded memory: records are spread over PARTITIONS files by their first
+byte, then each partition is sorted on its own (numpy) and appended.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+MAGIC = b"SCTKIX01"
+HEADER = struct.Struct("<8sQQI4x")
+RECORD = struct.Struct("<32sIIIIB")
+KEY = 32
+RECORD_SIZE = RECORD.size  # 49
+PACK_ID = 32
+RECORDS_PER_BUCKET = 32
+MAX_BUCKET_BITS = 20  # a 4 MiB table at most: beyond ~33 million chunks buckets grow instead
+PARTITIONS = 256  # the first byte of an id
+PACK_CACHE = 4096  # pack ids kept decoded (a restore or verify reads pack after pack)
+
+
+class SortedIndexError(Exception):
+    """The file is not a sorted chunk index (or is truncated)."""
+
+
+def _bucket_bits(n: int) -> int:
+    bits = 1
+    while (1 << bits) * RECORDS_PER_BUCKET < n and bits < MAX_BUCKET_BITS:
+        bits += 1
+    return bits
+
+
+def build(path: Path, packs: Iterable[tuple[str, Iterable]]) -> int:
+    """Write the sorted index of PACKS ((pack id, [(chunk id, offset, length, raw length,
+    flags)...]), as index files list them) to PATH, atomically; the number of chunk ids.
+    Memory: one partition (1/256 of the records) at a time."""
+    import numpy as np  # only to build: a reader needs none of it
+
+    record_dtype = np.dtype([("key", "S32"), ("rest", "V17")])
+    path = Path(path)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".sortedindex-") as tmp:
+        parts = [open(Path(tmp) / f"{i:03d}", "wb") for i in range(PARTITIONS)]  # noqa: SIM115
+        pack_file = open(Path(tmp) / "packs", "wb")  # noqa: SIM115
+        total = npacks = 0
+        try:
+            pack_rec = RECORD.pack
+            for pack_id, blobs in packs:
+                num = npacks
+                pack_file.write(bytes.fromhex(pack_id))
+                npacks += 1
+                for cid, off, length, raw, flags in blobs:
+                    key = bytes.fromhex(cid)
+                    parts[key[0]].write(pack_rec(key, num, off, length, raw, flags))
+                    total += 1
+        finally:
+            for f in parts:
+                f.close()
+            pack_file.close()
+        bits = _bucket_bits(total)
+        shift = 32 - bits
+        counts = np.zeros(1 << bits, dtype=np.uint64)
+        part_out = path.with_name(path.name + ".tmp")
+        n = 0
+        with open(part_out, "wb") as out:
+            out.write(HEADER.pack(MAGIC, 0, 0, 0))
+            out.write(b"\0" * (4 * ((1 << bits) + 1)))
+            for i in range(PARTITIONS):
+                raw_part = (Path(tmp) / f"{i:03d}").read_bytes()
+                os.unlink(Path(tmp) / f"{i:03d}")
+                if not raw_part:
+                    continue
+                recs = np.frombuffer(raw_part, dtype=record_dtype)
+                order = np.argsort(recs["key"], kind="stable")  # first location given wins
+                recs = recs[order]
+                keys = recs["key"]
+                if len(recs) > 1:
+                    first = np.empty(len(recs), dtype=bool)
+                    first[0] = True
+                    first[1:] = keys[1:] != keys[:-1]
+                    recs = recs[first]
+                data = recs.tobytes()
+                head = np.frombuffer(data, np.uint8).reshape(-1, RECORD_SIZE)[:, :4]
+                head = head.astype(np.uint32)
+                prefix = (head[:, 0] << 24) | (head[:, 1] << 16) | (head[:, 2] << 8) | head[:, 3]
+                counts += np.bincount(prefix >> shift, minlength=1 << bits).astype(np.uint64)
+                out.write(data)
+                n += len(recs)
+            with open(Path(tmp) / "packs", "rb") as pf:
+                while block := pf.read(1 << 20):
+                    out.write(block)
+            starts = np.zeros((1 << bits) + 1, dtype="<u4")
+            starts[1:] = np.cumsum(counts)
+            out.seek(0)
+            out.write(HEADER.pack(MAGIC, n, npacks, bits))
+            out.write(starts.tobytes())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(part_out, path)
+    return n
+
+
+class SortedIndex:
+    """Lookups in a file written by build(): get(chunk id) -> (pack id, offset, length,
+    raw length, flags) or None. Thread-safe (pread has no shared file position)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.fd = os.open(self.path, os.O_RDONLY)
+        try:
+            head = os.pread(self.fd, HEADER.size, 0)
+            if len(head) != HEADER.size:
+                raise SortedIndexError(f"{path} is truncated (no header).")
+            magic, self.n, self.npacks, self.bits = HEADER.unpack(head)
+            if magic != MAGIC:
+                raise SortedIndexError(f"{path} is not a sorted chunk index.")
+            tsize = 4 * ((1 << self.bits) + 1)
+            table = os.pread(self.fd, tsize, HEADER.size)
+            if len(table) != tsize:
+                raise SortedIndexError(f"{path} is truncated (its bucket table is cut off).")
+            self.starts = memoryview(table).cast("I")  # little endian hosts only (x86, arm)
+            self.records_at = HEADER.size + tsize
+            self.packs_at = self.records_at + self.n * RECORD_SIZE
+            if os.fstat(self.fd).st_size != self.packs_at + self.npacks * PACK_ID:
+                raise SortedIndexError(f"{path} has the wrong size (truncated or damaged).")
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.shift = 32 - self.bits
+        self._packs: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _find(self, key: bytes) -> bytes | None:
+        """The record of KEY, or None."""
+        b = int.from_bytes(key[:4], "big") >> self.shift
+        lo, hi = self.starts[b], self.starts[b + 1]
+        if lo == hi:
+            return None
+        buf = os.pread(self.fd, (hi - lo) * RECORD_SIZE, self.records_at + lo * RECORD_SIZE)
+        at = buf.find(key)
+        while at >= 0:
+            if at % RECORD_SIZE == 0:  # a match straddling two records is no match
+                return buf[at : at + RECORD_SIZE]
+            at = buf.find(key, at + 1)
+        return None
+
+    def get(self, cid: str, default=None):
+        try:
+            key = bytes.fromhex(cid)
+        except ValueError:
+            return default
+        if len(key) != KEY:
+            return default
+        rec = self._find(key)
+        if rec is None:
+            return default
+        _, num, off, length, raw, flags = RECORD.unpack(rec)
+        pack = self._packs.get(num)
+        if pack is None:
+            if len(self._packs) >= PACK_CACHE:
+                self._packs.clear()
+            pack = os.pread(self.fd, PACK_ID, self.packs_at + num * PACK_ID).hex()
+            self._packs[num] = pack
+        return (pack, off, length, raw, flags)
+
+    def __contains__(self, cid: str) -> bool:
+        try:
+            key = bytes.fromhex(cid)
+        except ValueError:
+            return False
+        return len(key) == KEY and self._find(key) is not None
+
+    def __getitem__(self, cid: str):
+        loc = self.get(cid)
+        if loc is None:
+            raise KeyError(cid)
+        return loc
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> SortedIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

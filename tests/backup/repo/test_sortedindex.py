@@ -1,0 +1,144 @@
+"""The sorted chunk index file: the same answers as a dict, in memory that does not grow with
+the number of ids, and a clear error for a file that is not one."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sctk.backup.repo.sortedindex import SortedIndex, SortedIndexError, build
+
+
+def _packs(n_packs: int, per_pack: int, rnd: random.Random, dup_every: int = 0):
+    """Synthetic packs of random chunk ids; every DUP_EVERY-th chunk repeats an earlier id
+    (the same chunk stored twice, as after a repack or a crash)."""
+    seen: list[str] = []
+    packs = []
+    for _ in range(n_packs):
+        pack = rnd.randbytes(32).hex()
+        blobs = []
+        for j in range(per_pack):
+            if dup_every and seen and j % dup_every == 0:
+                cid = rnd.choice(seen)
+            else:
+                cid = rnd.randbytes(32).hex()
+                seen.append(cid)
+            blobs.append((cid, j * 4096, 1000 + j, 2000 + j, j & 1))
+        packs.append((pack, blobs))
+    return packs
+
+
+def _as_dict(packs) -> dict:
+    """What Index.add_pack keeps: the first location given for an id wins."""
+    entries: dict = {}
+    for pack, blobs in packs:
+        for cid, off, length, raw, flags in blobs:
+            entries.setdefault(cid, (pack, off, length, raw, flags))
+    return entries
+
+
+def test_lookups_equal_the_dicts_on_random_ids(tmp_path):
+    rnd = random.Random(26)
+    packs = _packs(400, 50, rnd, dup_every=7)
+    entries = _as_dict(packs)
+    path = tmp_path / "chunks.idx"
+    assert build(path, packs) == len(entries)
+    with SortedIndex(path) as index:
+        assert len(index) == len(entries)
+        for cid in rnd.sample(sorted(entries), 5000):
+            assert index.get(cid) == entries[cid] and cid in index
+            assert index[cid] == entries[cid]
+        for _ in range(5000):
+            cid = rnd.randbytes(32).hex()
+            assert index.get(cid) is None and cid not in index
+        # an id that shares its first bytes with a stored one is still absent
+        near = next(iter(entries))[:-2] + "00"
+        assert (near in index) == (near in entries)
+        with pytest.raises(KeyError):
+            index[rnd.randbytes(32).hex()]
+        # not a chunk id at all: absent, not an exception
+        assert index.get("not hex") is None and "abcd" not in index
+
+
+def test_an_empty_index_answers_nothing(tmp_path):
+    path = tmp_path / "empty.idx"
+    assert build(path, []) == 0
+    with SortedIndex(path) as index:
+        assert len(index) == 0 and index.get("00" * 32) is None
+
+
+@pytest.mark.parametrize(
+    "spoil, why",
+    [
+        (lambda b: b"NOTANIDX" + b[8:], "is not a sorted chunk index"),
+        (lambda b: b[:-5], "has the wrong size"),
+        (lambda b: b[:10], "is truncated"),
+    ],
+)
+def test_a_file_that_is_not_a_whole_index_is_refused(tmp_path, spoil, why):
+    path = tmp_path / "chunks.idx"
+    build(path, _packs(3, 4, random.Random(1)))
+    path.write_bytes(spoil(path.read_bytes()))
+    with pytest.raises(SortedIndexError, match=why):
+        SortedIndex(path)
+
+
+PROBE = textwrap.dedent(
+    """
+    import hashlib, json, random, sys
+    from pathlib import Path
+    from sctk.backup.repo.sortedindex import SortedIndex
+
+    def hwm():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) * 1024
+
+    n = int(sys.argv[2])
+    ids = [hashlib.sha256(i.to_bytes(8, "little")).hexdigest()
+           for i in random.Random(3).sample(range(n), 100_000)]
+    base = hwm()
+    index = SortedIndex(Path(sys.argv[1]))
+    found = sum(index.get(cid) is not None for cid in ids)
+    print(json.dumps({"found": found, "grew": hwm() - base}))
+    """
+)
+
+
+def test_opening_a_million_id_index_and_looking_ids_up_takes_little_memory(tmp_path):
+    """Measured in a fresh process (its own VmHWM): the table and a bucket, not the file."""
+    n = 1_000_000
+
+    def packs():
+        for p in range(n // 50):
+            yield (
+                hashlib.sha256(b"p" + p.to_bytes(8, "little")).hexdigest(),
+                [
+                    (hashlib.sha256(i.to_bytes(8, "little")).hexdigest(), 0, 1, 1, 0)
+                    for i in range(p * 50, p * 50 + 50)
+                ],
+            )
+
+    path = tmp_path / "million.idx"
+    assert build(path, packs()) == n
+    assert path.stat().st_size > 45 * n  # the index is on disk, ~49 bytes an id
+    src = Path(__file__).resolve().parents[3] / "src"
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path), str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(src)},
+    ).stdout
+    import json
+
+    got = json.loads(out)
+    assert got["found"] == 100_000
+    # a dict of the same ids holds ~300 MB; the file's table is 128 KiB
+    assert got["grew"] < 4 * 1024 * 1024, got
