@@ -59,6 +59,7 @@ from sctk.uq import scores as conformity
 from sctk.uq.alpha import HybridWeight
 from sctk.uq.conformal import check_alpha, min_points
 from sctk.uq.networks import ResidualMLP
+from sctk.uq.support import Support
 from sctk.uq.trees import TreeEnsemble
 
 PhysicsFn = Callable[[np.ndarray], np.ndarray]
@@ -334,11 +335,14 @@ class HybridRegressor:
                 )
         # the choice sees the training rows only: X and y here hold no calibration row
         method = self._resolved_method()
+        self.support_ = None
         if cross and method == "auto" and X.shape[0] >= SELECT_MIN_ROWS:
             self._select_cross(X, y, callback)
             return self
         if method == "auto":
             method, self.selection_ = self._select(X, y)
+            if self.selection_.get("snap"):
+                self.support_ = Support.of(y)
         else:
             self.selection_ = {"chosen": method, "reason": "given"}
         self.method_ = method
@@ -441,7 +445,8 @@ class HybridRegressor:
         if X.shape[0] <= self.mlp_rows:
             families.append("mlp-normalised")
         variants = {"hgb-normalised": ["hgb-plain"], "mlp-normalised": ["mlp-plain"]}
-        fitted, scores = {}, {}
+        fitted, scores, snapped = {}, {}, {}
+        support = Support.of(y)
         for family in families:
             self.method_ = family
             self._make_score()
@@ -454,7 +459,12 @@ class HybridRegressor:
                 lower, upper = self.cross_intervals(self.quantile_alpha)
                 total = _interval_score_sum(y, lower, upper, self.quantile_alpha)
                 scores[method] = (total / len(y), family)
-        chosen = min(scores, key=lambda m: scores[m][0])
+                if support is not None:
+                    lower, upper = support.snap(lower, upper)
+                    total = _interval_score_sum(y, lower, upper, self.quantile_alpha)
+                    snapped[method] = total / len(y)
+        chosen = min(scores, key=lambda m: min(scores[m][0], snapped.get(m, math.inf)))
+        snap = snapped.get(chosen, math.inf) < scores[chosen][0]
         family = scores[chosen][1]
         self.folds_, self._oof, self.scaling_, self.history_, self.alpha_ = fitted[family]
         self.method_ = chosen
@@ -462,6 +472,7 @@ class HybridRegressor:
             member.method_ = chosen
         self._make_score()
         self._calibrate_cross()
+        self.support_ = support if snap else None
         self.selection_ = {
             "chosen": chosen,
             "reason": "auto, cross-conformal",
@@ -469,6 +480,7 @@ class HybridRegressor:
             "validation_rows": int(len(y)),
             "fit_rows": int(len(y)),
             "candidates": {m: float(v[0]) for m, v in scores.items()},
+            **_snap_record(snap, snapped),
         }
 
     def cross_intervals(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -497,7 +509,12 @@ class HybridRegressor:
             lower[rows], upper[rows] = split.interval(
                 oof["centre"][rows], oof["spread"][rows], alpha, self._groups_oof(rows)
             )
-        return lower, upper
+        return self._snap(lower, upper)
+
+    def _snap(self, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The bounds drawn in to the target's support, where the choice kept that."""
+        support = getattr(self, "support_", None)
+        return (lower, upper) if support is None else support.snap(lower, upper)
 
     def _groups_oof(self, rows: np.ndarray) -> np.ndarray | None:
         groups = self._oof.get("groups")
@@ -621,7 +638,10 @@ class HybridRegressor:
         val, fit_rows = order[:n_val], order[n_val:]
         half = n_val // 2
         y_val = y[val]
+        # the support as the final model will know it: from the targets its learner sees
+        support = Support.of(y[fit_rows])
         scores: dict[str, float] = {}
+        snapped: dict[str, float] = {}
         outputs: dict[str, dict[str, np.ndarray]] = {}
         for method in self._candidates(len(fit_rows)):
             # one fit per learner serves each of its scores (the plain score ignores sigma)
@@ -634,7 +654,7 @@ class HybridRegressor:
                 outputs[learner] = member._outputs(X[val], with_psi=False)
             out = outputs[learner]
             score = self._score_for(method)
-            total = 0.0
+            total = total_snapped = 0.0
             for cal, test in (
                 (slice(0, half), slice(half, None)),
                 (slice(half, None), slice(0, half)),
@@ -646,8 +666,16 @@ class HybridRegressor:
                     out["centre"][test], out["spread"][test], self.quantile_alpha
                 )
                 total += _interval_score_sum(y_val[test], lower, upper, self.quantile_alpha)
+                if support is not None:
+                    lower, upper = support.snap(lower, upper)
+                    total_snapped += _interval_score_sum(
+                        y_val[test], lower, upper, self.quantile_alpha
+                    )
             scores[method] = total / n_val
-        chosen = min(scores, key=scores.get)
+            if support is not None:
+                snapped[method] = total_snapped / n_val
+        chosen = min(scores, key=lambda m: min(scores[m], snapped.get(m, math.inf)))
+        snap = snapped.get(chosen, math.inf) < scores[chosen]
         return chosen, {
             "chosen": chosen,
             "reason": "auto",
@@ -655,6 +683,7 @@ class HybridRegressor:
             "validation_rows": int(n_val),
             "fit_rows": int(len(fit_rows)),
             "candidates": {k: float(v) for k, v in scores.items()},
+            **_snap_record(snap, snapped),
         }
 
     # -- prediction ---------------------------------------------------------------------
@@ -758,10 +787,12 @@ class HybridRegressor:
         def interval_at(alpha: float) -> tuple[np.ndarray, np.ndarray]:
             if isinstance(self.calibrator_, conformity.CrossCalibrator):
                 members = out["members"]
-                return self.calibrator_.interval(
+                bounds = self.calibrator_.interval(
                     [m["centre"] for m in members], [m["spread"] for m in members], alpha, groups
                 )
-            return self.calibrator_.interval(out["centre"], out["spread"], alpha, groups)
+            else:
+                bounds = self.calibrator_.interval(out["centre"], out["spread"], alpha, groups)
+            return self._snap(*bounds)
 
         return out, interval_at
 
@@ -790,6 +821,14 @@ def _over_folds(callback, fold: int, folds: int):
         callback(fold * epochs + epoch, folds * epochs, loss)
 
     return counted
+
+
+def _snap_record(snap: bool, snapped: dict[str, float]) -> dict[str, Any]:
+    """What the selection record says of drawing bounds in to a discrete target's support:
+    nothing for a target that has none."""
+    if not snapped:
+        return {}
+    return {"snap": bool(snap), "snapped": {k: float(v) for k, v in snapped.items()}}
 
 
 def _split_calibrator(score: conformity.Score):

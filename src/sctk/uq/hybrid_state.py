@@ -16,6 +16,7 @@ from sctk.uq import scores as conformity
 from sctk.uq.alpha import HybridWeight
 from sctk.uq.hybrid import LEARNER, HybridRegressor, _Scaling
 from sctk.uq.networks import ResidualMLP
+from sctk.uq.support import Support
 from sctk.uq.trees import TreeEnsemble
 
 
@@ -73,6 +74,9 @@ def full_state(model: HybridRegressor) -> dict[str, Any]:
     state["mode"] = model.mode_
     state["calibrator"] = calibrator_state(model)
     state["selection"] = _plain(model.selection_)
+    support = getattr(model, "support_", None)
+    if support is not None:  # the choice drew the bounds in to a discrete target's values
+        state["support"] = support.state()
     if model.folds_:
         state["folds"] = [learner_state(m) for m in model.folds_]
     return state
@@ -121,6 +125,8 @@ def restore(model: HybridRegressor, state: dict[str, Any]) -> None:
     model.method_ = state["method"]
     model.mode_ = state.get("mode", "split")
     model.selection_ = state.get("selection") or {"chosen": model.method_, "reason": "given"}
+    support = state.get("support")
+    model.support_ = None if support is None else Support.from_state(support)
     name = cal.get("score") or ("normalised" if cal["normalized"] else "plain")
     model.score_ = conformity.make_score(name, cal.get("z") or None)
     restore_learner(model, state)
