@@ -127,3 +127,17 @@ def test_the_choice_to_move_bounds_never_sees_the_calibration_rows():
     dirty = HybridRegressor(**kw).fit(X[:1000], y[:1000], X[1000:1300], y[1000:1300] + poison)
     assert "snapped" in clean.selection_ and dirty.selection_ == clean.selection_
     assert dirty.support_ == clean.support_
+
+
+def test_models_show_says_whether_the_bounds_were_moved():
+    from sctk.cli.uq import _method_lines
+
+    sel = {"reason": "auto", "alpha": 0.1, "validation_rows": 300}
+    sel["candidates"] = {"hgb-cqr": 2.5, "hgb-plain": 3.0}
+    moved = {**sel, "snap": True, "snapped": {"hgb-cqr": 2.25, "hgb-plain": 3.1}}
+    kept = {**sel, "snap": False, "snapped": {"hgb-cqr": 2.75, "hgb-plain": 3.1}}
+    lines = _method_lines({"method": "hgb-cqr", "selection": moved})
+    assert lines[-1] == "bounds moved to the nearest value the target takes (scored 2.25)"
+    lines = _method_lines({"method": "hgb-cqr", "selection": kept})
+    assert lines[-1].startswith("bounds kept as calibrated") and "2.75" in lines[-1]
+    assert "bounds" not in _method_lines({"method": "hgb-cqr", "selection": sel})[-1]
