@@ -133,6 +133,9 @@ LEARNER = {
     "hgb-cqr": "quantile",
     "hgb-cqr-sided": "quantile",
 }
+# a candidate beats the preferred method (sided CQR; CQR under CV+) only by this many
+# standard errors of their paired validation difference (0: the lowest average wins)
+CHOICE_MARGIN = 1.0
 SELECT_MIN_ROWS = 100  # fewer training rows: no validation split worth the name
 FALLBACK = "mlp-normalised"  # the method of every model before `auto`
 SQRT_HALF_PI = math.sqrt(math.pi / 2)  # E|r| * this = sd, for Gaussian r
@@ -445,7 +448,9 @@ class HybridRegressor:
         if X.shape[0] <= self.mlp_rows:
             families.append("mlp-normalised")
         variants = {"hgb-normalised": ["hgb-plain"], "mlp-normalised": ["mlp-plain"]}
-        fitted, scores, snapped = {}, {}, {}
+        fitted: dict[str, tuple] = {}
+        rows: dict[tuple[str, bool], np.ndarray] = {}
+        family_of: dict[str, str] = {}
         support = Support.of(y)
         for family in families:
             self.method_ = family
@@ -457,15 +462,15 @@ class HybridRegressor:
                 self._make_score()
                 self._calibrate_cross()
                 lower, upper = self.cross_intervals(self.quantile_alpha)
-                total = _interval_score_sum(y, lower, upper, self.quantile_alpha)
-                scores[method] = (total / len(y), family)
+                rows[(method, False)] = _interval_scores(y, lower, upper, self.quantile_alpha)
+                family_of[method] = family
                 if support is not None:
                     lower, upper = support.snap(lower, upper)
-                    total = _interval_score_sum(y, lower, upper, self.quantile_alpha)
-                    snapped[method] = total / len(y)
-        chosen = min(scores, key=lambda m: min(scores[m][0], snapped.get(m, math.inf)))
-        snap = snapped.get(chosen, math.inf) < scores[chosen][0]
-        family = scores[chosen][1]
+                    rows[(method, True)] = _interval_scores(y, lower, upper, self.quantile_alpha)
+        chosen, snap = _choose(rows, "hgb-cqr")
+        scores = {m: float(v.mean()) for (m, moved), v in rows.items() if not moved}
+        snapped = {m: float(v.mean()) for (m, moved), v in rows.items() if moved}
+        family = family_of[chosen]
         self.folds_, self._oof, self.scaling_, self.history_, self.alpha_ = fitted[family]
         self.method_ = chosen
         for member in self.folds_:
@@ -479,7 +484,7 @@ class HybridRegressor:
             "alpha": self.quantile_alpha,
             "validation_rows": int(len(y)),
             "fit_rows": int(len(y)),
-            "candidates": {m: float(v[0]) for m, v in scores.items()},
+            "candidates": scores,
             **_snap_record(snap, snapped),
         }
 
@@ -638,10 +643,10 @@ class HybridRegressor:
         val, fit_rows = order[:n_val], order[n_val:]
         half = n_val // 2
         y_val = y[val]
+        alpha = self.quantile_alpha
         # the support as the final model will know it: from the targets its learner sees
         support = Support.of(y[fit_rows])
-        scores: dict[str, float] = {}
-        snapped: dict[str, float] = {}
+        rows: dict[tuple[str, bool], np.ndarray] = {}
         outputs: dict[str, dict[str, np.ndarray]] = {}
         for method in self._candidates(len(fit_rows)):
             # one fit per learner serves each of its scores (the plain score ignores sigma)
@@ -654,7 +659,7 @@ class HybridRegressor:
                 outputs[learner] = member._outputs(X[val], with_psi=False)
             out = outputs[learner]
             score = self._score_for(method)
-            total = total_snapped = 0.0
+            parts: dict[bool, list[np.ndarray]] = {False: [], True: []}
             for cal, test in (
                 (slice(0, half), slice(half, None)),
                 (slice(half, None), slice(0, half)),
@@ -662,27 +667,24 @@ class HybridRegressor:
                 calibrator = _split_calibrator(score).fit(
                     y_val[cal], out["centre"][cal], out["spread"][cal]
                 )
-                lower, upper = calibrator.interval(
-                    out["centre"][test], out["spread"][test], self.quantile_alpha
-                )
-                total += _interval_score_sum(y_val[test], lower, upper, self.quantile_alpha)
+                lower, upper = calibrator.interval(out["centre"][test], out["spread"][test], alpha)
+                parts[False].append(_interval_scores(y_val[test], lower, upper, alpha))
                 if support is not None:
                     lower, upper = support.snap(lower, upper)
-                    total_snapped += _interval_score_sum(
-                        y_val[test], lower, upper, self.quantile_alpha
-                    )
-            scores[method] = total / n_val
-            if support is not None:
-                snapped[method] = total_snapped / n_val
-        chosen = min(scores, key=lambda m: min(scores[m], snapped.get(m, math.inf)))
-        snap = snapped.get(chosen, math.inf) < scores[chosen]
+                    parts[True].append(_interval_scores(y_val[test], lower, upper, alpha))
+            for moved, found in parts.items():
+                if found:  # every validation row scored once, by the half it was not in
+                    rows[(method, moved)] = np.concatenate(found)
+        chosen, snap = _choose(rows, "hgb-cqr-sided")
+        scores = {m: float(v.mean()) for (m, moved), v in rows.items() if not moved}
+        snapped = {m: float(v.mean()) for (m, moved), v in rows.items() if moved}
         return chosen, {
             "chosen": chosen,
             "reason": "auto",
             "alpha": self.quantile_alpha,
             "validation_rows": int(n_val),
             "fit_rows": int(len(fit_rows)),
-            "candidates": {k: float(v) for k, v in scores.items()},
+            "candidates": scores,
             **_snap_record(snap, snapped),
         }
 
@@ -837,7 +839,31 @@ def _split_calibrator(score: conformity.Score):
     return conformity.SplitCalibrator(score=score)
 
 
-def _interval_score_sum(y, lower, upper, alpha: float) -> float:
+def _interval_scores(y, lower, upper, alpha: float) -> np.ndarray:
+    """Each row's interval score: width plus 2 / alpha times the miss."""
     below = np.maximum(lower - y, 0.0)
     above = np.maximum(y - upper, 0.0)
-    return float(np.sum((upper - lower) + (2.0 / alpha) * (below + above)))
+    return (upper - lower) + (2.0 / alpha) * (below + above)
+
+
+def _choose(rows: dict[tuple[str, bool], np.ndarray], preferred: str) -> tuple[str, bool]:
+    """The (method, bounds moved) whose validation rows score best on average, unless it
+    beats PREFERRED (its bounds moved or not, chosen the same way) by less than CHOICE_MARGIN
+    standard errors of their paired difference: among many candidates the lowest of noisy
+    averages is often low by chance, and a near-tie goes to the method best most often."""
+    base = (preferred, False)
+    if base not in rows:
+        return min(rows, key=lambda key: float(rows[key].mean()))
+    if (preferred, True) in rows:
+        base = _beats(rows, (preferred, True), base)
+    return _beats(rows, min(rows, key=lambda key: float(rows[key].mean())), base)
+
+
+def _beats(rows, challenger, incumbent):
+    """CHALLENGER where its rows score lower than INCUMBENT's by more than CHOICE_MARGIN
+    standard errors of the mean paired difference, else INCUMBENT."""
+    if challenger == incumbent:
+        return incumbent
+    diff = rows[incumbent] - rows[challenger]
+    error = float(diff.std(ddof=1)) / math.sqrt(diff.size) if diff.size > 1 else math.inf
+    return challenger if float(diff.mean()) > CHOICE_MARGIN * error else incumbent
