@@ -11,7 +11,7 @@ Methods (`method`), each a residual learner and a conformity score (sctk.uq.scor
                     heteroscedastic head; scores |y - mean| / sigma
     mlp-plain       the same network, scores |y - mean|
     hgb-cqr         gradient-boosted quantiles of y - S(X) (CQR) and a boosted mean
-    hgb-cqr-sided   the same, each side of the band conformalized on its own (needs a split)
+    hgb-cqr-sided   the same, each side of the band conformalized on its own
     hgb-normalised  a boosted mean of y - S(X) and a boosted spread of its residuals
     hgb-plain       the boosted mean alone, scores |y - mean|
     auto (default)  the one of these with the best interval score on a validation split of
@@ -133,7 +133,7 @@ LEARNER = {
     "hgb-cqr": "quantile",
     "hgb-cqr-sided": "quantile",
 }
-# a candidate beats the preferred method (sided CQR; CQR under CV+) only by this many
+# a candidate beats the preferred method (sided CQR; CQR under CV+ by groups) only by this many
 # standard errors of their paired validation difference (0: the lowest average wins)
 CHOICE_MARGIN = 1.0
 SELECT_MIN_ROWS = 100  # fewer training rows: no validation split worth the name
@@ -350,10 +350,10 @@ class HybridRegressor:
             self.selection_ = {"chosen": method, "reason": "given"}
         self.method_ = method
         self._make_score()
-        if cross and method == "hgb-cqr-sided":
+        if cross and method == "hgb-cqr-sided" and self.group_by is not None:
             raise SctkError(
-                "hgb-cqr-sided needs a calibration split; give X_cal (or set cv_below = 0), "
-                "or use hgb-cqr under CV+."
+                "hgb-cqr-sided under CV+ has no per-group calibration; give X_cal (or set "
+                "cv_below = 0), or use hgb-cqr with group_by."
             )
         if cross:
             self._fit_cross(X, y, callback)
@@ -427,6 +427,18 @@ class HybridRegressor:
     def _calibrate_cross(self) -> None:
         """The CV+ calibrator of the out-of-fold outputs under the model's score."""
         oof = self._oof
+        if isinstance(self.score_, conformity.SidedScore):
+            # each side's own scores: lo - y and y - hi of every row under its fold model
+            lo_miss = (oof["centre"] - oof["spread"]) - oof["y"]
+            hi_miss = oof["y"] - (oof["centre"] + oof["spread"])
+            folds = [oof["fold"] == f for f in range(len(self.folds_))]
+            self.calibrator_ = conformity.SidedCrossCalibrator(
+                self.score_,
+                [np.sort(lo_miss[inside]) for inside in folds],
+                [np.sort(hi_miss[inside]) for inside in folds],
+            )
+            self.mode_ = "cv+"
+            return
         s = self.score_.scores(oof["y"], oof["centre"], oof["spread"])
         fold_scores, fold_groups = [], []
         for f in range(len(self.folds_)):
@@ -448,6 +460,8 @@ class HybridRegressor:
         if X.shape[0] <= self.mlp_rows:
             families.append("mlp-normalised")
         variants = {"hgb-normalised": ["hgb-plain"], "mlp-normalised": ["mlp-plain"]}
+        if self.group_by is None:  # the sided CQR's CV+ has no per-group form
+            variants["hgb-cqr"] = ["hgb-cqr-sided"]
         fitted: dict[str, tuple] = {}
         rows: dict[tuple[str, bool], np.ndarray] = {}
         family_of: dict[str, str] = {}
@@ -467,7 +481,7 @@ class HybridRegressor:
                 if support is not None:
                     lower, upper = support.snap(lower, upper)
                     rows[(method, True)] = _interval_scores(y, lower, upper, self.quantile_alpha)
-        chosen, snap = _choose(rows, "hgb-cqr")
+        chosen, snap = _choose(rows, "hgb-cqr-sided" if self.group_by is None else "hgb-cqr")
         scores = {m: float(v.mean()) for (m, moved), v in rows.items() if not moved}
         snapped = {m: float(v.mean()) for (m, moved), v in rows.items() if moved}
         family = family_of[chosen]
@@ -498,6 +512,19 @@ class HybridRegressor:
         alpha = check_alpha(alpha)
         cal = self.calibrator_
         lower, upper = np.empty(oof["fold"].size), np.empty(oof["fold"].size)
+        if isinstance(cal, conformity.SidedCrossCalibrator):
+            for f in range(len(cal.fold_lower)):
+                rows = oof["fold"] == f
+                others = [j for j in range(len(cal.fold_lower)) if j != f]
+                split = conformity.SidedCalibrator(
+                    score=self.score_,
+                    lower_=np.sort(np.concatenate([cal.fold_lower[j] for j in others])),
+                    upper_=np.sort(np.concatenate([cal.fold_upper[j] for j in others])),
+                )
+                lower[rows], upper[rows] = split.interval(
+                    oof["centre"][rows], oof["spread"][rows], alpha
+                )
+            return self._snap(lower, upper)
         for f in range(len(cal.fold_scores)):
             rows = oof["fold"] == f
             others = [j for j in range(len(cal.fold_scores)) if j != f]
@@ -787,7 +814,9 @@ class HybridRegressor:
         groups = self._groups(X)
 
         def interval_at(alpha: float) -> tuple[np.ndarray, np.ndarray]:
-            if isinstance(self.calibrator_, conformity.CrossCalibrator):
+            if isinstance(
+                self.calibrator_, conformity.CrossCalibrator | conformity.SidedCrossCalibrator
+            ):
                 members = out["members"]
                 bounds = self.calibrator_.interval(
                     [m["centre"] for m in members], [m["spread"] for m in members], alpha, groups

@@ -59,6 +59,9 @@ def calibrator_state(model: HybridRegressor) -> dict[str, Any]:
     if isinstance(cal, conformity.SidedCalibrator):
         out["lower"], out["upper"] = _tensor(cal.lower_), _tensor(cal.upper_)
         out["groups"] = {g: [_tensor(lo), _tensor(hi)] for g, (lo, hi) in cal.groups_.items()}
+    elif isinstance(cal, conformity.SidedCrossCalibrator):
+        out["fold_lower"] = [_tensor(s) for s in cal.fold_lower]
+        out["fold_upper"] = [_tensor(s) for s in cal.fold_upper]
     elif isinstance(cal, conformity.CrossCalibrator):
         out["fold_scores"] = [_tensor(s) for s in cal.fold_scores]
         out["fold_groups"] = [{g: _tensor(v) for g, v in fg.items()} for fg in cal.fold_groups]
@@ -141,6 +144,12 @@ def restore(model: HybridRegressor, state: dict[str, Any]) -> None:
             lower_=cal["lower"].numpy(),
             upper_=cal["upper"].numpy(),
             groups_={g: (v[0].numpy(), v[1].numpy()) for g, v in (cal.get("groups") or {}).items()},
+        )
+    elif "fold_lower" in cal:
+        model.calibrator_ = conformity.SidedCrossCalibrator(
+            model.score_,
+            [s.numpy() for s in cal["fold_lower"]],
+            [s.numpy() for s in cal["fold_upper"]],
         )
     elif "fold_scores" in cal:
         model.calibrator_ = conformity.CrossCalibrator(
