@@ -17,7 +17,10 @@ Methods (`method`), each a residual learner and a conformity score (sctk.uq.scor
     auto (default)  the one of these with the best interval score on a validation split of
                     the TRAINING rows (never the calibration rows), then refitted on every
                     training row and calibrated; `selection_` records the choice and every
-                    candidate's validation score
+                    candidate's validation score. A near-tie (within one standard error)
+                    goes to the sided CQR; for a discrete target each candidate is also
+                    scored with its bounds moved to the target's values (sctk.uq.support),
+                    and `support_` keeps them when that scored better
 
 S is the physics function (zero without one); the boosted learners learn the residual
 y - S(X) from the features and S(X), so the physics stays the base of every learner.
