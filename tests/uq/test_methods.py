@@ -11,6 +11,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
+from sctk.errors import SctkError
 from sctk.uq import metrics, tabular_kind
 from sctk.uq.hybrid import HybridRegressor
 from sctk.uq.trees import BOOST_DEFAULTS, TreeEnsemble
@@ -66,6 +67,29 @@ def test_cv_plus_covers_over_50_seeded_small_problems():
         out = model.predict_interval(X[150:], alpha=0.1)
         covered.append(metrics.coverage(y[150:], out["lower"], out["upper"]))
     assert 0.87 <= np.mean(covered) <= 0.95, np.mean(covered)
+
+
+def test_sided_cv_plus_covers_over_30_seeded_small_skewed_problems():
+    covered = []
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        X = rng.uniform(-2, 2, (400, 2))
+        y = np.exp(0.5 * X[:, 0] + rng.normal(0, 0.6, 400))  # skewed: the sides miss apart
+        model = HybridRegressor(method="hgb-cqr-sided", seed=seed, boost={"max_iter": 20})
+        model.fit(X[:150], y[:150])
+        assert model.mode_ == "cv+" and len(model.folds_) == 5
+        out = model.predict_interval(X[150:], alpha=0.1)
+        assert np.all(out["lower"] <= out["upper"])
+        covered.append(metrics.coverage(y[150:], out["lower"], out["upper"]))
+    assert 0.87 <= np.mean(covered) <= 0.95, np.mean(covered)
+
+
+def test_sided_cqr_under_cv_plus_by_groups_is_refused():
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.uniform(-2, 2, 200), rng.integers(0, 2, 200)])
+    model = HybridRegressor(method="hgb-cqr-sided", group_by=1, boost={"max_iter": 10})
+    with pytest.raises(SctkError, match="no per-group calibration"):
+        model.fit(X, X[:, 0] + rng.normal(size=200))
 
 
 def test_mondrian_calibration_holds_coverage_in_each_group():
@@ -129,6 +153,7 @@ def test_boosted_trees_predict_missing_values_as_the_booster_did(leaves):
         ({"method": "hgb-cqr", "group_by": 2}, True),
         ({"method": "hgb-cqr-sided", "group_by": 2}, True),
         ({"method": "hgb-normalised"}, False),  # CV+
+        ({"method": "hgb-cqr-sided"}, False),  # CV+, each side on its own
         ({"method": "mlp-plain"}, False),  # CV+ of networks
     ],
 )

@@ -646,6 +646,14 @@ def _method_lines(metrics: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {name:<15} {score:.5g}{'  <- chosen' if name == metrics['method'] else ''}"
         )
+    snapped = sel.get("snapped") or {}
+    if metrics["method"] in snapped:  # a discrete target: bounds moved to its values or not
+        score = f"{snapped[metrics['method']]:.5g}"
+        lines.append(
+            f"bounds moved to the nearest value the target takes (scored {score})"
+            if sel.get("snap")
+            else f"bounds kept as calibrated (moved to the target's values they scored {score})"
+        )
     return lines
 
 

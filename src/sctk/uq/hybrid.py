@@ -11,13 +11,16 @@ Methods (`method`), each a residual learner and a conformity score (sctk.uq.scor
                     heteroscedastic head; scores |y - mean| / sigma
     mlp-plain       the same network, scores |y - mean|
     hgb-cqr         gradient-boosted quantiles of y - S(X) (CQR) and a boosted mean
-    hgb-cqr-sided   the same, each side of the band conformalized on its own (needs a split)
+    hgb-cqr-sided   the same, each side of the band conformalized on its own
     hgb-normalised  a boosted mean of y - S(X) and a boosted spread of its residuals
     hgb-plain       the boosted mean alone, scores |y - mean|
     auto (default)  the one of these with the best interval score on a validation split of
                     the TRAINING rows (never the calibration rows), then refitted on every
                     training row and calibrated; `selection_` records the choice and every
-                    candidate's validation score
+                    candidate's validation score. A near-tie (within one standard error)
+                    goes to the sided CQR; for a discrete target each candidate is also
+                    scored with its bounds moved to the target's values (sctk.uq.support),
+                    and `support_` keeps them when that scored better
 
 S is the physics function (zero without one); the boosted learners learn the residual
 y - S(X) from the features and S(X), so the physics stays the base of every learner.
@@ -59,6 +62,7 @@ from sctk.uq import scores as conformity
 from sctk.uq.alpha import HybridWeight
 from sctk.uq.conformal import check_alpha, min_points
 from sctk.uq.networks import ResidualMLP
+from sctk.uq.support import Support
 from sctk.uq.trees import TreeEnsemble
 
 PhysicsFn = Callable[[np.ndarray], np.ndarray]
@@ -132,6 +136,9 @@ LEARNER = {
     "hgb-cqr": "quantile",
     "hgb-cqr-sided": "quantile",
 }
+# a candidate beats the preferred method (sided CQR; CQR under CV+ by groups) only by this many
+# standard errors of their paired validation difference (0: the lowest average wins)
+CHOICE_MARGIN = 1.0
 SELECT_MIN_ROWS = 100  # fewer training rows: no validation split worth the name
 FALLBACK = "mlp-normalised"  # the method of every model before `auto`
 SQRT_HALF_PI = math.sqrt(math.pi / 2)  # E|r| * this = sd, for Gaussian r
@@ -334,19 +341,22 @@ class HybridRegressor:
                 )
         # the choice sees the training rows only: X and y here hold no calibration row
         method = self._resolved_method()
+        self.support_ = None
         if cross and method == "auto" and X.shape[0] >= SELECT_MIN_ROWS:
             self._select_cross(X, y, callback)
             return self
         if method == "auto":
             method, self.selection_ = self._select(X, y)
+            if self.selection_.get("snap"):
+                self.support_ = Support.of(y)
         else:
             self.selection_ = {"chosen": method, "reason": "given"}
         self.method_ = method
         self._make_score()
-        if cross and method == "hgb-cqr-sided":
+        if cross and method == "hgb-cqr-sided" and self.group_by is not None:
             raise SctkError(
-                "hgb-cqr-sided needs a calibration split; give X_cal (or set cv_below = 0), "
-                "or use hgb-cqr under CV+."
+                "hgb-cqr-sided under CV+ has no per-group calibration; give X_cal (or set "
+                "cv_below = 0), or use hgb-cqr with group_by."
             )
         if cross:
             self._fit_cross(X, y, callback)
@@ -420,6 +430,18 @@ class HybridRegressor:
     def _calibrate_cross(self) -> None:
         """The CV+ calibrator of the out-of-fold outputs under the model's score."""
         oof = self._oof
+        if isinstance(self.score_, conformity.SidedScore):
+            # each side's own scores: lo - y and y - hi of every row under its fold model
+            lo_miss = (oof["centre"] - oof["spread"]) - oof["y"]
+            hi_miss = oof["y"] - (oof["centre"] + oof["spread"])
+            folds = [oof["fold"] == f for f in range(len(self.folds_))]
+            self.calibrator_ = conformity.SidedCrossCalibrator(
+                self.score_,
+                [np.sort(lo_miss[inside]) for inside in folds],
+                [np.sort(hi_miss[inside]) for inside in folds],
+            )
+            self.mode_ = "cv+"
+            return
         s = self.score_.scores(oof["y"], oof["centre"], oof["spread"])
         fold_scores, fold_groups = [], []
         for f in range(len(self.folds_)):
@@ -441,7 +463,12 @@ class HybridRegressor:
         if X.shape[0] <= self.mlp_rows:
             families.append("mlp-normalised")
         variants = {"hgb-normalised": ["hgb-plain"], "mlp-normalised": ["mlp-plain"]}
-        fitted, scores = {}, {}
+        if self.group_by is None:  # the sided CQR's CV+ has no per-group form
+            variants["hgb-cqr"] = ["hgb-cqr-sided"]
+        fitted: dict[str, tuple] = {}
+        rows: dict[tuple[str, bool], np.ndarray] = {}
+        family_of: dict[str, str] = {}
+        support = Support.of(y)
         for family in families:
             self.method_ = family
             self._make_score()
@@ -452,23 +479,30 @@ class HybridRegressor:
                 self._make_score()
                 self._calibrate_cross()
                 lower, upper = self.cross_intervals(self.quantile_alpha)
-                total = _interval_score_sum(y, lower, upper, self.quantile_alpha)
-                scores[method] = (total / len(y), family)
-        chosen = min(scores, key=lambda m: scores[m][0])
-        family = scores[chosen][1]
+                rows[(method, False)] = _interval_scores(y, lower, upper, self.quantile_alpha)
+                family_of[method] = family
+                if support is not None:
+                    lower, upper = support.snap(lower, upper)
+                    rows[(method, True)] = _interval_scores(y, lower, upper, self.quantile_alpha)
+        chosen, snap = _choose(rows, "hgb-cqr-sided" if self.group_by is None else "hgb-cqr")
+        scores = {m: float(v.mean()) for (m, moved), v in rows.items() if not moved}
+        snapped = {m: float(v.mean()) for (m, moved), v in rows.items() if moved}
+        family = family_of[chosen]
         self.folds_, self._oof, self.scaling_, self.history_, self.alpha_ = fitted[family]
         self.method_ = chosen
         for member in self.folds_:
             member.method_ = chosen
         self._make_score()
         self._calibrate_cross()
+        self.support_ = support if snap else None
         self.selection_ = {
             "chosen": chosen,
             "reason": "auto, cross-conformal",
             "alpha": self.quantile_alpha,
             "validation_rows": int(len(y)),
             "fit_rows": int(len(y)),
-            "candidates": {m: float(v[0]) for m, v in scores.items()},
+            "candidates": scores,
+            **_snap_record(snap, snapped),
         }
 
     def cross_intervals(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -481,6 +515,19 @@ class HybridRegressor:
         alpha = check_alpha(alpha)
         cal = self.calibrator_
         lower, upper = np.empty(oof["fold"].size), np.empty(oof["fold"].size)
+        if isinstance(cal, conformity.SidedCrossCalibrator):
+            for f in range(len(cal.fold_lower)):
+                rows = oof["fold"] == f
+                others = [j for j in range(len(cal.fold_lower)) if j != f]
+                split = conformity.SidedCalibrator(
+                    score=self.score_,
+                    lower_=np.sort(np.concatenate([cal.fold_lower[j] for j in others])),
+                    upper_=np.sort(np.concatenate([cal.fold_upper[j] for j in others])),
+                )
+                lower[rows], upper[rows] = split.interval(
+                    oof["centre"][rows], oof["spread"][rows], alpha
+                )
+            return self._snap(lower, upper)
         for f in range(len(cal.fold_scores)):
             rows = oof["fold"] == f
             others = [j for j in range(len(cal.fold_scores)) if j != f]
@@ -497,7 +544,12 @@ class HybridRegressor:
             lower[rows], upper[rows] = split.interval(
                 oof["centre"][rows], oof["spread"][rows], alpha, self._groups_oof(rows)
             )
-        return lower, upper
+        return self._snap(lower, upper)
+
+    def _snap(self, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The bounds drawn in to the target's support, where the choice kept that."""
+        support = getattr(self, "support_", None)
+        return (lower, upper) if support is None else support.snap(lower, upper)
 
     def _groups_oof(self, rows: np.ndarray) -> np.ndarray | None:
         groups = self._oof.get("groups")
@@ -621,7 +673,10 @@ class HybridRegressor:
         val, fit_rows = order[:n_val], order[n_val:]
         half = n_val // 2
         y_val = y[val]
-        scores: dict[str, float] = {}
+        alpha = self.quantile_alpha
+        # the support as the final model will know it: from the targets its learner sees
+        support = Support.of(y[fit_rows])
+        rows: dict[tuple[str, bool], np.ndarray] = {}
         outputs: dict[str, dict[str, np.ndarray]] = {}
         for method in self._candidates(len(fit_rows)):
             # one fit per learner serves each of its scores (the plain score ignores sigma)
@@ -634,7 +689,7 @@ class HybridRegressor:
                 outputs[learner] = member._outputs(X[val], with_psi=False)
             out = outputs[learner]
             score = self._score_for(method)
-            total = 0.0
+            parts: dict[bool, list[np.ndarray]] = {False: [], True: []}
             for cal, test in (
                 (slice(0, half), slice(half, None)),
                 (slice(half, None), slice(0, half)),
@@ -642,19 +697,25 @@ class HybridRegressor:
                 calibrator = _split_calibrator(score).fit(
                     y_val[cal], out["centre"][cal], out["spread"][cal]
                 )
-                lower, upper = calibrator.interval(
-                    out["centre"][test], out["spread"][test], self.quantile_alpha
-                )
-                total += _interval_score_sum(y_val[test], lower, upper, self.quantile_alpha)
-            scores[method] = total / n_val
-        chosen = min(scores, key=scores.get)
+                lower, upper = calibrator.interval(out["centre"][test], out["spread"][test], alpha)
+                parts[False].append(_interval_scores(y_val[test], lower, upper, alpha))
+                if support is not None:
+                    lower, upper = support.snap(lower, upper)
+                    parts[True].append(_interval_scores(y_val[test], lower, upper, alpha))
+            for moved, found in parts.items():
+                if found:  # every validation row scored once, by the half it was not in
+                    rows[(method, moved)] = np.concatenate(found)
+        chosen, snap = _choose(rows, "hgb-cqr-sided")
+        scores = {m: float(v.mean()) for (m, moved), v in rows.items() if not moved}
+        snapped = {m: float(v.mean()) for (m, moved), v in rows.items() if moved}
         return chosen, {
             "chosen": chosen,
             "reason": "auto",
             "alpha": self.quantile_alpha,
             "validation_rows": int(n_val),
             "fit_rows": int(len(fit_rows)),
-            "candidates": {k: float(v) for k, v in scores.items()},
+            "candidates": scores,
+            **_snap_record(snap, snapped),
         }
 
     # -- prediction ---------------------------------------------------------------------
@@ -756,12 +817,16 @@ class HybridRegressor:
         groups = self._groups(X)
 
         def interval_at(alpha: float) -> tuple[np.ndarray, np.ndarray]:
-            if isinstance(self.calibrator_, conformity.CrossCalibrator):
+            if isinstance(
+                self.calibrator_, conformity.CrossCalibrator | conformity.SidedCrossCalibrator
+            ):
                 members = out["members"]
-                return self.calibrator_.interval(
+                bounds = self.calibrator_.interval(
                     [m["centre"] for m in members], [m["spread"] for m in members], alpha, groups
                 )
-            return self.calibrator_.interval(out["centre"], out["spread"], alpha, groups)
+            else:
+                bounds = self.calibrator_.interval(out["centre"], out["spread"], alpha, groups)
+            return self._snap(*bounds)
 
         return out, interval_at
 
@@ -792,13 +857,45 @@ def _over_folds(callback, fold: int, folds: int):
     return counted
 
 
+def _snap_record(snap: bool, snapped: dict[str, float]) -> dict[str, Any]:
+    """What the selection record says of drawing bounds in to a discrete target's support:
+    nothing for a target that has none."""
+    if not snapped:
+        return {}
+    return {"snap": bool(snap), "snapped": {k: float(v) for k, v in snapped.items()}}
+
+
 def _split_calibrator(score: conformity.Score):
     if isinstance(score, conformity.SidedScore):
         return conformity.SidedCalibrator(score=score)
     return conformity.SplitCalibrator(score=score)
 
 
-def _interval_score_sum(y, lower, upper, alpha: float) -> float:
+def _interval_scores(y, lower, upper, alpha: float) -> np.ndarray:
+    """Each row's interval score: width plus 2 / alpha times the miss."""
     below = np.maximum(lower - y, 0.0)
     above = np.maximum(y - upper, 0.0)
-    return float(np.sum((upper - lower) + (2.0 / alpha) * (below + above)))
+    return (upper - lower) + (2.0 / alpha) * (below + above)
+
+
+def _choose(rows: dict[tuple[str, bool], np.ndarray], preferred: str) -> tuple[str, bool]:
+    """The (method, bounds moved) whose validation rows score best on average, unless it
+    beats PREFERRED (its bounds moved or not, chosen the same way) by less than CHOICE_MARGIN
+    standard errors of their paired difference: among many candidates the lowest of noisy
+    averages is often low by chance, and a near-tie goes to the method best most often."""
+    base = (preferred, False)
+    if base not in rows:
+        return min(rows, key=lambda key: float(rows[key].mean()))
+    if (preferred, True) in rows:
+        base = _beats(rows, (preferred, True), base)
+    return _beats(rows, min(rows, key=lambda key: float(rows[key].mean())), base)
+
+
+def _beats(rows, challenger, incumbent):
+    """CHALLENGER where its rows score lower than INCUMBENT's by more than CHOICE_MARGIN
+    standard errors of the mean paired difference, else INCUMBENT."""
+    if challenger == incumbent:
+        return incumbent
+    diff = rows[incumbent] - rows[challenger]
+    error = float(diff.std(ddof=1)) / math.sqrt(diff.size) if diff.size > 1 else math.inf
+    return challenger if float(diff.mean()) > CHOICE_MARGIN * error else incumbent

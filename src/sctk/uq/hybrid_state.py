@@ -16,6 +16,7 @@ from sctk.uq import scores as conformity
 from sctk.uq.alpha import HybridWeight
 from sctk.uq.hybrid import LEARNER, HybridRegressor, _Scaling
 from sctk.uq.networks import ResidualMLP
+from sctk.uq.support import Support
 from sctk.uq.trees import TreeEnsemble
 
 
@@ -58,6 +59,9 @@ def calibrator_state(model: HybridRegressor) -> dict[str, Any]:
     if isinstance(cal, conformity.SidedCalibrator):
         out["lower"], out["upper"] = _tensor(cal.lower_), _tensor(cal.upper_)
         out["groups"] = {g: [_tensor(lo), _tensor(hi)] for g, (lo, hi) in cal.groups_.items()}
+    elif isinstance(cal, conformity.SidedCrossCalibrator):
+        out["fold_lower"] = [_tensor(s) for s in cal.fold_lower]
+        out["fold_upper"] = [_tensor(s) for s in cal.fold_upper]
     elif isinstance(cal, conformity.CrossCalibrator):
         out["fold_scores"] = [_tensor(s) for s in cal.fold_scores]
         out["fold_groups"] = [{g: _tensor(v) for g, v in fg.items()} for fg in cal.fold_groups]
@@ -73,6 +77,9 @@ def full_state(model: HybridRegressor) -> dict[str, Any]:
     state["mode"] = model.mode_
     state["calibrator"] = calibrator_state(model)
     state["selection"] = _plain(model.selection_)
+    support = getattr(model, "support_", None)
+    if support is not None:  # the choice drew the bounds in to a discrete target's values
+        state["support"] = support.state()
     if model.folds_:
         state["folds"] = [learner_state(m) for m in model.folds_]
     return state
@@ -121,6 +128,8 @@ def restore(model: HybridRegressor, state: dict[str, Any]) -> None:
     model.method_ = state["method"]
     model.mode_ = state.get("mode", "split")
     model.selection_ = state.get("selection") or {"chosen": model.method_, "reason": "given"}
+    support = state.get("support")
+    model.support_ = None if support is None else Support.from_state(support)
     name = cal.get("score") or ("normalised" if cal["normalized"] else "plain")
     model.score_ = conformity.make_score(name, cal.get("z") or None)
     restore_learner(model, state)
@@ -135,6 +144,12 @@ def restore(model: HybridRegressor, state: dict[str, Any]) -> None:
             lower_=cal["lower"].numpy(),
             upper_=cal["upper"].numpy(),
             groups_={g: (v[0].numpy(), v[1].numpy()) for g, v in (cal.get("groups") or {}).items()},
+        )
+    elif "fold_lower" in cal:
+        model.calibrator_ = conformity.SidedCrossCalibrator(
+            model.score_,
+            [s.numpy() for s in cal["fold_lower"]],
+            [s.numpy() for s in cal["fold_upper"]],
         )
     elif "fold_scores" in cal:
         model.calibrator_ = conformity.CrossCalibrator(

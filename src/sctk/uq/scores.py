@@ -353,3 +353,41 @@ class SidedCalibrator:
                     q_hi[rows] = self._q(hi_s, alpha, f" of group {g}")
         lower, upper = (centre - spread) - q_lo, (centre + spread) + q_hi
         return np.minimum(lower, upper), np.maximum(lower, upper)
+
+
+@dataclass
+class SidedCrossCalibrator:
+    """CV+ for SidedScore: each side of the band by CV+ on its own at alpha / 2. The upper
+    bound is the ceil((1 - alpha / 2)(n + 1))-th smallest of hi_k(i)(x) + (y_i - hi_k(i)(x_i))
+    over the training rows i, the lower one mirrored with lo - y (CrossCalibrator's search
+    with plain scores, on each side's learnt quantile). No per-group form."""
+
+    score: Score
+    fold_lower: list[np.ndarray]  # sorted lo - y of each fold's rows, under its fold model
+    fold_upper: list[np.ndarray]  # sorted y - hi
+    iterations: int = 40
+    normalized = False
+
+    @property
+    def n(self) -> int:
+        return int(sum(s.size for s in self.fold_lower))
+
+    def interval(
+        self, centres: list[np.ndarray], spreads: list[np.ndarray], alpha: float, groups=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        alpha = check_alpha(alpha)
+        n = self.n
+        k = _rank(n, alpha / 2)
+        if k > n:
+            raise SctkError(
+                f"The calibration set has {n} points, too few for alpha={alpha}: it needs at "
+                f"least {min_points(alpha / 2)} (each side of the band at alpha / 2); use a "
+                "larger calibration set or a larger alpha."
+            )
+        search = CrossCalibrator(PlainScore(), self.fold_upper, iterations=self.iterations)
+        ones = [np.ones_like(c) for c in centres]
+        his = [c + s for c, s in zip(centres, spreads, strict=True)]
+        los = [-(c - s) for c, s in zip(centres, spreads, strict=True)]
+        upper = search._kth(his, ones, self.fold_upper, k)
+        lower = -search._kth(los, ones, self.fold_lower, k)
+        return np.minimum(lower, upper), np.maximum(lower, upper)
