@@ -187,3 +187,34 @@ def test_the_commands_submit_the_job_and_stream_a_prediction_to_a_file(
     assert sctk("uq", "predict", "drag", "--data", "big", "--out", str(csv)).code == 0
     np.testing.assert_allclose(pd.read_csv(csv)["upper"], stored["upper"])
     refused(sctk("uq", "predict", "drag", "--data", "nope", "--out", str(out)), "'nope'")
+
+
+@sqlite_only
+def test_a_damaged_dataset_is_refused_and_nothing_is_written(
+    trained,
+    settings,
+    sctk,  # noqa: F811
+    tmp_path,
+):
+    # the input is hashed while it is predicted: a change found at the end, or a read that
+    # fails on the damage, is the verification sentence, and no output is left behind
+    with session_scope(trained) as session:
+        path = store.dataset_file(settings.home, store.get(session, "big"))
+    for offset in (-20, path.stat().st_size // 2):  # the footer; a data page
+        data = bytearray(path.read_bytes())
+        data[offset] ^= 0xFF
+        path.write_bytes(bytes(data))
+        out = tmp_path / "pred.parquet"
+        refused(
+            sctk("uq", "predict", "drag", "--data", "big", "--out", str(out)),
+            "Dataset 'big' failed verification",
+            "restore it before predicting on it",
+        )
+        assert not out.exists() and list(tmp_path.glob("*.parquet*")) == []
+        with session_scope(trained) as session, pytest.raises(SctkError, match="verification"):
+            predict_dataset(session, settings.home, {"model": "drag", "dataset": "big",
+                                                     "output": "pred-bad"})  # fmt: skip
+        with session_scope(trained) as session:
+            assert store.find(session, "pred-bad") is None
+        data[offset] ^= 0xFF  # repaired for the next damage
+        path.write_bytes(bytes(data))

@@ -81,8 +81,7 @@ class Moments:
         if squares:
             with np.errstate(all="ignore"):
                 high, low = _square(values)
-            self.squares.add(high)
-            self.squares.add(low)
+            self.squares.add(np.concatenate([high, low]))
         self.low = min(self.low, float(values.min()))
         self.high = max(self.high, float(values.max()))
 

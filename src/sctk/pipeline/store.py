@@ -13,6 +13,7 @@ forced: the derived dataset stays, and its lineage then shows that input as dele
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -288,10 +289,17 @@ def write_parquet(
     # made from the first table, so that a table of no rows still gives a file of its schema
     writer = pq.ParquetWriter(where, head.schema, **options)
     tables = itertools.chain([head], tables)
-    for part in tables if partition_rows is None else row_groups(tables, partition_rows):
-        if part.num_rows:
-            writer.write_table(part, row_group_size=partition_rows or PARTITION_ROWS)
-            yield part.num_rows
+    try:
+        for part in tables if partition_rows is None else row_groups(tables, partition_rows):
+            if part.num_rows:
+                writer.write_table(part, row_group_size=partition_rows or PARTITION_ROWS)
+                yield part.num_rows
+    except BaseException:
+        # closed now, while its file is there: closed by the garbage collector once the
+        # caller has removed the file, it raises again where nobody catches it
+        with contextlib.suppress(Exception):
+            writer.close()
+        raise
     writer.close()
 
 

@@ -179,17 +179,67 @@ def predictions(
 ) -> Iterator[Any]:
     """The predictions for every row of DS as Arrow tables (`output_schema`), a partition or
     a slice of one at a time and in order; CLIENT (a dask.distributed Client) computes the
-    partitions on its cluster's workers."""
+    partitions on its cluster's workers. A file that fails verification ends the iteration
+    with an error after the last table: a caller keeps nothing until the iteration ends."""
     from sctk.uq.conformal import check_alpha
 
     check_streams(row)
     alpha = check_alpha(alpha)
-    check = store.verify(home, ds)
-    if check.status != "ok":
-        raise SctkError(
-            f"Dataset '{ds.name}' failed verification ({check.detail}); restore it before "
-            "predicting on it."
-        )
+    if not store.dataset_file(home, ds).exists():
+        refuse(ds, store.verify(home, ds))
+    # the file is hashed on a thread of its own while it is read and predicted (hashlib and
+    # file reads release the GIL): its 5% of the CPU off the critical path. Nothing is
+    # final before the check: every caller (the CLI's --out, the uq.predict job) consumes
+    # the tables into a temporary file renamed only once the iteration has ended, and the
+    # check ends it (or replaces the error a damaged file caused while being read)
+    hashing = _Verifying(home, ds)
+    try:
+        yield from _predicted(home, row, ds, alpha, client, progress)
+    except Exception:
+        hashing.check()
+        raise
+    hashing.check()
+
+
+def refuse(ds: Dataset, check: Any) -> None:
+    """Raise the sentence of DS's failed verification CHECK."""
+    raise SctkError(
+        f"Dataset '{ds.name}' failed verification ({check.detail}); restore it before "
+        "predicting on it."
+    )
+
+
+class _Verifying:
+    """store.verify(home, ds) on a thread; check() waits for it and refuses a failure."""
+
+    def __init__(self, home: Path, ds: Dataset):
+        import threading
+
+        self.result: Any = None
+        self.thread = threading.Thread(target=self._run, args=(home, ds), daemon=True)
+        self.ds = ds
+        self.thread.start()
+
+    def _run(self, home: Path, ds: Dataset) -> None:
+        try:
+            self.result = store.verify(home, ds)
+        except Exception as exc:  # an unreadable file: reported as a failed check
+            self.result = store.Check(ds.name, ds.path, "unreadable", str(exc))
+
+    def check(self) -> None:
+        self.thread.join()
+        if self.result.status != "ok":
+            refuse(self.ds, self.result)
+
+
+def _predicted(
+    home: Path,
+    row: UqModel,
+    ds: Dataset,
+    alpha: float,
+    client: Any = None,
+    progress: Progress | None = None,
+) -> Iterator[Any]:
     ref = ModelRef.of(row)
     report = progress or (lambda _f, _m: None)
     what = f"Dataset '{ds.name}'"

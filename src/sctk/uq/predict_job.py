@@ -107,7 +107,13 @@ def predict_dataset(
         )
     frames = batch.predictions(home, row, ds, p["alpha"], client=client, progress=progress)
     # the input's partitions are kept: partition k of the output is partition k's rows
-    rows = partition_rows or _partition_rows(home, ds)
+    try:
+        rows = partition_rows or _partition_rows(home, ds)
+    except Exception:  # a damaged footer: the verification says so in one sentence
+        check = store.verify(home, ds)
+        if check.status != "ok":
+            batch.refuse(ds, check)
+        raise
     written = store.write_partitions(home, p["output"], frames, rows)
     lineage["partition_rows"] = rows
     output = store.Output(p["output"], None, "parquet", lineage, written=written)
