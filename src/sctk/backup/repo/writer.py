@@ -238,6 +238,18 @@ class SnapshotWriter:
             and (cid, loc[0], loc[1]) not in index.damaged
         )
 
+    def _all_known(self, cids: list[str]) -> bool:
+        """_known() of every chunk of an unchanged file. With no unsound pack and no damaged
+        chunk in the index (the usual case), an indexed chunk is known: one dict lookup."""
+        index = self.repo.index
+        if index.unsound or index.damaged:
+            return all(self._known(c) for c in cids)
+        entries = index.entries
+        for c in cids:
+            if c not in entries and c not in self._added and c not in self._adopted_chunks:
+                return False
+        return True
+
     def _process(self, data, policy: FilePolicy, trial: bool) -> str:
         """Worker: chunk id, then (unless known) compress, encrypt and append to the pack.
 
@@ -429,7 +441,7 @@ class SnapshotWriter:
                 and pst[2] == st.st_ctime_ns
                 and pst[3] == st.st_ino
                 and prev["mode"] == f.entry.mode
-                and all(self._known(c) for c in prev["chunks"])
+                and self._all_known(prev["chunks"])
             ):
                 # Unchanged since the parent snapshot (same size, mtime, ctime and inode) and
                 # all its chunks still stored: reuse the entry without reading the file, as
