@@ -555,6 +555,15 @@ def fault_main(op: str, repo_path: str, rest: list[str]) -> int:
     return 0 if out["ok"] else 1
 
 
+def _rss_mib() -> int:
+    """This process's resident memory now (MiB), from /proc."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
 def engine_main(argv: list[str]) -> None:
     """`bench_backup.py _engine OP REPO ...`: one engine step; prints a JSON line."""
     from sctk.backup.repo import Repository
@@ -573,12 +582,19 @@ def engine_main(argv: list[str]) -> None:
         marks["open"] = time.perf_counter()
         if op == "backup":
             data, label = Path(rest[0]), rest[1]
+            # resident MiB after each phase (the peak is GNU time's): where the memory is
+            rss = {"open": _rss_mib()}
             with repo.writer() as writer:
+                marks["writer"] = time.perf_counter()
+                rss["writer"] = _rss_mib()
                 entries = writer.add_tree(data)
                 marks["add_tree"] = time.perf_counter()
+                rss["add_tree"] = _rss_mib()
                 info = writer.commit(label, {"bench": True}, host="bench")
             marks["commit"] = time.perf_counter()
+            rss["commit"] = _rss_mib()
             out.update(files=len(entries), size=info.size, added_bytes=info.added_bytes)
+            out.update(skipped=writer.skipped_files, rss_mib=rss)
         elif op == "prune":  # keep the last N snapshots, collect the rest (backup_scale.py)
             from sctk.backup.repo.models import PrunePolicy
 
