@@ -357,7 +357,7 @@ def plot(cases: list[dict], tools: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 10))
     xs = [c["bytes"] / (1 << 30) for c in cases]
     markers = dict(zip(STEPS, "osD^v", strict=True))
     colours = {"sctk": "tab:blue", "restic": "tab:orange", "borg": "tab:green"}
@@ -380,9 +380,10 @@ def plot(cases: list[dict], tools: list[str], path: Path) -> None:
         ax.set_xlabel("data set (GiB)")
         ax.set_title(FIGURE_NAMES[figure])
         ax.grid(True, which="both", alpha=0.3)
-    axes.flat[0].legend(fontsize=7, ncol=3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
     fig.suptitle("Backup at scale: sctk, restic, borg (reference data set)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
