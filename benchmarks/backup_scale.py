@@ -441,6 +441,8 @@ def report(saved: dict) -> str:
         lines += ["Goals of issue 26:", "", "| goal | measured | met |", "| --- | --- | --- |"]
         lines += [f"| {a} | {b} | {'yes' if ok else '**no**'} |" for a, b, ok in g]
         lines.append("")
+    if saved.get("notes"):  # what the run should be read with (added to the saved JSON)
+        lines += [saved["notes"].strip(), ""]
     lines += [FILES_CACHE_NOTES.strip(), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
