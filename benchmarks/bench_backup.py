@@ -6,6 +6,7 @@ Run by hand (not a test):
     python benchmarks/bench_backup.py --scale 0.05 --no-write      # a quick iteration
     python benchmarks/bench_backup.py --scale 0.2 --profile --no-write   # where sctk spends
     python benchmarks/bench_backup.py --remote s3 --tools sctk,restic --scale 0.25  # over S3
+    python benchmarks/bench_backup.py --scale 1,4,16 --small-files 1000000  # backup_scale.py
 
 The data set comes from benchmarks/backup_dataset.py (seeded; kept pristine in --dataset and
 copied for each round). In one round, for each tool in turn on the same data:
@@ -554,6 +555,15 @@ def fault_main(op: str, repo_path: str, rest: list[str]) -> int:
     return 0 if out["ok"] else 1
 
 
+def _rss_mib() -> int:
+    """This process's resident memory now (MiB), from /proc."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
 def engine_main(argv: list[str]) -> None:
     """`bench_backup.py _engine OP REPO ...`: one engine step; prints a JSON line."""
     from sctk.backup.repo import Repository
@@ -572,12 +582,25 @@ def engine_main(argv: list[str]) -> None:
         marks["open"] = time.perf_counter()
         if op == "backup":
             data, label = Path(rest[0]), rest[1]
+            # resident MiB after each phase (the peak is GNU time's): where the memory is
+            rss = {"open": _rss_mib()}
             with repo.writer() as writer:
+                marks["writer"] = time.perf_counter()
+                rss["writer"] = _rss_mib()
                 entries = writer.add_tree(data)
                 marks["add_tree"] = time.perf_counter()
+                rss["add_tree"] = _rss_mib()
                 info = writer.commit(label, {"bench": True}, host="bench")
             marks["commit"] = time.perf_counter()
+            rss["commit"] = _rss_mib()
             out.update(files=len(entries), size=info.size, added_bytes=info.added_bytes)
+            out.update(skipped=writer.skipped_files, rss_mib=rss)
+        elif op == "prune":  # keep the last N snapshots, collect the rest (backup_scale.py)
+            from sctk.backup.repo.models import PrunePolicy
+
+            pruned = repo.prune(PrunePolicy(keep_last=int(rest[0])))
+            marks["prune"] = time.perf_counter()
+            out.update(removed=len(pruned.removed_snapshots))
         elif op == "dbstats":
             out["db"] = _db_chunks(repo, repo.find_snapshot("latest").id, *rest[:1])
         elif op == "check":
@@ -1116,7 +1139,21 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=1.0, help="1.0 is about 1 GiB.")
+    parser.add_argument(
+        "--scale",
+        default=None,
+        help="1.0 is about 1 GiB. Several, comma-separated (e.g. 1,4,16): the scale study "
+        "instead (backup_scale.py: every step at each scale beside restic and borg, how each "
+        "figure grows, a plot), in the RESULTS.md section 'Backup at scale'.",
+    )
+    parser.add_argument(
+        "--small-files",
+        type=int,
+        default=0,
+        metavar="N",
+        help="The scale study on N files of 1 to 16 KB in a results tree (backup_dataset_"
+        "small.py), after the --scale list when that has several values.",
+    )
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument(
         "--shape",
@@ -1170,8 +1207,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     use_shape(args.shape)
+    try:
+        scales = [float(v) for v in (args.scale or "1.0").split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--scale must be numbers separated by commas, not {args.scale!r}")
+    if not scales or any(not 0 < v <= 64 for v in scales):
+        parser.error("--scale values must be above 0 and at most 64")
+    if args.small_files < 0:
+        parser.error("--small-files must be a positive number of files")
+    scale_study = len(scales) > 1 or args.small_files > 0
+    # the study measures the scales named (none when only --small-files is given)
+    study_scales = scales if args.scale is not None else []
+    if scale_study and (args.faults or args.remote or args.profile or args.shape != "reference"):
+        parser.error("several --scale values or --small-files run the scale study alone")
+    args.scale = scales[0]
     if args.report_from:
         saved = json.loads(args.report_from.read_text())
+        if "cases" in saved:  # a scale study
+            import backup_scale  # benchmarks/, beside this script
+
+            return backup_scale.finish(saved, args)
         Borg.compression = saved["args"]["borg_compression"]
         use_shape(saved["args"].get("shape", "reference"))
         rounds = [(r["results"], r["info"]) for r in saved["rounds"]]
@@ -1205,6 +1260,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"{t} is not installed: apt-get install -y {t if t == 'restic' else 'borgbackup'}"
             )
     Borg.compression = args.borg_compression
+    if scale_study:
+        import backup_scale  # benchmarks/, beside this script
+
+        versions = {t: TOOL_CLASSES[t].version() for t in tools}
+        if "sctk" in tools:
+            compile_sctk()
+
+        def say(msg: str) -> None:
+            print(f"[{datetime.now(UTC):%H:%M:%S}] {msg}", flush=True)
+
+        return backup_scale.study(args, study_scales, tools, versions, say, sys.modules[__name__])
     suffix = "" if Shape.name == "reference" else f"-{Shape.name}"
     dataset = args.dataset or Path(tempfile.gettempdir()) / (
         f"sctk-backup-dataset{suffix}-s{args.scale:g}-seed{args.seed}"

@@ -46,15 +46,22 @@ def reason(exc: BaseException) -> str:
 
 
 def _tree_size(root: Path) -> int:
+    """Bytes of the regular files under ROOT (symlinks not followed): one lstat a file."""
     total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            if not os.path.islink(os.path.join(dirpath, name)):
-                total += st.st_size
+    stack = [str(root)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for item in it:
+                    try:
+                        if item.is_dir(follow_symlinks=False):
+                            stack.append(item.path)
+                        elif item.is_file(follow_symlinks=False):
+                            total += item.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+        except OSError:
+            continue
     return total
 
 
@@ -81,9 +88,11 @@ def take(settings: Settings, repo: Any, label: str, progress: Progress | None = 
     home = settings.home
     dirs = [d for d in (manifest.KEYS_DIR, *manifest.DATA_DIRS) if (home / d).is_dir()]
     config_file = home / manifest.CONFIG_FILE
-    expected = {"files": sum(_tree_size(home / d) for d in dirs), "db": 0}
-    if config_file.is_file():
-        expected["files"] += config_file.stat().st_size
+    expected = {"files": 0, "db": 0}
+    if progress is not None:  # a second walk of the tree, only to show a percentage
+        expected["files"] = sum(_tree_size(home / d) for d in dirs)
+        if config_file.is_file():
+            expected["files"] += config_file.stat().st_size
 
     def total() -> int:
         return expected["files"] + expected["db"]

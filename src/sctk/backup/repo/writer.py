@@ -15,6 +15,7 @@ chunk while holding the GIL, which cost more than all the hashing.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import stat
@@ -23,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path, PurePosixPath
 
 from pyfastcdc import FastCDC
@@ -61,6 +63,12 @@ def _file_doc(e: FileEntry, st: list | None) -> dict:
     return doc
 
 
+# The keys _file_doc writes for a file with a stat: a parent's entry with exactly these is
+# put in the new snapshot as it is (no new dict per unchanged file).
+_DOC_KEYS = frozenset(("path", "mode", "size", "sha256", "chunks", "st"))
+_PATH = itemgetter("path")
+
+
 class _IterReader:
     """A readinto() view of an iterable of byte strings, for the stream chunker."""
 
@@ -93,14 +101,20 @@ class _Block:
 
 
 class _File:
-    __slots__ = ("entry", "pending", "reading", "sha", "policy")
+    """A file of the snapshot being written. SHA (the running SHA-256) exists only while its
+    bytes are read; ST is its stat key for the next backup; DOC is the parent's entry when
+    the file is unchanged (written into the new snapshot as it is)."""
+
+    __slots__ = ("entry", "pending", "reading", "sha", "policy", "st", "doc")
 
     def __init__(self, path: str, mode: int):
         self.entry = FileEntry(path=path, mode=mode, size=0, sha256="", chunks=[])
         self.pending = 0
         self.reading = True
-        self.sha = hashlib.sha256()
+        self.sha = None
         self.policy = SMALL_FILES  # how its chunks are compressed (see compression.py)
+        self.st: list | None = None
+        self.doc: dict | None = None
 
 
 class SnapshotWriter:
@@ -116,9 +130,9 @@ class SnapshotWriter:
         self.read_bytes = 0
         self.skipped_files = 0  # unchanged since the parent snapshot, not read again
         self.committed = False
-        self._entries: dict[str, FileEntry] = {}
-        self._stats: dict[str, list] = {}
-        self._parent: dict[str, dict] = {}
+        self._entries: dict[str, _File] = {}
+        self._parent: list[dict] = []  # the parent's files with a stat, sorted by path
+        self._parent_at = 0  # where the last lookup ended: the walk goes in path order
         self._added: set[str] = set()
         self._written: dict[str, tuple[int, list]] = {}
         self._written_lock = threading.Lock()
@@ -161,17 +175,39 @@ class SnapshotWriter:
         self._adopted = found.packs
         self._adopted_chunks = {b[0] for _, blobs in found.packs.values() for b in blobs}
 
-    def _parent_files(self) -> dict[str, dict]:
-        """The files of the newest snapshot (the parent), by path, for skipping unchanged ones;
-        none when that snapshot cannot be read (everything is then read again)."""
+    def _parent_files(self) -> list[dict]:
+        """The files of the newest snapshot (the parent) sorted by path, for skipping unchanged
+        ones; none when that snapshot cannot be read (everything is then read again).
+
+        Looked up by bisection, and first at the place after the previous hit (add_tree walks
+        in path order): no second map of a million paths beside the parent's own list."""
         try:
             snaps = self.repo.snapshots()
             if not snaps:
-                return {}
-            doc = self.repo._snapshot_doc(snaps[-1].id)
+                return []
+            files = self.repo._snapshot_doc(snaps[-1].id)["files"]
         except RepoError:
-            return {}
-        return {f["path"]: f for f in doc["files"] if "st" in f}
+            return []
+        paths = map(_PATH, files)
+        prev = next(paths, None)
+        for p in paths:  # commit() writes them sorted; an older writer may not have
+            if p <= prev:
+                return sorted((f for f in files if "st" in f), key=_PATH)
+            prev = p
+        return files
+
+    def _parent_entry(self, path: str) -> dict | None:
+        """The parent's entry for PATH (with a stat), or None."""
+        files = self._parent
+        i = self._parent_at
+        if i >= len(files) or files[i]["path"] != path:
+            i = bisect.bisect_left(files, path, key=_PATH)
+            if i >= len(files) or files[i]["path"] != path:
+                self._parent_at = i
+                return None
+        self._parent_at = i + 1
+        prev = files[i]
+        return prev if "st" in prev else None
 
     def __exit__(self, *exc) -> None:
         try:
@@ -201,6 +237,18 @@ class SnapshotWriter:
             and loc[0] not in index.unsound
             and (cid, loc[0], loc[1]) not in index.damaged
         )
+
+    def _all_known(self, cids: list[str]) -> bool:
+        """_known() of every chunk of an unchanged file. With no unsound pack and no damaged
+        chunk in the index (the usual case), an indexed chunk is known: one dict lookup."""
+        index = self.repo.index
+        if index.unsound or index.damaged:
+            return all(self._known(c) for c in cids)
+        entries = index.entries
+        for c in cids:
+            if c not in entries and c not in self._added and c not in self._adopted_chunks:
+                return False
+        return True
 
     def _process(self, data, policy: FilePolicy, trial: bool) -> str:
         """Worker: chunk id, then (unless known) compress, encrypt and append to the pack.
@@ -326,23 +374,27 @@ class SnapshotWriter:
         while self._inflight:
             self._drain_one()
 
-    def _start(self, path: str, mode: int) -> _File:
+    def _start(self, path: str, mode: int, checked: bool = False) -> _File:
+        """A new file at PATH (CHECKED: a plain relative path already, as the walk makes)."""
         if self._pool is None:
             raise RepoError("Use the snapshot writer inside a `with repo.writer() as w:` block.")
         if self.committed:
             raise RepoError("This snapshot is already committed; start a new writer.")
-        path = check_path(path)
+        if not checked:
+            path = check_path(path)
         if path in self._entries:
             raise RepoError(f"Snapshot path {path} was added twice; add each path once.")
         f = _File(path, mode & 0o7777)
-        self._entries[path] = f.entry
+        self._entries[path] = f
         return f
 
     def _finish(self, f: _File) -> None:
         f.entry.sha256 = f.sha.hexdigest()
+        f.sha = None  # a hash object per file kept to the commit weighed more than the entry
         f.reading = False
 
-    def _feed_file(self, source: Path, f: _File) -> None:
+    def _feed_file(self, source: str | Path, f: _File) -> None:
+        f.sha = hashlib.sha256()
         with open(source, "rb", buffering=0) as fh:
             size = os.fstat(fh.fileno()).st_size
             if size <= self._max_chunk:
@@ -363,34 +415,50 @@ class SnapshotWriter:
                     self._submit(piece, f, block)
         self._finish(f)
 
-    def _queue_file(self, path: str, source: Path) -> _File | None:
-        try:
-            st = os.stat(source)
-        except FileNotFoundError:
-            raise RepoError(f"File {source} does not exist; check the path.") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise RepoError(f"{source} is not a regular file; only regular files are backed up.")
-        f = self._start(path, st.st_mode)
+    def _queue_file(
+        self, path: str, source: str | Path, st: os.stat_result | None = None
+    ) -> _File | None:
+        """Add SOURCE at PATH: reused from the parent when unchanged, else read. ST: its
+        lstat from the walk (a regular file, PATH checked already), saving a stat call."""
+        if st is None:
+            try:
+                st = os.stat(source)
+            except FileNotFoundError:
+                raise RepoError(f"File {source} does not exist; check the path.") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise RepoError(
+                    f"{source} is not a regular file; only regular files are backed up."
+                )
+            f = self._start(path, st.st_mode)
+        else:
+            f = self._start(path, st.st_mode, checked=True)
+        prev = self._parent_entry(f.entry.path) if self._parent else None
+        if prev is not None:
+            pst = prev["st"]
+            if (
+                pst[0] == st.st_size
+                and pst[1] == st.st_mtime_ns
+                and pst[2] == st.st_ctime_ns
+                and pst[3] == st.st_ino
+                and prev["mode"] == f.entry.mode
+                and self._all_known(prev["chunks"])
+            ):
+                # Unchanged since the parent snapshot (same size, mtime, ctime and inode) and
+                # all its chunks still stored: reuse the entry without reading the file, as
+                # restic does; its lists and strings are the parent's (never modified).
+                f.entry.size, f.entry.sha256 = prev["size"], prev["sha256"]
+                f.entry.chunks = prev["chunks"]
+                f.st = pst
+                if prev.keys() == _DOC_KEYS:
+                    f.doc = prev
+                f.reading = False
+                self.skipped_files += 1
+                self.read_bytes += f.entry.size
+                if self.progress is not None:
+                    self.progress(self.read_bytes)
+                return f
         # Stat taken before reading: a change while we read shows as a new stat next time.
-        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-        self._stats[f.entry.path] = key
-        prev = self._parent.get(f.entry.path)
-        if (
-            prev is not None
-            and prev.get("st") == key
-            and prev["mode"] == f.entry.mode
-            and all(self._known(c) for c in prev["chunks"])
-        ):
-            # Unchanged since the parent snapshot (same size, mtime, ctime and inode) and all
-            # its chunks still stored: reuse the entry without reading the file, as restic does.
-            f.entry.size, f.entry.sha256 = prev["size"], prev["sha256"]
-            f.entry.chunks = list(prev["chunks"])
-            f.reading = False
-            self.skipped_files += 1
-            self.read_bytes += f.entry.size
-            if self.progress is not None:
-                self.progress(self.read_bytes)
-            return f
+        f.st = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         try:
             self._feed_file(source, f)
         except FileNotFoundError:
@@ -417,6 +485,7 @@ class SnapshotWriter:
         """Add a file whose bytes come from an iterable (e.g. a dump's stdout)."""
         f = self._start(path, mode)
         f.policy = FilePolicy(trials=True)
+        f.sha = hashlib.sha256()
         for piece, block in self._cut_blocks(_IterReader(chunks).readinto):
             f.sha.update(piece)
             self._submit(piece, f, block)
@@ -436,10 +505,19 @@ class SnapshotWriter:
         if not root.is_dir():
             raise RepoError(f"{root} is not a directory; give the directory to back up.")
         files: list[_File] = []
+        # Names from scandir are never empty, '.', '..' or hold a '/': with a plain prefix
+        # every path the walk makes is plain, so it is not checked again file by file.
+        checked = not prefix or (prefix.endswith("/") and check_path(prefix[:-1]) == prefix[:-1])
+
+        def order(item: os.DirEntry) -> str:
+            # A directory sorts as 'name/': the walk then yields paths in sorted order (the
+            # parent snapshot's order), so most parent lookups hit the next entry.
+            return item.name + "/" if item.is_dir(follow_symlinks=False) else item.name
 
         def walk(dirpath: str, rel: str) -> None:
             try:
-                items = sorted(os.scandir(dirpath), key=lambda e: e.name)
+                with os.scandir(dirpath) as it:
+                    items = sorted(it, key=order)
             except FileNotFoundError:
                 return
             except PermissionError:
@@ -455,7 +533,16 @@ class SnapshotWriter:
                     walk(item.path, sub + "/")
                 elif item.is_file(follow_symlinks=False):
                     try:
-                        f = self._queue_file(snap_path, Path(item.path))
+                        # the entry's own lstat: a regular file that is not a link
+                        st = item.stat(follow_symlinks=False)
+                        if not stat.S_ISREG(st.st_mode):
+                            continue  # replaced by something else since the listing
+                        if checked:
+                            f = self._queue_file(snap_path, item.path, st)
+                        else:
+                            f = self._queue_file(snap_path, item.path)
+                    except FileNotFoundError:
+                        continue  # deleted while we walked: not part of this snapshot
                     except RepoError as exc:
                         if "vanished" in str(exc) or "does not exist" in str(exc):
                             self._entries.pop(check_path(snap_path), None)
@@ -504,7 +591,8 @@ class SnapshotWriter:
         self._drain_all()
         self._packs.flush()
         written = dict(self._written)
-        entries = sorted(self._entries.values(), key=lambda e: e.path)
+        files = sorted(self._entries.values(), key=lambda f: f.entry.path)
+        entries = [f.entry for f in files]
         adopted, unused = self._sort_adopted(entries)
         written.update(adopted)
         if written:
@@ -519,7 +607,7 @@ class SnapshotWriter:
             "manifest": manifest,
             "size": sum(e.size for e in entries),
             "added_bytes": added,
-            "files": [_file_doc(e, self._stats.get(e.path)) for e in entries],
+            "files": [f.doc if f.doc is not None else _file_doc(f.entry, f.st) for f in files],
         }
         try:
             blob = seal_json(self.keys, doc, AAD_SNAPSHOT)
