@@ -211,3 +211,16 @@ def test_a_small_lasting_shift_is_caught_by_the_cusum_where_the_level_would_abso
     assert run(AdaptiveDetector(drift_threshold=0, cusum_h=0), x) == []
     # noise alone sums to nothing
     assert run(AdaptiveDetector(drift_threshold=0), x[:2000]) == []
+
+
+def test_a_wider_spread_is_seen_by_the_short_against_the_long_scale():
+    # the noise three times wider for 100 samples; the threshold set out of reach, so that
+    # no out sample (hence no variance count) can see it: only the ratio of a quick mean
+    # absolute residual to the scale does
+    rng = np.random.default_rng(22)
+    x = 50 + rng.normal(0, 1, 3000)
+    x[2000:2100] += 3 * rng.normal(0, 1, 100)
+    found = run(AdaptiveDetector(threshold=50), x)
+    assert [(a.kind, 2000 <= i <= 2100) for i, a in found] == [("variance", True)]
+    assert run(AdaptiveDetector(threshold=50, variance_ratio=0), x) == []
+    assert run(AdaptiveDetector(threshold=50), x[:2000]) == []
