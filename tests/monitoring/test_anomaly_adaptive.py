@@ -197,3 +197,30 @@ def test_two_outliers_in_a_row_are_a_spike_where_one_would_need_to_be_further():
     pair = lone.copy()
     pair[1501] = pair[1500]
     assert [(i, a.kind) for i, a in run(AdaptiveDetector(), pair)] == [(1502, "spike")]
+
+
+def test_a_small_lasting_shift_is_caught_by_the_cusum_where_the_level_would_absorb_it():
+    # 4 sigma: under the threshold of an out sample, so no level shift is confirmed; with the
+    # drift test off, only the cumulative sum of the residuals can see it
+    rng = np.random.default_rng(12)
+    x = 50 + rng.normal(0, 1, 3000)
+    x[2000:] += 4
+    found = run(AdaptiveDetector(drift_threshold=0), x)
+    assert [(a.kind, 2000 <= i <= 2030) for i, a in found] == [("drift", True)]
+    assert "lasting shift" in found[0][1].message
+    assert run(AdaptiveDetector(drift_threshold=0, cusum_h=0), x) == []
+    # noise alone sums to nothing
+    assert run(AdaptiveDetector(drift_threshold=0), x[:2000]) == []
+
+
+def test_a_wider_spread_is_seen_by_the_short_against_the_long_scale():
+    # the noise three times wider for 100 samples; the threshold set out of reach, so that
+    # no out sample (hence no variance count) can see it: only the ratio of a quick mean
+    # absolute residual to the scale does
+    rng = np.random.default_rng(22)
+    x = 50 + rng.normal(0, 1, 3000)
+    x[2000:2100] += 3 * rng.normal(0, 1, 100)
+    found = run(AdaptiveDetector(threshold=50), x)
+    assert [(a.kind, 2000 <= i <= 2100) for i, a in found] == [("variance", True)]
+    assert run(AdaptiveDetector(threshold=50, variance_ratio=0), x) == []
+    assert run(AdaptiveDetector(threshold=50), x[:2000]) == []

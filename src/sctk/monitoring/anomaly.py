@@ -787,8 +787,17 @@ class AdaptiveDetector(Detector):
       average and returns; a leak does not), that widest excursion forgotten at
       ``drift_memory`` per sample; a drift back to the level the last reported drift left
       is a recovery, not reported;
+    - lasting shift (CUSUM): a shift smaller than the threshold, which the level would
+      absorb within tens of samples, still leaves a run of residuals on one side; the
+      one-sided sums of the residuals in scales beyond ``cusum_k`` (each clipped to
+      ``clip``) pass ``cusum_h``: reported as a drift (the quick level becomes the
+      smooth one), a way back to the level the last drift left being a recovery;
     - variance: ``variance_count`` out samples (either side) within ``variance_span``
       samples; the scale is widened to what they show;
+    - wider spread: a quick mean absolute residual (``variance_alpha``, each clipped to
+      ``clip`` scales) beyond ``variance_ratio`` times the scale while the quick mean of
+      the signed residual stays under half of it (both sides, not a level that moved);
+      the scale is widened to it;
     - after any report nothing is reported for ``cooldown`` seconds or ``cooldown_samples``
       samples, whichever is longer (one episode, one anomaly, whatever the sampling
       rate), while the state keeps learning.
@@ -802,8 +811,10 @@ class AdaptiveDetector(Detector):
     tuning parts: no daily profile for daily samples, two outs in a row make a spike,
     drifts back are recoveries, and ``threshold`` 5.0, ``spike_factor`` 1.43 (a lone
     outlier still needs 7.15 scales, as before), ``variance_count`` 4,
-    ``drift_threshold`` 3.0, ``drift_memory`` 0.0002. Its fresh-3 part is what no default
-    was chosen on.
+    ``drift_threshold`` 3.0, ``drift_memory`` 0.0002. After fresh-3's report, on the five
+    tuning parts: the CUSUM, ``cusum_k`` 1.0, ``cusum_h`` 15, and the short against the
+    long scale, ``variance_ratio`` 1.8, ``variance_alpha`` 0.1. Its fresh-4 part is what no
+    default was chosen on.
     """
 
     name = "adaptive"
@@ -830,6 +841,10 @@ class AdaptiveDetector(Detector):
         drift_threshold: float = 3.0,
         drift_margin: float = 1.5,
         drift_memory: float = 0.0002,
+        cusum_k: float = 1.0,
+        cusum_h: float = 15.0,
+        variance_ratio: float = 1.8,
+        variance_alpha: float = 0.1,
     ):
         self.alpha = _check_float("alpha", alpha, 0.0)
         self.fast_alpha = _check_float("fast_alpha", fast_alpha, 0.0)
@@ -851,6 +866,10 @@ class AdaptiveDetector(Detector):
         self.drift_threshold = _check_float("drift_threshold", drift_threshold, 0.0, inclusive=True)
         self.drift_margin = _check_float("drift_margin", drift_margin, 0.0, inclusive=True)
         self.drift_memory = _check_float("drift_memory", drift_memory, 0.0, inclusive=True)
+        self.cusum_k = _check_float("cusum_k", cusum_k, 0.0, inclusive=True)
+        self.cusum_h = _check_float("cusum_h", cusum_h, 0.0, inclusive=True)
+        self.variance_ratio = _check_float("variance_ratio", variance_ratio, 0.0, inclusive=True)
+        self.variance_alpha = _check_float("variance_alpha", variance_alpha, 0.0)
         for key, value in (
             ("alpha", alpha),
             ("fast_alpha", fast_alpha),
@@ -895,6 +914,9 @@ class AdaptiveDetector(Detector):
         # the widest of the excursion under way
         self._peak_fast = self._peak_slow = 0.0
         self._exc_fast = self._exc_slow = 0.0
+        self._cusum_up = self._cusum_down = 0.0  # CUSUM of the standardised residuals
+        self._short = 0.0  # a quick mean absolute residual, against the scale
+        self._short_side = 0.0  # the same of the signed residual: a shift, not a spread
 
     @property
     def capacity(self) -> int:
@@ -983,11 +1005,37 @@ class AdaptiveDetector(Detector):
         cap_fast = clip * (e_fast if e_fast > floor else floor)
         self._scale = e_slow + sa * ((a_slow if a_slow < cap_slow else cap_slow) - e_slow)
         self._fast_scale = e_fast + sa * ((a_fast if a_fast < cap_fast else cap_fast) - e_fast)
+        if self.variance_ratio:
+            short, va = self._short, self.variance_alpha
+            lim = clip * scale
+            short = self._short = short + va * ((ar if ar < lim else lim) - short)
+            rc = r if -lim < r < lim else (lim if r > 0 else -lim)
+            side = self._short_side = self._short_side + va * (rc - self._short_side)
+            # wider residuals on both sides: a level that moved gives them on one side
+            if (
+                short > self.variance_ratio * scale
+                and abs(side) < 0.5 * short
+                and not self._drifting
+            ):
+                self._short = scale
+                self._short_side = 0.0
+                # the wider spread is the new normal
+                self._scale = max(self._scale, short)
+                self._fast_scale = max(self._fast_scale, short)
+                found = self._anomaly(
+                    start=t,
+                    flagged=t,
+                    value=x,
+                    score=self.score,
+                    kind="variance",
+                    message=f"unstable: the residuals lately average {_fmt(short)}, "
+                    f"{_fmt(short / scale)} times the usual {_fmt(scale)}.",
+                )
         if zn > thr:
-            found = self._out(t, x, r, zn, level, scale, deseason)
+            found = self._out(t, x, r, zn, level, scale, deseason) or found
         else:
             if self._run:
-                found = self._run_ended(t)
+                found = self._run_ended(t) or found
             # each level steps towards the value, the step clipped: one outlier barely moves it
             if a_slow > cap_slow:
                 r_slow = cap_slow if r_slow > 0 else -cap_slow
@@ -996,6 +1044,8 @@ class AdaptiveDetector(Detector):
             self._level = slow_level + self.alpha * r_slow
             self._fast = fast_level + self.fast_alpha * r_fast
             self._learn_season(hour, dow, x - self._level, day, week)
+            if self.cusum_h:
+                found = found or self._cusum(t, x, r / scale, level)
             if self.drift_threshold:
                 found = found or self._drift(t, x, scale)
         if found is None or t < self._quiet_until:
@@ -1068,6 +1118,44 @@ class AdaptiveDetector(Detector):
                 f"{self.variance_span} samples (now {_fmt(x)} against {_fmt(expected)}).",
             )
         return None
+
+    def _cusum(self, t: float, x: float, z: float, level: float) -> Anomaly | None:
+        """A small lasting shift the level tracking would absorb: the one-sided sums of
+        the standardised residuals beyond ``cusum_k`` scales pass ``cusum_h``. The quick
+        level becomes the smooth one, and the episode counts as a drift (the drift test
+        stays quiet until the slow follower has caught up, and a way back is a recovery)."""
+        if self._drifting:
+            # a drift already reported: the same episode is not news twice
+            self._cusum_up = self._cusum_down = 0.0
+            return None
+        k, clip = self.cusum_k, self.clip
+        z = clip if z > clip else -clip if z < -clip else z
+        up = self._cusum_up + z - k
+        down = self._cusum_down - z - k
+        self._cusum_up = up = up if up > 0 else 0.0
+        self._cusum_down = down = down if down > 0 else 0.0
+        h = self.cusum_h
+        if up < h and down < h:
+            return None
+        self._cusum_up = self._cusum_down = 0.0
+        new = self._level = self._fast
+        self._drifting = True
+        before = self._before_drift
+        if before is not None and abs(new - before) < 0.5 * abs(level - before):
+            # back towards the level the last drift left: a recovery, not news (a series
+            # that wanders out and back is flagged once, on the way out)
+            self._before_drift = None
+            return None
+        self._before_drift = level
+        return self._anomaly(
+            start=t,
+            flagged=t,
+            value=x,
+            score=self.score,
+            kind="drift",
+            message=f"{'rise' if up >= h else 'fall'}: a lasting shift from {_fmt(level)} "
+            f"to {_fmt(new)} (cumulative excess {_fmt(max(up, down))} scales).",
+        )
 
     def _drift(self, t: float, x: float, scale: float) -> Anomaly | None:
         """A leak: a quicker level runs away from a slower one by more than
