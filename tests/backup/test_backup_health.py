@@ -52,7 +52,7 @@ def test_a_fresh_home_with_a_passphrase_passes_the_daily_maintenance(tmp_path, m
 
 
 def test_the_first_daily_backup_makes_a_missing_repository(settings, monkeypatch):
-    from sctk.ops.runner import run_task
+    from tests.helpers import run_task
 
     set_passphrase(monkeypatch)
     record = run_task(settings, "backup")

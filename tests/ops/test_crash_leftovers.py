@@ -10,10 +10,9 @@ import signal
 
 from sctk.fsutil import make_temp, stale_temporaries
 from sctk.ops.doctor import diagnose
-from sctk.ops.runner import run_task
 from sctk.pipeline.service import import_file
 from sctk.storage.engine import session_scope
-from tests.helpers import run_sctk
+from tests.helpers import run_sctk, run_task
 
 
 def _backdate(path, minutes: float) -> None:

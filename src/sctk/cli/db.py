@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from sctk.cli.common import console, json_option, print_json, settings, table
+from sctk.cli.common import console, json_option, print_json, runtime, settings, table
 from sctk.storage import migrate
-from sctk.storage.engine import make_engine
 from sctk.storage.layout import require_data_dir
 
 app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 
 
 def _engine(ctx: typer.Context):
-    s = settings(ctx)
-    require_data_dir(s)
-    return make_engine(s)
+    rt = runtime(ctx)
+    require_data_dir(rt.settings)
+    return rt.engine
 
 
 def _report(before: str | None, after: str | None) -> None:

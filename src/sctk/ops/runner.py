@@ -19,8 +19,9 @@ from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.fsutil import no_space_error
 from sctk.ops.tasks import Task, TaskContext, TaskResult, get_task, group_tasks
+from sctk.runtime import Runtime
 from sctk.security import audit
-from sctk.storage.engine import make_engine, session_scope
+from sctk.storage.engine import session_scope
 from sctk.storage.models import MaintenanceRun
 
 log = logging.getLogger(__name__)
@@ -84,42 +85,32 @@ def run_one(engine, settings: Settings, task: Task, trigger: str, actor: str) ->
     return RunRecord(run_id, task.name, result.status, result.summary, result.details, seconds)
 
 
-def run_task(settings: Settings, name: str, trigger: str = "manual", actor: str = "cli"):
-    task = get_task(name)
-    engine = make_engine(settings)
-    try:
-        return run_one(engine, settings, task, trigger, actor)
-    finally:
-        engine.dispose()
+def run_task(rt: Runtime, name: str, trigger: str = "manual", actor: str = "cli") -> RunRecord:
+    """Run maintenance task NAME on RT's engine and record the run."""
+    return run_one(rt.engine, rt.settings, get_task(name), trigger, actor)
 
 
 def run_group(
-    settings: Settings, group: str, trigger: str = "manual", actor: str = "cli", engine=None
+    rt: Runtime, group: str, trigger: str = "manual", actor: str = "cli"
 ) -> list[RunRecord]:
     """Every task of GROUP in registration order, then one record for the group itself."""
     tasks = group_tasks(group)
-    own = engine is None
-    engine = engine or make_engine(settings)
-    try:
-        records = [run_one(engine, settings, t, trigger, actor) for t in tasks]
-        worst = max((r.status for r in records), key=["ok", "warn", "fail"].index, default="ok")
-        counts = {s: sum(r.status == s for r in records) for s in ("ok", "warn", "fail")}
-        with session_scope(engine) as s:
-            s.add(
-                MaintenanceRun(
-                    task=group,
-                    trigger=trigger,
-                    status=worst,
-                    summary=f"{len(records)} tasks: {counts['ok']} ok, {counts['warn']} warn, "
-                    f"{counts['fail']} fail",
-                    details={"runs": [r.id for r in records]},
-                    finished_at=datetime.now(UTC),
-                )
+    records = [run_one(rt.engine, rt.settings, t, trigger, actor) for t in tasks]
+    worst = max((r.status for r in records), key=["ok", "warn", "fail"].index, default="ok")
+    counts = {s: sum(r.status == s for r in records) for s in ("ok", "warn", "fail")}
+    with rt.session() as s:
+        s.add(
+            MaintenanceRun(
+                task=group,
+                trigger=trigger,
+                status=worst,
+                summary=f"{len(records)} tasks: {counts['ok']} ok, {counts['warn']} warn, "
+                f"{counts['fail']} fail",
+                details={"runs": [r.id for r in records]},
+                finished_at=datetime.now(UTC),
             )
-        return records
-    finally:
-        if own:
-            engine.dispose()
+        )
+    return records
 
 
 def history(engine, task: str | None = None, limit: int = 50) -> list[MaintenanceRun]:
