@@ -16,6 +16,7 @@ from sctk import crashpoints
 from sctk.backup.location import init_repo
 from sctk.ops import integrity
 from sctk.ops import upgrade as up
+from sctk.runtime import Runtime
 from sctk.security import rotation
 from sctk.security.keyring import Keyring
 from sctk.storage import migrate
@@ -106,7 +107,7 @@ def test_a_rotation_killed_at_each_step_is_finished_by_the_rerun(settings, step)
     crash(step, "keys", "rotate", home=settings.home)
 
     assert _decrypt_all(settings) == values  # every value still decrypts with the ring on disk
-    report = rotation.rotate(settings, actor="tests")
+    report = rotation.rotate(Runtime(settings), actor="tests")
     assert report.resumed and report.new_key_id == 2
     assert _decrypt_all(settings) == values
     assert set(_key_ids(settings)) == {2}

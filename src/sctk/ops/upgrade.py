@@ -119,9 +119,11 @@ def validate(settings: Settings) -> dict[str, Any]:
     """Health checks and a smoke prediction after an upgrade; raises on a failure."""
     from sctk import config
     from sctk.health import Status, run_checks
+    from sctk.runtime import Runtime
 
     fresh = config.load(settings.home).settings  # the configuration still loads
-    report = run_checks(fresh)
+    with Runtime(fresh) as rt:  # on what the upgraded directory now says
+        report = run_checks(rt)
     bad = [o for o in report.outcomes if o.status is Status.CRITICAL]
     if bad:
         raise SctkError("Validation failed: " + "; ".join(f"{o.name}: {o.message}" for o in bad))
