@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sctk.cli.common import console, json_option, print_json, runtime, settings, table
+from sctk.cli.common import console, json_option, print_json, runtime, table
 from sctk.storage import migrate
 from sctk.storage.layout import require_data_dir
 
@@ -87,10 +87,10 @@ def migrate_to(
     from sctk.cli.common import operator
     from sctk.ops.db_transfer import migrate_to as run
 
-    s = settings(ctx)
-    require_data_dir(s)
+    rt = runtime(ctx)
+    require_data_dir(rt.settings)
     report = run(
-        s,
+        rt,
         url,
         actor=operator(),
         switch=not no_switch,
