@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 
 from sctk import config
 from sctk.config import Settings
+from sctk.runtime import Runtime
 from sctk.storage.layout import init_home
 from tests.helpers import LiveServer
 from tests.uq import physics_examples
@@ -170,6 +171,13 @@ def home(tmp_path, db_url) -> Path:
 @pytest.fixture
 def settings(home) -> Settings:
     return config.load(home).settings
+
+
+@pytest.fixture
+def runtime(settings) -> Iterator[Runtime]:
+    """The data directory's runtime, as a command would build it; closed after the test."""
+    with Runtime(settings) as rt:
+        yield rt
 
 
 @pytest.fixture(autouse=True)

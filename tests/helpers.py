@@ -108,3 +108,21 @@ def run_sctk(
         timeout=timeout,
         input=input,
     )
+
+
+def run_task(settings, name: str, **kwargs):
+    """Maintenance task NAME run as a command runs it: on a runtime of its own, closed after."""
+    from sctk.ops import runner
+    from sctk.runtime import Runtime
+
+    with Runtime(settings) as rt:
+        return runner.run_task(rt, name, **kwargs)
+
+
+def run_group(settings, group: str, **kwargs):
+    """Maintenance group GROUP run on a runtime of its own, closed after."""
+    from sctk.ops import runner
+    from sctk.runtime import Runtime
+
+    with Runtime(settings) as rt:
+        return runner.run_group(rt, group, **kwargs)

@@ -137,7 +137,7 @@ def api_md() -> str:
         app = create_app(config.Settings(home=Path(tmp) / "home"))
         schema = app.openapi()
         access = _route_access(app)
-        app.state.engine.dispose()
+        app.state.runtime.close()
     lines = [
         HEADER + "# API reference",
         "",

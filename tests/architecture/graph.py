@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         },
     ),
     ("storage", {"storage"}),
-    ("services", {"security", "bus", "health"}),
+    ("services", {"security", "bus", "health", "runtime"}),
     ("domains", {"pipeline", "uq", "jobs", "monitoring", "backup"}),
     ("operations", {"ops"}),
     ("faces", {"api", "web", "cli", "client", "docs_build", "__main__"}),

@@ -11,6 +11,7 @@ import pytest
 from sctk import config
 from sctk.backup.location import open_repo
 from sctk.health import Status, run_checks
+from sctk.runtime import Runtime
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import BackupRun
 from tests.backup.backup_support import ENV, set_passphrase
@@ -52,7 +53,7 @@ def test_a_fresh_home_with_a_passphrase_passes_the_daily_maintenance(tmp_path, m
 
 
 def test_the_first_daily_backup_makes_a_missing_repository(settings, monkeypatch):
-    from sctk.ops.runner import run_task
+    from tests.helpers import run_task
 
     set_passphrase(monkeypatch)
     record = run_task(settings, "backup")
@@ -95,7 +96,7 @@ def _add_run(settings, kind: str, status: str, hours_ago: float, label: str = "d
 
 
 def _status(settings) -> tuple[Status, str]:
-    (outcome,) = run_checks(settings, ["database", "backup"]).outcomes[1:]
+    (outcome,) = run_checks(Runtime(settings), ["database", "backup"]).outcomes[1:]
     return outcome.status, outcome.message
 
 

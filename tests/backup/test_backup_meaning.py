@@ -11,10 +11,10 @@ from sctk.backup.location import init_repo, open_repo
 from sctk.backup.restore import restore
 from sctk.backup.verify import verify_backup
 from sctk.ops.emergency import latest_usable
-from sctk.ops.runner import run_task
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import BackupRun, Dataset
 from tests.backup.backup_support import populate, set_passphrase
+from tests.helpers import run_task
 
 
 def _dataset_path(settings) -> str:

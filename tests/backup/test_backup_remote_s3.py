@@ -13,6 +13,7 @@ from sctk.backup.create import create_backup
 from sctk.backup.location import init_repo, open_repo
 from sctk.backup.verify import verify_backup
 from sctk.ops.doctor import diagnose
+from sctk.runtime import Runtime
 from tests.backup import remote_scenarios as scenario
 from tests.backup.backup_support import ENV, set_passphrase
 from tests.backup.remote_servers import MotoServer, Relay
@@ -127,7 +128,11 @@ def test_s3_refused_credentials_and_wrong_endpoint_each_one_sentence(home, s3, a
     def remote_finding(**env) -> tuple[str, str]:
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        found = [f for f in diagnose(settings, ["startup"]) if f.name.startswith("backup_remote")]
+        found = [
+            f
+            for f in diagnose(Runtime(settings), ["startup"])
+            if f.name.startswith("backup_remote")
+        ]
         assert len(found) == 1, found
         return found[0].name, found[0].severity
 

@@ -12,6 +12,7 @@ import pytest
 from sctk.backup.location import init_repo
 from sctk.backup.repo import remote_io
 from sctk.ops.doctor import diagnose
+from sctk.runtime import Runtime
 from tests.backup import remote_scenarios as scenario
 from tests.backup.backup_support import ENV, set_passphrase
 from tests.backup.remote_servers import SshServer
@@ -68,7 +69,7 @@ def test_sftp_refused_key_and_unreachable_host_each_one_sentence(home, sftp):
     refused = run_sctk("backup", "list", home=home, env=ENV)
     assert_cli_error(refused, "refused the credentials")
     stranger = scenario.configure(home, url, {"sftp": server.options("stranger_key")})
-    found = {f.name: f for f in diagnose(stranger, ["startup"])}
+    found = {f.name: f for f in diagnose(Runtime(stranger), ["startup"])}
     assert found["backup_remote_credentials"].severity == "fail"
 
     nowhere = url.replace(f":{server.port}/", f":{free_port()}/")

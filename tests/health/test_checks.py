@@ -11,6 +11,7 @@ from sctk import config
 from sctk.errors import SctkError
 from sctk.health import Status, run_checks
 from sctk.health.registry import record, registered
+from sctk.runtime import Runtime
 from sctk.storage import migrate
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import CheckResult
@@ -51,7 +52,7 @@ def test_fresh_home_is_healthy(settings, backend, monkeypatch):
             "monitor": {"load_warning_per_core": 999},
         },
     ).settings
-    report = run_checks(s)
+    report = run_checks(Runtime(s))
     outcomes = by_name(report)
     assert list(outcomes)[: len(PLATFORM_CHECKS)] == PLATFORM_CHECKS
     assert {n: o.status for n, o in outcomes.items()} == {n: Status.OK for n in outcomes}
@@ -70,7 +71,7 @@ def test_fresh_home_is_healthy(settings, backend, monkeypatch):
 def test_unreachable_database(home):
     port = free_port()
     s = config.load(home, {"database_url": f"postgresql://sctk@127.0.0.1:{port}/sctk"}).settings
-    report = run_checks(s)
+    report = run_checks(Runtime(s))
     outcomes = by_name(report)
     assert outcomes["database"].status is Status.CRITICAL
     assert f"127.0.0.1:{port}" in outcomes["database"].message
@@ -92,7 +93,7 @@ def test_unreachable_database(home):
 
 def test_schema_behind(settings, engine):
     migrate.downgrade(engine, "base")
-    outcomes = by_name(run_checks(settings, engine=engine))
+    outcomes = by_name(run_checks(Runtime(settings, engine=engine)))
     assert outcomes["database"].status is Status.OK
     schema = outcomes["migrations"]
     assert schema.status is Status.CRITICAL
@@ -101,7 +102,7 @@ def test_schema_behind(settings, engine):
 
     oldest = migrate.history()[-1].revision
     migrate.upgrade(engine, oldest)
-    schema = by_name(run_checks(settings, ["migrations"], engine=engine))["migrations"]
+    schema = by_name(run_checks(Runtime(settings, engine=engine), ["migrations"]))["migrations"]
     if oldest == migrate.head():
         assert schema.status is Status.OK
     else:
@@ -127,7 +128,7 @@ def test_disk_thresholds(settings):
                 }
             },
         ).settings
-        report = run_checks(s, ["disk"])
+        report = run_checks(Runtime(s), ["disk"])
         assert [o.name for o in report.outcomes] == ["disk"]
         outcome = report.outcomes[0]
 
@@ -150,7 +151,7 @@ def test_disk_thresholds(settings):
 
 def test_missing_logs_dir(settings):
     shutil.rmtree(settings.home / "logs")
-    report = run_checks(settings, ["logs_dir", "data_dir"])
+    report = run_checks(Runtime(settings), ["logs_dir", "data_dir"])
     outcomes = by_name(report)
     assert outcomes["logs_dir"].status is Status.CRITICAL
     assert str(settings.home / "logs") in outcomes["logs_dir"].message
@@ -160,9 +161,9 @@ def test_missing_logs_dir(settings):
 
 
 def test_record_stores_one_row_per_outcome(settings, engine):
-    first = run_checks(settings, engine=engine)
+    first = run_checks(Runtime(settings, engine=engine))
     record(engine, first)
-    second = run_checks(settings, ["disk", "data_dir"], engine=engine)
+    second = run_checks(Runtime(settings, engine=engine), ["disk", "data_dir"])
     record(engine, second)
 
     with session_scope(engine) as session:
@@ -187,7 +188,7 @@ def test_record_stores_one_row_per_outcome(settings, engine):
 def test_unknown_check_name(tmp_path):
     settings = config.load(tmp_path / "home").settings
     with pytest.raises(SctkError) as info:
-        run_checks(settings, ["disk", "dsik"])
+        run_checks(Runtime(settings), ["disk", "dsik"])
     assert "'dsik'" in info.value.message
     for name in PLATFORM_CHECKS:
         assert name in info.value.message

@@ -10,6 +10,7 @@ import pytest
 from sctk.jobs import events, queue
 from sctk.jobs.executors import LocalExecutor
 from sctk.jobs.worker import Worker, WorkerGroup
+from sctk.runtime import Runtime
 from sctk.storage.engine import session_scope
 from tests.helpers import wait_until
 from tests.jobs.conftest import job_dict, job_settings, status_of, submit
@@ -102,7 +103,7 @@ def test_stopping_a_worker_requeues_what_it_runs(fast_settings, engine):
 @sqlite_only
 def test_a_shared_executor_limits_what_the_loops_claim(fast_settings, engine):
     ids = [submit(engine, "noop") for _ in range(6)]
-    group = WorkerGroup(fast_settings, loops=2, concurrency=4)
+    group = WorkerGroup(Runtime(fast_settings), loops=2, concurrency=4)
     assert isinstance(group.executor, LocalExecutor) and group.executor.processes == 1
     group.start(grace=5)
     try:

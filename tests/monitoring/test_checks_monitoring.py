@@ -17,6 +17,7 @@ from sctk.health.registry import registered
 from sctk.jobs import queue
 from sctk.monitoring import checks
 from sctk.monitoring.checks import configured_endpoints, log_errors_since, parse_endpoint
+from sctk.runtime import Runtime
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import Job
 from tests.helpers import free_port
@@ -33,8 +34,8 @@ def engine(settings):
 
 
 def outcome(settings, name: str):
-    report = run_checks(settings, [name] if name in ("memory", "cpu_load", "log_errors") else
-                        ["database", name])  # fmt: skip
+    alone = name in ("memory", "cpu_load", "log_errors")
+    report = run_checks(Runtime(settings), [name] if alone else ["database", name])
     return next(o for o in report.outcomes if o.name == name)
 
 

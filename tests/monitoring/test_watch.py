@@ -131,7 +131,7 @@ def test_score_rules_accept_scores_only_and_fire_above(settings):
 
 def test_a_failed_maintenance_task_raises_an_alert(settings, engine):
     from sctk.bus import get_bus
-    from sctk.ops.runner import run_task
+    from tests.helpers import run_task
 
     bus = get_bus(settings)
     bus.start()

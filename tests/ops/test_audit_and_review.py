@@ -79,15 +79,15 @@ def test_a_fresh_install_is_audited_only_for_the_operators_decisions(tmp_path):
     assert [h["score"] for h in history][:3] == [100, exposed_report["score"], report["score"]]
 
 
-def test_an_admin_password_given_at_installation_is_a_finding(settings):
+def test_an_admin_password_given_at_installation_is_a_finding(settings, runtime):
     from sctk.security.bootstrap import ensure_first_admin
 
     ensure_first_admin(settings, "given in a compose file 9")
-    report = compliance.run_audit(settings)
+    report = compliance.run_audit(runtime)
     assert failing(report)["first admin password changed"] == "sctk users reset-password admin"
 
 
-def test_the_access_review_names_each_finding_with_its_fix(settings, engine):
+def test_the_access_review_names_each_finding_with_its_fix(settings, engine, runtime):
     with session_scope(engine) as s:
         users.create(s, "olga", "long enough password 1", "analyst")
         users.create(s, "locked", "long enough password 2", "viewer")
@@ -120,7 +120,7 @@ def test_the_access_review_names_each_finding_with_its_fix(settings, engine):
     )
     assert ("dormant", "admin") not in found  # created just now
 
-    report = compliance.run_audit(settings)
+    report = compliance.run_audit(runtime)
     assert "dormant accounts" in failing(report) and "tokens without expiry" in failing(report)
 
 
@@ -134,8 +134,8 @@ def test_audit_refuses_bad_input(settings):
     assert not list(settings.home.glob("reports/audit-*"))
 
 
-def test_markdown_and_html_reports_carry_every_check(settings):
-    report = compliance.run_audit(settings)
+def test_markdown_and_html_reports_carry_every_check(settings, runtime):
+    report = compliance.run_audit(runtime)
     md, page = compliance.render(report, "md"), compliance.render(report, "html")
     for check in report.checks:
         assert check.name in md and check.name in page

@@ -10,10 +10,10 @@ import signal
 
 from sctk.fsutil import make_temp, stale_temporaries
 from sctk.ops.doctor import diagnose
-from sctk.ops.runner import run_task
 from sctk.pipeline.service import import_file
+from sctk.runtime import Runtime
 from sctk.storage.engine import session_scope
-from tests.helpers import run_sctk
+from tests.helpers import run_sctk, run_task
 
 
 def _backdate(path, minutes: float) -> None:
@@ -52,7 +52,7 @@ def test_a_killed_imports_temporary_is_listed_by_doctor_and_removed_by_the_tmp_t
     record = run_task(settings, "tmp")
     assert f"data/{left.name}" in record.details["deleted"]
     assert not left.exists() and (settings.home / "data" / "runs.parquet").exists()
-    (leftovers,) = [f for f in diagnose(settings, ["data"]) if f.name == "leftovers"]
+    (leftovers,) = [f for f in diagnose(Runtime(settings), ["data"]) if f.name == "leftovers"]
     assert leftovers.severity == "ok"
 
 

@@ -16,6 +16,7 @@ from sctk import crashpoints
 from sctk.backup.location import init_repo
 from sctk.ops import integrity
 from sctk.ops import upgrade as up
+from sctk.runtime import Runtime
 from sctk.security import rotation
 from sctk.security.keyring import Keyring
 from sctk.storage import migrate
@@ -67,7 +68,7 @@ def test_an_upgrade_killed_at_each_step_is_finished_by_the_rerun(settings, monke
     assert revision(settings) in ("0010", "0098")
     assert (settings.home / up.JOURNAL).exists()
 
-    result = up.upgrade(settings, actor="tests")
+    result = up.upgrade(Runtime(settings), actor="tests")
     assert result.ok and result.after == "0098", result.message
     assert revision(settings) == "0098" and "upgrade_extra" in tables(settings)
     assert not (settings.home / up.JOURNAL).exists()
@@ -85,7 +86,7 @@ def test_an_upgrade_killed_while_rolling_back_is_rolled_back_by_the_rerun(settin
     crash("upgrade.rolling-back", "upgrade", "--yes", home=settings.home, env=env)
     assert (settings.home / up.JOURNAL).exists()
 
-    result = up.upgrade(settings, actor="tests")
+    result = up.upgrade(Runtime(settings), actor="tests")
     assert not result.ok and result.rolled_back and result.after == "0010"
     assert revision(settings) == "0010"
     after = tables(settings)
@@ -106,7 +107,7 @@ def test_a_rotation_killed_at_each_step_is_finished_by_the_rerun(settings, step)
     crash(step, "keys", "rotate", home=settings.home)
 
     assert _decrypt_all(settings) == values  # every value still decrypts with the ring on disk
-    report = rotation.rotate(settings, actor="tests")
+    report = rotation.rotate(Runtime(settings), actor="tests")
     assert report.resumed and report.new_key_id == 2
     assert _decrypt_all(settings) == values
     assert set(_key_ids(settings)) == {2}

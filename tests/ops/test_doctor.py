@@ -7,6 +7,7 @@ import socket
 
 from sctk.ops.doctor import diagnose, worst
 from sctk.pipeline.service import import_file
+from sctk.runtime import Runtime
 from sctk.storage import migrate
 from sctk.storage.engine import make_engine, session_scope
 from tests.helpers import run_sctk
@@ -22,19 +23,21 @@ def test_a_damaged_dataset_file_is_named_with_the_restore_command(settings, engi
     csv.write_text("x,y\n1,2\n3,4\n")
     with session_scope(engine) as s:
         stored = import_file(s, settings.home, csv, name="obs").dataset.path
-    assert [f.severity for f in by_name(diagnose(settings, ["data"]), "data", "files")] == ["ok"]
+    assert [
+        f.severity for f in by_name(diagnose(Runtime(settings), ["data"]), "data", "files")
+    ] == ["ok"]
 
     path = settings.home / stored
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01  # same size, different bytes
     path.write_bytes(bytes(data))
-    files = by_name(diagnose(settings, ["data"]), "data", "files")
+    files = by_name(diagnose(Runtime(settings), ["data"]), "data", "files")
     assert len(files) == 1 and files[0].severity == "fail"
     assert "dataset 'obs'" in files[0].message and "SHA-256 differs" in files[0].message
     assert files[0].fix == f"sctk restore --latest --file {stored}"
 
     path.unlink()
-    (missing,) = by_name(diagnose(settings, ["data"]), "data", "files")
+    (missing,) = by_name(diagnose(Runtime(settings), ["data"]), "data", "files")
     assert missing.message.endswith(f"{stored} is missing")
 
 
@@ -44,7 +47,7 @@ def test_an_old_schema_fails_start_up_and_holds_back_the_deeper_checks(settings)
         migrate.downgrade(engine, "0004")
     finally:
         engine.dispose()
-    findings = diagnose(settings)
+    findings = diagnose(Runtime(settings))
     (schema,) = by_name(findings, "startup", "migrations")
     assert schema.severity == "fail" and schema.fix == "sctk db upgrade"
     assert by_name(findings, "startup", "deeper_checks")[0].severity == "warn"

@@ -8,10 +8,10 @@ from sqlalchemy import select
 
 from sctk.backup.create import create_backup
 from sctk.backup.location import init_repo
-from sctk.ops.runner import run_task
 from sctk.storage.engine import session_scope
 from sctk.storage.models import MaintenanceRun
 from tests.backup.backup_support import ENV, populate
+from tests.helpers import run_task
 
 
 def _unused_port() -> int:

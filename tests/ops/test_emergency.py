@@ -16,6 +16,7 @@ from sctk.backup.location import init_repo, open_repo
 from sctk.jobs import queue, switches
 from sctk.monitoring import incidents, notifiers
 from sctk.ops.emergency import job_pool_processes, run_emergency
+from sctk.runtime import Runtime
 from sctk.security.keyring import Keyring
 from sctk.storage.engine import session_scope
 from tests.backup.backup_support import ENV, populate
@@ -77,7 +78,8 @@ def test_the_response_restarts_a_live_worker_and_records_every_step(settings, en
 
         pools = wait_until(settled_pool_pids, timeout=60, what="the worker's job process")
 
-        report = run_emergency(s, actor="ops", reason="disk filling", restore="no")
+        with Runtime(s) as rt:
+            report = run_emergency(rt, actor="ops", reason="disk filling", restore="no")
     finally:
         worker.terminate()
         worker.wait(30)
@@ -100,7 +102,7 @@ def test_the_response_restarts_a_live_worker_and_records_every_step(settings, en
 
 
 @pytest.mark.exclusive
-def test_the_restore_step_brings_back_a_damaged_file(settings, engine, monkeypatch):
+def test_the_restore_step_brings_back_a_damaged_file(settings, engine, runtime, monkeypatch):
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
     populate(settings, model=False)
@@ -114,7 +116,7 @@ def test_the_restore_step_brings_back_a_damaged_file(settings, engine, monkeypat
 
     asked = []
     report = run_emergency(
-        settings,
+        runtime,
         actor="ops",
         restore="ask",
         confirm=lambda q: asked.append(q) or True,

@@ -15,13 +15,13 @@ from sqlalchemy import func, select, update
 
 from sctk import config
 from sctk.jobs import switches
-from sctk.ops.runner import run_task
 from sctk.ops.scheduler import Scheduler, due_groups
 from sctk.pipeline.service import import_file
+from sctk.runtime import Runtime
 from sctk.storage import lease
 from sctk.storage.engine import session_scope
 from sctk.storage.models import Lease, MaintenanceRun
-from tests.helpers import UNREACHABLE_INDEX, run_sctk
+from tests.helpers import UNREACHABLE_INDEX, run_sctk, run_task
 from tests.security.conftest import sqlite_only
 
 DAY = 86400
@@ -163,8 +163,8 @@ def test_two_schedulers_on_one_database_run_each_due_group_once(settings, engine
     def clock():
         return frozen
 
-    first = Scheduler(s, holder="one", clock=clock)
-    second = Scheduler(s, holder="two", clock=clock)
+    first = Scheduler(Runtime(s), holder="one", clock=clock)
+    second = Scheduler(Runtime(s), holder="two", clock=clock)
     try:
         barrier = threading.Barrier(2)
         ran: dict[str, list[str]] = {}
@@ -202,7 +202,7 @@ def test_a_missed_slot_runs_once_at_start_and_a_paused_scheduler_runs_nothing(
 
     with session_scope(engine) as session:
         switches.turn_on(session, switches.SCHEDULER_PAUSED, actor="ops")
-    sched = Scheduler(s, holder="paused")
+    sched = Scheduler(Runtime(s), holder="paused")
     try:
         assert sched.tick() == []
         with session_scope(engine) as session:

@@ -155,8 +155,8 @@ def test_cli_writes_the_report_and_refuses_bad_input(settings):
 def test_the_monthly_report_is_announced_over_the_webhook(settings, engine):
     from sctk import config
     from sctk.monitoring import notifiers
-    from sctk.ops.runner import run_task
     from sctk.security.keyring import Keyring
+    from tests.helpers import run_task
     from tests.monitoring.test_notifiers import Webhook
 
     hook = Webhook()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sctk import config
 from sctk.backup.location import init_repo, open_repo
-from sctk.ops.runner import run_group, run_task
 from sctk.security import rotation
 from tests.backup.backup_support import ENV, populate
+from tests.helpers import run_group, run_task
 
 
 def test_health_task_stores_every_check(settings):

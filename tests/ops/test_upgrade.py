@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import inspect, select, text
 
 from sctk.backup.location import init_repo
+from sctk.runtime import Runtime
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import AuditEntry
 from tests.backup.backup_support import ENV, populate
@@ -185,7 +186,8 @@ def test_a_renamed_setting_loads_under_its_new_name_and_the_upgrade_rewrites_the
     assert loaded.maintenance.log_retention_days == 45
     init_repo(loaded)
 
-    result = upgrade(loaded)
+    with Runtime(loaded) as rt:
+        result = upgrade(rt)
     assert result.ok and result.renamed == [
         "maintenance.log_keep_days -> maintenance.log_retention_days"
     ]

@@ -6,8 +6,7 @@ import json
 
 from sctk import config
 from sctk.ops.quickbench import regressions
-from sctk.ops.runner import run_task
-from tests.helpers import UNREACHABLE_INDEX, run_sctk
+from tests.helpers import UNREACHABLE_INDEX, run_sctk, run_task
 
 
 def test_an_unreachable_index_is_said_plainly(settings, monkeypatch):

@@ -20,6 +20,7 @@ from sqlalchemy.orm import sessionmaker
 from sctk import config, crashpoints
 from sctk.config import Settings
 from sctk.errors import SctkError
+from sctk.runtime import Runtime
 from sctk.security import audit, rotation
 from sctk.security import secrets as sec
 from sctk.security.keyring import Keyring, ring_lock, ring_path
@@ -137,7 +138,7 @@ def test_file_and_directory_modes(tmp_path):
     assert stat.S_IMODE((home / "keys").stat().st_mode) == 0o700
     assert stat.S_IMODE(ring_path(home).stat().st_mode) == 0o600
     settings = config.load(home).settings
-    rotation.rotate(settings)  # rewritten twice by the rotation: still 0600
+    rotation.rotate(Runtime(settings))  # rewritten twice by the rotation: still 0600
     assert stat.S_IMODE(ring_path(home).stat().st_mode) == 0o600
     assert not list((home / "keys").glob("*.tmp"))
 
@@ -303,7 +304,7 @@ def test_secret_encrypted_by_another_keyring_is_a_clear_error(settings):
         engine.dispose()
     before = ring_path(settings.home).read_bytes()
     with pytest.raises(SctkError, match="cannot be decrypted"):
-        rotation.rotate(settings)  # refused before anything changes
+        rotation.rotate(Runtime(settings))  # refused before anything changes
     assert ring_path(settings.home).read_bytes() == before
     assert _key_ids(settings) == [1]
 
@@ -318,11 +319,11 @@ def test_rotate_reencrypts_everything_and_retires_the_old_key(settings):
     engine = make_engine(settings)
     with session_scope(engine) as s:
         tokens_before = dict(s.execute(select(Secret.name, Secret.ciphertext)).all())
-    assert [(k.id, k.state, k.values) for k in rotation.status(settings)] == [
+    assert [(k.id, k.state, k.values) for k in rotation.status(Runtime(settings))] == [
         (1, "active", N_SECRETS)
     ]
 
-    report = rotation.rotate(settings, batch_size=5)
+    report = rotation.rotate(Runtime(settings), batch_size=5)
 
     assert (report.new_key_id, report.reencrypted, report.retired_key_ids, report.resumed) == (
         2,
@@ -340,7 +341,7 @@ def test_rotate_reencrypts_everything_and_retires_the_old_key(settings):
     ring = Keyring.load(settings.home)
     with pytest.raises(SctkError, match="key 1, which is not in"):
         ring.decrypt(1, tokens_before["secret-0"])
-    status = rotation.status(settings)
+    status = rotation.status(Runtime(settings))
     assert [(k.id, k.state, k.values) for k in status] == [(2, "active", N_SECRETS)]
     assert status[0].age is not None and status[0].age.total_seconds() < 60
     assert rotation.newest_key_age(settings).total_seconds() < 60
@@ -364,12 +365,12 @@ def test_status_reports_values_under_a_key_the_ring_lacks(settings):
     with session_scope(engine) as s:
         s.add(Secret(name="orphan", key_id=9, ciphertext="gAAAA"))
     engine.dispose()
-    assert [(k.id, k.state, k.values) for k in rotation.status(settings)] == [
+    assert [(k.id, k.state, k.values) for k in rotation.status(Runtime(settings))] == [
         (1, "active", 2),
         (9, "missing", 1),
     ]
     with pytest.raises(SctkError, match="key\\(s\\) 9, which .* does not hold"):
-        rotation.rotate(settings)
+        rotation.rotate(Runtime(settings))
     assert [k.id for k in Keyring.load(settings.home).keys] == [1]
 
 
@@ -392,7 +393,7 @@ def test_rotation_killed_midway_resumes_without_a_new_key(settings):
     assert on_disk["rotation"]["new_key_id"] == 2
     assert _key_ids(settings) == [1] * (N_SECRETS - 4) + [2] * 4
     assert _decrypt_all(settings) == values
-    assert [(k.id, k.state, k.values) for k in rotation.status(settings)] == [
+    assert [(k.id, k.state, k.values) for k in rotation.status(Runtime(settings))] == [
         (1, "retiring", N_SECRETS - 4),
         (2, "active", 4),
     ]
@@ -444,7 +445,7 @@ def test_concurrent_rotation_is_refused_and_a_sigkilled_one_resumes(settings, tm
         assert "a key rotation is already running" in second.stderr.lower()
         assert ring_path(settings.home).read_bytes() == ring_before
         with pytest.raises(SctkError, match="already running"):
-            rotation.rotate(settings)  # in-process too: flock is per open file
+            rotation.rotate(Runtime(settings))  # in-process too: flock is per open file
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=60)
@@ -455,7 +456,7 @@ def test_concurrent_rotation_is_refused_and_a_sigkilled_one_resumes(settings, tm
     with ring_lock(settings.home, blocking=False):
         pass  # the kernel released the dead process's lock
 
-    report = rotation.rotate(settings, actor="tester")
+    report = rotation.rotate(Runtime(settings), actor="tester")
     assert (report.new_key_id, report.reencrypted, report.resumed) == (2, N_SECRETS - 3, True)
     assert [k.id for k in Keyring.load(settings.home).keys] == [2]
     assert _decrypt_all(settings) == values
@@ -463,8 +464,8 @@ def test_concurrent_rotation_is_refused_and_a_sigkilled_one_resumes(settings, tm
 
 
 def test_rotation_with_no_secrets_and_twice_in_a_row(settings):
-    first = rotation.rotate(settings)
-    second = rotation.rotate(settings)
+    first = rotation.rotate(Runtime(settings))
+    second = rotation.rotate(Runtime(settings))
     assert (first.new_key_id, first.reencrypted, first.retired_key_ids) == (2, 0, [1])
     assert (second.new_key_id, second.retired_key_ids, second.resumed) == (3, [2], False)
     assert [k.id for k in Keyring.load(settings.home).keys] == [3]
@@ -488,7 +489,7 @@ def test_writer_with_a_stale_ring_cannot_strand_a_value_under_a_retired_key(sett
 
     def run() -> None:
         try:
-            result["report"] = rotation.rotate(settings, batch_size=4)
+            result["report"] = rotation.rotate(Runtime(settings), batch_size=4)
         except BaseException as exc:  # reported by the main thread
             result["error"] = exc
 

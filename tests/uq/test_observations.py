@@ -189,7 +189,7 @@ def test_adaptive_mode_widens_after_misses_and_predictions_use_alpha_t(api, mode
 
 
 def test_calibrate_from_observations_command_and_task(settings, engine, sctk_here):  # noqa: F811
-    from sctk.ops.runner import run_task
+    from tests.helpers import run_task
 
     model_id = _train(settings, engine)
     import_csv(settings, drawn(20, 3).drop(columns=["y"]), "untargeted")

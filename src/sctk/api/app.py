@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.orm import sessionmaker
 
 from sctk import __version__, config, logs
 from sctk.api import docs_pages, errors
@@ -25,14 +24,12 @@ from sctk.api.routes import maintenance as maintenance_routes
 from sctk.api.routes import metrics as metrics_routes
 from sctk.api.routes import models as models_routes
 from sctk.api.routes import observations as observations_routes
-from sctk.bus import get_bus
 from sctk.config import Settings
 from sctk.jobs.worker import start_workers, stop_workers
 from sctk.monitoring.appmetrics import AppMetrics
+from sctk.runtime import Runtime
 from sctk.security.credentials import CredentialCache
-from sctk.security.keyring import Keyring
 from sctk.security.ratelimit import RateLimiter
-from sctk.storage.engine import make_engine
 from sctk.web import routes as web
 
 
@@ -59,7 +56,9 @@ def create_app(
     if settings is None:
         settings = config.load().settings
         logs.configure(settings, console_level="INFO")
-    engine = make_engine(settings)
+    # the process's one engine, bus and keyring: every request, loop and check shares them
+    rt = Runtime(settings)
+    engine = rt.engine
     sec = settings.security
 
     gate = PauseGate()
@@ -67,7 +66,7 @@ def create_app(
     def start_loops(_app: FastAPI) -> None:
         """Start the job workers, collector, alerting and scheduler this app runs."""
         _app.state.job_workers = start_workers(
-            settings, settings.jobs.workers if workers is None else workers
+            rt, settings.jobs.workers if workers is None else workers
         )
         serving = workers is None
         scheduling = (
@@ -88,7 +87,7 @@ def create_app(
             from sctk.ops.scheduler import Scheduler
 
             # every such process runs one; the lease lets only one of them act
-            _app.state.scheduler = Scheduler(settings).start()
+            _app.state.scheduler = Scheduler(rt).start()
 
     def stop_loops(_app: FastAPI) -> None:
         if _app.state.scheduler is not None:
@@ -108,14 +107,14 @@ def create_app(
 
         gate.close(lambda: pause_requested(settings.home))
         stop_loops(_app)
-        _app.state.bus.engine.dispose()
-        engine.dispose()
+        _app.state.bus.engine.dispose()  # the runtime's own unless a bus was made before
+        rt.release()
 
     def resume(_app: FastAPI) -> None:
         """Reopen on what the swap left: fresh connections, keys and credentials."""
-        engine.dispose()  # nothing opened meanwhile may outlive the swap
+        rt.release()  # nothing opened meanwhile may outlive the swap
         _app.state.bus.engine.dispose()
-        _app.state.keyring = Keyring.load(settings.home)
+        _app.state.keyring = rt.reload_keyring()
         _app.state.credential_cache = CredentialCache(sec.auth_cache_seconds)
         start_loops(_app)
         gate.open()
@@ -133,7 +132,7 @@ def create_app(
             runstate.write_pid(settings.home, url=os.environ.get(SERVE_URL_ENV), role=announce)
         try:
             # the process's bus: job events recorded here or (PostgreSQL) elsewhere reach it
-            bus = _app.state.bus = get_bus(settings)
+            bus = _app.state.bus = rt.bus
             await run_in_threadpool(bus.start)  # waits for LISTEN: blocking, so off the loop
             try:
                 await run_in_threadpool(start_loops, _app)
@@ -151,7 +150,7 @@ def create_app(
                     await run_in_threadpool(watcher.stop, False)
                 await run_in_threadpool(stop_loops, _app)  # none left when stopped paused
                 await run_in_threadpool(bus.stop)
-                engine.dispose()
+                rt.close()
         finally:
             if announce is not None:
                 runstate.clear_pid(settings.home)
@@ -165,10 +164,11 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
+    app.state.runtime = rt
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
-    app.state.keyring = Keyring.load(settings.home)
+    app.state.sessionmaker = rt.sessionmaker
+    app.state.keyring = rt.keyring
     app.state.credential_cache = CredentialCache(sec.auth_cache_seconds)
     app.state.identity_limiter = RateLimiter(sec.rate_limit_per_minute, sec.rate_limit_burst)
     app.state.collector = None

@@ -36,17 +36,20 @@ def client_address(request: HTTPConnection) -> str:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.sessionmaker() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    """The request's session, from the app's runtime (`sctk.runtime.Runtime.session`).
+
+    The commit rule, stated here and in docs/architecture.md only: the session commits when
+    the route function returns without an error, before the response is sent, so a client
+    acting on the answer at once never reads the state from before it; any error (an
+    HTTPException too) rolls everything back. A route that must keep a record whatever
+    happens (a refused permission: `record_denial`) writes it in a session of its own.
+    """
+    with request.app.state.runtime.session() as session:
+        yield session
 
 
-# scope="function": commit when the route function returns, before the response is sent, so
-# a client acting on the answer at once never reads the state from before it.
+# scope="function" is what makes the commit happen when the route function returns (the
+# default would be after the response is sent): see get_session
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 

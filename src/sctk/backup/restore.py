@@ -668,6 +668,7 @@ def _finish(
 
     # the restored directory, as the service will see it from now on
     from sctk.health.registry import run_checks
+    from sctk.runtime import Runtime
     from sctk.storage.engine import make_engine
     from sctk.storage.migrate import current, upgrade
 
@@ -690,7 +691,7 @@ def _finish(
 
                 tables, _ = table_counts(after.db_url)
                 _reconcile_runs(engine, repo)
-            health = run_checks(after, engine=engine).as_dict()
+            health = run_checks(Runtime(after, engine=engine)).as_dict()
         finally:
             engine.dispose()
     return RestoreResult(

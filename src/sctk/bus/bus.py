@@ -593,14 +593,15 @@ def _key(url: Any) -> str:
     return normalise_url(url).render_as_string(hide_password=False)
 
 
-def get_bus(settings: Settings, *, source: str | None = None) -> Bus:
+def get_bus(settings: Settings, *, source: str | None = None, engine: Engine | None = None) -> Bus:
     """This process's bus for the database of SETTINGS, created on first use (no threads
-    until something is delivered or `start` is called)."""
+    until something is delivered or `start` is called). ENGINE is the process's own
+    (`sctk.runtime.Runtime.engine`), lent to a bus made here; without it the bus builds one."""
     key = _key(settings.db_url)
     with _registry_lock:
         bus = _registry.get(key)
         if bus is None:
-            bus = _registry[key] = Bus(settings, source=source)
+            bus = _registry[key] = Bus(settings, source=source, engine=engine)
             _no_bus.discard(key)
             for name, (pattern, func) in registered().items():
                 bus.subscribe(pattern, func, name)

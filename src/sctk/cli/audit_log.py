@@ -7,19 +7,11 @@ import string
 
 import typer
 
-from sctk.cli.common import console, json_option, print_json, settings, table
+from sctk.cli.common import console, db_session, json_option, print_json, table
 from sctk.errors import SctkError
 from sctk.security import audit
-from sctk.storage.engine import make_engine, session_scope
-from sctk.storage.layout import require_data_dir
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
-
-
-def _engine(ctx: typer.Context):
-    s = settings(ctx)
-    require_data_dir(s)
-    return make_engine(s)
 
 
 def _anchor(value: str | None) -> tuple[int, str] | None:
@@ -54,12 +46,8 @@ def list_(
 ) -> None:
     """List audit entries, newest first."""
     start = audit.parse_since(since) if since is not None else None
-    engine = _engine(ctx)
-    try:
-        with session_scope(engine) as session:
-            found = audit.entries(session, since=start, user=user, event=event, limit=limit)
-    finally:
-        engine.dispose()
+    with db_session(ctx) as session:
+        found = audit.entries(session, since=start, user=user, event=event, limit=limit)
     if as_json:
         print_json([audit.as_dict(e) for e in found])
         return
@@ -92,12 +80,8 @@ def verify(
 ) -> None:
     """Recompute the hash chain. Exit 0 when intact, 1 naming the first broken link."""
     expected = _anchor(anchor)
-    engine = _engine(ctx)
-    try:
-        with session_scope(engine) as session:
-            report = audit.verify(session, anchor=expected)
-    finally:
-        engine.dispose()
+    with db_session(ctx) as session:
+        report = audit.verify(session, anchor=expected)
     if as_json:
         print_json(report.to_dict())
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sctk.cli.common import console, json_option, operator, print_json, settings, table
+from sctk.cli.common import console, db_session, json_option, operator, print_json, runtime, table
 from sctk.errors import SctkError
 
 app = typer.Typer(help="The message bus between sctk's components.", no_args_is_help=True)
@@ -12,16 +12,6 @@ dead_letters = typer.Typer(
     help="Messages a handler kept failing on: list, replay, purge.", no_args_is_help=True
 )
 app.add_typer(dead_letters, name="dead-letters")
-
-
-def _scope(ctx: typer.Context):
-    from sctk.storage.engine import make_engine, session_scope
-    from sctk.storage.layout import require_data_dir
-
-    s = settings(ctx)
-    require_data_dir(s)
-    engine = make_engine(s)
-    return s, engine, session_scope
 
 
 @dead_letters.command("list")
@@ -33,14 +23,10 @@ def list_(
     """List dead letters, oldest first."""
     from sctk.bus import deadletters
 
-    _, engine, session_scope = _scope(ctx)
-    try:
-        with session_scope(engine) as session:
-            found = [
-                deadletters.as_dict(d) for d in deadletters.list_dead(session, pending_only=pending)
-            ]
-    finally:
-        engine.dispose()
+    with db_session(ctx) as session:
+        found = [
+            deadletters.as_dict(d) for d in deadletters.list_dead(session, pending_only=pending)
+        ]
     if as_json:
         print_json(found)
         return
@@ -92,21 +78,24 @@ def replay(
                 "'sctk bus dead-letters list' shows the ids."
             )
         which = int(dead_letter_id)
-    s, engine, session_scope = _scope(ctx)
-    bus = Bus(s, engine=engine)  # this command's own: its local deliveries are awaited below
+    from sctk.storage.layout import require_data_dir
+
+    rt = runtime(ctx)
+    require_data_dir(rt.settings)
+    # this command's own bus: its local deliveries are awaited below
+    bus = Bus(rt.settings, engine=rt.engine, keyring=rt.keyring)
     from sctk.bus.handlers import registered
 
     for name, (pattern, func) in registered().items():
         bus.subscribe(pattern, func, name)
     try:
-        with session_scope(engine) as session:
+        with rt.session() as session:
             done = deadletters.replay(session, bus, which, actor=operator())
         before = bus.stats["dead_lettered"]
-        bus.drain(_retry_window(s))
+        bus.drain(_retry_window(rt.settings))
         failed_again = bus.stats["dead_lettered"] - before
     finally:
         bus.shutdown()
-        engine.dispose()
     if not done:
         console.print("No dead letters to replay.", highlight=False)
         return
@@ -135,10 +124,6 @@ def purge(
     from sctk.bus import deadletters
 
     age = deadletters.parse_age(older_than) if older_than is not None else None
-    _, engine, session_scope = _scope(ctx)
-    try:
-        with session_scope(engine) as session:
-            count = deadletters.purge(session, age, actor=operator())
-    finally:
-        engine.dispose()
+    with db_session(ctx) as session:
+        count = deadletters.purge(session, age, actor=operator())
     console.print(f"Purged {count} dead letter(s).", highlight=False)

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from sctk import config
 from sctk.config import Settings
+from sctk.runtime import Runtime
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -28,6 +29,7 @@ err_console = Console(stderr=True)
 @dataclass
 class State:
     home: Path | None = None
+    runtime: Runtime | None = None
 
 
 def state(ctx: typer.Context) -> State:
@@ -49,29 +51,35 @@ def operator() -> str:
         return "cli"
 
 
+def runtime(ctx: typer.Context) -> Runtime:
+    """The command's runtime: built on first use from the data directory's settings, one
+    per command, closed when the command ends (its engine disposed)."""
+    root = ctx.find_root()
+    st = state(ctx)
+    if st.runtime is None:
+        st.runtime = Runtime(settings(ctx))
+        root.call_on_close(st.runtime.close)
+    return st.runtime
+
+
 @contextmanager
 def db_session(ctx: typer.Context, with_bus: bool = False) -> Iterator[Session]:
     """A committed-on-success session on the data directory's database."""
-    from sctk.storage.engine import DATABASE_ERRORS, make_engine, session_scope, unavailable
+    from sctk.storage.engine import DATABASE_ERRORS, unavailable
     from sctk.storage.layout import require_data_dir
 
-    s = settings(ctx)
-    require_data_dir(s)
+    rt = runtime(ctx)
+    require_data_dir(rt.settings)
     if with_bus:
-        from sctk.bus import get_bus
-
         # events this command records (a job queued or cancelled) are published once it
         # commits; on PostgreSQL they reach the API's WebSocket clients
-        get_bus(s)
-    engine = make_engine(s)
+        rt.bus  # noqa: B018 (made for its side effect: the process's bus exists)
     try:
-        with session_scope(engine) as session:
+        with rt.session() as session:
             yield session
     except DATABASE_ERRORS as exc:
         # named here, where the database is known: locked, full, not answering, unreachable
-        raise unavailable(engine, exc) from None
-    finally:
-        engine.dispose()
+        raise unavailable(rt.engine, exc) from None
 
 
 def print_json(data: Any) -> None:

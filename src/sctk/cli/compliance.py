@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from sctk.cli.common import console, print_json, settings, table
+from sctk.cli.common import console, print_json, runtime, settings, table
 
 STYLE = {"pass": "green", "fail": "red", "n/a": "dim"}
 
@@ -29,7 +29,7 @@ def compliance(
         raise SctkError(f"--min-score must lie between 0 and 100; got {min_score:g}.")
     s = settings(ctx)
     if show_history:
-        rows = compliance.history(s)
+        rows = compliance.history(runtime(ctx))
         if fmt == "json":
             print_json(rows)
         else:
@@ -39,9 +39,9 @@ def compliance(
                 [[r["at"][:19], f"{r['score']:g}", escape(r["summary"])] for r in rows],
             )
         return
-    report = compliance.run_audit(s)
+    report = compliance.run_audit(runtime(ctx))
     path = compliance.save(s, report, fmt)
-    compliance.record(s, report, path)
+    compliance.record(runtime(ctx), report, path)
     if fmt == "table":
         table(
             None,

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from sctk.cli.common import console, json_option, print_json, settings, table
+from sctk.cli.common import console, json_option, print_json, runtime, table
 from sctk.storage import migrate
-from sctk.storage.engine import make_engine
 from sctk.storage.layout import require_data_dir
 
 app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 
 
 def _engine(ctx: typer.Context):
-    s = settings(ctx)
-    require_data_dir(s)
-    return make_engine(s)
+    rt = runtime(ctx)
+    require_data_dir(rt.settings)
+    return rt.engine
 
 
 def _report(before: str | None, after: str | None) -> None:
@@ -88,10 +87,10 @@ def migrate_to(
     from sctk.cli.common import operator
     from sctk.ops.db_transfer import migrate_to as run
 
-    s = settings(ctx)
-    require_data_dir(s)
+    rt = runtime(ctx)
+    require_data_dir(rt.settings)
     report = run(
-        s,
+        rt,
         url,
         actor=operator(),
         switch=not no_switch,

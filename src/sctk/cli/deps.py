@@ -92,7 +92,7 @@ def upgrade(
     web, ml), runs an import check and 'sctk selftest --quick' after each, and reinstalls the
     saved set when any step fails. Exit 0 when upgraded (or nothing to do), 1 when rolled back.
     """
-    from sctk.cli.common import operator, settings
+    from sctk.cli.common import operator, runtime
     from sctk.ops import dependency_upgrade
 
     if as_json and not (yes or dry_run):
@@ -106,7 +106,7 @@ def upgrade(
 
     source = dependency_upgrade.Source(list(find_links or []), index_url)
     result = dependency_upgrade.upgrade(
-        settings(ctx),
+        runtime(ctx),
         source,
         group=group,
         only=only or None,

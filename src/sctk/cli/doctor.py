@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from sctk.cli.common import console, json_option, print_json, settings, table
+from sctk.cli.common import console, json_option, print_json, runtime, table
 
 STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
 EXIT = {"ok": 0, "warn": 1, "fail": 2}
@@ -27,7 +27,7 @@ def doctor(
     """Diagnose start-up, performance and data problems; exit 0 fine, 1 warnings, 2 failures."""
     from sctk.ops.doctor import diagnose, worst
 
-    findings = diagnose(settings(ctx), areas or None, selftest=selftest)
+    findings = diagnose(runtime(ctx), areas or None, selftest=selftest)
     overall = worst(findings)
     if as_json:
         print_json({"status": overall, "findings": [f.as_dict() for f in findings]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from sctk.cli.common import console, json_option, operator, print_json, settings, table
+from sctk.cli.common import console, json_option, operator, print_json, runtime, table
 
 
 def emergency(
@@ -33,7 +33,7 @@ def emergency(
     if yes and no_restore:
         raise SctkError("--yes and --no-restore contradict each other; give one of them.")
     report = run_emergency(
-        settings(ctx),
+        runtime(ctx),
         actor=operator(),
         reason=reason,
         incident_id=incident,

@@ -6,11 +6,11 @@ import logging
 
 import typer
 
-from sctk.cli.common import console, err_console, json_option, print_json, settings, table
-from sctk.config import Settings
+from sctk.cli.common import console, err_console, json_option, print_json, runtime, table
 from sctk.errors import SctkError
 from sctk.health import HealthReport, Status, run_checks
 from sctk.health.registry import record
+from sctk.runtime import Runtime
 
 STYLE = {
     Status.OK: "green",
@@ -28,17 +28,17 @@ def health(
 ) -> None:
     """Run the health checks. Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
     try:
-        s = settings(ctx)
+        rt = runtime(ctx)
     except SctkError as exc:
         # settings that do not load make the health of the service unknown, not a usage error
         console.print(f"UNKNOWN: {exc.message}", highlight=False)
         raise typer.Exit(int(Status.UNKNOWN)) from None
     _quiet_logs()
-    report = run_checks(s, only or None)
+    report = run_checks(rt, only or None)
     schema = next((o for o in report.outcomes if o.name == "migrations"), None)
     # results are stored only where the table is known to exist: schema at head
     if not no_record and schema is not None and schema.status is Status.OK:
-        _record(s, report)
+        _record(rt, report)
     if as_json:
         print_json(report.as_dict())
     else:
@@ -60,17 +60,14 @@ def _quiet_logs() -> None:
         root.addHandler(logging.NullHandler())
 
 
-def _record(s: Settings, report: HealthReport) -> None:
+def _record(rt: Runtime, report: HealthReport) -> None:
     """Store the results when the database takes them; a full disk or a database that fails
     meanwhile is already in the report, so the exit code stays the report's."""
-    from sctk.storage.engine import DATABASE_ERRORS, database_error, make_engine, normalise_url
+    from sctk.storage.engine import DATABASE_ERRORS, database_error, normalise_url
 
+    s = rt.settings
     try:
-        engine = make_engine(s)
-        try:
-            record(engine, report)
-        finally:
-            engine.dispose()
+        record(rt.engine, report)
     except (SctkError, *DATABASE_ERRORS) as exc:
         if not isinstance(exc, SctkError):
             exc = database_error(exc, normalise_url(s.db_url), s)

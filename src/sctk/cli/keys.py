@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from sctk.cli.common import console, json_option, operator, print_json, settings, table
+from sctk.cli.common import console, json_option, operator, print_json, runtime, settings, table
 from sctk.security import rotation
 
 app = typer.Typer(help="Encryption keys: rotation and status.", no_args_is_help=True)
@@ -49,7 +49,7 @@ def rotate(
     ) as bar:
         task = bar.add_task("re-encrypting", total=None)
         report = rotation.rotate(
-            s,
+            runtime(ctx),
             actor=operator(),
             batch_size=batch_size,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
@@ -75,7 +75,7 @@ def rotate(
 @app.command("status")
 def status(ctx: typer.Context, as_json: bool = json_option()) -> None:
     """Show every key: id, age, state, and how many stored values it encrypts."""
-    keys = rotation.status(settings(ctx))
+    keys = rotation.status(runtime(ctx))
     if as_json:
         print_json([k.as_dict() for k in keys])
         return

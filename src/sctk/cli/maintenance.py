@@ -5,7 +5,16 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from sctk.cli.common import console, db_session, json_option, operator, print_json, settings, table
+from sctk.cli.common import (
+    console,
+    db_session,
+    json_option,
+    operator,
+    print_json,
+    runtime,
+    settings,
+    table,
+)
 
 app = typer.Typer(
     help="Scheduled maintenance: the tasks, running them, their history.", no_args_is_help=True
@@ -72,14 +81,14 @@ def run(
     """Run one task now and record it; exit 1 if it failed."""
     from sctk.ops.runner import run_task
 
-    _show([run_task(settings(ctx), name)], as_json)
+    _show([run_task(runtime(ctx), name)], as_json)
 
 
 def _group_command(group: str) -> None:
     def command(ctx: typer.Context, as_json: bool = json_option()) -> None:
         from sctk.ops.runner import run_group
 
-        _show(run_group(settings(ctx), group), as_json)
+        _show(run_group(runtime(ctx), group), as_json)
 
     command.__doc__ = f"Run every {group} task now and record them; exit 1 if one failed."
     app.command(group)(command)
@@ -98,13 +107,8 @@ def history(
 ) -> None:
     """Recorded runs, newest first."""
     from sctk.ops import runner
-    from sctk.storage.engine import make_engine
 
-    engine = make_engine(settings(ctx))
-    try:
-        runs = runner.history(engine, task, limit)
-    finally:
-        engine.dispose()
+    runs = runner.history(runtime(ctx).engine, task, limit)
     rows = [
         {
             "id": r.id,

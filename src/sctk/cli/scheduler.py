@@ -8,7 +8,7 @@ import threading
 
 import typer
 
-from sctk.cli.common import console, settings
+from sctk.cli.common import console, runtime
 
 
 def scheduler(
@@ -18,16 +18,14 @@ def scheduler(
     ),
 ) -> None:
     """Run scheduled maintenance (and monitoring) until stopped; one active per database."""
-    from sqlalchemy.orm import sessionmaker
-
     from sctk import logs
-    from sctk.bus import get_bus
     from sctk.monitoring.collector import Collector
     from sctk.monitoring.watch import start_watch
     from sctk.ops.scheduler import Scheduler
     from sctk.storage.layout import require_data_dir
 
-    s = settings(ctx)
+    rt = runtime(ctx)  # the process's engine and bus: the scheduler's and the monitor's
+    s = rt.settings
     require_data_dir(s)
     logs.configure(s, console_level="INFO")
     stop = threading.Event()
@@ -38,12 +36,12 @@ def scheduler(
     running: dict = {}
 
     def start() -> None:
-        running["sched"] = sched = Scheduler(s).start()
+        running["sched"] = Scheduler(rt).start()
         if monitor:
-            running["bus"] = bus = get_bus(s)
+            running["bus"] = bus = rt.bus
             bus.start()
-            running["collector"] = collector = Collector.from_settings(s, sched.engine).start()
-            running["watch"] = start_watch(s, sessionmaker(sched.engine), collector, bus)
+            running["collector"] = collector = Collector.from_settings(s, rt.engine).start()
+            running["watch"] = start_watch(s, rt.sessionmaker, collector, bus)
 
     def halt() -> None:  # also the pause while a command swaps the data directory
         if "watch" in running:

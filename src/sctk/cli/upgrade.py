@@ -10,6 +10,7 @@ from sctk.cli.common import (
     json_option,
     operator,
     print_json,
+    runtime,
     settings,
 )
 
@@ -40,7 +41,7 @@ def upgrade(
 
     s = settings(ctx)
     with runstate.coordinated(s.home, "the upgrade", coordinate):
-        result = up.upgrade(s, to, actor=operator(), confirm=confirm)
+        result = up.upgrade(runtime(ctx), to, actor=operator(), confirm=confirm)
     if as_json:
         print_json(result.as_dict())
     else:

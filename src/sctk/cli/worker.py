@@ -8,7 +8,7 @@ from collections import Counter
 
 import typer
 
-from sctk.cli.common import console, settings
+from sctk.cli.common import console, runtime
 
 
 def worker(
@@ -39,7 +39,8 @@ def worker(
     from sctk.jobs.worker import Worker, WorkerGroup
     from sctk.storage.layout import require_data_dir
 
-    s = settings(ctx)
+    rt = runtime(ctx)  # the process's engine and bus, shared by every loop
+    s = rt.settings
     require_data_dir(s)
     logs.configure(s, console_level="INFO")
     stop_requested = threading.Event()
@@ -59,7 +60,7 @@ def worker(
     where = s.executor.address or ("a local Dask cluster" if s.executor.kind == "dask" else None)
     pool = f"on {where}" if where else "in a local process pool"
     if until_idle:
-        with Worker(s, concurrency=concurrency) as one:
+        with Worker(s, concurrency=concurrency, runtime=rt) as one:
             stoppers.append(lambda force: one.stop(force))
             console.print(
                 f"worker {one.id}: {one.concurrency} slots {pool}, until the queue is idle",
@@ -72,7 +73,7 @@ def worker(
 
         runstate.wait_while_paused(s.home)  # a swap under way: start after it
         count = loops or max(s.jobs.workers, 1)
-        groups = [WorkerGroup(s, count, concurrency)]
+        groups = [WorkerGroup(rt, count, concurrency)]
         stoppers.append(lambda force: groups[-1].request_stop(force))
         first = groups[0].workers[0]
         console.print(
@@ -88,7 +89,7 @@ def worker(
             stats.update(groups[-1].stats())
 
         def resume() -> None:
-            groups.append(WorkerGroup(s, count, concurrency))
+            groups.append(WorkerGroup(rt, count, concurrency))
             groups[-1].start(grace)
 
         groups[0].start(grace)

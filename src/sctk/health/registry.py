@@ -9,14 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
-from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from sctk.config import Settings
 from sctk.registry import Registry
 from sctk.storage.models import utcnow
+
+if TYPE_CHECKING:  # a type only: the runtime sits beside the services it holds
+    from sctk.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +56,18 @@ class CheckOutcome:
 
 
 class CheckContext:
-    """What a check may use; the engine is made once and shared by all checks of a run."""
+    """What a check may use: the runtime of the process that runs it (its settings, and its
+    engine, built when a check first asks for it: a check of the settings runs without)."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None):
-        self.settings = settings
-        self._engine = engine
-        self._owns_engine = engine is None
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.settings: Settings = runtime.settings
         self.outcomes: dict[str, CheckOutcome] = {}
         self.running: str | None = None  # the check under way (named when it overruns)
 
-    @cached_property
+    @property
     def engine(self) -> Engine:
-        if self._engine is None:
-            from sctk.storage.engine import make_engine
-
-            self._engine = make_engine(self.settings)
-        return self._engine
-
-    def close(self) -> None:
-        if self._owns_engine and self._engine is not None:
-            self._engine.dispose()
+        return self.runtime.engine
 
 
 CheckFunc = Callable[[CheckContext], CheckOutcome]
@@ -204,15 +198,12 @@ def _run_all(entries: list[Check], ctx: CheckContext) -> None:
             ctx.outcomes[entry.name] = _run_one(entry, ctx)
     finally:
         ctx.running = None
-        ctx.close()
 
 
-def run_checks(
-    settings: Settings, names: list[str] | None = None, engine: Engine | None = None
-) -> HealthReport:
-    """Run the named checks (default: all), each after those it depends on."""
+def run_checks(rt: Runtime, names: list[str] | None = None) -> HealthReport:
+    """Run the named checks (default: all) on RT, each after those it depends on."""
     entries = _selected(names)
-    ctx = CheckContext(settings, engine)
+    ctx = CheckContext(rt)
     _run_all(entries, ctx)
     return HealthReport(list(ctx.outcomes.values()), utcnow())
 
@@ -223,17 +214,17 @@ _in_flight: dict[int, tuple[threading.Thread, CheckContext, list[Check]]] = {}
 _in_flight_lock = threading.Lock()
 
 
-def run_checks_within(settings: Settings, engine: Engine, seconds: float) -> HealthReport:
+def run_checks_within(rt: Runtime, seconds: float) -> HealthReport:
     """Run every check, answering within SECONDS whatever a check waits on: a check still
     running then is CRITICAL ('did not finish within'), the ones after it UNKNOWN. The run
     itself goes on in the background (every database wait has its own bound) and later
     calls wait for it rather than start another."""
-    key = id(engine)
+    key = id(rt)
     with _in_flight_lock:
         running = _in_flight.get(key)
         if running is None or not running[0].is_alive():
             entries = _selected(None)
-            ctx = CheckContext(settings, engine)
+            ctx = CheckContext(rt)
             thread = threading.Thread(
                 target=_run_all, args=(entries, ctx), name="health-probe", daemon=True
             )

@@ -19,7 +19,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from sctk.config import Settings
@@ -28,7 +27,8 @@ from sctk.jobs import queue
 from sctk.jobs.child_engine import connect_bus
 from sctk.jobs.executors import Outcome, RunContext, execute, make_executor
 from sctk.jobs.kinds import RESERVED_PARAMS, get_kind
-from sctk.storage.engine import make_engine, session_scope
+from sctk.runtime import Runtime
+from sctk.storage.engine import session_scope
 from sctk.storage.outage import OUTAGE_ERRORS, Outage
 
 log = logging.getLogger(__name__)
@@ -54,23 +54,25 @@ class _Running:
 class Worker:
     """One worker loop. Runs jobs on EXECUTOR (default: the one settings describe, owned and
     shut down by this worker), at most CONCURRENCY at a time (default: jobs.concurrency, or
-    one per CPU core)."""
+    one per CPU core). It uses RUNTIME's engine and bus (a group's or the app's); a worker
+    started alone builds a runtime of its own and closes it with itself."""
 
     def __init__(
         self,
         settings: Settings,
         executor: Any = None,
         concurrency: int | None = None,
-        engine: Engine | None = None,
+        runtime: Runtime | None = None,
         worker_id: str | None = None,
     ):
         self.settings = settings
         self.policy = settings.jobs
         self.id = worker_id or new_worker_id()
         self.concurrency = concurrency or settings.jobs.concurrency or os.cpu_count() or 1
-        self._own_engine = engine is None
-        self.engine = engine or make_engine(settings)
-        connect_bus(settings)
+        self._own_runtime = runtime is None
+        self.runtime = runtime or Runtime(settings)
+        self.engine = self.runtime.engine
+        connect_bus(self.runtime)
         self._own_executor = executor is None
         self.executor = executor or make_executor(settings)
         self.stats: Counter[str] = Counter()
@@ -386,22 +388,23 @@ class Worker:
         self._beat_stop.set()
         if self._beat_thread is not None:
             self._beat_thread.join(timeout=self.policy.heartbeat_seconds + 5)
-        if self._own_engine:
-            self.engine.dispose()
+        if self._own_runtime:
+            self.runtime.close()
 
 
 class WorkerGroup:
-    """LOOPS worker loops in threads of this process, sharing one executor and one engine:
-    what `sctk serve` (jobs.workers) and `sctk worker` run."""
+    """LOOPS worker loops in threads of this process, sharing one executor and the engine of
+    RUNTIME (the process's): what `sctk serve` (jobs.workers) and `sctk worker` run."""
 
-    def __init__(self, settings: Settings, loops: int, concurrency: int | None = None):
+    def __init__(self, runtime: Runtime, loops: int, concurrency: int | None = None):
         if loops < 1:
             raise SctkError(f"A worker group needs at least one loop, not {loops}.")
-        self.settings = settings
-        self.engine = make_engine(settings)
+        self.runtime = runtime
+        self.settings = settings = runtime.settings
+        self.engine = runtime.engine
         self.executor = make_executor(settings)
         self.workers = [
-            Worker(settings, self.executor, concurrency, engine=self.engine) for _ in range(loops)
+            Worker(settings, self.executor, concurrency, runtime=runtime) for _ in range(loops)
         ]
         self._threads: list[threading.Thread] = []
         self._grace = 30.0
@@ -440,7 +443,8 @@ class WorkerGroup:
         for worker in self.workers:
             worker.release_all(f"worker {worker.id} shut down before the job finished")
             worker.close()
-        self.engine.dispose()
+        # no pooled connection outlives the loops (a swap of the data directory may follow)
+        self.runtime.release()
         log.info("workers stopped", extra={"stats": dict(self.stats())})
 
     def stats(self) -> Counter[str]:
@@ -450,11 +454,12 @@ class WorkerGroup:
         return total
 
 
-def start_workers(settings: Settings, loops: int, grace: float = SERVE_GRACE_SECONDS):
-    """Start LOOPS worker loops in this process (none when 0); what to pass to stop_workers."""
+def start_workers(runtime: Runtime, loops: int, grace: float = SERVE_GRACE_SECONDS):
+    """Start LOOPS worker loops in this process (none when 0) on RUNTIME's engine; what to
+    pass to stop_workers."""
     if loops < 1:
         return None
-    group = WorkerGroup(settings, loops)
+    group = WorkerGroup(runtime, loops)
     group.start(grace)
     return group
 

@@ -25,7 +25,7 @@ from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.fsutil import atomic_write
 from sctk.ops import access_review, integrity
-from sctk.storage.engine import make_engine, one_off_session, session_scope
+from sctk.runtime import Runtime
 from sctk.storage.models import BackupRun, BackupSnapshot, MaintenanceRun
 
 FORMATS = ("table", "json", "md", "html")
@@ -382,7 +382,8 @@ def _network(settings: Settings, session: Session, engine) -> list[AuditCheck]:
 def _disk(settings: Settings, session: Session, engine) -> list[AuditCheck]:
     from sctk.health import Status, run_checks
 
-    (disk,) = run_checks(settings, ["disk"]).outcomes
+    # the disk check reads the data directory only: a runtime lent this audit's engine
+    (disk,) = run_checks(Runtime(settings, engine=engine), ["disk"]).outcomes
     return [
         _check(
             "data security",
@@ -405,13 +406,10 @@ SECTIONS: list[Callable[[Settings, Session, Any], list[AuditCheck]]] = [
 ]
 
 
-def run_audit(settings: Settings) -> AuditReport:
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as s:
-            checks = [c for section in SECTIONS for c in section(settings, s, engine)]
-    finally:
-        engine.dispose()
+def run_audit(rt: Runtime) -> AuditReport:
+    settings = rt.settings
+    with rt.session() as s:
+        checks = [c for section in SECTIONS for c in section(settings, s, rt.engine)]
     counted = [c for c in checks if c.status != "n/a"]
     total = sum(c.weight for c in counted)
     passed = sum(c.weight for c in counted if c.status == "pass")
@@ -478,26 +476,26 @@ def details(settings: Settings, report: AuditReport, path: Path) -> dict[str, An
     return {**report.as_dict(), "report": path.relative_to(settings.home).as_posix()}
 
 
-def record(settings: Settings, report: AuditReport, path: Path, trigger: str = "cli") -> None:
+def record(rt: Runtime, report: AuditReport, path: Path, trigger: str = "cli") -> None:
     """Add a run of the audit made outside the scheduler to the history (the monthly task's
     runs are recorded by the task runner, in the same shape)."""
     status, line = summary(report)
-    with one_off_session(settings) as s:
+    with rt.session() as s:
         s.add(
             MaintenanceRun(
                 task=HISTORY_TASK,
                 trigger=trigger,
                 status=status,
                 summary=line,
-                details=details(settings, report, path),
+                details=details(rt.settings, report, path),
                 started_at=report.at,
                 finished_at=datetime.now(UTC),
             )
         )
 
 
-def history(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
-    with one_off_session(settings) as s:
+def history(rt: Runtime, limit: int = 50) -> list[dict[str, Any]]:
+    with rt.session() as s:
         rows = s.scalars(
             select(MaintenanceRun)
             .where(MaintenanceRun.task == HISTORY_TASK)

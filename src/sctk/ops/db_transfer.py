@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sctk.config import CONFIG_FILE_MODE, CONFIG_FILE_NAME, Settings
 from sctk.errors import SctkError
 from sctk.fsutil import atomic_write
+from sctk.runtime import Runtime
 from sctk.storage import migrate
 from sctk.storage.engine import make_engine, normalise_url, session_scope
 from sctk.storage.models import Base
@@ -132,7 +133,7 @@ def _switch(settings: Settings, target_url: str, target: Engine, actor: str) -> 
 
 
 def migrate_to(
-    settings: Settings,
+    rt: Runtime,
     target_url: str,
     *,
     actor: str = "cli",
@@ -142,6 +143,7 @@ def migrate_to(
 ) -> TransferReport:
     from sctk import runstate
 
+    settings = rt.settings
     started = time.perf_counter()
     if normalise_url(target_url) == normalise_url(settings.db_url):
         raise SctkError("The target is the database sctk uses now; give another URL.")
@@ -151,7 +153,8 @@ def migrate_to(
             f"A service (pid {pid}) is running on {settings.home}; stop it first so that no "
             "row changes during the copy, or pass --force."
         )
-    source, target = make_engine(settings), make_engine(settings, target_url)
+    # the source is the command's own engine; the target a second database, with its own
+    source, target = rt.engine, make_engine(settings, target_url)
     report = TransferReport(shown(settings.db_url), shown(target_url))
     try:
         if migrate.current(source) != migrate.head():
@@ -178,7 +181,6 @@ def migrate_to(
             _switch(settings, target_url, target, actor)
             report.switched = True
     finally:
-        source.dispose()
         target.dispose()
     report.seconds = time.perf_counter() - started
     return report

@@ -36,6 +36,7 @@ from packaging.version import InvalidVersion, Version
 from sctk.config import Settings
 from sctk.errors import Conflict, SctkError
 from sctk.fsutil import atomic_write
+from sctk.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -536,60 +537,53 @@ def _rollback(saved: dict[str, str], wheels: Path, source: Source) -> tuple[bool
     )
 
 
-def _record(settings: Settings, result: UpgradeResult, actor: str, started: datetime) -> None:
+def _record(rt: Runtime, result: UpgradeResult, actor: str, started: datetime) -> None:
     """Maintenance history, audit log and a notice on the notifiers."""
-    from sqlalchemy.orm import sessionmaker
-
     from sctk.monitoring import notifiers
     from sctk.security import audit
-    from sctk.security.keyring import Keyring
-    from sctk.storage.engine import make_engine, session_scope
     from sctk.storage.models import MaintenanceRun
+
+    settings = rt.settings
 
     status = "ok" if result.ok else "fail"
     details = {k: v for k, v in result.as_dict().items() if k != "message"}
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as s:
-            s.add(
-                MaintenanceRun(
-                    task="deps_upgrade",
-                    trigger="manual",
-                    status=status,
-                    summary=result.message[:2000],
-                    details=details,
-                    started_at=started,
-                    finished_at=datetime.now(UTC),
-                )
+    with rt.session() as s:
+        s.add(
+            MaintenanceRun(
+                task="deps_upgrade",
+                trigger="manual",
+                status=status,
+                summary=result.message[:2000],
+                details=details,
+                started_at=started,
+                finished_at=datetime.now(UTC),
             )
-            audit.record(
-                s,
-                "deps.upgrade",
-                actor=actor,
-                target="environment",
-                outcome="ok" if result.ok else "failure",
-                details={"changed": result.changed, "failed_step": result.failed_step},
-            )
-        note = notifiers.Notification(
-            kind="report",
-            title="sctk packages upgraded" if result.ok else "sctk package upgrade rolled back",
-            severity="info" if result.ok else "warning",
-            text=result.message,
         )
-        try:
-            # each channel's attempt lands in the notifications table, as an alert's does
-            record = notifiers.db_recorder(sessionmaker(bind=engine))
-            with session_scope(engine) as s:
-                ring = Keyring.load(settings.home)
-                notifiers.broadcast(note, settings.alerts, s, ring, record=record, timeout=30)
-        except Exception:  # the run is recorded; the notice is best effort
-            log.warning("announcing the package upgrade on the notifiers failed", exc_info=True)
-    finally:
-        engine.dispose()
+        audit.record(
+            s,
+            "deps.upgrade",
+            actor=actor,
+            target="environment",
+            outcome="ok" if result.ok else "failure",
+            details={"changed": result.changed, "failed_step": result.failed_step},
+        )
+    note = notifiers.Notification(
+        kind="report",
+        title="sctk packages upgraded" if result.ok else "sctk package upgrade rolled back",
+        severity="info" if result.ok else "warning",
+        text=result.message,
+    )
+    try:
+        # each channel's attempt lands in the notifications table, as an alert's does
+        record = notifiers.db_recorder(rt.sessionmaker)
+        with rt.session() as s:
+            notifiers.broadcast(note, settings.alerts, s, rt.keyring, record=record, timeout=30)
+    except Exception:  # the run is recorded; the notice is best effort
+        log.warning("announcing the package upgrade on the notifiers failed", exc_info=True)
 
 
 def upgrade(
-    settings: Settings,
+    rt: Runtime,
     source: Source,
     group: str = "all",
     only: list[str] | None = None,
@@ -604,6 +598,7 @@ def upgrade(
 
     from sctk.storage.layout import require_data_dir
 
+    settings = rt.settings
     require_data_dir(settings)
     if group != "all" and group not in GROUPS:
         raise SctkError(f"Unknown group '{group}'; use one of {', '.join(GROUPS)} or all.")
@@ -669,7 +664,7 @@ def upgrade(
         )
     prune_locks(settings)
     result.seconds = round(time.perf_counter() - t0, 3)
-    _record(settings, result, actor, started)
+    _record(rt, result, actor, started)
     return result
 
 

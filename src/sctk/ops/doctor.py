@@ -19,7 +19,8 @@ from sqlalchemy import func, select, text
 from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.health import Status, run_checks
-from sctk.storage.engine import make_engine, session_scope
+from sctk.runtime import Runtime
+from sctk.storage.engine import session_scope
 
 AREAS = ("startup", "performance", "data")
 
@@ -318,17 +319,16 @@ def _remote_repository(report) -> list[Finding]:
 # --- the doctor --------------------------------------------------------------------------
 
 
-def diagnose(
-    settings: Settings, areas: list[str] | None = None, selftest: bool = False
-) -> list[Finding]:
+def diagnose(rt: Runtime, areas: list[str] | None = None, selftest: bool = False) -> list[Finding]:
     """Findings for AREAS (default: all), failing ones first within each area; SELFTEST adds
     the quick self-test of the installed product (start-up, some seconds)."""
+    settings = rt.settings
     areas = areas or list(AREAS)
     unknown = [a for a in areas if a not in AREAS]
     if unknown:
         raise SctkError(f"Unknown area '{unknown[0]}'; choose from {', '.join(AREAS)}.")
     findings: list[Finding] = []
-    report = run_checks(settings)
+    report = run_checks(rt)
     for outcome in report.outcomes:
         area, fix = CHECK_AREAS.get(outcome.name, ("startup", ""))
         if area in areas:
@@ -347,16 +347,12 @@ def diagnose(
             findings.append(_selftest(settings))
         findings += _remote_repository(report)
     if database_ok:
-        engine = make_engine(settings)
-        try:
-            if "performance" in areas:
-                findings += _queue(settings, engine)
-                findings.append(_sqlite_free_pages(engine))
-            if "data" in areas:
-                findings += _data(settings, engine)
-                findings.append(_leftovers(settings))
-        finally:
-            engine.dispose()
+        if "performance" in areas:
+            findings += _queue(settings, rt.engine)
+            findings.append(_sqlite_free_pages(rt.engine))
+        if "data" in areas:
+            findings += _data(settings, rt.engine)
+            findings.append(_leftovers(settings))
     elif set(areas) & {"performance", "data"}:
         findings.append(
             Finding(

@@ -22,7 +22,8 @@ from sqlalchemy.orm import sessionmaker
 from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.runstate import PID_FILE
-from sctk.storage.engine import make_engine, session_scope
+from sctk.runtime import Runtime
+from sctk.storage.engine import session_scope
 
 log = logging.getLogger(__name__)
 Confirm = Callable[[str], bool]
@@ -216,14 +217,14 @@ def _why(exc: Exception) -> str:
     return exc.message if isinstance(exc, SctkError) else f"{type(exc).__name__}: {exc}"
 
 
-def _after_restore(engine, report: EmergencyReport, actor: str, reason: str) -> int:
+def _after_restore(rt: Runtime, report: EmergencyReport, actor: str, reason: str) -> int:
     """The restored database predates this response: it holds neither the pause nor the
     incident. Pause again, and write the timeline so far into it; the incident id it gets."""
     from sctk.jobs import switches
     from sctk.monitoring import incidents
 
-    engine.dispose()  # pooled SQLite connections still point at the replaced file
-    with session_scope(engine) as s:
+    rt.release()  # pooled SQLite connections still point at the replaced file
+    with rt.session() as s:
         switches.turn_on(s, switches.JOBS_PAUSED, actor, reason or "emergency")
         switches.turn_on(s, switches.SCHEDULER_PAUSED, actor, reason or "emergency")
         try:
@@ -247,7 +248,7 @@ def _after_restore(engine, report: EmergencyReport, actor: str, reason: str) -> 
 
 
 def run_emergency(
-    settings: Settings,
+    rt: Runtime,
     *,
     actor: str,
     reason: str = "",
@@ -262,109 +263,104 @@ def run_emergency(
     from sctk.monitoring import incidents
     from sctk.monitoring.service import current
 
-    engine = make_engine(settings)
-    try:
+    settings, engine = rt.settings, rt.engine
+    with session_scope(engine) as s:
+        if incident_id is None:
+            incident_id = incidents.open_incident(
+                s,
+                f"emergency response{': ' + reason if reason else ''}",
+                "critical",
+                actor=actor,
+            ).id
+        else:
+            incidents.get(s, incident_id)  # NotFound: one sentence, nothing done
+    report = EmergencyReport(incident_id)
+
+    def record(step: Step) -> None:
+        report.steps.append(step)
         with session_scope(engine) as s:
-            if incident_id is None:
-                incident_id = incidents.open_incident(
-                    s,
-                    f"emergency response{': ' + reason if reason else ''}",
-                    "critical",
-                    actor=actor,
-                ).id
-            else:
-                incidents.get(s, incident_id)  # NotFound: one sentence, nothing done
-        report = EmergencyReport(incident_id)
+            incidents.add_event(
+                s,
+                report.incident_id,
+                f"emergency.{step.name}",
+                ("" if step.ok else "FAILED: ") + step.summary,
+                actor,
+                details=step.details,
+            )
+        log.info("emergency %s: %s", step.name, step.summary)
 
-        def record(step: Step) -> None:
-            report.steps.append(step)
+    def attempt(name: str, fn: Callable[[], Step]) -> None:
+        try:
+            record(fn())
+        except Exception as exc:  # record it and go on
+            record(Step(name, False, _why(exc)))
+
+    def assess() -> Step:
+        health = run_checks(rt)
+        metrics = current(settings)["metrics"]
+        bad = [f"{o.name} {o.status.name}" for o in health.outcomes if o.status is not Status.OK]
+        return Step(
+            "assess",
+            True,
+            f"health {health.status.name}"
+            + (f" ({', '.join(bad)})" if bad else "")
+            + f"; cpu {metrics.get('cpu_percent', 0):.0f}%, memory "
+            f"{metrics.get('memory_percent', 0):.0f}%",
+            {"health": health.as_dict(), "metrics": metrics},
+        )
+
+    def isolate() -> Step:
+        with session_scope(engine) as s:
+            jobs = switches.turn_on(s, switches.JOBS_PAUSED, actor, reason or "emergency")
+            sched = switches.turn_on(s, switches.SCHEDULER_PAUSED, actor, reason or "emergency")
+        return Step(
+            "isolate",
+            True,
+            "paused job intake and the scheduler",
+            {"newly_paused": {"jobs": jobs, "scheduler": sched}},
+        )
+
+    attempt("assess", assess)
+    attempt("isolate", isolate)
+    if end_all_sessions:
+        attempt("end_sessions", lambda: end_sessions(engine, actor, reason))
+    attempt("restart_workers", lambda: restart_workers(settings, engine))
+    attempt("clear_tmp", lambda: clear_tmp(settings))
+    if restore != "no":
+        # not through attempt(): the incident may only exist again after _after_restore
+        try:
+            step = restore_latest_verified(
+                settings, actor, (lambda _q: True) if restore == "yes" else confirm
+            )
+        except Exception as exc:  # record it and go on
+            step = Step("restore", False, _why(exc))
+        if step.ok and not step.details.get("declined"):
+            report.incident_id = _after_restore(rt, report, actor, reason)
+        record(step)
+    done = ", ".join(f"{s.name} {'ok' if s.ok else 'FAILED'}" for s in report.steps)
+    attempt("notify", lambda: notify(settings, engine, f"Steps so far: {done}."))
+
+    def verify() -> Step:
+        health = run_checks(rt)
+        healthy = health.status in (Status.OK, Status.WARNING)
+        resumed = False
+        if healthy and not keep_paused:
             with session_scope(engine) as s:
-                incidents.add_event(
-                    s,
-                    report.incident_id,
-                    f"emergency.{step.name}",
-                    ("" if step.ok else "FAILED: ") + step.summary,
-                    actor,
-                    details=step.details,
-                )
-            log.info("emergency %s: %s", step.name, step.summary)
+                switches.turn_off(s, switches.JOBS_PAUSED, actor)
+                switches.turn_off(s, switches.SCHEDULER_PAUSED, actor)
+            resumed = True
+        report.recovered = healthy
+        return Step(
+            "verify",
+            healthy,
+            f"health {health.status.name}; "
+            + (
+                "job intake and scheduler resumed"
+                if resumed
+                else "job intake and scheduler stay paused ('sctk jobs resume')"
+            ),
+            {"health": health.as_dict(), "resumed": resumed},
+        )
 
-        def attempt(name: str, fn: Callable[[], Step]) -> None:
-            try:
-                record(fn())
-            except Exception as exc:  # record it and go on
-                record(Step(name, False, _why(exc)))
-
-        def assess() -> Step:
-            health = run_checks(settings, engine=engine)
-            metrics = current(settings)["metrics"]
-            bad = [
-                f"{o.name} {o.status.name}" for o in health.outcomes if o.status is not Status.OK
-            ]
-            return Step(
-                "assess",
-                True,
-                f"health {health.status.name}"
-                + (f" ({', '.join(bad)})" if bad else "")
-                + f"; cpu {metrics.get('cpu_percent', 0):.0f}%, memory "
-                f"{metrics.get('memory_percent', 0):.0f}%",
-                {"health": health.as_dict(), "metrics": metrics},
-            )
-
-        def isolate() -> Step:
-            with session_scope(engine) as s:
-                jobs = switches.turn_on(s, switches.JOBS_PAUSED, actor, reason or "emergency")
-                sched = switches.turn_on(s, switches.SCHEDULER_PAUSED, actor, reason or "emergency")
-            return Step(
-                "isolate",
-                True,
-                "paused job intake and the scheduler",
-                {"newly_paused": {"jobs": jobs, "scheduler": sched}},
-            )
-
-        attempt("assess", assess)
-        attempt("isolate", isolate)
-        if end_all_sessions:
-            attempt("end_sessions", lambda: end_sessions(engine, actor, reason))
-        attempt("restart_workers", lambda: restart_workers(settings, engine))
-        attempt("clear_tmp", lambda: clear_tmp(settings))
-        if restore != "no":
-            # not through attempt(): the incident may only exist again after _after_restore
-            try:
-                step = restore_latest_verified(
-                    settings, actor, (lambda _q: True) if restore == "yes" else confirm
-                )
-            except Exception as exc:  # record it and go on
-                step = Step("restore", False, _why(exc))
-            if step.ok and not step.details.get("declined"):
-                report.incident_id = _after_restore(engine, report, actor, reason)
-            record(step)
-        done = ", ".join(f"{s.name} {'ok' if s.ok else 'FAILED'}" for s in report.steps)
-        attempt("notify", lambda: notify(settings, engine, f"Steps so far: {done}."))
-
-        def verify() -> Step:
-            health = run_checks(settings, engine=engine)
-            healthy = health.status in (Status.OK, Status.WARNING)
-            resumed = False
-            if healthy and not keep_paused:
-                with session_scope(engine) as s:
-                    switches.turn_off(s, switches.JOBS_PAUSED, actor)
-                    switches.turn_off(s, switches.SCHEDULER_PAUSED, actor)
-                resumed = True
-            report.recovered = healthy
-            return Step(
-                "verify",
-                healthy,
-                f"health {health.status.name}; "
-                + (
-                    "job intake and scheduler resumed"
-                    if resumed
-                    else "job intake and scheduler stay paused ('sctk jobs resume')"
-                ),
-                {"health": health.as_dict(), "resumed": resumed},
-            )
-
-        attempt("verify", verify)
-        return report
-    finally:
-        engine.dispose()
+    attempt("verify", verify)
+    return report

@@ -15,12 +15,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.fsutil import no_space_error
 from sctk.ops.tasks import Task, TaskContext, TaskResult, get_task, group_tasks
+from sctk.runtime import Runtime
 from sctk.security import audit
-from sctk.storage.engine import make_engine, session_scope
+from sctk.storage.engine import session_scope
 from sctk.storage.models import MaintenanceRun
 
 log = logging.getLogger(__name__)
@@ -36,24 +36,24 @@ class RunRecord:
     seconds: float
 
 
-def _publish_failure(settings: Settings, task: str, summary: str) -> None:
+def _publish_failure(rt: Runtime, task: str, summary: str) -> None:
     try:
-        from sctk.bus import get_bus
-
-        get_bus(settings).publish("maintenance.failed", {"task": task, "summary": summary})
+        rt.bus.publish("maintenance.failed", {"task": task, "summary": summary})
     except Exception:  # the record is what matters; the announcement is best effort
         log.exception("could not publish the failure of maintenance task %s", task)
 
 
-def run_one(engine, settings: Settings, task: Task, trigger: str, actor: str) -> RunRecord:
-    with session_scope(engine) as s:
+def run_one(rt: Runtime, task: Task, trigger: str, actor: str) -> RunRecord:
+    """Run TASK on RT and record the run: its start, then its outcome with an audit entry."""
+    settings = rt.settings
+    with rt.session() as s:
         row = MaintenanceRun(task=task.name, trigger=trigger, status="running")
         s.add(row)
         s.flush()
         run_id = row.id
     started = time.perf_counter()
     try:
-        result = task.func(TaskContext(settings, engine, actor=actor, trigger=trigger))
+        result = task.func(TaskContext(rt, actor=actor, trigger=trigger))
     except SctkError as exc:  # a stated reason (no passphrase, no repository): no traceback
         log.warning("maintenance task %s failed: %s", task.name, exc.message)
         result = TaskResult("fail", exc.message)
@@ -66,7 +66,7 @@ def run_one(engine, settings: Settings, task: Task, trigger: str, actor: str) ->
             log.exception("maintenance task %s raised", task.name)
             result = TaskResult("fail", f"{type(exc).__name__}: {exc}")
     seconds = time.perf_counter() - started
-    with session_scope(engine) as s:
+    with rt.session() as s:
         row = s.get(MaintenanceRun, run_id)
         row.status, row.summary = result.status, result.summary[:2000]
         row.details = {**result.details, "seconds": round(seconds, 3)}
@@ -80,46 +80,36 @@ def run_one(engine, settings: Settings, task: Task, trigger: str, actor: str) ->
             details={"status": result.status, "summary": result.summary[:200]},
         )
     if result.status == "fail":
-        _publish_failure(settings, task.name, result.summary)
+        _publish_failure(rt, task.name, result.summary)
     return RunRecord(run_id, task.name, result.status, result.summary, result.details, seconds)
 
 
-def run_task(settings: Settings, name: str, trigger: str = "manual", actor: str = "cli"):
-    task = get_task(name)
-    engine = make_engine(settings)
-    try:
-        return run_one(engine, settings, task, trigger, actor)
-    finally:
-        engine.dispose()
+def run_task(rt: Runtime, name: str, trigger: str = "manual", actor: str = "cli") -> RunRecord:
+    """Run maintenance task NAME on RT's engine and record the run."""
+    return run_one(rt, get_task(name), trigger, actor)
 
 
 def run_group(
-    settings: Settings, group: str, trigger: str = "manual", actor: str = "cli", engine=None
+    rt: Runtime, group: str, trigger: str = "manual", actor: str = "cli"
 ) -> list[RunRecord]:
     """Every task of GROUP in registration order, then one record for the group itself."""
     tasks = group_tasks(group)
-    own = engine is None
-    engine = engine or make_engine(settings)
-    try:
-        records = [run_one(engine, settings, t, trigger, actor) for t in tasks]
-        worst = max((r.status for r in records), key=["ok", "warn", "fail"].index, default="ok")
-        counts = {s: sum(r.status == s for r in records) for s in ("ok", "warn", "fail")}
-        with session_scope(engine) as s:
-            s.add(
-                MaintenanceRun(
-                    task=group,
-                    trigger=trigger,
-                    status=worst,
-                    summary=f"{len(records)} tasks: {counts['ok']} ok, {counts['warn']} warn, "
-                    f"{counts['fail']} fail",
-                    details={"runs": [r.id for r in records]},
-                    finished_at=datetime.now(UTC),
-                )
+    records = [run_one(rt, t, trigger, actor) for t in tasks]
+    worst = max((r.status for r in records), key=["ok", "warn", "fail"].index, default="ok")
+    counts = {s: sum(r.status == s for r in records) for s in ("ok", "warn", "fail")}
+    with rt.session() as s:
+        s.add(
+            MaintenanceRun(
+                task=group,
+                trigger=trigger,
+                status=worst,
+                summary=f"{len(records)} tasks: {counts['ok']} ok, {counts['warn']} warn, "
+                f"{counts['fail']} fail",
+                details={"runs": [r.id for r in records]},
+                finished_at=datetime.now(UTC),
             )
-        return records
-    finally:
-        if own:
-            engine.dispose()
+        )
+    return records
 
 
 def history(engine, task: str | None = None, limit: int = 50) -> list[MaintenanceRun]:

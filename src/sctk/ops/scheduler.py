@@ -22,8 +22,9 @@ from sctk.config import Settings
 from sctk.jobs import switches
 from sctk.ops.runner import run_group
 from sctk.ops.tasks import GROUPS
+from sctk.runtime import Runtime
 from sctk.storage import lease
-from sctk.storage.engine import make_engine, session_scope
+from sctk.storage.engine import session_scope
 from sctk.storage.models import Lease, MaintenanceRun
 from sctk.storage.outage import OUTAGE_ERRORS, Outage
 
@@ -68,13 +69,17 @@ def due_groups(settings: Settings, engine, now: datetime) -> list[tuple[str, dat
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, holder: str | None = None, clock=None):
-        self.settings = settings
+    """Runs the maintenance groups when due, on RUNTIME's engine (the process's: the served
+    app's or the `sctk scheduler` command's), while it holds the scheduler lease."""
+
+    def __init__(self, runtime: Runtime, holder: str | None = None, clock=None):
+        self.runtime = runtime
+        self.settings = runtime.settings
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.clock = clock or (lambda: datetime.now(UTC))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.engine = make_engine(settings)
+        self.engine = runtime.engine
 
     # one pass; the loop and the tests call it
     def tick(self) -> list[str]:
@@ -91,9 +96,7 @@ class Scheduler:
                 break
             log.info("running %s maintenance (due %s, %s)", group, slot.isoformat(), trigger)
             with _Renewing(self):
-                run_group(
-                    self.settings, group, trigger=trigger, actor="scheduler", engine=self.engine
-                )
+                run_group(self.runtime, group, trigger=trigger, actor="scheduler")
             ran.append(group)
         return ran
 
@@ -122,7 +125,9 @@ class Scheduler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.engine.dispose()
+        # no pooled connection outlives the scheduler (a swap of the data directory may
+        # follow); the engine itself is the runtime's, closed by whoever built it
+        self.runtime.release()
 
 
 class _Renewing:

@@ -318,8 +318,10 @@ def _bus(sc: _Scratch, quick: bool) -> str:
 
 def _health(sc: _Scratch, quick: bool) -> str:
     from sctk.health import Status, run_checks
+    from sctk.runtime import Runtime
 
-    report = run_checks(sc.settings)
+    with Runtime(sc.settings) as rt:  # the scratch home's
+        report = run_checks(rt)
     bad = [o for o in report.outcomes if o.status is Status.CRITICAL]
     if bad:
         raise SctkError("; ".join(f"check {o.name} is CRITICAL: {o.message}" for o in bad))

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.registry import Registry
+from sctk.runtime import Runtime
 
 GROUPS = ("daily", "weekly", "monthly", "quarterly")
 STATUSES = ("ok", "warn", "fail")
@@ -35,10 +36,20 @@ class TaskResult:
 
 @dataclass
 class TaskContext:
-    settings: Settings
-    engine: Engine
+    """What a task is given: the runtime of the process running it (the command's, the
+    served app's or the scheduler's), who runs it and why."""
+
+    runtime: Runtime
     actor: str = "scheduler"
     trigger: str = "manual"
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def engine(self) -> Engine:
+        return self.runtime.engine
 
 
 TaskFunc = Callable[[TaskContext], TaskResult]

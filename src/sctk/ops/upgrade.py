@@ -25,8 +25,9 @@ from sctk import crashpoints, runstate
 from sctk.config import Settings
 from sctk.errors import SctkError
 from sctk.fsutil import atomic_write
+from sctk.runtime import Runtime
 from sctk.storage import migrate
-from sctk.storage.engine import make_engine, one_off_session
+from sctk.storage.engine import one_off_session
 
 log = logging.getLogger(__name__)
 PRE_UPDATE = "pre-update"
@@ -67,12 +68,8 @@ def _irreversible(rev: str) -> bool:
     return bool(getattr(module, "IRREVERSIBLE", False))
 
 
-def plan(settings: Settings, to: str = "head") -> UpgradePlan:
-    engine = make_engine(settings)
-    try:
-        now = migrate.current(engine)
-    finally:
-        engine.dispose()
+def plan(rt: Runtime, to: str = "head") -> UpgradePlan:
+    now = migrate.current(rt.engine)
     script = migrate.script()
     if to != "head" and not migrate._known(to):
         raise SctkError(
@@ -115,9 +112,11 @@ def validate(settings: Settings) -> dict[str, Any]:
     """Health checks and a smoke prediction after an upgrade; raises on a failure."""
     from sctk import config
     from sctk.health import Status, run_checks
+    from sctk.runtime import Runtime
 
     fresh = config.load(settings.home).settings  # the configuration still loads
-    report = run_checks(fresh)
+    with Runtime(fresh) as rt:  # on what the upgraded directory now says
+        report = run_checks(rt)
     bad = [o for o in report.outcomes if o.status is Status.CRITICAL]
     if bad:
         raise SctkError("Validation failed: " + "; ".join(f"{o.name}: {o.message}" for o in bad))
@@ -214,14 +213,12 @@ def _validated(
     )
 
 
-def _resume(settings: Settings, journal: dict[str, Any], actor: str, started: float):
+def _resume(rt: Runtime, journal: dict[str, Any], actor: str, started: float):
     """Finish an upgrade a kill interrupted: validated when its migration reached the target
     (the result), else undone from its pre-update snapshot (None: upgrade afresh)."""
-    engine = make_engine(settings)
-    try:
-        now = migrate.current(engine)
-    finally:
-        engine.dispose()
+    settings = rt.settings
+    now = migrate.current(rt.engine)
+    rt.release()  # no connection open on the file an undo replaces
     journal = {**journal, "resumed": True}
     if now == journal["to"]:
         log.warning("finishing the interrupted upgrade to %s: validating it", journal["to"])
@@ -234,7 +231,7 @@ def _resume(settings: Settings, journal: dict[str, Any], actor: str, started: fl
 
 
 def upgrade(
-    settings: Settings,
+    rt: Runtime,
     to: str = "head",
     *,
     actor: str = "cli",
@@ -247,14 +244,16 @@ def upgrade(
     midway is finished (validated) or undone by the next run, which then goes on."""
     from sctk.backup.create import create_backup
 
+    settings = rt.settings
     started = time.perf_counter()
     pending = _read_journal(settings)
     if pending is not None:
         runstate.refuse_while_serving(settings.home, "the upgrade")
-        finished = _resume(settings, pending, actor, started)
+        finished = _resume(rt, pending, actor, started)
         if finished is not None:
             return finished
-    p = plan(settings, to)
+    p = plan(rt, to)
+    rt.release()  # no idle connection left on the database the backup below copies
     if not p.steps:
         return UpgradeResult(
             True, p.current, p.current, None, f"Already at {p.current}; nothing to do."
@@ -269,20 +268,19 @@ def upgrade(
     journal: dict[str, Any] = {"from": p.current, "to": p.target, "snapshot": snap}
     atomic_write(_journal(settings), json.dumps(journal), mode=0o640)
     crashpoints.reached("upgrade.backed-up")
-    engine = make_engine(settings)
     try:
         from sctk.ops.config_migrate import migrate_config
 
         journal["renamed"] = migrate_config(settings)  # the configuration first: code reads it
         crashpoints.reached("upgrade.config-migrated")
-        (migrate_fn or migrate.upgrade)(engine, p.target)
+        (migrate_fn or migrate.upgrade)(rt.engine, p.target)
         crashpoints.reached("upgrade.migrated")
     except Exception as exc:  # every failure rolls back the same way
-        engine.dispose()  # no connection open on the file the restore replaces
+        rt.release()  # no connection open on the file the restore replaces
         why = exc.message if isinstance(exc, SctkError) else f"{type(exc).__name__}: {exc}"
         return _undo(settings, journal, why, actor, started)
     finally:
-        engine.dispose()
+        rt.release()
     return _validated(settings, journal, actor, started)
 
 

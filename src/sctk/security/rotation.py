@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
@@ -31,9 +32,12 @@ from sctk.errors import SctkError
 from sctk.security import audit, sessions
 from sctk.security.keyring import Keyring, ring_lock
 from sctk.security.secrets import hold_write_lock
-from sctk.storage.engine import make_engine, session_scope
+from sctk.storage.engine import session_scope
 from sctk.storage.layout import require_data_dir
 from sctk.storage.models.security import Secret
+
+if TYPE_CHECKING:  # a type only: the runtime itself reads the keyring from this package
+    from sctk.runtime import Runtime
 
 DEFAULT_BATCH = 100
 MISSING = "missing"  # a key id that rows reference but the ring does not hold
@@ -154,7 +158,7 @@ def _lock_for_check(session: Session) -> None:
 
 
 def rotate(
-    settings: Settings,
+    rt: Runtime,
     *,
     actor: str = "system",
     batch_size: int = DEFAULT_BATCH,
@@ -169,80 +173,74 @@ def rotate(
     """
     if batch_size < 1:
         raise SctkError("The batch size must be at least 1.")
+    settings = rt.settings
     require_data_dir(settings)
     ring = Keyring.load(settings.home)  # may create the ring: do it before taking the lock
-    engine = make_engine(settings)
-    try:
-        with ring_lock(settings.home, blocking=False, busy_message=BUSY):
-            ring.refresh()  # a rotation may have finished between the load and the lock
-            resumed = ring.rotation is not None
-            if resumed:
-                new_id = ring.current_id
-            else:
-                _preflight(engine, ring)
-                old_ids = [k.id for k in ring.keys]
-                new_id = ring.begin_rotation()
-                crashpoints.reached("keys.begun")
-                with session_scope(engine) as s:
-                    _audit(
-                        s,
-                        audit.KEY_ROTATION_STARTED,
-                        actor,
-                        {"new_key_id": new_id, "old_key_ids": old_ids},
-                    )
-            old_ids = [k.id for k in ring.keys if k.id != new_id]
-            total = sum(n for k, n in _counts(engine).items() if k != new_id)
-            done = _reencrypt(engine, ring, new_id, batch_size, progress, total)
-            while True:
-                with session_scope(engine) as s:
-                    _lock_for_check(s)
-                    left = s.scalar(
-                        select(func.count()).select_from(Secret).where(Secret.key_id != new_id)
-                    )
-                if not left:
-                    break
-                # a writer holding a ring loaded before step 1 committed under an old key
-                done += _reencrypt(engine, ring, new_id, batch_size, progress, total + left)
-            crashpoints.reached("keys.reencrypted")
-            # From here on any writer takes the lock and then re-reads the ring, whose newest
-            # key is already NEW_ID, so no row can reach an old key again. The audit entry is
-            # written before the ring changes (in its own transaction: the audit chain has a
-            # lock of its own, and taking both in one transaction could deadlock): a death
-            # between the two repeats the entry on resume rather than losing it.
+    engine = rt.engine
+    with ring_lock(settings.home, blocking=False, busy_message=BUSY):
+        ring.refresh()  # a rotation may have finished between the load and the lock
+        resumed = ring.rotation is not None
+        if resumed:
+            new_id = ring.current_id
+        else:
+            _preflight(engine, ring)
+            old_ids = [k.id for k in ring.keys]
+            new_id = ring.begin_rotation()
+            crashpoints.reached("keys.begun")
             with session_scope(engine) as s:
                 _audit(
                     s,
-                    audit.KEY_ROTATED,
+                    audit.KEY_ROTATION_STARTED,
                     actor,
-                    {
-                        "new_key_id": new_id,
-                        "retired_key_ids": old_ids,
-                        "reencrypted": done,
-                        "resumed": resumed,
-                    },
+                    {"new_key_id": new_id, "old_key_ids": old_ids},
                 )
-            crashpoints.reached("keys.audited")
-            keep = None
-            if not revoke_sessions:
-                keep = datetime.now(UTC) + timedelta(minutes=settings.security.jwt_ttl_minutes)
-            retired = ring.finish_rotation(keep_sessions_until=keep)
-        if revoke_sessions:
+        old_ids = [k.id for k in ring.keys if k.id != new_id]
+        total = sum(n for k, n in _counts(engine).items() if k != new_id)
+        done = _reencrypt(engine, ring, new_id, batch_size, progress, total)
+        while True:
             with session_scope(engine) as s:
-                sessions.revoke_all(s, actor, reason="key rotation")
-    finally:
-        engine.dispose()
+                _lock_for_check(s)
+                left = s.scalar(
+                    select(func.count()).select_from(Secret).where(Secret.key_id != new_id)
+                )
+            if not left:
+                break
+            # a writer holding a ring loaded before step 1 committed under an old key
+            done += _reencrypt(engine, ring, new_id, batch_size, progress, total + left)
+        crashpoints.reached("keys.reencrypted")
+        # From here on any writer takes the lock and then re-reads the ring, whose newest
+        # key is already NEW_ID, so no row can reach an old key again. The audit entry is
+        # written before the ring changes (in its own transaction: the audit chain has a
+        # lock of its own, and taking both in one transaction could deadlock): a death
+        # between the two repeats the entry on resume rather than losing it.
+        with session_scope(engine) as s:
+            _audit(
+                s,
+                audit.KEY_ROTATED,
+                actor,
+                {
+                    "new_key_id": new_id,
+                    "retired_key_ids": old_ids,
+                    "reencrypted": done,
+                    "resumed": resumed,
+                },
+            )
+        crashpoints.reached("keys.audited")
+        keep = None
+        if not revoke_sessions:
+            keep = datetime.now(UTC) + timedelta(minutes=settings.security.jwt_ttl_minutes)
+        retired = ring.finish_rotation(keep_sessions_until=keep)
+    if revoke_sessions:
+        with session_scope(engine) as s:
+            sessions.revoke_all(s, actor, reason="key rotation")
     return RotationReport(new_id, done, retired, resumed, revoke_sessions)
 
 
-def status(settings: Settings) -> list[KeyStatus]:
+def status(rt: Runtime) -> list[KeyStatus]:
     """Every key with its age, state and the number of stored values it encrypts."""
-    require_data_dir(settings)
-    ring = Keyring.load(settings.home)
-    engine = make_engine(settings)
-    try:
-        counts = _counts(engine)
-    finally:
-        engine.dispose()
+    require_data_dir(rt.settings)
+    ring = Keyring.load(rt.settings.home)
+    counts = _counts(rt.engine)
     now = datetime.now(UTC)
     out = [
         KeyStatus(k.id, k.created_at, now - k.created_at, k.state, counts.pop(k.id, 0))

@@ -69,11 +69,21 @@ def _sqlite_pragmas(busy_timeout_ms: int):
     return on_connect
 
 
+# Engines this process has built: each holds a pool of its own, so a command or a served
+# process should build one (sctk.runtime); the tests read the count to hold code to that.
+engines_built = 0
+
+
 def make_engine(settings: Settings, url: str | None = None) -> Engine:
     """An engine for the configured database (or an explicit URL).
 
+    Code that serves a command, a request or a job gets its engine from the process's
+    `sctk.runtime.Runtime` instead of calling this: only the runtime and the procedures that
+    reach a second database (a scratch copy, a migration target) build engines.
+
     On PostgreSQL every wait is bounded (see `sctk.storage.pgwait`): a server that accepts
     connections but stops answering makes a statement fail within seconds, not hang."""
+    global engines_built
     parsed = normalise_url(url or settings.db_url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": 30})
@@ -84,6 +94,7 @@ def make_engine(settings: Settings, url: str | None = None) -> Engine:
         engine = pgwait.bounded_engine(parsed, settings.database)
     # the limits an error names (a lock's busy timeout, a statement timeout)
     engine.sctk_settings = settings  # type: ignore[attr-defined]
+    engines_built += 1
     return engine
 
 

@@ -61,7 +61,7 @@ async def ready(request: Request) -> JSONResponse:
     # a stalled database answers a ping (timeout_seconds) or a new connection
     # (connect_timeout) in bounded time; the probe answers a little after both at most
     within = db.timeout_seconds + db.connect_timeout + 0.5
-    report = await run_in_threadpool(run_checks_within, settings, request.app.state.engine, within)
+    report = await run_in_threadpool(run_checks_within, request.app.state.runtime, within)
     body = report.as_dict() if full else _anonymous(report.as_dict())
     if report.failing:
         names = ", ".join(f"{o.name} ({o.message})" if full else o.name for o in report.failing)

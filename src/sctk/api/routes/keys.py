@@ -15,7 +15,7 @@ router = APIRouter(tags=["keys"])
 
 @router.get("/keys", summary="Key ids, ages, states and how many values each encrypts.")
 def key_status(request: Request, _admin=require("keys.manage")) -> list[dict[str, Any]]:
-    return [k.as_dict() for k in rotation.status(request.app.state.settings)]
+    return [k.as_dict() for k in rotation.status(request.app.state.runtime)]
 
 
 @router.post("/keys/rotate", summary="Add a key, re-encrypt every value, retire the old keys.")
@@ -24,7 +24,7 @@ def rotate_keys(
 ) -> dict[str, Any]:
     """Login sessions run until they expire unless `revoke_sessions=true` ends them all."""
     report = rotation.rotate(
-        request.app.state.settings, actor=admin.username, revoke_sessions=revoke_sessions
+        request.app.state.runtime, actor=admin.username, revoke_sessions=revoke_sessions
     )
     if revoke_sessions:  # this process stops trusting the JWTs it verified before, at once
         request.app.state.credential_cache.clear()

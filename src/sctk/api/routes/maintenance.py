@@ -78,14 +78,11 @@ def run_task(
     task: str = Path(min_length=1, max_length=100, description="A task name: GET .../tasks."),
 ) -> dict[str, Any]:
     from sctk.ops import runner
-    from sctk.ops.tasks import get_task
-    from sctk.storage.engine import session_scope
     from sctk.storage.models import MaintenanceRun
 
-    found = get_task(task)  # an unknown task: 400 naming the known ones
-    state = request.app.state
+    rt = request.app.state.runtime
     # inline (a worker thread of the server): the tasks an operator starts by hand are short,
-    # and the answer is the recorded run itself
-    record = runner.run_one(state.engine, state.settings, found, "api", user.username)
-    with session_scope(state.engine) as s:
+    # and the answer is the recorded run itself; an unknown task: 400 naming the known ones
+    record = runner.run_task(rt, task, "api", user.username)
+    with rt.session() as s:
         return _run_dict(s.get(MaintenanceRun, record.id))

@@ -24,7 +24,7 @@ SCRATCH = Path("tmp") / "scratch"
 
 @task("health", "daily", "Run every health check and store the results.")
 def health(ctx: TaskContext) -> TaskResult:
-    report = run_checks(ctx.settings, engine=ctx.engine)
+    report = run_checks(ctx.runtime)
     record(ctx.engine, report)
     bad = [o for o in report.outcomes if o.status is not Status.OK]
     status = {Status.OK: "ok", Status.WARNING: "warn"}.get(report.status, "fail")

@@ -106,7 +106,7 @@ def restore_drill(ctx: TaskContext) -> TaskResult:
 def compliance_audit(ctx: TaskContext) -> TaskResult:
     from sctk.ops import compliance
 
-    report = compliance.run_audit(ctx.settings)
+    report = compliance.run_audit(ctx.runtime)
     path = compliance.save(ctx.settings, report, "html")
     status, line = compliance.summary(report)
     return TaskResult(status, line, compliance.details(ctx.settings, report, path))

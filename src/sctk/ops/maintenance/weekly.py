@@ -70,7 +70,7 @@ def key_rotation(ctx: TaskContext) -> TaskResult:
             f"newest key is {age:.0f} days old (rotation after {period:g})",
             {"age_days": round(age, 2)},
         )
-    report = rotation.rotate(ctx.settings, actor=ctx.actor)
+    report = rotation.rotate(ctx.runtime, actor=ctx.actor)
     return TaskResult(
         "ok",
         f"rotated: the newest key was {age:.0f} days old; now key {report.new_key_id}",
