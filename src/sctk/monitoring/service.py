@@ -190,11 +190,13 @@ def summary(
         for name in collector.window.names():
             _, values = collector.window.series(name, since.timestamp())
             if values.size:
+                lo, hi = float(np.min(values)), float(np.max(values))
                 metrics[name] = {
                     "current": float(values[-1]),
-                    "average": float(np.mean(values)),
-                    "maximum": float(np.max(values)),
-                    "minimum": float(np.min(values)),
+                    # a sum's rounding can put the mean of equal values a hair outside them
+                    "average": min(max(float(np.mean(values)), lo), hi),
+                    "maximum": hi,
+                    "minimum": lo,
                     "points": int(values.size),
                 }
         source = "window"

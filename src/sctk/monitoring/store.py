@@ -142,7 +142,8 @@ def summary(session: Session, since: datetime) -> dict[str, dict[str, Any]]:
         )
         out[metric] = {
             "current": last,
-            "average": float(weighted) / int(count) if count else None,
+            # sum(avg * count) / count can round a hair outside [minimum, maximum]
+            "average": min(max(float(weighted) / int(count), lo), hi) if count else None,
             "maximum": hi,
             "minimum": lo,
             "points": int(count or 0),
