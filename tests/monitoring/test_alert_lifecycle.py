@@ -18,7 +18,7 @@ from sqlalchemy.orm import sessionmaker
 
 from sctk.errors import SctkError
 from sctk.monitoring import alerts
-from sctk.monitoring.alerts import AlertEngine
+from sctk.monitoring.alert_engine import AlertEngine
 from sctk.monitoring.clock import ManualClock
 from sctk.monitoring.notifiers import Dispatcher, LogChannel, db_recorder
 from sctk.monitoring.rules import AlertSettings, ThresholdRule
@@ -391,7 +391,7 @@ def test_an_alert_whose_series_stops_or_rule_goes_resolves(rig_factory):
 
 
 def test_start_engine_follows_the_real_collector_and_detaches_on_close(settings):
-    from sctk.monitoring.alerts import start_engine
+    from sctk.monitoring.alert_engine import start_engine
     from sctk.monitoring.collector import Collector
 
     clock = ManualClock()

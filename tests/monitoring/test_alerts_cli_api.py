@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sctk import config
 from sctk.errors import ConfigError
 from sctk.monitoring import alerts
-from sctk.monitoring.alerts import AlertEngine
+from sctk.monitoring.alert_engine import AlertEngine
 from sctk.monitoring.rules import AlertSettings
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import AlertSilence, utcnow

@@ -11,7 +11,7 @@ from sqlalchemy.orm import sessionmaker
 
 from sctk.errors import Conflict, NotFound, SctkError
 from sctk.monitoring import incidents
-from sctk.monitoring.alerts import AlertEngine
+from sctk.monitoring.alert_engine import AlertEngine
 from sctk.monitoring.clock import ManualClock
 from sctk.monitoring.rules import AlertSettings, ThresholdRule
 from sctk.security import audit

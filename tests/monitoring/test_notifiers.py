@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from sctk.errors import SctkError
-from sctk.monitoring.alerts import AlertEngine
+from sctk.monitoring.alert_engine import AlertEngine
 from sctk.monitoring.clock import ManualClock
 from sctk.monitoring.notifiers import (
     WEBHOOK_SECRET,

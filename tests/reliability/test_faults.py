@@ -394,7 +394,7 @@ class HangingEndpoint:
 def test_a_hanging_webhook_never_holds_up_alert_processing(settings, tmp_path):
     from sqlalchemy.orm import sessionmaker
 
-    from sctk.monitoring.alerts import start_engine
+    from sctk.monitoring.alert_engine import start_engine
     from sctk.monitoring.clock import ManualClock
     from sctk.monitoring.notifiers import set_webhook
     from sctk.security.keyring import Keyring

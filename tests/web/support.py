@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sctk.monitoring.alerts import AlertEngine
+from sctk.monitoring.alert_engine import AlertEngine
 
 
 @contextmanager

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 class Watch:
     def __init__(self, settings: Settings, sessions: sessionmaker, collector: Any, bus: Any):
-        from sctk.monitoring.alerts import start_engine
+        from sctk.monitoring.alert_engine import start_engine
 
         self.settings = settings
         self.engine = start_engine(settings, sessions).attach(collector)
