@@ -76,3 +76,17 @@ def test_a_second_declaration_of_a_kinds_name_is_refused():
     with pytest.raises(DuplicateEntry, match="model kind 'tabular' is declared twice"):
         model_kind(Impostor())
     assert type(MODEL_KINDS["tabular"]).__name__ == "TabularKind"
+
+
+@pytest.mark.parametrize("kind", ["tabular", "field"])
+def test_a_model_that_cannot_be_saved_is_one_sentence_for_every_kind(kind):
+    from sctk.uq.field_hybrid import FieldHybridRegressor
+    from sctk.uq.hybrid import HybridRegressor
+
+    cls = HybridRegressor if kind == "tabular" else FieldHybridRegressor
+    with pytest.raises(SctkError, match="Only a fitted model can be saved"):
+        MODEL_KINDS[kind].state(cls())
+    fitted_looking = cls(physics=lambda X: X)
+    fitted_looking.calibrator_ = object()  # past the fitted check, to the physics one
+    with pytest.raises(SctkError, match="physics is a Python object cannot be saved"):
+        MODEL_KINDS[kind].state(fitted_looking)

@@ -17,6 +17,7 @@ from sctk.uq.alpha import HybridWeight
 from sctk.uq.conformal import ConformalCalibrator
 from sctk.uq.field_hybrid import FieldHybridRegressor
 from sctk.uq.hybrid import resolve_physics
+from sctk.uq.model_kind import savable_params
 from sctk.uq.networks import ResidualCNN
 
 FORMAT = 1
@@ -37,14 +38,7 @@ def jsonable_params(model: FieldHybridRegressor) -> dict[str, Any]:
 
 
 def model_state(model: FieldHybridRegressor) -> dict[str, Any]:
-    if not hasattr(model, "calibrator_"):
-        raise SctkError("Only a fitted model can be saved; call fit() first.")
-    params = model.get_params()
-    if params["physics"] is not None and not isinstance(params["physics"], str):
-        raise SctkError(
-            "A model whose physics is a Python object cannot be saved; pass physics as a "
-            "registered 'package.module:function' name instead (sctk.uq.physics_registry)."
-        )
+    params = savable_params(model)
     params["alpha_bounds"] = list(params["alpha_bounds"])
     raw, now = model.weight_.snapshot()
     return {

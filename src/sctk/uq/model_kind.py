@@ -168,6 +168,20 @@ def kind_for(model: Any) -> ModelKind:
     raise SctkError(f"A {type(model).__name__} is of no model kind sctk knows; it cannot be saved.")
 
 
+def savable_params(model: Any) -> dict[str, Any]:
+    """A fitted MODEL's parameters for its file, or one sentence saying why it cannot be
+    saved (not fitted; a physics given as a Python object, which a file must not hold)."""
+    if not hasattr(model, "calibrator_"):
+        raise SctkError("Only a fitted model can be saved; call fit() first.")
+    params = model.get_params()
+    if params["physics"] is not None and not isinstance(params["physics"], str):
+        raise SctkError(
+            "A model whose physics is a Python object cannot be saved; pass physics as a "
+            "registered 'package.module:function' name instead (sctk.uq.physics_registry)."
+        )
+    return params
+
+
 def label(row: UqModel) -> str:
     return f"'{row.name}' v{row.version}"
 

@@ -17,7 +17,7 @@ from sctk.errors import SctkError
 from sctk.storage.models import UqModel
 from sctk.uq import conditional, hybrid_state
 from sctk.uq.hybrid import HybridRegressor, resolve_physics
-from sctk.uq.model_kind import label, model_kind, wrong_kind
+from sctk.uq.model_kind import label, model_kind, savable_params, wrong_kind
 from sctk.uq.tabular_inputs import (
     calibration_sample,
     feature_matrix,
@@ -35,14 +35,7 @@ OUTPUTS = ("mean", "lower", "upper", "sigma", "psi")
 
 def model_state(model: HybridRegressor) -> dict[str, Any]:
     """The fitted MODEL as a dict of plain values and tensors (nothing executable)."""
-    if not hasattr(model, "calibrator_"):
-        raise SctkError("Only a fitted model can be saved; call fit() first.")
-    params = model.get_params()
-    if params["physics"] is not None and not isinstance(params["physics"], str):
-        raise SctkError(
-            "A model whose physics is a Python object cannot be saved; pass physics as a "
-            "registered 'package.module:function' name instead (sctk.uq.physics_registry)."
-        )
+    params = savable_params(model)
     params["hidden"] = list(params["hidden"])
     params["alpha_bounds"] = list(params["alpha_bounds"])
     return {
