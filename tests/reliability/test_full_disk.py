@@ -233,3 +233,55 @@ def test_log_lines_on_a_full_disk_are_counted_not_printed(small_fs, capsys):
     assert notice.endswith("log record(s) dropped while the disk was full"), messages
     written = sum(m.startswith("while full") for m in messages)
     assert int(notice.split()[0]) + written == 50, messages
+
+
+def test_a_streamed_pipeline_that_fills_the_disk_leaves_nothing(small_fs, tmp_path):
+    """A pipeline's output written partition by partition runs out of space midway: the run
+    is refused in one sentence, no partial output or dataset row stays, the input is
+    intact, and the same run succeeds once space returns."""
+    from sctk.errors import InsufficientStorage
+    from sctk.pipeline import store
+    from sctk.pipeline.ingest import Batching, import_local
+    from sctk.pipeline.service import run_pipeline
+    from sctk.pipeline.transforms import parse_pipeline
+    from sctk.storage.engine import session_scope
+
+    home = small_fs / "home"
+    init_home(home)
+    engine = make_engine(config.load(home).settings)
+    pipeline = parse_pipeline(
+        '[[steps]]\nop = "derive"\ncolumn = "z"\nexpr = "x * y + sqrt(x)"\n', "/p/wide.toml"
+    )
+    filler = small_fs / "filler"
+    try:
+        with session_scope(engine) as s:
+            source = import_local(
+                s, home, csv_of(tmp_path / "big.csv", 200_000), name="big"
+            ).dataset
+        stored = store.dataset_file(home, source)
+        # room for the first partitions of the output (about 4.6 MiB whole), not for all
+        fill(filler, leave=2 * MiB)
+        with pytest.raises(InsufficientStorage) as caught, session_scope(engine) as s:
+            run_pipeline(s, home, ["big"], pipeline, output="wide", batching=Batching(20_000))
+        assert caught.value.http_status == 507
+        assert caught.value.message.startswith("No space left on the device holding")
+        assert "\n" not in caught.value.message and "free some space" in caught.value.message
+        assert leftovers(home) == [stored], leftovers(home)
+        with session_scope(engine) as s:
+            kept = store.list_datasets(s)
+            assert [d.name for d in kept] == ["big"]
+            assert store.verify(home, kept[0]).status == "ok"
+
+        filler.unlink()
+        with session_scope(engine) as s:
+            done = run_pipeline(
+                s, home, ["big"], pipeline, output="wide", batching=Batching(20_000)
+            )
+        assert done.outputs[0].rows == 200_000
+        # the output could not have fitted in what was left: the first run failed midway
+        assert store.dataset_file(home, done.outputs[0]).stat().st_size > 2 * MiB
+        assert store.file_sha256(store.dataset_file(home, done.outputs[0])) == (
+            done.outputs[0].sha256
+        )
+    finally:
+        engine.dispose()
