@@ -243,15 +243,12 @@ def _predicted(
     ref = ModelRef.of(row)
     report = progress or (lambda _f, _m: None)
     what = f"Dataset '{ds.name}'"
-    if ds.format != "parquet":  # an .npz dataset is one partition
-        yield predict_table(home, ref, _arrow(store.read(home, ds), ref), alpha, what)
-        report(1.0, "partition 1 of 1")
-        return
-    starts = _row_starts(home, ds)
+    # an .npz dataset is one partition; a Parquet file without row groups has no rows
+    starts = _row_starts(home, ds) if ds.format == "parquet" else [0]
     total = len(starts)
-    if total == 0:
+    if ds.format != "parquet" or total == 0:
         yield predict_table(home, ref, _arrow(store.read(home, ds), ref), alpha, what)
-        report(1.0, "no rows")
+        report(1.0, "partition 1 of 1" if total else "no rows")
         return
     if client is None:
         from sctk.pipeline.export import ahead
