@@ -25,15 +25,6 @@ KNOWN_UPWARD = {
 
 KNOWN_MODULE_CIRCLES = [
     {"sctk.backup.catalog", "sctk.backup.location", "sctk.backup.passphrase", "sctk.backup.runs"},
-    {
-        "sctk.backup.repo.check",
-        "sctk.backup.repo.chunkread",
-        "sctk.backup.repo.prune",
-        "sctk.backup.repo.repair",
-        "sctk.backup.repo.repository",
-        "sctk.backup.repo.restore",
-        "sctk.backup.repo.writer",
-    },
 ]
 
 KNOWN_PACKAGE_CIRCLES = [{"backup", "monitoring"}]

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from sctk.backup.repo import remote_io
+from sctk.backup.repo.backend_contract import Backend
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.readahead import BlockReader
 from sctk.backup.repo.remote import (
@@ -65,10 +66,17 @@ class LocalBackend:
     """Repository files in a local directory."""
 
     local = True
+    packs_in_memory = False
 
     def __init__(self, root: Path, url: str):
         self.root = root
         self.url = url
+
+    def close(self) -> None:
+        pass  # nothing is held open between calls
+
+    def forget_listings(self) -> None:
+        pass  # listings are read fresh every time
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -127,48 +135,8 @@ class LocalBackend:
                 tmp.unlink(missing_ok=True)
             raise _os_error(self.url, name, exc, "writing") from None
 
-    def create_temp(self, folder: str) -> tuple[int, str]:
-        """An open temporary file in FOLDER, for a pack written piece by piece."""
-        try:
-            directory = self.path(folder)
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
-        except OSError as exc:
-            raise _os_error(self.url, folder, exc, "writing") from None
-        return fd, tmp
-
-    def append(self, fd: int, tmp: str, parts) -> None:
-        try:
-            total = sum(len(p) for p in parts)
-            n = os.writev(fd, parts)
-            if n != total:  # short write: finish piece by piece
-                rest = memoryview(b"".join(parts))[n:]
-                while rest:
-                    rest = rest[os.write(fd, rest) :]
-        except OSError as exc:
-            raise _os_error(self.url, os.path.basename(tmp), exc, "writing") from None
-
-    def commit_temp(self, fd: int, tmp: str, name: str) -> None:
-        """fsync the temporary file, close it and rename it to NAME (durably)."""
-        target = self.path(name)
-        try:
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1  # closed: discard_temp after a failure below only unlinks
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
-        except OSError as exc:
-            raise _os_error(self.url, name, exc, "writing") from None
-        finally:
-            if fd >= 0:
-                os.close(fd)
-
-    def discard_temp(self, fd: int, tmp: str) -> None:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    def new_pack(self, folder: str) -> _LocalPack:
+        return _LocalPack(self, folder)
 
     def list(self, prefix: str) -> dict[str, int]:
         """Every finished file under the folder PREFIX: name -> size (temporary files left out)."""
@@ -230,6 +198,7 @@ class FsspecBackend:
     """
 
     local = False
+    packs_in_memory = True
 
     def __init__(
         self,
@@ -421,6 +390,9 @@ class FsspecBackend:
             if folder is not None:
                 folder[name] = size
 
+    def new_pack(self, folder: str) -> _BufferedPack:
+        return _BufferedPack(self)
+
     def etag(self, name: str) -> str | None:
         """The object's ETag on S3 (None elsewhere, or when the store gives none)."""
         if not self._put_options:
@@ -499,6 +471,84 @@ class FsspecBackend:
         self._call(lambda fs: fs.makedirs(self.root, exist_ok=True), ".", "creating")
 
 
+class _LocalPack:
+    """A pack appended to a temporary file in its folder (created at the first append, so
+    an empty pack costs nothing), fsynced and renamed at commit."""
+
+    def __init__(self, backend: LocalBackend, folder: str):
+        self.backend = backend
+        self.folder = folder
+        self.fd = -1
+        self.tmp = ""
+
+    def _open(self) -> None:
+        try:
+            directory = self.backend.path(self.folder)
+            directory.mkdir(parents=True, exist_ok=True)
+            self.fd, self.tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
+        except OSError as exc:
+            raise _os_error(self.backend.url, self.folder, exc, "writing") from None
+
+    def append(self, parts) -> None:
+        if self.fd < 0:
+            self._open()
+        try:
+            total = sum(len(p) for p in parts)
+            n = os.writev(self.fd, parts)
+            if n != total:  # short write: finish piece by piece
+                rest = memoryview(b"".join(parts))[n:]
+                while rest:
+                    rest = rest[os.write(self.fd, rest) :]
+        except OSError as exc:
+            raise _os_error(self.backend.url, os.path.basename(self.tmp), exc, "writing") from None
+
+    def commit(self, name: str) -> None:
+        target = self.backend.path(name)
+        try:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1  # closed: discard() after a failure below only unlinks
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.tmp, target)
+            self.tmp = ""
+            fsync_dir(target.parent)
+        except OSError as exc:
+            self.discard()
+            raise _os_error(self.backend.url, name, exc, "writing") from None
+
+    def discard(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+        if self.tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+            self.tmp = ""
+
+
+class _BufferedPack:
+    """A pack built in memory and written in one call at commit (remote storage: a file
+    appended piece by piece over a network would be a request per piece)."""
+
+    def __init__(self, backend: FsspecBackend):
+        self.backend = backend
+        self.buf = bytearray()
+
+    def append(self, parts) -> None:
+        for part in parts:
+            self.buf += part
+
+    def commit(self, name: str) -> None:
+        try:
+            self.backend.write(name, self.buf)
+        finally:
+            self.buf = bytearray()
+
+    def discard(self) -> None:
+        self.buf = bytearray()
+
+
 def _close_all(made: list) -> None:
     """Close SFTP connections (others have nothing to close or close themselves)."""
     for fs in made:
@@ -518,7 +568,7 @@ def _shown(url: str) -> str:
     return f"{scheme}://{user.split(':', 1)[0]}@{where}{slash}{path}"
 
 
-def open_backend(url: str, options: RemoteOptions | None = None) -> LocalBackend | FsspecBackend:
+def open_backend(url: str, options: RemoteOptions | None = None) -> Backend:
     """The backend for URL: a plain path or file:// is local, anything else goes to fsspec
     (OPTIONS: per-protocol storage options and the retry policy for remote storage)."""
     if not url or not str(url).strip():

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sctk.backup.repo import leftovers
 from sctk.backup.repo.chunkread import chunk_reader
-from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.errors import ChunkError, RepoError
 from sctk.backup.repo.formats import (
     AAD_SNAPSHOT,
     content_id,
@@ -32,7 +32,7 @@ from sctk.backup.repo.formats import (
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import CheckReport
 from sctk.backup.repo.packs import read_pack_header
-from sctk.backup.repo.repository import ChunkError, worker_count
+from sctk.backup.repo.threads import worker_count
 
 MAX_ERRORS_PER_SNAPSHOT = 20
 GROUP_VERSIONS = 4  # versions of one path verified together (they share most chunks)

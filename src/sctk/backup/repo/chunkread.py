@@ -15,8 +15,8 @@ import os
 import zstandard
 from cryptography.exceptions import InvalidTag
 
+from sctk.backup.repo.errors import ChunkError
 from sctk.backup.repo.formats import FLAG_ZSTD, pack_name
-from sctk.backup.repo.repository import ChunkError
 
 MiB = 1 << 20
 OPEN_PACKS = 8  # packs each reader keeps open
@@ -26,7 +26,7 @@ READ_AHEAD = 6  # chunks of one file fetched ahead from a remote repository
 def chunk_reader(repo):
     """A reader for one thread: plain(cid, loc) gives a chunk's plaintext (a view valid until
     the next call, for a local repository) or its ChunkError; close() when done."""
-    return LocalReader(repo) if getattr(repo.backend, "local", False) else BackendReader(repo)
+    return LocalReader(repo) if repo.backend.local else BackendReader(repo)
 
 
 class BackendReader:

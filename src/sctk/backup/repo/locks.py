@@ -124,9 +124,7 @@ class LockManager:
                 )
             self.depth += 1
             return
-        forget = getattr(self.backend, "forget_listings", None)
-        if forget is not None:
-            forget()  # what other processes wrote before we hold the lock must show
+        self.backend.forget_listings()  # what others wrote before we hold the lock must show
         locks = self._clear_stale(self._read_locks())
         other = self._conflict(locks, exclusive)
         if other is not None:

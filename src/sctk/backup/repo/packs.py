@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import queue
 import struct
 import threading
 
+from sctk.backup.repo.backend_contract import Backend, PackFile
 from sctk.backup.repo.crypto import Keys
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import decode_pack_header, encode_pack_tail, pack_name
@@ -20,58 +19,52 @@ UPLOADERS = 3
 
 
 class PackWriter:
-    """Collects sealed chunks into packs of ~16 MiB; one background thread finishes them.
+    """Collects sealed chunks into packs of ~16 MiB; background threads finish them.
 
-    On a local repository a pack is appended to a temporary file as chunks arrive (so packs
-    cost no memory) and hashed as it is appended (SHA-256, its name: no reading it back); the
-    background thread fsyncs and renames it. On a remote one the pack is built in memory and
-    uploaded by one of UPLOADERS threads. At most one finished remote pack waits while the
-    others upload, so memory stays bounded; local
-    packs cost no memory, so a few may wait for their fsync without stalling the writers.
-    `on_written(pack_id, size, blobs)` runs in a background thread once a pack is durable.
+    Each pack is one of the backend's pack files (backend_contract.PackFile), filled as
+    chunks arrive and hashed as it is filled (SHA-256, its name: no reading it back). On a
+    local repository the pack goes to a temporary file (so packs cost no memory) and one
+    background thread fsyncs and renames it; a few may wait for their fsync without
+    stalling the writers. Where packs are held in memory until written (remote storage),
+    UPLOADERS threads write them and at most one finished pack waits while the others
+    upload, so memory stays bounded. `on_written(pack_id, size, blobs)` runs in a
+    background thread once a pack is durable.
     """
 
-    def __init__(self, backend, keys: Keys, on_written, pack_size: int = PACK_SIZE):
+    def __init__(self, backend: Backend, keys: Keys, on_written, pack_size: int = PACK_SIZE):
         self.backend = backend
         self.keys = keys
         self.on_written = on_written
         self.pack_size = pack_size
-        self.local = bool(getattr(backend, "local", False))
+        in_memory = backend.packs_in_memory
         self._new_pack()
-        self.queue: queue.Queue = queue.Queue(maxsize=4 if self.local else 1)
+        self.queue: queue.Queue = queue.Queue(maxsize=1 if in_memory else 4)
         self.error: BaseException | None = None
         self.stored_bytes = 0
         self.threads = [
             threading.Thread(target=self._run, name="sctk-pack-upload", daemon=True)
-            for _ in range(1 if self.local else UPLOADERS)
+            for _ in range(UPLOADERS if in_memory else 1)
         ]
         for thread in self.threads:
             thread.start()
 
     def _new_pack(self) -> None:
-        """Start filling the next pack (the temporary file is created at its first chunk)."""
-        self.buf = bytearray()
-        self.tmp: tuple[int, str] | None = None
+        """Start filling the next pack."""
+        self.file: PackFile = self.backend.new_pack("data")
         self.size = 0
         self.sha = hashlib.sha256()
         self.blobs: list[list] = []
 
     def _write(self, parts) -> None:
-        if self.local:
-            if self.tmp is None:
-                self.tmp = self.backend.create_temp("data")
-            try:
-                self.backend.append(*self.tmp, parts)
-            except BaseException as exc:
-                # The pack being filled is lost: drop it, and fail every later add at once
-                # (the snapshot cannot be committed any more).
-                self.backend.discard_temp(*self.tmp)
-                self._new_pack()
-                self.error = exc
-                raise
-        else:
-            for part in parts:
-                self.buf += part
+        try:
+            self.file.append(parts)
+        except BaseException as exc:
+            # The pack being filled is lost: drop it, and fail every later add at once
+            # (the snapshot cannot be committed any more).
+            self.file.discard()
+            self._new_pack()
+            self.error = exc
+            raise
         for part in parts:
             self.sha.update(part)
             self.size += len(part)
@@ -92,12 +85,11 @@ class PackWriter:
         if not self.blobs:
             return
         self._write([encode_pack_tail(self.keys, self.blobs)])
-        item = (self.tmp if self.local else self.buf, self.sha.hexdigest(), self.blobs, self.size)
+        item = (self.file, self.sha.hexdigest(), self.blobs, self.size)
         self._new_pack()
         while True:
             if self.error is not None:
-                if self.local and item[0] is not None:
-                    self.backend.discard_temp(*item[0])
+                item[0].discard()
                 self._raise()
             try:
                 self.queue.put(item, timeout=0.2)
@@ -110,29 +102,15 @@ class PackWriter:
             item = self.queue.get()
             if item is None:
                 return
-            data, pack_id, blobs, size = item
+            pack, pack_id, blobs, size = item
             if self.error is not None:  # something failed: drop the rest
-                if self.local:
-                    self.backend.discard_temp(*data)
+                pack.discard()
                 continue
             try:
-                if self.local:
-                    self._commit_local(*data, pack_id)
-                else:
-                    self.backend.write(pack_name(pack_id), data)
+                pack.commit(pack_name(pack_id))  # leaves nothing behind if it fails
                 self.on_written(pack_id, size, blobs)
             except BaseException as exc:  # handed to the producing thread
                 self.error = exc
-
-    def _commit_local(self, fd: int, tmp: str, pack_id: str) -> None:
-        """fsync and rename a finished local pack; the temporary file is closed and, on
-        failure, removed, whatever happens."""
-        try:
-            self.backend.commit_temp(fd, tmp, pack_name(pack_id))  # closes fd in every case
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
 
     def _raise(self):
         err = self.error
@@ -148,15 +126,13 @@ class PackWriter:
             self._raise()
 
     def close(self) -> None:
-        """Stop the background thread after the queued packs; drop a pack still being filled."""
+        """Stop the background threads after the queued packs; drop a pack being filled."""
         alive = [t for t in self.threads if t.is_alive()]
         for _ in alive:
             self.queue.put(None)
         for thread in alive:
             thread.join()
-        if self.tmp is not None:
-            self.backend.discard_temp(*self.tmp)
-            self.tmp = None
+        self.file.discard()
 
 
 def read_pack_header(backend, keys: Keys, name: str, size: int) -> tuple[list[list], int]:

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from sctk import crashpoints
 from sctk.backup.repo.check import blocking_problems
-from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.errors import ChunkError, RepoError
 from sctk.backup.repo.formats import pack_name
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import PrunePolicy, PruneReport
 from sctk.backup.repo.packs import PackWriter
-from sctk.backup.repo.repository import ChunkError
 
 REPACK_GARBAGE_RATIO = 0.5
 

@@ -12,12 +12,11 @@ and is named as damaged until a backup stores that chunk again (or the snapshot 
 from __future__ import annotations
 
 from sctk.backup.repo import leftovers
-from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.errors import ChunkError, RepoError
 from sctk.backup.repo.formats import decode_pack_header
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import RepairReport
 from sctk.backup.repo.packs import read_pack_header
-from sctk.backup.repo.repository import ChunkError
 
 
 def _sound_entries(repo, name: str, pack: str, size: int, read_data: bool, known: set):

@@ -4,7 +4,6 @@ engine (writer, restore, check, prune, copy)."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import threading
 from collections import OrderedDict, deque
@@ -19,7 +18,7 @@ from cryptography.exceptions import InvalidTag
 
 from sctk.backup.repo import crypto, heap
 from sctk.backup.repo.backend import open_backend
-from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.errors import ChunkError, RepoError
 from sctk.backup.repo.formats import (
     AAD_SNAPSHOT,
     AAD_VERIFIED,
@@ -44,6 +43,7 @@ from sctk.backup.repo.models import (
     SnapshotInfo,
 )
 from sctk.backup.repo.remote import RemoteOptions
+from sctk.backup.repo.threads import worker_count
 
 if TYPE_CHECKING:
     from sctk.backup.repo.writer import SnapshotWriter
@@ -55,24 +55,6 @@ if TYPE_CHECKING:
 CHUNKER = {"min": 256 * 1024, "avg": 256 * 1024, "max": 4 * 1024 * 1024}
 SNAPSHOT_CACHE = 4  # snapshot file lists kept in memory
 READ_WINDOW = 16  # chunks being fetched/decrypted ahead of the consumer (~16 MiB)
-
-
-def worker_count() -> int:
-    """Threads for hashing/compressing/decrypting: one more than cores, so reading and writing
-    overlap with computing. More buy no speed on data in the page cache (measured on two
-    cores: 3 and 4 threads back up, verify and restore alike) and each costs its buffers and
-    zstd contexts, about 8 MiB of peak memory."""
-    return max(3, min(8, (os.cpu_count() or 2) + 1))
-
-
-class ChunkError(Exception):
-    """A stored chunk that cannot be read back (missing, truncated or failing authentication)."""
-
-    def __init__(self, cid: str, pack: str | None, reason: str):
-        super().__init__(reason)
-        self.cid = cid
-        self.pack = pack
-        self.reason = reason
 
 
 def _parse_time(text: str) -> datetime:
@@ -217,9 +199,7 @@ class Repository:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        close = getattr(self.backend, "close", None)
-        if close is not None:
-            close()  # a remote backend's connections
+        self.backend.close()  # a remote backend's connections
 
     def __repr__(self) -> str:
         return f"Repository({self.url!r})"

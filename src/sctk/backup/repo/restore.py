@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sctk.backup.repo.chunkread import chunk_reader
-from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.errors import ChunkError, RepoError
 from sctk.backup.repo.models import FileEntry, RestoreStats
-from sctk.backup.repo.repository import ChunkError, worker_count
+from sctk.backup.repo.threads import worker_count
 
 
 def _target_error(target: Path, exc: OSError) -> RepoError:

@@ -36,7 +36,7 @@ from sctk.backup.repo.formats import AAD_SNAPSHOT, content_id, pack_name, seal_j
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import FileEntry, SnapshotInfo
 from sctk.backup.repo.packs import PackWriter
-from sctk.backup.repo.repository import worker_count
+from sctk.backup.repo.threads import worker_count
 
 # Chunks in flight: enough to keep every worker busy (more bought no speed, 8 MiB cost 10 MiB
 # of peak memory more on two data sets).
