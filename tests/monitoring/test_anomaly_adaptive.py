@@ -67,8 +67,10 @@ def test_bursty_poisson_counts_with_a_rising_level_raise_no_alarm():
 
 def test_flat_series_then_a_step_is_one_alarm():
     x = [4.0] * 200 + [9.0] * 400
-    found = run(AdaptiveDetector(), x)
-    assert [(i, a.kind) for i, a in found] == [(202, "level shift")]  # 3 samples out
+    det = AdaptiveDetector()
+    found = run(det, x)
+    # reported once, at the sample that confirms it (confirm samples out in a row)
+    assert [(i, a.kind) for i, a in found] == [(200 + det.confirm - 1, "level shift")]
     # a quantised blip of one step on a flat count is not news; a far one is
     blips = [4.0] * 300
     blips[150] = 3.0
@@ -224,3 +226,13 @@ def test_a_wider_spread_is_seen_by_the_short_against_the_long_scale():
     assert [(a.kind, 2000 <= i <= 2100) for i, a in found] == [("variance", True)]
     assert run(AdaptiveDetector(threshold=50, variance_ratio=0), x) == []
     assert run(AdaptiveDetector(threshold=50), x[:2000]) == []
+
+
+def test_a_second_step_while_relearning_is_the_same_episode():
+    # a deploy that settles in two steps is one episode: the forecast is still relearning
+    # the first change when the second comes (relearn_samples), later it is news again
+    det = AdaptiveDetector()
+    soon = [4.0] * 200 + [9.0] * 50 + [15.0] * 300
+    assert [a.kind for _, a in run(det, soon)] == ["level shift"]
+    later = [4.0] * 200 + [9.0] * (det.relearn_samples + 50) + [15.0] * 300
+    assert [a.kind for _, a in run(AdaptiveDetector(), later)] == ["level shift"] * 2
