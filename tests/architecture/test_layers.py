@@ -24,7 +24,6 @@ KNOWN_UPWARD = {
 }
 
 KNOWN_MODULE_CIRCLES = [
-    {"sctk.backup.catalog", "sctk.backup.location", "sctk.backup.passphrase", "sctk.backup.runs"},
     {
         "sctk.backup.repo.check",
         "sctk.backup.repo.chunkread",
