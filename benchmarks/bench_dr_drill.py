@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     from sctk.backup.create import create_backup
     from sctk.backup.location import init_repo
     from sctk.ops.runner import run_task
+    from sctk.runtime import Runtime
     from sctk.storage.layout import init_home
 
     with tempfile.TemporaryDirectory(prefix="sctk-drill-") as tmp:
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         size = populate(settings, args.mb)
         init_repo(settings)
         t = time.perf_counter()
-        create_backup(settings, "daily")
+        with Runtime(settings) as rt:
+            create_backup(rt, "daily")
         backup_s = time.perf_counter() - t
 
         t = time.perf_counter()

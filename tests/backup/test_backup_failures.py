@@ -17,6 +17,7 @@ from sctk.backup.create import create_backup
 from sctk.backup.location import init_repo, open_repo
 from sctk.bus import get_bus
 from sctk.errors import SctkError
+from sctk.runtime import Runtime
 from sctk.security import audit
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import BackupRun
@@ -43,7 +44,7 @@ def _failing_pg_dump(tmp_path) -> str:
 
 
 def test_a_failing_part_leaves_no_snapshot_and_is_recorded(
-    settings, home, backend, tmp_path, monkeypatch
+    settings, home, backend, tmp_path, monkeypatch, runtime
 ):
     set_passphrase(monkeypatch)
     init_repo(settings)
@@ -71,8 +72,8 @@ def test_a_failing_part_leaves_no_snapshot_and_is_recorded(
     # in-process too: the failure reaches the audit log and the bus
     overrides = {} if backend == "sqlite" else {"backup": {"pg_dump": _failing_pg_dump(tmp_path)}}
     s = config.load(home, overrides).settings
-    with pytest.raises(SctkError) as info:
-        create_backup(s, "daily", actor="tests")
+    with Runtime(s) as rt, pytest.raises(SctkError) as info:
+        create_backup(rt, "daily", actor="tests")
     assert fragment in info.value.message
     wait_until(lambda: any(e.type == events.FAILED for e in heard), what="backup.failed")
     failed = [e for e in heard if e.type == events.FAILED][-1]
@@ -91,7 +92,7 @@ def test_a_failing_part_leaves_no_snapshot_and_is_recorded(
     if backend == "sqlite":
         (home / "tmp").unlink()
         (home / "tmp").mkdir()
-    good = create_backup(settings, "manual", actor="tests")
+    good = create_backup(runtime, "manual", actor="tests")
     assert [x.id for x in open_repo(settings).snapshots()] == [good["id"]]
     wait_until(lambda: any(e.type == events.SUCCEEDED for e in heard), what="backup.succeeded")
     ok = [e for e in heard if e.type == events.SUCCEEDED][-1]
@@ -172,7 +173,7 @@ def test_bad_input_is_one_sentence_and_changes_nothing(settings, home, tmp_path,
 
 
 @sqlite_only
-def test_concurrent_creates_both_succeed_or_one_fails_cleanly(settings, home, monkeypatch):
+def test_concurrent_creates_both_succeed_or_one_fails_cleanly(settings, home, monkeypatch, runtime):
     """Two backups at once: the repository lock serialises or refuses; none is half-written."""
     set_passphrase(monkeypatch)
     init_repo(settings)
@@ -180,7 +181,7 @@ def test_concurrent_creates_both_succeed_or_one_fails_cleanly(settings, home, mo
 
     def one() -> None:
         try:
-            outcomes.append(create_backup(settings, "manual", actor="tests")["id"])
+            outcomes.append(create_backup(runtime, "manual", actor="tests")["id"])
         except SctkError as exc:
             outcomes.append(exc)
 
@@ -197,10 +198,12 @@ def test_concurrent_creates_both_succeed_or_one_fails_cleanly(settings, home, mo
 
 
 @sqlite_only
-def test_a_damaged_repository_fails_verification_and_is_recorded(settings, home, monkeypatch):
+def test_a_damaged_repository_fails_verification_and_is_recorded(
+    settings, home, monkeypatch, runtime
+):
     set_passphrase(monkeypatch)
     init_repo(settings)
-    snap = create_backup(settings, "manual", actor="tests")
+    snap = create_backup(runtime, "manual", actor="tests")
     heard: list = []
     get_bus(settings).subscribe("backup.", heard.append, "tests.backup.damaged")
 
@@ -223,7 +226,7 @@ def test_a_damaged_repository_fails_verification_and_is_recorded(settings, home,
     # in-process: the failure is audited and published
     from sctk.backup.verify import verify_backup
 
-    again = verify_backup(settings, "latest", read_data=True, actor="tests")
+    again = verify_backup(runtime, "latest", read_data=True, actor="tests")
     assert again["ok"] is False
     wait_until(lambda: any(e.type == events.FAILED for e in heard), what="backup.failed")
     failed = [e for e in heard if e.type == events.FAILED][-1]
@@ -238,7 +241,9 @@ def test_a_damaged_repository_fails_verification_and_is_recorded(settings, home,
 
 
 @sqlite_only
-def test_a_killed_backup_leaves_no_snapshot_and_its_run_is_closed(settings, home, monkeypatch):
+def test_a_killed_backup_leaves_no_snapshot_and_its_run_is_closed(
+    settings, home, monkeypatch, runtime
+):
     import signal
     import subprocess
     import sys
@@ -264,7 +269,7 @@ def test_a_killed_backup_leaves_no_snapshot_and_its_run_is_closed(settings, home
         proc.wait(timeout=30)
     assert open_repo(settings).snapshots() == []
 
-    good = create_backup(settings, "manual", actor="tests")
+    good = create_backup(runtime, "manual", actor="tests")
     runs = _runs(settings)
     assert [(r.status, r.snapshot_id) for r in runs] == [
         ("failed", None),

@@ -14,6 +14,7 @@ import pytest
 from sctk.backup import create
 from sctk.backup.location import init_repo, open_repo
 from sctk.backup.repo import Repository, crypto
+from sctk.runtime import Runtime
 from sctk.storage.layout import init_home
 from tests.backup.backup_support import ENV, PASSPHRASE, set_passphrase
 from tests.backup.repo.conftest import damage_chunk
@@ -34,10 +35,11 @@ def backed_up(tmp_path, monkeypatch):
     """A SQLite data directory with data files and one snapshot: (home, repo, info, files)."""
     set_passphrase(monkeypatch)
     home, settings = tmp_path / "home", init_home(tmp_path / "home")[1]
-    files = _write_data(home)
-    repo = init_repo(settings)
-    info = create.take(settings, repo, "manual")
-    return home, repo, info, files
+    with Runtime(settings) as runtime:
+        files = _write_data(home)
+        repo = init_repo(settings)
+        info = create.take(runtime, repo, "manual")
+        return home, repo, info, files
 
 
 def _flip(path: Path, offset: int) -> None:

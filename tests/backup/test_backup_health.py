@@ -153,14 +153,16 @@ def test_a_successful_backup_is_announced_when_asked(settings, monkeypatch):
         finally:
             engine.dispose()
         quiet = config.load(settings.home, {"alerts": {"channels": ["log", "webhook"]}}).settings
-        create_backup(quiet, "daily")
+        with Runtime(quiet) as rt:
+            create_backup(rt, "daily")
         assert hook.bodies == [], "off by default"
         loud = config.load(
             settings.home,
             {"alerts": {"channels": ["log", "webhook"]}, "backup": {"announce_success": True}},
         ).settings
-        snap = create_backup(loud, "daily")
-        create_backup(loud, "pre-update")  # a safety snapshot is not news
+        with Runtime(loud) as rt:
+            snap = create_backup(rt, "daily")
+            create_backup(rt, "pre-update")  # a safety snapshot is not news
     finally:
         hook.close()
     assert len(hook.bodies) == 1

@@ -9,8 +9,8 @@ import pytest
 
 from sctk.backup import create, kinds
 from sctk.backup.location import init_repo, open_repo
-from sctk.backup.prune import prune_backups
-from sctk.backup.restore import CRASH_ENV, WORK_DIR, restore
+from sctk.backup.prune_run import prune_backups
+from sctk.backup.restore_run import CRASH_ENV, WORK_DIR, restore
 from sctk.errors import Conflict
 from tests.backup.backup_support import ENV, set_passphrase
 from tests.backup.test_restore import write_data
@@ -23,12 +23,12 @@ sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
 
 
 @pytest.fixture
-def backed_up(settings, home, monkeypatch):
+def backed_up(settings, home, monkeypatch, runtime):
     """A data directory with one regular backup holding VICTIM."""
     set_passphrase(monkeypatch)
     write_data(home)
     repo = init_repo(settings)
-    info = create.take(settings, repo, "daily")
+    info = create.take(runtime, repo, "daily")
     return repo, info, (home / VICTIM).read_bytes()
 
 
@@ -89,27 +89,27 @@ def test_two_restores_in_a_row_both_bring_the_file_back(settings, home, backed_u
 
 
 @sqlite_only
-def test_only_safety_snapshots_is_one_sentence(settings, home, monkeypatch):
+def test_only_safety_snapshots_is_one_sentence(settings, home, monkeypatch, runtime):
     set_passphrase(monkeypatch)
     write_data(home)
     repo = init_repo(settings)
-    create.take(settings, repo, "pre-update")
+    create.take(runtime, repo, "pre-update")
     with pytest.raises(Exception) as caught:
         kinds.latest(repo)
     assert "only safety snapshots" in str(caught.value) and "--include-safety" in str(caught.value)
     assert kinds.latest(repo, include_safety=True).label == "pre-update"
 
 
-def test_prune_after_restores_keeps_the_regular_backup(settings, home, backed_up):
+def test_prune_after_restores_keeps_the_regular_backup(settings, home, backed_up, runtime):
     repo, info, _ = backed_up
     safety = []
     for _ in range(4):
         (home / VICTIM).unlink()
-        safety.append(restore(settings, repo, "latest", ["data"]).safety_snapshot)
+        safety.append(restore(runtime, repo, "latest", ["data"]).safety_snapshot)
     assert [s.id for s in open_repo(settings).snapshots()] == [info.id, *safety]
 
     report = prune_backups(
-        settings,
+        runtime,
         keep_last=1,
         keep_daily=0,
         keep_weekly=0,
@@ -126,7 +126,7 @@ def test_prune_after_restores_keeps_the_regular_backup(settings, home, backed_up
     assert reasons[safety[-1]].startswith("safety snapshot:")
 
     # the defaults (backup.safety_keep_last 3, 7 days) keep today's safety snapshots
-    again = prune_backups(settings, keep_last=1)
+    again = prune_backups(runtime, keep_last=1)
     assert again["removed"] == [] and again["safety_policy"] == {
         "keep_last": 3,
         "keep_within_days": 7.0,
@@ -169,16 +169,16 @@ def test_a_killed_restore_rerun_with_latest_settles_the_snapshot_it_was_restorin
 
 
 @sqlite_only
-def test_a_rerun_naming_another_snapshot_says_which_to_run(settings, home, backed_up):
+def test_a_rerun_naming_another_snapshot_says_which_to_run(settings, home, backed_up, runtime):
     repo, info, content = backed_up
     (home / VICTIM).unlink()
-    other = create.take(settings, repo, "manual")  # without the file
+    other = create.take(runtime, repo, "manual")  # without the file
     killed = run_sctk(
         "restore", info.id, "--only", "data", home=home, env={**ENV, CRASH_ENV: "staged"}
     )
     assert killed.returncode == -9
     with pytest.raises(Conflict) as refused:
-        restore(settings, repo, other.id, ["data"])
+        restore(runtime, repo, other.id, ["data"])
     message = str(refused.value)
     assert f"interrupted restore of snapshot {info.id[:12]}" in message
     assert "rolled back" in message and f"sctk restore {info.id[:12]}" in message

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sctk.backup import catalog, kinds
 from sctk.backup.create import create_backup
 from sctk.backup.location import init_repo, open_repo
-from sctk.backup.restore import restore
+from sctk.backup.restore_run import restore
 from sctk.backup.verify import verify_backup
 from sctk.ops.emergency import latest_usable
 from sctk.storage.engine import make_engine, session_scope
@@ -27,20 +27,20 @@ def _dataset_path(settings) -> str:
 
 
 def test_a_snapshot_whose_dataset_differs_is_inconsistent_and_the_drill_skips_it(
-    settings, home, monkeypatch
+    settings, home, monkeypatch, runtime
 ):
     set_passphrase(monkeypatch)
     populate(settings, model=False)
     init_repo(settings)
-    good = create_backup(settings, "daily")["id"]
+    good = create_backup(runtime, "daily")["id"]
     # the dataset's file changes under its row: the next snapshot holds bytes the database
     # does not vouch for (the bytes themselves are stored and read back perfectly)
     rel = _dataset_path(settings)
     original = (home / rel).read_bytes()
     (home / rel).write_bytes(original + b"\0")
-    bad = create_backup(settings, "daily")["id"]
+    bad = create_backup(runtime, "daily")["id"]
 
-    result = verify_backup(settings, bad, read_data=True)
+    result = verify_backup(runtime, bad, read_data=True)
     assert result["ok"] is False and result["check"]["ok"] is True
     assert result["inconsistent"] == [bad]
     problems = result["consistency"][bad]["problems"]
@@ -68,19 +68,21 @@ def test_a_snapshot_whose_dataset_differs_is_inconsistent_and_the_drill_skips_it
     # emergency restores the newest verified, consistent regular backup, saying what it
     # passed; a newer verified safety snapshot is not a backup to fall back on
     (home / rel).write_bytes(original)
-    safety = create_backup(settings, "pre-update")["id"]
-    assert verify_backup(settings, safety)["ok"]
+    safety = create_backup(runtime, "pre-update")["id"]
+    assert verify_backup(runtime, safety)["ok"]
     snap, skipped = latest_usable(open_repo(settings))
     assert snap.id == good
     assert len(skipped) == 1 and skipped[0].startswith(f"Skipped snapshot {bad[:8]}")
 
 
-def test_a_restore_reconciles_the_run_records_with_the_repository(settings, home, monkeypatch):
+def test_a_restore_reconciles_the_run_records_with_the_repository(
+    settings, home, monkeypatch, runtime
+):
     set_passphrase(monkeypatch)
     init_repo(settings)
-    first = create_backup(settings, "daily")["id"]  # its database copy shows this run running
-    second = create_backup(settings, "daily")["id"]
-    restore(settings, open_repo(settings), first)
+    first = create_backup(runtime, "daily")["id"]  # its database copy shows this run running
+    second = create_backup(runtime, "daily")["id"]
+    restore(runtime, open_repo(settings), first)
 
     def runs() -> list[BackupRun]:
         engine = make_engine(settings)
@@ -101,6 +103,6 @@ def test_a_restore_reconciles_the_run_records_with_the_repository(settings, home
     assert [r.kind for r in after if r.kind == "restore"] == ["restore"]
 
     # the next run's sweep of dead processes' runs no longer rewrites a success as a failure
-    third = create_backup(settings, "daily")["id"]
+    third = create_backup(runtime, "daily")["id"]
     again = {r.snapshot_id: r.status for r in runs() if r.kind == "create"}
     assert again == {first: "succeeded", second: "succeeded", third: "succeeded"}

@@ -9,7 +9,7 @@ from sctk import config
 from sctk.backup import manifest, passphrase
 from sctk.backup.dbsnapshot import pg_env
 from sctk.backup.location import display, repo_url
-from sctk.backup.prune import policy_from
+from sctk.backup.prune_run import policy_from
 from sctk.errors import ConfigError, SctkError
 from tests.security.conftest import sqlite_only
 
@@ -80,13 +80,15 @@ def test_pg_dump_gets_the_password_by_environment_only(monkeypatch):
 def test_a_repository_inside_the_data_directory_does_not_back_itself_up(home, monkeypatch):
     from sctk.backup.create import create_backup
     from sctk.backup.location import init_repo, open_repo
+    from sctk.runtime import Runtime
 
     monkeypatch.setenv("SCTK_BACKUP_PASSPHRASE", "inside-out-repository-77")
     s = config.load(home, {"backup": {"repository": str(home / "data" / "repo")}}).settings
     (home / "data" / "kept.txt").write_text("kept\n")
     init_repo(s)
-    create_backup(s, "manual", actor="tests")
-    snap = create_backup(s, "manual", actor="tests")
+    with Runtime(s) as rt:
+        create_backup(rt, "manual", actor="tests")
+        snap = create_backup(rt, "manual", actor="tests")
     paths = {f.path for f in open_repo(s).files(snap["id"])}
     assert "data/kept.txt" in paths
     assert not any(p.startswith("data/repo") for p in paths), sorted(paths)

@@ -46,6 +46,20 @@ def aws(s3, monkeypatch):
     return relay
 
 
+@pytest.fixture
+def runtime_of():
+    """Runtimes for the settings a test makes itself, closed after it."""
+    made: list[Runtime] = []
+
+    def make(settings) -> Runtime:
+        made.append(Runtime(settings))
+        return made[-1]
+
+    yield make
+    for rt in made:
+        rt.close()
+
+
 def test_s3_repository_init_create_list_verify_prune_restore_copy(home, tmp_path, aws):
     settings = scenario.configure(home, "s3://life/repo")
     scenario.lifecycle(home, settings, "s3://life-copy/mirror", tmp_path)
@@ -62,10 +76,11 @@ def test_s3_backup_continues_after_the_link_drops(home, aws):
     scenario.interrupted_backup(settings, aws.cut, aws.restore)
 
 
-def test_s3_backup_rides_out_a_short_drop(home, aws):
+def test_s3_backup_rides_out_a_short_drop(home, aws, runtime_of):
     """Each remote operation is tried again with backoff: a link that comes back before the
     attempts run out costs a backup nothing."""
     settings = scenario.configure(home, "s3://short-drop/repo", attempts=4, backoff=0.1)
+    rt = runtime_of(settings)
     init_repo(settings)
     (home / "data" / "some.bin").write_bytes(os.urandom(3 * 1024 * 1024))
     retried: list[str] = []
@@ -85,7 +100,7 @@ def test_s3_backup_rides_out_a_short_drop(home, aws):
     level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        snap = create_backup(settings, "daily", actor="tests", progress=drop)
+        snap = create_backup(rt, "daily", actor="tests", progress=drop)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
@@ -93,23 +108,24 @@ def test_s3_backup_rides_out_a_short_drop(home, aws):
             aws.restore()
     assert retried and "s3://short-drop/repo" in retried[0] and "attempt 2 of 4" in retried[0]
     assert [s.id for s in open_repo(settings).snapshots()] == [snap["id"]]
-    assert verify_backup(settings, read_data=True, actor="tests")["ok"]
+    assert verify_backup(rt, read_data=True, actor="tests")["ok"]
 
 
-def test_s3_listing_is_read_once_per_command(home, aws):
+def test_s3_listing_is_read_once_per_command(home, aws, runtime_of):
     settings = scenario.configure(home, "s3://listed/repo")
+    rt = runtime_of(settings)
     init_repo(settings)
 
     def lists_to_verify() -> int:
         before = aws.lists
-        assert verify_backup(settings, actor="tests")["ok"]
+        assert verify_backup(rt, actor="tests")["ok"]
         return aws.lists - before
 
-    create_backup(settings, "daily", actor="tests")
+    create_backup(rt, "daily", actor="tests")
     lists_to_verify()  # (the first also finds verified/ empty: s3fs asks once more then)
     with_one = lists_to_verify()
     for _ in range(2):
-        create_backup(settings, "daily", actor="tests")
+        create_backup(rt, "daily", actor="tests")
     assert lists_to_verify() == with_one, "verify lists the bucket once, not per snapshot"
 
 
@@ -143,7 +159,7 @@ def test_s3_refused_credentials_and_wrong_endpoint_each_one_sentence(home, s3, a
     assert remote_finding() == ("backup_remote_driver", "fail")
 
 
-def test_s3_credentials_from_storage_options_never_shown(home, s3, aws, monkeypatch):
+def test_s3_credentials_from_storage_options_never_shown(home, s3, aws, monkeypatch, runtime_of):
     server, relay = s3
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name)
@@ -155,8 +171,9 @@ def test_s3_credentials_from_storage_options_never_shown(home, s3, aws, monkeypa
         }
     }
     settings = scenario.configure(home, "s3://optioned/repo", options)
+    rt = runtime_of(settings)
     init_repo(settings)
-    assert create_backup(settings, "daily", actor="tests")["id"]
+    assert create_backup(rt, "daily", actor="tests")["id"]
     shown = run_sctk("config", "show", "--json", home=home)
     assert shown.returncode == 0, shown.stderr
     assert server.secret not in shown.stdout and server.key_id not in shown.stdout

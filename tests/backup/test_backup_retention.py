@@ -33,12 +33,12 @@ def _audited(settings, event: str) -> list[str]:
 
 
 @sqlite_only
-def test_prune_dry_run_then_prune(settings, home, monkeypatch):
+def test_prune_dry_run_then_prune(settings, home, monkeypatch, runtime):
     set_passphrase(monkeypatch)
     init_repo(settings)
-    ids = [create_backup(settings, "daily", actor="tests")["id"] for _ in range(3)]
+    ids = [create_backup(runtime, "daily", actor="tests")["id"] for _ in range(3)]
     (home / "data" / "later.bin").write_bytes(b"x" * 200_000)  # data only the last one holds
-    ids.append(create_backup(settings, "daily", actor="tests")["id"])
+    ids.append(create_backup(runtime, "daily", actor="tests")["id"])
 
     dry = run_sctk("backup", "prune", "--keep-last", "2", "--dry-run", "--json", home=home, env=ENV)
     assert dry.returncode == 0, dry.stderr
@@ -63,10 +63,10 @@ def test_prune_dry_run_then_prune(settings, home, monkeypatch):
 
 
 @sqlite_only
-def test_copy_to_another_repository(settings, home, tmp_path, monkeypatch):
+def test_copy_to_another_repository(settings, home, tmp_path, monkeypatch, runtime):
     set_passphrase(monkeypatch)
     init_repo(settings)
-    first = create_backup(settings, "manual", actor="tests")["id"]
+    first = create_backup(runtime, "manual", actor="tests")["id"]
     dest = tmp_path / "offsite"
     copied = run_sctk("backup", "copy", "--to", str(dest), "--json", home=home, env=ENV)
     assert copied.returncode == 0, copied.stderr
@@ -78,7 +78,7 @@ def test_copy_to_another_repository(settings, home, tmp_path, monkeypatch):
     assert [s["id"] for s in json.loads(listed.stdout)] == [first]
 
     # a second copy sends only what is new
-    second = create_backup(settings, "manual", actor="tests")["id"]
+    second = create_backup(runtime, "manual", actor="tests")["id"]
     again = run_sctk("backup", "copy", "--to", str(dest), "--json", home=home, env=ENV)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["copy"]["files_skipped"] > 0

@@ -14,8 +14,9 @@ from sqlalchemy import select
 from sctk import config, runstate
 from sctk.backup import create, dbload
 from sctk.backup.location import init_repo
-from sctk.backup.restore import restore
+from sctk.backup.restore_run import restore
 from sctk.backup.scratch_restore import table_counts
+from sctk.runtime import Runtime
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import AuditEntry
 from tests.backup.backup_support import ENV, populate, set_passphrase
@@ -52,8 +53,9 @@ def write_data(home: Path, n: int = 5, size: int = 50_000) -> None:
 
 
 def snapshot(settings, repo=None, label: str = "manual"):
-    repo = repo or init_repo(settings)
-    return repo, create.take(settings, repo, label)
+    with Runtime(settings) as runtime:
+        repo = repo or init_repo(settings)
+        return repo, create.take(runtime, repo, label)
 
 
 def db_counts(settings) -> dict[str, int]:
@@ -139,13 +141,13 @@ def test_full_round_trip_into_a_fresh_directory(
             dbload.drop_database(new_db)
 
 
-def test_in_place_restore_takes_a_safety_backup_and_reverts(settings, home, populated):
+def test_in_place_restore_takes_a_safety_backup_and_reverts(settings, home, populated, runtime):
     repo, info = populated
     before = tree(home)
     (home / "data" / "raw" / "f0.bin").write_bytes(b"changed")
     (home / "data" / "raw" / "new.bin").write_bytes(b"new")
     populate_more(settings)
-    result = restore(settings, repo, info.id, actor="tests")
+    result = restore(runtime, repo, info.id, actor="tests")
     assert result.safety_snapshot is not None
     safety = repo.find_snapshot(result.safety_snapshot)
     assert safety.label == "pre-update"
@@ -391,7 +393,9 @@ def test_wrong_passphrase_is_refused(sqlite_home):
 # ------------------------------------------------------------------------------ older schema
 
 
-def test_snapshot_of_an_older_schema_is_migrated(settings, home, tmp_path, backend, monkeypatch):
+def test_snapshot_of_an_older_schema_is_migrated(
+    settings, home, tmp_path, backend, monkeypatch, runtime
+):
     from sctk.storage import migrate
 
     set_passphrase(monkeypatch)
@@ -401,7 +405,7 @@ def test_snapshot_of_an_older_schema_is_migrated(settings, home, tmp_path, backe
     try:
         migrate.downgrade(engine, older)
         repo = init_repo(settings)
-        info = create.take(settings, repo, "manual")
+        info = create.take(runtime, repo, "manual")
         migrate.upgrade(engine, "head")
     finally:
         engine.dispose()
@@ -410,7 +414,7 @@ def test_snapshot_of_an_older_schema_is_migrated(settings, home, tmp_path, backe
     if backend == "postgres":
         args["database_url"] = dbload.scratch_url(settings.db_url, "t_migrate")
     try:
-        result = restore(settings, repo, info.id, target=tmp_path / "fresh", **args)
+        result = restore(runtime, repo, info.id, target=tmp_path / "fresh", **args)
         assert (result.revision_before, result.revision_after) == (older, head)
         checks = {c["name"]: c["status"] for c in result.health["checks"]}
         assert checks["migrations"] == "OK"

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, text
 
 from sctk.backup import create
 from sctk.backup.location import init_repo
-from sctk.backup.restore import JOURNAL, WORK_DIR, recover
+from sctk.backup.restore_run import JOURNAL, WORK_DIR, recover
 from sctk.backup.scratch_restore import table_counts
 from sctk.storage.engine import normalise_url
 from tests.backup.backup_support import ENV, set_passphrase
@@ -46,7 +46,9 @@ def _journal_has_xid(path) -> bool:
         return False
 
 
-def test_kill_9_during_restore_leaves_the_directory_intact(settings, home, monkeypatch, backend):
+def test_kill_9_during_restore_leaves_the_directory_intact(
+    settings, home, monkeypatch, backend, runtime
+):
     """SQLite: killed while staging the files. PostgreSQL: killed while psql loads the dump
     (the journal already holds the transaction id): the database keeps its rows too."""
     set_passphrase(monkeypatch)
@@ -57,7 +59,7 @@ def test_kill_9_during_restore_leaves_the_directory_intact(settings, home, monke
     if backend == "postgres":
         _bulk_rows(settings, 400_000)
     repo = init_repo(settings)
-    info = create.take(settings, repo, "manual")
+    info = create.take(runtime, repo, "manual")
     # the directory moves on after the backup; the killed restore must not disturb it
     for i in range(0, 24, 3):
         (raw / f"block{i:02}.bin").write_bytes(os.urandom(1024))

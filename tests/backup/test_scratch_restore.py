@@ -34,12 +34,12 @@ def _tampered(repo, info, manifest):
 
 
 def test_restore_test_passes_then_reports_a_disagreeing_manifest(
-    settings, home, backend, monkeypatch
+    settings, home, backend, monkeypatch, runtime
 ):
     set_passphrase(monkeypatch)
     populate(settings, model=False)
     repo = init_repo(settings)
-    info = create.take(settings, repo, "manual")
+    info = create.take(runtime, repo, "manual")
     # the scratch databases this test's restore tests make (other tests, on another xdist
     # worker, may make and drop their own meanwhile): named by the real function, recorded
     made: list[str] = []

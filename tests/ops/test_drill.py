@@ -20,12 +20,14 @@ def _unused_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_drill_serves_the_restored_copy_and_reports_rto_and_rpo(settings, engine, monkeypatch):
+def test_the_drill_serves_the_restored_copy_and_reports_rto_and_rpo(
+    settings, engine, monkeypatch, runtime
+):
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
     populate(settings)
     init_repo(settings)
-    create_backup(settings, "daily")
+    create_backup(runtime, "daily")
     port = settings.drill.port = _unused_port()  # [drill] port: the one a firewall allows
 
     record = run_task(settings, "dr_drill")

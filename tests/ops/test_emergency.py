@@ -107,7 +107,7 @@ def test_the_restore_step_brings_back_a_damaged_file(settings, engine, runtime, 
         monkeypatch.setenv(k, v)
     populate(settings, model=False)
     init_repo(settings)
-    snap = create_backup(settings, "daily")["id"]
+    snap = create_backup(runtime, "daily")["id"]
     repo = open_repo(settings)
     repo.mark_verified(snap, {"read_data": True})
     (stored,) = [p for p in (settings.home / "data").rglob("*") if p.is_file()]

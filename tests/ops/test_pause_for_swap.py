@@ -21,6 +21,7 @@ from sctk.backup.location import init_repo
 from sctk.errors import Conflict
 from sctk.logs import LOG_FILE
 from sctk.ops import upgrade as up
+from sctk.runtime import Runtime
 from sctk.storage.engine import make_engine
 from sctk.storage.layout import init_home
 from sctk.storage.migrate import head
@@ -43,7 +44,8 @@ def _home(tmp_path: Path, monkeypatch, database_url: str | None = None) -> Path:
     create_user(engine, ADMIN.username, ADMIN.password, "admin")
     engine.dispose()
     init_repo(settings)
-    create_backup(settings, up.PRE_UPDATE, actor="tests")
+    with Runtime(settings) as rt:
+        create_backup(rt, up.PRE_UPDATE, actor="tests")
     return home
 
 
@@ -200,10 +202,11 @@ def test_a_service_that_never_pauses_stops_the_command(tmp_path, monkeypatch):
         settings = config.load(home).settings
         before = _inode(home)
         with (
+            Runtime(settings) as rt,
             pytest.raises(Conflict) as refused,
             runstate.coordinated(home, "the rollback", coordinate=True),
         ):
-            up.rollback(settings, actor="tests")
+            up.rollback(rt, actor="tests")
         assert str(refused.value) == (
             f"The service process(es) {frozen.pid} on {home} did not pause within 1.5 s, so "
             "the rollback did not start and nothing was changed; see that they answer (or "

@@ -20,6 +20,7 @@ from sctk import config, runstate
 from sctk.backup.create import create_backup
 from sctk.backup.location import init_repo
 from sctk.ops.upgrade import PRE_UPDATE
+from sctk.runtime import Runtime
 from sctk.storage.layout import init_home
 from tests.backup.backup_support import ENV
 from tests.helpers import free_port, run_sctk, wait_until
@@ -37,7 +38,8 @@ def serving(tmp_path_factory) -> Iterator[tuple[Path, int, int, int]]:
             mp.setenv(k, v)
         settings = config.load(home).settings
         init_repo(settings)
-        create_backup(settings, PRE_UPDATE, actor="tests")
+        with Runtime(settings) as rt:
+            create_backup(rt, PRE_UPDATE, actor="tests")
     configured, port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCTK_")}
     env.update(

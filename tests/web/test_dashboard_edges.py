@@ -77,6 +77,7 @@ def site(tmp_path_factory) -> Iterator[tuple[Site, dict[str, int]]]:
     from sctk.backup.create import create_backup
     from sctk.backup.location import init_repo
     from sctk.ops.config_edit import set_value
+    from sctk.runtime import Runtime
     from sctk.storage.layout import init_home
     from tests.backup.backup_support import PASSPHRASE
 
@@ -89,8 +90,9 @@ def site(tmp_path_factory) -> Iterator[tuple[Site, dict[str, int]]]:
     set_value(config.load(home).settings, "backup.passphrase_file", str(key), actor="tests")
     settings = config.load(home).settings
     init_repo(settings)
-    create_backup(settings, "manual", actor="tests")
-    create_backup(settings, "pre-update", actor="tests")  # what a restore takes first
+    with Runtime(settings) as rt:
+        create_backup(rt, "manual", actor="tests")
+        create_backup(rt, "pre-update", actor="tests")  # what a restore takes first
     models = seed(settings)
     with ExitStack() as stack:
         yield serve_site(stack, settings, "admin"), models

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from sctk.backup import kinds
+from sctk.backup.dbsnapshot import database_present
 from sctk.backup.location import display
-from sctk.config import Settings
 from sctk.errors import NotFound, SctkError
+from sctk.storage.engine import first_line
 from sctk.storage.models import BackupSnapshot
+
+if TYPE_CHECKING:
+    from sctk.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -129,23 +133,17 @@ def refresh(session: Session, repo: Any) -> int:
     return len(snapshots)
 
 
-def try_refresh(settings: Settings, repo: Any) -> str | None:
+def try_refresh(rt: Runtime, repo: Any) -> str | None:
     """refresh() in a transaction of its own; None, or why the database could not take it."""
-    from sctk.backup.runs import database_present
-    from sctk.storage.engine import first_line, make_engine, session_scope
-
-    if not database_present(settings):
+    if not database_present(rt.settings):
         return "the database file is missing"
-    engine = make_engine(settings)
     try:
-        with session_scope(engine) as session:
+        with rt.session() as session:
             refresh(session, repo)
         return None
     except Exception as exc:  # the repository answered; the cache can wait
         log.debug("refreshing the backup catalog cache failed", exc_info=True)
         return first_line(exc)
-    finally:
-        engine.dispose()
 
 
 def cached(session: Session) -> list[BackupSnapshot]:

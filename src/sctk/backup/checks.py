@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sctk.health.registry import CheckContext, CheckOutcome, Status, check
+from sctk.health.registry import CheckContext, CheckOutcome, Status, check, connectivity_probe
 
 
 def _aware(t: datetime) -> datetime:
@@ -133,3 +133,11 @@ def _fix() -> str:
         "check the daily maintenance ('sctk maintenance history') and take one with "
         "'sctk backup create'"
     )
+
+
+@connectivity_probe("backup repository")
+def remote_repository(settings) -> dict | None:
+    """The connectivity check's look at a remote repository (None for a local one)."""
+    from sctk.backup.location import probe_remote
+
+    return probe_remote(settings)

@@ -46,6 +46,8 @@ def check(url: str, files: list[Any]) -> dict[str, Any]:
     by_path = {f.path: f.sha256 for f in files}
     problems: list[str] = []
     out: dict[str, Any] = {"files_checked": 0, "audit_entries": 0, "schema_revision": None}
+    # an engine of its own: URL is a scratch copy loaded from a snapshot, not a database a
+    # runtime serves, and it is dropped right after this reading
     engine = create_engine(normalise_url(url))
     try:
         with engine.connect() as conn:

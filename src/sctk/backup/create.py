@@ -13,12 +13,14 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sctk.backup import catalog, dbsnapshot, kinds, manifest, runs
 from sctk.backup.location import local_path, open_repo, repo_url
-from sctk.config import Settings
 from sctk.errors import SctkError
+
+if TYPE_CHECKING:
+    from sctk.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,9 @@ def _excluder(home: Path, repository: str, top: str) -> Callable[[str], bool] | 
     return exclude
 
 
-def take(settings: Settings, repo: Any, label: str, progress: Progress | None = None) -> Any:
-    """Write one snapshot of SETTINGS' data directory into REPO; its SnapshotInfo."""
-    home = settings.home
+def take(rt: Runtime, repo: Any, label: str, progress: Progress | None = None) -> Any:
+    """Write one snapshot of the runtime's data directory into REPO; its SnapshotInfo."""
+    home = rt.settings.home
     dirs = [d for d in (manifest.KEYS_DIR, *manifest.DATA_DIRS) if (home / d).is_dir()]
     config_file = home / manifest.CONFIG_FILE
     expected = {"files": 0, "db": 0}
@@ -105,7 +107,7 @@ def take(settings: Settings, repo: Any, label: str, progress: Progress | None = 
         expected["db"] = size
 
     with repo.writer(progress=on_bytes if progress is not None else None) as writer:
-        db = dbsnapshot.add_database(settings, writer, on_db_size)
+        db = dbsnapshot.add_database(rt, writer, on_db_size)
         paths = [db.path]
         if config_file.is_file():
             paths.append(writer.add_file(manifest.CONFIG_FILE, config_file).path)
@@ -125,7 +127,7 @@ def take(settings: Settings, repo: Any, label: str, progress: Progress | None = 
 
 
 def create_backup(
-    settings: Settings,
+    rt: Runtime,
     label: str = "manual",
     *,
     actor: str = "system",
@@ -137,12 +139,13 @@ def create_backup(
     Raises SctkError with the reason when any part fails; the failure is recorded first.
     """
     check_label(label)
+    settings = rt.settings
     url = url or repo_url(settings)
-    run = runs.start(settings, "create", actor, url)
+    run = runs.start(rt, "create", actor, url)
     repo = None
     try:
         repo = open_repo(settings, url)
-        info = take(settings, repo, label, progress)
+        info = take(rt, repo, label, progress)
     except BaseException as exc:
         why = reason(exc)
         runs.finish(run, False, why, details={"label": label}, repo=repo)
@@ -166,7 +169,7 @@ def create_backup(
         repo=repo,
     )
     if settings.backup.announce_success and kinds.kind_of(info) == kinds.REGULAR:
-        _announce(settings, summary)
+        _announce(rt, summary)
     return snapshot
 
 
@@ -178,12 +181,10 @@ def summarize(snapshot: dict[str, Any]) -> str:
     )
 
 
-def _announce(settings: Settings, summary: str) -> list[str]:
+def _announce(rt: Runtime, summary: str) -> list[str]:
     """Tell the alert channels (backup.announce_success); the channels that took it. A
     notifier that fails is logged by the dispatcher: the backup itself stands."""
     from sctk.monitoring import notifiers
-    from sctk.security.keyring import Keyring
-    from sctk.storage.engine import make_engine, session_scope
 
     note = notifiers.Notification(
         kind="report",
@@ -191,15 +192,10 @@ def _announce(settings: Settings, summary: str) -> list[str]:
         severity="info",
         text=summary,
     )
-    engine = make_engine(settings)
     try:
-        with session_scope(engine) as s:
-            attempts = notifiers.broadcast(
-                note, settings.alerts, s, Keyring.load(settings.home), timeout=30
-            )
+        with rt.session() as s:
+            attempts = notifiers.broadcast(note, rt.settings.alerts, s, rt.keyring, timeout=30)
     except Exception:  # the snapshot is committed and recorded either way
         log.warning("announcing the backup on the notifiers failed", exc_info=True)
         return []
-    finally:
-        engine.dispose()
     return [a.channel for a in attempts if a.ok]

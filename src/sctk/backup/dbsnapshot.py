@@ -23,11 +23,14 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sctk.backup.manifest import DB_FILES
 from sctk.config import Settings
 from sctk.errors import SctkError
+
+if TYPE_CHECKING:
+    from sctk.runtime import Runtime
 
 CHUNK = 1 << 20
 # URL query parameters libpq also reads from the environment
@@ -68,6 +71,16 @@ def sqlite_file(settings: Settings) -> Path:
             "The database is an in-memory SQLite database; there is nothing to back up."
         )
     return Path(database)
+
+
+def database_present(settings: Settings) -> bool:
+    """False when the SQLite file is missing: opening it would create an empty one."""
+    if not settings.is_sqlite:
+        return True
+    try:
+        return sqlite_file(settings).is_file()
+    except Exception:
+        return False
 
 
 def sqlite_counts(path: Path) -> tuple[dict[str, int], str | None]:
@@ -212,60 +225,53 @@ def _dump_chunks(cmd: list[str], env: dict[str, str], program: str) -> Iterator[
                 proc.stdout.close()
 
 
-def add_postgres(
-    settings: Settings, writer, on_size: Callable[[int], None] | None = None
-) -> DbCopy:
+def add_postgres(rt: Runtime, writer, on_size: Callable[[int], None] | None = None) -> DbCopy:
     """Count rows and pg_dump in one exported snapshot; stream the dump into WRITER."""
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from sctk.storage.engine import make_engine, unavailable
+    from sctk.storage.engine import unavailable
 
-    engine = make_engine(settings)
+    settings, engine = rt.settings, rt.engine
     try:
-        try:
-            conn = engine.connect()
-        except DBAPIError as exc:
-            raise unavailable(engine, exc) from None
-        with conn:
-            conn = conn.execution_options(
-                isolation_level="REPEATABLE READ", postgresql_readonly=True
-            )
-            with conn.begin():
-                snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
-                if on_size is not None:
-                    on_size(
-                        int(
-                            conn.execute(
-                                text("SELECT pg_database_size(current_database())")
-                            ).scalar_one()
-                        )
+        conn = engine.connect()
+    except DBAPIError as exc:
+        raise unavailable(engine, exc) from None
+    # the isolation level and read-only flag are this connection's: reset when it goes
+    # back to the runtime's pool
+    with conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin():
+            snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+            if on_size is not None:
+                on_size(
+                    int(
+                        conn.execute(
+                            text("SELECT pg_database_size(current_database())")
+                        ).scalar_one()
                     )
-                tables, revision = _pg_tables(conn)
-                program = settings.backup.pg_dump
-                cmd = [
-                    program,
-                    "--format=plain",
-                    "--no-owner",
-                    "--no-privileges",
-                    "--encoding=UTF8",
-                    f"--snapshot={snapshot}",
-                ]
-                # the transaction stays open until pg_dump is done: the snapshot lives as long
-                entry = writer.add_stream(
-                    DB_FILES["postgresql"],
-                    _dump_chunks(cmd, pg_env(settings.db_url), program),
-                    mode=0o600,
                 )
-        return DbCopy("postgresql", DB_FILES["postgresql"], tables, revision, entry)
-    finally:
-        engine.dispose()
+            tables, revision = _pg_tables(conn)
+            program = settings.backup.pg_dump
+            cmd = [
+                program,
+                "--format=plain",
+                "--no-owner",
+                "--no-privileges",
+                "--encoding=UTF8",
+                f"--snapshot={snapshot}",
+            ]
+            # the transaction stays open until pg_dump is done: the snapshot lives as long
+            entry = writer.add_stream(
+                DB_FILES["postgresql"],
+                _dump_chunks(cmd, pg_env(settings.db_url), program),
+                mode=0o600,
+            )
+    return DbCopy("postgresql", DB_FILES["postgresql"], tables, revision, entry)
 
 
-def add_database(
-    settings: Settings, writer, on_size: Callable[[int], None] | None = None
-) -> DbCopy:
-    """Add the data directory's database to WRITER, consistently; see the module docstring."""
-    if settings.is_sqlite:
-        return add_sqlite(settings, writer, on_size)
-    return add_postgres(settings, writer, on_size)
+def add_database(rt: Runtime, writer, on_size: Callable[[int], None] | None = None) -> DbCopy:
+    """Add the runtime's database to WRITER, consistently; see the module docstring."""
+    if rt.settings.is_sqlite:
+        return add_sqlite(rt.settings, writer, on_size)
+    return add_postgres(rt, writer, on_size)

@@ -9,9 +9,10 @@ never announced. Payload: {"operation": create|verify|prune|copy|restore, "run_i
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sctk.config import Settings
+if TYPE_CHECKING:
+    from sctk.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +20,9 @@ SUCCEEDED = "backup.succeeded"
 FAILED = "backup.failed"
 
 
-def publish(settings: Settings, succeeded: bool, payload: dict[str, Any]) -> None:
-    """Publish one outcome on this process's bus for SETTINGS' database."""
+def publish(rt: Runtime, succeeded: bool, payload: dict[str, Any]) -> None:
+    """Publish one outcome on the runtime's bus (this process's bus for its database)."""
     try:
-        from sctk.bus import get_bus
-
-        get_bus(settings).publish(SUCCEEDED if succeeded else FAILED, payload)
+        rt.bus.publish(SUCCEEDED if succeeded else FAILED, payload)
     except Exception:  # the run and its audit entry are stored; readable there
         log.error("publishing a backup event on the bus failed", exc_info=True)

@@ -10,7 +10,6 @@ travels in job parameters (they are stored in the database and shown by `sctk jo
 from __future__ import annotations
 
 from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
 from sctk.errors import SctkError
@@ -21,10 +20,11 @@ VERIFY = "backup.verify"
 PERMISSION = "backups.manage"
 
 
-def _settings(ctx: JobContext):
-    from sctk import config
+def _runtime(ctx: JobContext):
+    """The runtime of the process running the job (one per data directory and process)."""
+    from sctk.jobs.child_engine import runtime_for
 
-    return config.load(Path(ctx.home)).settings
+    return runtime_for(ctx.home)
 
 
 def _owner(ctx: JobContext) -> str:
@@ -57,7 +57,7 @@ def backup_create(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
             ctx.progress(min(0.99, done / total), f"{done} of {total} bytes")
 
     snapshot = create_backup(
-        _settings(ctx),
+        _runtime(ctx),
         str(params.get("label") or "manual"),
         actor=_owner(ctx),
         progress=progress,
@@ -79,7 +79,7 @@ def backup_verify(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     if unknown:
         raise SctkError(f"backup.verify does not know the parameter(s) {', '.join(unknown)}.")
     result = verify_backup(
-        _settings(ctx),
+        _runtime(ctx),
         str(params.get("snapshot") or "latest"),
         read_data=bool(params.get("read_data")),
         actor=_owner(ctx),

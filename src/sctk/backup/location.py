@@ -74,21 +74,6 @@ def repo_exists(url: str, settings: Settings | None = None) -> bool:
     return backend.probe() == "present" and backend.size("config") is not None
 
 
-def ensure_repo(settings: Settings, actor: str = "system") -> str | None:
-    """Create the configured repository when it is missing and a passphrase is configured,
-    so that backups run from the first day without a manual `sctk backup init`. The
-    repository's address when one was created (and audited), else None."""
-    from sctk.backup import runs
-    from sctk.backup.passphrase import configuration_problem
-
-    url = repo_url(settings)
-    if configuration_problem(settings) is not None or repo_exists(url, settings):
-        return None
-    created = init_repo(settings, url)
-    runs.audit_only(settings, "backup.init", actor, display(created.url), {"repository": url})
-    return display(created.url)
-
-
 def probe_remote(settings: Settings) -> dict | None:
     """One quick look at a remote repository (no retries, the monitor's connect timeout): its
     latency, or why it cannot be used, as PROBLEM 'driver' (the fsspec extra is missing),

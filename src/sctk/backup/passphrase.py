@@ -76,13 +76,3 @@ def read_new(source: str) -> str:
     if not value:
         raise ConfigError(f"No new passphrase on the first line of {where}; write it there.")
     return value
-
-
-def change(settings: Settings, new_passphrase: str, url: str | None = None) -> str:
-    """Re-wrap the repository key with NEW_PASSPHRASE (at least 12 characters; the key
-    derivation upgraded to argon2id); the repository's display URL."""
-    from sctk.backup.location import display, open_repo
-
-    repo = open_repo(settings, url)
-    repo.change_passphrase(new_passphrase)
-    return display(repo.url)

@@ -4,20 +4,22 @@ dropped, partial files removed), audited, with one sentence of what it found."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sctk.backup import runs
 from sctk.backup.location import display, open_repo, repo_url
-from sctk.config import Settings
+
+if TYPE_CHECKING:
+    from sctk.runtime import Runtime
 
 
 def repair_backup(
-    settings: Settings, *, read_data: bool = False, actor: str = "system", url: str | None = None
+    rt: Runtime, *, read_data: bool = False, actor: str = "system", url: str | None = None
 ) -> dict[str, Any]:
     """Repair the repository; the report as a dict with "ok" (nothing lost or damaged) and
     "message"."""
-    url = url or repo_url(settings)
-    repo = open_repo(settings, url)
+    url = url or repo_url(rt.settings)
+    repo = open_repo(rt.settings, url)
     report = repo.repair(read_data=read_data)
     data = asdict(report)
     ok = not (report.damaged_snapshots or report.damaged_files or report.unreadable_packs)
@@ -42,7 +44,7 @@ def repair_backup(
         )
     data.update(ok=ok, message=message, repository=display(repo.url), read_data=read_data)
     runs.audit_only(
-        settings,
+        rt,
         "backup.repair",
         actor,
         display(repo.url),

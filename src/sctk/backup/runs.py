@@ -1,5 +1,7 @@
 """The record of backup operations (`backup_runs`), each with its audit entry and bus event.
 
+Records are written through the caller's runtime (its one engine, its bus): a run row, its
+audit entry and the catalog cache commit together in one of the runtime's sessions.
 Recording is best-effort where the database itself is the casualty: a backup run while the
 database is gone still fails with its own reason (and is logged), it does not fail for want
 of a place to write that reason down.
@@ -13,16 +15,19 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sctk.backup import events
+from sctk.backup.dbsnapshot import database_present
 from sctk.backup.location import display
-from sctk.config import Settings
-from sctk.storage.engine import first_line, one_off_session
+from sctk.storage.engine import first_line
 from sctk.storage.models import BackupRun
+
+if TYPE_CHECKING:
+    from sctk.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +35,12 @@ KINDS = ("create", "verify", "prune", "copy", "restore")
 STATUSES = ("running", "succeeded", "failed", "unknown")
 
 
-def database_present(settings: Settings) -> bool:
-    """False when the SQLite file is missing: opening it would create an empty one."""
-    if not settings.is_sqlite:
-        return True
-    from sctk.backup.dbsnapshot import sqlite_file
-
-    try:
-        return sqlite_file(settings).is_file()
-    except Exception:
-        return False
-
-
 @dataclass
 class Run:
-    """A run in progress: its row id (None when it could not be stored) and its clock."""
+    """A run in progress: where it is recorded (RT), its row id (None when it could not be
+    stored) and its clock."""
 
-    settings: Settings
+    rt: Runtime
     kind: str
     actor: str
     repository: str
@@ -79,13 +73,13 @@ def _close_orphans(session: Session) -> None:
             row.message += "; no snapshot was committed." if row.kind == "create" else "."
 
 
-def start(settings: Settings, kind: str, actor: str, repository: str) -> Run:
+def start(rt: Runtime, kind: str, actor: str, repository: str) -> Run:
     """Record that a KIND run began (status running)."""
-    run = Run(settings, kind, actor, display(repository))
-    if not database_present(settings):
+    run = Run(rt, kind, actor, display(repository))
+    if not database_present(rt.settings):
         return run
     try:
-        with one_off_session(settings) as session:
+        with rt.session() as session:
             _close_orphans(session)
             row = BackupRun(
                 kind=kind,
@@ -130,11 +124,11 @@ def finish(
     }
     if not ok:
         payload["reason"] = message
-    if run.id is None and not database_present(run.settings):
+    if run.id is None and not database_present(run.rt.settings):
         log.log(logging.INFO if ok else logging.ERROR, "backup %s: %s", run.kind, message)
         return payload
     try:
-        with one_off_session(run.settings) as session:
+        with run.rt.session() as session:
             row = session.get(BackupRun, run.id) if run.id is not None else None
             if row is None:
                 row = BackupRun(
@@ -176,7 +170,7 @@ def finish(
                 "could not record the end of the backup %s run: %s", run.kind, first_line(exc)
             )
         return payload
-    events.publish(run.settings, ok, payload)
+    events.publish(run.rt, ok, payload)
     return payload
 
 
@@ -203,14 +197,14 @@ def as_dict(row: BackupRun) -> dict[str, Any]:
     }
 
 
-def audit_only(settings: Settings, event: str, actor: str, target: str, details: dict) -> None:
+def audit_only(rt: Runtime, event: str, actor: str, target: str, details: dict) -> None:
     """An audit entry for an operation that has no run of its own (creating a repository)."""
     from sctk.security import audit
 
-    if not database_present(settings):
+    if not database_present(rt.settings):
         return
     try:
-        with one_off_session(settings) as session:
+        with rt.session() as session:
             audit.record(session, event, actor=actor, target=target, details=details)
     except Exception as exc:  # see the module docstring
         log.warning("could not audit %s: %s", event, first_line(exc))

@@ -21,6 +21,8 @@ from sctk.storage.engine import normalise_url
 
 def table_counts(url: str) -> tuple[dict[str, int], str | None]:
     """Every table's row count and the alembic revision of the database at URL."""
+    # an engine of its own: URL is a scratch or freshly restored database, not (or not yet)
+    # one a runtime serves
     engine = create_engine(normalise_url(url))
     try:
         with engine.connect() as conn:

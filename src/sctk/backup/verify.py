@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sctk.backup import kinds, runs
 from sctk.backup.create import reason
 from sctk.backup.location import open_repo, repo_url
 from sctk.config import Settings
 from sctk.errors import SctkError
+
+if TYPE_CHECKING:
+    from sctk.runtime import Runtime
 
 
 def garbage_note(report) -> str:
@@ -29,7 +32,7 @@ def garbage_note(report) -> str:
 
 
 def verify_backup(
-    settings: Settings,
+    rt: Runtime,
     ref: str | None = None,
     *,
     read_data: bool = False,
@@ -47,8 +50,9 @@ def verify_backup(
     A failed check is returned (ok False) and recorded; it does not raise. Bad input (unknown
     snapshot, no repository, wrong passphrase) raises SctkError and is recorded as well.
     """
+    settings = rt.settings
     url = url or repo_url(settings)
-    run = runs.start(settings, "verify", actor, url)
+    run = runs.start(rt, "verify", actor, url)
     repo = None
     snapshot_id = None
     try:

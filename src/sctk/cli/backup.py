@@ -9,7 +9,16 @@ from typing import Any
 
 import typer
 
-from sctk.cli.common import console, err_console, json_option, operator, print_json, settings, table
+from sctk.cli.common import (
+    console,
+    err_console,
+    json_option,
+    operator,
+    print_json,
+    runtime,
+    settings,
+    table,
+)
 from sctk.errors import SctkError
 
 app = typer.Typer(help="Encrypted, deduplicated, verifiable backups of the data directory.")
@@ -88,17 +97,13 @@ def init(
 ) -> None:
     """Create an empty, encrypted repository (passphrase: SCTK_BACKUP_PASSPHRASE or
     backup.passphrase_file)."""
-    from sctk.backup import runs
-    from sctk.backup.location import display, init_repo, repo_url
+    from sctk.backup.admin import create_repo
 
-    s = settings(ctx)
-    url = repo or repo_url(s)
-    created = init_repo(s, url)
-    runs.audit_only(s, "backup.init", operator(), display(created.url), {"repository": url})
+    created = create_repo(runtime(ctx), repo, actor=operator())
     if as_json:
-        print_json({"repository": display(created.url), "created": True})
+        print_json({"repository": created, "created": True})
     else:
-        console.print(f"Created the backup repository at {display(created.url)}.", highlight=False)
+        console.print(f"Created the backup repository at {created}.", highlight=False)
 
 
 @app.command("create")
@@ -114,11 +119,11 @@ def create(
     from sctk.backup.create import check_label, create_backup
     from sctk.storage.layout import require_data_dir
 
-    s = settings(ctx)
-    require_data_dir(s)
+    rt = runtime(ctx)
+    require_data_dir(rt.settings)
     check_label(label)
     with _byte_bar("backing up", enabled=not as_json) as update:
-        snap = create_backup(s, label, actor=operator(), progress=update)
+        snap = create_backup(rt, label, actor=operator(), progress=update)
     if as_json:
         print_json(snap)
         return
@@ -139,7 +144,7 @@ def list_cmd(ctx: typer.Context, repo: str | None = REPO_OPTION, as_json: bool =
     repository = open_repo(s, repo)
     snaps = catalog.list_snapshots(repository)
     if repo is None:  # the cache mirrors the configured repository only
-        problem = catalog.try_refresh(s, repository)
+        problem = catalog.try_refresh(runtime(ctx), repository)
         if problem and not as_json:
             err_console.print(
                 f"Note: the database's copy of this list was not updated ({problem}).",
@@ -212,11 +217,10 @@ def verify(
 
     if snapshot and latest:
         raise SctkError("Give a snapshot id or --latest, not both.")
-    s = settings(ctx)
     ref = "latest" if latest else snapshot
     with _byte_bar("verifying", enabled=not as_json and read_data) as update:
         result = verify_backup(
-            s,
+            runtime(ctx),
             ref,
             read_data=read_data,
             restore_test=restore_test,
@@ -250,8 +254,7 @@ def repair(
     report what no snapshot can restore any more; exit 1 when something is lost."""
     from sctk.backup.repair import repair_backup
 
-    s = settings(ctx)
-    result = repair_backup(s, read_data=read_data, actor=operator(), url=repo)
+    result = repair_backup(runtime(ctx), read_data=read_data, actor=operator(), url=repo)
     if as_json:
         print_json(result)
     else:
@@ -287,12 +290,11 @@ def change_passphrase(
 ) -> None:
     """Change the repository's passphrase (at least 12 characters; the current one opens
     it). The key is re-wrapped with argon2id; the data is not rewritten."""
-    from sctk.backup import passphrase, runs
+    from sctk.backup import passphrase
+    from sctk.backup.admin import change_passphrase
 
-    s = settings(ctx)
     new = passphrase.read_new(new_from)
-    where = passphrase.change(s, new, repo)
-    runs.audit_only(s, "backup.passphrase_changed", operator(), where, {"repository": where})
+    where = change_passphrase(runtime(ctx), new, repo, actor=operator())
     if as_json:
         print_json({"repository": where, "changed": True})
         return
@@ -326,11 +328,10 @@ def prune(
     """Forget snapshots outside the retention policy (defaults: backup.keep_*), then remove
     the chunks no snapshot uses. The --keep-* rules count regular backups only; safety
     snapshots (taken before a restore or an upgrade) have their own (--safety-keep-*)."""
-    from sctk.backup.prune import prune_backups
+    from sctk.backup.prune_run import prune_backups
 
-    s = settings(ctx)
     result = prune_backups(
-        s,
+        runtime(ctx),
         dry_run=dry_run,
         actor=operator(),
         url=repo,
@@ -367,11 +368,10 @@ def copy(
     as_json: bool = json_option(),
 ) -> None:
     """Copy what the destination lacks (verifying each file), then check the copy."""
-    from sctk.backup.copy import copy_backups
+    from sctk.backup.offsite_copy import copy_backups
 
-    s = settings(ctx)
     with _byte_bar("copying", enabled=not as_json) as update:
-        result = copy_backups(s, to, actor=operator(), progress=update, url=repo)
+        result = copy_backups(runtime(ctx), to, actor=operator(), progress=update, url=repo)
     if as_json:
         print_json(result)
     else:

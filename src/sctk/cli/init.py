@@ -26,10 +26,13 @@ def initialise(home: Path, database_url: str | None = None, force: bool = False)
 def _backups(settings: config.Settings, report: InitReport) -> None:
     """With a passphrase at hand the repository is made now, so the first nightly backup
     needs no manual step; without one, say that backups are not configured."""
-    from sctk.backup.location import ensure_repo
+    from sctk.backup.admin import ensure_repo
     from sctk.backup.passphrase import configuration_problem
+    from sctk.runtime import Runtime
 
-    created = ensure_repo(settings, actor="init")
+    # the directory was made by this command: its runtime is this one, closed here
+    with Runtime(settings) as rt:
+        created = ensure_repo(rt, actor="init")
     if created:
         report.created.append(f"backup repository at {created}")
         return

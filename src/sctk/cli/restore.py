@@ -12,6 +12,7 @@ from sctk.cli.common import (
     err_console,
     operator,
     print_json,
+    runtime,
     settings,
     table,
 )
@@ -64,7 +65,7 @@ def restore(
 ) -> None:
     """Restore a snapshot: everything, or only some parts, into the data directory (or a fresh
     --target), after a safety backup, through a staging directory swapped in atomically."""
-    from sctk.backup import restore as rs
+    from sctk.backup import restore_run as rs
     from sctk.backup.location import open_repo
 
     if latest and snapshot:
@@ -110,7 +111,7 @@ def restore(
         _byte_bar("restoring", enabled=not as_json) as update,
     ):
         result = rs.restore(
-            s,
+            runtime(ctx),
             repository,
             ref,
             parts,
@@ -132,7 +133,7 @@ def restore(
 
 def _list_files(repository, ref: str, parts, include_safety: bool, as_json: bool) -> None:
     """The snapshot's files (of PARTS only, when given)."""
-    from sctk.backup import restore as rs
+    from sctk.backup import restore_run as rs
 
     info, rows = rs.list_files(repository, ref, include_safety)
     rows = [r for r in rows if parts is None or r["part"] in parts]
@@ -152,7 +153,7 @@ def _extract_one(
 ) -> None:  # fmt: skip
     """`--file`: one file of the snapshot into DEST_DIR (or what that would do)."""
     from sctk.backup import kinds
-    from sctk.backup import restore as rs
+    from sctk.backup import restore_run as rs
 
     if dry_run:
         info = kinds.find(repository, ref, include_safety)

@@ -72,7 +72,7 @@ def rollback(
     ):
         raise SctkError("Rollback not confirmed; nothing was changed (pass --yes to automate).")
     with runstate.coordinated(s.home, "the rollback", coordinate):
-        done = up.rollback(s, snap.id, actor=operator())
+        done = up.rollback(runtime(ctx), snap.id, actor=operator())
     if as_json:
         print_json(done)
     else:

@@ -99,6 +99,26 @@ def registered() -> dict[str, Check]:
     return dict(CHECKS)
 
 
+# What the connectivity check asks besides the database and the configured host:port
+# endpoints: a domain whose target a plain TCP probe cannot judge (the backup repository,
+# reached through its storage driver) declares a probe here, beside its health checks, so
+# that the check reads the domain's target without importing the domain.
+# A probe: settings -> None (nothing to probe) or {"name", "target", "ok", "latency_ms" |
+# "error", ...}, within monitor.connect_timeout_seconds.
+Probe = Callable[[Settings], "dict[str, Any] | None"]
+PROBES: Registry[Probe] = Registry("connectivity probe", "health_checks")
+
+
+def connectivity_probe(name: str):
+    """Declare a probe the connectivity check runs beside its endpoints (see PROBES)."""
+
+    def register(func: Probe) -> Probe:
+        PROBES.add(name, func, func.__module__)
+        return func
+
+    return register
+
+
 @dataclass
 class HealthReport:
     outcomes: list[CheckOutcome]

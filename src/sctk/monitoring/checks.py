@@ -26,7 +26,7 @@ import psutil
 from sqlalchemy import func, or_, select
 
 from sctk.errors import SctkError
-from sctk.health.registry import CheckContext, CheckOutcome, Status, check
+from sctk.health.registry import PROBES, CheckContext, CheckOutcome, Status, check
 from sctk.logs import LOG_FILE
 from sctk.storage.engine import ping
 
@@ -427,17 +427,17 @@ def connectivity(ctx: CheckContext) -> CheckOutcome:
             results.append({"name": "database", "ok": False, "error": exc.message})
             db_ok = False
     endpoints = configured_endpoints(ctx.settings)
-    from sctk.backup.location import probe_remote
+    probes = list(PROBES.values())
 
     timeout = ctx.settings.monitor.connect_timeout_seconds
-    # side by side: several dead hosts cost one timeout, not one each. The backup repository
-    # is asked through its storage driver (S3's endpoint is not in its URL; credentials count)
-    with ThreadPoolExecutor(max_workers=min(8, len(endpoints) + 1)) as pool:
-        repository = pool.submit(probe_remote, ctx.settings)
+    # side by side: several dead hosts cost one timeout, not one each. The domains' own
+    # probes (the backup repository, asked through its storage driver: S3's endpoint is not
+    # in its URL, and credentials count) run beside the endpoints
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(endpoints) + len(probes)))) as pool:
+        asked = [pool.submit(probe, ctx.settings) for probe in probes]
         results += list(pool.map(lambda ep: tcp_probe(ep, timeout), endpoints))
-        remote = repository.result()
-    if remote is not None:
-        results.append(remote)
+        found = [a.result() for a in asked]
+    results += [r for r in found if r is not None]
     failed = [r for r in results if not r["ok"]]
     # the headline first: `sctk health` shows the first value in its table
     values = {"reachable": f"{len(results) - len(failed)}/{len(results)}", "endpoints": results}

@@ -15,12 +15,15 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from sctk.config import Settings
 from sctk.errors import SctkError
+
+if TYPE_CHECKING:
+    from sctk.runtime import Runtime
 
 READY_TIMEOUT = 120.0
 
@@ -98,13 +101,14 @@ def _one_prediction(target_settings: Settings, base: str) -> dict[str, Any]:
     return {"made": True, "model": label, "mean": out["mean"][:1], "psi": out["psi"][:1]}
 
 
-def dr_drill(settings: Settings, actor: str = "scheduler") -> dict[str, Any]:
+def dr_drill(rt: Runtime, actor: str = "scheduler") -> dict[str, Any]:
     """Run the drill; {"rto_seconds", "rpo_seconds", "snapshot", ...}. Leaves nothing behind."""
     from sctk import config
     from sctk.backup import dbload, kinds
     from sctk.backup.location import open_repo
-    from sctk.backup.restore import restore
+    from sctk.backup.restore_run import restore
 
+    settings = rt.settings
     began = datetime.now(UTC)
     _port(settings)  # a configured port that is taken: refused before the restore
     repo = open_repo(settings)
@@ -119,7 +123,7 @@ def dr_drill(settings: Settings, actor: str = "scheduler") -> dict[str, Any]:
     started = time.perf_counter()
     try:
         result = restore(
-            settings,
+            rt,
             repo,
             snap.id,
             target=scratch,

@@ -149,11 +149,11 @@ def latest_usable(repo) -> tuple[Any, list[str]]:
     return snap, skipped
 
 
-def restore_latest_verified(settings: Settings, actor: str, confirm: Confirm) -> Step:
+def restore_latest_verified(rt: Runtime, actor: str, confirm: Confirm) -> Step:
     from sctk.backup.location import open_repo
-    from sctk.backup.restore import restore
+    from sctk.backup.restore_run import restore
 
-    repo = open_repo(settings)
+    repo = open_repo(rt.settings)
     snap, skipped = latest_usable(repo)
     question = " ".join(
         [
@@ -169,7 +169,7 @@ def restore_latest_verified(settings: Settings, actor: str, confirm: Confirm) ->
             "restore declined: the data directory was kept",
             {"snapshot": snap.id, "declined": True, "skipped": skipped},
         )
-    result = restore(settings, repo, snap.id, force=True, actor=actor)
+    result = restore(rt, repo, snap.id, force=True, actor=actor)
     return Step(
         "restore",
         True,
@@ -330,7 +330,7 @@ def run_emergency(
         # not through attempt(): the incident may only exist again after _after_restore
         try:
             step = restore_latest_verified(
-                settings, actor, (lambda _q: True) if restore == "yes" else confirm
+                rt, actor, (lambda _q: True) if restore == "yes" else confirm
             )
         except Exception as exc:  # record it and go on
             step = Step("restore", False, _why(exc))

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import SecretStr
@@ -34,6 +34,9 @@ from sqlalchemy import delete, select
 
 from sctk.config import Settings
 from sctk.errors import ConfigError, SctkError
+
+if TYPE_CHECKING:
+    from sctk.runtime import Runtime
 
 ALPHA = 0.1
 MIN_COVERAGE = 0.8  # split conformal promises 0.9 on average; 400 seeded test rows stay above
@@ -90,11 +93,26 @@ class _Scratch:
     root: Path | None = None
     settings: Settings | None = None
     model_id: int | None = None
+    _runtime: Runtime | None = None
 
     @property
     def home(self) -> Path:
         assert self.root is not None
         return self.root / "home"
+
+    @property
+    def runtime(self) -> Runtime:
+        """The scratch home's runtime, shared by the steps and closed with the self-test."""
+        if self._runtime is None:
+            from sctk.runtime import Runtime
+
+            assert self.settings is not None
+            self._runtime = Runtime(self.settings)
+        return self._runtime
+
+    def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
 
 
 # --- the steps ---------------------------------------------------------------------------
@@ -102,7 +120,7 @@ class _Scratch:
 
 def _home(sc: _Scratch, quick: bool) -> str:
     from sctk import config
-    from sctk.backup.restore import check_writable
+    from sctk.backup.restore_run import check_writable
     from sctk.storage.layout import init_home
 
     check_writable(sc.parent, "scratch directory")  # root writes where 0o555 says no
@@ -147,14 +165,11 @@ def _round_trip(engine) -> None:
 
 
 def _database(sc: _Scratch, quick: bool) -> str:
-    from sctk.storage.engine import make_engine, ping
+    from sctk.storage.engine import ping
 
-    engine = make_engine(sc.settings)
-    try:
-        _round_trip(engine)
-        latency = ping(engine)
-    finally:
-        engine.dispose()
+    engine = sc.runtime.engine
+    _round_trip(engine)
+    latency = ping(engine)
     return f"SQLite round trip ({latency:.1f} ms a query)"
 
 
@@ -170,6 +185,8 @@ def _postgres(url: str) -> Callable[[_Scratch, bool], str]:
         dbload.create_database(scratch)  # unreachable or not allowed: one sentence
         try:
             pg = sc.settings.model_copy(update={"database_url": SecretStr(scratch)})
+            # a throwaway database beside the scratch home's: an engine of its own, for as
+            # long as the database lives
             engine = make_engine(pg)
             try:
                 _, revision = upgrade(engine, "head")
@@ -197,7 +214,6 @@ def _problem(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _uq(sc: _Scratch, quick: bool) -> str:
-    from sctk.storage.engine import make_engine, session_scope
     from sctk.uq import metrics, prediction, registry
     from sctk.uq.hybrid import HybridRegressor
 
@@ -207,18 +223,14 @@ def _uq(sc: _Scratch, quick: bool) -> str:
         hidden=(16,), epochs=15 if quick else 60, batch_size=64, patience=20, seed=0, threads=1
     )
     model.fit(X[:200], y[:200], X_cal=X[200:], y_cal=y[200:])
-    engine = make_engine(sc.settings)
-    try:
-        with session_scope(engine) as s:
-            row = registry.save(
-                s, sc.home, model, "selftest", lineage={"features": ["x0", "x1"]}, owner=OWNER
-            )
-            sc.model_id = row.id
-        with session_scope(engine) as s:
-            row = registry.get(s, sc.model_id)
-            out = prediction.predict(s, sc.home, row, X_test, ALPHA)
-    finally:
-        engine.dispose()
+    with sc.runtime.session() as s:
+        row = registry.save(
+            s, sc.home, model, "selftest", lineage={"features": ["x0", "x1"]}, owner=OWNER
+        )
+        sc.model_id = row.id
+    with sc.runtime.session() as s:
+        row = registry.get(s, sc.model_id)
+        out = prediction.predict(s, sc.home, row, X_test, ALPHA)
     lower, upper = np.asarray(out["lower"]), np.asarray(out["upper"])
     covered = metrics.coverage(y_test, lower, upper)
     if not np.all(upper > lower):
@@ -269,18 +281,18 @@ def _files(root: Path) -> dict[str, bytes]:
 def _backup(sc: _Scratch, quick: bool) -> str:
     from sctk.backup.create import create_backup
     from sctk.backup.location import init_repo, open_repo
-    from sctk.backup.restore import restore
+    from sctk.backup.restore_run import restore
     from sctk.backup.scratch_restore import compare
     from sctk.backup.verify import verify_backup
 
-    settings = sc.settings
+    settings, rt = sc.settings, sc.runtime
     init_repo(settings)
-    snap = create_backup(settings, "manual", actor=OWNER)
-    checked = verify_backup(settings, snap["id"], read_data=not quick, actor=OWNER)
+    snap = create_backup(rt, "manual", actor=OWNER)
+    checked = verify_backup(rt, snap["id"], read_data=not quick, actor=OWNER)
     if not checked["ok"]:
         raise SctkError(f"the verification of snapshot {snap['id'][:8]} found problems")
     target = sc.root / "restored"
-    result = restore(settings, open_repo(settings), snap["id"], target=target, safety_backup=False)
+    result = restore(rt, open_repo(settings), snap["id"], target=target, safety_backup=False)
     before, after = _files(sc.home), _files(target)
     differ = sorted(p for p in before if after.get(p) != before[p])
     if differ:
@@ -318,10 +330,8 @@ def _bus(sc: _Scratch, quick: bool) -> str:
 
 def _health(sc: _Scratch, quick: bool) -> str:
     from sctk.health import Status, run_checks
-    from sctk.runtime import Runtime
 
-    with Runtime(sc.settings) as rt:  # the scratch home's
-        report = run_checks(rt)
+    report = run_checks(sc.runtime)  # the scratch home's
     bad = [o for o in report.outcomes if o.status is Status.CRITICAL]
     if bad:
         raise SctkError("; ".join(f"check {o.name} is CRITICAL: {o.message}" for o in bad))
@@ -411,6 +421,7 @@ def run(
             if progress is not None:
                 progress(step)
     finally:
+        sc.close()
         if sc.root is not None:
             shutil.rmtree(sc.root, ignore_errors=True)
     seconds = round(time.perf_counter() - started, 3)

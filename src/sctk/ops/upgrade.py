@@ -130,15 +130,15 @@ def _audit(settings: Settings, event: str, actor: str, outcome: str, details: di
         audit.record(s, event, actor=actor, target="sctk", outcome=outcome, details=details)
 
 
-def _restore_snapshot(settings: Settings, snapshot: str, actor: str) -> None:
+def _restore_snapshot(rt: Runtime, snapshot: str, actor: str) -> None:
     from sctk.backup.location import open_repo
-    from sctk.backup.restore import restore
+    from sctk.backup.restore_run import restore
 
     # never force: a service that started meanwhile is refused by the same rule as the
     # upgrade itself, rather than left writing to a database file the restore replaced
     restore(
-        settings,
-        open_repo(settings),
+        rt,
+        open_repo(rt.settings),
         snapshot,
         safety_backup=False,
         actor=actor,
@@ -166,13 +166,14 @@ def _read_journal(settings: Settings) -> dict[str, Any] | None:
 
 
 def _undo(
-    settings: Settings, journal: dict[str, Any], why: str, actor: str, started: float
+    rt: Runtime, journal: dict[str, Any], why: str, actor: str, started: float
 ) -> UpgradeResult:
     """Restore the pre-update snapshot of the upgrade JOURNAL describes, which failed (WHY)."""
+    settings = rt.settings
     snap, target = journal["snapshot"], journal["to"]
     log.error("upgrade to %s failed (%s); restoring snapshot %s", target, why, snap)
     crashpoints.reached("upgrade.rolling-back")
-    _restore_snapshot(settings, snap, actor)
+    _restore_snapshot(rt, snap, actor)
     details = {**journal, "error": why}
     _audit(settings, "upgrade.attempt", actor, "failure", details)
     _audit(settings, "upgrade.rollback", actor, "ok", details)
@@ -188,16 +189,15 @@ def _undo(
     )
 
 
-def _validated(
-    settings: Settings, journal: dict[str, Any], actor: str, started: float
-) -> UpgradeResult:
+def _validated(rt: Runtime, journal: dict[str, Any], actor: str, started: float) -> UpgradeResult:
     """Validate the upgrade JOURNAL describes, its migration done; undo it if that fails."""
+    settings = rt.settings
     try:
         checked = validate(settings)
         crashpoints.reached("upgrade.validated")
     except Exception as exc:  # every failure rolls back the same way
         why = exc.message if isinstance(exc, SctkError) else f"{type(exc).__name__}: {exc}"
-        return _undo(settings, journal, why, actor, started)
+        return _undo(rt, journal, why, actor, started)
     _audit(settings, "upgrade.attempt", actor, "ok", {**journal, **checked})
     _journal(settings).unlink(missing_ok=True)
     snap = journal["snapshot"]
@@ -222,9 +222,9 @@ def _resume(rt: Runtime, journal: dict[str, Any], actor: str, started: float):
     journal = {**journal, "resumed": True}
     if now == journal["to"]:
         log.warning("finishing the interrupted upgrade to %s: validating it", journal["to"])
-        return _validated(settings, journal, actor, started)
+        return _validated(rt, journal, actor, started)
     log.warning("undoing the upgrade to %s interrupted at %s", journal["to"], now)
-    _restore_snapshot(settings, journal["snapshot"], actor)
+    _restore_snapshot(rt, journal["snapshot"], actor)
     _audit(settings, "upgrade.rollback", actor, "ok", {**journal, "interrupted_at": now})
     _journal(settings).unlink(missing_ok=True)
     return None
@@ -264,7 +264,7 @@ def upgrade(
             f"Revision(s) {', '.join(p.major)} cannot be downgraded (a major upgrade); confirm "
             "the checklist, or pass --yes."
         )
-    snap = create_backup(settings, PRE_UPDATE, actor=actor)["id"]
+    snap = create_backup(rt, PRE_UPDATE, actor=actor)["id"]
     journal: dict[str, Any] = {"from": p.current, "to": p.target, "snapshot": snap}
     atomic_write(_journal(settings), json.dumps(journal), mode=0o640)
     crashpoints.reached("upgrade.backed-up")
@@ -278,10 +278,10 @@ def upgrade(
     except Exception as exc:  # every failure rolls back the same way
         rt.release()  # no connection open on the file the restore replaces
         why = exc.message if isinstance(exc, SctkError) else f"{type(exc).__name__}: {exc}"
-        return _undo(settings, journal, why, actor, started)
+        return _undo(rt, journal, why, actor, started)
     finally:
         rt.release()
-    return _validated(settings, journal, actor, started)
+    return _validated(rt, journal, actor, started)
 
 
 def rollback_target(settings: Settings, ref: str | None = None):
@@ -308,11 +308,12 @@ def rollback_target(settings: Settings, ref: str | None = None):
     return snap
 
 
-def rollback(settings: Settings, ref: str | None = None, actor: str = "cli") -> dict[str, Any]:
+def rollback(rt: Runtime, ref: str | None = None, actor: str = "cli") -> dict[str, Any]:
     """Restore pre-update snapshot REF (default: the newest one)."""
+    settings = rt.settings
     runstate.refuse_while_serving(settings.home, "the rollback")
     snap = rollback_target(settings, ref)
-    _restore_snapshot(settings, snap.id, actor)
+    _restore_snapshot(rt, snap.id, actor)
     details = {"snapshot": snap.id, "time": snap.time.isoformat()}
     _audit(settings, "upgrade.rollback", actor, "ok", details)
     return details

@@ -60,33 +60,29 @@ def _params(params: dict[str, Any]) -> tuple[list[str], str, str]:
 
 @job_kind(KIND, "Run a pipeline file over datasets and store its outputs.", "data.write")
 def pipeline_run(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    from sctk import config
+    from sctk.jobs.child_engine import runtime_for
     from sctk.pipeline.ingest import Batching
     from sctk.pipeline.limits import DataLimits
     from sctk.pipeline.service import run_pipeline
     from sctk.pipeline.transforms import parse_pipeline
-    from sctk.storage.engine import make_engine, session_scope
 
     inputs, text, path = _params(params)
     pipeline = parse_pipeline(text, path)
     home = Path(ctx.home)
-    settings = config.load(home).settings
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as session:
-            result = run_pipeline(
-                session,
-                home,
-                inputs,
-                pipeline,
-                output=params.get("output"),
-                fmt=params.get("format"),
-                owner=ctx.owner,
-                progress=ctx.progress,
-                log_line=ctx.log,
-                limits=DataLimits.of(settings.data),
-                batching=Batching(settings.data.import_batch_rows, settings.data.partition_rows),
-            )
-            return result.to_dict()
-    finally:
-        engine.dispose()
+    rt = runtime_for(ctx.home)  # the runtime of the process running the job
+    settings = rt.settings
+    with rt.session() as session:
+        result = run_pipeline(
+            session,
+            home,
+            inputs,
+            pipeline,
+            output=params.get("output"),
+            fmt=params.get("format"),
+            owner=ctx.owner,
+            progress=ctx.progress,
+            log_line=ctx.log,
+            limits=DataLimits.of(settings.data),
+            batching=Batching(settings.data.import_batch_rows, settings.data.partition_rows),
+        )
+        return result.to_dict()

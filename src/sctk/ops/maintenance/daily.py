@@ -171,14 +171,14 @@ def archive_results(ctx: TaskContext) -> TaskResult:
 
 @task("backup", "daily", "Take the daily backup, then prune by the retention settings.")
 def backup(ctx: TaskContext) -> TaskResult:
+    from sctk.backup.admin import ensure_repo
     from sctk.backup.create import create_backup
-    from sctk.backup.location import ensure_repo
-    from sctk.backup.prune import prune_backups
+    from sctk.backup.prune_run import prune_backups
 
     # the first run makes the repository: backups work from the first night on
-    created = ensure_repo(ctx.settings, actor=ctx.actor)
-    snap = create_backup(ctx.settings, "daily", actor=ctx.actor)
-    pruned = prune_backups(ctx.settings, actor=ctx.actor)
+    created = ensure_repo(ctx.runtime, actor=ctx.actor)
+    snap = create_backup(ctx.runtime, "daily", actor=ctx.actor)
+    pruned = prune_backups(ctx.runtime, actor=ctx.actor)
     removed = len(pruned.get("removed", []))
     made = f"created the repository at {created}; " if created else ""
     return TaskResult(

@@ -93,9 +93,7 @@ def restore_drill(ctx: TaskContext) -> TaskResult:
     if snap is None:
         message = " ".join([*skipped, "No regular backup is left to drill; take a backup."])
         return TaskResult("fail", message, {"skipped": skipped})
-    result = verify_backup(
-        ctx.settings, snap.id, read_data=True, restore_test=True, actor=ctx.actor
-    )
+    result = verify_backup(ctx.runtime, snap.id, read_data=True, restore_test=True, actor=ctx.actor)
     status = "fail" if not result["ok"] else ("warn" if skipped else "ok")
     return TaskResult(
         status, " ".join([*skipped, result["message"]]), {**result, "skipped": skipped}

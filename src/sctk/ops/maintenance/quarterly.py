@@ -9,7 +9,7 @@ from sctk.ops.tasks import TaskContext, TaskResult, task
 def dr_drill(ctx: TaskContext) -> TaskResult:
     from sctk.ops.drill import dr_drill as run_drill
 
-    result = run_drill(ctx.settings, actor=ctx.actor)
+    result = run_drill(ctx.runtime, actor=ctx.actor)
     healthy = result["health_status"] == 200
     summary = (
         f"recovered in {result['rto_seconds']:.1f} s (RTO) from a snapshot "

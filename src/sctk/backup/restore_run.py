@@ -40,10 +40,11 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sctk import config
 from sctk.backup import dbload, kinds
@@ -52,6 +53,9 @@ from sctk.config import Settings
 from sctk.errors import Conflict, SctkError
 from sctk.fsutil import atomic_write, fsync_dir
 from sctk.storage.layout import SUBDIRS, is_data_dir
+
+if TYPE_CHECKING:
+    from sctk.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +200,23 @@ def _target_settings(settings: Settings, target: Path, database_url: str | None)
     if is_data_dir(target):
         return config.load(target, overrides).settings
     return None
+
+
+@contextmanager
+def _runtime_of(rt: Runtime, settings: Settings) -> Iterator[Runtime]:
+    """The runtime that writes to the database of SETTINGS (the target's, from
+    `_target_settings`). The data directory restored in place is RT's own: RT, released
+    first, since the restore may have replaced the database under its pooled connections.
+    A --target or --database-url restore writes a database this process does not serve:
+    a runtime of its own, hence an engine of its own, closed when the block ends."""
+    if settings is rt.settings:
+        rt.release()
+        yield rt
+        return
+    from sctk.runtime import Runtime
+
+    with Runtime(settings) as own:
+        yield own
 
 
 def make_plan(
@@ -454,11 +475,12 @@ class RestoreResult:
         return asdict(self)
 
 
-def _safety_backup(tsettings: Settings, repo) -> str:
+def _safety_backup(rt: Runtime, tsettings: Settings, repo) -> str:
     """Snapshot the target before replacing it; its id, so the restore can be undone."""
     from sctk.backup import create
 
-    return create.take(tsettings, repo, SAFETY_LABEL).id
+    with _runtime_of(rt, tsettings) as target_rt:
+        return create.take(target_rt, repo, SAFETY_LABEL).id
 
 
 def _stage(
@@ -526,7 +548,7 @@ def _complete_layout(target: Path) -> None:
 
 
 def restore(
-    settings: Settings,
+    rt: Runtime,
     repo,
     ref: str,
     parts: list[str] | None = None,
@@ -550,6 +572,7 @@ def restore(
     failed upgrade must not run the upgrade that failed again."""
     from sctk import runstate
 
+    settings = rt.settings
     start = time.perf_counter()
     parts = parts or list(PARTS)
     target = (target or settings.home).expanduser().absolute()
@@ -582,18 +605,18 @@ def restore(
     try:
         if settled:  # the swap had finished: only what follows it is left to do
             safety_id = (journal or {}).get("safety_snapshot")
-            result = _finish(settings, repo, plan, start, recovered, safety_id)
+            result = _finish(rt, repo, plan, start, recovered, safety_id)
         else:
-            result = _restore(settings, repo, plan, safety_backup, progress, start, recovered)
+            result = _restore(rt, repo, plan, safety_backup, progress, start, recovered)
     except BaseException as exc:
-        _announce(settings, plan, repo, started, ok=False, actor=actor, error=exc)
+        _announce(rt, plan, repo, started, ok=False, actor=actor, error=exc)
         raise
-    _announce(settings, plan, repo, started, ok=True, actor=actor, result=result)
+    _announce(rt, plan, repo, started, ok=True, actor=actor, result=result)
     return result
 
 
 def _restore(
-    settings: Settings,
+    rt: Runtime,
     repo,
     plan: Plan,
     safety_backup: bool,
@@ -602,10 +625,12 @@ def _restore(
     recovered: str | None,
 ) -> RestoreResult:
     target = plan.target
-    tsettings = _target_settings(settings, target, plan.database_url)
+    tsettings = _target_settings(rt.settings, target, plan.database_url)
     safety_id = None
     if safety_backup and tsettings is not None:
-        safety_id = _safety_backup(tsettings, repo)
+        safety_id = _safety_backup(rt, tsettings, repo)
+    if tsettings is rt.settings:
+        rt.release()  # no pooled connection left open on the files the swap replaces
     target.mkdir(parents=True, exist_ok=True)
     work = _work(target)
     staging, old = work / "staging", work / "old"
@@ -649,11 +674,11 @@ def _restore(
         raise
     _write_journal(target, {**base, "state": "done"})
     shutil.rmtree(work, ignore_errors=True)
-    return _finish(settings, repo, plan, start, recovered, safety_id, damaged)
+    return _finish(rt, repo, plan, start, recovered, safety_id, damaged)
 
 
 def _finish(
-    settings: Settings,
+    rt: Runtime,
     repo,
     plan: Plan,
     start: float,
@@ -668,32 +693,27 @@ def _finish(
 
     # the restored directory, as the service will see it from now on
     from sctk.health.registry import run_checks
-    from sctk.runtime import Runtime
-    from sctk.storage.engine import make_engine
     from sctk.storage.migrate import current, upgrade
 
-    after = _target_settings(settings, target, plan.database_url)
+    after = _target_settings(rt.settings, target, plan.database_url)
     if any(path == DB_FILES["sqlite"] for path, _ in damaged):
         after = None  # no database to migrate or check
     before_rev = after_rev = None
     tables: dict[str, int] = {}
     health: dict[str, Any] = {}
     if after is not None:
-        engine = make_engine(after)
-        try:
+        with _runtime_of(rt, after) as after_rt:
             if "db" in plan.parts:
-                before_rev = current(engine)
+                before_rev = current(after_rt.engine)
                 if before_rev is not None and plan.migrate:
-                    before_rev, after_rev = upgrade(engine, "head")
+                    before_rev, after_rev = upgrade(after_rt.engine, "head")
                 else:
                     after_rev = before_rev
                 from sctk.backup.scratch_restore import table_counts
 
                 tables, _ = table_counts(after.db_url)
-                _reconcile_runs(engine, repo)
-            health = run_checks(Runtime(after, engine=engine)).as_dict()
-        finally:
-            engine.dispose()
+                _reconcile_runs(after_rt, repo)
+            health = run_checks(after_rt).as_dict()
     return RestoreResult(
         snapshot=plan.snapshot,
         target=str(target),
@@ -711,20 +731,19 @@ def _finish(
     )
 
 
-def _reconcile_runs(engine, repo) -> None:
+def _reconcile_runs(rt: Runtime, repo) -> None:
     """The restored database's backup records, brought in line with the repository."""
     from sctk.backup import runs
     from sctk.backup.location import display
-    from sctk.storage.engine import session_scope
 
-    with session_scope(engine) as session:
+    with rt.session() as session:
         counts = runs.reconcile(session, repo.snapshots(), display(repo.url))
     if any(counts.values()):
         log.info("backup run records reconciled with the repository: %s", counts)
 
 
 def _announce(
-    settings: Settings,
+    rt: Runtime,
     plan: Plan,
     repo,
     started: float,
@@ -741,6 +760,7 @@ def _announce(
     from sctk.backup import runs
     from sctk.backup.create import reason
 
+    settings = rt.settings
     where = _target_settings(settings, plan.target, plan.database_url)
     if where is None and is_data_dir(settings.home):
         where = settings
@@ -768,13 +788,14 @@ def _announce(
         names = ", ".join(d["path"] for d in result.damaged[:5])
         message += f" {len(result.damaged)} damaged file(s) were left out: {names}."
         details["damaged"] = result.damaged
-    run = runs.Run(where, "restore", actor, repo.url, started=started)
-    runs.finish(
-        run,
-        ok,
-        message,
-        snapshot_id=plan.snapshot,
-        details=details,
-        repo=repo if ok else None,
-        audit_event="restore.completed" if ok else "restore.failed",
-    )
+    with _runtime_of(rt, where) as where_rt:
+        run = runs.Run(where_rt, "restore", actor, repo.url, started=started)
+        runs.finish(
+            run,
+            ok,
+            message,
+            snapshot_id=plan.snapshot,
+            details=details,
+            repo=repo if ok else None,
+            audit_event="restore.completed" if ok else "restore.failed",
+        )

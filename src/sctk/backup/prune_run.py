@@ -9,13 +9,16 @@ never pushes the last clean backup out of --keep-last, and never keeps one in.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sctk.backup import kinds, runs
 from sctk.backup.create import reason
 from sctk.backup.location import open_repo, repo_url
 from sctk.config import Settings
 from sctk.errors import SctkError
+
+if TYPE_CHECKING:
+    from sctk.runtime import Runtime
 
 POLICY_KEYS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_within_days")
 
@@ -77,7 +80,7 @@ def kept_apart(policy, safety_policy, newest_verified: str | None):
 
 
 def prune_backups(
-    settings: Settings,
+    rt: Runtime,
     *,
     dry_run: bool = False,
     actor: str = "system",
@@ -92,12 +95,13 @@ def prune_backups(
     {"dry_run", "policy", "kept": [{"id", "reason", "time", "label"}], "removed": [{...}],
      "deleted_packs", "repacked_packs", "freed_bytes", "message"}
     """
+    settings = rt.settings
     policy = policy_from(settings, **given)
     safety = safety_policy_from(
         settings, keep_last=safety_keep_last, keep_within_days=safety_keep_within_days
     )
     url = url or repo_url(settings)
-    run = runs.start(settings, "prune", actor, url)
+    run = runs.start(rt, "prune", actor, url)
     repo = None
     try:
         repo = open_repo(settings, url)

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sctk.backup import passphrase, runs
 from sctk.backup.create import reason
 from sctk.backup.location import display, open_repo, remote_options, repo_url
-from sctk.config import Settings
 from sctk.errors import SctkError
+
+if TYPE_CHECKING:
+    from sctk.runtime import Runtime
 
 
 def copy_backups(
-    settings: Settings,
+    rt: Runtime,
     dest_url: str,
     *,
     actor: str = "system",
@@ -31,8 +33,9 @@ def copy_backups(
 
     if not dest_url or not dest_url.strip():
         raise SctkError("--to needs a destination: a directory or a URL (sftp://, s3://).")
+    settings = rt.settings
     url = url or repo_url(settings)
-    run = runs.start(settings, "copy", actor, url)
+    run = runs.start(rt, "copy", actor, url)
     repo = None
     try:
         repo = open_repo(settings, url)
