@@ -14,6 +14,8 @@ lists (orphans, removed by the next prune).
 
 from __future__ import annotations
 
+from itertools import chain
+
 from sctk import crashpoints
 from sctk.backup.repo.check import blocking_problems
 from sctk.backup.repo.errors import RepoError
@@ -151,10 +153,14 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         # 3. the new index: every kept pack plus the new ones (only when packs go away; orphan
         #    packs are in no index, and rewriting an unchanged index would only churn copies)
         if delete or repack:
-            full = {p: (index.pack_sizes[p], index.pack_blobs[p]) for p in keep}
-            full.update(new_packs)
+            # kept packs' rows read again from the index files as they are written, so the
+            # whole index is never in memory at once
+            full = chain(
+                ((p, (index.pack_sizes[p], index.pack_blobs[p])) for p in keep), new_packs.items()
+            )
             old_index = repo.backend.list("index")
-            marks = [d for d in index.damaged if d[1] in full]  # still true of kept packs
+            kept = set(keep) | set(new_packs)
+            marks = [d for d in index.damaged if d[1] in kept]  # still true of kept packs
             new_names = set(write_index(repo.backend, repo.keys, full, damaged=marks))
             crashpoints.reached("backup.prune.indexed")
             # 4. old index files
