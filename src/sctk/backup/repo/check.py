@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 
 from sctk.backup.repo import leftovers
 from sctk.backup.repo.chunkread import chunk_reader
@@ -273,6 +273,11 @@ def _verify_versions(reader, index, files: list[dict]) -> tuple[list, list, int]
     return outcomes, done, nbytes
 
 
+def _sound(loc, bad: dict) -> bool:
+    """An indexed chunk location in a pack not known missing or damaged."""
+    return loc is not None and loc[0] not in bad
+
+
 def _read_data(
     repo, docs: dict, bad: dict, errors: list[str], progress, whole: bool, damaged: list
 ) -> int:
@@ -288,7 +293,7 @@ def _read_data(
             if key in seen:
                 continue
             seen.add(key)
-            if all(c in index.entries and index.entries[c][0] not in bad for c in f["chunks"]):
+            if all(_sound(index.entries.get(c), bad) for c in f["chunks"]):
                 todo.append((sid, f))
     verified: set[tuple[str, int]] = set()
     read = 0
@@ -323,16 +328,19 @@ def _read_data(
     # Largest first, so that no big file starts last and leaves a core idle.
     groups.sort(key=lambda g: -sum(todo[i][1]["size"] for i in g))
     try:
+        # Results are taken as they finish, not in order: the first group is the largest
+        # file, and waiting on it while the window is full left the other verifiers idle
+        # (a verify used 1.45 of 2 cores, the biggest file being a fifth of the data).
         with ThreadPoolExecutor(workers, thread_name_prefix="sctk-check") as verifiers:
-            pending: deque = deque()
+            running: dict = {}
             for group in groups:
-                pending.append((group, verifiers.submit(verify_group, group)))
-                if len(pending) >= 2 * workers:
-                    g0, fut = pending.popleft()
-                    record(g0, *fut.result())
-            while pending:
-                g0, fut = pending.popleft()
-                record(g0, *fut.result())
+                running[verifiers.submit(verify_group, group)] = group
+                if len(running) >= 2 * workers:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        record(running.pop(fut), *fut.result())
+            for fut in as_completed(running):
+                record(running[fut], *fut.result())
     finally:
         for reader in readers:
             reader.close()
