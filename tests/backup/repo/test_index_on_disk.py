@@ -123,3 +123,40 @@ def test_lookups_and_pack_rows_match_what_a_backup_wrote(tmp_path):
     assert path.exists()
     again.close()
     assert not path.exists()
+
+
+def test_the_local_file_of_a_killed_process_is_removed_by_the_next_open(tmp_path, monkeypatch):
+    make_tree(tmp_path / "src")
+    repo = Repository.init(str(tmp_path / "repo"), PASSPHRASE)
+    backup(repo, tmp_path / "src")
+    local = tmp_path / "local"
+    local.mkdir()
+    src = Path(__file__).resolve().parents[3] / "src"
+    script = (
+        "import sys, time\n"
+        "from sctk.backup.repo import Repository\n"
+        "Repository.open(sys.argv[1], sys.argv[2])\n"
+        "print('open', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(src), SCTK_INDEX_DIR=str(local))
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "repo"), PASSPHRASE],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert child.stdout.readline().strip() == "open"
+        left = list(local.glob(f"sctk-index-{child.pid}-*"))
+        assert len(left) == 1 and (left[0] / "chunks.idx").exists()
+    finally:
+        child.kill()  # SIGKILL: no clean-up runs
+        child.wait()
+    assert left[0].exists()
+    monkeypatch.setenv("SCTK_INDEX_DIR", str(local))
+    again = Repository.open(str(tmp_path / "repo"), PASSPHRASE)
+    assert not left[0].exists()
+    assert [p.name for p in local.iterdir()] == [again.index.entries.base.path.parent.name]
+    again.close()
+    assert not list(local.iterdir())

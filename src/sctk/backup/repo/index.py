@@ -213,7 +213,8 @@ class Index:
                     else:
                         yield pack, rows
 
-        self._dir = tempfile.mkdtemp(prefix="sctk-index-", dir=local_dir())
+        _remove_stale(local_dir())
+        self._dir = tempfile.mkdtemp(prefix=f"sctk-index-{os.getpid()}-", dir=local_dir())
         self._cleanup = weakref.finalize(self, _remove, self._dir, self.entries)
         path = Path(self._dir) / "chunks.idx"
         build(path, sound_packs())
@@ -282,6 +283,25 @@ def local_dir() -> str | None:
     """Where the local sorted index files go: SCTK_INDEX_DIR, else the system's temporary
     directory."""
     return os.environ.get("SCTK_INDEX_DIR") or None
+
+
+def _remove_stale(where: str | None) -> None:
+    """Remove the sorted files of processes that died without removing their own (killed)."""
+    root = Path(where or tempfile.gettempdir())
+    try:
+        found = list(root.glob("sctk-index-*-*"))
+    except OSError:
+        return
+    for path in found:
+        try:
+            pid = int(path.name.split("-")[2])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue  # alive, or another user's
 
 
 def _remove(path: str, entries: ChunkMap) -> None:
