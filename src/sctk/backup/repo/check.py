@@ -79,6 +79,7 @@ def _structure(
     read_errors: list[str] = []
     file_errors: list[str] = []
     referenced: set[str] = set()
+    known: dict[tuple, _Checked] = {}  # one record for a file unchanged between snapshots
     for sid in snap_ids:
         name = f"snapshots/{sid}"
         try:
@@ -99,7 +100,7 @@ def _structure(
         del blob
         _check_files(index, sid, doc, bad, referenced, file_errors)
         if not blocking_only:
-            docs[sid] = {"time": doc["time"], "files": [_Checked(f) for f in doc["files"]]}
+            docs[sid] = {"time": doc["time"], "files": [_checked(f, known) for f in doc["files"]]}
         del doc
     errors.extend(read_errors)
     if not blocking_only:
@@ -133,6 +134,15 @@ class _Checked:
 
     def __getitem__(self, key: str):
         return getattr(self, key)
+
+
+def _checked(f: dict, known: dict) -> _Checked:
+    """F's record, the one of an earlier snapshot when F is the same file unchanged."""
+    key = (f["path"], f["sha256"], len(f["chunks"]), f["chunks"][0] if f["chunks"] else "")
+    rec = known.get(key)
+    if rec is None or rec.size != f["size"] or list(rec.chunks) != f["chunks"]:
+        rec = known[key] = _Checked(f)
+    return rec
 
 
 def _check_files(index, sid: str, doc: dict, bad: dict, referenced: set, errors: list) -> None:

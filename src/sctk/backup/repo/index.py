@@ -14,7 +14,7 @@ import tempfile
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from sctk.backup.repo.crypto import Keys
@@ -26,6 +26,7 @@ from sctk.backup.repo.sortedindex import SortedIndex, build
 # repository is not one huge file, and one decoded file (~3 MiB) is what a pass over the
 # packs' rows holds at a time.
 ENTRIES_PER_FILE = 10_000
+NO_PACK = "00" * 32  # the pack of the rows of a chunk_set(): no pack
 
 
 class ChunkMap:
@@ -213,10 +214,7 @@ class Index:
                     else:
                         yield pack, rows
 
-        _remove_stale(local_dir())
-        self._dir = tempfile.mkdtemp(prefix=f"sctk-index-{os.getpid()}-", dir=local_dir())
-        self._cleanup = weakref.finalize(self, _remove, self._dir, self.entries)
-        path = Path(self._dir) / "chunks.idx"
+        path = Path(self._local_dir()) / "chunks.idx"
         build(path, sound_packs())
         self.entries.base = SortedIndex(path)
         for pack, _size, rows in later:
@@ -256,6 +254,25 @@ class Index:
                 (cid, cur[0], cur[1]) in damaged and (cid, pack, off) not in damaged
             ):
                 found[cid] = (pack, off, length, raw, flags)
+
+    def chunk_set(self, cids: Iterable[str]) -> SortedIndex:
+        """The set of chunk ids CIDS (repeats allowed) as a sorted file beside the index's
+        (`cid in` the result: a positioned read), for a pass that must know every chunk a
+        snapshot references (prune) without a set of them in memory."""
+        where = self._local_dir()
+        fd, name = tempfile.mkstemp(prefix="set-", suffix=".idx", dir=where)
+        os.close(fd)
+        build(Path(name), [(NO_PACK, ((c, 0, 0, 0, 0) for c in cids))])
+        found = SortedIndex(Path(name))
+        os.unlink(name)  # the open descriptor keeps it readable; nothing to clean up later
+        return found
+
+    def _local_dir(self) -> str:
+        if self._dir is None:
+            _remove_stale(local_dir())
+            self._dir = tempfile.mkdtemp(prefix=f"sctk-index-{os.getpid()}-", dir=local_dir())
+            self._cleanup = weakref.finalize(self, _remove, self._dir, self.entries)
+        return self._dir
 
     def close(self) -> None:
         """Let go of the local sorted file now (it also goes when the index is collected)."""

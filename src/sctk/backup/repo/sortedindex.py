@@ -71,11 +71,11 @@ def build(path: Path, packs: Iterable[tuple[str, Iterable]]) -> int:
             npacks += 1
             for cid, off, length, raw, flags in blobs:
                 pending.append(pack_rec(bytes.fromhex(cid), num, off, length, raw, flags))
-            if len(pending) >= IN_MEMORY:
-                if spill is None:
-                    spill = _Spill(path)
-                spill.add(pending)
-                pending = []
+                if len(pending) >= IN_MEMORY:
+                    if spill is None:
+                        spill = _Spill(path)
+                    spill.add(pending)
+                    pending = []
         if spill is None:
             return _write_small(path, pending, pack_ids)
         spill.add(pending)
