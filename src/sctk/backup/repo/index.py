@@ -58,10 +58,6 @@ class ChunkMap:
         base = 0 if self.base is None else len(self.base)
         return base + sum(1 for c in self.extra if self.base is None or c not in self.base)
 
-    def close(self) -> None:
-        if self.base is not None:
-            self.base.close()
-
 
 class PackBlobs(Mapping):
     """pack id -> its chunk rows, read again from the index file that lists the pack when
@@ -271,11 +267,12 @@ class Index:
         if self._dir is None:
             _remove_stale(local_dir())
             self._dir = tempfile.mkdtemp(prefix=f"sctk-index-{os.getpid()}-", dir=local_dir())
-            self._cleanup = weakref.finalize(self, _remove, self._dir, self.entries)
+            self._cleanup = weakref.finalize(self, _remove, self._dir)
         return self._dir
 
     def close(self) -> None:
-        """Let go of the local sorted file now (it also goes when the index is collected)."""
+        """Remove the local sorted files now (they also go when the index is collected or
+        the process exits); lookups already open keep working until they are let go."""
         if self._cleanup is not None:
             self._cleanup()
 
@@ -321,8 +318,9 @@ def _remove_stale(where: str | None) -> None:
             continue  # alive, or another user's
 
 
-def _remove(path: str, entries: ChunkMap) -> None:
-    entries.close()
+def _remove(path: str) -> None:
+    # Only the directory: a reader still holding the old ChunkMap (a restore's generator
+    # across a reload) keeps reading through its open descriptor, closed when it goes.
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -216,6 +216,7 @@ class SortedIndex:
                 raise SortedIndexError(f"{path} has the wrong size (truncated or damaged).")
         except BaseException:
             os.close(self.fd)
+            self.fd = -1
             raise
         self.shift = 32 - self.bits
         self._packs: dict[int, str] = {}
@@ -273,6 +274,10 @@ class SortedIndex:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def __del__(self) -> None:
+        if getattr(self, "fd", -1) >= 0:
+            os.close(self.fd)
 
     def __enter__(self) -> SortedIndex:
         return self
