@@ -1,24 +1,119 @@
-"""The chunk index: which pack holds each chunk, loaded from every index file at open."""
+"""The chunk index: which pack holds each chunk, from every index file at open.
+
+The index files (encrypted JSON in the repository, the format every sctk reads) are read
+one at a time into a sorted file on local disk (sortedindex.py), so lookups during backup,
+check, prune and restore hold no Python object per chunk: memory grows with the number of
+packs (~16 MiB each), not of chunks. The local file is a cache of what the repository
+holds, rebuilt at every open: the repository's format is unchanged."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
 from sctk.backup.repo.crypto import Keys
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import AAD_INDEX, content_id, open_json, seal_json
+from sctk.backup.repo.sortedindex import SortedIndex, build
 
-# One index file holds at most this many chunks, so a huge repository is not one huge file.
-ENTRIES_PER_FILE = 50_000
+# One index file holds at most this many chunks (older sctk wrote up to 50,000), so a huge
+# repository is not one huge file, and one decoded file (~3 MiB) is what a pass over the
+# packs' rows holds at a time.
+ENTRIES_PER_FILE = 10_000
+NO_PACK = "00" * 32  # the pack of the rows of a chunk_set(): no pack
+
+
+class ChunkMap:
+    """chunk id -> (pack, offset, length, raw length, flags), served from a sorted index file
+    (sortedindex.py: 49 bytes a chunk on disk, a positioned read a lookup) built when the
+    index is loaded, plus the few locations learnt since (packs a writer added, packs
+    recovered from their headers, damage resolved) in a dict. Thread-safe."""
+
+    def __init__(self, base: SortedIndex | None = None):
+        self.base = base
+        self.extra: dict[str, tuple] = {}
+
+    def get(self, cid: str, default=None):
+        loc = self.extra.get(cid)
+        if loc is None and self.base is not None:
+            loc = self.base.get(cid)
+        return default if loc is None else loc
+
+    def __contains__(self, cid: str) -> bool:
+        return cid in self.extra or (self.base is not None and cid in self.base)
+
+    def __getitem__(self, cid: str) -> tuple:
+        loc = self.get(cid)
+        if loc is None:
+            raise KeyError(cid)
+        return loc
+
+    def __len__(self) -> int:
+        base = 0 if self.base is None else len(self.base)
+        return base + sum(1 for c in self.extra if self.base is None or c not in self.base)
+
+
+class PackBlobs(Mapping):
+    """pack id -> its chunk rows, read again from the index file that lists the pack when
+    asked (the last DOCS_KEPT files kept decoded: a pass goes pack after pack in file order),
+    so the rows of every pack are never in memory at once. Packs added since loading are held
+    as given."""
+
+    DOCS_KEPT = 2
+
+    def __init__(self, index: Index):
+        self.index = index
+        self.held: dict[str, list[tuple]] = {}
+        self.file_of: dict[str, str] = {}  # pack id -> index file name
+        self._docs: OrderedDict[str, dict[str, list[tuple]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getitem__(self, pack: str) -> list[tuple]:
+        rows = self.held.get(pack)
+        if rows is not None:
+            return rows
+        name = self.file_of[pack]  # KeyError: a pack no index lists
+        with self._lock:
+            doc = self._docs.get(name)
+            if doc is None:
+                got = self.index.read_file(name)
+                if got is None:
+                    raise RepoError(
+                        f"Index file {name} was removed while in use; run the command again."
+                    )
+                self._docs[name] = doc = {p: rows for p, _size, rows in got[0]}
+                while len(self._docs) > self.DOCS_KEPT:
+                    self._docs.popitem(last=False)
+            else:
+                self._docs.move_to_end(name)
+        return doc[pack]
+
+    def __contains__(self, pack) -> bool:
+        return pack in self.held or pack in self.file_of
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index.pack_sizes)
+
+    def __len__(self) -> int:
+        return len(self.index.pack_sizes)
 
 
 class Index:
-    """chunk id -> location, plus per-pack chunk lists and sizes (what prune and check need)."""
+    """chunk id -> location (entries, mostly on disk), plus pack sizes and per-pack chunk lists
+    (pack_blobs, read again from the index files when asked): what backup, check, prune and
+    restore need, in memory that grows with the number of packs (tens of bytes each), not of
+    chunks."""
 
     def __init__(self):
-        self.entries: dict[str, tuple] = {}
+        self.entries = ChunkMap()
         self.pack_sizes: dict[str, int] = {}
-        self.pack_blobs: dict[str, list[tuple]] = {}
+        self.pack_blobs = PackBlobs(self)
         self.files: list[str] = []
         self.errors: list[str] = []
         self.unsound: set[str] = set()  # packs missing or of the wrong size when loaded
@@ -29,6 +124,10 @@ class Index:
         # file is damaged (in memory only: a writer or `repair` writes them down)
         self.recovered: set[str] = set()
         self.lock = threading.Lock()
+        self._backend = None
+        self._keys: Keys | None = None
+        self._dir: str | None = None
+        self._cleanup = None
 
     def add_pack(self, pack_id: str, size: int, blobs: list) -> None:
         """Record a pack and its chunks; the first location seen for a chunk wins, unless it
@@ -36,14 +135,20 @@ class Index:
         with self.lock:
             self.pack_sizes[pack_id] = size
             rows = [tuple(b) for b in blobs]
-            self.pack_blobs[pack_id] = rows
-            damaged = self.damaged
-            for cid, off, length, raw, flags in rows:
-                cur = self.entries.get(cid)
-                if cur is None or (
-                    (cid, cur[0], cur[1]) in damaged and (cid, pack_id, off) not in damaged
-                ):
-                    self.entries[cid] = (pack_id, off, length, raw, flags)
+            self.pack_blobs.held[pack_id] = rows
+            self._resolve(pack_id, rows, self.entries.extra)
+
+    def _resolve(self, pack_id: str, rows, into: dict) -> None:
+        """Set INTO[chunk id] for ROWS of PACK_ID where this location wins over the current
+        one (the entries' answer, or INTO's own)."""
+        damaged = self.damaged
+        entries = self.entries
+        for cid, off, length, raw, flags in rows:
+            cur = into.get(cid) or entries.get(cid)
+            if cur is None or (
+                (cid, cur[0], cur[1]) in damaged and (cid, pack_id, off) not in damaged
+            ):
+                into[cid] = (pack_id, off, length, raw, flags)
 
     def is_damaged(self, cid: str) -> bool:
         """The chunk's current location was found damaged (no sound copy is indexed)."""
@@ -59,43 +164,117 @@ class Index:
     def __contains__(self, cid: str) -> bool:
         return cid in self.entries
 
+    def read_file(self, name: str) -> tuple[list[tuple[str, int, list[tuple]]], list] | None:
+        """The packs index file NAME lists, as (pack id, size, rows), and the damaged chunk
+        locations it records; None if it is gone. RepoError if it is damaged."""
+        try:
+            blob = self._backend.read(name)
+        except FileNotFoundError:
+            return None
+        if content_id(blob) != name.rpartition("/")[2]:
+            raise RepoError(f"Index file {name} is damaged (its content does not match its name).")
+        doc = open_json(self._keys, blob, AAD_INDEX, f"index file {name}")
+        del blob
+        packs = [(p["id"], p["size"], [tuple(b) for b in p["blobs"]]) for p in doc["packs"]]
+        return packs, doc.get("damaged", [])
+
     def load(self, backend, keys: Keys) -> None:
-        """Read every index file; a damaged or unreadable one is noted, not fatal, so check()
-        can name it and a new backup can still run (it re-stores what the lost file listed).
+        """Read every index file, one at a time, into a sorted index file on local disk; a
+        damaged or unreadable one is noted, not fatal, so check() can name it and a new backup
+        can still run (it re-stores what the lost file listed).
 
         Packs that are missing or have the wrong size are added last, so a chunk stored again
         in a sound pack (by a backup after the loss) resolves to the sound copy."""
+        self._backend, self._keys = backend, keys
         stored = backend.list("data")
-        later: list[tuple] = []
-        rows: list[tuple] = []
-        for name in sorted(backend.list("index")):
-            try:
-                blob = backend.read(name)
-            except FileNotFoundError:
-                continue
-            if content_id(blob) != name.rpartition("/")[2]:
-                self.errors.append(
-                    f"Index file {name} is damaged (its content does not match its name)."
-                )
-                continue
-            try:
-                doc = open_json(keys, blob, AAD_INDEX, f"index file {name}")
-            except RepoError as exc:
-                self.errors.append(str(exc))
-                continue
-            self.files.append(name)
-            self.mark_damaged(doc.get("damaged", ()))
-            for pack in doc["packs"]:
-                row = (pack["id"], pack["size"], pack["blobs"])
-                if stored.get(f"data/{pack['id'][:2]}/{pack['id']}") != pack["size"]:
-                    later.append(row)
-                else:
-                    rows.append(row)
-        for row in rows + later:
-            self.add_pack(*row)
+        names = sorted(backend.list("index"))
+        later: list[tuple] = []  # unsound packs: few, kept to be added last
+
+        def sound_packs():
+            for name in names:
+                try:
+                    got = self.read_file(name)
+                except RepoError as exc:
+                    self.errors.append(str(exc))
+                    continue
+                if got is None:
+                    continue
+                packs, marks = got
+                self.files.append(name)
+                self.mark_damaged(marks)
+                for pack, size, rows in packs:
+                    self.pack_sizes[pack] = size
+                    self.pack_blobs.file_of[pack] = name
+                    if stored.get(f"data/{pack[:2]}/{pack}") != size:
+                        later.append((pack, size, rows))
+                    else:
+                        yield pack, rows
+
+        path = Path(self._local_dir()) / "chunks.idx"
+        build(path, sound_packs())
+        self.entries.base = SortedIndex(path)
+        for pack, _size, rows in later:
+            self._resolve(pack, rows, self.entries.extra)
         self.unsound = {row[0] for row in later}
+        if self.damaged:
+            self._resolve_damage(names, later)
         if self.errors:
             self._recover(backend, keys, stored)
+
+    def _resolve_damage(self, names: list[str], later: list[tuple]) -> None:
+        """The sorted file keeps the first location of each chunk; where that one is known
+        damaged, read the index files again for the chunks concerned (few) and let a sound
+        copy win, as add_pack does."""
+        hurt = {cid for cid, _p, _o in self.damaged}
+        found: dict[str, tuple] = {}
+        for name in names:
+            try:
+                packs = (self.read_file(name) or ([], []))[0]
+            except RepoError:
+                continue
+            for pack, _size, rows in packs:
+                if pack in self.unsound:
+                    continue
+                rows = [r for r in rows if r[0] in hurt]
+                if rows:
+                    self._first_sound(pack, rows, found)
+        for pack, _size, rows in later:
+            self._first_sound(pack, [r for r in rows if r[0] in hurt], found)
+        self.entries.extra.update(found)
+
+    def _first_sound(self, pack: str, rows, found: dict) -> None:
+        damaged = self.damaged
+        for cid, off, length, raw, flags in rows:
+            cur = found.get(cid)
+            if cur is None or (
+                (cid, cur[0], cur[1]) in damaged and (cid, pack, off) not in damaged
+            ):
+                found[cid] = (pack, off, length, raw, flags)
+
+    def chunk_set(self, cids: Iterable[str]) -> SortedIndex:
+        """The set of chunk ids CIDS (repeats allowed) as a sorted file beside the index's
+        (`cid in` the result: a positioned read), for a pass that must know every chunk a
+        snapshot references (prune) without a set of them in memory."""
+        where = self._local_dir()
+        fd, name = tempfile.mkstemp(prefix="set-", suffix=".idx", dir=where)
+        os.close(fd)
+        build(Path(name), [(NO_PACK, ((c, 0, 0, 0, 0) for c in cids))])
+        found = SortedIndex(Path(name))
+        os.unlink(name)  # the open descriptor keeps it readable; nothing to clean up later
+        return found
+
+    def _local_dir(self) -> str:
+        if self._dir is None:
+            _remove_stale(local_dir())
+            self._dir = tempfile.mkdtemp(prefix=f"sctk-index-{os.getpid()}-", dir=local_dir())
+            self._cleanup = weakref.finalize(self, _remove, self._dir)
+        return self._dir
+
+    def close(self) -> None:
+        """Remove the local sorted files now (they also go when the index is collected or
+        the process exits); lookups already open keep working until they are let go."""
+        if self._cleanup is not None:
+            self._cleanup()
 
     def _recover(self, backend, keys: Keys, stored: dict[str, int]) -> None:
         """Index the packs no readable index file lists from their own headers (two small
@@ -114,9 +293,41 @@ class Index:
             self.recovered.add(pack)
 
 
-def write_index(backend, keys: Keys, packs: dict[str, tuple[int, list]], damaged=()) -> list[str]:
-    """Write PACKS (pack id -> (size, blobs)) as one or more index files, the first one also
-    listing DAMAGED chunk locations ((chunk id, pack, offset)); their names."""
+def local_dir() -> str | None:
+    """Where the local sorted index files go: SCTK_INDEX_DIR, else the system's temporary
+    directory."""
+    return os.environ.get("SCTK_INDEX_DIR") or None
+
+
+def _remove_stale(where: str | None) -> None:
+    """Remove the sorted files of processes that died without removing their own (killed)."""
+    root = Path(where or tempfile.gettempdir())
+    try:
+        found = list(root.glob("sctk-index-*-*"))
+    except OSError:
+        return
+    for path in found:
+        try:
+            pid = int(path.name.split("-")[2])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue  # alive, or another user's
+
+
+def _remove(path: str) -> None:
+    # Only the directory: a reader still holding the old ChunkMap (a restore's generator
+    # across a reload) keeps reading through its open descriptor, closed when it goes.
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def write_index(backend, keys: Keys, packs, damaged=()) -> list[str]:
+    """Write PACKS (pack id -> (size, blobs), or an iterable of such pairs, consumed as the
+    files are written) as one or more index files, the first one also listing DAMAGED chunk
+    locations ((chunk id, pack, offset)); their names."""
     names = []
     batch: list[dict] = []
     count = 0
@@ -135,7 +346,7 @@ def write_index(backend, keys: Keys, packs: dict[str, tuple[int, list]], damaged
         names.append(name)
         batch, count = [], 0
 
-    for pack_id, (size, blobs) in packs.items():
+    for pack_id, (size, blobs) in packs.items() if isinstance(packs, dict) else packs:
         batch.append({"id": pack_id, "size": size, "blobs": [list(b) for b in blobs]})
         count += len(blobs)
         if count >= ENTRIES_PER_FILE:

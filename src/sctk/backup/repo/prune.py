@@ -14,6 +14,8 @@ lists (orphans, removed by the next prune).
 
 from __future__ import annotations
 
+from itertools import chain
+
 from sctk import crashpoints
 from sctk.backup.repo.check import blocking_problems
 from sctk.backup.repo.errors import ChunkError, RepoError
@@ -25,30 +27,63 @@ from sctk.backup.repo.packs import PackWriter
 REPACK_GARBAGE_RATIO = 0.5
 
 
-def _keepers(index, referenced: set[str]) -> dict[str, tuple[str, int]]:
+class _Keepers:
     """For each referenced chunk, the copy (pack, offset) prune keeps: the one in the pack
     with the largest share of referenced bytes (then the indexed one), never a copy known
     damaged or in a lost pack. A chunk is stored twice after a prune was killed between
     writing its new index and deleting the old one; which copy the index resolves to then
     depends on the order of index file names, and keeping the copies in the fullest packs
-    lets the rerun drop every other pack whole instead of keeping stray duplicates."""
-    share: dict[str, float] = {}
-    for pack, blobs in index.pack_blobs.items():
-        total = sum(b[2] for b in blobs) or 1
-        share[pack] = sum(b[2] for b in blobs if b[0] in referenced) / total
-    best: dict[str, tuple[float, bool, str, int]] = {}
-    for pack, blobs in index.pack_blobs.items():
-        if pack in index.unsound:
-            continue
-        for cid, off, _length, _raw, _flags in blobs:
-            if cid not in referenced or (cid, pack, off) in index.damaged:
-                continue
-            loc = index.entries.get(cid)
-            score = (share[pack], loc is not None and loc[:2] == (pack, off), pack, off)
-            cur = best.get(cid)
-            if cur is None or score > cur:
-                best[cid] = score
-    return {cid: (v[2], v[3]) for cid, v in best.items()}
+    lets the rerun drop every other pack whole instead of keeping stray duplicates.
+
+    Only chunks stored more than once (few) are scored and held in memory; a chunk stored
+    once keeps its indexed copy, looked up when asked. REFERENCED answers `cid in` (a set,
+    or the on-disk set of Index.chunk_set)."""
+
+    def __init__(self, index, referenced):
+        self.index = index
+        self.referenced = referenced
+        share: dict[str, float] = {}
+        twice: set[str] = set()
+        entries = index.entries
+        for pack in index.pack_blobs:
+            blobs = index.pack_blobs[pack]
+            total = live = 0
+            for cid, off, length, _raw, _flags in blobs:
+                total += length
+                if cid in referenced:
+                    live += length
+                    loc = entries.get(cid)
+                    if loc is None or loc[:2] != (pack, off):
+                        twice.add(cid)  # a copy the index does not resolve to
+            share[pack] = live / (total or 1)
+        self.best: dict[str, tuple[str, int]] = {}
+        if twice:
+            scores: dict[str, tuple[float, bool, str, int]] = {}
+            for pack in index.pack_blobs:
+                if pack in index.unsound:
+                    continue
+                for cid, off, _length, _raw, _flags in index.pack_blobs[pack]:
+                    if cid not in twice or (cid, pack, off) in index.damaged:
+                        continue
+                    loc = entries.get(cid)
+                    score = (share[pack], loc is not None and loc[:2] == (pack, off), pack, off)
+                    cur = scores.get(cid)
+                    if cur is None or score > cur:
+                        scores[cid] = score
+            self.best = {cid: (v[2], v[3]) for cid, v in scores.items()}
+        self.twice = twice
+
+    def keeps(self, cid: str, pack: str, off: int) -> bool:
+        """PACK holds at OFF the copy of CID that prune keeps."""
+        if cid in self.twice:
+            return self.best.get(cid) == (pack, off)
+        index = self.index
+        if pack in index.unsound or (cid, pack, off) in index.damaged:
+            return False
+        if cid not in self.referenced:
+            return False
+        loc = index.entries.get(cid)
+        return loc is not None and loc[:2] == (pack, off)
 
 
 def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) -> PruneReport:
@@ -70,21 +105,24 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         else:
             kept, removed = repo.plan_retention(policy)
         removed_ids = {s.id for s in removed}
-        referenced: set[str] = set()
-        for s in snaps:
-            if s.id not in removed_ids:
-                # one file list at a time, not kept: they are what grows with the data
-                for f in repo.snapshot_doc(s.id, remember=False)["files"]:
-                    referenced.update(f["chunks"])
+
+        def referenced_ids():
+            for s in snaps:
+                if s.id not in removed_ids:
+                    # one file list at a time, not kept: they are what grows with the data
+                    for f in repo.snapshot_doc(s.id, remember=False)["files"]:
+                        yield from f["chunks"]
 
         index = repo.index
+        # every referenced chunk id, in a sorted file on local disk: not a set in memory
+        referenced = index.chunk_set(referenced_ids())
         damaged_in: dict[str, list[tuple[str, int]]] = {}
         for cid, pack, off in index.damaged:
             damaged_in.setdefault(pack, []).append((cid, off))
         delete, repack, keep = [], [], []
-        keeper = _keepers(index, referenced)
+        keeper = _Keepers(index, referenced)
         for pack, blobs in index.pack_blobs.items():
-            live = [b for b in blobs if keeper.get(b[0]) == (pack, b[1])]
+            live = [b for b in blobs if keeper.keeps(b[0], pack, b[1])]
             live_bytes = sum(b[2] for b in live)
             total = sum(b[2] for b in blobs) or 1
             # a copy found damaged that nothing reads any more goes, whatever the ratio
@@ -98,6 +136,7 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
                 repack.append((pack, live))
             else:
                 keep.append(pack)
+        referenced.close()
         stored = repo.backend.list("data")
         orphans = [n for n in stored if n.rpartition("/")[2] not in index.pack_sizes]
         freed = sum(index.pack_sizes[p] for p in delete) + sum(stored[n] for n in orphans)
@@ -150,10 +189,14 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         # 3. the new index: every kept pack plus the new ones (only when packs go away; orphan
         #    packs are in no index, and rewriting an unchanged index would only churn copies)
         if delete or repack:
-            full = {p: (index.pack_sizes[p], index.pack_blobs[p]) for p in keep}
-            full.update(new_packs)
+            # kept packs' rows read again from the index files as they are written, so the
+            # whole index is never in memory at once
+            full = chain(
+                ((p, (index.pack_sizes[p], index.pack_blobs[p])) for p in keep), new_packs.items()
+            )
             old_index = repo.backend.list("index")
-            marks = [d for d in index.damaged if d[1] in full]  # still true of kept packs
+            kept = set(keep) | set(new_packs)
+            marks = [d for d in index.damaged if d[1] in kept]  # still true of kept packs
             new_names = set(write_index(repo.backend, repo.keys, full, damaged=marks))
             crashpoints.reached("backup.prune.indexed")
             # 4. old index files

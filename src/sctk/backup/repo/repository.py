@@ -192,10 +192,12 @@ class Repository:
             return
         index = Index()
         index.load(self.backend, self.keys)
+        self.index.close()
         self.index = index
         self._index_files = names
 
     def close(self) -> None:
+        self.index.close()  # its local sorted file
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -16,13 +16,15 @@ Layout (little endian):
 
 Chunk ids are keyed hashes, so their prefixes spread evenly over the buckets: about
 RECORDS_PER_BUCKET records each, read in one call and searched in C (bytes.find).
-Building it sorts in bounded memory: records are spread over PARTITIONS files by their first
-byte, then each partition is sorted on its own (numpy) and appended.
+Building it sorts in bounded memory: up to IN_MEMORY records are sorted in memory; beyond,
+records are spread over PARTITIONS files by their first byte, then each partition is sorted
+on its own (numpy) and appended.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Iterable
@@ -37,6 +39,7 @@ PACK_ID = 32
 RECORDS_PER_BUCKET = 32
 MAX_BUCKET_BITS = 20  # a 4 MiB table at most: beyond ~33 million chunks buckets grow instead
 PARTITIONS = 256  # the first byte of an id
+IN_MEMORY = 65_536  # records sorted in memory (3 MiB); more go through partition files
 PACK_CACHE = 4096  # pack ids kept decoded (a restore or verify reads pack after pack)
 
 
@@ -54,40 +57,107 @@ def _bucket_bits(n: int) -> int:
 def build(path: Path, packs: Iterable[tuple[str, Iterable]]) -> int:
     """Write the sorted index of PACKS ((pack id, [(chunk id, offset, length, raw length,
     flags)...]), as index files list them) to PATH, atomically; the number of chunk ids.
-    Memory: one partition (1/256 of the records) at a time."""
-    import numpy as np  # only to build: a reader needs none of it
-
-    record_dtype = np.dtype([("key", "S32"), ("rest", "V17")])
+    Memory: at most IN_MEMORY records, or one partition (1/256 of them) at a time."""
     path = Path(path)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".sortedindex-") as tmp:
-        parts = [open(Path(tmp) / f"{i:03d}", "wb") for i in range(PARTITIONS)]  # noqa: SIM115
-        pack_file = open(Path(tmp) / "packs", "wb")  # noqa: SIM115
-        total = npacks = 0
-        try:
-            pack_rec = RECORD.pack
-            for pack_id, blobs in packs:
-                num = npacks
-                pack_file.write(bytes.fromhex(pack_id))
-                npacks += 1
-                for cid, off, length, raw, flags in blobs:
-                    key = bytes.fromhex(cid)
-                    parts[key[0]].write(pack_rec(key, num, off, length, raw, flags))
-                    total += 1
-        finally:
-            for f in parts:
-                f.close()
-            pack_file.close()
-        bits = _bucket_bits(total)
+    pack_rec = RECORD.pack
+    pending: list[bytes] = []  # records while they are few: sorted here, no numpy, no files
+    spill: _Spill | None = None
+    pack_ids = bytearray()
+    npacks = 0
+    try:
+        for pack_id, blobs in packs:
+            num = npacks
+            pack_ids += bytes.fromhex(pack_id)
+            npacks += 1
+            for cid, off, length, raw, flags in blobs:
+                pending.append(pack_rec(bytes.fromhex(cid), num, off, length, raw, flags))
+                if len(pending) >= IN_MEMORY:
+                    if spill is None:
+                        spill = _Spill(path)
+                    spill.add(pending)
+                    pending = []
+        if spill is None:
+            return _write_small(path, pending, pack_ids)
+        spill.add(pending)
+        return spill.finish(pack_ids)
+    finally:
+        if spill is not None:
+            spill.cleanup()
+
+
+def _write(path: Path, bits: int, chunks, pack_ids: bytes, header) -> None:
+    """The file at PATH, atomically: CHUNKS of records, the pack ids, then the header and
+    bucket table from HEADER() -> (records, table bytes), known once CHUNKS are written."""
+    part_out = path.with_name(path.name + ".tmp")
+    with open(part_out, "wb") as out:
+        out.seek(HEADER.size + 4 * ((1 << bits) + 1))
+        for data in chunks:
+            out.write(data)
+        out.write(pack_ids)
+        n, table = header()
+        out.seek(0)
+        out.write(HEADER.pack(MAGIC, n, len(pack_ids) // PACK_ID, bits))
+        out.write(table)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(part_out, path)
+
+
+def _write_small(path: Path, recs: list[bytes], pack_ids: bytes) -> int:
+    """Few records: sorted in memory by id alone (a stable sort: the first location given
+    for an id stays first, and wins)."""
+    recs.sort(key=lambda rec: rec[:KEY])
+    kept: list[bytes] = []
+    last = None
+    for rec in recs:
+        key = rec[:KEY]
+        if key != last:
+            kept.append(rec)
+            last = key
+    bits = _bucket_bits(len(kept))
+    shift = 32 - bits
+    starts = [0] * ((1 << bits) + 1)
+    for rec in kept:
+        starts[(int.from_bytes(rec[:4], "big") >> shift) + 1] += 1
+    for i in range(1, len(starts)):
+        starts[i] += starts[i - 1]
+    table = struct.pack(f"<{len(starts)}I", *starts)
+    _write(path, bits, [b"".join(kept)], bytes(pack_ids), lambda: (len(kept), table))
+    return len(kept)
+
+
+class _Spill:
+    """Many records: spread over PARTITIONS files by their first byte, each sorted on its own
+    (numpy) when the file is written."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = tempfile.mkdtemp(dir=path.parent, prefix=".sortedindex-")
+        self.parts = [open(Path(self.tmp) / f"{i:03d}", "wb") for i in range(PARTITIONS)]  # noqa: SIM115
+        self.total = 0
+
+    def add(self, recs: list[bytes]) -> None:
+        for rec in recs:
+            self.parts[rec[0]].write(rec)
+        self.total += len(recs)
+
+    def finish(self, pack_ids: bytes) -> int:
+        import numpy as np  # only for a large index: a reader needs none of it
+
+        for f in self.parts:
+            f.close()
+        record_dtype = np.dtype([("key", "S32"), ("rest", "V17")])
+        bits = _bucket_bits(self.total)
         shift = 32 - bits
         counts = np.zeros(1 << bits, dtype=np.uint64)
-        part_out = path.with_name(path.name + ".tmp")
         n = 0
-        with open(part_out, "wb") as out:
-            out.write(HEADER.pack(MAGIC, 0, 0, 0))
-            out.write(b"\0" * (4 * ((1 << bits) + 1)))
+
+        def chunks():
+            nonlocal n, counts
             for i in range(PARTITIONS):
-                raw_part = (Path(tmp) / f"{i:03d}").read_bytes()
-                os.unlink(Path(tmp) / f"{i:03d}")
+                name = Path(self.tmp) / f"{i:03d}"
+                raw_part = name.read_bytes()
+                os.unlink(name)
                 if not raw_part:
                     continue
                 recs = np.frombuffer(raw_part, dtype=record_dtype)
@@ -104,20 +174,21 @@ def build(path: Path, packs: Iterable[tuple[str, Iterable]]) -> int:
                 head = head.astype(np.uint32)
                 prefix = (head[:, 0] << 24) | (head[:, 1] << 16) | (head[:, 2] << 8) | head[:, 3]
                 counts += np.bincount(prefix >> shift, minlength=1 << bits).astype(np.uint64)
-                out.write(data)
                 n += len(recs)
-            with open(Path(tmp) / "packs", "rb") as pf:
-                while block := pf.read(1 << 20):
-                    out.write(block)
+                yield data
+
+        def header():
             starts = np.zeros((1 << bits) + 1, dtype="<u4")
             starts[1:] = np.cumsum(counts)
-            out.seek(0)
-            out.write(HEADER.pack(MAGIC, n, npacks, bits))
-            out.write(starts.tobytes())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(part_out, path)
-    return n
+            return n, starts.tobytes()
+
+        _write(self.path, bits, chunks(), bytes(pack_ids), header)
+        return n
+
+    def cleanup(self) -> None:
+        for f in self.parts:
+            f.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class SortedIndex:
@@ -145,6 +216,7 @@ class SortedIndex:
                 raise SortedIndexError(f"{path} has the wrong size (truncated or damaged).")
         except BaseException:
             os.close(self.fd)
+            self.fd = -1
             raise
         self.shift = 32 - self.bits
         self._packs: dict[int, str] = {}
@@ -202,6 +274,10 @@ class SortedIndex:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def __del__(self) -> None:
+        if getattr(self, "fd", -1) >= 0:
+            os.close(self.fd)
 
     def __enter__(self) -> SortedIndex:
         return self
