@@ -45,8 +45,8 @@ def test_the_automatic_choice_never_sees_the_calibration_rows():
         *("hgb-cqr", "hgb-cqr-sided", "hgb-normalised", "hgb-plain"),
         *("mlp-normalised", "mlp-plain"),
     }
-    # the network is a candidate, so three folds of the training rows, each validating once
-    assert sel["folds"] == 3 and sel["validation_rows"] == 1000 and sel["fit_rows"] == 666
+    assert sel["folds"] == 1  # the default: one held-out share of the training rows
+    assert sel["validation_rows"] + sel["fit_rows"] == 1000  # the training rows, all of them
     assert dirty.selection_ == sel  # every candidate's score, to the last digit
     # the poison reached what it should: the calibration, so the intervals widened
     assert width(dirty, X[1300:]) > 5 * width(clean, X[1300:])
@@ -57,19 +57,19 @@ def test_the_automatic_choice_never_sees_the_calibration_rows():
     assert moved.selection_["candidates"] != sel["candidates"]
 
 
-def test_the_choice_judges_the_network_over_folds_and_trees_alone_on_one_share():
+def test_the_choice_over_folds_validates_every_training_row_and_trees_alone_on_one_share():
     rng = np.random.default_rng(5)
     X, y = heteroscedastic(rng, 800)
     fit = (X[:600], y[:600], X[600:], y[600:])
-    folded = HybridRegressor(seed=0, **QUICK).fit(*fit).selection_
-    assert folded["folds"] == 3 and folded["validation_rows"] == 600
+    folded = HybridRegressor(seed=0, select_folds=3, **QUICK).fit(*fit).selection_
+    assert folded["folds"] == 3 and (folded["validation_rows"], folded["fit_rows"]) == (600, 400)
     assert {"mlp-normalised", "mlp-plain"} <= set(folded["candidates"])
     # past mlp_rows only trees are candidates: one held-out share (the fit-time budget)
-    trees = HybridRegressor(seed=0, mlp_rows=300, **QUICK).fit(*fit).selection_
+    trees = HybridRegressor(seed=0, select_folds=3, mlp_rows=300, **QUICK).fit(*fit).selection_
     assert trees["folds"] == 1 and (trees["validation_rows"], trees["fit_rows"]) == (150, 450)
     assert not any(m.startswith("mlp") for m in trees["candidates"])
-    # one fold is the held-out share of before, the network still a candidate
-    one = HybridRegressor(seed=0, select_folds=1, **QUICK).fit(*fit).selection_
+    # the default, one held-out share, the network still a candidate
+    one = HybridRegressor(seed=0, **QUICK).fit(*fit).selection_
     assert one["folds"] == 1 and one["validation_rows"] == 150
     assert "mlp-normalised" in one["candidates"]
     assert one["candidates"] != folded["candidates"]

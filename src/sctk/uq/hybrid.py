@@ -181,7 +181,7 @@ class HybridRegressor:
         group_by: int | None = None,
         mlp_rows: int = 5000,
         select_fraction: float = 0.25,
-        select_folds: int = 3,
+        select_folds: int = 1,
         boost: dict[str, Any] | None = None,
     ):
         self.physics = physics
