@@ -91,10 +91,11 @@ def mapie_interval(model, X):
     return intervals[:, 0, 0], intervals[:, 1, 0]
 
 
-def sctk_fit(Xtr, ytr, Xcal, ycal, seed: int):
+def sctk_fit(Xtr, ytr, Xcal, ycal, seed: int, **params):
+    """sctk's model at its defaults (PARAMS: settings a tuning run compares)."""
     from sctk.uq.hybrid import HybridRegressor
 
-    model = HybridRegressor(seed=seed)
+    model = HybridRegressor(seed=seed, **params)
     if len(ytr) + len(ycal) < model.cv_below:
         return model.fit(np.vstack([Xtr, Xcal]), np.concatenate([ytr, ycal]))
     return model.fit(Xtr, ytr, Xcal, ycal)

@@ -45,6 +45,7 @@ def test_the_automatic_choice_never_sees_the_calibration_rows():
         *("hgb-cqr", "hgb-cqr-sided", "hgb-normalised", "hgb-plain"),
         *("mlp-normalised", "mlp-plain"),
     }
+    assert sel["folds"] == 1  # the default: one held-out share of the training rows
     assert sel["validation_rows"] + sel["fit_rows"] == 1000  # the training rows, all of them
     assert dirty.selection_ == sel  # every candidate's score, to the last digit
     # the poison reached what it should: the calibration, so the intervals widened
@@ -54,6 +55,26 @@ def test_the_automatic_choice_never_sees_the_calibration_rows():
     y_bad[:300] += poison
     moved = HybridRegressor(**kw).fit(X[train], y_bad, X[cal], y[cal])
     assert moved.selection_["candidates"] != sel["candidates"]
+
+
+def test_the_choice_over_folds_validates_every_training_row_and_trees_alone_on_one_share():
+    rng = np.random.default_rng(5)
+    X, y = heteroscedastic(rng, 800)
+    fit = (X[:600], y[:600], X[600:], y[600:])
+    folded = HybridRegressor(seed=0, select_folds=3, **QUICK).fit(*fit).selection_
+    assert folded["folds"] == 3 and (folded["validation_rows"], folded["fit_rows"]) == (600, 400)
+    assert {"mlp-normalised", "mlp-plain"} <= set(folded["candidates"])
+    # past mlp_rows only trees are candidates: one held-out share (the fit-time budget)
+    trees = HybridRegressor(seed=0, select_folds=3, mlp_rows=300, **QUICK).fit(*fit).selection_
+    assert trees["folds"] == 1 and (trees["validation_rows"], trees["fit_rows"]) == (150, 450)
+    assert not any(m.startswith("mlp") for m in trees["candidates"])
+    # the default, one held-out share, the network still a candidate
+    one = HybridRegressor(seed=0, **QUICK).fit(*fit).selection_
+    assert one["folds"] == 1 and one["validation_rows"] == 150
+    assert "mlp-normalised" in one["candidates"]
+    assert one["candidates"] != folded["candidates"]
+    with pytest.raises(SctkError, match="select_folds must be a whole number from 1 to 10"):
+        HybridRegressor(select_folds=0).fit(*fit)
 
 
 def test_cv_plus_covers_over_50_seeded_small_problems():
@@ -181,7 +202,7 @@ def test_a_model_file_of_the_first_form_still_loads():
         state.pop(key)
     state["calibrator"] = {"normalized": True, "scores": state["calibrator"]["scores"]}
     new = ("method", "quantile_alpha", "cv_below", "cv_folds", "group_by", "mlp_rows")
-    new += ("select_fraction", "boost")
+    new += ("select_fraction", "select_folds", "boost")
     state["params"] = {k: v for k, v in state["params"].items() if k not in new}
     old = tabular_kind.model_from_state(state)
     assert old.method_ == "mlp-normalised" and old.mode_ == "split"

@@ -633,11 +633,12 @@ def _method_lines(metrics: dict[str, Any]) -> list[str]:
     candidates = sel.get("candidates") or {}
     if not candidates:
         return [f"{head} ({sel.get('reason', 'given')})"]
-    where = (
-        f"by CV+ over all {sel.get('validation_rows')} rows (cross-conformal"
-        if str(sel.get("reason", "")).endswith("cross-conformal")
-        else f"on {sel.get('validation_rows')} validation rows of the training data ("
-    )
+    if str(sel.get("reason", "")).endswith("cross-conformal"):
+        where = f"by CV+ over all {sel.get('validation_rows')} rows (cross-conformal"
+    elif (sel.get("folds") or 1) > 1:  # every training row validated once, fold by fold
+        where = f"over {sel['folds']} folds of the {sel.get('validation_rows')} training rows ("
+    else:
+        where = f"on {sel.get('validation_rows')} validation rows of the training data ("
     lines = [
         f"{head}; chosen automatically {where}interval score at alpha {sel.get('alpha')}, "
         "lower is better):"

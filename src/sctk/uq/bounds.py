@@ -36,6 +36,7 @@ BOUNDS: dict[str, Bound] = {
     "cv_folds": Bound(2, 20, "folds of CV+ calibration"),
     "cv_below": Bound(0, 10_000_000, "rows below which CV+ replaces a calibration split"),
     "mlp_rows": Bound(0, 10_000_000, "training rows up to which auto also tries the network"),
+    "select_folds": Bound(1, 10, "folds of the training rows auto chooses over"),
 }
 # the boosted learners' settings a request may give (scikit-learn HistGradientBoosting's)
 BOOST_BOUNDS: dict[str, Bound] = {
