@@ -29,7 +29,7 @@ def _counting(*args, **kwargs):
 def main() -> None:
     storage_engine.create_engine = _counting
     from sctk.cli import main as sctk
-    from sctk.storage.layout import init_home
+    from sctk.ops.init_home import init_home
 
     root = Path(tempfile.mkdtemp())
     home = root / "home"

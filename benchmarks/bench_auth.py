@@ -172,10 +172,10 @@ def measure_passwords() -> dict[str, dict[str, float]]:
 def prepare_home(root: Path) -> tuple[Path, str, str]:
     """A data directory with one analyst, their personal API token and a login JWT."""
     from sctk import config
+    from sctk.ops.init_home import init_home
     from sctk.security import tokens, users
     from sctk.security.keyring import Keyring
     from sctk.storage.engine import make_engine, session_scope
-    from sctk.storage.layout import init_home
 
     home = root / "home"
     init_home(home)

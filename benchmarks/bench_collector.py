@@ -158,7 +158,7 @@ def child(kind: str, home: Path, seconds: float, interval: float) -> dict:
 
 
 def run_children(minutes: float, interval: float) -> tuple[dict, dict]:
-    from sctk.storage.layout import init_home
+    from sctk.ops.init_home import init_home
 
     with tempfile.TemporaryDirectory(prefix="sctk-bench-collector-") as tmp:
         procs = {}

@@ -270,7 +270,7 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    from sctk.storage.layout import init_home
+    from sctk.ops.init_home import init_home
 
     torch.set_num_threads(1)
 

@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     from sctk import config
     from sctk.backup.create import create_backup
     from sctk.backup.location import init_repo
+    from sctk.ops.init_home import init_home
     from sctk.ops.runner import run_task
     from sctk.runtime import Runtime
-    from sctk.storage.layout import init_home
 
     with tempfile.TemporaryDirectory(prefix="sctk-drill-") as tmp:
         home = Path(tmp) / "home"

@@ -106,8 +106,8 @@ def measure_queue(root: Path, jobs: int, concurrency: int, db_url: str | None) -
     from sctk import config
     from sctk.jobs import queue
     from sctk.jobs.worker import Worker
+    from sctk.ops.init_home import init_home
     from sctk.storage.engine import make_engine, session_scope
-    from sctk.storage.layout import init_home
 
     home = root / f"home-{uuid.uuid4().hex[:6]}"
     init_home(home, database_url=db_url)

@@ -79,10 +79,10 @@ def prepare(home: Path) -> tuple[str, int]:
 
     from sctk import config
     from sctk.backup.location import init_repo
+    from sctk.ops.init_home import init_home
     from sctk.pipeline import store
     from sctk.security import tokens, users
     from sctk.storage.engine import make_engine, session_scope
-    from sctk.storage.layout import init_home
     from sctk.uq import registry
     from sctk.uq.hybrid import HybridRegressor
 

@@ -32,7 +32,7 @@ def main() -> None:
     from sctk import config
     from sctk.api.app import create_app
     from sctk.cli import main as sctk
-    from sctk.storage.layout import init_home
+    from sctk.ops.init_home import init_home
 
     home = Path(tempfile.mkdtemp()) / "home"
     os.environ["SCTK_HOME"] = str(home)

@@ -28,8 +28,8 @@ from sqlalchemy.engine import make_url
 
 from sctk import config
 from sctk.config import Settings
+from sctk.ops.init_home import init_home
 from sctk.runtime import Runtime
-from sctk.storage.layout import init_home
 from tests.helpers import LiveServer
 from tests.uq import physics_examples
 

@@ -232,3 +232,50 @@ def test_home_in_file_is_refused(tmp_path):
     problems = config.check_file(path)
     assert len(problems) == 1
     assert "'home'" in problems[0]
+
+
+def test_domain_sections_come_from_their_domain_in_a_fresh_process(tmp_path):
+    # [alerts] and [anomaly] are declared by monitoring, not imported by config: a process
+    # that imports nothing but config still reads them from the file and the environment,
+    # and refuses a bad value with the sentence naming its origin (warnings are errors here:
+    # a section read before its model is known would warn and split env keys wrongly)
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    write_config(home, "[alerts]\ncooldown_seconds = 42\n")
+    script = (
+        "import sys\n"
+        "from sctk import config\n"
+        "assert 'sctk.monitoring.rules' not in sys.modules\n"
+        "s = config.load(sys.argv[1]).settings\n"
+        "print(type(s.alerts).__module__, s.alerts.cooldown_seconds, s.anomaly.detector)\n"
+        "try:\n"
+        "    config.load(sys.argv[1], {'anomaly': {'detector': 'nope'}})\n"
+        "except config.ConfigError as exc:\n"
+        "    print(exc.message)\n"
+    )
+    env = {**os.environ, "SCTK_ANOMALY__DETECTOR": "three_sigma"}
+    env.pop("SCTK_HOME", None)
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script, str(home)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first == "sctk.monitoring.rules 42.0 three_sigma"
+    assert second == (
+        "Invalid settings: 'anomaly' (from command line): Unknown anomaly detector 'nope'; "
+        "choose one of: adaptive, robust, three_sigma."
+    )
+
+
+def test_a_section_config_does_not_name_is_refused():
+    from pydantic import BaseModel
+
+    with pytest.raises(ValueError, match="settings section 'weather'"):
+        config.settings_section("weather")(type("Weather", (BaseModel,), {}))

@@ -7,7 +7,7 @@ import pytest
 from sctk import config
 from sctk.errors import ConfigError
 from sctk.ops.config_edit import REDACTED, parse_value, set_value
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.engine import make_engine, session_scope
 from tests.helpers import free_port, run_sctk
 
@@ -16,7 +16,7 @@ def _config_events(settings):
     engine = make_engine(settings)
     try:
         with session_scope(engine) as s:
-            return [audit.as_dict(e) for e in audit.entries(s, event="config.changed")]
+            return [audit_log.as_dict(e) for e in audit_log.entries(s, event="config.changed")]
     finally:
         engine.dispose()
 

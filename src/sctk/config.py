@@ -12,14 +12,19 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from sctk import tomltext
 from sctk.errors import ConfigError
-from sctk.monitoring.rules import AlertSettings
+from sctk.registry import Registry
+
+if TYPE_CHECKING:  # types only: these sections' models live with their domain (see below)
+    from sctk.monitoring.anomaly_settings import AnomalySettings
+    from sctk.monitoring.rules import AlertSettings
 
 CONFIG_FILE_NAME = "sctk.toml"
 # owner-only: the file may hold a database URL with its password
@@ -32,11 +37,47 @@ def default_home() -> Path:
     return Path(base) / "sctk"
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """One table of the settings ([server], [backup], ...): unknown keys are refused."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class ServerSettings(_Section):
+# Sections whose model lives with its domain, on a floor above this module: Settings names
+# each (so its place in the file, the reference and `config show` is fixed here) by the name
+# of its model, and the domain declares the model with `@settings_section(NAME)` in the
+# module its plugin's `settings_sections` hook imports. Settings is completed with them the
+# first time it is used (`_complete`), so config imports no domain.
+DOMAIN_SECTIONS = {"alerts": "AlertSettings", "anomaly": "AnomalySettings"}
+SECTIONS: Registry[type[BaseModel]] = Registry("settings section", "settings_sections")
+
+
+def settings_section(name: str):
+    """Declare the decorated model as the settings section NAME (one of DOMAIN_SECTIONS)."""
+
+    def declare(model: type[BaseModel]) -> type[BaseModel]:
+        if name not in DOMAIN_SECTIONS:
+            raise ValueError(
+                f"{model.__module__}.{model.__name__} declares the settings section '{name}', "
+                f"which Settings does not name; sections left to a domain: "
+                f"{', '.join(DOMAIN_SECTIONS)}."
+            )
+        SECTIONS.add(name, model, model.__module__)
+        return model
+
+    return declare
+
+
+def _domain_section(name: str) -> type[BaseModel]:
+    if name not in SECTIONS:
+        raise ConfigError(
+            f"No model declares the settings section [{name}]: the plugin of its domain did "
+            "not load; reinstall sctk."
+        )
+    return SECTIONS[name]
+
+
+class ServerSettings(Section):
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port of the API.")
     workers: int = Field(1, ge=1, le=64, description="Number of uvicorn worker processes.")
@@ -47,7 +88,7 @@ class ServerSettings(_Section):
     )
 
 
-class LogSettings(_Section):
+class LogSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Lowest level written to the log file and the console."
     )
@@ -57,7 +98,7 @@ class LogSettings(_Section):
     backup_count: int = Field(5, ge=1, le=100, description="Rotated log files kept.")
 
 
-class HealthSettings(_Section):
+class HealthSettings(Section):
     disk_warning_free_percent: float = Field(
         15.0, gt=0, lt=100, description="Free disk below this percentage is a WARNING."
     )
@@ -74,7 +115,7 @@ class HealthSettings(_Section):
         return self
 
 
-class DatabaseSettings(_Section):
+class DatabaseSettings(Section):
     connect_timeout: int = Field(
         3, ge=1, le=120, description="Seconds to wait for PostgreSQL before giving up."
     )
@@ -97,7 +138,7 @@ class DatabaseSettings(_Section):
     )
 
 
-class SecuritySettings(_Section):
+class SecuritySettings(Section):
     jwt_ttl_minutes: int = Field(15, ge=1, le=24 * 60, description="Lifetime of a login JWT.")
     lockout_threshold: int = Field(
         5,
@@ -182,7 +223,7 @@ class SecuritySettings(_Section):
         return self
 
 
-class ExecutorSettings(_Section):
+class ExecutorSettings(Section):
     kind: Literal["local", "dask"] = Field(
         "local", description="Where jobs run: a local process pool, or a Dask cluster."
     )
@@ -194,7 +235,7 @@ class ExecutorSettings(_Section):
     )
 
 
-class JobSettings(_Section):
+class JobSettings(Section):
     workers: int = Field(
         1, ge=0, le=64, description="Worker loops `sctk serve` runs in-process (0: none)."
     )
@@ -236,7 +277,7 @@ class JobSettings(_Section):
         return self.max_runtime_by_kind.get(kind, self.max_runtime_seconds)
 
 
-class BusSettings(_Section):
+class BusSettings(Section):
     max_attempts: int = Field(
         5, ge=1, le=100, description="Deliveries of a message before it is a dead letter."
     )
@@ -252,7 +293,7 @@ class BusSettings(_Section):
     )
 
 
-class DataSettings(_Section):
+class DataSettings(Section):
     max_upload_bytes: int = Field(
         512 * 1024 * 1024,
         ge=1024,
@@ -308,7 +349,7 @@ class DataSettings(_Section):
 PHYSICS_NAME_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
 
 
-class UqSettings(_Section):
+class UqSettings(Section):
     train_row_budget: int = Field(
         2_000_000,
         ge=100,
@@ -363,7 +404,7 @@ class UqSettings(_Section):
         return self
 
 
-class CacheSettings(_Section):
+class CacheSettings(Section):
     url: SecretStr | None = Field(
         None,
         description="Redis URL of the prediction cache (e.g. redis://host:6379/0); empty means "
@@ -374,47 +415,7 @@ class CacheSettings(_Section):
     )
 
 
-class AnomalyOverride(_Section):
-    detector: str | None = Field(None, description="Detector for this metric; empty: the default.")
-    params: dict[str, float | int | bool] = Field(
-        default_factory=dict, description="Detector parameters for this metric."
-    )
-
-
-class AnomalySettings(_Section):
-    detector: str = Field(
-        "adaptive",
-        description="Anomaly detector of every metric without an override "
-        "(adaptive; robust, the previous default; or three_sigma: the guide's rule).",
-    )
-    params: dict[str, float | int | bool] = Field(
-        default_factory=dict, description="Parameters of the default detector."
-    )
-    metrics: dict[str, AnomalyOverride] = Field(
-        default_factory=dict,
-        description="Per-metric overrides: [anomaly.metrics.NAME] detector = ..., params = {...}.",
-    )
-    sample_seconds: float = Field(
-        60.0,
-        ge=0,
-        le=3600,
-        description="Feed the detectors the mean of each period of this many seconds (60: the "
-        "1-minute means the defaults were chosen on; raw 1 Hz samples raise false alarms); "
-        "0 feeds them every sample.",
-    )
-
-    @model_validator(mode="after")
-    def _valid(self) -> AnomalySettings:
-        from sctk.monitoring.anomaly import check_settings  # lazy: it imports this module
-
-        try:
-            check_settings(self)
-        except ConfigError as exc:
-            raise ValueError(exc.message) from None
-        return self
-
-
-class BackupSettings(_Section):
+class BackupSettings(Section):
     repository: str | None = Field(
         None,
         description="Backup repository: a local path or an fsspec URL (sftp://, s3://); "
@@ -467,7 +468,7 @@ class BackupSettings(_Section):
     )
 
 
-class MonitorSettings(_Section):
+class MonitorSettings(Section):
     interval_seconds: float = Field(
         1.0, ge=0.1, le=60, description="How often the collector samples the system metrics."
     )
@@ -509,7 +510,7 @@ class MonitorSettings(_Section):
         return self
 
 
-class DrillSettings(_Section):
+class DrillSettings(Section):
     port: int = Field(
         0,
         ge=0,
@@ -520,7 +521,7 @@ class DrillSettings(_Section):
     )
 
 
-class MaintenanceSettings(_Section):
+class MaintenanceSettings(Section):
     schedule_daily: str = Field("0 2 * * *", description="Cron expression of the daily tasks.")
     schedule_weekly: str = Field("0 3 * * 0", description="Cron expression of the weekly tasks.")
     schedule_monthly: str = Field("0 4 1 * *", description="Cron expression of the monthly tasks.")
@@ -613,10 +614,22 @@ class Settings(BaseSettings):
     uq: UqSettings = Field(default_factory=UqSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
-    alerts: AlertSettings = Field(default_factory=AlertSettings)
-    anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
+    alerts: AlertSettings = Field(default_factory=lambda: _domain_section("alerts")())
+    anomaly: AnomalySettings = Field(default_factory=lambda: _domain_section("anomaly")())
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     drill: DrillSettings = Field(default_factory=DrillSettings)
+
+    def __init__(self, **values: Any) -> None:
+        _complete()  # the settings sources read the sections' models before validating
+        super().__init__(**values)
+
+    @classmethod
+    def model_rebuild(cls, **kwargs: Any) -> bool | None:
+        # pydantic rebuilds a model left incomplete on its first validation
+        # (model_validate too): hand it the domains' section models by name
+        names = {model: _domain_section(section) for section, model in DOMAIN_SECTIONS.items()}
+        kwargs["_types_namespace"] = {**names, **(kwargs.get("_types_namespace") or {})}
+        return super().model_rebuild(**kwargs)
 
     @property
     def config_file(self) -> Path:
@@ -632,6 +645,18 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
+
+
+def _complete() -> None:
+    if not Settings.__pydantic_complete__:
+        Settings.model_rebuild()
+
+
+def settings_fields() -> dict[str, FieldInfo]:
+    """Settings' fields, every section's model resolved (what the reference, the config
+    template and `config set` walk)."""
+    _complete()
+    return Settings.model_fields
 
 
 @dataclass
@@ -717,6 +742,7 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def _env_values() -> dict[str, Any]:
+    _complete()  # the source reads each field's model to split SCTK_SECTION__KEY
     source = EnvSettingsSource(Settings)
     return source()
 

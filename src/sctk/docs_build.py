@@ -43,7 +43,7 @@ def _default(field) -> str:
 
 
 def configuration_md() -> str:
-    from sctk.config import Settings, env_name
+    from sctk.config import env_name, settings_fields
 
     lines = [
         HEADER + "# Configuration reference",
@@ -56,7 +56,7 @@ def configuration_md() -> str:
         "",
     ]
     top, sections = [], []
-    for name, field in Settings.model_fields.items():
+    for name, field in settings_fields().items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             sections.append((name, annotation))
@@ -129,7 +129,7 @@ def api_md() -> str:
 
     from sctk import config
     from sctk.api.app import create_app
-    from sctk.storage.layout import init_home
+    from sctk.ops.init_home import init_home
 
     # the app needs a data directory to be built; a throwaway one serves for its schema
     with tempfile.TemporaryDirectory(prefix="sctk-docs-") as tmp:

@@ -3,7 +3,7 @@
 A plugin is a module named by an entry point of the group `sctk.plugins`. It holds one
 function per registry it adds to, named after the registry's hook (HOOKS below); called,
 such a function declares its entries with the registry's own decorator (`@job_kind`,
-`@check`, `@task`, `@handler`, `@detector`, `@model_kind`), usually by importing the
+`@check`, `@task`, `@detector`, `@model_kind`, `@settings_section`), usually by importing the
 modules that carry them. sctk's own domains are plugins of the same kind (one module per domain,
 `sctk/<domain>/plugin.py`, named in BUILTIN below so that they load even where sctk runs
 from a source tree without its package metadata), and an installed package adds exactly what
@@ -40,9 +40,9 @@ HOOKS = {
     "job_kinds": "job kinds",
     "health_checks": "health checks",
     "maintenance_tasks": "maintenance tasks",
-    "bus_handlers": "bus handlers",
     "anomaly_detectors": "anomaly detectors",
     "model_kinds": "model kinds",
+    "settings_sections": "settings sections",
 }
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """A registry: named entries that plugins declare (job kinds, health checks, maintenance
-tasks, bus handlers, anomaly detectors, model kinds).
+tasks, anomaly detectors, model kinds, settings sections).
 
 Reading a registry first has every plugin declare its entries for it (`sctk.plugins.declare`
 with the registry's hook), so that every process sees every declared entry without

@@ -120,7 +120,7 @@ class Runtime:
     @staticmethod
     def plugins() -> list[Plugin]:
         """The plugins that fill the registries (job kinds, health checks, maintenance tasks,
-        bus handlers, detectors), loaded once per process."""
+        detectors, model kinds, settings sections), loaded once per process."""
         from sctk import plugins
 
         return plugins.load()

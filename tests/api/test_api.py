@@ -14,9 +14,9 @@ import pytest
 from sctk import __version__, config, logs
 from sctk.api.app import create_app
 from sctk.config import Settings
+from sctk.ops.init_home import init_home
 from sctk.storage import migrate
 from sctk.storage.engine import make_engine, session_scope
-from sctk.storage.layout import init_home
 from tests.helpers import LiveServer, free_port, wait_until
 
 PROBLEM_JSON = "application/problem+json"

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from sctk.backup.location import open_repo, repo_url
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import BackupRun, BackupSnapshot, CheckResult
 from tests.backup.backup_support import (
@@ -108,9 +108,9 @@ def test_round_trip_while_a_writer_inserts(settings, home, backend, tmp_path, mo
             assert ("create", "succeeded", snap["id"]) in runs
             assert ("verify", "succeeded", snap["id"]) in runs
             assert all(r.seconds is not None for r in s.scalars(select(BackupRun)))
-            created = audit.entries(s, event="backup.create")
+            created = audit_log.entries(s, event="backup.create")
             assert [(e.outcome, e.target) for e in created] == [("ok", snap["id"])]
-            assert audit.entries(s, event="backup.verify")[0].outcome == "ok"
+            assert audit_log.entries(s, event="backup.verify")[0].outcome == "ok"
     finally:
         engine.dispose()
 

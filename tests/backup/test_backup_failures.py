@@ -18,7 +18,7 @@ from sctk.backup.location import init_repo, open_repo
 from sctk.bus import get_bus
 from sctk.errors import SctkError
 from sctk.runtime import Runtime
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import BackupRun
 from tests.backup.backup_support import ENV, PASSPHRASE, set_passphrase
@@ -82,7 +82,7 @@ def test_a_failing_part_leaves_no_snapshot_and_is_recorded(
     engine = make_engine(settings)
     try:
         with session_scope(engine) as session:
-            entries = audit.entries(session, event="backup.create")
+            entries = audit_log.entries(session, event="backup.create")
             assert entries and {e.outcome for e in entries} == {"failed"}
     finally:
         engine.dispose()
@@ -234,7 +234,7 @@ def test_a_damaged_repository_fails_verification_and_is_recorded(
     engine = make_engine(settings)
     try:
         with session_scope(engine) as session:
-            outcomes = {e.outcome for e in audit.entries(session, event="backup.verify")}
+            outcomes = {e.outcome for e in audit_log.entries(session, event="backup.verify")}
             assert outcomes == {"failed"}
     finally:
         engine.dispose()

@@ -14,8 +14,8 @@ import pytest
 from sctk.backup import create
 from sctk.backup.location import init_repo, open_repo
 from sctk.backup.repo import Repository, crypto
+from sctk.ops.init_home import init_home
 from sctk.runtime import Runtime
-from sctk.storage.layout import init_home
 from tests.backup.backup_support import ENV, PASSPHRASE, set_passphrase
 from tests.backup.repo.conftest import damage_chunk
 from tests.helpers import run_sctk

@@ -6,7 +6,7 @@ import json
 
 from sctk.backup.create import create_backup
 from sctk.backup.location import init_repo, open_repo
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import BackupSnapshot
 from tests.backup.backup_support import ENV, set_passphrase
@@ -27,7 +27,9 @@ def _audited(settings, event: str) -> list[str]:
     engine = make_engine(settings)
     try:
         with session_scope(engine) as s:
-            return [e.outcome for e in sorted(audit.entries(s, event=event), key=lambda e: e.seq)]
+            return [
+                e.outcome for e in sorted(audit_log.entries(s, event=event), key=lambda e: e.seq)
+            ]
     finally:
         engine.dispose()
 

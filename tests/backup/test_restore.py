@@ -334,7 +334,7 @@ def test_damaged_pack_refuses_and_leaves_the_target_intact(settings, home, popul
 @pytest.fixture
 def sqlite_home(tmp_path, monkeypatch):
     """A populated SQLite data directory with one snapshot (input checks need no other)."""
-    from sctk.storage.layout import init_home
+    from sctk.ops.init_home import init_home
 
     set_passphrase(monkeypatch)
     home, settings = tmp_path / "home", init_home(tmp_path / "home")[1]

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from sctk import runstate
-from sctk.storage.layout import init_home
+from sctk.ops.init_home import init_home
 from tests.helpers import free_port, wait_until
 
 

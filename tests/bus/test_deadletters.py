@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from sctk.bus import Bus, deadletters
 from sctk.cli import main
 from sctk.errors import SctkError
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.engine import session_scope
 from sctk.storage.models import DeadLetter, utcnow
 from tests.bus.conftest import MAX_ATTEMPTS
@@ -70,7 +70,9 @@ def test_replay_delivers_to_the_fixed_handler_only_and_marks_it(bus, backend):
     row = _row(bus, dead_id)
     assert row.replayed_at is not None
     with session_scope(bus.engine) as session:
-        assert audit.entries(session, event="bus.dead_letter.replayed")[0].target == str(dead_id)
+        assert audit_log.entries(session, event="bus.dead_letter.replayed")[0].target == str(
+            dead_id
+        )
         with pytest.raises(SctkError, match=f"Dead letter {dead_id} was already replayed"):
             deadletters.replay(session, bus, dead_id)
         assert deadletters.replay(session, bus, "all") == []

@@ -15,7 +15,7 @@ from websockets.sync.client import connect
 from sctk.api.routes import ws as ws_route
 from sctk.bus import get_bus
 from sctk.jobs import events
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.engine import session_scope
 from sctk.storage.models import Job, User
 from tests.bus.conftest import python
@@ -199,7 +199,7 @@ def test_refusals_are_close_codes(viewer_api):
     code, reason = refused(ws_url(api, job_id), subprotocols=[f"bearer.{plaintext}"])
     assert (code, reason) == (4403, "Your role 'retired-role' may not do this; it needs 'read'.")
     with session_scope(api.engine) as session:
-        [denied] = audit.entries(session, event="permission.denied")
+        [denied] = audit_log.entries(session, event="permission.denied")
     assert denied.details["method"] == "WEBSOCKET" and denied.details["path"].endswith(
         f"/ws/jobs/{job_id}"
     )

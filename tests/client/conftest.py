@@ -11,8 +11,8 @@ import pytest
 
 from sctk import config
 from sctk.config import Settings
+from sctk.ops.init_home import init_home
 from sctk.storage.engine import make_engine
-from sctk.storage.layout import init_home
 from tests.helpers import LiveServer
 from tests.security.conftest import ACCOUNTS, Account, create_user
 from tests.web.conftest import FAST_JOBS

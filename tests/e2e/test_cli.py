@@ -22,9 +22,10 @@ import pytest
 from sqlalchemy import select
 
 from sctk import __version__, config
+from sctk.ops.init_home import init_home
 from sctk.storage import migrate
 from sctk.storage.engine import make_engine, session_scope
-from sctk.storage.layout import SUBDIRS, init_home
+from sctk.storage.layout import SUBDIRS
 from sctk.storage.models import CheckResult
 from tests.helpers import free_port, run_sctk, wait_until
 

@@ -30,11 +30,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from sctk import config
+from sctk.ops.init_home import init_home
 from sctk.ops.scheduler import LEASE as SCHEDULER_LEASE
 from sctk.security import users
 from sctk.storage import lease
 from sctk.storage.engine import make_engine, session_scope
-from sctk.storage.layout import init_home
 from sctk.storage.models import Job
 from tests.e2e.scaleout_support import (
     Processes,

@@ -6,7 +6,7 @@ import threading
 
 from sctk.api.app import create_app
 from sctk.jobs import queue
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.engine import session_scope
 from tests.helpers import LiveServer, wait_until
 from tests.jobs.conftest import job_dict, job_settings, submit
@@ -55,7 +55,7 @@ def test_submit_list_show_cancel_retry(api):
     later = http.get(f"/api/v1/jobs/{job_id}/events?after=2", headers=viewer).json()
     assert [e["seq"] for e in later] == [3]
     with session_scope(api.engine) as s:
-        actors = {e.actor for e in audit.entries(s, event="job")}
+        actors = {e.actor for e in audit_log.entries(s, event="job")}
     assert actors == {api.accounts["analyst"].username}
 
 
@@ -67,7 +67,7 @@ def test_refusals_are_problems_and_change_nothing(api):
         queue.finish(s, done, {}, worker="w1")
     before = all_jobs(api.engine)
     with session_scope(api.engine) as s:
-        denied_before = len(audit.entries(s, event="permission.denied"))
+        denied_before = len(audit_log.entries(s, event="permission.denied"))
 
     cases = [
         ("POST", "/api/v1/jobs", {"kind": "nope"}, 400, "Unknown job kind 'nope'; known kinds"),
@@ -104,7 +104,7 @@ def test_refusals_are_problems_and_change_nothing(api):
         assert_problem(r, status, fragment)
     assert all_jobs(api.engine) == before
     with session_scope(api.engine) as s:
-        denied = audit.entries(s, event="permission.denied")
+        denied = audit_log.entries(s, event="permission.denied")
     assert len(denied) == denied_before + 1
     assert denied[0].details["permission"] == "users.manage"
 

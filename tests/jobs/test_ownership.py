@@ -8,7 +8,7 @@ import pytest
 from sctk.errors import SctkError
 from sctk.jobs import queue
 from sctk.jobs.worker import Worker
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.engine import session_scope
 from sctk.storage.models import Job
 from tests.jobs.conftest import job_dict, submit
@@ -48,8 +48,8 @@ def test_an_analyst_may_not_cancel_or_retry_an_admins_jobs(api):
     assert r.status_code == 200 and r.json()["status"] == "queued", r.text
 
     with session_scope(api.engine) as s:
-        denied = audit.entries(s, event="permission.denied")
-        actions = {(e.event, e.actor) for e in audit.entries(s, event="job")}
+        denied = audit_log.entries(s, event="permission.denied")
+        actions = {(e.event, e.actor) for e in audit_log.entries(s, event="job")}
     assert len(denied) == 4 and {e.actor for e in denied} == {"ali.analyst"}
     assert {e.details["permission"] for e in denied} == {"backups.manage", "jobs.manage"}
     assert actions == {("job.cancelled", "ada.admin"), ("job.retried", "ada.admin")}

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sctk.config import JobSettings
 from sctk.errors import Conflict, NotFound, SctkError
 from sctk.jobs import events, queue
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.engine import session_scope
 from sctk.storage.models import Job, JobEvent
 from tests.jobs.conftest import job_dict, submit
@@ -207,7 +207,7 @@ def test_cancel_queued_running_and_finished(engine):
         with pytest.raises(Conflict, match=refused), session_scope(engine) as s:
             queue.cancel(s, job_id, actor="ann")
     with session_scope(engine) as s:
-        cancels = audit.entries(s, event="job.cancelled")
+        cancels = audit_log.entries(s, event="job.cancelled")
     assert {e.target for e in cancels} == {f"job {queued}", f"job {running}"}
     assert {e.actor for e in cancels} == {"ann"}
 
@@ -253,7 +253,7 @@ def test_retry(engine):
     with pytest.raises(Conflict, match=refused), session_scope(engine) as s:
         queue.retry(s, fresh, actor="ann")
     with session_scope(engine) as s:
-        assert len(audit.entries(s, event="job.retried")) == 2
+        assert len(audit_log.entries(s, event="job.retried")) == 2
 
 
 def test_stale_running_jobs_are_requeued_or_dead(engine):

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from sctk import config
-from sctk.config import AnomalyOverride, AnomalySettings
 from sctk.errors import ConfigError, SctkError
 from sctk.monitoring.anomaly import (
     AdaptiveDetector,
@@ -21,6 +20,7 @@ from sctk.monitoring.anomaly import (
     detector_for,
     make_detector,
 )
+from sctk.monitoring.anomaly_settings import AnomalyOverride, AnomalySettings
 
 T0 = 1_767_225_600.0
 

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from sctk.config import AnomalySettings
 from sctk.errors import ConfigError
 from sctk.monitoring.anomaly import (
     DEFAULT_DETECTOR,
@@ -17,6 +16,7 @@ from sctk.monitoring.anomaly import (
     detector_for,
     make_detector,
 )
+from sctk.monitoring.anomaly_settings import AnomalySettings
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 

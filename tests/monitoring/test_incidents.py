@@ -14,7 +14,7 @@ from sctk.monitoring import incidents
 from sctk.monitoring.alert_engine import AlertEngine
 from sctk.monitoring.clock import ManualClock
 from sctk.monitoring.rules import AlertSettings, ThresholdRule
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import Incident, IncidentEvent
 from tests.helpers import run_sctk
@@ -76,7 +76,7 @@ def test_timeline_notes_owner_and_closing(settings):
                 "opened", "action", "note", "owner", "closed",
             ]  # fmt: skip
             assert data["timeline"][1]["details"] == {"freed": 3}
-            assert {e.event for e in audit.entries(s)} >= {"incident.noted", "incident.closed"}
+            assert {e.event for e in audit_log.entries(s)} >= {"incident.noted", "incident.closed"}
 
         with pytest.raises(Conflict, match="closed already"), session_scope(eng) as s:
             incidents.close(s, inc_id, "again", actor="ops")

@@ -23,8 +23,8 @@ from sqlalchemy import select
 
 import sctk
 from sctk import config, runstate
+from sctk.ops.init_home import init_home
 from sctk.storage.engine import make_engine, session_scope
-from sctk.storage.layout import init_home
 from sctk.storage.models import AuditEntry, MaintenanceRun, NotificationAttempt
 
 # one xdist worker builds the wheels and the venv once and runs every test on them

@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from sctk.errors import SctkError
 from sctk.jobs import queue, switches
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage import lease
 from sctk.storage.engine import session_scope
 from sctk.storage.models import Lease
@@ -32,7 +32,7 @@ def test_paused_intake_leaves_queued_jobs_waiting_until_resumed(engine):
     with session_scope(engine) as s:
         assert [j.id for j in queue.claim(s, "w1", 5)] == [job_id]
     with session_scope(engine) as s:
-        events = [e.event for e in audit.entries(s)]
+        events = [e.event for e in audit_log.entries(s)]
     assert events.count("service.paused") == 1 and events.count("service.resumed") == 1
 
 

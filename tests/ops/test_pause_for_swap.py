@@ -21,9 +21,9 @@ from sctk.backup.location import init_repo
 from sctk.errors import Conflict
 from sctk.logs import LOG_FILE
 from sctk.ops import upgrade as up
+from sctk.ops.init_home import init_home
 from sctk.runtime import Runtime
 from sctk.storage.engine import make_engine
-from sctk.storage.layout import init_home
 from sctk.storage.migrate import head
 from tests.backup.backup_support import ENV
 from tests.helpers import free_port, run_sctk, wait_until

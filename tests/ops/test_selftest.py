@@ -100,7 +100,7 @@ def test_the_domain_function_refuses_live_settings_in_its_environment(monkeypatc
 
 
 def test_doctor_runs_the_quick_selftest_among_the_startup_findings(tmp_path):
-    from sctk.storage.layout import init_home
+    from sctk.ops.init_home import init_home
 
     home = tmp_path / "home"
     init_home(home)

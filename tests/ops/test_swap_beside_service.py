@@ -19,9 +19,9 @@ import pytest
 from sctk import config, runstate
 from sctk.backup.create import create_backup
 from sctk.backup.location import init_repo
+from sctk.ops.init_home import init_home
 from sctk.ops.upgrade import PRE_UPDATE
 from sctk.runtime import Runtime
-from sctk.storage.layout import init_home
 from tests.backup.backup_support import ENV
 from tests.helpers import free_port, run_sctk, wait_until
 

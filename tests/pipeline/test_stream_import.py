@@ -14,12 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from sctk.errors import InsufficientStorage
+from sctk.ops.init_home import init_home
 from sctk.pipeline import store
 from sctk.pipeline.ingest import Batching, import_local
 from sctk.pipeline.limits import TooLarge
 from sctk.pipeline.schema import SchemaViolations, parse_schema
 from sctk.pipeline.service import import_file
-from sctk.storage.layout import init_home
 
 ROWS = 2_500
 

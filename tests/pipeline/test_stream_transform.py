@@ -12,11 +12,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from sctk.ops.init_home import init_home
 from sctk.pipeline import store
 from sctk.pipeline.ingest import Batching, import_local
 from sctk.pipeline.service import run_pipeline
 from sctk.pipeline.transforms import parse_pipeline
-from sctk.storage.layout import init_home
 from tests.helpers import run_sctk
 
 ROWS = 3_000

@@ -348,9 +348,10 @@ def prepare_home(home: Path, database_url: str | None = None) -> dict[str, Any]:
     import numpy as np
 
     from sctk import config
+    from sctk.ops.init_home import init_home
     from sctk.security import users
     from sctk.storage.engine import make_engine, session_scope
-    from sctk.storage.layout import init_home, is_data_dir
+    from sctk.storage.layout import is_data_dir
     from sctk.uq import registry
     from sctk.uq.hybrid import HybridRegressor
 

@@ -12,8 +12,8 @@ import pytest
 
 from sctk import config
 from sctk.api.app import create_app
+from sctk.ops.init_home import init_home
 from sctk.storage.engine import make_engine
-from sctk.storage.layout import init_home
 from tests.helpers import LiveServer, wait_until
 from tests.security.conftest import bearer, create_token, create_user
 from tests.storage.tcp_forwarder import Forwarder

@@ -26,8 +26,8 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from sctk import config
+from sctk.ops.init_home import init_home
 from sctk.storage.engine import make_engine, session_scope
-from sctk.storage.layout import init_home
 from tests.helpers import LiveServer, free_port, run_sctk, wait_until
 from tests.security.conftest import bearer, create_token, create_user
 

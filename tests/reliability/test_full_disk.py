@@ -14,8 +14,8 @@ import pytest
 
 from sctk import config
 from sctk.api.app import create_app
+from sctk.ops.init_home import init_home
 from sctk.storage.engine import make_engine, ping
-from sctk.storage.layout import init_home
 from tests.helpers import LiveServer, run_sctk
 from tests.security.conftest import bearer, create_token, create_user
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.security.proxies import client_address, parse_networks
 from sctk.storage.engine import session_scope
 from sctk.storage.models import LoginAttempt, User, utcnow
@@ -87,7 +87,7 @@ def test_a_stranger_cannot_lock_the_owner_out(start_api, engine):
     assert r.status_code == 200, r.text
     assert _locked_until(engine, OWNER.username) is None
     with session_scope(engine) as s:
-        failed = audit.entries(s, event=audit.LOGIN_FAILED, user=OWNER.username)
+        failed = audit_log.entries(s, event=audit_log.LOGIN_FAILED, user=OWNER.username)
     assert {e.client for e in failed} == {STRANGER}
 
 
@@ -140,7 +140,7 @@ def test_many_addresses_lock_the_account_but_not_for_its_owner(start_api, engine
     # ... but the owner's own address still gets in
     assert _login(api, OWNER.password, OWNER.username, OWNER_ADDRESS).status_code == 200
     with session_scope(engine) as s:
-        locked = audit.entries(s, event=audit.USER_LOCKED, user=OWNER.username)
+        locked = audit_log.entries(s, event=audit_log.USER_LOCKED, user=OWNER.username)
     assert len(locked) == 1 and locked[0].details == {"failures": 7}
 
 
@@ -203,7 +203,7 @@ def test_x_forwarded_for_is_ignored_without_trusted_proxies(start_api, engine):
     # another "address" in the header is the same client: it waits as well
     _throttled(_login(api, VICTIM.password, client=OWNER_ADDRESS))
     with session_scope(engine) as s:
-        failed = audit.entries(s, event=audit.LOGIN_FAILED, user=VICTIM.username)
+        failed = audit_log.entries(s, event=audit_log.LOGIN_FAILED, user=VICTIM.username)
     assert {e.client for e in failed} == {"127.0.0.1"}
 
 
@@ -213,7 +213,7 @@ def test_a_trusted_proxy_names_the_client_and_a_client_cannot_prepend_one(start_
     # the proxy appends the address it saw; what the client wrote to its left is not believed
     _fail(api, 1, client=f"{OWNER_ADDRESS}, {STRANGER}")
     with session_scope(engine) as s:
-        failed = audit.entries(s, event=audit.LOGIN_FAILED, user=VICTIM.username)
+        failed = audit_log.entries(s, event=audit_log.LOGIN_FAILED, user=VICTIM.username)
     assert [e.client for e in failed] == [STRANGER]
     # the per-address rate limit counts each client behind the proxy on its own
     stranger = {"X-Forwarded-For": STRANGER}

@@ -20,12 +20,12 @@ from sqlalchemy.orm import sessionmaker
 from sctk import config, crashpoints
 from sctk.config import Settings
 from sctk.errors import SctkError
+from sctk.ops.init_home import init_home
 from sctk.runtime import Runtime
-from sctk.security import audit, rotation
+from sctk.security import audit_log, rotation
 from sctk.security import secrets as sec
 from sctk.security.keyring import Keyring, ring_lock, ring_path
 from sctk.storage.engine import make_engine, session_scope
-from sctk.storage.layout import init_home
 from sctk.storage.models import AuditEntry, Secret
 from tests.helpers import run_sctk, wait_until
 
@@ -88,7 +88,7 @@ def _audit_events(settings: Settings, prefix: str = "key.") -> list[AuditEntry]:
     engine = make_engine(settings)
     try:
         with session_scope(engine) as s:
-            assert audit.verify(s).ok
+            assert audit_log.verify(s).ok
             return list(
                 s.scalars(
                     select(AuditEntry)

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 
 from sctk.api.app import create_app
 from sctk.api.deps import Permission, current_user
-from sctk.security import audit, tokens, users
+from sctk.security import audit_log, tokens, users
 from sctk.security.keyring import Keyring
 from sctk.security.roles import PERMISSIONS, allowed
 from sctk.storage.engine import session_scope
@@ -458,7 +458,7 @@ def test_permission_matrix(api):
         target = users.get(s, TARGET)
         assert made == {TARGET}
         assert target.disabled is True
-        denied = audit.entries(s, event="permission.denied")
+        denied = audit_log.entries(s, event="permission.denied")
     # one audited denial per 403 cell
     forbidden = sum(
         expected_status(routes[k].requirement, role) == "403" for k in ROWS for role in ROLES
@@ -541,7 +541,7 @@ def test_cancel_and_retry_per_owner(api):
                     assert_problem(r, 403, f"'{who[actor].role}'")
     assert not failures, "\n".join(failures)
     with session_scope(api.engine) as s:
-        denied = audit.entries(s, event="permission.denied")
+        denied = audit_log.entries(s, event="permission.denied")
     assert len(denied) == denials == 22
 
 
@@ -694,8 +694,8 @@ def test_viewer_forging_an_admin_request_is_denied_and_audited(viewer_api):
     with session_scope(api.engine) as s:
         assert users.count(s) == before
         assert s.scalar(select(User).where(User.username == "sneaky.admin")) is None
-        denied = audit.entries(s, event="permission.denied")
-        assert audit.verify(s).ok
+        denied = audit_log.entries(s, event="permission.denied")
+        assert audit_log.verify(s).ok
     assert len(denied) == 1
     entry = denied[0]
     assert entry.actor == viewer

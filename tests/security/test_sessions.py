@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from sctk.ops.emergency import end_sessions
-from sctk.security import audit, sessions
+from sctk.security import audit_log, sessions
 from sctk.storage.engine import session_scope
 from tests.e2e.scaleout_support import Processes, clean_env, sctk_argv, wait_http
 from tests.helpers import free_port, run_sctk, wait_until
@@ -88,7 +88,7 @@ def test_rotation_keeps_sessions_and_revoke_sessions_ends_them_everywhere(
     for url in (api.url, second_api):
         assert _me(url, after).status_code == 200
     with session_scope(engine) as s:
-        assert audit.entries(s, event=sessions.SESSIONS_REVOKED)
+        assert audit_log.entries(s, event=sessions.SESSIONS_REVOKED)
 
 
 def test_the_emergency_step_ends_every_session(start_api, engine, home):
@@ -101,7 +101,7 @@ def test_the_emergency_step_ends_every_session(start_api, engine, home):
     _ended_soon(api.url, before)
     assert _me(api.url, api.login(VIEWER.username, VIEWER.password)).status_code == 200
     with session_scope(engine) as s:
-        (entry, *_) = audit.entries(s, event=sessions.SESSIONS_REVOKED)
+        (entry, *_) = audit_log.entries(s, event=sessions.SESSIONS_REVOKED)
     assert entry.actor == "ops" and entry.details == {"reason": "stolen laptop"}
 
 

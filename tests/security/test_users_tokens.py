@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from sctk import config
 from sctk.api.app import create_app
-from sctk.security import audit, tokens
+from sctk.security import audit_log, tokens
 from sctk.storage.engine import session_scope
 from sctk.storage.models import ApiToken, LoginAttempt, User, utcnow
 from tests.helpers import LiveServer, run_sctk
@@ -134,15 +134,15 @@ def test_cli_user_and_token_lifecycle(home, engine, start_api):
     assert me.status_code == 200 and me.json()["role"] == "viewer"
     assert "data.write" not in me.json()["permissions"]  # an analyst's, no longer hers
     with session_scope(engine) as s:
-        events = [e.event for e in reversed(audit.entries(s, user=CAROL))]
+        events = [e.event for e in reversed(audit_log.entries(s, user=CAROL))]
     for event in (
-        audit.USER_CREATED,
-        audit.TOKEN_CREATED,
-        audit.USER_ROLE_CHANGED,
-        audit.USER_DISABLED,
-        audit.USER_ENABLED,
-        audit.USER_PASSWORD_RESET,
-        audit.TOKEN_REVOKED,
+        audit_log.USER_CREATED,
+        audit_log.TOKEN_CREATED,
+        audit_log.USER_ROLE_CHANGED,
+        audit_log.USER_DISABLED,
+        audit_log.USER_ENABLED,
+        audit_log.USER_PASSWORD_RESET,
+        audit_log.TOKEN_REVOKED,
     ):
         assert event in events, (event, events)
 

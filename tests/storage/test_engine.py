@@ -10,8 +10,8 @@ from sqlalchemy.exc import StatementError
 
 from sctk import config
 from sctk.errors import ConfigError, DatabaseUnavailable
+from sctk.ops.init_home import init_home
 from sctk.storage.engine import make_engine, normalise_url, ping, session_scope
-from sctk.storage.layout import init_home
 from sctk.storage.models import CheckResult, MaintenanceRun
 from tests.helpers import free_port
 

@@ -10,9 +10,10 @@ import pytest
 
 from sctk import config
 from sctk.errors import DatabaseUnavailable, SctkError
+from sctk.ops.init_home import init_home
 from sctk.storage import migrate
 from sctk.storage.engine import make_engine
-from sctk.storage.layout import SUBDIRS, init_home, is_data_dir
+from sctk.storage.layout import SUBDIRS, is_data_dir
 from tests.helpers import free_port
 
 

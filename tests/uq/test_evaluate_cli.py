@@ -74,9 +74,9 @@ def test_evaluate_writes_the_report_and_calibrate_replaces_the_scores(
     engine = make_engine(settings)
     try:
         with session_scope(engine) as s:
-            from sctk.security import audit
+            from sctk.security import audit_log
 
-            (entry,) = audit.entries(s, event="model.recalibrated")
+            (entry,) = audit_log.entries(s, event="model.recalibrated")
             assert entry.target == "drag:1" and entry.details["sha256"] == cal["sha256"]
     finally:
         engine.dispose()

@@ -11,10 +11,10 @@ import textwrap
 import numpy as np
 import pandas as pd
 
+from sctk.ops.init_home import init_home
 from sctk.pipeline import store
 from sctk.pipeline.ingest import Batching, import_local
 from sctk.storage.engine import make_engine, session_scope
-from sctk.storage.layout import init_home
 from sctk.uq import sampling
 from tests.helpers import run_sctk
 from tests.uq.registry_helpers import TINY, frame

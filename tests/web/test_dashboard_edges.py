@@ -77,8 +77,8 @@ def site(tmp_path_factory) -> Iterator[tuple[Site, dict[str, int]]]:
     from sctk.backup.create import create_backup
     from sctk.backup.location import init_repo
     from sctk.ops.config_edit import set_value
+    from sctk.ops.init_home import init_home
     from sctk.runtime import Runtime
-    from sctk.storage.layout import init_home
     from tests.backup.backup_support import PASSPHRASE
 
     home = tmp_path_factory.mktemp("edges") / "home"

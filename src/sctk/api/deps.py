@@ -12,7 +12,7 @@ from fastapi.security import HTTPBearer, OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
-from sctk.security import audit, tokens
+from sctk.security import audit_log, tokens
 from sctk.security.auth_errors import AuthenticationFailed
 from sctk.security.credentials import Principal
 from sctk.security.ratelimit import retry_after_header
@@ -149,7 +149,7 @@ def record_denial(conn: HTTPConnection, user: Principal, permission: str, method
     """Audit a refused request (HTTP or WebSocket)."""
     # recorded in a session of its own: the request's session is rolled back by the 403
     with conn.app.state.sessionmaker() as session:
-        audit.record(
+        audit_log.record(
             session,
             "permission.denied",
             actor=user.username,

@@ -41,7 +41,7 @@ def check(url: str, files: list[Any]) -> dict[str, Any]:
     """Check the database at URL (a snapshot's, loaded) against the snapshot's FILES
     (FileEntry: path, sha256). {"ok", "problems": [sentence...], "files_checked",
     "audit_entries", "schema_revision"}."""
-    from sctk.security import audit
+    from sctk.security import audit_log
 
     by_path = {f.path: f.sha256 for f in files}
     problems: list[str] = []
@@ -77,7 +77,7 @@ def check(url: str, files: list[Any]) -> dict[str, Any]:
                             f"the database records {row.sha256[:12]}..."
                         )
         with Session(engine) as session:
-            chain = audit.verify(session)
+            chain = audit_log.verify(session)
         out["audit_entries"] = chain.checked
         if not chain.ok:
             problems.append(f"the audit chain does not verify: {chain.problem}")

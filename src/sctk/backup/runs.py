@@ -110,7 +110,7 @@ def finish(
     audit_event: str | None = None,
 ) -> dict[str, Any]:
     """Close RUN: its row, an audit entry, the catalog cache (from REPO), then the bus event."""
-    from sctk.security import audit
+    from sctk.security import audit_log
 
     seconds = round(time.monotonic() - run.started, 3)
     details = dict(details or {})
@@ -146,7 +146,7 @@ def finish(
             row.seconds = seconds
             session.flush()
             payload["run_id"] = row.id
-            audit.record(
+            audit_log.record(
                 session,
                 audit_event or f"backup.{run.kind}",
                 actor=run.actor,
@@ -199,13 +199,13 @@ def as_dict(row: BackupRun) -> dict[str, Any]:
 
 def audit_only(rt: Runtime, event: str, actor: str, target: str, details: dict) -> None:
     """An audit entry for an operation that has no run of its own (creating a repository)."""
-    from sctk.security import audit
+    from sctk.security import audit_log
 
     if not database_present(rt.settings):
         return
     try:
         with rt.session() as session:
-            audit.record(session, event, actor=actor, target=target, details=details)
+            audit_log.record(session, event, actor=actor, target=target, details=details)
     except Exception as exc:  # see the module docstring
         log.warning("could not audit %s: %s", event, first_line(exc))
 

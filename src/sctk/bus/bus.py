@@ -46,7 +46,6 @@ from sctk.bus.envelope import (
     sign,
     verify,
 )
-from sctk.bus.handlers import registered
 from sctk.config import Settings
 from sctk.security.keyring import Keyring
 from sctk.storage.engine import make_engine, normalise_url
@@ -603,8 +602,6 @@ def get_bus(settings: Settings, *, source: str | None = None, engine: Engine | N
         if bus is None:
             bus = _registry[key] = Bus(settings, source=source, engine=engine)
             _no_bus.discard(key)
-            for name, (pattern, func) in registered().items():
-                bus.subscribe(pattern, func, name)
         return bus
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from sctk.bus.bus import Bus
 from sctk.bus.envelope import InvalidEnvelope, check_fields, sign, verify
 from sctk.errors import NotFound, SctkError
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.models import DeadLetter, utcnow
 
 ALL = "all"
@@ -122,7 +122,7 @@ def replay(
         )
         bus.publish(envelope)
         dead.replayed_at = utcnow()
-        audit.record(
+        audit_log.record(
             session,
             "bus.dead_letter.replayed",
             actor=actor,
@@ -141,7 +141,7 @@ def purge(session: Session, older_than: timedelta | None = None, *, actor: str =
         query = query.where(DeadLetter.created_at < utcnow() - older_than)
     count = session.execute(query).rowcount or 0
     if count:
-        audit.record(
+        audit_log.record(
             session,
             "bus.dead_letter.purged",
             actor=actor,

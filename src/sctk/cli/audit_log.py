@@ -9,7 +9,7 @@ import typer
 
 from sctk.cli.common import console, db_session, json_option, print_json, table
 from sctk.errors import SctkError
-from sctk.security import audit
+from sctk.security import audit_log
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 
@@ -45,11 +45,11 @@ def list_(
     as_json: bool = json_option(),
 ) -> None:
     """List audit entries, newest first."""
-    start = audit.parse_since(since) if since is not None else None
+    start = audit_log.parse_since(since) if since is not None else None
     with db_session(ctx) as session:
-        found = audit.entries(session, since=start, user=user, event=event, limit=limit)
+        found = audit_log.entries(session, since=start, user=user, event=event, limit=limit)
     if as_json:
-        print_json([audit.as_dict(e) for e in found])
+        print_json([audit_log.as_dict(e) for e in found])
         return
     table(
         "audit log",
@@ -81,7 +81,7 @@ def verify(
     """Recompute the hash chain. Exit 0 when intact, 1 naming the first broken link."""
     expected = _anchor(anchor)
     with db_session(ctx) as session:
-        report = audit.verify(session, anchor=expected)
+        report = audit_log.verify(session, anchor=expected)
     if as_json:
         print_json(report.to_dict())
     else:

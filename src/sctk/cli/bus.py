@@ -84,10 +84,6 @@ def replay(
     require_data_dir(rt.settings)
     # this command's own bus: its local deliveries are awaited below
     bus = Bus(rt.settings, engine=rt.engine, keyring=rt.keyring)
-    from sctk.bus.handlers import registered
-
-    for name, (pattern, func) in registered().items():
-        bus.subscribe(pattern, func, name)
     try:
         with rt.session() as session:
             done = deadletters.replay(session, bus, which, actor=operator())

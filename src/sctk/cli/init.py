@@ -9,8 +9,9 @@ import typer
 
 from sctk import config
 from sctk.cli.common import console, state
+from sctk.ops.init_home import init_home
 from sctk.security.bootstrap import FirstAdmin, check_admin_password, ensure_first_admin
-from sctk.storage.layout import InitReport, init_home
+from sctk.storage.layout import InitReport
 
 
 def initialise(home: Path, database_url: str | None = None, force: bool = False) -> None:

@@ -16,8 +16,8 @@ def _root() -> None:
 
 @app.command("list")
 def list_(as_json: bool = json_option()) -> None:
-    """Every plugin, its package, and the job kinds, checks, tasks, bus handlers and
-    detectors it adds; a plugin that failed to load is shown with its error."""
+    """Every plugin, its package, and the job kinds, checks, tasks, detectors and model
+    kinds it adds; a plugin that failed to load is shown with its error."""
     from sctk.ops.plugin_report import describe
 
     views = describe()

@@ -9,6 +9,7 @@ import typer
 
 from sctk.cli.common import console, settings
 from sctk.cli.init import initialise
+from sctk.config import Settings
 from sctk.storage.layout import is_data_dir
 
 ROLES = ("all", "api", "worker", "scheduler")
@@ -45,15 +46,9 @@ def serve(
         from sctk.cli.scheduler import scheduler
 
         return scheduler(ctx)
-    import uvicorn
-
     from sctk.api.app import ROLE_ENV
 
     os.environ[ROLE_ENV] = role  # uvicorn's worker processes read it in served_app
-
-    from sctk import logs
-    from sctk.api.binding import check_binding
-
     flags = {
         "host": host,
         "port": port,
@@ -62,7 +57,17 @@ def serve(
         "tls_key": tls_key,
         "insecure": insecure,
     }
-    s = settings(ctx, {"server": {k: v for k, v in flags.items() if v is not None}})
+    _serve_api(settings(ctx, {"server": {k: v for k, v in flags.items() if v is not None}}))
+
+
+def _serve_api(s: Settings) -> None:
+    """Run uvicorn on the app of S (initialising its data directory first if needed), the
+    process recorded on the directory while it serves."""
+    import uvicorn
+
+    from sctk import logs
+    from sctk.api.binding import check_binding
+
     check_binding(s.server)
     if not is_data_dir(s.home):
         initialise(s.home)
@@ -79,9 +84,9 @@ def serve(
     from sctk.api.app import SERVE_URL_ENV
 
     # the served app records its process (sctk.runstate): restore, upgrade and rollback
-    # refuse to swap the directory under it, audit and doctor report the address served,
-    # which --port may have made another than the configured one; the handler removes
-    # the record of a SIGTERM'd process, whose `finally` below never runs
+    # refuse to swap the directory under it, the compliance audit and doctor report the
+    # address served, which --port may have made another than the configured one; the
+    # handler removes the record of a SIGTERM'd process, whose `finally` below never runs
     runstate.clear_pid_on_sigterm(s.home)
     host = f"[{s.server.host}]" if ":" in s.server.host else s.server.host
     os.environ[SERVE_URL_ENV] = f"{scheme}://{host}:{s.server.port}"

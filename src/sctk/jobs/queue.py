@@ -26,7 +26,7 @@ from sctk.config import JobSettings
 from sctk.errors import Conflict, NotFound, SctkError
 from sctk.jobs import events, switches
 from sctk.jobs.kinds import RESERVED_PARAMS, get_kind
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.models import Job
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "dead")
@@ -60,7 +60,7 @@ def _write_lock(session: Session) -> None:
 
     A write that changes nothing makes SQLite begin the transaction and take the lock
     (waiting up to busy_timeout), so the rows read next cannot change under us; see
-    sctk.security.audit for the same device. PostgreSQL locks rows instead.
+    sctk.security.audit_log for the same device. PostgreSQL locks rows instead.
     """
     if _is_sqlite(session):
         session.execute(text("UPDATE jobs SET id = id WHERE 1 = 0"))
@@ -244,7 +244,7 @@ def cancel(session: Session, job_id: int, actor: str) -> Job:
             )
     else:
         raise Conflict(f"Job {job.id} {_FINISHED_WORDS[job.status]}; nothing to cancel.")
-    audit.record(
+    audit_log.record(
         session,
         "job.cancelled",
         actor=actor,
@@ -276,7 +276,7 @@ def retry(session: Session, job_id: int, actor: str) -> Job:
     job.progress = 0.0
     job.message = ""
     _set_status(session, job, "queued", by=actor, retried_from=before)
-    audit.record(
+    audit_log.record(
         session,
         "job.retried",
         actor=actor,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from sctk.errors import SctkError
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.models import ServiceFlag
 
 JOBS_PAUSED = "jobs.paused"
@@ -31,7 +31,9 @@ def turn_on(session: Session, name: str, actor: str, reason: str = "") -> bool:
     if is_on(session, name):
         return False
     session.add(ServiceFlag(name=name, actor=actor, reason=reason))
-    audit.record(session, "service.paused", actor=actor, target=name, details={"reason": reason})
+    audit_log.record(
+        session, "service.paused", actor=actor, target=name, details={"reason": reason}
+    )
     session.flush()
     return True
 
@@ -42,7 +44,7 @@ def turn_off(session: Session, name: str, actor: str) -> bool:
     if flag is None:
         return False
     session.delete(flag)
-    audit.record(session, "service.resumed", actor=actor, target=name)
+    audit_log.record(session, "service.resumed", actor=actor, target=name)
     session.flush()
     return True
 

@@ -19,7 +19,7 @@ from sctk.monitoring import incidents
 from sctk.monitoring.rules import (
     fingerprint,
 )
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.models import Alert, AlertEvent, AlertSilence
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def acknowledge(session: Session, alert_id: int, actor: str, now: datetime | Non
         alert.acknowledged_by = str(actor)[:64]
         alert.acknowledged_at = now
         event(session, alert.id, "acknowledged", now, actor)
-        audit.record(session, "alert.acknowledged", actor=actor, target=f"alert:{alert_id}")
+        audit_log.record(session, "alert.acknowledged", actor=actor, target=f"alert:{alert_id}")
     return alert
 
 
@@ -202,7 +202,7 @@ def silence(
         select(Alert).where(Alert.fingerprint == fp, Alert.status == FIRING)
     ):
         event(session, alert.id, "silenced", now, actor, until=until.isoformat(), reason=reason)
-    audit.record(
+    audit_log.record(
         session,
         "alert.silenced",
         actor=actor,

@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sctk.errors import ConfigError
 from sctk.registry import Registry
 
-if TYPE_CHECKING:  # config imports this module lazily; avoid the cycle at import time
-    from sctk.config import AnomalySettings
+if TYPE_CHECKING:  # its validator imports this module
+    from sctk.monitoring.anomaly_settings import AnomalySettings
 
 DEFAULT_DETECTOR = "adaptive"
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sctk.errors import Conflict, NotFound, SctkError
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.models import Incident, IncidentEvent
 
 OPEN = "open"
@@ -136,7 +136,7 @@ def open_or_join(
 
 def note(session: Session, incident_id: int, text: str, actor: str) -> IncidentEvent:
     event = add_event(session, incident_id, "note", text, actor)
-    audit.record(session, "incident.noted", actor=actor, target=f"incident:{incident_id}")
+    audit_log.record(session, "incident.noted", actor=actor, target=f"incident:{incident_id}")
     return event
 
 
@@ -162,7 +162,7 @@ def close(session: Session, incident_id: int, resolution: str, actor: str) -> In
     incident.closed_by = str(actor)[:64]
     incident.resolution = resolution
     add_event(session, incident_id, "closed", f"Closed: {resolution}", actor)
-    audit.record(session, "incident.closed", actor=actor, target=f"incident:{incident_id}")
+    audit_log.record(session, "incident.closed", actor=actor, target=f"incident:{incident_id}")
     return incident
 
 

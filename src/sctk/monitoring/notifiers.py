@@ -431,25 +431,25 @@ def configured_channels(alerts: AlertSettings, session, ring) -> list[Channel]:
 
 def set_webhook(session, ring, url: str, actor: str) -> None:
     """Store the webhook URL encrypted; audited without the URL itself."""
-    from sctk.security import audit
+    from sctk.security import audit_log
     from sctk.security.secrets import put_secret
 
     url = check_webhook_url(url)
     put_secret(session, ring, WEBHOOK_SECRET, url)
-    audit.record(
+    audit_log.record(
         session, "alerts.webhook_set", actor=actor, target="webhook", details={"host": _where(url)}
     )
 
 
 def set_smtp_password(session, ring, password: str, actor: str) -> None:
     """Store the SMTP password encrypted; audited without the password."""
-    from sctk.security import audit
+    from sctk.security import audit_log
     from sctk.security.secrets import put_secret
 
     if not password:
         raise SctkError("The SMTP password is empty; type the password the SMTP server expects.")
     put_secret(session, ring, SMTP_PASSWORD_SECRET, password)
-    audit.record(session, "alerts.smtp_password_set", actor=actor, target="email")
+    audit_log.record(session, "alerts.smtp_password_set", actor=actor, target="email")
 
 
 def test_notification() -> Notification:

@@ -27,6 +27,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sctk.config import settings_section
+
 SYSTEM_METRICS: tuple[str, ...] = (
     "cpu_percent",
     "memory_percent",
@@ -202,6 +204,7 @@ class SmtpSettings(_Strict):
     timeout_seconds: float = Field(10.0, gt=0, le=120, description="Connect and send timeout.")
 
 
+@settings_section("alerts")
 class AlertSettings(_Strict):
     """`[alerts]`: rules, notification policy and channels."""
 

@@ -283,9 +283,9 @@ def _access(settings: Settings, session: Session, engine) -> list[AuditCheck]:
 
 
 def _logging(settings: Settings, session: Session, engine) -> list[AuditCheck]:
-    from sctk.security import audit
+    from sctk.security import audit_log
 
-    chain = audit.verify(session)
+    chain = audit_log.verify(session)
     kept = settings.maintenance.log_retention_days
     need = settings.security.log_retention_days_required
     return [

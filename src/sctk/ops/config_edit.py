@@ -10,7 +10,14 @@ import tomlkit
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from sctk import tomltext
-from sctk.config import CONFIG_FILE_MODE, CONFIG_FILE_NAME, Settings, describe_errors, read_toml
+from sctk.config import (
+    CONFIG_FILE_MODE,
+    CONFIG_FILE_NAME,
+    Settings,
+    describe_errors,
+    read_toml,
+    settings_fields,
+)
 from sctk.errors import ConfigError
 from sctk.fsutil import atomic_write
 
@@ -28,16 +35,16 @@ class Change:
 def _field(key: str) -> tuple[list[str], bool]:
     """The path of a known setting and whether it is a secret; ConfigError otherwise."""
     parts = key.split(".")
-    model: type[BaseModel] = Settings
+    fields = settings_fields()
     for depth, part in enumerate(parts):
-        info = model.model_fields.get(part)
+        info = fields.get(part)
         if info is None or part == "home":
-            known = ", ".join(k for k in model.model_fields if k != "home")
+            known = ", ".join(k for k in fields if k != "home")
             raise ConfigError(f"Unknown setting '{key}'; known keys here: {known}.")
         annotation = info.annotation
         is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
         if is_section and depth < len(parts) - 1:
-            model = annotation
+            fields = annotation.model_fields
             continue
         if is_section or depth != len(parts) - 1:
             raise ConfigError(f"'{key}' is not a single setting; name one key, e.g. server.port.")
@@ -73,7 +80,7 @@ def set_value(settings: Settings, key: str, raw: str, actor: str) -> Change:
 
     Nothing is written unless the whole file still validates and the audit entry is stored.
     """
-    from sctk.security import audit
+    from sctk.security import audit_log
     from sctk.storage.engine import one_off_session
 
     path = settings.home / CONFIG_FILE_NAME
@@ -97,7 +104,7 @@ def set_value(settings: Settings, key: str, raw: str, actor: str) -> Change:
     shown_old = _effective(settings, parts, secret, old)
     shown_new = REDACTED if secret else value
     with one_off_session(settings) as session:
-        audit.record(
+        audit_log.record(
             session,
             "config.changed",
             actor=actor,

@@ -97,14 +97,14 @@ def _copy(source: Engine, target: Engine, report: TransferReport, progress) -> N
 
 def _verify(settings: Settings, source: Engine, target: Engine, report: TransferReport) -> None:
     from sctk.ops import integrity
-    from sctk.security import audit
+    from sctk.security import audit_log
 
     for table in Base.metadata.sorted_tables:
         if _digest(source, table) != _digest(target, table):
             raise SctkError(f"Table {table.name} differs after the copy; the target was emptied.")
     with session_scope(target) as s:
         files = integrity.check_files(s, settings.home)
-        chain = audit.verify(s)
+        chain = audit_log.verify(s)
     if files.problems:
         raise SctkError(
             f"{files.problems[0].sentence()} (checked against the copy); fix it first, e.g. "
@@ -116,13 +116,13 @@ def _verify(settings: Settings, source: Engine, target: Engine, report: Transfer
 
 
 def _switch(settings: Settings, target_url: str, target: Engine, actor: str) -> None:
-    from sctk.security import audit
+    from sctk.security import audit_log
 
     path = settings.home / CONFIG_FILE_NAME
     doc = tomlkit.parse(path.read_text("utf-8")) if path.exists() else tomlkit.document()
     doc["database_url"] = target_url
     with session_scope(target) as s:
-        audit.record(
+        audit_log.record(
             s,
             "db.migrated",
             actor=actor,

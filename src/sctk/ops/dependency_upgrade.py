@@ -540,7 +540,7 @@ def _rollback(saved: dict[str, str], wheels: Path, source: Source) -> tuple[bool
 def _record(rt: Runtime, result: UpgradeResult, actor: str, started: datetime) -> None:
     """Maintenance history, audit log and a notice on the notifiers."""
     from sctk.monitoring import notifiers
-    from sctk.security import audit
+    from sctk.security import audit_log
     from sctk.storage.models import MaintenanceRun
 
     settings = rt.settings
@@ -559,7 +559,7 @@ def _record(rt: Runtime, result: UpgradeResult, actor: str, started: datetime) -
                 finished_at=datetime.now(UTC),
             )
         )
-        audit.record(
+        audit_log.record(
             s,
             "deps.upgrade",
             actor=actor,

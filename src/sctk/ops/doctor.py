@@ -198,7 +198,7 @@ def _sqlite_free_pages(engine) -> Finding:
 
 def _data(settings: Settings, engine) -> list[Finding]:
     from sctk.ops import integrity
-    from sctk.security import audit
+    from sctk.security import audit_log
 
     found = []
     problems = integrity.database_problems(engine)
@@ -215,7 +215,7 @@ def _data(settings: Settings, engine) -> list[Finding]:
     )
     with session_scope(engine) as s:
         report = integrity.check_files(s, settings.home)
-        chain = audit.verify(s)
+        chain = audit_log.verify(s)
     integrity.check_json(settings.home, report)
     for p in report.problems:
         found.append(

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psutil
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 from sctk.config import Settings
@@ -247,6 +248,83 @@ def _after_restore(rt: Runtime, report: EmergencyReport, actor: str, reason: str
         return incident.id
 
 
+def assess(rt: Runtime) -> Step:
+    """Step 1: the health checks and the current system metrics, as found."""
+    from sctk.health import Status, run_checks
+    from sctk.monitoring.service import current
+
+    health = run_checks(rt)
+    metrics = current(rt.settings)["metrics"]
+    bad = [f"{o.name} {o.status.name}" for o in health.outcomes if o.status is not Status.OK]
+    return Step(
+        "assess",
+        True,
+        f"health {health.status.name}"
+        + (f" ({', '.join(bad)})" if bad else "")
+        + f"; cpu {metrics.get('cpu_percent', 0):.0f}%, memory "
+        f"{metrics.get('memory_percent', 0):.0f}%",
+        {"health": health.as_dict(), "metrics": metrics},
+    )
+
+
+def isolate(engine: Engine, actor: str, reason: str) -> Step:
+    """Step 2: pause job intake and the scheduler."""
+    from sctk.jobs import switches
+
+    with session_scope(engine) as s:
+        jobs = switches.turn_on(s, switches.JOBS_PAUSED, actor, reason or "emergency")
+        sched = switches.turn_on(s, switches.SCHEDULER_PAUSED, actor, reason or "emergency")
+    return Step(
+        "isolate",
+        True,
+        "paused job intake and the scheduler",
+        {"newly_paused": {"jobs": jobs, "scheduler": sched}},
+    )
+
+
+def verify(rt: Runtime, actor: str, keep_paused: bool) -> Step:
+    """The last step: the health checks again; healthy (OK or WARNING), job intake and the
+    scheduler resume unless KEEP_PAUSED. The step is ok when healthy."""
+    from sctk.health import Status, run_checks
+    from sctk.jobs import switches
+
+    health = run_checks(rt)
+    healthy = health.status in (Status.OK, Status.WARNING)
+    resumed = False
+    if healthy and not keep_paused:
+        with session_scope(rt.engine) as s:
+            switches.turn_off(s, switches.JOBS_PAUSED, actor)
+            switches.turn_off(s, switches.SCHEDULER_PAUSED, actor)
+        resumed = True
+    return Step(
+        "verify",
+        healthy,
+        f"health {health.status.name}; "
+        + (
+            "job intake and scheduler resumed"
+            if resumed
+            else "job intake and scheduler stay paused ('sctk jobs resume')"
+        ),
+        {"health": health.as_dict(), "resumed": resumed},
+    )
+
+
+def _incident(engine: Engine, incident_id: int | None, reason: str, actor: str) -> int:
+    """The incident the response records its steps on: INCIDENT_ID, else a new one."""
+    from sctk.monitoring import incidents
+
+    with session_scope(engine) as s:
+        if incident_id is None:
+            return incidents.open_incident(
+                s,
+                f"emergency response{': ' + reason if reason else ''}",
+                "critical",
+                actor=actor,
+            ).id
+        incidents.get(s, incident_id)  # NotFound: one sentence, nothing done
+    return incident_id
+
+
 def run_emergency(
     rt: Runtime,
     *,
@@ -258,23 +336,10 @@ def run_emergency(
     keep_paused: bool = False,
     end_all_sessions: bool = False,
 ) -> EmergencyReport:
-    from sctk.health import Status, run_checks
-    from sctk.jobs import switches
     from sctk.monitoring import incidents
-    from sctk.monitoring.service import current
 
     settings, engine = rt.settings, rt.engine
-    with session_scope(engine) as s:
-        if incident_id is None:
-            incident_id = incidents.open_incident(
-                s,
-                f"emergency response{': ' + reason if reason else ''}",
-                "critical",
-                actor=actor,
-            ).id
-        else:
-            incidents.get(s, incident_id)  # NotFound: one sentence, nothing done
-    report = EmergencyReport(incident_id)
+    report = EmergencyReport(_incident(engine, incident_id, reason, actor))
 
     def record(step: Step) -> None:
         report.steps.append(step)
@@ -295,33 +360,8 @@ def run_emergency(
         except Exception as exc:  # record it and go on
             record(Step(name, False, _why(exc)))
 
-    def assess() -> Step:
-        health = run_checks(rt)
-        metrics = current(settings)["metrics"]
-        bad = [f"{o.name} {o.status.name}" for o in health.outcomes if o.status is not Status.OK]
-        return Step(
-            "assess",
-            True,
-            f"health {health.status.name}"
-            + (f" ({', '.join(bad)})" if bad else "")
-            + f"; cpu {metrics.get('cpu_percent', 0):.0f}%, memory "
-            f"{metrics.get('memory_percent', 0):.0f}%",
-            {"health": health.as_dict(), "metrics": metrics},
-        )
-
-    def isolate() -> Step:
-        with session_scope(engine) as s:
-            jobs = switches.turn_on(s, switches.JOBS_PAUSED, actor, reason or "emergency")
-            sched = switches.turn_on(s, switches.SCHEDULER_PAUSED, actor, reason or "emergency")
-        return Step(
-            "isolate",
-            True,
-            "paused job intake and the scheduler",
-            {"newly_paused": {"jobs": jobs, "scheduler": sched}},
-        )
-
-    attempt("assess", assess)
-    attempt("isolate", isolate)
+    attempt("assess", lambda: assess(rt))
+    attempt("isolate", lambda: isolate(engine, actor, reason))
     if end_all_sessions:
         attempt("end_sessions", lambda: end_sessions(engine, actor, reason))
     attempt("restart_workers", lambda: restart_workers(settings, engine))
@@ -340,27 +380,10 @@ def run_emergency(
     done = ", ".join(f"{s.name} {'ok' if s.ok else 'FAILED'}" for s in report.steps)
     attempt("notify", lambda: notify(settings, engine, f"Steps so far: {done}."))
 
-    def verify() -> Step:
-        health = run_checks(rt)
-        healthy = health.status in (Status.OK, Status.WARNING)
-        resumed = False
-        if healthy and not keep_paused:
-            with session_scope(engine) as s:
-                switches.turn_off(s, switches.JOBS_PAUSED, actor)
-                switches.turn_off(s, switches.SCHEDULER_PAUSED, actor)
-            resumed = True
-        report.recovered = healthy
-        return Step(
-            "verify",
-            healthy,
-            f"health {health.status.name}; "
-            + (
-                "job intake and scheduler resumed"
-                if resumed
-                else "job intake and scheduler stay paused ('sctk jobs resume')"
-            ),
-            {"health": health.as_dict(), "resumed": resumed},
-        )
+    def verified() -> Step:
+        step = verify(rt, actor, keep_paused)
+        report.recovered = step.ok
+        return step
 
-    attempt("verify", verify)
+    attempt("verify", verified)
     return report

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from sctk import plugins
-from sctk.bus.handlers import HANDLERS
 from sctk.health.registry import CHECKS
 from sctk.jobs.kinds import KINDS
 from sctk.monitoring.anomaly import DETECTORS
@@ -17,7 +16,6 @@ REGISTRIES: dict[str, Registry] = {
     "job kinds": KINDS,
     "health checks": CHECKS,
     "maintenance tasks": TASKS,
-    "bus handlers": HANDLERS,
     "anomaly detectors": DETECTORS,
     "model kinds": MODEL_KINDS,
 }

@@ -19,7 +19,7 @@ from sctk.errors import SctkError
 from sctk.fsutil import no_space_error
 from sctk.ops.tasks import Task, TaskContext, TaskResult, get_task, group_tasks
 from sctk.runtime import Runtime
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.engine import session_scope
 from sctk.storage.models import MaintenanceRun
 
@@ -71,7 +71,7 @@ def run_one(rt: Runtime, task: Task, trigger: str, actor: str) -> RunRecord:
         row.status, row.summary = result.status, result.summary[:2000]
         row.details = {**result.details, "seconds": round(seconds, 3)}
         row.finished_at = datetime.now(UTC)
-        audit.record(
+        audit_log.record(
             s,
             "maintenance.run",
             actor=actor,

@@ -121,7 +121,7 @@ class _Scratch:
 def _home(sc: _Scratch, quick: bool) -> str:
     from sctk import config
     from sctk.backup.restore_run import check_writable
-    from sctk.storage.layout import init_home
+    from sctk.ops.init_home import init_home
 
     check_writable(sc.parent, "scratch directory")  # root writes where 0o555 says no
     sc.root = Path(tempfile.mkdtemp(prefix="sctk-selftest-", dir=sc.parent))

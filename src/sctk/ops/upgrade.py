@@ -124,10 +124,10 @@ def validate(settings: Settings) -> dict[str, Any]:
 
 
 def _audit(settings: Settings, event: str, actor: str, outcome: str, details: dict) -> None:
-    from sctk.security import audit
+    from sctk.security import audit_log
 
     with one_off_session(settings) as s:
-        audit.record(s, event, actor=actor, target="sctk", outcome=outcome, details=details)
+        audit_log.record(s, event, actor=actor, target="sctk", outcome=outcome, details=details)
 
 
 def _restore_snapshot(rt: Runtime, snapshot: str, actor: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sctk.config import Settings
-from sctk.security import audit, passwords, users
+from sctk.security import audit_log, passwords, users
 from sctk.storage.engine import one_off_session
 
 FIRST_ADMIN = "admin"
@@ -40,5 +40,5 @@ def ensure_first_admin(settings: Settings, password: str | None) -> FirstAdmin |
         if generated is not None:
             # shown once to whoever ran init and known to nobody else: the audit does not
             # ask for it to be changed, as it does for one taken from SCTK_ADMIN_PASSWORD
-            audit.record(session, GENERATED_EVENT, actor="sctk init", target=FIRST_ADMIN)
+            audit_log.record(session, GENERATED_EVENT, actor="sctk init", target=FIRST_ADMIN)
         return FirstAdmin(FIRST_ADMIN, generated)

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from sctk import crashpoints
 from sctk.config import Settings
 from sctk.errors import SctkError
-from sctk.security import audit, sessions
+from sctk.security import audit_log, sessions
 from sctk.security.keyring import Keyring, ring_lock
 from sctk.security.secrets import hold_write_lock
 from sctk.storage.engine import session_scope
@@ -78,7 +78,7 @@ class KeyStatus:
 
 
 def _audit(session: Session, event: str, actor: str, details: dict) -> None:
-    audit.record(session, event, actor=actor, target="keyring", details=details)
+    audit_log.record(session, event, actor=actor, target="keyring", details=details)
 
 
 def _counts(engine: Engine) -> dict[int, int]:
@@ -190,7 +190,7 @@ def rotate(
             with session_scope(engine) as s:
                 _audit(
                     s,
-                    audit.KEY_ROTATION_STARTED,
+                    audit_log.KEY_ROTATION_STARTED,
                     actor,
                     {"new_key_id": new_id, "old_key_ids": old_ids},
                 )
@@ -216,7 +216,7 @@ def rotate(
         with session_scope(engine) as s:
             _audit(
                 s,
-                audit.KEY_ROTATED,
+                audit_log.KEY_ROTATED,
                 actor,
                 {
                     "new_key_id": new_id,

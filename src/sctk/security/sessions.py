@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.models import ServiceFlag, utcnow
 
 NOT_BEFORE = "sessions.not_before"  # the row's set_at is the moment
@@ -34,7 +34,7 @@ def revoke_all(session: Session, actor: str, reason: str = "") -> datetime:
         session.add(ServiceFlag(name=NOT_BEFORE, actor=actor, reason=reason, set_at=now))
     else:
         row.set_at, row.actor, row.reason = now, actor, reason
-    audit.record(
+    audit_log.record(
         session, SESSIONS_REVOKED, actor=actor, target="sessions", details={"reason": reason}
     )
     session.flush()

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from sctk.errors import NotFound, SctkError
-from sctk.security import audit, sessions
+from sctk.security import audit_log, sessions
 from sctk.security.auth_errors import AuthenticationFailed
 from sctk.security.keyring import Keyring
 from sctk.storage.models import ApiToken, User, utcnow
@@ -113,7 +113,7 @@ def create(
     )
     session.add(token)
     session.flush()
-    audit.record(
+    audit_log.record(
         session,
         "token.created",
         actor=actor,
@@ -152,7 +152,7 @@ def revoke(
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         actor_name = actor if isinstance(actor, str) else actor.username
-        audit.record(
+        audit_log.record(
             session,
             "token.revoked",
             actor=actor_name,
@@ -170,7 +170,7 @@ def revoke_all_of(session: Session, user: Identity, actor: str) -> int:
     now = utcnow()
     for token in active:
         token.revoked_at = now
-        audit.record(
+        audit_log.record(
             session,
             "token.revoked",
             actor=actor,

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from sctk.config import SecuritySettings
 from sctk.errors import NotFound, SctkError
-from sctk.security import audit, passwords, tokens
+from sctk.security import audit_log, passwords, tokens
 from sctk.security.auth_errors import AccountLocked, AuthenticationFailed
 from sctk.security.roles import Role, parse_role
 from sctk.storage.models import LoginAttempt, User, utcnow
@@ -91,7 +91,7 @@ def create(
     )
     session.add(user)
     session.flush()
-    audit.record(
+    audit_log.record(
         session, "user.created", actor=actor, target=username, details={"role": parsed.value}
     )
     return user
@@ -105,7 +105,7 @@ def set_role(session: Session, username: str, role: str, actor: str) -> User:
     if user.role == Role.admin and _would_leave_no_admin(session, user):
         raise SctkError(f"'{username}' is the last enabled admin; make another admin first.")
     old, user.role = user.role, parsed.value
-    audit.record(
+    audit_log.record(
         session,
         "user.role_changed",
         actor=actor,
@@ -131,7 +131,7 @@ def set_disabled(session: Session, username: str, disabled: bool, actor: str) ->
     if disabled and user.role == Role.admin and _would_leave_no_admin(session, user):
         raise SctkError(f"'{username}' is the last enabled admin; make another admin first.")
     user.disabled = disabled
-    audit.record(
+    audit_log.record(
         session, "user.disabled" if disabled else "user.enabled", actor=actor, target=username
     )
     return user
@@ -148,7 +148,7 @@ def reset_password(
     passwords.check_policy(username, password)
     user.password_hash = passwords.hash_password(password)
     user.password_changed_at = utcnow()
-    audit.record(session, "user.password_reset", actor=actor, target=username)
+    audit_log.record(session, "user.password_reset", actor=actor, target=username)
     return tokens.revoke_all_of(session, user, actor) if revoke_tokens else 0
 
 
@@ -157,7 +157,7 @@ def unlock(session: Session, username: str, actor: str) -> User:
     user.locked_until = None
     # the failures that caused the lock no longer count towards the next one
     session.add(LoginAttempt(username=username, client="", success=True, reason="unlocked"))
-    audit.record(session, "user.unlocked", actor=actor, target=username)
+    audit_log.record(session, "user.unlocked", actor=actor, target=username)
     return user
 
 
@@ -289,7 +289,7 @@ def authenticate(
         session.add(
             LoginAttempt(username=username, client=client, success=False, reason=reason, at=now)
         )
-        audit.record(
+        audit_log.record(
             session,
             "login.failed",
             actor=username,
@@ -315,7 +315,7 @@ def authenticate(
                 if policy.lockout_minutes
                 else _lock_forever()
             )
-            audit.record(
+            audit_log.record(
                 session,
                 "user.locked",
                 actor="system",
@@ -330,5 +330,5 @@ def authenticate(
         user.password_hash = passwords.hash_password(password)
     user.last_login_at = now
     session.add(LoginAttempt(username=username, client=client, success=True, reason="", at=now))
-    audit.record(session, "login.ok", actor=username, client=client)
+    audit_log.record(session, "login.ok", actor=username, client=client)
     return user

@@ -1,4 +1,5 @@
-"""The data directory: its layout, its permissions, and `sctk init`."""
+"""The data directory: its layout, its permissions and its configuration template
+(`sctk.ops.init_home` makes one)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,8 @@ from typing import Any
 import tomlkit
 from pydantic import BaseModel, TypeAdapter
 
-from sctk.config import CONFIG_FILE_MODE, CONFIG_FILE_NAME, Settings, read_toml
-from sctk.config import load as load_settings
+from sctk.config import CONFIG_FILE_NAME, Settings, settings_fields
 from sctk.errors import SctkError
-from sctk.fsutil import atomic_write
 
 # keys/ holds the encryption keyring: only the service account may enter it.
 SUBDIRS: dict[str, int] = {
@@ -72,13 +71,14 @@ def config_template(database_url: str | None = None) -> str:
         "# `sctk config show` prints the effective values and where each came from.",
         "",
     ]
-    info = Settings.model_fields["database_url"]
+    fields = settings_fields()
+    info = fields["database_url"]
     lines.append(f"# {info.description}")
     if database_url:
         lines.append(f"database_url = {_toml_value(database_url)}")
     else:
         lines.append('# database_url = ""')
-    for name, info in Settings.model_fields.items():
+    for name, info in fields.items():
         annotation = info.annotation
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             continue
@@ -114,54 +114,11 @@ def check_target(home: Path, force: bool) -> None:
         )
 
 
-def init_home(
-    home: Path, database_url: str | None = None, force: bool = False
-) -> tuple[InitReport, Settings]:
-    """Create (or complete) a data directory and bring its database to the newest schema."""
-    from sctk.storage.engine import make_engine, ping
-    from sctk.storage.migrate import upgrade
-
-    check_target(home, force)
-    if (
-        database_url
-        and is_data_dir(home)
-        and read_toml(home / CONFIG_FILE_NAME).get("database_url") != database_url
-    ):
-        raise SctkError(
-            f"{home / CONFIG_FILE_NAME} already exists and does not name this database_url; "
-            "edit that file instead of passing --database-url."
-        )
-    overrides = {"database_url": database_url} if database_url else None
-    settings = load_settings(home, overrides).settings
-    engine = make_engine(settings)
-    try:
-        if not settings.is_sqlite:
-            ping(engine)  # fail before creating anything when the server cannot be reached
-
-        report = InitReport(home)
-        _ensure_dir(home, 0o750, report, str(home))
-        for name, mode in SUBDIRS.items():
-            _ensure_dir(home / name, mode, report, f"{name}/")
-        from sctk.security.keyring import Keyring, ring_path
-
-        if not ring_path(home).exists():
-            Keyring.load(home)  # creates the ring with its first key
-            report.created.append("keys/keyring.json")
-        config_path = home / CONFIG_FILE_NAME
-        if not config_path.exists():
-            atomic_write(config_path, config_template(database_url), mode=CONFIG_FILE_MODE)
-            report.created.append(CONFIG_FILE_NAME)
-        report.revision_before, report.revision_after = upgrade(engine, "head")
-        db_file = home / "sctk.db"
-        if (
-            settings.is_sqlite
-            and db_file.exists()
-            and stat.S_IMODE(db_file.stat().st_mode) != 0o600
-        ):
-            os.chmod(db_file, 0o600)  # it will hold password hashes and encrypted secrets
-    finally:
-        engine.dispose()
-    return report, load_settings(home).settings
+def create_dirs(home: Path, report: InitReport) -> None:
+    """Create HOME and its subdirectories, or fix their permissions."""
+    _ensure_dir(home, 0o750, report, str(home))
+    for name, mode in SUBDIRS.items():
+        _ensure_dir(home / name, mode, report, f"{name}/")
 
 
 def require_data_dir(settings: Settings) -> None:

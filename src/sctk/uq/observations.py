@@ -337,7 +337,7 @@ def set_adaptive(
     actor: str = "system",
 ) -> dict[str, Any] | None:
     """Turn ROW's adaptive mode on (alpha_t starting at ALPHA) or off; commit (audited)."""
-    from sctk.security import audit
+    from sctk.security import audit_log
 
     _tabular(row)
     state = session.get(UqAdaptive, row.id)
@@ -352,7 +352,7 @@ def set_adaptive(
         state.updated_at = datetime.now(UTC)
     elif state is not None:
         state.enabled = False
-    audit.record(
+    audit_log.record(
         session,
         "model.adaptive",
         actor=actor,

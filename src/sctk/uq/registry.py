@@ -324,13 +324,13 @@ def delete(
     """Delete a model's row and its files, forget its cached predictions; commits (audited).
 
     Returns what the row held (as_dict)."""
-    from sctk.security import audit
+    from sctk.security import audit_log
 
     row = resolve(session, ref)
     path = model_file(home, row)
     gone = as_dict(row)
     session.delete(row)
-    audit.record(
+    audit_log.record(
         session,
         "model.deleted",
         actor=actor,
@@ -390,9 +390,9 @@ def replace_calibration(
         row.sha256 = file_sha256(tmp)
         row.metrics = {**(row.metrics or {}), **metrics}
         row.lineage = lineage
-        from sctk.security import audit
+        from sctk.security import audit_log
 
-        audit.record(
+        audit_log.record(
             session,
             "model.recalibrated",
             actor=actor,

@@ -137,42 +137,14 @@ def train(
     A dataset of more than ROW_BUDGET rows (default: uq.train_row_budget's) is trained on a
     seeded sample of that many rows, stratified on the target (sctk.uq.sampling)."""
     from sctk.pipeline import store
-    from sctk.uq import tabular_inputs
-    from sctk.uq.hybrid import HybridRegressor, as_target
 
     ds = store.get(session, req.dataset)
     features = columns_for(req, ds.columns)
     frame, sample = _rows(home, ds, req, features, row_budget, progress, log_line)
     cal_ds, train_frame, cal_frame, cross = _calibration_rows(session, home, req, features, frame)
-    config = dict(req.config)
-    group = config.get("group_by")
-    if isinstance(group, str):  # a column name: the model takes its index among the features
-        if group not in features:
-            raise SctkError(
-                f"The grouping column '{group}' is not one of the model's features "
-                f"({', '.join(features[:20])}); add it to the features."
-            )
-        config["group_by"] = features.index(group)
-    X = tabular_inputs.feature_matrix(train_frame, features, f"Dataset '{req.dataset}'")
-    parts = ((f"Dataset '{req.dataset}'", train_frame),)
-    if not cross:
-        parts += (("The calibration set", cal_frame),)
-    for what, fr in parts:
-        if not _numeric(fr, req.target):
-            raise SctkError(f"{what}: the target '{req.target}' is not numeric.")
-    y = as_target(train_frame[req.target].to_numpy(dtype=np.float64), len(X), req.target)
-    X_cal = y_cal = None
-    if not cross:
-        X_cal = tabular_inputs.feature_matrix(cal_frame, features, "The calibration set")
-        y_cal = as_target(cal_frame[req.target].to_numpy(dtype=np.float64), len(X_cal), req.target)
-    try:
-        if "hidden" in config:
-            config["hidden"] = tuple(config["hidden"])
-        if "alpha_bounds" in config:
-            config["alpha_bounds"] = tuple(config["alpha_bounds"])
-        model = HybridRegressor(**config)
-    except (TypeError, ValueError) as exc:
-        raise SctkError(f"The model settings are not usable: {exc}.") from None
+    config, group = _grouped_config(req, features)
+    X, y, X_cal, y_cal = _arrays(req, features, train_frame, cal_frame, cross)
+    model = _model(config)
 
     def on_epoch(epoch: int, epochs: int, loss: float) -> None:
         if progress is not None:
@@ -189,6 +161,56 @@ def train(
     group_name = features[config["group_by"]] if group is not None else None
     lineage = _lineage(req, model, ds, cal_ds, sample, cross, features, group_name)
     return finish(session, home, req, model, scores, lineage, owner, progress, log_line)
+
+
+def _grouped_config(req: TrainRequest, features: list[str]) -> tuple[dict[str, Any], Any]:
+    """REQ's model settings with a grouping column named by its index among FEATURES, and
+    the grouping as given (None: no grouping)."""
+    config = dict(req.config)
+    group = config.get("group_by")
+    if isinstance(group, str):  # a column name: the model takes its index among the features
+        if group not in features:
+            raise SctkError(
+                f"The grouping column '{group}' is not one of the model's features "
+                f"({', '.join(features[:20])}); add it to the features."
+            )
+        config["group_by"] = features.index(group)
+    return config, group
+
+
+def _arrays(req: TrainRequest, features: list[str], train_frame, cal_frame, cross: bool):
+    """(X, y, X_cal, y_cal): the training and calibration arrays (no calibration arrays
+    under CV+), every target checked numeric."""
+    from sctk.uq import tabular_inputs
+    from sctk.uq.hybrid import as_target
+
+    X = tabular_inputs.feature_matrix(train_frame, features, f"Dataset '{req.dataset}'")
+    parts = ((f"Dataset '{req.dataset}'", train_frame),)
+    if not cross:
+        parts += (("The calibration set", cal_frame),)
+    for what, fr in parts:
+        if not _numeric(fr, req.target):
+            raise SctkError(f"{what}: the target '{req.target}' is not numeric.")
+    y = as_target(train_frame[req.target].to_numpy(dtype=np.float64), len(X), req.target)
+    X_cal = y_cal = None
+    if not cross:
+        X_cal = tabular_inputs.feature_matrix(cal_frame, features, "The calibration set")
+        y_cal = as_target(cal_frame[req.target].to_numpy(dtype=np.float64), len(X_cal), req.target)
+    return X, y, X_cal, y_cal
+
+
+def _model(config: dict[str, Any]):
+    """An unfitted HybridRegressor of CONFIG (TOML's lists made the tuples it takes)."""
+    from sctk.uq.hybrid import HybridRegressor
+
+    try:
+        if "hidden" in config:
+            config["hidden"] = tuple(config["hidden"])
+        if "alpha_bounds" in config:
+            config["alpha_bounds"] = tuple(config["alpha_bounds"])
+        return HybridRegressor(**config)
+    except (TypeError, ValueError) as exc:
+        raise SctkError(f"The model settings are not usable: {exc}.") from None
 
 
 def _calibration_rows(session: Session, home: Path, req: TrainRequest, features, frame):

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from sctk.errors import SctkError
-from sctk.security import audit
+from sctk.security import audit_log
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.models import AuditEntry, User
 from tests.helpers import run_sctk
@@ -28,9 +28,9 @@ def _append(engine, count: int) -> list[AuditEntry]:
     with session_scope(engine) as s:
         for i in range(count):
             made.append(
-                audit.record(
+                audit_log.record(
                     s,
-                    audit.LOGIN_OK if i % 2 else audit.USER_CREATED,
+                    audit_log.LOGIN_OK if i % 2 else audit_log.USER_CREATED,
                     actor=f"user{i}",
                     target=f"target{i}",
                     client="127.0.0.1",
@@ -40,9 +40,9 @@ def _append(engine, count: int) -> list[AuditEntry]:
     return made
 
 
-def _verify(engine, **kwargs) -> audit.VerifyReport:
+def _verify(engine, **kwargs) -> audit_log.VerifyReport:
     with session_scope(engine) as s:
-        return audit.verify(s, **kwargs)
+        return audit_log.verify(s, **kwargs)
 
 
 def _tamper(engine, *statements: tuple[str, dict]) -> None:
@@ -56,6 +56,19 @@ def _cli_verify(home, *extra: str):
     return run_sctk("audit-log", "verify", *extra, home=home)
 
 
+def test_the_old_module_name_is_the_same_audit_log(engine):
+    # sctk.security.audit is kept for one release: code importing it writes the same chain
+    from sctk.security import audit
+
+    assert audit is audit_log
+    before = _verify(engine).checked
+    with session_scope(engine) as s:
+        audit.record(s, audit.USER_CREATED, actor="old-name", target="t")
+    _append(engine, 2)
+    report = _verify(engine)
+    assert report.ok and report.checked == before + 3
+
+
 # --- appending and verifying ---------------------------------------------------------------
 
 
@@ -66,14 +79,14 @@ def test_appends_form_a_verified_chain_that_survives_a_round_trip(engine, home):
     with session_scope(engine) as s:
         stored = list(s.scalars(select(AuditEntry).order_by(AuditEntry.seq)))
     assert [e.seq for e in stored] == [1, 2, 3, 4, 5]
-    assert stored[0].prev_hash == audit.GENESIS_HASH
+    assert stored[0].prev_hash == audit_log.GENESIS_HASH
     for before, after in zip(stored, stored[1:], strict=False):
         assert after.prev_hash == before.hash
     for entry, (seq, at, digest) in zip(stored, written_hashes, strict=True):
         # time comes back aware, in UTC, to the microsecond, so the hash still matches
         assert entry.at.tzinfo is not None and entry.at.utcoffset() == timedelta(0)
         assert (entry.seq, entry.at, entry.hash) == (seq, at, digest)
-        assert audit.entry_hash(entry) == entry.hash
+        assert audit_log.entry_hash(entry) == entry.hash
     assert stored[2].details == {"i": 2, "note": "café ☕", "ratio": 2 / 3, "tags": ["a", "b"]}
 
     report = _verify(engine)
@@ -88,7 +101,7 @@ def test_appends_form_a_verified_chain_that_survives_a_round_trip(engine, home):
 
 def test_empty_log_verifies_as_intact(engine, home):
     report = _verify(engine)
-    assert report.ok and report.checked == 0 and report.head_hash == audit.GENESIS_HASH
+    assert report.ok and report.checked == 0 and report.head_hash == audit_log.GENESIS_HASH
     result = _cli_verify(home, "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
@@ -96,19 +109,19 @@ def test_empty_log_verifies_as_intact(engine, home):
 
 def test_record_keeps_what_the_columns_hold_and_rejects_malformed_input(engine):
     with session_scope(engine) as s:
-        entry = audit.record(s, "config.changed", actor="x" * 100, client="c" * 90)
+        entry = audit_log.record(s, "config.changed", actor="x" * 100, client="c" * 90)
     assert len(entry.actor) == 64 and len(entry.client) == 64
     assert _verify(engine).ok  # the hash covers the cut values the database keeps
 
     bad_calls = [
-        lambda s: audit.record(s, "Login.OK"),
-        lambda s: audit.record(s, "login"),
-        lambda s: audit.record(s, "login..ok"),
-        lambda s: audit.record(s, "login.ok "),
-        lambda s: audit.record(s, "login.ok", outcome="Not OK!"),
-        lambda s: audit.record(s, "login.ok", details={"when": datetime.now(UTC)}),
-        lambda s: audit.record(s, "login.ok", details={"x": float("nan")}),
-        lambda s: audit.record(s, "login.ok", details=["not", "a", "dict"]),
+        lambda s: audit_log.record(s, "Login.OK"),
+        lambda s: audit_log.record(s, "login"),
+        lambda s: audit_log.record(s, "login..ok"),
+        lambda s: audit_log.record(s, "login.ok "),
+        lambda s: audit_log.record(s, "login.ok", outcome="Not OK!"),
+        lambda s: audit_log.record(s, "login.ok", details={"when": datetime.now(UTC)}),
+        lambda s: audit_log.record(s, "login.ok", details={"x": float("nan")}),
+        lambda s: audit_log.record(s, "login.ok", details=["not", "a", "dict"]),
     ]
     for call in bad_calls:
         with pytest.raises(SctkError), session_scope(engine) as s:
@@ -119,11 +132,11 @@ def test_record_keeps_what_the_columns_hold_and_rejects_malformed_input(engine):
 
 def test_record_joins_the_callers_transaction(engine):
     with pytest.raises(RuntimeError), session_scope(engine) as s:
-        audit.record(s, audit.TOKEN_CREATED, actor="alice")
+        audit_log.record(s, audit_log.TOKEN_CREATED, actor="alice")
         raise RuntimeError("the caller's operation failed")
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(AuditEntry)) == 0
-        audit.record(s, audit.TOKEN_CREATED, actor="alice")
+        audit_log.record(s, audit_log.TOKEN_CREATED, actor="alice")
     assert _verify(engine).checked == 1
 
 
@@ -150,7 +163,7 @@ def test_changed_row_with_recomputed_hash_breaks_the_next_link(engine, home):
     _append(engine, 5)
     with session_scope(engine) as s:
         row = s.scalar(select(AuditEntry).where(AuditEntry.seq == 3))
-        forged = audit.compute_hash(
+        forged = audit_log.compute_hash(
             row.prev_hash, seq=3, at=row.at, event=row.event, actor="mallory",
             target=row.target, client=row.client, outcome=row.outcome, details=row.details,
         )  # fmt: skip
@@ -207,7 +220,7 @@ def _forge_after(engine, seq: int) -> None:
     """Make room after SEQ by renumbering later rows, then slip in a self-consistent row."""
     with session_scope(engine) as s:
         anchor = s.scalar(select(AuditEntry).where(AuditEntry.seq == seq))
-        forged_hash = audit.compute_hash(
+        forged_hash = audit_log.compute_hash(
             anchor.hash, seq=seq + 1, at=anchor.at, event="user.role_changed",
             actor="mallory", target="mallory", client=anchor.client, outcome="ok",
             details=anchor.details,
@@ -231,7 +244,7 @@ def test_inserted_row_is_named(engine, home):
     _forge_after(engine, 3)
     with session_scope(engine) as s:
         forged = s.scalar(select(AuditEntry).where(AuditEntry.seq == 4))
-        assert forged.actor == "mallory" and audit.entry_hash(forged) == forged.hash
+        assert forged.actor == "mallory" and audit_log.entry_hash(forged) == forged.hash
         assert s.scalar(select(func.max(AuditEntry.seq))) == 6
 
     report = _verify(engine)
@@ -300,9 +313,11 @@ def test_concurrent_appenders_keep_one_unbroken_chain(engine):
                 with session_scope(engine) as s:
                     # callers read before they write; the head must still not be read stale
                     s.scalar(select(func.count()).select_from(User))
-                    audit.record(s, audit.LOGIN_OK, actor=f"t{n}", details={"i": i})
+                    audit_log.record(s, audit_log.LOGIN_OK, actor=f"t{n}", details={"i": i})
                     if i % 3 == 0:
-                        audit.record(s, audit.TOKEN_CREATED, actor=f"t{n}", details={"i": i})
+                        audit_log.record(
+                            s, audit_log.TOKEN_CREATED, actor=f"t{n}", details={"i": i}
+                        )
         except BaseException as exc:  # surfaced in the main thread below
             errors.append(exc)
 
@@ -329,11 +344,11 @@ def test_concurrent_appenders_keep_one_unbroken_chain(engine):
 
 def _populate_for_listing(engine) -> None:
     with session_scope(engine) as s:
-        audit.record(s, audit.USER_CREATED, actor="admin", target="carol")  # seq 1
-        audit.record(s, audit.LOGIN_OK, actor="alice", client="10.0.0.1")  # seq 2
-        audit.record(s, audit.LOGIN_FAILED, actor="bob", outcome="denied")  # seq 3
-        audit.record(s, "login_audit.ran", actor="system")  # seq 4: not a login.* event
-        audit.record(s, audit.TOKEN_CREATED, actor="admin", target="alice")  # seq 5
+        audit_log.record(s, audit_log.USER_CREATED, actor="admin", target="carol")  # seq 1
+        audit_log.record(s, audit_log.LOGIN_OK, actor="alice", client="10.0.0.1")  # seq 2
+        audit_log.record(s, audit_log.LOGIN_FAILED, actor="bob", outcome="denied")  # seq 3
+        audit_log.record(s, "login_audit.ran", actor="system")  # seq 4: not a login.* event
+        audit_log.record(s, audit_log.TOKEN_CREATED, actor="admin", target="alice")  # seq 5
     # seq 1 happened ten days ago
     with session_scope(engine) as s:
         s.execute(
@@ -350,40 +365,40 @@ def _seqs(found) -> list[int]:
 def test_entries_filter_newest_first(engine):
     _populate_for_listing(engine)
     with session_scope(engine) as s:
-        assert _seqs(audit.entries(s)) == [5, 4, 3, 2, 1]
-        assert _seqs(audit.entries(s, limit=2)) == [5, 4]
-        assert _seqs(audit.entries(s, user="alice")) == [5, 2]  # as actor and as target
-        assert _seqs(audit.entries(s, user="carol")) == [1]
-        assert _seqs(audit.entries(s, event="login")) == [3, 2]
-        assert _seqs(audit.entries(s, event="login.failed")) == [3]
-        assert _seqs(audit.entries(s, event="login_audit")) == [4]
-        assert _seqs(audit.entries(s, event="log")) == []
-        assert _seqs(audit.entries(s, since=datetime.now(UTC) - timedelta(days=7))) == [
+        assert _seqs(audit_log.entries(s)) == [5, 4, 3, 2, 1]
+        assert _seqs(audit_log.entries(s, limit=2)) == [5, 4]
+        assert _seqs(audit_log.entries(s, user="alice")) == [5, 2]  # as actor and as target
+        assert _seqs(audit_log.entries(s, user="carol")) == [1]
+        assert _seqs(audit_log.entries(s, event="login")) == [3, 2]
+        assert _seqs(audit_log.entries(s, event="login.failed")) == [3]
+        assert _seqs(audit_log.entries(s, event="login_audit")) == [4]
+        assert _seqs(audit_log.entries(s, event="log")) == []
+        assert _seqs(audit_log.entries(s, since=datetime.now(UTC) - timedelta(days=7))) == [
             5, 4, 3, 2,
         ]  # fmt: skip
         second = s.scalar(select(AuditEntry).where(AuditEntry.seq == 2))
         third = s.scalar(select(AuditEntry).where(AuditEntry.seq == 3))
         assert third.at > second.at
         after_second = second.at + timedelta(microseconds=1)
-        assert _seqs(audit.entries(s, since=after_second)) == [5, 4, 3]
-        assert _seqs(audit.entries(s, since=after_second, user="admin", event="token")) == [5]
+        assert _seqs(audit_log.entries(s, since=after_second)) == [5, 4, 3]
+        assert _seqs(audit_log.entries(s, since=after_second, user="admin", event="token")) == [5]
         for bad in ({"limit": 0}, {"event": "Login%"}, {"since": datetime(2026, 1, 1)}):
             with pytest.raises(SctkError):
-                audit.entries(s, **bad)
+                audit_log.entries(s, **bad)
 
 
 def test_parse_since_reads_dates_and_durations():
     now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
-    assert audit.parse_since("24h", now) == now - timedelta(hours=24)
-    assert audit.parse_since("7d", now) == now - timedelta(days=7)
-    assert audit.parse_since("30m", now) == now - timedelta(minutes=30)
-    assert audit.parse_since("2w", now) == now - timedelta(weeks=2)
-    assert audit.parse_since("2026-01-31") == datetime(2026, 1, 31, tzinfo=UTC)
-    assert audit.parse_since("2026-01-31T08:00+02:00") == datetime(2026, 1, 31, 6, tzinfo=UTC)
-    assert audit.parse_since("2026-01-31T08:00Z") == datetime(2026, 1, 31, 8, tzinfo=UTC)
+    assert audit_log.parse_since("24h", now) == now - timedelta(hours=24)
+    assert audit_log.parse_since("7d", now) == now - timedelta(days=7)
+    assert audit_log.parse_since("30m", now) == now - timedelta(minutes=30)
+    assert audit_log.parse_since("2w", now) == now - timedelta(weeks=2)
+    assert audit_log.parse_since("2026-01-31") == datetime(2026, 1, 31, tzinfo=UTC)
+    assert audit_log.parse_since("2026-01-31T08:00+02:00") == datetime(2026, 1, 31, 6, tzinfo=UTC)
+    assert audit_log.parse_since("2026-01-31T08:00Z") == datetime(2026, 1, 31, 8, tzinfo=UTC)
     for bad in ("yesterday", "7 days", "-3h", "", "2026-13-01"):
         with pytest.raises(SctkError, match="neither an ISO date nor a duration"):
-            audit.parse_since(bad, now)
+            audit_log.parse_since(bad, now)
 
 
 def test_cli_list_json_applies_the_filters(engine, home):

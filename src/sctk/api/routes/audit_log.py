@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from sctk.api.deps import SessionDep, require
-from sctk.security import audit
+from sctk.security import audit_log
 
 router = APIRouter(tags=["audit"])
 
@@ -21,13 +21,13 @@ def list_entries(
     event: str | None = Query(None, max_length=64, description="Exact event or a prefix."),
     limit: int = Query(100, ge=1, le=10_000),
 ) -> list[dict[str, Any]]:
-    start = audit.parse_since(since) if since else None
+    start = audit_log.parse_since(since) if since else None
     return [
-        audit.as_dict(e)
-        for e in audit.entries(session, since=start, user=user, event=event, limit=limit)
+        audit_log.as_dict(e)
+        for e in audit_log.entries(session, since=start, user=user, event=event, limit=limit)
     ]
 
 
 @router.get("/audit-log/verify", summary="Walk the chain; name the first broken link.")
 def verify_chain(session: SessionDep, _admin=require("audit.read")) -> dict[str, Any]:
-    return audit.verify(session).to_dict()
+    return audit_log.verify(session).to_dict()
