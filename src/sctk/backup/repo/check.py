@@ -22,11 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from sctk.backup.repo import leftovers
 from sctk.backup.repo.chunkread import chunk_reader
 from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.filelist import stream_sha256
 from sctk.backup.repo.formats import (
-    AAD_SNAPSHOT,
-    content_id,
     decode_pack_header,
-    open_json,
     pack_name,
 )
 from sctk.backup.repo.index import write_index
@@ -52,10 +50,9 @@ def blocking_problems(repo) -> list[str]:
 def _structure(
     repo, snap_ids: list[str], errors: list[str], blocking_only: bool = False, whole: bool = True
 ):
-    """Structure problems appended to ERRORS; (documents of the snapshots read, packs that
-    are missing or damaged, chunk ids referenced). BLOCKING_ONLY (prune asks): no document
-    is kept, each snapshot's file list is checked as it is read and dropped, so memory
-    holds one file list (~2 KiB a file as Python objects), not every snapshot's."""
+    """Structure problems appended to ERRORS; (headers of the snapshots read, packs that
+    are missing or damaged, chunk ids referenced). Each snapshot's file list is checked as
+    it is streamed, a piece at a time (a version-1 file: one whole list at a time)."""
     index = repo.index
     errors.extend(index.errors)
     stored = repo.backend.list("data")
@@ -79,28 +76,31 @@ def _structure(
     read_errors: list[str] = []
     file_errors: list[str] = []
     referenced: set[str] = set()
+    sizes = repo._snapshot_sizes()
     for sid in snap_ids:
         name = f"snapshots/{sid}"
         try:
-            blob = repo.backend.read(name)
+            size = sizes.get(sid) or repo.backend.size(name)
+            if size is None:
+                raise FileNotFoundError(name)
+            digest = stream_sha256(repo.backend, name, size)  # a piece at a time
         except FileNotFoundError:
             read_errors.append(f"Snapshot file {name} disappeared during the check.")
             continue
-        if content_id(blob) != sid:
+        if digest != sid:
             read_errors.append(
                 f"Snapshot file {name} is damaged (its content does not match its name)."
             )
             continue
         try:
-            doc = open_json(repo.keys, blob, AAD_SNAPSHOT, f"snapshot file {name}")
+            header = repo.snapshot_header(sid, size)
+            # the list streamed a piece at a time (as a file is read, a damaged piece fails)
+            _check_files(index, sid, repo.snapshot_files(sid), bad, referenced, file_errors)
         except RepoError as exc:
             read_errors.append(str(exc))
             continue
-        del blob
-        _check_files(index, sid, doc, bad, referenced, file_errors)
         if not blocking_only:
-            docs[sid] = doc
-        del doc
+            docs[sid] = header
     errors.extend(read_errors)
     if not blocking_only:
         if whole:
@@ -108,8 +108,8 @@ def _structure(
         else:  # checking one snapshot: only the packs it uses
             used = {
                 index.entries[c][0]
-                for d in docs.values()
-                for f in d["files"]
+                for sid in docs
+                for f in repo.snapshot_files(sid)
                 for c in f["chunks"]
                 if c in index.entries
             }
@@ -118,10 +118,10 @@ def _structure(
     return docs, bad, referenced
 
 
-def _check_files(index, sid: str, doc: dict, bad: dict, referenced: set, errors: list) -> None:
+def _check_files(index, sid: str, files, bad: dict, referenced: set, errors: list) -> None:
     """Every file of one snapshot: its chunks indexed, in sound packs (ERRORS appended)."""
     problems = 0
-    for f in doc["files"]:
+    for f in files:
         referenced.update(f["chunks"])
         for cid in f["chunks"]:
             loc = index.entries.get(cid)
@@ -282,8 +282,8 @@ def _read_data(
     # Each distinct file content is read once, however many snapshots hold it.
     todo: list[tuple[str, dict]] = []
     seen: set[tuple] = set()
-    for sid, doc in docs.items():
-        for f in doc["files"]:
+    for sid in docs:
+        for f in repo.snapshot_files(sid):
             key = (f["sha256"], tuple(f["chunks"]))
             if key in seen:
                 continue

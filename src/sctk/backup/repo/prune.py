@@ -75,7 +75,7 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         for s in snaps:
             if s.id not in removed_ids:
                 # one file list at a time, not kept: they are what grows with the data
-                for f in repo.snapshot_doc(s.id, remember=False)["files"]:
+                for f in repo.snapshot_files(s.id):
                     referenced.update(f["chunks"])
 
         index = repo.index
