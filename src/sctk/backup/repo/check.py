@@ -30,6 +30,7 @@ from sctk.backup.repo.formats import (
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import CheckReport
 from sctk.backup.repo.packs import read_pack_header
+from sctk.backup.repo.phases import PhaseReport, Phases
 from sctk.backup.repo.repository import ChunkError, worker_count
 
 MAX_ERRORS_PER_SNAPSHOT = 20
@@ -37,18 +38,35 @@ GROUP_VERSIONS = 4  # versions of one path verified together (they share most ch
 SHARED_CACHE_BYTES = 8 * 1024 * 1024  # plaintext kept per group for chunks versions share
 
 
-def blocking_problems(repo) -> list[str]:
+def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
     """Structure problems that damage a snapshot or the index (what makes prune refuse);
-    a lost pack holding only garbage is not one: prune itself drops it from the index."""
+    a lost pack holding only garbage is not one: prune itself drops it from the index.
+    PHASES: progress of the "checking" phase, in files."""
     errors: list[str] = []
+    phases = phases or Phases(None)
     with repo.lock(exclusive=False):
         repo._refresh_index(force=True)
-        _structure(repo, repo._snapshot_ids(), errors, blocking_only=True)
+        snap_ids = repo._snapshot_ids()
+        phases.start("checking", _file_count(repo, snap_ids))
+        _structure(repo, snap_ids, errors, blocking_only=True, phases=phases)
     return errors
 
 
+def _file_count(repo, snap_ids) -> int | None:
+    """The files of SNAP_IDS from their headers (None if one cannot be read)."""
+    try:
+        return sum(repo.snapshot_header(s)["files"] for s in snap_ids)
+    except RepoError:
+        return None
+
+
 def _structure(
-    repo, snap_ids: list[str], errors: list[str], blocking_only: bool = False, whole: bool = True
+    repo,
+    snap_ids: list[str],
+    errors: list[str],
+    blocking_only: bool = False,
+    whole: bool = True,
+    phases: Phases | None = None,
 ):
     """Structure problems appended to ERRORS; (headers of the snapshots read, packs that
     are missing or damaged, chunk ids referenced). Each snapshot's file list is checked as
@@ -77,6 +95,7 @@ def _structure(
     file_errors: list[str] = []
     referenced: set[str] = set()
     sizes = repo._snapshot_sizes()
+    phases = phases or Phases(None)
     for sid in snap_ids:
         name = f"snapshots/{sid}"
         try:
@@ -95,7 +114,8 @@ def _structure(
         try:
             header = repo.snapshot_header(sid, size)
             # the list streamed a piece at a time (as a file is read, a damaged piece fails)
-            _check_files(index, sid, repo.snapshot_files(sid), bad, referenced, file_errors)
+            files = repo.snapshot_files(sid)
+            _check_files(index, sid, files, bad, referenced, file_errors, phases)
         except RepoError as exc:
             read_errors.append(str(exc))
             continue
@@ -118,10 +138,13 @@ def _structure(
     return docs, bad, referenced
 
 
-def _check_files(index, sid: str, files, bad: dict, referenced: set, errors: list) -> None:
+def _check_files(
+    index, sid: str, files, bad: dict, referenced: set, errors: list, phases: Phases
+) -> None:
     """Every file of one snapshot: its chunks indexed, in sound packs (ERRORS appended)."""
     problems = 0
     for f in files:
+        phases.step()
         referenced.update(f["chunks"])
         for cid in f["chunks"]:
             loc = index.entries.get(cid)
@@ -146,26 +169,43 @@ def check(
     read_data: bool = False,
     snapshot_id: str | None = None,
     progress: Callable[[int], None] | None = None,
+    phase: PhaseReport | None = None,
 ) -> CheckReport:
+    """See Repository.check; PHASE(name, done, total) hears each phase: index, snapshots
+    (files checked), reading (bytes read and verified), leftovers."""
     started = time.perf_counter()
+    phases = Phases(phase)
     errors: list[str] = []
     bytes_read = 0
     garbage = None
     unreferenced = 0
     with repo.lock(exclusive=False):
+        phases.start("index")
         repo._refresh_index(force=True)
         index = repo.index
         snap_ids = [repo.find_snapshot(snapshot_id).id] if snapshot_id else repo._snapshot_ids()
-        docs, bad, referenced = _structure(repo, snap_ids, errors, whole=snapshot_id is None)
+        phases.start("snapshots", _file_count(repo, snap_ids))
+        docs, bad, referenced = _structure(
+            repo, snap_ids, errors, whole=snapshot_id is None, phases=phases
+        )
         if read_data:
             damaged: list[tuple[str, str, int]] = []
+            phases.start("reading")
+
+            def reading(n: int) -> None:
+                phases.at(n)
+                if progress is not None:
+                    progress(n)
+
             bytes_read = _read_data(
-                repo, docs, bad, errors, progress, whole=snapshot_id is None, damaged=damaged
+                repo, docs, bad, errors, reading, whole=snapshot_id is None, damaged=damaged
             )
             _remember_damage(repo, damaged)
         if snapshot_id is None:
+            phases.start("leftovers")
             garbage = leftovers.scan(repo, recovered=False)
             unreferenced = garbage.bytes + leftovers.unreferenced_index_bytes(index, referenced)
+        phases.end()
     return CheckReport(
         ok=not errors,
         errors=errors,

@@ -651,23 +651,27 @@ class Repository:
         policy: PrunePolicy | None,
         dry_run: bool = False,
         plan: Callable[[list[SnapshotInfo]], tuple[list, list]] | None = None,
+        phase: Callable[[str, int, int | None], None] | None = None,
     ) -> PruneReport:
         """Forget by POLICY, then collect unreferenced chunks (see prune.py). PLAN, when
-        given, decides instead of POLICY: snapshots -> (kept with reasons, removed)."""
+        given, decides instead of POLICY: snapshots -> (kept with reasons, removed).
+        PHASE(name, done, total) hears the progress of each phase."""
         from sctk.backup.repo.prune import prune
 
-        return prune(self, policy, dry_run, plan)
+        return prune(self, policy, dry_run, plan, phase)
 
     def check(
         self,
         read_data: bool = False,
         snapshot_id: str | None = None,
         progress: Callable[[int], None] | None = None,
+        phase: Callable[[str, int, int | None], None] | None = None,
     ) -> CheckReport:
-        """Structure check, and with READ_DATA every chunk and file verified (see check.py)."""
+        """Structure check, and with READ_DATA every chunk and file verified (see check.py);
+        PHASE(name, done, total) hears the progress of each phase."""
         from sctk.backup.repo.check import check
 
-        return check(self, read_data, snapshot_id, progress)
+        return check(self, read_data, snapshot_id, progress, phase)
 
     def repair_index(self, verify: bool = False) -> int:
         """Rebuild the index from the pack headers (after an index file was lost or damaged);
