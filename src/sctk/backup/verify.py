@@ -38,6 +38,7 @@ def verify_backup(
     progress: Callable[[int], None] | None = None,
     url: str | None = None,
     include_safety: bool = False,
+    phase: Callable[[str, int, int | None], None] | None = None,
 ) -> dict[str, Any]:
     """Check the repository (or one snapshot, REF: id, prefix or 'latest').
 
@@ -60,7 +61,9 @@ def verify_backup(
         # One shared lock for the whole verification: reading each snapshot's database does
         # not take (and list) the lock again, nor list the repository again on remote storage.
         with repo.lock(exclusive=False):
-            report = repo.check(read_data=read_data, snapshot_id=snapshot_id, progress=progress)
+            report = repo.check(
+                read_data=read_data, snapshot_id=snapshot_id, progress=progress, phase=phase
+            )
             check = asdict(report)
             tested = None
             verdicts: dict[str, dict[str, Any]] = {}

@@ -673,6 +673,13 @@ class Repository:
 
         return check(self, read_data, snapshot_id, progress, phase)
 
+    def upgrade(self, phase: Callable[[str, int, int | None], None] | None = None):
+        """Move a version-1 repository to the current format (snapshot files rewritten with
+        their lists in pieces; see upgrade.py); an UpgradeReport. Safe to rerun."""
+        from sctk.backup.repo.upgrade import upgrade
+
+        return upgrade(self, phase)
+
     def repair_index(self, verify: bool = False) -> int:
         """Rebuild the index from the pack headers (after an index file was lost or damaged);
         with VERIFY, every chunk is authenticated and damaged ones are left out, so the next
