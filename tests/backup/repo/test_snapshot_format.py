@@ -171,10 +171,12 @@ def test_upgrade_rewrites_the_snapshots_and_keeps_what_they_hold(old_repo, tmp_p
         assert tree_bytes(tmp_path / f"up-{s.label}") == tree
     assert again.check(read_data=True).ok
     # an older sctk refuses it in one sentence (its check of the config's version)
-    with pytest.raises(RepoError, match="has format version 2"):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("sctk.backup.repo.repository.VERSIONS", (1,))
-            Repository.open(repo.url, PASSPHRASE)
+    with (
+        pytest.raises(RepoError, match="has format version 2"),
+        pytest.MonkeyPatch.context() as mp,
+    ):
+        mp.setattr("sctk.backup.repo.repository.VERSIONS", (1,))
+        Repository.open(repo.url, PASSPHRASE)
     # a second backup on the upgraded repository skips against the converted parent
     root = tmp_path / "src"
     with again.writer() as w:
