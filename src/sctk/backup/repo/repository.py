@@ -442,18 +442,15 @@ class Repository:
         self, snapshot_id: str, include: Callable[[str], bool] | None = None
     ) -> list[FileEntry]:
         """The files of a snapshot (id or prefix), sorted by path (those INCLUDE accepts)."""
-        info = self.find_snapshot(snapshot_id)
-        return [
-            FileEntry(
-                path=f["path"],
-                mode=f["mode"],
-                size=f["size"],
-                sha256=f["sha256"],
-                chunks=list(f["chunks"]),
-            )
-            for f in self.snapshot_files(info.id)
-            if include is None or include(f["path"])
-        ]
+        return list(self.iter_files(self.find_snapshot(snapshot_id).id, include))
+
+    def iter_files(
+        self, snap_id: str, include: Callable[[str], bool] | None = None
+    ) -> Iterator[FileEntry]:
+        """files() of snapshot SNAP_ID (a full id) streamed a piece at a time."""
+        for f in self.snapshot_files(snap_id):
+            if include is None or include(f["path"]):
+                yield FileEntry(f["path"], f["mode"], f["size"], f["sha256"], list(f["chunks"]))
 
     def _file(self, snapshot_id: str, path: str) -> tuple[SnapshotInfo, FileEntry]:
         info = self.find_snapshot(snapshot_id)
