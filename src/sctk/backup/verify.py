@@ -162,7 +162,7 @@ def _meanings(
         info = repo.find_snapshot(sid)
         try:
             with scratch_database(settings, repo, info) as url:
-                verdicts[sid] = consistency.check(url, repo.files(sid))
+                verdicts[sid] = consistency.check(url, lambda p, s=sid: repo.sha256_of(s, p))
                 if sid == tested_id:
                     tested = restore_test(settings, repo, sid, url)
         except SctkError as exc:  # e.g. a PostgreSQL snapshot seen from a SQLite directory

@@ -452,6 +452,17 @@ class Repository:
             if include is None or include(f["path"]):
                 yield FileEntry(f["path"], f["mode"], f["size"], f["sha256"], list(f["chunks"]))
 
+    def sha256_of(self, snap_id: str, paths: Iterable[str]) -> dict[str, str]:
+        """The SHA-256 of each of PATHS that snapshot SNAP_ID holds (looked up in path order:
+        each piece of its list is read at most once)."""
+        lookup = self.snapshot_lookup(snap_id)
+        out = {}
+        for p in sorted(set(paths)):
+            f = lookup.get(p)
+            if f is not None:
+                out[p] = f["sha256"]
+        return out
+
     def _file(self, snapshot_id: str, path: str) -> tuple[SnapshotInfo, FileEntry]:
         info = self.find_snapshot(snapshot_id)
         path = path.strip().lstrip("/")
