@@ -587,13 +587,13 @@ def engine_main(argv: list[str]) -> None:
             with repo.writer() as writer:
                 marks["writer"] = time.perf_counter()
                 rss["writer"] = _rss_mib()
-                entries = writer.add_tree(data)
+                files = writer.add_tree(data, collect=False)  # no entry list held for us
                 marks["add_tree"] = time.perf_counter()
                 rss["add_tree"] = _rss_mib()
                 info = writer.commit(label, {"bench": True}, host="bench")
             marks["commit"] = time.perf_counter()
             rss["commit"] = _rss_mib()
-            out.update(files=len(entries), size=info.size, added_bytes=info.added_bytes)
+            out.update(files=files, size=info.size, added_bytes=info.added_bytes)
             out.update(skipped=writer.skipped_files, rss_mib=rss)
         elif op == "prune":  # keep the last N snapshots, collect the rest (backup_scale.py)
             from sctk.backup.repo.models import PrunePolicy

@@ -51,7 +51,7 @@ def _flip(path: Path, offset: int) -> None:
 
 def test_list_names_a_damaged_snapshot_file_and_restore_says_why(backed_up):
     home, repo, info, _ = backed_up
-    _flip(Path(repo.url, "snapshots", info.id), 40)
+    _flip(Path(repo.url, "snapshots", info.id), -40)  # in the header a listing reads
     done = run_sctk("backup", "list", home=home, env=ENV)
     assert done.returncode == 1, done.stdout
     assert f"Snapshot {info.id[:12]} cannot be read" in done.stderr

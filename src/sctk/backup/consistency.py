@@ -12,6 +12,7 @@ A snapshot never changes, so its verdict is found once and kept in its verificat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import create_engine, inspect, text
@@ -37,13 +38,13 @@ def _known_revision(revision: str) -> bool:
         return False
 
 
-def check(url: str, files: list[Any]) -> dict[str, Any]:
-    """Check the database at URL (a snapshot's, loaded) against the snapshot's FILES
-    (FileEntry: path, sha256). {"ok", "problems": [sentence...], "files_checked",
-    "audit_entries", "schema_revision"}."""
+def check(url: str, held: Callable[[list[str]], dict[str, str]]) -> dict[str, Any]:
+    """Check the database at URL (a snapshot's, loaded) against the snapshot's files:
+    HELD(paths) gives the SHA-256 of each of PATHS the snapshot holds (looked up in path
+    order, so the snapshot's list is streamed once, not held). {"ok", "problems":
+    [sentence...], "files_checked", "audit_entries", "schema_revision"}."""
     from sctk.security import audit_log
 
-    by_path = {f.path: f.sha256 for f in files}
     problems: list[str] = []
     out: dict[str, Any] = {"files_checked": 0, "audit_entries": 0, "schema_revision": None}
     # an engine of its own: URL is a scratch copy loaded from a snapshot, not a database a
@@ -62,20 +63,23 @@ def check(url: str, files: list[Any]) -> dict[str, Any]:
                 problems.append(
                     f"the database is at schema revision {revision}, which this sctk does not know"
                 )
-            for table, name, columns in FILE_ROWS:
-                if table not in tables:
-                    continue
-                for row in conn.execute(text(f"SELECT {columns} FROM {table} ORDER BY id")):
-                    what = name.format(**row._mapping)
-                    out["files_checked"] += 1
-                    held = by_path.get(row.path)
-                    if held is None:
-                        problems.append(f"{what}: {row.path} is not in the snapshot")
-                    elif held != row.sha256:
-                        problems.append(
-                            f"{what}: {row.path} in the snapshot has SHA-256 {held[:12]}..., "
-                            f"the database records {row.sha256[:12]}..."
-                        )
+            rows = [
+                (name.format(**row._mapping), row.path, row.sha256)
+                for table, name, columns in FILE_ROWS
+                if table in tables
+                for row in conn.execute(text(f"SELECT {columns} FROM {table} ORDER BY id"))
+            ]
+            by_path = held([path for _, path, _ in rows])
+            for what, path, sha256 in rows:
+                out["files_checked"] += 1
+                have = by_path.get(path)
+                if have is None:
+                    problems.append(f"{what}: {path} is not in the snapshot")
+                elif have != sha256:
+                    problems.append(
+                        f"{what}: {path} in the snapshot has SHA-256 {have[:12]}..., "
+                        f"the database records {sha256[:12]}..."
+                    )
         with Session(engine) as session:
             chain = audit_log.verify(session)
         out["audit_entries"] = chain.checked

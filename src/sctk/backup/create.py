@@ -111,17 +111,18 @@ def take(rt: Runtime, repo: Any, label: str, progress: Progress | None = None) -
         paths = [db.path]
         if config_file.is_file():
             paths.append(writer.add_file(manifest.CONFIG_FILE, config_file).path)
+        counts = manifest.count_parts(paths)
         for top in dirs:
-            entries = writer.add_tree(
-                home / top, prefix=f"{top}/", exclude=_excluder(home, repo.url, top)
+            n = writer.add_tree(
+                home / top, prefix=f"{top}/", exclude=_excluder(home, repo.url, top), collect=False
             )
-            paths += [e.path for e in entries]
+            counts[manifest.part_of(f"{top}/-")] += n  # every file of a tree is of its part
         meta = manifest.build(
             backend=db.backend,
             schema_revision=db.schema_revision,
             tables=db.tables,
             label=label,
-            files=manifest.count_parts(paths),
+            files=counts,
         )
         return writer.commit(label, meta, host=manifest.host_name())
 

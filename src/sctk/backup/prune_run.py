@@ -8,6 +8,7 @@ never pushes the last clean backup out of --keep-last, and never keeps one in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +88,7 @@ def prune_backups(
     url: str | None = None,
     safety_keep_last: int | None = None,
     safety_keep_within_days: float | None = None,
+    phase: Callable[[str, int, int | None], None] | None = None,
     **given: Any,
 ) -> dict[str, Any]:
     """Apply the policy (given values over settings) to regular backups and the safety
@@ -107,7 +109,7 @@ def prune_backups(
         repo = open_repo(settings, url)
         by_id = {s.id: s for s in repo.snapshots()}
         plan = kept_apart(policy, safety, _newest_verified(repo))
-        report = repo.prune(policy, dry_run=dry_run, plan=plan)
+        report = repo.prune(policy, dry_run=dry_run, plan=plan, phase=phase)
     except BaseException as exc:
         why = reason(exc)
         runs.finish(run, False, why, details={"dry_run": dry_run}, repo=repo)

@@ -41,6 +41,7 @@ def verify_backup(
     progress: Callable[[int], None] | None = None,
     url: str | None = None,
     include_safety: bool = False,
+    phase: Callable[[str, int, int | None], None] | None = None,
 ) -> dict[str, Any]:
     """Check the repository (or one snapshot, REF: id, prefix or 'latest').
 
@@ -64,7 +65,9 @@ def verify_backup(
         # One shared lock for the whole verification: reading each snapshot's database does
         # not take (and list) the lock again, nor list the repository again on remote storage.
         with repo.lock(exclusive=False):
-            report = repo.check(read_data=read_data, snapshot_id=snapshot_id, progress=progress)
+            report = repo.check(
+                read_data=read_data, snapshot_id=snapshot_id, progress=progress, phase=phase
+            )
             check = asdict(report)
             tested = None
             verdicts: dict[str, dict[str, Any]] = {}
@@ -163,7 +166,7 @@ def _meanings(
         info = repo.find_snapshot(sid)
         try:
             with scratch_database(settings, repo, info) as url:
-                verdicts[sid] = consistency.check(url, repo.files(sid))
+                verdicts[sid] = consistency.check(url, lambda p, s=sid: repo.sha256_of(s, p))
                 if sid == tested_id:
                     tested = restore_test(settings, repo, sid, url)
         except SctkError as exc:  # e.g. a PostgreSQL snapshot seen from a SQLite directory

@@ -1,5 +1,5 @@
-"""`sctk backup init|create|list|verify|prune|copy|repair|passphrase`: the backup repository of
-a data directory."""
+"""`sctk backup init|create|list|verify|prune|copy|repair|passphrase|upgrade`: the backup
+repository of a data directory."""
 
 from __future__ import annotations
 
@@ -74,6 +74,33 @@ def _byte_bar(title: str, enabled: bool) -> Iterator[Any]:
                 bar.update(task, completed=done)
 
         yield update
+
+
+# What the engine's phases count (repo/phases.py): files unless named here.
+PHASE_UNITS = {"reading": "bytes", "planning": "packs", "repacking": "packs"}
+PHASE_UNITS |= {"forgetting": "snapshots", "converting": "snapshots", "index": ""}
+
+
+@contextmanager
+def _phase_bar(title: str, enabled: bool) -> Iterator[Any]:
+    """Progress of an engine step's phases (prune, verify, upgrade) on stderr: a bar on a
+    terminal, a line every few seconds off one; yields phase(name, done, total)."""
+    from sctk.cli.progress import progress
+
+    with progress(title, err_console, enabled=enabled) as update:
+
+        def phase(name: str, done: int, total: int | None) -> None:
+            unit = PHASE_UNITS.get(name, "files")
+            if unit == "bytes":
+                text = f"{name} {_size(done)}" + (f" of {_size(total)}" if total else "")
+            elif not unit:
+                text = name
+            else:
+                text = f"{name} {done:,}" + (f"/{total:,}" if total is not None else "")
+                text += f" {unit}"
+            update(done / total if total else 0.0, text)
+
+        yield phase
 
 
 def _size(n: int | None) -> str:
@@ -218,16 +245,16 @@ def verify(
     if snapshot and latest:
         raise SctkError("Give a snapshot id or --latest, not both.")
     ref = "latest" if latest else snapshot
-    with _byte_bar("verifying", enabled=not as_json and read_data) as update:
+    with _phase_bar("verifying", enabled=not as_json) as phase:
         result = verify_backup(
             runtime(ctx),
             ref,
             read_data=read_data,
             restore_test=restore_test,
             actor=operator(),
-            progress=update,
             url=repo,
             include_safety=include_safety,
+            phase=phase,
         )
     if as_json:
         print_json(result)
@@ -330,19 +357,21 @@ def prune(
     snapshots (taken before a restore or an upgrade) have their own (--safety-keep-*)."""
     from sctk.backup.prune_run import prune_backups
 
-    result = prune_backups(
-        runtime(ctx),
-        dry_run=dry_run,
-        actor=operator(),
-        url=repo,
-        keep_last=keep_last,
-        keep_daily=keep_daily,
-        keep_weekly=keep_weekly,
-        keep_monthly=keep_monthly,
-        keep_within_days=keep_within,
-        safety_keep_last=safety_keep_last,
-        safety_keep_within_days=safety_keep_within,
-    )
+    with _phase_bar("pruning", enabled=not as_json) as phase:
+        result = prune_backups(
+            runtime(ctx),
+            dry_run=dry_run,
+            actor=operator(),
+            url=repo,
+            phase=phase,
+            keep_last=keep_last,
+            keep_daily=keep_daily,
+            keep_weekly=keep_weekly,
+            keep_monthly=keep_monthly,
+            keep_within_days=keep_within,
+            safety_keep_last=safety_keep_last,
+            safety_keep_within_days=safety_keep_within,
+        )
     if as_json:
         print_json(result)
         return
@@ -358,6 +387,26 @@ def prune(
         rows,
     )
     console.print(result["message"], highlight=False)
+
+
+@app.command("upgrade")
+def upgrade(
+    ctx: typer.Context, repo: str | None = REPO_OPTION, as_json: bool = json_option()
+) -> None:
+    """Move the repository to the current format (version 2: snapshot file lists stored in
+    pieces, so listing, backing up and pruning many files need little memory). Snapshot
+    files are rewritten with new ids; the data is untouched. Safe to interrupt and rerun;
+    older sctk cannot open the repository afterwards."""
+    from sctk.backup.upgrade_format import upgrade_repository
+
+    with _phase_bar("upgrading", enabled=not as_json) as phase:
+        result = upgrade_repository(runtime(ctx), actor=operator(), url=repo, phase=phase)
+    if as_json:
+        print_json(result)
+    else:
+        console.print(result["message"], highlight=False)
+    if not result["ok"]:
+        raise typer.Exit(1)
 
 
 @app.command("copy")

@@ -157,7 +157,7 @@ def _extract_one(
 
     if dry_run:
         info = kinds.find(repository, ref, include_safety)
-        entry = next((f for f in repository.files(info.id) if f.path == file), None)
+        entry = repository.snapshot_lookup(info.id).get(file)  # one piece of the list read
         if entry is None:
             raise SctkError(
                 f"{file} is not in snapshot {info.id[:12]}; "
@@ -166,8 +166,8 @@ def _extract_one(
         dest = dest_dir / Path(file).name
         _say(
             as_json,
-            {"dry_run": True, "file": file, "to": str(dest), "size": entry.size},
-            f"Would write {file} ({_size(entry.size)}) to {dest}.",
+            {"dry_run": True, "file": file, "to": str(dest), "size": entry["size"]},
+            f"Would write {file} ({_size(entry['size'])}) to {dest}.",
         )
         return
     dest = rs.extract_file(

@@ -289,7 +289,7 @@ def test_damaged_snapshot_file_is_named_and_others_stay_usable(repo, tree, tmp_p
     good = backup(repo, tree, label="good")
     (tree / "new.txt").write_text("new")
     bad = backup(repo, tree, label="bad")
-    _flip(Path(repo.url, "snapshots", bad.id), 30)
+    _flip(Path(repo.url, "snapshots", bad.id), -30)  # in the header: a listing reads it
     again = Repository.open(repo.url, PASSPHRASE)
     assert [s.id for s in again.snapshots()] == [good.id]
     with pytest.raises(RepoError, match=f"snapshot file snapshots/{bad.id} is damaged"):
@@ -298,3 +298,24 @@ def test_damaged_snapshot_file_is_named_and_others_stay_usable(repo, tree, tmp_p
     assert not report.ok and any(bad.id in e for e in report.errors), report.errors
     again.restore(good.id, tmp_path / "out")
     assert (tmp_path / "out" / "random.bin").read_bytes() == (tree / "random.bin").read_bytes()
+
+
+def test_damaged_piece_of_a_file_list_is_named_when_read(repo, tree, tmp_path):
+    """A listing reads headers only, so a snapshot whose file list is damaged is listed; its
+    files cannot be read (restore, check and the next backup's parent say so) and the other
+    snapshots stay usable."""
+    good = backup(repo, tree, label="good")
+    (tree / "new.txt").write_text("new")
+    bad = backup(repo, tree, label="bad")
+    _flip(Path(repo.url, "snapshots", bad.id), 30)  # in the first piece of its file list
+    again = Repository.open(repo.url, PASSPHRASE)
+    assert [s.id for s in again.snapshots()] == [good.id, bad.id]
+    with pytest.raises(RepoError, match=f"snapshot file snapshots/{bad.id} is damaged"):
+        again.restore(bad.id, tmp_path / "bad")
+    report = again.check()
+    assert not report.ok and any(bad.id in e for e in report.errors), report.errors
+    again.restore(good.id, tmp_path / "out")
+    assert (tmp_path / "out" / "new.txt").exists() is False
+    assert (tmp_path / "out" / "random.bin").read_bytes() == (tree / "random.bin").read_bytes()
+    third = backup(again, tree, label="third")  # the damaged parent: everything read again
+    assert third.files == bad.files and again.check().errors == report.errors

@@ -191,7 +191,7 @@ def test_damaged_snapshot_file_is_named(repo, tree):
     info = backup(repo, tree)
     path = Path(repo.url, "snapshots", info.id)
     data = bytearray(path.read_bytes())
-    data[30] ^= 0x01
+    data[-30] ^= 0x01  # in its header, which a listing reads (a damaged piece: test_faults)
     path.write_bytes(bytes(data))
     again = Repository.open(repo.url, PASSPHRASE)
     assert again.snapshots() == []

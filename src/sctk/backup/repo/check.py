@@ -22,16 +22,15 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed
 from sctk.backup.repo import leftovers
 from sctk.backup.repo.chunkread import chunk_reader
 from sctk.backup.repo.errors import ChunkError, RepoError
+from sctk.backup.repo.filelist import stream_sha256
 from sctk.backup.repo.formats import (
-    AAD_SNAPSHOT,
-    content_id,
     decode_pack_header,
-    open_json,
     pack_name,
 )
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import CheckReport
 from sctk.backup.repo.packs import read_pack_header
+from sctk.backup.repo.phases import PhaseReport, Phases
 from sctk.backup.repo.threads import worker_count
 
 MAX_ERRORS_PER_SNAPSHOT = 20
@@ -39,23 +38,39 @@ GROUP_VERSIONS = 4  # versions of one path verified together (they share most ch
 SHARED_CACHE_BYTES = 8 * 1024 * 1024  # plaintext kept per group for chunks versions share
 
 
-def blocking_problems(repo) -> list[str]:
+def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
     """Structure problems that damage a snapshot or the index (what makes prune refuse);
-    a lost pack holding only garbage is not one: prune itself drops it from the index."""
+    a lost pack holding only garbage is not one: prune itself drops it from the index.
+    PHASES: progress of the "checking" phase, in files."""
     errors: list[str] = []
+    phases = phases or Phases(None)
     with repo.lock(exclusive=False):
         repo._refresh_index(force=True)
-        _structure(repo, repo._snapshot_ids(), errors, blocking_only=True)
+        snap_ids = repo._snapshot_ids()
+        phases.start("checking", _file_count(repo, snap_ids))
+        _structure(repo, snap_ids, errors, blocking_only=True, phases=phases)
     return errors
 
 
+def _file_count(repo, snap_ids) -> int | None:
+    """The files of SNAP_IDS from their headers (None if one cannot be read)."""
+    try:
+        return sum(repo.snapshot_header(s)["files"] for s in snap_ids)
+    except RepoError:
+        return None
+
+
 def _structure(
-    repo, snap_ids: list[str], errors: list[str], blocking_only: bool = False, whole: bool = True
+    repo,
+    snap_ids: list[str],
+    errors: list[str],
+    blocking_only: bool = False,
+    whole: bool = True,
+    phases: Phases | None = None,
 ):
-    """Structure problems appended to ERRORS; (documents of the snapshots read, packs that
-    are missing or damaged, chunk ids referenced). BLOCKING_ONLY (prune asks): no document
-    is kept, each snapshot's file list is checked as it is read and dropped, so memory
-    holds one file list (~2 KiB a file as Python objects), not every snapshot's."""
+    """Structure problems appended to ERRORS; (headers of the snapshots read, packs that
+    are missing or damaged, chunk ids referenced). Each snapshot's file list is checked as
+    it is streamed, a piece at a time (a version-1 file: one whole list at a time)."""
     index = repo.index
     errors.extend(index.errors)
     stored = repo.backend.list("data")
@@ -79,29 +94,33 @@ def _structure(
     read_errors: list[str] = []
     file_errors: list[str] = []
     referenced: set[str] = set()
-    known: dict[tuple, _Checked] = {}  # one record for a file unchanged between snapshots
+    sizes = repo._snapshot_sizes()
+    phases = phases or Phases(None)
     for sid in snap_ids:
         name = f"snapshots/{sid}"
         try:
-            blob = repo.backend.read(name)
+            size = sizes.get(sid) or repo.backend.size(name)
+            if size is None:
+                raise FileNotFoundError(name)
+            digest = stream_sha256(repo.backend, name, size)  # a piece at a time
         except FileNotFoundError:
             read_errors.append(f"Snapshot file {name} disappeared during the check.")
             continue
-        if content_id(blob) != sid:
+        if digest != sid:
             read_errors.append(
                 f"Snapshot file {name} is damaged (its content does not match its name)."
             )
             continue
         try:
-            doc = open_json(repo.keys, blob, AAD_SNAPSHOT, f"snapshot file {name}")
+            header = repo.snapshot_header(sid, size)
+            # the list streamed a piece at a time (as a file is read, a damaged piece fails)
+            files = repo.snapshot_files(sid)
+            _check_files(index, sid, files, bad, referenced, file_errors, phases)
         except RepoError as exc:
             read_errors.append(str(exc))
             continue
-        del blob
-        _check_files(index, sid, doc, bad, referenced, file_errors)
         if not blocking_only:
-            docs[sid] = {"time": doc["time"], "files": [_checked(f, known) for f in doc["files"]]}
-        del doc
+            docs[sid] = header
     errors.extend(read_errors)
     if not blocking_only:
         if whole:
@@ -109,8 +128,8 @@ def _structure(
         else:  # checking one snapshot: only the packs it uses
             used = {
                 index.entries[c][0]
-                for d in docs.values()
-                for f in d["files"]
+                for sid in docs
+                for f in repo.snapshot_files(sid)
                 for c in f["chunks"]
                 if c in index.entries
             }
@@ -120,8 +139,8 @@ def _structure(
 
 
 class _Checked:
-    """What verifying needs of one file entry, without the rest of its decoded JSON (stat
-    fields, mode...): about a third of the memory, for every file of every checked snapshot.
+    """What verifying needs of one file entry, without the rest of its decoded entry (stat
+    fields, mode...): about a third of the memory, for every distinct file verify reads.
     Read as the entry is (f["path"])."""
 
     __slots__ = ("path", "size", "sha256", "chunks")
@@ -136,19 +155,13 @@ class _Checked:
         return getattr(self, key)
 
 
-def _checked(f: dict, known: dict) -> _Checked:
-    """F's record, the one of an earlier snapshot when F is the same file unchanged."""
-    key = (f["path"], f["sha256"], len(f["chunks"]), f["chunks"][0] if f["chunks"] else "")
-    rec = known.get(key)
-    if rec is None or rec.size != f["size"] or list(rec.chunks) != f["chunks"]:
-        rec = known[key] = _Checked(f)
-    return rec
-
-
-def _check_files(index, sid: str, doc: dict, bad: dict, referenced: set, errors: list) -> None:
+def _check_files(
+    index, sid: str, files, bad: dict, referenced: set, errors: list, phases: Phases
+) -> None:
     """Every file of one snapshot: its chunks indexed, in sound packs (ERRORS appended)."""
     problems = 0
-    for f in doc["files"]:
+    for f in files:
+        phases.step()
         referenced.update(f["chunks"])
         for cid in f["chunks"]:
             loc = index.entries.get(cid)
@@ -173,26 +186,43 @@ def check(
     read_data: bool = False,
     snapshot_id: str | None = None,
     progress: Callable[[int], None] | None = None,
+    phase: PhaseReport | None = None,
 ) -> CheckReport:
+    """See Repository.check; PHASE(name, done, total) hears each phase: index, snapshots
+    (files checked), reading (bytes read and verified), leftovers."""
     started = time.perf_counter()
+    phases = Phases(phase)
     errors: list[str] = []
     bytes_read = 0
     garbage = None
     unreferenced = 0
     with repo.lock(exclusive=False):
+        phases.start("index")
         repo._refresh_index(force=True)
         index = repo.index
         snap_ids = [repo.find_snapshot(snapshot_id).id] if snapshot_id else repo._snapshot_ids()
-        docs, bad, referenced = _structure(repo, snap_ids, errors, whole=snapshot_id is None)
+        phases.start("snapshots", _file_count(repo, snap_ids))
+        docs, bad, referenced = _structure(
+            repo, snap_ids, errors, whole=snapshot_id is None, phases=phases
+        )
         if read_data:
             damaged: list[tuple[str, str, int]] = []
+            phases.start("reading")
+
+            def reading(n: int) -> None:
+                phases.at(n)
+                if progress is not None:
+                    progress(n)
+
             bytes_read = _read_data(
-                repo, docs, bad, errors, progress, whole=snapshot_id is None, damaged=damaged
+                repo, docs, bad, errors, reading, whole=snapshot_id is None, damaged=damaged
             )
             _remember_damage(repo, damaged)
         if snapshot_id is None:
+            phases.start("leftovers")
             garbage = leftovers.scan(repo, recovered=False)
             unreferenced = garbage.bytes + leftovers.unreferenced_index_bytes(index, referenced)
+        phases.end()
     return CheckReport(
         ok=not errors,
         errors=errors,
@@ -314,14 +344,14 @@ def _read_data(
     # Each distinct file content is read once, however many snapshots hold it.
     todo: list[tuple[str, dict]] = []
     seen: set[tuple] = set()
-    for sid, doc in docs.items():
-        for f in doc["files"]:
-            key = (f["sha256"], f["chunks"])
+    for sid in docs:
+        for f in repo.snapshot_files(sid):
+            key = (f["sha256"], tuple(f["chunks"]))
             if key in seen:
                 continue
             seen.add(key)
             if all(_sound(index.entries.get(c), bad) for c in f["chunks"]):
-                todo.append((sid, f))
+                todo.append((sid, _Checked(f)))
     verified: set[tuple[str, int]] = set()
     read = 0
     results: dict[int, tuple] = {}

@@ -7,10 +7,14 @@ Layout (names relative to the repository root):
     data/<xx>/<sha256>       packs: sealed chunks back to back, then a sealed header, then the
                              header length (4 bytes, little endian)
     index/<sha256>           sealed JSON: pack -> [(chunk id, offset, length, raw length, flags)]
-    snapshots/<sha256>       sealed JSON: time, label, host, manifest, size, added_bytes, and
-                             files [{path, mode, size, sha256, chunks, st}] where st is
-                             [size, mtime_ns, ctime_ns, inode] at backup time (lets the next
-                             backup skip unchanged files)
+    snapshots/<sha256>       repository version 2: the file list in sealed pieces sorted by
+                             path, then a sealed header (time, label, host, manifest, size,
+                             added_bytes, files: the count, where the pieces lie): see
+                             filelist.py. Version 1 (still read, and written into a version-1
+                             repository): one sealed JSON document, the header's fields and
+                             files [{path, mode, size, sha256, chunks, st}].
+                             An entry's st is [size, mtime_ns, ctime_ns, inode] at backup time
+                             (lets the next backup skip unchanged files)
     verified/<sha256>        sealed JSON: snapshot id, time, report of a verification
     locks/<random>           plaintext JSON: pid, host, time, exclusive
 Every file except config and locks is named by the SHA-256 of its bytes, so a copy can be
@@ -35,7 +39,8 @@ from sctk.backup.repo.crypto import Keys
 from sctk.backup.repo.errors import RepoError
 
 FORMAT = "sctk-backup-repository"
-VERSION = 1
+VERSION = 2  # what a new repository is made with (see filelist.py); `upgrade` moves 1 to 2
+VERSIONS = (1, 2)  # what this sctk reads
 FLAG_ZSTD = 1
 
 AAD_SNAPSHOT = b"sctk-snapshot"

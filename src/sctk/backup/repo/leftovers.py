@@ -82,11 +82,10 @@ def referenced_chunks(repo, skip: frozenset[str] = frozenset()) -> set[str]:
         if snap_id in skip:
             continue
         try:
-            doc = repo._snapshot_doc(snap_id)
+            for f in repo.snapshot_files(snap_id):
+                used.update(f["chunks"])
         except RepoError:
             continue
-        for f in doc["files"]:
-            used.update(f["chunks"])
     return used
 
 

@@ -23,6 +23,7 @@ from sctk.backup.repo.formats import pack_name
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import PrunePolicy, PruneReport
 from sctk.backup.repo.packs import PackWriter
+from sctk.backup.repo.phases import PhaseReport, Phases
 
 REPACK_GARBAGE_RATIO = 0.5
 
@@ -86,10 +87,20 @@ class _Keepers:
         return loc is not None and loc[:2] == (pack, off)
 
 
-def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) -> PruneReport:
+def prune(
+    repo,
+    policy: PrunePolicy | None,
+    dry_run: bool = False,
+    plan=None,
+    phase: PhaseReport | None = None,
+) -> PruneReport:
+    """See Repository.prune; PHASE(name, done, total) hears each phase: checking and marking
+    (files), planning (packs), forgetting (snapshots), repacking (packs), indexing, deleting
+    (files)."""
+    phases = Phases(phase)
     with repo.lock(exclusive=True):
         repo._refresh_index()
-        problems = blocking_problems(repo)
+        problems = blocking_problems(repo, phases)
         if problems:
             raise RepoError(
                 f"Repository {repo.url} is damaged ({len(problems)} problem(s), first: "
@@ -105,13 +116,15 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         else:
             kept, removed = repo.plan_retention(policy)
         removed_ids = {s.id for s in removed}
+        live_snaps = [s for s in snaps if s.id not in removed_ids]
+        phases.start("marking", sum(s.files for s in live_snaps))
 
         def referenced_ids():
-            for s in snaps:
-                if s.id not in removed_ids:
-                    # one file list at a time, not kept: they are what grows with the data
-                    for f in repo.snapshot_doc(s.id, remember=False)["files"]:
-                        yield from f["chunks"]
+            for s in live_snaps:
+                # streamed a piece at a time: the file lists are what grows with the data
+                for f in repo.snapshot_files(s.id):
+                    phases.step()
+                    yield from f["chunks"]
 
         index = repo.index
         # every referenced chunk id, in a sorted file on local disk: not a set in memory
@@ -120,8 +133,10 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         for cid, pack, off in index.damaged:
             damaged_in.setdefault(pack, []).append((cid, off))
         delete, repack, keep = [], [], []
+        phases.start("planning", len(index.pack_blobs))
         keeper = _Keepers(index, referenced)
         for pack, blobs in index.pack_blobs.items():
+            phases.step()
             live = [b for b in blobs if keeper.keeps(b[0], pack, b[1])]
             live_bytes = sum(b[2] for b in live)
             total = sum(b[2] for b in blobs) or 1
@@ -151,11 +166,14 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
             dry_run=dry_run,
         )
         if dry_run:
+            phases.end()
             return result
 
         # 1. forget
         if removed:
+            phases.start("forgetting", len(removed))
             repo.forget([s.id for s in removed])
+            phases.at(len(removed))
             crashpoints.reached("backup.prune.forgotten")
         # 2. repack live chunks of mostly-garbage packs (sealed bytes copied as they are,
         #    after authenticating them, so damage is never copied forward)
@@ -165,9 +183,11 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
             new_packs[pack_id] = (size, blobs)
 
         if repack:
+            phases.start("repacking", len(repack))
             writer = PackWriter(repo.backend, repo.keys, written)
             try:
                 for pack, live in repack:
+                    phases.step()
                     data = memoryview(repo.backend.read(pack_name(pack)))
                     for cid, off, length, raw, flags in live:
                         blob = data[off : off + length]
@@ -189,6 +209,7 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
         # 3. the new index: every kept pack plus the new ones (only when packs go away; orphan
         #    packs are in no index, and rewriting an unchanged index would only churn copies)
         if delete or repack:
+            phases.start("indexing")
             # kept packs' rows read again from the index files as they are written, so the
             # whole index is never in memory at once
             full = chain(
@@ -205,11 +226,15 @@ def prune(repo, policy: PrunePolicy | None, dry_run: bool = False, plan=None) ->
                     repo.backend.delete(name)
             crashpoints.reached("backup.prune.old-index-deleted")
         # 5. packs nothing points to any more, and leftovers of interrupted writes
-        for name in [pack_name(p) for p in delete] + [pack_name(p) for p, _ in repack] + orphans:
+        doomed = [pack_name(p) for p in delete] + [pack_name(p) for p, _ in repack] + orphans
+        phases.start("deleting", len(doomed))
+        for name in doomed:
             repo.backend.delete(name)
+            phases.step()
             crashpoints.reached("backup.prune.deleting")
         for name in repo.backend.temporaries():
             repo.backend.delete(name)
         repo._index_files = frozenset()
         repo._refresh_index()
+        phases.end()
         return result

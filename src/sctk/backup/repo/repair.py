@@ -93,16 +93,19 @@ def repair(repo, read_data: bool = False) -> RepairReport:
         for snap_id in repo._snapshot_ids():
             if snap_id in damaged_snapshots:
                 continue
-            for f in repo._snapshot_doc(snap_id)["files"]:
-                whole = all(
-                    c in index.entries and index.entries[c][0] not in index.unsound
-                    for c in f["chunks"]
-                )
-                if whole:
-                    intact.add(f["sha256"])
-                else:
-                    damaged_files.append({"snapshot": snap_id, "path": f["path"]})
-                    broken.setdefault((f["path"], f["sha256"]), []).append(snap_id)
+            try:
+                for f in repo.snapshot_files(snap_id):
+                    whole = all(
+                        c in index.entries and index.entries[c][0] not in index.unsound
+                        for c in f["chunks"]
+                    )
+                    if whole:
+                        intact.add(f["sha256"])
+                    else:
+                        damaged_files.append({"snapshot": snap_id, "path": f["path"]})
+                        broken.setdefault((f["path"], f["sha256"]), []).append(snap_id)
+            except RepoError as exc:  # a piece of its file list is damaged
+                damaged_snapshots[snap_id] = str(exc)
         lost = [
             {"path": path, "sha256": sha, "snapshots": ids}
             for (path, sha), ids in sorted(broken.items())

@@ -25,6 +25,7 @@ from sctk.backup.repo.formats import (
     FLAG_ZSTD,
     FORMAT,
     VERSION,
+    VERSIONS,
     content_id,
     open_json,
     pack_name,
@@ -77,6 +78,7 @@ class Repository:
         # good, their file lists only for the few most recent (memory stays bounded).
         self._snapshot_cache: OrderedDict[str, dict] = OrderedDict()
         self._info_cache: dict[str, SnapshotInfo] = {}
+        self._headers: dict[str, dict] = {}  # snapshot id -> header (small, immutable)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._local = threading.local()
@@ -92,12 +94,16 @@ class Repository:
         passphrase: str,
         chunk_id: str = crypto.CHUNK_ID_DEFAULT,
         options: RemoteOptions | None = None,
+        version: int = VERSION,
     ) -> Repository:
         """Create a new repository at URL; refuses an existing one or a non-empty directory.
         CHUNK_ID names the keyed hash for chunk ids (the default; "hmac-sha256" is what older
         repositories use, kept for tests and for compatibility); OPTIONS configure remote
-        storage (see remote.py)."""
+        storage (see remote.py); VERSION 1 makes a repository as older sctk did (tests of
+        reading and upgrading one)."""
         crypto.check_passphrase(passphrase)
+        if version not in VERSIONS:
+            raise RepoError(f"Unknown repository version {version}; choose one of {VERSIONS}.")
         if chunk_id not in crypto.CHUNK_ID_ALGORITHMS:
             raise RepoError(
                 f"Unknown chunk id algorithm {chunk_id!r}; "
@@ -118,7 +124,7 @@ class Repository:
         kdf = crypto.new_kdf()
         config = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": version,
             "id": repo_id,
             "created": datetime.now(UTC).isoformat(),
             "chunker": dict(CHUNKER),
@@ -155,10 +161,10 @@ class Repository:
             raise RepoError(
                 f"The config file of {url} is not a backup repository config."
             ) from None
-        if config.get("version") != VERSION:
+        if config.get("version") not in VERSIONS:
             raise RepoError(
                 f"Repository {url} has format version {config.get('version')}; "
-                f"this sctk reads version {VERSION}."
+                f"this sctk reads versions {', '.join(map(str, VERSIONS))}: upgrade sctk."
             )
         # Repositories made before the id algorithm was recorded used HMAC-SHA256.
         algorithm = config.get("chunk_id", crypto.CHUNK_ID_HMAC_SHA256)
@@ -222,13 +228,25 @@ class Repository:
 
     # -- snapshots -----------------------------------------------------------------------------
 
+    @property
+    def version(self) -> int:
+        """The repository's format version (1: snapshot files hold their list whole)."""
+        return int(self.config.get("version", 1))
+
     def _snapshot_doc(self, snap_id: str) -> dict:
         return self.snapshot_doc(snap_id)
 
     def snapshot_doc(self, snap_id: str, remember: bool = True) -> dict:
-        """The document of snapshot SNAP_ID (its file list included). REMEMBER=False: a
-        pass over every snapshot (prune, check) that needs each once; it is not kept in the
-        cache of recent file lists (which would hold SNAPSHOT_CACHE of them at once)."""
+        """The header of snapshot SNAP_ID with its whole file list under "files" (small
+        snapshots and tests; passes over many files use snapshot_files())."""
+        header = self.snapshot_header(snap_id)
+        if header["format"] == 1:
+            return self._v1_doc(snap_id, remember)
+        return {**header, "files": list(self.snapshot_files(snap_id))}
+
+    def _v1_doc(self, snap_id: str, remember: bool = True) -> dict:
+        """A version-1 snapshot document (REMEMBER=False: a pass over every snapshot that
+        needs each once; not kept in the cache of recent file lists)."""
         doc = self._snapshot_cache.get(snap_id)
         if doc is None:
             name = f"snapshots/{snap_id}"
@@ -239,11 +257,72 @@ class Repository:
             doc = open_json(self.keys, blob, AAD_SNAPSHOT, f"snapshot file {name}")
             if remember:
                 self._remember(snap_id, doc)
-            else:
-                self._info_cache[snap_id] = self._info_from_doc(snap_id, doc)
         else:
             self._snapshot_cache.move_to_end(snap_id)
         return doc
+
+    def snapshot_header(self, snap_id: str, size: int | None = None) -> dict:
+        """What a listing needs of snapshot SNAP_ID, without its file list ("files" is the
+        count, "format" the snapshot file's version); read once, then cached."""
+        header = self._headers.get(snap_id)
+        if header is not None:
+            return header
+        from sctk.backup.repo.filelist import read_header
+
+        name = f"snapshots/{snap_id}"
+        try:
+            if size is None:
+                size = self.backend.size(name)
+                if size is None:
+                    raise FileNotFoundError(name)
+            header = read_header(self.backend, self.keys, name, size)
+            if header is None:
+                doc = self._v1_doc(snap_id, remember=False)
+                header = {k: v for k, v in doc.items() if k != "files"}
+                header["files"] = len(doc["files"])
+                header["format"] = 1
+        except FileNotFoundError:
+            raise RepoError(f"Snapshot {snap_id[:12]} was removed from {self.url}.") from None
+        self._headers[snap_id] = header
+        self._info_cache[snap_id] = self._info_from_doc(snap_id, header)
+        return header
+
+    def snapshot_files(self, snap_id: str) -> Iterator[dict]:
+        """The file entries of snapshot SNAP_ID in path order, a piece at a time (a
+        version-1 file is read whole)."""
+        header = self.snapshot_header(snap_id)
+        if header["format"] == 1:
+            files = self._v1_doc(snap_id, remember=False)["files"]
+            paths = [f["path"] for f in files]
+            if any(a >= b for a, b in zip(paths, paths[1:], strict=False)):
+                files = sorted(files, key=lambda f: f["path"])  # an older writer's order
+            return iter(files)
+        from sctk.backup.repo.filelist import iter_docs
+
+        return self._guard(
+            snap_id, iter_docs(self.backend, self.keys, f"snapshots/{snap_id}", header)
+        )
+
+    def _guard(self, snap_id: str, docs: Iterator[dict]) -> Iterator[dict]:
+        try:
+            yield from docs
+        except FileNotFoundError:
+            raise RepoError(f"Snapshot {snap_id[:12]} was removed from {self.url}.") from None
+
+    def snapshot_lookup(self, snap_id: str):
+        """A SortedLookup of snapshot SNAP_ID's entries by path (one piece in memory)."""
+        from sctk.backup.repo.filelist import SortedLookup, read_piece
+
+        header = self.snapshot_header(snap_id)
+        if header["format"] == 1:
+            files = list(self.snapshot_files(snap_id))
+            bounds = [(files[0]["path"], files[-1]["path"])] if files else []
+            return SortedLookup(bounds, lambda _i: files)
+        name = f"snapshots/{snap_id}"
+        return SortedLookup(
+            [(p[2], p[3]) for p in header["pieces"]],
+            lambda i: read_piece(self.backend, self.keys, name, header, i),
+        )
 
     def drop_file_list(self, snap_id: str) -> None:
         """Let go of a cached snapshot document (its summary stays cached): a restore that
@@ -257,36 +336,43 @@ class Repository:
         self._info_cache[snap_id] = self._info_from_doc(snap_id, doc)
 
     def _info_from_doc(self, snap_id: str, doc: dict) -> SnapshotInfo:
+        files = doc["files"]
         return SnapshotInfo(
             id=snap_id,
             time=_parse_time(doc["time"]),
             label=doc.get("label", ""),
             host=doc.get("host", ""),
             manifest=doc.get("manifest", {}),
-            files=len(doc["files"]),
+            files=files if isinstance(files, int) else len(files),
             size=int(doc.get("size", 0)),
             added_bytes=int(doc.get("added_bytes", 0)),
         )
 
+    def _snapshot_sizes(self) -> dict[str, int]:
+        return {n.rpartition("/")[2]: size for n, size in self.backend.list("snapshots").items()}
+
     def _snapshot_ids(self) -> list[str]:
-        return sorted(name.rpartition("/")[2] for name in self.backend.list("snapshots"))
+        return sorted(self._snapshot_sizes())
 
     def snapshots(self) -> list[SnapshotInfo]:
-        """Every readable snapshot, oldest first, read from the repository alone (a damaged
-        snapshot file is left out and named by unreadable_snapshots())."""
+        """Every readable snapshot, oldest first, from the headers alone (a damaged snapshot
+        file is left out and named by unreadable_snapshots(); a version-1 file that an
+        interrupted upgrade has already rewritten is left out for its new copy)."""
         infos = []
         unreadable: dict[str, str] = {}
-        for snap_id in self._snapshot_ids():
+        for snap_id, size in sorted(self._snapshot_sizes().items()):
             info = self._info_cache.get(snap_id)
-            if info is None:
+            if info is None or snap_id not in self._headers:
                 try:
-                    self._snapshot_doc(snap_id)
+                    self.snapshot_header(snap_id, size)
                 except RepoError as exc:
                     unreadable[snap_id] = str(exc)  # the others stay usable
                     continue
                 info = self._info_cache[snap_id]
             infos.append(info)
+        replaced = {self._headers[i.id].get("replaces") for i in infos}
         self._unreadable = unreadable
+        infos = [i for i in infos if i.id not in replaced]
         return sorted(infos, key=lambda s: (s.time, s.id))
 
     def unreadable_snapshots(self) -> dict[str, str]:
@@ -308,7 +394,7 @@ class Repository:
     def find_snapshot(self, ref: str) -> SnapshotInfo:
         """A snapshot by full id, unique prefix (>= 4 hex digits) or 'latest'."""
         snap_id = self._resolve(ref)
-        return self._info_from_doc(snap_id, self._snapshot_doc(snap_id))
+        return self._info_from_doc(snap_id, self.snapshot_header(snap_id))
 
     def _resolve(self, ref: str) -> str:
         """The id REF names (full id, unique prefix or 'latest'), without reading the file."""
@@ -338,25 +424,33 @@ class Repository:
         self, snapshot_id: str, include: Callable[[str], bool] | None = None
     ) -> list[FileEntry]:
         """The files of a snapshot (id or prefix), sorted by path (those INCLUDE accepts)."""
-        info = self.find_snapshot(snapshot_id)
-        return [
-            FileEntry(
-                path=f["path"],
-                mode=f["mode"],
-                size=f["size"],
-                sha256=f["sha256"],
-                chunks=list(f["chunks"]),
-            )
-            for f in self._snapshot_doc(info.id)["files"]
-            if include is None or include(f["path"])
-        ]
+        return list(self.iter_files(self.find_snapshot(snapshot_id).id, include))
+
+    def iter_files(
+        self, snap_id: str, include: Callable[[str], bool] | None = None
+    ) -> Iterator[FileEntry]:
+        """files() of snapshot SNAP_ID (a full id) streamed a piece at a time."""
+        for f in self.snapshot_files(snap_id):
+            if include is None or include(f["path"]):
+                yield FileEntry(f["path"], f["mode"], f["size"], f["sha256"], list(f["chunks"]))
+
+    def sha256_of(self, snap_id: str, paths: Iterable[str]) -> dict[str, str]:
+        """The SHA-256 of each of PATHS that snapshot SNAP_ID holds (looked up in path order:
+        each piece of its list is read at most once)."""
+        lookup = self.snapshot_lookup(snap_id)
+        out = {}
+        for p in sorted(set(paths)):
+            f = lookup.get(p)
+            if f is not None:
+                out[p] = f["sha256"]
+        return out
 
     def _file(self, snapshot_id: str, path: str) -> tuple[SnapshotInfo, FileEntry]:
         info = self.find_snapshot(snapshot_id)
         path = path.strip().lstrip("/")
-        for f in self.files(info.id, include=lambda p: p == path):
-            if f.path == path:
-                return info, f
+        f = self.snapshot_lookup(info.id).get(path)
+        if f is not None:
+            return info, FileEntry(f["path"], f["mode"], f["size"], f["sha256"], list(f["chunks"]))
         raise RepoError(
             f"{path} is not in snapshot {info.id[:12]}; list the snapshot's files to find the path."
         )
@@ -524,6 +618,7 @@ class Repository:
                 self.backend.delete(f"snapshots/{snap}")
                 self._snapshot_cache.pop(snap, None)
                 self._info_cache.pop(snap, None)
+                self._headers.pop(snap, None)
                 for name, (marked, _) in markers.items():
                     if marked == snap:
                         self.backend.delete(name)
@@ -546,23 +641,34 @@ class Repository:
         policy: PrunePolicy | None,
         dry_run: bool = False,
         plan: Callable[[list[SnapshotInfo]], tuple[list, list]] | None = None,
+        phase: Callable[[str, int, int | None], None] | None = None,
     ) -> PruneReport:
         """Forget by POLICY, then collect unreferenced chunks (see prune.py). PLAN, when
-        given, decides instead of POLICY: snapshots -> (kept with reasons, removed)."""
+        given, decides instead of POLICY: snapshots -> (kept with reasons, removed).
+        PHASE(name, done, total) hears the progress of each phase."""
         from sctk.backup.repo.prune import prune
 
-        return prune(self, policy, dry_run, plan)
+        return prune(self, policy, dry_run, plan, phase)
 
     def check(
         self,
         read_data: bool = False,
         snapshot_id: str | None = None,
         progress: Callable[[int], None] | None = None,
+        phase: Callable[[str, int, int | None], None] | None = None,
     ) -> CheckReport:
-        """Structure check, and with READ_DATA every chunk and file verified (see check.py)."""
+        """Structure check, and with READ_DATA every chunk and file verified (see check.py);
+        PHASE(name, done, total) hears the progress of each phase."""
         from sctk.backup.repo.check import check
 
-        return check(self, read_data, snapshot_id, progress)
+        return check(self, read_data, snapshot_id, progress, phase)
+
+    def upgrade(self, phase: Callable[[str, int, int | None], None] | None = None):
+        """Move a version-1 repository to the current format (snapshot files rewritten with
+        their lists in pieces; see upgrade.py); an UpgradeReport. Safe to rerun."""
+        from sctk.backup.repo.upgrade import upgrade
+
+        return upgrade(self, phase)
 
     def repair_index(self, verify: bool = False) -> int:
         """Rebuild the index from the pack headers (after an index file was lost or damaged);

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import secrets
 import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from sctk.backup.repo.chunkread import chunk_reader
 from sctk.backup.repo.errors import ChunkError, RepoError
 from sctk.backup.repo.models import FileEntry, RestoreStats
 from sctk.backup.repo.threads import worker_count
+
+LARGE_FILE = 8 * 1024 * 1024  # restored first, largest first (kept in memory: few)
 
 
 def _target_error(target: Path, exc: OSError) -> RepoError:
@@ -76,8 +79,11 @@ def restore(
     PARTIAL, damaged files are left out (named in the stats) instead of failing it all."""
     started = time.perf_counter()
     info = repo.find_snapshot(snapshot_id)
-    entries = repo.files(info.id, include)
-    repo.drop_file_list(info.id)  # the entries are what the restore needs from now on
+
+    def entries() -> Iterator[FileEntry]:
+        # The file list is streamed (a piece at a time) in each pass, never held whole.
+        return repo.iter_files(info.id, include)
+
     try:
         target.mkdir(parents=True, exist_ok=True)
         if not target.is_dir():
@@ -92,8 +98,21 @@ def restore(
     damaged: dict[str, str] = {}  # path -> why it was left out (partial restores)
     lock = threading.Lock()
     stage, dirs = str(staging), _Dirs()
-    for e in entries:  # folders first (and every path checked) before any file is written
-        dirs.ensure(os.path.dirname(os.path.join(stage, _checked(e.path))))
+    # Folders first (and every path checked) before any file is written; the large files
+    # are kept aside to start first, so that none starts last and leaves a core idle.
+    large: list[FileEntry] = []
+    count = total = 0
+    try:
+        for e in entries():
+            dirs.ensure(os.path.dirname(os.path.join(stage, _checked(e.path))))
+            count += 1
+            total += e.size
+            if e.size >= LARGE_FILE:
+                large.append(e)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    large.sort(key=lambda e: -e.size)
 
     local = threading.local()
     readers: list = []
@@ -159,7 +178,8 @@ def restore(
                     damaged[e.path] = why
 
                 try:
-                    for e in sorted(entries, key=lambda e: -e.size):
+                    small = (e for e in entries() if e.size < LARGE_FILE)
+                    for e in itertools.chain(large, small):
                         pending.append((e, ex.submit(restore_file, e)))
                         if len(pending) >= 2 * worker_count():
                             settle()
@@ -171,7 +191,7 @@ def restore(
                     raise
             # Every file is whole (or, partial, left out): move them into place.
             root, final_dirs = str(target), _Dirs()
-            for e in entries:
+            for e in entries():
                 if e.path in damaged:
                     continue
                 final = os.path.join(root, e.path)
@@ -183,10 +203,10 @@ def restore(
             for reader in readers:
                 reader.close()
             shutil.rmtree(staging, ignore_errors=True)
-    whole = [e for e in entries if e.path not in damaged]
+    lost = sum(e.size for e in entries() if e.path in damaged) if damaged else 0
     return RestoreStats(
-        files=len(whole),
-        bytes=sum(e.size for e in whole),
+        files=count - len(damaged),
+        bytes=total - lost,
         seconds=round(time.perf_counter() - started, 3),
         damaged=sorted(damaged.items()),
     )

@@ -15,7 +15,6 @@ chunk while holding the GIL, which cost more than all the hashing.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import os
 import stat
@@ -24,7 +23,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from operator import itemgetter
 from pathlib import Path, PurePosixPath
 
 from pyfastcdc import FastCDC
@@ -32,6 +30,7 @@ from pyfastcdc import FastCDC
 from sctk.backup.repo import leftovers
 from sctk.backup.repo.compression import SMALL_FILES, Compressors, FilePolicy
 from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.filelist import FileListSink, SortedLookup
 from sctk.backup.repo.formats import AAD_SNAPSHOT, content_id, pack_name, seal_json
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import FileEntry, SnapshotInfo
@@ -66,7 +65,6 @@ def _file_doc(e: FileEntry, st: list | None) -> dict:
 # The keys _file_doc writes for a file with a stat: a parent's entry with exactly these is
 # put in the new snapshot as it is (no new dict per unchanged file).
 _DOC_KEYS = frozenset(("path", "mode", "size", "sha256", "chunks", "st"))
-_PATH = itemgetter("path")
 
 
 class _IterReader:
@@ -105,7 +103,7 @@ class _File:
     bytes are read; ST is its stat key for the next backup; DOC is the parent's entry when
     the file is unchanged (written into the new snapshot as it is)."""
 
-    __slots__ = ("entry", "pending", "reading", "sha", "policy", "st", "doc")
+    __slots__ = ("entry", "pending", "reading", "sha", "policy", "st", "doc", "dropped")
 
     def __init__(self, path: str, mode: int):
         self.entry = FileEntry(path=path, mode=mode, size=0, sha256="", chunks=[])
@@ -115,6 +113,7 @@ class _File:
         self.policy = SMALL_FILES  # how its chunks are compressed (see compression.py)
         self.st: list | None = None
         self.doc: dict | None = None
+        self.dropped = False  # vanished while it was read: not part of the snapshot
 
 
 class SnapshotWriter:
@@ -130,9 +129,13 @@ class SnapshotWriter:
         self.read_bytes = 0
         self.skipped_files = 0  # unchanged since the parent snapshot, not read again
         self.committed = False
-        self._entries: dict[str, _File] = {}
-        self._parent: list[dict] = []  # the parent's files with a stat, sorted by path
-        self._parent_at = 0  # where the last lookup ended: the walk goes in path order
+        # Files in the order they were added; each goes to the file list (written in pieces
+        # as it fills) once its chunks are stored, so no snapshot-wide list is held.
+        self._order: deque[_File] = deque()
+        self._sink: FileListSink | None = None
+        self._explicit: set[str] = set()  # paths given to add_file/add_stream
+        self._last: _File | None = None  # the file _start made last
+        self._parent: SortedLookup | None = None  # the parent's entries, a piece in memory
         self._added: set[str] = set()
         self._written: dict[str, tuple[int, list]] = {}
         self._written_lock = threading.Lock()
@@ -160,6 +163,7 @@ class SnapshotWriter:
             self.repo._refresh_index(force=True)
             self._take_over_leftovers()
             self._parent = self._parent_files()
+            self._sink = FileListSink(self.repo.backend, self.keys)
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sctk-backup")
             self._packs = PackWriter(self.repo.backend, self.keys, self._on_pack_written)
         except BaseException:
@@ -175,39 +179,27 @@ class SnapshotWriter:
         self._adopted = found.packs
         self._adopted_chunks = {b[0] for _, blobs in found.packs.values() for b in blobs}
 
-    def _parent_files(self) -> list[dict]:
-        """The files of the newest snapshot (the parent) sorted by path, for skipping unchanged
-        ones; none when that snapshot cannot be read (everything is then read again).
-
-        Looked up by bisection, and first at the place after the previous hit (add_tree walks
-        in path order): no second map of a million paths beside the parent's own list."""
+    def _parent_files(self) -> SortedLookup | None:
+        """The newest snapshot's (the parent's) entries by path, for skipping unchanged files;
+        None when it cannot be read (everything is then read again). The walk goes in path
+        order, as the list is stored: each piece of it is read once."""
         try:
             snaps = self.repo.snapshots()
             if not snaps:
-                return []
-            files = self.repo._snapshot_doc(snaps[-1].id)["files"]
+                return None
+            return self.repo.snapshot_lookup(snaps[-1].id)
         except RepoError:
-            return []
-        paths = map(_PATH, files)
-        prev = next(paths, None)
-        for p in paths:  # commit() writes them sorted; an older writer may not have
-            if p <= prev:
-                return sorted((f for f in files if "st" in f), key=_PATH)
-            prev = p
-        return files
+            return None
 
     def _parent_entry(self, path: str) -> dict | None:
         """The parent's entry for PATH (with a stat), or None."""
-        files = self._parent
-        i = self._parent_at
-        if i >= len(files) or files[i]["path"] != path:
-            i = bisect.bisect_left(files, path, key=_PATH)
-            if i >= len(files) or files[i]["path"] != path:
-                self._parent_at = i
-                return None
-        self._parent_at = i + 1
-        prev = files[i]
-        return prev if "st" in prev else None
+        assert self._parent is not None
+        try:
+            prev = self._parent.get(path)
+        except RepoError:  # a damaged piece: those files are read again
+            self._parent = None
+            return None
+        return prev if prev is not None and "st" in prev else None
 
     def __exit__(self, *exc) -> None:
         try:
@@ -215,6 +207,8 @@ class SnapshotWriter:
                 self._pool.shutdown(wait=True, cancel_futures=True)
             if self._packs is not None:
                 self._packs.close()
+            if self._sink is not None:
+                self._sink.discard()  # committed already, or the snapshot is abandoned
         finally:
             self.repo._locks.release()
 
@@ -373,8 +367,21 @@ class SnapshotWriter:
     def _drain_all(self) -> None:
         while self._inflight:
             self._drain_one()
+        self._emit()
 
-    def _start(self, path: str, mode: int, checked: bool = False) -> _File:
+    def _emit(self) -> None:
+        """Hand the files whose chunks are all stored, in the order added, to the list."""
+        order, sink = self._order, self._sink
+        assert sink is not None
+        while order:
+            f = order[0]
+            if f.reading or f.pending:
+                return
+            order.popleft()
+            if not f.dropped:
+                sink.add(f.doc if f.doc is not None else _file_doc(f.entry, f.st))
+
+    def _start(self, path: str, mode: int, checked: bool = False, explicit: bool = False) -> _File:
         """A new file at PATH (CHECKED: a plain relative path already, as the walk makes)."""
         if self._pool is None:
             raise RepoError("Use the snapshot writer inside a `with repo.writer() as w:` block.")
@@ -382,10 +389,13 @@ class SnapshotWriter:
             raise RepoError("This snapshot is already committed; start a new writer.")
         if not checked:
             path = check_path(path)
-        if path in self._entries:
-            raise RepoError(f"Snapshot path {path} was added twice; add each path once.")
+        if explicit:  # a path the walk also makes shows as a duplicate at the commit
+            if path in self._explicit:
+                raise RepoError(f"Snapshot path {path} was added twice; add each path once.")
+            self._explicit.add(path)
         f = _File(path, mode & 0o7777)
-        self._entries[path] = f
+        self._order.append(f)
+        self._last = f
         return f
 
     def _finish(self, f: _File) -> None:
@@ -416,7 +426,11 @@ class SnapshotWriter:
         self._finish(f)
 
     def _queue_file(
-        self, path: str, source: str | Path, st: os.stat_result | None = None
+        self,
+        path: str,
+        source: str | Path,
+        st: os.stat_result | None = None,
+        explicit: bool = False,
     ) -> _File | None:
         """Add SOURCE at PATH: reused from the parent when unchanged, else read. ST: its
         lstat from the walk (a regular file, PATH checked already), saving a stat call."""
@@ -429,7 +443,7 @@ class SnapshotWriter:
                 raise RepoError(
                     f"{source} is not a regular file; only regular files are backed up."
                 )
-            f = self._start(path, st.st_mode)
+            f = self._start(path, st.st_mode, explicit=explicit)
         else:
             f = self._start(path, st.st_mode, checked=True)
         prev = self._parent_entry(f.entry.path) if self._parent else None
@@ -476,14 +490,15 @@ class SnapshotWriter:
 
     def add_file(self, path: str, source: Path) -> FileEntry:
         """Add the file SOURCE under the snapshot path PATH (streamed, bounded memory)."""
-        f = self._queue_file(path, Path(source))
+        f = self._queue_file(path, Path(source), explicit=True)
         assert f is not None
         self._drain_until(f)
+        self._emit()
         return f.entry
 
     def add_stream(self, path: str, chunks: Iterable[bytes], mode: int = 0o600) -> FileEntry:
         """Add a file whose bytes come from an iterable (e.g. a dump's stdout)."""
-        f = self._start(path, mode)
+        f = self._start(path, mode, explicit=True)
         f.policy = FilePolicy(trials=True)
         f.sha = hashlib.sha256()
         for piece, block in self._cut_blocks(_IterReader(chunks).readinto):
@@ -491,6 +506,7 @@ class SnapshotWriter:
             self._submit(piece, f, block)
         self._finish(f)
         self._drain_until(f)
+        self._emit()
         return f.entry
 
     def add_tree(
@@ -498,13 +514,17 @@ class SnapshotWriter:
         root: Path,
         prefix: str = "",
         exclude: Callable[[str], bool] | None = None,
-    ) -> list[FileEntry]:
+        collect: bool = True,
+    ) -> list[FileEntry] | int:
         """Every regular file under ROOT as PREFIX + its relative posix path (symlinks and
-        special files skipped; EXCLUDE gets each directory and file path and may skip it)."""
+        special files skipped; EXCLUDE gets each directory and file path and may skip it):
+        their entries, or with COLLECT=False only their number (a million entries held
+        for the caller would weigh more than the whole backup)."""
         root = Path(root)
         if not root.is_dir():
             raise RepoError(f"{root} is not a directory; give the directory to back up.")
         files: list[_File] = []
+        count = 0
         # Names from scandir are never empty, '.', '..' or hold a '/': with a plain prefix
         # every path the walk makes is plain, so it is not checked again file by file.
         checked = not prefix or (prefix.endswith("/") and check_path(prefix[:-1]) == prefix[:-1])
@@ -515,6 +535,7 @@ class SnapshotWriter:
             return item.name + "/" if item.is_dir(follow_symlinks=False) else item.name
 
         def walk(dirpath: str, rel: str) -> None:
+            nonlocal count
             try:
                 with os.scandir(dirpath) as it:
                     items = sorted(it, key=order)
@@ -542,24 +563,37 @@ class SnapshotWriter:
                         else:
                             f = self._queue_file(snap_path, item.path)
                     except FileNotFoundError:
+                        self._drop(snap_path)
                         continue  # deleted while we walked: not part of this snapshot
                     except RepoError as exc:
                         if "vanished" in str(exc) or "does not exist" in str(exc):
-                            self._entries.pop(check_path(snap_path), None)
+                            self._drop(snap_path)
                             continue  # deleted while we walked: not part of this snapshot
                         raise
                     if f is not None:
-                        files.append(f)
+                        count += 1
+                        if collect:
+                            files.append(f)
+                        if len(self._order) > 64:
+                            self._emit()
 
         walk(str(root), "")
         self._drain_all()
-        return [f.entry for f in files]
+        return [f.entry for f in files] if collect else count
 
-    def _sort_adopted(self, entries: list[FileEntry]) -> tuple[dict, list[str]]:
+    def _drop(self, snap_path: str) -> None:
+        """Leave out the file the walk started last if it is SNAP_PATH (it vanished)."""
+        f = self._last
+        if f is not None and f.entry.path in (snap_path, str(PurePosixPath(snap_path))):
+            f.dropped = True
+            f.reading = False
+
+    def _sort_adopted(self) -> tuple[dict, list[str]]:
         """(adopted packs some snapshot uses: indexed now, ids of the others: deleted)."""
         if not self._adopted:
             return {}, []
-        used = {c for e in entries for c in e.chunks}
+        assert self._sink is not None
+        used = {c for d in self._sink.docs() for c in d["chunks"]}
         keep = {p: v for p, v in self._adopted.items() if any(b[0] in used for b in v[1])}
         rest = [p for p in self._adopted if p not in keep]
         if rest and self.repo.index.errors:
@@ -590,36 +624,39 @@ class SnapshotWriter:
 
         self._drain_all()
         self._packs.flush()
+        assert self._sink is not None
+        sink = self._sink
+        pieces = sink.finish()  # sorted, duplicates refused, before anything is written
         written = dict(self._written)
-        files = sorted(self._entries.values(), key=lambda f: f.entry.path)
-        entries = [f.entry for f in files]
-        adopted, unused = self._sort_adopted(entries)
+        adopted, unused = self._sort_adopted()
         written.update(adopted)
         if written:
             write_index(self.repo.backend, self.keys, written)
         when = (time or datetime.now(UTC)).astimezone(UTC)
-        added = sum(size for size, _ in written.values())
-        doc = {
-            "version": 1,
+        header = {
             "time": when.isoformat(),
             "label": label,
             "host": host or socket.gethostname(),
             "manifest": manifest,
-            "size": sum(e.size for e in entries),
-            "added_bytes": added,
-            "files": [f.doc if f.doc is not None else _file_doc(f.entry, f.st) for f in files],
+            "size": sink.size,
+            "added_bytes": sum(size for size, _ in written.values()),
         }
-        try:
-            blob = seal_json(self.keys, doc, AAD_SNAPSHOT)
-        except TypeError as exc:
-            raise RepoError(f"The snapshot manifest is not JSON data: {exc}.") from None
-        snap_id = content_id(blob)
-        self.repo.backend.write(f"snapshots/{snap_id}", blob)
+        if self.repo.version >= 2:
+            snap_id = pieces.commit({**header, "files": sink.count})
+            doc = {**header, "files": sink.count}
+        else:  # a version-1 repository: the list whole, as older sctk wrote it and reads it
+            doc = {"version": 1, **header, "files": list(sink.docs())}
+            try:
+                blob = seal_json(self.keys, doc, AAD_SNAPSHOT)
+            except TypeError as exc:
+                raise RepoError(f"The snapshot manifest is not JSON data: {exc}.") from None
+            snap_id = content_id(blob)
+            self.repo.backend.write(f"snapshots/{snap_id}", blob)
         for pack_id, (size, blobs) in written.items():
             self.repo.index.add_pack(pack_id, size, blobs)
         for pack_id in unused:  # a dead writer's pack that no snapshot needs: garbage
             self.repo.backend.delete(pack_name(pack_id))
         self.committed = True
         info = self.repo._info_from_doc(snap_id, doc)
-        self.repo._remember(snap_id, doc)
+        self.repo._info_cache[snap_id] = info
         return info

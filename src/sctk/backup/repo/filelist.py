@@ -1,0 +1,278 @@
+"""Snapshot files of format version 2: a file list in sealed pieces, then a small header.
+
+A version-1 snapshot file is one sealed JSON document holding the whole file list (about
+0.85 KiB a file once decoded), so listing snapshots decoded every list, and a backup, a
+prune or a check held whole lists. A version-2 file is
+
+    piece 0 | piece 1 | ... | sealed header | header length (4 bytes, little endian) | MAGIC
+
+where each piece is the sealed JSON list of up to PIECE_ENTRIES file entries (the entries of
+version 1: path, mode, size, sha256, chunks, st), all pieces together sorted by path, and the
+header holds what a listing needs (time, label, host, manifest, totals, the count of files)
+and where each piece lies with its first and last path. So a listing reads the last few KiB
+of each file, and a reader goes through the list one piece at a time, or finds a path by
+bisecting the pieces' bounds. Each piece's AAD names the list (a random id in the header) and
+the piece's place, so pieces cannot be moved within a file or between files. The file is
+still named by the SHA-256 of all its bytes.
+
+The writer side (FileListSink) takes entries in any order: it sorts them a piece at a time,
+writes pieces as they fill (to a temporary file in the repository's snapshots/ folder on local
+storage, else to a local temporary file), and when the pieces did not come in path order (a
+backup made of several trees and files) merges the sorted runs into a second file at the
+end. Memory is a piece per run, whatever the number of files.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import hashlib
+import heapq
+import os
+import secrets
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from operator import itemgetter
+
+from sctk.backup.repo.crypto import Keys
+from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.formats import open_json, seal_json
+
+MAGIC = b"sctksnp2"
+PIECE_ENTRIES = 1000  # entries a piece: ~0.85 MiB decoded, ~0.1 MiB stored
+TAIL_READ = 64 * 1024  # bytes read from a file's end to find its header (one read, usually)
+COPY_BLOCK = 1 << 20
+AAD_HEADER = b"sctk-snapshot-header"
+AAD_PIECE = b"sctk-snapshot-files"
+_TAIL = struct.Struct("<I")
+_PATH = itemgetter("path")
+
+
+def _piece_aad(list_id: str, i: int) -> bytes:
+    return AAD_PIECE + f":{list_id}:{i}".encode()
+
+
+def added_twice(path: str) -> RepoError:
+    return RepoError(f"Snapshot path {path} was added twice; add each path once.")
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+class PieceFile:
+    """Sealed pieces appended to a temporary file (hashed as they go), with their bounds."""
+
+    def __init__(self, backend, keys: Keys, list_id: str):
+        self.backend = backend
+        self.keys = keys
+        self.list_id = list_id
+        self.pieces: list[list] = []  # [offset, length, first path, last path]
+        self.size = 0
+        self.sha = hashlib.sha256()
+        self.local = bool(getattr(backend, "local", False))
+        if self.local:  # in the repository itself: committing is a rename
+            self.fd, self.tmp = backend.create_temp("snapshots")
+        else:
+            self.fd, self.tmp = tempfile.mkstemp(prefix="sctk-filelist-")
+
+    def _append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.sha.update(data)
+        self.size += len(data)
+
+    def add(self, docs: list[dict]) -> None:
+        blob = seal_json(self.keys, docs, _piece_aad(self.list_id, len(self.pieces)))
+        self.pieces.append([self.size, len(blob), docs[0]["path"], docs[-1]["path"]])
+        self._append(blob)
+
+    def read(self, i: int) -> list[dict]:
+        off, length = self.pieces[i][:2]
+        blob = os.pread(self.fd, length, off)
+        return open_json(self.keys, blob, _piece_aad(self.list_id, i), "snapshot being written")
+
+    def commit(self, header: dict) -> str:
+        """Append HEADER (with the pieces' places) and store the file; its snapshot id."""
+        header = {**header, "version": 2, "list": self.list_id, "pieces": self.pieces}
+        try:
+            sealed = seal_json(self.keys, header, AAD_HEADER)
+        except TypeError as exc:
+            raise RepoError(f"The snapshot manifest is not JSON data: {exc}.") from None
+        self._append(sealed + _TAIL.pack(len(sealed)) + MAGIC)
+        snap_id = self.sha.hexdigest()
+        name = f"snapshots/{snap_id}"
+        if self.local:
+            self.backend.commit_temp(self.fd, self.tmp, name)
+            self.fd = -1
+        else:
+            data = bytearray()
+            while len(data) < self.size:
+                data += os.pread(self.fd, COPY_BLOCK, len(data))
+            self.backend.write(name, data)
+            self.discard()
+        return snap_id
+
+    def discard(self) -> None:
+        if self.fd < 0:
+            return
+        if self.local:
+            self.backend.discard_temp(self.fd, self.tmp)
+        else:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+        self.fd = -1
+
+
+class FileListSink:
+    """A snapshot's file entries, taken in any order, written sorted by path in pieces."""
+
+    def __init__(self, backend, keys: Keys):
+        self.backend = backend
+        self.keys = keys
+        self.list_id = secrets.token_hex(8)
+        self.out = PieceFile(backend, keys, self.list_id)
+        self.buf: list[dict] = []
+        self.runs: list[list[int]] = []  # [first piece, end piece) of pieces in path order
+        self.count = 0
+        self.size = 0
+
+    def add(self, doc: dict) -> None:
+        self.buf.append(doc)
+        self.count += 1
+        self.size += doc["size"]
+        if len(self.buf) >= PIECE_ENTRIES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.buf:
+            return
+        buf = sorted(self.buf, key=_PATH)
+        self.buf = []
+        prev = buf[0]["path"]
+        for d in buf[1:]:
+            if d["path"] == prev:
+                raise added_twice(prev)
+            prev = d["path"]
+        pieces = self.out.pieces
+        if not self.runs or buf[0]["path"] <= pieces[-1][3]:
+            if self.runs and buf[0]["path"] == pieces[-1][3]:
+                raise added_twice(buf[0]["path"])
+            self.runs.append([len(pieces), len(pieces)])
+        self.out.add(buf)
+        self.runs[-1][1] += 1
+
+    def _run(self, start: int, end: int) -> Iterator[dict]:
+        for i in range(start, end):
+            yield from self.out.read(i)
+
+    def finish(self) -> PieceFile:
+        """The sorted pieces (the runs merged when there are several)."""
+        self._flush()
+        if len(self.runs) <= 1:
+            return self.out
+        merged = PieceFile(self.backend, self.keys, self.list_id)
+        try:
+            batch: list[dict] = []
+            prev = None
+            for doc in heapq.merge(*(self._run(a, b) for a, b in self.runs), key=_PATH):
+                if doc["path"] == prev:
+                    raise added_twice(prev)
+                prev = doc["path"]
+                batch.append(doc)
+                if len(batch) >= PIECE_ENTRIES:
+                    merged.add(batch)
+                    batch = []
+            if batch:
+                merged.add(batch)
+        except BaseException:
+            merged.discard()
+            raise
+        self.out.discard()
+        self.out = merged
+        self.runs = [[0, len(merged.pieces)]]
+        return merged
+
+    def docs(self) -> Iterator[dict]:
+        """Every entry in path order (after finish())."""
+        return self._run(0, len(self.out.pieces))
+
+    def discard(self) -> None:
+        self.out.discard()
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def read_header(backend, keys: Keys, name: str, size: int) -> dict | None:
+    """The header of a version-2 snapshot file of SIZE bytes; None for a version-1 file."""
+    start = max(0, size - TAIL_READ)
+    tail = backend.read_range(name, start, size - start)
+    if len(tail) < 12 or tail[-8:] != MAGIC:
+        return None
+    (hlen,) = _TAIL.unpack(tail[-12:-8])
+    if hlen + 12 > size:
+        raise RepoError(f"The snapshot file {name} is damaged (its header is cut off).")
+    if hlen + 12 > len(tail):
+        tail = backend.read_range(name, size - 12 - hlen, hlen + 12)
+    header = open_json(keys, tail[-12 - hlen : -12], AAD_HEADER, f"snapshot file {name}")
+    header["format"] = 2
+    return header
+
+
+def read_piece(backend, keys: Keys, name: str, header: dict, i: int) -> list[dict]:
+    off, length = header["pieces"][i][:2]
+    blob = backend.read_range(name, off, length)
+    return open_json(keys, blob, _piece_aad(header["list"], i), f"snapshot file {name}")
+
+
+def iter_docs(backend, keys: Keys, name: str, header: dict) -> Iterator[dict]:
+    for i in range(len(header["pieces"])):
+        yield from read_piece(backend, keys, name, header, i)
+
+
+def stream_sha256(backend, name: str, size: int) -> str:
+    """The SHA-256 of a stored file read in blocks (a snapshot file can be large)."""
+    sha = hashlib.sha256()
+    off = 0
+    while off < size:
+        data = backend.read_range(name, off, min(4 * COPY_BLOCK, size - off))
+        if not data:
+            break
+        sha.update(data)
+        off += len(data)
+    if off != size:
+        raise FileNotFoundError(name)
+    return sha.hexdigest()
+
+
+class SortedLookup:
+    """Entries of a sorted file list found by path with one piece in memory; a run of
+    lookups in path order (a backup's walk) goes through each piece once."""
+
+    def __init__(self, bounds: list[tuple[str, str]], load: Callable[[int], list[dict]]):
+        self.firsts = [b[0] for b in bounds]
+        self.lasts = [b[1] for b in bounds]
+        self.load = load
+        self.piece = -1
+        self.docs: list[dict] = []
+        self.at = 0
+
+    def get(self, path: str) -> dict | None:
+        p = self.piece
+        if p < 0 or not (self.firsts[p] <= path <= self.lasts[p]):
+            j = bisect.bisect_right(self.firsts, path) - 1
+            if j < 0 or path > self.lasts[j]:
+                return None
+            self.piece, self.docs, self.at = j, self.load(j), 0
+        docs, i = self.docs, self.at
+        if i >= len(docs) or docs[i]["path"] != path:
+            i = bisect.bisect_left(docs, path, key=_PATH)
+            if i >= len(docs) or docs[i]["path"] != path:
+                self.at = i
+                return None
+        self.at = i + 1
+        return docs[i]
