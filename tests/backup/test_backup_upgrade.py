@@ -14,7 +14,8 @@ from sctk.backup.location import repo_url
 from sctk.backup.repo import Repository
 from sctk.cli import main
 from sctk.cli import progress as progress_mod
-from sctk.storage.layout import init_home
+from sctk.ops.init_home import init_home
+from sctk.runtime import Runtime
 from tests.backup.backup_support import PASSPHRASE, set_passphrase
 
 
@@ -27,9 +28,10 @@ def old_home(tmp_path, monkeypatch):
         (home / f"data/raw/f{i}.bin").parent.mkdir(parents=True, exist_ok=True)
         (home / f"data/raw/f{i}.bin").write_bytes(os.urandom(50_000 + i))
     repo = Repository.init(repo_url(settings), PASSPHRASE, version=1)
-    first = create.take(settings, repo, "manual")
-    (home / "data/raw/f0.bin").write_bytes(os.urandom(70_000))
-    second = create.take(settings, repo, "manual")
+    with Runtime(settings) as rt:
+        first = create.take(rt, repo, "manual")
+        (home / "data/raw/f0.bin").write_bytes(os.urandom(70_000))
+        second = create.take(rt, repo, "manual")
     return home, settings, [first, second]
 
 
@@ -60,7 +62,8 @@ def test_upgrade_of_an_earlier_repository_then_backups_and_restores_go_on(
         (s.time, s.files, s.manifest) for s in before
     ]
     assert all(repo.snapshot_header(s.id)["format"] == 2 for s in after)
-    again = create.take(settings, repo, "manual")  # a backup on the upgraded repository
+    with Runtime(settings) as rt:
+        again = create.take(rt, repo, "manual")  # a backup on the upgraded repository
     assert repo.snapshot_header(again.id)["format"] == 2
     code, out, err = _run(capsys, monkeypatch, home, "backup", "upgrade")
     assert code == 0 and "already has format version 2; nothing to do" in out, (out, err)

@@ -74,3 +74,20 @@ def test_a_discarded_pack_leaves_nothing(backend):
     empty = backend.new_pack("data")
     empty.discard()  # never written to: nothing to drop
     assert backend.temporaries() == []
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_a_pack_reads_back_what_it_was_given(backend, monkeypatch, spill):
+    from sctk.backup.repo import backend as backend_mod
+
+    if spill:  # a remote pack past the threshold waits in a local temporary file
+        monkeypatch.setattr(backend_mod, "SPILL_BYTES", 4)
+    pack = backend.new_pack("snapshots")
+    assert pack.read(0, 4) == b""
+    pack.append([b"piece-one|"])
+    pack.append([b"piece-two|", b"tail"])
+    assert pack.read(6, 3) == b"one" and pack.read(16, 3) == b"two"
+    pack.append([b"!"])
+    assert pack.read(20, 10) == b"tail!"
+    pack.commit("snapshots/s1")
+    assert backend.read("snapshots/s1") == b"piece-one|piece-two|tail!"

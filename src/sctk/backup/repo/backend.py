@@ -38,6 +38,9 @@ from sctk.backup.repo.remote import (
 from sctk.fsutil import fsync_dir
 
 TMP_PREFIX = ".tmp-"
+# A remote pack file larger than this waits for its upload in a local temporary file, not in
+# memory (data packs are ~16 MiB; a snapshot's file list can be far larger).
+SPILL_BYTES = 32 * 1024 * 1024
 log = logging.getLogger(__name__)
 
 
@@ -502,6 +505,9 @@ class _LocalPack:
         except OSError as exc:
             raise _os_error(self.backend.url, os.path.basename(self.tmp), exc, "writing") from None
 
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, length, offset) if self.fd >= 0 else b""
+
     def commit(self, name: str) -> None:
         target = self.backend.path(name)
         try:
@@ -529,24 +535,49 @@ class _LocalPack:
 
 class _BufferedPack:
     """A pack built in memory and written in one call at commit (remote storage: a file
-    appended piece by piece over a network would be a request per piece)."""
+    appended piece by piece over a network would be a request per piece). One that outgrows
+    SPILL_BYTES (a long snapshot file list, not a data pack) moves to a local temporary file
+    until then."""
 
     def __init__(self, backend: FsspecBackend):
         self.backend = backend
         self.buf = bytearray()
+        self.spill = None
 
     def append(self, parts) -> None:
+        if self.spill is not None:
+            for part in parts:
+                self.spill.write(part)
+            return
         for part in parts:
             self.buf += part
+        if len(self.buf) > SPILL_BYTES:
+            self.spill = tempfile.TemporaryFile(prefix="sctk-pack-")  # noqa: SIM115 (closed in discard)
+            self.spill.write(self.buf)
+            self.buf = bytearray()
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self.spill is None:
+            return bytes(self.buf[offset : offset + length])
+        self.spill.flush()
+        return os.pread(self.spill.fileno(), length, offset)
 
     def commit(self, name: str) -> None:
         try:
-            self.backend.write(name, self.buf)
+            if self.spill is not None:
+                self.spill.seek(0)
+                self.backend.write(name, self.spill.read())
+            else:
+                self.backend.write(name, self.buf)
         finally:
-            self.buf = bytearray()
+            self.discard()
 
     def discard(self) -> None:
         self.buf = bytearray()
+        if self.spill is not None:
+            with contextlib.suppress(OSError):
+                self.spill.close()
+            self.spill = None
 
 
 def _close_all(made: list) -> None:

@@ -18,6 +18,10 @@ class PackFile(Protocol):
     def append(self, parts) -> None:
         """Add PARTS (bytes-like, in order) to the end; RepoError if they cannot be kept."""
 
+    def read(self, offset: int, length: int) -> bytes:
+        """LENGTH bytes appended earlier, from OFFSET (a snapshot's file list reads back the
+        pieces it has written while it merges in the next ones)."""
+
     def commit(self, name: str) -> None:
         """Make the file durable under NAME, whole; afterwards nothing is left to discard.
         On failure nothing is under NAME and the pieces are gone."""

@@ -25,16 +25,14 @@ end. Memory is a piece per run, whatever the number of files.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import hashlib
 import heapq
-import os
 import secrets
 import struct
-import tempfile
 from collections.abc import Callable, Iterator
 from operator import itemgetter
 
+from sctk.backup.repo.backend_contract import Backend
 from sctk.backup.repo.crypto import Keys
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import open_json, seal_json
@@ -61,25 +59,19 @@ def added_twice(path: str) -> RepoError:
 
 
 class PieceFile:
-    """Sealed pieces appended to a temporary file (hashed as they go), with their bounds."""
+    """Sealed pieces appended to one of the backend's pack files (hashed as they go), with
+    their bounds; the file shows under its snapshot id only once committed."""
 
-    def __init__(self, backend, keys: Keys, list_id: str):
-        self.backend = backend
+    def __init__(self, backend: Backend, keys: Keys, list_id: str):
         self.keys = keys
         self.list_id = list_id
         self.pieces: list[list] = []  # [offset, length, first path, last path]
         self.size = 0
         self.sha = hashlib.sha256()
-        self.local = bool(getattr(backend, "local", False))
-        if self.local:  # in the repository itself: committing is a rename
-            self.fd, self.tmp = backend.create_temp("snapshots")
-        else:
-            self.fd, self.tmp = tempfile.mkstemp(prefix="sctk-filelist-")
+        self.file = backend.new_pack("snapshots")
 
     def _append(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
+        self.file.append([data])
         self.sha.update(data)
         self.size += len(data)
 
@@ -90,7 +82,7 @@ class PieceFile:
 
     def read(self, i: int) -> list[dict]:
         off, length = self.pieces[i][:2]
-        blob = os.pread(self.fd, length, off)
+        blob = self.file.read(off, length)
         return open_json(self.keys, blob, _piece_aad(self.list_id, i), "snapshot being written")
 
     def commit(self, header: dict) -> str:
@@ -102,29 +94,11 @@ class PieceFile:
             raise RepoError(f"The snapshot manifest is not JSON data: {exc}.") from None
         self._append(sealed + _TAIL.pack(len(sealed)) + MAGIC)
         snap_id = self.sha.hexdigest()
-        name = f"snapshots/{snap_id}"
-        if self.local:
-            self.backend.commit_temp(self.fd, self.tmp, name)
-            self.fd = -1
-        else:
-            data = bytearray()
-            while len(data) < self.size:
-                data += os.pread(self.fd, COPY_BLOCK, len(data))
-            self.backend.write(name, data)
-            self.discard()
+        self.file.commit(f"snapshots/{snap_id}")
         return snap_id
 
     def discard(self) -> None:
-        if self.fd < 0:
-            return
-        if self.local:
-            self.backend.discard_temp(self.fd, self.tmp)
-        else:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            with contextlib.suppress(OSError):
-                os.unlink(self.tmp)
-        self.fd = -1
+        self.file.discard()
 
 
 class FileListSink:
