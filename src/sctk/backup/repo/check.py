@@ -45,8 +45,8 @@ def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
     errors: list[str] = []
     phases = phases or Phases(None)
     with repo.lock(exclusive=False):
-        repo._refresh_index(force=True)
-        snap_ids = repo._snapshot_ids()
+        repo.refresh_index(force=True)
+        snap_ids = repo.snapshot_ids()
         phases.start("checking", _file_count(repo, snap_ids))
         _structure(repo, snap_ids, errors, blocking_only=True, phases=phases)
     return errors
@@ -94,7 +94,7 @@ def _structure(
     read_errors: list[str] = []
     file_errors: list[str] = []
     referenced: set[str] = set()
-    sizes = repo._snapshot_sizes()
+    sizes = repo.snapshot_sizes()
     phases = phases or Phases(None)
     for sid in snap_ids:
         name = f"snapshots/{sid}"
@@ -198,9 +198,9 @@ def check(
     unreferenced = 0
     with repo.lock(exclusive=False):
         phases.start("index")
-        repo._refresh_index(force=True)
+        repo.refresh_index(force=True)
         index = repo.index
-        snap_ids = [repo.find_snapshot(snapshot_id).id] if snapshot_id else repo._snapshot_ids()
+        snap_ids = [repo.find_snapshot(snapshot_id).id] if snapshot_id else repo.snapshot_ids()
         phases.start("snapshots", _file_count(repo, snap_ids))
         docs, bad, referenced = _structure(
             repo, snap_ids, errors, whole=snapshot_id is None, phases=phases
@@ -249,7 +249,7 @@ def _remember_damage(repo, damaged: list[tuple[str, str, int]]) -> None:
     except RepoError:
         return  # a read-only copy: the check's report still names the damage
     repo.index.mark_damaged(new)
-    repo._index_files = repo._index_files | frozenset(names)
+    repo.index_files = repo.index_files | frozenset(names)
 
 
 def _version_groups(todo: list[tuple[str, dict]], docs: dict) -> list[list[int]]:
@@ -459,7 +459,7 @@ def _read_data(
             view = memoryview(data)
             for cid, off, length, raw, flags in todo_blobs:
                 try:
-                    repo._open_chunk(cid, pack, view[off : off + length], raw, flags)
+                    repo.open_chunk(cid, pack, view[off : off + length], raw, flags)
                 except ChunkError as exc:
                     found.append((cid, pack, off))
                     problems.append(

@@ -36,7 +36,7 @@ class BackendReader:
         self.repo = repo
 
     def plain(self, cid: str, loc: tuple):
-        return self.repo._safe_load(cid)
+        return self.repo.safe_load(cid)
 
     def chunks(self, cids: list[str]):
         """A file's chunks in order, fetched ahead in the repository's pool (each fetch waits

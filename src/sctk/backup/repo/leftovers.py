@@ -78,7 +78,7 @@ def remove_junk(repo, leftovers: Leftovers) -> None:
 def referenced_chunks(repo, skip: frozenset[str] = frozenset()) -> set[str]:
     """Every chunk id a readable snapshot references (snapshot ids in SKIP left out)."""
     used: set[str] = set()
-    for snap_id in repo._snapshot_ids():
+    for snap_id in repo.snapshot_ids():
         if snap_id in skip:
             continue
         try:

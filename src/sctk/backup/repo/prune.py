@@ -99,7 +99,7 @@ def prune(
     (files)."""
     phases = Phases(phase)
     with repo.lock(exclusive=True):
-        repo._refresh_index()
+        repo.refresh_index()
         problems = blocking_problems(repo, phases)
         if problems:
             raise RepoError(
@@ -192,7 +192,7 @@ def prune(
                     for cid, off, length, raw, flags in live:
                         blob = data[off : off + length]
                         try:
-                            repo._open_chunk(cid, pack, blob, raw, flags)
+                            repo.open_chunk(cid, pack, blob, raw, flags)
                         except ChunkError as exc:
                             raise RepoError(
                                 f"Prune stopped: {exc.reason}; nothing was deleted."
@@ -234,7 +234,7 @@ def prune(
             crashpoints.reached("backup.prune.deleting")
         for name in repo.backend.temporaries():
             repo.backend.delete(name)
-        repo._index_files = frozenset()
-        repo._refresh_index()
+        repo.index_files = frozenset()
+        repo.refresh_index()
         phases.end()
         return result

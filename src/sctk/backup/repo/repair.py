@@ -29,7 +29,7 @@ def _sound_entries(repo, name: str, pack: str, size: int, read_data: bool, known
         sound = []
         for cid, off, length, raw, flags in entries:
             try:
-                repo._open_chunk(cid, pack, view[off : off + length], raw, flags)
+                repo.open_chunk(cid, pack, view[off : off + length], raw, flags)
             except ChunkError:
                 continue
             sound.append([cid, off, length, raw, flags])
@@ -63,15 +63,15 @@ def rebuild_index(repo, read_data: bool = False) -> tuple[int, int, list[str]]:
     for name in old:
         if name not in new:
             repo.backend.delete(name)
-    repo._index_files = frozenset()
-    repo._refresh_index()
+    repo.index_files = frozenset()
+    repo.refresh_index()
     return len(packs), len(marks), unreadable
 
 
 def repair_index(repo, verify: bool = False) -> int:
     """Rebuild the index from every pack's own header; the number of packs indexed."""
     with repo.lock(exclusive=True):
-        repo._refresh_index(force=True)
+        repo.refresh_index(force=True)
         return rebuild_index(repo, verify)[0]
 
 
@@ -79,7 +79,7 @@ def repair(repo, read_data: bool = False) -> RepairReport:
     """Rebuild the index (leaving damaged chunks out), remove partial files, and say what
     each snapshot can no longer restore, and which file versions no snapshot can."""
     with repo.lock(exclusive=True):
-        repo._refresh_index(force=True)
+        repo.refresh_index(force=True)
         packs, dropped, unreadable = rebuild_index(repo, read_data)
         junk = leftovers.scan(repo).junk
         partial = [n for n in junk if n not in unreadable]
@@ -90,7 +90,7 @@ def repair(repo, read_data: bool = False) -> RepairReport:
         damaged_files: list[dict] = []
         intact: set[str] = set()
         broken: dict[tuple[str, str], list[str]] = {}
-        for snap_id in repo._snapshot_ids():
+        for snap_id in repo.snapshot_ids():
             if snap_id in damaged_snapshots:
                 continue
             try:

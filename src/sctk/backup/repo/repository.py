@@ -73,7 +73,7 @@ class Repository:
         self.config = config
         self.keys = keys
         self.index = Index()
-        self._locks = LockManager(backend)
+        self.locks = LockManager(backend)
         # Snapshot files are immutable (named by their hash): their summaries are cached for
         # good, their file lists only for the few most recent (memory stays bounded).
         self._snapshot_cache: OrderedDict[str, dict] = OrderedDict()
@@ -82,7 +82,7 @@ class Repository:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._local = threading.local()
-        self._index_files: frozenset[str] = frozenset()
+        self.index_files: frozenset[str] = frozenset()
         self._unreadable: dict[str, str] = {}  # snapshot id -> why its file cannot be read
 
     # -- init / open ---------------------------------------------------------------------------
@@ -175,7 +175,7 @@ class Repository:
             )
         master = crypto.unwrap_master(config["key"], passphrase, config["kdf"], config["id"], url)
         repo = cls(backend, config, crypto.Keys(master, algorithm))
-        repo._refresh_index()
+        repo.refresh_index()
         return repo
 
     def change_passphrase(self, new_passphrase: str) -> None:
@@ -190,17 +190,17 @@ class Repository:
             self.backend.write("config", json.dumps(config, indent=1).encode())
             self.config = config
 
-    def _refresh_index(self, force: bool = False) -> None:
+    def refresh_index(self, force: bool = False) -> None:
         """(Re)load the index when index files were added or removed by another process
         (FORCE: also when packs may have been lost since)."""
         names = frozenset(self.backend.list("index"))
-        if names == self._index_files and not force:
+        if names == self.index_files and not force:
             return
         index = Index()
         index.load(self.backend, self.keys)
         self.index.close()
         self.index = index
-        self._index_files = names
+        self.index_files = names
 
     def close(self) -> None:
         self.index.close()  # its local sorted file
@@ -216,7 +216,7 @@ class Repository:
 
     def lock(self, exclusive: bool = True):
         """A context manager holding the repository lock (re-entrant within this object)."""
-        return self._locks.lock(exclusive)
+        return self.locks.lock(exclusive)
 
     def writer(
         self, progress: Callable[[int], None] | None = None, threads: int | None = None
@@ -329,6 +329,18 @@ class Repository:
         has made its own entries from it need not hold both (~2 KiB a file)."""
         self._snapshot_cache.pop(snap_id, None)
 
+    def forget_cached(self, snap_id: str) -> None:
+        """Drop what is cached of a snapshot file that was deleted or replaced."""
+        self._snapshot_cache.pop(snap_id, None)
+        self._info_cache.pop(snap_id, None)
+        self._headers.pop(snap_id, None)
+
+    def committed(self, snap_id: str, doc: dict) -> SnapshotInfo:
+        """Note a snapshot this process has just written: its summary, known without reading
+        the file back."""
+        info = self._info_cache[snap_id] = self._info_from_doc(snap_id, doc)
+        return info
+
     def _remember(self, snap_id: str, doc: dict) -> None:
         self._snapshot_cache[snap_id] = doc
         while len(self._snapshot_cache) > SNAPSHOT_CACHE:
@@ -348,11 +360,11 @@ class Repository:
             added_bytes=int(doc.get("added_bytes", 0)),
         )
 
-    def _snapshot_sizes(self) -> dict[str, int]:
+    def snapshot_sizes(self) -> dict[str, int]:
         return {n.rpartition("/")[2]: size for n, size in self.backend.list("snapshots").items()}
 
-    def _snapshot_ids(self) -> list[str]:
-        return sorted(self._snapshot_sizes())
+    def snapshot_ids(self) -> list[str]:
+        return sorted(self.snapshot_sizes())
 
     def snapshots(self) -> list[SnapshotInfo]:
         """Every readable snapshot, oldest first, from the headers alone (a damaged snapshot
@@ -360,7 +372,7 @@ class Repository:
         interrupted upgrade has already rewritten is left out for its new copy)."""
         infos = []
         unreadable: dict[str, str] = {}
-        for snap_id, size in sorted(self._snapshot_sizes().items()):
+        for snap_id, size in sorted(self.snapshot_sizes().items()):
             info = self._info_cache.get(snap_id)
             if info is None or snap_id not in self._headers:
                 try:
@@ -409,7 +421,7 @@ class Repository:
                 f"Snapshot id {ref!r} is not valid; "
                 "give at least 4 hex digits of an id, or 'latest'."
             )
-        matches = [i for i in self._snapshot_ids() if i.startswith(ref)]
+        matches = [i for i in self.snapshot_ids() if i.startswith(ref)]
         if not matches:
             raise RepoError(
                 f"No snapshot {ref} in repository {self.url}; list the snapshots to find its id."
@@ -477,9 +489,9 @@ class Repository:
             raise ChunkError(cid, pack, f"pack {name} is missing") from None
         if len(blob) != length:
             raise ChunkError(cid, pack, f"pack {name} is truncated")
-        return self._open_chunk(cid, pack, blob, raw_len, flags)
+        return self.open_chunk(cid, pack, blob, raw_len, flags)
 
-    def _open_chunk(self, cid: str, pack: str, blob, raw_len: int, flags: int) -> bytes:
+    def open_chunk(self, cid: str, pack: str, blob, raw_len: int, flags: int) -> bytes:
         try:
             plain = self.keys.open(blob, cid.encode())
         except (InvalidTag, ValueError):
@@ -502,7 +514,7 @@ class Repository:
             raise ChunkError(cid, pack, f"chunk {cid[:12]} in {pack_name(pack)} has a wrong size")
         return plain
 
-    def _safe_load(self, cid: str):
+    def safe_load(self, cid: str):
         try:
             return self.load_chunk(cid)
         except ChunkError as exc:
@@ -515,7 +527,7 @@ class Repository:
         pool = self.pool()
         pending: deque = deque()
         for cid in cids:
-            pending.append(pool.submit(self._safe_load, cid))
+            pending.append(pool.submit(self.safe_load, cid))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:
@@ -531,7 +543,7 @@ class Repository:
         import hashlib
 
         # Taken when reading starts, so a generator never iterated holds no lock.
-        self._locks.acquire(False)
+        self.locks.acquire(False)
         try:
             sha = hashlib.sha256()
             for data in self.iter_chunks(entry.chunks):
@@ -548,7 +560,7 @@ class Repository:
                     "the repository is damaged."
                 )
         finally:
-            self._locks.release()
+            self.locks.release()
 
     def restore(
         self,
@@ -611,14 +623,12 @@ class Repository:
 
     def forget(self, snapshot_ids: list[str]) -> None:
         """Remove snapshots (their data goes at the next prune)."""
-        with self._locks.lock(True):
+        with self.locks.lock(True):
             ids = [self._resolve(s) for s in snapshot_ids]  # a damaged one can go too
             markers = self._verified_files()
             for snap in ids:
                 self.backend.delete(f"snapshots/{snap}")
-                self._snapshot_cache.pop(snap, None)
-                self._info_cache.pop(snap, None)
-                self._headers.pop(snap, None)
+                self.forget_cached(snap)
                 for name, (marked, _) in markers.items():
                     if marked == snap:
                         self.backend.delete(name)

@@ -78,7 +78,7 @@ def upgrade(repo, phase: PhaseReport | None = None) -> UpgradeReport:
             repo.config = config
             crashpoints.reached("backup.upgrade.config")
         headers: dict[str, dict] = {}
-        for snap_id, size in sorted(repo._snapshot_sizes().items()):
+        for snap_id, size in sorted(repo.snapshot_sizes().items()):
             try:
                 headers[snap_id] = repo.snapshot_header(snap_id, size)
             except RepoError as exc:
@@ -97,9 +97,7 @@ def upgrade(repo, phase: PhaseReport | None = None) -> UpgradeReport:
                 crashpoints.reached("backup.upgrade.converted")
             _move_markers(repo, snap_id, new)
             repo.backend.delete(f"snapshots/{snap_id}")
-            repo._headers.pop(snap_id, None)
-            repo._info_cache.pop(snap_id, None)
-            repo._snapshot_cache.pop(snap_id, None)
+            repo.forget_cached(snap_id)
             crashpoints.reached("backup.upgrade.old-deleted")
             report.converted[snap_id] = new
             phases.step()

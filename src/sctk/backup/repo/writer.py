@@ -158,16 +158,16 @@ class SnapshotWriter:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> SnapshotWriter:
-        self.repo._locks.acquire(True)
+        self.repo.locks.acquire(True)
         try:
-            self.repo._refresh_index(force=True)
+            self.repo.refresh_index(force=True)
             self._take_over_leftovers()
             self._parent = self._parent_files()
             self._sink = FileListSink(self.repo.backend, self.keys)
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sctk-backup")
             self._packs = PackWriter(self.repo.backend, self.keys, self._on_pack_written)
         except BaseException:
-            self.repo._locks.release()
+            self.repo.locks.release()
             raise
         return self
 
@@ -210,7 +210,7 @@ class SnapshotWriter:
             if self._sink is not None:
                 self._sink.discard()  # committed already, or the snapshot is abandoned
         finally:
-            self.repo._locks.release()
+            self.repo.locks.release()
 
     def _on_pack_written(self, pack_id: str, size: int, blobs: list) -> None:
         with self._written_lock:
@@ -657,6 +657,4 @@ class SnapshotWriter:
         for pack_id in unused:  # a dead writer's pack that no snapshot needs: garbage
             self.repo.backend.delete(pack_name(pack_id))
         self.committed = True
-        info = self.repo._info_from_doc(snap_id, doc)
-        self.repo._info_cache[snap_id] = info
-        return info
+        return self.repo.committed(snap_id, doc)
