@@ -7,10 +7,11 @@ import json
 
 import pytest
 
+from sctk import crashpoints
 from sctk.backup import create, kinds
 from sctk.backup.location import init_repo, open_repo
 from sctk.backup.prune_run import prune_backups
-from sctk.backup.restore_run import CRASH_ENV, WORK_DIR, restore
+from sctk.backup.restore_run import WORK_DIR, restore
 from sctk.errors import Conflict
 from tests.backup.backup_support import ENV, set_passphrase
 from tests.backup.test_restore import write_data
@@ -139,9 +140,7 @@ def test_a_killed_restore_rerun_with_latest_settles_the_snapshot_it_was_restorin
 ):
     repo, info, content = backed_up
     (home / VICTIM).unlink()
-    killed = run_sctk(
-        "restore", "--latest", "--only", "data", home=home, env={**ENV, CRASH_ENV: "staged"}
-    )
+    killed = run_sctk("restore", "--latest", "--only", "data", home=home, env=_killed_at("staged"))
     assert killed.returncode == -9, killed.stderr
     assert (home / WORK_DIR / "journal.json").exists()
     # the killed run's safety snapshot (without the file) is the newest snapshot now
@@ -158,7 +157,7 @@ def test_a_killed_restore_rerun_with_latest_settles_the_snapshot_it_was_restorin
     # killed in the middle of the swap: the rerun rolls forward and finishes that snapshot
     (home / VICTIM).unlink()
     killed = run_sctk(
-        "restore", "--latest", "--only", "data", home=home, env={**ENV, CRASH_ENV: "swapping"}
+        "restore", "--latest", "--only", "data", home=home, env=_killed_at("swapping")
     )
     assert killed.returncode == -9, killed.stderr
     rerun = _restore_latest_data(home)
@@ -173,9 +172,7 @@ def test_a_rerun_naming_another_snapshot_says_which_to_run(settings, home, backe
     repo, info, content = backed_up
     (home / VICTIM).unlink()
     other = create.take(runtime, repo, "manual")  # without the file
-    killed = run_sctk(
-        "restore", info.id, "--only", "data", home=home, env={**ENV, CRASH_ENV: "staged"}
-    )
+    killed = run_sctk("restore", info.id, "--only", "data", home=home, env=_killed_at("staged"))
     assert killed.returncode == -9
     with pytest.raises(Conflict) as refused:
         restore(runtime, repo, other.id, ["data"])
@@ -184,3 +181,8 @@ def test_a_rerun_naming_another_snapshot_says_which_to_run(settings, home, backe
     assert "rolled back" in message and f"sctk restore {info.id[:12]}" in message
     assert not (home / VICTIM).exists(), "nothing was restored"
     assert not (home / WORK_DIR).exists()
+
+
+def _killed_at(step: str) -> dict[str, str]:
+    """The environment of a restore that kills itself at STEP (staged, swapping)."""
+    return {**ENV, crashpoints.ENV: f"restore.{step}"}

@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -46,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from sctk import config
+from sctk import config, crashpoints
 from sctk.backup import dbload, kinds
 from sctk.backup.manifest import CONFIG_FILE, DATA_DIRS, DB_FILES, KEYS_DIR, PARTS, part_of
 from sctk.config import Settings
@@ -63,7 +62,6 @@ WORK_DIR = Path("tmp") / "restore"
 JOURNAL = "journal.json"
 SQLITE_SIDE_FILES = ("sctk.db-wal", "sctk.db-shm", "sctk.db-journal")
 SAFETY_LABEL = "pre-update"
-CRASH_ENV = "SCTK_TEST_RESTORE_CRASH"  # staged | swapping
 
 
 def parse_parts(only: list[str] | None) -> list[str]:
@@ -373,13 +371,6 @@ def _is_latest(ref: str) -> bool:
     return (ref or "").strip().lower() == "latest"
 
 
-def _crash_point(step: str) -> None:
-    """Tests kill the restore at a named step from inside it (kill -9 at the exact moment);
-    CRASH_ENV is never set outside the test suite."""
-    if os.environ.get(CRASH_ENV) == step:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -401,7 +392,7 @@ def _roll_forward(target: Path, items: list[dict[str, Any]]) -> None:
             elif live.exists():
                 _remove(live)  # cannot happen in sequence; never lose the staged item
             os.rename(staged, live)
-            _crash_point("swapping")
+            crashpoints.reached("restore.swapping")
         elif (live.exists() or live.is_symlink()) and not old.exists():
             os.rename(live, old)
     fsync_dir(target)
@@ -650,7 +641,7 @@ def _restore(
         old.mkdir()
         damaged = _stage(repo, plan, staging, progress)
         _flush_to_disk(staging)
-        _crash_point("staged")
+        crashpoints.reached("restore.staged")
         _write_journal(target, {**base, "state": "swapping"})
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

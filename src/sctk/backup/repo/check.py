@@ -341,8 +341,40 @@ def _read_data(
     """Read and verify every file of DOCS, then the rest of every pack; the stored bytes read.
     Each chunk location that fails is appended to DAMAGED as (chunk id, pack, offset)."""
     index = repo.index
-    # Each distinct file content is read once, however many snapshots hold it.
-    todo: list[tuple[str, dict]] = []
+    todo = _distinct_files(repo, docs, bad)
+    results, verified, read = _verify_files(repo, todo, docs, progress)
+    for i, (sid, f) in enumerate(todo):  # errors in snapshot and file order
+        digest, failed = results[i]
+        if failed is not None:
+            loc = index.entries.get(failed.cid)
+            if loc is not None and failed.pack == loc[0]:
+                damaged.append((failed.cid, loc[0], loc[1]))
+            errors.append(
+                f"Snapshot {sid[:12]}: file {f['path']} cannot be restored: {failed.reason}."
+            )
+        elif digest != f["sha256"]:
+            errors.append(f"Snapshot {sid[:12]}: file {f['path']} does not match its SHA-256.")
+
+    # Then every pack (or, for one snapshot, the packs it uses): header, and unread chunks.
+    if whole:
+        packs = [p for p in index.pack_sizes if p not in bad]
+    else:
+        packs = sorted({index.entries[c][0] for _, f in todo for c in f["chunks"]})
+    found: list[tuple[str, str, int]] = []  # list.append is atomic: the pool threads share it
+    for problems, n in repo.pool().map(lambda p: _verify_pack(repo, p, verified, found), packs):
+        errors.extend(problems)
+        read += n
+        if progress is not None:
+            progress(read)
+    damaged.extend(found)
+    return read
+
+
+def _distinct_files(repo, docs: dict, bad: dict) -> list[tuple[str, _Checked]]:
+    """(snapshot id, file) for each distinct file content of DOCS whose chunks all lie in
+    sound packs: each is read once, however many snapshots hold it."""
+    index = repo.index
+    todo: list[tuple[str, _Checked]] = []
     seen: set[tuple] = set()
     for sid in docs:
         for f in repo.snapshot_files(sid):
@@ -352,9 +384,21 @@ def _read_data(
             seen.add(key)
             if all(_sound(index.entries.get(c), bad) for c in f["chunks"]):
                 todo.append((sid, _Checked(f)))
+    return todo
+
+
+def _verify_files(repo, todo: list, docs: dict, progress) -> tuple[dict, set, int]:
+    """Read and hash every file of TODO: ({position in TODO: (SHA-256 or None, ChunkError
+    or None)}, (pack, offset) of every chunk read, stored bytes read).
+
+    One task per file (or per few versions of one file) in a pool of verifiers, so files
+    are decrypted, decompressed and hashed in parallel (all three release the GIL). Each
+    verifier reads its chunks with its own open packs and buffers: no per-chunk allocation,
+    open or close."""
+    index = repo.index
     verified: set[tuple[str, int]] = set()
-    read = 0
     results: dict[int, tuple] = {}
+    read = 0
 
     def record(group: list[int], outcomes: list, done: list, nbytes: int) -> None:
         nonlocal read
@@ -366,11 +410,8 @@ def _read_data(
 
     local = threading.local()
     readers: list = []
+    lock = threading.Lock()
 
-    # One task per file (or per few versions of one file) in a pool of verifiers, so files
-    # are decrypted, decompressed and hashed in parallel (all three release the GIL). Each
-    # verifier reads its chunks with its own open packs and buffers: no per-chunk allocation,
-    # open or close.
     def verify_group(group: list[int]):
         reader = getattr(local, "reader", None)
         if reader is None:
@@ -379,7 +420,6 @@ def _read_data(
                 readers.append(reader)
         return _verify_versions(reader, index, [todo[i][1] for i in group])
 
-    lock = threading.Lock()
     workers = worker_count()
     groups = _version_groups(todo, docs)
     # Largest first, so that no big file starts last and leaves a core idle.
@@ -401,81 +441,57 @@ def _read_data(
     finally:
         for reader in readers:
             reader.close()
-    for i, (sid, f) in enumerate(todo):  # errors in snapshot and file order
-        digest, failed = results[i]
-        if failed is not None:
-            loc = index.entries.get(failed.cid)
-            if loc is not None and failed.pack == loc[0]:
-                damaged.append((failed.cid, loc[0], loc[1]))
-            errors.append(
-                f"Snapshot {sid[:12]}: file {f['path']} cannot be restored: {failed.reason}."
-            )
-        elif digest != f["sha256"]:
-            errors.append(f"Snapshot {sid[:12]}: file {f['path']} does not match its SHA-256.")
+    return results, verified, read
 
-    # Then every pack (or, for one snapshot, the packs it uses): header, and unread chunks.
-    if whole:
-        packs = [p for p in index.pack_sizes if p not in bad]
-    else:
-        packs = sorted({index.entries[c][0] for _, f in todo for c in f["chunks"]})
 
-    def verify_pack(pack: str) -> tuple[list[str], int]:
-        name = pack_name(pack)
-        size = index.pack_sizes[pack]
-        blobs = index.pack_blobs[pack]
-        # a copy known damaged that another copy replaced is garbage (counted as such)
-        todo_blobs = [
-            b
-            for b in blobs
-            if (pack, b[1]) not in verified
-            and not (
-                (b[0], pack, b[1]) in index.damaged and index.entries[b[0]][:2] != (pack, b[1])
-            )
-        ]
-        problems: list[str] = []
-        try:
-            if todo_blobs:
-                data = repo.backend.read(name)
-                entries, hstart = decode_pack_header(repo.keys, data, name)
-                n = len(data)
-            else:
-                entries, hstart = read_pack_header(repo.backend, repo.keys, name, size)
-                data, n = None, size - hstart
-        except (RepoError, FileNotFoundError) as exc:
-            return [f"Pack {name}: {exc}".rstrip(".") + "."], 0
-        # The index may leave chunks out (repair_index drops damaged ones), never add any.
-        if not set(map(tuple, blobs)) <= set(map(tuple, entries)):
-            problems.append(f"Pack {name}: its header does not match the index.")
-        # The chunks must tile the pack up to its header, so no byte goes unchecked.
-        end = 0
-        for _cid, off, length, _raw, _flags in sorted(entries, key=lambda e: e[1]):
-            if off != end:
-                problems.append(f"Pack {name}: unaccounted bytes at offset {end}.")
+def _verify_pack(repo, pack: str, verified: set, found: list) -> tuple[list[str], int]:
+    """Check PACK's header against the index and authenticate every chunk the files did
+    not read (VERIFIED holds those they did); a damaged chunk's location is appended to
+    FOUND. (problems, stored bytes read)."""
+    index = repo.index
+    name = pack_name(pack)
+    size = index.pack_sizes[pack]
+    blobs = index.pack_blobs[pack]
+    # a copy known damaged that another copy replaced is garbage (counted as such)
+    todo_blobs = [
+        b
+        for b in blobs
+        if (pack, b[1]) not in verified
+        and not ((b[0], pack, b[1]) in index.damaged and index.entries[b[0]][:2] != (pack, b[1]))
+    ]
+    problems: list[str] = []
+    try:
+        if todo_blobs:
+            data = repo.backend.read(name)
+            entries, hstart = decode_pack_header(repo.keys, data, name)
+            n = len(data)
+        else:
+            entries, hstart = read_pack_header(repo.backend, repo.keys, name, size)
+            data, n = None, size - hstart
+    except (RepoError, FileNotFoundError) as exc:
+        return [f"Pack {name}: {exc}".rstrip(".") + "."], 0
+    # The index may leave chunks out (repair_index drops damaged ones), never add any.
+    if not set(map(tuple, blobs)) <= set(map(tuple, entries)):
+        problems.append(f"Pack {name}: its header does not match the index.")
+    # The chunks must tile the pack up to its header, so no byte goes unchecked.
+    end = 0
+    for _cid, off, length, _raw, _flags in sorted(entries, key=lambda e: e[1]):
+        if off != end:
+            problems.append(f"Pack {name}: unaccounted bytes at offset {end}.")
+            break
+        end = off + length
+    if end != hstart and not problems:
+        problems.append(f"Pack {name}: unaccounted bytes before its header.")
+    if data is not None:
+        view = memoryview(data)
+        for cid, off, length, raw, flags in todo_blobs:
+            try:
+                repo.open_chunk(cid, pack, view[off : off + length], raw, flags)
+            except ChunkError as exc:
+                found.append((cid, pack, off))
+                problems.append(
+                    f"Pack {name} is damaged: chunk {cid[:12]} at offset {off} "
+                    f"fails authentication ({exc.reason})."
+                )
                 break
-            end = off + length
-        if end != hstart and not problems:
-            problems.append(f"Pack {name}: unaccounted bytes before its header.")
-        if data is not None:
-            view = memoryview(data)
-            for cid, off, length, raw, flags in todo_blobs:
-                try:
-                    repo.open_chunk(cid, pack, view[off : off + length], raw, flags)
-                except ChunkError as exc:
-                    found.append((cid, pack, off))
-                    problems.append(
-                        f"Pack {name} is damaged: chunk {cid[:12]} at offset {off} "
-                        f"fails authentication ({exc.reason})."
-                    )
-                    break
-        return problems, n
-
-    found: list[tuple[str, str, int]] = []  # list.append is atomic: the pool threads share it
-
-    pool = repo.pool()
-    for problems, n in pool.map(verify_pack, packs):
-        errors.extend(problems)
-        read += n
-        if progress is not None:
-            progress(read)
-    damaged.extend(found)
-    return read
+    return problems, n

@@ -108,50 +108,12 @@ def prune(
                 "forget the damaged snapshots first."
             )
         snaps = repo.snapshots()
-        if plan is not None:  # the caller's own retention (sctk keeps kinds apart)
-            kept, removed = plan(snaps)
-        elif policy is None:
-            kept = [(s, "no policy") for s in snaps]
-            removed = []
-        else:
-            kept, removed = repo.plan_retention(policy)
+        kept, removed = _retention(repo, snaps, policy, plan)
         removed_ids = {s.id for s in removed}
-        live_snaps = [s for s in snaps if s.id not in removed_ids]
-        phases.start("marking", sum(s.files for s in live_snaps))
-
-        def referenced_ids():
-            for s in live_snaps:
-                # streamed a piece at a time: the file lists are what grows with the data
-                for f in repo.snapshot_files(s.id):
-                    phases.step()
-                    yield from f["chunks"]
-
+        delete, repack, keep = _sort_packs(
+            repo, [s for s in snaps if s.id not in removed_ids], phases
+        )
         index = repo.index
-        # every referenced chunk id, in a sorted file on local disk: not a set in memory
-        referenced = index.chunk_set(referenced_ids())
-        damaged_in: dict[str, list[tuple[str, int]]] = {}
-        for cid, pack, off in index.damaged:
-            damaged_in.setdefault(pack, []).append((cid, off))
-        delete, repack, keep = [], [], []
-        phases.start("planning", len(index.pack_blobs))
-        keeper = _Keepers(index, referenced)
-        for pack, blobs in index.pack_blobs.items():
-            phases.step()
-            live = [b for b in blobs if keeper.keeps(b[0], pack, b[1])]
-            live_bytes = sum(b[2] for b in live)
-            total = sum(b[2] for b in blobs) or 1
-            # a copy found damaged that nothing reads any more goes, whatever the ratio
-            marks = damaged_in.get(pack, [])
-            healed = bool(marks) and all(
-                index.entries.get(c, ("",))[:2] != (pack, o) for c, o in marks
-            )
-            if not live:
-                delete.append(pack)
-            elif healed or 1 - live_bytes / total > REPACK_GARBAGE_RATIO:
-                repack.append((pack, live))
-            else:
-                keep.append(pack)
-        referenced.close()
         stored = repo.backend.list("data")
         orphans = [n for n in stored if n.rpartition("/")[2] not in index.pack_sizes]
         freed = sum(index.pack_sizes[p] for p in delete) + sum(stored[n] for n in orphans)
@@ -175,56 +137,17 @@ def prune(
             repo.forget([s.id for s in removed])
             phases.at(len(removed))
             crashpoints.reached("backup.prune.forgotten")
-        # 2. repack live chunks of mostly-garbage packs (sealed bytes copied as they are,
-        #    after authenticating them, so damage is never copied forward)
-        new_packs: dict[str, tuple[int, list]] = {}
-
-        def written(pack_id: str, size: int, blobs: list) -> None:
-            new_packs[pack_id] = (size, blobs)
-
+        # 2. repack live chunks of mostly-garbage packs
+        new_packs = _repack(repo, repack, phases)
         if repack:
-            phases.start("repacking", len(repack))
-            writer = PackWriter(repo.backend, repo.keys, written)
-            try:
-                for pack, live in repack:
-                    phases.step()
-                    data = memoryview(repo.backend.read(pack_name(pack)))
-                    for cid, off, length, raw, flags in live:
-                        blob = data[off : off + length]
-                        try:
-                            repo.open_chunk(cid, pack, blob, raw, flags)
-                        except ChunkError as exc:
-                            raise RepoError(
-                                f"Prune stopped: {exc.reason}; nothing was deleted."
-                            ) from None
-                        writer.add(cid, flags, raw, (blob,))
-                writer.flush()
-                crashpoints.reached("backup.prune.repacked")
-            finally:
-                writer.close()
             new_size = sum(size for size, _ in new_packs.values())
             result.freed_bytes = (
                 freed - new_size + sum(sum(b[2] for b in live) for _, live in repack)
             )
-        # 3. the new index: every kept pack plus the new ones (only when packs go away; orphan
+        # 3. and 4. the new index, then the old index files (only when packs go away: orphan
         #    packs are in no index, and rewriting an unchanged index would only churn copies)
         if delete or repack:
-            phases.start("indexing")
-            # kept packs' rows read again from the index files as they are written, so the
-            # whole index is never in memory at once
-            full = chain(
-                ((p, (index.pack_sizes[p], index.pack_blobs[p])) for p in keep), new_packs.items()
-            )
-            old_index = repo.backend.list("index")
-            kept = set(keep) | set(new_packs)
-            marks = [d for d in index.damaged if d[1] in kept]  # still true of kept packs
-            new_names = set(write_index(repo.backend, repo.keys, full, damaged=marks))
-            crashpoints.reached("backup.prune.indexed")
-            # 4. old index files
-            for name in old_index:
-                if name not in new_names:
-                    repo.backend.delete(name)
-            crashpoints.reached("backup.prune.old-index-deleted")
+            _rewrite_index(repo, keep, new_packs, phases)
         # 5. packs nothing points to any more, and leftovers of interrupted writes
         doomed = [pack_name(p) for p in delete] + [pack_name(p) for p, _ in repack] + orphans
         phases.start("deleting", len(doomed))
@@ -238,3 +161,104 @@ def prune(
         repo.refresh_index()
         phases.end()
         return result
+
+
+def _retention(repo, snaps: list, policy: PrunePolicy | None, plan) -> tuple[list, list]:
+    """(kept with their reasons, removed): PLAN, the caller's own retention (sctk keeps
+    kinds apart), else POLICY's, else everything kept."""
+    if plan is not None:
+        return plan(snaps)
+    if policy is None:
+        return [(s, "no policy") for s in snaps], []
+    return repo.plan_retention(policy)
+
+
+def _sort_packs(repo, live_snaps: list, phases: Phases) -> tuple[list, list, list]:
+    """Mark every chunk LIVE_SNAPS reference, then sort the packs: (packs to delete, (pack,
+    its live chunks) to repack, packs to keep)."""
+    index = repo.index
+    phases.start("marking", sum(s.files for s in live_snaps))
+
+    def referenced_ids():
+        for s in live_snaps:
+            # streamed a piece at a time: the file lists are what grows with the data
+            for f in repo.snapshot_files(s.id):
+                phases.step()
+                yield from f["chunks"]
+
+    # every referenced chunk id, in a sorted file on local disk: not a set in memory
+    referenced = index.chunk_set(referenced_ids())
+    damaged_in: dict[str, list[tuple[str, int]]] = {}
+    for cid, pack, off in index.damaged:
+        damaged_in.setdefault(pack, []).append((cid, off))
+    delete, repack, keep = [], [], []
+    phases.start("planning", len(index.pack_blobs))
+    try:
+        keeper = _Keepers(index, referenced)
+        for pack, blobs in index.pack_blobs.items():
+            phases.step()
+            live = [b for b in blobs if keeper.keeps(b[0], pack, b[1])]
+            live_bytes = sum(b[2] for b in live)
+            total = sum(b[2] for b in blobs) or 1
+            # a copy found damaged that nothing reads any more goes, whatever the ratio
+            marks = damaged_in.get(pack, [])
+            healed = bool(marks) and all(
+                index.entries.get(c, ("",))[:2] != (pack, o) for c, o in marks
+            )
+            if not live:
+                delete.append(pack)
+            elif healed or 1 - live_bytes / total > REPACK_GARBAGE_RATIO:
+                repack.append((pack, live))
+            else:
+                keep.append(pack)
+    finally:
+        referenced.close()
+    return delete, repack, keep
+
+
+def _repack(repo, repack: list, phases: Phases) -> dict[str, tuple[int, list]]:
+    """Copy the live chunks of the REPACK packs into new packs (sealed bytes copied as they
+    are, after authenticating them, so damage is never copied forward); the new packs."""
+    new_packs: dict[str, tuple[int, list]] = {}
+    if not repack:
+        return new_packs
+
+    def written(pack_id: str, size: int, blobs: list) -> None:
+        new_packs[pack_id] = (size, blobs)
+
+    phases.start("repacking", len(repack))
+    writer = PackWriter(repo.backend, repo.keys, written)
+    try:
+        for pack, live in repack:
+            phases.step()
+            data = memoryview(repo.backend.read(pack_name(pack)))
+            for cid, off, length, raw, flags in live:
+                blob = data[off : off + length]
+                try:
+                    repo.open_chunk(cid, pack, blob, raw, flags)
+                except ChunkError as exc:
+                    raise RepoError(f"Prune stopped: {exc.reason}; nothing was deleted.") from None
+                writer.add(cid, flags, raw, (blob,))
+        writer.flush()
+        crashpoints.reached("backup.prune.repacked")
+    finally:
+        writer.close()
+    return new_packs
+
+
+def _rewrite_index(repo, keep: list, new_packs: dict, phases: Phases) -> None:
+    """Write the index of every kept and new pack, then delete the old index files."""
+    index = repo.index
+    phases.start("indexing")
+    # kept packs' rows read again from the index files as they are written, so the whole
+    # index is never in memory at once
+    full = chain(((p, (index.pack_sizes[p], index.pack_blobs[p])) for p in keep), new_packs.items())
+    old_index = repo.backend.list("index")
+    kept = set(keep) | set(new_packs)
+    marks = [d for d in index.damaged if d[1] in kept]  # still true of kept packs
+    new_names = set(write_index(repo.backend, repo.keys, full, damaged=marks))
+    crashpoints.reached("backup.prune.indexed")
+    for name in old_index:
+        if name not in new_names:
+            repo.backend.delete(name)
+    crashpoints.reached("backup.prune.old-index-deleted")

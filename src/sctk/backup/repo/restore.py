@@ -79,56 +79,88 @@ def restore(
     PARTIAL, damaged files are left out (named in the stats) instead of failing it all."""
     started = time.perf_counter()
     info = repo.find_snapshot(snapshot_id)
+    run = _Restore(repo, info.id, target, include, progress, partial)
+    run.stage()
+    with repo.lock(exclusive=False):
+        try:
+            run.write_files()
+            run.move_into_place()
+        except OSError as exc:
+            raise _target_error(target, exc) from None
+        finally:
+            run.close()
+    lost = sum(e.size for e in run.entries() if e.path in run.damaged) if run.damaged else 0
+    return RestoreStats(
+        files=run.count - len(run.damaged),
+        bytes=run.total - lost,
+        seconds=round(time.perf_counter() - started, 3),
+        damaged=sorted(run.damaged.items()),
+    )
 
-    def entries() -> Iterator[FileEntry]:
+
+class _Restore:
+    """One restore's steps: stage (a staging folder in the target, every folder made and
+    every path checked before any file is written), write the files into it in parallel,
+    each checked against its SHA-256, then move them into place."""
+
+    def __init__(self, repo, snap_id, target: Path, include, progress, partial: bool):
+        self.repo = repo
+        self.snap_id = snap_id
+        self.target = target
+        self.include = include
+        self.progress = progress
+        self.partial = partial
+        self.written = 0
+        self.damaged: dict[str, str] = {}  # path -> why it was left out (partial restores)
+        self.lock = threading.Lock()
+        self.local = threading.local()
+        self.readers: list = []
+        self.large: list[FileEntry] = []
+        self.count = self.total = 0
+        self.staging: Path | None = None
+
+    def entries(self) -> Iterator[FileEntry]:
         # The file list is streamed (a piece at a time) in each pass, never held whole.
-        return repo.iter_files(info.id, include)
+        return self.repo.iter_files(self.snap_id, self.include)
 
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        if not target.is_dir():
-            raise RepoError(f"The restore target {target} is not a directory.")
-        staging = target / f".sctk-restore-{secrets.token_hex(6)}"
-        staging.mkdir()
-    except FileExistsError:
-        raise RepoError(f"The restore target {target} is not a directory.") from None
-    except OSError as exc:
-        raise _target_error(target, exc) from None
-    written = 0
-    damaged: dict[str, str] = {}  # path -> why it was left out (partial restores)
-    lock = threading.Lock()
-    stage, dirs = str(staging), _Dirs()
-    # Folders first (and every path checked) before any file is written; the large files
-    # are kept aside to start first, so that none starts last and leaves a core idle.
-    large: list[FileEntry] = []
-    count = total = 0
-    try:
-        for e in entries():
-            dirs.ensure(os.path.dirname(os.path.join(stage, _checked(e.path))))
-            count += 1
-            total += e.size
-            if e.size >= LARGE_FILE:
-                large.append(e)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    large.sort(key=lambda e: -e.size)
+    def stage(self) -> None:
+        """The staging folder and every folder in it; the large files kept aside to start
+        first, so that none starts last and leaves a core idle."""
+        target = self.target
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            if not target.is_dir():
+                raise RepoError(f"The restore target {target} is not a directory.")
+            self.staging = target / f".sctk-restore-{secrets.token_hex(6)}"
+            self.staging.mkdir()
+        except FileExistsError:
+            raise RepoError(f"The restore target {target} is not a directory.") from None
+        except OSError as exc:
+            raise _target_error(target, exc) from None
+        stage, dirs = str(self.staging), _Dirs()
+        try:
+            for e in self.entries():
+                dirs.ensure(os.path.dirname(os.path.join(stage, _checked(e.path))))
+                self.count += 1
+                self.total += e.size
+                if e.size >= LARGE_FILE:
+                    self.large.append(e)
+        except BaseException:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            raise
+        self.large.sort(key=lambda e: -e.size)
 
-    local = threading.local()
-    readers: list = []
-
-    def restore_file(e: FileEntry) -> str | ChunkError:
+    def restore_file(self, e: FileEntry) -> str | ChunkError:
         """Write one file into the staging folder, hashing as it goes; its SHA-256, or the
         ChunkError that stopped it. Each worker reads with its own reader (for a local
         repository: open packs and reused buffers), a file's chunks in order; files are
         restored in parallel."""
-        nonlocal written
-        reader = getattr(local, "reader", None)
+        reader = getattr(self.local, "reader", None)
         if reader is None:
-            reader = local.reader = chunk_reader(repo)
-            with lock:
-                readers.append(reader)
-        dest = os.path.join(stage, e.path)
+            reader = self.local.reader = chunk_reader(self.repo)
+            with self.lock:
+                self.readers.append(reader)
+        dest = os.path.join(str(self.staging), e.path)
         sha = hashlib.sha256()
         datas = reader.chunks(e.chunks)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -138,75 +170,71 @@ def restore(
                     return data
                 sha.update(data)
                 _write_all(fd, data)
-                if progress is not None:
-                    with lock:
-                        written += len(data)
-                        progress(written)
+                if self.progress is not None:
+                    with self.lock:
+                        self.written += len(data)
+                        self.progress(self.written)
             os.fchmod(fd, e.mode)
         finally:
             os.close(fd)
             datas.close()
         return sha.hexdigest()
 
-    with repo.lock(exclusive=False):
-        try:
-            # One task per file, largest first so that no big file starts last and leaves a
-            # core idle; files are read, decrypted, written and hashed in parallel.
-            with ThreadPoolExecutor(worker_count(), thread_name_prefix="sctk-restore-file") as ex:
-                pending: deque = deque()
+    def settle(self, e: FileEntry, got: str | ChunkError) -> None:
+        """Accept a written file, or name why not: refused outright unless partial."""
+        snap = self.snap_id[:12]
+        if isinstance(got, ChunkError):
+            why = got.reason
+            if not self.partial:
+                raise RepoError(
+                    f"Cannot restore {e.path} from snapshot {snap}: {why}; nothing was "
+                    f"restored into {self.target}."
+                )
+        elif got != e.sha256:
+            why = "it does not match its SHA-256"
+            if not self.partial:
+                raise RepoError(
+                    f"{e.path} in snapshot {snap} does not match its SHA-256; the repository "
+                    f"is damaged and nothing was restored into {self.target}."
+                )
+        else:
+            return
+        self.damaged[e.path] = why
 
-                def settle() -> None:
+    def write_files(self) -> None:
+        """One task per file, largest first so that no big file starts last and leaves a core
+        idle; files are read, decrypted, written and hashed in parallel, a window of them in
+        flight."""
+        workers = worker_count()
+        with ThreadPoolExecutor(workers, thread_name_prefix="sctk-restore-file") as ex:
+            pending: deque = deque()
+            try:
+                small = (e for e in self.entries() if e.size < LARGE_FILE)
+                for e in itertools.chain(self.large, small):
+                    pending.append((e, ex.submit(self.restore_file, e)))
+                    if len(pending) >= 2 * workers:
+                        e, fut = pending.popleft()
+                        self.settle(e, fut.result())
+                while pending:
                     e, fut = pending.popleft()
-                    got = fut.result()
-                    if isinstance(got, ChunkError):
-                        why = got.reason
-                        if not partial:
-                            raise RepoError(
-                                f"Cannot restore {e.path} from snapshot {info.id[:12]}: "
-                                f"{why}; nothing was restored into {target}."
-                            )
-                    elif got != e.sha256:
-                        why = "it does not match its SHA-256"
-                        if not partial:
-                            raise RepoError(
-                                f"{e.path} in snapshot {info.id[:12]} does not match its "
-                                f"SHA-256; the repository is damaged and nothing was restored "
-                                f"into {target}."
-                            )
-                    else:
-                        return
-                    damaged[e.path] = why
+                    self.settle(e, fut.result())
+            except BaseException:
+                for _e, fut in pending:
+                    fut.cancel()
+                raise
 
-                try:
-                    small = (e for e in entries() if e.size < LARGE_FILE)
-                    for e in itertools.chain(large, small):
-                        pending.append((e, ex.submit(restore_file, e)))
-                        if len(pending) >= 2 * worker_count():
-                            settle()
-                    while pending:
-                        settle()
-                except BaseException:
-                    for _e, fut in pending:
-                        fut.cancel()
-                    raise
-            # Every file is whole (or, partial, left out): move them into place.
-            root, final_dirs = str(target), _Dirs()
-            for e in entries():
-                if e.path in damaged:
-                    continue
-                final = os.path.join(root, e.path)
-                final_dirs.ensure(os.path.dirname(final))
-                os.replace(os.path.join(stage, e.path), final)
-        except OSError as exc:
-            raise _target_error(target, exc) from None
-        finally:
-            for reader in readers:
-                reader.close()
-            shutil.rmtree(staging, ignore_errors=True)
-    lost = sum(e.size for e in entries() if e.path in damaged) if damaged else 0
-    return RestoreStats(
-        files=count - len(damaged),
-        bytes=total - lost,
-        seconds=round(time.perf_counter() - started, 3),
-        damaged=sorted(damaged.items()),
-    )
+    def move_into_place(self) -> None:
+        """Every file is whole (or, partial, left out): rename them into the target."""
+        root, stage, final_dirs = str(self.target), str(self.staging), _Dirs()
+        for e in self.entries():
+            if e.path in self.damaged:
+                continue
+            final = os.path.join(root, e.path)
+            final_dirs.ensure(os.path.dirname(final))
+            os.replace(os.path.join(stage, e.path), final)
+
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.close()
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
