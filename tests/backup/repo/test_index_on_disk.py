@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def test_a_large_index_is_looked_up_from_disk_in_bounded_memory(tmp_path):
     root = tmp_path / "repo"
     _many_chunks(root)
     src = Path(__file__).resolve().parents[3] / "src"
-    env = dict(os.environ, PYTHONPATH=str(src), SCTK_INDEX_DIR=str(tmp_path))
+    env = dict(os.environ, PYTHONPATH=str(src), TMPDIR=str(tmp_path))
     out = subprocess.run(
         [sys.executable, "-c", PROBE, str(root), str(PACKS * PER_PACK), PASSPHRASE],
         capture_output=True,
@@ -139,7 +140,7 @@ def test_the_local_file_of_a_killed_process_is_removed_by_the_next_open(tmp_path
         "print('open', flush=True)\n"
         "time.sleep(60)\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(src), SCTK_INDEX_DIR=str(local))
+    env = dict(os.environ, PYTHONPATH=str(src), TMPDIR=str(local))
     child = subprocess.Popen(
         [sys.executable, "-c", script, str(tmp_path / "repo"), PASSPHRASE],
         stdout=subprocess.PIPE,
@@ -154,7 +155,7 @@ def test_the_local_file_of_a_killed_process_is_removed_by_the_next_open(tmp_path
         child.kill()  # SIGKILL: no clean-up runs
         child.wait()
     assert left[0].exists()
-    monkeypatch.setenv("SCTK_INDEX_DIR", str(local))
+    monkeypatch.setattr(tempfile, "tempdir", str(local))  # what TMPDIR sets at start-up
     again = Repository.open(str(tmp_path / "repo"), PASSPHRASE)
     assert not left[0].exists()
     assert [p.name for p in local.iterdir()] == [again.index.entries.base.path.parent.name]

@@ -265,8 +265,9 @@ class Index:
 
     def _local_dir(self) -> str:
         if self._dir is None:
-            _remove_stale(local_dir())
-            self._dir = tempfile.mkdtemp(prefix=f"sctk-index-{os.getpid()}-", dir=local_dir())
+            # the system's temporary directory (TMPDIR moves it, as for every temporary file)
+            _remove_stale(tempfile.gettempdir())
+            self._dir = tempfile.mkdtemp(prefix=f"sctk-index-{os.getpid()}-")
             self._cleanup = weakref.finalize(self, _remove, self._dir)
         return self._dir
 
@@ -293,15 +294,9 @@ class Index:
             self.recovered.add(pack)
 
 
-def local_dir() -> str | None:
-    """Where the local sorted index files go: SCTK_INDEX_DIR, else the system's temporary
-    directory."""
-    return os.environ.get("SCTK_INDEX_DIR") or None
-
-
-def _remove_stale(where: str | None) -> None:
+def _remove_stale(where: str) -> None:
     """Remove the sorted files of processes that died without removing their own (killed)."""
-    root = Path(where or tempfile.gettempdir())
+    root = Path(where)
     try:
         found = list(root.glob("sctk-index-*-*"))
     except OSError:
