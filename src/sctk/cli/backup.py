@@ -114,6 +114,16 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
+def _say(result: dict, as_json: bool) -> None:
+    """A step's report: JSON, or its one-sentence message; exit 1 when it did not succeed."""
+    if as_json:
+        print_json(result)
+    else:
+        console.print(result["message"], highlight=False)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
 @app.command("init")
 def init(
     ctx: typer.Context,
@@ -401,12 +411,7 @@ def upgrade(
 
     with _phase_bar("upgrading", enabled=not as_json) as phase:
         result = upgrade_repository(runtime(ctx), actor=operator(), url=repo, phase=phase)
-    if as_json:
-        print_json(result)
-    else:
-        console.print(result["message"], highlight=False)
-    if not result["ok"]:
-        raise typer.Exit(1)
+    _say(result, as_json)
 
 
 @app.command("copy")
@@ -421,9 +426,4 @@ def copy(
 
     with _byte_bar("copying", enabled=not as_json) as update:
         result = copy_backups(runtime(ctx), to, actor=operator(), progress=update, url=repo)
-    if as_json:
-        print_json(result)
-    else:
-        console.print(result["message"], highlight=False)
-    if not result["ok"]:
-        raise typer.Exit(1)
+    _say(result, as_json)
