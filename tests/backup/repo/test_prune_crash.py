@@ -4,17 +4,14 @@ sctk.crashpoints): the repository stays consistent and restorable, and the rerun
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from sctk import crashpoints
 from sctk.backup.repo import PrunePolicy, Repository
 from tests.backup.repo.conftest import PASSPHRASE, backup, tree_bytes
+from tests.backup.repo.crash_support import killed_at
 
 STEPS = [
     "backup.prune.forgotten",
@@ -58,16 +55,7 @@ def _restored(repo: Repository, snap_id: str, target: Path) -> dict:
 def test_a_prune_killed_at_each_step_leaves_a_sound_repository_and_the_rerun_finishes(
     repo, history, tmp_path, step
 ):
-    src = Path(__file__).resolve().parents[3] / "src"
-    env = {**os.environ, crashpoints.ENV: step, "PYTHONPATH": str(src)}
-    r = subprocess.run(
-        [sys.executable, "-c", PRUNE, repo.url, PASSPHRASE],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == -signal.SIGKILL, f"{step} was not reached: {r.stderr[-2000:]}"
+    killed_at(step, PRUNE, repo.url, PASSPHRASE)
 
     # consistent: every snapshot still listed reads back whole
     mid = Repository.open(repo.url, PASSPHRASE)

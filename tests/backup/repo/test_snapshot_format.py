@@ -6,19 +6,16 @@ prune and check phase."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from sctk import crashpoints
 from sctk.backup.repo import PrunePolicy, Repository, filelist
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import AAD_SNAPSHOT, open_json
 from tests.backup.repo.conftest import PASSPHRASE, backup, make_tree, tree_bytes
+from tests.backup.repo.crash_support import killed_at
 
 
 @pytest.fixture
@@ -206,16 +203,7 @@ def test_an_upgrade_killed_at_each_step_is_consistent_and_the_rerun_finishes(
     old_repo, tmp_path, step
 ):
     repo, trees = old_repo
-    src = Path(__file__).resolve().parents[3] / "src"
-    env = {**os.environ, crashpoints.ENV: step, "PYTHONPATH": str(src)}
-    r = subprocess.run(
-        [sys.executable, "-c", UPGRADE, repo.url, PASSPHRASE],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == -signal.SIGKILL, f"{step} was not reached: {r.stderr[-2000:]}"
+    killed_at(step, UPGRADE, repo.url, PASSPHRASE)
     mid = Repository.open(repo.url, PASSPHRASE)
     snaps = mid.snapshots()
     assert [s.label for s in snaps] == ["s0", "s1", "s2"]  # no snapshot twice, none lost
