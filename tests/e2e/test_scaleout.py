@@ -456,7 +456,12 @@ def test_a_prediction_in_flight_on_a_killed_api_process_is_retried_by_nginx(tmp_
         (answer,) = answers
         assert answer.status_code == 200, answer.text
         assert len(answer.json()["mean"]) == 2
-        (line,) = [x for x in access_log(prefix) if "/predict" in x]
+        # nginx writes its access line in the log phase, after the client has its answer
+        (line,) = wait_until(
+            lambda: [x for x in access_log(prefix) if "/predict" in x],
+            timeout=10,
+            what="the prediction's line in nginx's access log",
+        )
         assert line.startswith("POST /api/v1/models/") and " 200 " in line
         assert f"127.0.0.1:{api_ports[int(name[-1])]}, " in line  # tried there first, then again
     finally:
