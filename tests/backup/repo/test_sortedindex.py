@@ -142,3 +142,51 @@ def test_opening_a_million_id_index_and_looking_ids_up_takes_little_memory(tmp_p
     assert got["found"] == 100_000
     # a dict of the same ids holds ~300 MB; the file's table is 128 KiB
     assert got["grew"] < 4 * 1024 * 1024, got
+
+
+def test_an_index_sorted_through_partition_files_equals_the_dict(tmp_path, monkeypatch):
+    """More records than IN_MEMORY go through the partition files: same answers, the first
+    location of an id stored twice still wins, and the file equals the one sorted in memory."""
+    from sctk.backup.repo import sortedindex
+
+    rnd = random.Random(7)
+    packs = _packs(300, 40, rnd, dup_every=5)
+    entries = _as_dict(packs)
+    small = tmp_path / "small.idx"
+    assert build(small, packs) == len(entries)
+    monkeypatch.setattr(sortedindex, "IN_MEMORY", 1000)
+    spilled = tmp_path / "spilled.idx"
+    assert build(spilled, packs) == len(entries)
+    assert spilled.read_bytes() == small.read_bytes()
+    with SortedIndex(spilled) as index:
+        for cid in rnd.sample(sorted(entries), 3000):
+            assert index.get(cid) == entries[cid]
+
+
+NO_NUMPY = textwrap.dedent(
+    """
+    import hashlib, sys
+    from pathlib import Path
+    from sctk.backup.repo import sortedindex
+
+    sortedindex.IN_MEMORY = 100
+    packs = [("ab" * 32, [(hashlib.sha256(bytes([i, j])).hexdigest(), 0, 1, 1, 0)
+                          for j in range(50)]) for i in range(20)]
+    assert sortedindex.build(Path(sys.argv[1]), packs) == 1000
+    print("numpy" in sys.modules)
+    """
+)
+
+
+def test_a_large_index_is_built_without_importing_numpy(tmp_path):
+    """numpy's import alone is 12 MiB of resident memory: a repository past IN_MEMORY chunks
+    would need that much more in every pass than a smaller one."""
+    src = Path(__file__).resolve().parents[3] / "src"
+    out = subprocess.run(
+        [sys.executable, "-c", NO_NUMPY, str(tmp_path / "x.idx")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(src)},
+    ).stdout
+    assert out.strip() == "False"
