@@ -29,6 +29,11 @@ ENTRIES_PER_FILE = 10_000
 NO_PACK = "00" * 32  # the pack of the rows of a chunk_set(): no pack
 
 
+def group_pack(number: int) -> str:
+    """The pack id chunk_groups() gives the ids of group NUMBER (the first is NO_PACK)."""
+    return f"{number:064x}"
+
+
 class ChunkMap:
     """chunk id -> (pack, offset, length, raw length, flags), served from a sorted index file
     (sortedindex.py: 49 bytes a chunk on disk, a positioned read a lookup) built when the
@@ -255,10 +260,18 @@ class Index:
         """The set of chunk ids CIDS (repeats allowed) as a sorted file beside the index's
         (`cid in` the result: a positioned read), for a pass that must know every chunk a
         snapshot references (prune) without a set of them in memory."""
+        return self.chunk_groups([cids])
+
+    def chunk_groups(self, groups: list[Iterable[str]]) -> SortedIndex:
+        """chunk_set() of the ids of every group, each id under the first group that holds
+        it: its record's pack is group_pack(number) (prune: live snapshots' chunks first)."""
         where = self._local_dir()
         fd, name = tempfile.mkstemp(prefix="set-", suffix=".idx", dir=where)
         os.close(fd)
-        build(Path(name), [(NO_PACK, ((c, 0, 0, 0, 0) for c in cids))])
+        build(
+            Path(name),
+            [(group_pack(i), ((c, 0, 0, 0, 0) for c in g)) for i, g in enumerate(groups)],
+        )
         found = SortedIndex(Path(name))
         os.unlink(name)  # the open descriptor keeps it readable; nothing to clean up later
         return found

@@ -20,12 +20,14 @@ from sctk import crashpoints
 from sctk.backup.repo.check import blocking_problems
 from sctk.backup.repo.errors import ChunkError, RepoError
 from sctk.backup.repo.formats import pack_name
-from sctk.backup.repo.index import write_index
+from sctk.backup.repo.filelist import stream_sha256
+from sctk.backup.repo.index import NO_PACK, write_index
 from sctk.backup.repo.models import PrunePolicy, PruneReport
 from sctk.backup.repo.packs import PackWriter
 from sctk.backup.repo.phases import PhaseReport, Phases
 
 REPACK_GARBAGE_RATIO = 0.5
+SPAN = 4 * 1024 * 1024  # bytes of a pack read at once when repacking
 
 
 class _Keepers:
@@ -99,20 +101,12 @@ def prune(
     (files)."""
     phases = Phases(phase)
     with repo.lock(exclusive=True):
-        repo.refresh_index()
-        problems = blocking_problems(repo, phases)
-        if problems:
-            raise RepoError(
-                f"Repository {repo.url} is damaged ({len(problems)} problem(s), first: "
-                f"{problems[0].rstrip('.')}); prune refuses to run: repair the index or "
-                "forget the damaged snapshots first."
-            )
+        _fresh_index(repo)
         snaps = repo.snapshots()
         kept, removed = _retention(repo, snaps, policy, plan)
         removed_ids = {s.id for s in removed}
-        delete, repack, keep = _sort_packs(
-            repo, [s for s in snaps if s.id not in removed_ids], phases
-        )
+        live_ids = [s.id for s in snaps if s.id not in removed_ids]
+        delete, repack, keep = _sort_packs(repo, live_ids, phases)
         index = repo.index
         stored = repo.backend.list("data")
         orphans = [n for n in stored if n.rpartition("/")[2] not in index.pack_sizes]
@@ -163,6 +157,18 @@ def prune(
         return result
 
 
+def _fresh_index(repo) -> None:
+    """The index as the repository is now: reloaded when index files were added or removed,
+    or when packs were lost or damaged since it was loaded (its unsound packs differ), not
+    again for nothing (a load reads and sorts every index file)."""
+    repo.refresh_index()
+    index = repo.index
+    stored = repo.backend.list("data")
+    lost = {p for p, size in index.pack_sizes.items() if stored.get(pack_name(p)) != size}
+    if lost != index.unsound:
+        repo.refresh_index(force=True)
+
+
 def _retention(repo, snaps: list, policy: PrunePolicy | None, plan) -> tuple[list, list]:
     """(kept with their reasons, removed): PLAN, the caller's own retention (sctk keeps
     kinds apart), else POLICY's, else everything kept."""
@@ -173,46 +179,175 @@ def _retention(repo, snaps: list, policy: PrunePolicy | None, plan) -> tuple[lis
     return repo.plan_retention(policy)
 
 
-def _sort_packs(repo, live_snaps: list, phases: Phases) -> tuple[list, list, list]:
-    """Mark every chunk LIVE_SNAPS reference, then sort the packs: (packs to delete, (pack,
-    its live chunks) to repack, packs to keep)."""
+def _refuse_if_damaged(repo, phases: Phases) -> None:
+    """The full structure check (check.py), and prune refused when it names a problem."""
+    problems = blocking_problems(repo, phases)
+    if problems:
+        raise RepoError(
+            f"Repository {repo.url} is damaged ({len(problems)} problem(s), first: "
+            f"{problems[0].rstrip('.')}); prune refuses to run: repair the index or "
+            "forget the damaged snapshots first."
+        )
+
+
+def _sort_packs(repo, live_ids: list[str], phases: Phases) -> tuple[list, list, list]:
+    """Mark every chunk a snapshot references, refuse a damaged repository, then sort the
+    packs: (packs to delete, (pack, its live chunks) to repack, packs to keep).
+
+    Every snapshot file is hashed and its list streamed once; the chunk ids go into a sorted
+    file on local disk (live snapshots' first, so an id any of them holds is marked live),
+    which is then merged with the index's own sorted file: one sequential read of each, no
+    per-chunk lookup and no set in memory. A sound repository whose every pack row is the
+    location its chunk resolves to (no chunk stored twice, nothing damaged or lost) is
+    planned from that merge alone. Any doubt (a snapshot file that does not hash to its
+    name or cannot be read, a chunk no sound pack holds, an index file, pack or copy
+    known bad, a chunk stored twice) takes the careful way: check.py's full check, which
+    names the problem and refuses, then a plan that scores every copy (_Keepers)."""
     index = repo.index
-    phases.start("marking", sum(s.files for s in live_snaps))
+    marks = _Marks(repo, live_ids, phases)
+    try:
+        trouble = marks.doubtful or bool(
+            index.errors or index.unsound or index.damaged or index.entries.extra
+        )
+        if trouble:
+            _refuse_if_damaged(repo, phases)
+            index = repo.index  # the check reloaded it
+        phases.start("planning", len(index.pack_blobs))
+        plan = None if trouble else _quick_plan(index, marks, phases)
+        if plan is None:
+            phases.start("planning", len(index.pack_blobs))
+            plan = _careful_plan(index, marks.live, phases)
+        return plan
+    finally:
+        marks.close()
 
-    def referenced_ids():
-        for s in live_snaps:
-            # streamed a piece at a time: the file lists are what grows with the data
-            for f in repo.snapshot_files(s.id):
-                phases.step()
-                yield from f["chunks"]
 
-    # every referenced chunk id, in a sorted file on local disk: not a set in memory
-    referenced = index.chunk_set(referenced_ids())
+class _Marks:
+    """Which chunks the snapshots reference (a sorted file: group 0 the live snapshots',
+    group 1 only the others'), and from its merge with the index, per pack number of the
+    index's sorted file: the live bytes, the live chunks and the chunks resolving there."""
+
+    def __init__(self, repo, live_ids: list[str], phases: Phases):
+        index = repo.index
+        sizes = repo.snapshot_sizes()
+        live = [s for s in live_ids if s in sizes]
+        others = sorted(set(sizes) - set(live))
+        self.doubtful = bool(repo.unreadable_snapshots())
+        files: dict[str, int] = {}
+        for sid in [*live, *others]:
+            try:
+                files[sid] = repo.snapshot_header(sid, sizes[sid])["files"]
+            except RepoError:
+                self.doubtful = True
+        # each snapshot file must hash to its name (counted in its files, as check does)
+        phases.start("checking", sum(files.values()))
+        for sid, count in files.items():
+            try:
+                if stream_sha256(repo.backend, f"snapshots/{sid}", sizes[sid]) != sid:
+                    self.doubtful = True
+            except FileNotFoundError:
+                self.doubtful = True
+            phases.step(count)
+        phases.start("marking", sum(files.values()))
+
+        def refs(ids):
+            for sid in ids:
+                try:
+                    # streamed a piece at a time: the file lists are what grows with the data
+                    for f in repo.snapshot_files(sid):
+                        phases.step()
+                        yield from f["chunks"]
+                except RepoError:
+                    self.doubtful = True
+
+        self.set = index.chunk_groups([refs(live), refs(others)])
+        self.live = _LiveSet(self.set)
+        base = index.entries.base
+        self.pack_ids = base.pack_ids()
+        n = len(self.pack_ids)
+        self.live_bytes, self.live_chunks, self.resolved = [0] * n, [0] * n, [0] * n
+        self._merge(base)
+
+    def _merge(self, base) -> None:
+        """One pass over both sorted files: a referenced id the index lacks is a doubt."""
+        live_bytes, live_chunks, resolved = self.live_bytes, self.live_chunks, self.resolved
+        refs = self.set.records()
+        ref = next(refs, None)
+        for key, num, _off, length, _raw, _flags in base.records():
+            resolved[num] += 1
+            while ref is not None and ref[0] < key:
+                self.doubtful = True  # referenced, in no index
+                ref = next(refs, None)
+            if ref is not None and ref[0] == key:
+                if ref[1] == 0:
+                    live_bytes[num] += length
+                    live_chunks[num] += 1
+                ref = next(refs, None)
+        if ref is not None:
+            self.doubtful = True
+
+    def close(self) -> None:
+        self.set.close()
+
+
+class _LiveSet:
+    """`cid in` it: a live snapshot references CID (group 0 of the marks' sorted file)."""
+
+    def __init__(self, marks):
+        self.marks = marks
+
+    def __contains__(self, cid: str) -> bool:
+        loc = self.marks.get(cid)
+        return loc is not None and loc[0] == NO_PACK
+
+
+def _quick_plan(index, marks: _Marks, phases: Phases) -> tuple[list, list, list] | None:
+    """The plan from the merge's counts, or None when a pack has a row its chunk does not
+    resolve to (a chunk stored twice: the careful plan decides which copy stays)."""
+    if len(set(marks.pack_ids)) != len(marks.pack_ids):
+        return None  # a pack listed by two index files (a prune killed before step 4)
+    number = {p: i for i, p in enumerate(marks.pack_ids)}
+    delete, repack, keep = [], [], []
+    for pack, blobs in index.pack_blobs.items():
+        phases.step()
+        num = number.get(pack)
+        if num is None or len(blobs) != marks.resolved[num]:
+            return None
+        if not marks.live_chunks[num]:
+            delete.append(pack)
+            continue
+        total = sum(b[2] for b in blobs) or 1
+        if 1 - marks.live_bytes[num] / total > REPACK_GARBAGE_RATIO:
+            repack.append((pack, [b for b in blobs if b[0] in marks.live]))
+        else:
+            keep.append(pack)
+    return delete, repack, keep
+
+
+def _careful_plan(index, referenced, phases: Phases) -> tuple[list, list, list]:
+    """The plan with every copy of a chunk scored (_Keepers): copies stored twice, damaged
+    copies, lost packs. REFERENCED answers `cid in` for the live snapshots' chunks."""
     damaged_in: dict[str, list[tuple[str, int]]] = {}
     for cid, pack, off in index.damaged:
         damaged_in.setdefault(pack, []).append((cid, off))
     delete, repack, keep = [], [], []
-    phases.start("planning", len(index.pack_blobs))
-    try:
-        keeper = _Keepers(index, referenced)
-        for pack, blobs in index.pack_blobs.items():
-            phases.step()
-            live = [b for b in blobs if keeper.keeps(b[0], pack, b[1])]
-            live_bytes = sum(b[2] for b in live)
-            total = sum(b[2] for b in blobs) or 1
-            # a copy found damaged that nothing reads any more goes, whatever the ratio
-            marks = damaged_in.get(pack, [])
-            healed = bool(marks) and all(
-                index.entries.get(c, ("",))[:2] != (pack, o) for c, o in marks
-            )
-            if not live:
-                delete.append(pack)
-            elif healed or 1 - live_bytes / total > REPACK_GARBAGE_RATIO:
-                repack.append((pack, live))
-            else:
-                keep.append(pack)
-    finally:
-        referenced.close()
+    keeper = _Keepers(index, referenced)
+    for pack, blobs in index.pack_blobs.items():
+        phases.step()
+        live = [b for b in blobs if keeper.keeps(b[0], pack, b[1])]
+        live_bytes = sum(b[2] for b in live)
+        total = sum(b[2] for b in blobs) or 1
+        # a copy found damaged that nothing reads any more goes, whatever the ratio
+        marks = damaged_in.get(pack, [])
+        healed = bool(marks) and all(
+            index.entries.get(c, ("",))[:2] != (pack, o) for c, o in marks
+        )
+        if not live:
+            delete.append(pack)
+        elif healed or 1 - live_bytes / total > REPACK_GARBAGE_RATIO:
+            repack.append((pack, live))
+        else:
+            keep.append(pack)
     return delete, repack, keep
 
 
@@ -231,19 +366,40 @@ def _repack(repo, repack: list, phases: Phases) -> dict[str, tuple[int, list]]:
     try:
         for pack, live in repack:
             phases.step()
-            data = memoryview(repo.backend.read(pack_name(pack)))
-            for cid, off, length, raw, flags in live:
-                blob = data[off : off + length]
-                try:
-                    repo.open_chunk(cid, pack, blob, raw, flags)
-                except ChunkError as exc:
-                    raise RepoError(f"Prune stopped: {exc.reason}; nothing was deleted.") from None
-                writer.add(cid, flags, raw, (blob,))
+            for rows, base, data in _spans(repo.backend, pack_name(pack), live):
+                for cid, off, length, raw, flags in rows:
+                    blob = data[off - base : off - base + length]
+                    try:
+                        repo.open_chunk(cid, pack, blob, raw, flags)
+                    except ChunkError as exc:
+                        raise RepoError(
+                            f"Prune stopped: {exc.reason}; nothing was deleted."
+                        ) from None
+                    writer.add(cid, flags, raw, (blob,))
         writer.flush()
         crashpoints.reached("backup.prune.repacked")
     finally:
         writer.close()
     return new_packs
+
+
+def _spans(backend, name: str, rows: list):
+    """ROWS (a pack's live chunks) read a span of neighbours at a time, at most SPAN bytes
+    (or one chunk): (rows, offset of the span, its bytes). A repacked pack is mostly
+    garbage; reading it whole held 16 MiB, the largest block of a prune's peak memory."""
+    rows = sorted(rows, key=lambda b: b[1])
+    i = 0
+    while i < len(rows):
+        start = rows[i][1]
+        j = i + 1
+        while j < len(rows) and rows[j][1] + rows[j][2] - start <= SPAN:
+            j += 1
+        end = rows[j - 1][1] + rows[j - 1][2]
+        data = memoryview(backend.read_range(name, start, end - start))
+        if len(data) != end - start:
+            raise RepoError(f"Prune stopped: pack {name} is truncated; nothing was deleted.")
+        yield rows[i:j], start, data
+        i = j
 
 
 def _rewrite_index(repo, keep: list, new_packs: dict, phases: Phases) -> None:

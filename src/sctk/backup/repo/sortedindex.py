@@ -259,6 +259,24 @@ class SortedIndex:
             self._packs[num] = pack
         return (pack, off, length, raw, flags)
 
+    def records(self, block: int = 65_536):
+        """Every record in id order, as (id bytes, pack number, offset, length, raw length,
+        flags), read BLOCK records at a time: a pass that meets every id (a merge of two
+        sorted files) reads the file once instead of a bucket an id."""
+        at = 0
+        while at < self.n:
+            count = min(block, self.n - at)
+            data = os.pread(self.fd, count * RECORD_SIZE, self.records_at + at * RECORD_SIZE)
+            if len(data) != count * RECORD_SIZE:
+                raise SortedIndexError(f"{self.path} is truncated (records cut off).")
+            yield from RECORD.iter_unpack(data)
+            at += count
+
+    def pack_ids(self) -> list[str]:
+        """The pack ids by pack number (as records() numbers them)."""
+        data = os.pread(self.fd, self.npacks * PACK_ID, self.packs_at)
+        return [data[i : i + PACK_ID].hex() for i in range(0, len(data), PACK_ID)]
+
     def __contains__(self, cid: str) -> bool:
         try:
             key = bytes.fromhex(cid)
