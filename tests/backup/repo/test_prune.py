@@ -152,3 +152,88 @@ def test_mostly_garbage_pack_is_repacked(repo, tmp_path):
     assert len(repo.backend.list("index")) == 1
     assert repo.check(read_data=True).ok
     assert b"".join(repo.read_file(second.id, "keep.bin")) == (src / "keep.bin").read_bytes()
+
+
+def test_a_repacked_pack_is_read_a_span_at_a_time(repo, tmp_path):
+    """The live chunks of a mostly-garbage pack are read in spans (prune.SPAN), not the pack
+    whole: a 14 MB pack held whole was the largest block of a prune's peak memory."""
+    import tracemalloc
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "keep.bin").write_bytes(os.urandom(2_000_000))
+    (src / "drop.bin").write_bytes(os.urandom(12_000_000))
+    backup(repo, src, time=datetime(2026, 1, 1, tzinfo=UTC))  # one pack of ~14 MB
+    assert len(repo.backend.list("data")) == 1
+    (src / "drop.bin").unlink()
+    second = backup(repo, src, time=datetime(2026, 1, 2, tzinfo=UTC))
+    tracemalloc.start()
+    try:
+        report = repo.prune(PrunePolicy(keep_last=1))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report.repacked_packs == 1
+    assert peak < 10 * 1024 * 1024, peak  # the whole pack alone is 14 MB
+    assert repo.check(read_data=True).ok
+    assert b"".join(repo.read_file(second.id, "keep.bin")) == (src / "keep.bin").read_bytes()
+
+
+def test_the_plan_from_the_merge_is_the_plan_that_scores_every_copy(repo, tmp_path):
+    """On a sound repository prune plans from the merge of its marks with the index; the
+    careful plan (every copy scored) must come to the same packs to delete, repack, keep."""
+    from sctk.backup.repo.phases import Phases
+    from sctk.backup.repo.prune import _careful_plan, _fresh_index, _Marks, _quick_plan
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "keep.bin").write_bytes(os.urandom(1_000_000))
+    (src / "drop.bin").write_bytes(os.urandom(6_000_000))
+    backup(repo, src, time=datetime(2026, 1, 1, tzinfo=UTC))  # repacked: mostly garbage
+    (src / "drop.bin").unlink()
+    (src / "gone.bin").write_bytes(os.urandom(17_000_000))  # a pack of its own: deleted
+    backup(repo, src, time=datetime(2026, 1, 2, tzinfo=UTC))
+    (src / "gone.bin").unlink()
+    (src / "stays.bin").write_bytes(os.urandom(3_000_000))  # kept
+    last = backup(repo, src, time=datetime(2026, 1, 3, tzinfo=UTC))
+    _fresh_index(repo)  # the sorted index holds the packs this process wrote
+    assert not repo.index.entries.extra
+    marks = _Marks(repo, [last.id], Phases(None))
+    try:
+        assert not marks.doubtful
+        quick = _quick_plan(repo.index, marks, Phases(None))
+        careful = _careful_plan(repo.index, marks.live, Phases(None))
+    finally:
+        marks.close()
+    assert quick is not None and quick == careful
+    delete, repack, keep = quick
+    assert delete and repack and keep
+    report = repo.prune(PrunePolicy(keep_last=1))
+    assert (report.deleted_packs, report.repacked_packs) == (len(delete), len(repack))
+    assert repo.check(read_data=True).ok
+
+
+def test_prune_refuses_when_a_referenced_chunk_is_in_no_index(repo, tmp_path):
+    """An index file deleted (not damaged: nothing to recover from): the merge of the marks
+    with the index finds chunks a snapshot needs that no index lists, and prune refuses
+    with the check's own words instead of deleting the packs that hold them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(2_000_000))
+    backup(repo, src)
+    for name in repo.backend.list("index"):
+        repo.backend.delete(name)
+    with pytest.raises(RepoError, match="in no index.*prune refuses"):
+        repo.prune(None)
+    assert len(repo.backend.list("data")) == 1  # its pack is still there
+
+
+def test_prune_refuses_a_snapshot_file_that_does_not_match_its_name(repo, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(100_000))
+    info = backup(repo, src)
+    path = Path(repo.url, "snapshots", info.id)
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(RepoError, match="prune refuses"):
+        repo.prune(None)

@@ -19,8 +19,8 @@ from itertools import chain
 from sctk import crashpoints
 from sctk.backup.repo.check import blocking_problems
 from sctk.backup.repo.errors import ChunkError, RepoError
-from sctk.backup.repo.formats import pack_name
 from sctk.backup.repo.filelist import stream_sha256
+from sctk.backup.repo.formats import pack_name
 from sctk.backup.repo.index import NO_PACK, write_index
 from sctk.backup.repo.models import PrunePolicy, PruneReport
 from sctk.backup.repo.packs import PackWriter
@@ -159,13 +159,14 @@ def prune(
 
 def _fresh_index(repo) -> None:
     """The index as the repository is now: reloaded when index files were added or removed,
-    or when packs were lost or damaged since it was loaded (its unsound packs differ), not
-    again for nothing (a load reads and sorts every index file)."""
+    when packs were lost or damaged since it was loaded (its unsound packs differ) or added
+    by this process (a writer's packs are held beside the sorted file, which the marks are
+    merged with), not again for nothing (a load reads and sorts every index file)."""
     repo.refresh_index()
     index = repo.index
     stored = repo.backend.list("data")
     lost = {p for p, size in index.pack_sizes.items() if stored.get(pack_name(p)) != size}
-    if lost != index.unsound:
+    if lost != index.unsound or index.pack_blobs.held:
         repo.refresh_index(force=True)
 
 
@@ -339,9 +340,7 @@ def _careful_plan(index, referenced, phases: Phases) -> tuple[list, list, list]:
         total = sum(b[2] for b in blobs) or 1
         # a copy found damaged that nothing reads any more goes, whatever the ratio
         marks = damaged_in.get(pack, [])
-        healed = bool(marks) and all(
-            index.entries.get(c, ("",))[:2] != (pack, o) for c, o in marks
-        )
+        healed = bool(marks) and all(index.entries.get(c, ("",))[:2] != (pack, o) for c, o in marks)
         if not live:
             delete.append(pack)
         elif healed or 1 - live_bytes / total > REPACK_GARBAGE_RATIO:
