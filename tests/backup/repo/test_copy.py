@@ -59,3 +59,43 @@ def test_copy_refuses_damaged_source_file(repo, tree, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(RepoError, match=f"{name} in .* is damaged"):
         repo.copy_to(str(tmp_path / "offsite"))
+
+
+def test_a_large_file_is_copied_into_a_directory_a_block_at_a_time(repo, tmp_path):
+    """A pack of ~12 MB goes through a block at a time, each block hashed (before it shows
+    under its name) and read back: the whole file read, then read back, was 24 MB."""
+    import tracemalloc
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(12_000_000))
+    info = backup(repo, src)
+    dest = tmp_path / "offsite"
+    tracemalloc.start()
+    try:
+        report = repo.copy_to(str(dest))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report.bytes_copied > 12_000_000
+    assert peak < 8 * 1024 * 1024, peak
+    copy = Repository.open(str(dest), PASSPHRASE)
+    assert copy.check(read_data=True).ok
+    copy.restore(info.id, tmp_path / "out")
+    assert tree_bytes(tmp_path / "out") == tree_bytes(src)
+    assert not copy.backend.temporaries()
+
+
+def test_a_large_damaged_file_is_refused_and_nothing_shows_under_its_name(repo, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(6_000_000))
+    backup(repo, src)
+    name = next(iter(repo.backend.list("data")))
+    path = tmp_path / "repo" / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(RepoError, match=f"{name} in .* is damaged"):
+        repo.copy_to(str(tmp_path / "offsite"))
+    assert not (tmp_path / "offsite" / name).exists()

@@ -6,7 +6,9 @@ verification markers, each folder finished before the next starts, so an interru
 still a valid repository (at worst with unindexed packs) and the next run copies only what is
 missing (and removes the temporary files the interrupted one left: it holds the destination's
 exclusive lock, as a backup writing there would). Files go up a few at a time (bounded: each
-in flight holds one file in memory).
+in flight holds one file in memory; into a local directory, a file larger than STREAM_ABOVE
+goes a block at a time instead, so a snapshot file of a million entries or a full pack costs a
+block, not the file twice over: read, then read back to check).
 Each copied file is checked after transfer: its ETag (an MD5 of what S3 stored) where the
 store gives one that matches, else read back and its size and SHA-256 compared. No finished
 file is ever deleted in the destination; prune it separately.
@@ -23,12 +25,15 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from sctk.backup.repo.backend import open_backend
 from sctk.backup.repo.errors import RepoError
+from sctk.backup.repo.filelist import stream_sha256
 from sctk.backup.repo.leftovers import WRITER_FOLDERS
 from sctk.backup.repo.locks import LockManager
 from sctk.backup.repo.models import CopyReport
 from sctk.backup.repo.remote import RemoteOptions, s3_etag
 
 COPY_THREADS = 4  # files in flight at once
+STREAM_ABOVE = 1 << 20  # bytes: larger files go a block at a time (local destinations)
+BLOCK = 1 << 20
 
 
 def _landed_whole(dest, name: str, data: bytes) -> bool:
@@ -60,32 +65,73 @@ def copy_to(
     copied = skipped = nbytes = 0
     counted = threading.Lock()
 
-    def put(name: str, data: bytes) -> None:
+    def landed(name: str, size: int, whole: bool) -> None:
+        """Count a copied file of SIZE bytes, or refuse one that did not arrive WHOLE."""
         nonlocal copied, nbytes
-        dest.write(name, data)
-        if not _landed_whole(dest, name, data):
+        if not whole:
             raise RepoError(
                 f"Copying {name} to {dest_url} did not verify (size or hash differ after "
                 "transfer); check the destination storage and copy again."
             )
         with counted:
             copied += 1
-            nbytes += len(data)
+            nbytes += size
             if progress is not None:
                 progress(nbytes)
 
-    def transfer(name: str) -> None:
+    def put(name: str, data: bytes) -> None:
+        dest.write(name, data)
+        landed(name, len(data), _landed_whole(dest, name, data))
+
+    def damaged(name: str) -> RepoError:
+        return RepoError(
+            f"{name} in {repo.url} is damaged (content does not match its name); "
+            "run check before copying."
+        )
+
+    def transfer(name: str, size: int) -> None:
+        if size > STREAM_ABOVE and not dest.packs_in_memory:
+            stream(name, size)
+            return
         try:
             data = repo.backend.read(name)
         except FileNotFoundError:
             return  # removed by a prune since we listed
         # Content-named files must match their name before they are spread further.
         if hashlib.sha256(data).hexdigest() != name.rpartition("/")[2]:
-            raise RepoError(
-                f"{name} in {repo.url} is damaged (content does not match its name); "
-                "run check before copying."
-            )
+            raise damaged(name)
         put(name, data)
+
+    def stream(name: str, size: int) -> None:
+        """transfer() a block at a time: appended to a temporary file in the destination,
+        which shows under NAME only once the whole content matched its name; then read back
+        and hashed a block at a time."""
+        out = dest.new_pack(name.partition("/")[0])
+        try:
+            sha = hashlib.sha256()
+            off = 0
+            while off < size:
+                try:
+                    data = repo.backend.read_range(name, off, min(BLOCK, size - off))
+                except FileNotFoundError:
+                    out.discard()
+                    return  # removed by a prune since we listed
+                if not data:
+                    break
+                sha.update(data)
+                out.append([data])
+                off += len(data)
+            if off != size or sha.hexdigest() != name.rpartition("/")[2]:
+                raise damaged(name)
+            out.commit(name)
+        except BaseException:
+            out.discard()
+            raise
+        try:
+            whole = stream_sha256(dest, name, size, BLOCK) == sha.hexdigest()
+        except FileNotFoundError:
+            whole = False
+        landed(name, size, whole)
 
     if state == "present" and dest.size("config") is not None:
         try:
@@ -125,15 +171,15 @@ def copy_to(
                 if theirs.get(name) == size:
                     skipped += 1
                 else:
-                    todo.append(name)
+                    todo.append((name, size))
             running: set = set()
             try:
-                for name in todo:
+                for name, size in todo:
                     if len(running) >= COPY_THREADS:
                         done, running = wait(running, return_when=FIRST_COMPLETED)
                         for fut in done:
                             fut.result()
-                    running.add(pool.submit(transfer, name))
+                    running.add(pool.submit(transfer, name, size))
                 for fut in running:
                     fut.result()
             finally:

@@ -208,12 +208,13 @@ def iter_docs(backend, keys: Keys, name: str, header: dict) -> Iterator[dict]:
         yield from read_piece(backend, keys, name, header, i)
 
 
-def stream_sha256(backend, name: str, size: int) -> str:
-    """The SHA-256 of a stored file read in blocks (a snapshot file can be large)."""
+def stream_sha256(backend, name: str, size: int, block: int = 4 * COPY_BLOCK) -> str:
+    """The SHA-256 of a stored file read in blocks of BLOCK bytes (a snapshot file can be
+    large)."""
     sha = hashlib.sha256()
     off = 0
     while off < size:
-        data = backend.read_range(name, off, min(4 * COPY_BLOCK, size - off))
+        data = backend.read_range(name, off, min(block, size - off))
         if not data:
             break
         sha.update(data)
