@@ -174,6 +174,9 @@ class _Restore:
                     with self.lock:
                         self.written += len(data)
                         self.progress(self.written)
+                # let go of this chunk before the next one is decompressed: the loop variable
+                # would hold it meanwhile, up to 4 MiB more per thread at the peak
+                data = None
             os.fchmod(fd, e.mode)
         finally:
             os.close(fd)
