@@ -34,6 +34,7 @@ from sctk.backup.repo.remote import RemoteOptions, s3_etag
 COPY_THREADS = 4  # files in flight at once
 STREAM_ABOVE = 1 << 20  # bytes: larger files go a block at a time (local destinations)
 BLOCK = 1 << 20
+REMOTE_BLOCK = 8 << 20  # read from remote storage: a request per block, so fewer and larger
 
 
 def _landed_whole(dest, name: str, data: bytes) -> bool:
@@ -107,12 +108,13 @@ def copy_to(
         which shows under NAME only once the whole content matched its name; then read back
         and hashed a block at a time."""
         out = dest.new_pack(name.partition("/")[0])
+        block = BLOCK if repo.backend.local else REMOTE_BLOCK
         try:
             sha = hashlib.sha256()
             off = 0
             while off < size:
                 try:
-                    data = repo.backend.read_range(name, off, min(BLOCK, size - off))
+                    data = repo.backend.read_range(name, off, min(block, size - off))
                 except FileNotFoundError:
                     out.discard()
                     return  # removed by a prune since we listed
