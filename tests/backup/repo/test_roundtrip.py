@@ -202,3 +202,30 @@ def test_a_restore_holds_one_decompressed_chunk_per_file_at_a_time(repo, tmp_pat
         tracemalloc.stop()
     assert (tmp_path / "out" / "zeros.bin").read_bytes() == bytes(40 * 1024 * 1024)
     assert peak < 7 * 1024 * 1024, peak
+
+
+def test_a_restore_keeps_aside_only_the_largest_large_files(repo, tmp_path, monkeypatch):
+    """The large files start first, largest first, but only LARGE_KEPT of them are held
+    (with their chunk ids) from the listing pass; the others follow in list order, and
+    every file is restored."""
+    from sctk.backup.repo import restore as restore_mod
+
+    monkeypatch.setattr(restore_mod, "LARGE_FILE", 1000)
+    monkeypatch.setattr(restore_mod, "LARGE_KEPT", 3)
+    src = tmp_path / "src"
+    src.mkdir()
+    rnd = random.Random(4)
+    sizes = rnd.sample(range(2000, 60_000), 10)
+    for i, size in enumerate(sizes):
+        (src / f"f{i:02d}.bin").write_bytes(rnd.randbytes(size))
+    (src / "tiny.txt").write_text("tiny")
+    info = backup(repo, src)
+    run = restore_mod._Restore(repo, info.id, tmp_path / "out", None, None, False)
+    try:
+        run.stage()
+        assert [size for size, _, _ in run.large] == sorted(sizes, reverse=True)[:3]
+        run.write_files()
+        run.move_into_place()
+    finally:
+        run.close()
+    assert tree_bytes(tmp_path / "out") == tree_bytes(src)

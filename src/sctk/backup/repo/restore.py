@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import heapq
 import itertools
 import os
 import secrets
@@ -28,6 +29,9 @@ from sctk.backup.repo.models import FileEntry, RestoreStats
 from sctk.backup.repo.threads import worker_count
 
 LARGE_FILE = 8 * 1024 * 1024  # restored first, largest first (kept in memory: few)
+# at most this many of them, the largest (each entry holds its chunk ids: the large files of
+# a big data set together list most of its chunks); the others go in list order
+LARGE_KEPT = 32
 
 
 def _target_error(target: Path, exc: OSError) -> RepoError:
@@ -115,7 +119,7 @@ class _Restore:
         self.lock = threading.Lock()
         self.local = threading.local()
         self.readers: list = []
-        self.large: list[FileEntry] = []
+        self.large: list[tuple[int, int, FileEntry]] = []  # a heap: (size, -place, entry)
         self.count = self.total = 0
         self.staging: Path | None = None
 
@@ -144,11 +148,13 @@ class _Restore:
                 self.count += 1
                 self.total += e.size
                 if e.size >= LARGE_FILE:
-                    self.large.append(e)
+                    heapq.heappush(self.large, (e.size, -self.count, e))
+                    if len(self.large) > LARGE_KEPT:
+                        heapq.heappop(self.large)  # the smallest of them waits its turn
         except BaseException:
             shutil.rmtree(self.staging, ignore_errors=True)
             raise
-        self.large.sort(key=lambda e: -e.size)
+        self.large.sort(reverse=True)
 
     def restore_file(self, e: FileEntry) -> str | ChunkError:
         """Write one file into the staging folder, hashing as it goes; its SHA-256, or the
@@ -212,8 +218,9 @@ class _Restore:
         with ThreadPoolExecutor(workers, thread_name_prefix="sctk-restore-file") as ex:
             pending: deque = deque()
             try:
-                small = (e for e in self.entries() if e.size < LARGE_FILE)
-                for e in itertools.chain(self.large, small):
+                first = {e.path for _size, _seen, e in self.large}
+                rest = (e for e in self.entries() if e.path not in first)
+                for e in itertools.chain((e for _size, _seen, e in self.large), rest):
                     pending.append((e, ex.submit(self.restore_file, e)))
                     if len(pending) >= 2 * workers:
                         e, fut = pending.popleft()
