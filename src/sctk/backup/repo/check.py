@@ -13,11 +13,16 @@ once (each version is still hashed whole): every byte of every pack is read once
 from __future__ import annotations
 
 import hashlib
+import heapq
 import threading
 import time
+from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
+from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 
 from sctk.backup.repo import leftovers
 from sctk.backup.repo.chunkread import chunk_reader
@@ -27,10 +32,11 @@ from sctk.backup.repo.formats import (
     decode_pack_header,
     pack_name,
 )
-from sctk.backup.repo.index import write_index
+from sctk.backup.repo.index import NO_PACK, write_index
 from sctk.backup.repo.models import CheckReport
 from sctk.backup.repo.packs import read_pack_header
 from sctk.backup.repo.phases import PhaseReport, Phases
+from sctk.backup.repo.sortedindex import SortedIndex, opened
 from sctk.backup.repo.threads import worker_count
 
 MAX_ERRORS_PER_SNAPSHOT = 20
@@ -60,6 +66,26 @@ def _file_count(repo, snap_ids) -> int | None:
         return None
 
 
+@dataclass
+class _Walk:
+    """What the structure pass found: the headers of the snapshots read (DOCS, in the order
+    they were read), packs missing or damaged (BAD), every chunk id referenced (REFERENCED,
+    a sorted file on disk: a set of them in memory grew by ~130 bytes a chunk), where each
+    file content is first found (FIRSTS, for read_data) and whether any file was found
+    damaged (then read_data checks each file's chunks again before reading it)."""
+
+    docs: dict[str, dict]
+    bad: dict[str, str]
+    referenced: SortedIndex | None = None
+    firsts: SortedIndex | None = None
+    damaged_files: bool = False
+
+    def close(self) -> None:
+        for found in (self.referenced, self.firsts):
+            if found is not None:
+                found.close()
+
+
 def _structure(
     repo,
     snap_ids: list[str],
@@ -67,10 +93,11 @@ def _structure(
     blocking_only: bool = False,
     whole: bool = True,
     phases: Phases | None = None,
-):
-    """Structure problems appended to ERRORS; (headers of the snapshots read, packs that
-    are missing or damaged, chunk ids referenced). Each snapshot's file list is checked as
-    it is streamed, a piece at a time (a version-1 file: one whole list at a time)."""
+    contents: bool = False,
+) -> _Walk:
+    """Structure problems appended to ERRORS; what was found (see _Walk: REFERENCED unless
+    BLOCKING_ONLY, FIRSTS with CONTENTS). Each snapshot's file list is checked as it is
+    streamed, a piece at a time (a version-1 file: one whole list at a time)."""
     index = repo.index
     errors.extend(index.errors)
     stored = repo.backend.list("data")
@@ -93,34 +120,54 @@ def _structure(
     docs: dict[str, dict] = {}
     read_errors: list[str] = []
     file_errors: list[str] = []
-    referenced: set[str] = set()
     sizes = repo.snapshot_sizes()
     phases = phases or Phases(None)
-    for sid in snap_ids:
-        name = f"snapshots/{sid}"
-        try:
-            size = sizes.get(sid) or repo.backend.size(name)
-            if size is None:
-                raise FileNotFoundError(name)
-            digest = stream_sha256(repo.backend, name, size)  # a piece at a time
-        except FileNotFoundError:
-            read_errors.append(f"Snapshot file {name} disappeared during the check.")
-            continue
-        if digest != sid:
-            read_errors.append(
-                f"Snapshot file {name} is damaged (its content does not match its name)."
-            )
-            continue
-        try:
-            header = repo.snapshot_header(sid, size)
-            # the list streamed a piece at a time (as a file is read, a damaged piece fails)
-            files = repo.snapshot_files(sid)
-            _check_files(index, sid, files, bad, referenced, file_errors, phases)
-        except RepoError as exc:
-            read_errors.append(str(exc))
-            continue
-        if not blocking_only:
-            docs[sid] = header
+    # Filled as the lists stream by, on disk (sortedindex.Builder): memory stays bounded
+    # whatever the number of chunks and files.
+    referenced = None if blocking_only else index.sorted_builder("referenced-")
+    if referenced is not None:
+        referenced.pack(NO_PACK)  # pack 0: the rows of a set name no pack
+    firsts = _FirstCopies(index) if contents else None
+    try:
+        for sid in snap_ids:
+            name = f"snapshots/{sid}"
+            try:
+                size = sizes.get(sid) or repo.backend.size(name)
+                if size is None:
+                    raise FileNotFoundError(name)
+                digest = stream_sha256(repo.backend, name, size)  # a piece at a time
+            except FileNotFoundError:
+                read_errors.append(f"Snapshot file {name} disappeared during the check.")
+                continue
+            if digest != sid:
+                read_errors.append(
+                    f"Snapshot file {name} is damaged (its content does not match its name)."
+                )
+                continue
+            try:
+                header = repo.snapshot_header(sid, size)
+                # the list streamed a piece at a time (as a file is read, a damaged piece fails)
+                files = repo.snapshot_files(sid)
+                if firsts is not None:
+                    files = firsts.noted(len(docs), files)
+                _check_files(index, sid, files, bad, referenced, file_errors, phases)
+            except RepoError as exc:
+                read_errors.append(str(exc))
+                if firsts is not None:
+                    firsts.spoilt = True  # rows of a snapshot left out: noted again later
+                continue
+            if not blocking_only:
+                docs[sid] = header
+        walk = _Walk(docs, bad, damaged_files=bool(file_errors))
+        if referenced is not None:
+            walk.referenced = opened(referenced)
+        if firsts is not None:
+            walk.firsts = firsts.done(repo, docs)
+    finally:
+        if referenced is not None:
+            referenced.cleanup()
+        if firsts is not None:
+            firsts.builder.cleanup()
     errors.extend(read_errors)
     if not blocking_only:
         if whole:
@@ -135,7 +182,47 @@ def _structure(
             }
             errors.extend(msg for pack, msg in pack_errors.items() if pack in used)
     errors.extend(file_errors)
-    return docs, bad, referenced
+    return walk
+
+
+def _content_key(f: dict) -> bytes:
+    """32 bytes naming a file's content as verify tells contents apart: its SHA-256 and
+    its chunk list."""
+    return hashlib.sha256(f"{f['sha256']}:{','.join(f['chunks'])}".encode()).digest()
+
+
+class _FirstCopies:
+    """Where each distinct file content is first found, snapshot after snapshot in the
+    order they are checked and file after file: (snapshot position, file position), in a
+    sorted file on disk. read_data reads a content there only, once, however many
+    snapshots and paths hold it (and names a damaged one there), as a to-do list of every
+    distinct file and a set of those seen did, in memory that grew with the files (23 MiB
+    from the reference set at scale 1 to scale 4)."""
+
+    def __init__(self, index):
+        self.index = index
+        self.builder = index.sorted_builder("firsts-")
+        self.num = self.builder.pack(NO_PACK)
+        self.spoilt = False
+
+    def noted(self, pos: int, files) -> Iterator[dict]:
+        """FILES (of the snapshot at POS), each noted as it goes by."""
+        add, num = self.builder.add, self.num
+        for i, f in enumerate(files):
+            add(_content_key(f), num, pos, i, 0, 0)  # the first record given for a key wins
+            yield f
+
+    def done(self, repo, docs: dict) -> SortedIndex:
+        """The sorted file; noted again from DOCS alone when a snapshot's list failed part
+        way (its first rows would claim contents that no snapshot read holds there)."""
+        if self.spoilt:
+            self.builder.cleanup()
+            self.builder = self.index.sorted_builder("firsts-")
+            self.num = self.builder.pack(NO_PACK)
+            for pos, sid in enumerate(docs):
+                for _f in self.noted(pos, repo.snapshot_files(sid)):
+                    pass
+        return opened(self.builder)
 
 
 class _Checked:
@@ -156,13 +243,18 @@ class _Checked:
 
 
 def _check_files(
-    index, sid: str, files, bad: dict, referenced: set, errors: list, phases: Phases
+    index, sid: str, files, bad: dict, referenced, errors: list, phases: Phases
 ) -> None:
-    """Every file of one snapshot: its chunks indexed, in sound packs (ERRORS appended)."""
+    """Every file of one snapshot: its chunks indexed, in sound packs (ERRORS appended),
+    their ids added to REFERENCED (a sortedindex.Builder whose pack 0 is NO_PACK, or None)."""
     problems = 0
+    if referenced is not None:
+        add, key, num = referenced.add, bytes.fromhex, 0
     for f in files:
         phases.step()
-        referenced.update(f["chunks"])
+        if referenced is not None:
+            for cid in f["chunks"]:
+                add(key(cid), num, 0, 0, 0, 0)
         for cid in f["chunks"]:
             loc = index.entries.get(cid)
             why = None
@@ -202,33 +294,39 @@ def check(
         index = repo.index
         snap_ids = [repo.find_snapshot(snapshot_id).id] if snapshot_id else repo.snapshot_ids()
         phases.start("snapshots", _file_count(repo, snap_ids))
-        docs, bad, referenced = _structure(
-            repo, snap_ids, errors, whole=snapshot_id is None, phases=phases
+        walk = _structure(
+            repo, snap_ids, errors, whole=snapshot_id is None, phases=phases, contents=read_data
         )
-        if read_data:
-            damaged: list[tuple[str, str, int]] = []
-            phases.start("reading")
+        try:
+            if read_data:
+                damaged: list[tuple[str, str, int]] = []
+                phases.start("reading")
 
-            def reading(n: int) -> None:
-                phases.at(n)
-                if progress is not None:
-                    progress(n)
+                def reading(n: int) -> None:
+                    phases.at(n)
+                    if progress is not None:
+                        progress(n)
 
-            bytes_read = _read_data(
-                repo, docs, bad, errors, reading, whole=snapshot_id is None, damaged=damaged
-            )
-            _remember_damage(repo, damaged)
-        if snapshot_id is None:
-            phases.start("leftovers")
-            garbage = leftovers.scan(repo, recovered=False)
-            unreferenced = garbage.bytes + leftovers.unreferenced_index_bytes(index, referenced)
+                bytes_read = _read_data(
+                    repo, walk, errors, reading, whole=snapshot_id is None, damaged=damaged
+                )
+                _remember_damage(repo, damaged)
+            if snapshot_id is None:
+                phases.start("leftovers")
+                garbage = leftovers.scan(repo, recovered=False)
+                unreferenced = garbage.bytes + leftovers.unreferenced_index_bytes(
+                    index, walk.referenced
+                )
+            chunks = len(walk.referenced) if snapshot_id else len(index.entries)
+        finally:
+            walk.close()
         phases.end()
     return CheckReport(
         ok=not errors,
         errors=errors,
         snapshots=len(snap_ids),
         packs=len(index.pack_sizes),
-        chunks=len(referenced) if snapshot_id else len(index.entries),
+        chunks=chunks,
         bytes_read=bytes_read,
         seconds=round(time.perf_counter() - started, 3),
         read_data=read_data,
@@ -250,20 +348,6 @@ def _remember_damage(repo, damaged: list[tuple[str, str, int]]) -> None:
         return  # a read-only copy: the check's report still names the damage
     repo.index.mark_damaged(new)
     repo.index_files = repo.index_files | frozenset(names)
-
-
-def _version_groups(todo: list[tuple[str, dict]], docs: dict) -> list[list[int]]:
-    """Indexes into TODO: the versions of one path together (in snapshot time order, at most
-    GROUP_VERSIONS a group, so one path with many versions still spreads over the verifiers);
-    every other file alone."""
-    by_path: dict[str, list[int]] = {}
-    for i, (_sid, f) in enumerate(todo):
-        by_path.setdefault(f["path"], []).append(i)
-    groups = []
-    for idx in by_path.values():
-        idx.sort(key=lambda i: docs[todo[i][0]]["time"])
-        groups.extend(idx[k : k + GROUP_VERSIONS] for k in range(0, len(idx), GROUP_VERSIONS))
-    return groups
 
 
 class _SharedPlain:
@@ -335,119 +419,163 @@ def _sound(loc, bad: dict) -> bool:
     return loc is not None and loc[0] not in bad
 
 
-def _read_data(
-    repo, docs: dict, bad: dict, errors: list[str], progress, whole: bool, damaged: list
-) -> int:
-    """Read and verify every file of DOCS, then the rest of every pack; the stored bytes read.
-    Each chunk location that fails is appended to DAMAGED as (chunk id, pack, offset)."""
+def _read_data(repo, walk: _Walk, errors: list[str], progress, whole: bool, damaged: list) -> int:
+    """Read and verify every file of the snapshots WALK read, then the rest of every pack;
+    the stored bytes read. Each chunk location that fails is appended to DAMAGED as
+    (chunk id, pack, offset).
+
+    Memory stays bounded: the files come from a merge of the snapshots' lists (each sorted
+    by path, a piece in memory each), a few groups are in flight at a time, and what is
+    kept of every chunk read is 4 bytes (its offset, for the pack pass)."""
     index = repo.index
-    todo = _distinct_files(repo, docs, bad)
-    results, verified, read = _verify_files(repo, todo, docs, progress)
-    for i, (sid, f) in enumerate(todo):  # errors in snapshot and file order
-        digest, failed = results[i]
-        if failed is not None:
-            loc = index.entries.get(failed.cid)
-            if loc is not None and failed.pack == loc[0]:
-                damaged.append((failed.cid, loc[0], loc[1]))
-            errors.append(
-                f"Snapshot {sid[:12]}: file {f['path']} cannot be restored: {failed.reason}."
-            )
-        elif digest != f["sha256"]:
-            errors.append(f"Snapshot {sid[:12]}: file {f['path']} does not match its SHA-256.")
+    sids = list(walk.docs)
+    found: list[tuple[int, int, str]] = []  # (snapshot position, file position, error)
+    verified = _ReadOffsets()
+    packs_used: set[str] = set()
+    read = 0
+
+    def record(group: list, outcomes: list, done: list, nbytes: int, packs) -> None:
+        nonlocal read
+        read += nbytes
+        verified.add(done)
+        packs_used.update(packs)
+        if progress is not None:
+            progress(read)
+        for (pos, i, f), (digest, failed) in zip(group, outcomes, strict=True):
+            sid = sids[pos]
+            if failed is not None:
+                loc = index.entries.get(failed.cid)
+                if loc is not None and failed.pack == loc[0]:
+                    damaged.append((failed.cid, loc[0], loc[1]))
+                why = f"cannot be restored: {failed.reason}"
+            elif digest != f.sha256:
+                why = "does not match its SHA-256"
+            else:
+                continue
+            found.append((pos, i, f"Snapshot {sid[:12]}: file {f.path} {why}."))
+
+    _verify_files(repo, _path_groups(repo, walk, sids), record, whole)
+    found.sort(key=itemgetter(0, 1))  # in snapshot and file order, as they were listed
+    errors.extend(msg for _pos, _i, msg in found)
 
     # Then every pack (or, for one snapshot, the packs it uses): header, and unread chunks.
-    if whole:
-        packs = [p for p in index.pack_sizes if p not in bad]
-    else:
-        packs = sorted({index.entries[c][0] for _, f in todo for c in f["chunks"]})
-    found: list[tuple[str, str, int]] = []  # list.append is atomic: the pool threads share it
-    for problems, n in repo.pool().map(lambda p: _verify_pack(repo, p, verified, found), packs):
+    packs = [p for p in index.pack_sizes if p not in walk.bad] if whole else sorted(packs_used)
+    bad_chunks: list[tuple[str, str, int]] = []  # list.append is atomic: pool threads share it
+    for problems, n in repo.pool().map(
+        lambda p: _verify_pack(repo, p, verified.pop(p), bad_chunks), packs
+    ):
         errors.extend(problems)
         read += n
         if progress is not None:
             progress(read)
-    damaged.extend(found)
+    damaged.extend(bad_chunks)
     return read
 
 
-def _distinct_files(repo, docs: dict, bad: dict) -> list[tuple[str, _Checked]]:
-    """(snapshot id, file) for each distinct file content of DOCS whose chunks all lie in
-    sound packs: each is read once, however many snapshots hold it."""
+class _ReadOffsets:
+    """The offset of every chunk the files read, per pack, 4 bytes each in an array (a set
+    of (pack, offset) tuples was ~120 bytes a chunk); the pack pass takes a pack's at a time."""
+
+    def __init__(self):
+        self.by_pack: dict[str, array] = {}
+
+    def add(self, done: list[tuple[str, int]]) -> None:
+        by_pack = self.by_pack
+        for pack, off in done:
+            offs = by_pack.get(pack)
+            if offs is None:
+                offs = by_pack[pack] = array("I")
+            offs.append(off)
+
+    def pop(self, pack: str) -> set[int]:
+        return set(self.by_pack.pop(pack, ()))
+
+
+def _numbered(files, pos: int) -> Iterator[tuple]:
+    """(path, POS, file position, entry) for each of FILES, for a merge by path."""
+    for i, f in enumerate(files):
+        yield f["path"], pos, i, f
+
+
+def _path_groups(repo, walk: _Walk, sids: list[str]) -> Iterator[list]:
+    """The files to read, as lists of (snapshot position, file position, _Checked): the
+    versions of one path together (in snapshot time order, at most GROUP_VERSIONS a group,
+    so one path with many versions still spreads over the verifiers), from a merge of the
+    snapshots' lists by path. A content is read where it is first found (walk.firsts), and
+    only when all its chunks lie in sound packs."""
     index = repo.index
-    todo: list[tuple[str, _Checked]] = []
-    seen: set[tuple] = set()
-    for sid in docs:
-        for f in repo.snapshot_files(sid):
+    times = [walk.docs[sid]["time"] for sid in sids]
+    merged = heapq.merge(*(_numbered(repo.snapshot_files(sid), p) for p, sid in enumerate(sids)))
+    for _path, versions in groupby(merged, key=itemgetter(0)):
+        todo = []
+        seen: set[tuple] = set()
+        for _p, pos, i, f in versions:
             key = (f["sha256"], tuple(f["chunks"]))
-            if key in seen:
+            if key in seen:  # the same content in an earlier snapshot (unchanged)
                 continue
             seen.add(key)
-            if all(_sound(index.entries.get(c), bad) for c in f["chunks"]):
-                todo.append((sid, _Checked(f)))
-    return todo
+            first = walk.firsts.get(_content_key(f).hex())
+            if first is None or first[1:3] != (pos, i):
+                continue  # read where it is first found (another path, or none: removed)
+            if walk.damaged_files and not all(
+                _sound(index.entries.get(c), walk.bad) for c in f["chunks"]
+            ):
+                continue
+            todo.append((pos, i, _Checked(f)))
+        todo.sort(key=lambda v: times[v[0]])  # stable: equal times stay in snapshot order
+        for k in range(0, len(todo), GROUP_VERSIONS):
+            yield todo[k : k + GROUP_VERSIONS]
 
 
-def _verify_files(repo, todo: list, docs: dict, progress) -> tuple[dict, set, int]:
-    """Read and hash every file of TODO: ({position in TODO: (SHA-256 or None, ChunkError
-    or None)}, (pack, offset) of every chunk read, stored bytes read).
+def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
+    """Read and hash every file of GROUPS; RECORD(group, [(SHA-256 or None, ChunkError or
+    None)] per file, (pack, offset) of every chunk read, stored bytes read, packs of the
+    files' chunks (only when not WHOLE)) hears each group as it finishes.
 
     One task per file (or per few versions of one file) in a pool of verifiers, so files
     are decrypted, decompressed and hashed in parallel (all three release the GIL). Each
     verifier reads its chunks with its own open packs and buffers: no per-chunk allocation,
-    open or close."""
+    open or close. At most 2 tasks a verifier are queued or running: the groups (and their
+    outcomes) in memory stay bounded however many files there are."""
     index = repo.index
-    verified: set[tuple[str, int]] = set()
-    results: dict[int, tuple] = {}
-    read = 0
-
-    def record(group: list[int], outcomes: list, done: list, nbytes: int) -> None:
-        nonlocal read
-        read += nbytes
-        verified.update(done)
-        if progress is not None:
-            progress(read)
-        results.update(zip(group, outcomes, strict=True))
-
     local = threading.local()
     readers: list = []
     lock = threading.Lock()
 
-    def verify_group(group: list[int]):
+    def verify_group(group: list):
         reader = getattr(local, "reader", None)
         if reader is None:
             reader = local.reader = chunk_reader(repo)
             with lock:
                 readers.append(reader)
-        return _verify_versions(reader, index, [todo[i][1] for i in group])
+        files = [f for _pos, _i, f in group]
+        outcomes, done, nbytes = _verify_versions(reader, index, files)
+        packs = () if whole else {index.entries[c][0] for f in files for c in f.chunks}
+        return group, outcomes, done, nbytes, packs
 
     workers = worker_count()
-    groups = _version_groups(todo, docs)
-    # Largest first, so that no big file starts last and leaves a core idle.
-    groups.sort(key=lambda g: -sum(todo[i][1]["size"] for i in g))
     try:
-        # Results are taken as they finish, not in order: the first group is the largest
-        # file, and waiting on it while the window is full left the other verifiers idle
-        # (a verify used 1.45 of 2 cores, the biggest file being a fifth of the data).
+        # Results are taken as they finish, not in order: waiting on a large file while the
+        # window is full left the other verifiers idle.
         with ThreadPoolExecutor(workers, thread_name_prefix="sctk-check") as verifiers:
-            running: dict = {}
+            running: set = set()
             for group in groups:
-                running[verifiers.submit(verify_group, group)] = group
+                running.add(verifiers.submit(verify_group, group))
                 if len(running) >= 2 * workers:
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
                     for fut in finished:
-                        record(running.pop(fut), *fut.result())
+                        record(*fut.result())
             for fut in as_completed(running):
-                record(running[fut], *fut.result())
+                record(*fut.result())
     finally:
         for reader in readers:
             reader.close()
-    return results, verified, read
 
 
-def _verify_pack(repo, pack: str, verified: set, found: list) -> tuple[list[str], int]:
+def _verify_pack(repo, pack: str, verified: set[int], found: list) -> tuple[list[str], int]:
     """Check PACK's header against the index and authenticate every chunk the files did
-    not read (VERIFIED holds those they did); a damaged chunk's location is appended to
-    FOUND. (problems, stored bytes read)."""
+    not read (VERIFIED holds the offsets of those they did); a damaged chunk's location is
+    appended to FOUND. (problems, stored bytes read)."""
     index = repo.index
     name = pack_name(pack)
     size = index.pack_sizes[pack]
@@ -456,7 +584,7 @@ def _verify_pack(repo, pack: str, verified: set, found: list) -> tuple[list[str]
     todo_blobs = [
         b
         for b in blobs
-        if (pack, b[1]) not in verified
+        if b[1] not in verified
         and not ((b[0], pack, b[1]) in index.damaged and index.entries[b[0]][:2] != (pack, b[1]))
     ]
     problems: list[str] = []
