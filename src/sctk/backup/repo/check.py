@@ -25,7 +25,7 @@ from itertools import groupby
 from operator import itemgetter
 
 from sctk.backup.repo import leftovers
-from sctk.backup.repo.chunkread import chunk_reader
+from sctk.backup.repo.chunkread import Helpers, PlannedReads, chunk_reader
 from sctk.backup.repo.errors import ChunkError, RepoError
 from sctk.backup.repo.filelist import stream_sha256
 from sctk.backup.repo.formats import (
@@ -376,37 +376,68 @@ class _SharedPlain:
         return data
 
 
-def _verify_versions(reader, index, files: list[dict]) -> tuple[list, list, int]:
+def _plan(index, files: list[_Checked], shared: set[str]) -> list[tuple[str, tuple]]:
+    """The reads (chunk id, location) _verify_versions makes of FILES when none fails, in
+    order: its loop with the shared cache's sizes in place of the plaintexts (a chunk's
+    plaintext is its raw length). Helpers decode them ahead from this list."""
+    reads = []
+    kept: OrderedDict[str, int] = OrderedDict()
+    kept_bytes = 0
+    entries = index.entries
+    for step in range(max(len(f.chunks) for f in files)):
+        for f in files:
+            if step >= len(f.chunks):
+                continue
+            cid = f.chunks[step]
+            if cid in kept:
+                continue
+            loc = entries[cid]
+            reads.append((cid, loc))
+            if cid in shared:
+                kept[cid] = loc[3]
+                kept_bytes += loc[3]
+                while kept_bytes > SHARED_CACHE_BYTES and len(kept) > 1:
+                    kept_bytes -= kept.popitem(last=False)[1]
+    return reads
+
+
+def _verify_versions(reader, index, files: list[_Checked], helpers=None) -> tuple[list, list, int]:
     """Read FILES (versions of one path, or one file) chunk by chunk in step, so that a chunk
     they share at about the same place (or one repeated close by) is decrypted and
     decompressed once, and hash each:
     ([(SHA-256 or None, ChunkError or None)] per file, (pack, offset) of every chunk read,
-    stored bytes read). Every version is still hashed whole: that is what its SHA-256 checks."""
-    counts = Counter(cid for f in files for cid in f["chunks"])
+    stored bytes read). Every version is still hashed whole: that is what its SHA-256 checks.
+    HELPERS (chunkread.Helpers), when given, decode chunks ahead while threads are idle: the
+    hashing is in order, the decoding need not be."""
+    counts = Counter(cid for f in files for cid in f.chunks)
     shared = {cid for cid, n in counts.items() if n > 1}  # also a chunk repeated in one file
     cache = _SharedPlain()
+    reads = PlannedReads(_plan(index, files, shared), reader, helpers)
     shas = [hashlib.sha256() for _ in files]
     failed: list[ChunkError | None] = [None] * len(files)
     done: list[tuple[str, int]] = []
     nbytes = 0
-    for step in range(max(len(f["chunks"]) for f in files)):
-        for j, f in enumerate(files):
-            if failed[j] is not None or step >= len(f["chunks"]):
-                continue
-            cid = f["chunks"][step]
-            data = cache.get(cid)
-            if data is None:
-                loc = index.entries[cid]
-                nbytes += loc[2]
-                data = reader.plain(cid, loc)
-                if not isinstance(data, ChunkError):
-                    done.append((loc[0], loc[1]))
-                if cid in shared:
-                    data = cache.put(cid, data)
-            if isinstance(data, ChunkError):
-                failed[j] = data
-            else:
-                shas[j].update(data)
+    try:
+        for step in range(max(len(f.chunks) for f in files)):
+            for j, f in enumerate(files):
+                if failed[j] is not None or step >= len(f.chunks):
+                    continue
+                cid = f.chunks[step]
+                data = cache.get(cid)
+                if data is None:
+                    loc = reads.loc(cid, index)
+                    nbytes += loc[2]
+                    data = reads.plain(cid, loc)
+                    if not isinstance(data, ChunkError):
+                        done.append((loc[0], loc[1]))
+                    if cid in shared:
+                        data = cache.put(cid, data)
+                if isinstance(data, ChunkError):
+                    failed[j] = data
+                else:
+                    shas[j].update(data)
+    finally:
+        reads.stop()
     outcomes = [
         (None, err) if err is not None else (sha.hexdigest(), None)
         for sha, err in zip(shas, failed, strict=True)
@@ -542,14 +573,17 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
     readers: list = []
     lock = threading.Lock()
 
-    def verify_group(group: list):
+    def reader_of():
         reader = getattr(local, "reader", None)
         if reader is None:
             reader = local.reader = chunk_reader(repo)
             with lock:
                 readers.append(reader)
+        return reader
+
+    def verify_group(group: list):
         files = [f for _pos, _i, f in group]
-        outcomes, done, nbytes = _verify_versions(reader, index, files)
+        outcomes, done, nbytes = _verify_versions(reader_of(), index, files, helpers)
         packs = () if whole else {index.entries[c][0] for f in files for c in f.chunks}
         return group, outcomes, done, nbytes, packs
 
@@ -558,9 +592,10 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
         # Results are taken as they finish, not in order: waiting on a large file while the
         # window is full left the other verifiers idle.
         with ThreadPoolExecutor(workers, thread_name_prefix="sctk-check") as verifiers:
+            helpers = Helpers(verifiers, reader_of)
             running: set = set()
             for group in groups:
-                running.add(verifiers.submit(verify_group, group))
+                running.add(helpers.submit(verify_group, group))
                 if len(running) >= 2 * workers:
                     finished, running = wait(running, return_when=FIRST_COMPLETED)
                     for fut in finished:
