@@ -8,6 +8,11 @@ decrypted and authenticated) and compared with its SHA-256, then every chunk no 
 against the index, so every byte of every pack has been verified. The versions of one file
 in several snapshots are read together, so a chunk they share is decrypted and decompressed
 once (each version is still hashed whole): every byte of every pack is read once.
+
+Memory does not grow with the files or chunks: the files to read come from a merge of the
+snapshots' lists (sorted by path) as they are read, and what must be known of every chunk
+or file (the chunks referenced, where each content is first found) is kept in sorted files
+on local disk, filled as the structure pass streams the lists.
 """
 
 from __future__ import annotations
