@@ -276,6 +276,26 @@ class SortedIndex:
     def __len__(self) -> int:
         return self.n
 
+    def _keys(self, lo: int, hi: int) -> list[bytes]:
+        """The keys of records LO to HI (sorted, as the file is)."""
+        raw = os.pread(self.fd, (hi - lo) * RECORD_SIZE, self.records_at + lo * RECORD_SIZE)
+        return [raw[i : i + KEY] for i in range(0, len(raw), RECORD_SIZE)]
+
+    def lacks(self, other: SortedIndex, block: int = 16_384) -> int:
+        """How many keys of OTHER this file does not hold: a block of OTHER's keys at a time,
+        against the keys of the buckets they fall in (both files are sorted), so no lookup
+        per key (a lookup is a pread and ~2 us of Python: a check of 10^5 small files spent
+        a third of its CPU in them). Memory: a few MiB, whatever the sizes. (No numpy: its
+        import alone is 16 MiB of resident memory.)"""
+        missing = 0
+        for lo in range(0, other.n, block):
+            keys = other._keys(lo, min(other.n, lo + block))
+            a = self.starts[int.from_bytes(keys[0][:4], "big") >> self.shift]
+            b = self.starts[(int.from_bytes(keys[-1][:4], "big") >> self.shift) + 1]
+            mine = set(self._keys(a, b))
+            missing += sum(1 for k in keys if k not in mine)
+        return missing
+
     def _find(self, key: bytes) -> bytes | None:
         """The record of KEY, or None."""
         b = int.from_bytes(key[:4], "big") >> self.shift
