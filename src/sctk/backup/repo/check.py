@@ -21,11 +21,12 @@ import hashlib
 import heapq
 import threading
 import time
+import zlib
 from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 
@@ -49,6 +50,7 @@ GROUP_VERSIONS = 4  # versions of one path verified together (they share most ch
 SHARED_CACHE_BYTES = 8 * 1024 * 1024  # plaintext kept per group for chunks versions share
 BATCH_BYTES = 1 << 20  # small files verified in one task up to this size together...
 BATCH_GROUPS = 64  # ...or this many groups
+BIG_FIRST = 4  # the largest paths, verified before the rest (no core idle at the end)
 
 
 def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
@@ -86,6 +88,7 @@ class _Walk:
     referenced: SortedIndex | None = None
     firsts: SortedIndex | None = None
     damaged_files: bool = False
+    big: list[str] = field(default_factory=list)  # the largest paths, largest first
 
     def close(self) -> None:
         for found in (self.referenced, self.firsts):
@@ -189,6 +192,7 @@ def _structure(
         walk.damaged_files = bool(file_errors)
         if firsts is not None:
             walk.firsts = firsts.done(repo, docs)
+            walk.big = firsts.largest()
     finally:
         if referenced is not None:
             referenced.cleanup()
@@ -211,6 +215,12 @@ def _structure(
     return walk
 
 
+def _place(path: str) -> int:
+    """A path as 4 bytes, to tell the copies of a content in one snapshot apart (two paths
+    of one snapshot holding one content and the same CRC: a content read twice, 2^-32)."""
+    return zlib.crc32(path.encode())
+
+
 def _content_key(f: dict) -> bytes:
     """32 bytes naming a file's content as verify tells contents apart: its SHA-256 and
     its chunk list."""
@@ -219,8 +229,8 @@ def _content_key(f: dict) -> bytes:
 
 class _FirstCopies:
     """Where each distinct file content is first found, snapshot after snapshot in the
-    order they are checked and file after file: (snapshot position, file position), in a
-    sorted file on disk. read_data reads a content there only, once, however many
+    order they are checked and path after path: (snapshot position, CRC-32 of the path),
+    in a sorted file on disk. read_data reads a content there only, once, however many
     snapshots and paths hold it (and names a damaged one there), as a to-do list of every
     distinct file and a set of those seen did, in memory that grew with the files (23 MiB
     from the reference set at scale 1 to scale 4)."""
@@ -230,13 +240,27 @@ class _FirstCopies:
         self.builder = index.sorted_builder("firsts-")
         self.num = self.builder.pack(NO_PACK)
         self.spoilt = False
+        self.big: list[tuple[int, str]] = []  # a heap of (size, path): the largest files
 
     def noted(self, pos: int, files) -> Iterator[dict]:
         """FILES (of the snapshot at POS), each noted as it goes by."""
-        add, num = self.builder.add, self.num
-        for i, f in enumerate(files):
-            add(_content_key(f), num, pos, i, 0, 0)  # the first record given for a key wins
+        add, num, big = self.builder.add, self.num, self.big
+        for f in files:
+            # the first record given for a key wins
+            add(_content_key(f), num, pos, _place(f["path"]), 0, 0)
+            if len(big) < 4 * BIG_FIRST:
+                heapq.heappush(big, (f["size"], f["path"]))
+            elif f["size"] > big[0][0]:
+                heapq.heapreplace(big, (f["size"], f["path"]))
             yield f
+
+    def largest(self) -> list[str]:
+        """The BIG_FIRST largest paths, largest first."""
+        paths: list[str] = []
+        for _size, path in sorted(self.big, reverse=True):
+            if path not in paths:
+                paths.append(path)
+        return paths[:BIG_FIRST]
 
     def done(self, repo, docs: dict) -> SortedIndex:
         """The sorted file; noted again from DOCS alone when a snapshot's list failed part
@@ -496,7 +520,7 @@ def _read_data(repo, walk: _Walk, errors: list[str], progress, whole: bool, dama
     kept of every chunk read is 4 bytes (its offset, for the pack pass)."""
     index = repo.index
     sids = list(walk.docs)
-    found: list[tuple[int, int, str]] = []  # (snapshot position, file position, error)
+    found: list[tuple[int, str, str]] = []  # (snapshot position, path, error)
     verified = _ReadOffsets()
     packs_used: set[str] = set()
     read = 0
@@ -508,7 +532,7 @@ def _read_data(repo, walk: _Walk, errors: list[str], progress, whole: bool, dama
         packs_used.update(packs)
         if progress is not None:
             progress(read)
-        for (pos, i, f), (digest, failed) in zip(group, outcomes, strict=True):
+        for (pos, f), (digest, failed) in zip(group, outcomes, strict=True):
             sid = sids[pos]
             if failed is not None:
                 loc = index.entries.get(failed.cid)
@@ -519,11 +543,11 @@ def _read_data(repo, walk: _Walk, errors: list[str], progress, whole: bool, dama
                 why = "does not match its SHA-256"
             else:
                 continue
-            found.append((pos, i, f"Snapshot {sid[:12]}: file {f.path} {why}."))
+            found.append((pos, f.path, f"Snapshot {sid[:12]}: file {f.path} {why}."))
 
     _verify_files(repo, _path_groups(repo, walk, sids), record, whole)
-    found.sort(key=itemgetter(0, 1))  # in snapshot and file order, as they were listed
-    errors.extend(msg for _pos, _i, msg in found)
+    found.sort(key=itemgetter(0, 1))  # in snapshot and path order, as they are listed
+    errors.extend(msg for _pos, _path, msg in found)
 
     # Then every pack (or, for one snapshot, the packs it uses): header, and unread chunks.
     packs = [p for p in index.pack_sizes if p not in walk.bad] if whole else sorted(packs_used)
@@ -558,40 +582,56 @@ class _ReadOffsets:
         return set(self.by_pack.pop(pack, ()))
 
 
-def _numbered(files, pos: int) -> Iterator[tuple]:
-    """(path, POS, file position, entry) for each of FILES, for a merge by path."""
-    for i, f in enumerate(files):
-        yield f["path"], pos, i, f
-
-
 def _path_groups(repo, walk: _Walk, sids: list[str]) -> Iterator[list]:
-    """The files to read, as lists of (snapshot position, file position, _Checked): the
-    versions of one path together (in snapshot time order, at most GROUP_VERSIONS a group,
-    so one path with many versions still spreads over the verifiers), from a merge of the
-    snapshots' lists by path. A content is read where it is first found (walk.firsts), and
-    only when all its chunks lie in sound packs."""
-    index = repo.index
+    """The files to read, as lists of (snapshot position, _Checked): the versions of one
+    path together (see _groups), the largest paths first (read while the others go by,
+    as a to-do list sorted by size did: one of them started last kept one core busy alone
+    at the end), then every other path from a merge of the snapshots' lists by path."""
     times = [walk.docs[sid]["time"] for sid in sids]
-    merged = heapq.merge(*(_numbered(repo.snapshot_files(sid), p) for p, sid in enumerate(sids)))
-    for _path, versions in groupby(merged, key=itemgetter(0)):
-        todo = []
-        seen: set[tuple] = set()
-        for _p, pos, i, f in versions:
-            key = (f["sha256"], tuple(f["chunks"]))
-            if key in seen:  # the same content in an earlier snapshot (unchanged)
-                continue
-            seen.add(key)
-            first = walk.firsts.get(_content_key(f).hex())
-            if first is None or first[1:3] != (pos, i):
-                continue  # read where it is first found (another path, or none: removed)
-            if walk.damaged_files and not all(
-                _sound(index.entries.get(c), walk.bad) for c in f["chunks"]
-            ):
-                continue
-            todo.append((pos, i, _Checked(f)))
-        todo.sort(key=lambda v: times[v[0]])  # stable: equal times stay in snapshot order
-        for k in range(0, len(todo), GROUP_VERSIONS):
-            yield todo[k : k + GROUP_VERSIONS]
+    big = walk.big if all(walk.docs[sid].get("format") == 2 for sid in sids) else []
+    if big:
+        lookups = [repo.snapshot_lookup(sid) for sid in sids]  # a piece in memory each
+        found = {
+            path: [(pos, f) for pos, look in enumerate(lookups) if (f := look.get(path))]
+            for path in sorted(big)  # in path order: each piece is read at most once
+        }
+        del lookups
+        for path in big:
+            yield from _groups(found.pop(path), walk, repo.index, times)
+    merged = heapq.merge(*(_by_path(repo.snapshot_files(sid), p) for p, sid in enumerate(sids)))
+    for path, versions in groupby(merged, key=itemgetter(0)):
+        if path not in big:
+            yield from _groups(((pos, f) for _path, pos, f in versions), walk, repo.index, times)
+
+
+def _by_path(files, pos: int) -> Iterator[tuple]:
+    """(path, POS, entry) for each of FILES, for a merge by path (POS breaks ties)."""
+    for f in files:
+        yield f["path"], pos, f
+
+
+def _groups(versions, walk: _Walk, index, times: list) -> list[list]:
+    """The groups of VERSIONS ((snapshot position, entry) of one path, in snapshot order)
+    to read: a content where it is first found (walk.firsts) and all its chunks lie in
+    sound packs, in snapshot time order, at most GROUP_VERSIONS a group (so one path with
+    many versions still spreads over the verifiers)."""
+    todo = []
+    seen: set[tuple] = set()
+    for pos, f in versions:
+        key = (f["sha256"], tuple(f["chunks"]))
+        if key in seen:  # the same content in an earlier snapshot (unchanged)
+            continue
+        seen.add(key)
+        first = walk.firsts.get(_content_key(f).hex())
+        if first is None or first[1:3] != (pos, _place(f["path"])):
+            continue  # read where it is first found (another path, or none: removed)
+        if walk.damaged_files and not all(
+            _sound(index.entries.get(c), walk.bad) for c in f["chunks"]
+        ):
+            continue
+        todo.append((pos, _Checked(f)))
+    todo.sort(key=lambda v: times[v[0]])  # stable: equal times stay in snapshot order
+    return [todo[k : k + GROUP_VERSIONS] for k in range(0, len(todo), GROUP_VERSIONS)]
 
 
 def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
@@ -621,7 +661,7 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
     def verify_groups(batch: list[list]) -> list[tuple]:
         out = []
         for group in batch:
-            files = [f for _pos, _i, f in group]
+            files = [f for _pos, f in group]
             outcomes, done, nbytes = _verify_versions(reader_of(), index, files, helpers)
             packs = () if whole else {index.entries[c][0] for f in files for c in f.chunks}
             out.append((group, outcomes, done, nbytes, packs))
@@ -634,7 +674,7 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
         size = 0
         for group in groups:
             batch.append(group)
-            size += sum(f.size for _pos, _i, f in group)
+            size += sum(f.size for _pos, f in group)
             if size >= BATCH_BYTES or len(batch) >= BATCH_GROUPS:
                 yield batch
                 batch, size = [], 0
