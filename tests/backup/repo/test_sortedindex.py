@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sctk.backup.repo.sortedindex import SortedIndex, SortedIndexError, build
+from sctk.backup.repo.sortedindex import Builder, SortedIndex, SortedIndexError, build, opened
 
 
 def _packs(n_packs: int, per_pack: int, rnd: random.Random, dup_every: int = 0):
@@ -190,3 +190,33 @@ def test_a_large_index_is_built_without_importing_numpy(tmp_path):
         env={"PYTHONPATH": str(src)},
     ).stdout
     assert out.strip() == "False"
+
+def test_builder_takes_records_one_at_a_time_and_the_first_given_wins(tmp_path):
+    """check fills two sorted files as one pass streams by (Builder, then opened())."""
+    rnd = random.Random(7)
+    keys = [rnd.randbytes(32) for _ in range(70_000)]  # more than IN_MEMORY: spilled
+    b = Builder(tmp_path / "b.idx")
+    num = b.pack("ab" * 32)
+    for i, k in enumerate(keys):
+        b.add(k, num, i, 1, 2, 0)
+    b.add(keys[5], num, 99, 1, 2, 0)  # a second record of a key: the first one stays
+    found = opened(b)
+    assert not (tmp_path / "b.idx").exists()  # read through its descriptor only
+    assert len(found) == len(keys)
+    assert found.get(keys[5].hex()) == ("ab" * 32, 5, 1, 2, 0)
+    assert found.get(keys[69_999].hex())[1] == 69_999
+
+
+def test_lacks_counts_the_keys_of_another_file_missing_here(tmp_path):
+    rnd = random.Random(8)
+    keys = [rnd.randbytes(32).hex() for _ in range(40_000)]
+    build(tmp_path / "all.idx", [("11" * 32, [(k, 0, 1, 1, 0) for k in keys])])
+    edge = ["00" * 32, "ff" * 32, "ab" + "00" * 31]  # first and last buckets, trailing NULs
+    some = rnd.sample(keys, 20_000) + [rnd.randbytes(32).hex() for _ in range(3)] + edge
+    build(tmp_path / "some.idx", [("00" * 32, [(k, 0, 0, 0, 0) for k in some])])
+    build(tmp_path / "none.idx", [("00" * 32, [])])
+    every, part, empty = (SortedIndex(tmp_path / n) for n in ("all.idx", "some.idx", "none.idx"))
+    assert every.lacks(part, block=1000) == 3 + len(edge)
+    assert part.lacks(every) == 40_000 - 20_000
+    assert every.lacks(every) == 0
+    assert every.lacks(empty) == 0 and empty.lacks(part) == len(part)

@@ -8,34 +8,49 @@ decrypted and authenticated) and compared with its SHA-256, then every chunk no 
 against the index, so every byte of every pack has been verified. The versions of one file
 in several snapshots are read together, so a chunk they share is decrypted and decompressed
 once (each version is still hashed whole): every byte of every pack is read once.
+
+Memory does not grow with the files or chunks: the files to read come from a merge of the
+snapshots' lists (sorted by path) as they are read, and what must be known of every chunk
+or file (the chunks referenced, where each content is first found) is kept in sorted files
+on local disk, filled as the structure pass streams the lists.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import threading
 import time
+import zlib
+from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
+from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 
 from sctk.backup.repo import leftovers
-from sctk.backup.repo.chunkread import chunk_reader
+from sctk.backup.repo.chunkread import Helpers, PlannedReads, chunk_reader
 from sctk.backup.repo.errors import ChunkError, RepoError
 from sctk.backup.repo.filelist import stream_sha256
 from sctk.backup.repo.formats import (
     decode_pack_header,
     pack_name,
 )
-from sctk.backup.repo.index import write_index
+from sctk.backup.repo.index import NO_PACK, write_index
 from sctk.backup.repo.models import CheckReport
 from sctk.backup.repo.packs import read_pack_header
 from sctk.backup.repo.phases import PhaseReport, Phases
+from sctk.backup.repo.sortedindex import SortedIndex, opened
 from sctk.backup.repo.threads import worker_count
 
 MAX_ERRORS_PER_SNAPSHOT = 20
 GROUP_VERSIONS = 4  # versions of one path verified together (they share most chunks)
 SHARED_CACHE_BYTES = 8 * 1024 * 1024  # plaintext kept per group for chunks versions share
+BATCH_BYTES = 1 << 20  # small files verified in one task up to this size together...
+BATCH_GROUPS = 64  # ...or this many groups
+BIG_FIRST = 4  # the largest paths, verified before the rest (no core idle at the end)
 
 
 def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
@@ -60,6 +75,27 @@ def _file_count(repo, snap_ids) -> int | None:
         return None
 
 
+@dataclass
+class _Walk:
+    """What the structure pass found: the headers of the snapshots read (DOCS, in the order
+    they were read), packs missing or damaged (BAD), every chunk id referenced (REFERENCED,
+    a sorted file on disk: a set of them in memory grew by ~130 bytes a chunk), where each
+    file content is first found (FIRSTS, for read_data) and whether any file was found
+    damaged (then read_data checks each file's chunks again before reading it)."""
+
+    docs: dict[str, dict]
+    bad: dict[str, str]
+    referenced: SortedIndex | None = None
+    firsts: SortedIndex | None = None
+    damaged_files: bool = False
+    big: list[str] = field(default_factory=list)  # the largest paths, largest first
+
+    def close(self) -> None:
+        for found in (self.referenced, self.firsts):
+            if found is not None:
+                found.close()
+
+
 def _structure(
     repo,
     snap_ids: list[str],
@@ -67,10 +103,11 @@ def _structure(
     blocking_only: bool = False,
     whole: bool = True,
     phases: Phases | None = None,
-):
-    """Structure problems appended to ERRORS; (headers of the snapshots read, packs that
-    are missing or damaged, chunk ids referenced). Each snapshot's file list is checked as
-    it is streamed, a piece at a time (a version-1 file: one whole list at a time)."""
+    contents: bool = False,
+) -> _Walk:
+    """Structure problems appended to ERRORS; what was found (see _Walk: REFERENCED unless
+    BLOCKING_ONLY, FIRSTS with CONTENTS). Each snapshot's file list is checked as it is
+    streamed, a piece at a time (a version-1 file: one whole list at a time)."""
     index = repo.index
     errors.extend(index.errors)
     stored = repo.backend.list("data")
@@ -93,34 +130,74 @@ def _structure(
     docs: dict[str, dict] = {}
     read_errors: list[str] = []
     file_errors: list[str] = []
-    referenced: set[str] = set()
     sizes = repo.snapshot_sizes()
     phases = phases or Phases(None)
-    for sid in snap_ids:
-        name = f"snapshots/{sid}"
-        try:
-            size = sizes.get(sid) or repo.backend.size(name)
-            if size is None:
-                raise FileNotFoundError(name)
-            digest = stream_sha256(repo.backend, name, size)  # a piece at a time
-        except FileNotFoundError:
-            read_errors.append(f"Snapshot file {name} disappeared during the check.")
-            continue
-        if digest != sid:
-            read_errors.append(
-                f"Snapshot file {name} is damaged (its content does not match its name)."
-            )
-            continue
-        try:
-            header = repo.snapshot_header(sid, size)
-            # the list streamed a piece at a time (as a file is read, a damaged piece fails)
-            files = repo.snapshot_files(sid)
-            _check_files(index, sid, files, bad, referenced, file_errors, phases)
-        except RepoError as exc:
-            read_errors.append(str(exc))
-            continue
-        if not blocking_only:
-            docs[sid] = header
+    # Filled as the lists stream by, on disk (sortedindex.Builder): memory stays bounded
+    # whatever the number of chunks and files.
+    referenced = None if blocking_only else index.sorted_builder("referenced-")
+    if referenced is not None:
+        referenced.pack(NO_PACK)  # pack 0: the rows of a set name no pack
+    firsts = _FirstCopies(index) if contents else None
+    # Whether each chunk is looked up as the lists go by: unless the set of chunks
+    # referenced is built and compared with the sorted index as a whole afterwards (one
+    # pass in key order), which answers for every chunk while no pack is known missing and
+    # no location was learnt since loading; a lookup per chunk was a third of the CPU of a
+    # check of 10^5 small files. When a chunk is missing, the lists are gone through again
+    # with lookups, to name the files that need it.
+    lookups = (
+        referenced is None or bool(bad) or bool(index.entries.extra) or index.entries.base is None
+    )
+    walked: list[str] = []  # snapshots whose lists were gone through (perhaps part way)
+    try:
+        for sid in snap_ids:
+            name = f"snapshots/{sid}"
+            try:
+                size = sizes.get(sid) or repo.backend.size(name)
+                if size is None:
+                    raise FileNotFoundError(name)
+                digest = stream_sha256(repo.backend, name, size)  # a piece at a time
+            except FileNotFoundError:
+                read_errors.append(f"Snapshot file {name} disappeared during the check.")
+                continue
+            if digest != sid:
+                read_errors.append(
+                    f"Snapshot file {name} is damaged (its content does not match its name)."
+                )
+                continue
+            try:
+                header = repo.snapshot_header(sid, size)
+                # the list streamed a piece at a time (as a file is read, a damaged piece fails)
+                files = repo.snapshot_files(sid)
+                if firsts is not None:
+                    files = firsts.noted(len(docs), files)
+                walked.append(sid)
+                _check_files(index, sid, files, bad, referenced, file_errors, phases, lookups)
+            except RepoError as exc:
+                read_errors.append(str(exc))
+                if firsts is not None:
+                    firsts.spoilt = True  # rows of a snapshot left out: noted again later
+                continue
+            if not blocking_only:
+                docs[sid] = header
+        walk = _Walk(docs, bad)
+        if referenced is not None:
+            walk.referenced = opened(referenced)
+        if not lookups and index.entries.base.lacks(walk.referenced):
+            for sid in walked:
+                try:
+                    files = repo.snapshot_files(sid)
+                    _check_files(index, sid, files, bad, None, file_errors, Phases(None))
+                except RepoError:
+                    continue  # named by the first pass
+        walk.damaged_files = bool(file_errors)
+        if firsts is not None:
+            walk.firsts = firsts.done(repo, docs)
+            walk.big = firsts.largest()
+    finally:
+        if referenced is not None:
+            referenced.cleanup()
+        if firsts is not None:
+            firsts.builder.cleanup()
     errors.extend(read_errors)
     if not blocking_only:
         if whole:
@@ -135,7 +212,67 @@ def _structure(
             }
             errors.extend(msg for pack, msg in pack_errors.items() if pack in used)
     errors.extend(file_errors)
-    return docs, bad, referenced
+    return walk
+
+
+def _place(path: str) -> int:
+    """A path as 4 bytes, to tell the copies of a content in one snapshot apart (two paths
+    of one snapshot holding one content and the same CRC: a content read twice, 2^-32)."""
+    return zlib.crc32(path.encode())
+
+
+def _content_key(f: dict) -> bytes:
+    """32 bytes naming a file's content as verify tells contents apart: its SHA-256 and
+    its chunk list."""
+    return hashlib.sha256(f"{f['sha256']}:{','.join(f['chunks'])}".encode()).digest()
+
+
+class _FirstCopies:
+    """Where each distinct file content is first found, snapshot after snapshot in the
+    order they are checked and path after path: (snapshot position, CRC-32 of the path),
+    in a sorted file on disk. read_data reads a content there only, once, however many
+    snapshots and paths hold it (and names a damaged one there), as a to-do list of every
+    distinct file and a set of those seen did, in memory that grew with the files (23 MiB
+    from the reference set at scale 1 to scale 4)."""
+
+    def __init__(self, index):
+        self.index = index
+        self.builder = index.sorted_builder("firsts-")
+        self.num = self.builder.pack(NO_PACK)
+        self.spoilt = False
+        self.big: list[tuple[int, str]] = []  # a heap of (size, path): the largest files
+
+    def noted(self, pos: int, files) -> Iterator[dict]:
+        """FILES (of the snapshot at POS), each noted as it goes by."""
+        add, num, big = self.builder.add, self.num, self.big
+        for f in files:
+            # the first record given for a key wins
+            add(_content_key(f), num, pos, _place(f["path"]), 0, 0)
+            if len(big) < 4 * BIG_FIRST:
+                heapq.heappush(big, (f["size"], f["path"]))
+            elif f["size"] > big[0][0]:
+                heapq.heapreplace(big, (f["size"], f["path"]))
+            yield f
+
+    def largest(self) -> list[str]:
+        """The BIG_FIRST largest paths, largest first."""
+        paths: list[str] = []
+        for _size, path in sorted(self.big, reverse=True):
+            if path not in paths:
+                paths.append(path)
+        return paths[:BIG_FIRST]
+
+    def done(self, repo, docs: dict) -> SortedIndex:
+        """The sorted file; noted again from DOCS alone when a snapshot's list failed part
+        way (its first rows would claim contents that no snapshot read holds there)."""
+        if self.spoilt:
+            self.builder.cleanup()
+            self.builder = self.index.sorted_builder("firsts-")
+            self.num = self.builder.pack(NO_PACK)
+            for pos, sid in enumerate(docs):
+                for _f in self.noted(pos, repo.snapshot_files(sid)):
+                    pass
+        return opened(self.builder)
 
 
 class _Checked:
@@ -156,13 +293,28 @@ class _Checked:
 
 
 def _check_files(
-    index, sid: str, files, bad: dict, referenced: set, errors: list, phases: Phases
+    index,
+    sid: str,
+    files,
+    bad: dict,
+    referenced,
+    errors: list,
+    phases: Phases,
+    lookups: bool = True,
 ) -> None:
-    """Every file of one snapshot: its chunks indexed, in sound packs (ERRORS appended)."""
+    """Every file of one snapshot: its chunks added to REFERENCED (a sortedindex.Builder
+    whose pack 0 is NO_PACK, or None) and, with LOOKUPS, looked up: indexed, in sound packs
+    (ERRORS appended)."""
     problems = 0
+    if referenced is not None:
+        add, key, num = referenced.add, bytes.fromhex, 0
     for f in files:
         phases.step()
-        referenced.update(f["chunks"])
+        if referenced is not None:
+            for cid in f["chunks"]:
+                add(key(cid), num, 0, 0, 0, 0)
+        if not lookups:
+            continue
         for cid in f["chunks"]:
             loc = index.entries.get(cid)
             why = None
@@ -202,33 +354,39 @@ def check(
         index = repo.index
         snap_ids = [repo.find_snapshot(snapshot_id).id] if snapshot_id else repo.snapshot_ids()
         phases.start("snapshots", _file_count(repo, snap_ids))
-        docs, bad, referenced = _structure(
-            repo, snap_ids, errors, whole=snapshot_id is None, phases=phases
+        walk = _structure(
+            repo, snap_ids, errors, whole=snapshot_id is None, phases=phases, contents=read_data
         )
-        if read_data:
-            damaged: list[tuple[str, str, int]] = []
-            phases.start("reading")
+        try:
+            if read_data:
+                damaged: list[tuple[str, str, int]] = []
+                phases.start("reading")
 
-            def reading(n: int) -> None:
-                phases.at(n)
-                if progress is not None:
-                    progress(n)
+                def reading(n: int) -> None:
+                    phases.at(n)
+                    if progress is not None:
+                        progress(n)
 
-            bytes_read = _read_data(
-                repo, docs, bad, errors, reading, whole=snapshot_id is None, damaged=damaged
-            )
-            _remember_damage(repo, damaged)
-        if snapshot_id is None:
-            phases.start("leftovers")
-            garbage = leftovers.scan(repo, recovered=False)
-            unreferenced = garbage.bytes + leftovers.unreferenced_index_bytes(index, referenced)
+                bytes_read = _read_data(
+                    repo, walk, errors, reading, whole=snapshot_id is None, damaged=damaged
+                )
+                _remember_damage(repo, damaged)
+            if snapshot_id is None:
+                phases.start("leftovers")
+                garbage = leftovers.scan(repo, recovered=False)
+                unreferenced = garbage.bytes + leftovers.unreferenced_index_bytes(
+                    index, walk.referenced
+                )
+            chunks = len(walk.referenced) if snapshot_id else len(index.entries)
+        finally:
+            walk.close()
         phases.end()
     return CheckReport(
         ok=not errors,
         errors=errors,
         snapshots=len(snap_ids),
         packs=len(index.pack_sizes),
-        chunks=len(referenced) if snapshot_id else len(index.entries),
+        chunks=chunks,
         bytes_read=bytes_read,
         seconds=round(time.perf_counter() - started, 3),
         read_data=read_data,
@@ -250,20 +408,6 @@ def _remember_damage(repo, damaged: list[tuple[str, str, int]]) -> None:
         return  # a read-only copy: the check's report still names the damage
     repo.index.mark_damaged(new)
     repo.index_files = repo.index_files | frozenset(names)
-
-
-def _version_groups(todo: list[tuple[str, dict]], docs: dict) -> list[list[int]]:
-    """Indexes into TODO: the versions of one path together (in snapshot time order, at most
-    GROUP_VERSIONS a group, so one path with many versions still spreads over the verifiers);
-    every other file alone."""
-    by_path: dict[str, list[int]] = {}
-    for i, (_sid, f) in enumerate(todo):
-        by_path.setdefault(f["path"], []).append(i)
-    groups = []
-    for idx in by_path.values():
-        idx.sort(key=lambda i: docs[todo[i][0]]["time"])
-        groups.extend(idx[k : k + GROUP_VERSIONS] for k in range(0, len(idx), GROUP_VERSIONS))
-    return groups
 
 
 class _SharedPlain:
@@ -292,37 +436,68 @@ class _SharedPlain:
         return data
 
 
-def _verify_versions(reader, index, files: list[dict]) -> tuple[list, list, int]:
+def _plan(index, files: list[_Checked], shared: set[str]) -> list[tuple[str, tuple]]:
+    """The reads (chunk id, location) _verify_versions makes of FILES when none fails, in
+    order: its loop with the shared cache's sizes in place of the plaintexts (a chunk's
+    plaintext is its raw length). Helpers decode them ahead from this list."""
+    reads = []
+    kept: OrderedDict[str, int] = OrderedDict()
+    kept_bytes = 0
+    entries = index.entries
+    for step in range(max(len(f.chunks) for f in files)):
+        for f in files:
+            if step >= len(f.chunks):
+                continue
+            cid = f.chunks[step]
+            if cid in kept:
+                continue
+            loc = entries[cid]
+            reads.append((cid, loc))
+            if cid in shared:
+                kept[cid] = loc[3]
+                kept_bytes += loc[3]
+                while kept_bytes > SHARED_CACHE_BYTES and len(kept) > 1:
+                    kept_bytes -= kept.popitem(last=False)[1]
+    return reads
+
+
+def _verify_versions(reader, index, files: list[_Checked], helpers=None) -> tuple[list, list, int]:
     """Read FILES (versions of one path, or one file) chunk by chunk in step, so that a chunk
     they share at about the same place (or one repeated close by) is decrypted and
     decompressed once, and hash each:
     ([(SHA-256 or None, ChunkError or None)] per file, (pack, offset) of every chunk read,
-    stored bytes read). Every version is still hashed whole: that is what its SHA-256 checks."""
-    counts = Counter(cid for f in files for cid in f["chunks"])
+    stored bytes read). Every version is still hashed whole: that is what its SHA-256 checks.
+    HELPERS (chunkread.Helpers), when given, decode chunks ahead while threads are idle: the
+    hashing is in order, the decoding need not be."""
+    counts = Counter(cid for f in files for cid in f.chunks)
     shared = {cid for cid, n in counts.items() if n > 1}  # also a chunk repeated in one file
     cache = _SharedPlain()
+    reads = PlannedReads(_plan(index, files, shared), reader, helpers)
     shas = [hashlib.sha256() for _ in files]
     failed: list[ChunkError | None] = [None] * len(files)
     done: list[tuple[str, int]] = []
     nbytes = 0
-    for step in range(max(len(f["chunks"]) for f in files)):
-        for j, f in enumerate(files):
-            if failed[j] is not None or step >= len(f["chunks"]):
-                continue
-            cid = f["chunks"][step]
-            data = cache.get(cid)
-            if data is None:
-                loc = index.entries[cid]
-                nbytes += loc[2]
-                data = reader.plain(cid, loc)
-                if not isinstance(data, ChunkError):
-                    done.append((loc[0], loc[1]))
-                if cid in shared:
-                    data = cache.put(cid, data)
-            if isinstance(data, ChunkError):
-                failed[j] = data
-            else:
-                shas[j].update(data)
+    try:
+        for step in range(max(len(f.chunks) for f in files)):
+            for j, f in enumerate(files):
+                if failed[j] is not None or step >= len(f.chunks):
+                    continue
+                cid = f.chunks[step]
+                data = cache.get(cid)
+                if data is None:
+                    loc = reads.loc(cid, index)
+                    nbytes += loc[2]
+                    data = reads.plain(cid, loc)
+                    if not isinstance(data, ChunkError):
+                        done.append((loc[0], loc[1]))
+                    if cid in shared:
+                        data = cache.put(cid, data)
+                if isinstance(data, ChunkError):
+                    failed[j] = data
+                else:
+                    shas[j].update(data)
+    finally:
+        reads.stop()
     outcomes = [
         (None, err) if err is not None else (sha.hexdigest(), None)
         for sha, err in zip(shas, failed, strict=True)
@@ -335,119 +510,205 @@ def _sound(loc, bad: dict) -> bool:
     return loc is not None and loc[0] not in bad
 
 
-def _read_data(
-    repo, docs: dict, bad: dict, errors: list[str], progress, whole: bool, damaged: list
-) -> int:
-    """Read and verify every file of DOCS, then the rest of every pack; the stored bytes read.
-    Each chunk location that fails is appended to DAMAGED as (chunk id, pack, offset)."""
+def _read_data(repo, walk: _Walk, errors: list[str], progress, whole: bool, damaged: list) -> int:
+    """Read and verify every file of the snapshots WALK read, then the rest of every pack;
+    the stored bytes read. Each chunk location that fails is appended to DAMAGED as
+    (chunk id, pack, offset).
+
+    Memory stays bounded: the files come from a merge of the snapshots' lists (each sorted
+    by path, a piece in memory each), a few groups are in flight at a time, and what is
+    kept of every chunk read is 4 bytes (its offset, for the pack pass)."""
     index = repo.index
-    todo = _distinct_files(repo, docs, bad)
-    results, verified, read = _verify_files(repo, todo, docs, progress)
-    for i, (sid, f) in enumerate(todo):  # errors in snapshot and file order
-        digest, failed = results[i]
-        if failed is not None:
-            loc = index.entries.get(failed.cid)
-            if loc is not None and failed.pack == loc[0]:
-                damaged.append((failed.cid, loc[0], loc[1]))
-            errors.append(
-                f"Snapshot {sid[:12]}: file {f['path']} cannot be restored: {failed.reason}."
-            )
-        elif digest != f["sha256"]:
-            errors.append(f"Snapshot {sid[:12]}: file {f['path']} does not match its SHA-256.")
+    sids = list(walk.docs)
+    found: list[tuple[int, str, str]] = []  # (snapshot position, path, error)
+    verified = _ReadOffsets()
+    packs_used: set[str] = set()
+    read = 0
+
+    def record(group: list, outcomes: list, done: list, nbytes: int, packs) -> None:
+        nonlocal read
+        read += nbytes
+        verified.add(done)
+        packs_used.update(packs)
+        if progress is not None:
+            progress(read)
+        for (pos, f), (digest, failed) in zip(group, outcomes, strict=True):
+            sid = sids[pos]
+            if failed is not None:
+                loc = index.entries.get(failed.cid)
+                if loc is not None and failed.pack == loc[0]:
+                    damaged.append((failed.cid, loc[0], loc[1]))
+                why = f"cannot be restored: {failed.reason}"
+            elif digest != f.sha256:
+                why = "does not match its SHA-256"
+            else:
+                continue
+            found.append((pos, f.path, f"Snapshot {sid[:12]}: file {f.path} {why}."))
+
+    _verify_files(repo, _path_groups(repo, walk, sids), record, whole)
+    found.sort(key=itemgetter(0, 1))  # in snapshot and path order, as they are listed
+    errors.extend(msg for _pos, _path, msg in found)
 
     # Then every pack (or, for one snapshot, the packs it uses): header, and unread chunks.
-    if whole:
-        packs = [p for p in index.pack_sizes if p not in bad]
-    else:
-        packs = sorted({index.entries[c][0] for _, f in todo for c in f["chunks"]})
-    found: list[tuple[str, str, int]] = []  # list.append is atomic: the pool threads share it
-    for problems, n in repo.pool().map(lambda p: _verify_pack(repo, p, verified, found), packs):
+    packs = [p for p in index.pack_sizes if p not in walk.bad] if whole else sorted(packs_used)
+    bad_chunks: list[tuple[str, str, int]] = []  # list.append is atomic: pool threads share it
+    for problems, n in repo.pool().map(
+        lambda p: _verify_pack(repo, p, verified.pop(p), bad_chunks), packs
+    ):
         errors.extend(problems)
         read += n
         if progress is not None:
             progress(read)
-    damaged.extend(found)
+    damaged.extend(bad_chunks)
     return read
 
 
-def _distinct_files(repo, docs: dict, bad: dict) -> list[tuple[str, _Checked]]:
-    """(snapshot id, file) for each distinct file content of DOCS whose chunks all lie in
-    sound packs: each is read once, however many snapshots hold it."""
-    index = repo.index
-    todo: list[tuple[str, _Checked]] = []
+class _ReadOffsets:
+    """The offset of every chunk the files read, per pack, 4 bytes each in an array (a set
+    of (pack, offset) tuples was ~120 bytes a chunk); the pack pass takes a pack's at a time."""
+
+    def __init__(self):
+        self.by_pack: dict[str, array] = {}
+
+    def add(self, done: list[tuple[str, int]]) -> None:
+        by_pack = self.by_pack
+        for pack, off in done:
+            offs = by_pack.get(pack)
+            if offs is None:
+                offs = by_pack[pack] = array("I")
+            offs.append(off)
+
+    def pop(self, pack: str) -> set[int]:
+        return set(self.by_pack.pop(pack, ()))
+
+
+def _path_groups(repo, walk: _Walk, sids: list[str]) -> Iterator[list]:
+    """The files to read, as lists of (snapshot position, _Checked): the versions of one
+    path together (see _groups), the largest paths first (read while the others go by,
+    as a to-do list sorted by size did: one of them started last kept one core busy alone
+    at the end), then every other path from a merge of the snapshots' lists by path."""
+    times = [walk.docs[sid]["time"] for sid in sids]
+    big = walk.big if all(walk.docs[sid].get("format") == 2 for sid in sids) else []
+    if big:
+        lookups = [repo.snapshot_lookup(sid) for sid in sids]  # a piece in memory each
+        found = {
+            path: [(pos, f) for pos, look in enumerate(lookups) if (f := look.get(path))]
+            for path in sorted(big)  # in path order: each piece is read at most once
+        }
+        del lookups
+        for path in big:
+            yield from _groups(found.pop(path), walk, repo.index, times)
+    merged = heapq.merge(*(_by_path(repo.snapshot_files(sid), p) for p, sid in enumerate(sids)))
+    for path, versions in groupby(merged, key=itemgetter(0)):
+        if path not in big:
+            yield from _groups(((pos, f) for _path, pos, f in versions), walk, repo.index, times)
+
+
+def _by_path(files, pos: int) -> Iterator[tuple]:
+    """(path, POS, entry) for each of FILES, for a merge by path (POS breaks ties)."""
+    for f in files:
+        yield f["path"], pos, f
+
+
+def _groups(versions, walk: _Walk, index, times: list) -> list[list]:
+    """The groups of VERSIONS ((snapshot position, entry) of one path, in snapshot order)
+    to read: a content where it is first found (walk.firsts) and all its chunks lie in
+    sound packs, in snapshot time order, at most GROUP_VERSIONS a group (so one path with
+    many versions still spreads over the verifiers)."""
+    todo = []
     seen: set[tuple] = set()
-    for sid in docs:
-        for f in repo.snapshot_files(sid):
-            key = (f["sha256"], tuple(f["chunks"]))
-            if key in seen:
-                continue
-            seen.add(key)
-            if all(_sound(index.entries.get(c), bad) for c in f["chunks"]):
-                todo.append((sid, _Checked(f)))
-    return todo
+    for pos, f in versions:
+        key = (f["sha256"], tuple(f["chunks"]))
+        if key in seen:  # the same content in an earlier snapshot (unchanged)
+            continue
+        seen.add(key)
+        first = walk.firsts.get(_content_key(f).hex())
+        if first is None or first[1:3] != (pos, _place(f["path"])):
+            continue  # read where it is first found (another path, or none: removed)
+        if walk.damaged_files and not all(
+            _sound(index.entries.get(c), walk.bad) for c in f["chunks"]
+        ):
+            continue
+        todo.append((pos, _Checked(f)))
+    todo.sort(key=lambda v: times[v[0]])  # stable: equal times stay in snapshot order
+    return [todo[k : k + GROUP_VERSIONS] for k in range(0, len(todo), GROUP_VERSIONS)]
 
 
-def _verify_files(repo, todo: list, docs: dict, progress) -> tuple[dict, set, int]:
-    """Read and hash every file of TODO: ({position in TODO: (SHA-256 or None, ChunkError
-    or None)}, (pack, offset) of every chunk read, stored bytes read).
+def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
+    """Read and hash every file of GROUPS; RECORD(group, [(SHA-256 or None, ChunkError or
+    None)] per file, (pack, offset) of every chunk read, stored bytes read, packs of the
+    files' chunks (only when not WHOLE)) hears each group as it finishes.
 
     One task per file (or per few versions of one file) in a pool of verifiers, so files
     are decrypted, decompressed and hashed in parallel (all three release the GIL). Each
     verifier reads its chunks with its own open packs and buffers: no per-chunk allocation,
-    open or close."""
+    open or close; small files go a few together (BATCH_BYTES). At most 2 tasks a verifier
+    are queued or running: the groups (and their outcomes) in memory stay bounded however
+    many files there are."""
     index = repo.index
-    verified: set[tuple[str, int]] = set()
-    results: dict[int, tuple] = {}
-    read = 0
-
-    def record(group: list[int], outcomes: list, done: list, nbytes: int) -> None:
-        nonlocal read
-        read += nbytes
-        verified.update(done)
-        if progress is not None:
-            progress(read)
-        results.update(zip(group, outcomes, strict=True))
-
     local = threading.local()
     readers: list = []
     lock = threading.Lock()
 
-    def verify_group(group: list[int]):
+    def reader_of():
         reader = getattr(local, "reader", None)
         if reader is None:
             reader = local.reader = chunk_reader(repo)
             with lock:
                 readers.append(reader)
-        return _verify_versions(reader, index, [todo[i][1] for i in group])
+        return reader
+
+    def verify_groups(batch: list[list]) -> list[tuple]:
+        out = []
+        for group in batch:
+            files = [f for _pos, f in group]
+            outcomes, done, nbytes = _verify_versions(reader_of(), index, files, helpers)
+            packs = () if whole else {index.entries[c][0] for f in files for c in f.chunks}
+            out.append((group, outcomes, done, nbytes, packs))
+        return out
+
+    def batches() -> Iterator[list[list]]:
+        """Small groups together in one task: a pool's task costs ~25 us of Python (submit,
+        wait, wake), a tenth of a check of 10^5 small files when each was one."""
+        batch: list[list] = []
+        size = 0
+        for group in groups:
+            batch.append(group)
+            size += sum(f.size for _pos, f in group)
+            if size >= BATCH_BYTES or len(batch) >= BATCH_GROUPS:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+    def take(fut) -> None:
+        for result in fut.result():
+            record(*result)
 
     workers = worker_count()
-    groups = _version_groups(todo, docs)
-    # Largest first, so that no big file starts last and leaves a core idle.
-    groups.sort(key=lambda g: -sum(todo[i][1]["size"] for i in g))
     try:
-        # Results are taken as they finish, not in order: the first group is the largest
-        # file, and waiting on it while the window is full left the other verifiers idle
-        # (a verify used 1.45 of 2 cores, the biggest file being a fifth of the data).
+        # Results are taken as they finish, not in order: waiting on a large file while the
+        # window is full left the other verifiers idle.
         with ThreadPoolExecutor(workers, thread_name_prefix="sctk-check") as verifiers:
-            running: dict = {}
-            for group in groups:
-                running[verifiers.submit(verify_group, group)] = group
+            helpers = Helpers(verifiers, reader_of)
+            running: set = set()
+            for batch in batches():
+                running.add(helpers.submit(verify_groups, batch))
                 if len(running) >= 2 * workers:
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
                     for fut in finished:
-                        record(running.pop(fut), *fut.result())
+                        take(fut)
             for fut in as_completed(running):
-                record(running[fut], *fut.result())
+                take(fut)
     finally:
         for reader in readers:
             reader.close()
-    return results, verified, read
 
 
-def _verify_pack(repo, pack: str, verified: set, found: list) -> tuple[list[str], int]:
+def _verify_pack(repo, pack: str, verified: set[int], found: list) -> tuple[list[str], int]:
     """Check PACK's header against the index and authenticate every chunk the files did
-    not read (VERIFIED holds those they did); a damaged chunk's location is appended to
-    FOUND. (problems, stored bytes read)."""
+    not read (VERIFIED holds the offsets of those they did); a damaged chunk's location is
+    appended to FOUND. (problems, stored bytes read)."""
     index = repo.index
     name = pack_name(pack)
     size = index.pack_sizes[pack]
@@ -456,7 +717,7 @@ def _verify_pack(repo, pack: str, verified: set, found: list) -> tuple[list[str]
     todo_blobs = [
         b
         for b in blobs
-        if (pack, b[1]) not in verified
+        if b[1] not in verified
         and not ((b[0], pack, b[1]) in index.damaged and index.entries[b[0]][:2] != (pack, b[1]))
     ]
     problems: list[str] = []

@@ -20,7 +20,7 @@ from pathlib import Path
 from sctk.backup.repo.crypto import Keys
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import AAD_INDEX, content_id, open_json, seal_json
-from sctk.backup.repo.sortedindex import SortedIndex, build
+from sctk.backup.repo.sortedindex import Builder, SortedIndex, build
 
 # One index file holds at most this many chunks (older sctk wrote up to 50,000), so a huge
 # repository is not one huge file, and one decoded file (~3 MiB) is what a pass over the
@@ -275,6 +275,13 @@ class Index:
         found = SortedIndex(Path(name))
         os.unlink(name)  # the open descriptor keeps it readable; nothing to clean up later
         return found
+
+    def sorted_builder(self, prefix: str) -> Builder:
+        """A Builder of a new sorted file beside the index's (removed with it; open it with
+        sortedindex.opened()), for a pass that fills sets as it goes (check)."""
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".idx", dir=self._local_dir())
+        os.close(fd)
+        return Builder(Path(name))
 
     def _local_dir(self) -> str:
         if self._dir is None:
