@@ -590,12 +590,13 @@ def _path_groups(repo, walk: _Walk, sids: list[str]) -> Iterator[list]:
     times = [walk.docs[sid]["time"] for sid in sids]
     big = walk.big if all(walk.docs[sid].get("format") == 2 for sid in sids) else []
     if big:
-        lookups = [repo.snapshot_lookup(sid) for sid in sids]  # a piece in memory each
-        found = {
-            path: [(pos, f) for pos, look in enumerate(lookups) if (f := look.get(path))]
-            for path in sorted(big)  # in path order: each piece is read at most once
-        }
-        del lookups
+        found: dict[str, list] = {path: [] for path in big}
+        for pos, sid in enumerate(sids):  # one snapshot's piece in memory at a time
+            look = repo.snapshot_lookup(sid)
+            for path in sorted(big):  # in path order: each piece is read at most once
+                if f := look.get(path):
+                    found[path].append((pos, f))
+            del look
         for path in big:
             yield from _groups(found.pop(path), walk, repo.index, times)
     merged = heapq.merge(*(_by_path(repo.snapshot_files(sid), p) for p, sid in enumerate(sids)))

@@ -40,7 +40,11 @@ PACK_ID = 32
 RECORDS_PER_BUCKET = 32
 MAX_BUCKET_BITS = 20  # a 4 MiB table at most: beyond ~33 million chunks buckets grow instead
 PARTITIONS = 256  # the first byte of an id
-IN_MEMORY = 65_536  # records sorted in memory (3 MiB); more go through partition files
+# Records sorted in memory; more go through partition files. Each pending record is a bytes
+# object of ~90 B with its list slot, so this is ~1.5 MiB a builder (verify fills two at
+# once): the bound had been 65,536 (~6 MiB each), reached between scale 1 and scale 16 of
+# the backup study, most of the peak memory growth left in verify.
+IN_MEMORY = 16_384
 PACK_CACHE = 4096  # pack ids kept decoded (a restore or verify reads pack after pack)
 
 
