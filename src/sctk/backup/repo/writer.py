@@ -30,7 +30,7 @@ from pyfastcdc import FastCDC
 from sctk.backup.repo import leftovers
 from sctk.backup.repo.compression import SMALL_FILES, Compressors, FilePolicy
 from sctk.backup.repo.errors import RepoError
-from sctk.backup.repo.filelist import FileListSink, SortedLookup
+from sctk.backup.repo.filelist import FileListSink, SortedLookup, StoredList
 from sctk.backup.repo.formats import AAD_SNAPSHOT, content_id, pack_name, seal_json
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import FileEntry, SnapshotInfo
@@ -65,6 +65,12 @@ def _file_doc(e: FileEntry, st: list | None) -> dict:
 # The keys _file_doc writes for a file with a stat: a parent's entry with exactly these is
 # put in the new snapshot as it is (no new dict per unchanged file).
 _DOC_KEYS = frozenset(("path", "mode", "size", "sha256", "chunks", "st"))
+
+
+def index_state(names) -> str:
+    """A digest of a set of index file names (immutable files named by their content): a
+    snapshot's header records the set its chunks are all listed in (see _chunks_known)."""
+    return hashlib.sha256("\n".join(sorted(set(names))).encode()).hexdigest()
 
 
 class _IterReader:
@@ -103,7 +109,7 @@ class _File:
     bytes are read; ST is its stat key for the next backup; DOC is the parent's entry when
     the file is unchanged (written into the new snapshot as it is)."""
 
-    __slots__ = ("entry", "pending", "reading", "sha", "policy", "st", "doc", "dropped")
+    __slots__ = ("entry", "pending", "reading", "sha", "policy", "st", "doc", "origin", "dropped")
 
     def __init__(self, path: str, mode: int):
         self.entry = FileEntry(path=path, mode=mode, size=0, sha256="", chunks=[])
@@ -113,6 +119,7 @@ class _File:
         self.policy = SMALL_FILES  # how its chunks are compressed (see compression.py)
         self.st: list | None = None
         self.doc: dict | None = None
+        self.origin: tuple[int, int, int] | None = None  # DOC's place in the parent's list
         self.dropped = False  # vanished while it was read: not part of the snapshot
 
 
@@ -136,6 +143,12 @@ class SnapshotWriter:
         self._explicit: set[str] = set()  # paths given to add_file/add_stream
         self._last: _File | None = None  # the file _start made last
         self._parent: SortedLookup | None = None  # the parent's entries, a piece in memory
+        self._stored: StoredList | None = None  # the parent's list as stored (v2 parent)
+        # Every chunk the parent refers to is indexed (see _chunks_known): an unchanged file
+        # is taken without looking its chunks up one by one.
+        self._parent_known = False
+        self._index_clean = False  # the index loaded whole, every pack sound, nothing damaged
+        self._index_names: list[str] = []
         self._added: set[str] = set()
         self._written: dict[str, tuple[int, list]] = {}
         self._written_lock = threading.Lock()
@@ -160,16 +173,34 @@ class SnapshotWriter:
     def __enter__(self) -> SnapshotWriter:
         self.repo.locks.acquire(True)
         try:
-            self.repo.refresh_index(force=True)
+            self._fresh_index()
+            index = self.repo.index
+            self._index_clean = not (
+                index.errors or index.unsound or index.damaged or index.recovered
+            )
+            self._index_names = list(index.files)
             self._take_over_leftovers()
             self._parent = self._parent_files()
-            self._sink = FileListSink(self.repo.backend, self.keys)
+            self._sink = FileListSink(self.repo.backend, self.keys, self._stored)
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sctk-backup")
             self._packs = PackWriter(self.repo.backend, self.keys, self._on_pack_written)
         except BaseException:
             self.repo.locks.release()
             raise
         return self
+
+    def _fresh_index(self) -> None:
+        """The index as the repository is now: loaded again when index files were added or
+        removed, or when a pack went missing or changed size since it was loaded (so a lost
+        pack's chunks are stored again); else the one loaded at open is used as it is
+        (loading it again cost seconds at a million chunks)."""
+        repo = self.repo
+        repo.refresh_index()
+        index = repo.index
+        stored = repo.backend.list("data")
+        unsound = {p for p, size in index.pack_sizes.items() if stored.get(pack_name(p)) != size}
+        if unsound != index.unsound:
+            repo.refresh_index(force=True)
 
     def _take_over_leftovers(self) -> None:
         """Delete the partial files of a dead writer and adopt its finished packs (we hold
@@ -187,9 +218,24 @@ class SnapshotWriter:
             snaps = self.repo.snapshots()
             if not snaps:
                 return None
-            return self.repo.snapshot_lookup(snaps[-1].id)
+            snap_id = snaps[-1].id
+            lookup = self.repo.snapshot_lookup(snap_id)
+            header = self.repo.snapshot_header(snap_id)
         except RepoError:
             return None
+        self._parent_known = self._chunks_known(header)
+        if header["format"] == 2 and self.repo.version >= 2:
+            self._stored = StoredList(self.repo.backend, f"snapshots/{snap_id}", header)
+        return lookup
+
+    def _chunks_known(self, header: dict) -> bool:
+        """Whether every chunk the parent refers to is surely indexed and sound, without
+        looking each up: its writer recorded the index files (immutable, named by their
+        content) that listed all its chunks, the same files are the whole index now, and
+        the index is clean (every file read, every pack present at its size, nothing marked
+        damaged). A prune, a repair or a lost file changes the set: then each is looked up."""
+        state = header.get("index_state")
+        return bool(state) and self._index_clean and state == index_state(self._index_names)
 
     def _parent_entry(self, path: str) -> dict | None:
         """The parent's entry for PATH (with a stat), or None."""
@@ -379,14 +425,20 @@ class SnapshotWriter:
                 return
             order.popleft()
             if not f.dropped:
-                sink.add(f.doc if f.doc is not None else _file_doc(f.entry, f.st))
+                if f.doc is not None:
+                    sink.add(f.doc, f.origin)
+                else:
+                    sink.add(_file_doc(f.entry, f.st))
 
-    def _start(self, path: str, mode: int, checked: bool = False, explicit: bool = False) -> _File:
-        """A new file at PATH (CHECKED: a plain relative path already, as the walk makes)."""
+    def _check_open(self) -> None:
         if self._pool is None:
             raise RepoError("Use the snapshot writer inside a `with repo.writer() as w:` block.")
         if self.committed:
             raise RepoError("This snapshot is already committed; start a new writer.")
+
+    def _start(self, path: str, mode: int, checked: bool = False, explicit: bool = False) -> _File:
+        """A new file at PATH (CHECKED: a plain relative path already, as the walk makes)."""
+        self._check_open()
         if not checked:
             path = check_path(path)
         if explicit:  # a path the walk also makes shows as a duplicate at the commit
@@ -425,6 +477,46 @@ class SnapshotWriter:
                     self._submit(piece, f, block)
         self._finish(f)
 
+    def _origin(self) -> tuple[int, int, int] | None:
+        """Where the entry the parent lookup gave last lies in the parent's stored list."""
+        parent = self._parent
+        if self._stored is None or parent is None:
+            return None
+        return (parent.piece, parent.at - 1, len(parent.docs))
+
+    def _take_unchanged(self, path: str, st: os.stat_result) -> bool:
+        """The walk's fast path: when PATH (checked) is unchanged since the parent and no
+        file before it is still in flight, put the parent's entry straight into the list
+        (no per-file object); False when the file must go the whole way (_queue_file)."""
+        if self._order:  # files before it are in flight: the list takes files in order
+            inflight = self._inflight
+            while inflight and inflight[0][0].done():
+                self._drain_one()
+            self._emit()
+            if self._order:
+                return False
+        prev = self._parent_entry(path)
+        if prev is None:
+            return False
+        pst = prev["st"]
+        if not (
+            pst[0] == st.st_size
+            and pst[1] == st.st_mtime_ns
+            and pst[2] == st.st_ctime_ns
+            and pst[3] == st.st_ino
+            and prev["mode"] == st.st_mode & 0o7777
+            and prev.keys() == _DOC_KEYS
+            and (self._parent_known or self._all_known(prev["chunks"]))
+        ):
+            return False
+        assert self._sink is not None
+        self._sink.add(prev, self._origin())
+        self.skipped_files += 1
+        self.read_bytes += prev["size"]
+        if self.progress is not None:
+            self.progress(self.read_bytes)
+        return True
+
     def _queue_file(
         self,
         path: str,
@@ -455,7 +547,7 @@ class SnapshotWriter:
                 and pst[2] == st.st_ctime_ns
                 and pst[3] == st.st_ino
                 and prev["mode"] == f.entry.mode
-                and self._all_known(prev["chunks"])
+                and (self._parent_known or self._all_known(prev["chunks"]))
             ):
                 # Unchanged since the parent snapshot (same size, mtime, ctime and inode) and
                 # all its chunks still stored: reuse the entry without reading the file, as
@@ -465,6 +557,7 @@ class SnapshotWriter:
                 f.st = pst
                 if prev.keys() == _DOC_KEYS:
                     f.doc = prev
+                    f.origin = self._origin()
                 f.reading = False
                 self.skipped_files += 1
                 self.read_bytes += f.entry.size
@@ -523,8 +616,10 @@ class SnapshotWriter:
         root = Path(root)
         if not root.is_dir():
             raise RepoError(f"{root} is not a directory; give the directory to back up.")
+        self._check_open()
         files: list[_File] = []
         count = 0
+        fast = not collect  # the caller wants no entries: unchanged files take the fast path
         # Names from scandir are never empty, '.', '..' or hold a '/': with a plain prefix
         # every path the walk makes is plain, so it is not checked again file by file.
         checked = not prefix or (prefix.endswith("/") and check_path(prefix[:-1]) == prefix[:-1])
@@ -559,6 +654,9 @@ class SnapshotWriter:
                         if not stat.S_ISREG(st.st_mode):
                             continue  # replaced by something else since the listing
                         if checked:
+                            if fast and self._parent and self._take_unchanged(snap_path, st):
+                                count += 1
+                                continue
                             f = self._queue_file(snap_path, item.path, st)
                         else:
                             f = self._queue_file(snap_path, item.path)
@@ -630,8 +728,7 @@ class SnapshotWriter:
         written = dict(self._written)
         adopted, unused = self._sort_adopted()
         written.update(adopted)
-        if written:
-            write_index(self.repo.backend, self.keys, written)
+        names = write_index(self.repo.backend, self.keys, written) if written else []
         when = (time or datetime.now(UTC)).astimezone(UTC)
         header = {
             "time": when.isoformat(),
@@ -642,6 +739,8 @@ class SnapshotWriter:
             "added_bytes": sum(size for size, _ in written.values()),
         }
         if self.repo.version >= 2:
+            if self._index_clean:  # every chunk it refers to is listed in these files
+                header["index_state"] = index_state([*self._index_names, *names])
             snap_id = pieces.commit({**header, "files": sink.count})
             doc = {**header, "files": sink.count}
         else:  # a version-1 repository: the list whole, as older sctk wrote it and reads it
