@@ -16,6 +16,7 @@ chunk while holding the GIL, which cost more than all the hashing.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import stat
 import threading
@@ -34,12 +35,15 @@ from sctk.backup.repo.filelist import FileListSink, SortedLookup, StoredList
 from sctk.backup.repo.formats import AAD_SNAPSHOT, content_id, pack_name, seal_json
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import FileEntry, SnapshotInfo
-from sctk.backup.repo.packs import PackWriter
+from sctk.backup.repo.packs import PackWriter, WrittenPacks
 from sctk.backup.repo.threads import worker_count
 
 # Chunks in flight: enough to keep every worker busy (more bought no speed, 8 MiB cost 10 MiB
 # of peak memory more on two data sets).
 WINDOW_BYTES = 4 * 1024 * 1024
+# and at most this many: tiny files made ~10,000 chunks of 4 MiB in flight, each with its
+# future, file and entry objects (~1.5 KiB a chunk)
+WINDOW_CHUNKS = 512
 READ_BLOCK = 4 * 1024 * 1024  # bytes read at once from a large file (or stream)
 FREE_BLOCKS = 3  # read blocks kept for reuse
 
@@ -71,6 +75,47 @@ def index_state(names) -> str:
     """A digest of a set of index file names (immutable files named by their content): a
     snapshot's header records the set its chunks are all listed in (see _chunks_known)."""
     return hashlib.sha256("\n".join(sorted(set(names))).encode()).hexdigest()
+
+
+class _ChunkSet:
+    """The ids of the chunks a writer has stored: the newest in a set, the others in a sorted
+    array of their 32 bytes (32 bytes a chunk, where a str in a set takes ~140: the set of a
+    first backup of a million small files weighed 140 MiB). Thread-safe for one adding
+    thread (under the writer's pack lock) and any number of readers."""
+
+    RECENT = 16_384  # ids in the set (~1.6 MiB) before they are folded into the array
+
+    def __init__(self):
+        self.recent: set[str] = set()
+        self.old = None  # numpy array of dtype S32, sorted
+
+    def add(self, cid: str) -> None:
+        self.recent.add(cid)
+        if len(self.recent) >= self.RECENT:
+            self._fold()
+
+    def _fold(self) -> None:
+        import numpy as np
+
+        new = np.array([bytes.fromhex(c) for c in self.recent], dtype="S32")
+        new.sort()
+        old = self.old
+        # merged by inserting the sorted new ids: one copy of the array, no sort of it
+        self.old = new if old is None else np.insert(old, old.searchsorted(new), new)
+        self.recent = set()  # after the array is in place: a reader always finds an id
+        self.recent = set()
+
+    def __contains__(self, cid: str) -> bool:
+        if cid in self.recent:
+            return True
+        old = self.old
+        if old is None:
+            return False
+        key = bytes.fromhex(cid)
+        i = int(old.searchsorted(key))
+        # numpy hands an S32 item back without its trailing zero bytes (of a fixed length,
+        # still one value per id): compared the same way
+        return i < len(old) and old[i] == key.rstrip(b"\0")
 
 
 class _IterReader:
@@ -149,9 +194,8 @@ class SnapshotWriter:
         self._parent_known = False
         self._index_clean = False  # the index loaded whole, every pack sound, nothing damaged
         self._index_names: list[str] = []
-        self._added: set[str] = set()
-        self._written: dict[str, tuple[int, list]] = {}
-        self._written_lock = threading.Lock()
+        self._added = _ChunkSet()
+        self._written: WrittenPacks | None = None
         self._pack_lock = threading.Lock()
         self._inflight: deque = deque()
         self._inflight_bytes = 0
@@ -183,6 +227,7 @@ class SnapshotWriter:
             self._parent = self._parent_files()
             self._sink = FileListSink(self.repo.backend, self.keys, self._stored)
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sctk-backup")
+            self._written = WrittenPacks()
             self._packs = PackWriter(self.repo.backend, self.keys, self._on_pack_written)
         except BaseException:
             self.repo.locks.release()
@@ -255,12 +300,14 @@ class SnapshotWriter:
                 self._packs.close()
             if self._sink is not None:
                 self._sink.discard()  # committed already, or the snapshot is abandoned
+            if self._written is not None:
+                self._written.close()
         finally:
             self.repo.locks.release()
 
     def _on_pack_written(self, pack_id: str, size: int, blobs: list) -> None:
-        with self._written_lock:
-            self._written[pack_id] = (size, blobs)
+        assert self._written is not None
+        self._written.add(pack_id, size, blobs)
 
     # -- the pipeline --------------------------------------------------------------------------
 
@@ -391,7 +438,10 @@ class SnapshotWriter:
         fut = self._pool.submit(self._process, data, f.policy, f.policy.next_is_trial())
         self._inflight.append((fut, f, n, block))
         self._inflight_bytes += n
-        while self._inflight_bytes > WINDOW_BYTES and len(self._inflight) > 1:
+        inflight = self._inflight
+        while (self._inflight_bytes > WINDOW_BYTES or len(inflight) > WINDOW_CHUNKS) and len(
+            inflight
+        ) > 1:
             self._drain_one()
         if self.progress is not None:
             self.progress(self.read_bytes)
@@ -725,10 +775,16 @@ class SnapshotWriter:
         assert self._sink is not None
         sink = self._sink
         pieces = sink.finish()  # sorted, duplicates refused, before anything is written
-        written = dict(self._written)
+        assert self._written is not None
         adopted, unused = self._sort_adopted()
-        written.update(adopted)
-        names = write_index(self.repo.backend, self.keys, written) if written else []
+
+        def written():  # the packs to index, one at a time (their rows are on local disk)
+            return itertools.chain(self._written.items(), adopted.items())
+
+        file_of: dict[str, str] = {}
+        names = []
+        if self._written or adopted:
+            names = write_index(self.repo.backend, self.keys, written(), file_of=file_of)
         when = (time or datetime.now(UTC)).astimezone(UTC)
         header = {
             "time": when.isoformat(),
@@ -736,7 +792,7 @@ class SnapshotWriter:
             "host": host or socket.gethostname(),
             "manifest": manifest,
             "size": sink.size,
-            "added_bytes": sum(size for size, _ in written.values()),
+            "added_bytes": self._written.bytes() + sum(size for size, _ in adopted.values()),
         }
         if self.repo.version >= 2:
             if self._index_clean:  # every chunk it refers to is listed in these files
@@ -751,8 +807,13 @@ class SnapshotWriter:
                 raise RepoError(f"The snapshot manifest is not JSON data: {exc}.") from None
             snap_id = content_id(blob)
             self.repo.backend.write(f"snapshots/{snap_id}", blob)
-        for pack_id, (size, blobs) in written.items():
-            self.repo.index.add_pack(pack_id, size, blobs)
+        if file_of:
+            self.repo.index.add_written(
+                self.repo.backend,
+                self.keys,
+                ((pack, size, rows) for pack, (size, rows) in written()),
+                file_of,
+            )
         for pack_id in unused:  # a dead writer's pack that no snapshot needs: garbage
             self.repo.backend.delete(pack_name(pack_id))
         self.committed = True
