@@ -132,3 +132,31 @@ def test_unchanged_files_look_up_no_chunk_while_the_index_is_the_parents(repo, t
     # in this process too, the copy stored again is where the chunk is read from
     reopened.restore(third.id, tmp_path / "out")
     assert tree_bytes(tmp_path / "out") == tree_bytes(root)
+
+
+def test_a_repository_as_the_parent_left_it_is_backed_up_without_loading_the_index(repo, tmp_path):
+    root = tmp_path / "src"
+    _many(root, 12)
+    first, _, _ = _snap(repo, root)
+    header = repo.snapshot_header(first.id)
+    assert header["index_state"] and header["pack_state"]
+    quiet = Repository.open(repo.url, PASSPHRASE)
+    second, skipped, _ = _snap(quiet, root)
+    assert skipped == 12 and not quiet.index_loaded  # nothing needed it
+    # a changed file loads it when its chunk is looked up; the snapshot reads back whole
+    (root / "d1" / "f005.txt").write_text("changed\n")
+    (root / "d2" / "new.txt").write_text("new\n")
+    third, skipped, _ = _snap(quiet, root)
+    assert skipped == 11 and quiet.index_loaded
+    again = Repository.open(repo.url, PASSPHRASE)
+    _, skipped, _ = _snap(again, root)
+    assert skipped == 13 and not again.index_loaded  # the third's packs recorded too
+    again.restore(third.id, tmp_path / "out")
+    assert tree_bytes(tmp_path / "out") == tree_bytes(root)
+    # a pack that is not the parent's (an orphan, or one written since) means a full start
+    orphan = Path(repo.url, "data", "ab", "ab" + "0" * 62)
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(b"not a pack")
+    last = Repository.open(repo.url, PASSPHRASE)
+    _, skipped, _ = _snap(last, root)
+    assert skipped == 13 and last.index_loaded and not orphan.exists()

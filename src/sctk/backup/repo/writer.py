@@ -77,6 +77,14 @@ def index_state(names) -> str:
     return hashlib.sha256("\n".join(sorted(set(names))).encode()).hexdigest()
 
 
+def pack_state(stored: dict[str, int]) -> str:
+    """A digest of the packs stored (name -> size): a snapshot's header records the packs
+    that were there, every one indexed and sound (see _quiet)."""
+    return hashlib.sha256(
+        "\n".join(f"{n} {size}" for n, size in sorted(stored.items())).encode()
+    ).hexdigest()
+
+
 class _ChunkSet:
     """The ids of the chunks a writer has stored: the newest in a set, the others in a sorted
     array of their 32 bytes (32 bytes a chunk, where a str in a set takes ~140: the set of a
@@ -192,8 +200,10 @@ class SnapshotWriter:
         # Every chunk the parent refers to is indexed (see _chunks_known): an unchanged file
         # is taken without looking its chunks up one by one.
         self._parent_known = False
+        self._parent_header: dict | None = None
         self._index_clean = False  # the index loaded whole, every pack sound, nothing damaged
         self._index_names: list[str] = []
+        self._packs_stored: dict[str, int] = {}  # at the start, every one indexed and sound
         self._added = _ChunkSet()
         self._written: WrittenPacks | None = None
         self._pack_lock = threading.Lock()
@@ -217,14 +227,17 @@ class SnapshotWriter:
     def __enter__(self) -> SnapshotWriter:
         self.repo.locks.acquire(True)
         try:
-            self._fresh_index()
-            index = self.repo.index
-            self._index_clean = not (
-                index.errors or index.unsound or index.damaged or index.recovered
-            )
-            self._index_names = list(index.files)
-            self._take_over_leftovers()
             self._parent = self._parent_files()
+            if not self._quiet():
+                self._fresh_index()
+                index = self.repo.index
+                self._index_clean = not (
+                    index.errors or index.unsound or index.damaged or index.recovered
+                )
+                self._index_names = list(index.files)
+                self._take_over_leftovers()
+                self._packs_stored = self.repo.backend.list("data")
+                self._parent_known = self._index_clean and self._chunks_known()
             self._sink = FileListSink(self.repo.backend, self.keys, self._stored)
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sctk-backup")
             self._written = WrittenPacks()
@@ -233,6 +246,30 @@ class SnapshotWriter:
             self.repo.locks.release()
             raise
         return self
+
+    def _quiet(self) -> bool:
+        """Whether the repository is as the parent's writer left it: the same index files
+        and the same packs at the same sizes, all of which it knew indexed and sound. Then
+        the index is not loaded (until a changed file needs it), no pack is an orphan to
+        adopt (only partial files are looked for), and the parent's chunks are all known."""
+        header = self._parent_header
+        if header is None or not header.get("pack_state"):
+            return False
+        backend = self.repo.backend
+        names = backend.list("index")
+        stored = backend.list("data")
+        if header.get("index_state") != index_state(names):
+            return False
+        if header["pack_state"] != pack_state(stored):
+            return False
+        if self.repo.index_loaded:
+            self.repo.refresh_index()  # loaded before: again if its files are not these
+        found = leftovers.scan(self.repo, packs=False)
+        leftovers.remove_junk(self.repo, found)
+        self._index_clean = self._parent_known = True
+        self._index_names = list(names)
+        self._packs_stored = stored
+        return True
 
     def _fresh_index(self) -> None:
         """The index as the repository is now: loaded again when index files were added or
@@ -268,18 +305,19 @@ class SnapshotWriter:
             header = self.repo.snapshot_header(snap_id)
         except RepoError:
             return None
-        self._parent_known = self._chunks_known(header)
+        self._parent_header = header
         if header["format"] == 2 and self.repo.version >= 2:
             self._stored = StoredList(self.repo.backend, f"snapshots/{snap_id}", header)
         return lookup
 
-    def _chunks_known(self, header: dict) -> bool:
+    def _chunks_known(self) -> bool:
         """Whether every chunk the parent refers to is surely indexed and sound, without
         looking each up: its writer recorded the index files (immutable, named by their
         content) that listed all its chunks, the same files are the whole index now, and
         the index is clean (every file read, every pack present at its size, nothing marked
         damaged). A prune, a repair or a lost file changes the set: then each is looked up."""
-        state = header.get("index_state")
+        header = self._parent_header
+        state = header.get("index_state") if header is not None else None
         return bool(state) and self._index_clean and state == index_state(self._index_names)
 
     def _parent_entry(self, path: str) -> dict | None:
@@ -797,6 +835,13 @@ class SnapshotWriter:
         if self.repo.version >= 2:
             if self._index_clean:  # every chunk it refers to is listed in these files
                 header["index_state"] = index_state([*self._index_names, *names])
+                # and these packs (all indexed) are stored: those there at the start, ours
+                stored = dict(self._packs_stored)
+                stored.update((pack_name(p), size) for p, size, _, _ in self._written.packs)
+                stored.update((pack_name(p), size) for p, (size, _) in adopted.items())
+                for p in unused:
+                    stored.pop(pack_name(p), None)
+                header["pack_state"] = pack_state(stored)
             snap_id = pieces.commit({**header, "files": sink.count})
             doc = {**header, "files": sink.count}
         else:  # a version-1 repository: the list whole, as older sctk wrote it and reads it
@@ -807,7 +852,7 @@ class SnapshotWriter:
                 raise RepoError(f"The snapshot manifest is not JSON data: {exc}.") from None
             snap_id = content_id(blob)
             self.repo.backend.write(f"snapshots/{snap_id}", blob)
-        if file_of:
+        if file_of and self.repo.index_loaded:  # else loaded from the files when first used
             self.repo.index.add_written(
                 self.repo.backend,
                 self.keys,
