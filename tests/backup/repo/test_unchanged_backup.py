@@ -160,3 +160,38 @@ def test_a_repository_as_the_parent_left_it_is_backed_up_without_loading_the_ind
     last = Repository.open(repo.url, PASSPHRASE)
     _, skipped, _ = _snap(last, root)
     assert skipped == 13 and last.index_loaded and not orphan.exists()
+
+
+def test_files_added_on_their_own_go_into_their_piece_and_the_rest_is_copied(
+    repo, tmp_path, small_pieces
+):
+    """As `sctk backup create` does: the database dump and config first, then the trees in
+    path order; the side files land in their pieces at the commit, the walk's pieces stay
+    one run and are copied from the parent."""
+    root = tmp_path / "src"
+    _many(root / "archive", 10)
+    _many(root / "results", 10)
+    dump = tmp_path / "dump.sql"
+
+    def snap(version: int):
+        dump.write_text(f"dump {version}\n")
+        with repo.writer() as w:
+            w.add_file("postgres.sql", dump)  # between archive/ and results/
+            w.add_file("sctk.toml", root / "archive" / "d0" / "f000.txt")  # after them all
+            for top in ("archive", "results"):
+                w.add_tree(root / top, prefix=f"{top}/", collect=False)
+            info = w.commit("manual", {})
+            return info, w._sink.reused
+
+    first, _ = snap(1)
+    paths = [p for p, *_ in _entries(repo, first.id)]
+    assert paths == sorted(paths) and {"postgres.sql", "sctk.toml"} <= set(paths)
+    second, reused = snap(2)
+    mine, parent = _pieces(repo, second.id), _pieces(repo, first.id)
+    assert len(mine) == len(parent)
+    changed = [i for i, (a, b) in enumerate(zip(mine, parent, strict=True)) if a != b]
+    # the dump's piece (its entry changed), and the pieces the side files were put into
+    assert 1 <= len(changed) <= 2 and reused >= len(parent) - 2
+    assert b"".join(repo.read_file(second.id, "postgres.sql")) == b"dump 2\n"
+    repo.restore(second.id, tmp_path / "out")
+    assert tree_bytes(tmp_path / "out" / "results") == tree_bytes(root / "results")

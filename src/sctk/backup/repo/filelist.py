@@ -93,9 +93,12 @@ class PieceFile:
         self.pieces.append([self.size, len(blob), first, last])
         self._append(blob)
 
-    def read(self, i: int) -> list[dict]:
+    def sealed(self, i: int) -> bytes:
         off, length = self.pieces[i][:2]
-        blob = self.file.read(off, length)
+        return self.file.read(off, length)
+
+    def read(self, i: int) -> list[dict]:
+        blob = self.sealed(i)
         return open_json(self.keys, blob, _piece_aad(self.list_id, i), "snapshot being written")
 
     def commit(self, header: dict) -> str:
@@ -150,6 +153,7 @@ class FileListSink:
         self.count = 0
         self.size = 0
         self.reused = 0  # pieces copied from the parent as stored
+        self.side: list[dict] = []  # files added on their own (add_side)
         self._follow = -1  # the parent piece whose entries are in buf (-1: none)
         self._match = -1  # the parent piece that buf is the start of, exactly (-1: none)
 
@@ -175,6 +179,46 @@ class FileListSink:
         # be cut early (which would move every later piece off the parent's places)
         elif len(self.buf) >= (2 * PIECE_ENTRIES if self._follow >= 0 else PIECE_ENTRIES):
             self._flush()
+
+    def add_side(self, doc: dict) -> None:
+        """Add DOC, a file added on its own (a database dump, a config file) out of the walk's
+        order: kept aside and put into the piece where it belongs at finish(), so the walk's
+        pieces stay one sorted run (and the parent's pieces reusable)."""
+        self.side.append(doc)
+        self.count += 1
+        self.size += doc["size"]
+        if len(self.side) > PIECE_ENTRIES:  # many: pieces of their own, merged at the end
+            self._flush()
+            self.buf, self.side = self.side, []
+            self._flush()
+
+    def _splice(self) -> None:
+        """Put the side files into the pieces where they belong; the other pieces are copied
+        as they are sealed (those copied from the parent stay the parent's bytes)."""
+        side = sorted(self.side, key=_PATH)
+        self.side = []
+        out = self.out
+        firsts = [p[2] for p in out.pieces]
+        into: dict[int, list[dict]] = {}
+        for doc in side:
+            into.setdefault(max(0, bisect.bisect_right(firsts, doc["path"]) - 1), []).append(doc)
+        spliced = PieceFile(self.backend, self.keys, self.list_id)
+        try:
+            for i, (_off, _len, first, last) in enumerate(out.pieces):
+                extra = into.get(i)
+                if extra is None:
+                    spliced.add_sealed(out.sealed(i), first, last)
+                    continue
+                docs = list(heapq.merge(out.read(i), extra, key=_PATH))
+                for a, b in zip(docs, docs[1:], strict=False):
+                    if a["path"] == b["path"]:
+                        raise added_twice(a["path"])
+                spliced.add(docs)
+        except BaseException:
+            spliced.discard()
+            raise
+        out.discard()
+        self.out = spliced
 
     def _flush(self) -> None:
         match, self._match, self._follow = self._match, -1, -1
@@ -216,6 +260,12 @@ class FileListSink:
     def finish(self) -> PieceFile:
         """The sorted pieces (the runs merged when there are several)."""
         self._flush()
+        if self.side:
+            if len(self.runs) == 1:
+                self._splice()
+            else:  # no pieces, or several runs to merge anyway: the side files as a run
+                self.buf, self.side = self.side, []
+                self._flush()
         if len(self.runs) <= 1:
             return self.out
         merged = PieceFile(self.backend, self.keys, self.list_id)

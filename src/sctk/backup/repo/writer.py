@@ -162,7 +162,10 @@ class _File:
     bytes are read; ST is its stat key for the next backup; DOC is the parent's entry when
     the file is unchanged (written into the new snapshot as it is)."""
 
-    __slots__ = ("entry", "pending", "reading", "sha", "policy", "st", "doc", "origin", "dropped")
+    __slots__ = (
+        *("entry", "pending", "reading", "sha", "policy", "st", "doc", "origin"),
+        *("dropped", "side"),
+    )
 
     def __init__(self, path: str, mode: int):
         self.entry = FileEntry(path=path, mode=mode, size=0, sha256="", chunks=[])
@@ -174,6 +177,7 @@ class _File:
         self.doc: dict | None = None
         self.origin: tuple[int, int, int] | None = None  # DOC's place in the parent's list
         self.dropped = False  # vanished while it was read: not part of the snapshot
+        self.side = False  # added on its own (add_file, add_stream), not by a walk
 
 
 class SnapshotWriter:
@@ -512,11 +516,15 @@ class SnapshotWriter:
             if f.reading or f.pending:
                 return
             order.popleft()
-            if not f.dropped:
-                if f.doc is not None:
-                    sink.add(f.doc, f.origin)
-                else:
-                    sink.add(_file_doc(f.entry, f.st))
+            if f.dropped:
+                continue
+            doc = f.doc if f.doc is not None else _file_doc(f.entry, f.st)
+            if f.side:
+                sink.add_side(doc)
+            elif f.doc is not None:
+                sink.add(doc, f.origin)
+            else:
+                sink.add(doc)
 
     def _check_open(self) -> None:
         if self._pool is None:
@@ -534,6 +542,7 @@ class SnapshotWriter:
                 raise RepoError(f"Snapshot path {path} was added twice; add each path once.")
             self._explicit.add(path)
         f = _File(path, mode & 0o7777)
+        f.side = explicit
         self._order.append(f)
         self._last = f
         return f
