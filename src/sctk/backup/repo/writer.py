@@ -578,6 +578,19 @@ class SnapshotWriter:
             return None
         return (parent.piece, parent.at - 1, len(parent.docs))
 
+    def _unchanged(self, prev: dict, st: os.stat_result) -> bool:
+        """The file of stat ST is the parent's entry PREV unchanged (same size, mtime, ctime,
+        inode and mode) and all its chunks are still stored."""
+        pst = prev["st"]
+        return (
+            pst[0] == st.st_size
+            and pst[1] == st.st_mtime_ns
+            and pst[2] == st.st_ctime_ns
+            and pst[3] == st.st_ino
+            and prev["mode"] == st.st_mode & 0o7777
+            and (self._parent_known or self._all_known(prev["chunks"]))
+        )
+
     def _take_unchanged(self, path: str, st: os.stat_result) -> bool:
         """The walk's fast path: when PATH (checked) is unchanged since the parent and no
         file before it is still in flight, put the parent's entry straight into the list
@@ -592,16 +605,7 @@ class SnapshotWriter:
         prev = self._parent_entry(path)
         if prev is None:
             return False
-        pst = prev["st"]
-        if not (
-            pst[0] == st.st_size
-            and pst[1] == st.st_mtime_ns
-            and pst[2] == st.st_ctime_ns
-            and pst[3] == st.st_ino
-            and prev["mode"] == st.st_mode & 0o7777
-            and prev.keys() == _DOC_KEYS
-            and (self._parent_known or self._all_known(prev["chunks"]))
-        ):
+        if prev.keys() != _DOC_KEYS or not self._unchanged(prev, st):
             return False
         assert self._sink is not None
         self._sink.add(prev, self._origin())
@@ -633,31 +637,22 @@ class SnapshotWriter:
         else:
             f = self._start(path, st.st_mode, checked=True)
         prev = self._parent_entry(f.entry.path) if self._parent else None
-        if prev is not None:
-            pst = prev["st"]
-            if (
-                pst[0] == st.st_size
-                and pst[1] == st.st_mtime_ns
-                and pst[2] == st.st_ctime_ns
-                and pst[3] == st.st_ino
-                and prev["mode"] == f.entry.mode
-                and (self._parent_known or self._all_known(prev["chunks"]))
-            ):
-                # Unchanged since the parent snapshot (same size, mtime, ctime and inode) and
-                # all its chunks still stored: reuse the entry without reading the file, as
-                # restic does; its lists and strings are the parent's (never modified).
-                f.entry.size, f.entry.sha256 = prev["size"], prev["sha256"]
-                f.entry.chunks = prev["chunks"]
-                f.st = pst
-                if prev.keys() == _DOC_KEYS:
-                    f.doc = prev
-                    f.origin = self._origin()
-                f.reading = False
-                self.skipped_files += 1
-                self.read_bytes += f.entry.size
-                if self.progress is not None:
-                    self.progress(self.read_bytes)
-                return f
+        if prev is not None and self._unchanged(prev, st):
+            # Unchanged since the parent snapshot (same size, mtime, ctime and inode) and
+            # all its chunks still stored: reuse the entry without reading the file, as
+            # restic does; its lists and strings are the parent's (never modified).
+            f.entry.size, f.entry.sha256 = prev["size"], prev["sha256"]
+            f.entry.chunks = prev["chunks"]
+            f.st = prev["st"]
+            if prev.keys() == _DOC_KEYS:
+                f.doc = prev
+                f.origin = self._origin()
+            f.reading = False
+            self.skipped_files += 1
+            self.read_bytes += f.entry.size
+            if self.progress is not None:
+                self.progress(self.read_bytes)
+            return f
         # Stat taken before reading: a change while we read shows as a new stat next time.
         f.st = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         try:
