@@ -88,7 +88,9 @@ def _excluder(home: Path, repository: str, top: str) -> Callable[[str], bool] | 
 def take(rt: Runtime, repo: Any, label: str, progress: Progress | None = None) -> Any:
     """Write one snapshot of the runtime's data directory into REPO; its SnapshotInfo."""
     home = rt.settings.home
-    dirs = [d for d in (manifest.KEYS_DIR, *manifest.DATA_DIRS) if (home / d).is_dir()]
+    # in path order, so the trees make one sorted file list whose pieces the next backup can
+    # copy as stored (the database and config files are put in place at the commit)
+    dirs = sorted(d for d in (manifest.KEYS_DIR, *manifest.DATA_DIRS) if (home / d).is_dir())
     config_file = home / manifest.CONFIG_FILE
     expected = {"files": 0, "db": 0}
     if progress is not None:  # a second walk of the tree, only to show a percentage

@@ -126,7 +126,7 @@ def test_lookups_and_pack_rows_match_what_a_backup_wrote(tmp_path):
     assert not path.exists()
 
 
-def test_the_local_file_of_a_killed_process_is_removed_by_the_next_open(tmp_path, monkeypatch):
+def test_the_local_file_of_a_killed_process_is_removed_by_the_next_load(tmp_path, monkeypatch):
     make_tree(tmp_path / "src")
     repo = Repository.init(str(tmp_path / "repo"), PASSPHRASE)
     backup(repo, tmp_path / "src")
@@ -136,7 +136,7 @@ def test_the_local_file_of_a_killed_process_is_removed_by_the_next_open(tmp_path
     script = (
         "import sys, time\n"
         "from sctk.backup.repo import Repository\n"
-        "Repository.open(sys.argv[1], sys.argv[2])\n"
+        "Repository.open(sys.argv[1], sys.argv[2]).index  # loaded at its first use\n"
         "print('open', flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -157,7 +157,7 @@ def test_the_local_file_of_a_killed_process_is_removed_by_the_next_open(tmp_path
     assert left[0].exists()
     monkeypatch.setattr(tempfile, "tempdir", str(local))  # what TMPDIR sets at start-up
     again = Repository.open(str(tmp_path / "repo"), PASSPHRASE)
-    assert not left[0].exists()
+    assert again.index.entries.base is not None and not left[0].exists()
     assert [p.name for p in local.iterdir()] == [again.index.entries.base.path.parent.name]
     again.close()
     assert not list(local.iterdir())

@@ -20,6 +20,15 @@ writes pieces as they fill (to a temporary file in the repository's snapshots/ f
 storage, else to a local temporary file), and when the pieces did not come in path order (a
 backup made of several trees and files) merges the sorted runs into a second file at the
 end. Memory is a piece per run, whatever the number of files.
+
+A backup with a parent (the previous snapshot, a version-2 file) writes its list under the
+parent's list id and cuts its pieces where the parent's pieces end; a piece whose entries are
+exactly the parent's piece at the same place (every file of it unchanged) is then the same
+sealed bytes under the same AAD, so it is copied as stored instead of being encoded,
+compressed and encrypted again (an unchanged backup of a million files seals no piece). The
+snapshots that share a list id could have same-place pieces swapped between their files
+without failing authentication; such a file no longer matches its name (the SHA-256 of its
+bytes), which a check verifies, as it does for a snapshot file replaced whole by another.
 """
 
 from __future__ import annotations
@@ -77,12 +86,19 @@ class PieceFile:
 
     def add(self, docs: list[dict]) -> None:
         blob = seal_json(self.keys, docs, _piece_aad(self.list_id, len(self.pieces)))
-        self.pieces.append([self.size, len(blob), docs[0]["path"], docs[-1]["path"]])
+        self.add_sealed(blob, docs[0]["path"], docs[-1]["path"])
+
+    def add_sealed(self, blob: bytes, first: str, last: str) -> None:
+        """Append a piece sealed already for this list and this place (a parent's piece)."""
+        self.pieces.append([self.size, len(blob), first, last])
         self._append(blob)
 
-    def read(self, i: int) -> list[dict]:
+    def sealed(self, i: int) -> bytes:
         off, length = self.pieces[i][:2]
-        blob = self.file.read(off, length)
+        return self.file.read(off, length)
+
+    def read(self, i: int) -> list[dict]:
+        blob = self.sealed(i)
         return open_json(self.keys, blob, _piece_aad(self.list_id, i), "snapshot being written")
 
     def commit(self, header: dict) -> str:
@@ -101,42 +117,140 @@ class PieceFile:
         self.file.discard()
 
 
-class FileListSink:
-    """A snapshot's file entries, taken in any order, written sorted by path in pieces."""
+class StoredList:
+    """A committed version-2 snapshot's list as stored: its id, its pieces' places and bounds,
+    and their sealed bytes read back as they are (for a child list to reuse)."""
 
-    def __init__(self, backend, keys: Keys):
+    def __init__(self, backend, name: str, header: dict):
+        self.backend = backend
+        self.name = name
+        self.list_id: str = header["list"]
+        self.pieces: list[list] = header["pieces"]
+
+    def sealed(self, i: int) -> bytes:
+        off, length = self.pieces[i][:2]
+        blob = self.backend.read_range(self.name, off, length)
+        if len(blob) != length:
+            raise RepoError(f"The snapshot file {self.name} is damaged (a piece is cut off).")
+        return blob
+
+
+class FileListSink:
+    """A snapshot's file entries, taken in any order, written sorted by path in pieces.
+
+    With PARENT (a StoredList), entries the caller took unchanged from the parent come with
+    their origin (piece, position, entries in that piece): pieces are cut where the parent's
+    end, and one that is the parent's piece whole, at the same place, is copied as stored."""
+
+    def __init__(self, backend, keys: Keys, parent: StoredList | None = None):
         self.backend = backend
         self.keys = keys
-        self.list_id = secrets.token_hex(8)
+        self.parent = parent
+        self.list_id = parent.list_id if parent is not None else secrets.token_hex(8)
         self.out = PieceFile(backend, keys, self.list_id)
         self.buf: list[dict] = []
         self.runs: list[list[int]] = []  # [first piece, end piece) of pieces in path order
         self.count = 0
         self.size = 0
+        self.reused = 0  # pieces copied from the parent as stored
+        self.side: list[dict] = []  # files added on their own (add_side)
+        self._follow = -1  # the parent piece whose entries are in buf (-1: none)
+        self._match = -1  # the parent piece that buf is the start of, exactly (-1: none)
 
-    def add(self, doc: dict) -> None:
+    def add(self, doc: dict, origin: tuple[int, int, int] | None = None) -> None:
+        """Add DOC; ORIGIN (piece, position, its entries) when DOC is the parent's entry."""
+        if origin is None:
+            self._match = -1
+        else:
+            piece, at, n = origin
+            if self._follow >= 0 and piece != self._follow:
+                self._flush()  # cut where the parent cut
+            if at == len(self.buf) and (at == 0 or self._match == piece):
+                self._match = piece
+            else:
+                self._match = -1
+            self._follow = piece
         self.buf.append(doc)
         self.count += 1
         self.size += doc["size"]
-        if len(self.buf) >= PIECE_ENTRIES:
+        if origin is not None and origin[1] == origin[2] - 1:
+            self._flush()  # the parent's piece ends here
+        # following the parent, a piece may grow past its size with new files, rather than
+        # be cut early (which would move every later piece off the parent's places)
+        elif len(self.buf) >= (2 * PIECE_ENTRIES if self._follow >= 0 else PIECE_ENTRIES):
             self._flush()
 
+    def add_side(self, doc: dict) -> None:
+        """Add DOC, a file added on its own (a database dump, a config file) out of the walk's
+        order: kept aside and put into the piece where it belongs at finish(), so the walk's
+        pieces stay one sorted run (and the parent's pieces reusable)."""
+        self.side.append(doc)
+        self.count += 1
+        self.size += doc["size"]
+        if len(self.side) > PIECE_ENTRIES:  # many: pieces of their own, merged at the end
+            self._flush()
+            self.buf, self.side = self.side, []
+            self._flush()
+
+    def _splice(self) -> None:
+        """Put the side files into the pieces where they belong; the other pieces are copied
+        as they are sealed (those copied from the parent stay the parent's bytes)."""
+        side = sorted(self.side, key=_PATH)
+        self.side = []
+        out = self.out
+        firsts = [p[2] for p in out.pieces]
+        into: dict[int, list[dict]] = {}
+        for doc in side:
+            into.setdefault(max(0, bisect.bisect_right(firsts, doc["path"]) - 1), []).append(doc)
+        spliced = PieceFile(self.backend, self.keys, self.list_id)
+        try:
+            for i, (_off, _len, first, last) in enumerate(out.pieces):
+                extra = into.get(i)
+                if extra is None:
+                    spliced.add_sealed(out.sealed(i), first, last)
+                    continue
+                docs = list(heapq.merge(out.read(i), extra, key=_PATH))
+                for a, b in zip(docs, docs[1:], strict=False):
+                    if a["path"] == b["path"]:
+                        raise added_twice(a["path"])
+                spliced.add(docs)
+        except BaseException:
+            spliced.discard()
+            raise
+        out.discard()
+        self.out = spliced
+
     def _flush(self) -> None:
+        match, self._match, self._follow = self._match, -1, -1
         if not self.buf:
             return
-        buf = sorted(self.buf, key=_PATH)
-        self.buf = []
-        prev = buf[0]["path"]
-        for d in buf[1:]:
-            if d["path"] == prev:
-                raise added_twice(prev)
-            prev = d["path"]
         pieces = self.out.pieces
+        parent = self.parent
+        # the parent's piece whole (its last entry added: a cut), sorted and without repeats
+        whole = (
+            match >= 0
+            and parent is not None
+            and match == len(pieces)
+            and self.buf[-1]["path"] == parent.pieces[match][3]
+        )
+        buf = self.buf if whole else sorted(self.buf, key=_PATH)
+        self.buf = []
+        if not whole:
+            prev = buf[0]["path"]
+            for d in buf[1:]:
+                if d["path"] == prev:
+                    raise added_twice(prev)
+                prev = d["path"]
         if not self.runs or buf[0]["path"] <= pieces[-1][3]:
             if self.runs and buf[0]["path"] == pieces[-1][3]:
                 raise added_twice(buf[0]["path"])
             self.runs.append([len(pieces), len(pieces)])
-        self.out.add(buf)
+        if whole:
+            assert parent is not None
+            self.out.add_sealed(parent.sealed(match), buf[0]["path"], buf[-1]["path"])
+            self.reused += 1
+        else:
+            self.out.add(buf)
         self.runs[-1][1] += 1
 
     def _run(self, start: int, end: int) -> Iterator[dict]:
@@ -146,6 +260,12 @@ class FileListSink:
     def finish(self) -> PieceFile:
         """The sorted pieces (the runs merged when there are several)."""
         self._flush()
+        if self.side:
+            if len(self.runs) == 1:
+                self._splice()
+            else:  # no pieces, or several runs to merge anyway: the side files as a run
+                self.buf, self.side = self.side, []
+                self._flush()
         if len(self.runs) <= 1:
             return self.out
         merged = PieceFile(self.backend, self.keys, self.list_id)

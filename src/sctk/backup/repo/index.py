@@ -42,16 +42,28 @@ class ChunkMap:
 
     def __init__(self, base: SortedIndex | None = None):
         self.base = base
+        # packs a writer of this process added since loading, as sorted files, newest first;
+        # asked first: a writer stores a chunk only where no sound copy was indexed
+        self.newer: list[SortedIndex] = []
         self.extra: dict[str, tuple] = {}
 
     def get(self, cid: str, default=None):
+        loc = None
+        for newer in self.newer:
+            loc = newer.get(cid)
+            if loc is not None:
+                return loc
         loc = self.extra.get(cid)
         if loc is None and self.base is not None:
             loc = self.base.get(cid)
         return default if loc is None else loc
 
     def __contains__(self, cid: str) -> bool:
-        return cid in self.extra or (self.base is not None and cid in self.base)
+        return (
+            cid in self.extra
+            or (self.base is not None and cid in self.base)
+            or any(cid in newer for newer in self.newer)
+        )
 
     def __getitem__(self, cid: str) -> tuple:
         loc = self.get(cid)
@@ -61,7 +73,8 @@ class ChunkMap:
 
     def __len__(self) -> int:
         base = 0 if self.base is None else len(self.base)
-        return base + sum(1 for c in self.extra if self.base is None or c not in self.base)
+        newer = sum(len(n) for n in self.newer)  # new chunks (a few may repeat a lost copy)
+        return newer + base + sum(1 for c in self.extra if self.base is None or c not in self.base)
 
 
 class PackBlobs(Mapping):
@@ -142,6 +155,29 @@ class Index:
             rows = [tuple(b) for b in blobs]
             self.pack_blobs.held[pack_id] = rows
             self._resolve(pack_id, rows, self.entries.extra)
+
+    def add_written(
+        self, backend, keys: Keys, packs: Iterable[tuple[str, int, Iterable]], file_of: dict
+    ) -> None:
+        """Record the packs a writer has just written and indexed (PACKS: (pack id, size,
+        rows), FILE_OF: pack id -> the index file listing it), their chunks in a sorted file
+        beside the index's, asked before it: no Python object per chunk. Each chunk in them
+        was stored because no sound copy was indexed, so their location wins."""
+        if self._backend is None:  # a new repository's index, never loaded: read from here
+            self._backend, self._keys = backend, keys
+        path = Path(self._local_dir()) / f"written-{len(self.entries.newer)}.idx"
+        sizes: dict[str, int] = {}
+
+        def rows():
+            for pack, size, blobs in packs:
+                sizes[pack] = size
+                yield pack, blobs
+
+        build(path, rows())
+        with self.lock:
+            self.entries.newer.insert(0, SortedIndex(path))
+            self.pack_sizes.update(sizes)
+            self.pack_blobs.file_of.update(file_of)
 
     def _resolve(self, pack_id: str, rows, into: dict) -> None:
         """Set INTO[chunk id] for ROWS of PACK_ID where this location wins over the current
@@ -339,10 +375,11 @@ def _remove(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def write_index(backend, keys: Keys, packs, damaged=()) -> list[str]:
+def write_index(backend, keys: Keys, packs, damaged=(), file_of: dict | None = None) -> list[str]:
     """Write PACKS (pack id -> (size, blobs), or an iterable of such pairs, consumed as the
     files are written) as one or more index files, the first one also listing DAMAGED chunk
-    locations ((chunk id, pack, offset)); their names."""
+    locations ((chunk id, pack, offset)); their names (and in FILE_OF, pack id -> the name
+    of the file listing it)."""
     names = []
     batch: list[dict] = []
     count = 0
@@ -359,6 +396,8 @@ def write_index(backend, keys: Keys, packs, damaged=()) -> list[str]:
         name = f"index/{content_id(blob)}"
         backend.write(name, blob)
         names.append(name)
+        if file_of is not None:
+            file_of.update((p["id"], name) for p in batch)
         batch, count = [], 0
 
     for pack_id, (size, blobs) in packs.items() if isinstance(packs, dict) else packs:

@@ -42,14 +42,16 @@ class Leftovers:
         return len(self.packs) + len(self.junk)
 
 
-def scan(repo, recovered: bool = True) -> Leftovers:
+def scan(repo, recovered: bool = True, packs: bool = True) -> Leftovers:
     """The orphan packs and partial files of REPO (its index loaded; call under a lock);
     with RECOVERED, also the packs indexed only in memory because an index file is damaged
-    (a writer adopts them, which writes them into the index again)."""
+    (a writer adopts them, which writes them into the index again); without PACKS, only
+    the partial files (a writer that knows every pack is indexed)."""
     found = Leftovers()
     backend = repo.backend
-    index = repo.index
-    for name, size in sorted(backend.list("data").items()):
+    stored = backend.list("data") if packs else {}
+    index = repo.index if packs else None
+    for name, size in sorted(stored.items()):
         pack = name.rpartition("/")[2]
         if pack in index.pack_sizes and not (recovered and pack in index.recovered):
             continue

@@ -72,7 +72,11 @@ class Repository:
         self.url = backend.url
         self.config = config
         self.keys = keys
-        self.index = Index()
+        # loaded when first used (refresh_index): a backup whose repository is as its parent
+        # left it needs none of it (a million chunks' index took seconds to load)
+        self._index = Index()
+        self._index_ready = False
+        self._index_lock = threading.Lock()
         self.locks = LockManager(backend)
         # Snapshot files are immutable (named by their hash): their summaries are cached for
         # good, their file lists only for the few most recent (memory stays bounded).
@@ -174,9 +178,7 @@ class Repository:
                 "know; upgrade sctk to open it."
             )
         master = crypto.unwrap_master(config["key"], passphrase, config["kdf"], config["id"], url)
-        repo = cls(backend, config, crypto.Keys(master, algorithm))
-        repo.refresh_index()
-        return repo
+        return cls(backend, config, crypto.Keys(master, algorithm))
 
     def change_passphrase(self, new_passphrase: str) -> None:
         """Wrap the master key with NEW_PASSPHRASE (fresh argon2id parameters, so an older
@@ -190,20 +192,39 @@ class Repository:
             self.backend.write("config", json.dumps(config, indent=1).encode())
             self.config = config
 
+    @property
+    def index(self) -> Index:
+        """The chunk index, loaded at its first use."""
+        if not self._index_ready:
+            with self._index_lock:
+                if not self._index_ready:
+                    self.refresh_index()
+        return self._index
+
+    @index.setter
+    def index(self, index: Index) -> None:
+        self._index = index
+        self._index_ready = True
+
+    @property
+    def index_loaded(self) -> bool:
+        return self._index_ready
+
     def refresh_index(self, force: bool = False) -> None:
         """(Re)load the index when index files were added or removed by another process
         (FORCE: also when packs may have been lost since)."""
         names = frozenset(self.backend.list("index"))
         if names == self.index_files and not force:
+            self._index_ready = True
             return
         index = Index()
         index.load(self.backend, self.keys)
-        self.index.close()
+        self._index.close()
         self.index = index
         self.index_files = names
 
     def close(self) -> None:
-        self.index.close()  # its local sorted file
+        self._index.close()  # its local sorted file
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -15,7 +15,9 @@ chunk while holding the GIL, which cost more than all the hashing.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import os
 import stat
 import threading
@@ -30,16 +32,19 @@ from pyfastcdc import FastCDC
 from sctk.backup.repo import leftovers
 from sctk.backup.repo.compression import SMALL_FILES, Compressors, FilePolicy
 from sctk.backup.repo.errors import RepoError
-from sctk.backup.repo.filelist import FileListSink, SortedLookup
+from sctk.backup.repo.filelist import FileListSink, SortedLookup, StoredList
 from sctk.backup.repo.formats import AAD_SNAPSHOT, content_id, pack_name, seal_json
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import FileEntry, SnapshotInfo
-from sctk.backup.repo.packs import PackWriter
+from sctk.backup.repo.packs import PackWriter, WrittenPacks
 from sctk.backup.repo.threads import worker_count
 
 # Chunks in flight: enough to keep every worker busy (more bought no speed, 8 MiB cost 10 MiB
 # of peak memory more on two data sets).
 WINDOW_BYTES = 4 * 1024 * 1024
+# and at most this many: tiny files made ~10,000 chunks of 4 MiB in flight, each with its
+# future, file and entry objects (~1.5 KiB a chunk)
+WINDOW_CHUNKS = 512
 READ_BLOCK = 4 * 1024 * 1024  # bytes read at once from a large file (or stream)
 FREE_BLOCKS = 3  # read blocks kept for reuse
 
@@ -65,6 +70,57 @@ def _file_doc(e: FileEntry, st: list | None) -> dict:
 # The keys _file_doc writes for a file with a stat: a parent's entry with exactly these is
 # put in the new snapshot as it is (no new dict per unchanged file).
 _DOC_KEYS = frozenset(("path", "mode", "size", "sha256", "chunks", "st"))
+
+
+def index_state(names) -> str:
+    """A digest of a set of index file names (immutable files named by their content): a
+    snapshot's header records the set its chunks are all listed in (see _chunks_known)."""
+    return hashlib.sha256("\n".join(sorted(set(names))).encode()).hexdigest()
+
+
+def pack_state(stored: dict[str, int]) -> str:
+    """A digest of the packs stored (name -> size): a snapshot's header records the packs
+    that were there, every one indexed and sound (see _quiet)."""
+    return hashlib.sha256(
+        "\n".join(f"{n} {size}" for n, size in sorted(stored.items())).encode()
+    ).hexdigest()
+
+
+class _ChunkSet:
+    """The ids of the chunks a writer has stored: the newest in a set of their hex strings,
+    the others in a sorted list of their 32 bytes, searched by bisection (~80 bytes an id,
+    where a str in a set took ~140 and the set of a first backup of a million small files
+    140 MiB; no numpy, whose import alone costs 12 MiB). Thread-safe for one adding thread
+    (under the writer's pack lock) and any number of readers."""
+
+    RECENT = 16_384  # ids in the set (~1.6 MiB) before they are folded into the list
+
+    def __init__(self):
+        self.recent: set[str] = set()
+        self.old: list[bytes] = []  # sorted
+
+    def add(self, cid: str) -> None:
+        self.recent.add(cid)
+        if len(self.recent) >= self.RECENT:
+            self._fold()
+
+    def _fold(self) -> None:
+        # a new sorted list (readers may be bisecting the old one): the two sorted runs are
+        # merged by the sort in one pass
+        merged = self.old + sorted(bytes.fromhex(c) for c in self.recent)
+        merged.sort()
+        self.old = merged
+        self.recent = set()  # after the list is in place: a reader always finds an id
+
+    def __contains__(self, cid: str) -> bool:
+        if cid in self.recent:
+            return True
+        old = self.old
+        if not old:
+            return False
+        key = bytes.fromhex(cid)
+        i = bisect.bisect_left(old, key)
+        return i < len(old) and old[i] == key
 
 
 class _IterReader:
@@ -103,7 +159,10 @@ class _File:
     bytes are read; ST is its stat key for the next backup; DOC is the parent's entry when
     the file is unchanged (written into the new snapshot as it is)."""
 
-    __slots__ = ("entry", "pending", "reading", "sha", "policy", "st", "doc", "dropped")
+    __slots__ = (
+        *("entry", "pending", "reading", "sha", "policy", "st", "doc", "origin"),
+        *("dropped", "side"),
+    )
 
     def __init__(self, path: str, mode: int):
         self.entry = FileEntry(path=path, mode=mode, size=0, sha256="", chunks=[])
@@ -113,7 +172,9 @@ class _File:
         self.policy = SMALL_FILES  # how its chunks are compressed (see compression.py)
         self.st: list | None = None
         self.doc: dict | None = None
+        self.origin: tuple[int, int, int] | None = None  # DOC's place in the parent's list
         self.dropped = False  # vanished while it was read: not part of the snapshot
+        self.side = False  # added on its own (add_file, add_stream), not by a walk
 
 
 class SnapshotWriter:
@@ -136,9 +197,16 @@ class SnapshotWriter:
         self._explicit: set[str] = set()  # paths given to add_file/add_stream
         self._last: _File | None = None  # the file _start made last
         self._parent: SortedLookup | None = None  # the parent's entries, a piece in memory
-        self._added: set[str] = set()
-        self._written: dict[str, tuple[int, list]] = {}
-        self._written_lock = threading.Lock()
+        self._stored: StoredList | None = None  # the parent's list as stored (v2 parent)
+        # Every chunk the parent refers to is indexed (see _chunks_known): an unchanged file
+        # is taken without looking its chunks up one by one.
+        self._parent_known = False
+        self._parent_header: dict | None = None
+        self._index_clean = False  # the index loaded whole, every pack sound, nothing damaged
+        self._index_names: list[str] = []
+        self._packs_stored: dict[str, int] = {}  # at the start, every one indexed and sound
+        self._added = _ChunkSet()
+        self._written: WrittenPacks | None = None
         self._pack_lock = threading.Lock()
         self._inflight: deque = deque()
         self._inflight_bytes = 0
@@ -160,16 +228,62 @@ class SnapshotWriter:
     def __enter__(self) -> SnapshotWriter:
         self.repo.locks.acquire(True)
         try:
-            self.repo.refresh_index(force=True)
-            self._take_over_leftovers()
             self._parent = self._parent_files()
-            self._sink = FileListSink(self.repo.backend, self.keys)
+            if not self._quiet():
+                self._fresh_index()
+                index = self.repo.index
+                self._index_clean = not (
+                    index.errors or index.unsound or index.damaged or index.recovered
+                )
+                self._index_names = list(index.files)
+                self._take_over_leftovers()
+                self._packs_stored = self.repo.backend.list("data")
+                self._parent_known = self._index_clean and self._chunks_known()
+            self._sink = FileListSink(self.repo.backend, self.keys, self._stored)
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sctk-backup")
+            self._written = WrittenPacks()
             self._packs = PackWriter(self.repo.backend, self.keys, self._on_pack_written)
         except BaseException:
             self.repo.locks.release()
             raise
         return self
+
+    def _quiet(self) -> bool:
+        """Whether the repository is as the parent's writer left it: the same index files
+        and the same packs at the same sizes, all of which it knew indexed and sound. Then
+        the index is not loaded (until a changed file needs it), no pack is an orphan to
+        adopt (only partial files are looked for), and the parent's chunks are all known."""
+        header = self._parent_header
+        if header is None or not header.get("pack_state"):
+            return False
+        backend = self.repo.backend
+        names = backend.list("index")
+        stored = backend.list("data")
+        if header.get("index_state") != index_state(names):
+            return False
+        if header["pack_state"] != pack_state(stored):
+            return False
+        if self.repo.index_loaded:
+            self.repo.refresh_index()  # loaded before: again if its files are not these
+        found = leftovers.scan(self.repo, packs=False)
+        leftovers.remove_junk(self.repo, found)
+        self._index_clean = self._parent_known = True
+        self._index_names = list(names)
+        self._packs_stored = stored
+        return True
+
+    def _fresh_index(self) -> None:
+        """The index as the repository is now: loaded again when index files were added or
+        removed, or when a pack went missing or changed size since it was loaded (so a lost
+        pack's chunks are stored again); else the one loaded at open is used as it is
+        (loading it again cost seconds at a million chunks)."""
+        repo = self.repo
+        repo.refresh_index()
+        index = repo.index
+        stored = repo.backend.list("data")
+        unsound = {p for p, size in index.pack_sizes.items() if stored.get(pack_name(p)) != size}
+        if unsound != index.unsound:
+            repo.refresh_index(force=True)
 
     def _take_over_leftovers(self) -> None:
         """Delete the partial files of a dead writer and adopt its finished packs (we hold
@@ -187,9 +301,25 @@ class SnapshotWriter:
             snaps = self.repo.snapshots()
             if not snaps:
                 return None
-            return self.repo.snapshot_lookup(snaps[-1].id)
+            snap_id = snaps[-1].id
+            lookup = self.repo.snapshot_lookup(snap_id)
+            header = self.repo.snapshot_header(snap_id)
         except RepoError:
             return None
+        self._parent_header = header
+        if header["format"] == 2 and self.repo.version >= 2:
+            self._stored = StoredList(self.repo.backend, f"snapshots/{snap_id}", header)
+        return lookup
+
+    def _chunks_known(self) -> bool:
+        """Whether every chunk the parent refers to is surely indexed and sound, without
+        looking each up: its writer recorded the index files (immutable, named by their
+        content) that listed all its chunks, the same files are the whole index now, and
+        the index is clean (every file read, every pack present at its size, nothing marked
+        damaged). A prune, a repair or a lost file changes the set: then each is looked up."""
+        header = self._parent_header
+        state = header.get("index_state") if header is not None else None
+        return bool(state) and self._index_clean and state == index_state(self._index_names)
 
     def _parent_entry(self, path: str) -> dict | None:
         """The parent's entry for PATH (with a stat), or None."""
@@ -209,12 +339,14 @@ class SnapshotWriter:
                 self._packs.close()
             if self._sink is not None:
                 self._sink.discard()  # committed already, or the snapshot is abandoned
+            if self._written is not None:
+                self._written.close()
         finally:
             self.repo.locks.release()
 
     def _on_pack_written(self, pack_id: str, size: int, blobs: list) -> None:
-        with self._written_lock:
-            self._written[pack_id] = (size, blobs)
+        assert self._written is not None
+        self._written.add(pack_id, size, blobs)
 
     # -- the pipeline --------------------------------------------------------------------------
 
@@ -345,7 +477,10 @@ class SnapshotWriter:
         fut = self._pool.submit(self._process, data, f.policy, f.policy.next_is_trial())
         self._inflight.append((fut, f, n, block))
         self._inflight_bytes += n
-        while self._inflight_bytes > WINDOW_BYTES and len(self._inflight) > 1:
+        inflight = self._inflight
+        while (self._inflight_bytes > WINDOW_BYTES or len(inflight) > WINDOW_CHUNKS) and len(
+            inflight
+        ) > 1:
             self._drain_one()
         if self.progress is not None:
             self.progress(self.read_bytes)
@@ -378,15 +513,25 @@ class SnapshotWriter:
             if f.reading or f.pending:
                 return
             order.popleft()
-            if not f.dropped:
-                sink.add(f.doc if f.doc is not None else _file_doc(f.entry, f.st))
+            if f.dropped:
+                continue
+            doc = f.doc if f.doc is not None else _file_doc(f.entry, f.st)
+            if f.side:
+                sink.add_side(doc)
+            elif f.doc is not None:
+                sink.add(doc, f.origin)
+            else:
+                sink.add(doc)
 
-    def _start(self, path: str, mode: int, checked: bool = False, explicit: bool = False) -> _File:
-        """A new file at PATH (CHECKED: a plain relative path already, as the walk makes)."""
+    def _check_open(self) -> None:
         if self._pool is None:
             raise RepoError("Use the snapshot writer inside a `with repo.writer() as w:` block.")
         if self.committed:
             raise RepoError("This snapshot is already committed; start a new writer.")
+
+    def _start(self, path: str, mode: int, checked: bool = False, explicit: bool = False) -> _File:
+        """A new file at PATH (CHECKED: a plain relative path already, as the walk makes)."""
+        self._check_open()
         if not checked:
             path = check_path(path)
         if explicit:  # a path the walk also makes shows as a duplicate at the commit
@@ -394,6 +539,7 @@ class SnapshotWriter:
                 raise RepoError(f"Snapshot path {path} was added twice; add each path once.")
             self._explicit.add(path)
         f = _File(path, mode & 0o7777)
+        f.side = explicit
         self._order.append(f)
         self._last = f
         return f
@@ -425,6 +571,50 @@ class SnapshotWriter:
                     self._submit(piece, f, block)
         self._finish(f)
 
+    def _origin(self) -> tuple[int, int, int] | None:
+        """Where the entry the parent lookup gave last lies in the parent's stored list."""
+        parent = self._parent
+        if self._stored is None or parent is None:
+            return None
+        return (parent.piece, parent.at - 1, len(parent.docs))
+
+    def _unchanged(self, prev: dict, st: os.stat_result) -> bool:
+        """The file of stat ST is the parent's entry PREV unchanged (same size, mtime, ctime,
+        inode and mode) and all its chunks are still stored."""
+        pst = prev["st"]
+        return (
+            pst[0] == st.st_size
+            and pst[1] == st.st_mtime_ns
+            and pst[2] == st.st_ctime_ns
+            and pst[3] == st.st_ino
+            and prev["mode"] == st.st_mode & 0o7777
+            and (self._parent_known or self._all_known(prev["chunks"]))
+        )
+
+    def _take_unchanged(self, path: str, st: os.stat_result) -> bool:
+        """The walk's fast path: when PATH (checked) is unchanged since the parent and no
+        file before it is still in flight, put the parent's entry straight into the list
+        (no per-file object); False when the file must go the whole way (_queue_file)."""
+        if self._order:  # files before it are in flight: the list takes files in order
+            inflight = self._inflight
+            while inflight and inflight[0][0].done():
+                self._drain_one()
+            self._emit()
+            if self._order:
+                return False
+        prev = self._parent_entry(path)
+        if prev is None:
+            return False
+        if prev.keys() != _DOC_KEYS or not self._unchanged(prev, st):
+            return False
+        assert self._sink is not None
+        self._sink.add(prev, self._origin())
+        self.skipped_files += 1
+        self.read_bytes += prev["size"]
+        if self.progress is not None:
+            self.progress(self.read_bytes)
+        return True
+
     def _queue_file(
         self,
         path: str,
@@ -447,30 +637,22 @@ class SnapshotWriter:
         else:
             f = self._start(path, st.st_mode, checked=True)
         prev = self._parent_entry(f.entry.path) if self._parent else None
-        if prev is not None:
-            pst = prev["st"]
-            if (
-                pst[0] == st.st_size
-                and pst[1] == st.st_mtime_ns
-                and pst[2] == st.st_ctime_ns
-                and pst[3] == st.st_ino
-                and prev["mode"] == f.entry.mode
-                and self._all_known(prev["chunks"])
-            ):
-                # Unchanged since the parent snapshot (same size, mtime, ctime and inode) and
-                # all its chunks still stored: reuse the entry without reading the file, as
-                # restic does; its lists and strings are the parent's (never modified).
-                f.entry.size, f.entry.sha256 = prev["size"], prev["sha256"]
-                f.entry.chunks = prev["chunks"]
-                f.st = pst
-                if prev.keys() == _DOC_KEYS:
-                    f.doc = prev
-                f.reading = False
-                self.skipped_files += 1
-                self.read_bytes += f.entry.size
-                if self.progress is not None:
-                    self.progress(self.read_bytes)
-                return f
+        if prev is not None and self._unchanged(prev, st):
+            # Unchanged since the parent snapshot (same size, mtime, ctime and inode) and
+            # all its chunks still stored: reuse the entry without reading the file, as
+            # restic does; its lists and strings are the parent's (never modified).
+            f.entry.size, f.entry.sha256 = prev["size"], prev["sha256"]
+            f.entry.chunks = prev["chunks"]
+            f.st = prev["st"]
+            if prev.keys() == _DOC_KEYS:
+                f.doc = prev
+                f.origin = self._origin()
+            f.reading = False
+            self.skipped_files += 1
+            self.read_bytes += f.entry.size
+            if self.progress is not None:
+                self.progress(self.read_bytes)
+            return f
         # Stat taken before reading: a change while we read shows as a new stat next time.
         f.st = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         try:
@@ -523,8 +705,10 @@ class SnapshotWriter:
         root = Path(root)
         if not root.is_dir():
             raise RepoError(f"{root} is not a directory; give the directory to back up.")
+        self._check_open()
         files: list[_File] = []
         count = 0
+        fast = not collect  # the caller wants no entries: unchanged files take the fast path
         # Names from scandir are never empty, '.', '..' or hold a '/': with a plain prefix
         # every path the walk makes is plain, so it is not checked again file by file.
         checked = not prefix or (prefix.endswith("/") and check_path(prefix[:-1]) == prefix[:-1])
@@ -559,6 +743,9 @@ class SnapshotWriter:
                         if not stat.S_ISREG(st.st_mode):
                             continue  # replaced by something else since the listing
                         if checked:
+                            if fast and self._parent and self._take_unchanged(snap_path, st):
+                                count += 1
+                                continue
                             f = self._queue_file(snap_path, item.path, st)
                         else:
                             f = self._queue_file(snap_path, item.path)
@@ -627,11 +814,16 @@ class SnapshotWriter:
         assert self._sink is not None
         sink = self._sink
         pieces = sink.finish()  # sorted, duplicates refused, before anything is written
-        written = dict(self._written)
+        assert self._written is not None
         adopted, unused = self._sort_adopted()
-        written.update(adopted)
-        if written:
-            write_index(self.repo.backend, self.keys, written)
+
+        def written():  # the packs to index, one at a time (their rows are on local disk)
+            return itertools.chain(self._written.items(), adopted.items())
+
+        file_of: dict[str, str] = {}
+        names = []
+        if self._written or adopted:
+            names = write_index(self.repo.backend, self.keys, written(), file_of=file_of)
         when = (time or datetime.now(UTC)).astimezone(UTC)
         header = {
             "time": when.isoformat(),
@@ -639,9 +831,18 @@ class SnapshotWriter:
             "host": host or socket.gethostname(),
             "manifest": manifest,
             "size": sink.size,
-            "added_bytes": sum(size for size, _ in written.values()),
+            "added_bytes": self._written.bytes() + sum(size for size, _ in adopted.values()),
         }
         if self.repo.version >= 2:
+            if self._index_clean:  # every chunk it refers to is listed in these files
+                header["index_state"] = index_state([*self._index_names, *names])
+                # and these packs (all indexed) are stored: those there at the start, ours
+                stored = dict(self._packs_stored)
+                stored.update((pack_name(p), size) for p, size, _, _ in self._written.packs)
+                stored.update((pack_name(p), size) for p, (size, _) in adopted.items())
+                for p in unused:
+                    stored.pop(pack_name(p), None)
+                header["pack_state"] = pack_state(stored)
             snap_id = pieces.commit({**header, "files": sink.count})
             doc = {**header, "files": sink.count}
         else:  # a version-1 repository: the list whole, as older sctk wrote it and reads it
@@ -652,8 +853,13 @@ class SnapshotWriter:
                 raise RepoError(f"The snapshot manifest is not JSON data: {exc}.") from None
             snap_id = content_id(blob)
             self.repo.backend.write(f"snapshots/{snap_id}", blob)
-        for pack_id, (size, blobs) in written.items():
-            self.repo.index.add_pack(pack_id, size, blobs)
+        if file_of and self.repo.index_loaded:  # else loaded from the files when first used
+            self.repo.index.add_written(
+                self.repo.backend,
+                self.keys,
+                ((pack, size, rows) for pack, (size, rows) in written()),
+                file_of,
+            )
         for pack_id in unused:  # a dead writer's pack that no snapshot needs: garbage
             self.repo.backend.delete(pack_name(pack_id))
         self.committed = True
