@@ -166,7 +166,9 @@ def _fresh_index(repo) -> None:
     index = repo.index
     stored = repo.backend.list("data")
     lost = {p for p, size in index.pack_sizes.items() if stored.get(pack_name(p)) != size}
-    if lost != index.unsound or index.pack_blobs.held:
+    # base None: no index file was loaded yet (a new repository, or every index file gone
+    # since it was opened): load, so that the marks have a sorted file to merge with
+    if lost != index.unsound or index.pack_blobs.held or index.entries.base is None:
         repo.refresh_index(force=True)
 
 
