@@ -191,6 +191,7 @@ def test_a_large_index_is_built_without_importing_numpy(tmp_path):
     ).stdout
     assert out.strip() == "False"
 
+
 def test_builder_takes_records_one_at_a_time_and_the_first_given_wins(tmp_path):
     """check fills two sorted files as one pass streams by (Builder, then opened())."""
     rnd = random.Random(7)
