@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from sctk.errors import SctkError
 from sctk.uq import metrics, tabular_kind
-from sctk.uq.hybrid import HybridRegressor
+from sctk.uq.hybrid import CHALLENGER_FLOOR, HybridRegressor, _choose
 from sctk.uq.trees import BOOST_DEFAULTS, TreeEnsemble
 from tests.uq.registry_helpers import import_csv
 from tests.uq.test_uq_cli import _ok
@@ -75,6 +75,55 @@ def test_the_choice_over_folds_validates_every_training_row_and_trees_alone_on_o
     assert one["candidates"] != folded["candidates"]
     with pytest.raises(SctkError, match="select_folds must be a whole number from 1 to 10"):
         HybridRegressor(select_folds=0).fit(*fit)
+
+
+def test_a_challenger_within_the_floor_keeps_the_sided_cqr_and_a_moved_bound_needs_no_floor():
+    rng = np.random.default_rng(7)
+    base = rng.gamma(2.0, 1.0, 4000)  # the sided CQR's validation rows' interval scores
+    noise = rng.normal(0, 0.01, base.size)  # paired differences tight: many standard errors
+
+    def rows(mlp_gain, moved_gain):
+        return {
+            ("hgb-cqr-sided", False): base,
+            ("hgb-cqr-sided", True): base * (1 - moved_gain) + noise,
+            ("mlp-normalised", False): base * (1 - mlp_gain) + noise,
+            ("hgb-plain", False): base * 1.2 + noise,
+        }
+
+    floor = CHALLENGER_FLOOR
+    # the network 3% better, far past one standard error: within the floor, the trees stay
+    assert _choose(rows(0.03, 0.0), "hgb-cqr-sided", floor) == ("hgb-cqr-sided", False)
+    # without the floor (the CV+ choice) the same rows go to the network
+    assert _choose(rows(0.03, 0.0), "hgb-cqr-sided") == ("mlp-normalised", False)
+    # 8% better: past the floor, the network wins
+    assert _choose(rows(0.08, 0.0), "hgb-cqr-sided", floor) == ("mlp-normalised", False)
+    # the sided CQR with its bounds moved to the target's values, 1% better: the same method,
+    # so the standard error alone decides, and the floor is measured from the moved bounds
+    assert _choose(rows(0.0, 0.01), "hgb-cqr-sided", floor) == ("hgb-cqr-sided", True)
+    assert _choose(rows(0.05, 0.01), "hgb-cqr-sided", floor) == ("hgb-cqr-sided", True)
+    # a gain past the floor but within one standard error of a noisy difference: no switch
+    loud = rows(0.08, 0.0)
+    loud[("mlp-normalised", False)] = base * 0.92 + rng.normal(0, 20.0, base.size)
+    assert _choose(loud, "hgb-cqr-sided", floor) == ("hgb-cqr-sided", False)
+
+
+def test_the_held_out_choice_records_the_floor_it_applied():
+    rng = np.random.default_rng(5)
+    X, y = heteroscedastic(rng, 800)
+    sel = HybridRegressor(seed=0, **QUICK).fit(X[:600], y[:600], X[600:], y[600:]).selection_
+    assert (sel["preferred"], sel["floor"]) == ("hgb-cqr-sided", CHALLENGER_FLOOR)
+    preferred = sel["candidates"]["hgb-cqr-sided"]
+    if sel["chosen"] != "hgb-cqr-sided":  # a switch only past the floor
+        assert sel["candidates"][sel["chosen"]] < (1 - CHALLENGER_FLOOR) * preferred
+    # `uq models show` says what the bar was, next to each candidate's score
+    from sctk.cli.uq import _method_lines
+
+    lines = _method_lines({"method": sel["chosen"], "selection": sel})
+    assert any(line.endswith("<- chosen") for line in lines)
+    assert (
+        "another method replaces hgb-cqr-sided only when better by more than 5% and one "
+        "standard error"
+    ) in lines
 
 
 def test_cv_plus_covers_over_50_seeded_small_problems():
