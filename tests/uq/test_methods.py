@@ -45,8 +45,9 @@ def test_the_automatic_choice_never_sees_the_calibration_rows():
         *("hgb-cqr", "hgb-cqr-sided", "hgb-normalised", "hgb-plain"),
         *("mlp-normalised", "mlp-plain"),
     }
-    assert sel["folds"] == 1  # the default: one held-out share of the training rows
-    assert sel["validation_rows"] + sel["fit_rows"] == 1000  # the training rows, all of them
+    assert sel["folds"] == 3  # the default while the network is a candidate: 3 folds
+    assert sel["validation_rows"] == 1000  # the training rows, each scored once
+    assert sel["fit_rows"] == 666  # two folds of three
     assert dirty.selection_ == sel  # every candidate's score, to the last digit
     # the poison reached what it should: the calibration, so the intervals widened
     assert width(dirty, X[1300:]) > 5 * width(clean, X[1300:])
@@ -63,13 +64,15 @@ def test_the_choice_over_folds_validates_every_training_row_and_trees_alone_on_o
     fit = (X[:600], y[:600], X[600:], y[600:])
     folded = HybridRegressor(seed=0, select_folds=3, **QUICK).fit(*fit).selection_
     assert folded["folds"] == 3 and (folded["validation_rows"], folded["fit_rows"]) == (600, 400)
+    assert folded["floor"] == 0.0  # K fits judge each learner: no floor on top
     assert {"mlp-normalised", "mlp-plain"} <= set(folded["candidates"])
     # past mlp_rows only trees are candidates: one held-out share (the fit-time budget)
     trees = HybridRegressor(seed=0, select_folds=3, mlp_rows=300, **QUICK).fit(*fit).selection_
     assert trees["folds"] == 1 and (trees["validation_rows"], trees["fit_rows"]) == (150, 450)
+    assert trees["floor"] == CHALLENGER_FLOOR  # one fit of each on one share: the floor
     assert not any(m.startswith("mlp") for m in trees["candidates"])
-    # the default, one held-out share, the network still a candidate
-    one = HybridRegressor(seed=0, **QUICK).fit(*fit).selection_
+    # one held-out share, the network still a candidate
+    one = HybridRegressor(seed=0, select_folds=1, **QUICK).fit(*fit).selection_
     assert one["folds"] == 1 and one["validation_rows"] == 150
     assert "mlp-normalised" in one["candidates"]
     assert one["candidates"] != folded["candidates"]
@@ -110,7 +113,8 @@ def test_a_challenger_within_the_floor_keeps_the_sided_cqr_and_a_moved_bound_nee
 def test_the_held_out_choice_records_the_floor_it_applied():
     rng = np.random.default_rng(5)
     X, y = heteroscedastic(rng, 800)
-    sel = HybridRegressor(seed=0, **QUICK).fit(X[:600], y[:600], X[600:], y[600:]).selection_
+    model = HybridRegressor(seed=0, select_folds=1, **QUICK)
+    sel = model.fit(X[:600], y[:600], X[600:], y[600:]).selection_
     assert (sel["preferred"], sel["floor"]) == ("hgb-cqr-sided", CHALLENGER_FLOOR)
     preferred = sel["candidates"]["hgb-cqr-sided"]
     if sel["chosen"] != "hgb-cqr-sided":  # a switch only past the floor

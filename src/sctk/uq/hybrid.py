@@ -14,11 +14,12 @@ Methods (`method`), each a residual learner and a conformity score (sctk.uq.scor
     hgb-cqr-sided   the same, each side of the band conformalized on its own
     hgb-normalised  a boosted mean of y - S(X) and a boosted spread of its residuals
     hgb-plain       the boosted mean alone, scores |y - mean|
-    auto (default)  the one of these with the best interval score on a validation split of
-                    the TRAINING rows (never the calibration rows), then refitted on every
+    auto (default)  the one of these with the best interval score on validation rows of
+                    the TRAINING rows (never the calibration rows: 3 folds of them while the
+                    network is a candidate, else one held-out share), then refitted on every
                     training row and calibrated; `selection_` records the choice and every
                     candidate's validation score. A near-tie (within one standard error)
-                    goes to the sided CQR, and on a held-out share so does another
+                    goes to the sided CQR, and on one held-out share so does another
                     method's win of under 5% (CHALLENGER_FLOOR: one fit judged on one draw
                     of rows varies by more than their standard error); for a discrete
                     target each candidate is also scored with its bounds moved to the
@@ -142,13 +143,14 @@ LEARNER = {
 # a candidate beats the preferred method (sided CQR; CQR under CV+ by groups) only by this many
 # standard errors of their paired validation difference (0: the lowest average wins)
 CHOICE_MARGIN = 1.0
-# ... and, on a held-out validation share, a candidate of another learner or score only by
-# this share of the incumbent's mean score as well. The standard error counts the rows' noise
-# but not the fit's: one fit judged on one draw of rows. Chosen on the tuning tables
-# (benchmarks/RESULTS.md, "UQ auto selection, round 4"): wins under 5% there (trees' other
-# scores and the network by 1.1 to 4.7%) lost on the test rows as often as they held, and
-# cost up to 0.7% of a table's score; the larger ones held. Bounds moved to a discrete
-# target's values (the same learner and score) need the standard error alone.
+# ... and, on one held-out validation share (select_folds 1, or trees alone past mlp_rows), a
+# candidate of another learner or score only by this share of the incumbent's mean score as
+# well. The standard error counts the rows' noise but not the fit's: one fit judged on one
+# draw of rows. Chosen on the tuning tables (benchmarks/RESULTS.md, "UQ auto selection,
+# round 4"): with one share, wins under 5% there (trees' other scores and the network, by 1.1
+# to 4.7%) lost on the test rows as often as they held, up to 0.7% of a table's score. Bounds
+# moved to a discrete target's values (the same learner and score) need the standard error
+# alone; over K folds each learner is judged over K fits and no floor is added.
 CHALLENGER_FLOOR = 0.05
 SELECT_MIN_ROWS = 100  # fewer training rows: no validation split worth the name
 FALLBACK = "mlp-normalised"  # the method of every model before `auto`
@@ -192,7 +194,7 @@ class HybridRegressor:
         group_by: int | None = None,
         mlp_rows: int = 5000,
         select_fraction: float = 0.25,
-        select_folds: int = 1,
+        select_folds: int = 3,
         boost: dict[str, Any] | None = None,
     ):
         self.physics = physics
@@ -682,14 +684,14 @@ class HybridRegressor:
         """The method with the best interval score at `quantile_alpha` on validation rows
         drawn from the training rows X, and the record of the choice.
 
-        With `select_folds` K >= 2, while the network is a candidate (at most `mlp_rows`
-        rows to fit on), the training rows are cut into K folds and each fold in turn
-        validates the candidates fitted on the others: every training row is scored once and
-        each learner is judged over K fits, so that one fit that happens to do well on one
+        With `select_folds` K >= 2 (the default 3), while the network is a candidate (at most
+        `mlp_rows` rows to fit on), the training rows are cut into K folds and each fold in
+        turn validates the candidates fitted on the others: every training row is scored once
+        and each learner is judged over K fits, so that one fit that happens to do well on one
         draw of validation rows (a network's early stopping, its seed) no longer decides.
-        Otherwise (K = 1, or trees alone) a share `select_fraction` validates. Within each
-        validation part the candidates are calibrated on one half and scored on the other,
-        and the other way round.
+        Otherwise (K = 1, or trees alone) a share `select_fraction` validates, and another
+        method must also win by CHALLENGER_FLOOR. Within each validation part the candidates
+        are calibrated on one half and scored on the other, and the other way round.
         """
         n = X.shape[0]
         folds = self.select_folds
