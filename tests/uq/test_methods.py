@@ -158,6 +158,31 @@ def test_sided_cv_plus_covers_over_30_seeded_small_skewed_problems():
     assert 0.87 <= np.mean(covered) <= 0.95, np.mean(covered)
 
 
+def test_crossing_quantiles_are_rearranged_not_clipped():
+    rng = np.random.default_rng(7)
+    X = rng.uniform(-2, 2, (900, 2))
+    y = np.exp(0.5 * X[:, 0] + rng.normal(0, 0.6, 900))
+    model = HybridRegressor(method="hgb-cqr-sided", seed=0, boost={"max_iter": 20})
+    model.fit(X[:600], y[:600], X[600:750], y[600:750])
+    test = X[750:]
+    lo, hi = (model.trees_[k].predict(test) for k in ("lo", "hi"))
+    # the two quantile learners swapped: every row's pair crosses (lo above hi)
+    model.trees_["lo"], model.trees_["hi"] = model.trees_["hi"], model.trees_["lo"]
+    out = model._outputs(test, with_psi=False)
+    assert np.all(out["spread"] > 0)  # a clipped spread would be 0 on every row
+    # the band is the pair sorted: the lower order statistic below, the upper one above
+    band = (out["centre"] - out["spread"], out["centre"] + out["spread"])
+    np.testing.assert_allclose(band[0], np.minimum(lo, hi), atol=1e-12)
+    np.testing.assert_allclose(band[1], np.maximum(lo, hi), atol=1e-12)
+    # so the same model's rows give the same band with or without the swap
+    model.trees_["lo"], model.trees_["hi"] = model.trees_["hi"], model.trees_["lo"]
+    again = model._outputs(test, with_psi=False)
+    np.testing.assert_allclose(again["centre"] - again["spread"], band[0], atol=1e-12)
+    np.testing.assert_allclose(again["centre"] + again["spread"], band[1], atol=1e-12)
+    interval = model.predict_interval(test, alpha=0.1)
+    assert np.all(interval["lower"] <= interval["upper"])
+
+
 def test_sided_cqr_under_cv_plus_by_groups_is_refused():
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.uniform(-2, 2, 200), rng.integers(0, 2, 200)])

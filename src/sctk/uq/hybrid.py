@@ -817,8 +817,11 @@ class HybridRegressor:
             # exactly where it matters (a count's 0 or 1, the ties of a skewed target), which
             # a round trip through sigma * z did not (measured: coverage 0.907 against 0.954
             # on a table two thirds zeros)
+            # quantiles that cross (lo > hi on a row) are rearranged, each row's pair sorted
+            # (Chernozhukov, Fernandez-Val and Galichon 2010; MAPIE's CQR does the same):
+            # the same centre, and the half-distance instead of a spread clipped at 0
             centre = physics + 0.5 * (lo + hi)
-            spread = np.maximum(0.5 * (hi - lo), 0.0)
+            spread = 0.5 * np.abs(hi - lo)
             sigma = spread / _normal_quantile(1 - self.quantile_alpha / 2)
         elif "spread" in self.trees_:
             centre = mean
