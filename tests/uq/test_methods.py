@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from sctk.errors import SctkError
 from sctk.uq import metrics, tabular_kind
-from sctk.uq.hybrid import HybridRegressor
+from sctk.uq.hybrid import CHALLENGER_FLOOR, HybridRegressor, _choose
 from sctk.uq.trees import BOOST_DEFAULTS, TreeEnsemble
 from tests.uq.registry_helpers import import_csv
 from tests.uq.test_uq_cli import _ok
@@ -45,8 +45,9 @@ def test_the_automatic_choice_never_sees_the_calibration_rows():
         *("hgb-cqr", "hgb-cqr-sided", "hgb-normalised", "hgb-plain"),
         *("mlp-normalised", "mlp-plain"),
     }
-    assert sel["folds"] == 1  # the default: one held-out share of the training rows
-    assert sel["validation_rows"] + sel["fit_rows"] == 1000  # the training rows, all of them
+    assert sel["folds"] == 3  # the default while the network is a candidate: 3 folds
+    assert sel["validation_rows"] == 1000  # the training rows, each scored once
+    assert sel["fit_rows"] == 666  # two folds of three
     assert dirty.selection_ == sel  # every candidate's score, to the last digit
     # the poison reached what it should: the calibration, so the intervals widened
     assert width(dirty, X[1300:]) > 5 * width(clean, X[1300:])
@@ -63,18 +64,70 @@ def test_the_choice_over_folds_validates_every_training_row_and_trees_alone_on_o
     fit = (X[:600], y[:600], X[600:], y[600:])
     folded = HybridRegressor(seed=0, select_folds=3, **QUICK).fit(*fit).selection_
     assert folded["folds"] == 3 and (folded["validation_rows"], folded["fit_rows"]) == (600, 400)
+    assert folded["floor"] == 0.0  # K fits judge each learner: no floor on top
     assert {"mlp-normalised", "mlp-plain"} <= set(folded["candidates"])
     # past mlp_rows only trees are candidates: one held-out share (the fit-time budget)
     trees = HybridRegressor(seed=0, select_folds=3, mlp_rows=300, **QUICK).fit(*fit).selection_
     assert trees["folds"] == 1 and (trees["validation_rows"], trees["fit_rows"]) == (150, 450)
+    assert trees["floor"] == CHALLENGER_FLOOR  # one fit of each on one share: the floor
     assert not any(m.startswith("mlp") for m in trees["candidates"])
-    # the default, one held-out share, the network still a candidate
-    one = HybridRegressor(seed=0, **QUICK).fit(*fit).selection_
+    # one held-out share, the network still a candidate
+    one = HybridRegressor(seed=0, select_folds=1, **QUICK).fit(*fit).selection_
     assert one["folds"] == 1 and one["validation_rows"] == 150
     assert "mlp-normalised" in one["candidates"]
     assert one["candidates"] != folded["candidates"]
     with pytest.raises(SctkError, match="select_folds must be a whole number from 1 to 10"):
         HybridRegressor(select_folds=0).fit(*fit)
+
+
+def test_a_challenger_within_the_floor_keeps_the_sided_cqr_and_a_moved_bound_needs_no_floor():
+    rng = np.random.default_rng(7)
+    base = rng.gamma(2.0, 1.0, 4000)  # the sided CQR's validation rows' interval scores
+    noise = rng.normal(0, 0.01, base.size)  # paired differences tight: many standard errors
+
+    def rows(mlp_gain, moved_gain):
+        return {
+            ("hgb-cqr-sided", False): base,
+            ("hgb-cqr-sided", True): base * (1 - moved_gain) + noise,
+            ("mlp-normalised", False): base * (1 - mlp_gain) + noise,
+            ("hgb-plain", False): base * 1.2 + noise,
+        }
+
+    floor = CHALLENGER_FLOOR
+    # the network 3% better, far past one standard error: within the floor, the trees stay
+    assert _choose(rows(0.03, 0.0), "hgb-cqr-sided", floor) == ("hgb-cqr-sided", False)
+    # without the floor (the CV+ choice) the same rows go to the network
+    assert _choose(rows(0.03, 0.0), "hgb-cqr-sided") == ("mlp-normalised", False)
+    # 8% better: past the floor, the network wins
+    assert _choose(rows(0.08, 0.0), "hgb-cqr-sided", floor) == ("mlp-normalised", False)
+    # the sided CQR with its bounds moved to the target's values, 1% better: the same method,
+    # so the standard error alone decides, and the floor is measured from the moved bounds
+    assert _choose(rows(0.0, 0.01), "hgb-cqr-sided", floor) == ("hgb-cqr-sided", True)
+    assert _choose(rows(0.05, 0.01), "hgb-cqr-sided", floor) == ("hgb-cqr-sided", True)
+    # a gain past the floor but within one standard error of a noisy difference: no switch
+    loud = rows(0.08, 0.0)
+    loud[("mlp-normalised", False)] = base * 0.92 + rng.normal(0, 20.0, base.size)
+    assert _choose(loud, "hgb-cqr-sided", floor) == ("hgb-cqr-sided", False)
+
+
+def test_the_held_out_choice_records_the_floor_it_applied():
+    rng = np.random.default_rng(5)
+    X, y = heteroscedastic(rng, 800)
+    model = HybridRegressor(seed=0, select_folds=1, **QUICK)
+    sel = model.fit(X[:600], y[:600], X[600:], y[600:]).selection_
+    assert (sel["preferred"], sel["floor"]) == ("hgb-cqr-sided", CHALLENGER_FLOOR)
+    preferred = sel["candidates"]["hgb-cqr-sided"]
+    if sel["chosen"] != "hgb-cqr-sided":  # a switch only past the floor
+        assert sel["candidates"][sel["chosen"]] < (1 - CHALLENGER_FLOOR) * preferred
+    # `uq models show` says what the bar was, next to each candidate's score
+    from sctk.cli.uq import _method_lines
+
+    lines = _method_lines({"method": sel["chosen"], "selection": sel})
+    assert any(line.endswith("<- chosen") for line in lines)
+    assert (
+        "another method replaces hgb-cqr-sided only when better by more than 5% and one "
+        "standard error"
+    ) in lines
 
 
 def test_cv_plus_covers_over_50_seeded_small_problems():
@@ -103,6 +156,31 @@ def test_sided_cv_plus_covers_over_30_seeded_small_skewed_problems():
         assert np.all(out["lower"] <= out["upper"])
         covered.append(metrics.coverage(y[150:], out["lower"], out["upper"]))
     assert 0.87 <= np.mean(covered) <= 0.95, np.mean(covered)
+
+
+def test_crossing_quantiles_are_rearranged_not_clipped():
+    rng = np.random.default_rng(7)
+    X = rng.uniform(-2, 2, (900, 2))
+    y = np.exp(0.5 * X[:, 0] + rng.normal(0, 0.6, 900))
+    model = HybridRegressor(method="hgb-cqr-sided", seed=0, boost={"max_iter": 20})
+    model.fit(X[:600], y[:600], X[600:750], y[600:750])
+    test = X[750:]
+    lo, hi = (model.trees_[k].predict(test) for k in ("lo", "hi"))
+    # the two quantile learners swapped: every row's pair crosses (lo above hi)
+    model.trees_["lo"], model.trees_["hi"] = model.trees_["hi"], model.trees_["lo"]
+    out = model._outputs(test, with_psi=False)
+    assert np.all(out["spread"] > 0)  # a clipped spread would be 0 on every row
+    # the band is the pair sorted: the lower order statistic below, the upper one above
+    band = (out["centre"] - out["spread"], out["centre"] + out["spread"])
+    np.testing.assert_allclose(band[0], np.minimum(lo, hi), atol=1e-12)
+    np.testing.assert_allclose(band[1], np.maximum(lo, hi), atol=1e-12)
+    # so the same model's rows give the same band with or without the swap
+    model.trees_["lo"], model.trees_["hi"] = model.trees_["hi"], model.trees_["lo"]
+    again = model._outputs(test, with_psi=False)
+    np.testing.assert_allclose(again["centre"] - again["spread"], band[0], atol=1e-12)
+    np.testing.assert_allclose(again["centre"] + again["spread"], band[1], atol=1e-12)
+    interval = model.predict_interval(test, alpha=0.1)
+    assert np.all(interval["lower"] <= interval["upper"])
 
 
 def test_sided_cqr_under_cv_plus_by_groups_is_refused():

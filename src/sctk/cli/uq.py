@@ -647,6 +647,11 @@ def _method_lines(metrics: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {name:<15} {score:.5g}{'  <- chosen' if name == metrics['method'] else ''}"
         )
+    if sel.get("floor"):  # the held-out choice's bar for leaving the preferred method
+        lines.append(
+            f"another method replaces {sel.get('preferred')} only when better by more than "
+            f"{sel['floor']:.0%} and one standard error"
+        )
     snapped = sel.get("snapped") or {}
     if metrics["method"] in snapped:  # a discrete target: bounds moved to its values or not
         score = f"{snapped[metrics['method']]:.5g}"
