@@ -60,61 +60,139 @@ def copy_to(
     started = time.perf_counter()
     if dest_url == repo.url:
         raise RepoError("The copy destination is the repository itself; give another location.")
-    dest = open_backend(dest_url, options)
-    state = dest.probe()
-    config = repo.backend.read("config")
-    copied = skipped = nbytes = 0
-    counted = threading.Lock()
+    copier = _Copier(repo, dest_url, open_backend(dest_url, options), progress)
+    copier.claim_destination()
+    # The copy writes the destination as a backup would: under its exclusive lock, so the
+    # temporary files found there have no live owner (an interrupted copy or backup left them).
+    with (
+        repo.lock(exclusive=False),
+        LockManager(copier.dest).lock(exclusive=True),
+        ThreadPoolExecutor(COPY_THREADS) as pool,
+    ):
+        copier.remove_leftovers()
+        for folder in ("data", "index", "snapshots", "verified"):
+            copier.copy_folder(folder, pool)
+    return CopyReport(
+        files_copied=copier.copied,
+        bytes_copied=copier.nbytes,
+        files_skipped=copier.skipped,
+        seconds=round(time.perf_counter() - started, 3),
+    )
 
-    def landed(name: str, size: int, whole: bool) -> None:
+
+class _Copier:
+    """One copy of REPO into DEST: what it does per file, and its counts (files copied and
+    skipped, bytes), which the transfer threads add to under a lock."""
+
+    def __init__(self, repo, dest_url: str, dest, progress: Callable[[int], None] | None):
+        self.repo, self.dest_url, self.dest, self.progress = repo, dest_url, dest, progress
+        self.copied = self.skipped = self.nbytes = 0
+        self.counted = threading.Lock()
+
+    def claim_destination(self) -> None:
+        """A copy of this repository (its config skipped), or an empty location made one
+        (its config copied first); anything else refused."""
+        dest, dest_url = self.dest, self.dest_url
+        state = dest.probe()
+        if state == "present" and dest.size("config") is not None:
+            try:
+                theirs = json.loads(dest.read("config"))
+            except ValueError:
+                theirs = {}
+            if theirs.get("id") != self.repo.config["id"]:
+                raise RepoError(
+                    f"{dest_url} holds a different backup repository; copy into an empty "
+                    "location or a copy of this repository."
+                )
+            self.skipped += 1
+        elif state == "present":
+            raise RepoError(
+                f"{dest_url} is a non-empty location that is not a backup repository; "
+                "choose an empty or new location."
+            )
+        else:
+            dest.mkdir_root()
+            self.put("config", self.repo.backend.read("config"))
+
+    def remove_leftovers(self) -> None:
+        for name in self.dest.temporaries():
+            if name.partition("/")[0] in (*WRITER_FOLDERS, "verified"):
+                self.dest.delete(name)
+
+    def copy_folder(self, folder: str, pool: ThreadPoolExecutor) -> None:
+        """The files of FOLDER the destination lacks (or holds at another size), at most
+        COPY_THREADS in flight; the first failure stops the folder and is raised."""
+        theirs = self.dest.list(folder)
+        todo = []
+        for name, size in sorted(self.repo.backend.list(folder).items()):
+            if theirs.get(name) == size:
+                self.skipped += 1
+            else:
+                todo.append((name, size))
+        running: set = set()
+        try:
+            for name, size in todo:
+                if len(running) >= COPY_THREADS:
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        fut.result()
+                running.add(pool.submit(self.transfer, name, size))
+            for fut in running:
+                fut.result()
+        finally:
+            for fut in running:
+                fut.cancel()
+            wait(running)
+
+    def landed(self, name: str, size: int, whole: bool) -> None:
         """Count a copied file of SIZE bytes, or refuse one that did not arrive WHOLE."""
-        nonlocal copied, nbytes
         if not whole:
             raise RepoError(
-                f"Copying {name} to {dest_url} did not verify (size or hash differ after "
+                f"Copying {name} to {self.dest_url} did not verify (size or hash differ after "
                 "transfer); check the destination storage and copy again."
             )
-        with counted:
-            copied += 1
-            nbytes += size
-            if progress is not None:
-                progress(nbytes)
+        with self.counted:
+            self.copied += 1
+            self.nbytes += size
+            if self.progress is not None:
+                self.progress(self.nbytes)
 
-    def put(name: str, data: bytes) -> None:
-        dest.write(name, data)
-        landed(name, len(data), _landed_whole(dest, name, data))
+    def put(self, name: str, data: bytes) -> None:
+        self.dest.write(name, data)
+        self.landed(name, len(data), _landed_whole(self.dest, name, data))
 
-    def damaged(name: str) -> RepoError:
+    def damaged(self, name: str) -> RepoError:
         return RepoError(
-            f"{name} in {repo.url} is damaged (content does not match its name); "
+            f"{name} in {self.repo.url} is damaged (content does not match its name); "
             "run check before copying."
         )
 
-    def transfer(name: str, size: int) -> None:
-        if size > STREAM_ABOVE and not dest.packs_in_memory:
-            stream(name, size)
+    def transfer(self, name: str, size: int) -> None:
+        if size > STREAM_ABOVE and not self.dest.packs_in_memory:
+            self.stream(name, size)
             return
         try:
-            data = repo.backend.read(name)
+            data = self.repo.backend.read(name)
         except FileNotFoundError:
             return  # removed by a prune since we listed
         # Content-named files must match their name before they are spread further.
         if hashlib.sha256(data).hexdigest() != name.rpartition("/")[2]:
-            raise damaged(name)
-        put(name, data)
+            raise self.damaged(name)
+        self.put(name, data)
 
-    def stream(name: str, size: int) -> None:
+    def stream(self, name: str, size: int) -> None:
         """transfer() a block at a time: appended to a temporary file in the destination,
         which shows under NAME only once the whole content matched its name; then read back
         and hashed a block at a time."""
+        source, dest = self.repo.backend, self.dest
         out = dest.new_pack(name.partition("/")[0])
-        block = BLOCK if repo.backend.local else REMOTE_BLOCK
+        block = BLOCK if source.local else REMOTE_BLOCK
         try:
             sha = hashlib.sha256()
             off = 0
             while off < size:
                 try:
-                    data = repo.backend.read_range(name, off, min(block, size - off))
+                    data = source.read_range(name, off, min(block, size - off))
                 except FileNotFoundError:
                     out.discard()
                     return  # removed by a prune since we listed
@@ -124,7 +202,7 @@ def copy_to(
                 out.append([data])
                 off += len(data)
             if off != size or sha.hexdigest() != name.rpartition("/")[2]:
-                raise damaged(name)
+                raise self.damaged(name)
             out.commit(name)
         except BaseException:
             out.discard()
@@ -133,64 +211,4 @@ def copy_to(
             whole = stream_sha256(dest, name, size, BLOCK) == sha.hexdigest()
         except FileNotFoundError:
             whole = False
-        landed(name, size, whole)
-
-    if state == "present" and dest.size("config") is not None:
-        try:
-            theirs = json.loads(dest.read("config"))
-        except ValueError:
-            theirs = {}
-        if theirs.get("id") != repo.config["id"]:
-            raise RepoError(
-                f"{dest_url} holds a different backup repository; copy into an empty location "
-                "or a copy of this repository."
-            )
-        skipped += 1
-    elif state == "present":
-        raise RepoError(
-            f"{dest_url} is a non-empty location that is not a backup repository; "
-            "choose an empty or new location."
-        )
-    else:
-        dest.mkdir_root()
-        put("config", config)
-
-    # The copy writes the destination as a backup would: under its exclusive lock, so the
-    # temporary files found there have no live owner (an interrupted copy or backup left them).
-    dest_lock = LockManager(dest)
-    with (
-        repo.lock(exclusive=False),
-        dest_lock.lock(exclusive=True),
-        ThreadPoolExecutor(COPY_THREADS) as pool,
-    ):
-        for name in dest.temporaries():
-            if name.partition("/")[0] in (*WRITER_FOLDERS, "verified"):
-                dest.delete(name)
-        for folder in ("data", "index", "snapshots", "verified"):
-            theirs = dest.list(folder)
-            todo = []
-            for name, size in sorted(repo.backend.list(folder).items()):
-                if theirs.get(name) == size:
-                    skipped += 1
-                else:
-                    todo.append((name, size))
-            running: set = set()
-            try:
-                for name, size in todo:
-                    if len(running) >= COPY_THREADS:
-                        done, running = wait(running, return_when=FIRST_COMPLETED)
-                        for fut in done:
-                            fut.result()
-                    running.add(pool.submit(transfer, name, size))
-                for fut in running:
-                    fut.result()
-            finally:
-                for fut in running:
-                    fut.cancel()
-                wait(running)
-    return CopyReport(
-        files_copied=copied,
-        bytes_copied=nbytes,
-        files_skipped=skipped,
-        seconds=round(time.perf_counter() - started, 3),
-    )
+        self.landed(name, size, whole)
