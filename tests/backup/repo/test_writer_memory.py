@@ -30,13 +30,30 @@ def test_chunk_set_finds_every_id_before_and_after_folding(monkeypatch):
         found.add(cid)
         assert all(c in found for c in ids[: i + 1])
         assert not any(c in found for c in ids[i + 1 :])
-    assert len(found.old) == 20 and len(found.recent) == 3
+    assert len(found) == 23 and found.folded == 20 and len(found.recent) == 3
     # ids ending in zero bytes are kept whole (fixed-length keys)
     zero = "ab" + "00" * 31
     assert zero not in found and ("ab" + "00" * 30 + "01") not in found
     for c in (zero, "00" * 32, "ff" * 32, "00" * 31 + "01"):
         found.add(c)
     assert all(c in found for c in (zero, "00" * 32, "ff" * 32, "00" * 31 + "01"))
+
+
+def test_chunk_set_counts_a_match_only_on_an_id_boundary(monkeypatch):
+    """Ids side by side in a bucket hold, across their boundary, 32 bytes that are no id:
+    a search that takes them for one would skip storing a new chunk."""
+    monkeypatch.setattr(writer._ChunkSet, "RECENT", 1)  # every id folded as it is added
+    x = "abcd" + "00" * 28 + "abcd"
+    y = "abcd" * 15 + "0000"
+    found = writer._ChunkSet()
+    found.add(x)
+    found.add(y)
+    assert found.buckets[0xABCD] == bytes.fromhex(x + y)
+    across = "abcd" * 16  # x's last two bytes and y's first 30: bucket 0xabcd, offset 30
+    assert bytes.fromhex(x + y).find(bytes.fromhex(across)) == 30
+    assert across not in found
+    found.add(across)
+    assert all(c in found for c in (x, y, across))
 
 
 @pytest.fixture
