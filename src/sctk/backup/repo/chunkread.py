@@ -1,11 +1,14 @@
 """Reading chunks for a whole-repository pass (verify, restore): one reader per thread.
 
-A local repository is read with open packs and buffers reused for every chunk (read and
-decrypted in place), so a pass over gigabytes costs few allocations and page faults: that
-was a third of a restore's CPU when every chunk was three fresh byte strings. A compressed
-chunk is decompressed in one call: zstd's streaming reader (which could write into a reused
-buffer too) keeps a window buffer per thread, 11 MiB more peak memory on three threads for
-no speed. A remote one goes through the backend, its chunks fetched ahead.
+A local repository is read with open packs and three buffers per reader of 1 MiB each, reused
+for every chunk that fits them (read, decrypted and decompressed in place), so a pass over
+gigabytes costs few allocations and page faults: that was a third of a restore's CPU when
+every chunk was three fresh byte strings. The rare larger chunk gets buffers of its own, let
+go after it (see _room, _decompress): a buffer grown to the largest chunk met is kept by its
+thread to the end, and one sized for the largest chunk possible (4 MiB) on every thread was
+measured at 63-67 MiB peak for a restore at scale 1 of the reference data set (56-60 when
+decompressing into fresh objects, 54-55 now). A remote repository goes through the backend,
+its chunks fetched ahead.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sctk.backup.repo.formats import FLAG_ZSTD, pack_name
 MiB = 1 << 20
 OPEN_PACKS = 8  # packs each reader keeps open
 READ_AHEAD = 6  # chunks of one file fetched ahead from a remote repository
+BUFFER = MiB  # each reader's reused buffers: a sealed chunk, its plaintext (see _room)
 
 
 def chunk_reader(repo):
@@ -60,8 +64,9 @@ class LocalReader:
         self.aead = repo.keys.aead
         self.dctx = zstandard.ZstdDecompressor()
         self.fds: dict[str, int] = {}
-        self.sealed = bytearray(1 << 20)
-        self.plainbuf = bytearray(1 << 20)
+        self.sealed = bytearray(BUFFER)
+        self.plainbuf = bytearray(BUFFER)
+        self.rawbuf = bytearray(BUFFER)  # a compressed chunk decompressed (see _decompress)
 
     def _fd(self, pack: str) -> int:
         fd = self.fds.pop(pack, None)
@@ -73,10 +78,15 @@ class LocalReader:
         return fd
 
     @staticmethod
-    def _grow(buf: bytearray, need: int) -> bytearray:
-        """BUF, or a new one of NEED rounded up to a MiB (not doubled: chunks are at most a
-        few MiB, and a doubled buffer per thread was 4 MiB of peak memory for nothing)."""
-        return buf if len(buf) >= need else bytearray(-(-need // MiB) * MiB)
+    def _room(buf: bytearray, need: int) -> memoryview:
+        """NEED bytes of BUF, or of a buffer for this one chunk when BUF is too small.
+
+        The reused buffers are never grown: a sealed chunk over BUFFER is rare (content-
+        defined cuts average 0.5 MiB; 4 of 5,488 chunks at scale 1 of the reference data set,
+        4 of 21,821 at scale 4), and a thread that met one kept 2 MiB buffers for the rest of
+        the pass (two or three threads did, which ones varying from run to run); the more
+        chunks a pass reads, the larger the largest it meets."""
+        return memoryview(buf if len(buf) >= need else bytearray(need))[:need]
 
     def plain(self, cid: str, loc: tuple):
         pack, off, length, raw_len, flags = loc
@@ -87,12 +97,10 @@ class LocalReader:
             return ChunkError(cid, pack, f"pack {name} is missing")
         except OSError as exc:
             return ChunkError(cid, pack, f"pack {name} cannot be read ({exc.strerror})")
-        self.sealed = self._grow(self.sealed, length)
-        sealed = memoryview(self.sealed)[:length]
+        sealed = self._room(self.sealed, length)
         if length < 28 or os.preadv(fd, [sealed], off) != length:
             return ChunkError(cid, pack, f"pack {name} is truncated")
-        self.plainbuf = self._grow(self.plainbuf, length - 28)
-        plain = memoryview(self.plainbuf)[: length - 28]
+        plain = self._room(self.plainbuf, length - 28)
         try:
             self.aead.decrypt_into(sealed[:12], sealed[12:], cid.encode(), plain)
         except (InvalidTag, ValueError):
@@ -101,12 +109,32 @@ class LocalReader:
             )
         if flags & FLAG_ZSTD:
             try:
-                plain = self.dctx.decompress(plain, max_output_size=raw_len)
+                plain = self._decompress(plain, raw_len)
             except zstandard.ZstdError:
                 return ChunkError(cid, pack, f"pack {name} holds an undecodable chunk {cid[:12]}")
         if len(plain) != raw_len:
             return ChunkError(cid, pack, f"chunk {cid[:12]} in {name} has a wrong size")
         return plain
+
+    def _decompress(self, frame, raw_len: int):
+        """FRAME decompressed: into this reader's own buffer when it fits (most chunks) and
+        the frame's header gives RAW_LEN as its size (every frame the engine writes does).
+
+        The buffer holds the whole chunk, so zstd decodes it in one pass straight into it,
+        with no window buffer of its own. A fresh object for every chunk, freed at the top of
+        the thread's arena, was given back to the system each time (heap.py) and its pages
+        faulted in again for the next chunk: 10^5 page faults at scale 1 of the reference data
+        set. Larger chunks (a few in a thousand) still get a fresh object each: a buffer
+        grown to them would be kept on every thread."""
+        if raw_len > len(self.rawbuf) or zstandard.frame_content_size(frame) != raw_len:
+            # a size not written or not the one indexed is decoded as before, checked by size
+            return self.dctx.decompress(frame, max_output_size=raw_len)
+        out = memoryview(self.rawbuf)[:raw_len]
+        got = 0
+        with self.dctx.stream_reader(frame) as src:
+            while got < raw_len and (n := src.readinto(out[got:])):
+                got += n
+        return out[:got]
 
     def chunks(self, cids: list[str]):
         """A file's chunks in order (each a view valid until the next one), or a ChunkError
