@@ -5,6 +5,7 @@ bytes each, and the index learns the new packs as a sorted file."""
 from __future__ import annotations
 
 import os
+import random
 import tracemalloc
 from pathlib import Path
 
@@ -54,6 +55,42 @@ def test_chunk_set_counts_a_match_only_on_an_id_boundary(monkeypatch):
     assert across not in found
     found.add(across)
     assert all(c in found for c in (x, y, across))
+
+
+def test_chunk_set_readers_find_every_added_id_while_it_folds(monkeypatch):
+    """Worker threads ask while the adding thread folds: an id once added is never missed
+    (a miss would store the chunk twice or, worse, race a fold that empties the set first)."""
+    import threading
+
+    monkeypatch.setattr(writer._ChunkSet, "RECENT", 64)
+    found = writer._ChunkSet()
+    ids = [os.urandom(32).hex() for _ in range(20_000)]
+    added = 0  # ids[:added] are in the set
+    misses: list[str] = []
+    done = threading.Event()
+
+    def ask() -> None:
+        rnd = random.Random()
+        while not done.is_set():
+            n = added
+            if n:
+                cid = ids[rnd.randrange(n)]
+                if cid not in found:
+                    misses.append(cid)
+
+    readers = [threading.Thread(target=ask) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        for i, cid in enumerate(ids):
+            found.add(cid)
+            added = i + 1
+    finally:
+        done.set()
+        for t in readers:
+            t.join()
+    assert not misses, misses[:3]
+    assert len(found) == len(ids) and all(c in found for c in ids[::97])
 
 
 @pytest.fixture

@@ -120,8 +120,10 @@ class LocalReader:
         """FRAME decompressed: into this reader's own buffer when it fits (most chunks) and
         the frame's header gives RAW_LEN as its size (every frame the engine writes does).
 
-        The buffer holds the whole chunk, so zstd decodes it in one pass straight into it,
-        with no window buffer of its own. A fresh object for every chunk, freed at the top of
+        The buffer holds the whole chunk, so zstd decodes it in one pass straight into it;
+        no window kept by the streaming reader showed in the peak (a one-shot decode through
+        libzstd in its place peaked the same: benchmarks/RESULTS.md, "Backup memory growth
+        left at scale 16"). A fresh object for every chunk, freed at the top of
         the thread's arena, was given back to the system each time (heap.py) and its pages
         faulted in again for the next chunk: 10^5 page faults at scale 1 of the reference data
         set. Larger chunks (a few in a thousand) still get a fresh object each: a buffer

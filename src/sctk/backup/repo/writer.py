@@ -87,7 +87,7 @@ def pack_state(stored: dict[str, int]) -> str:
 
 class _ChunkSet:
     """The ids of the chunks a writer has stored: the newest in a set of their hex strings,
-    the others as 32 raw bytes each in one of BUCKETS byte strings chosen by the id's first
+    the others as 32 raw bytes each in one of 65,536 byte strings chosen by the id's first
     two bytes, found there by bytes.find (in C; a hit counts only at a multiple of 32). Chunk
     ids are keyed hashes, so the buckets fill evenly: ~15 ids, 500 bytes, a bucket at a
     million ids. About 33 bytes an id where a sorted list of bytes objects took ~80 (and a
