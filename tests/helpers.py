@@ -22,10 +22,49 @@ UNREACHABLE_INDEX = {
 }
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _port_block() -> range:
+    """This test process's own ports: below the kernel's ephemeral range, one block per xdist worker.
+
+    A port the kernel handed out for a bind to port 0 can be handed out again, to an outbound
+    connection or to another process's port-0 bind (a Dask worker does one), in the seconds
+    between a test choosing it and a slow-starting server binding it; that race failed CI once.
+    The kernel never assigns ports below its ephemeral range on its own, and the blocks keep
+    xdist's workers out of each other's way."""
+    low = 20000
+    high = max(low + 2000, _ephemeral_low())
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    size = (high - low) // 8
+    start = low + (index % 8) * size
+    return range(start, start + size)
+
+
+_next_port: list[int] = []
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never the same one twice in this process."""
+    block = _port_block()
+    if not _next_port:
+        # a random start: a rerun does not meet the previous run's sockets in TIME_WAIT
+        _next_port.append(block.start + (os.getpid() * 7919) % len(block))
+    for _ in range(len(block)):
+        port = _next_port[0]
+        _next_port[0] = block.start + (port + 1 - block.start) % len(block)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free loopback port in {block.start}-{block.stop - 1}")
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):

@@ -11,13 +11,7 @@ from sctk.backup.location import init_repo
 from sctk.storage.engine import session_scope
 from sctk.storage.models import MaintenanceRun
 from tests.backup.backup_support import ENV, populate
-from tests.helpers import run_task
-
-
-def _unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import free_port, run_task
 
 
 def test_the_drill_serves_the_restored_copy_and_reports_rto_and_rpo(
@@ -28,7 +22,7 @@ def test_the_drill_serves_the_restored_copy_and_reports_rto_and_rpo(
     populate(settings)
     init_repo(settings)
     create_backup(runtime, "daily")
-    port = settings.drill.port = _unused_port()  # [drill] port: the one a firewall allows
+    port = settings.drill.port = free_port()  # [drill] port: the one a firewall allows
 
     record = run_task(settings, "dr_drill")
     assert record.status == "ok", record.summary
