@@ -95,7 +95,11 @@ class _ChunkSet:
     whose import alone costs 12 MiB. Thread-safe for one adding thread (under the writer's
     pack lock) and any number of readers."""
 
-    RECENT = 16_384  # ids in the set (~2 MiB) before they are folded into the buckets
+    # ids in the set before they are folded into the buckets: 16,384 held ~2 MiB of hex
+    # strings and their fold ~3 MiB more at once (peak 7.9 MiB for 88,000 ids, 4.9 with
+    # 1,024, and no slower to add: RESULTS.md, "Backup first backup growth at scale 16");
+    # a fold copies only the buckets it touches, ~500 bytes each at 10^6 ids
+    RECENT = 1_024
     BUCKET_BYTES = 2  # of an id: 65,536 buckets (a 0.5 MiB list, then ~33 bytes each for
     # a bucket's own string), made at the first fold: a writer that stores fewer ids never
     # pays for them
