@@ -66,3 +66,46 @@ def test_repeated_chunk_in_one_file_is_read_once(repo, tmp_path):
     report = repo.check(read_data=True)
     assert report.ok, report.errors
     assert report.bytes_read == _pack_bytes(repo)
+
+
+def test_small_files_are_grouped_by_the_verifiers_and_large_ones_by_the_merge(
+    repo, tmp_path, monkeypatch
+):
+    """Where a content is first found is a lookup per file: for small files the verifier
+    threads make it, not the one thread that merges the lists (which set verify's pace on
+    many small files); a large file's versions are grouped by the merge, so that its
+    groups spread over the verifiers. Damage in a small file is still found."""
+    import threading
+
+    from sctk.backup.repo import check
+
+    monkeypatch.setattr(check, "BIG_FIRST", 1)  # big.bin alone is read first, as the largest
+    rnd = random.Random(13)
+    src = tmp_path / "src"
+    (src / "runs").mkdir(parents=True)
+    for i in range(40):
+        (src / "runs" / f"r{i:02d}.csv").write_bytes(rnd.randbytes(2_000 + i))
+    (src / "big.bin").write_bytes(rnd.randbytes(check.BATCH_BYTES + 1))
+    snap = backup(repo, src)
+    backup(repo, src)  # the same contents again: each path has two versions
+    grouped_on: dict[str, set[str]] = {}
+    real = check._groups
+
+    def spy(versions, *args):
+        versions = list(versions)
+        path = versions[0][1]["path"]
+        grouped_on.setdefault(path, set()).add(threading.current_thread().name)
+        return real(versions, *args)
+
+    monkeypatch.setattr(check, "_groups", spy)
+    report = repo.check(read_data=True)
+    assert report.ok, report.errors
+    small = {p: names for p, names in grouped_on.items() if p.startswith("runs/")}
+    assert len(small) == 40
+    assert all(n.startswith("sctk-check") for names in small.values() for n in names), small
+    assert grouped_on["big.bin"] == {threading.main_thread().name}
+
+    damage_chunk(repo, repo.files(snap.id)[3].chunks[0])
+    report = repo.check(read_data=True)
+    assert not report.ok
+    assert any("file runs/r02.csv cannot be restored" in e for e in report.errors), report.errors
