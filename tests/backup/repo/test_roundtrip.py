@@ -263,3 +263,21 @@ def test_a_restore_keeps_aside_only_the_largest_large_files(repo, tmp_path, monk
     finally:
         run.close()
     assert tree_bytes(tmp_path / "out") == tree_bytes(src)
+
+
+@pytest.mark.parametrize("now", [0, 700, 5000, 3 * 1024 * 1024 + 5])
+def test_a_file_that_changed_size_since_the_walk_stat_it_is_stored_as_read(repo, tmp_path, now):
+    """A small file is read with one read of its stat's size and a byte more: one that grew
+    since (even past the largest chunk) is read to its end, one that shrank as it is."""
+    rnd = random.Random(now)
+    src = tmp_path / "grows.bin"
+    src.write_bytes(rnd.randbytes(1_000))
+    st = os.lstat(src)  # what the walk saw
+    data = rnd.randbytes(now)
+    src.write_bytes(data)
+    with repo.writer() as w:
+        f = w._queue_file("grows.bin", src, st)
+        info = w.commit("manual", {})
+    assert f.entry.size == now and f.entry.sha256 == hashlib.sha256(data).hexdigest()
+    assert b"".join(repo.read_file(info.id, "grows.bin")) == data
+    assert repo.check(read_data=True).ok
