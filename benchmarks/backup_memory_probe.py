@@ -62,6 +62,7 @@ def main(argv: list[str]) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.perf_counter()
+    result: dict = {}  # what the step found (check: whether the repository is sound)
     if op == "init":
         Repository.init(repo_path, PASSPHRASE)
     else:
@@ -74,7 +75,7 @@ def main(argv: list[str]) -> None:
                 phase[0] = "commit"
                 w.commit("probe", {}, host="probe")
         elif op == "check":
-            repo.check(read_data=True)
+            result["ok"] = repo.check(read_data=True).ok
         elif op == "restore":
             target = Path(rest[0])
             shutil.rmtree(target, ignore_errors=True)
@@ -96,6 +97,7 @@ def main(argv: list[str]) -> None:
         "rss_now_mib": rss_mib(),
         "rss_top_sampled": top,
         "vmhwm_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        **result,
     }
     print(json.dumps(out))
     if trace and best["snap"] is not None:

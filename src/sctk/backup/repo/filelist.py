@@ -7,28 +7,36 @@ prune or a check held whole lists. A version-2 file is
     piece 0 | piece 1 | ... | sealed header | header length (4 bytes, little endian) | MAGIC
 
 where each piece is the sealed JSON list of up to PIECE_ENTRIES file entries (the entries of
-version 1: path, mode, size, sha256, chunks, st), all pieces together sorted by path, and the
-header holds what a listing needs (time, label, host, manifest, totals, the count of files)
-and where each piece lies with its first and last path. So a listing reads the last few KiB
-of each file, and a reader goes through the list one piece at a time, or finds a path by
-bisecting the pieces' bounds. Each piece's AAD names the list (a random id in the header) and
-the piece's place, so pieces cannot be moved within a file or between files. The file is
-still named by the SHA-256 of all its bytes.
+version 1: path, mode, size, sha256, chunks, st) holding up to PIECE_CHUNKS chunk ids (an
+entry with more is a piece alone; about twice either in a piece following the parent's,
+below), all pieces together sorted by path, and the header holds what a listing needs (time,
+label, host, manifest, totals, the count of files) and where each piece lies with its first
+and last path. So a listing reads the last few KiB of each file, and a reader goes through
+the list one piece at a time, or finds a path by bisecting the pieces' bounds. Each piece's
+AAD names the list (a random id in the header) and the piece's place, so pieces cannot be
+moved within a file or between files. The file is still named by the SHA-256 of all its
+bytes.
 
 The writer side (FileListSink) takes entries in any order: it sorts them a piece at a time,
 writes pieces as they fill (to a temporary file in the repository's snapshots/ folder on local
 storage, else to a local temporary file), and when the pieces did not come in path order (a
 backup made of several trees and files) merges the sorted runs into a second file at the
-end. Memory is a piece per run, whatever the number of files.
+end. Memory is a piece per run, whatever the number of files. A piece is bounded by its
+chunk ids as well as its entries because a reader holds a decoded piece per list (a check's
+merge, one per snapshot): a decoded entry weighs ~0.8 KiB and each of its chunk ids ~120
+bytes more (a 64-character string and its list slot), so 1,000 entries of large files
+(tens of chunks each) made pieces of several MiB. The readers take pieces of any size (the
+header lists each with its bounds), so files cut either way read the same everywhere.
 
 A backup with a parent (the previous snapshot, a version-2 file) writes its list under the
-parent's list id and cuts its pieces where the parent's pieces end; a piece whose entries are
-exactly the parent's piece at the same place (every file of it unchanged) is then the same
-sealed bytes under the same AAD, so it is copied as stored instead of being encoded,
-compressed and encrypted again (an unchanged backup of a million files seals no piece). The
-snapshots that share a list id could have same-place pieces swapped between their files
-without failing authentication; such a file no longer matches its name (the SHA-256 of its
-bytes), which a check verifies, as it does for a snapshot file replaced whole by another.
+parent's list id and cuts its pieces where the parent's pieces end (whichever limit cut
+them); a piece whose entries are exactly the parent's piece at the same place (every file of
+it unchanged) is then the same sealed bytes under the same AAD, so it is copied as stored
+instead of being encoded, compressed and encrypted again (an unchanged backup of a million
+files seals no piece). The snapshots that share a list id could have same-place pieces
+swapped between their files without failing authentication; such a file no longer matches
+its name (the SHA-256 of its bytes), which a check verifies, as it does for a snapshot file
+replaced whole by another.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import hashlib
 import heapq
 import secrets
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 
 from sctk.backup.repo.backend_contract import Backend
@@ -47,7 +55,11 @@ from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.formats import open_json, seal_json
 
 MAGIC = b"sctksnp2"
-PIECE_ENTRIES = 1000  # entries a piece: ~0.85 MiB decoded, ~0.1 MiB stored
+PIECE_ENTRIES = 1000  # entries a piece: ~0.8 MiB decoded, ~0.1 MiB stored
+# chunk ids a piece: ~0.25 MiB decoded (120 bytes each), so a piece full by both limits is
+# ~1 MiB decoded, and one of a few large files' entries ~0.3 MiB (without it, 1,000 entries
+# of 40 chunk ids each decode to ~5.3 MiB)
+PIECE_CHUNKS = 2048
 TAIL_READ = 64 * 1024  # bytes read from a file's end to find its header (one read, usually)
 COPY_BLOCK = 1 << 20
 AAD_HEADER = b"sctk-snapshot-header"
@@ -62,6 +74,35 @@ def _piece_aad(list_id: str, i: int) -> bytes:
 
 def added_twice(path: str) -> RepoError:
     return RepoError(f"Snapshot path {path} was added twice; add each path once.")
+
+
+def _ids(doc: dict) -> int:
+    return len(doc["chunks"])
+
+
+def _fits(docs: list[dict], slack: int = 1) -> bool:
+    """Whether DOCS make one piece within SLACK times the limits."""
+    return len(docs) <= slack * PIECE_ENTRIES and sum(map(_ids, docs)) <= slack * PIECE_CHUNKS
+
+
+def _cut(docs: Iterable[dict]) -> Iterator[list[dict]]:
+    """DOCS (sorted) in pieces: one is sealed once it holds PIECE_ENTRIES entries or
+    PIECE_CHUNKS chunk ids, and an entry that would take it past PIECE_CHUNKS starts the
+    next (alone when it has more)."""
+    piece: list[dict] = []
+    ids = 0
+    for doc in docs:
+        n = _ids(doc)
+        if piece and ids + n > PIECE_CHUNKS:
+            yield piece
+            piece, ids = [], 0
+        piece.append(doc)
+        ids += n
+        if len(piece) >= PIECE_ENTRIES or ids >= PIECE_CHUNKS:
+            yield piece
+            piece, ids = [], 0
+    if piece:
+        yield piece
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -149,6 +190,7 @@ class FileListSink:
         self.list_id = parent.list_id if parent is not None else secrets.token_hex(8)
         self.out = PieceFile(backend, keys, self.list_id)
         self.buf: list[dict] = []
+        self.buf_ids = 0  # chunk ids of the entries in buf
         self.runs: list[list[int]] = []  # [first piece, end piece) of pieces in path order
         self.count = 0
         self.size = 0
@@ -159,8 +201,17 @@ class FileListSink:
 
     def add(self, doc: dict, origin: tuple[int, int, int] | None = None) -> None:
         """Add DOC; ORIGIN (piece, position, its entries) when DOC is the parent's entry."""
+        ids = _ids(doc)
         if origin is None:
             self._match = -1
+            # DOC would take the piece past its chunk ids: it starts the next (so an entry
+            # with more is alone), with the slack below while following the parent. Never
+            # before the parent's entries (an origin): the parent's cuts and the slack cut
+            # those, so a new or grown file at a piece's start leaves the later pieces at
+            # the parent's places.
+            limit = 2 * PIECE_CHUNKS if self._follow >= 0 else PIECE_CHUNKS
+            if self.buf and self.buf_ids + ids > limit:
+                self._flush()
         else:
             piece, at, n = origin
             if self._follow >= 0 and piece != self._follow:
@@ -171,13 +222,18 @@ class FileListSink:
                 self._match = -1
             self._follow = piece
         self.buf.append(doc)
+        self.buf_ids += ids
         self.count += 1
         self.size += doc["size"]
         if origin is not None and origin[1] == origin[2] - 1:
             self._flush()  # the parent's piece ends here
         # following the parent, a piece may grow past its size with new files, rather than
-        # be cut early (which would move every later piece off the parent's places)
-        elif len(self.buf) >= (2 * PIECE_ENTRIES if self._follow >= 0 else PIECE_ENTRIES):
+        # be cut early (which would move every later piece off the parent's places): to
+        # twice the limits (the parent's entry that takes it past its chunk ids ends it)
+        elif self._follow >= 0:
+            if len(self.buf) >= 2 * PIECE_ENTRIES or self.buf_ids >= 2 * PIECE_CHUNKS:
+                self._flush()
+        elif len(self.buf) >= PIECE_ENTRIES:
             self._flush()
 
     def add_side(self, doc: dict) -> None:
@@ -188,13 +244,22 @@ class FileListSink:
         self.count += 1
         self.size += doc["size"]
         if len(self.side) > PIECE_ENTRIES:  # many: pieces of their own, merged at the end
-            self._flush()
-            self.buf, self.side = self.side, []
+            self._flush_side()
+
+    def _flush_side(self) -> None:
+        """The side files as pieces of their own (a sorted run, cut by the limits)."""
+        self._flush()
+        side, self.side = sorted(self.side, key=_PATH), []
+        for piece in _cut(side):
+            self.buf = piece
             self._flush()
 
     def _splice(self) -> None:
         """Put the side files into the pieces where they belong; the other pieces are copied
-        as they are sealed (those copied from the parent stay the parent's bytes)."""
+        as they are sealed (those copied from the parent stay the parent's bytes). A piece
+        that the side files take past twice the limits (the slack of a piece following the
+        parent) is cut again by the limits; the pieces after it then lie one place or more
+        further, so they are sealed again for their places (their AAD names the place)."""
         side = sorted(self.side, key=_PATH)
         self.side = []
         out = self.out
@@ -207,13 +272,17 @@ class FileListSink:
             for i, (_off, _len, first, last) in enumerate(out.pieces):
                 extra = into.get(i)
                 if extra is None:
-                    spliced.add_sealed(out.sealed(i), first, last)
+                    if len(spliced.pieces) == i:
+                        spliced.add_sealed(out.sealed(i), first, last)
+                    else:
+                        spliced.add(out.read(i))
                     continue
                 docs = list(heapq.merge(out.read(i), extra, key=_PATH))
                 for a, b in zip(docs, docs[1:], strict=False):
                     if a["path"] == b["path"]:
                         raise added_twice(a["path"])
-                spliced.add(docs)
+                for piece in [docs] if _fits(docs, 2) else _cut(docs):
+                    spliced.add(piece)
         except BaseException:
             spliced.discard()
             raise
@@ -234,7 +303,7 @@ class FileListSink:
             and self.buf[-1]["path"] == parent.pieces[match][3]
         )
         buf = self.buf if whole else sorted(self.buf, key=_PATH)
-        self.buf = []
+        self.buf, self.buf_ids = [], 0
         if not whole:
             prev = buf[0]["path"]
             for d in buf[1:]:
@@ -264,24 +333,13 @@ class FileListSink:
             if len(self.runs) == 1:
                 self._splice()
             else:  # no pieces, or several runs to merge anyway: the side files as a run
-                self.buf, self.side = self.side, []
-                self._flush()
+                self._flush_side()
         if len(self.runs) <= 1:
             return self.out
         merged = PieceFile(self.backend, self.keys, self.list_id)
         try:
-            batch: list[dict] = []
-            prev = None
-            for doc in heapq.merge(*(self._run(a, b) for a, b in self.runs), key=_PATH):
-                if doc["path"] == prev:
-                    raise added_twice(prev)
-                prev = doc["path"]
-                batch.append(doc)
-                if len(batch) >= PIECE_ENTRIES:
-                    merged.add(batch)
-                    batch = []
-            if batch:
-                merged.add(batch)
+            for piece in _cut(self._merged()):
+                merged.add(piece)
         except BaseException:
             merged.discard()
             raise
@@ -289,6 +347,15 @@ class FileListSink:
         self.out = merged
         self.runs = [[0, len(merged.pieces)]]
         return merged
+
+    def _merged(self) -> Iterator[dict]:
+        """The runs' entries merged in path order, a path added twice refused."""
+        prev = None
+        for doc in heapq.merge(*(self._run(a, b) for a, b in self.runs), key=_PATH):
+            if doc["path"] == prev:
+                raise added_twice(prev)
+            prev = doc["path"]
+            yield doc
 
     def docs(self) -> Iterator[dict]:
         """Every entry in path order (after finish())."""
