@@ -582,12 +582,11 @@ class _ReadOffsets:
         return set(self.by_pack.pop(pack, ()))
 
 
-def _path_groups(repo, walk: _Walk, sids: list[str]) -> Iterator:
+def _path_groups(repo, walk: _Walk, sids: list[str]) -> Iterator[list]:
     """The files to read, as lists of (snapshot position, _Checked): the versions of one
     path together (see _groups), the largest paths first (read while the others go by,
     as a to-do list sorted by size did: one of them started last kept one core busy alone
-    at the end), then every other path from a merge of the snapshots' lists by path, a
-    small one as its versions (_Unsorted) for the verifier to group."""
+    at the end), then every other path from a merge of the snapshots' lists by path."""
     times = [walk.docs[sid]["time"] for sid in sids]
     big = walk.big if all(walk.docs[sid].get("format") == 2 for sid in sids) else []
     if big:
@@ -602,37 +601,8 @@ def _path_groups(repo, walk: _Walk, sids: list[str]) -> Iterator:
             yield from _groups(found.pop(path), walk, repo.index, times)
     merged = heapq.merge(*(_by_path(repo.snapshot_files(sid), p) for p, sid in enumerate(sids)))
     for path, versions in groupby(merged, key=itemgetter(0)):
-        if path in big:
-            continue
-        got = [(pos, f) for _path, pos, f in versions]
-        size = sum({f["sha256"]: f["size"] for _pos, f in got}.values())
-        if size < BATCH_BYTES:
-            yield _Unsorted(got, size, walk, repo.index, times)
-        else:
-            yield from _groups(got, walk, repo.index, times)
-
-
-class _Unsorted:
-    """A small path's versions, put into groups (_groups) by the verifier that reads them.
-
-    Finding where each content is first found is a lookup in a file (a pread): made by the
-    thread that merges the lists, each waited for the GIL that the verifiers held, and that
-    thread alone set verify's pace on small files (a quarter of its samples were in that
-    pread on 10^5 files of a few KB). The verifiers make them side by side instead. Large
-    paths are still sorted by the merging thread, so that their groups spread over the
-    verifiers."""
-
-    __slots__ = ("versions", "size", "walk", "index", "times")
-
-    def __init__(self, versions: list, size: int, walk: _Walk, index, times: list):
-        self.versions = versions
-        self.size = size  # of its distinct contents: for batching
-        self.walk = walk
-        self.index = index
-        self.times = times
-
-    def groups(self) -> list[list]:
-        return _groups(self.versions, self.walk, self.index, self.times)
+        if path not in big:
+            yield from _groups(((pos, f) for _path, pos, f in versions), walk, repo.index, times)
 
 
 def _by_path(files, pos: int) -> Iterator[tuple]:
@@ -665,9 +635,8 @@ def _groups(versions, walk: _Walk, index, times: list) -> list[list]:
     return [todo[k : k + GROUP_VERSIONS] for k in range(0, len(todo), GROUP_VERSIONS)]
 
 
-def _verify_files(repo, groups: Iterator, record, whole: bool) -> None:
-    """Read and hash every file of GROUPS (each a group, or an _Unsorted path's versions that
-    the verifier puts into groups); RECORD(group, [(SHA-256 or None, ChunkError or
+def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
+    """Read and hash every file of GROUPS; RECORD(group, [(SHA-256 or None, ChunkError or
     None)] per file, (pack, offset) of every chunk read, stored bytes read, packs of the
     files' chunks (only when not WHOLE)) hears each group as it finishes.
 
@@ -690,24 +659,23 @@ def _verify_files(repo, groups: Iterator, record, whole: bool) -> None:
                 readers.append(reader)
         return reader
 
-    def verify_groups(batch: list) -> list[tuple]:
+    def verify_groups(batch: list[list]) -> list[tuple]:
         out = []
-        for item in batch:
-            for group in item.groups() if isinstance(item, _Unsorted) else (item,):
-                files = [f for _pos, f in group]
-                outcomes, done, nbytes = _verify_versions(reader_of(), index, files, helpers)
-                packs = () if whole else {index.entries[c][0] for f in files for c in f.chunks}
-                out.append((group, outcomes, done, nbytes, packs))
+        for group in batch:
+            files = [f for _pos, f in group]
+            outcomes, done, nbytes = _verify_versions(reader_of(), index, files, helpers)
+            packs = () if whole else {index.entries[c][0] for f in files for c in f.chunks}
+            out.append((group, outcomes, done, nbytes, packs))
         return out
 
     def batches() -> Iterator[list[list]]:
         """Small groups together in one task: a pool's task costs ~25 us of Python (submit,
         wait, wake), a tenth of a check of 10^5 small files when each was one."""
-        batch: list = []
+        batch: list[list] = []
         size = 0
         for group in groups:
             batch.append(group)
-            size += group.size if isinstance(group, _Unsorted) else sum(f.size for _p, f in group)
+            size += sum(f.size for _pos, f in group)
             if size >= BATCH_BYTES or len(batch) >= BATCH_GROUPS:
                 yield batch
                 batch, size = [], 0
