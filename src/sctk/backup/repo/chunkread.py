@@ -7,8 +7,11 @@ every chunk was three fresh byte strings. The rare larger chunk gets buffers of 
 go after it (see _room, _decompress): a buffer grown to the largest chunk met is kept by its
 thread to the end, and one sized for the largest chunk possible (4 MiB) on every thread was
 measured at 63-67 MiB peak for a restore at scale 1 of the reference data set (56-60 when
-decompressing into fresh objects, 54-55 now). A remote repository goes through the backend,
-its chunks fetched ahead.
+decompressing into fresh objects, 54-55 now). Those fresh buffers are decoded one chunk at a
+time in the process (LARGE_DECODE) and never ahead by idle threads (PlannedReads): several
+threads meeting large chunks at once made the peak grow with the data (the more chunks a pass
+reads, the more often they meet). A remote repository goes through the backend, its chunks
+fetched ahead.
 """
 
 from __future__ import annotations
@@ -27,6 +30,22 @@ MiB = 1 << 20
 OPEN_PACKS = 8  # packs each reader keeps open
 READ_AHEAD = 6  # chunks of one file fetched ahead from a remote repository
 BUFFER = MiB  # each reader's reused buffers: a sealed chunk, its plaintext (see _room)
+
+# Held while one chunk that does not fit the reused buffers is decoded (LocalReader.plain),
+# so at most one such chunk's fresh buffers (up to ~4 MiB each) are in the making at a time.
+# Module-wide, not per repository: it bounds the process's memory, and a process may verify
+# one repository while it restores another (or the same one through two objects). The cost
+# is a little parallelism on those chunks only (a few in a thousand on the reference data
+# set); their hashing and writing, done by the caller after plain returns, stay parallel.
+# Held only inside plain, never from one call to the next: a thread holding it between
+# calls could wait (on a Helpers future, on its pool) for a thread that waits for it.
+LARGE_DECODE = threading.Lock()
+
+
+def large(loc: tuple) -> bool:
+    """Whether the chunk at LOC gets buffers of its own: sealed or raw over BUFFER (the
+    plaintext is smaller than the sealed chunk, and raw when uncompressed)."""
+    return loc[2] > BUFFER or loc[3] > BUFFER
 
 
 def chunk_reader(repo):
@@ -89,6 +108,12 @@ class LocalReader:
         return memoryview(buf if len(buf) >= need else bytearray(need))[:need]
 
     def plain(self, cid: str, loc: tuple):
+        if large(loc):
+            with LARGE_DECODE:
+                return self._plain(cid, loc)
+        return self._plain(cid, loc)
+
+    def _plain(self, cid: str, loc: tuple):
         pack, off, length, raw_len, flags = loc
         name = pack_name(pack)
         try:
@@ -107,6 +132,9 @@ class LocalReader:
             return ChunkError(
                 cid, pack, f"pack {name} is damaged (chunk {cid[:12]} fails authentication)"
             )
+        # a fresh sealed buffer is let go before decompressing: one large chunk's decode holds
+        # two large buffers at most (the plaintext and its decompressed output)
+        sealed = None
         if flags & FLAG_ZSTD:
             try:
                 plain = self._decompress(plain, raw_len)
@@ -199,9 +227,12 @@ class Helpers:
 class PlannedReads:
     """plain(cid, loc) for a task whose reads are known in advance (PLAN: [(cid, loc)] in
     order): each is decoded here, or by an idle thread of HELPERS ahead of time (at most
-    AHEAD_BYTES of plaintext). A read off the plan (the task stopped a file at a damaged
-    chunk, so its later chunks are not read) ends the reading ahead: what was decoded ahead
-    and not asked for is dropped, never counted."""
+    AHEAD_BYTES of plaintext). A large chunk (see large()) is never decoded ahead: its fresh
+    plaintext would wait in a future, several on each task in flight at the peak; the task's
+    own thread decodes it when it gets there, and the chunks after it are still sent ahead.
+    A read off the plan (the task stopped a file at a damaged chunk, so its later chunks are
+    not read) ends the reading ahead: what was decoded ahead and not asked for is dropped,
+    never counted."""
 
     def __init__(self, plan: list[tuple[str, tuple]], reader, helpers: Helpers | None):
         self.plan = plan
@@ -238,12 +269,14 @@ class PlannedReads:
             return
         plan, ahead = self.plan, self.ahead
         self.sent = max(self.sent, self.at)
-        while (
-            self.sent < len(plan)
-            and len(ahead) < AHEAD_READS
-            and (not ahead or self.ahead_bytes + plan[self.sent][1][3] <= AHEAD_BYTES)
-        ):
+        while self.sent < len(plan) and len(ahead) < AHEAD_READS:
             cid, loc = plan[self.sent]
+            if large(loc):
+                self.sent += 1  # left to the task's thread (plain finds no future for it)
+                continue
+            # (one chunk that fits BUFFER is always under the budget: none ahead, none counted)
+            if self.ahead_bytes + loc[3] > AHEAD_BYTES:
+                break
             ahead[self.sent] = helpers.decode(cid, loc)
             self.ahead_bytes += loc[3]
             self.sent += 1
