@@ -1,7 +1,7 @@
-"""Chunks larger than a reader's reused buffers (chunkread.BUFFER): decoded by one thread of
-the process at a time and never ahead by idle threads, so their fresh buffers do not pile up
-at the peak of a verify or restore however many of them a pass meets; and still read right,
-damage to them still found."""
+"""Chunks larger than a reader's reused buffers (chunkread.BUFFER): decoded and used by one
+thread of the process at a time and never ahead by idle threads, so their fresh buffers do
+not pile up at the peak of a verify or restore however many of them a pass meets; and still
+read right, damage to them still found."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from concurrent.futures import Future
 import pytest
 
 from sctk.backup.repo import RepoError, chunkread
+from sctk.backup.repo import check as check_mod
+from sctk.backup.repo import restore as restore_mod
 from sctk.backup.repo.chunkread import BUFFER, LocalReader, PlannedReads, chunk_reader
 from sctk.backup.repo.formats import FLAG_ZSTD
 from tests.backup.repo.conftest import backup, damage_chunk, tree_bytes
@@ -23,15 +25,15 @@ MiB = 1 << 20
 
 def _large_tree(repo, root):
     """Files cut into 1 to 4 MiB chunks (this repository object's cuts only) of three kinds:
-    compressed to under BUFFER (text), compressed to over it (half noise), stored raw
+    compressed to under BUFFER (text), compressed to over it (mostly noise), stored raw
     (noise); and small compressed files (chunks that fit)."""
     repo.config["chunker"] = {"min": 1 << 20, "avg": 2 << 20, "max": 4 << 20}
     rnd = random.Random(27)
     root.mkdir()
-    text = "\n".join(f"{i},{rnd.random():.6f},name{rnd.randrange(100)}" for i in range(400_000))
+    text = "\n".join(f"{i},{rnd.randrange(16)},name{rnd.randrange(4)}" for i in range(800_000))
     (root / "table.csv").write_bytes(text.encode())
-    (root / "half.bin").write_bytes(
-        b"".join(rnd.randbytes(64) + bytes(64) for _ in range(10 * MiB // 128))
+    (root / "part.bin").write_bytes(  # compressed to about 3/4
+        b"".join(rnd.randbytes(96) + bytes(32) for _ in range(16 * MiB // 128))
     )
     (root / "noise.bin").write_bytes(rnd.randbytes(8 * MiB))
     for i in range(12):
@@ -58,35 +60,48 @@ def large_repo(repo, tmp_path):
 
 
 class _Concurrency:
-    """How many calls of a kind (large or small) run at once at most; each lasts a while, so
-    that calls free to overlap do."""
+    """How many calls of a kind (large or small) run at once at most, and how many large
+    decompressed chunks are alive at once at most; each call lasts a while, so that calls
+    free to overlap do."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.now = {"large": 0, "small": 0}
-        self.most = {"large": 0, "small": 0}
+        self.now = {"large": 0, "small": 0, "alive": 0}
+        self.most = {"large": 0, "small": 0, "alive": 0}
+
+    def add(self, kind: str, n: int) -> None:
+        with self.lock:
+            self.now[kind] += n
+            self.most[kind] = max(self.most[kind], self.now[kind])
 
     def run(self, kind: str, fn, *args, **kw):
-        with self.lock:
-            self.now[kind] += 1
-            self.most[kind] = max(self.most[kind], self.now[kind])
+        self.add(kind, 1)
         try:
             time.sleep(0.02)
             return fn(*args, **kw)
         finally:
-            with self.lock:
-                self.now[kind] -= 1
+            self.add(kind, -1)
 
 
 def _watch(monkeypatch) -> _Concurrency:
     """Record the concurrency of decompressions (large: over BUFFER raw) and decryptions
-    (large: a sealed chunk over BUFFER) of every LocalReader made from now on."""
+    (large: a sealed chunk over BUFFER) of every LocalReader made from now on, and how many
+    large decompressed chunks are alive at once (each stays a while after it is made, as
+    a chunk being hashed or written by a thread that let go of the lock would)."""
     seen = _Concurrency()
     decompress = LocalReader._decompress
 
+    class Plain(bytes):
+        def __del__(self):
+            seen.add("alive", -1)
+
     def watched_decompress(self, frame, raw_len):
-        kind = "large" if raw_len > BUFFER else "small"
-        return seen.run(kind, decompress, self, frame, raw_len)
+        if raw_len <= BUFFER:
+            return seen.run("small", decompress, self, frame, raw_len)
+        out = Plain(seen.run("large", decompress, self, frame, raw_len))
+        seen.add("alive", 1)
+        time.sleep(0.02)
+        return out
 
     class Aead:
         def __init__(self, aead):
@@ -107,13 +122,25 @@ def _watch(monkeypatch) -> _Concurrency:
     return seen
 
 
+def _slow(fn):
+    """FN, taking a while over a large chunk (as hashing or writing 4 MiB may): time for
+    another thread to make its own meanwhile, unless it waits."""
+
+    def slow(*args):
+        if len(args[-1]) > BUFFER:
+            time.sleep(0.05)
+        return fn(*args)
+
+    return slow
+
+
 class _Reader:
     def __init__(self):
-        self.read: list[str] = []
+        self.done: list[str] = []
 
-    def plain(self, cid, loc):
-        self.read.append(cid)
-        return cid.encode() * 2
+    def read(self, cid, loc, use):
+        self.done.append(cid)
+        use(cid.encode() * 2)
 
 
 class _Helpers:
@@ -142,16 +169,19 @@ def test_helpers_do_not_decode_large_chunks_ahead_and_go_on_past_them():
     ]
     reader, helpers = _Reader(), _Helpers()
     reads = PlannedReads(plan, reader, helpers)
-    assert [reads.plain(cid, loc) for cid, loc in plan] == [cid.encode() * 2 for cid, _ in plan]
+    got: list[bytes] = []
+    assert [reads.read(cid, loc, got.append) for cid, loc in plan] == [None] * len(plan)
+    assert got == [cid.encode() * 2 for cid, _ in plan]
     assert helpers.sent == ["b", "c"]
-    assert reader.read == ["a", "big", "sealed"]
+    assert reader.done == ["a", "big", "sealed"]
     assert reads.ahead_bytes == 0
 
 
-def test_large_chunks_are_decoded_one_at_a_time_and_right(large_repo, monkeypatch):
+def test_large_chunks_are_decoded_and_used_one_at_a_time_and_right(large_repo, monkeypatch):
     """Threads reading large chunks at once with readers of their own: no two large chunks
-    are decompressed or decrypted at the same time (each fresh buffer up to 4 MiB), small
-    ones still are, and every plaintext is right."""
+    are decompressed or decrypted at the same time, nor alive at once while they are used
+    (each fresh buffer up to 4 MiB), small ones still are decoded together, and every
+    plaintext is right."""
     repo, info = large_repo
     chunks = _chunks(repo, info)
     reader = chunk_reader(repo)
@@ -170,7 +200,9 @@ def test_large_chunks_are_decoded_one_at_a_time_and_right(large_repo, monkeypatc
         start.wait()
         try:
             for cid, loc in order:
-                got[k][cid] = hashlib.sha256(reader.plain(cid, loc)).hexdigest()
+                sha = hashlib.sha256()
+                assert reader.read(cid, loc, _slow(sha.update)) is None
+                got[k][cid] = sha.hexdigest()
         finally:
             reader.close()
 
@@ -180,20 +212,22 @@ def test_large_chunks_are_decoded_one_at_a_time_and_right(large_repo, monkeypatc
     for t in workers:
         t.join()
     assert all(g == want for g in got)
-    assert seen.most["large"] == 1
+    assert seen.most["large"] == 1 and seen.most["alive"] == 1
     assert seen.most["small"] > 1  # the lock is for large chunks only
 
 
 def test_verify_and_restore_of_large_chunks(large_repo, tmp_path, monkeypatch):
-    """Verify (its idle threads reading ahead) and restore decode one large chunk at a time,
-    and both are still right."""
+    """Verify (its idle threads reading ahead) and restore decode, hash and write one large
+    chunk at a time, and both are still right."""
     repo, info = large_repo
     seen = _watch(monkeypatch)
+    monkeypatch.setattr(check_mod, "_hash_into", _slow(check_mod._hash_into))
+    monkeypatch.setattr(restore_mod, "_write_all", _slow(restore_mod._write_all))
     report = repo.check(read_data=True)
     assert report.ok, report.errors
     repo.restore(info.id, tmp_path / "out")
     assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "src")
-    assert seen.most["large"] == 1
+    assert seen.most["large"] == 1 and seen.most["alive"] == 1
     assert chunkread.LARGE_DECODE.acquire(blocking=False)  # nothing kept it
     chunkread.LARGE_DECODE.release()
 
