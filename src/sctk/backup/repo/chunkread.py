@@ -7,11 +7,11 @@ every chunk was three fresh byte strings. The rare larger chunk gets buffers of 
 go after it (see _room, _decompress): a buffer grown to the largest chunk met is kept by its
 thread to the end, and one sized for the largest chunk possible (4 MiB) on every thread was
 measured at 63-67 MiB peak for a restore at scale 1 of the reference data set (56-60 when
-decompressing into fresh objects, 54-55 now). Those fresh buffers are decoded one chunk at a
-time in the process (LARGE_DECODE) and never ahead by idle threads (PlannedReads): several
-threads meeting large chunks at once made the peak grow with the data (the more chunks a pass
-reads, the more often they meet). A remote repository goes through the backend, its chunks
-fetched ahead.
+decompressing into fresh objects, 54-55 now). Such a chunk is decoded, used (hashed, written)
+and let go by one thread of the process at a time (LARGE_DECODE, LocalReader.read), never
+ahead by idle threads (PlannedReads): several threads holding one at once made the peak grow
+with the data (the more chunks a pass reads, the more often they meet). A remote repository
+goes through the backend, its chunks fetched ahead.
 """
 
 from __future__ import annotations
@@ -34,13 +34,14 @@ BUFFER = MiB  # each reader's reused buffers: a sealed chunk, its plaintext (see
 # Held while one chunk that does not fit the reused buffers is decoded (LocalReader.plain)
 # and, through read(), used (hashed, written) and let go, so at most one such chunk's fresh
 # buffers (up to ~4 MiB each) are alive at a time: decoding one at a time alone left each
-# thread holding its chunk while it hashed it, and the peak of a verify at scale 16 of the
-# reference data set the same (benchmarks/RESULTS.md, branch big27). Module-wide, not per
-# repository: it bounds the process's memory, and a process may verify one repository while
-# it restores another (or the same one through two objects). The cost is parallelism on
-# those chunks only (a few in a thousand, 7% of the bytes at scale 16). Held only inside one
-# call, never from one call to the next: a thread holding it between calls could wait (on
-# a Helpers future, on its pool) for a thread that waits for it.
+# thread holding its chunk while it hashed or wrote it, and the peaks of verify and restore
+# at scale 16 of the reference data set unchanged (benchmarks/RESULTS.md, "Backup large
+# chunks one at a time (branch big27)"). Module-wide, not per repository: it bounds the
+# process's memory, and a process may verify one repository while it restores another (or
+# the same one through two objects). The cost is parallelism on those chunks only (405 of
+# 86,774 at scale 16, 8% of the bytes: no CPU or wall time lost measurably). Held only
+# inside one call, never from one call to the next: a thread holding it between calls
+# could wait (on a Helpers future, on its pool) for a thread that waits for it.
 LARGE_DECODE = threading.Lock()
 
 
@@ -99,8 +100,8 @@ class BackendReader:
 
 class LocalReader:
     """One thread's reads of a local repository: open packs, and buffers reused for every
-    chunk (read and decrypted in place). plain() returns a view valid until
-    its next call."""
+    chunk (read and decrypted in place). plain() returns a view valid until its next call;
+    read() and each() hand it to a function."""
 
     def __init__(self, repo):
         self.repo = repo
