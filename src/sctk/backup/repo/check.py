@@ -27,6 +27,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import groupby
 from operator import itemgetter
 
@@ -461,6 +462,11 @@ def _plan(index, files: list[_Checked], shared: set[str]) -> list[tuple[str, tup
     return reads
 
 
+def _hash_into(sha, cache: _SharedPlain | None, cid: str, data) -> None:
+    """SHA updated with a chunk's plaintext DATA, kept in CACHE first when given."""
+    sha.update(data if cache is None else cache.put(cid, data))
+
+
 def _verify_versions(reader, index, files: list[_Checked], helpers=None) -> tuple[list, list, int]:
     """Read FILES (versions of one path, or one file) chunk by chunk in step, so that a chunk
     they share at about the same place (or one repeated close by) is decrypted and
@@ -487,11 +493,15 @@ def _verify_versions(reader, index, files: list[_Checked], helpers=None) -> tupl
                 if data is None:
                     loc = reads.loc(cid, index)
                     nbytes += loc[2]
-                    data = reads.plain(cid, loc)
-                    if not isinstance(data, ChunkError):
+                    # hashed (and kept when shared) within the read: a large chunk is let go
+                    # before another thread decodes one (chunkread.LARGE_DECODE)
+                    keep = cache if cid in shared else None
+                    data = reads.read(cid, loc, partial(_hash_into, shas[j], keep, cid))
+                    if data is None:
                         done.append((loc[0], loc[1]))
-                    if cid in shared:
-                        data = cache.put(cid, data)
+                        continue
+                    if keep is not None:
+                        cache.put(cid, data)
                 if isinstance(data, ChunkError):
                     failed[j] = data
                 else:

@@ -7,8 +7,11 @@ every chunk was three fresh byte strings. The rare larger chunk gets buffers of 
 go after it (see _room, _decompress): a buffer grown to the largest chunk met is kept by its
 thread to the end, and one sized for the largest chunk possible (4 MiB) on every thread was
 measured at 63-67 MiB peak for a restore at scale 1 of the reference data set (56-60 when
-decompressing into fresh objects, 54-55 now). A remote repository goes through the backend,
-its chunks fetched ahead.
+decompressing into fresh objects, 54-55 now). Such a chunk is decoded, used (hashed, written)
+and let go by one thread of the process at a time (LARGE_DECODE, LocalReader.read), never
+ahead by idle threads (PlannedReads): several threads holding one at once made the peak grow
+with the data (the more chunks a pass reads, the more often they meet). A remote repository
+goes through the backend, its chunks fetched ahead.
 """
 
 from __future__ import annotations
@@ -28,11 +31,40 @@ OPEN_PACKS = 8  # packs each reader keeps open
 READ_AHEAD = 6  # chunks of one file fetched ahead from a remote repository
 BUFFER = MiB  # each reader's reused buffers: a sealed chunk, its plaintext (see _room)
 
+# Held while one chunk that does not fit the reused buffers is decoded (LocalReader.plain)
+# and, through read(), used (hashed, written) and let go, so at most one such chunk's fresh
+# buffers (up to ~4 MiB each) are alive at a time: decoding one at a time alone left each
+# thread holding its chunk while it hashed or wrote it, and the peaks of verify and restore
+# at scale 16 of the reference data set unchanged (benchmarks/RESULTS.md, "Backup large
+# chunks one at a time (branch big27)"). Module-wide, not per repository: it bounds the
+# process's memory, and a process may verify one repository while it restores another (or
+# the same one through two objects). The cost is parallelism on those chunks only (405 of
+# 86,774 at scale 16, 8% of the bytes: no CPU or wall time lost measurably). Held only
+# inside one call, never from one call to the next: a thread holding it between calls
+# could wait (on a Helpers future, on its pool) for a thread that waits for it.
+LARGE_DECODE = threading.Lock()
+
+
+def large(loc: tuple) -> bool:
+    """Whether the chunk at LOC gets buffers of its own: sealed or raw over BUFFER (the
+    plaintext is smaller than the sealed chunk, and raw when uncompressed)."""
+    return loc[2] > BUFFER or loc[3] > BUFFER
+
 
 def chunk_reader(repo):
     """A reader for one thread: plain(cid, loc) gives a chunk's plaintext (a view valid until
-    the next call, for a local repository) or its ChunkError; close() when done."""
+    the next call, for a local repository) or its ChunkError; read(cid, loc, use) and
+    each(cids, use) hand plaintexts to USE instead (see LocalReader.read); close() when
+    done."""
     return LocalReader(repo) if repo.backend.local else BackendReader(repo)
+
+
+def _used(data, use) -> ChunkError | None:
+    """USE(DATA) unless DATA is a ChunkError, which is returned."""
+    if isinstance(data, ChunkError):
+        return data
+    use(data)
+    return None
 
 
 class BackendReader:
@@ -44,10 +76,23 @@ class BackendReader:
     def plain(self, cid: str, loc: tuple):
         return self.repo.safe_load(cid)
 
+    def read(self, cid: str, loc: tuple, use) -> ChunkError | None:
+        return _used(self.plain(cid, loc), use)
+
     def chunks(self, cids: list[str]):
         """A file's chunks in order, fetched ahead in the repository's pool (each fetch waits
         on the network: several in flight hide the latency)."""
         return self.repo.iter_chunks(cids, window=READ_AHEAD)
+
+    def each(self, cids: list[str], use) -> ChunkError | None:
+        datas = self.chunks(cids)
+        try:
+            for data in datas:
+                if (err := _used(data, use)) is not None:
+                    return err
+            return None
+        finally:
+            datas.close()
 
     def close(self) -> None:
         pass
@@ -55,8 +100,8 @@ class BackendReader:
 
 class LocalReader:
     """One thread's reads of a local repository: open packs, and buffers reused for every
-    chunk (read and decrypted in place). plain() returns a view valid until
-    its next call."""
+    chunk (read and decrypted in place). plain() returns a view valid until its next call;
+    read() and each() hand it to a function."""
 
     def __init__(self, repo):
         self.repo = repo
@@ -89,6 +134,21 @@ class LocalReader:
         return memoryview(buf if len(buf) >= need else bytearray(need))[:need]
 
     def plain(self, cid: str, loc: tuple):
+        if large(loc):
+            with LARGE_DECODE:
+                return self._plain(cid, loc)
+        return self._plain(cid, loc)
+
+    def read(self, cid: str, loc: tuple, use) -> ChunkError | None:
+        """USE(plaintext) for the chunk at LOC (a view valid during the call), or its
+        ChunkError. A large chunk's is used under LARGE_DECODE and let go before it is
+        released, so USE must not wait for another thread (hashing and writing do not)."""
+        if large(loc):
+            with LARGE_DECODE:
+                return _used(self._plain(cid, loc), use)
+        return _used(self._plain(cid, loc), use)
+
+    def _plain(self, cid: str, loc: tuple):
         pack, off, length, raw_len, flags = loc
         name = pack_name(pack)
         try:
@@ -107,6 +167,9 @@ class LocalReader:
             return ChunkError(
                 cid, pack, f"pack {name} is damaged (chunk {cid[:12]} fails authentication)"
             )
+        # a fresh sealed buffer is let go before decompressing: one large chunk's decode holds
+        # two large buffers at most (the plaintext and its decompressed output)
+        sealed = None
         if flags & FLAG_ZSTD:
             try:
                 plain = self._decompress(plain, raw_len)
@@ -138,16 +201,17 @@ class LocalReader:
                 got += n
         return out[:got]
 
-    def chunks(self, cids: list[str]):
-        """A file's chunks in order (each a view valid until the next one), or a ChunkError
-        where one cannot be read."""
+    def each(self, cids: list[str], use) -> ChunkError | None:
+        """USE(plaintext) for a file's chunks in order (read()), or the ChunkError of the first
+        that cannot be read (none after it is read)."""
         entries = self.repo.index.entries
         for cid in cids:
             loc = entries.get(cid)
             if loc is None:
-                yield ChunkError(cid, None, f"chunk {cid[:12]} is in no index")
-                continue
-            yield self.plain(cid, loc)
+                return ChunkError(cid, None, f"chunk {cid[:12]} is in no index")
+            if (err := self.read(cid, loc, use)) is not None:
+                return err
+        return None
 
     def close(self) -> None:
         for fd in self.fds.values():
@@ -197,11 +261,14 @@ class Helpers:
 
 
 class PlannedReads:
-    """plain(cid, loc) for a task whose reads are known in advance (PLAN: [(cid, loc)] in
+    """read(cid, loc, use) for a task whose reads are known in advance (PLAN: [(cid, loc)] in
     order): each is decoded here, or by an idle thread of HELPERS ahead of time (at most
-    AHEAD_BYTES of plaintext). A read off the plan (the task stopped a file at a damaged
-    chunk, so its later chunks are not read) ends the reading ahead: what was decoded ahead
-    and not asked for is dropped, never counted."""
+    AHEAD_BYTES of plaintext). A large chunk (see large()) is never decoded ahead: its fresh
+    plaintext would wait in a future, several on each task in flight at the peak; the task's
+    own thread decodes it when it gets there, and the chunks after it are still sent ahead.
+    A read off the plan (the task stopped a file at a damaged chunk, so its later chunks are
+    not read) ends the reading ahead: what was decoded ahead and not asked for is dropped,
+    never counted."""
 
     def __init__(self, plan: list[tuple[str, tuple]], reader, helpers: Helpers | None):
         self.plan = plan
@@ -218,19 +285,20 @@ class PlannedReads:
             return self.plan[self.at][1]
         return index.entries[cid]
 
-    def plain(self, cid: str, loc: tuple):
+    def read(self, cid: str, loc: tuple, use) -> ChunkError | None:
+        """USE(plaintext) of the next read, or its ChunkError (the reader's read())."""
         at = self.at
         if at >= len(self.plan) or self.plan[at] != (cid, loc):
             self.stop()
-            return self.reader.plain(cid, loc)
+            return self.reader.read(cid, loc, use)
         self.at = at + 1
         self._send()
         fut = self.ahead.pop(at, None)
         if fut is not None:
             self.ahead_bytes -= loc[3]
             if not fut.cancel():  # running or done: a thread that would wait is never idle
-                return fut.result()
-        return self.reader.plain(cid, loc)
+                return _used(fut.result(), use)
+        return self.reader.read(cid, loc, use)
 
     def _send(self) -> None:
         helpers = self.helpers
@@ -238,12 +306,14 @@ class PlannedReads:
             return
         plan, ahead = self.plan, self.ahead
         self.sent = max(self.sent, self.at)
-        while (
-            self.sent < len(plan)
-            and len(ahead) < AHEAD_READS
-            and (not ahead or self.ahead_bytes + plan[self.sent][1][3] <= AHEAD_BYTES)
-        ):
+        while self.sent < len(plan) and len(ahead) < AHEAD_READS:
             cid, loc = plan[self.sent]
+            if large(loc):
+                self.sent += 1  # left to the task's thread (read finds no future for it)
+                continue
+            # (one chunk that fits BUFFER is always under the budget: none ahead, none counted)
+            if self.ahead_bytes + loc[3] > AHEAD_BYTES:
+                break
             ahead[self.sent] = helpers.decode(cid, loc)
             self.ahead_bytes += loc[3]
             self.sent += 1

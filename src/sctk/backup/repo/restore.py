@@ -168,25 +168,25 @@ class _Restore:
                 self.readers.append(reader)
         dest = os.path.join(str(self.staging), e.path)
         sha = hashlib.sha256()
-        datas = reader.chunks(e.chunks)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+        def write(data) -> None:
+            sha.update(data)
+            _write_all(fd, data)
+            if self.progress is not None:
+                with self.lock:
+                    self.written += len(data)
+                    self.progress(self.written)
+
         try:
-            for data in datas:
-                if isinstance(data, ChunkError):
-                    return data
-                sha.update(data)
-                _write_all(fd, data)
-                if self.progress is not None:
-                    with self.lock:
-                        self.written += len(data)
-                        self.progress(self.written)
-                # let go of this chunk before the next one is decompressed: the loop variable
-                # would hold it meanwhile, up to 4 MiB more per thread at the peak
-                data = None
+            # written within the read: a large chunk is let go before another thread
+            # decodes one (chunkread.LARGE_DECODE)
+            err = reader.each(e.chunks, write)
+            if err is not None:
+                return err
             os.fchmod(fd, e.mode)
         finally:
             os.close(fd)
-            datas.close()
         return sha.hexdigest()
 
     def settle(self, e: FileEntry, got: str | ChunkError) -> None:
