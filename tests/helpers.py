@@ -30,7 +30,7 @@ def _ephemeral_low() -> int:
 
 
 def _port_block() -> range:
-    """This test process's own ports: below the kernel's ephemeral range, one block per xdist worker.
+    """This test process's own ports: below the kernel's ephemeral range, a block per worker.
 
     A port the kernel handed out for a bind to port 0 can be handed out again, to an outbound
     connection or to another process's port-0 bind (a Dask worker does one), in the seconds
@@ -53,7 +53,7 @@ def free_port() -> int:
     """A loopback port nothing listens on, never the same one twice in this process."""
     block = _port_block()
     if not _next_port:
-        # a random start: a rerun does not meet the previous run's sockets in TIME_WAIT
+        # a start that follows the pid: a rerun does not meet the last run's sockets in TIME_WAIT
         _next_port.append(block.start + (os.getpid() * 7919) % len(block))
     for _ in range(len(block)):
         port = _next_port[0]

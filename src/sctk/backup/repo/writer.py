@@ -97,7 +97,7 @@ class _ChunkSet:
 
     # ids in the set before they are folded into the buckets: 16,384 held ~2 MiB of hex
     # strings and their fold ~3 MiB more at once (peak 7.9 MiB for 88,000 ids, 4.9 with
-    # 1,024, and no slower to add: RESULTS.md, "Backup first backup growth at scale 16");
+    # 1,024, and no slower to add: RESULTS.md, "Backup, twelfth session");
     # a fold copies only the buckets it touches, ~500 bytes each at 10^6 ids
     RECENT = 1_024
     BUCKET_BYTES = 2  # of an id: 65,536 buckets (a 0.5 MiB list, then ~33 bytes each for
