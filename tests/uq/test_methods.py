@@ -225,23 +225,6 @@ def test_boosted_trees_kept_as_arrays_predict_as_the_booster_did():
     assert np.array_equal(again.predict(X), booster.predict(X))
 
 
-def _smallest_leaf(trees: TreeEnsemble) -> int:
-    return int(min(n["count"][n["is_leaf"] == 1].min() for n in trees.nodes))
-
-
-def test_quantile_leaves_hold_a_share_of_the_rows_unless_the_user_sets_their_size():
-    rng = np.random.default_rng(5)
-    X = rng.normal(size=(4000, 3))
-    y = X[:, 0] + rng.exponential(1 + np.abs(X[:, 1]))
-    upper = TreeEnsemble.fit(X, y, "quantile", 0.95, seed=0)
-    assert _smallest_leaf(upper) >= 200  # 5% of 4,000 rows
-    # the mean learner keeps scikit-learn's 20, and so does a quantile learner on few rows
-    assert _smallest_leaf(TreeEnsemble.fit(X, y, "squared_error", None, seed=0)) < 200
-    assert _smallest_leaf(TreeEnsemble.fit(X[:300], y[:300], "quantile", 0.95, seed=0)) >= 20
-    given = TreeEnsemble.fit(X, y, "quantile", 0.95, seed=0, min_samples_leaf=30)
-    assert 30 <= _smallest_leaf(given) < 200
-
-
 @pytest.mark.parametrize("leaves", [31, 100])  # 100: past the tables' 64 leaves, the walker
 def test_boosted_trees_predict_missing_values_as_the_booster_did(leaves):
     rng = np.random.default_rng(2)

@@ -26,26 +26,14 @@ from sctk.errors import SctkError
 from sctk.uq.tree_tables import compile_trees
 
 # scikit-learn's own defaults, written out so that a model records what it was fitted with.
+# Leaves of a share of the rows for the quantile learners were tried and dropped (RESULTS.md,
+# "UQ: quantile leaves by share of the rows"): better on the tuning tables, worse on randhie.
 BOOST_DEFAULTS: dict[str, Any] = {
     "learning_rate": 0.1,
     "max_iter": 100,
     "max_leaf_nodes": 31,
     "min_samples_leaf": 20,
 }
-# A quantile learner's leaves hold at least this share of the rows it is fitted on. A leaf's
-# value is a quantile of its rows' residuals: at the 5% or 95% level, 20 rows leave one row
-# beyond it, and the band follows that one row's noise. Chosen on the tuning tables
-# (benchmarks/tune_uq_tables.py; RESULTS.md, "UQ: quantile leaves by share"), against fixed
-# sizes of 50 to 200 rows, which win on mid-sized count tables and lose badly on small ones
-# (Boston, 405 rows a fold: 1.14x to 2.6x): a share keeps 20 rows there and grows with the
-# table, and within the automatic choice the candidates fitted on part of the training rows
-# get the same share of what they see.
-QUANTILE_LEAF_SHARE = 0.05
-
-
-def quantile_leaf_rows(rows: int) -> int:
-    """The fewest rows in a quantile learner's leaf, fitted on ROWS rows."""
-    return max(BOOST_DEFAULTS["min_samples_leaf"], round(QUANTILE_LEAF_SHARE * rows))
 
 
 @contextmanager
@@ -93,8 +81,6 @@ class TreeEnsemble:
         kwargs = {**BOOST_DEFAULTS, **params, "loss": loss, "random_state": seed}
         if quantile is not None:
             kwargs["quantile"] = quantile
-            if "min_samples_leaf" not in params:  # a setting the user gave is kept as given
-                kwargs["min_samples_leaf"] = quantile_leaf_rows(X.shape[0])
         booster = HistGradientBoostingRegressor(**kwargs)
         with _threads(threads):
             booster.fit(X, y)
