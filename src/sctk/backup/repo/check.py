@@ -52,7 +52,7 @@ MAX_ERRORS_PER_SNAPSHOT = 20
 GROUP_VERSIONS = 4  # versions of one path verified together (they share most chunks)
 SHARED_CACHE_BYTES = 8 * 1024 * 1024  # plaintext kept per group for chunks versions share
 BATCH_BYTES = 1 << 20  # small files verified in one task up to this size together...
-BATCH_GROUPS = 64  # ...or this many groups
+BATCH_GROUPS = 256  # ...or this many groups
 BIG_FIRST = 4  # the largest paths, verified before the rest (no core idle at the end)
 
 
@@ -543,6 +543,19 @@ def _verify_versions(reader, index, files: list[_Checked], helpers=None) -> tupl
     return outcomes, done, nbytes
 
 
+def _verify_chunk(reader, index, f: _Checked) -> tuple[list, list, int]:
+    """_verify_versions of one file of one chunk (most small files), without its planning:
+    nothing to share or to decode ahead, and the planning (a Counter, a set, a cache, a
+    plan) was a third of the verifiers' own Python on 10^5 small files."""
+    cid = f.chunks[0]
+    loc = index.entries[cid]
+    sha = hashlib.sha256()
+    failed = reader.read(cid, loc, sha.update)
+    if failed is not None:
+        return [(None, failed)], [], loc[2]
+    return [(sha.hexdigest(), None)], [(loc[0], loc[1])], loc[2]
+
+
 def _sound(loc, bad: dict) -> bool:
     """An indexed chunk location in a pack not known missing or damaged."""
     return loc is not None and loc[0] not in bad
@@ -706,9 +719,13 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
 
     def verify_groups(batch: list[list]) -> list[tuple]:
         out = []
+        reader = reader_of()
         for group in batch:
             files = [f for _pos, f in group]
-            outcomes, done, nbytes = _verify_versions(reader_of(), index, files, helpers)
+            if len(files) == 1 and len(files[0].chunks) == 1:
+                outcomes, done, nbytes = _verify_chunk(reader, index, files[0])
+            else:
+                outcomes, done, nbytes = _verify_versions(reader, index, files, helpers)
             packs = () if whole else {index.entries[c][0] for f in files for c in f.chunks}
             out.append((group, outcomes, done, nbytes, packs))
         return out
