@@ -671,15 +671,14 @@ def _groups(versions, walk: _Walk, index, times: list) -> list[list]:
     sound packs, in snapshot time order, at most GROUP_VERSIONS a group (so one path with
     many versions still spreads over the verifiers)."""
     todo = []
-    seen: set[tuple] = set()
+    seen: set[bytes] = set()
     for pos, f in versions:
-        key = (f["sha256"], tuple(f["chunks"]))
-        if key in seen:  # the same content in an earlier snapshot (unchanged)
+        ckey = _content_key(f)
+        if ckey in seen:  # the same content in an earlier snapshot (unchanged)
             continue
-        seen.add(key)
+        seen.add(ckey)
         # read where it is first found: here when found at this path alone (the first
         # version holding it), else as the lookup says (another path, or none: removed)
-        ckey = _content_key(f)
         if walk.elsewhere is None or ckey in walk.elsewhere:
             first = walk.firsts.get(ckey.hex())
             if first is None or first[1:3] != (pos, _place(f["path"])):
@@ -689,6 +688,8 @@ def _groups(versions, walk: _Walk, index, times: list) -> list[list]:
         ):
             continue
         todo.append((pos, _Checked(f)))
+    if len(todo) <= 1:  # most paths (one version to read): nothing to order or cut
+        return [todo] if todo else []
     todo.sort(key=lambda v: times[v[0]])  # stable: equal times stay in snapshot order
     return [todo[k : k + GROUP_VERSIONS] for k in range(0, len(todo), GROUP_VERSIONS)]
 
