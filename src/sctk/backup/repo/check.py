@@ -7,7 +7,9 @@ decrypted and authenticated) and compared with its SHA-256, then every chunk no 
 (orphans, duplicates) is authenticated from its pack, and each pack's own header is checked
 against the index, so every byte of every pack has been verified. The versions of one file
 in several snapshots are read together, so a chunk they share is decrypted and decompressed
-once (each version is still hashed whole): every byte of every pack is read once.
+once (each version is still hashed whole): every byte of every pack is read once. A piece
+of a list that repeats an earlier snapshot's (an unchanged backup copies its parent's) is
+decoded and merged once, in that snapshot (samepieces.py).
 
 Memory does not grow with the files or chunks: the files to read come from a merge of the
 snapshots' lists (sorted by path) as they are read, and what must be known of every chunk

@@ -80,8 +80,8 @@ class SamePieces:
             if i in skip:
                 continue
             off, length = header["pieces"][i][:2]
-            blob = _read(repo, sid, off, length)
-            yield from _open(repo, sid, header, i, blob)
+            # (the sealed bytes let go before the entries are handed out)
+            yield from _open(repo, sid, header, i, _read(repo, sid, off, length))
 
 
 def _digest(list_id: str, i: int, blob: bytes) -> bytes:
