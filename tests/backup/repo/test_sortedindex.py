@@ -221,3 +221,44 @@ def test_lacks_counts_the_keys_of_another_file_missing_here(tmp_path):
     assert part.lacks(every) == 40_000 - 20_000
     assert every.lacks(every) == 0
     assert every.lacks(empty) == 0 and empty.lacks(part) == len(part)
+
+
+@pytest.mark.parametrize("n", [500, 40_000])  # in memory, and spilled past IN_MEMORY
+def test_a_builder_hears_each_record_dropped_with_the_one_kept(tmp_path, n):
+    """check's firsts file learns which contents were noted twice (Builder's on_repeat)."""
+    rnd = random.Random(n)
+    keys = [rnd.randbytes(32) for _ in range(n)]
+    heard: list[tuple[bytes, bytes]] = []
+    b = Builder(tmp_path / "b.idx", on_repeat=lambda kept, dropped: heard.append((kept, dropped)))
+    num = b.pack("cd" * 32)
+    for i, k in enumerate(keys):
+        b.add(k, num, i, 7, 0, 0)
+    again = rnd.sample(range(n), 50)
+    for i in again:  # a second record of a key, and of one of them a third
+        b.add(keys[i], num, n + i, 8, 0, 0)
+    b.add(keys[again[0]], num, 2 * n, 9, 0, 0)
+    found = opened(b)
+    assert len(found) == n
+    expected = [(keys[i], n + i, 8) for i in again] + [(keys[again[0]], 2 * n, 9)]
+    got = [
+        (d[:32], int.from_bytes(d[36:40], "little"), int.from_bytes(d[40:44], "little"))
+        for _k, d in heard
+    ]
+    assert sorted(got) == sorted(expected)
+    # the record kept is the first given, whole
+    assert all(k[:32] == d[:32] and int.from_bytes(k[36:40], "little") < n for k, d in heard)
+
+
+def test_held_length_sums_the_lengths_of_the_keys_another_file_holds(tmp_path):
+    rnd = random.Random(9)
+    packs = _packs(3, 15_000, rnd, dup_every=7)
+    build(tmp_path / "all.idx", packs)
+    every = SortedIndex(tmp_path / "all.idx")
+    ids = list(_as_dict(packs))
+    some = rnd.sample(ids, 12_000) + [rnd.randbytes(32).hex() for _ in range(5)]
+    build(tmp_path / "some.idx", [("00" * 32, [(k, 0, 0, 0, 0) for k in some])])
+    build(tmp_path / "none.idx", [("00" * 32, [])])
+    part, empty = SortedIndex(tmp_path / "some.idx"), SortedIndex(tmp_path / "none.idx")
+    assert every.held_length(part, block=1000) == sum(every.get(k, (0, 0, 0))[2] for k in some)
+    assert every.held_length(every) == sum(every[k][2] for k in ids)
+    assert every.held_length(empty) == 0 and empty.held_length(part) == 0

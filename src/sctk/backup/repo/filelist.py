@@ -386,7 +386,11 @@ def read_header(backend, keys: Keys, name: str, size: int) -> dict | None:
 
 def read_piece(backend, keys: Keys, name: str, header: dict, i: int) -> list[dict]:
     off, length = header["pieces"][i][:2]
-    blob = backend.read_range(name, off, length)
+    return open_piece(keys, name, header, i, backend.read_range(name, off, length))
+
+
+def open_piece(keys: Keys, name: str, header: dict, i: int, blob: bytes) -> list[dict]:
+    """The entries of piece I of snapshot file NAME, from its sealed bytes BLOB."""
     return open_json(keys, blob, _piece_aad(header["list"], i), f"snapshot file {name}")
 
 

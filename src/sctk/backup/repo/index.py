@@ -312,12 +312,13 @@ class Index:
         os.unlink(name)  # the open descriptor keeps it readable; nothing to clean up later
         return found
 
-    def sorted_builder(self, prefix: str) -> Builder:
+    def sorted_builder(self, prefix: str, on_repeat=None) -> Builder:
         """A Builder of a new sorted file beside the index's (removed with it; open it with
-        sortedindex.opened()), for a pass that fills sets as it goes (check)."""
+        sortedindex.opened()), for a pass that fills sets as it goes (check); ON_REPEAT as
+        Builder's."""
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=".idx", dir=self._local_dir())
         os.close(fd)
-        return Builder(Path(name))
+        return Builder(Path(name), on_repeat)
 
     def _local_dir(self) -> str:
         if self._dir is None:

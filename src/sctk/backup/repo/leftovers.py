@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from sctk.backup.repo.backend import TMP_PREFIX
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.packs import read_pack_header
+from sctk.backup.repo.sortedindex import SortedIndex
 
 # Folders that only writers (holding the exclusive lock) write to: a temporary file there has
 # no live owner while we hold a lock. locks/ and verified/ are written without it.
@@ -91,8 +92,23 @@ def referenced_chunks(repo, skip: frozenset[str] = frozenset()) -> set[str]:
     return used
 
 
-def unreferenced_index_bytes(index, referenced: set[str]) -> int:
-    """Stored bytes of indexed chunks that no snapshot uses, or that are a second copy."""
+def unreferenced_index_bytes(index, referenced) -> int:
+    """Stored bytes of indexed chunks that no snapshot uses, or that are a second copy
+    (REFERENCED: the chunk ids used, a set or a sorted file).
+
+    When every location is the sorted index's own (none learnt since loading: no pack
+    missing, no damage resolved), that is every row's bytes but those of each referenced
+    chunk's first copy (the one the sorted index keeps), summed in one pass over both
+    sorted files: a lookup per chunk in each was a tenth of a check of 10^6 small files."""
+    entries = index.entries
+    if (
+        isinstance(referenced, SortedIndex)
+        and entries.base is not None
+        and not entries.extra
+        and not entries.newer
+    ):
+        rows = sum(row[2] for _pack, rows in index.pack_blobs.items() for row in rows)
+        return rows - entries.base.held_length(referenced)
     total = 0
     for pack, rows in index.pack_blobs.items():
         for cid, off, length, _raw, _flags in rows:

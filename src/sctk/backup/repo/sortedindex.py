@@ -28,7 +28,7 @@ import shutil
 import struct
 import tempfile
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 MAGIC = b"SCTKIX01"
@@ -94,13 +94,16 @@ class Builder:
     """What build() writes, with the records given one at a time (add) instead of pulled
     from an iterable: for a pass that fills more than one sorted file as it goes (check's
     walk over the snapshots: the chunks they reference, and where each file content is first
-    found). Keys are 32 bytes; the first record given for a key wins. Memory as build()'s."""
+    found). Keys are 32 bytes; the first record given for a key wins, and ON_REPEAT(kept,
+    dropped), when given, hears each record dropped with the one kept (both 49-byte records)
+    as the file is written. Memory as build()'s."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, on_repeat: Callable[[bytes, bytes], None] | None = None):
         self.path = Path(path)
         self.pending: list[bytes] = []
         self.spill: _Spill | None = None
         self.pack_ids = bytearray()
+        self.on_repeat = on_repeat
 
     def pack(self, pack_id: str) -> int:
         """The number of a pack whose id records then name (a record's second field)."""
@@ -111,7 +114,7 @@ class Builder:
         self.pending.append(RECORD.pack(key, num, off, length, raw, flags))
         if len(self.pending) >= IN_MEMORY:
             if self.spill is None:
-                self.spill = _Spill(self.path)
+                self.spill = _Spill(self.path, self.on_repeat)
             self.spill.add(self.pending)
             self.pending = []
 
@@ -119,7 +122,7 @@ class Builder:
         """Write the file (once); the number of keys."""
         try:
             if self.spill is None:
-                return _write_small(self.path, self.pending, self.pack_ids)
+                return _write_small(self.path, self.pending, self.pack_ids, self.on_repeat)
             self.spill.add(self.pending)
             return self.spill.finish(self.pack_ids)
         finally:
@@ -160,9 +163,9 @@ def _write(path: Path, bits: int, chunks, pack_ids: bytes, header) -> None:
     os.replace(part_out, path)
 
 
-def _sorted_unique(recs: list[bytes]) -> list[bytes]:
+def _sorted_unique(recs: list[bytes], on_repeat=None) -> list[bytes]:
     """RECS sorted by id alone, one record an id: a stable sort, so the first location given
-    for an id stays first, and wins."""
+    for an id stays first, and wins (ON_REPEAT(kept, dropped) hears the others)."""
     recs.sort(key=lambda rec: rec[:KEY])
     kept: list[bytes] = []
     last = None
@@ -171,13 +174,15 @@ def _sorted_unique(recs: list[bytes]) -> list[bytes]:
         if key != last:
             kept.append(rec)
             last = key
+        elif on_repeat is not None:
+            on_repeat(kept[-1], rec)
     return kept
 
 
-def _write_small(path: Path, recs: list[bytes], pack_ids: bytes) -> int:
+def _write_small(path: Path, recs: list[bytes], pack_ids: bytes, on_repeat=None) -> int:
     """Few records: sorted in memory by id alone (a stable sort: the first location given
     for an id stays first, and wins)."""
-    kept = _sorted_unique(recs)
+    kept = _sorted_unique(recs, on_repeat)
     bits = _bucket_bits(len(kept))
     shift = 32 - bits
     starts = [0] * ((1 << bits) + 1)
@@ -194,8 +199,9 @@ class _Spill:
     """Many records: spread over PARTITIONS files by their first byte, each sorted on its own
     when the file is written."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, on_repeat=None):
         self.path = path
+        self.on_repeat = on_repeat
         self.tmp = tempfile.mkdtemp(dir=path.parent, prefix=".sortedindex-")
         self.parts = [open(Path(self.tmp) / f"{i:03d}", "wb") for i in range(PARTITIONS)]  # noqa: SIM115
         self.total = 0
@@ -228,7 +234,7 @@ class _Spill:
                     continue
                 recs = [raw_part[j : j + RECORD_SIZE] for j in range(0, len(raw_part), RECORD_SIZE)]
                 del raw_part
-                kept = _sorted_unique(recs)
+                kept = _sorted_unique(recs, self.on_repeat)
                 del recs
                 for rec in kept:
                     counts[(int.from_bytes(rec[:4], "big") >> shift) + 1] += 1
@@ -301,6 +307,23 @@ class SortedIndex:
             mine = set(self._keys(a, b))
             missing += sum(1 for k in keys if k not in mine)
         return missing
+
+    def held_length(self, other: SortedIndex, block: int = 4096) -> int:
+        """The sum of the length fields of this file's records whose keys OTHER holds, in
+        the manner of lacks(): a block of OTHER's keys at a time, no lookup per key."""
+        total = 0
+        for lo in range(0, other.n, block):
+            keys = other._keys(lo, min(other.n, lo + block))
+            a = self.starts[int.from_bytes(keys[0][:4], "big") >> self.shift]
+            b = self.starts[(int.from_bytes(keys[-1][:4], "big") >> self.shift) + 1]
+            raw = os.pread(self.fd, (b - a) * RECORD_SIZE, self.records_at + a * RECORD_SIZE)
+            mine = {
+                raw[i : i + KEY]: int.from_bytes(raw[i + 40 : i + 44], "little")
+                for i in range(0, len(raw), RECORD_SIZE)
+            }
+            del raw
+            total += sum(mine.get(k, 0) for k in keys)
+        return total
 
     def _find(self, key: bytes) -> bytes | None:
         """The record of KEY, or None."""
