@@ -5,15 +5,16 @@ Chunk ids are keyed hashes, so their leading hex digits spread them evenly. The 
 wait in a set of their hex strings; every RECENT ids they are folded, as raw bytes, into one
 of SLOTS byte strings chosen by the id's first three hex digits. A slot that holds more than
 SLOT_IDS ids is split into a list of 16 byte strings by the fourth digit, so a search reads
-at most a few KiB whatever the number of ids. A byte string is ~33 bytes of object header
-and list slot: one per id's first four digits (65,536 from the start, as this set was
-before) made ~75 bytes an id at the first backup of the reference data set at scale 16
-(112,000 ids: 6.3 MiB, ~0.8 at scale 1), where 4,096 slots of ~27 ids each make ~35
-(RESULTS.md, "Backup first-run growth"). No numpy, whose import alone costs 12 MiB.
+at most a few KiB up to ~10^7 ids. A byte string costs ~40 bytes of object header and list
+slot: one per id's first four digits (65,536 from the start, as this set was before) held
+5.7 MiB for the 113,000 ids of a first backup of the reference data set at scale 16 (0.9
+for the 7,100 at scale 1), where 4,096 slots of ~27 ids each hold 3.6 (0.35): RESULTS.md,
+"Backup first-run growth". No numpy, whose import alone costs 12 MiB.
 
 Thread-safe for one adding thread and any number of readers: a fold replaces each byte
-string (or slot) whole, so a reader searches either the old string or the new one, and
-empties the set only once every id in it is in its string.
+string whole (a split slot's list is put in place complete), so a reader searches either
+the old string or the new one, and empties the set only once every id in it is in its
+string.
 """
 
 from __future__ import annotations
