@@ -313,8 +313,8 @@ class SnapshotWriter:
         self._written.add(pack_id, size, blobs)
         # A pack is ~16 MiB of chunks read, compressed and sealed in fresh buffers since the
         # last one: what they left free in the arenas goes back to the system. Without it
-        # the first backup's peak rose with the data (97-100 MiB at scale 16, 88-95 at
-        # scale 1); with it 89 at both (RESULTS.md, "Backup first-run growth").
+        # the first backup's peak rose with the data (88-97 MiB at scale 1, 96-100 at
+        # scale 16); with it 88-94 and 86-91 (RESULTS.md, "Backup first-run growth").
         release_free_memory()
 
     # -- the pipeline --------------------------------------------------------------------------
