@@ -36,7 +36,9 @@ from sctk.backup.repo.formats import AAD_SNAPSHOT, content_id, pack_name, seal_j
 from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import FileEntry, SnapshotInfo
 from sctk.backup.repo.packs import PackWriter, WrittenPacks
+from sctk.backup.repo.storedids import StoredIds
 from sctk.backup.repo.threads import worker_count
+from sctk.backup.repo.trim import release_free_memory
 
 # Chunks in flight: enough to keep every worker busy (more bought no speed, 8 MiB cost 10 MiB
 # of peak memory more on two data sets).
@@ -83,70 +85,6 @@ def pack_state(stored: dict[str, int]) -> str:
     return hashlib.sha256(
         "\n".join(f"{n} {size}" for n, size in sorted(stored.items())).encode()
     ).hexdigest()
-
-
-class _ChunkSet:
-    """The ids of the chunks a writer has stored: the newest in a set of their hex strings,
-    the others as 32 raw bytes each in one of 65,536 byte strings chosen by the id's first
-    two bytes, found there by bytes.find (in C; a hit counts only at a multiple of 32). Chunk
-    ids are keyed hashes, so the buckets fill evenly: ~15 ids, 500 bytes, a bucket at a
-    million ids. About 33 bytes an id where a sorted list of bytes objects took ~80 (and a
-    set of hex strings ~140: 140 MiB for a first backup of a million small files); no numpy,
-    whose import alone costs 12 MiB. Thread-safe for one adding thread (under the writer's
-    pack lock) and any number of readers."""
-
-    # ids in the set before they are folded into the buckets: 16,384 held ~2 MiB of hex
-    # strings and their fold ~3 MiB more at once (peak 7.9 MiB for 88,000 ids, 4.9 with
-    # 1,024, and no slower to add: RESULTS.md, "Backup, twelfth session");
-    # a fold copies only the buckets it touches, ~500 bytes each at 10^6 ids
-    RECENT = 1_024
-    BUCKET_BYTES = 2  # of an id: 65,536 buckets (a 0.5 MiB list, then ~33 bytes each for
-    # a bucket's own string), made at the first fold: a writer that stores fewer ids never
-    # pays for them
-
-    def __init__(self):
-        self.recent: set[str] = set()
-        self.buckets: list[bytes] | None = None
-        self.folded = 0
-
-    def __len__(self) -> int:
-        return self.folded + len(self.recent)
-
-    def add(self, cid: str) -> None:
-        self.recent.add(cid)
-        if len(self.recent) >= self.RECENT:
-            self._fold()
-
-    def _fold(self) -> None:
-        digits = 2 * self.BUCKET_BYTES
-        buckets = self.buckets
-        if buckets is None:
-            buckets = [b""] * (1 << (8 * self.BUCKET_BYTES))
-        grouped: dict[int, list[bytes]] = {}
-        for c in self.recent:
-            grouped.setdefault(int(c[:digits], 16), []).append(bytes.fromhex(c))
-        # Each bucket replaced whole (a reader may be searching the old string), the list
-        # put in place before the set is emptied: a reader always finds an id in one of them.
-        for b, keys in grouped.items():
-            buckets[b] = buckets[b] + b"".join(keys)
-        self.buckets = buckets
-        self.folded += len(self.recent)
-        self.recent = set()
-
-    def __contains__(self, cid: str) -> bool:
-        if cid in self.recent:
-            return True
-        buckets = self.buckets
-        if buckets is None:
-            return False
-        blob = buckets[int(cid[: 2 * self.BUCKET_BYTES], 16)]
-        key = bytes.fromhex(cid)
-        i = blob.find(key)
-        while i >= 0:
-            if i % 32 == 0:
-                return True
-            i = blob.find(key, i + 1)  # matched across two ids: look further
-        return False
 
 
 class _IterReader:
@@ -231,7 +169,7 @@ class SnapshotWriter:
         self._index_clean = False  # the index loaded whole, every pack sound, nothing damaged
         self._index_names: list[str] = []
         self._packs_stored: dict[str, int] = {}  # at the start, every one indexed and sound
-        self._added = _ChunkSet()
+        self._added = StoredIds()
         self._written: WrittenPacks | None = None
         self._pack_lock = threading.Lock()
         self._inflight: deque = deque()
@@ -373,6 +311,11 @@ class SnapshotWriter:
     def _on_pack_written(self, pack_id: str, size: int, blobs: list) -> None:
         assert self._written is not None
         self._written.add(pack_id, size, blobs)
+        # A pack is ~16 MiB of chunks read, compressed and sealed in fresh buffers since the
+        # last one: what they left free in the arenas goes back to the system. Without it
+        # the first backup's peak rose with the data (88-97 MiB at scale 1, 96-100 at
+        # scale 16); with it 88-94 and 86-91 (RESULTS.md, "Backup first-run growth").
+        release_free_memory()
 
     # -- the pipeline --------------------------------------------------------------------------
 
@@ -430,9 +373,13 @@ class SnapshotWriter:
         nonce = os.urandom(12)
         # Sealed into this thread's reusable buffer: the pack writer copies it (appends it to
         # the pack file) before add() returns, so no fresh 0.5 MiB buffer per chunk.
+        # Grown by doubling, but never past the largest chunk sealed (a payload is never
+        # longer than its chunk: see compression.py): doubling from 2.1 MiB for a chunk of
+        # 4 MiB made buffers of up to 8 MiB a thread, the more often the more large chunks.
         need = len(payload) + 16
         if len(local.sealed) < need:
-            local.sealed = bytearray(max(need, 2 * len(local.sealed)))
+            grown = min(2 * len(local.sealed), self._max_chunk + 16)
+            local.sealed = bytearray(max(need, grown))
         sealed = memoryview(local.sealed)[:need]
         self.keys.aead.encrypt_into(nonce, payload, cid.encode(), sealed)
         with self._pack_lock:
