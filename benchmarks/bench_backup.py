@@ -1207,6 +1207,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     use_shape(args.shape)
+    if args.work is not None:
+        # made here rather than met as a traceback deep in a run (the scale study's mkdtemp)
+        try:
+            args.work.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--work {args.work} cannot be made: {exc.strerror}")
     try:
         scales = [float(v) for v in (args.scale or "1.0").split(",") if v.strip()]
     except ValueError:
