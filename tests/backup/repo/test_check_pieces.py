@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sctk.backup.repo import Repository, filelist, leftovers
+from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.keyfilter import KeyFilter
 from tests.backup.repo.conftest import PASSPHRASE, backup, damage_chunk
 
@@ -128,3 +129,14 @@ def test_unreferenced_bytes_from_the_sorted_files_equal_a_lookup_per_chunk(repo,
     fast = leftovers.unreferenced_index_bytes(index, ref)  # one pass over both files
     slow = leftovers.unreferenced_index_bytes(index, as_set)  # a lookup per chunk
     assert fast == slow > 200_000
+
+
+def test_a_piece_of_a_removed_snapshot_is_one_sentence(repo, tmp_path, small_pieces):
+    root = tmp_path / "src"
+    _tree(root)
+    snap = backup(repo, root)
+    header = repo.snapshot_header(snap.id)
+    assert repo.snapshot_piece_blob(snap.id, header, 0)  # sealed bytes while it is there
+    (Path(repo.url.removeprefix("file://")) / "snapshots" / snap.id).unlink()
+    with pytest.raises(RepoError, match=rf"^Snapshot {snap.id[:12]} was removed from .*\.$"):
+        repo.snapshot_piece_blob(snap.id, header, 1)

@@ -324,6 +324,15 @@ class Repository:
             snap_id, iter_docs(self.backend, self.keys, f"snapshots/{snap_id}", header)
         )
 
+    def snapshot_piece_blob(self, snap_id: str, header: dict, i: int) -> bytes:
+        """The sealed bytes of piece I of a version-2 snapshot's list (HEADER its header):
+        for a pass that tells repeated pieces apart by their bytes (check's samepieces)."""
+        off, length = header["pieces"][i][:2]
+        try:
+            return self.backend.read_range(f"snapshots/{snap_id}", off, length)
+        except FileNotFoundError:
+            raise RepoError(f"Snapshot {snap_id[:12]} was removed from {self.url}.") from None
+
     def _guard(self, snap_id: str, docs: Iterator[dict]) -> Iterator[dict]:
         try:
             yield from docs

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.filelist import open_piece
 
 
@@ -79,9 +78,8 @@ class SamePieces:
         for i in range(len(header["pieces"])):
             if i in skip:
                 continue
-            off, length = header["pieces"][i][:2]
             # (the sealed bytes let go before the entries are handed out)
-            yield from _open(repo, sid, header, i, _read(repo, sid, off, length))
+            yield from _open(repo, sid, header, i, repo.snapshot_piece_blob(sid, header, i))
 
 
 def _digest(list_id: str, i: int, blob: bytes) -> bytes:
@@ -91,17 +89,9 @@ def _digest(list_id: str, i: int, blob: bytes) -> bytes:
     return sha.digest()
 
 
-def _read(repo, sid: str, off: int, length: int) -> bytes:
-    try:
-        return repo.backend.read_range(f"snapshots/{sid}", off, length)
-    except FileNotFoundError:
-        raise RepoError(f"Snapshot {sid[:12]} was removed from {repo.url}.") from None
-
-
 def _blobs(repo, sid: str, header: dict) -> Iterator[tuple[int, bytes]]:
-    for i, piece in enumerate(header["pieces"]):
-        off, length = piece[:2]
-        yield i, _read(repo, sid, off, length)
+    for i in range(len(header["pieces"])):
+        yield i, repo.snapshot_piece_blob(sid, header, i)
 
 
 def _open(repo, sid: str, header: dict, i: int, blob: bytes) -> list[dict]:
