@@ -27,19 +27,12 @@ from sctk.storage import migrate
 from sctk.storage.engine import make_engine, session_scope
 from sctk.storage.layout import SUBDIRS
 from sctk.storage.models import CheckResult
-from tests.helpers import free_port, run_sctk, wait_until
+from tests.helpers import CALM_MACHINE_ENV, free_port, run_sctk, wait_until
 
 pytestmark = pytest.mark.e2e
 
-# keep `sctk health` OK on a nearly full CI disk; the thresholds have their own tests
-ROOMY_DISK = {
-    "SCTK_HEALTH__DISK_WARNING_FREE_PERCENT": "0.002",
-    "SCTK_HEALTH__DISK_CRITICAL_FREE_PERCENT": "0.001",
-    # and a load no test machine busy with other tests reaches
-    "SCTK_MONITOR__LOAD_WARNING_PER_CORE": "999",
-}
 # backups configured: without a passphrase the backup check WARNs
-CONFIGURED = {**ROOMY_DISK, "SCTK_BACKUP_PASSPHRASE": "amber-lattice-tundra-0451"}
+CONFIGURED = {**CALM_MACHINE_ENV, "SCTK_BACKUP_PASSPHRASE": "amber-lattice-tundra-0451"}
 
 
 def run_parallel(*calls: tuple[tuple[str, ...], dict]) -> list[subprocess.CompletedProcess[str]]:
@@ -144,7 +137,7 @@ def test_unreachable_database(tmp_path):
     home = tmp_path / "home"
     init_home(home)
     port = free_port()
-    env = {**ROOMY_DISK, "SCTK_DATABASE_URL": f"postgresql://sctk:pw-secret@127.0.0.1:{port}/sctk"}
+    env = {**CALM_MACHINE_ENV, "SCTK_DATABASE_URL": f"postgresql://sctk:pw-secret@127.0.0.1:{port}/sctk"}
     before = snapshot(home)
 
     table, as_json, upgrade = run_parallel(
@@ -263,7 +256,7 @@ def test_serve_initialises_new_home_and_logs_requests(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCTK_")}
-    env.update(ROOMY_DISK, COLUMNS="200")
+    env.update(CALM_MACHINE_ENV, COLUMNS="200")
     out = (tmp_path / "serve.out").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "sctk", "--home", str(home), "serve", "--port", str(port)],
