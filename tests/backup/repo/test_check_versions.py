@@ -7,6 +7,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from tests.backup.repo.conftest import backup, damage_chunk
 
 MiB = 1 << 20
@@ -68,3 +70,86 @@ def test_repeated_chunk_in_one_file_is_read_once(repo, tmp_path):
     report = repo.check(read_data=True)
     assert report.ok, report.errors
     assert report.bytes_read == _pack_bytes(repo)
+
+
+def test_versions_an_insertion_put_out_of_step_share_their_chunks_without_a_copy(
+    repo, tmp_path, monkeypatch
+):
+    """A block inserted near the start of the newer version shifts its chunk numbers: each
+    version goes through its own chunks until they meet again, so the chunks after the
+    insertion are read once for both, and no plaintext is copied to be kept."""
+    from sctk.backup.repo import check as check_mod
+
+    rnd = random.Random(13)
+    src = tmp_path / "src"
+    src.mkdir()
+    pages = [rnd.randbytes(64 * 1024) for _ in range(200)]
+    (src / "db.sqlite").write_bytes(b"".join(pages))
+    first = backup(repo, src)
+    pages[5:5] = [rnd.randbytes(64 * 1024) for _ in range(12)]  # 768 KiB inserted
+    (src / "db.sqlite").write_bytes(b"".join(pages))
+    second = backup(repo, src)
+    old, new = repo.files(first.id)[0].chunks, repo.files(second.id)[0].chunks
+    assert len(set(old) & set(new)) >= 0.75 * len(old)
+    shift = new.index(old[-1]) - (len(old) - 1)
+    assert shift != 0  # out of step by chunk number after the insertion
+
+    copies = []
+    put = check_mod._SharedPlain.put
+    monkeypatch.setattr(
+        check_mod._SharedPlain,
+        "put",
+        lambda self, cid, data: copies.append(cid) or put(self, cid, data),
+    )
+    report = repo.check(read_data=True)
+    assert report.ok, report.errors
+    assert report.bytes_read == _pack_bytes(repo)  # every byte once, none twice
+    assert copies == []
+
+
+class _Index:
+    def __init__(self, sizes: dict[str, int]):
+        self.entries = {cid: ("p", 0, n, n, 0) for cid, n in sizes.items()}
+
+
+@pytest.mark.parametrize("budget", [1 << 30, 3])
+def test_the_schedule_hands_each_version_its_chunks_in_order(monkeypatch, budget):
+    """Random versions (shared chunks in other orders, repeats, insertions, deletions):
+    each version's hash gets exactly its chunks in order, a chunk not read is one kept, and
+    with room to keep everything each distinct chunk is read once. With room for one chunk
+    only, chunks are read again, and the order still holds."""
+    from sctk.backup.repo import check as check_mod
+
+    monkeypatch.setattr(check_mod, "SHARED_CACHE_BYTES", budget)
+    rnd = random.Random(14)
+    for _ in range(300):
+        alphabet = [f"c{k}" for k in range(rnd.randint(1, 12))]
+        base = [rnd.choice(alphabet) for _ in range(rnd.randint(0, 15))]
+        files = []
+        for _v in range(rnd.randint(1, 4)):
+            chunks = list(base)
+            for _edit in range(rnd.randint(0, 3)):
+                k = rnd.randint(0, len(chunks))
+                if rnd.random() < 0.5 or not chunks:
+                    chunks[k:k] = rnd.choices(alphabet, k=rnd.randint(1, 3))
+                else:
+                    del chunks[k : k + rnd.randint(1, 3)]
+            files.append(
+                check_mod._Checked({"path": "f", "size": 0, "sha256": "", "chunks": chunks})
+            )
+        index = _Index({c: 2 for c in alphabet})
+        steps = check_mod._schedule(index, files)
+
+        got: list[list[str]] = [[] for _ in files]
+        kept: set[str] = set()
+        for s in steps:
+            assert s.read or s.cid in kept
+            for j in s.holders:
+                got[j].append(s.cid)
+            if s.keep:
+                kept = kept | {s.cid} if budget > 3 else {s.cid}  # room for one chunk only
+            if s.last:
+                kept.discard(s.cid)
+        assert got == [list(f.chunks) for f in files]
+        if budget > 3:
+            assert sum(s.read for s in steps) == len({c for f in files for c in f.chunks})

@@ -442,9 +442,9 @@ def _remember_damage(repo, damaged: list[tuple[str, str, int]]) -> None:
 
 
 class _SharedPlain:
-    """Plaintexts of chunks that more than one version of a file holds, kept while the
-    versions are read in step (the oldest dropped beyond MAX_BYTES); a chunk that failed is
-    kept as its ChunkError."""
+    """Plaintexts of chunks a version of a file needs again later, kept while the versions
+    are read (the oldest dropped beyond MAX_BYTES); a chunk that failed is kept as its
+    ChunkError."""
 
     def __init__(self, max_bytes: int = SHARED_CACHE_BYTES):
         self.items: OrderedDict[str, object] = OrderedDict()
@@ -461,81 +461,130 @@ class _SharedPlain:
             self.bytes += len(data)
         self.items[cid] = data
         while self.bytes > self.max_bytes and len(self.items) > 1:
-            _cid, old = self.items.popitem(last=False)
-            if not isinstance(old, ChunkError):
-                self.bytes -= len(old)
+            self._forget(self.items.popitem(last=False)[1])
         return data
 
+    def drop(self, cid: str) -> None:
+        """Let go of CID's plaintext (no version needs it again)."""
+        if (old := self.items.pop(cid, None)) is not None:
+            self._forget(old)
 
-def _plan(index, files: list[_Checked], shared: set[str]) -> list[tuple[str, tuple]]:
-    """The reads (chunk id, location) _verify_versions makes of FILES when none fails, in
-    order: its loop with the shared cache's sizes in place of the plaintexts (a chunk's
-    plaintext is its raw length). Helpers decode them ahead from this list."""
-    reads = []
+    def _forget(self, old) -> None:
+        if not isinstance(old, ChunkError):
+            self.bytes -= len(old)
+
+
+@dataclass(slots=True)
+class _Step:
+    """One chunk handed to the versions whose next chunk it is (HOLDERS, by position in the
+    group): READ from its pack unless kept, KEPT afterwards when a version needs it again
+    later, let go when it is the LAST use."""
+
+    cid: str
+    loc: tuple
+    holders: list[int]
+    read: bool
+    keep: bool
+    last: bool
+
+
+def _schedule(index, files: list[_Checked]) -> list[_Step]:
+    """The order in which _verify_versions hands the chunks of FILES (versions of one path)
+    to their hashes: each version's in its own order, a chunk the versions share read once.
+
+    Each step takes a chunk at the head of some version: one kept already; else one no
+    version needs after this (the versions holding it at their heads take it at once, and
+    nothing is copied); else the first version's. So versions that an edit put out of step
+    (a chunk inserted in one of them) each go through their own chunks until they meet at
+    a shared one again, which is then read for all of them together. Reading them in step
+    by chunk number instead copied every shared chunk's plaintext to keep it for the other
+    versions, under the GIL: a fifth of the time verify held the GIL on the reference data
+    set, whose versions share most chunks. The kept plaintexts' sizes are followed as
+    _SharedPlain keeps them (a chunk's plaintext is its raw length, loc[3]), so the steps
+    that READ are the reads made when none fails: helpers decode them ahead."""
+    entries = index.entries
+    remaining = Counter(cid for f in files for cid in f.chunks)
+    at = [0] * len(files)
+    live = [j for j, f in enumerate(files) if f.chunks]
     kept: OrderedDict[str, int] = OrderedDict()
     kept_bytes = 0
-    entries = index.entries
-    for step in range(max(len(f.chunks) for f in files)):
-        for f in files:
-            if step >= len(f.chunks):
-                continue
-            cid = f.chunks[step]
-            if cid in kept:
-                continue
-            loc = entries[cid]
-            reads.append((cid, loc))
-            if cid in shared:
-                kept[cid] = loc[3]
-                kept_bytes += loc[3]
-                while kept_bytes > SHARED_CACHE_BYTES and len(kept) > 1:
-                    kept_bytes -= kept.popitem(last=False)[1]
-    return reads
+    steps: list[_Step] = []
+    while live:
+        heads: dict[str, list[int]] = {}
+        for j in live:
+            heads.setdefault(files[j].chunks[at[j]], []).append(j)
+        cid = (
+            next((c for c in heads if c in kept), None)
+            or next((c for c, js in heads.items() if remaining[c] == len(js)), None)
+            or next(iter(heads))
+        )
+        holders = heads[cid]
+        remaining[cid] -= len(holders)
+        read = cid not in kept
+        keep = read and remaining[cid] > 0
+        last = remaining[cid] == 0
+        loc = entries[cid]
+        if keep:
+            kept[cid] = loc[3]
+            kept_bytes += loc[3]
+            while kept_bytes > SHARED_CACHE_BYTES and len(kept) > 1:
+                kept_bytes -= kept.popitem(last=False)[1]
+        elif last and cid in kept:
+            kept_bytes -= kept.pop(cid)
+        steps.append(_Step(cid, loc, holders, read, keep, last))
+        for j in holders:
+            at[j] += 1
+        live = [j for j in live if at[j] < len(files[j].chunks)]
+    return steps
 
 
-def _hash_into(sha, cache: _SharedPlain | None, cid: str, data) -> None:
-    """SHA updated with a chunk's plaintext DATA, kept in CACHE first when given."""
-    sha.update(data if cache is None else cache.put(cid, data))
+def _hash_into(shas: list, cache: _SharedPlain | None, cid: str, data) -> None:
+    """Each of SHAS updated with a chunk's plaintext DATA, kept in CACHE first when given."""
+    if cache is not None:
+        data = cache.put(cid, data)
+    for sha in shas:
+        sha.update(data)
 
 
 def _verify_versions(reader, index, files: list[_Checked], helpers=None) -> tuple[list, list, int]:
-    """Read FILES (versions of one path, or one file) chunk by chunk in step, so that a chunk
-    they share at about the same place (or one repeated close by) is decrypted and
-    decompressed once, and hash each:
+    """Read FILES (versions of one path, or one file) as _schedule orders it, so that a
+    chunk they share (or one repeated in a file) is decrypted and decompressed once, and
+    hash each:
     ([(SHA-256 or None, ChunkError or None)] per file, (pack, offset) of every chunk read,
     stored bytes read). Every version is still hashed whole: that is what its SHA-256 checks.
     HELPERS (chunkread.Helpers), when given, decode chunks ahead while threads are idle: the
     hashing is in order, the decoding need not be."""
-    counts = Counter(cid for f in files for cid in f.chunks)
-    shared = {cid for cid, n in counts.items() if n > 1}  # also a chunk repeated in one file
+    steps = _schedule(index, files)
     cache = _SharedPlain()
-    reads = PlannedReads(_plan(index, files, shared), reader, helpers)
+    reads = PlannedReads([(s.cid, s.loc) for s in steps if s.read], reader, helpers)
     shas = [hashlib.sha256() for _ in files]
     failed: list[ChunkError | None] = [None] * len(files)
     done: list[tuple[str, int]] = []
     nbytes = 0
     try:
-        for step in range(max(len(f.chunks) for f in files)):
-            for j, f in enumerate(files):
-                if failed[j] is not None or step >= len(f.chunks):
-                    continue
-                cid = f.chunks[step]
-                data = cache.get(cid)
+        for s in steps:
+            live = [shas[j] for j in s.holders if failed[j] is None]
+            if not live:
+                continue  # (a read skipped so ends the reading ahead: see PlannedReads)
+            data = cache.get(s.cid)  # kept; or, after a failure, perhaps not as planned
+            if data is None:
+                nbytes += s.loc[2]
+                # hashed (and kept when needed later) within the read: a large chunk is let
+                # go before another thread decodes one (chunkread.LARGE_DECODE)
+                keep = cache if s.keep else None
+                data = reads.read(s.cid, s.loc, partial(_hash_into, live, keep, s.cid))
                 if data is None:
-                    loc = reads.loc(cid, index)
-                    nbytes += loc[2]
-                    # hashed (and kept when shared) within the read: a large chunk is let go
-                    # before another thread decodes one (chunkread.LARGE_DECODE)
-                    keep = cache if cid in shared else None
-                    data = reads.read(cid, loc, partial(_hash_into, shas[j], keep, cid))
-                    if data is None:
-                        done.append((loc[0], loc[1]))
-                        continue
-                    if keep is not None:
-                        cache.put(cid, data)
-                if isinstance(data, ChunkError):
-                    failed[j] = data
-                else:
-                    shas[j].update(data)
+                    done.append((s.loc[0], s.loc[1]))
+                elif keep is not None:
+                    cache.put(s.cid, data)  # its ChunkError, for the versions needing it later
+            elif not isinstance(data, ChunkError):
+                for sha in live:
+                    sha.update(data)
+            if isinstance(data, ChunkError):
+                for j in s.holders:
+                    failed[j] = failed[j] or data
+            if s.last:
+                cache.drop(s.cid)
     finally:
         reads.stop()
     outcomes = [
