@@ -279,12 +279,6 @@ class PlannedReads:
         self.ahead: dict[int, Future] = {}
         self.ahead_bytes = 0
 
-    def loc(self, cid: str, index) -> tuple:
-        """The location of the next read of CID (from the plan when on it)."""
-        if self.at < len(self.plan) and self.plan[self.at][0] == cid:
-            return self.plan[self.at][1]
-        return index.entries[cid]
-
     def read(self, cid: str, loc: tuple, use) -> ChunkError | None:
         """USE(plaintext) of the next read, or its ChunkError (the reader's read())."""
         at = self.at
