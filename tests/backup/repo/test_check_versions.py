@@ -153,3 +153,27 @@ def test_the_schedule_hands_each_version_its_chunks_in_order(monkeypatch, budget
         assert got == [list(f.chunks) for f in files]
         if budget > 3:
             assert sum(s.read for s in steps) == len({c for f in files for c in f.chunks})
+
+
+def test_a_damaged_chunk_kept_for_later_fails_every_version_that_needs_it(repo, tmp_path):
+    """A chunk repeated in a file is kept after its first read for the later places; when
+    it is damaged, what is kept is its failure, and every version holding it is named."""
+    rnd = random.Random(15)
+    src = tmp_path / "src"
+    src.mkdir()
+    block = rnd.randbytes(2 * MiB)
+    (src / "image.raw").write_bytes(rnd.randbytes(MiB) + block * 3)
+    first = backup(repo, src)
+    (src / "image.raw").write_bytes(rnd.randbytes(MiB) + block * 3 + rnd.randbytes(MiB))
+    second = backup(repo, src)
+    old, new = repo.files(first.id)[0].chunks, repo.files(second.id)[0].chunks
+    repeated = next(c for c in old if old.count(c) > 1 and c in new)
+    damage_chunk(repo, repeated)
+
+    report = repo.check(read_data=True)
+    assert not report.ok
+    for snap in (first, second):
+        assert any(
+            f"Snapshot {snap.id[:12]}: file image.raw cannot be restored" in e
+            for e in report.errors
+        ), report.errors
