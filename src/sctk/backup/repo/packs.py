@@ -22,6 +22,11 @@ PACK_CHUNKS = 16_384
 # Packs uploading at once to remote storage: a network link is used well only with several
 # requests in flight; each costs one pack of memory.
 UPLOADERS = 3
+# Sealed chunks under GATHER_BELOW are gathered and written to the pack file WRITE_BUFFER at
+# a time (see PackWriter._write); larger ones, most of the bytes, are written as they come,
+# with no copy.
+GATHER_BELOW = 64 * 1024
+WRITE_BUFFER = 1 << 20
 
 
 class PackWriter:
@@ -57,11 +62,34 @@ class PackWriter:
     def _new_pack(self) -> None:
         """Start filling the next pack."""
         self.file: PackFile = self.backend.new_pack("data")
-        self.size = 0
+        self.size = 0  # bytes of the pack so far, those still in PENDING included
         self.sha = hashlib.sha256()
         self.blobs: list[list] = []
+        self.pending = bytearray()  # appended, not yet written to the pack file
 
     def _write(self, parts) -> None:
+        """Append PARTS to the pack being filled. Small ones are gathered and written (and
+        hashed) WRITE_BUFFER at a time: the writers hold their pack lock around each add, and
+        a write and a hash update per chunk there kept the storing threads waiting on one
+        another for 40% of their time on 10^5 files of a few KB."""
+        n = sum(len(p) for p in parts)
+        if n < GATHER_BELOW:
+            for part in parts:
+                self.pending += part
+            self.size += n
+            if len(self.pending) >= WRITE_BUFFER:
+                self._write_pending()
+            return
+        self._write_pending()
+        self._append(parts)
+        self.size += n
+
+    def _write_pending(self) -> None:
+        if self.pending:
+            data, self.pending = self.pending, bytearray()
+            self._append([data])
+
+    def _append(self, parts) -> None:
         try:
             self.file.append(parts)
         except BaseException as exc:
@@ -73,7 +101,6 @@ class PackWriter:
             raise
         for part in parts:
             self.sha.update(part)
-            self.size += len(part)
 
     def add(self, cid: str, flags: int, raw_len: int, sealed_parts: tuple) -> None:
         """Append one sealed chunk (given as parts, e.g. nonce and ciphertext)."""
@@ -91,6 +118,7 @@ class PackWriter:
         if not self.blobs:
             return
         self._write([encode_pack_tail(self.keys, self.blobs)])
+        self._write_pending()
         item = (self.file, self.sha.hexdigest(), self.blobs, self.size)
         self._new_pack()
         while True:
