@@ -19,17 +19,31 @@ def _pack_bytes(repo) -> int:
     return sum(repo.index.pack_sizes.values())
 
 
-def _two_versions(repo, tmp_path: Path):
-    rnd = random.Random(11)
+def _change_one_page(pages: list[bytes], rnd: random.Random) -> None:
+    pages[150] = rnd.randbytes(64 * 1024)  # one page changed near the end
+
+
+def _two_versions(repo, tmp_path: Path, edit=_change_one_page, seed: int = 11):
+    """Two snapshots of a 12.5 MiB "database" of 64 KiB pages, EDIT(pages, rnd) between."""
+    rnd = random.Random(seed)
     src = tmp_path / "src"
     src.mkdir()
-    pages = [rnd.randbytes(64 * 1024) for _ in range(200)]  # a 12.5 MiB "database"
+    pages = [rnd.randbytes(64 * 1024) for _ in range(200)]
     (src / "db.sqlite").write_bytes(b"".join(pages))
     first = backup(repo, src)
-    pages[150] = rnd.randbytes(64 * 1024)  # one page changed near the end
+    edit(pages, rnd)
     (src / "db.sqlite").write_bytes(b"".join(pages))
     second = backup(repo, src)
     return first, second
+
+
+def _assert_named_in_each(report, snaps, name: str) -> None:
+    """REPORT failed, naming file NAME as damaged in each of SNAPS."""
+    assert not report.ok
+    for snap in snaps:
+        assert any(
+            f"Snapshot {snap.id[:12]}: file {name} cannot be restored" in e for e in report.errors
+        ), report.errors
 
 
 def test_shared_chunks_are_read_once_and_every_version_is_hashed(repo, tmp_path):
@@ -48,14 +62,7 @@ def test_damaged_shared_chunk_is_named_for_every_version(repo, tmp_path):
     first, second = _two_versions(repo, tmp_path)
     shared = next(c for c in repo.files(first.id)[0].chunks if c in repo.files(second.id)[0].chunks)
     damage_chunk(repo, shared)
-
-    report = repo.check(read_data=True)
-    assert not report.ok
-    for snap in (first, second):
-        assert any(
-            f"Snapshot {snap.id[:12]}: file db.sqlite cannot be restored" in e
-            for e in report.errors
-        ), report.errors
+    _assert_named_in_each(repo.check(read_data=True), (first, second), "db.sqlite")
 
 
 def test_repeated_chunk_in_one_file_is_read_once(repo, tmp_path):
@@ -80,15 +87,10 @@ def test_versions_an_insertion_put_out_of_step_share_their_chunks_without_a_copy
     insertion are read once for both, and no plaintext is copied to be kept."""
     from sctk.backup.repo import check as check_mod
 
-    rnd = random.Random(13)
-    src = tmp_path / "src"
-    src.mkdir()
-    pages = [rnd.randbytes(64 * 1024) for _ in range(200)]
-    (src / "db.sqlite").write_bytes(b"".join(pages))
-    first = backup(repo, src)
-    pages[5:5] = [rnd.randbytes(64 * 1024) for _ in range(12)]  # 768 KiB inserted
-    (src / "db.sqlite").write_bytes(b"".join(pages))
-    second = backup(repo, src)
+    def insert(pages: list[bytes], rnd: random.Random) -> None:
+        pages[5:5] = [rnd.randbytes(64 * 1024) for _ in range(12)]  # 768 KiB inserted
+
+    first, second = _two_versions(repo, tmp_path, insert, seed=13)
     old, new = repo.files(first.id)[0].chunks, repo.files(second.id)[0].chunks
     assert len(set(old) & set(new)) >= 0.75 * len(old)
     shift = new.index(old[-1]) - (len(old) - 1)
@@ -169,11 +171,4 @@ def test_a_damaged_chunk_kept_for_later_fails_every_version_that_needs_it(repo, 
     old, new = repo.files(first.id)[0].chunks, repo.files(second.id)[0].chunks
     repeated = next(c for c in old if old.count(c) > 1 and c in new)
     damage_chunk(repo, repeated)
-
-    report = repo.check(read_data=True)
-    assert not report.ok
-    for snap in (first, second):
-        assert any(
-            f"Snapshot {snap.id[:12]}: file image.raw cannot be restored" in e
-            for e in report.errors
-        ), report.errors
+    _assert_named_in_each(repo.check(read_data=True), (first, second), "image.raw")
