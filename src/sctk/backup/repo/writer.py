@@ -1,9 +1,11 @@
 """Writing a snapshot: read -> cut (FastCDC) -> hash -> compress -> encrypt -> pack, pipelined.
 
-The calling thread reads files in large blocks, cuts them into chunks and computes each
-file's SHA-256; a small thread pool computes chunk ids, compresses (zstd, at a level learnt
-per file: see compression.py) and encrypts (AES-256-GCM) — all of which release the GIL on
-large buffers; one more thread writes packs.
+The calling thread walks the tree. It reads larger files in large blocks, cuts them into
+chunks and computes each file's SHA-256; a small thread pool computes chunk ids, compresses
+(zstd, at a level learnt per file: see compression.py) and encrypts (AES-256-GCM) — all of
+which release the GIL on large buffers. Small files go to the pool in batches, each worker
+reading, hashing and storing a batch's files whole (READ_IN_WORKER). One more thread
+finishes packs.
 A window bounded in bytes limits the chunks in flight, so memory stays bounded whatever the
 size of the data.
 
@@ -47,6 +49,14 @@ WINDOW_BYTES = 4 * 1024 * 1024
 # future, file and entry objects (~1.5 KiB a chunk)
 WINDOW_CHUNKS = 512
 READ_BLOCK = 4 * 1024 * 1024  # bytes read at once from a large file (or stream)
+# Files up to this size are read by the workers, whole, in batches of up to BATCH_BYTES
+# or BATCH_FILES. On 10^5 files of a few KB the walking thread was the bottleneck, its
+# system calls each a wait for the GIL, and one pool task per chunk cost a queue hand-off
+# and a future each: a third of the CPU went to switching threads (RESULTS.md, "Backup of
+# small files").
+READ_IN_WORKER = 1024 * 1024
+BATCH_BYTES = 256 * 1024
+BATCH_FILES = 64
 FREE_BLOCKS = 3  # read blocks kept for reuse
 
 
@@ -85,6 +95,38 @@ def pack_state(stored: dict[str, int]) -> str:
     return hashlib.sha256(
         "\n".join(f"{n} {size}" for n, size in sorted(stored.items())).encode()
     ).hexdigest()
+
+
+class _Vanished(RepoError):
+    """A file deleted between the walk's listing and its reading: left out of a walk."""
+
+
+def _unreadable(source: str | Path, exc: OSError) -> RepoError:
+    """The error to tell for a file that could not be read."""
+    if isinstance(exc, FileNotFoundError):
+        return _Vanished(f"File {source} vanished while it was being backed up.")
+    if isinstance(exc, PermissionError):
+        return RepoError(
+            f"Cannot read {source}: permission denied; run the backup as a user who can read it."
+        )
+    if isinstance(exc, IsADirectoryError):
+        return RepoError(f"{source} is a directory; use add_tree for directories.")
+    return RepoError(f"Cannot read {source}: {exc.strerror or exc}.")
+
+
+def _read_whole(source: str | Path, size: int) -> bytes:
+    """The bytes of a file of SIZE at its stat, in three system calls (open, read, close):
+    builtin open() with read() made seven (two fstat calls, reads to the end and one
+    more), and on the thread that walks each call is a wait for the GIL. One byte more
+    than SIZE is asked for: a file that grew since its stat is read to its end."""
+    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, size + 1)
+        while len(data) > size and (more := os.read(fd, 1 << 20)):
+            data += more
+        return data
+    finally:
+        os.close(fd)
 
 
 class _IterReader:
@@ -172,8 +214,14 @@ class SnapshotWriter:
         self._added = StoredIds()
         self._written: WrittenPacks | None = None
         self._pack_lock = threading.Lock()
+        # (future, file or files, bytes, block or None): a batch's future gives a list of ids
         self._inflight: deque = deque()
         self._inflight_bytes = 0
+        self._inflight_chunks = 0
+        self._batch: list[tuple[str, int]] = []  # small files (source, size) for a worker
+        self._batch_files: list[_File] = []
+        self._batch_bytes = 0
+        self._late_drops = 0  # files of a walk a worker found deleted
         self._free_blocks: list[_Block] = []
         self._local = threading.local()
         cfg = repo.config["chunker"]
@@ -355,18 +403,22 @@ class SnapshotWriter:
             # A trial runs even on a chunk stored already: the file's other chunks wait for it.
             if self._known(cid) and not trial:
                 return cid
-            local = self._local
-            comp = getattr(local, "comp", None)
-            if comp is None:
-                comp = local.comp = Compressors()
-                local.sealed = bytearray()
-            payload, flags = comp.compress(data, policy, trial)
+            payload, flags = self._compressors().compress(data, policy, trial)
         finally:
             if trial:
                 policy.trial_done()
         if not self._known(cid):
             self._store(cid, len(data), payload, flags)
         return cid
+
+    def _compressors(self) -> Compressors:
+        """This thread's compressors (and its buffer to seal into, see _store)."""
+        local = self._local
+        comp = getattr(local, "comp", None)
+        if comp is None:
+            comp = local.comp = Compressors()
+            local.sealed = bytearray()
+        return comp
 
     def _store(self, cid: str, raw_len: int, payload, flags: int) -> None:
         local = self._local
@@ -439,40 +491,132 @@ class SnapshotWriter:
         if len(self._free_blocks) < FREE_BLOCKS:
             self._free_blocks.append(block)
 
-    def _submit(self, data, f: _File, block: _Block | None = None) -> None:
-        assert self._pool is not None
+    def _count(self, data, f: _File) -> int:
         n = len(data)
         f.pending += 1
         f.entry.size += n
         self.read_bytes += n
+        return n
+
+    def _submit(self, data, f: _File, block: _Block | None = None) -> None:
+        assert self._pool is not None
+        n = self._count(data, f)
         if block is not None:
             block.pending += 1
         fut = self._pool.submit(self._process, data, f.policy, f.policy.next_is_trial())
-        self._inflight.append((fut, f, n, block))
-        self._inflight_bytes += n
+        self._in_flight(fut, f, n, 1, block)
+
+    def _read_later(self, source: str | Path, f: _File) -> None:
+        """A small file (F.st: its stat) into the batch a worker will read (_read_batch)."""
+        assert f.st is not None
+        f.pending += 1
+        f.reading = False
+        self._batch.append((str(source), f.st[0]))
+        self._batch_files.append(f)
+        self._batch_bytes += f.st[0]
+        if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_FILES:
+            self._send_batch()
+
+    def _send_batch(self) -> None:
+        if not self._batch:
+            return
+        assert self._pool is not None
+        sources, files, n = self._batch, self._batch_files, self._batch_bytes
+        self._batch, self._batch_files, self._batch_bytes = [], [], 0
+        fut = self._pool.submit(self._read_batch, sources)
+        self._in_flight(fut, files, n, len(sources), None)
+
+    def _read_batch(self, sources: list[tuple[str, int]]) -> list:
+        """Worker: each file read whole and hashed, its new chunks compressed, then sealed
+        and stored all together (_store_batch); per file (size, sha256, chunk ids), or the
+        RepoError reading it met (raised when it is drained)."""
+        out: list = []
+        new: list = []  # (chunk id, length, payload, flags) of chunks not stored yet
+        compress = self._compressors().compress
+        chunk_id, known = self.keys.chunk_id, self._known
+        for source, size in sources:
+            try:
+                data = _read_whole(source, size)
+            except OSError as exc:
+                out.append(_unreadable(source, exc))
+                continue
+            ids = []
+            for c in self._cdc.cut_buf(data):
+                cid = chunk_id(c.data)
+                ids.append(cid)
+                if not known(cid):
+                    new.append((cid, len(c.data), *compress(c.data, SMALL_FILES, False)))
+            out.append((len(data), hashlib.sha256(data).hexdigest(), ids))
+        if new:
+            self._store_batch(new)
+        return out
+
+    def _store_batch(self, new: list) -> None:
+        """Seal NEW chunks ((id, length, payload, flags)) and add them to the pack under one
+        hold of the pack lock, with one draw of nonces: per chunk, the lock kept the storing
+        threads waiting on one another and each os.urandom call was a wait for the GIL."""
+        nonces = os.urandom(12 * len(new))
+        encrypt = self.keys.aead.encrypt
+        sealed = []
+        for k, (cid, raw_len, payload, flags) in enumerate(new):
+            nonce = nonces[12 * k : 12 * k + 12]
+            sealed.append((cid, raw_len, flags, nonce, encrypt(nonce, payload, cid.encode())))
+        assert self._packs is not None
+        with self._pack_lock:
+            for cid, raw_len, flags, nonce, ciphertext in sealed:
+                if not self._known(cid):  # another worker (or file) may have stored it
+                    self._packs.add(cid, flags, raw_len, (nonce, ciphertext))
+                    self._added.add(cid)
+
+    def _take_read(self, f: _File, got) -> None:
+        """What a worker read of F (see _read_batch) into its entry."""
+        f.pending -= 1
+        if isinstance(got, RepoError):
+            if isinstance(got, _Vanished) and not f.side:
+                f.dropped = True  # deleted while we walked: not part of this snapshot
+                self._late_drops += 1
+                return
+            raise got
+        f.entry.size, f.entry.sha256, f.entry.chunks = got
+        self.read_bytes += f.entry.size
+        if self.progress is not None:
+            self.progress(self.read_bytes)
+
+    def _in_flight(self, fut, owner, n: int, chunks: int, block: _Block | None) -> None:
         inflight = self._inflight
-        while (self._inflight_bytes > WINDOW_BYTES or len(inflight) > WINDOW_CHUNKS) and len(
-            inflight
-        ) > 1:
+        inflight.append((fut, owner, n, block))
+        self._inflight_bytes += n
+        self._inflight_chunks += chunks
+        while (
+            self._inflight_bytes > WINDOW_BYTES or self._inflight_chunks > WINDOW_CHUNKS
+        ) and len(inflight) > 1:
             self._drain_one()
         if self.progress is not None:
             self.progress(self.read_bytes)
 
     def _drain_one(self) -> None:
-        fut, f, n, block = self._inflight.popleft()
+        fut, owner, n, block = self._inflight.popleft()
         self._inflight_bytes -= n
         if block is not None:
             block.pending -= 1
             if block.pending == 0 and block.cut:
                 self._recycle(block)
-        f.entry.chunks.append(fut.result())
-        f.pending -= 1
+        if type(owner) is list:  # a batch of small files, read by a worker
+            self._inflight_chunks -= len(owner)
+            for f, got in zip(owner, fut.result(), strict=True):
+                self._take_read(f, got)
+        else:
+            self._inflight_chunks -= 1
+            owner.entry.chunks.append(fut.result())
+            owner.pending -= 1
 
     def _drain_until(self, f: _File) -> None:
+        self._send_batch()
         while f.pending:
             self._drain_one()
 
     def _drain_all(self) -> None:
+        self._send_batch()
         while self._inflight:
             self._drain_one()
         self._emit()
@@ -523,33 +667,25 @@ class SnapshotWriter:
         f.reading = False
 
     def _feed_file(self, source: str | Path, f: _File) -> None:
-        """Read SOURCE (F.st: its stat before reading) into chunks. A small file costs three
-        system calls (open, read, close): on the thread that walks, each call lets the
-        worker threads take the GIL and waits to get it back, and builtin open() with
-        read() made seven (two fstat calls, reads to the end and one more), the most of
-        its time on 10^5 files of a few KB."""
-        f.sha = hashlib.sha256()
+        """Read SOURCE (F.st: its stat before reading) into chunks: a small file by a worker
+        (see READ_IN_WORKER), one up to the largest chunk at once, a larger one in blocks."""
         assert f.st is not None
         size = f.st[0]
-        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if size <= self._max_chunk:
-                # Small file: one read, chunks are views of it (no copies). One byte more
-                # than its size: a file that grew since its stat is read to its end.
-                data = os.read(fd, size + 1)
-                while len(data) > size and (more := os.read(fd, 1 << 20)):
-                    data += more
-                f.sha.update(data)
-                for c in self._cdc.cut_buf(data):
-                    self._submit(c.data, f)
-            else:
-                f.policy = FilePolicy(trials=True)
-                with open(fd, "rb", buffering=0, closefd=False) as fh:
-                    for piece, block in self._cut_blocks(fh.readinto):
-                        f.sha.update(piece)
-                        self._submit(piece, f, block)
-        finally:
-            os.close(fd)
+        if size <= READ_IN_WORKER:
+            self._read_later(source, f)
+            return
+        f.sha = hashlib.sha256()
+        if size <= self._max_chunk:  # chunks are views of the one read (no copies)
+            data = _read_whole(source, size)
+            f.sha.update(data)
+            for c in self._cdc.cut_buf(data):
+                self._submit(c.data, f)
+        else:
+            f.policy = FilePolicy(trials=True)
+            with open(source, "rb", buffering=0) as fh:
+                for piece, block in self._cut_blocks(fh.readinto):
+                    f.sha.update(piece)
+                    self._submit(piece, f, block)
         self._finish(f)
 
     def _origin(self) -> tuple[int, int, int] | None:
@@ -577,6 +713,7 @@ class SnapshotWriter:
         file before it is still in flight, put the parent's entry straight into the list
         (no per-file object); False when the file must go the whole way (_queue_file)."""
         if self._order:  # files before it are in flight: the list takes files in order
+            self._send_batch()  # (an unchanged file after a changed one: no waiting batch)
             inflight = self._inflight
             while inflight and inflight[0][0].done():
                 self._drain_one()
@@ -609,7 +746,7 @@ class SnapshotWriter:
             try:
                 st = os.stat(source)
             except FileNotFoundError:
-                raise RepoError(f"File {source} does not exist; check the path.") from None
+                raise _Vanished(f"File {source} does not exist; check the path.") from None
             if not stat.S_ISREG(st.st_mode):
                 raise RepoError(
                     f"{source} is not a regular file; only regular files are backed up."
@@ -638,15 +775,8 @@ class SnapshotWriter:
         f.st = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         try:
             self._feed_file(source, f)
-        except FileNotFoundError:
-            raise RepoError(f"File {source} vanished while it was being backed up.") from None
-        except PermissionError:
-            raise RepoError(
-                f"Cannot read {source}: permission denied; "
-                "run the backup as a user who can read it."
-            ) from None
-        except IsADirectoryError:
-            raise RepoError(f"{source} is a directory; use add_tree for directories.") from None
+        except OSError as exc:
+            raise _unreadable(source, exc) from None
         return f
 
     # -- public API ----------------------------------------------------------------------------
@@ -730,14 +860,9 @@ class SnapshotWriter:
                             f = self._queue_file(snap_path, item.path, st)
                         else:
                             f = self._queue_file(snap_path, item.path)
-                    except FileNotFoundError:
+                    except (FileNotFoundError, _Vanished):
                         self._drop(snap_path)
                         continue  # deleted while we walked: not part of this snapshot
-                    except RepoError as exc:
-                        if "vanished" in str(exc) or "does not exist" in str(exc):
-                            self._drop(snap_path)
-                            continue  # deleted while we walked: not part of this snapshot
-                        raise
                     if f is not None:
                         count += 1
                         if collect:
@@ -745,9 +870,12 @@ class SnapshotWriter:
                         if len(self._order) > 64:
                             self._emit()
 
+        drops = self._late_drops
         walk(str(root), "")
         self._drain_all()
-        return [f.entry for f in files] if collect else count
+        if collect:
+            return [f.entry for f in files if not f.dropped]
+        return count - (self._late_drops - drops)
 
     def _drop(self, snap_path: str) -> None:
         """Leave out the file the walk started last if it is SNAP_PATH (it vanished)."""
