@@ -137,7 +137,10 @@ def test_unreachable_database(tmp_path):
     home = tmp_path / "home"
     init_home(home)
     port = free_port()
-    env = {**CALM_MACHINE_ENV, "SCTK_DATABASE_URL": f"postgresql://sctk:pw-secret@127.0.0.1:{port}/sctk"}
+    env = {
+        **CALM_MACHINE_ENV,
+        "SCTK_DATABASE_URL": f"postgresql://sctk:pw-secret@127.0.0.1:{port}/sctk",
+    }
     before = snapshot(home)
 
     table, as_json, upgrade = run_parallel(

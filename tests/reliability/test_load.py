@@ -29,9 +29,16 @@ from tests.reliability.harness import (
 pytestmark = pytest.mark.reliability
 
 CLIENTS = 8
-# per endpoint; the suite runs in CI on a 2-core machine (SCTK_LOAD_SECONDS to lengthen)
-SECONDS = float(os.environ.get("SCTK_LOAD_SECONDS", "2"))
-WARMUP = 0.5
+# Per endpoint; the suite runs in CI on a 2-core machine (SCTK_LOAD_SECONDS to lengthen).
+# One second is a few hundred requests even on the slowest endpoint (uncached predictions:
+# 230 to 310 a second, this test run alone here), all 8 connections in flight together:
+# an error that concurrency brings (a 5xx, a 429, a pool running dry, a connection dropped)
+# comes up in it. What a longer run adds is steadier rates, which benchmarks/bench_api.py
+# measures; each second here costs six on the suite's clock (one per endpoint).
+SECONDS = float(os.environ.get("SCTK_LOAD_SECONDS", "1"))
+# what is sent meanwhile is not counted, errors included: only as long as opening the 8
+# connections and the first answers take
+WARMUP = 0.25
 
 
 def test_bounded_load_zero_errors_against_the_bare_ceiling(tmp_path):

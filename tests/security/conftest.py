@@ -207,9 +207,14 @@ def api(start_api, accounts) -> Api:
     return start_api(accounts, **GENEROUS_LIMITS)
 
 
+def start_viewer_api(start_api, engine, **security: Any) -> Api:
+    """The API (start_api's, with SECURITY over generous limits) with only the viewer."""
+    viewer = ACCOUNTS["viewer"]
+    create_user(engine, viewer.username, viewer.password, viewer.role)
+    return start_api({"viewer": viewer}, **{**GENEROUS_LIMITS, **security})
+
+
 @pytest.fixture
 def viewer_api(start_api, engine) -> Api:
     """The API with only the viewer account, for tests that need no other role."""
-    viewer = ACCOUNTS["viewer"]
-    create_user(engine, viewer.username, viewer.password, viewer.role)
-    return start_api({"viewer": viewer}, **GENEROUS_LIMITS)
+    return start_viewer_api(start_api, engine)

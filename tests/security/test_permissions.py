@@ -38,6 +38,7 @@ from tests.security.conftest import (
     bearer,
     create_token,
     sqlite_only,
+    start_viewer_api,
 )
 
 EXCLUDED = {
@@ -633,8 +634,11 @@ def test_forged_expired_and_unknown_jwts_are_refused(viewer_api):
     assert_problem(r, 403, "'viewer'", "'users.manage'")
 
 
-def test_revoked_expired_and_disabled_credentials_are_refused(viewer_api):
-    api = viewer_api
+def test_revoked_expired_and_disabled_credentials_are_refused(start_api, engine):
+    # Each refusal below comes once this process's cached verification lapses: a short
+    # cache (0.5 s, not the default 2) makes the two waits short. Refusing is what is tested
+    # here; how long the cache trusts a credential, tests/security/test_credential_cache.py.
+    api = start_viewer_api(start_api, engine, auth_cache_seconds=0.5)
     engine = api.engine
     viewer = api.accounts["viewer"]
     revoked, revoked_view = create_token(engine, viewer.username, name="to revoke")

@@ -89,6 +89,8 @@ def start_site(settings) -> Iterator:
 
 # a response the test provoked on purpose, logged by Chromium as a failed resource
 NETWORK = re.compile(r"Failed to load resource: the server responded with a status of (\d+)")
+# The pages fetch what they show again every 5 s (every(5000, ...) in static/js/pages/).
+REFRESH_MS = 5000
 
 
 @dataclass
@@ -102,6 +104,15 @@ class Browsing:
     def goto(self, path: str) -> None:
         self.page.goto(self.site.url + path)
         self.page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+
+    def refreshed(self, selector: str) -> Any:
+        """SELECTOR once the page's next periodic refresh shows it, for something that has
+        already changed on the server. The page's clock is moved on to that refresh rather
+        than waited for (it keeps running in real time otherwise): the refresh itself, its
+        requests and its drawing are the page's own, and a page that stopped refreshing
+        still fails the wait."""
+        self.page.clock.fast_forward(REFRESH_MS)
+        return self.page.wait_for_selector(selector)
 
     def login(self, role: str) -> None:
         account = self.site.accounts[role]
@@ -141,6 +152,7 @@ def open_browsing(browser, site: Site) -> tuple[Any, Browsing]:
     """A browser context of its own and a 1280x800 page in it on SITE, recording console
     errors; the caller closes the context."""
     context = browser.new_context(viewport=DESKTOP)
+    context.clock.install()  # before any page script: Browsing.refreshed moves it on
     page = context.new_page()
     page.set_default_timeout(20_000)
     b = Browsing(page, site)

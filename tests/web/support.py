@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sctk.monitoring.alert_engine import AlertEngine
+from tests.helpers import wait_until
 
 
 @contextmanager
@@ -25,3 +27,10 @@ def alerting_on(site, metric: str, level: float) -> Iterator[AlertEngine]:
         yield engine
     finally:
         engine.close()
+
+
+def shown_when_fired(browsing, alerts: AlertEngine, selector: str) -> Any:
+    """SELECTOR on BROWSING's page (a tests.web.conftest.Browsing) once ALERTS has fired an
+    alert on the server and the page has refreshed: polled, never reloaded."""
+    wait_until(alerts.open_alerts, timeout=20, what="the alert to fire on the server")
+    return browsing.refreshed(selector)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from sctk.storage.engine import make_engine, session_scope
-from tests.web.support import alerting_on
+from tests.web.support import alerting_on, shown_when_fired
 
 # the browser's behaviour does not depend on the database: SQLite only
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("backend", ["sqlite"])]
@@ -71,9 +71,9 @@ def test_admin_sees_an_alert_fire_acknowledges_it_and_every_page_is_clean(start_
 
     b.goto("/ui/operations")
     page.wait_for_selector("#alerts >> text=No alert.")
-    with alerting_on(site, "memory_percent", 0.5):
+    with alerting_on(site, "memory_percent", 0.5) as alerts:
         # the page polls: the alert appears without a reload
-        row = page.wait_for_selector("#alerts-table tbody tr:has-text('memory_percent is')")
+        row = shown_when_fired(b, alerts, "#alerts-table tbody tr:has-text('memory_percent is')")
         assert "firing" in row.inner_text() and "warning level 0.5" in row.inner_text()
         page.click("#alerts-table button.ack")
         page.wait_for_selector("#alerts-table td[data-label=Acknowledged] >> text=ada.admin")
@@ -95,7 +95,7 @@ def test_admin_sees_an_alert_fire_acknowledges_it_and_every_page_is_clean(start_
 
     # an incident: its timeline, a note, closing it
     incident = open_incident(site.settings)
-    page.wait_for_selector(f"#incidents-table a[href='#incident-{incident}']").click()
+    b.refreshed(f"#incidents-table a[href='#incident-{incident}']").click()
     page.fill("#note-form input[name=text]", "restarted the worker")
     page.click("#note-form button[type=submit]")
     page.wait_for_selector("#incident-detail .timeline >> text=restarted the worker")

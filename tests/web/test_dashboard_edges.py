@@ -15,7 +15,7 @@ import pytest
 from sctk import config
 from sctk.storage.engine import make_engine, session_scope
 from tests.web.conftest import DESKTOP, SCREENSHOTS, Browsing, Site, open_browsing, serve_site
-from tests.web.support import alerting_on
+from tests.web.support import alerting_on, shown_when_fired
 
 # one served site for the whole module: its tests stay on one xdist worker
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("web-edges")]
@@ -168,8 +168,8 @@ def test_the_calibration_panel_finds_an_evaluation_written_with_out(site, admin)
 def test_acknowledge_is_within_the_alerts_card_at_1400_px(site, admin):
     page = admin.page
     admin.goto("/ui/operations")
-    with alerting_on(site[0], "memory_percent", 0.5):
-        page.wait_for_selector("#alerts-table button.ack")
+    with alerting_on(site[0], "memory_percent", 0.5) as alerts:
+        shown_when_fired(admin, alerts, "#alerts-table button.ack")
         for width in (1400, 1280, 1024, 720, 641):
             page.set_viewport_size({"width": width, "height": 900})
             # the button lies inside the card, and its table needs no sideways scrolling
