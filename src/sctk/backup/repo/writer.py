@@ -494,20 +494,16 @@ class SnapshotWriter:
         if len(self._free_blocks) < FREE_BLOCKS:
             self._free_blocks.append(block)
 
-    def _count(self, data, f: _File) -> int:
+    def _submit(self, data, f: _File, block: _Block | None = None) -> None:
+        assert self._pool is not None
         n = len(data)
         f.pending += 1
         f.entry.size += n
         self.read_bytes += n
-        return n
-
-    def _submit(self, data, f: _File, block: _Block | None = None) -> None:
-        assert self._pool is not None
-        n = self._count(data, f)
         if block is not None:
             block.pending += 1
         fut = self._pool.submit(self._process, data, f.policy, f.policy.next_is_trial())
-        self._in_flight(fut, f, n, 1, block)
+        self._add_in_flight(fut, f, n, 1, block)
 
     def _read_later(self, source: str | Path, f: _File) -> None:
         """A small file (F.st: its stat) into the batch a worker will read (_read_batch)."""
@@ -527,7 +523,7 @@ class SnapshotWriter:
         sources, files, n = self._batch, self._batch_files, self._batch_bytes
         self._batch, self._batch_files, self._batch_bytes = [], [], 0
         fut = self._pool.submit(self._read_batch, sources)
-        self._in_flight(fut, files, n, len(sources), None)
+        self._add_in_flight(fut, files, n, len(sources), None)
 
     def _read_batch(self, sources: list[tuple[str, int]]) -> list:
         """Worker: each file read whole and hashed, its new chunks compressed, then sealed
@@ -585,7 +581,7 @@ class SnapshotWriter:
         if self.progress is not None:
             self.progress(self.read_bytes)
 
-    def _in_flight(self, fut, owner, n: int, chunks: int, block: _Block | None) -> None:
+    def _add_in_flight(self, fut, owner, n: int, chunks: int, block: _Block | None) -> None:
         inflight = self._inflight
         inflight.append((fut, owner, n, block))
         self._inflight_bytes += n
