@@ -66,19 +66,33 @@ def big_tree(tmp_path) -> Path:
     return src
 
 
-def test_killed_backup_then_backup_is_the_size_of_a_clean_one(repo, big_tree, tmp_path):
-    _kill_a_backup(repo, big_tree)
+@pytest.fixture
+def small_tree(tmp_path) -> Path:
+    """Files the writer's workers read in batches (writer.READ_IN_WORKER): 48 MB of 8 KB
+    files, enough for two packs and a third being filled when the writer is killed."""
+    src = tmp_path / "small"
+    for i in range(6000):
+        sub = src / f"d{i // 500}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i}.bin").write_bytes(os.urandom(8_000))
+    return src
+
+
+@pytest.mark.parametrize("shape", ["big_tree", "small_tree"])
+def test_killed_backup_then_backup_is_the_size_of_a_clean_one(repo, request, tmp_path, shape):
+    tree = request.getfixturevalue(shape)
+    _kill_a_backup(repo, tree)
     left = Repository.open(repo.url, PASSPHRASE)
-    info = backup(left, big_tree)
+    info = backup(left, tree)
     clean = Repository.init(str(tmp_path / "clean"), PASSPHRASE)
-    backup(clean, big_tree)
+    backup(clean, tree)
     size, clean_size = _repo_bytes(repo.url), _repo_bytes(clean.url)
     assert abs(size - clean_size) <= 0.10 * clean_size, (size, clean_size)
     assert left.backend.temporaries() == [] and left.backend.list("locks") == {}
     after = left.check(read_data=True)
     assert after.ok and after.unreferenced_bytes == 0 and after.leftover_files == 0
     left.restore(info.id, tmp_path / "out")
-    assert tree_bytes(tmp_path / "out") == tree_bytes(big_tree)
+    assert tree_bytes(tmp_path / "out") == tree_bytes(tree)
 
 
 def test_check_reports_what_a_killed_backup_left(repo, big_tree):
