@@ -5,8 +5,10 @@ the walk's listing and a worker's read is handled as when the walk read it itsel
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import shutil
+import tracemalloc
 
 import pytest
 
@@ -107,4 +109,36 @@ def test_a_file_replaced_by_a_directory_before_its_read_fails_the_backup_naming_
     (src / "a.txt").write_bytes(b"a file again")
     info = backup(repo, src)  # the failed run left nothing in the way
     assert sorted(e.path for e in repo.files(info.id)) == ["a.txt", "b.txt"]
+    assert repo.check(read_data=True).ok
+
+
+@pytest.mark.parametrize("size_at_stat", [10, 100_000], ids=["worker", "walking-thread"])
+def test_a_small_file_grown_huge_since_its_stat_is_streamed_not_read_whole(
+    repo, tmp_path, size_at_stat
+):
+    """A file of a few bytes (read by a worker) or of a few hundred KB (read at once by the
+    walking thread) at its stat may be tens of MB by its read: it is stored whole and right,
+    and never held whole in memory (the reads up to its stat's size grew to its end)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    grows = src / "grows.bin"
+    grows.write_bytes(random.Random(1).randbytes(size_at_stat))
+    st = os.stat(grows)  # the walk's stat, taken before the file grew
+    grown = 48 * 1024 * 1024
+    with open(grows, "ab") as fh:
+        fh.write(random.Random(2).randbytes(grown - size_at_stat))
+    tracemalloc.start()
+    try:
+        with repo.writer() as w:
+            f = w._queue_file("grows.bin", str(grows), st)
+            w._drain_all()
+            info = w.commit("manual", {})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert f.entry.size == grown and len(f.entry.chunks) > 1
+    # the old reads held the file whole and copied it once more as it grew: twice its size
+    assert peak < grown // 2, f"peak {peak >> 20} MiB for a {grown >> 20} MiB file"
+    repo.restore(info.id, tmp_path / "out")
+    assert (tmp_path / "out" / "grows.bin").read_bytes() == grows.read_bytes()
     assert repo.check(read_data=True).ok

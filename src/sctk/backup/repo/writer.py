@@ -117,19 +117,33 @@ def _unreadable(source: str | Path, exc: OSError) -> RepoError:
     return RepoError(f"Cannot read {source}: {exc.strerror or exc}.")
 
 
-def _read_whole(source: str | Path, size: int) -> bytes:
+class _Grown(Exception):
+    """A file found longer than its reader may hold whole: it is read again as a stream."""
+
+
+def _read_whole(source: str | Path, size: int, limit: int) -> bytes:
     """The bytes of a file of SIZE at its stat, in three system calls (open, read, close):
     builtin open() with read() made seven (two fstat calls, reads to the end and one
     more), and on the thread that walks each call is a wait for the GIL. One byte more
-    than SIZE is asked for: a file that grew since its stat is read to its end."""
+    than SIZE is asked for: a file that grew since its stat is read to its end, unless it
+    is now longer than LIMIT (_Grown): a few bytes at the stat may be gigabytes at the read."""
     fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
         data = os.read(fd, size + 1)
-        while len(data) > size and (more := os.read(fd, 1 << 20)):
+        while len(data) > size:
+            if len(data) > limit:
+                raise _Grown(source)
+            more = os.read(fd, min(1 << 20, limit + 1 - len(data)))
+            if not more:
+                break
             data += more
         return data
     finally:
         os.close(fd)
+
+
+def _drop_block(block: _Block) -> None:
+    """A block not kept for reuse (see _stream_in_worker)."""
 
 
 class _IterReader:
@@ -443,24 +457,33 @@ class SnapshotWriter:
                 self._packs.add(cid, flags, raw_len, (nonce, sealed))
                 self._added.add(cid)
 
-    def _cut_blocks(self, readinto: Callable) -> Iterator[tuple[memoryview, _Block]]:
+    def _cut_blocks(
+        self,
+        readinto: Callable,
+        take: Callable[[], _Block] | None = None,
+        done: Callable[[_Block], None] | None = None,
+    ) -> Iterator[tuple[memoryview, _Block]]:
         """The chunks of a stream (READINTO(view) -> bytes read, 0 at the end) as views of
         large blocks, cut exactly where pyfastcdc's stream chunker cuts: a cut is taken only
         with at least max_size bytes after the chunk's start in the buffer (or at the end),
         so what follows the block cannot move it; the rest is carried to the next block.
-        Each chunk comes with its block, which is reused once its chunks are processed."""
+        Each chunk comes with its block, which is reused once its chunks are processed.
+        TAKE and DONE: where blocks come from and go once cut (by default the walking
+        thread's pool of them)."""
+        take = take or self._take_block
+        done = done or self._cut_done
         max_size = self._max_chunk
         carry = memoryview(b"")
         prev: _Block | None = None
         eof = False
         while not eof:
-            block = self._take_block()
+            block = take()
             view = memoryview(block.buf)
             view[: len(carry)] = carry
             filled = len(carry)
             carry = memoryview(b"")
             if prev is not None:
-                self._cut_done(prev)
+                done(prev)
             size = min(len(view), filled + READ_BLOCK)
             while filled < size:
                 n = readinto(view[filled:size])
@@ -476,7 +499,7 @@ class SnapshotWriter:
                 yield c.data, block
             prev = block
         if prev is not None:
-            self._cut_done(prev)
+            done(prev)
 
     def _take_block(self) -> _Block:
         if self._free_blocks:
@@ -535,7 +558,10 @@ class SnapshotWriter:
         chunk_id, known = self.keys.chunk_id, self._known
         for source, size in sources:
             try:
-                data = _read_whole(source, size)
+                data = _read_whole(source, size, READ_IN_WORKER)
+            except _Grown:  # past a batch's share since its stat: streamed
+                out.append(self._stream_in_worker(source))
+                continue
             except OSError as exc:
                 out.append(_unreadable(source, exc))
                 continue
@@ -549,6 +575,26 @@ class SnapshotWriter:
         if new:
             self._store_batch(new)
         return out
+
+    def _stream_in_worker(self, source: str) -> tuple | RepoError:
+        """Worker: a file of a batch that grew since its stat, read and stored chunk by
+        chunk in blocks of its own (the walking thread's blocks are its alone), as
+        _read_batch gives a file."""
+        policy = FilePolicy(trials=True)
+        sha = hashlib.sha256()
+        ids: list[str] = []
+        size = 0
+        own = self._max_chunk + READ_BLOCK
+        try:
+            with open(source, "rb", buffering=0) as fh:
+                # each block dropped once cut: its chunks are stored before the next is taken
+                for piece, _ in self._cut_blocks(fh.readinto, lambda: _Block(own), _drop_block):
+                    sha.update(piece)
+                    size += len(piece)
+                    ids.append(self._process(piece, policy, policy.next_is_trial()))
+        except OSError as exc:
+            return _unreadable(source, exc)
+        return size, sha.hexdigest(), ids
 
     def _store_batch(self, new: list) -> None:
         """Seal NEW chunks ((id, length, payload, flags)) and add them to the pack under one
@@ -674,8 +720,12 @@ class SnapshotWriter:
             self._read_later(source, f)
             return
         f.sha = hashlib.sha256()
-        if size <= self._max_chunk:  # chunks are views of the one read (no copies)
-            data = _read_whole(source, size)
+        try:
+            # up to the largest chunk at once: its chunks are views of the one read
+            data = _read_whole(source, size, self._max_chunk) if size <= self._max_chunk else None
+        except _Grown:  # past the largest chunk since its stat: streamed
+            data = None
+        if data is not None:
             f.sha.update(data)
             for c in self._cdc.cut_buf(data):
                 self._submit(c.data, f)
