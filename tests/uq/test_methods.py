@@ -324,3 +324,42 @@ def test_train_show_and_evaluate_per_group(settings, tmp_path, sctk_here):
     assert len(result["coverage_by_width_decile"]) == 10
     text = _ok(sctk_here("uq", "evaluate", "plots", "--data", "plots_later", home=home))
     assert "coverage in site = 0" in text and "decile of interval width" in text
+
+
+def _tree_leaves(model) -> int:
+    """The most leaves any tree of MODEL's boosted learners has."""
+    return max(
+        int(np.count_nonzero(nodes["is_leaf"]))
+        for trees in model.trees_.values()
+        for nodes in trees.nodes
+    )
+
+
+def test_auto_grows_larger_trees_only_where_the_validation_rows_need_them():
+    rng = np.random.default_rng(11)
+    X = rng.uniform(-1, 1, (6000, 4))
+    noise = rng.normal(0, 0.3, 6000)
+    fit = {"seed": 0, "mlp_rows": 1000}  # trees alone: the choice on one held-out share
+    # a surface of many bumps: small trees need more rounds than they get to follow it
+    rough = 2 * np.sin(6 * X[:, 0]) * np.cos(6 * X[:, 1]) + noise
+    model = HybridRegressor(**fit).fit(X[:4000], rough[:4000], X[4000:], rough[4000:])
+    sel = model.selection_
+    assert sel["leaves"] == 31 and _tree_leaves(model) > 7
+    assert sel["leaf_scores"]["31"] < sel["leaf_scores"]["7"]
+    # a straight line: the default small trees are kept
+    line = X[:, 0] + noise
+    model = HybridRegressor(**fit).fit(X[:4000], line[:4000], X[4000:], line[4000:])
+    assert model.selection_["leaves"] == 7 and _tree_leaves(model) <= 7
+    # leaves the user set are used as given, with no choice
+    given = HybridRegressor(**fit, boost={"max_leaf_nodes": 4})
+    given.fit(X[:4000], rough[:4000], X[4000:], rough[4000:])
+    assert "leaves" not in given.selection_ and _tree_leaves(given) <= 4
+
+
+def test_models_show_says_which_trees_the_choice_grew():
+    from sctk.cli.uq import _method_lines
+
+    sel = {"reason": "auto", "alpha": 0.1, "validation_rows": 300, "leaves": 31}
+    sel |= {"candidates": {"hgb-cqr-sided": 2.5}, "leaf_scores": {"7": 2.75, "31": 2.5}}
+    lines = _method_lines({"method": "hgb-cqr-sided", "selection": sel})
+    assert lines[-1] == "trees of 31 leaves (the sided CQR scored 7 leaves 2.75, 31 leaves 2.5)"

@@ -652,6 +652,9 @@ def _method_lines(metrics: dict[str, Any]) -> list[str]:
             f"another method replaces {sel.get('preferred')} only when better by more than "
             f"{sel['floor']:.0%} and one standard error"
         )
+    if sel.get("leaf_scores"):  # the boosted learners' trees, chosen on the same rows
+        tried = ", ".join(f"{k} leaves {v:.5g}" for k, v in sel["leaf_scores"].items())
+        lines.append(f"trees of {sel['leaves']} leaves (the sided CQR scored {tried})")
     snapped = sel.get("snapped") or {}
     if metrics["method"] in snapped:  # a discrete target: bounds moved to its values or not
         score = f"{snapped[metrics['method']]:.5g}"

@@ -153,6 +153,11 @@ CHOICE_MARGIN = 1.0
 # alone; over K folds each learner is judged over K fits and no floor is added.
 CHALLENGER_FLOOR = 0.05
 SELECT_MIN_ROWS = 100  # fewer training rows: no validation split worth the name
+# Leaves a tree the boosted learners may have, in the automatic choice on validation rows:
+# the first (sctk.uq.trees' default) unless another beats it by CHOICE_MARGIN standard
+# errors. 7 leaves won on the tuning tables (RESULTS.md, "UQ: smaller trees") but lost 1-2%
+# on a table of 12,000 training rows (randhie) where 31 had fitted it better.
+LEAF_CHOICES = (7, 31)
 FALLBACK = "mlp-normalised"  # the method of every model before `auto`
 SQRT_HALF_PI = math.sqrt(math.pi / 2)  # E|r| * this = sd, for Gaussian r
 
@@ -365,6 +370,7 @@ class HybridRegressor:
         # the choice sees the training rows only: X and y here hold no calibration row
         method = self._resolved_method()
         self.support_ = None
+        self.leaves_ = None  # the boosted learners' leaves, where the choice below sets them
         if cross and method == "auto" and X.shape[0] >= SELECT_MIN_ROWS:
             self._select_cross(X, y, callback)
             return self
@@ -418,6 +424,7 @@ class HybridRegressor:
         member.physics_fn_ = self.physics_fn_
         member.n_features_in_ = self.n_features_in_
         member.method_ = method
+        member.leaves_ = getattr(self, "leaves_", None)
         member.mode_ = "member"
         member.folds_ = []
         member._make_score()
@@ -605,9 +612,9 @@ class HybridRegressor:
             self.trees_["spread"] = fit(features, spread, "squared_error", None)
 
     def _boost_fit(self, features, target, loss, quantile) -> TreeEnsemble:
-        return TreeEnsemble.fit(
-            features, target, loss, quantile, self.seed, self.threads, **(self.boost or {})
-        )
+        leaves = getattr(self, "leaves_", None)  # the automatic choice's, under the user's
+        params = {**({"max_leaf_nodes": leaves} if leaves else {}), **(self.boost or {})}
+        return TreeEnsemble.fit(features, target, loss, quantile, self.seed, self.threads, **params)
 
     def _fit_network(self, X, y, callback) -> None:
         rng = np.random.default_rng(self.seed)
@@ -715,12 +722,15 @@ class HybridRegressor:
             }
         # one candidate list for every fold: from the fewest rows any fold fits on
         candidates = self._candidates(n - max(len(p) for p in parts))
+        splits = [
+            (np.setdiff1d(order, val, assume_unique=True) if folds > 1 else order[len(val) :], val)
+            for val in parts
+        ]
+        leaves, scored_already = self._choose_leaves(X, y, splits, candidates)
         found: dict[tuple[str, bool], list[np.ndarray]] = {}
-        for val in parts:
-            fit_rows = (
-                np.setdiff1d(order, val, assume_unique=True) if folds > 1 else order[len(val) :]
-            )
-            for key, scored in self._validate(X, y, fit_rows, val, candidates).items():
+        for (fit_rows, val), known in zip(splits, scored_already, strict=True):
+            rest = [m for m in candidates if (m, False) not in known]
+            for key, scored in {**known, **self._validate(X, y, fit_rows, val, rest)}.items():
                 found.setdefault(key, []).append(scored)
         # every validation row scored once, by the half of its part it was not in
         rows = {key: np.concatenate(v) for key, v in found.items() if len(v) == len(parts)}
@@ -739,8 +749,34 @@ class HybridRegressor:
             "validation_rows": int(sum(len(p) for p in parts)),
             "fit_rows": int(n - max(len(p) for p in parts)),
             "candidates": scores,
+            **leaves,
             **_snap_record(snap, snapped),
         }
+
+    def _choose_leaves(self, X, y, splits, candidates) -> tuple[dict[str, Any], list[dict]]:
+        """The leaves a tree of the boosted learners (`leaves_`) from LEAF_CHOICES, judged by
+        the preferred method (the sided CQR) on the validation SPLITS ((fit rows, validation
+        rows)): the record of the choice (nothing when the user set them, `boost`) and, per
+        split, what _validate gave at the chosen leaves for the CANDIDATES of the quantile
+        learner, fitted once here for the sided CQR (the choice then need not refit it)."""
+        self.leaves_ = None
+        if "max_leaf_nodes" in (self.boost or {}):
+            return {}, [{} for _ in splits]
+        method = "hgb-cqr-sided"
+        quantile = [m for m in candidates if LEARNER[m] == LEARNER[method]]
+        rows, scored = {}, {}
+        for leaves in LEAF_CHOICES:
+            self.leaves_ = leaves
+            scored[leaves] = [self._validate(X, y, f, v, quantile) for f, v in splits]
+            rows[(method, leaves)] = np.concatenate([s[(method, False)] for s in scored[leaves]])
+        base = (method, LEAF_CHOICES[0])
+        best = min(rows, key=lambda key: float(rows[key].mean()))
+        self.leaves_ = _beats(rows, best, base)[1]
+        record = {
+            "leaves": int(self.leaves_),
+            "leaf_scores": {str(k[1]): float(v.mean()) for k, v in rows.items()},
+        }
+        return record, scored[self.leaves_]
 
     def _validate(self, X, y, fit_rows, val, candidates) -> dict[tuple[str, bool], np.ndarray]:
         """Each candidate's interval scores of the rows VAL (bounds moved to the target's
