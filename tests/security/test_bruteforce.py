@@ -189,11 +189,15 @@ def test_an_unknown_user_takes_as_long_as_a_known_one(start_api, engine):
         assert r.status_code == 401
         return time.perf_counter() - started
 
-    known = sorted(seconds(VICTIM.username) for _ in range(3))[1]
-    unknown = sorted(seconds("no.such.user") for _ in range(3))[1]
+    # taken in turn, and the fastest of each: load on the machine only ever adds time, so
+    # the minimum is what the server itself spends (a median still failed once under load)
+    known, unknown = [], []
+    for _ in range(4):
+        known.append(seconds(VICTIM.username))
+        unknown.append(seconds("no.such.user"))
     # both pay one argon2 verification (tenths of a second); without the dummy hash an
     # unknown name would answer in about a millisecond
-    assert unknown > 0.5 * known, (known, unknown)
+    assert min(unknown) > 0.5 * min(known), (known, unknown)
 
 
 def test_x_forwarded_for_is_ignored_without_trusted_proxies(start_api, engine):
