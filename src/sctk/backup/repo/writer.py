@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from pyfastcdc import FastCDC
 
@@ -451,11 +452,18 @@ class SnapshotWriter:
             local.sealed = bytearray(max(need, grown))
         sealed = memoryview(local.sealed)[:need]
         self.keys.aead.encrypt_into(nonce, payload, cid.encode(), sealed)
+        self._add_new(((cid, raw_len, flags, nonce, sealed),))
+
+    def _add_new(self, sealed: Iterable[tuple[str, int, int, bytes, Any]]) -> None:
+        """Append SEALED chunks ((id, length, flags, nonce, ciphertext)) to the pack under
+        the pack lock, each unless stored by now: another worker (or file) may have stored
+        the same chunk since it was looked up."""
+        assert self._packs is not None
         with self._pack_lock:
-            if not self._known(cid):  # another worker may have stored the same chunk
-                assert self._packs is not None
-                self._packs.add(cid, flags, raw_len, (nonce, sealed))
-                self._added.add(cid)
+            for cid, raw_len, flags, nonce, ciphertext in sealed:
+                if not self._known(cid):
+                    self._packs.add(cid, flags, raw_len, (nonce, ciphertext))
+                    self._added.add(cid)
 
     def _cut_blocks(
         self,
@@ -606,12 +614,7 @@ class SnapshotWriter:
         for k, (cid, raw_len, payload, flags) in enumerate(new):
             nonce = nonces[12 * k : 12 * k + 12]
             sealed.append((cid, raw_len, flags, nonce, encrypt(nonce, payload, cid.encode())))
-        assert self._packs is not None
-        with self._pack_lock:
-            for cid, raw_len, flags, nonce, ciphertext in sealed:
-                if not self._known(cid):  # another worker (or file) may have stored it
-                    self._packs.add(cid, flags, raw_len, (nonce, ciphertext))
-                    self._added.add(cid)
+        self._add_new(sealed)
 
     def _take_read(self, f: _File, got) -> None:
         """What a worker read of F (see _read_batch) into its entry."""
