@@ -24,7 +24,9 @@ Methods (`method`), each a residual learner and a conformity score (sctk.uq.scor
                     of rows varies by more than their standard error); for a discrete
                     target each candidate is also scored with its bounds moved to the
                     target's values (sctk.uq.support), and `support_` keeps them when that
-                    scored better
+                    scored better; the boosted learners' trees have 7 leaves, or 31
+                    where the sided CQR scores better with them on the same rows by
+                    more than a standard error (LEAF_CHOICES)
 
 S is the physics function (zero without one); the boosted learners learn the residual
 y - S(X) from the features and S(X), so the physics stays the base of every learner.
