@@ -76,7 +76,10 @@ def main() -> None:
     params: dict = {}
     for item in args.set:
         key, _, text = item.partition("=")
-        value = int(text) if text.lstrip("-").isdigit() else float(text)
+        try:
+            value = int(text) if text.lstrip("-").isdigit() else float(text)
+        except ValueError:
+            parser.error(f"--set {item}: give KEY=VALUE with a number, e.g. boost.max_iter=50.")
         # boost.NAME=VALUE: one setting of the boosted learners (HybridRegressor's boost)
         group, _, name = key.rpartition(".")
         (params.setdefault(group, {}) if group else params)[name] = value
