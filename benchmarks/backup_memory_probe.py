@@ -7,15 +7,17 @@ Python allocation sites at the traced peak.
     python benchmarks/backup_memory_probe.py restore REPO TARGET [--trace]
 
 Prints one JSON line: seconds, resident memory now, the highest sampled (with the phase it
-was sampled in) and VmHWM; with --trace the top 15 allocation sites (tracemalloc) at the
-highest traced total. `prune` forgets the older half of the snapshots. Run it under
-`/usr/bin/time -f '%e s %U u %S s %M KB'` for CPU time too (see RESULTS.md, "Backup engine
-memory at scale").
+was sampled in) and VmHWM, the highest sampled proportional set size of the process with its
+worker processes, and the CPU time of descendants GNU time does not see; with --trace the
+top 15 allocation sites (tracemalloc) at the highest traced total. `prune` forgets the
+older half of the snapshots. Run it under `/usr/bin/time -f '%e s %U u %S s %M KB'` for CPU
+time too (see RESULTS.md, "Backup engine memory at scale").
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import sys
@@ -26,6 +28,50 @@ from pathlib import Path
 
 PASSPHRASE = "correct horse battery staple, bench"
 MiB = 1 << 20
+
+
+def _descendants(pid: int) -> list[int]:
+    """PID's live child processes and theirs (e.g. the writer's worker processes)."""
+    out = []
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        kids = [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return out
+    for kid in kids:
+        out += [kid, *_descendants(kid)]
+    return out
+
+
+def tree_pss_mib() -> int:
+    """Proportional set size of this process and its descendants together: each shared page
+    counted once across them, so worker processes forked from a common parent are not
+    counted twice."""
+    total = 0
+    for pid in [os.getpid(), *_descendants(os.getpid())]:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass  # exited since it was listed
+    return total // 1024
+
+
+def descendants_cpu_s() -> float:
+    """CPU seconds of the descendants still alive, with those they reaped (a fork server's
+    workers): GNU time counts only the processes this one waits for."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in _descendants(os.getpid()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    return round(total / tick, 2)
 
 
 def rss_mib() -> int:
@@ -46,6 +92,8 @@ def main(argv: list[str]) -> None:
     phase = ["start"]
     best: dict = {"peak": 0, "snap": None, "when": ""}
     top = {"mib": 0, "phase": ""}
+    tree = {"mib": 0, "phase": ""}  # with its worker processes
+    ticks = [0]
     stop = threading.Event()
 
     def sample() -> None:
@@ -53,6 +101,11 @@ def main(argv: list[str]) -> None:
             now = rss_mib()
             if now > top["mib"]:
                 top.update(mib=now, phase=phase[0])
+            ticks[0] += 1
+            if ticks[0] % 5 == 0:  # every second: reading each process's map costs
+                now = tree_pss_mib()
+                if now > tree["mib"]:
+                    tree.update(mib=now, phase=phase[0])
             if trace:
                 cur, _ = tracemalloc.get_traced_memory()
                 if cur > best["peak"] * 1.05:
@@ -97,6 +150,8 @@ def main(argv: list[str]) -> None:
         "rss_now_mib": rss_mib(),
         "rss_top_sampled": top,
         "vmhwm_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "tree_pss_top_sampled": tree,
+        "descendants_cpu_s": descendants_cpu_s(),
         **result,
     }
     print(json.dumps(out))

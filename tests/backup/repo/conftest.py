@@ -45,8 +45,10 @@ def tree_bytes(root: Path) -> dict[str, tuple[bytes, int]]:
     return out
 
 
-def backup(repo: Repository, root: Path, label: str = "manual", **commit_kw):
-    with repo.writer() as w:
+def backup(
+    repo: Repository, root: Path, label: str = "manual", processes: bool | None = None, **commit_kw
+):
+    with repo.writer(processes=processes) as w:
         w.add_tree(root)
         return w.commit(label, {"label": label}, **commit_kw)
 

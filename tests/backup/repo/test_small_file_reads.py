@@ -1,6 +1,7 @@
 """Small files are read by the writer's workers, whole, in batches (writer.py,
 READ_IN_WORKER): each file keeps its own bytes and place, and what happens to a file between
-the walk's listing and a worker's read is handled as when the walk read it itself."""
+the walk's listing and a worker's read is handled as when the walk read it itself. Each test
+runs with the batches read by threads and by worker processes (batchseal.py)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,16 @@ def _tree_across_batches(root, seed: int = 3) -> None:
         path.write_bytes(data[:size])
 
 
-def test_files_of_every_size_across_batches_restore_byte_for_byte(repo, tmp_path):
+@pytest.fixture(params=[False, True], ids=["threads", "processes"])
+def procs(request) -> bool:
+    """Whether worker processes (True) or threads (False) read the batches."""
+    return request.param
+
+
+def test_files_of_every_size_across_batches_restore_byte_for_byte(repo, tmp_path, procs):
     src = tmp_path / "src"
     _tree_across_batches(src)
-    info = backup(repo, src)
+    info = backup(repo, src, processes=procs)
     want = tree_bytes(src)
     assert info.files == len(want)
     for entry in repo.files(info.id):
@@ -48,10 +55,10 @@ def test_files_of_every_size_across_batches_restore_byte_for_byte(repo, tmp_path
     assert repo.check(read_data=True).ok
 
 
-def test_add_file_of_a_small_file_returns_its_entry_complete(repo, tmp_path):
+def test_add_file_of_a_small_file_returns_its_entry_complete(repo, tmp_path, procs):
     src = tmp_path / "one.txt"
     src.write_bytes(b"a few bytes")
-    with repo.writer() as w:
+    with repo.writer(processes=procs) as w:
         entry = w.add_file("one.txt", src)
         # read by a worker, yet whole when add_file returns
         assert entry.size == 11 and entry.sha256 == hashlib.sha256(b"a few bytes").hexdigest()
@@ -72,12 +79,12 @@ def _deleting(victim):
 
 
 @pytest.mark.parametrize("collect", [True, False])
-def test_a_file_deleted_after_the_walk_listed_it_is_left_out(repo, tmp_path, collect):
+def test_a_file_deleted_after_the_walk_listed_it_is_left_out(repo, tmp_path, collect, procs):
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_bytes(b"gone before it was read")
     (src / "b.txt").write_bytes(b"stays")
-    with repo.writer() as w:
+    with repo.writer(processes=procs) as w:
         got = w.add_tree(src, exclude=_deleting(src / "a.txt"), collect=collect)
         info = w.commit("manual", {})
     if collect:
@@ -89,7 +96,9 @@ def test_a_file_deleted_after_the_walk_listed_it_is_left_out(repo, tmp_path, col
     assert repo.check(read_data=True).ok
 
 
-def test_a_file_replaced_by_a_directory_before_its_read_fails_the_backup_naming_it(repo, tmp_path):
+def test_a_file_replaced_by_a_directory_before_its_read_fails_the_backup_naming_it(
+    repo, tmp_path, procs
+):
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_bytes(b"becomes a directory")
@@ -101,7 +110,10 @@ def test_a_file_replaced_by_a_directory_before_its_read_fails_the_backup_naming_
             (src / "a.txt").mkdir()
         return False
 
-    with pytest.raises(RepoError, match=r"a\.txt is a directory"), repo.writer() as w:
+    with (
+        pytest.raises(RepoError, match=r"a\.txt is a directory"),
+        repo.writer(processes=procs) as w,
+    ):
         w.add_tree(src, exclude=exclude)
         w.commit("manual", {})
     assert repo.snapshots() == []
@@ -114,7 +126,7 @@ def test_a_file_replaced_by_a_directory_before_its_read_fails_the_backup_naming_
 
 @pytest.mark.parametrize("size_at_stat", [10, 100_000], ids=["worker", "walking-thread"])
 def test_a_small_file_grown_huge_since_its_stat_is_streamed_not_read_whole(
-    repo, tmp_path, size_at_stat
+    repo, tmp_path, size_at_stat, procs
 ):
     """A file of a few bytes (read by a worker) or of a few hundred KB (read at once by the
     walking thread) at its stat may be tens of MB by its read: it is stored whole and right,
@@ -129,7 +141,7 @@ def test_a_small_file_grown_huge_since_its_stat_is_streamed_not_read_whole(
         fh.write(random.Random(2).randbytes(grown - size_at_stat))
     tracemalloc.start()
     try:
-        with repo.writer() as w:
+        with repo.writer(processes=procs) as w:
             f = w._queue_file("grows.bin", str(grows), st)
             w._drain_all()
             info = w.commit("manual", {})

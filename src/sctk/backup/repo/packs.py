@@ -114,6 +114,21 @@ class PackWriter:
         if self.size >= self.pack_size or len(self.blobs) >= PACK_CHUNKS:
             self._finish_pack()
 
+    def add_run(self, rows: list, sealed) -> None:
+        """Append chunks sealed end to end in SEALED with one write; ROWS: (id, length,
+        flags, sealed length) of each, in order (a worker process's batch, see
+        batchseal.py). A run may take a pack a batch past its size or chunk count."""
+        if self.error is not None:
+            self._raise()
+        off = self.size
+        self._write((sealed,))
+        for cid, raw_len, flags, n in rows:
+            self.blobs.append([cid, off, n, raw_len, flags])
+            off += n
+        self.stored_bytes += len(sealed)
+        if self.size >= self.pack_size or len(self.blobs) >= PACK_CHUNKS:
+            self._finish_pack()
+
     def _finish_pack(self) -> None:
         if not self.blobs:
             return

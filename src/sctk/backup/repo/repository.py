@@ -240,12 +240,16 @@ class Repository:
         return self.locks.lock(exclusive)
 
     def writer(
-        self, progress: Callable[[int], None] | None = None, threads: int | None = None
+        self,
+        progress: Callable[[int], None] | None = None,
+        threads: int | None = None,
+        processes: bool | None = None,
     ) -> SnapshotWriter:
-        """A context manager writing one snapshot (exclusive lock while it runs)."""
+        """A context manager writing one snapshot (exclusive lock while it runs). PROCESSES:
+        whether worker processes seal small files (None: once there are many of them)."""
         from sctk.backup.repo.writer import SnapshotWriter  # not needed to restore: lazy
 
-        return SnapshotWriter(self, progress=progress, threads=threads)
+        return SnapshotWriter(self, progress=progress, threads=threads, processes=processes)
 
     # -- snapshots -----------------------------------------------------------------------------
 

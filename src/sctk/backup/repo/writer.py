@@ -32,6 +32,14 @@ from typing import Any
 from pyfastcdc import FastCDC
 
 from sctk.backup.repo import leftovers
+from sctk.backup.repo.batchseal import (
+    Grown,
+    SealProcesses,
+    WorkerDied,
+    read_batch,
+    read_whole,
+    seal,
+)
 from sctk.backup.repo.compression import SMALL_FILES, Compressors, FilePolicy
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.filelist import FileListSink, SortedLookup, StoredList
@@ -40,7 +48,7 @@ from sctk.backup.repo.index import write_index
 from sctk.backup.repo.models import FileEntry, SnapshotInfo
 from sctk.backup.repo.packs import PackWriter, WrittenPacks
 from sctk.backup.repo.storedids import StoredIds
-from sctk.backup.repo.threads import worker_count
+from sctk.backup.repo.threads import process_count, worker_count
 from sctk.backup.repo.trim import release_free_memory
 
 # Chunks in flight: enough to keep every worker busy (more bought no speed, 8 MiB cost 10 MiB
@@ -62,6 +70,10 @@ READ_IN_WORKER = 64 * 1024
 BATCH_BYTES = 256 * 1024
 BATCH_FILES = 64
 FREE_BLOCKS = 3  # read blocks kept for reuse
+# Small files a writer meets before worker processes read its batches (batchseal.py): a
+# process pool takes a fraction of a second to start, about what threads take to read a
+# few thousand small files.
+PROCESSES_AFTER = 2048
 
 
 def check_path(path: str) -> str:
@@ -73,6 +85,13 @@ def check_path(path: str) -> str:
             "use forward slashes without '..' or a leading '/'."
         )
     return str(p)
+
+
+def _worker_died() -> RepoError:
+    return RepoError(
+        "A backup worker process stopped before it finished (killed, or out of memory); "
+        "nothing was committed: run the backup again."
+    )
 
 
 def _file_doc(e: FileEntry, st: list | None) -> dict:
@@ -118,33 +137,8 @@ def _unreadable(source: str | Path, exc: OSError) -> RepoError:
     return RepoError(f"Cannot read {source}: {exc.strerror or exc}.")
 
 
-class _Grown(Exception):
-    """A file found longer than its reader may hold whole: it is read again as a stream."""
-
-
-def _read_whole(source: str | Path, size: int, limit: int) -> bytes:
-    """The bytes of a file of SIZE at its stat, in three system calls (open, read, close):
-    builtin open() with read() made seven (two fstat calls, reads to the end and one
-    more), and on the thread that walks each call is a wait for the GIL. One byte more
-    than SIZE is asked for: a file that grew since its stat is read to its end, unless it
-    is now longer than LIMIT (_Grown): a few bytes at the stat may be gigabytes at the read."""
-    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        data = os.read(fd, size + 1)
-        while len(data) > size:
-            if len(data) > limit:
-                raise _Grown(source)
-            more = os.read(fd, min(1 << 20, limit + 1 - len(data)))
-            if not more:
-                break
-            data += more
-        return data
-    finally:
-        os.close(fd)
-
-
 def _drop_block(block: _Block) -> None:
-    """A block not kept for reuse (see _stream_in_worker)."""
+    """A block not kept for reuse (see _stream_grown)."""
 
 
 class _IterReader:
@@ -205,7 +199,11 @@ class SnapshotWriter:
     """Adds files to a new snapshot; leaving the `with` block without commit() leaves none."""
 
     def __init__(
-        self, repo, progress: Callable[[int], None] | None = None, threads: int | None = None
+        self,
+        repo,
+        progress: Callable[[int], None] | None = None,
+        threads: int | None = None,
+        processes: bool | None = None,
     ):
         self.repo = repo
         self.keys = repo.keys
@@ -240,6 +238,10 @@ class SnapshotWriter:
         self._batch_files: list[_File] = []
         self._batch_bytes = 0
         self._late_drops = 0  # files of a walk a worker found deleted
+        self._small_files = 0  # files sent in batches so far
+        self._procs: SealProcesses | None = None  # worker processes sealing batches
+        # None: once PROCESSES_AFTER small files are met; True: from the first batch
+        self._procs_wanted = processes
         self._free_blocks: list[_Block] = []
         self._local = threading.local()
         cfg = repo.config["chunker"]
@@ -363,6 +365,8 @@ class SnapshotWriter:
 
     def __exit__(self, *exc) -> None:
         try:
+            if self._procs is not None:
+                self._procs.close()
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
             if self._packs is not None:
@@ -465,6 +469,33 @@ class SnapshotWriter:
                     self._packs.add(cid, flags, raw_len, (nonce, ciphertext))
                     self._added.add(cid)
 
+    def _store_sealed(self, out: list, rows: list, sealed: bytearray) -> list:
+        """A worker process's batch as it arrives (see batchseal._seal_batch): its sealed
+        chunks (ROWS: (id, length, flags, sealed length), laid end to end in SEALED) into the
+        pack, each run of those not stored already with one write (on a first backup, the
+        whole batch); OUT, the per-file part, for _take_read."""
+        view = memoryview(sealed)
+        with self._pack_lock:
+            run: list = []
+            start = off = 0
+            for row in rows:
+                if self._known(row[0]):
+                    self._add_run(run, view[start:off])
+                    run = []
+                    start = off + row[3]
+                else:
+                    run.append(row)
+                off += row[3]
+            self._add_run(run, view[start:off])
+        return out
+
+    def _add_run(self, run: list, sealed: memoryview) -> None:
+        if run:
+            assert self._packs is not None
+            self._packs.add_run(run, sealed)
+            for row in run:
+                self._added.add(row[0])
+
     def _cut_blocks(
         self,
         readinto: Callable,
@@ -541,6 +572,7 @@ class SnapshotWriter:
         assert f.st is not None
         f.pending += 1
         f.reading = False
+        self._small_files += 1
         self._batch.append((str(source), f.st[0]))
         self._batch_files.append(f)
         self._batch_bytes += f.st[0]
@@ -553,78 +585,92 @@ class SnapshotWriter:
         assert self._pool is not None
         sources, files, n = self._batch, self._batch_files, self._batch_bytes
         self._batch, self._batch_files, self._batch_bytes = [], [], 0
-        fut = self._pool.submit(self._read_batch, sources)
+        procs = self._seal_processes()
+        if procs is not None:
+            try:
+                fut = procs.submit(sources, READ_IN_WORKER, self._store_sealed)
+            except WorkerDied:
+                raise _worker_died() from None
+        else:
+            fut = self._pool.submit(self._read_batch, sources)
         self._add_in_flight(fut, files, n, len(sources), None)
 
-    def _read_batch(self, sources: list[tuple[str, int]]) -> list:
-        """Worker: each file read whole and hashed, its new chunks compressed, then sealed
-        and stored all together (_store_batch); per file (size, sha256, chunk ids), or the
-        RepoError reading it met (raised when it is drained)."""
-        out: list = []
-        new: list = []  # (chunk id, length, payload, flags) of chunks not stored yet
-        compress = self._compressors().compress
-        chunk_id, known = self.keys.chunk_id, self._known
-        for source, size in sources:
+    def _seal_processes(self) -> SealProcesses | None:
+        """The worker processes for small-file batches once they are up; None while threads
+        read them. Automatically (processes=None) they are started once this writer has met
+        PROCESSES_AFTER small files, and threads read the batches while they start."""
+        procs = self._procs
+        if procs is None:
+            wanted = self._procs_wanted
+            if wanted is False or (wanted is None and self._small_files < PROCESSES_AFTER):
+                return None
+            self._procs_wanted = False
+            procs = SealProcesses(self.keys, self.repo.config["chunker"], process_count())
             try:
-                data = _read_whole(source, size, READ_IN_WORKER)
-            except _Grown:  # past a batch's share since its stat: streamed
-                out.append(self._stream_in_worker(source))
-                continue
-            except OSError as exc:
-                out.append(_unreadable(source, exc))
-                continue
-            ids = []
-            for c in self._cdc.cut_buf(data):
-                cid = chunk_id(c.data)
-                ids.append(cid)
-                if not known(cid):
-                    new.append((cid, len(c.data), *compress(c.data, SMALL_FILES, False)))
-            out.append((len(data), hashlib.sha256(data).hexdigest(), ids))
+                procs.start(wait=wanted is True)
+            except Exception:  # no processes here (e.g. in a daemon process): threads it is
+                procs.close()
+                return None
+            self._procs = procs
+        ready = procs.ready()
+        if ready is False:  # they could not start: threads read every batch
+            procs.close()
+            self._procs = None
+            return None
+        return procs if ready else None
+
+    def _read_batch(self, sources: list[tuple[str, int]]) -> list:
+        """Worker thread: each file read whole and hashed, its new chunks compressed, then
+        sealed and stored all together; per file as read_batch gives it."""
+        known = self._known
+        out, new = read_batch(
+            sources,
+            READ_IN_WORKER,
+            self._cdc,
+            self.keys.chunk_id,
+            lambda cid: not known(cid),
+            self._compressors().compress,
+        )
         if new:
-            self._store_batch(new)
+            # Sealed with one draw of nonces and added under one hold of the pack lock: per
+            # chunk, the lock kept the storing threads waiting on one another and each
+            # os.urandom call was a wait for the GIL.
+            self._add_new(seal(self.keys, new))
         return out
 
-    def _stream_in_worker(self, source: str) -> tuple | RepoError:
-        """Worker: a file of a batch that grew since its stat, read and stored chunk by
-        chunk in blocks of its own (the walking thread's blocks are its alone), as
-        _read_batch gives a file."""
+    def _stream_grown(self, source: str) -> tuple:
+        """A small file that grew since its stat past what a batch reads whole, read and
+        stored chunk by chunk in blocks of its own (they may be a worker's), as read_batch
+        gives a file."""
         policy = FilePolicy(trials=True)
         sha = hashlib.sha256()
         ids: list[str] = []
         size = 0
         own = self._max_chunk + READ_BLOCK
-        try:
-            with open(source, "rb", buffering=0) as fh:
-                # each block dropped once cut: its chunks are stored before the next is taken
-                for piece, _ in self._cut_blocks(fh.readinto, lambda: _Block(own), _drop_block):
-                    sha.update(piece)
-                    size += len(piece)
-                    ids.append(self._process(piece, policy, policy.next_is_trial()))
-        except OSError as exc:
-            return _unreadable(source, exc)
+        with open(source, "rb", buffering=0) as fh:
+            # each block dropped once cut: its chunks are stored before the next is taken
+            for piece, _ in self._cut_blocks(fh.readinto, lambda: _Block(own), _drop_block):
+                sha.update(piece)
+                size += len(piece)
+                ids.append(self._process(piece, policy, policy.next_is_trial()))
         return size, sha.hexdigest(), ids
 
-    def _store_batch(self, new: list) -> None:
-        """Seal NEW chunks ((id, length, payload, flags)) and add them to the pack under one
-        hold of the pack lock, with one draw of nonces: per chunk, the lock kept the storing
-        threads waiting on one another and each os.urandom call was a wait for the GIL."""
-        nonces = os.urandom(12 * len(new))
-        encrypt = self.keys.aead.encrypt
-        sealed = []
-        for k, (cid, raw_len, payload, flags) in enumerate(new):
-            nonce = nonces[12 * k : 12 * k + 12]
-            sealed.append((cid, raw_len, flags, nonce, encrypt(nonce, payload, cid.encode())))
-        self._add_new(sealed)
-
     def _take_read(self, f: _File, got) -> None:
-        """What a worker read of F (see _read_batch) into its entry."""
+        """What a batch read of F (see read_batch) into its entry."""
         f.pending -= 1
-        if isinstance(got, RepoError):
-            if isinstance(got, _Vanished) and not f.side:
+        if isinstance(got, Grown):
+            try:
+                got = self._stream_grown(got.args[0])
+            except OSError as exc:
+                exc.filename = exc.filename or got.args[0]
+                got = exc
+        if isinstance(got, OSError):
+            err = _unreadable(got.filename, got)
+            if isinstance(err, _Vanished) and not f.side:
                 f.dropped = True  # deleted while we walked: not part of this snapshot
                 self._late_drops += 1
                 return
-            raise got
+            raise err
         f.entry.size, f.entry.sha256, f.entry.chunks = got
         self.read_bytes += f.entry.size
         if self.progress is not None:
@@ -651,8 +697,12 @@ class SnapshotWriter:
                 self._recycle(block)
         if type(owner) is list:  # a batch of small files, read by a worker
             self._inflight_chunks -= len(owner)
-            for f, got in zip(owner, fut.result(), strict=True):
-                self._take_read(f, got)
+            try:
+                got = fut.result()
+            except WorkerDied:
+                raise _worker_died() from None
+            for f, one in zip(owner, got, strict=True):
+                self._take_read(f, one)
         else:
             self._inflight_chunks -= 1
             owner.entry.chunks.append(fut.result())
@@ -725,8 +775,8 @@ class SnapshotWriter:
         f.sha = hashlib.sha256()
         try:
             # up to the largest chunk at once: its chunks are views of the one read
-            data = _read_whole(source, size, self._max_chunk) if size <= self._max_chunk else None
-        except _Grown:  # past the largest chunk since its stat: streamed
+            data = read_whole(source, size, self._max_chunk) if size <= self._max_chunk else None
+        except Grown:  # past the largest chunk since its stat: streamed
             data = None
         if data is not None:
             f.sha.update(data)
