@@ -130,6 +130,11 @@ class WorkerDied(Exception):
     """A worker process ended (killed, out of memory) with batches of it unanswered."""
 
 
+class WorkerFailed(Exception):
+    """A worker process met an error it could not answer a batch with (not a file's own:
+    those are answers)."""
+
+
 def _send(out, obj, raw: bytes = b"") -> None:
     """A frame: OBJ pickled, then RAW as it is (a batch's sealed chunks are most of the
     bytes a worker sends: they are not copied into the pickle and out again)."""
@@ -196,7 +201,7 @@ def serve() -> None:
         try:
             got, sealed = _seal_batch(keys, cdc, comp, sources, limit)
         except Exception as exc:  # e.g. MemoryError: the writer fails the backup with it
-            got, sealed = RuntimeError(f"{type(exc).__name__}: {exc}"), b""
+            got, sealed = WorkerFailed(f"{type(exc).__name__}: {exc}"), b""
         _send(out, got, sealed)
 
 

@@ -36,6 +36,7 @@ from sctk.backup.repo.batchseal import (
     Grown,
     SealProcesses,
     WorkerDied,
+    WorkerFailed,
     read_batch,
     read_whole,
     seal,
@@ -701,6 +702,10 @@ class SnapshotWriter:
                 got = fut.result()
             except WorkerDied:
                 raise _worker_died() from None
+            except WorkerFailed as exc:
+                raise RepoError(
+                    f"A backup worker process failed ({exc}); nothing was committed."
+                ) from None
             for f, one in zip(owner, got, strict=True):
                 self._take_read(f, one)
         else:
