@@ -3,25 +3,27 @@
 sctk's database, settings or CLI."""
 
 from sctk.backup.repo.errors import RepoError
-from sctk.backup.repo.models import (
-    CheckReport,
-    CopyReport,
-    FileEntry,
-    PrunePolicy,
-    PruneReport,
-    RestoreStats,
-    SnapshotInfo,
-)
-from sctk.backup.repo.repository import Repository
+
+# Loaded on first use: a worker process sealing small files (batchseal.py) imports this
+# package and needs none of them (the repository and its backends cost it ~0.1 s and ~4 MiB).
+_LAZY = {
+    "Repository": "sctk.backup.repo.repository",
+    "SnapshotWriter": "sctk.backup.repo.writer",  # with pyfastcdc: not needed to restore
+    **dict.fromkeys(
+        ("CheckReport", "CopyReport", "FileEntry", "PrunePolicy", "PruneReport")
+        + ("RestoreStats", "SnapshotInfo"),
+        "sctk.backup.repo.models",
+    ),
+}
 
 
 def __getattr__(name: str):
-    # The writer (and pyfastcdc) loads only when a backup is written, not for a restore.
-    if name == "SnapshotWriter":
-        from sctk.backup.repo.writer import SnapshotWriter
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(name)
+    import importlib
 
-        return SnapshotWriter
-    raise AttributeError(name)
+    return getattr(importlib.import_module(module), name)
 
 
 __all__ = [

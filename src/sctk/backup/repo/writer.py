@@ -70,6 +70,14 @@ READ_BLOCK = 4 * 1024 * 1024  # bytes read at once from a large file (or stream)
 READ_IN_WORKER = 64 * 1024
 BATCH_BYTES = 256 * 1024
 BATCH_FILES = 64
+# Batches for worker processes (batchseal.py) are larger: each costs a round trip through
+# a pipe. A file of theirs is in flight only as its path here (its bytes are in a worker),
+# so only the files are bounded: up to four batches a worker. On 10^5 files of a few KB,
+# 128 files and 1,024 in flight took 10-15% less time than 64 and 512 (256 and 2,048: no
+# less again).
+PROCESS_BATCH_BYTES = 512 * 1024
+PROCESS_BATCH_FILES = 128
+PROCESS_WINDOW_FILES = 1024
 FREE_BLOCKS = 3  # read blocks kept for reuse
 # Small files a writer meets before worker processes read its batches (batchseal.py): a
 # process pool takes a fraction of a second to start, about what threads take to read a
@@ -240,6 +248,8 @@ class SnapshotWriter:
         self._batch_bytes = 0
         self._late_drops = 0  # files of a walk a worker found deleted
         self._small_files = 0  # files sent in batches so far
+        self._batch_limits = (BATCH_BYTES, BATCH_FILES)
+        self._window_chunks = WINDOW_CHUNKS
         self._procs: SealProcesses | None = None  # worker processes sealing batches
         # None: once PROCESSES_AFTER small files are met; True: from the first batch
         self._procs_wanted = processes
@@ -577,7 +587,8 @@ class SnapshotWriter:
         self._batch.append((str(source), f.st[0]))
         self._batch_files.append(f)
         self._batch_bytes += f.st[0]
-        if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_FILES:
+        most_bytes, most_files = self._batch_limits
+        if self._batch_bytes >= most_bytes or len(self._batch) >= most_files:
             self._send_batch()
 
     def _send_batch(self) -> None:
@@ -592,6 +603,7 @@ class SnapshotWriter:
                 fut = procs.submit(sources, READ_IN_WORKER, self._store_sealed)
             except WorkerDied:
                 raise _worker_died() from None
+            n = 0  # its bytes are read in the worker, not here
         else:
             fut = self._pool.submit(self._read_batch, sources)
         self._add_in_flight(fut, files, n, len(sources), None)
@@ -618,7 +630,11 @@ class SnapshotWriter:
             procs.close()
             self._procs = None
             return None
-        return procs if ready else None
+        if ready:
+            self._batch_limits = (PROCESS_BATCH_BYTES, PROCESS_BATCH_FILES)
+            self._window_chunks = PROCESS_WINDOW_FILES
+            return procs
+        return None
 
     def _read_batch(self, sources: list[tuple[str, int]]) -> list:
         """Worker thread: each file read whole and hashed, its new chunks compressed, then
@@ -683,7 +699,7 @@ class SnapshotWriter:
         self._inflight_bytes += n
         self._inflight_chunks += chunks
         while (
-            self._inflight_bytes > WINDOW_BYTES or self._inflight_chunks > WINDOW_CHUNKS
+            self._inflight_bytes > WINDOW_BYTES or self._inflight_chunks > self._window_chunks
         ) and len(inflight) > 1:
             self._drain_one()
         if self.progress is not None:
