@@ -26,52 +26,10 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from tree_memory import descendants_cpu_s, tree_pss_kib  # benchmarks/tree_memory.py
+
 PASSPHRASE = "correct horse battery staple, bench"
 MiB = 1 << 20
-
-
-def _descendants(pid: int) -> list[int]:
-    """PID's live child processes and theirs (e.g. the writer's worker processes)."""
-    out = []
-    try:
-        tasks = Path(f"/proc/{pid}/task").iterdir()
-        kids = [int(c) for t in tasks for c in (t / "children").read_text().split()]
-    except OSError:
-        return out
-    for kid in kids:
-        out += [kid, *_descendants(kid)]
-    return out
-
-
-def tree_pss_mib() -> int:
-    """Proportional set size of this process and its descendants together: each shared page
-    counted once across them, so worker processes forked from a common parent are not
-    counted twice."""
-    total = 0
-    for pid in [os.getpid(), *_descendants(os.getpid())]:
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            pass  # exited since it was listed
-    return total // 1024
-
-
-def descendants_cpu_s() -> float:
-    """CPU seconds of the descendants still alive, with those they reaped (a fork server's
-    workers): GNU time counts only the processes this one waits for."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in _descendants(os.getpid()):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-    return round(total / tick, 2)
 
 
 def rss_mib() -> int:
@@ -103,7 +61,7 @@ def main(argv: list[str]) -> None:
                 top.update(mib=now, phase=phase[0])
             ticks[0] += 1
             if ticks[0] % 5 == 0:  # every second: reading each process's map costs
-                now = tree_pss_mib()
+                now = tree_pss_kib(os.getpid()) // 1024
                 if now > tree["mib"]:
                     tree.update(mib=now, phase=phase[0])
             if trace:
@@ -151,7 +109,7 @@ def main(argv: list[str]) -> None:
         "rss_top_sampled": top,
         "vmhwm_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
         "tree_pss_top_sampled": tree,
-        "descendants_cpu_s": descendants_cpu_s(),
+        "descendants_cpu_s": descendants_cpu_s(os.getpid()),
         **result,
     }
     print(json.dumps(out))

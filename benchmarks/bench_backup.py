@@ -56,9 +56,11 @@ if not (__name__ == "__main__" and sys.argv[1:2] == ["_engine"]):
     import statistics
     import subprocess
     import tempfile
+    import threading
     from datetime import UTC, datetime
 
     from results import RESULTS, write_section  # benchmarks/results.py
+    from tree_memory import tree_pss_kib  # benchmarks/tree_memory.py
 
 SECTION = "## Backup against restic and borg"
 HERE = Path(__file__).resolve().parent
@@ -90,28 +92,46 @@ ONE_FILE_REPEATS = 3
 
 
 def measure(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> dict:
-    """Run CMD under GNU time: wall seconds, peak RSS (bytes), CPU seconds, stdout.
+    """Run CMD under GNU time: wall seconds, peak memory (bytes), CPU seconds, stdout.
 
-    GNU time reads the child's rusage from wait4, so the peak RSS is the child's own
-    high-water mark (not this process's, as a fork-then-exec measurement would be)."""
+    GNU time reads the child's rusage from wait4, so its peak RSS is the child's own
+    high-water mark (not this process's, as a fork-then-exec measurement would be) and its
+    CPU includes the worker processes the child waited for. A tool's worker processes each
+    have their own high-water mark, so the memory of the whole tree (PSS summed over the
+    child and its descendants, tree_memory.py) is sampled too, and the larger is kept."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
         full = ["/usr/bin/time", "-f", "%M %U %S", "-o", tf.name, *cmd]
         load = os.getloadavg()[0]
         start = time.perf_counter()
-        proc = subprocess.run(full, env=env, cwd=cwd, capture_output=True, text=True)
+        proc = subprocess.Popen(
+            full, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        tree_peak = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.25):
+                # the tool's processes, not GNU time's own
+                tree_peak[0] = max(tree_peak[0], tree_pss_kib(proc.pid, own=False))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        stdout, stderr = proc.communicate()
+        done.set()
+        sampler.join()
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(
                 f"{' '.join(cmd)} failed with exit {proc.returncode}:\n"
-                f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+                f"{stdout[-2000:]}\n{stderr[-4000:]}"
             )
         maxrss_kb, user, system = tf.read().split()[-3:]
     return {
         "seconds": seconds,
-        "rss": int(maxrss_kb) * 1024,
+        "rss": max(int(maxrss_kb), tree_peak[0]) * 1024,
         "cpu": float(user) + float(system),
         "load": load,
-        "stdout": proc.stdout,
+        "stdout": stdout,
     }
 
 

@@ -237,10 +237,27 @@ class _Worker:
         return fut
 
     def _read(self) -> None:
+        try:
+            self._answers()
+        except Exception:  # the stream is not what a worker sends: it is ended
+            self.proc.kill()
+        finally:
+            with self.lock:
+                self.dead = True
+                left = list(self.waiting)
+                self.waiting.clear()
+            if not self.up.done():
+                self.up.set_exception(WorkerDied())
+            for fut, _ in left:
+                fut.set_exception(WorkerDied())
+
+    def _answers(self) -> None:
+        """Hand each answer to its batch's future, until the worker's stdout ends."""
         out = self.proc.stdout
         first = _receive(out)
-        if first is not None and first[0] == "ready":
-            self.up.set_result(True)
+        if first is None or first[0] != "ready":
+            return
+        self.up.set_result(True)
         while (frame := _receive(out)) is not None:
             got, sealed = frame
             fut, then = self.waiting.popleft()
@@ -251,14 +268,6 @@ class _Worker:
                 fut.set_result(then(*got, sealed))
             except BaseException as exc:  # e.g. the pack could not be written
                 fut.set_exception(exc)
-        with self.lock:
-            self.dead = True
-            left = list(self.waiting)
-            self.waiting.clear()
-        if not self.up.done():
-            self.up.set_exception(WorkerDied())
-        for fut, _ in left:
-            fut.set_exception(WorkerDied())
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -3,9 +3,10 @@
 The calling thread walks the tree. It reads larger files in large blocks, cuts them into
 chunks and computes each file's SHA-256; a small thread pool computes chunk ids, compresses
 (zstd, at a level learnt per file: see compression.py) and encrypts (AES-256-GCM) — all of
-which release the GIL on large buffers. Small files go to the pool in batches, each worker
-reading, hashing and storing a batch's files whole (READ_IN_WORKER). One more thread
-finishes packs.
+which release the GIL on large buffers. Small files go out in batches, each read, hashed
+and sealed whole (READ_IN_WORKER): by the pool's threads, and once there are many of them
+(PROCESSES_AFTER) by worker processes (batchseal.py), whose sealed chunks the writer appends
+to the pack. One more thread finishes packs.
 A window bounded in bytes limits the chunks in flight, so memory stays bounded whatever the
 size of the data.
 
