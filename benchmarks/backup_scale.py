@@ -401,7 +401,9 @@ def report(saved: dict) -> str:
         + (f"median of {saved['rounds']} rounds." if saved["rounds"] > 1 else "one round."),
         "",
         "Steps (bench_backup.py drives benchmarks/backup_scale.py; every step is a child "
-        "process under GNU time, so peak RSS is the child's own): first backup of the data "
+        "process under GNU time, and its peak memory is the child's own peak RSS or, when "
+        "larger, the peak PSS of the child and its worker processes together, sampled four "
+        "times a second: tree_memory.py): first backup of the data "
         "set plus a scratch directory of about 5% more (random files of 1 to 64 KB); second "
         "backup with nothing changed; verify reading every byte; the scratch directory "
         "deleted and two more backups (untimed); forget the older half (keep the last 2 of "
