@@ -658,8 +658,8 @@ class SnapshotWriter:
 
     def _stream_grown(self, source: str) -> tuple:
         """A small file that grew since its stat past what a batch reads whole, read and
-        stored chunk by chunk in blocks of its own (they may be a worker's), as read_batch
-        gives a file."""
+        stored chunk by chunk, as read_batch gives a file; in blocks of its own, since the
+        walking thread may drain a batch amid a large file of its own blocks."""
         policy = FilePolicy(trials=True)
         sha = hashlib.sha256()
         ids: list[str] = []
