@@ -191,3 +191,22 @@ def test_files_touched_but_unchanged_store_nothing_and_changed_ones_only_theirs(
     repo.restore(third.id, tmp_path / "out")
     assert tree_bytes(tmp_path / "out") == tree_bytes(src)
     assert first.added_bytes > third.added_bytes
+
+
+def test_a_repository_holding_its_packs_in_memory_takes_the_workers_chunks_too(tmp_path):
+    """Remote storage: packs are held in memory until uploaded, and a worker's run of
+    sealed chunks is a view of its answer's buffer (PackWriter.add_run)."""
+    from sctk.backup.repo import Repository
+
+    repo = Repository.init(f"memory://seal-processes-{os.getpid()}-{id(tmp_path)}", PASSPHRASE)
+    assert repo.backend.packs_in_memory
+    src = tmp_path / "src"
+    _small_files(src, n=600)
+    with repo.writer(processes=True) as w:
+        w.add_tree(src)
+        assert w._procs is not None
+        info = w.commit("manual", {})
+    assert info.files == 600
+    assert repo.check(read_data=True).ok
+    repo.restore(info.id, tmp_path / "out")
+    assert tree_bytes(tmp_path / "out") == tree_bytes(src)
