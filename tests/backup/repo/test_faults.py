@@ -229,8 +229,12 @@ def small_disk(tmp_path):
         subprocess.run(["umount", str(mnt)], check=True)
 
 
-@pytest.mark.parametrize("shape", ["one large file", "many small files"])
-def test_full_disk(small_disk, tmp_path, shape):
+@pytest.mark.parametrize(
+    "shape,processes",
+    [("one large file", None), ("many small files", False), ("many small files", True)],
+    ids=["one large file", "many small files", "many small files, worker processes"],
+)
+def test_full_disk(small_disk, tmp_path, shape, processes):
     """A disk that fills during a backup: one sentence, nothing left behind, the repository
     sound and usable. Small files' chunks are gathered before they are written (packs.py
     WRITE_BUFFER), so there the failure comes from a later write than the chunk's own."""
@@ -243,7 +247,7 @@ def test_full_disk(small_disk, tmp_path, shape):
         for i in range(5000):
             (src / f"f{i:05d}.bin").write_bytes(os.urandom(4000))
     with pytest.raises(RepoError, match="No space left on the device holding repository"):
-        backup(repo, src)
+        backup(repo, src, processes=processes)
     assert repo.snapshots() == []
     assert repo.check(read_data=True).ok
     assert repo.backend.temporaries() == []

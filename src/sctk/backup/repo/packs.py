@@ -104,28 +104,21 @@ class PackWriter:
 
     def add(self, cid: str, flags: int, raw_len: int, sealed_parts: tuple) -> None:
         """Append one sealed chunk (given as parts, e.g. nonce and ciphertext)."""
-        if self.error is not None:
-            self._raise()
-        off = self.size
-        self._write(sealed_parts)
-        length = self.size - off
-        self.blobs.append([cid, off, length, raw_len, flags])
-        self.stored_bytes += length
-        if self.size >= self.pack_size or len(self.blobs) >= PACK_CHUNKS:
-            self._finish_pack()
+        self.add_run([(cid, raw_len, flags, sum(len(p) for p in sealed_parts))], sealed_parts)
 
-    def add_run(self, rows: list, sealed) -> None:
-        """Append chunks sealed end to end in SEALED with one write; ROWS: (id, length,
-        flags, sealed length) of each, in order (a worker process's batch, see
-        batchseal.py). A run may take a pack a batch past its size or chunk count."""
+    def add_run(self, rows: list, sealed_parts) -> None:
+        """Append chunks sealed end to end in SEALED_PARTS, with one write when they are
+        large; ROWS: (id, length, flags, sealed length) of each, in order (one chunk, or a
+        worker process's batch: batchseal.py). A run may take a pack a batch past its size
+        or chunk count."""
         if self.error is not None:
             self._raise()
-        off = self.size
-        self._write((sealed,))
+        start = off = self.size
+        self._write(sealed_parts)
         for cid, raw_len, flags, n in rows:
             self.blobs.append([cid, off, n, raw_len, flags])
             off += n
-        self.stored_bytes += len(sealed)
+        self.stored_bytes += self.size - start
         if self.size >= self.pack_size or len(self.blobs) >= PACK_CHUNKS:
             self._finish_pack()
 

@@ -504,7 +504,7 @@ class SnapshotWriter:
     def _add_run(self, run: list, sealed: memoryview) -> None:
         if run:
             assert self._packs is not None
-            self._packs.add_run(run, sealed)
+            self._packs.add_run(run, (sealed,))
             for row in run:
                 self._added.add(row[0])
 
