@@ -36,8 +36,6 @@ from sctk.backup.repo import leftovers
 from sctk.backup.repo.batchseal import (
     Grown,
     SealProcesses,
-    WorkerDied,
-    WorkerFailed,
     read_batch,
     read_whole,
     seal,
@@ -52,6 +50,7 @@ from sctk.backup.repo.packs import PackWriter, WrittenPacks
 from sctk.backup.repo.storedids import StoredIds
 from sctk.backup.repo.threads import process_count, worker_count
 from sctk.backup.repo.trim import release_free_memory
+from sctk.backup.repo.workerprocs import WorkerDied, WorkerFailed
 
 # Chunks in flight: enough to keep every worker busy (more bought no speed, 8 MiB cost 10 MiB
 # of peak memory more on two data sets).

@@ -1,0 +1,204 @@
+"""Worker processes of the engine's own, answering batches of a pass (sealing small files in a
+backup: batchseal.py; reading and hashing them in a verify: checkprocs.py).
+
+Why processes: in one process every system call of a thread (an open, a read, a decrypt of
+a few KB) lets the interpreter lock go, and with other threads waiting for it each release
+is a hand-off through the kernel; on many small files the hand-offs, not the work, set the
+pace (benchmarks/RESULTS.md, "Backup of small files: worker processes"). A worker process
+has no other thread waiting for its lock.
+
+Each worker is a fresh interpreter (`python -I -c _BOOT`, with the caller's sys.path) talking
+over its stdin and stdout in frames: two lengths, a pickle, then raw bytes. Not
+multiprocessing's: its spawn and fork server run the caller's main script again in every
+worker (a script without a main guard would back up, or prune, once more in each), and
+forking the caller's process copies locks its other threads may hold. What a worker needs
+(keys, a repository's path) reaches it through its stdin, never a file, the environment or
+the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+
+_FRAME = struct.Struct("<II")  # the lengths of a frame's pickle and of its raw bytes
+_BOOT = (
+    "import importlib, json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    "getattr(importlib.import_module(sys.argv[2]), sys.argv[3])()"
+)
+
+
+class WorkerDied(Exception):
+    """A worker process ended (killed, out of memory) with batches of it unanswered."""
+
+
+class WorkerFailed(Exception):
+    """A worker process met an error it could not answer a batch with (a file's or a chunk's
+    own errors are answers)."""
+
+
+def _send(out, obj, raw: bytes = b"") -> None:
+    """A frame: OBJ pickled, then RAW as it is (bulk bytes, such as sealed chunks, are not
+    copied into the pickle and out again)."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(_FRAME.pack(len(data), len(raw)))
+    out.write(data)
+    if raw:
+        out.write(raw)
+    out.flush()
+
+
+def _receive(inp) -> tuple | None:
+    """The next frame's (object, raw bytes), or None at the end of the stream."""
+    head = inp.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        return None
+    n, m = _FRAME.unpack(head)
+    data = inp.read(n)
+    raw = bytearray(m)
+    got = inp.readinto(raw) if m else 0
+    if len(data) < n or got < m:
+        return None
+    return pickle.loads(data), raw
+
+
+def serve(setup: Callable, work: Callable) -> None:
+    """A worker process's main loop: STATE = SETUP(the first frame's object), then for each
+    batch WORK(STATE, batch) gives the answer's (object, raw bytes), until the caller closes
+    its stdin (or dies). An exception WORK raises is answered as a WorkerFailed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller's process handles Ctrl-C
+    inp = os.fdopen(os.dup(0), "rb")
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # nothing printed may reach the caller's channel
+    init, _ = _receive(inp)
+    state = setup(init)
+    _send(out, "ready")
+    while (batch := _receive(inp)) is not None:
+        try:
+            got, raw = work(state, batch[0])
+        except Exception as exc:  # e.g. MemoryError: the caller fails its pass with it
+            got, raw = WorkerFailed(f"{type(exc).__name__}: {exc}"), b""
+        _send(out, got, raw)
+
+
+class _Worker:
+    """One worker process, its batches answered in the order sent."""
+
+    def __init__(self, entry: tuple[str, str], init):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", _BOOT, json.dumps(sys.path), *entry],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.waiting: deque[tuple[Future, Callable]] = deque()
+        self.lock = threading.Lock()
+        self.dead = False
+        self.up: Future = Future()
+        self.reader = threading.Thread(target=self._read, name="sctk-worker-reader", daemon=True)
+        with contextlib.suppress(OSError):  # it died at once: the reader fails UP
+            _send(self.proc.stdin, init)
+        self.reader.start()
+
+    def submit(self, batch, then: Callable) -> Future:
+        fut: Future = Future()
+        with self.lock:  # a batch's place in WAITING is its place in the pipe
+            if self.dead:
+                raise WorkerDied
+            self.waiting.append((fut, then))
+            try:
+                _send(self.proc.stdin, batch)
+            except OSError:
+                self.waiting.pop()
+                raise WorkerDied from None
+        return fut
+
+    def _read(self) -> None:
+        try:
+            self._answers()
+        except Exception:  # the stream is not what a worker sends: it is ended
+            self.proc.kill()
+        finally:
+            with self.lock:
+                self.dead = True
+                left = list(self.waiting)
+                self.waiting.clear()
+            if not self.up.done():
+                self.up.set_exception(WorkerDied())
+            for fut, _ in left:
+                fut.set_exception(WorkerDied())
+
+    def _answers(self) -> None:
+        """Hand each answer to its batch's future, until the worker's stdout ends."""
+        out = self.proc.stdout
+        first = _receive(out)
+        if first is None or first[0] != "ready":
+            return
+        self.up.set_result(True)
+        while (frame := _receive(out)) is not None:
+            got, raw = frame
+            fut, then = self.waiting.popleft()
+            if isinstance(got, Exception):
+                fut.set_exception(got)
+                continue
+            try:
+                fut.set_result(then(got, raw))
+            except BaseException as exc:  # e.g. the pack could not be written
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # its end of batches: it exits
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join()
+        self.proc.stdout.close()
+
+
+class Processes:
+    """COUNT worker processes running ENTRY ((module, function): a function calling serve())
+    and set up with INIT."""
+
+    def __init__(self, entry: tuple[str, str], init, count: int):
+        self._entry = entry
+        self._init = init
+        self._count = count
+        self._workers: list[_Worker] = []
+
+    def start(self, wait: bool) -> None:
+        """Start the workers (raises if processes cannot be made here); WAIT: until they
+        are up, else see ready()."""
+        for _ in range(self._count):
+            self._workers.append(_Worker(self._entry, self._init))
+        if wait:
+            for w in self._workers:
+                w.up.exception()
+
+    def ready(self) -> bool | None:
+        """True once every worker is up, None while they start, False if one failed to."""
+        if not all(w.up.done() for w in self._workers):
+            return None
+        return all(w.up.exception() is None for w in self._workers)
+
+    def submit(self, batch, then: Callable) -> Future:
+        """BATCH to the worker with the fewest waiting. THEN(object, raw bytes) gets its
+        answer in a thread of this module's as it arrives; the future gives what THEN
+        returns, or raises what it raised, a WorkerFailed, or WorkerDied."""
+        worker = min(self._workers, key=lambda w: len(w.waiting))
+        return worker.submit(batch, then)
+
+    def close(self) -> None:
+        for w in self._workers:
+            w.close()
