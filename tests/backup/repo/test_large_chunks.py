@@ -113,8 +113,8 @@ def _watch(monkeypatch) -> _Concurrency:
 
     init = LocalReader.__init__
 
-    def watched_init(self, repo):
-        init(self, repo)
+    def watched_init(self, *args, **kw):
+        init(self, *args, **kw)
         self.aead = Aead(self.aead)
 
     monkeypatch.setattr(LocalReader, "_decompress", watched_decompress)

@@ -50,7 +50,7 @@ def test_the_automatic_choice_seals_many_small_files_in_processes(repo, tmp_path
     _small_files(src)
     with repo.writer() as w:
         w.add_tree(src)
-        started = w._procs is not None
+        started = w._procs.procs is not None
         info = w.commit("manual", {})
     assert started
     repo.restore(info.id, tmp_path / "out")
@@ -65,7 +65,7 @@ def test_a_worker_killed_mid_backup_fails_it_in_one_sentence_and_commits_nothing
 
     def kill_a_worker(path: str) -> bool:
         if path == MIDWAY:  # batches are in flight
-            workers = w._procs._workers
+            workers = w._procs.procs._workers
             pids.extend(x.proc.pid for x in workers)
             os.kill(workers[0].proc.pid, signal.SIGKILL)
             assert _gone(workers[0].proc.pid)
@@ -94,7 +94,7 @@ repo = Repository.open(sys.argv[1], sys.argv[3])
 with repo.writer(processes=True) as w:
     def pause(path):
         if path == sys.argv[4]:
-            print(*(x.proc.pid for x in w._procs._workers), flush=True)
+            print(*(x.proc.pid for x in w._procs.procs._workers), flush=True)
             time.sleep(120)  # killed here
         return False
     w.add_tree(Path(sys.argv[2]), exclude=pause)
@@ -135,7 +135,7 @@ print("script ran", flush=True)
 repo = Repository.open(sys.argv[1], sys.argv[3])
 with repo.writer(processes=True) as w:
     n = w.add_tree(Path(sys.argv[2]), collect=False)
-    print("workers", len(w._procs._workers), "files", n, flush=True)
+    print("workers", len(w._procs.procs._workers), "files", n, flush=True)
     w.commit("manual", {})
 """
 
@@ -166,7 +166,7 @@ def test_where_no_worker_can_start_threads_seal_the_batches(repo, tmp_path, monk
     with repo.writer(processes=True) as w:
         w.add_tree(src)
         info = w.commit("manual", {})
-        assert w._procs is None
+        assert w._procs.procs is None
     repo.restore(info.id, tmp_path / "out")
     assert tree_bytes(tmp_path / "out") == tree_bytes(src)
 
@@ -204,7 +204,7 @@ def test_a_repository_holding_its_packs_in_memory_takes_the_workers_chunks_too(t
     _small_files(src, n=600)
     with repo.writer(processes=True) as w:
         w.add_tree(src)
-        assert w._procs is not None
+        assert w._procs.procs is not None
         info = w.commit("manual", {})
     assert info.files == 600
     assert repo.check(read_data=True).ok

@@ -34,6 +34,7 @@ from itertools import groupby
 from operator import itemgetter
 
 from sctk.backup.repo import leftovers
+from sctk.backup.repo.checkprocs import HashProcesses
 from sctk.backup.repo.chunkread import Helpers, PlannedReads, chunk_reader
 from sctk.backup.repo.errors import ChunkError, RepoError
 from sctk.backup.repo.filelist import stream_sha256
@@ -48,7 +49,8 @@ from sctk.backup.repo.packs import read_pack_header
 from sctk.backup.repo.phases import PhaseReport, Phases
 from sctk.backup.repo.samepieces import SamePieces
 from sctk.backup.repo.sortedindex import SortedIndex, opened
-from sctk.backup.repo.threads import worker_count
+from sctk.backup.repo.threads import process_count, worker_count
+from sctk.backup.repo.workerprocs import OnDemand, WorkerDied, WorkerFailed
 
 MAX_ERRORS_PER_SNAPSHOT = 20
 GROUP_VERSIONS = 4  # versions of one path verified together (they share most chunks)
@@ -56,6 +58,9 @@ SHARED_CACHE_BYTES = 8 * 1024 * 1024  # plaintext kept per group for chunks vers
 BATCH_BYTES = 1 << 20  # small files verified in one task up to this size together...
 BATCH_GROUPS = 256  # ...or this many groups
 BIG_FIRST = 4  # the largest paths, verified before the rest (no core idle at the end)
+# Files of one chunk a verify meets before worker processes read them (checkprocs.py): a
+# check of a few files costs no process start (~0.1 s each), threads read those meanwhile.
+PROCESSES_AFTER = 2048
 
 
 def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
@@ -370,6 +375,7 @@ def check(
     snapshot_id: str | None = None,
     progress: Callable[[int], None] | None = None,
     phase: PhaseReport | None = None,
+    processes: bool | None = None,
 ) -> CheckReport:
     """See Repository.check; PHASE(name, done, total) hears each phase: index, snapshots
     (files checked), reading (bytes read and verified), leftovers."""
@@ -399,7 +405,7 @@ def check(
                         progress(n)
 
                 bytes_read = _read_data(
-                    repo, walk, errors, reading, whole=snapshot_id is None, damaged=damaged
+                    repo, walk, errors, reading, snapshot_id is None, damaged, processes
                 )
                 _remember_damage(repo, damaged)
             if snapshot_id is None:
@@ -612,10 +618,18 @@ def _sound(loc, bad: dict) -> bool:
     return loc is not None and loc[0] not in bad
 
 
-def _read_data(repo, walk: _Walk, errors: list[str], progress, whole: bool, damaged: list) -> int:
+def _read_data(
+    repo,
+    walk: _Walk,
+    errors: list[str],
+    progress,
+    whole: bool,
+    damaged: list,
+    processes: bool | None,
+) -> int:
     """Read and verify every file of the snapshots WALK read, then the rest of every pack;
     the stored bytes read. Each chunk location that fails is appended to DAMAGED as
-    (chunk id, pack, offset).
+    (chunk id, pack, offset). PROCESSES: see Repository.check.
 
     Memory stays bounded: the files come from a merge of the snapshots' lists (each sorted
     by path, a piece in memory each), a few groups are in flight at a time, and what is
@@ -647,7 +661,7 @@ def _read_data(repo, walk: _Walk, errors: list[str], progress, whole: bool, dama
                 continue
             found.append((pos, f.path, f"Snapshot {sid[:12]}: file {f.path} {why}."))
 
-    _verify_files(repo, _path_groups(repo, walk, sids), record, whole)
+    _verify_files(repo, _path_groups(repo, walk, sids), record, whole, processes)
     found.sort(key=itemgetter(0, 1))  # in snapshot and path order, as they are listed
     errors.extend(msg for _pos, _path, msg in found)
 
@@ -672,8 +686,13 @@ class _ReadOffsets:
     def __init__(self):
         self.by_pack: dict[str, array] = {}
 
-    def add(self, done: list[tuple[str, int]]) -> None:
+    def add(self, done) -> None:
+        """DONE: (pack, offset) of each chunk read, or {pack: array of offsets}."""
         by_pack = self.by_pack
+        if isinstance(done, dict):  # a worker process's answer (checkprocs.py)
+            for pack, offs in done.items():
+                by_pack.setdefault(pack, array("I")).extend(offs)
+            return
         for pack, off in done:
             offs = by_pack.get(pack)
             if offs is None:
@@ -745,7 +764,33 @@ def _groups(versions, walk: _Walk, index, times: list) -> list[list]:
     return [todo[k : k + GROUP_VERSIONS] for k in range(0, len(todo), GROUP_VERSIONS)]
 
 
-def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
+def _one_chunk(group: list) -> bool:
+    """A group of one file of one chunk (most small files)."""
+    return len(group) == 1 and len(group[0][1].chunks) == 1
+
+
+def _batches(groups: Iterator[list]) -> Iterator[tuple[bool, list[list]]]:
+    """GROUPS in batches, those of one file of one chunk apart from the rest (they may go to
+    worker processes): (of one chunk each, groups). Small groups go together in one task: a
+    pool's task costs ~25 us of Python (submit, wait, wake), a tenth of a check of 10^5 small
+    files when each was one."""
+    held: dict[bool, list] = {True: [], False: []}
+    size = {True: 0, False: 0}
+    for group in groups:
+        one = _one_chunk(group)
+        held[one].append(group)
+        size[one] += sum(f.size for _pos, f in group)
+        if size[one] >= BATCH_BYTES or len(held[one]) >= BATCH_GROUPS:
+            yield one, held[one]
+            held[one], size[one] = [], 0
+    for one, batch in held.items():
+        if batch:
+            yield one, batch
+
+
+def _verify_files(
+    repo, groups: Iterator[list], record, whole: bool, processes: bool | None = None
+) -> None:
     """Read and hash every file of GROUPS; RECORD(group, [(SHA-256 or None, ChunkError or
     None)] per file, (pack, offset) of every chunk read, stored bytes read, packs of the
     files' chunks (only when not WHOLE)) hears each group as it finishes.
@@ -755,11 +800,21 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
     verifier reads its chunks with its own open packs and buffers: no per-chunk allocation,
     open or close; small files go a few together (BATCH_BYTES). At most 2 tasks a verifier
     are queued or running: the groups (and their outcomes) in memory stay bounded however
-    many files there are."""
+    many files there are.
+
+    Files of one chunk of a local repository go to worker processes (checkprocs.py) once
+    PROCESSES_AFTER are met (PROCESSES: see Repository.check); a batch a worker fails to
+    answer (killed, out of memory) is verified here instead, and the rest by threads."""
     index = repo.index
     local = threading.local()
     readers: list = []
     lock = threading.Lock()
+    hashers = OnDemand(
+        lambda: HashProcesses(repo, process_count()),
+        processes if repo.backend.local else False,
+        PROCESSES_AFTER,
+    )
+    by_worker: dict = {}  # a worker's future: its batch, to verify here if it is not answered
 
     def reader_of():
         reader = getattr(local, "reader", None)
@@ -774,7 +829,7 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
         reader = reader_of()
         for group in batch:
             files = [f for _pos, f in group]
-            if len(files) == 1 and len(files[0].chunks) == 1:
+            if _one_chunk(group):
                 outcomes, done, nbytes = _verify_chunk(reader, index, files[0])
             else:
                 outcomes, done, nbytes = _verify_versions(reader, index, files, helpers)
@@ -782,33 +837,53 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
             out.append((group, outcomes, done, nbytes, packs))
         return out
 
-    def batches() -> Iterator[list[list]]:
-        """Small groups together in one task: a pool's task costs ~25 us of Python (submit,
-        wait, wake), a tenth of a check of 10^5 small files when each was one."""
-        batch: list[list] = []
-        size = 0
-        for group in groups:
-            batch.append(group)
-            size += sum(f.size for _pos, f in group)
-            if size >= BATCH_BYTES or len(batch) >= BATCH_GROUPS:
-                yield batch
-                batch, size = [], 0
-        if batch:
-            yield batch
+    def answered(batch: list[list], got: tuple, _raw) -> list[tuple]:
+        """A worker's answer (checkprocs.hash_chunks) as one result for RECORD: the files
+        with a problem and their outcomes, the offsets read by pack."""
+        problems, offsets, nbytes, packs = got
+        group, outcomes = [], []
+        for k, (digest, reason, pack) in problems.items():
+            entry = batch[k][0]
+            group.append(entry)
+            failed = None if reason is None else ChunkError(entry[1].chunks[0], pack, reason)
+            outcomes.append((digest, failed))
+        return [(group, outcomes, offsets, nbytes, () if whole else packs)]
+
+    def submit(one: bool, batch: list[list], met: int):
+        procs = hashers.get(met) if one else None
+        if procs is not None:
+            learnt = index.entries.learnt
+            files = [(f.chunks[0], learnt(f.chunks[0]), f.sha256) for ((_pos, f),) in batch]
+            try:
+                fut = procs.submit(files, partial(answered, batch))
+            except WorkerDied:
+                hashers.close()
+            else:
+                by_worker[fut] = batch
+                return fut
+        return helpers.submit(verify_groups, batch)
 
     def take(fut) -> None:
-        for result in fut.result():
+        batch = by_worker.pop(fut, None)
+        try:
+            results = fut.result()
+        except (WorkerDied, WorkerFailed):
+            hashers.close()  # the workers' other batches are answered first (or fail too)
+            results = verify_groups(batch)
+        for result in results:
             record(*result)
 
     workers = worker_count()
+    met = 0  # files of one chunk met
     try:
         # Results are taken as they finish, not in order: waiting on a large file while the
         # window is full left the other verifiers idle.
         with ThreadPoolExecutor(workers, thread_name_prefix="sctk-check") as verifiers:
             helpers = Helpers(verifiers, reader_of)
             running: set = set()
-            for batch in batches():
-                running.add(helpers.submit(verify_groups, batch))
+            for one, batch in _batches(groups):
+                met += len(batch) if one else 0
+                running.add(submit(one, batch, met))
                 if len(running) >= 2 * workers:
                     finished, running = wait(running, return_when=FIRST_COMPLETED)
                     for fut in finished:
@@ -816,6 +891,7 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool) -> None:
             for fut in as_completed(running):
                 take(fut)
     finally:
+        hashers.close()
         for reader in readers:
             reader.close()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import Future
+from pathlib import Path
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -56,7 +57,9 @@ def chunk_reader(repo):
     the next call, for a local repository) or its ChunkError; read(cid, loc, use) and
     each(cids, use) hand plaintexts to USE instead (see LocalReader.read); close() when
     done."""
-    return LocalReader(repo) if repo.backend.local else BackendReader(repo)
+    if repo.backend.local:
+        return LocalReader(repo.backend.root, repo.keys.aead, repo)
+    return BackendReader(repo)
 
 
 def _used(data, use) -> ChunkError | None:
@@ -101,12 +104,13 @@ class BackendReader:
 class LocalReader:
     """One thread's reads of a local repository: open packs, and buffers reused for every
     chunk (read and decrypted in place). plain() returns a view valid until its next call;
-    read() and each() hand it to a function."""
+    read() and each() hand it to a function. Packs under ROOT, sealed with AEAD; REPO (for
+    each(): its index) may be None in a process holding no repository (checkprocs.py)."""
 
-    def __init__(self, repo):
+    def __init__(self, root: Path, aead, repo=None):
         self.repo = repo
-        self.root = repo.backend.root
-        self.aead = repo.keys.aead
+        self.root = root
+        self.aead = aead
         self.dctx = zstandard.ZstdDecompressor()
         self.fds: dict[str, int] = {}
         self.sealed = bytearray(BUFFER)

@@ -48,15 +48,19 @@ class ChunkMap:
         self.extra: dict[str, tuple] = {}
 
     def get(self, cid: str, default=None):
-        loc = None
+        loc = self.learnt(cid)
+        if loc is None and self.base is not None:
+            loc = self.base.get(cid)
+        return default if loc is None else loc
+
+    def learnt(self, cid: str):
+        """CID's location if learnt since loading (the newer files, the dict), else None:
+        what a process holding the base file alone cannot know (checkprocs.py)."""
         for newer in self.newer:
             loc = newer.get(cid)
             if loc is not None:
                 return loc
-        loc = self.extra.get(cid)
-        if loc is None and self.base is not None:
-            loc = self.base.get(cid)
-        return default if loc is None else loc
+        return self.extra.get(cid)
 
     def __contains__(self, cid: str) -> bool:
         return (

@@ -700,12 +700,15 @@ class Repository:
         snapshot_id: str | None = None,
         progress: Callable[[int], None] | None = None,
         phase: Callable[[str, int, int | None], None] | None = None,
+        processes: bool | None = None,
     ) -> CheckReport:
         """Structure check, and with READ_DATA every chunk and file verified (see check.py);
-        PHASE(name, done, total) hears the progress of each phase."""
+        PHASE(name, done, total) hears the progress of each phase. PROCESSES: whether files
+        of one chunk are read by worker processes (checkprocs.py): None once many are met,
+        True from the first, False never."""
         from sctk.backup.repo.check import check
 
-        return check(self, read_data, snapshot_id, progress, phase)
+        return check(self, read_data, snapshot_id, progress, phase, processes)
 
     def upgrade(self, phase: Callable[[str, int, int | None], None] | None = None):
         """Move a version-1 repository to the current format (snapshot files rewritten with

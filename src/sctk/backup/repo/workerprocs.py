@@ -202,3 +202,44 @@ class Processes:
     def close(self) -> None:
         for w in self._workers:
             w.close()
+
+
+class OnDemand:
+    """Worker processes a pass starts when it wants them: WANTED None once it has met AFTER
+    items fit for them (a pass of a few files costs no process start), True at its first
+    (and waits for them), False never. MAKE() gives them, not started."""
+
+    def __init__(self, make: Callable[[], Processes], wanted: bool | None, after: int):
+        self._make = make
+        self._wanted = wanted
+        self._after = after
+        self.procs: Processes | None = None
+
+    def get(self, met: int) -> Processes | None:
+        """The processes once they are up, having met MET items; None while they start (the
+        pass's threads do the work meanwhile), and for good if they cannot start here (e.g.
+        in a daemon process, or with no interpreter to run)."""
+        procs = self.procs
+        if procs is None:
+            wanted = self._wanted
+            if wanted is False or (wanted is None and met < self._after):
+                return None
+            self._wanted = False  # one try
+            procs = self._make()
+            try:
+                procs.start(wait=wanted is True)
+            except Exception:
+                procs.close()
+                return None
+            self.procs = procs
+        ready = procs.ready()
+        if ready is False:
+            self.close()
+            return None
+        return procs if ready else None
+
+    def close(self) -> None:
+        """The processes stopped (if any): the pass goes on without them."""
+        if self.procs is not None:
+            self.procs.close()
+            self.procs = None

@@ -50,7 +50,7 @@ from sctk.backup.repo.packs import PackWriter, WrittenPacks
 from sctk.backup.repo.storedids import StoredIds
 from sctk.backup.repo.threads import process_count, worker_count
 from sctk.backup.repo.trim import release_free_memory
-from sctk.backup.repo.workerprocs import WorkerDied, WorkerFailed
+from sctk.backup.repo.workerprocs import OnDemand, WorkerDied, WorkerFailed
 
 # Chunks in flight: enough to keep every worker busy (more bought no speed, 8 MiB cost 10 MiB
 # of peak memory more on two data sets).
@@ -250,9 +250,13 @@ class SnapshotWriter:
         self._small_files = 0  # files sent in batches so far
         self._batch_limits = (BATCH_BYTES, BATCH_FILES)
         self._window_chunks = WINDOW_CHUNKS
-        self._procs: SealProcesses | None = None  # worker processes sealing batches
-        # None: once PROCESSES_AFTER small files are met; True: from the first batch
-        self._procs_wanted = processes
+        # worker processes sealing batches: None once PROCESSES_AFTER small files are met,
+        # True from the first batch
+        self._procs = OnDemand(
+            lambda: SealProcesses(self.keys, repo.config["chunker"], process_count()),
+            processes,
+            PROCESSES_AFTER,
+        )
         self._free_blocks: list[_Block] = []
         self._local = threading.local()
         cfg = repo.config["chunker"]
@@ -376,8 +380,7 @@ class SnapshotWriter:
 
     def __exit__(self, *exc) -> None:
         try:
-            if self._procs is not None:
-                self._procs.close()
+            self._procs.close()
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
             if self._packs is not None:
@@ -612,29 +615,11 @@ class SnapshotWriter:
         """The worker processes for small-file batches once they are up; None while threads
         read them. Automatically (processes=None) they are started once this writer has met
         PROCESSES_AFTER small files, and threads read the batches while they start."""
-        procs = self._procs
-        if procs is None:
-            wanted = self._procs_wanted
-            if wanted is False or (wanted is None and self._small_files < PROCESSES_AFTER):
-                return None
-            self._procs_wanted = False
-            procs = SealProcesses(self.keys, self.repo.config["chunker"], process_count())
-            try:
-                procs.start(wait=wanted is True)
-            except Exception:  # no processes here (e.g. in a daemon process): threads it is
-                procs.close()
-                return None
-            self._procs = procs
-        ready = procs.ready()
-        if ready is False:  # they could not start: threads read every batch
-            procs.close()
-            self._procs = None
-            return None
-        if ready:
+        procs = self._procs.get(self._small_files)
+        if procs is not None:
             self._batch_limits = (PROCESS_BATCH_BYTES, PROCESS_BATCH_FILES)
             self._window_chunks = PROCESS_WINDOW_FILES
-            return procs
-        return None
+        return procs
 
     def _read_batch(self, sources: list[tuple[str, int]]) -> list:
         """Worker thread: each file read whole and hashed, its new chunks compressed, then

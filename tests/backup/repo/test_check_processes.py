@@ -1,0 +1,152 @@
+"""Verify with files of one chunk read by worker processes (checkprocs.py): the same findings
+as threads on a sound and on a damaged repository, a worker killed mid-verify, a machine
+where no worker can start, one snapshot checked."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sctk.backup.repo import check as check_module
+from tests.backup.repo.conftest import backup, damage_chunk
+
+FILES = 2500  # past check.PROCESSES_AFTER, so the automatic choice starts processes too
+
+
+def _small_files(root: Path, n: int = FILES, seed: int = 3) -> None:
+    rnd = random.Random(seed)
+    for i in range(n):
+        path = root / f"d{i % 13:02d}" / f"f{i:05d}.dat"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rnd.randbytes(rnd.randrange(1, 5000)))
+    (root / "big.bin").write_bytes(rnd.randbytes(3_000_000))  # several chunks: threads
+
+
+def _workers() -> list[psutil.Process]:
+    """This process's worker processes (checkprocs.serve), as the check runs."""
+    return [
+        p
+        for p in psutil.Process().children()
+        if "sctk.backup.repo.checkprocs" in " ".join(p.cmdline())
+    ]
+
+
+@pytest.fixture
+def small(repo, tmp_path):
+    src = tmp_path / "src"
+    _small_files(src)
+    first = backup(repo, src)
+    for p in sorted(src.rglob("*.dat"))[::7]:  # a second snapshot, a seventh changed
+        p.write_bytes(os.urandom(2000))
+    second = backup(repo, src)
+    return repo, first, second
+
+
+def _check(repo, processes, **kw):
+    """The report, and the most worker processes seen while files were read."""
+    calls = [0]
+    most = [0]
+
+    def progress(n: int) -> None:
+        calls[0] += 1
+        if calls[0] % 40 == 0:  # listing the children costs a few ms
+            most[0] = max(most[0], len(_workers()))
+
+    report = repo.check(read_data=True, progress=progress, processes=processes, **kw)
+    return report, most[0]
+
+
+def test_the_automatic_choice_verifies_many_small_files_in_processes(small):
+    repo, _first, _second = small
+    with_procs, most = _check(repo, None)
+    assert most >= 2, "no worker process while the files were read"
+    threads, most = _check(repo, False)
+    assert most == 0
+    assert with_procs.ok and threads.ok
+    assert with_procs.bytes_read == threads.bytes_read
+    assert _workers() == []  # ended with the check
+
+
+def test_damaged_and_missing_chunks_are_found_as_threads_find_them(small, tmp_path):
+    repo, first, second = small
+
+    def one_chunk(sid):
+        return [f for f in repo.snapshot_files(sid) if len(f["chunks"]) == 1 and f["size"] > 100]
+
+    def pack_of(f):
+        return repo.index.entries[f["chunks"][0]][0]
+
+    hurt = one_chunk(first.id)[100::1500]
+    first_packs = {pack_of(f) for f in one_chunk(first.id)}
+    gone = next(f for f in one_chunk(second.id) if pack_of(f) not in first_packs)
+    damage_chunk(repo, hurt[0]["chunks"][0])
+    damage_chunk(repo, hurt[1]["chunks"][0], mask=0x80)
+    lost = pack_of(gone)
+    Path(repo.url, "data", lost[:2], lost).unlink()
+    procs = repo.check(read_data=True, processes=True)
+    threads = repo.check(read_data=True, processes=False)
+    assert not procs.ok
+    assert procs.errors == threads.errors
+    for f in hurt:
+        assert any(f["path"] in e and "cannot be restored" in e for e in procs.errors)
+    assert any(gone["path"] in e for e in procs.errors)
+    assert procs.bytes_read == threads.bytes_read
+    # the damage found is recorded: the next backup stores those chunks again
+    assert repo.index.damaged
+
+
+def test_a_worker_killed_mid_verify_leaves_its_batches_to_this_process(small, monkeypatch):
+    """The worker is stopped first, so batches are queued to it unanswered when it is
+    killed; they are verified in the check's process, the rest by threads."""
+    repo, _first, _second = small
+    monkeypatch.setattr(check_module, "BATCH_GROUPS", 8)  # many batches in turn
+    calls: list[int] = []
+    victim: list[int] = []
+
+    def progress(n: int) -> None:
+        calls.append(n)
+        if not victim and (pids := [p.pid for p in _workers()]):
+            os.kill(pids[0], signal.SIGSTOP)
+            victim.append(pids[0])
+        elif victim and len(calls) == 60:
+            os.kill(victim[0], signal.SIGKILL)
+
+    report = repo.check(read_data=True, progress=progress, processes=True)
+    assert victim and len(calls) > 60, "the worker was not killed mid-verify"
+    assert report.ok, report.errors
+    assert report.bytes_read == repo.check(read_data=True, processes=False).bytes_read
+    assert _workers() == []
+
+
+@pytest.mark.parametrize("python", ["/nonexistent/python3", "/bin/false"])
+def test_where_no_worker_can_start_threads_verify_the_files(small, monkeypatch, python):
+    repo, first, _second = small
+    monkeypatch.setattr(sys, "executable", python)
+    damage_chunk(
+        repo, next(f for f in repo.snapshot_files(first.id) if f["size"] > 100)["chunks"][0]
+    )
+    report = repo.check(read_data=True, processes=True)
+    assert not report.ok and any("cannot be restored" in e for e in report.errors)
+
+
+def test_one_snapshot_checked_with_processes_reads_what_threads_read(small):
+    repo, first, _second = small
+    procs = repo.check(read_data=True, snapshot_id=first.id, processes=True)
+    threads = repo.check(read_data=True, snapshot_id=first.id, processes=False)
+    assert procs.ok and threads.ok
+    assert procs.bytes_read == threads.bytes_read
+
+
+def test_processes_start_only_past_the_threshold(repo, tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    _small_files(src, n=50)
+    backup(repo, src)
+    monkeypatch.setattr(check_module, "PROCESSES_AFTER", 10**9)
+    report, most = _check(repo, None)
+    assert report.ok and most == 0
