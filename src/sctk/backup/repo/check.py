@@ -28,6 +28,7 @@ from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import groupby
@@ -61,6 +62,7 @@ BIG_FIRST = 4  # the largest paths, verified before the rest (no core idle at th
 # Files of one chunk a verify meets before worker processes read them (checkprocs.py): a
 # check of a few files costs no process start (~0.1 s each), threads read those meanwhile.
 PROCESSES_AFTER = 2048
+SMALL_MEAN = 64 << 10  # files averaging this size at most: worker processes start at once
 
 
 def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
@@ -75,6 +77,31 @@ def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
         phases.start("checking", _file_count(repo, snap_ids))
         _structure(repo, snap_ids, errors, blocking_only=True, phases=phases)
     return errors
+
+
+@contextmanager
+def _hashers(repo, processes: bool | None) -> Iterator[OnDemand]:
+    """Worker processes reading files of one chunk (checkprocs.py) for a check of a local
+    repository: PROCESSES as Repository.check says; stopped when the check ends."""
+    hashers = OnDemand(
+        lambda: HashProcesses(repo, process_count()),
+        processes if repo.backend.local else False,
+        PROCESSES_AFTER,
+    )
+    try:
+        yield hashers
+    finally:
+        hashers.close()
+
+
+def _mostly_small(repo, snap_ids) -> bool:
+    """Whether the files of SNAP_IDS average SMALL_MEAN bytes at most (from their headers):
+    then most are of one chunk, and worker processes are started before they are met."""
+    try:
+        heads = [repo.snapshot_header(s) for s in snap_ids]
+    except RepoError:
+        return False
+    return sum(h.get("size", 0) for h in heads) <= SMALL_MEAN * sum(h["files"] for h in heads)
 
 
 def _file_count(repo, snap_ids) -> int | None:
@@ -385,12 +412,15 @@ def check(
     bytes_read = 0
     garbage = None
     unreferenced = 0
-    with repo.lock(exclusive=False):
+    with repo.lock(exclusive=False), _hashers(repo, processes if read_data else False) as hashers:
         phases.start("index")
         repo.refresh_index(force=True)
         index = repo.index
         snap_ids = [repo.find_snapshot(snapshot_id).id] if snapshot_id else repo.snapshot_ids()
-        phases.start("snapshots", _file_count(repo, snap_ids))
+        files = _file_count(repo, snap_ids)
+        phases.start("snapshots", files)
+        if files is not None and files >= PROCESSES_AFTER and _mostly_small(repo, snap_ids):
+            hashers.get(PROCESSES_AFTER)  # started now: they boot while the lists are walked
         walk = _structure(
             repo, snap_ids, errors, whole=snapshot_id is None, phases=phases, contents=read_data
         )
@@ -405,7 +435,7 @@ def check(
                         progress(n)
 
                 bytes_read = _read_data(
-                    repo, walk, errors, reading, snapshot_id is None, damaged, processes
+                    repo, walk, errors, reading, snapshot_id is None, damaged, hashers
                 )
                 _remember_damage(repo, damaged)
             if snapshot_id is None:
@@ -625,11 +655,11 @@ def _read_data(
     progress,
     whole: bool,
     damaged: list,
-    processes: bool | None,
+    hashers: OnDemand,
 ) -> int:
     """Read and verify every file of the snapshots WALK read, then the rest of every pack;
     the stored bytes read. Each chunk location that fails is appended to DAMAGED as
-    (chunk id, pack, offset). PROCESSES: see Repository.check.
+    (chunk id, pack, offset). HASHERS: worker processes for files of one chunk (_hashers).
 
     Memory stays bounded: the files come from a merge of the snapshots' lists (each sorted
     by path, a piece in memory each), a few groups are in flight at a time, and what is
@@ -661,7 +691,7 @@ def _read_data(
                 continue
             found.append((pos, f.path, f"Snapshot {sid[:12]}: file {f.path} {why}."))
 
-    _verify_files(repo, _path_groups(repo, walk, sids), record, whole, processes)
+    _verify_files(repo, _path_groups(repo, walk, sids), record, whole, hashers)
     found.sort(key=itemgetter(0, 1))  # in snapshot and path order, as they are listed
     errors.extend(msg for _pos, _path, msg in found)
 
@@ -788,9 +818,7 @@ def _batches(groups: Iterator[list]) -> Iterator[tuple[bool, list[list]]]:
             yield one, batch
 
 
-def _verify_files(
-    repo, groups: Iterator[list], record, whole: bool, processes: bool | None = None
-) -> None:
+def _verify_files(repo, groups: Iterator[list], record, whole: bool, hashers: OnDemand) -> None:
     """Read and hash every file of GROUPS; RECORD(group, [(SHA-256 or None, ChunkError or
     None)] per file, (pack, offset) of every chunk read, stored bytes read, packs of the
     files' chunks (only when not WHOLE)) hears each group as it finishes.
@@ -802,18 +830,13 @@ def _verify_files(
     are queued or running: the groups (and their outcomes) in memory stay bounded however
     many files there are.
 
-    Files of one chunk of a local repository go to worker processes (checkprocs.py) once
-    PROCESSES_AFTER are met (PROCESSES: see Repository.check); a batch a worker fails to
-    answer (killed, out of memory) is verified here instead, and the rest by threads."""
+    Files of one chunk go to HASHERS (worker processes, see _hashers) once PROCESSES_AFTER
+    are met; a batch a worker fails to answer (killed, out of memory) is verified here
+    instead, and the rest by threads."""
     index = repo.index
     local = threading.local()
     readers: list = []
     lock = threading.Lock()
-    hashers = OnDemand(
-        lambda: HashProcesses(repo, process_count()),
-        processes if repo.backend.local else False,
-        PROCESSES_AFTER,
-    )
     by_worker: dict = {}  # a worker's future: its batch, to verify here if it is not answered
 
     def reader_of():
@@ -891,7 +914,6 @@ def _verify_files(
             for fut in as_completed(running):
                 take(fut)
     finally:
-        hashers.close()
         for reader in readers:
             reader.close()
 
