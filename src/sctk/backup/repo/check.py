@@ -820,8 +820,9 @@ def _batches(groups: Iterator[list]) -> Iterator[tuple[bool, list[list]]]:
 
 def _verify_files(repo, groups: Iterator[list], record, whole: bool, hashers: OnDemand) -> None:
     """Read and hash every file of GROUPS; RECORD(group, [(SHA-256 or None, ChunkError or
-    None)] per file, (pack, offset) of every chunk read, stored bytes read, packs of the
-    files' chunks (only when not WHOLE)) hears each group as it finishes.
+    None)] per file, the chunks read ((pack, offset) each, or {pack: offsets}), stored bytes
+    read, packs of the files' chunks (only when not WHOLE)) hears each group as it
+    finishes, or a worker's batch at once (its files with a problem as the group).
 
     One task per file (or per few versions of one file) in a pool of verifiers, so files
     are decrypted, decompressed and hashed in parallel (all three release the GIL). Each
