@@ -19,7 +19,6 @@ the command line.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import pickle
@@ -32,7 +31,6 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 
-PIPE_BYTES = 1 << 20  # a worker's stdin pipe (Linux's default limit for a process's pipes)
 _FRAME = struct.Struct("<II")  # the lengths of a frame's pickle and of its raw bytes
 _BOOT = (
     "import importlib, json, sys; sys.path[:] = json.loads(sys.argv[1]); "
@@ -102,10 +100,6 @@ class _Worker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
-        # Room in the pipe for the batches queued to a busy worker: with the default 64 KiB
-        # a second batch of a few hundred files waited in the sending thread's write.
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(self.proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self.waiting: deque[tuple[Future, Callable]] = deque()
         self.lock = threading.Lock()
         self.dead = False
