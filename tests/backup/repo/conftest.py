@@ -35,6 +35,16 @@ def make_tree(root: Path, seed: int = 1, big: int = 3_000_000) -> dict[str, byte
     return files
 
 
+def small_files(root: Path, n: int, seed: int, dirs: int = 17, most: int = 6000) -> None:
+    """N seeded files of 0 to MOST random bytes under ROOT, spread over DIRS directories
+    (fNNNNN.dat in dNN/, the walk meeting them directory after directory)."""
+    rnd = random.Random(seed)
+    for i in range(n):
+        path = root / f"d{i % dirs:02d}" / f"f{i:05d}.dat"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rnd.randbytes(rnd.randrange(0, most)))
+
+
 def tree_bytes(root: Path) -> dict[str, tuple[bytes, int]]:
     """Every regular file under ROOT: relative path -> (bytes, permission bits)."""
     out = {}

@@ -14,18 +14,14 @@ import psutil
 import pytest
 
 from sctk.backup.repo import check as check_module
-from tests.backup.repo.conftest import backup, damage_chunk
+from tests.backup.repo.conftest import backup, damage_chunk, small_files
 
 FILES = 2500  # past check.PROCESSES_AFTER, so the automatic choice starts processes too
 
 
-def _small_files(root: Path, n: int = FILES, seed: int = 3) -> None:
-    rnd = random.Random(seed)
-    for i in range(n):
-        path = root / f"d{i % 13:02d}" / f"f{i:05d}.dat"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(rnd.randbytes(rnd.randrange(1, 5000)))
-    (root / "big.bin").write_bytes(rnd.randbytes(3_000_000))  # several chunks: threads
+def _small_files(root: Path, n: int = FILES) -> None:
+    small_files(root, n, seed=3, dirs=13, most=5000)
+    (root / "big.bin").write_bytes(random.Random(3).randbytes(3_000_000))  # several chunks
 
 
 def _workers() -> list[psutil.Process]:

@@ -16,19 +16,15 @@ from pathlib import Path
 import pytest
 
 from sctk.backup.repo import RepoError
-from tests.backup.repo.conftest import PASSPHRASE, backup, tree_bytes
+from tests.backup.repo.conftest import PASSPHRASE, backup, small_files, tree_bytes
 
 SRC = Path(__file__).resolve().parents[3] / "src"
 FILES = 3000  # past writer.PROCESSES_AFTER, so the automatic choice starts processes too
 MIDWAY = "d05/f00175.dat"  # (the walk goes d00 to d16) about a third of the way
 
 
-def _small_files(root: Path, n: int = FILES, seed: int = 5) -> None:
-    rnd = random.Random(seed)
-    for i in range(n):
-        path = root / f"d{i % 17:02d}" / f"f{i:05d}.dat"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(rnd.randbytes(rnd.randrange(0, 6000)))
+def _small_files(root: Path, n: int = FILES) -> None:
+    small_files(root, n, seed=5)
 
 
 def _gone(pid: int, within: float = 10.0) -> bool:
