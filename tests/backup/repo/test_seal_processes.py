@@ -4,6 +4,7 @@ whose content is stored already do to a backup."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sctk.backup.repo import RepoError
+from sctk.backup.repo.workerprocs import ANSWER_PIPE
 from tests.backup.repo.conftest import PASSPHRASE, backup, small_files, tree_bytes
 
 SRC = Path(__file__).resolve().parents[3] / "src"
@@ -47,8 +49,13 @@ def test_the_automatic_choice_seals_many_small_files_in_processes(repo, tmp_path
     with repo.writer() as w:
         w.add_tree(src)
         started = w._procs.procs is not None
+        # a whole answer fits the pipe: the worker does not wait for the reading thread
+        pipes = [
+            fcntl.fcntl(x.proc.stdout.fileno(), fcntl.F_GETPIPE_SZ) for x in w._procs.procs._workers
+        ]
         info = w.commit("manual", {})
     assert started
+    assert pipes and all(p == ANSWER_PIPE for p in pipes)
     repo.restore(info.id, tmp_path / "out")
     assert tree_bytes(tmp_path / "out") == tree_bytes(src)
     assert repo.check(read_data=True).ok

@@ -106,8 +106,10 @@ class _Worker:
         # ~0.7 MiB): through the default 64 KiB, a worker sat in its write while the reading
         # thread took the answer a piece at a time, waiting for the interpreter lock before
         # each piece (1.9 s of a worker's 4 s on 10^5 small files; RESULTS.md).
-        with contextlib.suppress(OSError):  # not Linux, or past the system's limit
-            fcntl.fcntl(self.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, ANSWER_PIPE)
+        resize = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+        if resize is not None:
+            with contextlib.suppress(OSError):  # past the system's limit: the default
+                fcntl.fcntl(self.proc.stdout.fileno(), resize, ANSWER_PIPE)
         self.waiting: deque[tuple[Future, Callable]] = deque()
         self.lock = threading.Lock()
         self.dead = False
