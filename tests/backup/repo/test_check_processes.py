@@ -1,21 +1,24 @@
 """Verify with files of one chunk read by worker processes (checkprocs.py): the same findings
-as threads on a sound and on a damaged repository, a worker killed mid-verify, a machine
-where no worker can start, one snapshot checked."""
+as threads on a sound and on a damaged repository, a worker killed mid-verify, the verify
+itself killed, a machine where no worker can start, one snapshot checked."""
 
 from __future__ import annotations
 
 import os
 import random
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from sctk.backup.repo import check as check_module
-from tests.backup.repo.conftest import backup, damage_chunk, small_files
+from tests.backup.repo.conftest import PASSPHRASE, backup, damage_chunk, small_files
 
+SRC = Path(__file__).resolve().parents[3] / "src"
 FILES = 2500  # past check.PROCESSES_AFTER, so the automatic choice starts processes too
 
 
@@ -146,3 +149,52 @@ def test_processes_start_only_past_the_threshold(repo, tmp_path, monkeypatch):
     monkeypatch.setattr(check_module, "PROCESSES_AFTER", 10**9)
     report, most = _check(repo, None)
     assert report.ok and most == 0
+
+
+_KILLED_CHECK = """
+import os, sys, time
+from sctk.backup.repo import Repository
+
+repo = Repository.open(sys.argv[1], sys.argv[2])
+
+def progress(n):
+    import psutil
+    kids = [p.pid for p in psutil.Process().children()]
+    if len(kids) >= 2:
+        print(*kids, flush=True)
+        time.sleep(120)  # killed here, its workers mid-batch
+
+repo.check(read_data=True, progress=progress, processes=True)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Process PID runs (a zombie no one reaps counts as gone)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_verify_killed_leaves_no_worker_behind(small):
+    """kill -9 of the verifying process: each worker reads the end of its stdin and exits."""
+    repo, _first, _second = small
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_CHECK, repo.url, PASSPHRASE],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) >= 2, pids
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.stdout.close()
+    end = time.monotonic() + 10
+    while time.monotonic() < end and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids), "a worker outlived its verify"
+    assert repo.check(read_data=True).ok  # a check killed changes nothing
