@@ -151,6 +151,24 @@ def test_processes_start_only_past_the_threshold(repo, tmp_path, monkeypatch):
     assert report.ok and most == 0
 
 
+def test_where_larger_files_hold_the_bytes_processes_wait_for_many_small_ones(
+    repo, tmp_path, monkeypatch
+):
+    """300 small files beside one of 30 MB (a mean over SMALL_MEAN): no worker starts with
+    the check, nor before PROCESSES_LATE files of one chunk are met."""
+    src = tmp_path / "src"
+    small_files(src, 300, seed=5, most=5000)
+    (src / "big.bin").write_bytes(random.Random(5).randbytes(30_000_000))
+    backup(repo, src)
+    monkeypatch.setattr(check_module, "BATCH_GROUPS", 2)  # many progress calls to sample at
+    monkeypatch.setattr(check_module, "PROCESSES_AFTER", 100)  # not what decides here
+    report, most = _check(repo, None)
+    assert report.ok and most == 0
+    monkeypatch.setattr(check_module, "PROCESSES_LATE", 60)
+    report, most = _check(repo, None)
+    assert report.ok and most >= 1, "no worker started past PROCESSES_LATE"
+
+
 _KILLED_CHECK = """
 import os, sys, time
 from sctk.backup.repo import Repository

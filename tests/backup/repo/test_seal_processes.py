@@ -50,10 +50,14 @@ def test_the_automatic_choice_seals_many_small_files_in_processes(repo, tmp_path
         w.add_tree(src)
         started = w._procs.procs is not None
         # a whole answer fits the pipe: the worker does not wait for the reading thread
+        workers = [x.proc.pid for x in w._procs.procs._workers]
         pipes = [
             fcntl.fcntl(x.proc.stdout.fileno(), fcntl.F_GETPIPE_SZ) for x in w._procs.procs._workers
         ]
         info = w.commit("manual", {})
+        # stopped by the commit, before the index and the snapshot are written: their
+        # memory is not held beside the writer's
+        assert workers and all(_gone(pid, within=5) for pid in workers)
     assert started
     assert pipes and all(p == ANSWER_PIPE for p in pipes)
     repo.restore(info.id, tmp_path / "out")

@@ -59,10 +59,17 @@ SHARED_CACHE_BYTES = 8 * 1024 * 1024  # plaintext kept per group for chunks vers
 BATCH_BYTES = 1 << 20  # small files verified in one task up to this size together...
 BATCH_GROUPS = 256  # ...or this many groups
 BIG_FIRST = 4  # the largest paths, verified before the rest (no core idle at the end)
-# Files of one chunk a verify meets before worker processes read them (checkprocs.py): a
-# check of a few files costs no process start (~0.1 s each), threads read those meanwhile.
+# Worker processes read files of one chunk (checkprocs.py) where most files are small: when
+# the snapshots hold PROCESSES_AFTER files or more averaging SMALL_MEAN bytes at most, they
+# start with the check. Elsewhere the larger files' decoding and hashing (in C, no lock
+# held) keeps the threads busy and the small files' Python costs little beside it: workers
+# start only once PROCESSES_LATE files of one chunk are met, so that the boot of each (~0.1 s
+# of CPU) is paid back. Started after 2,048 such files, they cost a verify of the reference
+# data set at scale 1 (3,052 files, all but 47 under 256 KB) 0.2 s of its 1.8 and saved
+# nothing at scale 4 (benchmarks/RESULTS.md, "Backup at scale, nineteenth session").
 PROCESSES_AFTER = 2048
-SMALL_MEAN = 64 << 10  # files averaging this size at most: worker processes start at once
+SMALL_MEAN = 64 << 10
+PROCESSES_LATE = 16384
 
 
 def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
@@ -86,7 +93,7 @@ def _hashers(repo, processes: bool | None) -> Iterator[OnDemand]:
     hashers = OnDemand(
         lambda: HashProcesses(repo, process_count()),
         processes if repo.backend.local else False,
-        PROCESSES_AFTER,
+        PROCESSES_LATE,
     )
     try:
         yield hashers
@@ -420,7 +427,7 @@ def check(
         files = _file_count(repo, snap_ids)
         phases.start("snapshots", files)
         if files is not None and files >= PROCESSES_AFTER and _mostly_small(repo, snap_ids):
-            hashers.get(PROCESSES_AFTER)  # started now: they boot while the lists are walked
+            hashers.get(PROCESSES_LATE)  # started now: they boot while the lists are walked
         walk = _structure(
             repo, snap_ids, errors, whole=snapshot_id is None, phases=phases, contents=read_data
         )
@@ -831,9 +838,10 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool, hashers: On
     are queued or running: the groups (and their outcomes) in memory stay bounded however
     many files there are.
 
-    Files of one chunk go to HASHERS (worker processes, see _hashers) once PROCESSES_AFTER
-    are met; a batch a worker fails to answer (killed, out of memory) is verified here
-    instead, and the rest by threads."""
+    Files of one chunk go to HASHERS (worker processes, see _hashers) once they are up
+    (started with the check, or once PROCESSES_LATE such files are met); a batch a worker
+    fails to answer (killed, out of memory) is verified here instead, and the rest by
+    threads."""
     index = repo.index
     local = threading.local()
     readers: list = []

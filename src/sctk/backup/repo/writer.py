@@ -1027,6 +1027,11 @@ class SnapshotWriter:
         import socket
 
         self._drain_all()
+        # Nothing is left for the sealing workers: stopped now, not at __exit__, so that the
+        # index and the snapshot are written without them (their memory beside the writer's
+        # made the first backup's peak at scale 16 of the reference data set, 115 MiB against
+        # 106 at scale 1, in this phase).
+        self._procs.close()
         self._packs.flush()
         assert self._sink is not None
         sink = self._sink
