@@ -65,8 +65,9 @@ BIG_FIRST = 4  # the largest paths, verified before the rest (no core idle at th
 # held) keeps the threads busy and the small files' Python costs little beside it: workers
 # start only once PROCESSES_LATE files of one chunk are met, so that the boot of each (~0.1 s
 # of CPU) is paid back. Started after 2,048 such files, they cost a verify of the reference
-# data set at scale 1 (3,052 files, all but 47 under 256 KB) 0.2 s of its 1.8 and saved
-# nothing at scale 4 (benchmarks/RESULTS.md, "Backup at scale, nineteenth session").
+# data set at scale 1 (3,052 files, all but 47 under 256 KB) 0.2 s (1.98 s against 1.76,
+# medians) and saved nothing at scale 4 (benchmarks/RESULTS.md, "Backup at scale, nineteenth
+# session").
 PROCESSES_AFTER = 2048
 SMALL_MEAN = 64 << 10
 PROCESSES_LATE = 16384
