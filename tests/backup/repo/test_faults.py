@@ -258,6 +258,50 @@ def test_full_disk(small_disk, tmp_path, shape, processes):
     assert tree_bytes(tmp_path / "out") == tree_bytes(small)
 
 
+def test_disk_full_in_the_commit_after_the_sealing_workers_stopped(
+    small_disk, tmp_path, monkeypatch
+):
+    """The workers stop when the commit begins; the disk then fills as the index is written:
+    one sentence, no worker left, no snapshot, and the repository still takes a backup."""
+    import psutil
+
+    from sctk.backup.repo import writer as writer_module
+
+    repo = Repository.init(str(small_disk / "repo"), PASSPHRASE)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3000):
+        (src / f"f{i:05d}.bin").write_bytes(os.urandom(300))
+    real = writer_module.write_index
+    seen: list[int] = []
+
+    def fill_then_write(*args, **kwargs):
+        seen.append(len(psutil.Process().children()))
+        with open(small_disk / "filler", "wb") as f:  # every byte left on the device
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "write_index", fill_then_write)
+    with pytest.raises(RepoError, match="No space left on the device holding repository"):
+        backup(repo, src, processes=True)
+    assert seen == [0]  # the workers had exited before the index was written
+    assert psutil.Process().children() == []
+    assert repo.snapshots() == []
+    (small_disk / "filler").unlink()
+    monkeypatch.setattr(writer_module, "write_index", real)
+    assert repo.check(read_data=True).ok
+    small = tmp_path / "small"
+    make_tree(small, big=1_000_000)
+    info = backup(repo, small)
+    repo.restore(info.id, tmp_path / "out")
+    assert tree_bytes(tmp_path / "out") == tree_bytes(small)
+
+
 def test_stale_lock_is_cleared(repo, tree):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
