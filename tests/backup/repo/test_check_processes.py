@@ -216,3 +216,42 @@ def test_a_verify_killed_leaves_no_worker_behind(small):
         time.sleep(0.05)
     assert not any(_alive(p) for p in pids), "a worker outlived its verify"
     assert repo.check(read_data=True).ok  # a check killed changes nothing
+
+
+# What the modules a worker runs must not import: the starting side's (subprocess,
+# threading's futures with logging) and the building side of the sorted index's (tempfile,
+# shutil), or pathlib: ~3 MiB of each worker's own memory before it read anything.
+STARTER_SIDE = ("subprocess", "concurrent.futures", "logging", "pathlib", "tempfile", "shutil")
+
+
+@pytest.mark.parametrize("entry", ["sctk.backup.repo.checkprocs", "sctk.backup.repo.workerloop"])
+def test_a_worker_imports_only_what_it_runs(entry):
+    code = f"import sys, {entry}; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(SRC)!r}); {code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert [m for m in STARTER_SIDE if m in out] == []
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_reader_s_buffers_are_resident_only_where_written(tmp_path):
+    """Three 1 MiB buffers a reader (a verifier thread, a worker process): a bytearray of
+    that size is zero-filled at once, 3 MiB resident before a byte was read."""
+    from sctk.backup.repo.chunkread import BUFFER, LocalReader
+
+    before = _rss_kib()
+    readers = [LocalReader(str(tmp_path), aead=None) for _ in range(8)]
+    grown = _rss_kib() - before
+    assert grown < 1024, f"8 readers made {grown} KiB resident"  # were 24 MiB
+    view = memoryview(readers[0].plainbuf)
+    view[:BUFFER] = bytes(BUFFER)  # written: resident, and the whole buffer usable
+    assert _rss_kib() - before >= grown + BUFFER // 1024 - 64

@@ -19,11 +19,10 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from concurrent.futures import Future
 
 from pyfastcdc import FastCDC
 
-from sctk.backup.repo import workerprocs
+from sctk.backup.repo import workerloop
 from sctk.backup.repo.compression import SMALL_FILES, Compressors
 from sctk.backup.repo.crypto import NONCE, Keys
 
@@ -103,7 +102,7 @@ def seal(keys: Keys, new: list) -> list:
     return sealed
 
 
-# -- worker processes (workerprocs.py) -------------------------------------------------------
+# -- worker processes (workerloop.py) --------------------------------------------------------
 
 
 def _seal_batch(keys: Keys, cdc: FastCDC, comp: Compressors, sources, limit: int) -> tuple:
@@ -143,20 +142,14 @@ def _work(state: tuple, batch: tuple) -> tuple:
 
 
 def serve() -> None:
-    """A worker process: the keys and chunker first, then batches of small files."""
-    workerprocs.serve(_setup, _work)
+    """A worker process: the keys and chunker first (init()), then batches of small files,
+    each (sources, limit) as read_batch takes them; each answer is _seal_batch's."""
+    workerloop.serve(_setup, _work)
 
 
-class SealProcesses(workerprocs.Processes):
-    """Worker processes sealing batches of small files for one writer."""
+ENTRY = (__name__, "serve")
 
-    def __init__(self, keys: Keys, chunker: dict, processes: int):
-        init = (keys.master, keys.chunk_id_algorithm, dict(chunker))
-        super().__init__((__name__, "serve"), init, processes)
 
-    def submit(self, sources: list[tuple[str, int]], limit: int, then: Callable) -> Future:
-        """A batch to seal. THEN gets the per-file results, rows and sealed chunks of
-        _seal_batch, in a thread of workerprocs' as they arrive (the chunks go into the pack
-        there, not on the thread that walks); the future gives what it returns, or raises
-        what it raised, WorkerFailed or WorkerDied."""
-        return super().submit((sources, limit), lambda got, sealed: then(*got, sealed))
+def init(keys: Keys, chunker: dict) -> tuple:
+    """What a worker sealing batches of small files for one writer is given."""
+    return keys.master, keys.chunk_id_algorithm, dict(chunker)

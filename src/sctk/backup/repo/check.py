@@ -34,8 +34,7 @@ from functools import partial
 from itertools import groupby
 from operator import itemgetter
 
-from sctk.backup.repo import leftovers
-from sctk.backup.repo.checkprocs import HashProcesses
+from sctk.backup.repo import checkprocs, leftovers
 from sctk.backup.repo.chunkread import Helpers, PlannedReads, chunk_reader
 from sctk.backup.repo.errors import ChunkError, RepoError
 from sctk.backup.repo.filelist import stream_sha256
@@ -51,7 +50,8 @@ from sctk.backup.repo.phases import PhaseReport, Phases
 from sctk.backup.repo.samepieces import SamePieces
 from sctk.backup.repo.sortedindex import SortedIndex, opened
 from sctk.backup.repo.threads import process_count, worker_count
-from sctk.backup.repo.workerprocs import OnDemand, WorkerDied, WorkerFailed
+from sctk.backup.repo.workerloop import WorkerFailed
+from sctk.backup.repo.workerprocs import OnDemand, Processes, WorkerDied
 
 MAX_ERRORS_PER_SNAPSHOT = 20
 GROUP_VERSIONS = 4  # versions of one path verified together (they share most chunks)
@@ -92,7 +92,7 @@ def _hashers(repo, processes: bool | None) -> Iterator[OnDemand]:
     """Worker processes reading files of one chunk (checkprocs.py) for a check of a local
     repository: PROCESSES as Repository.check says; stopped when the check ends."""
     hashers = OnDemand(
-        lambda: HashProcesses(repo, process_count()),
+        lambda: Processes(checkprocs.ENTRY, checkprocs.init(repo), process_count()),
         processes if repo.backend.local else False,
         PROCESSES_LATE,
     )

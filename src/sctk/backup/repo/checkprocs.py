@@ -1,5 +1,7 @@
 """Files of one chunk (most small files) read, decrypted, decompressed and hashed by worker
-processes in a verify of a local repository (check.py, workerprocs.py).
+processes in a verify of a local repository: what a worker runs and is given (check.py
+starts them through workerprocs.py; this module imports nothing of that side, see
+workerloop.py).
 
 A verifier thread spends a few KB of work between system calls on such a file (its chunk's
 read, decryption, decompression and hash each let the interpreter lock go), so with threads
@@ -14,9 +16,8 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from pathlib import Path
 
-from sctk.backup.repo import workerprocs
+from sctk.backup.repo import workerloop
 from sctk.backup.repo.chunkread import LocalReader
 from sctk.backup.repo.crypto import Keys
 from sctk.backup.repo.sortedindex import SortedIndex
@@ -24,8 +25,8 @@ from sctk.backup.repo.sortedindex import SortedIndex
 
 def _setup(init: tuple) -> tuple:
     root, master, algorithm, index_path = init
-    index = SortedIndex(Path(index_path)) if index_path else None
-    return LocalReader(Path(root), Keys(master, algorithm).aead), index
+    index = SortedIndex(index_path) if index_path else None
+    return LocalReader(root, Keys(master, algorithm).aead), index
 
 
 def hash_chunks(state: tuple, files: list[tuple]) -> tuple[tuple, bytes]:
@@ -64,23 +65,23 @@ def hash_chunks(state: tuple, files: list[tuple]) -> tuple[tuple, bytes]:
 
 
 def serve() -> None:
-    """A worker process: the repository's path, keys and sorted index file first, then
-    batches of chunks."""
-    workerprocs.serve(_setup, hash_chunks)
+    """A worker process: the repository's path, keys and sorted index file first (init()),
+    then batches of chunks."""
+    workerloop.serve(_setup, hash_chunks)
 
 
-class HashProcesses(workerprocs.Processes):
-    """Worker processes hashing chunks of REPO (a local repository) for one verify. They
-    look chunks up in the index's sorted file themselves (a lookup is a positioned read:
-    in the check's process, each was a hand-off of its interpreter lock)."""
+ENTRY = (__name__, "serve")
 
-    def __init__(self, repo, processes: int):
-        keys = repo.keys
-        base = repo.index.entries.base
-        init = (
-            str(repo.backend.root),
-            keys.master,
-            keys.chunk_id_algorithm,
-            None if base is None else str(base.path),
-        )
-        super().__init__((__name__, "serve"), init, processes)
+
+def init(repo) -> tuple:
+    """What a worker hashing chunks of REPO (a local repository) for one verify is given: it
+    looks chunks up in the index's sorted file itself (a lookup is a positioned read: in the
+    check's process, each was a hand-off of its interpreter lock)."""
+    keys = repo.keys
+    base = repo.index.entries.base
+    return (
+        str(repo.backend.root),
+        keys.master,
+        keys.chunk_id_algorithm,
+        None if base is None else str(base.path),
+    )

@@ -16,16 +16,20 @@ goes through the backend, its chunks fetched ahead.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
-from concurrent.futures import Future
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zstandard
 from cryptography.exceptions import InvalidTag
 
 from sctk.backup.repo.errors import ChunkError
 from sctk.backup.repo.formats import FLAG_ZSTD, pack_name
+
+if TYPE_CHECKING:  # a verify's worker process runs LocalReader alone (checkprocs.py)
+    from concurrent.futures import Future
+    from pathlib import Path
 
 MiB = 1 << 20
 OPEN_PACKS = 8  # packs each reader keeps open
@@ -50,6 +54,13 @@ def large(loc: tuple) -> bool:
     """Whether the chunk at LOC gets buffers of its own: sealed or raw over BUFFER (the
     plaintext is smaller than the sealed chunk, and raw when uncompressed)."""
     return loc[2] > BUFFER or loc[3] > BUFFER
+
+
+def _buffer() -> mmap.mmap:
+    """BUFFER bytes whose pages are resident once written, not before: a bytearray of that
+    size is filled with zeros at once, so every reader held 3 MiB from its start whatever it
+    read; a verify worker reading files of a few KB used a page or two of each."""
+    return mmap.mmap(-1, BUFFER)
 
 
 def chunk_reader(repo):
@@ -107,22 +118,22 @@ class LocalReader:
     read() and each() hand it to a function. Packs under ROOT, sealed with AEAD; REPO (for
     each(): its index) may be None in a process holding no repository (checkprocs.py)."""
 
-    def __init__(self, root: Path, aead, repo=None):
+    def __init__(self, root: str | Path, aead, repo=None):
         self.repo = repo
         self.root = root
         self.aead = aead
         self.dctx = zstandard.ZstdDecompressor()
         self.fds: dict[str, int] = {}
-        self.sealed = bytearray(BUFFER)
-        self.plainbuf = bytearray(BUFFER)
-        self.rawbuf = bytearray(BUFFER)  # a compressed chunk decompressed (see _decompress)
+        self.sealed = _buffer()
+        self.plainbuf = _buffer()
+        self.rawbuf = _buffer()  # a compressed chunk decompressed (see _decompress)
 
     def _fd(self, pack: str) -> int:
         fd = self.fds.pop(pack, None)
         if fd is None:
             if len(self.fds) >= OPEN_PACKS:
                 os.close(self.fds.pop(next(iter(self.fds))))
-            fd = os.open(self.root / pack_name(pack), os.O_RDONLY)
+            fd = os.open(os.path.join(self.root, pack_name(pack)), os.O_RDONLY)
         self.fds[pack] = fd  # most recently used last
         return fd
 

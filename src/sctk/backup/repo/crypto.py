@@ -19,7 +19,6 @@ import base64
 import hashlib
 import hmac
 import os
-import secrets
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -145,7 +144,7 @@ class Keys:
 
     @classmethod
     def generate(cls, chunk_id: str = CHUNK_ID_DEFAULT) -> Keys:
-        return cls(secrets.token_bytes(32), chunk_id)
+        return cls(os.urandom(32), chunk_id)  # what secrets.token_bytes gives
 
     def chunk_id(self, data) -> str:
         """The keyed hash naming a chunk (the repository's algorithm, see the module doc).

@@ -24,12 +24,13 @@ on its own and appended.
 from __future__ import annotations
 
 import os
-import shutil
 import struct
-import tempfile
 from array import array
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # paths are a Path or a str: a verify's worker process opens SortedIndex
+    from pathlib import Path  # with no pathlib imported (checkprocs.py, workerloop.py)
 
 MAGIC = b"SCTKIX01"
 HEADER = struct.Struct("<8sQQI4x")
@@ -59,11 +60,10 @@ def _bucket_bits(n: int) -> int:
     return bits
 
 
-def build(path: Path, packs: Iterable[tuple[str, Iterable]]) -> int:
+def build(path: str | Path, packs: Iterable[tuple[str, Iterable]]) -> int:
     """Write the sorted index of PACKS ((pack id, [(chunk id, offset, length, raw length,
     flags)...]), as index files list them) to PATH, atomically; the number of chunk ids.
     Memory: at most IN_MEMORY records, or one partition (1/256 of them) at a time."""
-    path = Path(path)
     pack_rec = RECORD.pack
     pending: list[bytes] = []  # records while they are few: sorted here, no partition files
     spill: _Spill | None = None
@@ -98,8 +98,8 @@ class Builder:
     dropped), when given, hears each record dropped with the one kept (both 49-byte records)
     as the file is written. Memory as build()'s."""
 
-    def __init__(self, path: Path, on_repeat: Callable[[bytes, bytes], None] | None = None):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, on_repeat: Callable[[bytes, bytes], None] | None = None):
+        self.path = path
         self.pending: list[bytes] = []
         self.spill: _Spill | None = None
         self.pack_ids = bytearray()
@@ -145,10 +145,10 @@ def opened(builder: Builder) -> SortedIndex:
         os.unlink(builder.path)
 
 
-def _write(path: Path, bits: int, chunks, pack_ids: bytes, header) -> None:
+def _write(path: str | Path, bits: int, chunks, pack_ids: bytes, header) -> None:
     """The file at PATH, atomically: CHUNKS of records, the pack ids, then the header and
     bucket table from HEADER() -> (records, table bytes), known once CHUNKS are written."""
-    part_out = path.with_name(path.name + ".tmp")
+    part_out = os.fspath(path) + ".tmp"
     with open(part_out, "wb") as out:
         out.seek(HEADER.size + 4 * ((1 << bits) + 1))
         for data in chunks:
@@ -179,7 +179,7 @@ def _sorted_unique(recs: list[bytes], on_repeat=None) -> list[bytes]:
     return kept
 
 
-def _write_small(path: Path, recs: list[bytes], pack_ids: bytes, on_repeat=None) -> int:
+def _write_small(path: str | Path, recs: list[bytes], pack_ids: bytes, on_repeat=None) -> int:
     """Few records: sorted in memory by id alone (a stable sort: the first location given
     for an id stays first, and wins)."""
     kept = _sorted_unique(recs, on_repeat)
@@ -199,12 +199,17 @@ class _Spill:
     """Many records: spread over PARTITIONS files by their first byte, each sorted on its own
     when the file is written."""
 
-    def __init__(self, path: Path, on_repeat=None):
+    def __init__(self, path: str | Path, on_repeat=None):
+        import tempfile  # here, not at the top: a worker process that only reads imports none
+
         self.path = path
         self.on_repeat = on_repeat
-        self.tmp = tempfile.mkdtemp(dir=path.parent, prefix=".sortedindex-")
-        self.parts = [open(Path(self.tmp) / f"{i:03d}", "wb") for i in range(PARTITIONS)]  # noqa: SIM115
+        self.tmp = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".sortedindex-")
+        self.parts = [open(self._part(i), "wb") for i in range(PARTITIONS)]  # noqa: SIM115
         self.total = 0
+
+    def _part(self, i: int) -> str:
+        return os.path.join(self.tmp, f"{i:03d}")
 
     def add(self, recs: list[bytes]) -> None:
         for rec in recs:
@@ -227,8 +232,9 @@ class _Spill:
         def chunks():
             nonlocal n
             for i in range(PARTITIONS):
-                name = Path(self.tmp) / f"{i:03d}"
-                raw_part = name.read_bytes()
+                name = self._part(i)
+                with open(name, "rb") as f:
+                    raw_part = f.read()
                 os.unlink(name)
                 if not raw_part:
                     continue
@@ -252,6 +258,8 @@ class _Spill:
     def cleanup(self) -> None:
         for f in self.parts:
             f.close()
+        import shutil  # (as tempfile above)
+
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -259,9 +267,9 @@ class SortedIndex:
     """Lookups in a file written by build(): get(chunk id) -> (pack id, offset, length,
     raw length, flags) or None. Thread-safe (pread has no shared file position)."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.fd = os.open(self.path, os.O_RDONLY)
+    def __init__(self, path: str | Path):
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
         try:
             head = os.pread(self.fd, HEADER.size, 0)
             if len(head) != HEADER.size:

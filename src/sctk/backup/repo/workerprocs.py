@@ -21,10 +21,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import pickle
-import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -32,8 +28,9 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 
+from sctk.backup.repo.workerloop import receive, send
+
 ANSWER_PIPE = 1 << 20  # bytes of a worker's stdout pipe (Linux's default most, pipe-max-size)
-_FRAME = struct.Struct("<II")  # the lengths of a frame's pickle and of its raw bytes
 _BOOT = (
     "import importlib, json, sys; sys.path[:] = json.loads(sys.argv[1]); "
     "getattr(importlib.import_module(sys.argv[2]), sys.argv[3])()"
@@ -42,55 +39,6 @@ _BOOT = (
 
 class WorkerDied(Exception):
     """A worker process ended (killed, out of memory) with batches of it unanswered."""
-
-
-class WorkerFailed(Exception):
-    """A worker process met an error it could not answer a batch with (a file's or a chunk's
-    own errors are answers)."""
-
-
-def _send(out, obj, raw: bytes = b"") -> None:
-    """A frame: OBJ pickled, then RAW as it is (bulk bytes, such as sealed chunks, are not
-    copied into the pickle and out again)."""
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(_FRAME.pack(len(data), len(raw)))
-    out.write(data)
-    if raw:
-        out.write(raw)
-    out.flush()
-
-
-def _receive(inp) -> tuple | None:
-    """The next frame's (object, raw bytes), or None at the end of the stream."""
-    head = inp.read(_FRAME.size)
-    if len(head) < _FRAME.size:
-        return None
-    n, m = _FRAME.unpack(head)
-    data = inp.read(n)
-    raw = bytearray(m)
-    got = inp.readinto(raw) if m else 0
-    if len(data) < n or got < m:
-        return None
-    return pickle.loads(data), raw
-
-
-def serve(setup: Callable, work: Callable) -> None:
-    """A worker process's main loop: STATE = SETUP(the first frame's object), then for each
-    batch WORK(STATE, batch) gives the answer's (object, raw bytes), until the caller closes
-    its stdin (or dies). An exception WORK raises is answered as a WorkerFailed."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller's process handles Ctrl-C
-    inp = os.fdopen(os.dup(0), "rb")
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # nothing printed may reach the caller's channel
-    init, _ = _receive(inp)
-    state = setup(init)
-    _send(out, "ready")
-    while (batch := _receive(inp)) is not None:
-        try:
-            got, raw = work(state, batch[0])
-        except Exception as exc:  # e.g. MemoryError: the caller fails its pass with it
-            got, raw = WorkerFailed(f"{type(exc).__name__}: {exc}"), b""
-        _send(out, got, raw)
 
 
 class _Worker:
@@ -116,7 +64,7 @@ class _Worker:
         self.up: Future = Future()
         self.reader = threading.Thread(target=self._read, name="sctk-worker-reader", daemon=True)
         with contextlib.suppress(OSError):  # it died at once: the reader fails UP
-            _send(self.proc.stdin, init)
+            send(self.proc.stdin, init)
         self.reader.start()
 
     def submit(self, batch, then: Callable) -> Future:
@@ -126,7 +74,7 @@ class _Worker:
                 raise WorkerDied
             self.waiting.append((fut, then))
             try:
-                _send(self.proc.stdin, batch)
+                send(self.proc.stdin, batch)
             except OSError:
                 self.waiting.pop()
                 raise WorkerDied from None
@@ -150,11 +98,11 @@ class _Worker:
     def _answers(self) -> None:
         """Hand each answer to its batch's future, until the worker's stdout ends."""
         out = self.proc.stdout
-        first = _receive(out)
+        first = receive(out)
         if first is None or first[0] != "ready":
             return
         self.up.set_result(True)
-        while (frame := _receive(out)) is not None:
+        while (frame := receive(out)) is not None:
             got, raw = frame
             fut, then = self.waiting.popleft()
             if isinstance(got, Exception):

@@ -32,14 +32,8 @@ from typing import Any
 
 from pyfastcdc import FastCDC
 
-from sctk.backup.repo import leftovers
-from sctk.backup.repo.batchseal import (
-    Grown,
-    SealProcesses,
-    read_batch,
-    read_whole,
-    seal,
-)
+from sctk.backup.repo import batchseal, leftovers
+from sctk.backup.repo.batchseal import Grown, read_batch, read_whole, seal
 from sctk.backup.repo.compression import SMALL_FILES, Compressors, FilePolicy
 from sctk.backup.repo.errors import RepoError
 from sctk.backup.repo.filelist import FileListSink, SortedLookup, StoredList
@@ -50,7 +44,8 @@ from sctk.backup.repo.packs import PackWriter, WrittenPacks
 from sctk.backup.repo.storedids import StoredIds
 from sctk.backup.repo.threads import process_count, worker_count
 from sctk.backup.repo.trim import release_free_memory
-from sctk.backup.repo.workerprocs import OnDemand, WorkerDied, WorkerFailed
+from sctk.backup.repo.workerloop import WorkerFailed
+from sctk.backup.repo.workerprocs import OnDemand, Processes, WorkerDied
 
 # Chunks in flight: enough to keep every worker busy (more bought no speed, 8 MiB cost 10 MiB
 # of peak memory more on two data sets).
@@ -253,7 +248,9 @@ class SnapshotWriter:
         # worker processes sealing batches: None once PROCESSES_AFTER small files are met,
         # True from the first batch
         self._procs = OnDemand(
-            lambda: SealProcesses(self.keys, repo.config["chunker"], process_count()),
+            lambda: Processes(
+                batchseal.ENTRY, batchseal.init(self.keys, repo.config["chunker"]), process_count()
+            ),
             processes,
             PROCESSES_AFTER,
         )
@@ -603,7 +600,11 @@ class SnapshotWriter:
         procs = self._seal_processes()
         if procs is not None:
             try:
-                fut = procs.submit(sources, READ_IN_WORKER, self._store_sealed)
+                # the sealed chunks go into the pack in a thread of workerprocs' as they
+                # arrive, not on the thread that walks
+                fut = procs.submit(
+                    (sources, READ_IN_WORKER), lambda got, sealed: self._store_sealed(*got, sealed)
+                )
             except WorkerDied:
                 raise _worker_died() from None
             n = 0  # its bytes are read in the worker, not here
@@ -611,7 +612,7 @@ class SnapshotWriter:
             fut = self._pool.submit(self._read_batch, sources)
         self._add_in_flight(fut, files, n, len(sources), None)
 
-    def _seal_processes(self) -> SealProcesses | None:
+    def _seal_processes(self) -> Processes | None:
         """The worker processes for small-file batches once they are up; None while threads
         read them. Automatically (processes=None) they are started once this writer has met
         PROCESSES_AFTER small files, and threads read the batches while they start."""
