@@ -13,7 +13,8 @@ multiprocessing's: its spawn and fork server run the caller's main script again 
 worker (a script without a main guard would back up, or prune, once more in each), and
 forking the caller's process copies locks its other threads may hold. What a worker needs
 (keys, a repository's path) reaches it through its stdin, never a file, the environment or
-the command line.
+the command line. This module is the starting side; a worker runs workerloop.py's loop and
+imports nothing of this one.
 """
 
 from __future__ import annotations
@@ -126,8 +127,8 @@ class _Worker:
 
 
 class Processes:
-    """COUNT worker processes running ENTRY ((module, function): a function calling serve())
-    and set up with INIT."""
+    """COUNT worker processes running ENTRY ((module, function): a function calling
+    workerloop.serve()) and set up with INIT."""
 
     def __init__(self, entry: tuple[str, str], init, count: int):
         self._entry = entry
