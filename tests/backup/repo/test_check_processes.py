@@ -155,7 +155,8 @@ def test_where_larger_files_hold_the_bytes_processes_wait_for_many_small_ones(
     repo, tmp_path, monkeypatch
 ):
     """300 small files beside one of 30 MB (a mean over SMALL_MEAN): no worker starts with
-    the check, nor before PROCESSES_LATE files of one chunk are met."""
+    the check, nor before PROCESSES_LATE files of one chunk are met; then one (LATE_PROCESSES:
+    the threads are busy with the larger files)."""
     src = tmp_path / "src"
     small_files(src, 300, seed=5, most=5000)
     (src / "big.bin").write_bytes(random.Random(5).randbytes(30_000_000))
@@ -166,7 +167,9 @@ def test_where_larger_files_hold_the_bytes_processes_wait_for_many_small_ones(
     assert report.ok and most == 0
     monkeypatch.setattr(check_module, "PROCESSES_LATE", 60)
     report, most = _check(repo, None)
-    assert report.ok and most >= 1, "no worker started past PROCESSES_LATE"
+    assert report.ok and most == 1, f"{most} workers started past PROCESSES_LATE, not one"
+    report, most = _check(repo, True)  # asked for: one per core
+    assert report.ok and most == check_module.process_count()
 
 
 _KILLED_CHECK = """

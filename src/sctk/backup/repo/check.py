@@ -71,6 +71,12 @@ BIG_FIRST = 4  # the largest paths, verified before the rest (no core idle at th
 PROCESSES_AFTER = 2048
 SMALL_MEAN = 64 << 10
 PROCESSES_LATE = 16384
+# Workers a late start makes: one. There the threads are busy with the larger files, and a
+# second worker bought no time for 8-11 MiB (the reference data set at scale 16: 17.5-19.6 s
+# and 61-64 MiB with one, 17.4-18.2 s and 72 MiB with two, 18.1-18.9 s and 54 MiB threads
+# only; at scale 4 likewise): benchmarks/RESULTS.md, "Backup at scale". One per core when
+# they start with the check or are asked for.
+LATE_PROCESSES = 1
 
 
 def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
@@ -87,15 +93,30 @@ def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
     return errors
 
 
-@contextmanager
-def _hashers(repo, processes: bool | None) -> Iterator[OnDemand]:
+class _Hashers(OnDemand):
     """Worker processes reading files of one chunk (checkprocs.py) for a check of a local
-    repository: PROCESSES as Repository.check says; stopped when the check ends."""
-    hashers = OnDemand(
-        lambda: Processes(checkprocs.ENTRY, checkprocs.init(repo), process_count()),
-        processes if repo.backend.local else False,
-        PROCESSES_LATE,
-    )
+    repository: PROCESSES as Repository.check says. One per core when asked for (True) or
+    started with the check (start_now); LATE_PROCESSES once PROCESSES_LATE files are met."""
+
+    def __init__(self, repo, processes: bool | None):
+        self._count = process_count() if processes else LATE_PROCESSES
+        super().__init__(
+            lambda: Processes(checkprocs.ENTRY, checkprocs.init(repo), self._count),
+            processes if repo.backend.local else False,
+            PROCESSES_LATE,
+        )
+
+    def start_now(self) -> None:
+        """Start them (one per core) before any file is met: they boot while the lists are
+        walked."""
+        self._count = process_count()
+        self.get(PROCESSES_LATE)
+
+
+@contextmanager
+def _hashers(repo, processes: bool | None) -> Iterator[_Hashers]:
+    """The check's worker processes (_Hashers), stopped when the check ends."""
+    hashers = _Hashers(repo, processes)
     try:
         yield hashers
     finally:
@@ -428,7 +449,7 @@ def check(
         files = _file_count(repo, snap_ids)
         phases.start("snapshots", files)
         if files is not None and files >= PROCESSES_AFTER and _mostly_small(repo, snap_ids):
-            hashers.get(PROCESSES_LATE)  # started now: they boot while the lists are walked
+            hashers.start_now()
         walk = _structure(
             repo, snap_ids, errors, whole=snapshot_id is None, phases=phases, contents=read_data
         )
