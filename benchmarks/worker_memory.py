@@ -63,7 +63,8 @@ def _held(code: str) -> dict[str, int]:
         time.sleep(1.0)
         roll = _rollup(proc.pid)
         proc.stdin.close()
-        proc.wait()
+        if proc.wait() != 0 or not roll:
+            raise SystemExit(f"`python -I -c {code!r}` did not start (see its error above).")
         got.append((roll["Private_Clean"] + roll["Private_Dirty"], roll["Pss_Anon"]))
     private, anon = min(got)
     return {"private_kib": private, "anon_kib": anon}
@@ -83,7 +84,7 @@ def _pss_mib(pid: int) -> int:
 
 
 def verify(repo_path: str, mode: str) -> None:
-    from sctk.backup.repo import Repository
+    from sctk.backup.repo import RepoError, Repository
 
     processes = {"auto": None, "on": True, "off": False}[mode]
     me = os.getpid()
@@ -103,7 +104,10 @@ def verify(repo_path: str, mode: str) -> None:
             for key, value in now.items():
                 top[key] = max(top[key], value)
 
-    repo = Repository.open(repo_path, PASSPHRASE)
+    try:
+        repo = Repository.open(repo_path, PASSPHRASE)
+    except RepoError as exc:  # not a repository, or not one made with the probe's passphrase
+        raise SystemExit(str(exc)) from None
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.perf_counter()
