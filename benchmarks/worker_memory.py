@@ -6,7 +6,9 @@ trimmed").
 
 `imports`: each worker entry module started as a worker starts (`python -I`), its private
 memory (pages no other process maps: what each more worker adds) and its anonymous memory
-once imported, beside an interpreter that imports only the libraries the work needs
+once imported (compare the anonymous figure: a library's pages count as private when no
+other process maps them, so the private one moves with what else runs), beside an
+interpreter that imports only the libraries the work needs
 (zstandard, cryptography's AES-GCM, hashlib) and beside a bare interpreter. (Its PSS
 depends on which other processes map the same libraries at that moment.)
 
