@@ -7,11 +7,12 @@ Python allocation sites at the traced peak.
     python benchmarks/backup_memory_probe.py restore REPO TARGET [--trace]
 
 Prints one JSON line: seconds, resident memory now, the highest sampled (with the phase it
-was sampled in) and VmHWM, the highest sampled proportional set size of the process with its
-worker processes, and the CPU time of descendants GNU time does not see; with --trace the
-top 15 allocation sites (tracemalloc) at the highest traced total. `prune` forgets the
-older half of the snapshots. Run it under `/usr/bin/time -f '%e s %U u %S s %M KB'` for CPU
-time too (see RESULTS.md, "Backup engine memory at scale").
+was sampled in; and in each phase, whole and its anonymous part: a check's phases are its
+own) and VmHWM, the highest sampled proportional set size of the process with its worker
+processes, and the CPU time of descendants GNU time does not see; with --trace the top 15
+allocation sites (tracemalloc) at the highest traced total. `prune` forgets the older half
+of the snapshots. Run it under `/usr/bin/time -f '%e s %U u %S s %M KB'` for CPU time too
+(see RESULTS.md, "Backup engine memory at scale").
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ PASSPHRASE = "correct horse battery staple, bench"
 MiB = 1 << 20
 
 
-def rss_mib() -> int:
+def rss_mib(field: str = "VmRSS") -> int:
+    """FIELD of /proc/self/status in MiB: VmRSS, or its anonymous part RssAnon (the rest is
+    mapped files: the interpreter's and libraries' code, which pages in as it runs)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) // 1024
     return 0
 
@@ -50,6 +53,8 @@ def main(argv: list[str]) -> None:
     phase = ["start"]
     best: dict = {"peak": 0, "snap": None, "when": ""}
     top = {"mib": 0, "phase": ""}
+    by_phase: dict[str, int] = {}  # the highest RSS sampled in each phase
+    anon_by_phase: dict[str, int] = {}  # ... and of its anonymous part
     tree = {"mib": 0, "phase": ""}  # with its worker processes
     ticks = [0]
     stop = threading.Event()
@@ -59,6 +64,11 @@ def main(argv: list[str]) -> None:
             now = rss_mib()
             if now > top["mib"]:
                 top.update(mib=now, phase=phase[0])
+            if now > by_phase.get(phase[0], 0):
+                by_phase[phase[0]] = now
+            anon = rss_mib("RssAnon")
+            if anon > anon_by_phase.get(phase[0], 0):
+                anon_by_phase[phase[0]] = anon
             ticks[0] += 1
             if ticks[0] % 5 == 0:  # every second: reading each process's map costs
                 now = tree_pss_kib(os.getpid()) // 1024
@@ -86,7 +96,10 @@ def main(argv: list[str]) -> None:
                 phase[0] = "commit"
                 w.commit("probe", {}, host="probe")
         elif op == "check":
-            result["ok"] = repo.check(read_data=True).ok
+            def heard(name: str, _done: int, _total: int | None) -> None:
+                phase[0] = name
+
+            result["ok"] = repo.check(read_data=True, phase=heard).ok
         elif op == "restore":
             target = Path(rest[0])
             shutil.rmtree(target, ignore_errors=True)
@@ -107,6 +120,8 @@ def main(argv: list[str]) -> None:
         "seconds": round(time.perf_counter() - started, 2),
         "rss_now_mib": rss_mib(),
         "rss_top_sampled": top,
+        "rss_top_by_phase": by_phase,
+        "anon_top_by_phase": anon_by_phase,
         "vmhwm_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
         "tree_pss_top_sampled": tree,
         "descendants_cpu_s": descendants_cpu_s(os.getpid()),

@@ -151,12 +151,12 @@ def test_processes_start_only_past_the_threshold(repo, tmp_path, monkeypatch):
     assert report.ok and most == 0
 
 
-def test_where_larger_files_hold_the_bytes_processes_wait_for_many_small_ones(
+def test_where_larger_files_hold_the_bytes_no_worker_starts_unless_asked(
     repo, tmp_path, monkeypatch
 ):
-    """300 small files beside one of 30 MB (a mean over SMALL_MEAN): no worker starts with
-    the check, nor before PROCESSES_LATE files of one chunk are met; then one (LATE_PROCESSES:
-    the threads are busy with the larger files)."""
+    """300 small files beside one of 30 MB (a mean over SMALL_MEAN): no worker starts,
+    however many files of one chunk are met (a worker started late bought no time: the
+    threads are busy with the larger files); asked for, one per core."""
     src = tmp_path / "src"
     small_files(src, 300, seed=5, most=5000)
     (src / "big.bin").write_bytes(random.Random(5).randbytes(30_000_000))
@@ -165,11 +165,10 @@ def test_where_larger_files_hold_the_bytes_processes_wait_for_many_small_ones(
     monkeypatch.setattr(check_module, "PROCESSES_AFTER", 100)  # not what decides here
     report, most = _check(repo, None)
     assert report.ok and most == 0
-    monkeypatch.setattr(check_module, "PROCESSES_LATE", 60)
-    report, most = _check(repo, None)
-    assert report.ok and most == 1, f"{most} workers started past PROCESSES_LATE, not one"
     report, most = _check(repo, True)  # asked for: one per core
     assert report.ok and most == check_module.process_count()
+    report, most = _check(repo, False)
+    assert report.ok and most == 0
 
 
 _KILLED_CHECK = """

@@ -11,10 +11,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import tracemalloc
 from pathlib import Path
 
 from sctk.backup.repo import Repository
-from sctk.backup.repo.index import write_index
+from sctk.backup.repo.index import ENTRIES_PER_FILE, write_index
 
 from .conftest import PASSPHRASE, backup, make_tree
 
@@ -30,14 +31,14 @@ def _pack(p: int) -> str:
     return hashlib.sha256(b"p" + p.to_bytes(8, "little")).hexdigest()
 
 
-def _many_chunks(root: Path) -> Repository:
-    """A repository whose index lists PACKS x PER_PACK chunks; its packs are sparse files of
-    the recorded size (so they count as present), their contents never read."""
+def _many_chunks(root: Path, packs_made: int = PACKS) -> Repository:
+    """A repository whose index lists PACKS_MADE x PER_PACK chunks; its packs are sparse
+    files of the recorded size (so they count as present), their contents never read."""
     repo = Repository.init(str(root), PASSPHRASE)
     size = PER_PACK * 4096 + 100
 
     def packs():
-        for p in range(PACKS):
+        for p in range(packs_made):
             pack = _pack(p)
             path = root / "data" / pack[:2] / pack
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,3 +162,42 @@ def test_the_local_file_of_a_killed_process_is_removed_by_the_next_load(tmp_path
     assert [p.name for p in local.iterdir()] == [again.index.entries.base.path.parent.name]
     again.close()
     assert not list(local.iterdir())
+
+
+def _traced(fn) -> tuple[object, int, int]:
+    """FN()'s result, the traced memory it left behind and its traced peak (bytes)."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        got = fn()
+        now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return got, now - base, peak - base
+
+
+def test_index_files_are_decoded_a_pack_at_a_time_and_their_rows_kept_packed(tmp_path):
+    """An index file (10,000 rows here: 10 packs of 1,000) decoded whole was ~4 MiB of
+    objects, and the allocator's pages under them stayed with the process; each pack's rows
+    are packed (49 bytes a row) as the pack is decoded. Opening holds one pack's rows as
+    objects at a time beside the records being sorted, and a pass over the packs' rows
+    keeps two files' rows packed, not decoded (~300 bytes a row)."""
+    packs = 4 * ENTRIES_PER_FILE // PER_PACK
+    _many_chunks(tmp_path / "repo", packs)
+    repo = Repository.open(str(tmp_path / "repo"), PASSPHRASE)
+    index, left, load_peak = _traced(lambda: repo.index)  # loaded when first asked for
+    assert len(index.files) == 4 and len(index.pack_sizes) == packs
+    # the records sorted in memory (~1.7 MiB), one file's text (~2 MiB as bytes and as a
+    # string) and its rows packed, one pack's rows: 5.2 MiB, where it was 9.9
+    assert load_peak < 7.5 * (1 << 20), load_peak
+    assert left < 1 << 20, left  # pack sizes and where each is listed: no row
+
+    def one_pass():
+        return sum(len(index.pack_blobs[p]) for p in index.pack_blobs)
+
+    rows, kept, pass_peak = _traced(one_pass)
+    assert rows == packs * PER_PACK
+    assert kept < 2 * ENTRIES_PER_FILE * 60, kept  # two files' rows packed; was 5.5 MiB
+    assert pass_peak < 5 << 20, pass_peak  # and one more file being read: 3.3 MiB, was 10.1
+    assert index.pack_blobs[_pack(7)][3] == (_cid(7 * PER_PACK + 3), 3 * 4096, 4096, 5000, 1)
+    repo.close()

@@ -31,7 +31,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import groupby
+from itertools import groupby, tee
 from operator import itemgetter
 
 from sctk.backup.repo import checkprocs, leftovers
@@ -61,22 +61,17 @@ BATCH_GROUPS = 256  # ...or this many groups
 BIG_FIRST = 4  # the largest paths, verified before the rest (no core idle at the end)
 # Worker processes read files of one chunk (checkprocs.py) where most files are small: when
 # the snapshots hold PROCESSES_AFTER files or more averaging SMALL_MEAN bytes at most, they
-# start with the check. Elsewhere the larger files' decoding and hashing (in C, no lock
-# held) keeps the threads busy and the small files' Python costs little beside it: workers
-# start only once PROCESSES_LATE files of one chunk are met, so that the boot of each (~0.1 s
-# of CPU) is paid back. Started after 2,048 such files, they cost a verify of the reference
-# data set at scale 1 (3,052 files, all but 47 under 256 KB) 0.2 s (1.98 s against 1.76,
-# medians) and saved nothing at scale 4 (benchmarks/RESULTS.md, "Backup at scale, nineteenth
-# session").
+# start with the check (one per core). Elsewhere the larger files' decoding and hashing (in
+# C, no lock held) keeps the threads busy and the small files' Python costs little beside
+# it, and none starts unless asked for. A worker started once 16,384 files of one chunk
+# had been met (as the verify did until the twenty-first session) bought no time for its
+# 8-15 MiB: on the lab data set at scale 4 (24,000 small files in one run of paths beside
+# 16 GB of larger files) 23.1-25.9 s with it against 22.1-23.9 s without, and on the
+# reference data set at scale 16 20.6-21.3 s against 20.8-21.7 (benchmarks/RESULTS.md,
+# "Backup at scale, twenty-first session"); started after 2,048 such files, workers had
+# cost a verify of the reference data set at scale 1 0.2 s.
 PROCESSES_AFTER = 2048
 SMALL_MEAN = 64 << 10
-PROCESSES_LATE = 16384
-# Workers a late start makes: one. There the threads are busy with the larger files, and a
-# second worker bought no time for 8-11 MiB (the reference data set at scale 16: 17.5-19.6 s
-# and 61-64 MiB with one, 17.4-18.2 s and 72 MiB with two, 18.1-18.9 s and 54 MiB threads
-# only; at scale 4 likewise): benchmarks/RESULTS.md, "Backup at scale". One per core when
-# they start with the check or are asked for.
-LATE_PROCESSES = 1
 
 
 def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
@@ -95,22 +90,22 @@ def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
 
 class _Hashers(OnDemand):
     """Worker processes reading files of one chunk (checkprocs.py) for a check of a local
-    repository: PROCESSES as Repository.check says. One per core when asked for (True) or
-    started with the check (start_now); LATE_PROCESSES once PROCESSES_LATE files are met."""
+    repository, one per core: PROCESSES as Repository.check says; None: only if the check
+    starts them (start_now), however many such files it meets."""
+
+    NEVER_MET = 1 << 62  # the files of one chunk a check would have to meet to start them
 
     def __init__(self, repo, processes: bool | None):
-        self._count = process_count() if processes else LATE_PROCESSES
         super().__init__(
-            lambda: Processes(checkprocs.ENTRY, checkprocs.init(repo), self._count),
+            lambda: Processes(checkprocs.ENTRY, checkprocs.init(repo), process_count()),
             processes if repo.backend.local else False,
-            PROCESSES_LATE,
+            self.NEVER_MET,
         )
 
     def start_now(self) -> None:
-        """Start them (one per core) before any file is met: they boot while the lists are
-        walked."""
-        self._count = process_count()
-        self.get(PROCESSES_LATE)
+        """Start them before any file is met (unless told not to): they boot while the
+        lists are walked, and the threads verify the files meanwhile."""
+        self.get(self.NEVER_MET)
 
 
 @contextmanager
@@ -553,7 +548,7 @@ class _Step:
     last: bool
 
 
-def _schedule(index, files: list[_Checked]) -> list[_Step]:
+def _schedule(index, files: list[_Checked]) -> Iterator[_Step]:
     """The order in which _verify_versions hands the chunks of FILES (versions of one path)
     to their hashes: each version's in its own order, a chunk the versions share read once.
 
@@ -566,14 +561,17 @@ def _schedule(index, files: list[_Checked]) -> list[_Step]:
     versions (the reference data set's versions share most chunks): verify's peak at scale
     4 was 78 MiB with the copies, 53 without. The kept plaintexts' sizes are followed as
     _SharedPlain keeps them (a chunk's plaintext is its raw length, loc[3]), so the steps
-    that READ are the reads made when none fails: helpers decode them ahead."""
+    that READ are the reads made when none fails: helpers decode them ahead.
+
+    The steps are made as they are taken: a list of them for a whole file (a location, a
+    step and a list of holders a chunk) grew with the file, 4 MiB of the peak for the 3.4 GB
+    database at scale 16 of the reference data set."""
     entries = index.entries
     remaining = Counter(cid for f in files for cid in f.chunks)
     at = [0] * len(files)
     live = [j for j, f in enumerate(files) if f.chunks]
     kept: OrderedDict[str, int] = OrderedDict()
     kept_bytes = 0
-    steps: list[_Step] = []
     while live:
         heads: dict[str, list[int]] = {}
         for j in live:
@@ -596,11 +594,10 @@ def _schedule(index, files: list[_Checked]) -> list[_Step]:
                 kept_bytes -= kept.popitem(last=False)[1]
         elif last and cid in kept:
             kept_bytes -= kept.pop(cid)
-        steps.append(_Step(cid, loc, holders, read, keep, last))
         for j in holders:
             at[j] += 1
         live = [j for j in live if at[j] < len(files[j].chunks)]
-    return steps
+        yield _Step(cid, loc, holders, read, keep, last)
 
 
 def _hash_into(shas: list, cache: _SharedPlain | None, cid: str, data) -> None:
@@ -611,20 +608,23 @@ def _hash_into(shas: list, cache: _SharedPlain | None, cid: str, data) -> None:
         sha.update(data)
 
 
-def _verify_versions(reader, index, files: list[_Checked], helpers=None) -> tuple[list, list, int]:
+def _verify_versions(reader, index, files: list[_Checked], helpers=None) -> tuple[list, dict, int]:
     """Read FILES (versions of one path, or one file) as _schedule orders it, so that a
     chunk they share (or one repeated in a file) is decrypted and decompressed once, and
     hash each:
-    ([(SHA-256 or None, ChunkError or None)] per file, (pack, offset) of every chunk read,
+    ([(SHA-256 or None, ChunkError or None)] per file, {pack: offsets} of the chunks read,
     stored bytes read). Every version is still hashed whole: that is what its SHA-256 checks.
     HELPERS (chunkread.Helpers), when given, decode chunks ahead while threads are idle: the
     hashing is in order, the decoding need not be."""
-    steps = _schedule(index, files)
+    # the schedule twice: as the steps go, and ahead for PlannedReads (tee keeps the steps
+    # between the two, a few reads' worth)
+    steps, ahead = tee(_schedule(index, files))
     cache = _SharedPlain()
-    reads = PlannedReads([(s.cid, s.loc) for s in steps if s.read], reader, helpers)
+    reads = PlannedReads(((s.cid, s.loc) for s in ahead if s.read), reader, helpers)
+    del ahead  # held by PlannedReads alone: let go with the rest of the plan when it stops
     shas = [hashlib.sha256() for _ in files]
     failed: list[ChunkError | None] = [None] * len(files)
-    done: list[tuple[str, int]] = []
+    done: dict[str, array] = {}  # pack -> offsets of the chunks read (4 bytes each)
     nbytes = 0
     try:
         for s in steps:
@@ -639,7 +639,10 @@ def _verify_versions(reader, index, files: list[_Checked], helpers=None) -> tupl
                 keep = cache if s.keep else None
                 data = reads.read(s.cid, s.loc, partial(_hash_into, live, keep, s.cid))
                 if data is None:
-                    done.append((s.loc[0], s.loc[1]))
+                    offsets = done.get(s.loc[0])
+                    if offsets is None:
+                        offsets = done[s.loc[0]] = array("I")
+                    offsets.append(s.loc[1])
                 elif keep is not None:
                     cache.put(s.cid, data)  # its ChunkError, for the versions needing it later
             elif not isinstance(data, ChunkError):
@@ -861,9 +864,8 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool, hashers: On
     many files there are.
 
     Files of one chunk go to HASHERS (worker processes, see _hashers) once they are up
-    (started with the check, or once PROCESSES_LATE such files are met); a batch a worker
-    fails to answer (killed, out of memory) is verified here instead, and the rest by
-    threads."""
+    (when the check started them or was asked to); a batch a worker fails to answer
+    (killed, out of memory) is verified here instead, and the rest by threads."""
     index = repo.index
     local = threading.local()
     readers: list = []
@@ -903,8 +905,8 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool, hashers: On
             outcomes.append((digest, failed))
         return [(group, outcomes, offsets, nbytes, () if whole else packs)]
 
-    def submit(one: bool, batch: list[list], met: int):
-        procs = hashers.get(met) if one else None
+    def submit(one: bool, batch: list[list]):
+        procs = hashers.get(0) if one else None
         if procs is not None:
             learnt = index.entries.learnt
             files = [(f.chunks[0], learnt(f.chunks[0]), f.sha256) for ((_pos, f),) in batch]
@@ -928,7 +930,6 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool, hashers: On
             record(*result)
 
     workers = worker_count()
-    met = 0  # files of one chunk met
     try:
         # Results are taken as they finish, not in order: waiting on a large file while the
         # window is full left the other verifiers idle.
@@ -936,8 +937,7 @@ def _verify_files(repo, groups: Iterator[list], record, whole: bool, hashers: On
             helpers = Helpers(verifiers, reader_of)
             running: set = set()
             for one, batch in _batches(groups):
-                met += len(batch) if one else 0
-                running.add(submit(one, batch, met))
+                running.add(submit(one, batch))
                 if len(running) >= 2 * workers:
                     finished, running = wait(running, return_when=FIRST_COMPLETED)
                     for fut in finished:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+from collections import deque
 from typing import TYPE_CHECKING
 
 import zstandard
@@ -28,6 +29,7 @@ from sctk.backup.repo.errors import ChunkError
 from sctk.backup.repo.formats import FLAG_ZSTD, pack_name
 
 if TYPE_CHECKING:  # a verify's worker process runs LocalReader alone (checkprocs.py)
+    from collections.abc import Iterable
     from concurrent.futures import Future
     from pathlib import Path
 
@@ -236,6 +238,7 @@ class LocalReader:
 
 AHEAD_BYTES = 4 * MiB  # plaintext decoded ahead for one task by idle threads (at most)
 AHEAD_READS = 8
+LOOK_AHEAD = 64  # reads of a plan looked at ahead for those (large chunks are passed over)
 
 
 class Helpers:
@@ -276,30 +279,42 @@ class Helpers:
 
 
 class PlannedReads:
-    """read(cid, loc, use) for a task whose reads are known in advance (PLAN: [(cid, loc)] in
-    order): each is decoded here, or by an idle thread of HELPERS ahead of time (at most
-    AHEAD_BYTES of plaintext). A large chunk (see large()) is never decoded ahead: its fresh
-    plaintext would wait in a future, several on each task in flight at the peak; the task's
-    own thread decodes it when it gets there, and the chunks after it are still sent ahead.
-    A read off the plan (the task stopped a file at a damaged chunk, so its later chunks are
-    not read) ends the reading ahead: what was decoded ahead and not asked for is dropped,
-    never counted."""
+    """read(cid, loc, use) for a task whose reads are known in advance (PLAN: (cid, loc) in
+    order, an iterable taken as it is needed: a plan of a whole file held as a list grew
+    with the file, 4 MiB for the 3.4 GB database at scale 16 of the reference data set):
+    each is decoded here, or by an idle thread of HELPERS ahead of time (at most
+    AHEAD_BYTES of plaintext, AHEAD_READS reads, LOOK_AHEAD reads of the plan). A large
+    chunk (see large()) is never decoded ahead: its fresh plaintext would wait in a future,
+    several on each task in flight at the peak; the task's own thread decodes it when it
+    gets there, and the chunks after it are still sent ahead. A read off the plan (the task
+    stopped a file at a damaged chunk, so its later chunks are not read) ends the reading
+    ahead: what was decoded ahead and not asked for is dropped, never counted."""
 
-    def __init__(self, plan: list[tuple[str, tuple]], reader, helpers: Helpers | None):
-        self.plan = plan
+    def __init__(self, plan: Iterable[tuple[str, tuple]], reader, helpers: Helpers | None):
+        self.plan = iter(plan)
         self.reader = reader
         self.helpers = helpers
-        self.at = 0  # next read of the plan
-        self.sent = 0  # reads of the plan handed to helpers so far
+        self.at = 0  # position in the plan of the next read
+        self.upcoming: deque[tuple[str, tuple]] = deque()  # taken from the plan, from AT on
+        self.sent = 0  # reads of the plan handed to helpers (or passed over) so far
         self.ahead: dict[int, Future] = {}
         self.ahead_bytes = 0
 
+    def _take(self) -> bool:
+        """One more read of the plan into UPCOMING; whether there was one."""
+        item = next(self.plan, None)
+        if item is None:
+            return False
+        self.upcoming.append(item)
+        return True
+
     def read(self, cid: str, loc: tuple, use) -> ChunkError | None:
         """USE(plaintext) of the next read, or its ChunkError (the reader's read())."""
-        at = self.at
-        if at >= len(self.plan) or self.plan[at] != (cid, loc):
+        if (not self.upcoming and not self._take()) or self.upcoming[0] != (cid, loc):
             self.stop()
             return self.reader.read(cid, loc, use)
+        self.upcoming.popleft()
+        at = self.at
         self.at = at + 1
         self._send()
         fut = self.ahead.pop(at, None)
@@ -313,10 +328,13 @@ class PlannedReads:
         helpers = self.helpers
         if helpers is None or not helpers.idle():
             return
-        plan, ahead = self.plan, self.ahead
+        upcoming, ahead = self.upcoming, self.ahead
         self.sent = max(self.sent, self.at)
-        while self.sent < len(plan) and len(ahead) < AHEAD_READS:
-            cid, loc = plan[self.sent]
+        while len(ahead) < AHEAD_READS and self.sent - self.at < LOOK_AHEAD:
+            k = self.sent - self.at
+            if k >= len(upcoming) and not self._take():
+                break
+            cid, loc = upcoming[k]
             if large(loc):
                 self.sent += 1  # left to the task's thread (read finds no future for it)
                 continue
@@ -328,10 +346,10 @@ class PlannedReads:
             self.sent += 1
 
     def stop(self) -> None:
-        """No more reading ahead (off the plan, or done)."""
+        """No more reading ahead (off the plan, or done): the rest of the plan let go."""
         for fut in self.ahead.values():
             fut.cancel()
         self.ahead.clear()
         self.ahead_bytes = 0
-        self.sent = len(self.plan)
-        self.at = len(self.plan)
+        self.plan = iter(())
+        self.upcoming.clear()

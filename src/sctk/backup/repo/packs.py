@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from sctk.backup.repo.backend_contract import Backend, PackFile
 from sctk.backup.repo.crypto import Keys
 from sctk.backup.repo.errors import RepoError
-from sctk.backup.repo.formats import decode_pack_header, encode_pack_tail, pack_name
+from sctk.backup.repo.formats import (
+    ROW,
+    decode_pack_header,
+    encode_pack_tail,
+    pack_name,
+    pack_rows,
+    unpack_rows,
+)
 
 PACK_SIZE = 16 * 1024 * 1024
 # Chunks a pack holds at most: its rows wait in memory until it is written (~250 bytes each),
@@ -189,9 +196,6 @@ def read_pack_header(backend, keys: Keys, name: str, size: int) -> tuple[list[li
     return entries, size - 4 - hlen
 
 
-_ROW = struct.Struct("<32sIIIB")  # chunk id, offset, length, raw length, flags
-
-
 class WrittenPacks:
     """The packs a writer has made durable and their chunk rows, the rows kept in a local
     temporary file (45 bytes a chunk) until the index files are written, rather than in
@@ -205,7 +209,7 @@ class WrittenPacks:
         self.end = 0
 
     def add(self, pack_id: str, size: int, blobs: list) -> None:
-        data = b"".join(_ROW.pack(bytes.fromhex(b[0]), *b[1:5]) for b in blobs)
+        data = pack_rows(blobs)
         with self.lock:
             os.pwrite(self.file.fileno(), data, self.end)
             self.packs.append((pack_id, size, self.end, len(blobs)))
@@ -222,9 +226,7 @@ class WrittenPacks:
         """(pack id, (size, rows)) one pack at a time, rows as the index files list them."""
         fd = self.file.fileno()
         for pack_id, size, off, n in list(self.packs):
-            data = os.pread(fd, n * _ROW.size, off)
-            rows = [[k.hex(), o, ln, raw, fl] for k, o, ln, raw, fl in _ROW.iter_unpack(data)]
-            yield pack_id, (size, rows)
+            yield pack_id, (size, unpack_rows(os.pread(fd, n * ROW.size, off)))
 
     def close(self) -> None:
         self.file.close()

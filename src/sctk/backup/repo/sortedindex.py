@@ -29,6 +29,8 @@ from array import array
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from sctk.backup.repo.formats import ROW
+
 if TYPE_CHECKING:  # paths are a Path or a str: a verify's worker process opens SortedIndex
     from pathlib import Path  # with no pathlib imported (checkprocs.py, workerloop.py)
 
@@ -62,7 +64,8 @@ def _bucket_bits(n: int) -> int:
 
 def build(path: str | Path, packs: Iterable[tuple[str, Iterable]]) -> int:
     """Write the sorted index of PACKS ((pack id, [(chunk id, offset, length, raw length,
-    flags)...]), as index files list them) to PATH, atomically; the number of chunk ids.
+    flags)...]), as index files list them, or their rows packed: formats.pack_rows) to PATH,
+    atomically; the number of chunk ids.
     Memory: at most IN_MEMORY records, or one partition (1/256 of them) at a time."""
     pack_rec = RECORD.pack
     pending: list[bytes] = []  # records while they are few: sorted here, no partition files
@@ -74,8 +77,13 @@ def build(path: str | Path, packs: Iterable[tuple[str, Iterable]]) -> int:
             num = npacks
             pack_ids += bytes.fromhex(pack_id)
             npacks += 1
-            for cid, off, length, raw, flags in blobs:
-                pending.append(pack_rec(bytes.fromhex(cid), num, off, length, raw, flags))
+            rows = (
+                ROW.iter_unpack(blobs)
+                if isinstance(blobs, bytes)
+                else ((bytes.fromhex(cid), *rest) for cid, *rest in blobs)
+            )
+            for key, off, length, raw, flags in rows:
+                pending.append(pack_rec(key, num, off, length, raw, flags))
                 if len(pending) >= IN_MEMORY:
                     if spill is None:
                         spill = _Spill(path)
