@@ -96,6 +96,7 @@ def main(argv: list[str]) -> None:
                 phase[0] = "commit"
                 w.commit("probe", {}, host="probe")
         elif op == "check":
+
             def heard(name: str, _done: int, _total: int | None) -> None:
                 phase[0] = name
 
