@@ -239,9 +239,9 @@ def test_a_rare_large_chunk_is_read_without_growing_the_readers_buffers(repo, tm
 
 
 def test_a_restore_keeps_aside_only_the_largest_large_files(repo, tmp_path, monkeypatch):
-    """The large files start first, largest first, but only LARGE_KEPT of them are held
-    (with their chunk ids) from the listing pass; the others follow in list order, and
-    every file is restored."""
+    """The large files start first, largest first, but only LARGE_KEPT of them are kept
+    aside from the listing pass, as paths (an entry with its chunk ids is looked up when its
+    turn comes); the others follow in list order, and every file is restored."""
     from sctk.backup.repo import restore as restore_mod
 
     monkeypatch.setattr(restore_mod, "LARGE_FILE", 1000)
@@ -254,14 +254,25 @@ def test_a_restore_keeps_aside_only_the_largest_large_files(repo, tmp_path, monk
         (src / f"f{i:02d}.bin").write_bytes(rnd.randbytes(size))
     (src / "tiny.txt").write_text("tiny")
     info = backup(repo, src)
+    started: list[int] = []
+    restore_file = restore_mod._Restore.restore_file
+    monkeypatch.setattr(
+        restore_mod._Restore,
+        "restore_file",
+        lambda self, e: started.append(e.size) or restore_file(self, e),
+    )
+    monkeypatch.setattr(restore_mod, "worker_count", lambda: 1)  # started in submission order
     run = restore_mod._Restore(repo, info.id, tmp_path / "out", None, None, False)
     try:
         run.stage()
-        assert [size for size, _, _ in run.large] == sorted(sizes, reverse=True)[:3]
+        largest = sorted(sizes, reverse=True)[:3]
+        assert [size for size, _, _ in run.large] == largest
+        assert all(isinstance(path, str) for _, _, path in run.large)
         run.write_files()
         run.move_into_place()
     finally:
         run.close()
+    assert started[:3] == largest and sorted(started) == sorted([*sizes, 4])
     assert tree_bytes(tmp_path / "out") == tree_bytes(src)
 
 

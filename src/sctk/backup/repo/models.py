@@ -16,6 +16,11 @@ class FileEntry:
     sha256: str
     chunks: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, f: dict) -> FileEntry:
+        """The entry of F, a file as a snapshot's list holds it."""
+        return cls(f["path"], f["mode"], f["size"], f["sha256"], list(f["chunks"]))
+
 
 @dataclass
 class SnapshotInfo:

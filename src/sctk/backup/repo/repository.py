@@ -478,7 +478,7 @@ class Repository:
         """files() of snapshot SNAP_ID (a full id) streamed a piece at a time."""
         for f in self.snapshot_files(snap_id):
             if include is None or include(f["path"]):
-                yield FileEntry(f["path"], f["mode"], f["size"], f["sha256"], list(f["chunks"]))
+                yield FileEntry.of(f)
 
     def sha256_of(self, snap_id: str, paths: Iterable[str]) -> dict[str, str]:
         """The SHA-256 of each of PATHS that snapshot SNAP_ID holds (looked up in path order:
@@ -496,7 +496,7 @@ class Repository:
         path = path.strip().lstrip("/")
         f = self.snapshot_lookup(info.id).get(path)
         if f is not None:
-            return info, FileEntry(f["path"], f["mode"], f["size"], f["sha256"], list(f["chunks"]))
+            return info, FileEntry.of(f)
         raise RepoError(
             f"{path} is not in snapshot {info.id[:12]}; list the snapshot's files to find the path."
         )
