@@ -704,8 +704,8 @@ class Repository:
     ) -> CheckReport:
         """Structure check, and with READ_DATA every chunk and file verified (see check.py);
         PHASE(name, done, total) hears the progress of each phase. PROCESSES: whether files
-        of one chunk are read by worker processes (checkprocs.py): None once many are met,
-        True from the first, False never."""
+        of one chunk are read by worker processes (checkprocs.py): None where the snapshots
+        hold mostly small files (from the start), True from the first, False never."""
         from sctk.backup.repo.check import check
 
         return check(self, read_data, snapshot_id, progress, phase, processes)
