@@ -151,23 +151,26 @@ def test_processes_start_only_past_the_threshold(repo, tmp_path, monkeypatch):
     assert report.ok and most == 0
 
 
-def test_where_larger_files_hold_the_bytes_no_worker_starts_unless_asked(
+def test_where_larger_files_hold_the_bytes_one_worker_starts_with_the_check(
     repo, tmp_path, monkeypatch
 ):
-    """300 small files beside one of 30 MB (a mean over SMALL_MEAN): no worker starts,
-    however many files of one chunk are met (a worker started late bought no time: the
-    threads are busy with the larger files); asked for, one per core."""
+    """300 small files beside one of 30 MB (a mean over SMALL_MEAN): one worker, started
+    with the check whatever the number of files met (the threads are busy with the larger
+    files); asked for, one per core; below PROCESSES_AFTER files, none."""
     src = tmp_path / "src"
     small_files(src, 300, seed=5, most=5000)
     (src / "big.bin").write_bytes(random.Random(5).randbytes(30_000_000))
     backup(repo, src)
     monkeypatch.setattr(check_module, "BATCH_GROUPS", 2)  # many progress calls to sample at
-    monkeypatch.setattr(check_module, "PROCESSES_AFTER", 100)  # not what decides here
+    monkeypatch.setattr(check_module, "PROCESSES_AFTER", 100)
     report, most = _check(repo, None)
-    assert report.ok and most == 0
+    assert report.ok and most == 1, f"{most} workers, not one"
     report, most = _check(repo, True)  # asked for: one per core
     assert report.ok and most == check_module.process_count()
     report, most = _check(repo, False)
+    assert report.ok and most == 0
+    monkeypatch.setattr(check_module, "PROCESSES_AFTER", 1000)
+    report, most = _check(repo, None)
     assert report.ok and most == 0
 
 

@@ -59,17 +59,20 @@ SHARED_CACHE_BYTES = 8 * 1024 * 1024  # plaintext kept per group for chunks vers
 BATCH_BYTES = 1 << 20  # small files verified in one task up to this size together...
 BATCH_GROUPS = 256  # ...or this many groups
 BIG_FIRST = 4  # the largest paths, verified before the rest (no core idle at the end)
-# Worker processes read files of one chunk (checkprocs.py) where most files are small: when
-# the snapshots hold PROCESSES_AFTER files or more averaging SMALL_MEAN bytes at most, they
-# start with the check (one per core). Elsewhere the larger files' decoding and hashing (in
-# C, no lock held) keeps the threads busy and the small files' Python costs little beside
-# it, and none starts unless asked for. A worker started once 16,384 files of one chunk
-# had been met (as the verify did until the twenty-first session) bought no time for its
-# 8-15 MiB: on the lab data set at scale 4 (24,000 small files in one run of paths beside
-# 16 GB of larger files) 23.1-25.9 s with it against 22.1-23.9 s without, and on the
-# reference data set at scale 16 20.6-21.3 s against 20.8-21.7 (benchmarks/RESULTS.md,
-# "Backup at scale, twenty-first session"); started after 2,048 such files, workers had
-# cost a verify of the reference data set at scale 1 0.2 s.
+# Worker processes read files of one chunk (checkprocs.py), started with the check when the
+# snapshots hold PROCESSES_AFTER files or more: one per core where they average SMALL_MEAN
+# bytes at most (mostly small files), else one (the threads are busy with the larger
+# files' decoding and hashing, in C with no lock held, and one worker takes the small
+# files' Python off them). Decided from the snapshots' headers, not from how many files a
+# check has met so far: a worker started once 16,384 files of one chunk had been met
+# started at scale 16 of the reference data set and not at scale 1, a step of 10-16 MiB in
+# the verify's peak between the two (the growth issue 26 bounds); from the start, the
+# same worker is in both. Measured (benchmarks/RESULTS.md, "Backup at scale, twenty-first
+# session"): on the scale study's repository at scale 16 (the reference data set and
+# 26,000 random files of 1 to 64 KB) one worker from the start 22.0-23.0 s and 60-61 MiB,
+# none 23.3-24.4 s and 52-53 MiB; at scale 1 1.44-1.46 s against 1.42-1.61 s; on the lab
+# data set at scale 4 (24,000 small files of text beside 16 GB of larger files) one late
+# worker cost time instead: 23.1-25.9 s against 22.1-23.9 s.
 PROCESSES_AFTER = 2048
 SMALL_MEAN = 64 << 10
 
@@ -90,21 +93,24 @@ def blocking_problems(repo, phases: Phases | None = None) -> list[str]:
 
 class _Hashers(OnDemand):
     """Worker processes reading files of one chunk (checkprocs.py) for a check of a local
-    repository, one per core: PROCESSES as Repository.check says; None: only if the check
-    starts them (start_now), however many such files it meets."""
+    repository: PROCESSES as Repository.check says (True: one per core; None: only if the
+    check starts them, start_now, however many such files it meets)."""
 
     NEVER_MET = 1 << 62  # the files of one chunk a check would have to meet to start them
 
     def __init__(self, repo, processes: bool | None):
+        self._count = process_count()
         super().__init__(
-            lambda: Processes(checkprocs.ENTRY, checkprocs.init(repo), process_count()),
+            lambda: Processes(checkprocs.ENTRY, checkprocs.init(repo), self._count),
             processes if repo.backend.local else False,
             self.NEVER_MET,
         )
 
-    def start_now(self) -> None:
-        """Start them before any file is met (unless told not to): they boot while the
-        lists are walked, and the threads verify the files meanwhile."""
+    def start_now(self, count: int) -> None:
+        """Start COUNT of them before any file is met (unless told not to): they boot while
+        the lists are walked, and the threads verify the files meanwhile."""
+        if self._wanted is None:
+            self._count = count
         self.get(self.NEVER_MET)
 
 
@@ -120,7 +126,7 @@ def _hashers(repo, processes: bool | None) -> Iterator[_Hashers]:
 
 def _mostly_small(repo, snap_ids) -> bool:
     """Whether the files of SNAP_IDS average SMALL_MEAN bytes at most (from their headers):
-    then most are of one chunk, and worker processes are started before they are met."""
+    then most are of one chunk, and a worker process per core starts with the check."""
     try:
         heads = [repo.snapshot_header(s) for s in snap_ids]
     except RepoError:
@@ -443,8 +449,8 @@ def check(
         snap_ids = [repo.find_snapshot(snapshot_id).id] if snapshot_id else repo.snapshot_ids()
         files = _file_count(repo, snap_ids)
         phases.start("snapshots", files)
-        if files is not None and files >= PROCESSES_AFTER and _mostly_small(repo, snap_ids):
-            hashers.start_now()
+        if files is not None and files >= PROCESSES_AFTER:
+            hashers.start_now(process_count() if _mostly_small(repo, snap_ids) else 1)
         walk = _structure(
             repo, snap_ids, errors, whole=snapshot_id is None, phases=phases, contents=read_data
         )

@@ -704,8 +704,9 @@ class Repository:
     ) -> CheckReport:
         """Structure check, and with READ_DATA every chunk and file verified (see check.py);
         PHASE(name, done, total) hears the progress of each phase. PROCESSES: whether files
-        of one chunk are read by worker processes (checkprocs.py): None where the snapshots
-        hold mostly small files (from the start), True from the first, False never."""
+        of one chunk are read by worker processes (checkprocs.py): None from the start where
+        the snapshots hold 2,048 files or more (one per core where most are small, else
+        one), True one per core from the first, False never."""
         from sctk.backup.repo.check import check
 
         return check(self, read_data, snapshot_id, progress, phase, processes)
