@@ -101,7 +101,7 @@ def test_a_large_index_is_looked_up_from_disk_in_bounded_memory(tmp_path):
     assert got["loc"] == [_pack(0), 5 * 97 * 4096, 4096, 5000, 1]
     assert got["held"] == 0  # no chunk held as a Python object after opening
     # The dicts of 200,000 chunks grew the process by ~100 MB; what is left is constant: the
-    # records sorted in memory before spilling (5 MiB), two decoded index files, buffers
+    # records sorted in memory before spilling (5 MiB), two index files' rows, buffers
     # (20 MiB measured).
     assert got["grew"] < 40 * 1024 * 1024, got
     assert not list(tmp_path.glob("sctk-index-*"))  # the local file goes with the process

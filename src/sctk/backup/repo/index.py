@@ -24,8 +24,8 @@ from sctk.backup.repo.formats import AAD_INDEX, content_id, open_index, seal_jso
 from sctk.backup.repo.sortedindex import Builder, SortedIndex, build
 
 # One index file holds at most this many chunks (older sctk wrote up to 50,000), so a huge
-# repository is not one huge file, and one decoded file (~3 MiB) is what a pass over the
-# packs' rows holds at a time.
+# repository is not one huge file, and one file's text and packed rows (~2.5 MiB while it is
+# read, ~0.5 MiB kept) are what a pass over the packs' rows holds at a time.
 ENTRIES_PER_FILE = 10_000
 NO_PACK = "00" * 32  # the pack of the rows of a chunk_set(): no pack
 
