@@ -17,7 +17,7 @@ from pathlib import Path
 from sctk.backup.repo import Repository
 from sctk.backup.repo.index import ENTRIES_PER_FILE, write_index
 
-from .conftest import PASSPHRASE, backup, make_tree
+from .conftest import PASSPHRASE, backup, make_tree, tree_bytes
 
 PACKS = 200
 PER_PACK = 1000  # 200,000 chunks: ~100 MB as the dicts the index used to be
@@ -201,3 +201,31 @@ def test_index_files_are_decoded_a_pack_at_a_time_and_their_rows_kept_packed(tmp
     assert pass_peak < 5 << 20, pass_peak  # and one more file being read: 3.3 MiB, was 10.1
     assert index.pack_blobs[_pack(7)][3] == (_cid(7 * PER_PACK + 3), 3 * 4096, 4096, 5000, 1)
     repo.close()
+
+
+def test_an_authentic_index_file_of_the_wrong_shape_is_named_damaged(tmp_path):
+    """An index file sealed with the repository's key whose rows are not what a writer
+    writes (an offset as text, a row cut short), as a buggy or hostile writer holding the
+    key could leave: opening the index names it damaged, one sentence, instead of failing
+    in the middle of the load; check reports it and the data still restores."""
+    from sctk.backup.repo.formats import AAD_INDEX, content_id, seal_json
+
+    make_tree(tmp_path / "src")
+    repo = Repository.init(str(tmp_path / "repo"), PASSPHRASE)
+    info = backup(repo, tmp_path / "src")
+    pack = next(iter(repo.index.pack_sizes))
+    size = repo.index.pack_sizes[pack]
+    for bad_row in (["ab" * 32, "12", 5, 5, 0], ["ab" * 32, 12]):
+        doc = {"packs": [{"id": pack, "size": size, "blobs": [bad_row]}]}
+        blob = seal_json(repo.keys, doc, AAD_INDEX)
+        name = f"index/{content_id(blob)}"
+        repo.backend.write(name, blob)
+        again = Repository.open(str(tmp_path / "repo"), PASSPHRASE)
+        assert again.index.errors == [
+            f"The index file {name} is damaged (it is not what sctk writes)."
+        ]
+        report = again.check()
+        assert not report.ok and any(name in e for e in report.errors)
+        again.restore(info.id, tmp_path / f"out-{len(bad_row)}")
+        assert tree_bytes(tmp_path / f"out-{len(bad_row)}") == tree_bytes(tmp_path / "src")
+        repo.backend.delete(name)

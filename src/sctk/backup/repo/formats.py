@@ -82,9 +82,13 @@ def open_json(keys: Keys, blob: bytes, aad: bytes, what: str, object_hook=None):
     naming WHAT if it was altered."""
     try:
         raw = keys.open(blob, aad)
-        return json.loads(zstandard.ZstdDecompressor().decompress(raw), object_hook=object_hook)
-    except (InvalidTag, zstandard.ZstdError, ValueError, IndexError, TypeError, struct.error):
+    except (InvalidTag, ValueError, IndexError):
         raise RepoError(f"The {what} is damaged (it fails authentication).") from None
+    try:
+        return json.loads(zstandard.ZstdDecompressor().decompress(raw), object_hook=object_hook)
+    except (zstandard.ZstdError, ValueError, IndexError, TypeError, struct.error):
+        # sealed with the key, yet not what sctk writes (a writer's bug, or a key holder's)
+        raise RepoError(f"The {what} is damaged (it is not what sctk writes).") from None
 
 
 def _packed_pack(obj: dict):
