@@ -402,8 +402,8 @@ def report(saved: dict) -> str:
         "",
         "Steps (bench_backup.py drives benchmarks/backup_scale.py; every step is a child "
         "process under GNU time, and its peak memory is the child's own peak RSS or, when "
-        "larger, the peak PSS of the child and its worker processes together, sampled four "
-        "times a second: tree_memory.py): first backup of the data "
+        "larger, the peak PSS of the child and its worker processes together, sampled every "
+        f"{saved.get('sample_every_s', 0.25)} s: tree_memory.py): first backup of the data "
         "set plus a scratch directory of about 5% more (random files of 1 to 64 KB); second "
         "backup with nothing changed; verify reading every byte; the scratch directory "
         "deleted and two more backups (untimed); forget the older half (keep the last 2 of "
@@ -476,6 +476,7 @@ def study(args, scales: list[float], tools: list[str], versions: dict, log, harn
         "versions": versions,
         "rounds": args.rounds,
         "machine": platform.machine(),
+        "sample_every_s": H.SAMPLE_EVERY_S,
         "cases": cases,
         "small": None,
     }

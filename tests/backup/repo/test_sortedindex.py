@@ -262,3 +262,27 @@ def test_held_length_sums_the_lengths_of_the_keys_another_file_holds(tmp_path):
     assert every.held_length(part, block=1000) == sum(every.get(k, (0, 0, 0))[2] for k in some)
     assert every.held_length(every) == sum(every[k][2] for k in ids)
     assert every.held_length(empty) == 0 and empty.held_length(part) == 0
+
+
+def test_comparing_a_small_file_with_a_large_one_holds_a_block_not_the_large_file(tmp_path):
+    """A verify compares the chunks its snapshots reference (a small file) with the whole
+    repository's: a block of the small file's keys spans every bucket of the large file,
+    which lacks() and held_length() once held whole (~80 bytes a chunk of the repository)."""
+    import tracemalloc
+
+    rnd = random.Random(10)
+    keys = [rnd.randbytes(32).hex() for _ in range(150_000)]
+    build(tmp_path / "all.idx", [("11" * 32, [(k, 0, 1, 3, 0) for k in keys])])
+    some = rnd.sample(keys, 2_000) + [rnd.randbytes(32).hex() for _ in range(4)]
+    build(tmp_path / "some.idx", [("00" * 32, [(k, 0, 0, 0, 0) for k in some])])
+    every, part = SortedIndex(tmp_path / "all.idx"), SortedIndex(tmp_path / "some.idx")
+    del keys
+    tracemalloc.start()
+    try:
+        assert every.lacks(part) == 4
+        assert every.held_length(part) == 2_000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # held whole, the large file's keys alone are 150,000 x ~80 bytes = 11 MiB
+    assert peak < 3 * (1 << 20), f"peak {peak / (1 << 20):.1f} MiB"
