@@ -59,20 +59,18 @@ SHARED_CACHE_BYTES = 8 * 1024 * 1024  # plaintext kept per group for chunks vers
 BATCH_BYTES = 1 << 20  # small files verified in one task up to this size together...
 BATCH_GROUPS = 256  # ...or this many groups
 BIG_FIRST = 4  # the largest paths, verified before the rest (no core idle at the end)
-# Worker processes read files of one chunk (checkprocs.py), started with the check when the
-# snapshots hold PROCESSES_AFTER files or more: one per core where they average SMALL_MEAN
-# bytes at most (mostly small files), else one (the threads are busy with the larger
-# files' decoding and hashing, in C with no lock held, and one worker takes the small
-# files' Python off them). Decided from the snapshots' headers, not from how many files a
-# check has met so far: a worker started once 16,384 files of one chunk had been met
-# started at scale 16 of the reference data set and not at scale 1, a step of 10-16 MiB in
-# the verify's peak between the two (the growth issue 26 bounds); from the start, the
-# same worker is in both. Measured (benchmarks/RESULTS.md, "Backup at scale, twenty-first
-# session"): on the scale study's repository at scale 16 (the reference data set and
-# 26,000 random files of 1 to 64 KB) one worker from the start 22.0-23.0 s and 60-61 MiB,
-# none 23.3-24.4 s and 52-53 MiB; at scale 1 1.44-1.46 s against 1.42-1.61 s; on the lab
-# data set at scale 4 (24,000 small files of text beside 16 GB of larger files) one late
-# worker cost time instead: 23.1-25.9 s against 22.1-23.9 s.
+# Worker processes read files of one chunk (checkprocs.py), one per core, started with the
+# check when the snapshots hold PROCESSES_AFTER files or more averaging SMALL_MEAN bytes at
+# most (mostly small files: there the files' Python is the work, and the workers take it
+# off the threads). Where larger files hold the bytes, none: the threads' decoding and
+# hashing run in C with no lock held, and a worker bought 0-5% of the time for 8-13 MiB
+# (benchmarks/RESULTS.md, "Backup at scale", the twenty-second session's notes): on the lab
+# data set at scale 2 6.65-7.03 s against 6.88-7.25 s and 61-63 MiB against 48-49; on the
+# reference data set at scale 16 60-61 MiB against 51-53 and, on two machines,
+# 22.0-23.0 s against 23.3-24.4 s and 12.2-12.9 s against 12.3-12.8 s; there its memory
+# was the verify's growth past the 10 MiB issue 26 allows from scale 1 to scale 16.
+# Decided from the snapshots' headers, not from how many files a check has met so far, so
+# that a repository ten times larger of the same kind gets the same workers.
 PROCESSES_AFTER = 2048
 SMALL_MEAN = 64 << 10
 
@@ -449,8 +447,8 @@ def check(
         snap_ids = [repo.find_snapshot(snapshot_id).id] if snapshot_id else repo.snapshot_ids()
         files = _file_count(repo, snap_ids)
         phases.start("snapshots", files)
-        if files is not None and files >= PROCESSES_AFTER:
-            hashers.start_now(process_count() if _mostly_small(repo, snap_ids) else 1)
+        if files is not None and files >= PROCESSES_AFTER and _mostly_small(repo, snap_ids):
+            hashers.start_now(process_count())
         walk = _structure(
             repo, snap_ids, errors, whole=snapshot_id is None, phases=phases, contents=read_data
         )
