@@ -653,7 +653,11 @@ def _method_lines(metrics: dict[str, Any]) -> list[str]:
             f"{sel['floor']:.0%} and one standard error"
         )
     if sel.get("leaf_scores"):  # the boosted learners' trees, chosen on the same rows
-        tried = ", ".join(f"{k} leaves {v:.5g}" for k, v in sel["leaf_scores"].items())
+        moved = {str(k) for k in sel.get("leaf_moved", ())}  # judged with bounds moved
+        tried = ", ".join(
+            f"{k} leaves {v:.5g}{' (bounds moved)' if k in moved else ''}"
+            for k, v in sel["leaf_scores"].items()
+        )
         lines.append(f"trees of {sel['leaves']} leaves (the sided CQR scored {tried})")
     snapped = sel.get("snapped") or {}
     if metrics["method"] in snapped:  # a discrete target: bounds moved to its values or not

@@ -24,8 +24,8 @@ Methods (`method`), each a residual learner and a conformity score (sctk.uq.scor
                     of rows varies by more than their standard error); for a discrete
                     target each candidate is also scored with its bounds moved to the
                     target's values (sctk.uq.support), and `support_` keeps them when that
-                    scored better; the boosted learners' trees have 7 leaves, or 31
-                    where the sided CQR scores better with them on the same rows by
+                    scored better; the boosted learners' trees have 7 leaves, or 15 or
+                    31 where the sided CQR scores better with them on the same rows by
                     more than a standard error (LEAF_CHOICES)
 
 S is the physics function (zero without one); the boosted learners learn the residual
@@ -156,10 +156,14 @@ CHOICE_MARGIN = 1.0
 CHALLENGER_FLOOR = 0.05
 SELECT_MIN_ROWS = 100  # fewer training rows: no validation split worth the name
 # Leaves a tree the boosted learners may have, in the automatic choice on validation rows:
-# the first (sctk.uq.trees' default) unless another beats it by CHOICE_MARGIN standard
-# errors. 7 leaves won on the tuning tables (RESULTS.md, "UQ: smaller trees") but lost 1-2%
-# on a table of 12,000 training rows (randhie) where 31 had fitted it better.
-LEAF_CHOICES = (7, 31)
+# the first (sctk.uq.trees' default) unless the best of the others beats it by CHOICE_MARGIN
+# standard errors. 7 leaves won on the tuning tables (RESULTS.md, "UQ: smaller trees") but
+# lost 1-2% on a table of 12,000 training rows (randhie) where 31 had fitted it better. 15
+# came in with the tuning tables of 16,000-19,000 training rows (RESULTS.md, "UQ: tree
+# sizes on larger tables"): the choice fits on three quarters of the training rows, where
+# larger trees look worse than they do once refitted on all of them, and between 7 and 31
+# it kept 7 where 15 and 31 both scored better on the test rows.
+LEAF_CHOICES = (7, 15, 31)
 FALLBACK = "mlp-normalised"  # the method of every model before `auto`
 SQRT_HALF_PI = math.sqrt(math.pi / 2)  # E|r| * this = sd, for Gaussian r
 
@@ -587,7 +591,9 @@ class HybridRegressor:
         groups = self._oof.get("groups")
         return None if groups is None else groups[rows]
 
-    def _fit_learner(self, X, y, callback=None) -> None:
+    def _fit_learner(self, X, y, callback=None, band_only: bool = False) -> None:
+        """Fit the method's learner on (X, y). BAND_ONLY: a quantile learner without its
+        mean tree, which only the point prediction reads (the choice's validation fits)."""
         y_std = float(y.std()) or 1.0
         x_std = X.std(axis=0)
         self.scaling_ = _Scaling(
@@ -604,7 +610,8 @@ class HybridRegressor:
         features, physics = self._tree_inputs(X)
         residual = y - physics
         fit = self._boost_fit
-        self.trees_["mean"] = fit(features, residual, "squared_error", None)
+        if not (band_only and learner == "quantile"):
+            self.trees_["mean"] = fit(features, residual, "squared_error", None)
         if learner == "quantile":
             a = self.quantile_alpha / 2
             self.trees_["lo"] = fit(features, residual, "quantile", a)
@@ -760,17 +767,30 @@ class HybridRegressor:
         the preferred method (the sided CQR) on the validation SPLITS ((fit rows, validation
         rows)): the record of the choice (nothing when the user set them, `boost`) and, per
         split, what _validate gave at the chosen leaves for the CANDIDATES of the quantile
-        learner, fitted once here for the sided CQR (the choice then need not refit it)."""
+        learner, fitted once here for the sided CQR (the choice then need not refit it).
+        Each size is judged as the choice would use it: for a discrete target, with its
+        bounds moved to the target's values where that scores better (as _choose keeps the
+        move); the record names those sizes (`leaf_moved`)."""
         self.leaves_ = None
         if "max_leaf_nodes" in (self.boost or {}):
             return {}, [{} for _ in splits]
         method = "hgb-cqr-sided"
         quantile = [m for m in candidates if LEARNER[m] == LEARNER[method]]
-        rows, scored = {}, {}
+        rows, scored, moved_at = {}, {}, []
         for leaves in LEAF_CHOICES:
             self.leaves_ = leaves
             scored[leaves] = [self._validate(X, y, f, v, quantile) for f, v in splits]
-            rows[(method, leaves)] = np.concatenate([s[(method, False)] for s in scored[leaves]])
+            variants = {
+                (method, moved): np.concatenate([s[(method, moved)] for s in scored[leaves]])
+                for moved in (False, True)
+                if all((method, moved) in s for s in scored[leaves])
+            }
+            kept = (method, False)
+            if (method, True) in variants:
+                kept = _beats(variants, (method, True), kept)
+                if kept[1]:
+                    moved_at.append(leaves)
+            rows[(method, leaves)] = variants[kept]
         base = (method, LEAF_CHOICES[0])
         best = min(rows, key=lambda key: float(rows[key].mean()))
         self.leaves_ = _beats(rows, best, base)[1]
@@ -778,6 +798,8 @@ class HybridRegressor:
             "leaves": int(self.leaves_),
             "leaf_scores": {str(k[1]): float(v.mean()) for k, v in rows.items()},
         }
+        if moved_at:
+            record["leaf_moved"] = [int(leaves) for leaves in moved_at]
         return record, scored[self.leaves_]
 
     def _validate(self, X, y, fit_rows, val, candidates) -> dict[tuple[str, bool], np.ndarray]:
@@ -797,7 +819,7 @@ class HybridRegressor:
                 member = self._fold_model(
                     {"mlp": "mlp-normalised", "boost": "hgb-normalised"}.get(learner, method)
                 )
-                member._fit_learner(X[fit_rows], y[fit_rows])
+                member._fit_learner(X[fit_rows], y[fit_rows], band_only=True)
                 outputs[learner] = member._outputs(X[val], with_psi=False)
             out = outputs[learner]
             score = self._score_for(method)
@@ -847,7 +869,7 @@ class HybridRegressor:
         if LEARNER[self.method_] == "mlp":
             return self._network_outputs(X, with_psi)
         features, physics = self._tree_inputs(X)
-        mean = physics + self.trees_["mean"].predict(features)
+        mean = physics + self.trees_["mean"].predict(features) if "mean" in self.trees_ else None
         if "lo" in self.trees_:
             lo = self.trees_["lo"].predict(features)
             hi = self.trees_["hi"].predict(features)
@@ -860,6 +882,7 @@ class HybridRegressor:
             # the same centre, and the half-distance instead of a spread clipped at 0
             centre = physics + 0.5 * (lo + hi)
             spread = 0.5 * np.abs(hi - lo)
+            mean = centre if mean is None else mean  # a band-only fit (see _fit_learner)
             sigma = spread / _normal_quantile(1 - self.quantile_alpha / 2)
         elif "spread" in self.trees_:
             centre = mean
