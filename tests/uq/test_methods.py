@@ -363,3 +363,19 @@ def test_models_show_says_which_trees_the_choice_grew():
     sel |= {"candidates": {"hgb-cqr-sided": 2.5}, "leaf_scores": {"7": 2.75, "31": 2.5}}
     lines = _method_lines({"method": "hgb-cqr-sided", "selection": sel})
     assert lines[-1] == "trees of 31 leaves (the sided CQR scored 7 leaves 2.75, 31 leaves 2.5)"
+    sel |= {"leaf_moved": [31]}  # a discrete target's size judged with its bounds moved
+    lines = _method_lines({"method": "hgb-cqr-sided", "selection": sel})
+    assert lines[-1].endswith("7 leaves 2.75, 31 leaves 2.5 (bounds moved))")
+
+
+def test_the_choices_validation_fits_leave_out_the_mean_tree_and_score_alike():
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1, 1, (1500, 3))
+    y = X[:, 0] + rng.normal(0, 0.2 + 0.3 * np.abs(X[:, 1]), 1500)
+    full, band = (HybridRegressor(seed=0, method="hgb-cqr-sided") for _ in range(2))
+    for model, band_only in ((full, False), (band, True)):
+        model.physics_fn_, model.n_features_in_, model.method_ = None, 3, "hgb-cqr-sided"
+        model._fit_learner(X[:1000], y[:1000], band_only=band_only)
+    assert set(full.trees_) == {"mean", "lo", "hi"} and set(band.trees_) == {"lo", "hi"}
+    a, b = full._outputs(X[1000:], False), band._outputs(X[1000:], False)
+    assert np.array_equal(a["centre"], b["centre"]) and np.array_equal(a["spread"], b["spread"])

@@ -92,6 +92,21 @@ def test_auto_keeps_the_move_where_validation_says_so_and_model_files_keep_it():
     )
 
 
+def test_the_tree_sizes_are_judged_with_the_bounds_moved_where_moving_wins():
+    rng = np.random.default_rng(5)
+    X, y = counts(rng, 4000)
+    model = HybridRegressor(seed=0, **QUICK).fit(X[:2000], y[:2000], X[2000:2500], y[2000:2500])
+    sel = model.selection_
+    # moving wins here at every size (as it does for the method chosen), so each size was
+    # judged by its moved bounds: the chosen size's score is the sided CQR's moved one
+    assert sel["leaf_moved"] == [7, 31]
+    assert sel["leaf_scores"][str(sel["leaves"])] == pytest.approx(sel["snapped"]["hgb-cqr-sided"])
+    assert sel["leaf_scores"][str(sel["leaves"])] < sel["candidates"]["hgb-cqr-sided"]
+    # a continuous target: no size moved, none recorded
+    smooth = HybridRegressor(seed=0, **QUICK).fit(X[:2000], X[:2000, 0] + rng.normal(0, 0.3, 2000))
+    assert "leaf_moved" not in smooth.selection_ and "leaf_scores" in smooth.selection_
+
+
 def test_cv_plus_auto_scores_the_move_too():
     rng = np.random.default_rng(6)
     X, y = counts(rng, 900)

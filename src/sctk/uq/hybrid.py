@@ -24,8 +24,8 @@ Methods (`method`), each a residual learner and a conformity score (sctk.uq.scor
                     of rows varies by more than their standard error); for a discrete
                     target each candidate is also scored with its bounds moved to the
                     target's values (sctk.uq.support), and `support_` keeps them when that
-                    scored better; the boosted learners' trees have 7 leaves, or 15 or
-                    31 where the sided CQR scores better with them on the same rows by
+                    scored better; the boosted learners' trees have 7 leaves, or 31
+                    where the sided CQR scores better with them on the same rows by
                     more than a standard error (LEAF_CHOICES)
 
 S is the physics function (zero without one); the boosted learners learn the residual
@@ -156,14 +156,12 @@ CHOICE_MARGIN = 1.0
 CHALLENGER_FLOOR = 0.05
 SELECT_MIN_ROWS = 100  # fewer training rows: no validation split worth the name
 # Leaves a tree the boosted learners may have, in the automatic choice on validation rows:
-# the first (sctk.uq.trees' default) unless the best of the others beats it by CHOICE_MARGIN
-# standard errors. 7 leaves won on the tuning tables (RESULTS.md, "UQ: smaller trees") but
-# lost 1-2% on a table of 12,000 training rows (randhie) where 31 had fitted it better. 15
-# came in with the tuning tables of 16,000-19,000 training rows (RESULTS.md, "UQ: tree
-# sizes on larger tables"): the choice fits on three quarters of the training rows, where
-# larger trees look worse than they do once refitted on all of them, and between 7 and 31
-# it kept 7 where 15 and 31 both scored better on the test rows.
-LEAF_CHOICES = (7, 15, 31)
+# the first (sctk.uq.trees' default) unless another beats it by CHOICE_MARGIN standard
+# errors. 7 leaves won on the tuning tables (RESULTS.md, "UQ: smaller trees") but lost 1-2%
+# on a table of 12,000 training rows (randhie) where 31 had fitted it better. A middle size
+# (7, 15, 31) and no margin were tried on the larger tuning tables and not kept (RESULTS.md,
+# "UQ: tree sizes on larger tables").
+LEAF_CHOICES = (7, 31)
 FALLBACK = "mlp-normalised"  # the method of every model before `auto`
 SQRT_HALF_PI = math.sqrt(math.pi / 2)  # E|r| * this = sd, for Gaussian r
 
