@@ -67,12 +67,21 @@ LARGE = (
     ("wooldridge", "labsup", "hours", ("worked", "weeks", "labinc", "faminc")),
     ("AER", "CPS1988", "wage", ()),
 )
+# Added after the twenty-third session's report as leads (RESULTS.md, "UQ: tree sizes on
+# larger tables"): two of them (cps_mixtape, nycflights) showed randhie's pattern
+LEADS = (
+    ("COUNT", "rwm", "docvis", ()),
+    ("AER", "Fertility2", "work", ()),
+    ("causaldata", "cps_mixtape", "re78", ("data_id",)),
+    ("wooldridge", "census2000", "lweekinc", ()),
+    ("openintro", "nycflights", "arr_delay", ("arr_time", "air_time", "tailnum", "flight")),
+)
 LOG1P = ("DoctorVisits", "NMES1988", "rwm5yr", "VietNamI")
 
 
 def tuning_tables() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out = {}
-    for package, name, target, drop in (*TUNING, *LARGE):
+    for package, name, target, drop in (*TUNING, *LARGE, *LEADS):
         out[name] = X, y = rdataset(package, name, target, drop)
         if name in LOG1P:
             out[f"{name} log1p"] = (X, np.log1p(y))

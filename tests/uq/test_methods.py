@@ -346,9 +346,13 @@ def test_auto_grows_larger_trees_only_where_the_validation_rows_need_them():
     sel = model.selection_
     assert sel["leaves"] == 31 and _tree_leaves(model) > 7
     assert sel["leaf_scores"]["31"] < sel["leaf_scores"]["7"]
-    # a straight line: the default small trees are kept
+    # trees alone: scikit-learn's 31 leaves is the size 7 must beat
+    assert sel["leaf_default"] == 31
+    # a straight line while the network is a candidate: the default small trees are kept
     line = X[:, 0] + noise
-    model = HybridRegressor(**fit).fit(X[:4000], line[:4000], X[4000:], line[4000:])
+    quick = {"epochs": 5, "hidden": (16,), "patience": 3}
+    model = HybridRegressor(seed=0, **quick).fit(X[:1500], line[:1500], X[4000:], line[4000:])
+    assert model.selection_["leaf_default"] == 7
     assert model.selection_["leaves"] == 7 and _tree_leaves(model) <= 7
     # leaves the user set are used as given, with no choice
     given = HybridRegressor(**fit, boost={"max_leaf_nodes": 4})

@@ -24,9 +24,10 @@ Methods (`method`), each a residual learner and a conformity score (sctk.uq.scor
                     of rows varies by more than their standard error); for a discrete
                     target each candidate is also scored with its bounds moved to the
                     target's values (sctk.uq.support), and `support_` keeps them when that
-                    scored better; the boosted learners' trees have 7 leaves, or 31
-                    where the sided CQR scores better with them on the same rows by
-                    more than a standard error (LEAF_CHOICES)
+                    scored better; the boosted learners' trees have 7 leaves or 31,
+                    the sided CQR judging them on the same rows: 7 unless 31 scores
+                    better by more than a standard error while the network is a
+                    candidate, 31 unless 7 does where the trees alone are (LEAF_CHOICES)
 
 S is the physics function (zero without one); the boosted learners learn the residual
 y - S(X) from the features and S(X), so the physics stays the base of every learner.
@@ -155,12 +156,15 @@ CHOICE_MARGIN = 1.0
 # alone; over K folds each learner is judged over K fits and no floor is added.
 CHALLENGER_FLOOR = 0.05
 SELECT_MIN_ROWS = 100  # fewer training rows: no validation split worth the name
-# Leaves a tree the boosted learners may have, in the automatic choice on validation rows:
-# the first (sctk.uq.trees' default) unless another beats it by CHOICE_MARGIN standard
-# errors. 7 leaves won on the tuning tables (RESULTS.md, "UQ: smaller trees") but lost 1-2%
-# on a table of 12,000 training rows (randhie) where 31 had fitted it better. A middle size
-# (7, 15, 31) and no margin were tried on the larger tuning tables and not kept (RESULTS.md,
-# "UQ: tree sizes on larger tables").
+# Leaves a tree the boosted learners may have, in the automatic choice on validation rows.
+# The incumbent is the first (sctk.uq.trees' default) while the network is a candidate, and
+# the last (scikit-learn's default) where the trees alone are (past mlp_rows); the other
+# size replaces it only by CHOICE_MARGIN standard errors. 7 leaves won on the tuning tables
+# (RESULTS.md, "UQ: smaller trees"), all of them small enough for the network; on larger
+# tables 31 often fits better, and the choice's validation fits (three quarters of the
+# training rows) make larger trees look worse than they do refitted on all of them, so a
+# margin in favour of 7 there kept it where 31 won on the test rows (RESULTS.md, "UQ: tree
+# sizes on larger tables": incumbent 31 past mlp_rows, chosen on 11 tuning cells).
 LEAF_CHOICES = (7, 31)
 FALLBACK = "mlp-normalised"  # the method of every model before `auto`
 SQRT_HALF_PI = math.sqrt(math.pi / 2)  # E|r| * this = sd, for Gaussian r
@@ -789,11 +793,15 @@ class HybridRegressor:
                 if kept[1]:
                     moved_at.append(leaves)
             rows[(method, leaves)] = variants[kept]
-        base = (method, LEAF_CHOICES[0])
+        # the incumbent size: scikit-learn's where the trees alone are candidates (see
+        # LEAF_CHOICES), the smaller default where the network is one too
+        trees_alone = not any(LEARNER[m] == "mlp" for m in candidates)
+        base = (method, LEAF_CHOICES[-1] if trees_alone else LEAF_CHOICES[0])
         best = min(rows, key=lambda key: float(rows[key].mean()))
         self.leaves_ = _beats(rows, best, base)[1]
         record = {
             "leaves": int(self.leaves_),
+            "leaf_default": int(base[1]),
             "leaf_scores": {str(k[1]): float(v.mean()) for k, v in rows.items()},
         }
         if moved_at:
