@@ -22,6 +22,9 @@ rows): Ecdat's VietNamI (Vietnamese living-standards survey 1997, pharmacy visit
 'pharvis', also as log(1 + y)), wooldridge's labsup (US mothers' labour supply, 'hours', two
 fifths zeros; the other measures of work left out) and AER's CPS1988 (US weekly wages,
 'wage', skewed); run them with --splits 20, as the report's half-percent gaps needed.
+LEADS, added after that session's report: COUNT's rwm ('docvis'), AER's Fertility2
+('work'), causaldata's cps_mixtape ('re78'), wooldridge's census2000 ('lweekinc') and
+openintro's nycflights ('arr_delay'), 20 splits as well.
 Each split as in the report (60/20/20, bench_uq_tables.partition); sctk auto against
 MAPIE's CQR and split conformal with HistGradientBoosting at scikit-learn's defaults.
 Prints each table's means and the ratio of sctk's interval score to the better MAPIE one's.
