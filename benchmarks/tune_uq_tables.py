@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--rows", type=int, help="a seeded sample of this many rows a table")
     args = parser.parse_args()
+    if args.rows is not None and args.rows < 100:
+        parser.error(f"--rows {args.rows}: give at least 100 rows a table.")
     params: dict = {}
     for item in args.set:
         key, _, text = item.partition("=")

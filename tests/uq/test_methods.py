@@ -370,6 +370,9 @@ def test_models_show_says_which_trees_the_choice_grew():
     sel |= {"leaf_moved": [31]}  # a discrete target's size judged with its bounds moved
     lines = _method_lines({"method": "hgb-cqr-sided", "selection": sel})
     assert lines[-1].endswith("7 leaves 2.75, 31 leaves 2.5 (bounds moved))")
+    sel |= {"leaf_default": 31}  # the size the other had to beat (trees alone)
+    lines = _method_lines({"method": "hgb-cqr-sided", "selection": sel})
+    assert lines[-1].startswith("trees of 31 leaves, starting from 31 (the sided CQR scored")
 
 
 def test_the_choices_validation_fits_leave_out_the_mean_tree_and_score_alike():

@@ -658,7 +658,8 @@ def _method_lines(metrics: dict[str, Any]) -> list[str]:
             f"{k} leaves {v:.5g}{' (bounds moved)' if k in moved else ''}"
             for k, v in sel["leaf_scores"].items()
         )
-        lines.append(f"trees of {sel['leaves']} leaves (the sided CQR scored {tried})")
+        start = f", starting from {sel['leaf_default']}" if "leaf_default" in sel else ""
+        lines.append(f"trees of {sel['leaves']} leaves{start} (the sided CQR scored {tried})")
     snapped = sel.get("snapped") or {}
     if metrics["method"] in snapped:  # a discrete target: bounds moved to its values or not
         score = f"{snapped[metrics['method']]:.5g}"

@@ -787,11 +787,9 @@ class HybridRegressor:
                 for moved in (False, True)
                 if all((method, moved) in s for s in scored[leaves])
             }
-            kept = (method, False)
-            if (method, True) in variants:
-                kept = _beats(variants, (method, True), kept)
-                if kept[1]:
-                    moved_at.append(leaves)
+            kept = _moved_or_not(variants, method)
+            if kept[1]:
+                moved_at.append(leaves)
             rows[(method, leaves)] = variants[kept]
         # the incumbent size: scikit-learn's where the trees alone are candidates (see
         # LEAF_CHOICES), the smaller default where the network is one too
@@ -1019,12 +1017,17 @@ def _choose(
     standard errors of their paired difference, or (another method) by less than FLOOR times
     the preferred one's mean: among many candidates the lowest of noisy averages is often low
     by chance, and a near-tie goes to the method best most often."""
-    base = (preferred, False)
-    if base not in rows:
+    if (preferred, False) not in rows:
         return min(rows, key=lambda key: float(rows[key].mean()))
-    if (preferred, True) in rows:
-        base = _beats(rows, (preferred, True), base)
+    base = _moved_or_not(rows, preferred)
     return _beats(rows, min(rows, key=lambda key: float(rows[key].mean())), base, floor)
+
+
+def _moved_or_not(rows: dict[tuple[str, bool], np.ndarray], method: str) -> tuple[str, bool]:
+    """METHOD with its bounds moved to the target's values where that beats them unmoved
+    by CHOICE_MARGIN standard errors (a target with no support has no moved rows)."""
+    unmoved = (method, False)
+    return _beats(rows, (method, True), unmoved) if (method, True) in rows else unmoved
 
 
 def _beats(rows, challenger, incumbent, floor: float = 0.0):
